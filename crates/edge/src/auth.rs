@@ -1,0 +1,366 @@
+//! Digest authentication (RFC 3261 §22, RFC 8760 for SHA-256, RFC 7616 for the nonce rules).
+//!
+//! Nonces are self-validating: `base64url(issued_at ‖ random ‖ HMAC(key, issued_at ‖ random))`,
+//! so issuing one stores nothing. A nonce older than the TTL is answered with a new challenge
+//! carrying `stale=true`, so the phone retries without asking its user. Replay protection:
+//! each nonce's highest nonce-count seen is remembered until the nonce expires, and a request
+//! that does not raise it is refused.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+use crate::config::{AuthConfig, Extension};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Md5,
+    Sha256,
+}
+
+impl Algorithm {
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        if s.eq_ignore_ascii_case("MD5") {
+            Some(Algorithm::Md5)
+        } else if s.eq_ignore_ascii_case("SHA-256") {
+            Some(Algorithm::Sha256)
+        } else {
+            None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha256 => "SHA-256",
+        }
+    }
+
+    pub fn hash(self, parts: &[&str]) -> String {
+        fn go<D: Digest>(parts: &[&str]) -> String {
+            let mut d = D::new();
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    d.update(b":");
+                }
+                d.update(p.as_bytes());
+            }
+            hex::encode(d.finalize())
+        }
+        match self {
+            Algorithm::Md5 => go::<Md5>(parts),
+            Algorithm::Sha256 => go::<Sha256>(parts),
+        }
+    }
+}
+
+/// The outcome of checking an Authorization header.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok {
+        user: String,
+    },
+    /// No credentials for our realm: challenge.
+    Challenge,
+    /// Right credentials on an expired nonce: challenge with stale=true.
+    Stale,
+    /// Wrong password, unknown user, replayed nonce-count, malformed: 403 (after a challenge).
+    Denied(&'static str),
+}
+
+pub struct Authenticator {
+    key: [u8; 32],
+    realm: String,
+    algorithms: Vec<Algorithm>,
+    ttl: Duration,
+    epoch: Instant,
+    /// nonce → (highest nc seen, issue time); pruned as nonces expire.
+    seen: HashMap<String, (u32, Instant)>,
+    last_prune: Instant,
+}
+
+const NC_TABLE_MAX: usize = 200_000;
+
+impl Authenticator {
+    pub fn new(realm: &str, cfg: &AuthConfig, now: Instant) -> Authenticator {
+        let mut key = [0u8; 32];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut key);
+        Authenticator {
+            key,
+            realm: realm.to_string(),
+            algorithms: cfg
+                .algorithms
+                .iter()
+                .filter_map(|a| Algorithm::parse(a))
+                .collect(),
+            ttl: Duration::from_secs(cfg.nonce_ttl_secs),
+            // The epoch sits one TTL in the past so that issue times never underflow.
+            epoch: now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now),
+            seen: HashMap::new(),
+            last_prune: now,
+        }
+    }
+
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    fn mac(&self, data: &[u8]) -> [u8; 16] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
+        m.update(data);
+        let full = m.finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
+    pub fn nonce(&self, now: Instant) -> String {
+        let ms = now.duration_since(self.epoch).as_millis() as u64;
+        let mut raw = [0u8; 32];
+        raw[..8].copy_from_slice(&ms.to_be_bytes());
+        rand::Rng::fill(&mut rand::thread_rng(), &mut raw[8..16]);
+        let mac = self.mac(&raw[..16]);
+        raw[16..].copy_from_slice(&mac);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// When the nonce was issued, if it is one of ours.
+    fn nonce_issued(&self, nonce: &str) -> Option<Instant> {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(nonce)
+            .ok()?;
+        if raw.len() != 32 {
+            return None;
+        }
+        let mac = self.mac(&raw[..16]);
+        // Constant-time compare.
+        let diff = mac
+            .iter()
+            .zip(&raw[16..])
+            .fold(0u8, |d, (a, b)| d | (a ^ b));
+        if diff != 0 {
+            return None;
+        }
+        let ms = u64::from_be_bytes(raw[..8].try_into().ok()?);
+        Some(self.epoch + Duration::from_millis(ms))
+    }
+
+    /// Challenge header values, one per configured algorithm, in preference order.
+    pub fn challenges(&self, now: Instant, stale: bool) -> Vec<String> {
+        let nonce = self.nonce(now);
+        self.algorithms
+            .iter()
+            .map(|a| {
+                format!(
+                    "Digest realm=\"{}\", nonce=\"{}\", algorithm={}, qop=\"auth\"{}",
+                    self.realm,
+                    nonce,
+                    a.name(),
+                    if stale { ", stale=true" } else { "" }
+                )
+            })
+            .collect()
+    }
+
+    /// Check credentials for `method` from an Authorization / Proxy-Authorization value.
+    /// `lookup` returns the extension's secrets.
+    pub fn verify<'e>(
+        &mut self,
+        now: Instant,
+        method: &str,
+        header: Option<&str>,
+        lookup: impl Fn(&str) -> Option<&'e Extension>,
+    ) -> Verdict {
+        self.prune(now);
+        let Some(header) = header else {
+            return Verdict::Challenge;
+        };
+        let Some(params) = orbit_sip::header::digest_params(header) else {
+            return Verdict::Challenge;
+        };
+        let mut p: HashMap<String, &str> = HashMap::new();
+        for (k, v) in params {
+            p.insert(k.to_ascii_lowercase(), v);
+        }
+        if p.get("realm").copied() != Some(self.realm.as_str()) {
+            return Verdict::Challenge;
+        }
+        let (Some(user), Some(nonce), Some(uri), Some(response)) = (
+            p.get("username").copied(),
+            p.get("nonce").copied(),
+            p.get("uri").copied(),
+            p.get("response").copied(),
+        ) else {
+            return Verdict::Denied("incomplete credentials");
+        };
+        let alg = match p.get("algorithm") {
+            None => Algorithm::Md5,
+            Some(a) => match Algorithm::parse(a) {
+                Some(a) if self.algorithms.contains(&a) => a,
+                _ => return Verdict::Denied("algorithm not offered"),
+            },
+        };
+        let Some(issued) = self.nonce_issued(nonce) else {
+            // Not ours (or forged): a fresh challenge, as for no credentials.
+            return Verdict::Challenge;
+        };
+        let Some(ext) = lookup(user) else {
+            return Verdict::Denied("unknown user");
+        };
+        let ha1 = match (alg, &ext.password, &ext.ha1_md5, &ext.ha1_sha256) {
+            (Algorithm::Md5, _, Some(h), _) => h.to_ascii_lowercase(),
+            (Algorithm::Sha256, _, _, Some(h)) => h.to_ascii_lowercase(),
+            (_, Some(pw), _, _) => alg.hash(&[user, &self.realm, pw]),
+            _ => return Verdict::Denied("no secret for algorithm"),
+        };
+        let ha2 = alg.hash(&[method, uri]);
+        let qop = p.get("qop").copied();
+        let (expected, nc) = match qop {
+            Some(q) if q.eq_ignore_ascii_case("auth") => {
+                let (Some(nc_s), Some(cnonce)) = (p.get("nc").copied(), p.get("cnonce").copied())
+                else {
+                    return Verdict::Denied("qop without nc/cnonce");
+                };
+                let Ok(nc) = u32::from_str_radix(nc_s, 16) else {
+                    return Verdict::Denied("bad nc");
+                };
+                (alg.hash(&[&ha1, nonce, nc_s, cnonce, q, &ha2]), nc)
+            }
+            Some(_) => return Verdict::Denied("unsupported qop"),
+            None => (alg.hash(&[&ha1, nonce, &ha2]), 0),
+        };
+        if !expected.eq_ignore_ascii_case(response) {
+            return Verdict::Denied("wrong credentials");
+        }
+        if now.duration_since(issued) > self.ttl {
+            return Verdict::Stale;
+        }
+        match self.seen.get_mut(nonce) {
+            Some((last, _)) if nc <= *last => return Verdict::Denied("nonce-count replayed"),
+            Some((last, _)) => *last = nc,
+            None => {
+                if self.seen.len() >= NC_TABLE_MAX {
+                    return Verdict::Stale;
+                }
+                self.seen.insert(nonce.to_string(), (nc, issued));
+            }
+        }
+        Verdict::Ok {
+            user: user.to_string(),
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        if now.duration_since(self.last_prune) < Duration::from_secs(10) {
+            return;
+        }
+        self.last_prune = now;
+        let ttl = self.ttl;
+        self.seen
+            .retain(|_, (_, issued)| now.duration_since(*issued) <= ttl);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext() -> Extension {
+        Extension {
+            password: Some("pw1001".into()),
+            ..Default::default()
+        }
+    }
+
+    fn answer(alg: Algorithm, nonce: &str, nc: &str, pw: &str) -> String {
+        let ha1 = alg.hash(&["1001", "orbit", pw]);
+        let ha2 = alg.hash(&["REGISTER", "sip:orbit"]);
+        let r = alg.hash(&[&ha1, nonce, nc, "c0ffee", "auth", &ha2]);
+        format!(
+            "Digest username=\"1001\", realm=\"orbit\", nonce=\"{nonce}\", uri=\"sip:orbit\", response=\"{r}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"c0ffee\"",
+            alg.name()
+        )
+    }
+
+    fn nonce_of(ch: &str) -> String {
+        let i = ch.find("nonce=\"").unwrap() + 7;
+        ch[i..i + ch[i..].find('"').unwrap()].to_string()
+    }
+
+    #[test]
+    fn digest_md5_and_sha256_with_replay_and_stale() {
+        let t0 = Instant::now();
+        let mut a = Authenticator::new("orbit", &AuthConfig::default(), t0);
+        let e = ext();
+        let ch = a.challenges(t0, false);
+        assert_eq!(ch.len(), 2);
+        assert!(ch[0].contains("algorithm=SHA-256"));
+        let nonce = nonce_of(&ch[0]);
+        for alg in [Algorithm::Sha256, Algorithm::Md5] {
+            let n = a.nonce(t0);
+            let h = answer(alg, &n, "00000001", "pw1001");
+            assert_eq!(
+                a.verify(t0, "REGISTER", Some(&h), |_| Some(&e)),
+                Verdict::Ok {
+                    user: "1001".into()
+                }
+            );
+            // The same nc again is a replay.
+            assert!(matches!(
+                a.verify(t0, "REGISTER", Some(&h), |_| Some(&e)),
+                Verdict::Denied(_)
+            ));
+            let h2 = answer(alg, &n, "00000002", "pw1001");
+            assert!(matches!(
+                a.verify(t0, "REGISTER", Some(&h2), |_| Some(&e)),
+                Verdict::Ok { .. }
+            ));
+        }
+        let wrong = answer(Algorithm::Md5, &nonce, "00000001", "nope");
+        assert_eq!(
+            a.verify(t0, "REGISTER", Some(&wrong), |_| Some(&e)),
+            Verdict::Denied("wrong credentials")
+        );
+        let later = t0 + Duration::from_secs(301);
+        let old = answer(Algorithm::Md5, &nonce, "00000005", "pw1001");
+        assert_eq!(
+            a.verify(later, "REGISTER", Some(&old), |_| Some(&e)),
+            Verdict::Stale
+        );
+        // A nonce we never issued.
+        let forged = answer(Algorithm::Md5, "AAAA", "00000001", "pw1001");
+        assert_eq!(
+            a.verify(t0, "REGISTER", Some(&forged), |_| Some(&e)),
+            Verdict::Challenge
+        );
+        assert_eq!(
+            a.verify(t0, "REGISTER", None, |_| Some(&e)),
+            Verdict::Challenge
+        );
+    }
+
+    #[test]
+    fn ha1_secrets() {
+        let t0 = Instant::now();
+        let mut a = Authenticator::new("orbit", &AuthConfig::default(), t0);
+        let e = Extension {
+            ha1_md5: Some(Algorithm::Md5.hash(&["1001", "orbit", "pw1001"])),
+            ..Default::default()
+        };
+        let n = a.nonce(t0);
+        let h = answer(Algorithm::Md5, &n, "00000001", "pw1001");
+        assert!(matches!(
+            a.verify(t0, "REGISTER", Some(&h), |_| Some(&e)),
+            Verdict::Ok { .. }
+        ));
+        let h = answer(Algorithm::Sha256, &n, "00000002", "pw1001");
+        assert_eq!(
+            a.verify(t0, "REGISTER", Some(&h), |_| Some(&e)),
+            Verdict::Denied("no secret for algorithm")
+        );
+    }
+}

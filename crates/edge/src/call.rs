@@ -1,0 +1,1059 @@
+//! The B2BUA call model: one [`Call`] owns two dialogs, A (the caller's, where we are the UAS)
+//! and B (the callee's, where we are the UAC, forked to every registered contact), and the media
+//! session that joins them. Every function here is an event handler on the sans-I/O [`Edge`]:
+//! a message or a timer in, messages out through the edge's transaction layer.
+//!
+//! ```text
+//! caller ──INVITE──▶ A │ Call │ B ──INVITE──▶ each contact of the callee (first 2xx wins,
+//!        ◀──18x/2xx──  │      │  ◀──18x/2xx──  the others get CANCEL, or ACK+BYE if late)
+//!        ──ACK──────▶  │      │  ──ACK──────▶  (forwarded when the caller ACKs: delayed offer)
+//!        ◀─re-INVITE, INFO, UPDATE, … relayed both ways, SDP rewritten to the relay ─▶
+//!        ──BYE──────▶  │      │  ──BYE──────▶  media released at once
+//! ```
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use orbit_sip::header::NameAddr;
+use orbit_sip::message::{Message, Name, Writer};
+use orbit_sip::transaction::{Retransmitter, State};
+use orbit_sip::transport::Flow;
+use orbit_sip::{reason_phrase, Method};
+use tracing::{debug, info, info_span, warn, Span};
+
+use crate::core::{build_response, contact, Edge, Owner, TimerKey, ALLOW};
+use crate::media::{Leg, MediaSession};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+    fn leg(self) -> Leg {
+        match self {
+            Side::A => Leg::A,
+            Side::B => Leg::B,
+        }
+    }
+}
+
+/// Our half of a dialog with one party.
+pub(crate) struct Dialog {
+    pub call_id: String,
+    pub local_tag: String,
+    /// Our From/To header value toward this party (with our tag).
+    pub local_hdr: String,
+    /// The party's header value (with its tag once known).
+    pub remote_hdr: String,
+    pub remote_target: String,
+    pub route_set: Vec<String>,
+    pub local_cseq: u32,
+    pub remote_cseq: u32,
+    /// Where this party is: requests go here, never to an address named in a message.
+    pub flow: Flow,
+    /// User part of our Contact toward this party (the other party's extension).
+    pub contact_user: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BranchState {
+    Calling,
+    Proceeding,
+    Done,
+}
+
+struct Branch {
+    key: String,
+    state: BranchState,
+    cancel_wanted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallState {
+    /// INVITE sent to the callee's contacts; no 2xx yet.
+    Ringing,
+    /// 2xx sent to the caller; waiting for its ACK.
+    Answered,
+    Confirmed,
+    Ending,
+}
+
+/// A 2xx we retransmit until the party ACKs it.
+struct OkRetx {
+    to: Side,
+    cseq: u32,
+    rt: Retransmitter,
+    bytes: Bytes,
+}
+
+pub(crate) struct Call {
+    id: u64,
+    span: Span,
+    state: CallState,
+    started: Instant,
+    a: Dialog,
+    a_invite: Message,
+    a_stx: String,
+    b: Dialog,
+    branches: Vec<Branch>,
+    winner: Option<usize>,
+    best: Option<(u16, String)>,
+    media: Option<Box<dyn MediaSession>>,
+    ok_retx: Option<OkRetx>,
+    /// When `from` ACKs our 2xx for its INVITE with `cseq`, send ACK with `to_cseq` to `to`.
+    ack_pending: Option<(Side, u32, Side, u32)>,
+    /// The last ACK we sent for a 2xx, to resend if that 2xx is retransmitted.
+    acked: Option<(Side, u32, Bytes)>,
+    /// An INVITE (initial or re-INVITE) is being relayed: a second one gets 491 (glare).
+    invite_busy: bool,
+    pending_byes: usize,
+}
+
+impl Call {
+    fn dialog(&mut self, s: Side) -> &mut Dialog {
+        match s {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+}
+
+fn user_of(uri: &str) -> Option<String> {
+    orbit_sip::Uri::parse(uri)
+        .ok()
+        .and_then(|u| u.user().map(str::to_string))
+}
+
+fn is_sdp(msg: &Message) -> bool {
+    !msg.body.is_empty()
+        && msg
+            .content_type()
+            .map(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
+            .unwrap_or(false)
+}
+
+/// Learn where `from` wants media, and rewrite its SDP for the other party.
+fn relay_sdp(call: &Call, from: Side, msg: &Message) -> Result<Option<Vec<u8>>, ()> {
+    if !is_sdp(msg) {
+        return Ok(None);
+    }
+    let Some(media) = &call.media else {
+        return Ok(Some(msg.body.to_vec()));
+    };
+    let info = orbit_media::sdp::media_info(&msg.body).map_err(|_| ())?;
+    media.set_remote(from.leg(), info.rtp, info.rtcp);
+    orbit_media::sdp::rewrite(&msg.body, media.local(from.other().leg()))
+        .map(Some)
+        .map_err(|_| ())
+}
+
+/// A request inside one of the call's dialogs.
+fn dialog_request_bytes(
+    edge: &Edge,
+    d: &Dialog,
+    method: &str,
+    cseq: u32,
+    branch: &str,
+    extra: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Bytes {
+    let mut w = Writer::request(method, &d.remote_target);
+    w.header("Via", &edge.via(d.flow.proto, branch));
+    w.header("Max-Forwards", "70");
+    w.header("From", &d.local_hdr);
+    w.header("To", &d.remote_hdr);
+    w.header("Call-ID", &d.call_id);
+    w.header_parts("CSeq", &[&cseq.to_string(), " ", method]);
+    for r in &d.route_set {
+        w.header("Route", r);
+    }
+    w.header("Contact", &edge.contact(&d.contact_user, d.flow.proto));
+    for (k, v) in extra {
+        w.header(k, v);
+    }
+    match body {
+        Some((ct, b)) => w.finish(Some(ct), b),
+        None => w.finish(None, b""),
+    }
+}
+
+impl Edge {
+    pub(crate) fn on_invite(&mut self, now: Instant, key: &str, flow: Flow, msg: Message) {
+        if self.shutting_down {
+            return self.reply(now, key, &msg, 503, None, &[("Retry-After", "30")], None);
+        }
+        let mf = msg.max_forwards().unwrap_or(70);
+        if mf == 0 {
+            return self.reply(now, key, &msg, 483, None, &[], None);
+        }
+        // One of our own outgoing legs coming back to us: a routing loop.
+        let own = (
+            msg.call_id().to_string(),
+            msg.from_tag().unwrap_or("").to_string(),
+        );
+        if self.dialogs.contains_key(&own) {
+            return self.reply(now, key, &msg, 482, None, &[], None);
+        }
+        let uri = msg.uri().cloned().expect("request");
+        if !self.is_our_host(uri.host()) {
+            return self.reply(now, key, &msg, 404, None, &[], None);
+        }
+        let Some(from) = msg.from() else {
+            return self.reply(now, key, &msg, 400, None, &[], None);
+        };
+        let from_display = from.display.map(str::to_string);
+        let from_user = user_of(from.uri).unwrap_or_default();
+        let caller = if self.is_trusted(flow.addr.ip()) {
+            from_user
+        } else {
+            match self.check_auth(now, &msg, Name::ProxyAuthorization) {
+                Ok(user) if user == from_user => user,
+                Ok(_) => return self.reply(now, key, &msg, 403, None, &[], None),
+                Err((code, headers)) => {
+                    let extra: Vec<(&str, &str)> = headers
+                        .iter()
+                        .map(|h| ("Proxy-Authenticate", h.as_str()))
+                        .collect();
+                    return self.reply(now, key, &msg, code, None, &extra, None);
+                }
+            }
+        };
+        let Some(callee) = uri.user().map(str::to_string) else {
+            return self.reply(now, key, &msg, 404, None, &[], None);
+        };
+        if self.extension(&callee).is_none() {
+            return self.reply(now, key, &msg, 404, None, &[], None);
+        }
+        let bindings = self.registrar.lookup(now, &callee);
+        if bindings.is_empty() {
+            return self.reply(now, key, &msg, 480, None, &[], None);
+        }
+        if self.calls.len() >= self.cfg.limits.max_calls {
+            return self.reply(now, key, &msg, 503, None, &[], None);
+        }
+        let media = match self.media.open() {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "no media ports");
+                return self.reply(now, key, &msg, 503, None, &[], None);
+            }
+        };
+        // Trying at once, so the caller stops retransmitting.
+        self.reply(now, key, &msg, 100, None, &[], None);
+
+        let id = self.unique_call_id();
+        let span = info_span!(parent: None, "call", id, caller = %caller, callee = %callee, site = %self.cfg.site);
+        let a_tag = self.unique();
+        let b_tag = self.unique();
+        let domain = self.cfg.tenant.domain.clone();
+        let display = from_display.or_else(|| {
+            self.extension(&caller)
+                .and_then(|e| e.display_name.as_ref())
+                .map(|d| format!("\"{d}\""))
+        });
+        let b_from = match &display {
+            Some(d) => format!("{d} <sip:{caller}@{domain}>;tag={b_tag}"),
+            None => format!("<sip:{caller}@{domain}>;tag={b_tag}"),
+        };
+        let a = Dialog {
+            call_id: msg.call_id().to_string(),
+            local_tag: a_tag.clone(),
+            local_hdr: format!("{};tag={a_tag}", msg.header(Name::To).unwrap_or("")),
+            remote_hdr: msg.header(Name::From).unwrap_or("").to_string(),
+            remote_target: msg
+                .values(Name::Contact)
+                .next()
+                .and_then(NameAddr::parse)
+                .map(|c| c.uri.to_string())
+                .unwrap_or_else(|| from.uri.to_string()),
+            route_set: msg.values(Name::RecordRoute).map(str::to_string).collect(),
+            local_cseq: 0,
+            remote_cseq: msg.cseq.seq,
+            flow,
+            contact_user: callee.clone(),
+        };
+        let b = Dialog {
+            call_id: format!("{}@orbit", self.unique()),
+            local_tag: b_tag.clone(),
+            local_hdr: b_from,
+            remote_hdr: format!("<sip:{callee}@{domain}>"),
+            remote_target: String::new(),
+            route_set: vec![],
+            local_cseq: 1,
+            remote_cseq: 0,
+            flow: bindings[0].flow,
+            contact_user: caller.clone(),
+        };
+        let mut call = Call {
+            id,
+            span: span.clone(),
+            state: CallState::Ringing,
+            started: now,
+            a,
+            a_invite: msg,
+            a_stx: key.to_string(),
+            b,
+            branches: vec![],
+            winner: None,
+            best: None,
+            media: Some(media),
+            ok_retx: None,
+            ack_pending: None,
+            acked: None,
+            invite_busy: true,
+            pending_byes: 0,
+        };
+        let body = match relay_sdp(&call, Side::A, &call.a_invite) {
+            Ok(b) => b,
+            Err(()) => {
+                let m = call.a_invite.clone();
+                return self.reply(now, key, &m, 488, Some(&a_tag), &[], None);
+            }
+        };
+        let _g = span.enter();
+        info!(contacts = bindings.len(), "call started");
+        self.stats.calls_started += 1;
+        self.dialogs.insert((call.a.call_id.clone(), a_tag), id);
+        self.dialogs.insert((call.b.call_id.clone(), b_tag), id);
+        self.pending_invites.insert(key.to_string(), id);
+        let mf = (mf - 1).to_string();
+        let mut sends = vec![];
+        for bind in &bindings {
+            let branch = self.new_branch();
+            let mut w = Writer::request("INVITE", &bind.contact);
+            w.header("Via", &self.via(bind.flow.proto, &branch));
+            w.header("Max-Forwards", &mf);
+            w.header("From", &call.b.local_hdr);
+            w.header("To", &call.b.remote_hdr);
+            w.header("Call-ID", &call.b.call_id);
+            w.header("CSeq", "1 INVITE");
+            w.header("Contact", &self.contact(&caller, bind.flow.proto));
+            w.header("Allow", ALLOW);
+            let bytes = match &body {
+                Some(b) => w.finish(Some("application/sdp"), b),
+                None => w.finish(None, b""),
+            };
+            call.branches.push(Branch {
+                key: branch.clone(),
+                state: BranchState::Calling,
+                cancel_wanted: false,
+            });
+            sends.push((bind.flow, branch, bytes));
+        }
+        self.calls.insert(id, call);
+        for (idx, (flow, branch, bytes)) in sends.into_iter().enumerate() {
+            self.send_request(
+                now,
+                flow,
+                branch,
+                true,
+                bytes,
+                Owner::Branch { call: id, idx },
+            );
+        }
+    }
+
+    fn unique_call_id(&mut self) -> u64 {
+        self.next_call += 1;
+        self.next_call
+    }
+}
+
+// ------------------------------------------------------------------ responses from B forks
+
+pub(crate) fn on_client_response(edge: &mut Edge, now: Instant, ckey: &str, msg: Message) {
+    let Some(entry) = edge.ctx.get(ckey) else {
+        return;
+    };
+    match &entry.owner {
+        Owner::Branch { call, idx } => {
+            let (call, idx, flow) = (*call, *idx, entry.flow);
+            branch_response(edge, now, call, idx, flow, msg)
+        }
+        Owner::Relay { call, stx, req } => {
+            let (call, stx, req) = (*call, stx.clone(), req.clone());
+            relay_response(edge, now, call, &stx, &req, msg)
+        }
+        Owner::Bye { call } => {
+            if msg.code() >= 200 {
+                let call = *call;
+                bye_done(edge, call);
+            }
+        }
+        Owner::Nobody => {}
+    }
+}
+
+pub(crate) fn on_client_timeout(edge: &mut Edge, now: Instant, ckey: &str) {
+    let Some(entry) = edge.ctx.get(ckey) else {
+        return;
+    };
+    match &entry.owner {
+        Owner::Branch { call, idx } => {
+            let (call, idx) = (*call, *idx);
+            branch_failed(edge, now, call, idx, 408, "Request Timeout".into());
+        }
+        Owner::Relay { call, stx, req } => {
+            let (call, stx, req) = (*call, stx.clone(), req.clone());
+            if *req.method() == Method::Invite {
+                if let Some(c) = edge.calls.get_mut(&call) {
+                    c.invite_busy = false;
+                }
+            }
+            edge.reply(now, &stx, &req, 408, None, &[], None);
+        }
+        Owner::Bye { call } => {
+            let call = *call;
+            bye_done(edge, call)
+        }
+        Owner::Nobody => {}
+    }
+}
+
+fn branch_response(edge: &mut Edge, now: Instant, id: u64, idx: usize, flow: Flow, msg: Message) {
+    let code = msg.code();
+    let Some(call) = edge.calls.get_mut(&id) else {
+        if (200..300).contains(&code) {
+            ack_and_bye(edge, now, flow, &msg);
+        }
+        return;
+    };
+    let span = call.span.clone();
+    let _g = span.enter();
+    match code {
+        100 => {}
+        101..=199 => {
+            let b = &mut call.branches[idx];
+            if b.state == BranchState::Calling {
+                b.state = BranchState::Proceeding;
+            }
+            if b.cancel_wanted {
+                b.cancel_wanted = false;
+                let key = b.key.clone();
+                send_cancel(edge, now, &key);
+                return;
+            }
+            if call.state != CallState::Ringing || call.winner.is_some() || msg.to_tag().is_none() {
+                return;
+            }
+            let body = relay_sdp(call, Side::B, &msg).ok().flatten();
+            let bytes = build_response(
+                &call.a_invite,
+                &call.a.flow,
+                code,
+                msg.reason(),
+                Some(&call.a.local_tag),
+                &[(
+                    "Contact",
+                    &contact(&edge.local, &call.a.contact_user, call.a.flow.proto),
+                )],
+                body.as_deref().map(|b| ("application/sdp", b)),
+            );
+            let key = call.a_stx.clone();
+            edge.reply_bytes(now, &key, code, bytes);
+        }
+        200..=299 => {
+            if call.winner == Some(idx)
+                && call.b.remote_hdr.contains(msg.to_tag().unwrap_or("\u{0}"))
+            {
+                // The winner retransmits its 2xx: our ACK was lost.
+                if let Some((Side::B, cseq, ack)) = &call.acked {
+                    if *cseq == msg.cseq.seq {
+                        let ack = ack.clone();
+                        edge.send(flow, ack);
+                    }
+                }
+                return;
+            }
+            if call.winner.is_some() || call.state != CallState::Ringing {
+                // A second fork answered, or the caller has gone: take it and hang it up.
+                debug!("late 2xx from another fork: ACK and BYE");
+                ack_and_bye(edge, now, flow, &msg);
+                return;
+            }
+            call.winner = Some(idx);
+            call.branches[idx].state = BranchState::Done;
+            call.b.remote_hdr = msg.header(Name::To).unwrap_or("").to_string();
+            call.b.remote_target = msg
+                .values(Name::Contact)
+                .next()
+                .and_then(NameAddr::parse)
+                .map(|c| c.uri.to_string())
+                .unwrap_or_default();
+            let mut rr: Vec<String> = msg.values(Name::RecordRoute).map(str::to_string).collect();
+            rr.reverse();
+            call.b.route_set = rr;
+            call.b.flow = flow;
+            call.b.remote_cseq = 0;
+            let others: Vec<usize> = (0..call.branches.len()).filter(|&i| i != idx).collect();
+            let body = relay_sdp(call, Side::B, &msg).ok().flatten();
+            let bytes = build_response(
+                &call.a_invite,
+                &call.a.flow,
+                code,
+                msg.reason(),
+                Some(&call.a.local_tag),
+                &[
+                    (
+                        "Contact",
+                        &contact(&edge.local, &call.a.contact_user, call.a.flow.proto),
+                    ),
+                    ("Allow", ALLOW),
+                ],
+                body.as_deref().map(|b| ("application/sdp", b)),
+            );
+            let a_cseq = call.a_invite.cseq.seq;
+            call.ok_retx = Some(OkRetx {
+                to: Side::A,
+                cseq: a_cseq,
+                rt: Retransmitter::new(now, edge.timing),
+                bytes: bytes.clone(),
+            });
+            call.ack_pending = Some((Side::A, a_cseq, Side::B, 1));
+            call.state = CallState::Answered;
+            call.invite_busy = false;
+            let key = call.a_stx.clone();
+            edge.pending_invites.remove(&key);
+            edge.stats.calls_answered += 1;
+            info!(
+                after_ms = now.duration_since(call.started).as_millis() as u64,
+                "answered"
+            );
+            for i in others {
+                cancel_branch(edge, now, id, i);
+            }
+            edge.reply_bytes(now, &key, code, bytes);
+            schedule_call(edge, id);
+        }
+        _ => branch_failed(edge, now, id, idx, code, msg.reason().to_string()),
+    }
+}
+
+fn branch_failed(edge: &mut Edge, now: Instant, id: u64, idx: usize, code: u16, reason: String) {
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    call.branches[idx].state = BranchState::Done;
+    // RFC 3261 §16.7: a 6xx beats everything; otherwise the lowest class, first seen.
+    let better = match &call.best {
+        None => true,
+        Some((b, _)) => (code >= 600 && *b < 600) || (*b < 600 && code / 100 < b / 100),
+    };
+    if better {
+        call.best = Some((code, reason));
+    }
+    if call.branches.iter().any(|b| b.state != BranchState::Done) || call.winner.is_some() {
+        return;
+    }
+    if call.state == CallState::Ringing {
+        let (mut code, mut reason) = call.best.clone().unwrap_or((480, String::new()));
+        // The callee's phone asking for credentials is not the caller's business.
+        if code == 401 || code == 407 {
+            code = 480;
+            reason = reason_phrase(480).into();
+        }
+        let span = call.span.clone();
+        let _g = span.enter();
+        info!(code, "call failed");
+        edge.stats.calls_failed += 1;
+        let bytes = build_response(
+            &call.a_invite,
+            &call.a.flow,
+            code,
+            &reason,
+            Some(&call.a.local_tag),
+            &[],
+            None,
+        );
+        let key = call.a_stx.clone();
+        edge.reply_bytes(now, &key, code, bytes);
+    }
+    end_call(edge, id);
+}
+
+fn cancel_branch(edge: &mut Edge, now: Instant, id: u64, idx: usize) {
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    let b = &mut call.branches[idx];
+    match b.state {
+        BranchState::Calling => b.cancel_wanted = true,
+        BranchState::Proceeding => {
+            let key = b.key.clone();
+            send_cancel(edge, now, &key);
+        }
+        BranchState::Done => {}
+    }
+}
+
+/// CANCEL for an INVITE we sent (RFC 3261 §9.1): same R-URI, Via, From, To, Call-ID, Route.
+fn send_cancel(edge: &mut Edge, now: Instant, invite_key: &str) {
+    let Some(e) = edge.ctx.get(invite_key) else {
+        return;
+    };
+    if e.tx.state != State::Proceeding && e.tx.state != State::Initial {
+        return;
+    }
+    let flow = e.flow;
+    let Ok(inv) = orbit_sip::parse(e.tx.request().clone(), &Default::default()) else {
+        return;
+    };
+    let mut w = Writer::request("CANCEL", inv.uri().map(|u| u.as_str()).unwrap_or(""));
+    if let Some(v) = inv.values(Name::Via).next() {
+        w.header("Via", v);
+    }
+    w.header("Max-Forwards", "70");
+    w.copy(&inv, Name::From, "From");
+    w.copy(&inv, Name::To, "To");
+    w.header("Call-ID", inv.call_id());
+    w.header("CSeq", &format!("{} CANCEL", inv.cseq.seq));
+    w.copy(&inv, Name::Route, "Route");
+    let bytes = w.finish(None, b"");
+    edge.send_request(
+        now,
+        flow,
+        format!("{invite_key}:CANCEL"),
+        false,
+        bytes,
+        Owner::Nobody,
+    );
+}
+
+/// Accept and immediately end a dialog we do not want (a late fork's 2xx).
+fn ack_and_bye(edge: &mut Edge, now: Instant, flow: Flow, msg: &Message) {
+    let target = msg
+        .values(Name::Contact)
+        .next()
+        .and_then(NameAddr::parse)
+        .map(|c| c.uri.to_string())
+        .unwrap_or_default();
+    let mut rr: Vec<String> = msg.values(Name::RecordRoute).map(str::to_string).collect();
+    rr.reverse();
+    let d = Dialog {
+        call_id: msg.call_id().to_string(),
+        local_tag: String::new(),
+        local_hdr: msg.header(Name::From).unwrap_or("").to_string(),
+        remote_hdr: msg.header(Name::To).unwrap_or("").to_string(),
+        remote_target: target,
+        route_set: rr,
+        local_cseq: msg.cseq.seq,
+        remote_cseq: 0,
+        flow,
+        contact_user: "orbit".into(),
+    };
+    let branch = edge.new_branch();
+    let ack = dialog_request_bytes(edge, &d, "ACK", msg.cseq.seq, &branch, &[], None);
+    edge.send(flow, ack);
+    let branch = edge.new_branch();
+    let bye = dialog_request_bytes(edge, &d, "BYE", msg.cseq.seq + 1, &branch, &[], None);
+    edge.send_request(now, flow, branch, false, bye, Owner::Nobody);
+}
+
+// ------------------------------------------------------------------ in-dialog requests
+
+pub(crate) fn on_dialog_request(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    _flow: Flow,
+    msg: Message,
+    key: Option<String>,
+) {
+    let Some(call) = edge.calls.get_mut(&id) else {
+        if let Some(k) = key {
+            edge.reply(now, &k, &msg, 481, None, &[], None);
+        }
+        return;
+    };
+    let span = call.span.clone();
+    let _g = span.enter();
+    let tag = msg.to_tag().unwrap_or("");
+    let side = if tag == call.a.local_tag && msg.call_id() == call.a.call_id {
+        Side::A
+    } else {
+        Side::B
+    };
+    let method = msg.method().clone();
+    if method == Method::Ack {
+        return on_ack(edge, now, id, side, msg);
+    }
+    let Some(key) = key else { return };
+    // In-dialog CSeq must grow (RFC 3261 §12.2.2).
+    let d = call.dialog(side);
+    if msg.cseq.seq <= d.remote_cseq && d.remote_cseq != 0 {
+        return edge.reply(now, &key, &msg, 500, None, &[("Retry-After", "1")], None);
+    }
+    d.remote_cseq = msg.cseq.seq;
+    if side == Side::B && call.winner.is_none() {
+        // The callee's dialog is not established yet.
+        return edge.reply(now, &key, &msg, 481, None, &[], None);
+    }
+    match method {
+        Method::Bye => {
+            edge.reply(now, &key, &msg, 200, None, &[], None);
+            info!(by = ?side, "hangup");
+            let call = edge.calls.get_mut(&id).expect("present");
+            call.state = CallState::Ending;
+            call.ok_retx = None;
+            call.media = None;
+            let other = side.other();
+            send_bye(edge, now, id, other);
+            if edge.calls.get(&id).map(|c| c.pending_byes) == Some(0) {
+                end_call(edge, id);
+            }
+        }
+        Method::Refer => {
+            // Transfers arrive with call park; until then the party keeps its call.
+            edge.reply(now, &key, &msg, 405, None, &[("Allow", ALLOW)], None)
+        }
+        _ => relay_request(edge, now, id, side, key, msg),
+    }
+}
+
+fn relay_request(edge: &mut Edge, now: Instant, id: u64, from: Side, key: String, msg: Message) {
+    let call = edge.calls.get_mut(&id).expect("present");
+    if call.state == CallState::Ending {
+        return edge.reply(now, &key, &msg, 481, None, &[], None);
+    }
+    let invite = *msg.method() == Method::Invite;
+    if invite {
+        if call.invite_busy || call.ack_pending.is_some() {
+            return edge.reply(now, &key, &msg, 491, None, &[], None);
+        }
+        call.invite_busy = true;
+    }
+    let body = match relay_sdp(call, from, &msg) {
+        Ok(b) => b,
+        Err(()) => {
+            if invite {
+                call.invite_busy = false;
+            }
+            return edge.reply(now, &key, &msg, 488, None, &[], None);
+        }
+    };
+    let to = from.other();
+    let d = call.dialog(to);
+    d.local_cseq += 1;
+    let cseq = d.local_cseq;
+    let ct = msg.content_type().unwrap_or("application/sdp").to_string();
+    let mut extra: Vec<(&str, &str)> = vec![];
+    for (name, raw, v) in msg.all_headers() {
+        match name {
+            Name::Event | Name::Supported => extra.push((raw, v)),
+            Name::Other
+                if ["subscription-state", "info-package", "session-expires"]
+                    .iter()
+                    .any(|h| raw.eq_ignore_ascii_case(h)) =>
+            {
+                extra.push((raw, v))
+            }
+            _ => {}
+        }
+    }
+    let body_ref: Option<(&str, &[u8])> = match &body {
+        Some(b) => Some((ct.as_str(), b.as_slice())),
+        None if !msg.body.is_empty() => Some((ct.as_str(), &msg.body[..])),
+        None => None,
+    };
+    let branch = edge.new_branch();
+    let call = edge.calls.get(&id).expect("present");
+    let d = match to {
+        Side::A => &call.a,
+        Side::B => &call.b,
+    };
+    let flow = d.flow;
+    let bytes = dialog_request_bytes(
+        edge,
+        d,
+        msg.method().as_str(),
+        cseq,
+        &branch,
+        &extra,
+        body_ref,
+    );
+    if invite {
+        // Say "trying" to the sender so it stops retransmitting the re-INVITE.
+        edge.reply(now, &key, &msg, 100, None, &[], None);
+    }
+    edge.send_request(
+        now,
+        flow,
+        branch,
+        invite,
+        bytes,
+        Owner::Relay {
+            call: id,
+            stx: key,
+            req: Box::new(msg),
+        },
+    );
+}
+
+fn relay_response(edge: &mut Edge, now: Instant, id: u64, stx: &str, req: &Message, msg: Message) {
+    let code = msg.code();
+    if code == 100 {
+        return;
+    }
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    let from = if req.call_id() == call.a.call_id {
+        Side::A
+    } else {
+        Side::B
+    };
+    let to = from.other();
+    let invite = *req.method() == Method::Invite;
+    if invite && (200..300).contains(&code) {
+        if let Some((s, cseq, ack)) = call.acked.clone() {
+            if s == to && cseq == msg.cseq.seq {
+                let f = call.dialog(to).flow;
+                edge.send(f, ack);
+                return;
+            }
+        }
+        if call.ack_pending.is_some() {
+            return; // a retransmitted 2xx while we wait for the ACK
+        }
+    }
+    let body = relay_sdp(call, to, &msg).ok().flatten();
+    let ct = msg.content_type().unwrap_or("application/sdp").to_string();
+    let body_ref: Option<(&str, &[u8])> = match &body {
+        Some(b) => Some((ct.as_str(), b.as_slice())),
+        None if !msg.body.is_empty() => Some((ct.as_str(), &msg.body[..])),
+        None => None,
+    };
+    let from_d = match from {
+        Side::A => &call.a,
+        Side::B => &call.b,
+    };
+    let contact = contact(&edge.local, &from_d.contact_user, from_d.flow.proto);
+    let bytes = build_response(
+        req,
+        &from_d.flow,
+        code,
+        msg.reason(),
+        None,
+        &[("Contact", &contact)],
+        body_ref,
+    );
+    if invite && code >= 200 {
+        call.invite_busy = false;
+        if code < 300 {
+            call.ok_retx = Some(OkRetx {
+                to: from,
+                cseq: req.cseq.seq,
+                rt: Retransmitter::new(now, edge.timing),
+                bytes: bytes.clone(),
+            });
+            call.ack_pending = Some((from, req.cseq.seq, to, msg.cseq.seq));
+            schedule_call(edge, id);
+        }
+    }
+    edge.reply_bytes(now, stx, code, bytes);
+}
+
+fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: Message) {
+    let call = edge.calls.get_mut(&id).expect("present");
+    if let Some(r) = &call.ok_retx {
+        if r.to == side && r.cseq == msg.cseq.seq {
+            call.ok_retx = None;
+        }
+    }
+    let Some((from, cseq, to, to_cseq)) = call.ack_pending else {
+        return;
+    };
+    if from != side || cseq != msg.cseq.seq {
+        return;
+    }
+    call.ack_pending = None;
+    if call.state == CallState::Answered {
+        call.state = CallState::Confirmed;
+    }
+    // Delayed offer: the ACK carries the answer.
+    let body = relay_sdp(call, side, &msg).ok().flatten();
+    let branch = edge.new_branch();
+    let call = edge.calls.get(&id).expect("present");
+    let d = match to {
+        Side::A => &call.a,
+        Side::B => &call.b,
+    };
+    let flow = d.flow;
+    let ack = dialog_request_bytes(
+        edge,
+        d,
+        "ACK",
+        to_cseq,
+        &branch,
+        &[],
+        body.as_deref().map(|b| ("application/sdp", b)),
+    );
+    edge.calls.get_mut(&id).expect("present").acked = Some((to, to_cseq, ack.clone()));
+    edge.send(flow, ack);
+    let _ = now;
+}
+
+pub(crate) fn on_cancel(edge: &mut Edge, now: Instant, invite_key: &str) {
+    let Some(id) = edge.pending_invites.get(invite_key).copied() else {
+        return;
+    };
+    let Some(call) = edge.calls.get(&id) else {
+        return;
+    };
+    if call.state != CallState::Ringing {
+        return;
+    }
+    let _g = call.span.clone().entered();
+    info!("cancelled by caller");
+    hangup(edge, now, id, "cancelled");
+}
+
+fn send_bye(edge: &mut Edge, now: Instant, id: u64, to: Side) {
+    let call = edge.calls.get_mut(&id).expect("present");
+    if to == Side::B && call.winner.is_none() {
+        return;
+    }
+    let d = call.dialog(to);
+    d.local_cseq += 1;
+    let cseq = d.local_cseq;
+    call.pending_byes += 1;
+    let branch = edge.new_branch();
+    let call = edge.calls.get(&id).expect("present");
+    let d = match to {
+        Side::A => &call.a,
+        Side::B => &call.b,
+    };
+    let flow = d.flow;
+    let bye = dialog_request_bytes(edge, d, "BYE", cseq, &branch, &[], None);
+    edge.send_request(now, flow, branch, false, bye, Owner::Bye { call: id });
+}
+
+fn bye_done(edge: &mut Edge, id: u64) {
+    if let Some(c) = edge.calls.get_mut(&id) {
+        c.pending_byes = c.pending_byes.saturating_sub(1);
+        if c.pending_byes == 0 && c.state == CallState::Ending {
+            end_call(edge, id);
+        }
+    }
+}
+
+/// End a call from our side: BYE both parties when answered, 487 and CANCEL when ringing.
+pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &str) {
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    let _g = call.span.clone().entered();
+    let state = call.state;
+    call.state = CallState::Ending;
+    call.media = None;
+    call.ok_retx = None;
+    match state {
+        CallState::Ringing => {
+            info!(why, "ending unanswered call");
+            let key = call.a_stx.clone();
+            let req = call.a_invite.clone();
+            let tag = call.a.local_tag.clone();
+            let n = call.branches.len();
+            edge.pending_invites.remove(&key);
+            if edge
+                .stx
+                .get(&key)
+                .map(|e| e.tx.state == State::Proceeding)
+                .unwrap_or(false)
+            {
+                edge.reply(now, &key, &req, 487, Some(&tag), &[], None);
+            }
+            for i in 0..n {
+                cancel_branch(edge, now, id, i);
+            }
+            let call = edge.calls.get(&id).expect("present");
+            if call.branches.iter().all(|b| b.state == BranchState::Done) {
+                end_call(edge, id);
+            }
+        }
+        CallState::Answered | CallState::Confirmed => {
+            info!(why, "ending call");
+            send_bye(edge, now, id, Side::A);
+            send_bye(edge, now, id, Side::B);
+        }
+        CallState::Ending => {}
+    }
+}
+
+fn end_call(edge: &mut Edge, id: u64) {
+    let Some(call) = edge.calls.remove(&id) else {
+        return;
+    };
+    let _g = call.span.enter();
+    edge.dialogs
+        .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+    edge.dialogs
+        .remove(&(call.b.call_id.clone(), call.b.local_tag.clone()));
+    edge.pending_invites.remove(&call.a_stx);
+    debug!("call ended");
+}
+
+// ------------------------------------------------------------------ timers
+
+fn schedule_call(edge: &mut Edge, id: u64) {
+    if let Some(r) = edge.calls.get(&id).and_then(|c| c.ok_retx.as_ref()) {
+        let t = r.rt.poll_timeout();
+        edge.timers.schedule(t, TimerKey::Call(id));
+    }
+}
+
+pub(crate) fn on_timer(edge: &mut Edge, now: Instant, id: u64) {
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    let Some(r) = call.ok_retx.as_mut() else {
+        return;
+    };
+    match r.rt.on_timeout(now) {
+        Some(true) => {
+            let flow = match r.to {
+                Side::A => call.a.flow,
+                Side::B => call.b.flow,
+            };
+            let b = r.bytes.clone();
+            edge.send(flow, b);
+            schedule_call(edge, id);
+        }
+        Some(false) => schedule_call(edge, id),
+        None => {
+            // No ACK for our 2xx within 64·T1: the dialog is dead (RFC 3261 §13.3.1.4).
+            call.ok_retx = None;
+            let _g = call.span.clone().entered();
+            warn!("no ACK for 2xx");
+            hangup(edge, now, id, "no ACK");
+        }
+    }
+}
+
+/// End calls whose media stopped in both directions.
+pub(crate) fn check_media(edge: &mut Edge, now: Instant) {
+    let timeout = std::time::Duration::from_secs(edge.cfg.media.timeout_secs);
+    let dead: Vec<u64> = edge
+        .calls
+        .values()
+        .filter(|c| c.state == CallState::Confirmed)
+        .filter(|c| {
+            c.media
+                .as_ref()
+                .map(|m| m.idle() > timeout)
+                .unwrap_or(false)
+        })
+        .map(|c| c.id)
+        .collect();
+    for id in dead {
+        hangup(edge, now, id, "no media");
+    }
+}

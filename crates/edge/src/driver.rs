@@ -1,0 +1,194 @@
+//! The tokio driver around the sans-I/O [`Edge`]: read sockets, feed the core, write what it
+//! produced, sleep until its next timer. One task owns the core, so the core needs no locks.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use orbit_sip::transport::{
+    spawn_tcp_listener, spawn_tls_listener, Flow, Proto, StreamEvent, StreamLimits,
+};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::core::{Edge, Stats};
+
+pub struct Sockets {
+    pub udp: UdpSocket,
+    pub tcp: Option<TcpListener>,
+    pub tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+}
+
+/// What the driver publishes for observers (tests, logs, later metrics).
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub stats: Stats,
+    pub calls: usize,
+    pub registrations: usize,
+    pub media_ports_in_use: usize,
+}
+
+/// Run the edge until `shutdown` resolves, then end all calls (BYE/CANCEL) and return once
+/// they are gone or after `drain` has passed.
+pub async fn run(
+    mut edge: Edge,
+    sockets: Sockets,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+    status: Option<watch::Sender<Status>>,
+) -> Stats {
+    let udp = Arc::new(sockets.udp);
+    let (ev_tx, mut ev_rx) = mpsc::channel::<StreamEvent>(4096);
+    let limits = StreamLimits {
+        max_message: edge.cfg.limits.max_message,
+        idle: Duration::from_secs(3600),
+    };
+    let mut listeners = vec![];
+    if let Some(l) = sockets.tcp {
+        listeners.push(spawn_tcp_listener(l, ev_tx.clone(), limits));
+    }
+    if let Some((l, acc)) = sockets.tls {
+        listeners.push(spawn_tls_listener(l, acc, ev_tx.clone(), limits));
+    }
+    let mut conns: HashMap<u64, mpsc::UnboundedSender<Bytes>> = HashMap::new();
+    let mut buf = vec![0u8; 65_536];
+    tokio::pin!(shutdown);
+    let mut shutting: Option<Instant> = None;
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
+    let mut last_status = Instant::now();
+
+    loop {
+        let now = Instant::now();
+        if let Some(d) = edge.next_timeout() {
+            let d = Instant::from_std(d);
+            if sleep.deadline() != d {
+                sleep.as_mut().reset(d);
+            }
+        }
+        tokio::select! {
+            biased;
+            r = udp.recv_from(&mut buf) => {
+                match r {
+                    Ok((n, addr)) => {
+                        let flow = Flow { proto: Proto::Udp, addr, conn: 0 };
+                        edge.on_message(now.into_std(), flow, Bytes::copy_from_slice(&buf[..n]));
+                        // Take what else is queued without another trip through the reactor.
+                        for _ in 0..32 {
+                            match udp.try_recv_from(&mut buf) {
+                                Ok((n, addr)) => {
+                                    let flow = Flow { proto: Proto::Udp, addr, conn: 0 };
+                                    edge.on_message(std::time::Instant::now(), flow, Bytes::copy_from_slice(&buf[..n]));
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // ICMP errors from earlier sends surface here on Linux.
+                    Err(e) => debug!(error = %e, "udp recv"),
+                }
+            }
+            Some(ev) = ev_rx.recv() => match ev {
+                StreamEvent::Opened { flow, tx } => { conns.insert(flow.conn, tx); }
+                StreamEvent::Message { flow, bytes } => edge.on_message(now.into_std(), flow, bytes),
+                StreamEvent::Bad { flow, bytes } => edge.on_bad_stream(flow, &bytes),
+                StreamEvent::Closed { flow } => {
+                    conns.remove(&flow.conn);
+                    edge.flow_closed(&flow);
+                }
+            },
+            _ = &mut sleep => {
+                edge.on_timeout(std::time::Instant::now());
+                if edge.next_timeout().is_none() {
+                    sleep.as_mut().reset(Instant::now() + Duration::from_secs(3600));
+                }
+            }
+            _ = &mut shutdown, if shutting.is_none() => {
+                edge.shutdown(now.into_std());
+                shutting = Some(now + drain);
+            }
+        }
+        for t in edge.drain() {
+            match t.flow.proto {
+                Proto::Udp => {
+                    if let Err(e) = udp.try_send_to(&t.bytes, t.flow.addr) {
+                        if e.kind() == std::io::ErrorKind::WouldBlock {
+                            // The send buffer is full: wait for it rather than drop signalling.
+                            let _ = udp.send_to(&t.bytes, t.flow.addr).await;
+                        } else {
+                            debug!(error = %e, to = %t.flow.addr, "udp send");
+                        }
+                    }
+                }
+                Proto::Tcp | Proto::Tls => match conns.get(&t.flow.conn) {
+                    Some(tx) => {
+                        let _ = tx.send(t.bytes);
+                    }
+                    None => warn!(to = %t.flow.addr, "connection gone; message not sent"),
+                },
+            }
+        }
+        if let Some(status) = &status {
+            if now.duration_since(last_status) >= Duration::from_millis(200) {
+                last_status = now;
+                let _ = status.send(Status {
+                    stats: edge.stats.clone(),
+                    calls: edge.active_calls(),
+                    registrations: edge.registrations(),
+                    media_ports_in_use: edge.media_ports_in_use(),
+                });
+            }
+        }
+        if let Some(until) = shutting {
+            if edge.active_calls() == 0 || Instant::now() >= until {
+                info!(left = edge.active_calls(), "edge stopped");
+                break;
+            }
+        }
+    }
+    for l in listeners {
+        l.abort();
+    }
+    edge.stats.clone()
+}
+
+/// Bind the edge's sockets from its config: UDP and TCP on `sip.listen`, TLS on
+/// `sip.tls_listen` when an acceptor is given. Returns the sockets and our address per
+/// transport (for Via/Contact), with the advertised IP.
+pub async fn bind(
+    cfg: &crate::EdgeConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<(Sockets, HashMap<Proto, std::net::SocketAddr>)> {
+    let udp = orbit_sip::transport::bind_udp(cfg.sip.listen, 8 << 20)?;
+    let udp = UdpSocket::from_std(udp)?;
+    let port = udp.local_addr()?.port();
+    let tcp_addr = std::net::SocketAddr::new(cfg.sip.listen.ip(), port);
+    let tcp = TcpListener::bind(tcp_addr).await?;
+    let adv = cfg.advertise();
+    let mut local = HashMap::new();
+    local.insert(Proto::Udp, std::net::SocketAddr::new(adv, port));
+    local.insert(Proto::Tcp, std::net::SocketAddr::new(adv, port));
+    let tls = match (tls, cfg.sip.tls_listen) {
+        (Some(acc), Some(addr)) => {
+            let l = TcpListener::bind(addr).await?;
+            local.insert(
+                Proto::Tls,
+                std::net::SocketAddr::new(adv, l.local_addr()?.port()),
+            );
+            Some((l, acc))
+        }
+        _ => None,
+    };
+    Ok((
+        Sockets {
+            udp,
+            tcp: Some(tcp),
+            tls,
+        },
+        local,
+    ))
+}

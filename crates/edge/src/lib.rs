@@ -1,0 +1,22 @@
+//! # orbit-edge
+//!
+//! The per-site SIP edge: a registrar with digest authentication ([`auth`], [`registrar`]), a
+//! B2BUA whose calls ([`call`]) anchor their media in the relay ([`media`]), all driven by a
+//! sans-I/O core ([`core::Edge`]) and a thin tokio driver ([`driver`]).
+//!
+//! ```text
+//! let edge = Edge::new(config, local_addrs, Box::new(RelayFactory { pool }), Instant::now());
+//! driver::run(edge, sockets, shutdown).await;   // UDP + TCP + TLS in, timers, Ctrl-C
+//! ```
+
+pub mod auth;
+pub mod call;
+pub mod config;
+pub mod core;
+pub mod driver;
+pub mod media;
+pub mod ratelimit;
+pub mod registrar;
+
+pub use crate::config::EdgeConfig;
+pub use crate::core::{Edge, Stats, Transmit};

@@ -1,0 +1,17 @@
+//! # orbit-media
+//!
+//! Media anchoring for the edge: [`sdp`] reads and rewrites session descriptions so that both
+//! parties send to the relay, and [`relay`] forwards RTP/RTCP between the two endpoints of a
+//! call with symmetric latching. No SIP here, and no codecs: payloads pass through untouched.
+//!
+//! ```text
+//! let session = relay::Session::open(&pool)?;            // two endpoints, four ports
+//! let offer_for_b = sdp::rewrite(&offer_from_a, session.local(Leg::B))?;
+//! session.set_remote(Leg::A, info_a.rtp, info_a.rtcp);   // from A's SDP
+//! drop(session);                                         // call over: ports back in the pool
+//! ```
+
+pub mod relay;
+pub mod sdp;
+
+pub use relay::{Leg, PortPool, RelayError, Session};

@@ -1,0 +1,204 @@
+//! SDP (RFC 4566) reading and rewriting for media anchoring: find where a party wants its
+//! audio, and point the party's peer at the relay instead. No codec is touched: PCMU, PCMA and
+//! telephone-event pass through as offered.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// What one side of a call announced for its (first) audio stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaInfo {
+    /// RTP destination; `None` when the port is 0 or the address is 0.0.0.0 (RFC 2543 hold).
+    pub rtp: Option<SocketAddr>,
+    /// RTCP destination: `a=rtcp` when present, else RTP port + 1.
+    pub rtcp: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    #[error("SDP is not text")]
+    Encoding,
+    #[error("SDP has no audio stream")]
+    NoAudio,
+    #[error("malformed SDP line: {0}")]
+    Line(String),
+}
+
+fn conn_addr(line: &str) -> Result<Option<IpAddr>, SdpError> {
+    // c=IN IP4 192.0.2.1[/ttl]
+    let mut it = line[2..].split_whitespace();
+    let (Some("IN"), Some(_), Some(addr)) = (it.next(), it.next(), it.next()) else {
+        return Err(SdpError::Line(line.to_string()));
+    };
+    let addr = addr.split('/').next().unwrap_or(addr);
+    match addr.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => Ok(None),
+        Ok(ip) => Ok(Some(ip)),
+        // A hostname: we never resolve names from a message; treat as no address (latching
+        // will find the real one).
+        Err(_) => Ok(None),
+    }
+}
+
+/// Read the first audio stream's addresses.
+pub fn media_info(sdp: &[u8]) -> Result<MediaInfo, SdpError> {
+    let text = std::str::from_utf8(sdp).map_err(|_| SdpError::Encoding)?;
+    let mut session_c: Option<IpAddr> = None;
+    let mut in_audio = false;
+    let mut seen_audio = false;
+    let mut port: u16 = 0;
+    let mut media_c: Option<Option<IpAddr>> = None;
+    let mut rtcp: Option<(u16, Option<IpAddr>)> = None;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.starts_with("m=") {
+            if seen_audio {
+                break;
+            }
+            let mut it = line[2..].split_whitespace();
+            if it.next() == Some("audio") {
+                port = it
+                    .next()
+                    .and_then(|p| p.split('/').next())
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| SdpError::Line(line.to_string()))?;
+                in_audio = true;
+                seen_audio = true;
+            } else {
+                in_audio = false;
+            }
+        } else if line.starts_with("c=") {
+            let addr = conn_addr(line)?;
+            if in_audio {
+                media_c = Some(addr);
+            } else if !seen_audio {
+                session_c = addr;
+            }
+        } else if in_audio {
+            if let Some(v) = line.strip_prefix("a=rtcp:") {
+                let mut it = v.split_whitespace();
+                let p = it.next().and_then(|p| p.parse().ok());
+                let addr = match (it.next(), it.next(), it.next()) {
+                    (Some("IN"), Some(_), Some(a)) => a.parse().ok(),
+                    _ => None,
+                };
+                if let Some(p) = p {
+                    rtcp = Some((p, addr));
+                }
+            }
+        }
+    }
+    if !seen_audio {
+        return Err(SdpError::NoAudio);
+    }
+    let ip = media_c.unwrap_or(session_c);
+    let rtp = match (ip, port) {
+        (Some(ip), p) if p != 0 => Some(SocketAddr::new(ip, p)),
+        _ => None,
+    };
+    let rtcp = rtp.map(|r| match rtcp {
+        Some((p, a)) => SocketAddr::new(a.unwrap_or(r.ip()), p),
+        None => SocketAddr::new(r.ip(), r.port().wrapping_add(1)),
+    });
+    Ok(MediaInfo { rtp, rtcp })
+}
+
+/// Rewrite an SDP so that its audio goes to `relay` (RTP port; RTCP is port + 1). The origin
+/// line's version is left to the caller's SDP (we do not alter session identity); `c=` lines and
+/// the audio `m=` port and `a=rtcp` are replaced. Other media streams are disabled (port 0),
+/// since only audio is anchored.
+pub fn rewrite(sdp: &[u8], relay: SocketAddr) -> Result<Vec<u8>, SdpError> {
+    let text = std::str::from_utf8(sdp).map_err(|_| SdpError::Encoding)?;
+    let ip = relay.ip();
+    let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut in_audio = false;
+    let mut done_audio = false;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("m=") {
+            let mut parts = rest.splitn(3, ' ');
+            let kind = parts.next().unwrap_or("");
+            let port = parts.next().unwrap_or("0");
+            let tail = parts.next().unwrap_or("");
+            if kind == "audio" && !done_audio {
+                in_audio = true;
+                done_audio = true;
+                let p = if port.split('/').next() == Some("0") {
+                    0
+                } else {
+                    relay.port()
+                };
+                out.push_str(&format!("m=audio {p} {tail}\r\n"));
+            } else {
+                in_audio = false;
+                out.push_str(&format!("m={kind} 0 {tail}\r\n"));
+            }
+            continue;
+        }
+        if line.starts_with("c=") {
+            // Keep RFC 2543 hold (0.0.0.0) visible to the peer.
+            let held = conn_addr(line)?.is_none() && line.contains("0.0.0.0");
+            let addr = if held {
+                "0.0.0.0".to_string()
+            } else {
+                ip.to_string()
+            };
+            out.push_str(&format!("c=IN {fam} {addr}\r\n"));
+            continue;
+        }
+        if in_audio && line.starts_with("a=rtcp:") {
+            out.push_str(&format!("a=rtcp:{} IN {fam} {}\r\n", relay.port() + 1, ip));
+            continue;
+        }
+        if line.starts_with("a=candidate") || line.starts_with("a=ice-") {
+            // ICE candidates would route around the relay.
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if !done_audio {
+        return Err(SdpError::NoAudio);
+    }
+    Ok(out.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=rtcp:4005\r\na=sendonly\r\nm=video 5000 RTP/AVP 96\r\n";
+
+    #[test]
+    fn reads_audio_addresses() {
+        let m = media_info(OFFER.as_bytes()).unwrap();
+        assert_eq!(m.rtp, Some("10.0.0.5:4000".parse().unwrap()));
+        assert_eq!(m.rtcp, Some("10.0.0.5:4005".parse().unwrap()));
+        let hold = OFFER.replace("c=IN IP4 10.0.0.5", "c=IN IP4 0.0.0.0");
+        assert_eq!(media_info(hold.as_bytes()).unwrap().rtp, None);
+        assert_eq!(
+            media_info(b"v=0\r\nm=video 1 RTP/AVP 96\r\n"),
+            Err(SdpError::NoAudio)
+        );
+    }
+
+    #[test]
+    fn rewrites_to_relay() {
+        let out = rewrite(OFFER.as_bytes(), "127.0.0.1:20002".parse().unwrap()).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("c=IN IP4 127.0.0.1\r\n"));
+        assert!(out.contains("m=audio 20002 RTP/AVP 0 8 101\r\n"));
+        assert!(out.contains("a=rtcp:20003 IN IP4 127.0.0.1\r\n"));
+        assert!(out.contains("a=sendonly\r\n"));
+        assert!(out.contains("a=rtpmap:101 telephone-event/8000"));
+        assert!(out.contains("m=video 0 RTP/AVP 96"));
+        assert!(!out.contains("10.0.0.5\r\nt="));
+        let m = media_info(out.as_bytes()).unwrap();
+        assert_eq!(m.rtp, Some("127.0.0.1:20002".parse().unwrap()));
+    }
+}

@@ -1,0 +1,227 @@
+//! `orbitd`: the Orbit daemon.
+//!
+//! - `orbitd dev` starts a whole site on this machine with built-in settings (site A: SIP on
+//!   127.0.0.1:5060 UDP+TCP, TLS on 5061 with a generated certificate, RTP 20000–20999,
+//!   extensions 1001–1010 with password `pw<ext>`).
+//! - `orbitd edge --config FILE` runs an edge from a TOML file (see `config/edge.example.toml`).
+//! - `orbitd check-config FILE` validates a file and exits.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use orbit_edge::config::{
+    AuthConfig, EdgeConfig, Extension, LimitsConfig, MediaConfig, SipConfig, TenantConfig,
+};
+use orbit_edge::media::RelayFactory;
+use orbit_edge::{driver, Edge};
+use orbit_media::PortPool;
+use serde::Deserialize;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(name = "orbitd", version, about = "Orbit multi-site SIP call server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a complete system on this machine with built-in dev settings.
+    Dev {
+        /// Where generated state (the dev TLS certificate) is kept.
+        #[arg(long, default_value = "./orbit-data")]
+        data_dir: PathBuf,
+        /// SIP UDP/TCP listen address of site A.
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        sip: std::net::SocketAddr,
+    },
+    /// Run an edge from a config file.
+    Edge {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and exit.
+    CheckConfig { config: PathBuf },
+}
+
+/// The daemon's config file: one `[edge]` table for now; `[registry]` comes with Raft.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    edge: EdgeConfig,
+}
+
+fn load(path: &Path) -> Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg: FileConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    cfg.edge
+        .validate()
+        .with_context(|| format!("checking {}", path.display()))?;
+    Ok(cfg)
+}
+
+fn dev_config(sip: std::net::SocketAddr) -> EdgeConfig {
+    let mut extensions = BTreeMap::new();
+    for n in 1001..=1010 {
+        extensions.insert(
+            n.to_string(),
+            Extension {
+                password: Some(format!("pw{n}")),
+                display_name: Some(format!("Ext {n}")),
+                ..Default::default()
+            },
+        );
+    }
+    EdgeConfig {
+        site: "site-a".into(),
+        sip: SipConfig {
+            listen: sip,
+            tls_listen: Some(std::net::SocketAddr::new(sip.ip(), sip.port() + 1)),
+            tls_cert: None,
+            tls_key: None,
+            advertise: None,
+            t1_ms: 500,
+        },
+        media: MediaConfig {
+            ip: sip.ip(),
+            port_min: 20000,
+            port_max: 20999,
+            timeout_secs: 60,
+        },
+        tenant: TenantConfig {
+            domain: "orbit.local".into(),
+            realm: None,
+            any_host: true,
+            extensions,
+        },
+        // MD5 first: many desk phones and SIPp take the first challenge even when they cannot
+        // do its algorithm; SHA-256 (RFC 8760) is offered second. Production configs choose.
+        auth: AuthConfig {
+            algorithms: vec!["MD5".into(), "SHA-256".into()],
+            ..AuthConfig::default()
+        },
+        limits: LimitsConfig::default(),
+    }
+}
+
+/// A self-signed certificate for dev mode, made once and kept in the data dir.
+fn dev_tls(data_dir: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let cert = data_dir.join("dev-cert.pem");
+    let key = data_dir.join("dev-key.pem");
+    if !cert.exists() || !key.exists() {
+        let ck = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "orbit.local".to_string(),
+        ])
+        .context("generating dev certificate")?;
+        std::fs::write(&cert, ck.cert.pem())?;
+        std::fs::write(&key, ck.key_pair.serialize_pem())?;
+    }
+    tls_from_files(&cert, &key)
+}
+
+fn tls_from_files(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert).with_context(|| format!("opening {}", cert.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| format!("reading {}", cert.display()))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key).with_context(|| format!("opening {}", key.display()))?,
+    ))?
+    .with_context(|| format!("no private key in {}", key.display()))?;
+    if certs.is_empty() {
+        bail!("no certificate in {}", cert.display());
+    }
+    Ok(orbit_sip::transport::tls_acceptor(certs, key)?)
+}
+
+async fn run_edge(cfg: EdgeConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Result<()> {
+    let cfg = Arc::new(cfg);
+    let (sockets, local) = driver::bind(&cfg, tls)
+        .await
+        .with_context(|| format!("binding SIP sockets on {}", cfg.sip.listen))?;
+    let pool = PortPool::new(cfg.media.ip, cfg.media.port_min, cfg.media.port_max);
+    info!(
+        site = %cfg.site,
+        sip = %cfg.sip.listen,
+        tls = ?cfg.sip.tls_listen,
+        rtp = format!("{}-{}", cfg.media.port_min, cfg.media.port_max),
+        extensions = cfg.tenant.extensions.len(),
+        "edge started"
+    );
+    let edge = Edge::new(
+        cfg.clone(),
+        local,
+        Box::new(RelayFactory { pool }),
+        Instant::now(),
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("Ctrl-C: ending calls");
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = term.recv() => info!("SIGTERM: ending calls"),
+        }
+    };
+    driver::run(edge, sockets, shutdown, Duration::from_secs(5), None).await;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::CheckConfig { config } => {
+            load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Cmd::Edge { config } => {
+            let cfg = load(&config)?.edge;
+            let tls = match (&cfg.sip.tls_cert, &cfg.sip.tls_key) {
+                (Some(c), Some(k)) => Some(tls_from_files(Path::new(c), Path::new(k))?),
+                _ => None,
+            };
+            rt.block_on(run_edge(cfg, tls))
+        }
+        Cmd::Dev { data_dir, sip } => {
+            let cfg = dev_config(sip);
+            cfg.validate()?;
+            let tls = dev_tls(&data_dir)?;
+            println!(
+                "Orbit dev: one site\n\
+                 \n  site-a  SIP {sip} (UDP+TCP), TLS {}:{}, RTP {}-{}\n\
+                 \n  extensions 1001-1010, password pw<ext> (1001/pw1001, ...), any domain\n\
+                 \n  softphone: server {sip}, user 1001, password pw1001; call 1002 from a second phone\n\
+                 \n  Ctrl-C ends calls with BYE and stops.\n",
+                sip.ip(),
+                sip.port() + 1,
+                cfg.media.port_min,
+                cfg.media.port_max
+            );
+            rt.block_on(run_edge(cfg, Some(tls)))
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Stream transports (TCP, TLS): accept connections, frame messages by Content-Length, and hand
+//! them to the owner through one channel. UDP needs no framing; its owner reads the socket
+//! itself so that the hot path has no channel hop.
+//!
+//! Each connection gets an id; the owner answers on the same connection (RFC 3261 §18.2.2) by
+//! sending bytes to the connection's [`mpsc::UnboundedSender`] it received in
+//! [`StreamEvent::Opened`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::message::{find_head_end, stream_content_length};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Proto {
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
+        }
+    }
+
+    pub fn reliable(self) -> bool {
+        self != Proto::Udp
+    }
+}
+
+/// Where a message came from, and so where its answers go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+    /// Connection id for TCP/TLS; 0 for UDP.
+    pub conn: u64,
+}
+
+#[derive(Debug)]
+pub enum StreamEvent {
+    Opened {
+        flow: Flow,
+        tx: mpsc::UnboundedSender<Bytes>,
+    },
+    Message {
+        flow: Flow,
+        bytes: Bytes,
+    },
+    /// A framing error: the stream is closed after this (RFC 3261 §18.3).
+    Bad {
+        flow: Flow,
+        bytes: Bytes,
+    },
+    Closed {
+        flow: Flow,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    pub max_message: usize,
+    pub idle: Duration,
+}
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+fn next_conn() -> u64 {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}
+
+pub fn spawn_tcp_listener(
+    listener: TcpListener,
+    events: mpsc::Sender<StreamEvent>,
+    limits: StreamLimits,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (sock, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            let flow = Flow {
+                proto: Proto::Tcp,
+                addr,
+                conn: next_conn(),
+            };
+            tokio::spawn(run_stream(sock, flow, events.clone(), limits));
+        }
+    })
+}
+
+pub fn spawn_tls_listener(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    events: mpsc::Sender<StreamEvent>,
+    limits: StreamLimits,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (sock, addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "tls accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let events = events.clone();
+            tokio::spawn(async move {
+                let _ = sock.set_nodelay(true);
+                let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock));
+                match hs.await {
+                    Ok(Ok(tls)) => {
+                        let flow = Flow {
+                            proto: Proto::Tls,
+                            addr,
+                            conn: next_conn(),
+                        };
+                        run_stream(tls, flow, events, limits).await
+                    }
+                    Ok(Err(e)) => debug!(%addr, error = %e, "tls handshake failed"),
+                    Err(_) => debug!(%addr, "tls handshake timed out"),
+                }
+            });
+        }
+    })
+}
+
+/// Connect out over TCP (used to reach a contact whose connection has gone).
+pub async fn connect_tcp(
+    addr: SocketAddr,
+    events: mpsc::Sender<StreamEvent>,
+    limits: StreamLimits,
+) -> std::io::Result<()> {
+    let sock = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let _ = sock.set_nodelay(true);
+    let flow = Flow {
+        proto: Proto::Tcp,
+        addr,
+        conn: next_conn(),
+    };
+    tokio::spawn(run_stream(sock, flow, events, limits));
+    Ok(())
+}
+
+async fn run_stream<S>(
+    stream: S,
+    flow: Flow,
+    events: mpsc::Sender<StreamEvent>,
+    limits: StreamLimits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    if events
+        .send(StreamEvent::Opened {
+            flow,
+            tx: tx.clone(),
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut framer = Framer::new(limits.max_message);
+    let mut chunk = vec![0u8; 16 * 1024];
+    'conn: loop {
+        let n = match tokio::time::timeout(limits.idle, rd.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => n,
+        };
+        framer.push(&chunk[..n]);
+        loop {
+            match framer.next() {
+                Frame::Need => break,
+                Frame::KeepAlive => {
+                    // RFC 5626 §3.5.1: answer a double-CRLF ping with a single CRLF pong.
+                    let _ = tx.send(Bytes::from_static(b"\r\n"));
+                }
+                Frame::Message(bytes) => {
+                    if events
+                        .send(StreamEvent::Message { flow, bytes })
+                        .await
+                        .is_err()
+                    {
+                        break 'conn;
+                    }
+                }
+                Frame::Bad(bytes) => {
+                    let _ = events.send(StreamEvent::Bad { flow, bytes }).await;
+                    // Give the owner a moment to answer 400 before the stream closes.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break 'conn;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let _ = events.send(StreamEvent::Closed { flow }).await;
+    writer.abort();
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    Need,
+    KeepAlive,
+    Message(Bytes),
+    /// Unframeable: no or bad Content-Length, or over the size limit. Carries the header
+    /// section so the owner can try to answer 400/513.
+    Bad(Bytes),
+}
+
+/// Splits a byte stream into SIP messages by Content-Length (RFC 3261 §18.3).
+pub struct Framer {
+    buf: BytesMut,
+    max: usize,
+}
+
+impl Framer {
+    pub fn new(max: usize) -> Self {
+        Framer {
+            buf: BytesMut::with_capacity(4096),
+            max,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    pub fn next(&mut self) -> Frame {
+        if self.buf.starts_with(b"\r\n\r\n") {
+            let _ = self.buf.split_to(4);
+            return Frame::KeepAlive;
+        }
+        while self.buf.starts_with(b"\r\n") {
+            let _ = self.buf.split_to(2);
+        }
+        let Some(head_end) = find_head_end(&self.buf) else {
+            if self.buf.len() > self.max {
+                let b = self.buf.split().freeze();
+                return Frame::Bad(b);
+            }
+            return Frame::Need;
+        };
+        let cl = match stream_content_length(&self.buf[..head_end]) {
+            Ok(n) => n,
+            Err(_) => return Frame::Bad(self.buf.split().freeze()),
+        };
+        if head_end + cl > self.max {
+            return Frame::Bad(self.buf.split_to(head_end).freeze());
+        }
+        if self.buf.len() < head_end + cl {
+            return Frame::Need;
+        }
+        Frame::Message(self.buf.split_to(head_end + cl).freeze())
+    }
+}
+
+/// Bind a UDP socket with large buffers (SIP bursts at thousands of calls/s overflow the
+/// default 208 KiB receive buffer).
+pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = sock.set_recv_buffer_size(buffer);
+    let _ = sock.set_send_buffer_size(buffer);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+/// Shared TLS server settings built from a certificate chain and key.
+pub fn tls_acceptor(
+    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<tokio_rustls::TlsAcceptor, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_by_content_length() {
+        let mut f = Framer::new(4096);
+        let m1 = b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 3\r\n\r\nabc";
+        let m2 = b"OPTIONS sip:b SIP/2.0\r\nl: 0\r\n\r\n";
+        f.push(b"\r\n\r\n");
+        f.push(&m1[..10]);
+        assert_eq!(f.next(), Frame::KeepAlive);
+        assert_eq!(f.next(), Frame::Need);
+        f.push(&m1[10..]);
+        f.push(m2);
+        assert_eq!(f.next(), Frame::Message(Bytes::from_static(m1)));
+        assert_eq!(f.next(), Frame::Message(Bytes::from_static(m2)));
+        assert_eq!(f.next(), Frame::Need);
+    }
+
+    #[test]
+    fn rejects_missing_length_and_oversize() {
+        let mut f = Framer::new(64);
+        f.push(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n");
+        assert!(matches!(f.next(), Frame::Bad(_)));
+        let mut f = Framer::new(64);
+        f.push(&[b'A'; 100]);
+        assert!(matches!(f.next(), Frame::Bad(_)));
+    }
+}
