@@ -543,9 +543,10 @@ fn branch_failed(edge: &mut Edge, now: Instant, id: u64, idx: usize, code: u16, 
     };
     call.branches[idx].state = BranchState::Done;
     // RFC 3261 §16.7: a 6xx beats everything; otherwise the lowest class, first seen.
+    let rank = |c: u16| if c >= 600 { 0 } else { c / 100 };
     let better = match &call.best {
         None => true,
-        Some((b, _)) => (code >= 600 && *b < 600) || (*b < 600 && code / 100 < b / 100),
+        Some((b, _)) => rank(code) < rank(*b),
     };
     if better {
         call.best = Some((code, reason));

@@ -63,7 +63,6 @@ pub async fn run(
     let mut last_status = Instant::now();
 
     loop {
-        let now = Instant::now();
         if let Some(d) = edge.next_timeout() {
             let d = Instant::from_std(d);
             if sleep.deadline() != d {
@@ -76,7 +75,7 @@ pub async fn run(
                 match r {
                     Ok((n, addr)) => {
                         let flow = Flow { proto: Proto::Udp, addr, conn: 0 };
-                        edge.on_message(now.into_std(), flow, Bytes::copy_from_slice(&buf[..n]));
+                        edge.on_message(std::time::Instant::now(), flow, Bytes::copy_from_slice(&buf[..n]));
                         // Take what else is queued without another trip through the reactor.
                         for _ in 0..32 {
                             match udp.try_recv_from(&mut buf) {
@@ -94,7 +93,7 @@ pub async fn run(
             }
             Some(ev) = ev_rx.recv() => match ev {
                 StreamEvent::Opened { flow, tx } => { conns.insert(flow.conn, tx); }
-                StreamEvent::Message { flow, bytes } => edge.on_message(now.into_std(), flow, bytes),
+                StreamEvent::Message { flow, bytes } => edge.on_message(std::time::Instant::now(), flow, bytes),
                 StreamEvent::Bad { flow, bytes } => edge.on_bad_stream(flow, &bytes),
                 StreamEvent::Closed { flow } => {
                     conns.remove(&flow.conn);
@@ -108,8 +107,8 @@ pub async fn run(
                 }
             }
             _ = &mut shutdown, if shutting.is_none() => {
-                edge.shutdown(now.into_std());
-                shutting = Some(now + drain);
+                edge.shutdown(std::time::Instant::now());
+                shutting = Some(Instant::now() + drain);
             }
         }
         for t in edge.drain() {
@@ -132,6 +131,7 @@ pub async fn run(
                 },
             }
         }
+        let now = Instant::now();
         if let Some(status) = &status {
             if now.duration_since(last_status) >= Duration::from_millis(200) {
                 last_status = now;

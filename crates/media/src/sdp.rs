@@ -50,11 +50,11 @@ pub fn media_info(sdp: &[u8]) -> Result<MediaInfo, SdpError> {
     let mut rtcp: Option<(u16, Option<IpAddr>)> = None;
     for line in text.lines() {
         let line = line.trim_end();
-        if line.starts_with("m=") {
+        if let Some(m) = line.strip_prefix("m=") {
             if seen_audio {
                 break;
             }
-            let mut it = line[2..].split_whitespace();
+            let mut it = m.split_whitespace();
             if it.next() == Some("audio") {
                 port = it
                     .next()

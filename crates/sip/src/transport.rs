@@ -201,7 +201,7 @@ async fn run_stream<S>(
         };
         framer.push(&chunk[..n]);
         loop {
-            match framer.next() {
+            match framer.next_frame() {
                 Frame::Need => break,
                 Frame::KeepAlive => {
                     // RFC 5626 §3.5.1: answer a double-CRLF ping with a single CRLF pong.
@@ -258,7 +258,7 @@ impl Framer {
         self.buf.extend_from_slice(data);
     }
 
-    pub fn next(&mut self) -> Frame {
+    pub fn next_frame(&mut self) -> Frame {
         if self.buf.starts_with(b"\r\n\r\n") {
             let _ = self.buf.split_to(4);
             return Frame::KeepAlive;
@@ -326,22 +326,22 @@ mod tests {
         let m2 = b"OPTIONS sip:b SIP/2.0\r\nl: 0\r\n\r\n";
         f.push(b"\r\n\r\n");
         f.push(&m1[..10]);
-        assert_eq!(f.next(), Frame::KeepAlive);
-        assert_eq!(f.next(), Frame::Need);
+        assert_eq!(f.next_frame(), Frame::KeepAlive);
+        assert_eq!(f.next_frame(), Frame::Need);
         f.push(&m1[10..]);
         f.push(m2);
-        assert_eq!(f.next(), Frame::Message(Bytes::from_static(m1)));
-        assert_eq!(f.next(), Frame::Message(Bytes::from_static(m2)));
-        assert_eq!(f.next(), Frame::Need);
+        assert_eq!(f.next_frame(), Frame::Message(Bytes::from_static(m1)));
+        assert_eq!(f.next_frame(), Frame::Message(Bytes::from_static(m2)));
+        assert_eq!(f.next_frame(), Frame::Need);
     }
 
     #[test]
     fn rejects_missing_length_and_oversize() {
         let mut f = Framer::new(64);
         f.push(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n");
-        assert!(matches!(f.next(), Frame::Bad(_)));
+        assert!(matches!(f.next_frame(), Frame::Bad(_)));
         let mut f = Framer::new(64);
         f.push(&[b'A'; 100]);
-        assert!(matches!(f.next(), Frame::Bad(_)));
+        assert!(matches!(f.next_frame(), Frame::Bad(_)));
     }
 }

@@ -1,0 +1,215 @@
+//! End to end: the real daemon, driven by SIPp over loopback, with real RTP through the relay.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+
+fn relay(port: &str) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>().expect("relay port")))
+}
+
+#[test]
+fn register_with_digest_right_and_wrong_password() {
+    let d = Daemon::start();
+    let ok = Sipp::new(&d, "register.xml")
+        .args(["-s", "1001", "-au", "1001", "-ap", "pw1001"])
+        .key("expires", "3600")
+        .run();
+    assert!(ok.ok(), "{}", ok.errors);
+    let bad = Sipp::new(&d, "register_denied.xml")
+        .args(["-s", "1001", "-au", "1001", "-ap", "wrong"])
+        .key("expires", "3600")
+        .run();
+    assert!(bad.ok(), "wrong password must get 403: {}", bad.errors);
+    // Another user's credentials for 1001's AOR are refused too.
+    let other = Sipp::new(&d, "register_denied.xml")
+        .args(["-s", "1001", "-au", "1002", "-ap", "pw1002"])
+        .key("expires", "3600")
+        .run();
+    assert!(other.ok(), "{}", other.errors);
+}
+
+#[test]
+fn stale_nonce_is_rechallenged_with_stale_true() {
+    let d = Daemon::start_with(Options {
+        nonce_ttl: 1,
+        ..Options::default()
+    });
+    let r = Sipp::new(&d, "register_stale.xml")
+        .args(["-s", "1003", "-au", "1003", "-ap", "pw1003"])
+        .key("expires", "3600")
+        .run();
+    assert!(r.ok(), "{}", r.errors);
+    assert!(r.logs.contains("stale=true"), "{}", r.logs);
+}
+
+#[test]
+fn call_relays_rtp_both_ways_and_caller_hangs_up() {
+    let d = Daemon::start();
+    let callee_port = free_port();
+    d.register("1002", callee_port);
+    let callee_media = RtpPeer::bind();
+    let caller_media = RtpPeer::bind();
+    let uas = Sipp::new(&d, "uas_answer.xml")
+        .key("rtpport", &callee_media.port().to_string())
+        .port(callee_port)
+        .spawn();
+    let uac = Sipp::new(&d, "uac_call.xml")
+        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001", "-d", "3000"])
+        .key("caller", "1001")
+        .key("rtpport", &caller_media.port().to_string())
+        .spawn();
+    let to_caller_relay = relay(&uac.wait_log("relay_port", Duration::from_secs(10)));
+    let to_callee_relay = relay(&uas.wait_log("relay_port", Duration::from_secs(10)));
+    assert_ne!(to_caller_relay, to_callee_relay);
+    assert!((d.rtp.0..=d.rtp.1).contains(&to_caller_relay.port()));
+    let (a, b) = std::thread::scope(|s| {
+        let a =
+            s.spawn(|| caller_media.exchange(to_caller_relay, 50, 0xA, Duration::from_millis(300)));
+        let b =
+            s.spawn(|| callee_media.exchange(to_callee_relay, 50, 0xB, Duration::from_millis(300)));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    // Every packet arrives, from the relay's port (not the other phone), unmodified.
+    assert_eq!(a.packets, 50, "caller received {a:?}");
+    assert_eq!(b.packets, 50, "callee received {b:?}");
+    assert_eq!(
+        a.from.iter().copied().collect::<Vec<_>>(),
+        vec![to_caller_relay]
+    );
+    assert_eq!(
+        b.from.iter().copied().collect::<Vec<_>>(),
+        vec![to_callee_relay]
+    );
+    assert!(a.ssrcs.contains(&0xB) && b.ssrcs.contains(&0xA));
+    let uac = uac.wait();
+    let uas = uas.wait();
+    assert!(uac.ok(), "caller: {}", uac.errors);
+    assert!(uas.ok(), "callee: {}", uas.errors);
+    wait_ports_free(&d);
+}
+
+#[test]
+fn callee_hangs_up() {
+    let d = Daemon::start();
+    let callee_port = free_port();
+    d.register("1002", callee_port);
+    let uas = Sipp::new(&d, "uas_answer_bye.xml")
+        .key("rtpport", "4000")
+        .args(["-d", "500"])
+        .port(callee_port)
+        .spawn();
+    let uac = Sipp::new(&d, "uac_call_wait_bye.xml")
+        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001"])
+        .key("caller", "1001")
+        .key("rtpport", "4002")
+        .run();
+    let uas = uas.wait();
+    assert!(uac.ok(), "caller: {}", uac.errors);
+    assert!(uas.ok(), "callee: {}", uas.errors);
+    wait_ports_free(&d);
+}
+
+#[test]
+fn cancel_before_answer() {
+    let d = Daemon::start();
+    let callee_port = free_port();
+    d.register("1002", callee_port);
+    let uas = Sipp::new(&d, "uas_ring.xml").port(callee_port).spawn();
+    let uac = Sipp::new(&d, "uac_cancel.xml")
+        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001"])
+        .key("caller", "1001")
+        .key("rtpport", "4002")
+        .run();
+    let uas = uas.wait();
+    assert!(uac.ok(), "caller: {}", uac.errors);
+    assert!(uas.ok(), "callee: {}", uas.errors);
+    wait_ports_free(&d);
+}
+
+#[test]
+fn busy_callee_is_mapped_through() {
+    let d = Daemon::start();
+    let callee_port = free_port();
+    d.register("1002", callee_port);
+    let uas = Sipp::new(&d, "uas_busy.xml").port(callee_port).spawn();
+    let uac = Sipp::new(&d, "uac_busy.xml")
+        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001"])
+        .key("caller", "1001")
+        .key("rtpport", "4002")
+        .run();
+    let uas = uas.wait();
+    assert!(uac.ok(), "caller: {}", uac.errors);
+    assert!(uas.ok(), "callee: {}", uas.errors);
+    wait_ports_free(&d);
+}
+
+#[test]
+fn fifty_concurrent_calls_then_every_port_free() {
+    let d = Daemon::start();
+    let callee_port = free_port();
+    d.register("1002", callee_port);
+    let uas = Sipp::new(&d, "uas_answer.xml")
+        .key("rtpport", "4000")
+        .args(["-m", "50"])
+        .port(callee_port)
+        .spawn();
+    // 50 calls started within about a second, each held 3 s: all 50 are up at once.
+    let uac = Sipp::new(&d, "uac_call.xml")
+        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001", "-d", "3000"])
+        .args(["-m", "50", "-r", "50", "-l", "50"])
+        .key("caller", "1001")
+        .key("rtpport", "4002")
+        .spawn();
+    // While they are up, 100 port pairs (two endpoints per call) are held.
+    std::thread::sleep(Duration::from_millis(2500));
+    let held = d.rtp_ports_free().len();
+    assert_eq!(held, 200, "50 calls hold 4 ports each");
+    let uac = uac.wait();
+    let uas = uas.wait();
+    assert!(uac.ok(), "caller: {}", uac.errors);
+    assert!(uas.ok(), "callee: {}", uas.errors);
+    wait_ports_free(&d);
+}
+
+#[test]
+fn ctrl_c_ends_calls_with_bye_and_frees_ports() {
+    let mut d = Daemon::start();
+    let callee_port = free_port();
+    d.register("1002", callee_port);
+    let uas = Sipp::new(&d, "uas_answer.xml")
+        .key("rtpport", "4000")
+        .port(callee_port)
+        .spawn();
+    let uac = Sipp::new(&d, "uac_call_wait_bye.xml")
+        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001"])
+        .key("caller", "1001")
+        .key("rtpport", "4002")
+        .spawn();
+    uac.wait_log("relay_port", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    let st = d.interrupt();
+    assert!(st.success(), "orbitd exit status {st:?}");
+    let (uac, uas) = (uac.wait(), uas.wait());
+    assert!(uac.ok(), "caller got BYE: {}", uac.errors);
+    assert!(uas.ok(), "callee got BYE: {}", uas.errors);
+    assert!(d.rtp_ports_free().is_empty());
+}
+
+fn wait_ports_free(d: &Daemon) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let held = d.rtp_ports_free();
+        if held.is_empty() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "RTP ports still held after the calls ended: {held:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

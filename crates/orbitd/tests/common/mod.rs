@@ -1,0 +1,438 @@
+//! Test harness: start the real `orbitd` on free loopback ports from a config file, drive it
+//! with SIPp, and send/count real RTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+/// A UDP port whose TCP twin is free too.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port");
+}
+
+/// A block of `n` consecutive free UDP ports below the ephemeral range, different per
+/// test process.
+pub fn free_range(n: u16) -> (u16, u16) {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    let mut start = 10_000 + (seed % 200) as u16 * 100;
+    for _ in 0..200 {
+        if (start..start + n).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
+            return (start, start + n - 1);
+        }
+        start = 10_000 + (start - 10_000 + 100) % 20_000;
+    }
+    panic!("no free port range");
+}
+
+pub fn require_sipp() {
+    let ok = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ok,
+        "SIPp is required for end-to-end tests: run ./scripts/test.sh, which installs it"
+    );
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub sip: SocketAddr,
+    pub tls: SocketAddr,
+    pub rtp: (u16, u16),
+    pub dir: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+pub struct Options {
+    pub extra: String,
+    pub algorithms: &'static str,
+    pub nonce_ttl: u64,
+    pub media_timeout: u64,
+    pub rtp_ports: u16,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            extra: String::new(),
+            algorithms: r#"["MD5", "SHA-256"]"#,
+            nonce_ttl: 300,
+            media_timeout: 60,
+            rtp_ports: 200,
+        }
+    }
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(o: Options) -> Daemon {
+        require_sipp();
+        let port = free_port();
+        let tls_port = free_port();
+        let rtp = free_range(o.rtp_ports);
+        let dir = std::env::temp_dir().join(format!("orbit-test-{}-{}", std::process::id(), port));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut exts = String::new();
+        for n in 1001..=1010 {
+            exts.push_str(&format!("\"{n}\" = {{ password = \"pw{n}\" }}\n"));
+        }
+        let cfg = format!(
+            r#"[edge]
+site = "test"
+[edge.sip]
+listen = "127.0.0.1:{port}"
+t1_ms = 500
+[edge.media]
+ip = "127.0.0.1"
+port_min = {}
+port_max = {}
+timeout_secs = {}
+[edge.auth]
+algorithms = {}
+nonce_ttl_secs = {}
+{}
+[edge.tenant]
+domain = "orbit.local"
+any_host = true
+[edge.tenant.extensions]
+{exts}
+"#,
+            rtp.0, rtp.1, o.media_timeout, o.algorithms, o.nonce_ttl, o.extra
+        );
+        let path = dir.join("orbit.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orbitd"))
+            .args(["edge", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start orbitd");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let l = log.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("edge started") {
+                    let _ = ready_tx.send(());
+                }
+                if std::env::var_os("ORBIT_TEST_LOG").is_some() {
+                    eprintln!("orbitd: {line}");
+                }
+                let mut g = l.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("orbitd did not start");
+        Daemon {
+            child: Some(child),
+            sip: SocketAddr::from(([127, 0, 0, 1], port)),
+            tls: SocketAddr::from(([127, 0, 0, 1], tls_port)),
+            rtp,
+            dir,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGINT, as Ctrl-C; waits for the process to exit.
+    pub fn interrupt(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe_kill(child.id(), "INT");
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if t0.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!("orbitd did not stop on SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every RTP port of the range can be bound: the daemon holds none.
+    pub fn rtp_ports_free(&self) -> Vec<u16> {
+        (self.rtp.0..=self.rtp.1)
+            .filter(|p| UdpSocket::bind(("127.0.0.1", *p)).is_err())
+            .collect()
+    }
+
+    /// Register `ext` from local port `port` (so that calls to `ext` reach that port).
+    pub fn register(&self, ext: &str, port: u16) {
+        let r = Sipp::new(self, "register.xml")
+            .args(["-s", ext, "-au", ext, "-ap", &format!("pw{ext}")])
+            .key("expires", "3600")
+            .port(port)
+            .run();
+        assert!(r.ok(), "register {ext} failed:\n{}", r.errors);
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One SIPp run against the daemon.
+pub struct Sipp {
+    cmd: Command,
+    logs: PathBuf,
+    errs: PathBuf,
+    pub port: u16,
+    extra_keys: Vec<(String, String)>,
+}
+
+pub struct SippResult {
+    pub status: ExitStatus,
+    pub logs: String,
+    pub errors: String,
+}
+
+impl SippResult {
+    pub fn ok(&self) -> bool {
+        self.status.success()
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Sipp {
+    pub fn new(d: &Daemon, scenario_name: &str) -> Sipp {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let logs = d.dir.join(format!("sipp-{n}.log"));
+        let errs = d.dir.join(format!("sipp-{n}.err"));
+        let mut cmd = Command::new("sipp");
+        cmd.arg(d.sip.to_string())
+            .arg("-sf")
+            .arg(scenario(scenario_name))
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-m",
+                "1",
+                "-timeout",
+                "30s",
+                "-timeout_error",
+            ])
+            .args(["-trace_logs", "-log_file"])
+            .arg(&logs)
+            .args(["-trace_err", "-error_file"])
+            .arg(&errs)
+            .args(["-nostdin", "-buff_size", "4194304"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Sipp {
+            cmd,
+            logs,
+            errs,
+            port: 0,
+            extra_keys: vec![],
+        }
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, a: I) -> Self {
+        self.cmd.args(a);
+        self
+    }
+
+    pub fn key(mut self, k: &str, v: &str) -> Self {
+        self.cmd.args(["-key", k, v]);
+        self.extra_keys.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn port(mut self, p: u16) -> Self {
+        self.port = p;
+        self.cmd.args(["-p", &p.to_string()]);
+        self
+    }
+
+    pub fn spawn(mut self) -> RunningSipp {
+        if self.port == 0 {
+            let p = free_port();
+            self = self.port(p);
+        }
+        let child = self.cmd.spawn().expect("start sipp");
+        RunningSipp {
+            child,
+            logs: self.logs,
+            errs: self.errs,
+            port: self.port,
+        }
+    }
+
+    pub fn run(self) -> SippResult {
+        self.spawn().wait()
+    }
+}
+
+pub struct RunningSipp {
+    child: Child,
+    logs: PathBuf,
+    errs: PathBuf,
+    pub port: u16,
+}
+
+impl RunningSipp {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.logs).unwrap_or_default()
+    }
+
+    /// Wait until the scenario logged `key=value` and return the value.
+    pub fn wait_log(&self, key: &str, timeout: Duration) -> String {
+        let t0 = Instant::now();
+        let pat = format!("{key}=");
+        loop {
+            let l = self.logs();
+            if let Some(i) = l.find(&pat) {
+                let rest = &l[i + pat.len()..];
+                return rest
+                    .split(|c: char| c.is_whitespace())
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "sipp did not log {key} in {timeout:?}; errors:\n{}",
+                std::fs::read_to_string(&self.errs).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn wait(mut self) -> SippResult {
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                break self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        SippResult {
+            status,
+            logs: std::fs::read_to_string(&self.logs).unwrap_or_default(),
+            errors: std::fs::read_to_string(&self.errs).unwrap_or_default(),
+        }
+    }
+}
+
+/// A party's media endpoint: sends RTP (PCMU, 20 ms) and counts what arrives.
+pub struct RtpPeer {
+    pub sock: UdpSocket,
+}
+
+impl RtpPeer {
+    pub fn bind() -> RtpPeer {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        RtpPeer { sock }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.sock.local_addr().unwrap().port()
+    }
+
+    /// Send `n` RTP packets at 20 ms intervals to `to`, while counting packets received from
+    /// `expect_from`; keeps receiving `linger` after the last send.
+    pub fn exchange(&self, to: SocketAddr, n: u16, ssrc: u32, linger: Duration) -> RtpCount {
+        let mut count = RtpCount::default();
+        let mut buf = [0u8; 2048];
+        let start = Instant::now();
+        let mut sent = 0u16;
+        loop {
+            let now = start.elapsed();
+            if sent < n && now >= Duration::from_millis(20) * sent as u32 {
+                let mut p = vec![0u8; 172];
+                p[0] = 0x80;
+                p[1] = 0;
+                p[2..4].copy_from_slice(&sent.to_be_bytes());
+                p[4..8].copy_from_slice(&(sent as u32 * 160).to_be_bytes());
+                p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                self.sock.send_to(&p, to).unwrap();
+                sent += 1;
+            }
+            if sent == n && now > Duration::from_millis(20) * n as u32 + linger {
+                break;
+            }
+            self.sock
+                .set_read_timeout(Some(Duration::from_millis(5)))
+                .unwrap();
+            if let Ok((len, from)) = self.sock.recv_from(&mut buf) {
+                if len >= 12 && buf[0] >> 6 == 2 {
+                    count.packets += 1;
+                    count.from.insert(from);
+                    count
+                        .ssrcs
+                        .insert(u32::from_be_bytes(buf[8..12].try_into().unwrap()));
+                }
+            }
+        }
+        count.sent = sent as u64;
+        count
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RtpCount {
+    pub sent: u64,
+    pub packets: u64,
+    pub from: std::collections::HashSet<SocketAddr>,
+    pub ssrcs: std::collections::HashSet<u32>,
+}

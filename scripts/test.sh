@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it. Installs what it needs when missing (SIPp and iproute2
+# from Debian, cargo-nextest and cargo-fuzz from crates.io), then: format, lint, unit and
+# end-to-end tests, and a bounded fuzzing run of every fuzz target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# A target directory outside the clone lets repeated runs on one machine build incrementally.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orbit-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+command -v sipp >/dev/null || missing+=(sip-tester)
+command -v ip >/dev/null || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
+
+echo "== format"
+cargo fmt --all -- --check
+echo "== lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests"
+cargo nextest run --workspace --locked --no-fail-fast
+if [ -d fuzz ]; then
+  echo "== fuzz (${FUZZ_SECONDS:-30} s per target)"
+  bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+fi
