@@ -17,6 +17,8 @@ pub mod driver;
 pub mod media;
 pub mod ratelimit;
 pub mod registrar;
+#[cfg(test)]
+mod tests;
 
 pub use crate::config::EdgeConfig;
 pub use crate::core::{Edge, Stats, Transmit};

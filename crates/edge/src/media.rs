@@ -49,3 +49,74 @@ impl MediaFactory for RelayFactory {
         self.pool.in_use()
     }
 }
+
+/// Media without sockets, for the call model's tests and the fuzzer: hands out addresses from
+/// a counter and lets the test set how long the media has been idle.
+#[derive(Clone, Default)]
+pub struct FakeMedia {
+    state: std::sync::Arc<std::sync::Mutex<FakeState>>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    next_port: u16,
+    open: usize,
+    idle: Duration,
+    remotes: Vec<(Leg, Option<SocketAddr>)>,
+}
+
+struct FakeSession {
+    ports: [u16; 2],
+    state: std::sync::Arc<std::sync::Mutex<FakeState>>,
+}
+
+impl FakeMedia {
+    /// Pretend no packet has arrived for this long, on every session.
+    pub fn set_idle(&self, idle: Duration) {
+        self.state.lock().unwrap().idle = idle;
+    }
+    pub fn open_sessions(&self) -> usize {
+        self.state.lock().unwrap().open
+    }
+    /// Every `set_remote` call so far, in order.
+    pub fn remotes(&self) -> Vec<(Leg, Option<SocketAddr>)> {
+        self.state.lock().unwrap().remotes.clone()
+    }
+}
+
+impl MediaFactory for FakeMedia {
+    fn open(&mut self) -> Result<Box<dyn MediaSession>, String> {
+        let mut s = self.state.lock().unwrap();
+        if s.next_port == 0 {
+            s.next_port = 40_000;
+        }
+        let p = s.next_port;
+        s.next_port += 4;
+        s.open += 1;
+        Ok(Box::new(FakeSession {
+            ports: [p, p + 2],
+            state: self.state.clone(),
+        }))
+    }
+    fn in_use(&self) -> usize {
+        self.state.lock().unwrap().open * 2
+    }
+}
+
+impl MediaSession for FakeSession {
+    fn local(&self, leg: Leg) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[leg as usize]))
+    }
+    fn set_remote(&self, leg: Leg, rtp: Option<SocketAddr>, _rtcp: Option<SocketAddr>) {
+        self.state.lock().unwrap().remotes.push((leg, rtp));
+    }
+    fn idle(&self) -> Duration {
+        self.state.lock().unwrap().idle
+    }
+}
+
+impl Drop for FakeSession {
+    fn drop(&mut self) {
+        self.state.lock().unwrap().open -= 1;
+    }
+}

@@ -1,0 +1,547 @@
+//! The call model without sockets, in virtual time: messages are fed to the sans-I/O core and
+//! its output inspected; timers are driven by stepping `now` from deadline to deadline.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use orbit_sip::message::{Limits, Message, Name};
+use orbit_sip::transport::{Flow, Proto};
+
+use crate::auth::Algorithm;
+use crate::config::*;
+use crate::media::FakeMedia;
+use crate::Edge;
+
+const EDGE: &str = "127.0.0.1:5060";
+const ALICE: &str = "127.0.0.1:6001";
+const BOB1: &str = "127.0.0.1:7001";
+const BOB2: &str = "127.0.0.1:7002";
+
+fn config() -> EdgeConfig {
+    let mut extensions = BTreeMap::new();
+    for n in 1001..=1003 {
+        extensions.insert(
+            n.to_string(),
+            Extension {
+                password: Some(format!("pw{n}")),
+                ..Default::default()
+            },
+        );
+    }
+    EdgeConfig {
+        site: "t".into(),
+        sip: SipConfig {
+            listen: EDGE.parse().unwrap(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            advertise: None,
+            t1_ms: 500,
+        },
+        media: MediaConfig {
+            ip: "127.0.0.1".parse().unwrap(),
+            port_min: 40000,
+            port_max: 40999,
+            timeout_secs: 60,
+        },
+        tenant: TenantConfig {
+            domain: "orbit.test".into(),
+            realm: None,
+            any_host: false,
+            extensions,
+        },
+        auth: AuthConfig {
+            algorithms: vec!["MD5".into()],
+            // Alice's address is trusted, so INVITEs need no digest in most tests.
+            trusted: vec!["127.0.0.1".into()],
+            ..AuthConfig::default()
+        },
+        limits: LimitsConfig::default(),
+    }
+}
+
+struct Net {
+    edge: Edge,
+    now: Instant,
+    media: FakeMedia,
+    /// Messages the edge sent, per destination, not yet taken.
+    inbox: HashMap<SocketAddr, Vec<Message>>,
+}
+
+fn flow(addr: &str) -> Flow {
+    Flow {
+        proto: Proto::Udp,
+        addr: addr.parse().unwrap(),
+        conn: 0,
+    }
+}
+
+impl Net {
+    fn new() -> Net {
+        Self::with(config())
+    }
+
+    fn with(cfg: EdgeConfig) -> Net {
+        let media = FakeMedia::default();
+        let now = Instant::now();
+        let mut local = HashMap::new();
+        local.insert(Proto::Udp, EDGE.parse().unwrap());
+        let edge = Edge::new(Arc::new(cfg), local, Box::new(media.clone()), now);
+        Net {
+            edge,
+            now,
+            media,
+            inbox: HashMap::new(),
+        }
+    }
+
+    fn collect(&mut self) {
+        let out: Vec<_> = self.edge.drain().collect();
+        for t in out {
+            let m = orbit_sip::parse(t.bytes, &Limits::default()).expect("edge sends valid SIP");
+            self.inbox.entry(t.flow.addr).or_default().push(m);
+        }
+    }
+
+    fn send(&mut self, from: &str, text: &str) {
+        let text = text.replace('\n', "\r\n");
+        self.edge
+            .on_message(self.now, flow(from), Bytes::from(text.into_bytes()));
+        self.collect();
+    }
+
+    fn send_msg(&mut self, from: &str, bytes: Bytes) {
+        self.edge.on_message(self.now, flow(from), bytes);
+        self.collect();
+    }
+
+    /// Step virtual time by `d`, firing every timer on the way at its own deadline.
+    fn advance(&mut self, d: Duration) {
+        let until = self.now + d;
+        while let Some(t) = self.edge.next_timeout() {
+            if t > until {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.edge.on_timeout(self.now);
+            self.collect();
+        }
+        self.now = until;
+    }
+
+    fn take(&mut self, to: &str) -> Vec<Message> {
+        self.inbox
+            .remove(&to.parse::<SocketAddr>().unwrap())
+            .unwrap_or_default()
+    }
+
+    /// The single message sent to `to` that is not a 100 Trying.
+    fn one(&mut self, to: &str) -> Message {
+        let v: Vec<_> = self
+            .take(to)
+            .into_iter()
+            .filter(|m| m.code() != 100)
+            .collect();
+        assert_eq!(
+            v.len(),
+            1,
+            "expected one message to {to}, got {:?}",
+            v.iter()
+                .map(|m| m.head_text().lines().next().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        );
+        v.into_iter().next().unwrap()
+    }
+
+    fn register(&mut self, ext: &str, from: &str) {
+        let req = |cseq: u32, auth: &str| {
+            format!(
+                "REGISTER sip:orbit.test SIP/2.0\nVia: SIP/2.0/UDP {from};branch=z9hG4bKreg{ext}{cseq}{}\nMax-Forwards: 70\nFrom: <sip:{ext}@orbit.test>;tag=r{ext}\nTo: <sip:{ext}@orbit.test>\nCall-ID: reg-{ext}-{from}\nCSeq: {cseq} REGISTER\nContact: <sip:{ext}@{from}>\n{auth}Expires: 600\nContent-Length: 0\n\n",
+                from.replace([':', '.'], "")
+            )
+        };
+        self.send(from, &req(1, ""));
+        let ch = self.one(from);
+        assert_eq!(ch.code(), 401);
+        let www = ch.header(Name::WwwAuthenticate).unwrap();
+        let nonce = www
+            .split("nonce=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let ha1 = Algorithm::Md5.hash(&[ext, "orbit.test", &format!("pw{ext}")]);
+        let ha2 = Algorithm::Md5.hash(&["REGISTER", "sip:orbit.test"]);
+        let resp = Algorithm::Md5.hash(&[&ha1, nonce, "00000001", "abc", "auth", &ha2]);
+        let auth = format!("Authorization: Digest username=\"{ext}\", realm=\"orbit.test\", nonce=\"{nonce}\", uri=\"sip:orbit.test\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\"\n");
+        self.send(from, &req(2, &auth));
+        assert_eq!(self.one(from).code(), 200);
+    }
+}
+
+const SDP_A: &str = "v=0\no=a 1 1 IN IP4 10.1.1.1\ns=-\nc=IN IP4 10.1.1.1\nt=0 0\nm=audio 4000 RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\n";
+const SDP_B: &str = "v=0\no=b 1 1 IN IP4 10.2.2.2\ns=-\nc=IN IP4 10.2.2.2\nt=0 0\nm=audio 5000 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n";
+
+fn invite(to: &str, branch: &str, extra: &str) -> String {
+    let body = SDP_A.replace('\n', "\r\n");
+    format!(
+        "INVITE sip:{to}@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: \"Alice\" <sip:1001@orbit.test>;tag=alice\nTo: <sip:{to}@orbit.test>\nCall-ID: call-{branch}\nCSeq: 1 INVITE\nContact: <sip:1001@{ALICE}>\n{extra}Content-Type: application/sdp\nContent-Length: {}\n\n{}",
+        body.len(),
+        SDP_A
+    )
+}
+
+/// A response from a callee to a request the edge sent it.
+fn answer(req: &Message, code: u16, tag: &str, sdp: Option<&str>, contact: &str) -> Bytes {
+    let mut w = orbit_sip::Writer::response(code, orbit_sip::reason_phrase(code));
+    for v in req.values(Name::Via) {
+        w.header("Via", v);
+    }
+    w.header("From", req.header(Name::From).unwrap());
+    let to = req.header(Name::To).unwrap();
+    if req.to_tag().is_some() || code == 100 {
+        w.header("To", to);
+    } else {
+        w.header("To", &format!("{to};tag={tag}"));
+    }
+    w.header("Call-ID", req.call_id());
+    w.header("CSeq", req.header(Name::CSeq).unwrap());
+    w.header("Contact", &format!("<sip:1002@{contact}>"));
+    match sdp {
+        Some(s) => w.finish(Some("application/sdp"), s.replace('\n', "\r\n").as_bytes()),
+        None => w.finish(None, b""),
+    }
+}
+
+/// An in-dialog request from Alice, built from the 2xx she got.
+fn alice_in_dialog(
+    ok: &Message,
+    method: &str,
+    cseq: u32,
+    branch: &str,
+    body: Option<&str>,
+) -> String {
+    let target = ok
+        .header(Name::Contact)
+        .unwrap()
+        .trim_matches(['<', '>'])
+        .to_string();
+    // `Net::send` turns \n into \r\n: count the body as it will be sent.
+    let (ct, b, len) = match body {
+        Some(b) => (
+            "Content-Type: application/sdp\n".to_string(),
+            b.to_string(),
+            b.replace('\n', "\r\n").len(),
+        ),
+        None => (String::new(), String::new(), 0),
+    };
+    format!(
+        "{method} {target} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {cseq} {method}\n{ct}Content-Length: {}\n\n{b}",
+        ok.header(Name::From).unwrap(),
+        ok.header(Name::To).unwrap(),
+        ok.call_id(),
+        len
+    )
+}
+
+/// Alice calls 1002 (registered at BOB1) and Bob answers; returns the 200 Alice got and the
+/// INVITE Bob got.
+fn answered_call(net: &mut Net) -> (Message, Message) {
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "c1", ""));
+    let trying = net.take(ALICE);
+    assert_eq!(trying.len(), 1);
+    assert_eq!(trying[0].code(), 100);
+    let inv = net.one(BOB1);
+    net.send_msg(BOB1, answer(&inv, 180, "bob", None, BOB1));
+    assert_eq!(net.one(ALICE).code(), 180);
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    let ok = net.one(ALICE);
+    assert_eq!(ok.code(), 200);
+    (ok, inv)
+}
+
+fn body(m: &Message) -> String {
+    String::from_utf8(m.body.to_vec()).unwrap()
+}
+
+#[test]
+fn call_setup_rewrites_sdp_and_bye_tears_down() {
+    let mut net = Net::new();
+    let (ok, inv) = answered_call(&mut net);
+    // Bob is offered the relay's B side, Alice is answered with its A side.
+    assert!(body(&inv).contains("c=IN IP4 127.0.0.1\r\n"));
+    assert!(body(&inv).contains("m=audio 40002 RTP/AVP 0 101"));
+    assert!(body(&ok).contains("m=audio 40000 RTP/AVP 0"));
+    assert_eq!(inv.max_forwards(), Some(69));
+    assert!(inv
+        .header(Name::From)
+        .unwrap()
+        .contains("\"Alice\" <sip:1001@orbit.test>"));
+    // The relay learned both parties' announced addresses.
+    let remotes = net.media.remotes();
+    assert!(remotes.contains(&(crate::media::Leg::A, Some("10.1.1.1:4000".parse().unwrap()))));
+    assert!(remotes.contains(&(crate::media::Leg::B, Some("10.2.2.2:5000".parse().unwrap()))));
+    // ACK goes through to Bob.
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    let ack = net.one(BOB1);
+    assert_eq!(*ack.method(), orbit_sip::Method::Ack);
+    assert_eq!(ack.to_tag(), Some("bob"));
+    // Alice hangs up: 200 to her, BYE to Bob; Bob's 200 ends the call and frees the media.
+    net.send(ALICE, &alice_in_dialog(&ok, "BYE", 2, "bye1", None));
+    assert_eq!(net.one(ALICE).code(), 200);
+    let bye = net.one(BOB1);
+    assert_eq!(*bye.method(), orbit_sip::Method::Bye);
+    assert_eq!(net.media.open_sessions(), 0);
+    net.send_msg(BOB1, answer(&bye, 200, "bob", None, BOB1));
+    assert_eq!(net.edge.active_calls(), 0);
+    // A BYE retransmission is answered from the transaction, not as a new request.
+    net.send(ALICE, &alice_in_dialog(&ok, "BYE", 2, "bye1", None));
+    assert_eq!(net.one(ALICE).code(), 200);
+    assert!(net.take(BOB1).is_empty());
+}
+
+#[test]
+fn forking_first_2xx_wins_others_cancelled_late_answer_hung_up() {
+    let mut net = Net::new();
+    net.register("1002", BOB1);
+    net.register("1002", BOB2);
+    net.send(ALICE, &invite("1002", "f1", ""));
+    net.take(ALICE);
+    let inv1 = net.one(BOB1);
+    let inv2 = net.one(BOB2);
+    assert_ne!(
+        inv1.top_via().unwrap().branch(),
+        inv2.top_via().unwrap().branch()
+    );
+    net.send_msg(BOB1, answer(&inv1, 180, "b1", None, BOB1));
+    net.send_msg(BOB2, answer(&inv2, 180, "b2", None, BOB2));
+    net.take(ALICE);
+    net.send_msg(BOB1, answer(&inv1, 200, "b1", Some(SDP_B), BOB1));
+    assert_eq!(net.one(ALICE).code(), 200);
+    let cancel = net.one(BOB2);
+    assert_eq!(*cancel.method(), orbit_sip::Method::Cancel);
+    assert_eq!(
+        cancel.top_via().unwrap().branch(),
+        inv2.top_via().unwrap().branch()
+    );
+    // Bob2 answered at the same moment: the edge takes the call and hangs it up.
+    net.send_msg(BOB2, answer(&inv2, 200, "b2", Some(SDP_B), BOB2));
+    let msgs = net.take(BOB2);
+    let methods: Vec<_> = msgs
+        .iter()
+        .map(|m| m.method().as_str().to_string())
+        .collect();
+    assert_eq!(methods, vec!["ACK", "BYE"]);
+    // Alice still has exactly one call, with Bob1.
+    assert_eq!(net.edge.active_calls(), 1);
+}
+
+#[test]
+fn unanswered_invite_gives_408_after_timer_b() {
+    let mut net = Net::new();
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "t1", ""));
+    net.take(ALICE);
+    // Bob never answers; Timer A retransmits the INVITE over UDP.
+    net.advance(Duration::from_millis(31_999));
+    let retransmits = net.take(BOB1);
+    assert_eq!(retransmits.len(), 1 + 6, "INVITE plus six retransmissions");
+    assert!(net.take(ALICE).is_empty());
+    net.advance(Duration::from_millis(2));
+    assert_eq!(net.one(ALICE).code(), 408);
+    assert_eq!(net.edge.active_calls(), 0);
+    assert_eq!(net.media.open_sessions(), 0);
+}
+
+#[test]
+fn missing_ack_retransmits_2xx_then_ends_call() {
+    let mut net = Net::new();
+    let (_ok, _inv) = answered_call(&mut net);
+    net.advance(Duration::from_millis(31_900));
+    let again = net.take(ALICE);
+    assert_eq!(again.len(), 10, "2xx retransmitted at T1 doubling to T2");
+    assert!(again.iter().all(|m| m.code() == 200));
+    net.advance(Duration::from_millis(200));
+    assert_eq!(*net.one(ALICE).method(), orbit_sip::Method::Bye);
+    assert_eq!(*net.one(BOB1).method(), orbit_sip::Method::Bye);
+    assert_eq!(net.media.open_sessions(), 0);
+}
+
+#[test]
+fn silent_media_ends_call_with_bye_both_ways() {
+    let mut net = Net::new();
+    let (ok, _) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    net.media.set_idle(Duration::from_secs(59));
+    net.advance(Duration::from_secs(2));
+    assert!(net.take(ALICE).is_empty());
+    net.media.set_idle(Duration::from_secs(61));
+    net.advance(Duration::from_secs(1));
+    // BYE to both (retransmitted over UDP until answered).
+    for party in [ALICE, BOB1] {
+        let msgs = net.take(party);
+        assert!(!msgs.is_empty());
+        assert!(msgs.iter().all(|m| *m.method() == orbit_sip::Method::Bye));
+    }
+    assert_eq!(net.media.open_sessions(), 0);
+}
+
+#[test]
+fn reinvite_hold_is_passed_through_with_sdp_rewritten() {
+    let mut net = Net::new();
+    let (ok, _) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    let hold = format!("{SDP_A}a=sendonly\n");
+    net.send(
+        ALICE,
+        &alice_in_dialog(&ok, "INVITE", 2, "hold", Some(&hold)),
+    );
+    let reinv = net.one(BOB1);
+    assert_eq!(*reinv.method(), orbit_sip::Method::Invite);
+    assert_eq!(reinv.to_tag(), Some("bob"));
+    assert!(body(&reinv).contains("a=sendonly"));
+    assert!(body(&reinv).contains("m=audio 40002 "));
+    // A second re-INVITE while the first is pending is glare: 491.
+    net.send(
+        ALICE,
+        &alice_in_dialog(&ok, "INVITE", 3, "glare", Some(&hold)),
+    );
+    assert_eq!(net.one(ALICE).code(), 491);
+    let recv = SDP_B.replace(
+        "a=rtpmap:0 PCMU/8000\n",
+        "a=rtpmap:0 PCMU/8000\na=recvonly\n",
+    );
+    net.send_msg(BOB1, answer(&reinv, 200, "bob", Some(&recv), BOB1));
+    let ok2 = net.one(ALICE);
+    assert_eq!(ok2.code(), 200);
+    assert!(body(&ok2).contains("a=recvonly"));
+    assert!(body(&ok2).contains("m=audio 40000 "));
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 2, "ack2", None));
+    let ack = net.one(BOB1);
+    assert_eq!(*ack.method(), orbit_sip::Method::Ack);
+    assert_eq!(ack.cseq.seq, reinv.cseq.seq);
+}
+
+#[test]
+fn cancel_while_ringing() {
+    let mut net = Net::new();
+    net.register("1002", BOB1);
+    let inv_text = invite("1002", "x1", "");
+    net.send(ALICE, &inv_text);
+    net.take(ALICE);
+    let inv = net.one(BOB1);
+    net.send_msg(BOB1, answer(&inv, 180, "bob", None, BOB1));
+    net.take(ALICE);
+    let cancel = inv_text
+        .replacen("INVITE sip", "CANCEL sip", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .split("Content-Type")
+        .next()
+        .unwrap()
+        .to_string()
+        + "Content-Length: 0\n\n";
+    net.send(ALICE, &cancel);
+    let codes: Vec<u16> = net.take(ALICE).iter().map(|m| m.code()).collect();
+    assert_eq!(codes, vec![200, 487]);
+    let c = net.one(BOB1);
+    assert_eq!(*c.method(), orbit_sip::Method::Cancel);
+    assert_eq!(net.media.open_sessions(), 0);
+    net.send_msg(BOB1, answer(&inv, 487, "bob", None, BOB1));
+    // The edge ACKs the 487 (same branch as its INVITE).
+    let ack = net.one(BOB1);
+    assert_eq!(*ack.method(), orbit_sip::Method::Ack);
+    assert_eq!(
+        ack.top_via().unwrap().branch(),
+        inv.top_via().unwrap().branch()
+    );
+    assert_eq!(net.edge.active_calls(), 0);
+}
+
+#[test]
+fn routing_errors_and_retransmissions() {
+    let mut net = Net::new();
+    // Unknown extension, known but not registered.
+    net.send(ALICE, &invite("9999", "e1", ""));
+    assert_eq!(net.one(ALICE).code(), 404);
+    net.send(ALICE, &invite("1003", "e2", ""));
+    assert_eq!(net.one(ALICE).code(), 480);
+    // Max-Forwards exhausted.
+    net.send(
+        ALICE,
+        &invite("1002", "e3", "").replace("Max-Forwards: 70", "Max-Forwards: 0"),
+    );
+    assert_eq!(net.one(ALICE).code(), 483);
+    // Unsupported extension required.
+    net.send(ALICE, &invite("1002", "e4", "Require: 100rel\n"));
+    let r = net.one(ALICE);
+    assert_eq!(r.code(), 420);
+    assert_eq!(r.header_other("Unsupported"), Some("100rel"));
+    // A foreign domain is not ours.
+    net.send(
+        ALICE,
+        &invite("1002", "e5", "").replacen("@orbit.test SIP/2.0", "@elsewhere.example SIP/2.0", 1),
+    );
+    assert_eq!(net.one(ALICE).code(), 404);
+    // OPTIONS out of dialog is answered with what we allow.
+    net.send(ALICE, "OPTIONS sip:orbit.test SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:6001;branch=z9hG4bKo1\nMax-Forwards: 70\nFrom: <sip:1001@orbit.test>;tag=o\nTo: <sip:orbit.test>\nCall-ID: o1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n");
+    let o = net.one(ALICE);
+    assert_eq!(o.code(), 200);
+    assert!(o.header(Name::Allow).unwrap().contains("INVITE"));
+    // An INVITE retransmission does not start a second call.
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "r1", ""));
+    net.send(ALICE, &invite("1002", "r1", ""));
+    assert_eq!(net.edge.active_calls(), 1);
+    assert_eq!(net.take(BOB1).len(), 1);
+}
+
+#[test]
+fn own_invite_coming_back_is_a_loop() {
+    let mut net = Net::new();
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "l1", ""));
+    let inv = net.one(BOB1);
+    // Something routes our own INVITE back to us.
+    let mut looped = String::from_utf8(
+        inv.head_text()
+            .replacen(
+                "INVITE sip:1002@127.0.0.1:7001",
+                "INVITE sip:1002@orbit.test",
+                1,
+            )
+            .into_bytes(),
+    )
+    .unwrap();
+    looped = looped.replacen(
+        "Via: ",
+        "Via: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKloop\r\nVia: ",
+        1,
+    );
+    let bytes = format!("{looped}\r\n\r\n{}", body(&inv)).into_bytes();
+    net.send_msg(BOB1, Bytes::from(bytes));
+    assert_eq!(net.one(BOB1).code(), 482);
+}
+
+#[test]
+fn invite_from_untrusted_source_needs_digest_of_the_caller() {
+    let mut cfg = config();
+    cfg.auth.trusted.clear();
+    let mut net = Net::with(cfg);
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "a1", ""));
+    let ch = net.one(ALICE);
+    assert_eq!(ch.code(), 407);
+    assert!(ch
+        .header(Name::ProxyAuthenticate)
+        .unwrap()
+        .contains("algorithm=MD5"));
+    assert!(net.take(BOB1).is_empty());
+    assert_eq!(net.media.open_sessions(), 0);
+}
