@@ -194,6 +194,18 @@ impl Edge {
         if mf == 0 {
             return self.reply(now, key, &msg, 483, None, &[], None);
         }
+        // We anchor media, so we must understand the session description.
+        if !msg.body.is_empty() && !is_sdp(&msg) {
+            return self.reply(
+                now,
+                key,
+                &msg,
+                415,
+                None,
+                &[("Accept", "application/sdp")],
+                None,
+            );
+        }
         // One of our own outgoing legs coming back to us: a routing loop.
         let own = (
             msg.call_id().to_string(),

@@ -284,7 +284,17 @@ impl Edge {
         }
     }
 
-    fn server_key(msg: &Message) -> String {
+    /// RFC 3261 §17.2.3 matching (branch, sent-by, method), narrowed to the source it came
+    /// from: a request naming another party's branch from elsewhere must not be taken for that
+    /// party's retransmission (nor be answered with its response).
+    fn server_key(msg: &Message, src: SocketAddr) -> String {
+        let mut k = Self::rfc_key(msg);
+        k.push('\x1f');
+        k.push_str(&src.to_string());
+        k
+    }
+
+    fn rfc_key(msg: &Message) -> String {
         let via = msg.top_via();
         let method = match msg.method() {
             Method::Ack => "INVITE",
@@ -307,7 +317,7 @@ impl Edge {
     }
 
     fn on_request(&mut self, now: Instant, flow: Flow, msg: Message) {
-        let key = Self::server_key(&msg);
+        let key = Self::server_key(&msg, flow.addr);
         let method = msg.method().clone();
         if method == Method::Ack {
             if let Some(e) = self.stx.get_mut(&key) {
@@ -412,7 +422,7 @@ impl Edge {
 
     fn on_cancel(&mut self, now: Instant, key: &str, msg: Message) {
         // The CANCEL matches the INVITE server transaction with the same branch (§9.2).
-        let invite_key = Self::server_key(&msg).replace("\x1fCANCEL", "\x1fINVITE");
+        let invite_key = key.replace("\x1fCANCEL\x1f", "\x1fINVITE\x1f");
         if !self.stx.contains_key(&invite_key) {
             return self.reply(now, key, &msg, 481, None, &[], None);
         }
@@ -912,20 +922,29 @@ fn salvage_response(bytes: &[u8], flow: &Flow, code: u16, why: &str) -> Option<B
             _ => {}
         }
     }
+    // Without a usable Via and CSeq the sender could not match an answer: stay silent.
     let top = via.first()?;
-    Via::parse(top)?;
-    let mut w = Writer::response(code, &format!("Bad Request ({why})"));
-    if code == 505 {
-        w = Writer::response(505, "Version Not Supported");
+    // A 505 answers a Via of another version too; a 400 needs one we understand.
+    if code != 505 {
+        Via::parse(top)?;
     }
+    let cseq = cseq?;
+    let mut w = if code == 505 {
+        Writer::response(505, "Version Not Supported")
+    } else {
+        Writer::response(code, &format!("Bad Request ({why})"))
+    };
     w.header("Via", &mark_via(top, flow.addr));
     for v in via.iter().skip(1) {
         w.header("Via", v);
     }
-    w.header("From", &from?);
-    w.header("To", &to?);
-    w.header("Call-ID", &cid?);
-    w.header("CSeq", &cseq?);
+    // Whatever of the dialog identifiers the request had is echoed (RFC 4475 3.3.1).
+    for (name, value) in [("From", from), ("To", to), ("Call-ID", cid)] {
+        if let Some(v) = value {
+            w.header(name, &v);
+        }
+    }
+    w.header("CSeq", &cseq);
     w.header("Server", "orbit");
     Some(w.finish(None, b""))
 }

@@ -275,7 +275,9 @@ impl Message {
     }
 
     pub fn max_forwards(&self) -> Option<u32> {
-        self.header(Name::MaxForwards).and_then(|v| v.parse().ok())
+        self.header(Name::MaxForwards)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|v| v.min(255) as u32)
     }
 
     pub fn content_type(&self) -> Option<&str> {
@@ -518,6 +520,10 @@ fn parse_start_line(text: &str, line_end: usize) -> Result<StartLine, ParseError
         return Err(ParseError::Version);
     }
     let uri = Uri::parse(u).map_err(|_| ParseError::RequestUri)?;
+    // Headers (`?name=value`) are not allowed in a Request-URI (RFC 3261 §19.1.5).
+    if uri.params().contains('?') {
+        return Err(ParseError::RequestUri);
+    }
     Ok(StartLine::Request {
         method: Method::from_token(m),
         uri,
@@ -558,8 +564,19 @@ fn validate(msg: &mut Message) -> Result<(), ParseError> {
         return Err(ParseError::Header("Via"));
     }
     if let Some(mf) = msg.header(Name::MaxForwards) {
-        if mf.is_empty() || mf.len() > 3 || mf.parse::<u8>().is_err() {
+        // 1*DIGIT, leading zeros allowed ("0068"), at most 255.
+        let ok = !mf.is_empty()
+            && mf.len() <= 10
+            && mf.bytes().all(|c| c.is_ascii_digit())
+            && mf.parse::<u64>().map(|v| v <= 255).unwrap_or(false);
+        if !ok {
             return Err(ParseError::Header("Max-Forwards"));
+        }
+    }
+    if let Some(date) = msg.header_other("Date") {
+        // rfc1123-date, always in GMT (RFC 3261 §20.17).
+        if !date.ends_with(" GMT") {
+            return Err(ParseError::Header("Date"));
         }
     }
     if let Some(e) = msg.header(Name::Expires) {

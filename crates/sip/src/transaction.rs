@@ -453,7 +453,8 @@ mod tests {
         let mut tx =
             ClientTransaction::new(Kind::Invite, Bytes::new(), false, t0, Timing::default());
         assert_eq!(tx.on_response(t0, 180), ClientEvent::Deliver);
-        assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_secs(32)));
+        // Ringing: Timer C (3 minutes) replaces Timer B.
+        assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_secs(180)));
         assert_eq!(tx.on_response(t0, 486), ClientEvent::DeliverAndAck);
         assert_eq!(tx.on_response(t0, 486), ClientEvent::ResendAck);
         // Timer D: 32 s of absorbing, then gone without a timeout report.

@@ -277,7 +277,8 @@ impl Framer {
             Ok(n) => n,
             Err(_) => return Frame::Bad(self.buf.split().freeze()),
         };
-        if head_end + cl > self.max {
+        // Checked: a hostile Content-Length can be near usize::MAX.
+        if head_end.saturating_add(cl) > self.max {
             return Frame::Bad(self.buf.split_to(head_end).freeze());
         }
         if self.buf.len() < head_end + cl {
@@ -333,6 +334,13 @@ mod tests {
         assert_eq!(f.next_frame(), Frame::Message(Bytes::from_static(m1)));
         assert_eq!(f.next_frame(), Frame::Message(Bytes::from_static(m2)));
         assert_eq!(f.next_frame(), Frame::Need);
+    }
+
+    #[test]
+    fn huge_content_length_is_rejected_not_overflowed() {
+        let mut f = Framer::new(4096);
+        f.push(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        assert!(matches!(f.next_frame(), Frame::Bad(_)));
     }
 
     #[test]

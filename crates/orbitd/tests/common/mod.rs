@@ -74,6 +74,8 @@ pub struct Options {
     pub nonce_ttl: u64,
     pub media_timeout: u64,
     pub rtp_ports: u16,
+    /// Run the daemon inside this network namespace (see [`NetNs`]).
+    pub netns: Option<String>,
 }
 
 impl Default for Options {
@@ -84,6 +86,7 @@ impl Default for Options {
             nonce_ttl: 300,
             media_timeout: 60,
             rtp_ports: 200,
+            netns: None,
         }
     }
 }
@@ -95,9 +98,12 @@ impl Daemon {
 
     pub fn start_with(o: Options) -> Daemon {
         require_sipp();
-        let port = free_port();
-        let tls_port = free_port();
-        let rtp = free_range(o.rtp_ports);
+        // A fresh namespace has every port free; the host's may not.
+        let (port, tls_port, rtp) = if o.netns.is_some() {
+            (5060, 5061, (20000, 20000 + o.rtp_ports - 1))
+        } else {
+            (free_port(), free_port(), free_range(o.rtp_ports))
+        };
         let dir = std::env::temp_dir().join(format!("orbit-test-{}-{}", std::process::id(), port));
         std::fs::create_dir_all(&dir).unwrap();
         let mut exts = String::new();
@@ -129,7 +135,15 @@ any_host = true
         );
         let path = dir.join("orbit.toml");
         std::fs::write(&path, cfg).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orbitd"))
+        let mut cmd = match &o.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_orbitd")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_orbitd")),
+        };
+        let mut child = cmd
             .args(["edge", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
@@ -435,4 +449,69 @@ pub struct RtpCount {
     pub packets: u64,
     pub from: std::collections::HashSet<SocketAddr>,
     pub ssrcs: std::collections::HashSet<u32>,
+}
+
+/// A network namespace with only `lo`, so that messages naming foreign addresses (RFC 4475 uses
+/// 192.0.2.x) cannot leave the machine. Needs root, as CI and the dev machines have.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("orbit-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "`ip netns add` failed: this test needs root and iproute2"
+        );
+        let ok = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "bringing up lo in {name}");
+        NetNs { name }
+    }
+
+    /// A UDP socket bound inside the namespace (setns on a scratch thread: the socket keeps
+    /// its namespace, the rest of the process stays where it is).
+    pub fn udp(&self) -> UdpSocket {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::open(&path).expect("open netns");
+            // SAFETY: plain syscall on a valid fd; affects only this thread.
+            let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            UdpSocket::bind("127.0.0.1:0").expect("bind in netns")
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Whether the namespace has any interface but lo.
+    pub fn interfaces(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-o", "link", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().to_string()))
+            .collect()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
 }
