@@ -267,48 +267,68 @@ async fn forward(shared: Arc<Shared>, from: usize, rtcp: bool) {
     };
     let mut buf = vec![0u8; 2048];
     loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
+        if let Err(e) = sock.readable().await {
+            debug!(error = %e, "relay socket");
+            return;
+        }
+        // Drain what is queued without going back to the reactor for every packet.
+        loop {
+            let (n, src) = match sock.try_recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 // ICMP port unreachable from an earlier send shows up here on Linux; ignore.
-                debug!(error = %e, "relay recv error");
-                continue;
-            }
-        };
-        let side = &shared.sides[from];
-        {
-            let mut p = if rtcp {
-                side.rtcp_peer.lock().unwrap()
-            } else {
-                side.rtp_peer.lock().unwrap()
+                Err(_) => continue,
             };
-            match p.latched {
-                Some(l) if l != src => continue,
-                Some(_) => {}
-                None => {
-                    debug!(%src, leg = from, rtcp, "relay latched");
-                    p.latched = Some(src);
-                }
+            relay_one(&shared, from, rtcp, out, &buf[..n], src);
+        }
+    }
+}
+
+/// Latch, count and forward one packet.
+fn relay_one(
+    shared: &Shared,
+    from: usize,
+    rtcp: bool,
+    out: &UdpSocket,
+    pkt: &[u8],
+    src: SocketAddr,
+) {
+    let to = 1 - from;
+    let side = &shared.sides[from];
+    {
+        let mut p = if rtcp {
+            side.rtcp_peer.lock().unwrap()
+        } else {
+            side.rtp_peer.lock().unwrap()
+        };
+        match p.latched {
+            Some(l) if l != src => return,
+            Some(_) => {}
+            None => {
+                debug!(%src, leg = from, rtcp, "relay latched");
+                p.latched = Some(src);
             }
         }
-        if !rtcp {
-            side.packets_in.fetch_add(1, Ordering::Relaxed);
-        }
-        shared
-            .last_rx_ms
-            .store(shared.pool.millis(), Ordering::Relaxed);
-        let dest = {
-            let other = &shared.sides[to];
-            let p = if rtcp {
-                other.rtcp_peer.lock().unwrap()
-            } else {
-                other.rtp_peer.lock().unwrap()
-            };
-            p.dest()
+    }
+    if !rtcp {
+        side.packets_in.fetch_add(1, Ordering::Relaxed);
+    }
+    shared
+        .last_rx_ms
+        .store(shared.pool.millis(), Ordering::Relaxed);
+    let dest = {
+        let other = &shared.sides[to];
+        let p = if rtcp {
+            other.rtcp_peer.lock().unwrap()
+        } else {
+            other.rtp_peer.lock().unwrap()
         };
-        if let Some(d) = dest {
-            let _ = out.send_to(&buf[..n], d).await;
-        }
+        p.dest()
+    };
+    if let Some(d) = dest {
+        // A full send buffer drops the packet, as the network would; RTP tolerates loss,
+        // and waiting here would delay every packet behind it.
+        let _ = out.try_send_to(pkt, d);
     }
 }
 

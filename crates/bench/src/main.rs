@@ -1,0 +1,338 @@
+//! `orbit-bench relay`: RTP relay packets/s on one core and added latency, against a plain
+//! UDP forwarding loop measured in the same run (the machine's ceiling).
+//!
+//! Layout, as the anchor's `udpfwd/run.sh`: the forwarder (plain loop, or the relay on a
+//! single-threaded tokio runtime) pinned to CPU 1; generator and sink pinned to CPU 0.
+//! Throughput: the generator blasts 172-byte packets; the sink counts what arrives.
+//! Latency: a paced phase (default 5,000 packets/s) stamps each packet with its send time.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Relay packet rate and latency vs a plain UDP forward loop.
+    Relay {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 172)]
+        size: usize,
+        /// Packets/s of the latency phase.
+        #[arg(long, default_value_t = 5000)]
+        paced_rate: u64,
+    },
+}
+
+fn pin(cpu: usize) {
+    // SAFETY: plain syscall with a valid, zeroed cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % num_cpus(), &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Online CPUs of the machine (not of this thread's affinity mask, which `pin` narrows).
+fn num_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as usize
+}
+
+fn cpu_time() -> Duration {
+    // Thread CPU time of the caller.
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+struct SinkResult {
+    packets: u64,
+    window: Duration,
+    latencies_us: Vec<u64>,
+}
+
+/// Count packets arriving at `sock` until `stop` and 300 ms of silence; record latency from
+/// the send time stamped at offset 12 (nanoseconds since `epoch`).
+fn sink(sock: UdpSocket, epoch: Instant, stop: Arc<AtomicBool>) -> SinkResult {
+    pin(0);
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let (mut n, mut first, mut last) = (0u64, None, Instant::now());
+    let mut lat = Vec::new();
+    loop {
+        match sock.recv(&mut buf) {
+            Ok(len) => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                last = now;
+                n += 1;
+                if len >= 20 {
+                    let sent = u64::from_le_bytes(buf[12..20].try_into().unwrap());
+                    if sent != 0 {
+                        let at = now.duration_since(epoch).as_nanos() as u64;
+                        lat.push(at.saturating_sub(sent) / 1000);
+                    }
+                }
+            }
+            Err(_) => {
+                if stop.load(Ordering::Relaxed) && last.elapsed() > Duration::from_millis(300) {
+                    break;
+                }
+            }
+        }
+    }
+    SinkResult {
+        packets: n,
+        window: first.map(|f| last.duration_since(f)).unwrap_or_default(),
+        latencies_us: lat,
+    }
+}
+
+/// Send `size`-byte RTP-like packets to `to` for `secs`; `rate` 0 = as fast as possible.
+fn generate(to: SocketAddr, size: usize, secs: u64, rate: u64, epoch: Instant, stamp: bool) -> u64 {
+    pin(0);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect(to).unwrap();
+    let mut p = vec![0u8; size];
+    p[0] = 0x80;
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    if rate == 0 {
+        // Blast in batches of 32 with sendmmsg, as the anchor's generator does.
+        use std::os::fd::AsRawFd;
+        let mut bufs = vec![p.clone(); 32];
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: zeroed mmsghdr is valid; pointers stay alive for the loop.
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = v;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        while t0.elapsed() < Duration::from_secs(secs) {
+            // SAFETY: valid fd and message array.
+            let r = unsafe { libc::sendmmsg(s.as_raw_fd(), msgs.as_mut_ptr(), 32, 0) };
+            if r > 0 {
+                n += r as u64;
+            }
+        }
+        return n;
+    }
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if let Some(step) = 1_000_000_000u64.checked_div(rate) {
+            let due = t0 + Duration::from_nanos(n * step);
+            while Instant::now() < due {
+                std::hint::spin_loop();
+            }
+        }
+        p[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+        if stamp {
+            let now = Instant::now().duration_since(epoch).as_nanos() as u64;
+            p[12..20].copy_from_slice(&now.to_le_bytes());
+        }
+        if s.send(&p).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+struct Run {
+    sent: u64,
+    pps: f64,
+    fwd_cpu: Duration,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+fn percentile(v: &mut [u64], p: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+/// One phase against a forwarder started by `start_fwd(sink_addr) -> (listen addr, stop fn)`.
+fn phase(
+    fwd_in: SocketAddr,
+    sink_sock: UdpSocket,
+    size: usize,
+    secs: u64,
+    rate: u64,
+    epoch: Instant,
+) -> (u64, SinkResult) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let sink_t = std::thread::spawn(move || sink(sink_sock, epoch, st));
+    let sent = std::thread::spawn(move || generate(fwd_in, size, secs, rate, epoch, rate > 0))
+        .join()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    (sent, sink_t.join().unwrap())
+}
+
+fn plain_loop(size: usize, secs: u64, rate: u64) -> Run {
+    let epoch = Instant::now();
+    let sink_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sink_addr = sink_sock.local_addr().unwrap();
+    let fwd = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let fwd_addr = fwd.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let fwd_t = std::thread::spawn(move || {
+        pin(1);
+        fwd.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let out = UdpSocket::bind("127.0.0.1:0").unwrap();
+        out.connect(sink_addr).unwrap();
+        let c0 = cpu_time();
+        let mut buf = [0u8; 2048];
+        let (mut count, mut first, mut last) = (0u64, None, Instant::now());
+        while !st.load(Ordering::Relaxed) {
+            if let Ok(n) = fwd.recv(&mut buf) {
+                let _ = out.send(&buf[..n]);
+                count += 1;
+                last = Instant::now();
+                first.get_or_insert(last);
+            }
+        }
+        (
+            cpu_time() - c0,
+            count,
+            first.map(|f| last.duration_since(f)).unwrap_or_default(),
+        )
+    });
+    let (sent, r) = phase(fwd_addr, sink_sock, size, secs, rate, epoch);
+    stop.store(true, Ordering::Relaxed);
+    let (fwd_cpu, count, window) = fwd_t.join().unwrap();
+    summarize(sent, r, fwd_cpu, count, window)
+}
+
+fn relay(size: usize, secs: u64, rate: u64) -> Run {
+    let epoch = Instant::now();
+    let sink_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sink_addr = sink_sock.local_addr().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let fwd_t = std::thread::spawn(move || {
+        pin(1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let pool = orbit_media::PortPool::new("127.0.0.1".parse().unwrap(), 39000, 39099);
+            let s = orbit_media::Session::open(&pool).unwrap();
+            s.set_remote(orbit_media::Leg::B, Some(sink_addr), None);
+            addr_tx.send(s.local(orbit_media::Leg::A)).unwrap();
+            let c0 = cpu_time();
+            let (mut first, mut last, mut seen) = (None, Instant::now(), 0);
+            while !st.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let n = s.packets_from(orbit_media::Leg::A);
+                if n != seen {
+                    if seen == 0 {
+                        first = Some(Instant::now());
+                    }
+                    seen = n;
+                    last = Instant::now();
+                }
+            }
+            let c = cpu_time() - c0;
+            let w = first.map(|f| last.duration_since(f)).unwrap_or_default();
+            drop(s);
+            (c, seen, w)
+        })
+    });
+    let fwd_addr = addr_rx.recv().unwrap();
+    let (sent, r) = phase(fwd_addr, sink_sock, size, secs, rate, epoch);
+    stop.store(true, Ordering::Relaxed);
+    let (fwd_cpu, count, window) = fwd_t.join().unwrap();
+    summarize(sent, r, fwd_cpu, count, window)
+}
+
+/// Packets/s is what the forwarder moved over its active window (as udpfwd reports).
+fn summarize(sent: u64, mut r: SinkResult, fwd_cpu: Duration, count: u64, window: Duration) -> Run {
+    let _ = (r.packets, r.window);
+    let pps = if window.as_secs_f64() > 0.0 {
+        count as f64 / window.as_secs_f64()
+    } else {
+        0.0
+    };
+    Run {
+        sent,
+        pps,
+        fwd_cpu,
+        p50_us: percentile(&mut r.latencies_us, 0.50),
+        p99_us: percentile(&mut r.latencies_us, 0.99),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Relay {
+            seconds,
+            size,
+            paced_rate,
+        } => {
+            println!(
+                "relay benchmark: {size}-byte packets, forwarder on CPU 1, generator+sink on CPU 0"
+            );
+            let lp = plain_loop(size, seconds, 0);
+            let rl = relay(size, seconds, 0);
+            println!(
+                "throughput  plain UDP loop: {:>9.0} pkt/s (sent {}, fwd CPU {:.2} s)",
+                lp.pps,
+                lp.sent,
+                lp.fwd_cpu.as_secs_f64()
+            );
+            println!(
+                "throughput  orbit relay:    {:>9.0} pkt/s (sent {}, fwd CPU {:.2} s)  ratio {:.2}x",
+                rl.pps,
+                rl.sent,
+                rl.fwd_cpu.as_secs_f64(),
+                rl.pps / lp.pps.max(1.0)
+            );
+            let secs = seconds.clamp(2, 5);
+            let lp = plain_loop(size, secs, paced_rate);
+            let rl = relay(size, secs, paced_rate);
+            println!(
+                "latency at {paced_rate} pkt/s  plain loop p50 {} us p99 {} us | orbit relay p50 {} us p99 {} us | added p50 {} us p99 {} us",
+                lp.p50_us,
+                lp.p99_us,
+                rl.p50_us,
+                rl.p99_us,
+                rl.p50_us.saturating_sub(lp.p50_us),
+                rl.p99_us.saturating_sub(lp.p99_us)
+            );
+        }
+    }
+    Ok(())
+}
