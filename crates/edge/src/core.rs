@@ -236,6 +236,30 @@ impl Edge {
 
     /// A message arrived over `flow`.
     pub fn on_message(&mut self, now: Instant, flow: Flow, bytes: Bytes) {
+        if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return; // keep-alive
+        }
+        // The per-source limit comes first, so that a flood costs no parsing.
+        if !self.rate.allow(now, flow.addr.ip()) {
+            self.stats.rate_limited += 1;
+            // One 503 per second per source at most, then silence.
+            if self.rate.should_answer(now, flow.addr.ip()) {
+                if let Ok(m) = orbit_sip::parse(bytes, &self.limits) {
+                    if m.is_request() && *m.method() != Method::Ack {
+                        let r = self.response_bytes(
+                            &m,
+                            &flow,
+                            503,
+                            None,
+                            &[("Retry-After", "5")],
+                            None,
+                        );
+                        self.send(flow, r);
+                    }
+                }
+            }
+            return;
+        }
         if bytes.len() > self.cfg.limits.max_message {
             // Too large to be a legitimate request here; answer 513 if we can read it.
             if let Ok(m) = orbit_sip::parse(bytes, &self.limits) {
@@ -246,24 +270,11 @@ impl Edge {
             }
             return;
         }
-        if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return; // keep-alive
-        }
         let msg = match orbit_sip::parse(bytes.clone(), &self.limits) {
             Ok(m) => m,
             Err(e) => return self.on_parse_error(flow, &bytes, e),
         };
         if msg.is_request() {
-            if !self.rate.allow(now, flow.addr.ip()) {
-                self.stats.rate_limited += 1;
-                // Over the limit: one 503 per second per source at most, then silence.
-                if self.rate.should_answer(now, flow.addr.ip()) && *msg.method() != Method::Ack {
-                    let r =
-                        self.response_bytes(&msg, &flow, 503, None, &[("Retry-After", "5")], None);
-                    self.send(flow, r);
-                }
-                return;
-            }
             self.on_request(now, flow, msg);
         } else {
             self.on_response(now, msg);

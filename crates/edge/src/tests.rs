@@ -545,3 +545,36 @@ fn invite_from_untrusted_source_needs_digest_of_the_caller() {
     assert!(net.take(BOB1).is_empty());
     assert_eq!(net.media.open_sessions(), 0);
 }
+
+fn options(branch: &str, extra: &str) -> String {
+    format!("OPTIONS sip:orbit.test SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bK{branch}\nMax-Forwards: 70\nFrom: <sip:1001@orbit.test>;tag=o\nTo: <sip:orbit.test>\nCall-ID: {branch}\nCSeq: 1 OPTIONS\n{extra}Content-Length: 0\n\n")
+}
+
+#[test]
+fn limits_message_size_header_count_and_source_rate() {
+    let mut cfg = config();
+    cfg.limits.requests_per_sec = 10;
+    cfg.limits.burst = 5;
+    let mut net = Net::with(cfg);
+    // Larger than max_message: 513, and nothing else.
+    let big = format!("X-Pad: {}\n", "a".repeat(20_000));
+    net.send(ALICE, &options("big", &big));
+    assert_eq!(net.one(ALICE).code(), 513);
+    // More header lines than max_headers: 400.
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\n")).collect();
+    net.send(ALICE, &options("many", &many));
+    assert_eq!(net.one(ALICE).code(), 400);
+    // The bucket (burst 5, of which two went above) runs dry: one 503, then silence.
+    for i in 0..20 {
+        net.send(ALICE, &options(&format!("r{i}"), ""));
+    }
+    let codes: Vec<u16> = net.take(ALICE).iter().map(|m| m.code()).collect();
+    assert_eq!(codes, vec![200, 200, 200, 503]);
+    // Another source address is not affected, and the bucket refills with time.
+    let other = "127.0.0.2:7001";
+    net.send(other, &options("other", "").replace(ALICE, other));
+    assert_eq!(net.one(other).code(), 200);
+    net.advance(Duration::from_secs(1));
+    net.send(ALICE, &options("later", ""));
+    assert_eq!(net.one(ALICE).code(), 200);
+}

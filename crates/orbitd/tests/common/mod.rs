@@ -76,6 +76,8 @@ pub struct Options {
     pub rtp_ports: u16,
     /// Run the daemon inside this network namespace (see [`NetNs`]).
     pub netns: Option<String>,
+    /// Listen for TLS with a certificate made for the test.
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -87,6 +89,7 @@ impl Default for Options {
             media_timeout: 60,
             rtp_ports: 200,
             netns: None,
+            tls: false,
         }
     }
 }
@@ -106,6 +109,18 @@ impl Daemon {
         };
         let dir = std::env::temp_dir().join(format!("orbit-test-{}-{}", std::process::id(), port));
         std::fs::create_dir_all(&dir).unwrap();
+        let tls = if o.tls {
+            let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+            std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).unwrap();
+            format!(
+                "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                dir.join("cert.pem").display(),
+                dir.join("key.pem").display()
+            )
+        } else {
+            String::new()
+        };
         let mut exts = String::new();
         for n in 1001..=1010 {
             exts.push_str(&format!("\"{n}\" = {{ password = \"pw{n}\" }}\n"));
@@ -116,6 +131,7 @@ site = "test"
 [edge.sip]
 listen = "127.0.0.1:{port}"
 t1_ms = 500
+{tls}
 [edge.media]
 ip = "127.0.0.1"
 port_min = {}

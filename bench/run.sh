@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The benchmark command (not a test): builds release binaries, installs SIPp and Kamailio when
+# missing, then runs
+#   calls  the call-rate search: SIPp direct, Kamailio, orbit edge (trusted), orbit edge (digest)
+#   relay  RTP relay packets/s and added latency vs a plain UDP forwarding loop
+# Usage: bench/run.sh [calls|relay|all] [options for calls.py]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orbit-target}"
+what="${1:-all}"; shift || true
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+command -v sipp >/dev/null || missing+=(sip-tester)
+command -v kamailio >/dev/null || missing+=(kamailio)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+cargo build --release -q -p orbitd -p orbit-bench
+echo "machine: $(nproc) cores, $(uname -r), $(date -u +%F)"
+if [ "$what" = relay ] || [ "$what" = all ]; then
+  "$CARGO_TARGET_DIR/release/orbit-bench" relay --seconds 10
+fi
+if [ "$what" = calls ] || [ "$what" = all ]; then
+  python3 bench/calls.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" "$@"
+fi
