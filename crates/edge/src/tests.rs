@@ -578,3 +578,37 @@ fn limits_message_size_header_count_and_source_rate() {
     net.send(ALICE, &options("later", ""));
     assert_eq!(net.one(ALICE).code(), 200);
 }
+
+#[test]
+fn early_media_183_is_relayed_with_sdp_rewritten() {
+    let mut net = Net::new();
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "em1", ""));
+    net.take(ALICE);
+    let inv = net.one(BOB1);
+    net.send_msg(BOB1, answer(&inv, 183, "bob", Some(SDP_B), BOB1));
+    let p = net.one(ALICE);
+    assert_eq!(p.code(), 183);
+    assert!(body(&p).contains("m=audio 40000 RTP/AVP 0"), "{}", body(&p));
+    assert!(!body(&p).contains("10.2.2.2\r\nt="));
+    assert!(net
+        .media
+        .remotes()
+        .contains(&(crate::media::Leg::B, Some("10.2.2.2:5000".parse().unwrap()))));
+}
+
+#[test]
+fn failures_are_mapped_through_and_free_the_media() {
+    for (code, want) in [(486, 486), (603, 603), (404, 404), (407, 480)] {
+        let mut net = Net::new();
+        net.register("1002", BOB1);
+        net.send(ALICE, &invite("1002", "fm", ""));
+        net.take(ALICE);
+        let inv = net.one(BOB1);
+        net.send_msg(BOB1, answer(&inv, code, "bob", None, BOB1));
+        let r = net.one(ALICE);
+        assert_eq!(r.code(), want, "callee answered {code}");
+        assert_eq!(net.media.open_sessions(), 0);
+        assert_eq!(net.edge.active_calls(), 0);
+    }
+}

@@ -157,9 +157,9 @@ fn fifty_concurrent_calls_then_every_port_free() {
         .args(["-m", "50"])
         .port(callee_port)
         .spawn();
-    // 50 calls started within about a second, each held 3 s: all 50 are up at once.
+    // 50 calls started within about a second, each held 5 s: all 50 are up at once.
     let uac = Sipp::new(&d, "uac_call.xml")
-        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001", "-d", "3000"])
+        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001", "-d", "5000"])
         .args(["-m", "50", "-r", "50", "-l", "50"])
         .key("caller", "1001")
         .key("rtpport", "4002")
@@ -197,6 +197,50 @@ fn ctrl_c_ends_calls_with_bye_and_frees_ports() {
     assert!(uac.ok(), "caller got BYE: {}", uac.errors);
     assert!(uas.ok(), "callee got BYE: {}", uas.errors);
     assert!(d.rtp_ports_free().is_empty());
+}
+
+#[test]
+fn register_with_sha256_digest() {
+    use orbit_edge::auth::Algorithm;
+    let d = Daemon::start_with(Options {
+        algorithms: r#"["SHA-256", "MD5"]"#,
+        ..Options::default()
+    });
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let reg = |cseq: u32, auth: &str| {
+        format!("REGISTER sip:orbit.local SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKsha{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:1004@orbit.local>;tag=s\r\nTo: <sip:1004@orbit.local>\r\nCall-ID: sha-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:1004@{me}>\r\n{auth}Expires: 600\r\nContent-Length: 0\r\n\r\n")
+    };
+    let mut buf = [0u8; 4096];
+    sock.send_to(reg(1, "").as_bytes(), d.sip).unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    let ch = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(ch.starts_with("SIP/2.0 401"), "{ch}");
+    // RFC 8760: SHA-256 offered first, MD5 second, with the same nonce.
+    let first = ch.find("algorithm=SHA-256").expect("SHA-256 challenge");
+    assert!(first < ch.find("algorithm=MD5").expect("MD5 challenge"));
+    let nonce = ch
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let h = Algorithm::Sha256;
+    let ha1 = h.hash(&["1004", "orbit.local", "pw1004"]);
+    let ha2 = h.hash(&["REGISTER", "sip:orbit.local"]);
+    let resp = h.hash(&[&ha1, nonce, "00000001", "0a4f113b", "auth", &ha2]);
+    let auth = format!("Authorization: Digest username=\"1004\", realm=\"orbit.local\", nonce=\"{nonce}\", uri=\"sip:orbit.local\", response=\"{resp}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"0a4f113b\"\r\n");
+    sock.send_to(reg(2, &auth).as_bytes(), d.sip).unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    let ok = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(ok.contains("expires=600"), "{ok}");
+    // The same nonce-count again is a replay: refused.
+    sock.send_to(reg(3, &auth).as_bytes(), d.sip).unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 403"));
 }
 
 fn wait_ports_free(d: &Daemon) {
