@@ -33,6 +33,7 @@ fn edge(now: Instant) -> orbit_edge::Edge {
             port_min: 20000,
             port_max: 20999,
             timeout_secs: 60,
+            idle_close_secs: 10,
         },
         tenant: TenantConfig {
             domain: "orbit.test".into(),

@@ -58,6 +58,14 @@ pub struct MediaConfig {
     /// A call with no RTP/RTCP in either direction for this long is ended with BYE.
     #[serde(default = "default_media_timeout")]
     pub timeout_secs: u64,
+    /// Relay endpoints left over from ended calls are reused for new calls; one unused this
+    /// long is closed and its ports returned to the system.
+    #[serde(default = "default_idle_close")]
+    pub idle_close_secs: u64,
+}
+
+fn default_idle_close() -> u64 {
+    10
 }
 
 fn default_media_timeout() -> u64 {

@@ -562,6 +562,7 @@ impl Edge {
         if now.duration_since(self.last_media_check) >= Duration::from_secs(1) {
             self.last_media_check = now;
             crate::call::check_media(self, now);
+            self.media.maintain();
         }
     }
 

@@ -20,6 +20,8 @@ pub trait MediaFactory: Send {
     fn open(&mut self) -> Result<Box<dyn MediaSession>, String>;
     /// Port pairs in use.
     fn in_use(&self) -> usize;
+    /// Periodic upkeep (closing long-idle relay endpoints); called every second.
+    fn maintain(&mut self) {}
 }
 
 impl MediaSession for Session {
@@ -47,6 +49,9 @@ impl MediaFactory for RelayFactory {
     }
     fn in_use(&self) -> usize {
         self.pool.in_use()
+    }
+    fn maintain(&mut self) {
+        self.pool.maintain()
     }
 }
 

@@ -46,6 +46,7 @@ fn config() -> EdgeConfig {
             port_min: 40000,
             port_max: 40999,
             timeout_secs: 60,
+            idle_close_secs: 10,
         },
         tenant: TenantConfig {
             domain: "orbit.test".into(),

@@ -8,10 +8,10 @@
 //! let session = relay::Session::open(&pool)?;            // two endpoints, four ports
 //! let offer_for_b = sdp::rewrite(&offer_from_a, session.local(Leg::B))?;
 //! session.set_remote(Leg::A, info_a.rtp, info_a.rtcp);   // from A's SDP
-//! drop(session);                                         // call over: ports back in the pool
+//! drop(session);                                         // call over: endpoints back in the pool
 //! ```
 
 pub mod relay;
 pub mod sdp;
 
-pub use relay::{Leg, PortPool, RelayError, Session};
+pub use relay::{Leg, PoolTiming, PortPool, RelayError, Session};

@@ -12,11 +12,15 @@
 //! from any other source are dropped (symmetric RTP, so NATed phones work and strangers cannot
 //! inject media).
 //!
-//! Ports go back to the pool when the [`Session`] is dropped: every way a call ends drops it.
+//! Endpoints are pooled: opening and closing four sockets per call (socket, bind, epoll
+//! registration, close) was a fifth of the edge's CPU at a few thousand calls/s. A released
+//! endpoint is detached at once (its packets are dropped from then on), waits `reuse_after`
+//! before another call may take it (late packets of the old call find nobody to latch), and is
+//! closed, its ports returned to the system, after `close_after` unused.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +35,25 @@ pub enum RelayError {
     Io(#[from] std::io::Error),
 }
 
-/// Allocates even/odd port pairs from a configured range.
+/// Timing of endpoint reuse.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolTiming {
+    /// A released endpoint is not handed out again before this (unless no other is left).
+    pub reuse_after: Duration,
+    /// A released endpoint unused this long is closed.
+    pub close_after: Duration,
+}
+
+impl Default for PoolTiming {
+    fn default() -> Self {
+        PoolTiming {
+            reuse_after: Duration::from_millis(500),
+            close_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Allocates even/odd port pairs from a configured range, as pooled endpoints.
 #[derive(Clone)]
 pub struct PortPool {
     inner: Arc<PoolInner>,
@@ -39,22 +61,34 @@ pub struct PortPool {
 
 struct PoolInner {
     ip: IpAddr,
-    free: Mutex<VecDeque<u16>>,
+    /// Ports not bound by us.
+    fresh: Mutex<VecDeque<u16>>,
+    /// Bound endpoints, detached, with the time they were released.
+    idle: Mutex<VecDeque<(Instant, Arc<Endpoint>)>>,
     total: usize,
+    attached: AtomicUsize,
+    timing: PoolTiming,
     epoch: Instant,
 }
 
 impl PortPool {
     /// `first..=last` inclusive; the pool uses every even port whose odd neighbour is in range.
     pub fn new(ip: IpAddr, first: u16, last: u16) -> PortPool {
+        Self::with_timing(ip, first, last, PoolTiming::default())
+    }
+
+    pub fn with_timing(ip: IpAddr, first: u16, last: u16, timing: PoolTiming) -> PortPool {
         let start = first + (first & 1);
-        let free: VecDeque<u16> = (start..last).step_by(2).collect();
-        let total = free.len();
+        let fresh: VecDeque<u16> = (start..last).step_by(2).collect();
+        let total = fresh.len();
         PortPool {
             inner: Arc::new(PoolInner {
                 ip,
-                free: Mutex::new(free),
+                fresh: Mutex::new(fresh),
+                idle: Mutex::new(VecDeque::new()),
                 total,
+                attached: AtomicUsize::new(0),
+                timing,
                 epoch: Instant::now(),
             }),
         }
@@ -64,51 +98,83 @@ impl PortPool {
         self.inner.ip
     }
 
-    /// Port pairs in use right now.
+    /// Port pairs attached to calls right now.
     pub fn in_use(&self) -> usize {
-        self.inner.total - self.inner.free.lock().unwrap().len()
+        self.inner.attached.load(Ordering::Relaxed)
+    }
+
+    /// Port pairs bound by the relay (in use, or idle awaiting reuse or close).
+    pub fn bound(&self) -> usize {
+        self.inner.total - self.inner.fresh.lock().unwrap().len()
     }
 
     pub fn capacity(&self) -> usize {
         self.inner.total
     }
 
-    fn take(&self) -> Result<(std::net::UdpSocket, std::net::UdpSocket, u16), RelayError> {
-        // A port may be held by another process; try a few before giving up.
-        for _ in 0..16 {
-            let port = self
-                .inner
-                .free
-                .lock()
-                .unwrap()
-                .pop_front()
-                .ok_or(RelayError::Exhausted)?;
-            let bind = |p: u16| {
-                let s = socket2::Socket::new(
-                    socket2::Domain::for_address(SocketAddr::new(self.inner.ip, p)),
-                    socket2::Type::DGRAM,
-                    Some(socket2::Protocol::UDP),
-                )?;
-                let _ = s.set_recv_buffer_size(256 * 1024);
-                s.set_nonblocking(true)?;
-                s.bind(&SocketAddr::new(self.inner.ip, p).into())?;
-                Ok::<_, std::io::Error>(std::net::UdpSocket::from(s))
-            };
-            match (bind(port), bind(port + 1)) {
-                (Ok(a), Ok(b)) => return Ok((a, b, port)),
-                (a, b) => {
-                    let e = a.err().or(b.err());
-                    warn!(port, error = ?e, "relay port busy, skipping");
-                    // Put it at the back: it may be free again later.
-                    self.inner.free.lock().unwrap().push_back(port);
+    /// Close endpoints released longer than `close_after` ago. Cheap; call it every second.
+    pub fn maintain(&self) {
+        self.close_idle(Instant::now(), self.inner.timing.close_after);
+    }
+
+    /// Close every endpoint released at least `age` ago.
+    pub fn close_idle(&self, now: Instant, age: Duration) {
+        let mut closed = vec![];
+        {
+            let mut idle = self.inner.idle.lock().unwrap();
+            while let Some((t, _)) = idle.front() {
+                if now.saturating_duration_since(*t) < age {
+                    break;
+                }
+                closed.push(idle.pop_front().unwrap().1);
+            }
+        }
+        for ep in closed {
+            ep.close();
+            self.inner.fresh.lock().unwrap().push_back(ep.port);
+        }
+    }
+
+    /// An endpoint for a new call: a cooled-down idle one, else a newly bound one, else the
+    /// oldest idle one.
+    fn take(&self) -> Result<Arc<Endpoint>, RelayError> {
+        let now = Instant::now();
+        {
+            let mut idle = self.inner.idle.lock().unwrap();
+            if let Some((t, _)) = idle.front() {
+                if now.saturating_duration_since(*t) >= self.inner.timing.reuse_after {
+                    return Ok(idle.pop_front().unwrap().1);
                 }
             }
         }
-        Err(RelayError::Exhausted)
+        for _ in 0..16 {
+            let Some(port) = self.inner.fresh.lock().unwrap().pop_front() else {
+                break;
+            };
+            match Endpoint::bind(self.inner.ip, port) {
+                Ok(ep) => return Ok(ep),
+                Err(e) => {
+                    // Held by another process; it may be free again later.
+                    warn!(port, error = %e, "relay port busy, skipping");
+                    self.inner.fresh.lock().unwrap().push_back(port);
+                }
+            }
+        }
+        self.inner
+            .idle
+            .lock()
+            .unwrap()
+            .pop_front()
+            .map(|(_, ep)| ep)
+            .ok_or(RelayError::Exhausted)
     }
 
-    fn give_back(&self, port: u16) {
-        self.inner.free.lock().unwrap().push_back(port);
+    fn release(&self, ep: Arc<Endpoint>) {
+        self.inner
+            .idle
+            .lock()
+            .unwrap()
+            .push_back((Instant::now(), ep));
     }
 
     fn millis(&self) -> u64 {
@@ -131,41 +197,71 @@ impl Peer {
     }
 }
 
-struct Side {
+/// A bound RTP/RTCP socket pair with its two forwarding tasks, attached to at most one call.
+struct Endpoint {
+    port: u16,
     rtp: UdpSocket,
     rtcp: UdpSocket,
-    port: u16,
-    rtp_peer: Mutex<Peer>,
-    rtcp_peer: Mutex<Peer>,
-    packets_in: AtomicU64,
+    /// The call it serves and which side of it this endpoint is.
+    attached: Mutex<Option<(Arc<Shared>, usize)>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-struct Shared {
-    sides: [Side; 2],
-    last_rx_ms: AtomicU64,
-    pool: PortPool,
-    /// Declared last so that it drops after the sockets are closed.
-    _ports: PortGuard,
-}
+impl Endpoint {
+    fn bind(ip: IpAddr, port: u16) -> Result<Arc<Endpoint>, RelayError> {
+        let bind = |p: u16| {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(SocketAddr::new(ip, p)),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            let _ = s.set_recv_buffer_size(256 * 1024);
+            s.set_nonblocking(true)?;
+            s.bind(&SocketAddr::new(ip, p).into())?;
+            UdpSocket::from_std(std::net::UdpSocket::from(s))
+        };
+        let ep = Arc::new(Endpoint {
+            port,
+            rtp: bind(port)?,
+            rtcp: bind(port + 1)?,
+            attached: Mutex::new(None),
+            tasks: Mutex::new(vec![]),
+        });
+        let tasks = [false, true].map(|rtcp| tokio::spawn(forward(ep.clone(), rtcp)));
+        ep.tasks.lock().unwrap().extend(tasks);
+        Ok(ep)
+    }
 
-/// Returns ports to the pool once the sockets that held them are closed.
-struct PortGuard {
-    pool: PortPool,
-    ports: [u16; 2],
-}
+    fn close(&self) {
+        *self.attached.lock().unwrap() = None;
+        for t in self.tasks.lock().unwrap().drain(..) {
+            // The tasks hold the last references; the sockets close when they are gone.
+            t.abort();
+        }
+    }
 
-impl Drop for PortGuard {
-    fn drop(&mut self) {
-        for p in self.ports {
-            self.pool.give_back(p);
+    fn socket(&self, rtcp: bool) -> &UdpSocket {
+        if rtcp {
+            &self.rtcp
+        } else {
+            &self.rtp
         }
     }
 }
 
-/// A relayed call: two endpoints. Dropping it stops forwarding and frees its ports.
+/// Per-call relay state: the two endpoints and what each party announced and latched.
+struct Shared {
+    ep: [Arc<Endpoint>; 2],
+    rtp_peer: [Mutex<Peer>; 2],
+    rtcp_peer: [Mutex<Peer>; 2],
+    packets_in: [AtomicU64; 2],
+    last_rx_ms: AtomicU64,
+    pool: PortPool,
+}
+
+/// A relayed call: two endpoints. Dropping it stops forwarding and releases them.
 pub struct Session {
     shared: Arc<Shared>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Which party an endpoint faces.
@@ -176,67 +272,46 @@ pub enum Leg {
 }
 
 impl Session {
-    /// Allocate both endpoints and start forwarding. Must run inside a tokio runtime.
+    /// Take two endpoints and start forwarding. Must run inside a tokio runtime.
     pub fn open(pool: &PortPool) -> Result<Session, RelayError> {
-        let (a_rtp, a_rtcp, a_port) = pool.take()?;
-        let b = pool.take();
-        let (b_rtp, b_rtcp, b_port) = match b {
-            Ok(x) => x,
+        let a = pool.take()?;
+        let b = match pool.take() {
+            Ok(b) => b,
             Err(e) => {
-                drop((a_rtp, a_rtcp));
-                pool.give_back(a_port);
+                pool.release(a);
                 return Err(e);
             }
         };
-        let side = |rtp, rtcp, port| -> std::io::Result<Side> {
-            Ok(Side {
-                rtp: UdpSocket::from_std(rtp)?,
-                rtcp: UdpSocket::from_std(rtcp)?,
-                port,
-                rtp_peer: Mutex::new(Peer::default()),
-                rtcp_peer: Mutex::new(Peer::default()),
-                packets_in: AtomicU64::new(0),
-            })
-        };
         let shared = Arc::new(Shared {
-            sides: [side(a_rtp, a_rtcp, a_port)?, side(b_rtp, b_rtcp, b_port)?],
+            ep: [a, b],
+            rtp_peer: Default::default(),
+            rtcp_peer: Default::default(),
+            packets_in: Default::default(),
             last_rx_ms: AtomicU64::new(pool.millis()),
             pool: pool.clone(),
-            _ports: PortGuard {
-                pool: pool.clone(),
-                ports: [a_port, b_port],
-            },
         });
-        let mut tasks = Vec::with_capacity(4);
-        for from in [0usize, 1] {
-            for rtcp in [false, true] {
-                let s = shared.clone();
-                tasks.push(tokio::spawn(forward(s, from, rtcp)));
-            }
+        for side in 0..2 {
+            *shared.ep[side].attached.lock().unwrap() = Some((shared.clone(), side));
         }
-        Ok(Session { shared, tasks })
+        pool.inner.attached.fetch_add(2, Ordering::Relaxed);
+        Ok(Session { shared })
     }
 
     /// The relay address the given party must send to (the port of its endpoint).
     pub fn local(&self, leg: Leg) -> SocketAddr {
-        SocketAddr::new(self.shared.pool.ip(), self.shared.sides[leg as usize].port)
+        SocketAddr::new(self.shared.pool.ip(), self.shared.ep[leg as usize].port)
     }
 
     /// Set (or change, on re-INVITE) what a party announced in its SDP.
     pub fn set_remote(&self, leg: Leg, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
-        let side = &self.shared.sides[leg as usize];
-        let mut p = side.rtp_peer.lock().unwrap();
-        if p.announced != rtp {
-            p.announced = rtp;
-        }
-        side.rtcp_peer.lock().unwrap().announced = rtcp;
+        let i = leg as usize;
+        self.shared.rtp_peer[i].lock().unwrap().announced = rtp;
+        self.shared.rtcp_peer[i].lock().unwrap().announced = rtcp;
     }
 
-    /// Packets received from the party on this leg.
+    /// RTP packets received from the party on this leg.
     pub fn packets_from(&self, leg: Leg) -> u64 {
-        self.shared.sides[leg as usize]
-            .packets_in
-            .load(Ordering::Relaxed)
+        self.shared.packets_in[leg as usize].load(Ordering::Relaxed)
     }
 
     /// How long since the last packet from either party (RTP or RTCP).
@@ -248,23 +323,20 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        // Detach first (breaking the endpoint → call reference), then hand the endpoints back.
+        for ep in &self.shared.ep {
+            *ep.attached.lock().unwrap() = None;
         }
-        // The ports go back when the aborted tasks have released `Shared` (see PortGuard).
+        let pool = self.shared.pool.clone();
+        pool.inner.attached.fetch_sub(2, Ordering::Relaxed);
+        for ep in &self.shared.ep {
+            pool.release(ep.clone());
+        }
     }
 }
 
-async fn forward(shared: Arc<Shared>, from: usize, rtcp: bool) {
-    let to = 1 - from;
-    let (sock, out) = {
-        let (a, b) = (&shared.sides[from], &shared.sides[to]);
-        if rtcp {
-            (&a.rtcp, &b.rtcp)
-        } else {
-            (&a.rtp, &b.rtp)
-        }
-    };
+async fn forward(ep: Arc<Endpoint>, rtcp: bool) {
+    let sock = ep.socket(rtcp);
     let mut buf = vec![0u8; 2048];
     loop {
         if let Err(e) = sock.readable().await {
@@ -279,28 +351,24 @@ async fn forward(shared: Arc<Shared>, from: usize, rtcp: bool) {
                 // ICMP port unreachable from an earlier send shows up here on Linux; ignore.
                 Err(_) => continue,
             };
-            relay_one(&shared, from, rtcp, out, &buf[..n], src);
+            let attached = ep.attached.lock().unwrap();
+            if let Some((shared, side)) = attached.as_ref() {
+                relay_one(shared, *side, rtcp, &buf[..n], src);
+            }
         }
     }
 }
 
-/// Latch, count and forward one packet.
-fn relay_one(
-    shared: &Shared,
-    from: usize,
-    rtcp: bool,
-    out: &UdpSocket,
-    pkt: &[u8],
-    src: SocketAddr,
-) {
+/// Latch, count and forward one packet that arrived at side `from`.
+fn relay_one(shared: &Shared, from: usize, rtcp: bool, pkt: &[u8], src: SocketAddr) {
     let to = 1 - from;
-    let side = &shared.sides[from];
+    let peers = if rtcp {
+        &shared.rtcp_peer
+    } else {
+        &shared.rtp_peer
+    };
     {
-        let mut p = if rtcp {
-            side.rtcp_peer.lock().unwrap()
-        } else {
-            side.rtp_peer.lock().unwrap()
-        };
+        let mut p = peers[from].lock().unwrap();
         match p.latched {
             Some(l) if l != src => return,
             Some(_) => {}
@@ -311,24 +379,16 @@ fn relay_one(
         }
     }
     if !rtcp {
-        side.packets_in.fetch_add(1, Ordering::Relaxed);
+        shared.packets_in[from].fetch_add(1, Ordering::Relaxed);
     }
     shared
         .last_rx_ms
         .store(shared.pool.millis(), Ordering::Relaxed);
-    let dest = {
-        let other = &shared.sides[to];
-        let p = if rtcp {
-            other.rtcp_peer.lock().unwrap()
-        } else {
-            other.rtp_peer.lock().unwrap()
-        };
-        p.dest()
-    };
+    let dest = peers[to].lock().unwrap().dest();
     if let Some(d) = dest {
         // A full send buffer drops the packet, as the network would; RTP tolerates loss,
         // and waiting here would delay every packet behind it.
-        let _ = out.try_send_to(pkt, d);
+        let _ = shared.ep[to].socket(rtcp).try_send_to(pkt, d);
     }
 }
 
@@ -362,17 +422,54 @@ mod tests {
         let (n, _) = b.recv_from(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"good");
         assert_eq!(s.packets_from(Leg::A), 2);
+        let (pa, pb) = (s.local(Leg::A), s.local(Leg::B));
         drop(s);
-        // Aborted tasks release their Arc at the next poll.
-        for _ in 0..100 {
-            if pool.in_use() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         assert_eq!(pool.in_use(), 0);
-        // And the ports really are free for others.
-        std::net::UdpSocket::bind("127.0.0.1:31000").unwrap();
+        // Detached at once: packets to the old ports go nowhere.
+        a.send_to(b"late", pa).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), b.recv_from(&mut buf))
+                .await
+                .is_err()
+        );
+        // A new call right away gets fresh ports; the released ones cool down first.
+        let s2 = Session::open(&pool).unwrap();
+        assert!(s2.local(Leg::A) != pa && s2.local(Leg::A) != pb);
+        drop(s2);
+        // Closed after their idle time: the ports really are free for others.
+        pool.close_idle(Instant::now(), Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(pool.bound(), 0);
+        for p in 31000..=31009 {
+            std::net::UdpSocket::bind(("127.0.0.1", p)).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn reuses_cooled_endpoints() {
+        let pool = PortPool::with_timing(
+            "127.0.0.1".parse().unwrap(),
+            31200,
+            31209,
+            PoolTiming {
+                reuse_after: Duration::ZERO,
+                close_after: Duration::from_secs(60),
+            },
+        );
+        let s = Session::open(&pool).unwrap();
+        let ports = [s.local(Leg::A), s.local(Leg::B)];
+        drop(s);
+        let s = Session::open(&pool).unwrap();
+        assert_eq!([s.local(Leg::A), s.local(Leg::B)], ports);
+        assert_eq!(pool.bound(), 2);
+        // The reused endpoint latches afresh for its new call.
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.set_remote(Leg::B, Some(b.local_addr().unwrap()), None);
+        a.send_to(b"x", s.local(Leg::A)).await.unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = b.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"x");
     }
 
     #[tokio::test]

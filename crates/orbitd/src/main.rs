@@ -94,6 +94,7 @@ fn dev_config(sip: std::net::SocketAddr) -> EdgeConfig {
             port_min: 20000,
             port_max: 20999,
             timeout_secs: 60,
+            idle_close_secs: 10,
         },
         tenant: TenantConfig {
             domain: "orbit.local".into(),
@@ -151,7 +152,15 @@ async fn run_edge(cfg: EdgeConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Re
     let (sockets, local) = driver::bind(&cfg, tls)
         .await
         .with_context(|| format!("binding SIP sockets on {}", cfg.sip.listen))?;
-    let pool = PortPool::new(cfg.media.ip, cfg.media.port_min, cfg.media.port_max);
+    let pool = PortPool::with_timing(
+        cfg.media.ip,
+        cfg.media.port_min,
+        cfg.media.port_max,
+        orbit_media::PoolTiming {
+            close_after: Duration::from_secs(cfg.media.idle_close_secs),
+            ..Default::default()
+        },
+    );
     info!(
         site = %cfg.site,
         sip = %cfg.sip.listen,

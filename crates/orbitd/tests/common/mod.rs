@@ -137,6 +137,7 @@ ip = "127.0.0.1"
 port_min = {}
 port_max = {}
 timeout_secs = {}
+idle_close_secs = 1
 [edge.auth]
 algorithms = {}
 nonce_ttl_secs = {}
