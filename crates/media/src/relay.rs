@@ -69,6 +69,8 @@ struct PoolInner {
     attached: AtomicUsize,
     timing: PoolTiming,
     epoch: Instant,
+    /// The runtime that runs the forwarding tasks (the caller's when not set).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl PortPool {
@@ -90,8 +92,18 @@ impl PortPool {
                 attached: AtomicUsize::new(0),
                 timing,
                 epoch: Instant::now(),
+                runtime: None,
             }),
         }
+    }
+
+    /// Run the forwarding tasks on `rt`, whatever runtime opens sessions (the SIP core runs on
+    /// a runtime of its own).
+    pub fn on_runtime(mut self, rt: tokio::runtime::Handle) -> PortPool {
+        Arc::get_mut(&mut self.inner)
+            .expect("configure the pool before sharing it")
+            .runtime = Some(rt);
+        self
     }
 
     pub fn ip(&self) -> IpAddr {
@@ -151,7 +163,11 @@ impl PortPool {
             let Some(port) = self.inner.fresh.lock().unwrap().pop_front() else {
                 break;
             };
-            match Endpoint::bind(self.inner.ip, port) {
+            let rt = match &self.inner.runtime {
+                Some(h) => h.clone(),
+                None => tokio::runtime::Handle::current(),
+            };
+            match Endpoint::bind(self.inner.ip, port, &rt) {
                 Ok(ep) => return Ok(ep),
                 Err(e) => {
                     // Held by another process; it may be free again later.
@@ -208,7 +224,13 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn bind(ip: IpAddr, port: u16) -> Result<Arc<Endpoint>, RelayError> {
+    fn bind(
+        ip: IpAddr,
+        port: u16,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<Arc<Endpoint>, RelayError> {
+        // Sockets register with the reactor of the runtime that will poll them.
+        let _enter = rt.enter();
         let bind = |p: u16| {
             let s = socket2::Socket::new(
                 socket2::Domain::for_address(SocketAddr::new(ip, p)),
@@ -227,7 +249,7 @@ impl Endpoint {
             attached: Mutex::new(None),
             tasks: Mutex::new(vec![]),
         });
-        let tasks = [false, true].map(|rtcp| tokio::spawn(forward(ep.clone(), rtcp)));
+        let tasks = [false, true].map(|rtcp| rt.spawn(forward(ep.clone(), rtcp)));
         ep.tasks.lock().unwrap().extend(tasks);
         Ok(ep)
     }

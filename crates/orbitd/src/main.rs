@@ -147,7 +147,45 @@ fn tls_from_files(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> 
     Ok(orbit_sip::transport::tls_acceptor(certs, key)?)
 }
 
+/// The SIP core runs alone on a single-threaded runtime of its own thread (its receive, process,
+/// send loop never waits for another thread); media forwarding runs on the main runtime.
 async fn run_edge(cfg: EdgeConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Result<()> {
+    let media_rt = tokio::runtime::Handle::current();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let core =
+        std::thread::Builder::new()
+            .name("sip-core".into())
+            .spawn(move || -> Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(run_core(cfg, tls, media_rt, async {
+                    let _ = stop_rx.await;
+                }))
+            })?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let core_done = tokio::task::spawn_blocking(move || core.join());
+    tokio::pin!(core_done);
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("Ctrl-C: ending calls"),
+        _ = term.recv() => info!("SIGTERM: ending calls"),
+        r = &mut core_done => {
+            return r.map_err(|e| anyhow::anyhow!("{e}"))?.map_err(|_| anyhow::anyhow!("SIP core panicked"))?;
+        }
+    }
+    let _ = stop_tx.send(());
+    core_done
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map_err(|_| anyhow::anyhow!("SIP core panicked"))?
+}
+
+async fn run_core(
+    cfg: EdgeConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    media_rt: tokio::runtime::Handle,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     let cfg = Arc::new(cfg);
     let (sockets, local) = driver::bind(&cfg, tls)
         .await
@@ -160,7 +198,8 @@ async fn run_edge(cfg: EdgeConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Re
             close_after: Duration::from_secs(cfg.media.idle_close_secs),
             ..Default::default()
         },
-    );
+    )
+    .on_runtime(media_rt);
     info!(
         site = %cfg.site,
         sip = %cfg.sip.listen,
@@ -175,17 +214,6 @@ async fn run_edge(cfg: EdgeConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Re
         Box::new(RelayFactory { pool }),
         Instant::now(),
     );
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        info!("Ctrl-C: ending calls");
-    };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = term.recv() => info!("SIGTERM: ending calls"),
-        }
-    };
     driver::run(edge, sockets, shutdown, Duration::from_secs(5), None).await;
     Ok(())
 }
