@@ -124,7 +124,7 @@ impl<'a> NameAddr<'a> {
             if uri.is_empty() || uri.contains([' ', '<']) {
                 return None;
             }
-            crate::uri::Uri::parse(uri).ok()?;
+            crate::uri::Uri::validate(uri).ok()?;
             let params = rest[gt + 1..].trim();
             if !params.is_empty() && !params.starts_with(';') {
                 return None;
@@ -144,7 +144,7 @@ impl<'a> NameAddr<'a> {
             if uri.contains([' ', '"', '?']) {
                 return None;
             }
-            crate::uri::Uri::parse(uri).ok()?;
+            crate::uri::Uri::validate(uri).ok()?;
             Some(NameAddr {
                 display: None,
                 uri,

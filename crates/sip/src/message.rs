@@ -177,9 +177,12 @@ pub struct Message {
 
 impl Message {
     fn str(&self, r: &Range<usize>) -> &str {
-        // Safe: `head` was checked to be UTF-8 in `parse` and spans fall on char boundaries
-        // (they are cut at ASCII delimiters).
-        std::str::from_utf8(&self.head[r.clone()]).unwrap_or("")
+        let b = &self.head[r.clone()];
+        debug_assert!(std::str::from_utf8(b).is_ok());
+        // SAFETY: `parse` checked that `head` is UTF-8, and every span was cut from a `&str`
+        // view of it (by `find`/`trim`/slicing, which only cut at char boundaries), so each
+        // span is UTF-8 too. Re-validating on every header access cost 2% of the edge's CPU.
+        unsafe { std::str::from_utf8_unchecked(b) }
     }
 
     pub fn is_request(&self) -> bool {

@@ -61,8 +61,34 @@ fn valid_escapes(s: &str) -> bool {
     true
 }
 
+/// Spans of a parsed URI: (scheme, user, host, port, params).
+type Spans = (
+    Scheme,
+    Option<Range<usize>>,
+    Range<usize>,
+    Option<u16>,
+    Range<usize>,
+);
+
 impl Uri {
     pub fn parse(s: &str) -> Result<Uri, UriError> {
+        let (scheme, user, host, port, params) = Self::spans(s)?;
+        Ok(Uri {
+            text: s.to_string(),
+            scheme,
+            user,
+            host,
+            port,
+            params,
+        })
+    }
+
+    /// Check a URI without keeping it (no allocation).
+    pub fn validate(s: &str) -> Result<(), UriError> {
+        Self::spans(s).map(|_| ())
+    }
+
+    fn spans(s: &str) -> Result<Spans, UriError> {
         let colon = s.find(':').ok_or(UriError)?;
         let scheme_s = &s[..colon];
         if scheme_s.is_empty()
@@ -86,14 +112,13 @@ impl Uri {
             if colon + 1 >= s.len() {
                 return Err(UriError);
             }
-            return Ok(Uri {
-                text: s.to_string(),
-                scheme: Scheme::Other,
-                user: None,
-                host: colon + 1..s.len(),
-                port: None,
-                params: s.len()..s.len(),
-            });
+            return Ok((
+                Scheme::Other,
+                None,
+                colon + 1..s.len(),
+                None,
+                s.len()..s.len(),
+            ));
         };
         let rest_start = colon + 1;
         let rest = &s[rest_start..];
@@ -122,14 +147,13 @@ impl Uri {
         let (host, port) = split_hostport(hostport).ok_or(UriError)?;
         let host_start = hostport_start + (host.as_ptr() as usize - hostport.as_ptr() as usize);
         let params_start = hostport_start + hp_end;
-        Ok(Uri {
-            text: s.to_string(),
+        Ok((
             scheme,
             user,
-            host: host_start..host_start + host.len(),
+            host_start..host_start + host.len(),
             port,
-            params: params_start..s.len(),
-        })
+            params_start..s.len(),
+        ))
     }
 
     pub fn as_str(&self) -> &str {
