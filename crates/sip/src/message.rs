@@ -410,12 +410,14 @@ pub fn parse(raw: Bytes, limits: &Limits) -> Result<Message, ParseError> {
         }
         let vstart = pos + colon + 1;
         let value = &text[vstart..end];
+        // Trim once: trimming both ends separately breaks on an all-blank value (found by
+        // the fuzzer: "l:  ").
         let lead = value.len() - value.trim_start().len();
-        let trail = value.len() - value.trim_end().len();
+        let vs = vstart + lead;
         headers.push(HeaderSpan {
             name,
             raw_name: pos..pos + raw_name.len(),
-            value: vstart + lead..end - trail,
+            value: vs..vs + value.trim().len(),
         });
         if headers.len() > limits.max_headers {
             return Err(ParseError::TooManyHeaders);
@@ -741,6 +743,16 @@ Content-Length: 4\r\n\r\nv=0\r\n";
         assert_eq!(p(&no_colon).unwrap_err(), ParseError::HeaderLine);
         let mf = INVITE.replace("Max-Forwards: 70", "Max-Forwards: 300");
         assert_eq!(p(&mf).unwrap_err(), ParseError::Header("Max-Forwards"));
+    }
+
+    #[test]
+    fn blank_header_values() {
+        let m = p("OPTIONS sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nSubject:   \r\nX-Empty:\r\n\r\n").unwrap();
+        assert_eq!(m.header_other("Subject"), Some(""));
+        assert_eq!(m.header_other("X-Empty"), Some(""));
+        // A blank Content-Length is malformed, not a panic.
+        let bad = "OPTIONS sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nl:  \r\n\r\n";
+        assert!(p(bad).is_err());
     }
 
     #[test]

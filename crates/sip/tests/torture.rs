@@ -74,3 +74,19 @@ fn valid_torture_details_survive_parsing() {
         "!interesting-Method0123456789_*+`.%indeed'~"
     );
 }
+
+/// Inputs that once crashed a fuzz target: each must parse or fail, never panic.
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(e.unwrap().path()).unwrap();
+        let _ = parse(Bytes::from(data.clone()), &Limits::default());
+        let mut f = orbit_sip::transport::Framer::new(4096);
+        f.push(&data);
+        while !matches!(f.next_frame(), orbit_sip::transport::Frame::Need) {}
+        n += 1;
+    }
+    assert!(n >= 1);
+}
