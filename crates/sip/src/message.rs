@@ -487,14 +487,18 @@ fn parse_start_line(text: &str, line_end: usize) -> Result<StartLine, ParseError
         if ver != "2.0" {
             return Err(ParseError::Version);
         }
-        let (code, _) = rest.split_at(rest.len().min(3));
-        if code.len() != 3 || !code.bytes().all(|c| c.is_ascii_digit()) {
+        // Work on bytes: the reason phrase may start with a multi-byte character, and a str
+        // split inside it panics (found by the fuzzer).
+        let rb = rest.as_bytes();
+        if rb.len() < 3 || !rb[..3].iter().all(u8::is_ascii_digit) {
             return Err(ParseError::StartLine);
         }
-        if rest.len() > 3 && rest.as_bytes()[3] != b' ' {
+        if rb.len() > 3 && rb[3] != b' ' {
             return Err(ParseError::StartLine);
         }
-        let code: u16 = code.parse().map_err(|_| ParseError::StartLine)?;
+        let code = rb[..3]
+            .iter()
+            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
         if !(100..700).contains(&code) {
             return Err(ParseError::StartLine);
         }
