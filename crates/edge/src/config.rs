@@ -168,6 +168,13 @@ pub struct LimitsConfig {
     /// Most concurrent calls; more get 503.
     #[serde(default = "default_max_calls")]
     pub max_calls: usize,
+    /// Most open TCP (and, separately, TLS) connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    10_000
 }
 
 fn default_max_message() -> usize {
@@ -194,6 +201,7 @@ impl Default for LimitsConfig {
             requests_per_sec: default_rate(),
             burst: default_burst(),
             max_calls: default_max_calls(),
+            max_connections: default_max_connections(),
         }
     }
 }

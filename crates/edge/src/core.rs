@@ -734,6 +734,7 @@ impl Edge {
                 self.reply(now, key, &msg, 423, None, &[("Min-Expires", &m)], None)
             }
             Err(RegisterError::OutOfOrder) => self.reply(now, key, &msg, 500, None, &[], None),
+            Err(RegisterError::TooMany) => self.reply(now, key, &msg, 403, None, &[], None),
             Ok(()) => {
                 self.stats.registrations += 1;
                 let bindings = self.registrar.lookup(now, &aor);

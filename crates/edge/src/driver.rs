@@ -46,6 +46,7 @@ pub async fn run(
     let limits = StreamLimits {
         max_message: edge.cfg.limits.max_message,
         idle: Duration::from_secs(3600),
+        max_connections: edge.cfg.limits.max_connections,
     };
     let mut listeners = vec![];
     if let Some(l) = sockets.tcp {

@@ -30,7 +30,13 @@ pub enum RegisterError {
     OutOfOrder,
     /// Expiry below the minimum: 423 with Min-Expires.
     TooBrief,
+    /// More contacts than an extension may have: 403.
+    TooMany,
 }
+
+/// Contacts one extension may hold at once (desk phone, softphones, mobile…); more would let
+/// one authenticated user grow the table without bound.
+pub const MAX_CONTACTS: usize = 10;
 
 #[derive(Default)]
 pub struct Registrar {
@@ -68,6 +74,13 @@ impl Registrar {
                     return Err(RegisterError::OutOfOrder);
                 }
             }
+        }
+        let adding = contacts
+            .iter()
+            .filter(|c| c.expires > 0 && !list.iter().any(|b| same_contact(&b.contact, &c.contact)))
+            .count();
+        if list.len() + adding > MAX_CONTACTS {
+            return Err(RegisterError::TooMany);
         }
         for c in contacts {
             list.retain(|b| !same_contact(&b.contact, &c.contact));
@@ -179,5 +192,16 @@ mod tests {
         r.update(t1, "1001", None, flow(), "x", 5, 60).unwrap();
         assert!(r.lookup(t1, "1001").is_empty());
         assert_eq!(r.count(), 0);
+        // A bounded number of contacts per extension.
+        let many: Vec<ContactUpdate> = (0..=MAX_CONTACTS)
+            .map(|i| c(&format!("sip:p{i}@h"), 60))
+            .collect();
+        assert_eq!(
+            r.update(t1, "1001", Some(&many), flow(), "y", 1, 60),
+            Err(RegisterError::TooMany)
+        );
+        r.update(t1, "1001", Some(&many[..MAX_CONTACTS]), flow(), "y", 2, 60)
+            .unwrap();
+        assert_eq!(r.lookup(t1, "1001").len(), MAX_CONTACTS);
     }
 }

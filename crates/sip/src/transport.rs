@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -73,6 +73,8 @@ pub enum StreamEvent {
 pub struct StreamLimits {
     pub max_message: usize,
     pub idle: Duration,
+    /// Most open TCP+TLS connections per listener; more are closed on accept.
+    pub max_connections: usize,
 }
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -86,6 +88,7 @@ pub fn spawn_tcp_listener(
     events: mpsc::Sender<StreamEvent>,
     limits: StreamLimits,
 ) -> tokio::task::JoinHandle<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::spawn(async move {
         loop {
             let (sock, addr) = match listener.accept().await {
@@ -96,13 +99,21 @@ pub fn spawn_tcp_listener(
                     continue;
                 }
             };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                debug!(%addr, "too many connections; closing");
+                continue;
+            };
             let _ = sock.set_nodelay(true);
             let flow = Flow {
                 proto: Proto::Tcp,
                 addr,
                 conn: next_conn(),
             };
-            tokio::spawn(run_stream(sock, flow, events.clone(), limits));
+            let events = events.clone();
+            tokio::spawn(async move {
+                run_stream(sock, flow, events, limits).await;
+                drop(permit);
+            });
         }
     })
 }
@@ -113,6 +124,7 @@ pub fn spawn_tls_listener(
     events: mpsc::Sender<StreamEvent>,
     limits: StreamLimits,
 ) -> tokio::task::JoinHandle<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::spawn(async move {
         loop {
             let (sock, addr) = match listener.accept().await {
@@ -122,6 +134,10 @@ pub fn spawn_tls_listener(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                debug!(%addr, "too many connections; closing");
+                continue;
             };
             let acceptor = acceptor.clone();
             let events = events.clone();
@@ -140,28 +156,10 @@ pub fn spawn_tls_listener(
                     Ok(Err(e)) => debug!(%addr, error = %e, "tls handshake failed"),
                     Err(_) => debug!(%addr, "tls handshake timed out"),
                 }
+                drop(permit);
             });
         }
     })
-}
-
-/// Connect out over TCP (used to reach a contact whose connection has gone).
-pub async fn connect_tcp(
-    addr: SocketAddr,
-    events: mpsc::Sender<StreamEvent>,
-    limits: StreamLimits,
-) -> std::io::Result<()> {
-    let sock = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let _ = sock.set_nodelay(true);
-    let flow = Flow {
-        proto: Proto::Tcp,
-        addr,
-        conn: next_conn(),
-    };
-    tokio::spawn(run_stream(sock, flow, events, limits));
-    Ok(())
 }
 
 async fn run_stream<S>(
