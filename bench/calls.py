@@ -201,10 +201,16 @@ def run_rate(t, rate, seconds, work):
     pids = pids_of(t.server_pid) if t.server_pid else []
     c0 = cpu_of(pids)
     t0 = time.time()
-    uac = subprocess.run(["sipp", t.addr(), "-i", "127.0.0.1", "-nostdin", "-r", str(rate), "-rp", "1000",
-                          "-m", str(total), "-timeout", f"{seconds + 40}s", "-trace_stat", "-stf", stat, "-fd", "1"]
-                         + BUFF + t.uac_args(),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+    uac = subprocess.Popen(["sipp", t.addr(), "-i", "127.0.0.1", "-nostdin", "-r", str(rate), "-rp", "1000",
+                            "-m", str(total), "-timeout", f"{seconds + 40}s", "-trace_stat", "-stf", stat, "-fd", "1"]
+                           + BUFF + t.uac_args(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+    try:
+        # SIPp's own -timeout does not always fire when calls hang in an overload; bound it here.
+        uac.wait(seconds + 60)
+    except subprocess.TimeoutExpired:
+        uac.kill()
+        uac.wait()
     wall = time.time() - t0
     c1 = cpu_of(pids)
     subprocess.run(["pkill", "-f", f"-p {uas_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -68,7 +68,6 @@ struct PoolInner {
     total: usize,
     attached: AtomicUsize,
     timing: PoolTiming,
-    epoch: Instant,
     /// The runtime that runs the forwarding tasks (the caller's when not set).
     runtime: Option<tokio::runtime::Handle>,
 }
@@ -91,7 +90,6 @@ impl PortPool {
                 total,
                 attached: AtomicUsize::new(0),
                 timing,
-                epoch: Instant::now(),
                 runtime: None,
             }),
         }
@@ -192,10 +190,6 @@ impl PortPool {
             .unwrap()
             .push_back((Instant::now(), ep));
     }
-
-    fn millis(&self) -> u64 {
-        self.inner.epoch.elapsed().as_millis() as u64
-    }
 }
 
 /// Where one side's packets should go, and where they must come from.
@@ -277,13 +271,17 @@ struct Shared {
     rtp_peer: [Mutex<Peer>; 2],
     rtcp_peer: [Mutex<Peer>; 2],
     packets_in: [AtomicU64; 2],
-    last_rx_ms: AtomicU64,
+    /// Every packet received, RTP and RTCP, either side: the idle check watches it change
+    /// (a counter costs less per packet than reading the clock).
+    received: AtomicU64,
     pool: PortPool,
 }
 
 /// A relayed call: two endpoints. Dropping it stops forwarding and releases them.
 pub struct Session {
     shared: Arc<Shared>,
+    /// (packets seen at the last idle check, when that count last changed).
+    activity: Mutex<(u64, Instant)>,
 }
 
 /// Which party an endpoint faces.
@@ -309,14 +307,17 @@ impl Session {
             rtp_peer: Default::default(),
             rtcp_peer: Default::default(),
             packets_in: Default::default(),
-            last_rx_ms: AtomicU64::new(pool.millis()),
+            received: AtomicU64::new(0),
             pool: pool.clone(),
         });
         for side in 0..2 {
             *shared.ep[side].attached.lock().unwrap() = Some((shared.clone(), side));
         }
         pool.inner.attached.fetch_add(2, Ordering::Relaxed);
-        Ok(Session { shared })
+        Ok(Session {
+            shared,
+            activity: Mutex::new((0, Instant::now())),
+        })
     }
 
     /// The relay address the given party must send to (the port of its endpoint).
@@ -336,10 +337,16 @@ impl Session {
         self.shared.packets_in[leg as usize].load(Ordering::Relaxed)
     }
 
-    /// How long since the last packet from either party (RTP or RTCP).
+    /// How long no packet has come from either party (RTP or RTCP), to the resolution of how
+    /// often this is asked (the edge asks every second).
     pub fn idle(&self) -> Duration {
-        let now = self.shared.pool.millis();
-        Duration::from_millis(now.saturating_sub(self.shared.last_rx_ms.load(Ordering::Relaxed)))
+        let n = self.shared.received.load(Ordering::Relaxed);
+        let mut a = self.activity.lock().unwrap();
+        let now = Instant::now();
+        if n != a.0 {
+            *a = (n, now);
+        }
+        now.duration_since(a.1)
     }
 }
 
@@ -403,9 +410,7 @@ fn relay_one(shared: &Shared, from: usize, rtcp: bool, pkt: &[u8], src: SocketAd
     if !rtcp {
         shared.packets_in[from].fetch_add(1, Ordering::Relaxed);
     }
-    shared
-        .last_rx_ms
-        .store(shared.pool.millis(), Ordering::Relaxed);
+    shared.received.fetch_add(1, Ordering::Relaxed);
     let dest = peers[to].lock().unwrap().dest();
     if let Some(d) = dest {
         // A full send buffer drops the packet, as the network would; RTP tolerates loss,
@@ -444,6 +449,13 @@ mod tests {
         let (n, _) = b.recv_from(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"good");
         assert_eq!(s.packets_from(Leg::A), 2);
+        // Idle time: grows while nothing arrives, restarts when a packet does.
+        s.idle();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(s.idle() >= Duration::from_millis(50));
+        a.send_to(b"more", s.local(Leg::A)).await.unwrap();
+        b.recv_from(&mut buf).await.unwrap();
+        assert!(s.idle() < Duration::from_millis(50));
         let (pa, pb) = (s.local(Leg::A), s.local(Leg::B));
         drop(s);
         assert_eq!(pool.in_use(), 0);
