@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use orbit_sip::transport::{
-    spawn_tcp_listener, spawn_tls_listener, Flow, Proto, StreamEvent, StreamLimits,
-};
+use orbit_sip::transport::{spawn_stream_listener, Flow, Proto, StreamEvent, StreamLimits};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -50,10 +48,10 @@ pub async fn run(
     };
     let mut listeners = vec![];
     if let Some(l) = sockets.tcp {
-        listeners.push(spawn_tcp_listener(l, ev_tx.clone(), limits));
+        listeners.push(spawn_stream_listener(l, None, ev_tx.clone(), limits));
     }
     if let Some((l, acc)) = sockets.tls {
-        listeners.push(spawn_tls_listener(l, acc, ev_tx.clone(), limits));
+        listeners.push(spawn_stream_listener(l, Some(acc), ev_tx.clone(), limits));
     }
     let mut conns: HashMap<u64, mpsc::UnboundedSender<Bytes>> = HashMap::new();
     let mut buf = vec![0u8; 65_536];

@@ -92,17 +92,17 @@ fn call_relays_rtp_both_ways_and_caller_hangs_up() {
     wait_ports_free(&d);
 }
 
-#[test]
-fn callee_hangs_up() {
+/// 1001 calls 1002 with SIPp on both ends; both scenarios must complete.
+fn two_party(uas_scenario: &str, uas_args: &[&str], uac_scenario: &str) {
     let d = Daemon::start();
     let callee_port = free_port();
     d.register("1002", callee_port);
-    let uas = Sipp::new(&d, "uas_answer_bye.xml")
+    let uas = Sipp::new(&d, uas_scenario)
         .key("rtpport", "4000")
-        .args(["-d", "500"])
+        .args(uas_args)
         .port(callee_port)
         .spawn();
-    let uac = Sipp::new(&d, "uac_call_wait_bye.xml")
+    let uac = Sipp::new(&d, uac_scenario)
         .args(["-s", "1002", "-au", "1001", "-ap", "pw1001"])
         .key("caller", "1001")
         .key("rtpport", "4002")
@@ -111,40 +111,25 @@ fn callee_hangs_up() {
     assert!(uac.ok(), "caller: {}", uac.errors);
     assert!(uas.ok(), "callee: {}", uas.errors);
     wait_ports_free(&d);
+}
+
+#[test]
+fn callee_hangs_up() {
+    two_party(
+        "uas_answer_bye.xml",
+        &["-d", "500"],
+        "uac_call_wait_bye.xml",
+    );
 }
 
 #[test]
 fn cancel_before_answer() {
-    let d = Daemon::start();
-    let callee_port = free_port();
-    d.register("1002", callee_port);
-    let uas = Sipp::new(&d, "uas_ring.xml").port(callee_port).spawn();
-    let uac = Sipp::new(&d, "uac_cancel.xml")
-        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001"])
-        .key("caller", "1001")
-        .key("rtpport", "4002")
-        .run();
-    let uas = uas.wait();
-    assert!(uac.ok(), "caller: {}", uac.errors);
-    assert!(uas.ok(), "callee: {}", uas.errors);
-    wait_ports_free(&d);
+    two_party("uas_ring.xml", &[], "uac_cancel.xml");
 }
 
 #[test]
 fn busy_callee_is_mapped_through() {
-    let d = Daemon::start();
-    let callee_port = free_port();
-    d.register("1002", callee_port);
-    let uas = Sipp::new(&d, "uas_busy.xml").port(callee_port).spawn();
-    let uac = Sipp::new(&d, "uac_busy.xml")
-        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001"])
-        .key("caller", "1001")
-        .key("rtpport", "4002")
-        .run();
-    let uas = uas.wait();
-    assert!(uac.ok(), "caller: {}", uac.errors);
-    assert!(uas.ok(), "callee: {}", uas.errors);
-    wait_ports_free(&d);
+    two_party("uas_busy.xml", &[], "uac_busy.xml");
 }
 
 #[test]

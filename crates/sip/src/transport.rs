@@ -83,8 +83,11 @@ fn next_conn() -> u64 {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
-pub fn spawn_tcp_listener(
+/// Accept TCP connections (TLS when an acceptor is given) and run each as a framed stream.
+/// Beyond `limits.max_connections` open ones, new connections are closed at once.
+pub fn spawn_stream_listener(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     events: mpsc::Sender<StreamEvent>,
     limits: StreamLimits,
 ) -> tokio::task::JoinHandle<()> {
@@ -94,7 +97,7 @@ pub fn spawn_tcp_listener(
             let (sock, addr) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
-                    warn!(error = %e, "tcp accept failed");
+                    warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -104,57 +107,29 @@ pub fn spawn_tcp_listener(
                 continue;
             };
             let _ = sock.set_nodelay(true);
-            let flow = Flow {
-                proto: Proto::Tcp,
-                addr,
-                conn: next_conn(),
-            };
-            let events = events.clone();
+            let (tls, events) = (tls.clone(), events.clone());
             tokio::spawn(async move {
-                run_stream(sock, flow, events, limits).await;
-                drop(permit);
-            });
-        }
-    })
-}
-
-pub fn spawn_tls_listener(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    events: mpsc::Sender<StreamEvent>,
-    limits: StreamLimits,
-) -> tokio::task::JoinHandle<()> {
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    tokio::spawn(async move {
-        loop {
-            let (sock, addr) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "tls accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                debug!(%addr, "too many connections; closing");
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let events = events.clone();
-            tokio::spawn(async move {
-                let _ = sock.set_nodelay(true);
-                let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock));
-                match hs.await {
-                    Ok(Ok(tls)) => {
-                        let flow = Flow {
-                            proto: Proto::Tls,
-                            addr,
-                            conn: next_conn(),
-                        };
-                        run_stream(tls, flow, events, limits).await
+                let proto = if tls.is_some() {
+                    Proto::Tls
+                } else {
+                    Proto::Tcp
+                };
+                let flow = Flow {
+                    proto,
+                    addr,
+                    conn: next_conn(),
+                };
+                match tls {
+                    None => run_stream(sock, flow, events, limits).await,
+                    Some(acceptor) => {
+                        let hs =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock));
+                        match hs.await {
+                            Ok(Ok(stream)) => run_stream(stream, flow, events, limits).await,
+                            Ok(Err(e)) => debug!(%addr, error = %e, "tls handshake failed"),
+                            Err(_) => debug!(%addr, "tls handshake timed out"),
+                        }
                     }
-                    Ok(Err(e)) => debug!(%addr, error = %e, "tls handshake failed"),
-                    Err(_) => debug!(%addr, "tls handshake timed out"),
                 }
                 drop(permit);
             });
