@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use orbit_sip::transport::{spawn_stream_listener, Flow, Proto, StreamEvent, StreamLimits};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -21,15 +21,6 @@ pub struct Sockets {
     pub tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
 }
 
-/// What the driver publishes for observers (tests, logs, later metrics).
-#[derive(Debug, Clone, Default)]
-pub struct Status {
-    pub stats: Stats,
-    pub calls: usize,
-    pub registrations: usize,
-    pub media_ports_in_use: usize,
-}
-
 /// Run the edge until `shutdown` resolves, then end all calls (BYE/CANCEL) and return once
 /// they are gone or after `drain` has passed.
 pub async fn run(
@@ -37,7 +28,6 @@ pub async fn run(
     sockets: Sockets,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
-    status: Option<watch::Sender<Status>>,
 ) -> Stats {
     let udp = Arc::new(sockets.udp);
     let (ev_tx, mut ev_rx) = mpsc::channel::<StreamEvent>(4096);
@@ -59,7 +49,6 @@ pub async fn run(
     let mut shutting: Option<Instant> = None;
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
-    let mut last_status = Instant::now();
 
     loop {
         if let Some(d) = edge.next_timeout() {
@@ -128,18 +117,6 @@ pub async fn run(
                     }
                     None => warn!(to = %t.flow.addr, "connection gone; message not sent"),
                 },
-            }
-        }
-        let now = Instant::now();
-        if let Some(status) = &status {
-            if now.duration_since(last_status) >= Duration::from_millis(200) {
-                last_status = now;
-                let _ = status.send(Status {
-                    stats: edge.stats.clone(),
-                    calls: edge.active_calls(),
-                    registrations: edge.registrations(),
-                    media_ports_in_use: edge.media_ports_in_use(),
-                });
             }
         }
         if let Some(until) = shutting {

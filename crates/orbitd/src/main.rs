@@ -219,7 +219,7 @@ async fn run_core(
         Box::new(RelayFactory { pool }),
         Instant::now(),
     );
-    driver::run(edge, sockets, shutdown, Duration::from_secs(5), None).await;
+    driver::run(edge, sockets, shutdown, Duration::from_secs(5)).await;
     Ok(())
 }
 
