@@ -2,14 +2,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-
-fn relay(port: &str) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>().expect("relay port")))
-}
 
 #[test]
 fn register_with_digest_right_and_wrong_password() {
@@ -49,46 +44,25 @@ fn stale_nonce_is_rechallenged_with_stale_true() {
 #[test]
 fn call_relays_rtp_both_ways_and_caller_hangs_up() {
     let d = Daemon::start();
-    let callee_port = free_port();
-    d.register("1002", callee_port);
-    let callee_media = RtpPeer::bind();
-    let caller_media = RtpPeer::bind();
-    let uas = Sipp::new(&d, "uas_answer.xml")
-        .key("rtpport", &callee_media.port().to_string())
-        .port(callee_port)
-        .spawn();
-    let uac = Sipp::new(&d, "uac_call.xml")
-        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001", "-d", "3000"])
-        .key("caller", "1001")
-        .key("rtpport", &caller_media.port().to_string())
-        .spawn();
-    let to_caller_relay = relay(&uac.wait_log("relay_port", Duration::from_secs(10)));
-    let to_callee_relay = relay(&uas.wait_log("relay_port", Duration::from_secs(10)));
-    assert_ne!(to_caller_relay, to_callee_relay);
-    assert!((d.rtp.0..=d.rtp.1).contains(&to_caller_relay.port()));
-    let (a, b) = std::thread::scope(|s| {
-        let a =
-            s.spawn(|| caller_media.exchange(to_caller_relay, 50, 0xA, Duration::from_millis(300)));
-        let b =
-            s.spawn(|| callee_media.exchange(to_callee_relay, 50, 0xB, Duration::from_millis(300)));
-        (a.join().unwrap(), b.join().unwrap())
-    });
+    let c = relayed_call(&d, &["-d", "3000"], 50);
+    assert_ne!(c.caller_relay, c.callee_relay);
+    assert!((d.rtp.0..=d.rtp.1).contains(&c.caller_relay.port()));
+    assert!((d.rtp.0..=d.rtp.1).contains(&c.callee_relay.port()));
     // Every packet arrives, from the relay's port (not the other phone), unmodified.
+    let (a, b) = (&c.caller_got, &c.callee_got);
     assert_eq!(a.packets, 50, "caller received {a:?}");
     assert_eq!(b.packets, 50, "callee received {b:?}");
     assert_eq!(
         a.from.iter().copied().collect::<Vec<_>>(),
-        vec![to_caller_relay]
+        vec![c.caller_relay]
     );
     assert_eq!(
         b.from.iter().copied().collect::<Vec<_>>(),
-        vec![to_callee_relay]
+        vec![c.callee_relay]
     );
     assert!(a.ssrcs.contains(&0xB) && b.ssrcs.contains(&0xA));
-    let uac = uac.wait();
-    let uas = uas.wait();
-    assert!(uac.ok(), "caller: {}", uac.errors);
-    assert!(uas.ok(), "callee: {}", uas.errors);
+    assert!(c.uac.ok(), "caller: {}", c.uac.errors);
+    assert!(c.uas.ok(), "callee: {}", c.uas.errors);
     wait_ports_free(&d);
 }
 

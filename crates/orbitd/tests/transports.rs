@@ -11,34 +11,10 @@ use common::*;
 #[test]
 fn tcp_caller_reaches_udp_callee_with_media_relayed() {
     let d = Daemon::start();
-    let callee_port = free_port();
-    d.register("1002", callee_port);
-    let callee_media = RtpPeer::bind();
-    let caller_media = RtpPeer::bind();
-    let uas = Sipp::new(&d, "uas_answer.xml")
-        .key("rtpport", &callee_media.port().to_string())
-        .port(callee_port)
-        .spawn();
-    let uac = Sipp::new(&d, "uac_call.xml")
-        .args([
-            "-t", "t1", "-s", "1002", "-au", "1001", "-ap", "pw1001", "-d", "2000",
-        ])
-        .key("caller", "1001")
-        .key("rtpport", &caller_media.port().to_string())
-        .spawn();
-    let a = uac.wait_log("relay_port", Duration::from_secs(10));
-    let b = uas.wait_log("relay_port", Duration::from_secs(10));
-    let to_a = std::net::SocketAddr::from(([127, 0, 0, 1], a.parse::<u16>().unwrap()));
-    let to_b = std::net::SocketAddr::from(([127, 0, 0, 1], b.parse::<u16>().unwrap()));
-    let (ra, rb) = std::thread::scope(|s| {
-        let x = s.spawn(|| caller_media.exchange(to_a, 25, 1, Duration::from_millis(300)));
-        let y = s.spawn(|| callee_media.exchange(to_b, 25, 2, Duration::from_millis(300)));
-        (x.join().unwrap(), y.join().unwrap())
-    });
-    assert_eq!((ra.packets, rb.packets), (25, 25));
-    let (uac, uas) = (uac.wait(), uas.wait());
-    assert!(uac.ok(), "TCP caller: {}", uac.errors);
-    assert!(uas.ok(), "callee: {}", uas.errors);
+    let c = relayed_call(&d, &["-t", "t1", "-d", "2000"], 25);
+    assert_eq!((c.caller_got.packets, c.callee_got.packets), (25, 25));
+    assert!(c.uac.ok(), "TCP caller: {}", c.uac.errors);
+    assert!(c.uas.ok(), "callee: {}", c.uas.errors);
 }
 
 /// Accepts the test's self-signed certificate (the test checks transport, not PKI).

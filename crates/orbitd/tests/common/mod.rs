@@ -532,3 +532,50 @@ impl Drop for NetNs {
             .status();
     }
 }
+
+/// A call 1001 → 1002 through the daemon with both SIPp ends answering media on test sockets;
+/// `n` RTP packets go each way through the relay while the call is up.
+pub struct RelayedCall {
+    /// What the caller and the callee received.
+    pub caller_got: RtpCount,
+    pub callee_got: RtpCount,
+    /// The relay addresses each party was told to send to.
+    pub caller_relay: SocketAddr,
+    pub callee_relay: SocketAddr,
+    pub uac: SippResult,
+    pub uas: SippResult,
+}
+
+pub fn relayed_call(d: &Daemon, uac_args: &[&str], n: u16) -> RelayedCall {
+    let callee_port = free_port();
+    d.register("1002", callee_port);
+    let callee_media = RtpPeer::bind();
+    let caller_media = RtpPeer::bind();
+    let uas = Sipp::new(d, "uas_answer.xml")
+        .key("rtpport", &callee_media.port().to_string())
+        .port(callee_port)
+        .spawn();
+    let uac = Sipp::new(d, "uac_call.xml")
+        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001"])
+        .args(uac_args)
+        .key("caller", "1001")
+        .key("rtpport", &caller_media.port().to_string())
+        .spawn();
+    let port = |s: String| SocketAddr::from(([127, 0, 0, 1], s.parse::<u16>().expect("port")));
+    let caller_relay = port(uac.wait_log("relay_port", Duration::from_secs(10)));
+    let callee_relay = port(uas.wait_log("relay_port", Duration::from_secs(10)));
+    let linger = Duration::from_millis(300);
+    let (caller_got, callee_got) = std::thread::scope(|s| {
+        let a = s.spawn(|| caller_media.exchange(caller_relay, n, 0xA, linger));
+        let b = s.spawn(|| callee_media.exchange(callee_relay, n, 0xB, linger));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    RelayedCall {
+        caller_got,
+        callee_got,
+        caller_relay,
+        callee_relay,
+        uac: uac.wait(),
+        uas: uas.wait(),
+    }
+}
