@@ -33,7 +33,7 @@ impl Algorithm {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Algorithm::Md5 => "MD5",
             Algorithm::Sha256 => "SHA-256",
@@ -56,6 +56,46 @@ impl Algorithm {
             Algorithm::Sha256 => go::<Sha256>(parts),
         }
     }
+}
+
+/// What a client needs to answer a challenge (also what the edge will need when a peer
+/// challenges it).
+pub struct Credentials<'a> {
+    pub user: &'a str,
+    pub password: &'a str,
+    pub method: &'a str,
+    pub uri: &'a str,
+    /// Nonce count (1 for a nonce's first use) and client nonce.
+    pub nc: u32,
+    pub cnonce: &'a str,
+}
+
+/// The `Authorization` value answering `challenge` (a `WWW-Authenticate`/`Proxy-Authenticate`
+/// value) with qop=auth; `None` when the challenge is not a Digest one we can answer.
+pub fn answer(challenge: &str, c: &Credentials<'_>) -> Option<String> {
+    let mut realm = None;
+    let mut nonce = None;
+    let mut alg = Algorithm::Md5;
+    for (k, v) in orbit_sip::header::digest_params(challenge)? {
+        match k.to_ascii_lowercase().as_str() {
+            "realm" => realm = Some(v),
+            "nonce" => nonce = Some(v),
+            "algorithm" => alg = Algorithm::parse(v)?,
+            _ => {}
+        }
+    }
+    let (realm, nonce) = (realm?, nonce?);
+    let nc = format!("{:08x}", c.nc);
+    let ha1 = alg.hash(&[c.user, realm, c.password]);
+    let ha2 = alg.hash(&[c.method, c.uri]);
+    let response = alg.hash(&[&ha1, nonce, &nc, c.cnonce, "auth", &ha2]);
+    Some(format!(
+        "Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{}\", response=\"{response}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"{}\"",
+        c.user,
+        c.uri,
+        alg.name(),
+        c.cnonce
+    ))
 }
 
 /// The outcome of checking an Authorization header.
@@ -308,13 +348,22 @@ mod tests {
     }
 
     fn answer(alg: Algorithm, nonce: &str, nc: &str, pw: &str) -> String {
-        let ha1 = alg.hash(&["1001", "orbit", pw]);
-        let ha2 = alg.hash(&["REGISTER", "sip:orbit"]);
-        let r = alg.hash(&[&ha1, nonce, nc, "c0ffee", "auth", &ha2]);
-        format!(
-            "Digest username=\"1001\", realm=\"orbit\", nonce=\"{nonce}\", uri=\"sip:orbit\", response=\"{r}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"c0ffee\"",
+        let challenge = format!(
+            "Digest realm=\"orbit\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
             alg.name()
+        );
+        super::answer(
+            &challenge,
+            &Credentials {
+                user: "1001",
+                password: pw,
+                method: "REGISTER",
+                uri: "sip:orbit",
+                nc: u32::from_str_radix(nc, 16).unwrap(),
+                cnonce: "c0ffee",
+            },
         )
+        .unwrap()
     }
 
     fn nonce_of(ch: &str) -> String {

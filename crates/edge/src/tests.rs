@@ -10,7 +10,6 @@ use bytes::Bytes;
 use orbit_sip::message::{Limits, Message, Name};
 use orbit_sip::transport::{Flow, Proto};
 
-use crate::auth::Algorithm;
 use crate::config::*;
 use crate::media::FakeMedia;
 use crate::Edge;
@@ -167,18 +166,19 @@ impl Net {
         self.send(from, &req(1, ""));
         let ch = self.one(from);
         assert_eq!(ch.code(), 401);
+        let creds = crate::auth::Credentials {
+            user: ext,
+            password: &format!("pw{ext}"),
+            method: "REGISTER",
+            uri: "sip:orbit.test",
+            nc: 1,
+            cnonce: "abc",
+        };
         let www = ch.header(Name::WwwAuthenticate).unwrap();
-        let nonce = www
-            .split("nonce=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        let ha1 = Algorithm::Md5.hash(&[ext, "orbit.test", &format!("pw{ext}")]);
-        let ha2 = Algorithm::Md5.hash(&["REGISTER", "sip:orbit.test"]);
-        let resp = Algorithm::Md5.hash(&[&ha1, nonce, "00000001", "abc", "auth", &ha2]);
-        let auth = format!("Authorization: Digest username=\"{ext}\", realm=\"orbit.test\", nonce=\"{nonce}\", uri=\"sip:orbit.test\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\"\n");
+        let auth = format!(
+            "Authorization: {}\n",
+            crate::auth::answer(www, &creds).unwrap()
+        );
         self.send(from, &req(2, &auth));
         assert_eq!(self.one(from).code(), 200);
     }

@@ -125,7 +125,7 @@ fn fifty_concurrent_calls_then_every_port_free() {
         .spawn();
     // While they are up, 100 port pairs (two endpoints per call) are held.
     std::thread::sleep(Duration::from_millis(2500));
-    let held = d.rtp_ports_free().len();
+    let held = d.rtp_ports_held().len();
     assert_eq!(held, 200, "50 calls hold 4 ports each");
     let uac = uac.wait();
     let uas = uas.wait();
@@ -155,12 +155,12 @@ fn ctrl_c_ends_calls_with_bye_and_frees_ports() {
     let (uac, uas) = (uac.wait(), uas.wait());
     assert!(uac.ok(), "caller got BYE: {}", uac.errors);
     assert!(uas.ok(), "callee got BYE: {}", uas.errors);
-    assert!(d.rtp_ports_free().is_empty());
+    assert!(d.rtp_ports_held().is_empty());
 }
 
 #[test]
 fn register_with_sha256_digest() {
-    use orbit_edge::auth::Algorithm;
+    use orbit_edge::auth;
     let d = Daemon::start_with(Options {
         algorithms: r#"["SHA-256", "MD5"]"#,
         ..Options::default()
@@ -179,18 +179,23 @@ fn register_with_sha256_digest() {
     // RFC 8760: SHA-256 offered first, MD5 second, with the same nonce.
     let first = ch.find("algorithm=SHA-256").expect("SHA-256 challenge");
     assert!(first < ch.find("algorithm=MD5").expect("MD5 challenge"));
-    let nonce = ch
-        .split("nonce=\"")
-        .nth(1)
+    // Answer the first (SHA-256) challenge, as an RFC 8760 client would.
+    let sha = ch
+        .lines()
+        .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("SHA-256"))
         .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
-    let h = Algorithm::Sha256;
-    let ha1 = h.hash(&["1004", "orbit.local", "pw1004"]);
-    let ha2 = h.hash(&["REGISTER", "sip:orbit.local"]);
-    let resp = h.hash(&[&ha1, nonce, "00000001", "0a4f113b", "auth", &ha2]);
-    let auth = format!("Authorization: Digest username=\"1004\", realm=\"orbit.local\", nonce=\"{nonce}\", uri=\"sip:orbit.local\", response=\"{resp}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"0a4f113b\"\r\n");
+        .trim_start_matches("WWW-Authenticate:");
+    let creds = auth::Credentials {
+        user: "1004",
+        password: "pw1004",
+        method: "REGISTER",
+        uri: "sip:orbit.local",
+        nc: 1,
+        cnonce: "0a4f113b",
+    };
+    let value = auth::answer(sha, &creds).unwrap();
+    assert!(value.contains("algorithm=SHA-256"));
+    let auth = format!("Authorization: {value}\r\n");
     sock.send_to(reg(2, &auth).as_bytes(), d.sip).unwrap();
     let n = sock.recv(&mut buf).unwrap();
     let ok = String::from_utf8_lossy(&buf[..n]).to_string();
@@ -205,7 +210,7 @@ fn register_with_sha256_digest() {
 fn wait_ports_free(d: &Daemon) {
     let t0 = std::time::Instant::now();
     loop {
-        let held = d.rtp_ports_free();
+        let held = d.rtp_ports_held();
         if held.is_empty() {
             return;
         }

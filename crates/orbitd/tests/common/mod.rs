@@ -219,8 +219,9 @@ any_host = true
         }
     }
 
-    /// Every RTP port of the range can be bound: the daemon holds none.
-    pub fn rtp_ports_free(&self) -> Vec<u16> {
+    /// The ports of the RTP range that cannot be bound (held by the daemon); empty when it
+    /// holds none.
+    pub fn rtp_ports_held(&self) -> Vec<u16> {
         (self.rtp.0..=self.rtp.1)
             .filter(|p| UdpSocket::bind(("127.0.0.1", *p)).is_err())
             .collect()
