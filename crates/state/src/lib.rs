@@ -1,0 +1,486 @@
+//! The orbit state: parking lots, the calls parked in them, their claims and their deadlines.
+//!
+//! A deterministic state machine: [`Orbit::apply`] takes a [`Command`] and the time the command
+//! was decided at (milliseconds since the Unix epoch, stamped by whoever orders the commands:
+//! the edge on one site, the Raft leader across sites) and returns the [`Event`] it caused, or
+//! why it was refused. Nothing here reads a clock, does I/O or knows SIP; the same commands
+//! applied in the same order give the same state on every replica.
+//!
+//! ```text
+//!            Park ─▶ Waiting ──Expire (deadline reached)──▶ Recalling(Parker) ─RecallStage─▶ Recalling(Fallback)
+//!                      │  │                                     │        │                     │
+//!   Claim (retrieve) ◀─┘  └─ Cancel (hung up) ─▶ gone ◀─ Cancel ─┘        └──── Claim ──────────┘
+//! ```
+//!
+//! A slot holds at most one call; a park is claimed at most once (whoever comes first, the
+//! retriever or the recall, wins); Expire is fenced by the park id and refused before the
+//! deadline, so a timeout fires once and never early.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+/// Unique for the life of the state (never reused), so stale commands can be fenced.
+pub type ParkId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SlotChoice {
+    /// The lowest free slot.
+    #[default]
+    FirstFree,
+    /// The first free slot after the one used last, wrapping (spreads reuse of slot numbers,
+    /// so a stale "701" on someone's note is less likely to find another caller).
+    NextAfterLast,
+}
+
+/// A parking lot as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotConfig {
+    /// The tenant (SIP domain) the lot belongs to.
+    pub tenant: String,
+    /// The park extension, e.g. "700"; also the lot's name.
+    pub park_ext: String,
+    pub first_slot: u32,
+    pub last_slot: u32,
+    /// How long a call stays parked before it is recalled.
+    pub parking_ms: u64,
+    /// How long the recall rings the parker before the fallback.
+    pub recall_ring_ms: u64,
+    /// Extension the recall falls back to; none: the caller is hung up.
+    pub fallback: Option<String>,
+    pub choice: SlotChoice,
+}
+
+/// The lot a command is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LotKey {
+    pub tenant: String,
+    pub park_ext: String,
+}
+
+/// Who and what is parked, as the edge that holds the call describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallInfo {
+    /// The parked party: its AOR and display name.
+    pub caller_uri: String,
+    pub caller_display: Option<String>,
+    /// The extension that parked it (recall rings it).
+    pub parker: String,
+    /// The edge (site) holding the call and its media.
+    pub edge: String,
+    /// The parked dialog as the parked party sees it (for lamp keys, RFC 4235).
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecallStage {
+    /// Ringing the parker.
+    Parker,
+    /// Ringing the lot's fallback destination.
+    Fallback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Waiting,
+    Recalling { stage: RecallStage, since: Millis },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parked {
+    pub id: ParkId,
+    pub lot: LotKey,
+    pub slot: u32,
+    pub call: CallInfo,
+    pub parked_at: Millis,
+    pub deadline: Millis,
+    pub phase: Phase,
+}
+
+/// Why a parked call left its slot without being claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    /// The parked caller hung up.
+    HungUp,
+    /// Recall and fallback went unanswered (or there was no fallback).
+    Abandoned,
+    /// The edge holding the call lost it (its media or the edge itself failed).
+    Lost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create or change a lot. Changing the slot range keeps parked calls that stay in range;
+    /// a change that would leave a parked call outside the range is refused.
+    SetLot(LotConfig),
+    /// Park a call: in `slot`, or in a slot the lot's choice picks.
+    Park {
+        lot: LotKey,
+        slot: Option<u32>,
+        call: CallInfo,
+    },
+    /// Take the call out of `slot` (retrieve, or the recall being answered). With `park` set the
+    /// claim is for that park only (a recall claims its own call, not a newer one in the slot).
+    Claim {
+        tenant: String,
+        slot: u32,
+        park: Option<ParkId>,
+        by: String,
+    },
+    /// The deadline of `park` has come: start the recall.
+    Expire { park: ParkId },
+    /// The recall moved on (to the fallback).
+    RecallStage { park: ParkId, stage: RecallStage },
+    /// The call left the lot unclaimed.
+    End { park: ParkId, reason: EndReason },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    LotSet(LotKey),
+    Parked(Parked),
+    Claimed { parked: Parked, by: String },
+    Expired(Parked),
+    RecallStage(Parked),
+    Ended { parked: Parked, reason: EndReason },
+}
+
+impl Event {
+    /// The slot whose lamp this event changes.
+    pub fn slot(&self) -> Option<(&LotKey, u32)> {
+        match self {
+            Event::LotSet(_) => None,
+            Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) => Some((&p.lot, p.slot)),
+            Event::Claimed { parked, .. } | Event::Ended { parked, .. } => {
+                Some((&parked.lot, parked.slot))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum Rejection {
+    #[error("no such parking lot")]
+    NoSuchLot,
+    #[error("lot configuration invalid: {0}")]
+    BadLot(String),
+    #[error("parking lot full")]
+    LotFull,
+    #[error("slot {0} is taken")]
+    SlotTaken(u32),
+    #[error("{0} is not a parking slot")]
+    NotASlot(u32),
+    #[error("slot {0} is empty")]
+    Empty(u32),
+    #[error("park {0} is no longer parked")]
+    Gone(ParkId),
+    #[error("park {park} is not due before {deadline}")]
+    NotDue { park: ParkId, deadline: Millis },
+    #[error("park {0} is not being recalled")]
+    NotRecalling(ParkId),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Lot {
+    cfg: Option<LotConfig>,
+    slots: BTreeMap<u32, ParkId>,
+    last_used: Option<u32>,
+}
+
+/// The whole orbit state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Orbit {
+    lots: BTreeMap<LotKey, Lot>,
+    parks: BTreeMap<ParkId, Parked>,
+    /// Waiting parks by deadline, for the timer that fires Expire.
+    deadlines: BTreeMap<(Millis, ParkId), ()>,
+    next_park: ParkId,
+}
+
+impl LotConfig {
+    pub fn key(&self) -> LotKey {
+        LotKey {
+            tenant: self.tenant.clone(),
+            park_ext: self.park_ext.clone(),
+        }
+    }
+
+    pub fn contains(&self, slot: u32) -> bool {
+        (self.first_slot..=self.last_slot).contains(&slot)
+    }
+
+    /// The checks a lot must pass on its own; [`Orbit::apply`] adds overlap with other lots.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.first_slot > self.last_slot {
+            return Err(format!(
+                "lot {}: first slot {} is after last slot {}",
+                self.park_ext, self.first_slot, self.last_slot
+            ));
+        }
+        if self.last_slot - self.first_slot >= 10_000 {
+            return Err(format!("lot {}: more than 10000 slots", self.park_ext));
+        }
+        if let Ok(ext) = self.park_ext.parse::<u32>() {
+            if self.contains(ext) {
+                return Err(format!(
+                    "lot {}: the park extension lies inside its own slot range {}-{}",
+                    self.park_ext, self.first_slot, self.last_slot
+                ));
+            }
+        }
+        if self.parking_ms == 0 || self.recall_ring_ms == 0 {
+            return Err(format!(
+                "lot {}: parking and recall ring times must be positive",
+                self.park_ext
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Orbit {
+    pub fn new() -> Orbit {
+        Orbit::default()
+    }
+
+    /// Apply one command decided at `now`.
+    pub fn apply(&mut self, now: Millis, cmd: &Command) -> Result<Event, Rejection> {
+        match cmd {
+            Command::SetLot(cfg) => self.set_lot(cfg),
+            Command::Park { lot, slot, call } => self.park(now, lot, *slot, call),
+            Command::Claim {
+                tenant,
+                slot,
+                park,
+                by,
+            } => self.claim(tenant, *slot, *park, by),
+            Command::Expire { park } => self.expire(now, *park),
+            Command::RecallStage { park, stage } => self.recall_stage(now, *park, *stage),
+            Command::End { park, reason } => {
+                let p = self.remove(*park)?;
+                Ok(Event::Ended {
+                    parked: p,
+                    reason: *reason,
+                })
+            }
+        }
+    }
+
+    fn set_lot(&mut self, cfg: &LotConfig) -> Result<Event, Rejection> {
+        cfg.validate().map_err(Rejection::BadLot)?;
+        let key = cfg.key();
+        for (k, l) in &self.lots {
+            let Some(o) = &l.cfg else { continue };
+            if *k == key || o.tenant != cfg.tenant {
+                continue;
+            }
+            if o.first_slot <= cfg.last_slot && cfg.first_slot <= o.last_slot {
+                return Err(Rejection::BadLot(format!(
+                    "lot {} slots {}-{} overlap lot {} slots {}-{}",
+                    cfg.park_ext,
+                    cfg.first_slot,
+                    cfg.last_slot,
+                    o.park_ext,
+                    o.first_slot,
+                    o.last_slot
+                )));
+            }
+            let inside = |ext: &str, c: &LotConfig| ext.parse::<u32>().is_ok_and(|e| c.contains(e));
+            if inside(&cfg.park_ext, o) || inside(&o.park_ext, cfg) {
+                return Err(Rejection::BadLot(format!(
+                    "park extension of lot {} or {} lies in the other's slots",
+                    cfg.park_ext, o.park_ext
+                )));
+            }
+        }
+        let lot = self.lots.entry(key.clone()).or_default();
+        if let Some(s) = lot.slots.keys().find(|s| !cfg.contains(**s)) {
+            return Err(Rejection::BadLot(format!(
+                "slot {s} holds a call and is outside the new range"
+            )));
+        }
+        lot.cfg = Some(cfg.clone());
+        Ok(Event::LotSet(key))
+    }
+
+    fn park(
+        &mut self,
+        now: Millis,
+        key: &LotKey,
+        want: Option<u32>,
+        call: &CallInfo,
+    ) -> Result<Event, Rejection> {
+        let lot = self.lots.get_mut(key).ok_or(Rejection::NoSuchLot)?;
+        let cfg = lot.cfg.as_ref().ok_or(Rejection::NoSuchLot)?;
+        let slot = match want {
+            Some(s) if !cfg.contains(s) => return Err(Rejection::NotASlot(s)),
+            Some(s) if lot.slots.contains_key(&s) => return Err(Rejection::SlotTaken(s)),
+            Some(s) => s,
+            None => {
+                let free = |s: &u32| !lot.slots.contains_key(s);
+                let start = match (cfg.choice, lot.last_used) {
+                    (SlotChoice::NextAfterLast, Some(l)) if l < cfg.last_slot => l + 1,
+                    _ => cfg.first_slot,
+                };
+                (start..=cfg.last_slot)
+                    .chain(cfg.first_slot..start)
+                    .find(free)
+                    .ok_or(Rejection::LotFull)?
+            }
+        };
+        self.next_park += 1;
+        let id = self.next_park;
+        let deadline = now + cfg.parking_ms;
+        lot.slots.insert(slot, id);
+        lot.last_used = Some(slot);
+        let p = Parked {
+            id,
+            lot: key.clone(),
+            slot,
+            call: call.clone(),
+            parked_at: now,
+            deadline,
+            phase: Phase::Waiting,
+        };
+        self.parks.insert(id, p.clone());
+        self.deadlines.insert((deadline, id), ());
+        Ok(Event::Parked(p))
+    }
+
+    fn claim(
+        &mut self,
+        tenant: &str,
+        slot: u32,
+        park: Option<ParkId>,
+        by: &str,
+    ) -> Result<Event, Rejection> {
+        let (_, lot) = self
+            .lot_of_slot(tenant, slot)
+            .ok_or(Rejection::NotASlot(slot))?;
+        let id = match (lot.slots.get(&slot), park) {
+            (None, Some(p)) => return Err(Rejection::Gone(p)),
+            (None, None) => return Err(Rejection::Empty(slot)),
+            (Some(&id), Some(p)) if id != p => return Err(Rejection::Gone(p)),
+            (Some(&id), _) => id,
+        };
+        let parked = self.remove(id)?;
+        Ok(Event::Claimed {
+            parked,
+            by: by.to_string(),
+        })
+    }
+
+    fn expire(&mut self, now: Millis, id: ParkId) -> Result<Event, Rejection> {
+        let p = self.parks.get_mut(&id).ok_or(Rejection::Gone(id))?;
+        if p.phase != Phase::Waiting {
+            // Already fired: a second Expire (a retried proposal, a second timer) is a no-op.
+            return Err(Rejection::Gone(id));
+        }
+        if now < p.deadline {
+            return Err(Rejection::NotDue {
+                park: id,
+                deadline: p.deadline,
+            });
+        }
+        self.deadlines.remove(&(p.deadline, id));
+        p.phase = Phase::Recalling {
+            stage: RecallStage::Parker,
+            since: now,
+        };
+        Ok(Event::Expired(p.clone()))
+    }
+
+    fn recall_stage(
+        &mut self,
+        now: Millis,
+        id: ParkId,
+        stage: RecallStage,
+    ) -> Result<Event, Rejection> {
+        let p = self.parks.get_mut(&id).ok_or(Rejection::Gone(id))?;
+        if p.phase == Phase::Waiting {
+            return Err(Rejection::NotRecalling(id));
+        }
+        p.phase = Phase::Recalling { stage, since: now };
+        Ok(Event::RecallStage(p.clone()))
+    }
+
+    fn remove(&mut self, id: ParkId) -> Result<Parked, Rejection> {
+        let p = self.parks.remove(&id).ok_or(Rejection::Gone(id))?;
+        self.deadlines.remove(&(p.deadline, id));
+        if let Some(lot) = self.lots.get_mut(&p.lot) {
+            lot.slots.remove(&p.slot);
+        }
+        Ok(p)
+    }
+
+    fn lot_of_slot(&self, tenant: &str, slot: u32) -> Option<(&LotConfig, &Lot)> {
+        self.lots.iter().find_map(|(k, l)| {
+            let c = l.cfg.as_ref()?;
+            (k.tenant == tenant && c.contains(slot)).then_some((c, l))
+        })
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    pub fn lot(&self, key: &LotKey) -> Option<&LotConfig> {
+        self.lots.get(key).and_then(|l| l.cfg.as_ref())
+    }
+
+    pub fn lots(&self) -> impl Iterator<Item = &LotConfig> {
+        self.lots.values().filter_map(|l| l.cfg.as_ref())
+    }
+
+    /// The lot whose park extension is `ext`.
+    pub fn lot_by_ext(&self, tenant: &str, ext: &str) -> Option<&LotConfig> {
+        self.lots()
+            .find(|c| c.tenant == tenant && c.park_ext == ext)
+    }
+
+    /// The lot `slot` belongs to.
+    pub fn lot_of(&self, tenant: &str, slot: u32) -> Option<&LotConfig> {
+        self.lot_of_slot(tenant, slot).map(|(c, _)| c)
+    }
+
+    /// The call in `slot`, if any.
+    pub fn in_slot(&self, tenant: &str, slot: u32) -> Option<&Parked> {
+        let (_, lot) = self.lot_of_slot(tenant, slot)?;
+        lot.slots.get(&slot).and_then(|id| self.parks.get(id))
+    }
+
+    pub fn parked(&self, id: ParkId) -> Option<&Parked> {
+        self.parks.get(&id)
+    }
+
+    /// Every parked call of a lot, by slot.
+    pub fn occupied(&self, key: &LotKey) -> impl Iterator<Item = &Parked> {
+        self.lots
+            .get(key)
+            .into_iter()
+            .flat_map(|l| l.slots.values())
+            .filter_map(|id| self.parks.get(id))
+    }
+
+    pub fn all_parked(&self) -> impl Iterator<Item = &Parked> {
+        self.parks.values()
+    }
+
+    /// The earliest deadline of a call still waiting.
+    pub fn next_deadline(&self) -> Option<(Millis, ParkId)> {
+        self.deadlines.keys().next().copied()
+    }
+
+    /// Waiting calls whose deadline is at or before `now`, earliest first.
+    pub fn due(&self, now: Millis) -> Vec<ParkId> {
+        self.deadlines
+            .range(..=(now, ParkId::MAX))
+            .map(|((_, id), _)| *id)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

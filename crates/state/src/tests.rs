@@ -1,0 +1,417 @@
+//! The orbit state in virtual time: every test passes the clock in as a number.
+
+use std::collections::{HashMap, HashSet};
+
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+const T0: Millis = 1_800_000_000_000;
+
+fn lot(choice: SlotChoice) -> LotConfig {
+    LotConfig {
+        tenant: "example.com".into(),
+        park_ext: "700".into(),
+        first_slot: 701,
+        last_slot: 703,
+        parking_ms: 90_000,
+        recall_ring_ms: 20_000,
+        fallback: Some("1001".into()),
+        choice,
+    }
+}
+
+fn key() -> LotKey {
+    lot(SlotChoice::FirstFree).key()
+}
+
+fn call(n: u32) -> CallInfo {
+    CallInfo {
+        caller_uri: format!("sip:{n}@example.com"),
+        caller_display: Some(format!("Caller {n}")),
+        parker: "1002".into(),
+        edge: "site-a".into(),
+        call_id: format!("call-{n}"),
+        local_tag: format!("l{n}"),
+        remote_tag: format!("r{n}"),
+    }
+}
+
+fn orbit(choice: SlotChoice) -> Orbit {
+    let mut o = Orbit::new();
+    o.apply(T0, &Command::SetLot(lot(choice))).unwrap();
+    o
+}
+
+fn park(o: &mut Orbit, now: Millis, slot: Option<u32>, n: u32) -> Result<Parked, Rejection> {
+    match o.apply(
+        now,
+        &Command::Park {
+            lot: key(),
+            slot,
+            call: call(n),
+        },
+    )? {
+        Event::Parked(p) => Ok(p),
+        e => panic!("unexpected {e:?}"),
+    }
+}
+
+fn claim(o: &mut Orbit, slot: u32, park: Option<ParkId>) -> Result<Event, Rejection> {
+    o.apply(
+        T0,
+        &Command::Claim {
+            tenant: "example.com".into(),
+            slot,
+            park,
+            by: "2001".into(),
+        },
+    )
+}
+
+#[test]
+fn park_takes_the_first_free_slot_and_sets_the_deadline() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let p = park(&mut o, T0, None, 1).unwrap();
+    assert_eq!(
+        (p.slot, p.deadline, p.phase),
+        (701, T0 + 90_000, Phase::Waiting)
+    );
+    assert_eq!(park(&mut o, T0 + 5, None, 2).unwrap().slot, 702);
+    // 701 freed: the next park takes it again.
+    claim(&mut o, 701, None).unwrap();
+    assert_eq!(park(&mut o, T0 + 9, None, 3).unwrap().slot, 701);
+    assert_eq!(o.next_deadline(), Some((T0 + 5 + 90_000, 2)));
+}
+
+#[test]
+fn next_after_last_wraps_round_the_lot() {
+    let mut o = orbit(SlotChoice::NextAfterLast);
+    assert_eq!(park(&mut o, T0, None, 1).unwrap().slot, 701);
+    claim(&mut o, 701, None).unwrap();
+    assert_eq!(park(&mut o, T0, None, 2).unwrap().slot, 702);
+    assert_eq!(park(&mut o, T0, None, 3).unwrap().slot, 703);
+    // After 703 it wraps to the lowest free one.
+    assert_eq!(park(&mut o, T0, None, 4).unwrap().slot, 701);
+}
+
+#[test]
+fn explicit_slot_taken_slot_and_non_slot() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    assert_eq!(park(&mut o, T0, Some(703), 1).unwrap().slot, 703);
+    assert_eq!(
+        park(&mut o, T0, Some(703), 2),
+        Err(Rejection::SlotTaken(703))
+    );
+    assert_eq!(
+        park(&mut o, T0, Some(704), 2),
+        Err(Rejection::NotASlot(704))
+    );
+    // The refusals changed nothing: 703 still holds call 1.
+    assert_eq!(o.in_slot("example.com", 703).unwrap().call, call(1));
+    assert_eq!(o.all_parked().count(), 1);
+}
+
+#[test]
+fn full_lot_is_refused_and_nothing_is_lost() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    for n in 0..3 {
+        park(&mut o, T0, None, n).unwrap();
+    }
+    assert_eq!(park(&mut o, T0, None, 9), Err(Rejection::LotFull));
+    let mut held: Vec<_> = o
+        .occupied(&key())
+        .map(|p| (p.slot, p.call.call_id.clone()))
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        vec![
+            (701, "call-0".to_string()),
+            (702, "call-1".to_string()),
+            (703, "call-2".to_string())
+        ]
+    );
+}
+
+#[test]
+fn retrieve_claims_once_and_frees_the_slot() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    assert_eq!(claim(&mut o, 701, None), Err(Rejection::Empty(701)));
+    assert_eq!(claim(&mut o, 799, None), Err(Rejection::NotASlot(799)));
+    let p = park(&mut o, T0, None, 1).unwrap();
+    match claim(&mut o, 701, None).unwrap() {
+        Event::Claimed { parked, by } => assert_eq!((parked.id, by.as_str()), (p.id, "2001")),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(claim(&mut o, 701, None), Err(Rejection::Empty(701)));
+    assert!(o.in_slot("example.com", 701).is_none());
+    // Its deadline went with it.
+    assert_eq!(o.next_deadline(), None);
+    assert_eq!(
+        o.apply(T0 + 90_000, &Command::Expire { park: p.id }),
+        Err(Rejection::Gone(p.id))
+    );
+}
+
+#[test]
+fn retrieve_racing_the_recall_one_wins() {
+    // Retriever first: the recall's claim for its own park fails.
+    let mut o = orbit(SlotChoice::FirstFree);
+    let p = park(&mut o, T0, None, 1).unwrap();
+    o.apply(p.deadline, &Command::Expire { park: p.id })
+        .unwrap();
+    assert!(matches!(
+        o.in_slot("example.com", 701).unwrap().phase,
+        Phase::Recalling { .. }
+    ));
+    claim(&mut o, 701, None).unwrap();
+    assert_eq!(claim(&mut o, 701, Some(p.id)), Err(Rejection::Gone(p.id)));
+
+    // Recall first: the retriever finds the slot empty.
+    let mut o = orbit(SlotChoice::FirstFree);
+    let p = park(&mut o, T0, None, 1).unwrap();
+    o.apply(p.deadline, &Command::Expire { park: p.id })
+        .unwrap();
+    claim(&mut o, 701, Some(p.id)).unwrap();
+    assert_eq!(claim(&mut o, 701, None), Err(Rejection::Empty(701)));
+
+    // A recall that lost must not take a newer call parked in the same slot.
+    let mut o = orbit(SlotChoice::FirstFree);
+    let p = park(&mut o, T0, None, 1).unwrap();
+    claim(&mut o, 701, None).unwrap();
+    let q = park(&mut o, T0 + 1, None, 2).unwrap();
+    assert_eq!(q.slot, 701);
+    assert_eq!(claim(&mut o, 701, Some(p.id)), Err(Rejection::Gone(p.id)));
+    assert_eq!(o.in_slot("example.com", 701).unwrap().id, q.id);
+}
+
+#[test]
+fn hang_up_while_parked_frees_the_slot_at_once() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let p = park(&mut o, T0, None, 1).unwrap();
+    let ev = o
+        .apply(
+            T0 + 10,
+            &Command::End {
+                park: p.id,
+                reason: EndReason::HungUp,
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        ev,
+        Event::Ended {
+            reason: EndReason::HungUp,
+            ..
+        }
+    ));
+    assert!(o.in_slot("example.com", 701).is_none());
+    assert_eq!(o.next_deadline(), None);
+    assert!(o.due(p.deadline + 1).is_empty());
+    assert_eq!(park(&mut o, T0 + 11, None, 2).unwrap().slot, 701);
+}
+
+#[test]
+fn deadline_fires_exactly_at_the_deadline_and_once() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let p = park(&mut o, T0 + 123, None, 1).unwrap();
+    let q = park(&mut o, T0 + 456, None, 2).unwrap();
+    // Step a virtual clock 1 ms at a time over the interesting window, firing what is due.
+    let mut fired: Vec<(ParkId, Millis)> = vec![];
+    for now in (p.deadline - 50)..(q.deadline + 50) {
+        for id in o.due(now) {
+            o.apply(now, &Command::Expire { park: id }).unwrap();
+            fired.push((id, now));
+        }
+        // A second attempt in the same millisecond (a duplicate timer) does nothing.
+        for id in [p.id, q.id] {
+            let r = o.apply(now, &Command::Expire { park: id });
+            assert!(r.is_err(), "expired twice at {now}");
+        }
+    }
+    assert_eq!(fired, vec![(p.id, p.deadline), (q.id, q.deadline)]);
+    // Never early: one millisecond before is refused.
+    let mut o = orbit(SlotChoice::FirstFree);
+    let p = park(&mut o, T0, None, 1).unwrap();
+    assert_eq!(
+        o.apply(p.deadline - 1, &Command::Expire { park: p.id }),
+        Err(Rejection::NotDue {
+            park: p.id,
+            deadline: p.deadline
+        })
+    );
+    assert!(o.due(p.deadline - 1).is_empty());
+    assert_eq!(o.due(p.deadline), vec![p.id]);
+}
+
+#[test]
+fn recall_stages_need_a_recall() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let p = park(&mut o, T0, None, 1).unwrap();
+    let stage = |o: &mut Orbit, now| {
+        o.apply(
+            now,
+            &Command::RecallStage {
+                park: p.id,
+                stage: RecallStage::Fallback,
+            },
+        )
+    };
+    assert_eq!(stage(&mut o, T0), Err(Rejection::NotRecalling(p.id)));
+    o.apply(p.deadline, &Command::Expire { park: p.id })
+        .unwrap();
+    let ev = stage(&mut o, p.deadline + 20_000).unwrap();
+    match ev {
+        Event::RecallStage(q) => assert_eq!(
+            q.phase,
+            Phase::Recalling {
+                stage: RecallStage::Fallback,
+                since: p.deadline + 20_000
+            }
+        ),
+        e => panic!("{e:?}"),
+    }
+    // Still in its slot (retrievable) until someone answers or it is abandoned.
+    assert_eq!(o.in_slot("example.com", 701).unwrap().id, p.id);
+    o.apply(
+        p.deadline + 40_000,
+        &Command::End {
+            park: p.id,
+            reason: EndReason::Abandoned,
+        },
+    )
+    .unwrap();
+    assert!(o.in_slot("example.com", 701).is_none());
+}
+
+#[test]
+fn lot_configuration_errors() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let mut bad = lot(SlotChoice::FirstFree);
+    bad.park_ext = "702".into();
+    assert!(matches!(
+        o.apply(T0, &Command::SetLot(bad)),
+        Err(Rejection::BadLot(_))
+    ));
+    let mut overlap = lot(SlotChoice::FirstFree);
+    overlap.park_ext = "800".into();
+    overlap.first_slot = 703;
+    overlap.last_slot = 710;
+    assert!(matches!(
+        o.apply(T0, &Command::SetLot(overlap.clone())),
+        Err(Rejection::BadLot(_))
+    ));
+    overlap.first_slot = 801;
+    overlap.last_slot = 810;
+    o.apply(T0, &Command::SetLot(overlap.clone())).unwrap();
+    // Another tenant may use the same numbers.
+    let mut other = lot(SlotChoice::FirstFree);
+    other.tenant = "other.example".into();
+    o.apply(T0, &Command::SetLot(other)).unwrap();
+    // Shrinking a lot under a parked call is refused; shrinking around it is fine.
+    park(&mut o, T0, Some(703), 1).unwrap();
+    let mut small = lot(SlotChoice::FirstFree);
+    small.last_slot = 702;
+    assert!(matches!(
+        o.apply(T0, &Command::SetLot(small.clone())),
+        Err(Rejection::BadLot(_))
+    ));
+    small.first_slot = 703;
+    small.last_slot = 705;
+    o.apply(T0, &Command::SetLot(small)).unwrap();
+    assert_eq!(o.in_slot("example.com", 703).unwrap().call, call(1));
+    // Zero times and inverted ranges.
+    let mut z = lot(SlotChoice::FirstFree);
+    z.parking_ms = 0;
+    assert!(z.validate().is_err());
+    z = lot(SlotChoice::FirstFree);
+    z.first_slot = 710;
+    assert!(z.validate().is_err());
+}
+
+/// Random commands at random (monotonic) times against the invariants: a slot holds at most
+/// one call, a park is claimed or ended at most once, Expire never fires before the deadline
+/// and at most once per park, and every event agrees with the state.
+#[test]
+fn random_commands_keep_the_invariants() {
+    for seed in 0..200u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut o = orbit(if seed % 2 == 0 {
+            SlotChoice::FirstFree
+        } else {
+            SlotChoice::NextAfterLast
+        });
+        let mut now = T0;
+        let mut expired: HashSet<ParkId> = HashSet::new();
+        let mut finished: HashSet<ParkId> = HashSet::new();
+        let mut deadline: HashMap<ParkId, Millis> = HashMap::new();
+        for n in 0..300u32 {
+            now += rng.gen_range(0..40_000);
+            let known: Vec<ParkId> = deadline.keys().copied().collect();
+            let any_park = |rng: &mut rand::rngs::StdRng| {
+                if known.is_empty() {
+                    1
+                } else {
+                    known[rng.gen_range(0..known.len())]
+                }
+            };
+            let cmd = match rng.gen_range(0..6) {
+                0 | 1 => Command::Park {
+                    lot: key(),
+                    slot: rng.gen_bool(0.3).then(|| rng.gen_range(700..705)),
+                    call: call(n),
+                },
+                2 => Command::Claim {
+                    tenant: "example.com".into(),
+                    slot: rng.gen_range(700..705),
+                    park: rng.gen_bool(0.5).then(|| any_park(&mut rng)),
+                    by: "x".into(),
+                },
+                3 => Command::Expire {
+                    park: any_park(&mut rng),
+                },
+                4 => Command::End {
+                    park: any_park(&mut rng),
+                    reason: EndReason::HungUp,
+                },
+                _ => Command::RecallStage {
+                    park: any_park(&mut rng),
+                    stage: RecallStage::Fallback,
+                },
+            };
+            match o.apply(now, &cmd) {
+                Ok(Event::Parked(p)) => {
+                    assert!(
+                        deadline.insert(p.id, p.deadline).is_none(),
+                        "park id reused"
+                    );
+                    assert!((701..=703).contains(&p.slot));
+                }
+                Ok(Event::Expired(p)) => {
+                    assert!(now >= deadline[&p.id], "seed {seed}: expired early");
+                    assert!(expired.insert(p.id), "seed {seed}: expired twice");
+                }
+                Ok(Event::Claimed { parked, .. }) | Ok(Event::Ended { parked, .. }) => {
+                    assert!(finished.insert(parked.id), "seed {seed}: claimed twice");
+                }
+                Ok(_) | Err(_) => {}
+            }
+            // State agrees with the history.
+            let mut slots = HashSet::new();
+            for p in o.all_parked() {
+                assert!(
+                    slots.insert(p.slot),
+                    "seed {seed}: slot {} holds two calls",
+                    p.slot
+                );
+                assert!(!finished.contains(&p.id));
+                assert_eq!(p.phase == Phase::Waiting, !expired.contains(&p.id));
+                assert_eq!(o.in_slot("example.com", p.slot).map(|q| q.id), Some(p.id));
+            }
+            for id in o.due(now) {
+                assert!(deadline[&id] <= now && !expired.contains(&id));
+            }
+        }
+    }
+}
