@@ -40,6 +40,8 @@ fn edge(now: Instant) -> orbit_edge::Edge {
             realm: None,
             any_host: true,
             extensions,
+            lots: vec![Default::default()],
+            features: Default::default(),
         },
         auth: AuthConfig { trusted: vec!["127.0.0.1".into()], ..AuthConfig::default() },
         limits: LimitsConfig::default(),

@@ -84,6 +84,131 @@ pub struct TenantConfig {
     #[serde(default)]
     pub any_host: bool,
     pub extensions: BTreeMap<String, Extension>,
+    /// Parking lots; absent: one lot `700` with slots 701-720. An empty list: no call park.
+    #[serde(default = "default_lots")]
+    pub lots: Vec<LotSettings>,
+    #[serde(default)]
+    pub features: FeatureCodes,
+}
+
+/// One parking lot of the tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LotSettings {
+    /// The extension that parks a call in the next free slot.
+    #[serde(default = "default_park_ext")]
+    pub park_ext: String,
+    /// Slot range, `"701-720"`.
+    #[serde(default = "default_slots")]
+    pub slots: String,
+    /// Seconds a call stays parked before it rings the parker.
+    #[serde(default = "default_parking_secs")]
+    pub parking_secs: u64,
+    /// Seconds the recall rings the parker before the fallback.
+    #[serde(default = "default_recall_ring_secs")]
+    pub recall_ring_secs: u64,
+    /// Extension rung when the parker does not answer the recall; none: the caller is hung up.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Music on hold: an 8 kHz mono 16-bit WAV file; absent: built-in music.
+    #[serde(default)]
+    pub music: Option<String>,
+    /// `first-free` or `next-after-last`.
+    #[serde(default)]
+    pub slot_choice: SlotChoiceSetting,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlotChoiceSetting {
+    #[default]
+    FirstFree,
+    NextAfterLast,
+}
+
+impl Default for LotSettings {
+    fn default() -> Self {
+        LotSettings {
+            park_ext: default_park_ext(),
+            slots: default_slots(),
+            parking_secs: default_parking_secs(),
+            recall_ring_secs: default_recall_ring_secs(),
+            fallback: None,
+            music: None,
+            slot_choice: SlotChoiceSetting::FirstFree,
+        }
+    }
+}
+
+fn default_lots() -> Vec<LotSettings> {
+    vec![LotSettings::default()]
+}
+fn default_park_ext() -> String {
+    "700".into()
+}
+fn default_slots() -> String {
+    "701-720".into()
+}
+fn default_parking_secs() -> u64 {
+    90
+}
+fn default_recall_ring_secs() -> u64 {
+    20
+}
+
+impl LotSettings {
+    /// First and last slot of `slots`.
+    pub fn range(&self) -> Result<(u32, u32), ConfigError> {
+        let bad = || {
+            ConfigError::Lot(format!(
+                "lot {}: slots {:?} is not like \"701-720\"",
+                self.park_ext, self.slots
+            ))
+        };
+        let (a, b) = self.slots.split_once('-').ok_or_else(bad)?;
+        let a: u32 = a.trim().parse().map_err(|_| bad())?;
+        let b: u32 = b.trim().parse().map_err(|_| bad())?;
+        Ok((a, b))
+    }
+
+    /// The lot as the orbit state holds it.
+    pub fn lot_config(&self, tenant: &str) -> Result<orbit_state::LotConfig, ConfigError> {
+        let (first_slot, last_slot) = self.range()?;
+        Ok(orbit_state::LotConfig {
+            tenant: tenant.to_string(),
+            park_ext: self.park_ext.clone(),
+            first_slot,
+            last_slot,
+            parking_ms: self.parking_secs * 1000,
+            recall_ring_ms: self.recall_ring_secs * 1000,
+            fallback: self.fallback.clone(),
+            choice: match self.slot_choice {
+                SlotChoiceSetting::FirstFree => orbit_state::SlotChoice::FirstFree,
+                SlotChoiceSetting::NextAfterLast => orbit_state::SlotChoice::NextAfterLast,
+            },
+        })
+    }
+}
+
+/// Feature codes dialled or keyed during a call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureCodes {
+    /// DTMF during a bridged call: park the other party (one-touch park).
+    #[serde(default = "default_park_code")]
+    pub park: String,
+}
+
+fn default_park_code() -> String {
+    "*68".into()
+}
+
+impl Default for FeatureCodes {
+    fn default() -> Self {
+        FeatureCodes {
+            park: default_park_code(),
+        }
+    }
 }
 
 impl TenantConfig {
@@ -220,6 +345,8 @@ pub enum ConfigError {
     Trusted(String),
     #[error("TLS needs both tls_cert and tls_key")]
     TlsFiles,
+    #[error("{0}")]
+    Lot(String),
 }
 
 impl EdgeConfig {
@@ -249,7 +376,64 @@ impl EdgeConfig {
         if self.sip.tls_cert.is_some() != self.sip.tls_key.is_some() {
             return Err(ConfigError::TlsFiles);
         }
+        self.lot_configs()?;
+        let code = &self.tenant.features.park;
+        if code.is_empty()
+            || !code
+                .bytes()
+                .all(|c| c.is_ascii_digit() || c == b'*' || c == b'#')
+        {
+            return Err(ConfigError::Lot(format!(
+                "feature code {code:?}: digits, * and # only"
+            )));
+        }
         Ok(())
+    }
+
+    /// The tenant's lots as the orbit state takes them, checked on their own, against each
+    /// other (ranges may not overlap, no park extension inside a range) and against the
+    /// extensions (no extension number inside a lot; fallbacks must exist).
+    pub fn lot_configs(&self) -> Result<Vec<orbit_state::LotConfig>, ConfigError> {
+        let mut orbit = orbit_state::Orbit::new();
+        let mut out = vec![];
+        for l in &self.tenant.lots {
+            let c = l.lot_config(&self.tenant.domain)?;
+            if out
+                .iter()
+                .any(|o: &orbit_state::LotConfig| o.park_ext == c.park_ext)
+            {
+                return Err(ConfigError::Lot(format!(
+                    "lot {} is configured twice",
+                    c.park_ext
+                )));
+            }
+            orbit
+                .apply(0, &orbit_state::Command::SetLot(c.clone()))
+                .map_err(|e| {
+                    ConfigError::Lot(e.to_string().replace("lot configuration invalid: ", ""))
+                })?;
+            if let Some(ext) = self
+                .tenant
+                .extensions
+                .keys()
+                .find(|e| **e == c.park_ext || e.parse::<u32>().is_ok_and(|n| c.contains(n)))
+            {
+                return Err(ConfigError::Lot(format!(
+                    "extension {ext} collides with lot {} (slots {})",
+                    c.park_ext, l.slots
+                )));
+            }
+            if let Some(f) = &c.fallback {
+                if !self.tenant.extensions.contains_key(f) {
+                    return Err(ConfigError::Lot(format!(
+                        "lot {}: fallback {f} is not an extension",
+                        c.park_ext
+                    )));
+                }
+            }
+            out.push(c);
+        }
+        Ok(out)
     }
 
     pub fn advertise(&self) -> IpAddr {
@@ -302,5 +486,65 @@ mod tests {
             "127.0.0.1".parse().unwrap()
         ));
         assert!(parse_net("10.0.0.0/33").is_none());
+    }
+
+    fn with_lots(lots: &str) -> Result<(), String> {
+        let text = format!(
+            r#"
+            [sip]
+            listen = "127.0.0.1:5060"
+            [media]
+            ip = "127.0.0.1"
+            port_min = 20000
+            port_max = 20999
+            [tenant]
+            domain = "example.com"
+            extensions = {{ "1001" = {{ password = "x" }} }}
+            {lots}
+            "#
+        );
+        let cfg: EdgeConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn lots_default_and_errors() {
+        let text = r#"
+            [sip]
+            listen = "127.0.0.1:5060"
+            [media]
+            ip = "127.0.0.1"
+            port_min = 20000
+            port_max = 20999
+            [tenant]
+            domain = "example.com"
+            extensions = { "1001" = { password = "x" } }
+        "#;
+        let cfg: EdgeConfig = toml::from_str(text).unwrap();
+        let lots = cfg.lot_configs().unwrap();
+        assert_eq!(lots.len(), 1);
+        let l = &lots[0];
+        assert_eq!(
+            (
+                l.park_ext.as_str(),
+                l.first_slot,
+                l.last_slot,
+                l.parking_ms,
+                l.recall_ring_ms
+            ),
+            ("700", 701, 720, 90_000, 20_000)
+        );
+        assert_eq!(cfg.tenant.features.park, "*68");
+
+        with_lots("[[tenant.lots]]\nslots = \"701-705\"\nfallback = \"1001\"").unwrap();
+        let err = |l: &str| with_lots(l).unwrap_err();
+        assert!(err("[[tenant.lots]]\n[[tenant.lots]]\npark_ext = \"800\"").contains("overlap"));
+        assert!(err("[[tenant.lots]]\npark_ext = \"705\"").contains("inside"));
+        assert!(err("[[tenant.lots]]\nslots = \"1000-1010\"").contains("extension 1001"));
+        assert!(err("[[tenant.lots]]\nfallback = \"1999\"").contains("fallback 1999"));
+        assert!(err("[[tenant.lots]]\nslots = \"seven\"").contains("not like"));
+        assert!(err("[[tenant.lots]]\n[[tenant.lots]]").contains("twice"));
+        assert!(err("[[tenant.lots]]\nslot_choice = \"random\"").contains("unknown variant"));
+        assert!(err("[tenant.features]\npark = \"*6x\"").contains("feature code"));
     }
 }

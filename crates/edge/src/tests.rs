@@ -52,6 +52,8 @@ fn config() -> EdgeConfig {
             realm: None,
             any_host: false,
             extensions,
+            lots: vec![Default::default()],
+            features: Default::default(),
         },
         auth: AuthConfig {
             algorithms: vec!["MD5".into()],

@@ -106,6 +106,8 @@ fn dev_config(sip: std::net::SocketAddr) -> EdgeConfig {
             realm: None,
             any_host: true,
             extensions,
+            lots: vec![Default::default()],
+            features: Default::default(),
         },
         // MD5 first: many desk phones and SIPp take the first challenge even when they cannot
         // do its algorithm; SHA-256 (RFC 8760) is offered second. Production configs choose.
