@@ -11,7 +11,10 @@
 //! drop(session);                                         // call over: endpoints back in the pool
 //! ```
 
+pub mod audio;
+mod player;
 pub mod relay;
 pub mod sdp;
 
-pub use relay::{Leg, PoolTiming, PortPool, RelayError, Session};
+pub use audio::{Clip, Codec, Prompts};
+pub use relay::{DtmfSink, Leg, PoolTiming, PortPool, RelayError, Session};

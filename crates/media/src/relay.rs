@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
+use crate::audio::{Clip, Codec};
+use crate::player::{Player, Sub};
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("no free RTP port pair in range")]
@@ -70,6 +73,8 @@ struct PoolInner {
     timing: PoolTiming,
     /// The runtime that runs the forwarding tasks (the caller's when not set).
     runtime: Option<tokio::runtime::Handle>,
+    /// Plays music and prompts into legs; its thread starts with the first clip played.
+    player: std::sync::OnceLock<Arc<Player>>,
 }
 
 impl PortPool {
@@ -91,6 +96,7 @@ impl PortPool {
                 attached: AtomicUsize::new(0),
                 timing,
                 runtime: None,
+                player: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -120,6 +126,20 @@ impl PortPool {
 
     pub fn capacity(&self) -> usize {
         self.inner.total
+    }
+
+    fn player(&self) -> &Arc<Player> {
+        self.inner.player.get_or_init(Player::start)
+    }
+
+    /// CPU time the player thread has used (music and prompts for every call), and packets it
+    /// has sent.
+    pub fn player_usage(&self) -> (Duration, u64) {
+        self.inner
+            .player
+            .get()
+            .map(|p| p.usage())
+            .unwrap_or((Duration::ZERO, 0))
     }
 
     /// Close endpoints released longer than `close_after` ago. Cheap; call it every second.
@@ -194,7 +214,7 @@ impl PortPool {
 
 /// Where one side's packets should go, and where they must come from.
 #[derive(Debug, Default, Clone, Copy)]
-struct Peer {
+pub(crate) struct Peer {
     /// From SDP.
     announced: Option<SocketAddr>,
     /// From the first packet received (symmetric RTP).
@@ -202,15 +222,15 @@ struct Peer {
 }
 
 impl Peer {
-    fn dest(&self) -> Option<SocketAddr> {
+    pub(crate) fn dest(&self) -> Option<SocketAddr> {
         self.latched.or(self.announced)
     }
 }
 
 /// A bound RTP/RTCP socket pair with its two forwarding tasks, attached to at most one call.
-struct Endpoint {
+pub(crate) struct Endpoint {
     port: u16,
-    rtp: UdpSocket,
+    pub(crate) rtp: UdpSocket,
     rtcp: UdpSocket,
     /// The call it serves and which side of it this endpoint is.
     attached: Mutex<Option<(Arc<Shared>, usize)>>,
@@ -265,11 +285,20 @@ impl Endpoint {
     }
 }
 
+/// A DTMF digit (RFC 4733 telephone-event) received from a party.
+pub type DtmfSink = Arc<dyn Fn(Leg, char) + Send + Sync>;
+
 /// Per-call relay state: the two endpoints and what each party announced and latched.
-struct Shared {
-    ep: [Arc<Endpoint>; 2],
-    rtp_peer: [Mutex<Peer>; 2],
+pub(crate) struct Shared {
+    pub(crate) ep: [Arc<Endpoint>; 2],
+    pub(crate) rtp_peer: [Mutex<Peer>; 2],
     rtcp_peer: [Mutex<Peer>; 2],
+    /// Per leg: the generation of what the player feeds it, 0 when it hears the other party.
+    pub(crate) playing: [AtomicU64; 2],
+    /// Per leg: the telephone-event payload type it announced, and the RTP timestamp of the
+    /// last event reported (an event's packets share one timestamp; its end is sent 3 times).
+    dtmf: [Mutex<(Option<u8>, Option<u32>)>; 2],
+    dtmf_sink: Mutex<Option<DtmfSink>>,
     packets_in: [AtomicU64; 2],
     /// Every packet received, RTP and RTCP, either side: the idle check watches it change
     /// (a counter costs less per packet than reading the clock).
@@ -306,6 +335,9 @@ impl Session {
             ep: [a, b],
             rtp_peer: Default::default(),
             rtcp_peer: Default::default(),
+            playing: Default::default(),
+            dtmf: Default::default(),
+            dtmf_sink: Mutex::new(None),
             packets_in: Default::default(),
             received: AtomicU64::new(0),
             pool: pool.clone(),
@@ -330,6 +362,48 @@ impl Session {
         let i = leg as usize;
         self.shared.rtp_peer[i].lock().unwrap().announced = rtp;
         self.shared.rtcp_peer[i].lock().unwrap().announced = rtcp;
+    }
+
+    /// Play `clip` to the party on `leg` instead of the other party's audio: looped (music on
+    /// hold, every call of one clip at the same point, as a radio) or once (a prompt, then
+    /// silence). `pt` is the payload type the party expects for `codec`.
+    pub fn play(&self, leg: Leg, clip: Arc<Clip>, codec: Codec, pt: u8, looped: bool) {
+        let pool = &self.shared.pool;
+        let gen = pool.player().next_generation();
+        self.shared.playing[leg as usize].store(gen, Ordering::Relaxed);
+        pool.player().add(Sub::new(
+            Arc::downgrade(&self.shared),
+            leg as usize,
+            gen,
+            clip,
+            codec,
+            pt,
+            looped,
+        ));
+    }
+
+    /// Let the party on `leg` hear the other party again.
+    pub fn bridge(&self, leg: Leg) {
+        self.shared.playing[leg as usize].store(0, Ordering::Relaxed);
+    }
+
+    /// The party on `leg` has gone: forget its addresses, so that the next party to take the
+    /// leg (a retriever, a recall) latches afresh and nothing is sent to the old one.
+    pub fn vacate(&self, leg: Leg) {
+        let i = leg as usize;
+        *self.shared.rtp_peer[i].lock().unwrap() = Peer::default();
+        *self.shared.rtcp_peer[i].lock().unwrap() = Peer::default();
+        *self.shared.dtmf[i].lock().unwrap() = (None, None);
+    }
+
+    /// Report RFC 4733 digits the party on `leg` sends with payload type `pt`.
+    pub fn set_dtmf(&self, leg: Leg, pt: Option<u8>) {
+        self.shared.dtmf[leg as usize].lock().unwrap().0 = pt;
+    }
+
+    /// Where digits go.
+    pub fn on_dtmf(&self, sink: DtmfSink) {
+        *self.shared.dtmf_sink.lock().unwrap() = Some(sink);
     }
 
     /// RTP packets received from the party on this leg.
@@ -409,13 +483,51 @@ fn relay_one(shared: &Shared, from: usize, rtcp: bool, pkt: &[u8], src: SocketAd
     }
     if !rtcp {
         shared.packets_in[from].fetch_add(1, Ordering::Relaxed);
+        dtmf(shared, from, pkt);
     }
     shared.received.fetch_add(1, Ordering::Relaxed);
+    if shared.playing[to].load(Ordering::Relaxed) != 0 {
+        return; // the other party hears music or a prompt
+    }
     let dest = peers[to].lock().unwrap().dest();
     if let Some(d) = dest {
         // A full send buffer drops the packet, as the network would; RTP tolerates loss,
         // and waiting here would delay every packet behind it.
         let _ = shared.ep[to].socket(rtcp).try_send_to(pkt, d);
+    }
+}
+
+/// Report the end of an RFC 4733 telephone-event once.
+fn dtmf(shared: &Shared, from: usize, pkt: &[u8]) {
+    let pt = match shared.dtmf[from].lock().unwrap().0 {
+        Some(pt) => pt,
+        None => return,
+    };
+    let Ok(r) = rtp_rs::RtpReader::new(pkt) else {
+        return;
+    };
+    let p = r.payload();
+    if r.payload_type() != pt || p.len() < 4 || p[1] & 0x80 == 0 {
+        return; // not an event, or not its end
+    }
+    let digit = match p[0] {
+        d @ 0..=9 => (b'0' + d) as char,
+        10 => '*',
+        11 => '#',
+        d @ 12..=15 => (b'A' + d - 12) as char,
+        _ => return,
+    };
+    {
+        let mut st = shared.dtmf[from].lock().unwrap();
+        if st.1 == Some(r.timestamp()) {
+            return; // a retransmitted end packet
+        }
+        st.1 = Some(r.timestamp());
+    }
+    let sink = shared.dtmf_sink.lock().unwrap().clone();
+    if let Some(sink) = sink {
+        let leg = if from == 0 { Leg::A } else { Leg::B };
+        sink(leg, digit);
     }
 }
 
@@ -512,5 +624,121 @@ mod tests {
         let _s = Session::open(&pool).unwrap();
         assert!(matches!(Session::open(&pool), Err(RelayError::Exhausted)));
         assert_eq!(pool.in_use(), 2);
+    }
+}
+
+#[cfg(test)]
+mod play_tests {
+    use super::*;
+    use crate::audio::{builtin_music, rms};
+
+    async fn recv_rtp(sock: &UdpSocket, until: Instant) -> Vec<(Instant, Vec<u8>)> {
+        let mut out = vec![];
+        let mut buf = [0u8; 2048];
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout_at(until.into(), sock.recv_from(&mut buf)).await
+        {
+            out.push((Instant::now(), buf[..n].to_vec()));
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn music_at_50_packets_per_second_then_bridged_again() {
+        let pool = PortPool::new("127.0.0.1".parse().unwrap(), 31300, 31309);
+        let s = Session::open(&pool).unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.set_remote(Leg::A, Some(a.local_addr().unwrap()), None);
+        s.set_remote(Leg::B, Some(b.local_addr().unwrap()), None);
+        s.play(Leg::A, Arc::new(builtin_music()), Codec::Pcma, 8, true);
+        // B talks meanwhile: A must hear only the music.
+        b.send_to(b"voice", s.local(Leg::B)).await.unwrap();
+        let got = recv_rtp(&a, Instant::now() + Duration::from_secs(2)).await;
+        let n = got.len() as f64 / 2.0;
+        assert!((47.5..=52.5).contains(&n), "{n} packets/s");
+        let pkts: Vec<_> = got
+            .iter()
+            .map(|(_, p)| rtp_rs::RtpReader::new(p).unwrap())
+            .collect();
+        assert!(pkts[0].mark() && pkts.iter().skip(1).all(|p| !p.mark()));
+        for w in pkts.windows(2) {
+            assert_eq!(w[1].ssrc(), w[0].ssrc());
+            assert_eq!(
+                u16::from(w[1].sequence_number()),
+                u16::from(w[0].sequence_number()).wrapping_add(1)
+            );
+            assert_eq!(w[1].timestamp(), w[0].timestamp().wrapping_add(160));
+        }
+        assert!(pkts
+            .iter()
+            .all(|p| p.payload_type() == 8 && p.payload().len() == 160));
+        let level: f64 = pkts
+            .iter()
+            .map(|p| rms(Codec::Pcma, p.payload()))
+            .sum::<f64>()
+            / pkts.len() as f64;
+        assert!(level > 500.0, "music level {level}");
+        // Bridged again: the music stops and B's audio arrives.
+        s.bridge(Leg::A);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        while a.try_recv_from(&mut [0u8; 512]).is_ok() {}
+        b.send_to(b"voice2", s.local(Leg::B)).await.unwrap();
+        let got = recv_rtp(&a, Instant::now() + Duration::from_millis(300)).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, b"voice2");
+        let (cpu, sent) = pool.player_usage();
+        assert!(sent >= 90 && cpu < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn telephone_events_are_reported_once() {
+        let pool = PortPool::new("127.0.0.1".parse().unwrap(), 31400, 31409);
+        let s = Session::open(&pool).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        s.on_dtmf(Arc::new(move |leg, d| {
+            let _ = tx.send((leg, d));
+        }));
+        s.set_dtmf(Leg::B, Some(101));
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let event = |digit: u8, end: bool, ts: u32, seq: u16| {
+            let payload = [digit, if end { 0x80 } else { 0 } | 10, 0, 160];
+            rtp_rs::RtpPacketBuilder::new()
+                .payload_type(101)
+                .ssrc(7)
+                .sequence(rtp_rs::Seq::from(seq))
+                .timestamp(ts)
+                .payload(&payload)
+                .build()
+                .unwrap()
+        };
+        let mut seq = 0;
+        for (digit, ts) in [(10u8, 1000u32), (6, 2000), (8, 3000)] {
+            for end in [false, false, true, true, true] {
+                seq += 1;
+                b.send_to(&event(digit, end, ts, seq), s.local(Leg::B))
+                    .await
+                    .unwrap();
+            }
+        }
+        // Voice with another payload type is not an event.
+        let voice = rtp_rs::RtpPacketBuilder::new()
+            .payload_type(0)
+            .payload(&[1u8; 160])
+            .build()
+            .unwrap();
+        b.send_to(&voice, s.local(Leg::B)).await.unwrap();
+        let mut got = String::new();
+        while got.len() < 3 {
+            let (leg, d) = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(leg, Leg::B);
+            got.push(d);
+        }
+        assert_eq!(got, "*68");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(rx.try_recv().is_err(), "an event was reported twice");
     }
 }

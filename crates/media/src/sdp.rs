@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::audio::Codec;
+
 /// What one side of a call announced for its (first) audio stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MediaInfo {
@@ -166,6 +168,89 @@ pub fn rewrite(sdp: &[u8], relay: SocketAddr) -> Result<Vec<u8>, SdpError> {
     Ok(out.into_bytes())
 }
 
+/// The payload formats of the first audio stream, in the order the party prefers them, as
+/// (payload type, encoding name): static types named by RFC 3551, dynamic ones by `a=rtpmap`.
+pub fn formats(sdp: &[u8]) -> Result<Vec<(u8, String)>, SdpError> {
+    let text = std::str::from_utf8(sdp).map_err(|_| SdpError::Encoding)?;
+    let mut out: Vec<(u8, String)> = vec![];
+    let mut in_audio = false;
+    let mut seen = false;
+    for line in text.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if seen {
+                break;
+            }
+            let mut it = m.split_whitespace();
+            in_audio = it.next() == Some("audio");
+            if in_audio {
+                seen = true;
+                for pt in it.skip(2).filter_map(|p| p.parse::<u8>().ok()) {
+                    let name = match pt {
+                        0 => "PCMU",
+                        8 => "PCMA",
+                        9 => "G722",
+                        18 => "G729",
+                        _ => "",
+                    };
+                    out.push((pt, name.to_string()));
+                }
+            }
+        } else if in_audio {
+            if let Some(v) = line.strip_prefix("a=rtpmap:") {
+                let mut it = v.split_whitespace();
+                let pt = it.next().and_then(|p| p.parse::<u8>().ok());
+                let name = it.next().and_then(|n| n.split('/').next());
+                if let (Some(pt), Some(name)) = (pt, name) {
+                    if let Some(f) = out.iter_mut().find(|f| f.0 == pt) {
+                        f.1 = name.to_string();
+                    }
+                }
+            }
+        }
+    }
+    if !seen {
+        return Err(SdpError::NoAudio);
+    }
+    Ok(out)
+}
+
+/// The G.711 codec (and its payload type) a party lists first.
+pub fn g711(sdp: &[u8]) -> Option<(Codec, u8)> {
+    formats(sdp)
+        .ok()?
+        .iter()
+        .find_map(|(pt, n)| Codec::from_name(n).map(|c| (c, *pt)))
+}
+
+/// The payload type a party uses for RFC 4733 telephone-events.
+pub fn telephone_event(sdp: &[u8]) -> Option<u8> {
+    formats(sdp)
+        .ok()?
+        .iter()
+        .find(|(_, n)| n.eq_ignore_ascii_case("telephone-event"))
+        .map(|(pt, _)| *pt)
+}
+
+/// A session description of our own (the edge playing or answering itself): one audio stream
+/// at `addr` with `codec` as `pt`, and telephone-events when `te` is given.
+pub fn ours(addr: SocketAddr, version: u64, codec: Codec, pt: u8, te: Option<u8>) -> Vec<u8> {
+    let fam = if addr.is_ipv4() { "IP4" } else { "IP6" };
+    let ip = addr.ip();
+    let port = addr.port();
+    let name = codec.name();
+    let mut s = format!(
+        "v=0\r\no=orbit {version} {version} IN {fam} {ip}\r\ns=orbit\r\nc=IN {fam} {ip}\r\nt=0 0\r\n"
+    );
+    match te {
+        Some(te) => s.push_str(&format!(
+            "m=audio {port} RTP/AVP {pt} {te}\r\na=rtpmap:{pt} {name}/8000\r\na=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+        )),
+        None => s.push_str(&format!("m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {name}/8000\r\n")),
+    }
+    s.push_str("a=sendrecv\r\na=ptime:20\r\n");
+    s.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +285,34 @@ a=rtcp:4005\r\na=sendonly\r\nm=video 5000 RTP/AVP 96\r\n";
         assert!(!out.contains("10.0.0.5\r\nt="));
         let m = media_info(out.as_bytes()).unwrap();
         assert_eq!(m.rtp, Some("127.0.0.1:20002".parse().unwrap()));
+    }
+
+    #[test]
+    fn formats_and_our_own_sdp() {
+        let f = formats(OFFER.as_bytes()).unwrap();
+        assert_eq!(
+            f,
+            vec![
+                (0, "PCMU".into()),
+                (8, "PCMA".into()),
+                (101, "telephone-event".into())
+            ]
+        );
+        assert_eq!(g711(OFFER.as_bytes()), Some((Codec::Pcmu, 0)));
+        assert_eq!(telephone_event(OFFER.as_bytes()), Some(101));
+        let alaw = OFFER.replace("RTP/AVP 0 8 101", "RTP/AVP 96 8");
+        assert_eq!(g711(alaw.as_bytes()), Some((Codec::Pcma, 8)));
+        assert_eq!(telephone_event(alaw.as_bytes()), None);
+        let o = ours(
+            "127.0.0.1:20000".parse().unwrap(),
+            7,
+            Codec::Pcma,
+            8,
+            Some(101),
+        );
+        let m = media_info(&o).unwrap();
+        assert_eq!(m.rtp, Some("127.0.0.1:20000".parse().unwrap()));
+        assert_eq!(g711(&o), Some((Codec::Pcma, 8)));
+        assert_eq!(telephone_event(&o), Some(101));
     }
 }
