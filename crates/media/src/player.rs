@@ -197,7 +197,7 @@ fn run(player: Weak<Player>) {
         let before = subs.len();
         subs.retain_mut(|s| s.tick(tick, &mut buf));
         p.sent.fetch_add(before as u64, Ordering::Relaxed);
-        if tick % 50 == 0 {
+        if tick.is_multiple_of(50) {
             p.cpu_ns
                 .store(thread_cpu().as_nanos() as u64, Ordering::Relaxed);
         }
