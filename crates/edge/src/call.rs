@@ -31,13 +31,13 @@ pub(crate) enum Side {
 }
 
 impl Side {
-    fn other(self) -> Side {
+    pub(crate) fn other(self) -> Side {
         match self {
             Side::A => Side::B,
             Side::B => Side::A,
         }
     }
-    fn leg(self) -> Leg {
+    pub(crate) fn leg(self) -> Leg {
         match self {
             Side::A => Leg::A,
             Side::B => Leg::B,
@@ -61,10 +61,59 @@ pub(crate) struct Dialog {
     pub flow: Flow,
     /// User part of our Contact toward this party (the other party's extension).
     pub contact_user: String,
+    /// This party's extension (or user part of its AOR).
+    pub user: String,
+}
+
+impl Dialog {
+    /// Our side of a dialog a party's INVITE creates (we are the UAS).
+    pub(crate) fn uas(
+        msg: &Message,
+        flow: Flow,
+        local_tag: &str,
+        contact_user: &str,
+        user: &str,
+    ) -> Dialog {
+        Dialog {
+            call_id: msg.call_id().to_string(),
+            local_tag: local_tag.to_string(),
+            local_hdr: format!("{};tag={local_tag}", msg.header(Name::To).unwrap_or("")),
+            remote_hdr: msg.header(Name::From).unwrap_or("").to_string(),
+            remote_target: msg
+                .values(Name::Contact)
+                .next()
+                .and_then(NameAddr::parse)
+                .map(|c| c.uri.to_string())
+                .or_else(|| msg.from().map(|f| f.uri.to_string()))
+                .unwrap_or_default(),
+            route_set: msg.values(Name::RecordRoute).map(str::to_string).collect(),
+            local_cseq: 0,
+            remote_cseq: msg.cseq.seq,
+            flow,
+            contact_user: contact_user.to_string(),
+            user: user.to_string(),
+        }
+    }
+
+    /// Fill in a dialog we started (we are the UAC) from the 2xx that established it.
+    pub(crate) fn establish(&mut self, msg: &Message, flow: Flow) {
+        self.remote_hdr = msg.header(Name::To).unwrap_or("").to_string();
+        self.remote_target = msg
+            .values(Name::Contact)
+            .next()
+            .and_then(NameAddr::parse)
+            .map(|c| c.uri.to_string())
+            .unwrap_or_default();
+        let mut rr: Vec<String> = msg.values(Name::RecordRoute).map(str::to_string).collect();
+        rr.reverse();
+        self.route_set = rr;
+        self.flow = flow;
+        self.remote_cseq = 0;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BranchState {
+pub(crate) enum BranchState {
     Calling,
     Proceeding,
     Done,
@@ -95,21 +144,31 @@ struct OkRetx {
 }
 
 pub(crate) struct Call {
-    id: u64,
-    span: Span,
-    state: CallState,
+    pub(crate) id: u64,
+    pub(crate) span: Span,
+    pub(crate) state: CallState,
     started: Instant,
-    a: Dialog,
+    pub(crate) a: Dialog,
     a_invite: Message,
     a_stx: String,
-    b: Dialog,
+    pub(crate) b: Dialog,
     branches: Vec<Branch>,
     winner: Option<usize>,
     best: Option<(u16, String)>,
-    media: Option<Box<dyn MediaSession>>,
+    pub(crate) media: Option<Box<dyn MediaSession>>,
     ok_retx: Option<OkRetx>,
     /// When `from` ACKs our 2xx for its INVITE with `cseq`, send ACK with `to_cseq` to `to`.
     ack_pending: Option<(Side, u32, Side, u32)>,
+    /// The last SDP each party sent (what it can receive): the codec for music and for the
+    /// next party after a park.
+    pub(crate) sdp: [Option<Bytes>; 2],
+    /// Parked: the slot, and the recall once the deadline has passed.
+    pub(crate) park: Option<crate::park::ParkState>,
+    /// The side whose party left (the transferor): nothing more is sent to it, and its leg of
+    /// the relay waits for the next party (retriever or recall).
+    pub(crate) vacant: Option<Side>,
+    /// We answered a party's INVITE ourselves (retrieve): its ACK may carry the SDP answer.
+    pub(crate) own_answer: Option<(Side, u32)>,
     /// The last ACK we sent for a 2xx, to resend if that 2xx is retransmitted.
     acked: Option<(Side, u32, Bytes)>,
     /// An INVITE (initial or re-INVITE) is being relayed: a second one gets 491 (glare).
@@ -118,11 +177,32 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    fn dialog(&mut self, s: Side) -> &mut Dialog {
+    pub(crate) fn dialog(&mut self, s: Side) -> &mut Dialog {
         match s {
             Side::A => &mut self.a,
             Side::B => &mut self.b,
         }
+    }
+
+    pub(crate) fn dialog_ref(&self, s: Side) -> &Dialog {
+        match s {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    /// An offer/answer exchange is under way (a re-INVITE relayed, an ACK awaited).
+    pub(crate) fn negotiating(&self) -> bool {
+        self.invite_busy || self.ack_pending.is_some() || self.own_answer.is_some()
+    }
+
+    /// Which of this call's dialogs a request belongs to; none for a dialog the call has left
+    /// behind (a transferor replaced by a retriever).
+    fn side_of(&self, call_id: &str, to_tag: &str) -> Option<Side> {
+        [Side::A, Side::B].into_iter().find(|&s| {
+            let d = self.dialog_ref(s);
+            d.call_id == call_id && d.local_tag == to_tag
+        })
     }
 }
 
@@ -132,7 +212,7 @@ fn user_of(uri: &str) -> Option<String> {
         .and_then(|u| u.user().map(str::to_string))
 }
 
-fn is_sdp(msg: &Message) -> bool {
+pub(crate) fn is_sdp(msg: &Message) -> bool {
     !msg.body.is_empty()
         && msg
             .content_type()
@@ -141,10 +221,11 @@ fn is_sdp(msg: &Message) -> bool {
 }
 
 /// Learn where `from` wants media, and rewrite its SDP for the other party.
-fn relay_sdp(call: &Call, from: Side, msg: &Message) -> Result<Option<Vec<u8>>, ()> {
+fn relay_sdp(call: &mut Call, from: Side, msg: &Message) -> Result<Option<Vec<u8>>, ()> {
     if !is_sdp(msg) {
         return Ok(None);
     }
+    call.sdp[from as usize] = Some(msg.body.clone());
     let Some(media) = &call.media else {
         return Ok(Some(msg.body.to_vec()));
     };
@@ -156,7 +237,7 @@ fn relay_sdp(call: &Call, from: Side, msg: &Message) -> Result<Option<Vec<u8>>, 
 }
 
 /// A request inside one of the call's dialogs.
-fn dialog_request_bytes(
+pub(crate) fn dialog_request_bytes(
     edge: &Edge,
     d: &Dialog,
     method: &str,
@@ -241,6 +322,9 @@ impl Edge {
         let Some(callee) = uri.user().map(str::to_string) else {
             return self.reply(now, key, &msg, 404, None, &[], None);
         };
+        if let Some(slot) = self.slot_number(&callee) {
+            return crate::park::on_retrieve(self, now, key, flow, msg, caller, slot);
+        }
         if self.extension(&callee).is_none() {
             return self.reply(now, key, &msg, 404, None, &[], None);
         }
@@ -275,23 +359,7 @@ impl Edge {
             Some(d) => format!("{d} <sip:{caller}@{domain}>;tag={b_tag}"),
             None => format!("<sip:{caller}@{domain}>;tag={b_tag}"),
         };
-        let a = Dialog {
-            call_id: msg.call_id().to_string(),
-            local_tag: a_tag.clone(),
-            local_hdr: format!("{};tag={a_tag}", msg.header(Name::To).unwrap_or("")),
-            remote_hdr: msg.header(Name::From).unwrap_or("").to_string(),
-            remote_target: msg
-                .values(Name::Contact)
-                .next()
-                .and_then(NameAddr::parse)
-                .map(|c| c.uri.to_string())
-                .unwrap_or_else(|| from.uri.to_string()),
-            route_set: msg.values(Name::RecordRoute).map(str::to_string).collect(),
-            local_cseq: 0,
-            remote_cseq: msg.cseq.seq,
-            flow,
-            contact_user: callee.clone(),
-        };
+        let a = Dialog::uas(&msg, flow, &a_tag, &callee, &caller);
         let b = Dialog {
             call_id: format!("{}@orbit", self.unique()),
             local_tag: b_tag.clone(),
@@ -303,6 +371,7 @@ impl Edge {
             remote_cseq: 0,
             flow: bindings[0].flow,
             contact_user: caller.clone(),
+            user: callee.clone(),
         };
         let mut call = Call {
             id,
@@ -319,11 +388,16 @@ impl Edge {
             media: Some(media),
             ok_retx: None,
             ack_pending: None,
+            sdp: [None, None],
+            park: None,
+            vacant: None,
+            own_answer: None,
             acked: None,
             invite_busy: true,
             pending_byes: 0,
         };
-        let body = match relay_sdp(&call, Side::A, &call.a_invite) {
+        let invite = call.a_invite.clone();
+        let body = match relay_sdp(&mut call, Side::A, &invite) {
             Ok(b) => b,
             Err(()) => {
                 let m = call.a_invite.clone();
@@ -400,6 +474,22 @@ pub(crate) fn on_client_response(edge: &mut Edge, now: Instant, ckey: &str, msg:
                 bye_done(edge, call);
             }
         }
+        Owner::Recall { call, attempt, idx } => {
+            let (call, attempt, idx, flow) = (*call, *attempt, *idx, entry.flow);
+            crate::park::recall_response(edge, now, ckey, call, attempt, idx, flow, msg)
+        }
+        Owner::ReferNotify { call, bye } => {
+            if msg.code() >= 200 {
+                let (call, bye) = (*call, *bye);
+                crate::park::notify_done(edge, now, call, bye);
+            }
+        }
+        Owner::Lamp { sub } => {
+            if msg.code() >= 200 {
+                let sub = sub.clone();
+                crate::blf::on_notify_response(edge, &sub, Some(msg.code()));
+            }
+        }
         Owner::Nobody => {}
     }
 }
@@ -425,6 +515,18 @@ pub(crate) fn on_client_timeout(edge: &mut Edge, now: Instant, ckey: &str) {
         Owner::Bye { call } => {
             let call = *call;
             bye_done(edge, call)
+        }
+        Owner::Recall { call, attempt, idx } => {
+            let (call, attempt, idx) = (*call, *attempt, *idx);
+            crate::park::recall_failed(edge, now, call, attempt, idx);
+        }
+        Owner::ReferNotify { call, bye } => {
+            let (call, bye) = (*call, *bye);
+            crate::park::notify_done(edge, now, call, bye);
+        }
+        Owner::Lamp { sub } => {
+            let sub = sub.clone();
+            crate::blf::on_notify_response(edge, &sub, None);
         }
         Owner::Nobody => {}
     }
@@ -493,18 +595,7 @@ fn branch_response(edge: &mut Edge, now: Instant, id: u64, idx: usize, flow: Flo
             }
             call.winner = Some(idx);
             call.branches[idx].state = BranchState::Done;
-            call.b.remote_hdr = msg.header(Name::To).unwrap_or("").to_string();
-            call.b.remote_target = msg
-                .values(Name::Contact)
-                .next()
-                .and_then(NameAddr::parse)
-                .map(|c| c.uri.to_string())
-                .unwrap_or_default();
-            let mut rr: Vec<String> = msg.values(Name::RecordRoute).map(str::to_string).collect();
-            rr.reverse();
-            call.b.route_set = rr;
-            call.b.flow = flow;
-            call.b.remote_cseq = 0;
+            call.b.establish(&msg, flow);
             let others: Vec<usize> = (0..call.branches.len()).filter(|&i| i != idx).collect();
             let body = relay_sdp(call, Side::B, &msg).ok().flatten();
             let bytes = build_response(
@@ -608,7 +699,7 @@ fn cancel_branch(edge: &mut Edge, now: Instant, id: u64, idx: usize) {
 }
 
 /// CANCEL for an INVITE we sent (RFC 3261 §9.1): same R-URI, Via, From, To, Call-ID, Route.
-fn send_cancel(edge: &mut Edge, now: Instant, invite_key: &str) {
+pub(crate) fn send_cancel(edge: &mut Edge, now: Instant, invite_key: &str) {
     let Some(e) = edge.ctx.get(invite_key) else {
         return;
     };
@@ -641,7 +732,7 @@ fn send_cancel(edge: &mut Edge, now: Instant, invite_key: &str) {
 }
 
 /// Accept and immediately end a dialog we do not want (a late fork's 2xx).
-fn ack_and_bye(edge: &mut Edge, now: Instant, flow: Flow, msg: &Message) {
+pub(crate) fn ack_and_bye(edge: &mut Edge, now: Instant, flow: Flow, msg: &Message) {
     let target = msg
         .values(Name::Contact)
         .next()
@@ -661,6 +752,7 @@ fn ack_and_bye(edge: &mut Edge, now: Instant, flow: Flow, msg: &Message) {
         remote_cseq: 0,
         flow,
         contact_user: "orbit".into(),
+        user: String::new(),
     };
     let branch = edge.new_branch();
     let ack = dialog_request_bytes(edge, &d, "ACK", msg.cseq.seq, &branch, &[], None);
@@ -689,16 +781,22 @@ pub(crate) fn on_dialog_request(
     let span = call.span.clone();
     let _g = span.enter();
     let tag = msg.to_tag().unwrap_or("");
-    let side = if tag == call.a.local_tag && msg.call_id() == call.a.call_id {
-        Side::A
-    } else {
-        Side::B
+    let Some(side) = call.side_of(msg.call_id(), tag) else {
+        if let Some(k) = key {
+            edge.reply(now, &k, &msg, 481, None, &[], None);
+        }
+        return;
     };
     let method = msg.method().clone();
     if method == Method::Ack {
         return on_ack(edge, now, id, side, msg);
     }
     let Some(key) = key else { return };
+    if call.vacant == Some(side) {
+        // The transferor, after the park: its BYE is welcome, nothing else is relayed.
+        let code = if method == Method::Bye { 200 } else { 481 };
+        return edge.reply(now, &key, &msg, code, None, &[], None);
+    }
     // In-dialog CSeq must grow (RFC 3261 §12.2.2).
     let d = call.dialog(side);
     if msg.cseq.seq <= d.remote_cseq && d.remote_cseq != 0 {
@@ -723,9 +821,11 @@ pub(crate) fn on_dialog_request(
                 end_call(edge, id);
             }
         }
-        Method::Refer => {
-            // Transfers arrive with call park; until then the party keeps its call.
-            edge.reply(now, &key, &msg, 405, None, &[("Allow", ALLOW)], None)
+        Method::Refer => crate::park::on_refer(edge, now, id, side, key, msg),
+        _ if edge.calls[&id].vacant.is_some() || edge.calls[&id].park.is_some() => {
+            // Parked: nobody on the other side to relay to. Re-INVITEs get the relay's SDP
+            // back (the music keeps flowing to the same address); the rest is accepted.
+            crate::park::parked_request(edge, now, id, side, key, msg)
         }
         _ => relay_request(edge, now, id, side, key, msg),
     }
@@ -881,6 +981,20 @@ fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: Message) {
             call.ok_retx = None;
         }
     }
+    if call.own_answer == Some((side, msg.cseq.seq)) {
+        // Our own 2xx (retrieve) was offer or answer; a delayed offer's answer comes here.
+        call.own_answer = None;
+        if call.state == CallState::Answered {
+            call.state = CallState::Confirmed;
+        }
+        if is_sdp(&msg) {
+            if let (Ok(info), Some(m)) = (orbit_media::sdp::media_info(&msg.body), &call.media) {
+                m.set_remote(side.leg(), info.rtp, info.rtcp);
+            }
+            call.sdp[side as usize] = Some(msg.body.clone());
+        }
+        return;
+    }
     let Some((from, cseq, to, to_cseq)) = call.ack_pending else {
         return;
     };
@@ -929,9 +1043,25 @@ pub(crate) fn on_cancel(edge: &mut Edge, now: Instant, invite_key: &str) {
     hangup(edge, now, id, "cancelled");
 }
 
-fn send_bye(edge: &mut Edge, now: Instant, id: u64, to: Side) {
+/// End the dialog of a party that has left the call (the transferor after a park); its answer
+/// does not matter to the call.
+pub(crate) fn send_bye_departed(edge: &mut Edge, now: Instant, id: u64, to: Side) {
+    let branch = edge.new_branch();
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    let d = call.dialog(to);
+    d.local_cseq += 1;
+    let cseq = d.local_cseq;
+    let flow = d.flow;
+    let d = edge.calls[&id].dialog_ref(to);
+    let bye = dialog_request_bytes(edge, d, "BYE", cseq, &branch, &[], None);
+    edge.send_request(now, flow, branch, false, bye, Owner::Nobody);
+}
+
+pub(crate) fn send_bye(edge: &mut Edge, now: Instant, id: u64, to: Side) {
     let call = edge.calls.get_mut(&id).expect("present");
-    if to == Side::B && call.winner.is_none() {
+    if (to == Side::B && call.winner.is_none()) || call.vacant == Some(to) {
         return;
     }
     let d = call.dialog(to);
@@ -994,18 +1124,23 @@ pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &str) {
         }
         CallState::Answered | CallState::Confirmed => {
             info!(why, "ending call");
+            crate::park::cancel_recall(edge, now, id);
             send_bye(edge, now, id, Side::A);
             send_bye(edge, now, id, Side::B);
+            if edge.calls.get(&id).map(|c| c.pending_byes) == Some(0) {
+                end_call(edge, id);
+            }
         }
         CallState::Ending => {}
     }
 }
 
-fn end_call(edge: &mut Edge, id: u64) {
+pub(crate) fn end_call(edge: &mut Edge, id: u64) {
     let Some(call) = edge.calls.remove(&id) else {
         return;
     };
     let _g = call.span.enter();
+    crate::park::on_call_end(edge, &call);
     edge.dialogs
         .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
     edge.dialogs
@@ -1016,7 +1151,45 @@ fn end_call(edge: &mut Edge, id: u64) {
 
 // ------------------------------------------------------------------ timers
 
-fn schedule_call(edge: &mut Edge, id: u64) {
+/// Answer a party's INVITE ourselves (retrieve) with `bytes`, a 2xx, and resend it until the
+/// party ACKs.
+pub(crate) fn send_own_2xx(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    side: Side,
+    key: &str,
+    cseq: u32,
+    bytes: Bytes,
+) {
+    if let Some(call) = edge.calls.get_mut(&id) {
+        call.ok_retx = Some(OkRetx {
+            to: side,
+            cseq,
+            rt: Retransmitter::new(now, edge.timing),
+            bytes: bytes.clone(),
+        });
+        call.own_answer = Some((side, cseq));
+        call.state = CallState::Answered;
+    }
+    edge.reply_bytes(now, key, 200, bytes);
+    schedule_call(edge, id);
+}
+
+/// Send an ACK for the 2xx that established `side`'s dialog (a recall we placed).
+pub(crate) fn send_own_ack(edge: &mut Edge, id: u64, side: Side, cseq: u32) {
+    let branch = edge.new_branch();
+    let Some(call) = edge.calls.get(&id) else {
+        return;
+    };
+    let d = call.dialog_ref(side);
+    let flow = d.flow;
+    let ack = dialog_request_bytes(edge, d, "ACK", cseq, &branch, &[], None);
+    edge.calls.get_mut(&id).expect("present").acked = Some((side, cseq, ack.clone()));
+    edge.send(flow, ack);
+}
+
+pub(crate) fn schedule_call(edge: &mut Edge, id: u64) {
     if let Some(r) = edge.calls.get(&id).and_then(|c| c.ok_retx.as_ref()) {
         let t = r.rt.poll_timeout();
         edge.timers.schedule(t, TimerKey::Call(id));

@@ -32,7 +32,8 @@ use crate::media::MediaFactory;
 use crate::ratelimit::RateLimiter;
 use crate::registrar::{ContactUpdate, RegisterError, Registrar};
 
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, MESSAGE";
+pub const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, MESSAGE, REFER, SUBSCRIBE";
 
 /// A message to send.
 #[derive(Debug, Clone)]
@@ -57,6 +58,13 @@ pub(crate) enum TimerKey {
     Server(String),
     Client(String),
     Call(u64),
+    /// The earliest park deadline.
+    Deadline,
+    /// A recall has rung long enough.
+    Recall {
+        call: u64,
+        attempt: u32,
+    },
     Housekeeping,
 }
 
@@ -77,6 +85,15 @@ pub(crate) enum Owner {
     },
     /// A request of our own whose answer only matters to the call (BYE at teardown).
     Bye { call: u64 },
+    /// One fork of a recall (the parker's phones, then the fallback).
+    Recall { call: u64, attempt: u32, idx: usize },
+    /// A NOTIFY about a REFER's progress; `bye`: end that side's dialog once it is answered.
+    ReferNotify {
+        call: u64,
+        bye: Option<crate::call::Side>,
+    },
+    /// A lamp NOTIFY: a refusal ends the subscription.
+    Lamp { sub: (String, String) },
     /// Nobody (CANCEL, stray BYE to a late fork).
     Nobody,
 }
@@ -113,6 +130,22 @@ pub struct Edge {
     pub stats: Stats,
     pub(crate) shutting_down: bool,
     last_media_check: Instant,
+    /// The orbit state: lots, parked calls, deadlines. On one site the edge orders the
+    /// commands itself; the registry (Raft) takes this role across sites.
+    pub(crate) orbit: orbit_state::Orbit,
+    /// Wall-clock reading at `clock.0`, to stamp orbit commands with absolute times.
+    pub(crate) clock: (Instant, orbit_state::Millis),
+    /// Park id → the call holding it.
+    pub(crate) parks: HashMap<orbit_state::ParkId, u64>,
+    /// Music on hold per lot (park extension), encoded once.
+    pub(crate) music: HashMap<String, Arc<orbit_media::Clip>>,
+    /// Events the orbit state produced, for whoever watches (tests, lamps, later the API).
+    pub(crate) orbit_events: Vec<orbit_state::Event>,
+    /// When the deadline timer is set for, if it is.
+    pub(crate) deadline_at: Option<Instant>,
+    /// The latest time given to the core (for work done outside an input, e.g. call cleanup).
+    pub(crate) last_now: Instant,
+    pub(crate) blf: crate::blf::Lamps,
 }
 
 impl Edge {
@@ -131,6 +164,20 @@ impl Edge {
         let mut timers = Timers::default();
         timers.schedule(now + Duration::from_secs(1), TimerKey::Housekeeping);
         let id_prefix = format!("{:08x}", rand::random::<u32>());
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut orbit = orbit_state::Orbit::new();
+        let mut music = HashMap::new();
+        // Validated at start (EdgeConfig::validate); a lot refused here is logged and skipped.
+        for lot in cfg.lot_configs().unwrap_or_default() {
+            if let Err(e) = orbit.apply(wall, &orbit_state::Command::SetLot(lot.clone())) {
+                tracing::error!(lot = %lot.park_ext, error = %e, "parking lot refused");
+                continue;
+            }
+            music.insert(lot.park_ext.clone(), crate::park::builtin_music());
+        }
         Edge {
             limits: Limits {
                 max_headers: cfg.limits.max_headers,
@@ -158,8 +205,36 @@ impl Edge {
             stats: Stats::default(),
             shutting_down: false,
             last_media_check: now,
+            orbit,
+            clock: (now, wall),
+            parks: HashMap::new(),
+            music,
+            orbit_events: vec![],
+            deadline_at: None,
+            last_now: now,
+            blf: Default::default(),
             cfg,
         }
+    }
+
+    /// Use `clip` as the music on hold of lot `park_ext` (from a configured WAV file).
+    pub fn set_music(&mut self, park_ext: &str, clip: Arc<orbit_media::Clip>) {
+        self.music.insert(park_ext.to_string(), clip);
+    }
+
+    /// Orbit events so far (parked, claimed, expired, ...), taken.
+    pub fn take_orbit_events(&mut self) -> Vec<orbit_state::Event> {
+        std::mem::take(&mut self.orbit_events)
+    }
+
+    /// Lamp (BLF) subscriptions alive.
+    pub fn lamp_subscriptions(&self) -> usize {
+        self.blf.len()
+    }
+
+    /// The orbit state as this edge sees it.
+    pub fn orbit(&self) -> &orbit_state::Orbit {
+        &self.orbit
     }
 
     /// Messages to send, in order.
@@ -236,6 +311,7 @@ impl Edge {
 
     /// A message arrived over `flow`.
     pub fn on_message(&mut self, now: Instant, flow: Flow, bytes: Bytes) {
+        self.last_now = now;
         if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
             return; // keep-alive
         }
@@ -408,6 +484,11 @@ impl Edge {
                 self.reply(now, &key, &msg, 200, None, &extra, None)
             }
             Method::Invite => self.on_invite(now, &key, flow, msg),
+            Method::Subscribe => {
+                if self.authenticate(now, &key, flow, &msg).is_some() {
+                    crate::blf::on_subscribe(self, now, &key, flow, msg)
+                }
+            }
             Method::Bye | Method::Prack | Method::Update | Method::Info => {
                 self.reply(now, &key, &msg, 481, None, &[], None)
             }
@@ -417,6 +498,13 @@ impl Edge {
     }
 
     fn dialog_request(&mut self, now: Instant, flow: Flow, msg: Message, key: Option<String>) {
+        if *msg.method() == Method::Subscribe {
+            if let Some(k) = &key {
+                if crate::blf::on_dialog_subscribe(self, now, k, &msg) {
+                    return;
+                }
+            }
+        }
         let dk = (
             msg.call_id().to_string(),
             msg.to_tag().unwrap_or("").to_string(),
@@ -486,11 +574,16 @@ impl Edge {
     // ---------------------------------------------------------------- timers
 
     pub fn on_timeout(&mut self, now: Instant) {
+        self.last_now = now;
         while let Some(k) = self.timers.pop_due(now) {
             match k {
                 TimerKey::Server(key) => self.server_timer(now, key),
                 TimerKey::Client(key) => self.client_timer(now, key),
                 TimerKey::Call(id) => crate::call::on_timer(self, now, id),
+                TimerKey::Deadline => crate::park::on_deadline(self, now),
+                TimerKey::Recall { call, attempt } => {
+                    crate::park::on_recall_timeout(self, now, call, attempt)
+                }
                 TimerKey::Housekeeping => self.housekeeping(now),
             }
         }
@@ -558,6 +651,7 @@ impl Edge {
         self.timers
             .schedule(now + Duration::from_secs(1), TimerKey::Housekeeping);
         self.registrar.expire(now);
+        crate::blf::expire(self, now);
         self.rate.prune(now);
         if now.duration_since(self.last_media_check) >= Duration::from_secs(1) {
             self.last_media_check = now;
@@ -787,6 +881,40 @@ impl Edge {
             Verdict::Denied(why) => {
                 info!(reason = why, from = ?msg.from().map(|f| f.uri.to_string()), "authentication failed");
                 Err((403, vec![]))
+            }
+        }
+    }
+
+    /// The extension sending `msg`: trusted sources by their From, others by digest
+    /// (answering the challenge or refusal here and returning none).
+    pub(crate) fn authenticate(
+        &mut self,
+        now: Instant,
+        key: &str,
+        flow: Flow,
+        msg: &Message,
+    ) -> Option<String> {
+        let from_user = msg
+            .from()
+            .and_then(|f| orbit_sip::Uri::parse(f.uri).ok())
+            .and_then(|u| u.user().map(str::to_string))
+            .unwrap_or_default();
+        if self.is_trusted(flow.addr.ip()) {
+            return Some(from_user);
+        }
+        match self.check_auth(now, msg, Name::ProxyAuthorization) {
+            Ok(user) if user == from_user => Some(user),
+            Ok(_) => {
+                self.reply(now, key, msg, 403, None, &[], None);
+                None
+            }
+            Err((code, headers)) => {
+                let extra: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|h| ("Proxy-Authenticate", h.as_str()))
+                    .collect();
+                self.reply(now, key, msg, code, None, &extra, None);
+                None
             }
         }
     }

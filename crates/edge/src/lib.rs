@@ -2,7 +2,9 @@
 //!
 //! The per-site SIP edge: a registrar with digest authentication ([`auth`], [`registrar`]), a
 //! B2BUA whose calls ([`call`]) anchor their media in the relay ([`media`]), all driven by a
-//! sans-I/O core ([`core::Edge`]) and a thin tokio driver ([`driver`]).
+//! sans-I/O core ([`core::Edge`]) and a thin tokio driver ([`driver`]). Call park (`park`) and
+//! its lamp keys (`blf`) run on the orbit state (`orbit_state`), which the edge orders itself
+//! on one site.
 //!
 //! ```text
 //! let edge = Edge::new(config, local_addrs, Box::new(RelayFactory { pool }), Instant::now());
@@ -10,11 +12,13 @@
 //! ```
 
 pub mod auth;
+mod blf;
 pub mod call;
 pub mod config;
 pub mod core;
 pub mod driver;
 pub mod media;
+mod park;
 pub mod ratelimit;
 pub mod registrar;
 #[cfg(test)]

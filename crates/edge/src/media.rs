@@ -2,9 +2,10 @@
 //! without sockets.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use orbit_media::Leg;
+pub use orbit_media::{Clip, Codec, Leg};
 use orbit_media::{PortPool, Session};
 
 pub trait MediaSession: Send {
@@ -14,6 +15,13 @@ pub trait MediaSession: Send {
     fn set_remote(&self, leg: Leg, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>);
     /// Time since the last packet from either party.
     fn idle(&self) -> Duration;
+    /// Play `clip` to the party on `leg` (looped: music; else once: a prompt) instead of the
+    /// other party's audio.
+    fn play(&self, leg: Leg, clip: Arc<Clip>, codec: Codec, pt: u8, looped: bool);
+    /// Let the party on `leg` hear the other party again.
+    fn bridge(&self, leg: Leg);
+    /// The party on `leg` has gone; the next one latches afresh.
+    fn vacate(&self, leg: Leg);
 }
 
 pub trait MediaFactory: Send {
@@ -33,6 +41,15 @@ impl MediaSession for Session {
     }
     fn idle(&self) -> Duration {
         Session::idle(self)
+    }
+    fn play(&self, leg: Leg, clip: Arc<Clip>, codec: Codec, pt: u8, looped: bool) {
+        Session::play(self, leg, clip, codec, pt, looped)
+    }
+    fn bridge(&self, leg: Leg) {
+        Session::bridge(self, leg)
+    }
+    fn vacate(&self, leg: Leg) {
+        Session::vacate(self, leg)
     }
 }
 
@@ -68,6 +85,8 @@ struct FakeState {
     open: usize,
     idle: Duration,
     remotes: Vec<(Leg, Option<SocketAddr>)>,
+    /// What was played, bridged and vacated, in order ("play A music PCMU", "bridge A", ...).
+    feeds: Vec<String>,
 }
 
 struct FakeSession {
@@ -82,6 +101,10 @@ impl FakeMedia {
     }
     pub fn open_sessions(&self) -> usize {
         self.state.lock().unwrap().open
+    }
+    /// Every play/bridge/vacate so far, in order; taken.
+    pub fn take_feeds(&self) -> Vec<String> {
+        std::mem::take(&mut self.state.lock().unwrap().feeds)
     }
     /// Every `set_remote` call so far, in order.
     pub fn remotes(&self) -> Vec<(Leg, Option<SocketAddr>)> {
@@ -117,6 +140,29 @@ impl MediaSession for FakeSession {
     }
     fn idle(&self) -> Duration {
         self.state.lock().unwrap().idle
+    }
+    fn play(&self, leg: Leg, clip: Arc<Clip>, codec: Codec, _pt: u8, looped: bool) {
+        let what = if looped { "music" } else { "prompt" };
+        let ms = clip.duration().as_millis();
+        self.state
+            .lock()
+            .unwrap()
+            .feeds
+            .push(format!("play {leg:?} {what} {} {ms}ms", codec.name()));
+    }
+    fn bridge(&self, leg: Leg) {
+        self.state
+            .lock()
+            .unwrap()
+            .feeds
+            .push(format!("bridge {leg:?}"));
+    }
+    fn vacate(&self, leg: Leg) {
+        self.state
+            .lock()
+            .unwrap()
+            .feeds
+            .push(format!("vacate {leg:?}"));
     }
 }
 

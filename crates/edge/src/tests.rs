@@ -615,3 +615,5 @@ fn failures_are_mapped_through_and_free_the_media() {
         assert_eq!(net.edge.active_calls(), 0);
     }
 }
+
+mod park;

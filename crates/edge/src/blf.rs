@@ -1,0 +1,316 @@
+//! Busy-lamp keys for parking slots: `SUBSCRIBE Event: dialog` (RFC 6665, RFC 4235) to a slot
+//! (`701`) or to a lot's park extension (`700`, every slot of the lot). Each new subscription
+//! and each refresh gets a NOTIFY with the full current state; every orbit event that touches
+//! the resource sends another, with the version counting up.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use orbit_sip::message::{Message, Name};
+use orbit_sip::transport::Flow;
+use orbit_state::{Event, LotKey, Parked};
+use tracing::{debug, info};
+
+use crate::call::{dialog_request_bytes, Dialog};
+use crate::core::{contact, Edge, Owner};
+
+const MIN_EXPIRES: u32 = 60;
+const MAX_EXPIRES: u32 = 3600;
+const CONTENT_TYPE: &str = "application/dialog-info+xml";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resource {
+    Slot(u32),
+    Lot(LotKey),
+}
+
+struct Sub {
+    resource: Resource,
+    /// The resource as a user part ("701", "700").
+    user: String,
+    dialog: Dialog,
+    version: u32,
+    expires_at: Instant,
+}
+
+/// The lamp subscriptions, by (Call-ID, our tag).
+#[derive(Default)]
+pub(crate) struct Lamps {
+    subs: HashMap<(String, String), Sub>,
+}
+
+impl Lamps {
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+}
+
+/// An out-of-dialog SUBSCRIBE (a new subscription), already authenticated.
+pub(crate) fn on_subscribe(edge: &mut Edge, now: Instant, key: &str, flow: Flow, msg: Message) {
+    let event = msg.header(Name::Event).unwrap_or("");
+    let package = event.split(';').next().unwrap_or("").trim();
+    if !package.eq_ignore_ascii_case("dialog") {
+        return edge.reply(
+            now,
+            key,
+            &msg,
+            489,
+            None,
+            &[("Allow-Events", "dialog")],
+            None,
+        );
+    }
+    if let Some(accept) = msg.header_other("Accept") {
+        if !accept.to_ascii_lowercase().contains(CONTENT_TYPE) && !accept.contains("*/*") {
+            return edge.reply(now, key, &msg, 406, None, &[("Accept", CONTENT_TYPE)], None);
+        }
+    }
+    let user = msg
+        .uri()
+        .and_then(|u| u.user().map(str::to_string))
+        .unwrap_or_default();
+    let tenant = edge.cfg.tenant.domain.clone();
+    let resource = if let Some(s) = edge.slot_number(&user) {
+        Resource::Slot(s)
+    } else if let Some(l) = edge.orbit.lot_by_ext(&tenant, &user) {
+        Resource::Lot(l.key())
+    } else {
+        return edge.reply(now, key, &msg, 404, None, &[], None);
+    };
+    let expires = match requested_expires(&msg) {
+        Ok(e) => e,
+        Err(()) => {
+            let m = MIN_EXPIRES.to_string();
+            return edge.reply(now, key, &msg, 423, None, &[("Min-Expires", &m)], None);
+        }
+    };
+    let tag = edge.unique();
+    let subscriber = msg
+        .from()
+        .and_then(|f| orbit_sip::Uri::parse(f.uri).ok())
+        .and_then(|u| u.user().map(str::to_string))
+        .unwrap_or_default();
+    let dialog = Dialog::uas(&msg, flow, &tag, &user, &subscriber);
+    let k = (dialog.call_id.clone(), tag.clone());
+    respond(edge, now, key, &msg, &tag, &user, flow, expires);
+    let sub = Sub {
+        resource,
+        user,
+        dialog,
+        version: 0,
+        expires_at: now + Duration::from_secs(expires as u64),
+    };
+    info!(resource = %sub.user, %subscriber, expires, "lamp subscribed");
+    if expires == 0 {
+        // A fetch: one NOTIFY with the state, and the subscription is over.
+        edge.blf.subs.insert(k.clone(), sub);
+        notify(edge, now, &k, Some("terminated;reason=timeout"));
+        edge.blf.subs.remove(&k);
+        return;
+    }
+    edge.blf.subs.insert(k.clone(), sub);
+    notify(edge, now, &k, None);
+}
+
+/// A SUBSCRIBE inside a lamp dialog: refresh, or un-subscribe with `Expires: 0`.
+/// Returns false when the dialog is not a lamp subscription.
+pub(crate) fn on_dialog_subscribe(edge: &mut Edge, now: Instant, key: &str, msg: &Message) -> bool {
+    let k = (
+        msg.call_id().to_string(),
+        msg.to_tag().unwrap_or("").to_string(),
+    );
+    let Some(sub) = edge.blf.subs.get_mut(&k) else {
+        return false;
+    };
+    if msg.cseq.seq <= sub.dialog.remote_cseq {
+        edge.reply(now, key, msg, 500, None, &[("Retry-After", "1")], None);
+        return true;
+    }
+    sub.dialog.remote_cseq = msg.cseq.seq;
+    let expires = match requested_expires(msg) {
+        Ok(e) => e,
+        Err(()) => {
+            let m = MIN_EXPIRES.to_string();
+            edge.reply(now, key, msg, 423, None, &[("Min-Expires", &m)], None);
+            return true;
+        }
+    };
+    sub.expires_at = now + Duration::from_secs(expires as u64);
+    let (tag, user, flow) = (k.1.clone(), sub.user.clone(), sub.dialog.flow);
+    respond(edge, now, key, msg, &tag, &user, flow, expires);
+    if expires == 0 {
+        info!(resource = %user, "lamp unsubscribed");
+        notify(edge, now, &k, Some("terminated"));
+        edge.blf.subs.remove(&k);
+    } else {
+        notify(edge, now, &k, None);
+    }
+    true
+}
+
+fn requested_expires(msg: &Message) -> Result<u32, ()> {
+    let e = msg
+        .header(Name::Expires)
+        .and_then(|e| e.trim().parse::<u32>().ok())
+        .unwrap_or(MAX_EXPIRES);
+    if e != 0 && e < MIN_EXPIRES {
+        return Err(());
+    }
+    Ok(e.min(MAX_EXPIRES))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    edge: &mut Edge,
+    now: Instant,
+    key: &str,
+    msg: &Message,
+    tag: &str,
+    user: &str,
+    flow: Flow,
+    expires: u32,
+) {
+    let c = contact(&edge.local, user, flow.proto);
+    let e = expires.to_string();
+    edge.reply(
+        now,
+        key,
+        msg,
+        200,
+        Some(tag),
+        &[("Contact", &c), ("Expires", &e)],
+        None,
+    );
+}
+
+/// Send the subscription's current state; `terminated`: the final NOTIFY's state.
+fn notify(edge: &mut Edge, now: Instant, k: &(String, String), terminated: Option<&str>) {
+    let tenant = edge.cfg.tenant.domain.clone();
+    let Some(sub) = edge.blf.subs.get(k) else {
+        return;
+    };
+    let parked: Vec<Parked> = match &sub.resource {
+        Resource::Slot(s) => edge
+            .orbit
+            .in_slot(&tenant, *s)
+            .cloned()
+            .into_iter()
+            .collect(),
+        Resource::Lot(l) => edge.orbit.occupied(l).cloned().collect(),
+    };
+    let entity = format!("sip:{}@{tenant}", sub.user);
+    let body = dialog_info(&entity, sub.version, &parked, &tenant);
+    let state = match terminated {
+        Some(t) => t.to_string(),
+        None => format!(
+            "active;expires={}",
+            sub.expires_at.saturating_duration_since(now).as_secs()
+        ),
+    };
+    let branch = edge.new_branch();
+    let sub = edge.blf.subs.get_mut(k).expect("present");
+    sub.version += 1;
+    sub.dialog.local_cseq += 1;
+    let cseq = sub.dialog.local_cseq;
+    let flow = sub.dialog.flow;
+    let sub = &edge.blf.subs[k];
+    let bytes = dialog_request_bytes(
+        edge,
+        &sub.dialog,
+        "NOTIFY",
+        cseq,
+        &branch,
+        &[("Event", "dialog"), ("Subscription-State", &state)],
+        Some((CONTENT_TYPE, body.as_bytes())),
+    );
+    edge.send_request(
+        now,
+        flow,
+        branch,
+        false,
+        bytes,
+        Owner::Lamp { sub: k.clone() },
+    );
+}
+
+/// RFC 4235 full state: one confirmed dialog per parked call (the parked caller's dialog, with
+/// its call-id and tags, and who it is); none when the slot is free.
+fn dialog_info(entity: &str, version: u32, parked: &[Parked], tenant: &str) -> String {
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{version}\" state=\"full\" entity=\"{}\">\n",
+        esc(entity)
+    );
+    for p in parked {
+        let slot_uri = format!("sip:{}@{tenant}", p.slot);
+        x.push_str(&format!(
+            "  <dialog id=\"park-{}\" call-id=\"{}\" local-tag=\"{}\" remote-tag=\"{}\" direction=\"recipient\">\n    <state>confirmed</state>\n    <local>\n      <identity>{}</identity>\n      <target uri=\"{}\"/>\n    </local>\n    <remote>\n      <identity{}>{}</identity>\n      <target uri=\"{}\"/>\n    </remote>\n  </dialog>\n",
+            p.id,
+            esc(&p.call.call_id),
+            esc(&p.call.local_tag),
+            esc(&p.call.remote_tag),
+            esc(&slot_uri),
+            esc(&slot_uri),
+            p.call
+                .caller_display
+                .as_ref()
+                .map(|d| format!(" display=\"{}\"", esc(d)))
+                .unwrap_or_default(),
+            esc(&p.call.caller_uri),
+            esc(&p.call.caller_uri),
+        ));
+    }
+    x.push_str("</dialog-info>\n");
+    x
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// An orbit event changed a slot: tell everyone watching it.
+pub(crate) fn on_event(edge: &mut Edge, now: Instant, ev: &Event) {
+    let Some((lot, slot)) = ev.slot() else { return };
+    let keys: Vec<(String, String)> = edge
+        .blf
+        .subs
+        .iter()
+        .filter(|(_, s)| match &s.resource {
+            Resource::Slot(n) => *n == slot,
+            Resource::Lot(l) => l == lot,
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in keys {
+        notify(edge, now, &k, None);
+    }
+}
+
+/// The subscriber refused or never answered a NOTIFY: the subscription is gone.
+pub(crate) fn on_notify_response(edge: &mut Edge, sub: &(String, String), code: Option<u16>) {
+    match code {
+        Some(c) if c < 300 || c == 401 || c == 407 => {}
+        _ => {
+            if edge.blf.subs.remove(sub).is_some() {
+                debug!(?code, "lamp subscription dropped");
+            }
+        }
+    }
+}
+
+/// Every second: end expired subscriptions with a final NOTIFY.
+pub(crate) fn expire(edge: &mut Edge, now: Instant) {
+    let due: Vec<(String, String)> = edge
+        .blf
+        .subs
+        .iter()
+        .filter(|(_, s)| s.expires_at <= now)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in due {
+        notify(edge, now, &k, Some("terminated;reason=timeout"));
+        edge.blf.subs.remove(&k);
+    }
+}

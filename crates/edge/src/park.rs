@@ -1,0 +1,911 @@
+//! Call park on the edge: the SIP and media side of the orbit state.
+//!
+//! A parked call is an ordinary [`Call`] whose one party (the transferor) has left: its side is
+//! *vacant*, the relay leg that faced it stays open, and the parked party's leg plays the lot's
+//! music from the same relay port it was talking to, so the parked phone needs no re-INVITE.
+//! Whoever comes next takes the vacant side: a retriever (its INVITE to the slot, answered by
+//! us), or the recall (our INVITE to the parker's phones, then the lot's fallback).
+//!
+//! ```text
+//! REFER 700 ──▶ Park ──▶ 202, NOTIFY 200, BYE transferor, MESSAGE "Parked on 701", music
+//! INVITE 701 ─▶ Claim ─▶ 200 with the relay's vacant leg, music stops, parties bridged
+//! deadline ───▶ Expire ─▶ INVITE parker ──(ring time)──▶ INVITE fallback ──▶ BYE caller
+//! BYE from the parked caller ─▶ End(HungUp): the slot is free at once
+//! ```
+//!
+//! Every decision (is the slot free? who won the claim?) is a command applied to the orbit
+//! state, never a local guess, so that the registry can take over ordering across sites.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use orbit_media::sdp;
+use orbit_media::{Clip, Codec};
+use orbit_sip::header::NameAddr;
+use orbit_sip::message::{Message, Name, Writer};
+use orbit_sip::transport::Flow;
+use orbit_sip::Method;
+use orbit_state::{
+    CallInfo, Command, EndReason, Event, LotKey, Millis, ParkId, RecallStage, Rejection,
+};
+use tracing::{info, info_span, warn};
+
+use crate::call::{self, is_sdp, BranchState, Call, CallState, Dialog, Side};
+use crate::core::{build_response, contact, Edge, Owner, TimerKey, ALLOW};
+
+/// The built-in music, synthesised once per process (immutable, so sharing it between sites
+/// in one process shares nothing that could change).
+pub(crate) fn builtin_music() -> Arc<Clip> {
+    static MUSIC: OnceLock<Arc<Clip>> = OnceLock::new();
+    MUSIC
+        .get_or_init(|| Arc::new(orbit_media::audio::builtin_music()))
+        .clone()
+}
+
+/// What the edge keeps about a call it holds parked.
+pub(crate) struct ParkState {
+    pub id: ParkId,
+    pub slot: u32,
+    pub lot: LotKey,
+    /// The side of the parked party.
+    pub parked: Side,
+    /// The parked party's codec (music, and what the next party must use).
+    pub codec: Codec,
+    pub pt: u8,
+    pub te: Option<u8>,
+    /// How the parked party is shown: its display name, else its user.
+    pub label: String,
+    pub caller_uri: String,
+    pub parker: String,
+    pub recall: Option<Recall>,
+}
+
+pub(crate) struct Recall {
+    pub attempt: u32,
+    pub stage: RecallStage,
+    pub target: String,
+    pub branches: Vec<RecallBranch>,
+}
+
+pub(crate) struct RecallBranch {
+    pub key: String,
+    pub state: BranchState,
+    pub cancel_wanted: bool,
+}
+
+fn short(ev: &Event) -> String {
+    match ev {
+        Event::LotSet(k) => format!("lot {} set", k.park_ext),
+        Event::Parked(p) => format!("park {} in {} until {}", p.id, p.slot, p.deadline),
+        Event::Claimed { parked, by } => {
+            format!("park {} in {} claimed by {by}", parked.id, parked.slot)
+        }
+        Event::Expired(p) => format!("park {} in {} expired", p.id, p.slot),
+        Event::RecallStage(p) => format!("park {} in {} recall {:?}", p.id, p.slot, p.phase),
+        Event::Ended { parked, reason } => {
+            format!("park {} in {} ended: {reason:?}", parked.id, parked.slot)
+        }
+    }
+}
+
+fn kind(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::SetLot(_) => "set_lot",
+        Command::Park { .. } => "park",
+        Command::Claim { .. } => "claim",
+        Command::Expire { .. } => "expire",
+        Command::RecallStage { .. } => "recall_stage",
+        Command::End { .. } => "end",
+    }
+}
+
+impl Edge {
+    pub(crate) fn now_ms(&self, now: Instant) -> Millis {
+        self.clock.1 + now.saturating_duration_since(self.clock.0).as_millis() as u64
+    }
+
+    fn instant_at(&self, ms: Millis) -> Instant {
+        self.clock.0 + Duration::from_millis(ms.saturating_sub(self.clock.1))
+    }
+
+    /// `user` as a parking slot number of this tenant.
+    pub(crate) fn slot_number(&self, user: &str) -> Option<u32> {
+        if user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) || user.starts_with('0') {
+            return None;
+        }
+        let n: u32 = user.parse().ok()?;
+        self.orbit.lot_of(&self.cfg.tenant.domain, n).map(|_| n)
+    }
+
+    /// Apply a command to the orbit state, in a span, and react to its event.
+    pub(crate) fn orbit_apply(&mut self, now: Instant, cmd: Command) -> Result<Event, Rejection> {
+        let span = info_span!("orbit.command", kind = kind(&cmd), site = %self.cfg.site);
+        let _g = span.enter();
+        let r = self.orbit.apply(self.now_ms(now), &cmd);
+        match &r {
+            Ok(ev) => {
+                info!(event = %short(ev), "applied");
+                crate::blf::on_event(self, now, ev);
+                self.orbit_events.push(ev.clone());
+            }
+            Err(e) => info!(refused = %e, "refused"),
+        }
+        self.schedule_deadline();
+        r
+    }
+
+    fn schedule_deadline(&mut self) {
+        let Some((ms, _)) = self.orbit.next_deadline() else {
+            return;
+        };
+        let at = self.instant_at(ms);
+        if self.deadline_at.is_none_or(|t| at < t) {
+            self.deadline_at = Some(at);
+            self.timers.schedule(at, TimerKey::Deadline);
+        }
+    }
+}
+
+/// The parked party as the other parties should see it.
+fn label_of(d: &Dialog) -> (String, String, Option<String>) {
+    let na = NameAddr::parse(&d.remote_hdr);
+    let uri = na.as_ref().map(|n| n.uri.to_string()).unwrap_or_default();
+    let display = na
+        .as_ref()
+        .and_then(|n| n.display)
+        .map(|s| s.trim_matches('"').to_string())
+        .filter(|s| !s.is_empty());
+    let label = display.clone().unwrap_or_else(|| {
+        orbit_sip::Uri::parse(&uri)
+            .ok()
+            .and_then(|u| u.user().map(str::to_string))
+            .unwrap_or_else(|| "caller".into())
+    });
+    (label, uri, display)
+}
+
+/// The codec the parked party is using: the first G.711 format of the other party's SDP that
+/// the parked party also offered, else the parked party's own first G.711.
+fn parked_codec(call: &Call, parked: Side) -> (Codec, u8, Option<u8>) {
+    let mine = call.sdp[parked as usize].as_deref().unwrap_or(b"");
+    let theirs = call.sdp[parked.other() as usize].as_deref().unwrap_or(b"");
+    let my_formats = sdp::formats(mine).unwrap_or_default();
+    let chosen = sdp::formats(theirs)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(_, n)| Codec::from_name(n))
+        .find_map(|c| {
+            my_formats
+                .iter()
+                .find(|(_, n)| Codec::from_name(n) == Some(c))
+                .map(|(pt, _)| (c, *pt))
+        })
+        .or_else(|| sdp::g711(mine))
+        .unwrap_or((Codec::Pcmu, 0));
+    (chosen.0, chosen.1, sdp::telephone_event(mine))
+}
+
+// ------------------------------------------------------------------ park by REFER
+
+pub(crate) fn on_refer(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    from: Side,
+    key: String,
+    msg: Message,
+) {
+    let Some(target) = msg
+        .header(Name::ReferTo)
+        .and_then(NameAddr::parse)
+        .map(|n| n.uri.to_string())
+    else {
+        return edge.reply(now, &key, &msg, 400, None, &[], None);
+    };
+    let user = orbit_sip::Uri::parse(&target)
+        .ok()
+        .and_then(|u| u.user().map(str::to_string))
+        .unwrap_or_default();
+    let tenant = edge.cfg.tenant.domain.clone();
+    let (lot, slot) = if let Some(l) = edge.orbit.lot_by_ext(&tenant, &user) {
+        (l.key(), None)
+    } else if let Some(s) = edge.slot_number(&user) {
+        (
+            edge.orbit.lot_of(&tenant, s).expect("slot has a lot").key(),
+            Some(s),
+        )
+    } else {
+        // Transfers elsewhere are not offered; the party keeps its call.
+        let bytes = build_response(
+            &msg,
+            &edge.calls[&id].dialog_ref(from).flow,
+            403,
+            "Transfer Only To Park",
+            None,
+            &[],
+            None,
+        );
+        return edge.reply_bytes(now, &key, 403, bytes);
+    };
+    let call = &edge.calls[&id];
+    if call.state != CallState::Confirmed
+        || call.park.is_some()
+        || call.vacant.is_some()
+        || call.negotiating()
+    {
+        return edge.reply(now, &key, &msg, 491, None, &[], None);
+    }
+    let no_sub = msg
+        .header_other("Refer-Sub")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+    let extra: &[(&str, &str)] = if no_sub {
+        &[("Refer-Sub", "false")]
+    } else {
+        &[]
+    };
+    edge.reply(now, &key, &msg, 202, None, extra, None);
+    let event = format!("refer;id={}", msg.cseq.seq);
+    let parked = from.other();
+    let call = &edge.calls[&id];
+    let pd = call.dialog_ref(parked);
+    let (label, caller_uri, caller_display) = label_of(pd);
+    let (codec, pt, te) = parked_codec(call, parked);
+    let info = CallInfo {
+        caller_uri: caller_uri.clone(),
+        caller_display,
+        parker: call.dialog_ref(from).user.clone(),
+        edge: edge.cfg.site.clone(),
+        call_id: pd.call_id.clone(),
+        local_tag: pd.local_tag.clone(),
+        remote_tag: NameAddr::parse(&pd.remote_hdr)
+            .and_then(|n| n.tag().map(str::to_string))
+            .unwrap_or_default(),
+    };
+    let parker = info.parker.clone();
+    let span = call.span.clone();
+    let _g = span.enter();
+    match edge.orbit_apply(
+        now,
+        Command::Park {
+            lot: lot.clone(),
+            slot,
+            call: info,
+        },
+    ) {
+        Ok(Event::Parked(p)) => {
+            info!(slot = p.slot, by = %parker, "parked");
+            let music = edge
+                .music
+                .get(&lot.park_ext)
+                .cloned()
+                .unwrap_or_else(builtin_music);
+            let call = edge.calls.get_mut(&id).expect("present");
+            if let Some(m) = &call.media {
+                m.vacate(from.leg());
+                m.play(parked.leg(), music, codec, pt, true);
+            }
+            call.vacant = Some(from);
+            call.park = Some(ParkState {
+                id: p.id,
+                slot: p.slot,
+                lot,
+                parked,
+                codec,
+                pt,
+                te,
+                label,
+                caller_uri,
+                parker: parker.clone(),
+                recall: None,
+            });
+            edge.parks.insert(p.id, id);
+            if no_sub {
+                call::send_bye_departed(edge, now, id, from);
+            } else {
+                refer_notify(edge, now, id, from, &event, "SIP/2.0 200 OK", Some(from));
+            }
+            let text = format!("Parked on {}", p.slot);
+            tell(edge, now, &parker, &p.lot.park_ext, &text);
+        }
+        Ok(_) => unreachable!("park answers Parked"),
+        Err(e) => {
+            warn!(error = %e, "park refused; the call stays with the parker");
+            let frag = match e {
+                Rejection::LotFull => "SIP/2.0 503 Parking Lot Full",
+                Rejection::SlotTaken(_) => "SIP/2.0 486 Slot Taken",
+                Rejection::NotASlot(_) => "SIP/2.0 404 No Such Slot",
+                _ => "SIP/2.0 500 Park Failed",
+            };
+            if !no_sub {
+                refer_notify(edge, now, id, from, &event, frag, None);
+            }
+        }
+    }
+}
+
+/// NOTIFY the transferor of the REFER's outcome (RFC 3515 with a final message/sipfrag);
+/// `bye`: end its dialog once the NOTIFY is answered.
+fn refer_notify(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    to: Side,
+    event: &str,
+    frag: &str,
+    bye: Option<Side>,
+) {
+    let branch = edge.new_branch();
+    let call = edge.calls.get_mut(&id).expect("present");
+    let d = call.dialog(to);
+    d.local_cseq += 1;
+    let cseq = d.local_cseq;
+    let flow = d.flow;
+    let body = format!("{frag}\r\n");
+    let d = edge.calls[&id].dialog_ref(to);
+    let bytes = call::dialog_request_bytes(
+        edge,
+        d,
+        "NOTIFY",
+        cseq,
+        &branch,
+        &[
+            ("Event", event),
+            ("Subscription-State", "terminated;reason=noresource"),
+        ],
+        Some(("message/sipfrag;version=2.0", body.as_bytes())),
+    );
+    edge.send_request(
+        now,
+        flow,
+        branch,
+        false,
+        bytes,
+        Owner::ReferNotify { call: id, bye },
+    );
+}
+
+pub(crate) fn notify_done(edge: &mut Edge, now: Instant, id: u64, bye: Option<Side>) {
+    if let Some(side) = bye {
+        if edge.calls.get(&id).is_some_and(|c| c.vacant == Some(side)) {
+            call::send_bye_departed(edge, now, id, side);
+        }
+    }
+}
+
+/// Tell an extension something on its screen: a SIP MESSAGE (RFC 3428) to each of its phones.
+fn tell(edge: &mut Edge, now: Instant, ext: &str, from_user: &str, text: &str) {
+    let domain = edge.cfg.tenant.domain.clone();
+    for b in edge.registrar.lookup(now, ext) {
+        let branch = edge.new_branch();
+        let tag = edge.unique();
+        let call_id = format!("{}@orbit", edge.unique());
+        let mut w = Writer::request("MESSAGE", &b.contact);
+        w.header("Via", &edge.via(b.flow.proto, &branch));
+        w.header("Max-Forwards", "70");
+        w.header(
+            "From",
+            &format!("\"Call Park\" <sip:{from_user}@{domain}>;tag={tag}"),
+        );
+        w.header("To", &format!("<sip:{ext}@{domain}>"));
+        w.header("Call-ID", &call_id);
+        w.header("CSeq", "1 MESSAGE");
+        let bytes = w.finish(Some("text/plain"), text.as_bytes());
+        edge.send_request(now, b.flow, branch, false, bytes, Owner::Nobody);
+    }
+}
+
+/// A request from a party while its call is parked (or half-parked): nobody to relay it to.
+pub(crate) fn parked_request(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    side: Side,
+    key: String,
+    msg: Message,
+) {
+    let method = msg.method().clone();
+    if method != Method::Invite {
+        return edge.reply(now, &key, &msg, 200, None, &[], None);
+    }
+    // A re-INVITE (session refresh, hold): answer it with the relay's address for this party,
+    // so the music keeps reaching it.
+    let call = edge.calls.get_mut(&id).expect("present");
+    let Some(ps) = &call.park else {
+        return edge.reply(now, &key, &msg, 491, None, &[], None);
+    };
+    let (codec, pt, te) = (ps.codec, ps.pt, ps.te);
+    let Some(media) = &call.media else {
+        return edge.reply(now, &key, &msg, 488, None, &[], None);
+    };
+    if is_sdp(&msg) {
+        match sdp::media_info(&msg.body) {
+            Ok(info) => media.set_remote(side.leg(), info.rtp, info.rtcp),
+            Err(_) => return edge.reply(now, &key, &msg, 488, None, &[], None),
+        }
+        call.sdp[side as usize] = Some(msg.body.clone());
+    }
+    let body = sdp::ours(media.local(side.leg()), msg.cseq.seq as u64, codec, pt, te);
+    let d = call.dialog_ref(side);
+    let c = contact(&edge.local, &d.contact_user, d.flow.proto);
+    let bytes = build_response(
+        &msg,
+        &d.flow,
+        200,
+        "OK",
+        None,
+        &[("Contact", &c), ("Allow", ALLOW)],
+        Some(("application/sdp", &body)),
+    );
+    call::send_own_2xx(edge, now, id, side, &key, msg.cseq.seq, bytes);
+}
+
+// ------------------------------------------------------------------ retrieve
+
+pub(crate) fn on_retrieve(
+    edge: &mut Edge,
+    now: Instant,
+    key: &str,
+    flow: Flow,
+    msg: Message,
+    retriever: String,
+    slot: u32,
+) {
+    let tenant = edge.cfg.tenant.domain.clone();
+    let empty = |edge: &mut Edge, msg: &Message| {
+        let bytes = build_response(
+            msg,
+            &flow,
+            404,
+            &format!("Nobody Parked On {slot}"),
+            None,
+            &[],
+            None,
+        );
+        edge.reply_bytes(now, key, 404, bytes);
+    };
+    let Some(p) = edge.orbit.in_slot(&tenant, slot).cloned() else {
+        return empty(edge, &msg);
+    };
+    let Some(&cid) = edge.parks.get(&p.id) else {
+        return empty(edge, &msg);
+    };
+    let call = &edge.calls[&cid];
+    let ps = call.park.as_ref().expect("parks maps to parked calls");
+    let (codec, parked, label) = (ps.codec, ps.parked, ps.label.clone());
+    // The retriever must take the parked party's codec: check before claiming, so a refused
+    // offer leaves the call parked.
+    let offer = is_sdp(&msg).then(|| msg.body.clone());
+    let pt = match &offer {
+        Some(o) => match sdp::formats(o)
+            .unwrap_or_default()
+            .iter()
+            .find(|(_, n)| Codec::from_name(n) == Some(codec))
+        {
+            Some((pt, _)) => *pt,
+            None => {
+                let bytes = build_response(
+                    &msg,
+                    &flow,
+                    488,
+                    &format!("Parked Call Uses {}", codec.name()),
+                    None,
+                    &[],
+                    None,
+                );
+                return edge.reply_bytes(now, key, 488, bytes);
+            }
+        },
+        None => ps.pt,
+    };
+    let te = offer.as_deref().and_then(sdp::telephone_event).or(ps.te);
+    let claim = Command::Claim {
+        tenant,
+        slot,
+        park: Some(p.id),
+        by: retriever.clone(),
+    };
+    let span = call.span.clone();
+    let _g = span.enter();
+    if edge.orbit_apply(now, claim).is_err() {
+        return empty(edge, &msg);
+    }
+    edge.parks.remove(&p.id);
+    cancel_recall(edge, now, cid);
+    let tag = edge.unique();
+    let call = edge.calls.get_mut(&cid).expect("present");
+    let v = parked.other();
+    let parked_user = call.dialog_ref(parked).user.clone();
+    let old = call.dialog_ref(v);
+    let old_key = (old.call_id.clone(), old.local_tag.clone());
+    let d = Dialog::uas(&msg, flow, &tag, &parked_user, &retriever);
+    *call.dialog(v) = d;
+    call.vacant = None;
+    let ps = call.park.take().expect("parked");
+    call.sdp[v as usize] = offer.clone();
+    let mut body = vec![];
+    if let Some(m) = &call.media {
+        m.vacate(v.leg());
+        if let Some(info) = offer.as_deref().and_then(|o| sdp::media_info(o).ok()) {
+            m.set_remote(v.leg(), info.rtp, info.rtcp);
+        }
+        m.bridge(parked.leg());
+        m.bridge(v.leg());
+        body = sdp::ours(
+            m.local(v.leg()),
+            now_version(edge.now_ms(now)),
+            codec,
+            pt,
+            te,
+        );
+    }
+    edge.dialogs.remove(&old_key);
+    edge.dialogs
+        .insert((msg.call_id().to_string(), tag.clone()), cid);
+    info!(slot = ps.slot, by = %retriever, "retrieved");
+    let c = contact(&edge.local, &parked_user, flow.proto);
+    let identity = format!(
+        "\"{}: {}\" <{}>",
+        ps.slot,
+        label.replace('"', ""),
+        ps.caller_uri
+    );
+    let bytes = build_response(
+        &msg,
+        &flow,
+        200,
+        "OK",
+        Some(&tag),
+        &[
+            ("Contact", &c),
+            ("Allow", ALLOW),
+            ("P-Asserted-Identity", &identity),
+        ],
+        Some(("application/sdp", &body)),
+    );
+    call::send_own_2xx(edge, now, cid, v, key, msg.cseq.seq, bytes);
+}
+
+fn now_version(ms: Millis) -> u64 {
+    ms / 1000
+}
+
+// ------------------------------------------------------------------ recall
+
+pub(crate) fn on_deadline(edge: &mut Edge, now: Instant) {
+    edge.deadline_at = None;
+    let due = edge.orbit.due(edge.now_ms(now));
+    for id in due {
+        if let Ok(Event::Expired(_)) = edge.orbit_apply(now, Command::Expire { park: id }) {
+            if let Some(&cid) = edge.parks.get(&id) {
+                start_recall(edge, now, cid, RecallStage::Parker);
+            }
+        }
+    }
+    edge.schedule_deadline();
+}
+
+fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
+    let Some(call) = edge.calls.get(&cid) else {
+        return;
+    };
+    let Some(ps) = &call.park else { return };
+    let span = call.span.clone();
+    let _g = span.enter();
+    let Some(lot) = edge.orbit.lot(&ps.lot).cloned() else {
+        return;
+    };
+    let target = match stage {
+        RecallStage::Parker => ps.parker.clone(),
+        RecallStage::Fallback => match &lot.fallback {
+            Some(f) => f.clone(),
+            None => return abandon(edge, now, cid),
+        },
+    };
+    let bindings = edge.registrar.lookup(now, &target);
+    if bindings.is_empty() {
+        info!(%target, ?stage, "recall target not registered");
+        return next_stage(edge, now, cid, stage);
+    }
+    let domain = edge.cfg.tenant.domain.clone();
+    let call = edge.calls.get(&cid).expect("present");
+    let ps = call.park.as_ref().expect("parked");
+    let attempt = ps.recall.as_ref().map(|r| r.attempt + 1).unwrap_or(1);
+    let v = ps.parked.other();
+    let parked_user = call.dialog_ref(ps.parked).user.clone();
+    let (slot, label, codec, pt, te) = (ps.slot, ps.label.clone(), ps.codec, ps.pt, ps.te);
+    let caller_user = orbit_sip::Uri::parse(&ps.caller_uri)
+        .ok()
+        .and_then(|u| u.user().map(str::to_string))
+        .unwrap_or_else(|| parked_user.clone());
+    let tag = edge.unique();
+    let d = Dialog {
+        call_id: format!("{}@orbit", edge.unique()),
+        local_tag: tag.clone(),
+        local_hdr: format!(
+            "\"Recall {slot}: {}\" <sip:{caller_user}@{domain}>;tag={tag}",
+            label.replace('"', "")
+        ),
+        remote_hdr: format!("<sip:{target}@{domain}>"),
+        remote_target: String::new(),
+        route_set: vec![],
+        local_cseq: 1,
+        remote_cseq: 0,
+        flow: bindings[0].flow,
+        contact_user: caller_user.clone(),
+        user: target.clone(),
+    };
+    let call = edge.calls.get_mut(&cid).expect("present");
+    let old = call.dialog_ref(v);
+    let old_key = (old.call_id.clone(), old.local_tag.clone());
+    let new_key = (d.call_id.clone(), tag.clone());
+    *call.dialog(v) = d;
+    let mut body = vec![];
+    if let Some(m) = &call.media {
+        m.vacate(v.leg());
+        body = sdp::ours(
+            m.local(v.leg()),
+            now_version(edge.now_ms(now)),
+            codec,
+            pt,
+            te,
+        );
+    }
+    edge.dialogs.remove(&old_key);
+    edge.dialogs.insert(new_key, cid);
+    info!(%target, ?stage, slot, phones = bindings.len(), "recall ringing");
+    let d = edge.calls[&cid].dialog_ref(v);
+    let (from_hdr, to_hdr, call_id) =
+        (d.local_hdr.clone(), d.remote_hdr.clone(), d.call_id.clone());
+    let mut sends = vec![];
+    for b in &bindings {
+        let branch = edge.new_branch();
+        let mut w = Writer::request("INVITE", &b.contact);
+        w.header("Via", &edge.via(b.flow.proto, &branch));
+        w.header("Max-Forwards", "70");
+        w.header("From", &from_hdr);
+        w.header("To", &to_hdr);
+        w.header("Call-ID", &call_id);
+        w.header("CSeq", "1 INVITE");
+        w.header("Contact", &edge.contact(&caller_user, b.flow.proto));
+        w.header("Allow", ALLOW);
+        let bytes = w.finish(Some("application/sdp"), &body);
+        sends.push((b.flow, branch, bytes));
+    }
+    let branches = sends
+        .iter()
+        .map(|(_, k, _)| RecallBranch {
+            key: k.clone(),
+            state: BranchState::Calling,
+            cancel_wanted: false,
+        })
+        .collect();
+    let call = edge.calls.get_mut(&cid).expect("present");
+    call.park.as_mut().expect("parked").recall = Some(Recall {
+        attempt,
+        stage,
+        target,
+        branches,
+    });
+    for (idx, (flow, branch, bytes)) in sends.into_iter().enumerate() {
+        edge.send_request(
+            now,
+            flow,
+            branch,
+            true,
+            bytes,
+            Owner::Recall {
+                call: cid,
+                attempt,
+                idx,
+            },
+        );
+    }
+    edge.timers.schedule(
+        now + Duration::from_millis(lot.recall_ring_ms),
+        TimerKey::Recall { call: cid, attempt },
+    );
+}
+
+fn current_recall(edge: &mut Edge, cid: u64, attempt: u32) -> Option<&mut Recall> {
+    edge.calls
+        .get_mut(&cid)?
+        .park
+        .as_mut()?
+        .recall
+        .as_mut()
+        .filter(|r| r.attempt == attempt)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn recall_response(
+    edge: &mut Edge,
+    now: Instant,
+    ckey: &str,
+    cid: u64,
+    attempt: u32,
+    idx: usize,
+    flow: Flow,
+    msg: Message,
+) {
+    let code = msg.code();
+    let Some(r) = current_recall(edge, cid, attempt) else {
+        // The recall was given up (retrieved, timed out, caller gone): stop this phone.
+        match code {
+            101..=199 => call::send_cancel(edge, now, ckey),
+            200..=299 => call::ack_and_bye(edge, now, flow, &msg),
+            _ => {}
+        }
+        return;
+    };
+    match code {
+        100 => {}
+        101..=199 => {
+            let b = &mut r.branches[idx];
+            if b.state == BranchState::Calling {
+                b.state = BranchState::Proceeding;
+            }
+            if b.cancel_wanted {
+                b.cancel_wanted = false;
+                call::send_cancel(edge, now, ckey);
+            }
+        }
+        200..=299 => recall_answered(edge, now, cid, idx, flow, msg),
+        _ => recall_failed(edge, now, cid, attempt, idx),
+    }
+}
+
+fn recall_answered(edge: &mut Edge, now: Instant, cid: u64, idx: usize, flow: Flow, msg: Message) {
+    let call = edge.calls.get(&cid).expect("present");
+    let span = call.span.clone();
+    let _g = span.enter();
+    let ps = call.park.as_ref().expect("parked");
+    let r = ps.recall.as_ref().expect("recalling");
+    let claim = Command::Claim {
+        tenant: edge.cfg.tenant.domain.clone(),
+        slot: ps.slot,
+        park: Some(ps.id),
+        by: r.target.clone(),
+    };
+    let (park_id, parked, stage) = (ps.id, ps.parked, r.stage);
+    if edge.orbit_apply(now, claim).is_err() {
+        return call::ack_and_bye(edge, now, flow, &msg);
+    }
+    edge.parks.remove(&park_id);
+    let call = edge.calls.get_mut(&cid).expect("present");
+    let mut ps = call.park.take().expect("parked");
+    let r = ps.recall.take().expect("recalling");
+    let v = parked.other();
+    call.dialog(v).establish(&msg, flow);
+    call.vacant = None;
+    if is_sdp(&msg) {
+        call.sdp[v as usize] = Some(msg.body.clone());
+        if let (Some(m), Ok(info)) = (&call.media, sdp::media_info(&msg.body)) {
+            m.set_remote(v.leg(), info.rtp, info.rtcp);
+        }
+    }
+    if let Some(m) = &call.media {
+        m.bridge(parked.leg());
+    }
+    call.state = CallState::Confirmed;
+    info!(by = %r.target, ?stage, slot = ps.slot, "recall answered");
+    call::send_own_ack(edge, cid, v, 1);
+    for (i, b) in r.branches.iter().enumerate() {
+        if i != idx {
+            cancel_branch(edge, now, b);
+        }
+    }
+}
+
+fn cancel_branch(edge: &mut Edge, now: Instant, b: &RecallBranch) {
+    match b.state {
+        // No provisional yet: a CANCEL now could overtake the INVITE; the stale-recall path
+        // cancels it when its first 1xx arrives.
+        BranchState::Calling | BranchState::Done => {}
+        BranchState::Proceeding => call::send_cancel(edge, now, &b.key),
+    }
+}
+
+pub(crate) fn recall_failed(edge: &mut Edge, now: Instant, cid: u64, attempt: u32, idx: usize) {
+    let Some(r) = current_recall(edge, cid, attempt) else {
+        return;
+    };
+    r.branches[idx].state = BranchState::Done;
+    if r.branches.iter().all(|b| b.state == BranchState::Done) {
+        let stage = r.stage;
+        next_stage(edge, now, cid, stage);
+    }
+}
+
+pub(crate) fn on_recall_timeout(edge: &mut Edge, now: Instant, cid: u64, attempt: u32) {
+    let Some(r) = current_recall(edge, cid, attempt) else {
+        return;
+    };
+    let stage = r.stage;
+    info!(call = cid, ?stage, "recall unanswered");
+    next_stage(edge, now, cid, stage);
+}
+
+/// The recall stage `stage` is over unanswered: ring the fallback, or give up.
+fn next_stage(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
+    cancel_recall(edge, now, cid);
+    let Some(ps) = edge.calls.get(&cid).and_then(|c| c.park.as_ref()) else {
+        return;
+    };
+    let has_fallback = edge
+        .orbit
+        .lot(&ps.lot)
+        .is_some_and(|l| l.fallback.is_some());
+    let id = ps.id;
+    if stage == RecallStage::Parker && has_fallback {
+        let _ = edge.orbit_apply(
+            now,
+            Command::RecallStage {
+                park: id,
+                stage: RecallStage::Fallback,
+            },
+        );
+        start_recall(edge, now, cid, RecallStage::Fallback);
+    } else {
+        abandon(edge, now, cid);
+    }
+}
+
+/// Nobody took the call back: hang up the parked caller.
+fn abandon(edge: &mut Edge, now: Instant, cid: u64) {
+    let Some(call) = edge.calls.get_mut(&cid) else {
+        return;
+    };
+    let Some(ps) = call.park.take() else { return };
+    let span = call.span.clone();
+    let _g = span.enter();
+    warn!(slot = ps.slot, caller = %ps.caller_uri, parker = %ps.parker, "recall and fallback unanswered: hanging up the parked caller");
+    edge.parks.remove(&ps.id);
+    let _ = edge.orbit_apply(
+        now,
+        Command::End {
+            park: ps.id,
+            reason: EndReason::Abandoned,
+        },
+    );
+    call::hangup(edge, now, cid, "recall unanswered");
+}
+
+/// Stop ringing recall phones (the call was retrieved, or is ending).
+pub(crate) fn cancel_recall(edge: &mut Edge, now: Instant, cid: u64) {
+    let Some(r) = edge
+        .calls
+        .get_mut(&cid)
+        .and_then(|c| c.park.as_mut())
+        .and_then(|p| p.recall.as_mut())
+    else {
+        return;
+    };
+    // Keep the attempt number but mark it over, so late answers find no current recall.
+    r.attempt = r.attempt.wrapping_add(1 << 31);
+    let branches = std::mem::take(&mut r.branches);
+    for b in &branches {
+        cancel_branch(edge, now, b);
+    }
+}
+
+/// A call is gone: if it was parked, its slot is free at once.
+pub(crate) fn on_call_end(edge: &mut Edge, call: &Call) {
+    let Some(ps) = &call.park else { return };
+    edge.parks.remove(&ps.id);
+    let now = edge.last_now;
+    if let Some(r) = &ps.recall {
+        for b in &r.branches {
+            cancel_branch(edge, now, b);
+        }
+    }
+    if edge.orbit.parked(ps.id).is_some() {
+        info!(slot = ps.slot, "parked caller hung up");
+        let _ = edge.orbit_apply(
+            now,
+            Command::End {
+                park: ps.id,
+                reason: EndReason::HungUp,
+            },
+        );
+    }
+}
