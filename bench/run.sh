@@ -6,7 +6,10 @@
 # Usage: bench/run.sh [calls|relay|all] [options for calls.py]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orbit-target}"
+# One per checkout path: cargo keys build freshness on paths relative to the workspace, so two
+# clones sharing a target directory can run each other's test binaries, with the other clone's
+# CARGO_MANIFEST_DIR compiled in.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orbit-target/$(pwd -P | sha256sum | cut -c1-12)}"
 what="${1:-all}"; shift || true
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()

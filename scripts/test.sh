@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A target directory outside the clone lets repeated runs on one machine build incrementally.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orbit-target}"
+# One per checkout path: cargo keys build freshness on paths relative to the workspace, so two
+# clones sharing a target directory can run each other's test binaries, with the other clone's
+# CARGO_MANIFEST_DIR compiled in.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/orbit-target/$(pwd -P | sha256sum | cut -c1-12)}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -436,6 +436,23 @@ impl EdgeConfig {
         Ok(out)
     }
 
+    /// The music files of the lots that name one, read and encoded (a missing or malformed
+    /// file is an error at start, not silence later).
+    pub fn load_music(
+        &self,
+    ) -> Result<Vec<(String, std::sync::Arc<orbit_media::Clip>)>, ConfigError> {
+        let mut out = vec![];
+        for l in &self.tenant.lots {
+            if let Some(path) = &l.music {
+                let clip = orbit_media::Clip::from_wav_file(path).map_err(|e| {
+                    ConfigError::Lot(format!("lot {}: music {path}: {e}", l.park_ext))
+                })?;
+                out.push((l.park_ext.clone(), std::sync::Arc::new(clip)));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn advertise(&self) -> IpAddr {
         self.sip.advertise.unwrap_or(self.sip.listen.ip())
     }

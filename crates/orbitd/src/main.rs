@@ -69,6 +69,9 @@ fn load(path: &Path) -> Result<FileConfig> {
     cfg.edge
         .validate()
         .with_context(|| format!("checking {}", path.display()))?;
+    cfg.edge
+        .load_music()
+        .with_context(|| format!("checking {}", path.display()))?;
     Ok(cfg)
 }
 
@@ -215,12 +218,17 @@ async fn run_core(
         extensions = cfg.tenant.extensions.len(),
         "edge started"
     );
-    let edge = Edge::new(
+    let music = cfg.load_music()?;
+    let mut edge = Edge::new(
         cfg.clone(),
         local,
         Box::new(RelayFactory { pool }),
         Instant::now(),
     );
+    for (lot, clip) in music {
+        info!(lot = %lot, seconds = clip.duration().as_secs(), "music on hold loaded");
+        edge.set_music(&lot, clip);
+    }
     driver::run(edge, sockets, shutdown, Duration::from_secs(5)).await;
     Ok(())
 }
@@ -260,6 +268,9 @@ fn main() -> Result<()> {
                 "Orbit dev: one site\n\
                  \n  site-a  SIP {sip} (UDP+TCP), TLS {}:{}, RTP {}-{}\n\
                  \n  extensions 1001-1010, password pw<ext> (1001/pw1001, ...), any domain\n\
+                 \n  call park: transfer a call to 700 (or a slot 701-720); dial the slot to\n\
+                 \n  retrieve it; unanswered after 90 s it rings the parker back; lamp keys:\n\
+                 \n  SUBSCRIBE (Event: dialog) to 700 or to a slot\n\
                  \n  softphone: server {sip}, user 1001, password pw1001; call 1002 from a second phone\n\
                  \n  Ctrl-C ends calls with BYE and stops.\n",
                 sip.ip(),

@@ -78,6 +78,8 @@ pub struct Options {
     pub netns: Option<String>,
     /// Listen for TLS with a certificate made for the test.
     pub tls: bool,
+    /// TOML appended after the extensions (parking lots: `[[edge.tenant.lots]]`).
+    pub tenant: String,
 }
 
 impl Default for Options {
@@ -90,6 +92,7 @@ impl Default for Options {
             rtp_ports: 200,
             netns: None,
             tls: false,
+            tenant: String::new(),
         }
     }
 }
@@ -147,8 +150,9 @@ domain = "orbit.local"
 any_host = true
 [edge.tenant.extensions]
 {exts}
+{}
 "#,
-            rtp.0, rtp.1, o.media_timeout, o.algorithms, o.nonce_ttl, o.extra
+            rtp.0, rtp.1, o.media_timeout, o.algorithms, o.nonce_ttl, o.extra, o.tenant
         );
         let path = dir.join("orbit.toml");
         std::fs::write(&path, cfg).unwrap();
@@ -458,6 +462,32 @@ impl RtpPeer {
         }
         count.sent = sent as u64;
         count
+    }
+}
+
+impl RtpPeer {
+    /// Receive for `d`: every RTP packet with when it came and from where.
+    pub fn listen(&self, d: Duration) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
+        let mut out = vec![];
+        let mut buf = [0u8; 2048];
+        let end = Instant::now() + d;
+        self.sock
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        while Instant::now() < end {
+            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+                out.push((Instant::now(), from, buf[..n].to_vec()));
+            }
+        }
+        out
+    }
+
+    /// Throw away what is queued.
+    pub fn drain(&self) {
+        self.sock.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2048];
+        while self.sock.recv_from(&mut buf).is_ok() {}
+        self.sock.set_nonblocking(false).unwrap();
     }
 }
 
