@@ -24,7 +24,7 @@ use tracing::{debug, info, info_span, warn, Span};
 use crate::core::{build_response, contact, Edge, Owner, TimerKey, ALLOW};
 use crate::media::{Leg, MediaSession};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Side {
     A,
     B,
@@ -169,6 +169,10 @@ pub(crate) struct Call {
     pub(crate) vacant: Option<Side>,
     /// We answered a party's INVITE ourselves (retrieve): its ACK may carry the SDP answer.
     pub(crate) own_answer: Option<(Side, u32)>,
+    /// A call to the park extension: the slot it announced.
+    pub(crate) consult: Option<crate::park::Consult>,
+    /// Digits each party pressed lately (for feature codes), and when the last came.
+    pub(crate) digits: [(String, Option<Instant>); 2],
     /// The last ACK we sent for a 2xx, to resend if that 2xx is retransmitted.
     acked: Option<(Side, u32, Bytes)>,
     /// An INVITE (initial or re-INVITE) is being relayed: a second one gets 491 (glare).
@@ -231,6 +235,7 @@ fn relay_sdp(call: &mut Call, from: Side, msg: &Message) -> Result<Option<Vec<u8
     };
     let info = orbit_media::sdp::media_info(&msg.body).map_err(|_| ())?;
     media.set_remote(from.leg(), info.rtp, info.rtcp);
+    media.set_dtmf(from.leg(), orbit_media::sdp::telephone_event(&msg.body));
     orbit_media::sdp::rewrite(&msg.body, media.local(from.other().leg()))
         .map(Some)
         .map_err(|_| ())
@@ -325,6 +330,13 @@ impl Edge {
         if let Some(slot) = self.slot_number(&callee) {
             return crate::park::on_retrieve(self, now, key, flow, msg, caller, slot);
         }
+        if let Some(lot) = self
+            .orbit
+            .lot_by_ext(&self.cfg.tenant.domain, &callee)
+            .map(|l| l.key())
+        {
+            return crate::park::on_park_call(self, now, key, flow, msg, caller, lot);
+        }
         if self.extension(&callee).is_none() {
             return self.reply(now, key, &msg, 404, None, &[], None);
         }
@@ -335,7 +347,8 @@ impl Edge {
         if self.calls.len() >= self.cfg.limits.max_calls {
             return self.reply(now, key, &msg, 503, None, &[], None);
         }
-        let media = match self.media.open() {
+        let id = self.unique_call_id();
+        let media = match self.media.open(id) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "no media ports");
@@ -345,7 +358,6 @@ impl Edge {
         // Trying at once, so the caller stops retransmitting.
         self.reply(now, key, &msg, 100, None, &[], None);
 
-        let id = self.unique_call_id();
         let span = info_span!(parent: None, "call", id, caller = %caller, callee = %callee, site = %self.cfg.site);
         let a_tag = self.unique();
         let b_tag = self.unique();
@@ -392,6 +404,8 @@ impl Edge {
             park: None,
             vacant: None,
             own_answer: None,
+            consult: None,
+            digits: Default::default(),
             acked: None,
             invite_busy: true,
             pending_byes: 0,
@@ -445,6 +459,10 @@ impl Edge {
                 Owner::Branch { call: id, idx },
             );
         }
+    }
+
+    pub(crate) fn next_call_id(&mut self) -> u64 {
+        self.unique_call_id()
     }
 
     fn unique_call_id(&mut self) -> u64 {
@@ -822,6 +840,16 @@ pub(crate) fn on_dialog_request(
             }
         }
         Method::Refer => crate::park::on_refer(edge, now, id, side, key, msg),
+        Method::Info if crate::park::info_digit(&msg).is_some() => {
+            let digit = crate::park::info_digit(&msg).expect("checked");
+            crate::park::on_digit(edge, now, id, side, digit);
+            let c = &edge.calls[&id];
+            if c.vacant.is_some() || c.park.is_some() {
+                crate::park::parked_request(edge, now, id, side, key, msg)
+            } else {
+                relay_request(edge, now, id, side, key, msg)
+            }
+        }
         _ if edge.calls[&id].vacant.is_some() || edge.calls[&id].park.is_some() => {
             // Parked: nobody on the other side to relay to. Re-INVITEs get the relay's SDP
             // back (the music keeps flowing to the same address); the rest is accepted.
@@ -1150,6 +1178,64 @@ pub(crate) fn end_call(edge: &mut Edge, id: u64) {
 }
 
 // ------------------------------------------------------------------ timers
+
+/// A call the edge answers itself (the park extension): side A is the caller, side B is
+/// vacant (nobody else is in it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn insert_app_call(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    span: Span,
+    a: Dialog,
+    media: Box<dyn MediaSession>,
+    msg: Message,
+    key: &str,
+    offer: Option<Bytes>,
+    consult: Option<crate::park::Consult>,
+) {
+    let b = Dialog {
+        call_id: String::new(),
+        local_tag: String::new(),
+        local_hdr: String::new(),
+        remote_hdr: String::new(),
+        remote_target: String::new(),
+        route_set: vec![],
+        local_cseq: 0,
+        remote_cseq: 0,
+        flow: a.flow,
+        contact_user: String::new(),
+        user: String::new(),
+    };
+    edge.dialogs
+        .insert((a.call_id.clone(), a.local_tag.clone()), id);
+    let call = Call {
+        id,
+        span,
+        state: CallState::Answered,
+        started: now,
+        a,
+        a_invite: msg,
+        a_stx: key.to_string(),
+        b,
+        branches: vec![],
+        winner: None,
+        best: None,
+        media: Some(media),
+        ok_retx: None,
+        ack_pending: None,
+        sdp: [offer, None],
+        park: None,
+        vacant: Some(Side::B),
+        own_answer: None,
+        consult,
+        digits: Default::default(),
+        acked: None,
+        invite_busy: false,
+        pending_byes: 0,
+    };
+    edge.calls.insert(id, call);
+}
 
 /// Answer a party's INVITE ourselves (retrieve) with `bytes`, a 2xx, and resend it until the
 /// party ACKs.

@@ -65,6 +65,14 @@ pub(crate) enum TimerKey {
         call: u64,
         attempt: u32,
     },
+    /// A call to the park extension is over (its prompt played, or no REFER came).
+    AppHangup(u64),
+    /// A prompt to one side has played: BYE that side (parked) or bridge it again.
+    Prompt {
+        call: u64,
+        side: crate::call::Side,
+        bye: bool,
+    },
     Housekeeping,
 }
 
@@ -146,6 +154,10 @@ pub struct Edge {
     /// The latest time given to the core (for work done outside an input, e.g. call cleanup).
     pub(crate) last_now: Instant,
     pub(crate) blf: crate::blf::Lamps,
+    /// Slots spoken to attended parkers, held until their REFER comes (or their call ends).
+    pub(crate) announced: std::collections::HashSet<u32>,
+    /// The lot a one-touch park goes to: the tenant's first.
+    pub(crate) default_lot: Option<orbit_state::LotKey>,
 }
 
 impl Edge {
@@ -170,6 +182,7 @@ impl Edge {
             .unwrap_or(0);
         let mut orbit = orbit_state::Orbit::new();
         let mut music = HashMap::new();
+        let mut default_lot = None;
         // Validated at start (EdgeConfig::validate); a lot refused here is logged and skipped.
         for lot in cfg.lot_configs().unwrap_or_default() {
             if let Err(e) = orbit.apply(wall, &orbit_state::Command::SetLot(lot.clone())) {
@@ -177,6 +190,7 @@ impl Edge {
                 continue;
             }
             music.insert(lot.park_ext.clone(), crate::park::builtin_music());
+            default_lot.get_or_insert(lot.key());
         }
         Edge {
             limits: Limits {
@@ -213,6 +227,8 @@ impl Edge {
             deadline_at: None,
             last_now: now,
             blf: Default::default(),
+            announced: Default::default(),
+            default_lot,
             cfg,
         }
     }
@@ -225,6 +241,16 @@ impl Edge {
     /// Orbit events so far (parked, claimed, expired, ...), taken.
     pub fn take_orbit_events(&mut self) -> Vec<orbit_state::Event> {
         std::mem::take(&mut self.orbit_events)
+    }
+
+    /// Something the media relay saw: a digit pressed by a party.
+    pub fn on_media_event(&mut self, now: Instant, ev: crate::media::MediaEvent) {
+        self.last_now = now;
+        let side = match ev.leg {
+            crate::media::Leg::A => crate::call::Side::A,
+            crate::media::Leg::B => crate::call::Side::B,
+        };
+        crate::park::on_digit(self, now, ev.call, side, ev.digit);
     }
 
     /// Lamp (BLF) subscriptions alive.
@@ -583,6 +609,10 @@ impl Edge {
                 TimerKey::Deadline => crate::park::on_deadline(self, now),
                 TimerKey::Recall { call, attempt } => {
                     crate::park::on_recall_timeout(self, now, call, attempt)
+                }
+                TimerKey::AppHangup(id) => crate::park::on_app_hangup(self, now, id),
+                TimerKey::Prompt { call, side, bye } => {
+                    crate::park::on_prompt_done(self, now, call, side, bye)
                 }
                 TimerKey::Housekeeping => self.housekeeping(now),
             }

@@ -19,6 +19,8 @@ pub struct Sockets {
     pub udp: UdpSocket,
     pub tcp: Option<TcpListener>,
     pub tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// Digits and other events from the media relay.
+    pub media: Option<mpsc::UnboundedReceiver<crate::media::MediaEvent>>,
 }
 
 /// Run the edge until `shutdown` resolves, then end all calls (BYE/CANCEL) and return once
@@ -44,6 +46,7 @@ pub async fn run(
         listeners.push(spawn_stream_listener(l, Some(acc), ev_tx.clone(), limits));
     }
     let mut conns: HashMap<u64, mpsc::UnboundedSender<Bytes>> = HashMap::new();
+    let mut media = sockets.media;
     let mut buf = vec![0u8; 65_536];
     tokio::pin!(shutdown);
     let mut shutting: Option<Instant> = None;
@@ -88,6 +91,9 @@ pub async fn run(
                     edge.flow_closed(&flow);
                 }
             },
+            Some(ev) = async { media.as_mut()?.recv().await }, if media.is_some() => {
+                edge.on_media_event(std::time::Instant::now(), ev);
+            }
             _ = &mut sleep => {
                 edge.on_timeout(std::time::Instant::now());
                 if edge.next_timeout().is_none() {
@@ -164,6 +170,7 @@ pub async fn bind(
             udp,
             tcp: Some(tcp),
             tls,
+            media: None,
         },
         local,
     ))

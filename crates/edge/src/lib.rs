@@ -7,7 +7,7 @@
 //! on one site.
 //!
 //! ```text
-//! let edge = Edge::new(config, local_addrs, Box::new(RelayFactory { pool }), Instant::now());
+//! let edge = Edge::new(config, local_addrs, Box::new(RelayFactory { pool, events: None }), Instant::now());
 //! driver::run(edge, sockets, shutdown).await;   // UDP + TCP + TLS in, timers, Ctrl-C
 //! ```
 

@@ -22,10 +22,22 @@ pub trait MediaSession: Send {
     fn bridge(&self, leg: Leg);
     /// The party on `leg` has gone; the next one latches afresh.
     fn vacate(&self, leg: Leg);
+    /// The party on `leg` sends RFC 4733 telephone-events with payload type `pt`: report its
+    /// digits as [`MediaEvent`]s.
+    fn set_dtmf(&self, leg: Leg, pt: Option<u8>);
+}
+
+/// Something the media saw that the call model must hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaEvent {
+    pub call: u64,
+    pub leg: Leg,
+    pub digit: char,
 }
 
 pub trait MediaFactory: Send {
-    fn open(&mut self) -> Result<Box<dyn MediaSession>, String>;
+    /// Media for call `call` (named in the [`MediaEvent`]s it reports).
+    fn open(&mut self, call: u64) -> Result<Box<dyn MediaSession>, String>;
     /// Port pairs in use.
     fn in_use(&self) -> usize;
     /// Periodic upkeep (closing long-idle relay endpoints); called every second.
@@ -51,18 +63,28 @@ impl MediaSession for Session {
     fn vacate(&self, leg: Leg) {
         Session::vacate(self, leg)
     }
+    fn set_dtmf(&self, leg: Leg, pt: Option<u8>) {
+        Session::set_dtmf(self, leg, pt)
+    }
 }
 
 /// The real relay: sockets from a port range. Needs a tokio runtime.
 pub struct RelayFactory {
     pub pool: PortPool,
+    /// Where digits go (the driver feeds them to the core); none: digits are not watched.
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<MediaEvent>>,
 }
 
 impl MediaFactory for RelayFactory {
-    fn open(&mut self) -> Result<Box<dyn MediaSession>, String> {
-        Session::open(&self.pool)
-            .map(|s| Box::new(s) as Box<dyn MediaSession>)
-            .map_err(|e| e.to_string())
+    fn open(&mut self, call: u64) -> Result<Box<dyn MediaSession>, String> {
+        let s = Session::open(&self.pool).map_err(|e| e.to_string())?;
+        if let Some(tx) = &self.events {
+            let tx = tx.clone();
+            s.on_dtmf(Arc::new(move |leg, digit| {
+                let _ = tx.send(MediaEvent { call, leg, digit });
+            }));
+        }
+        Ok(Box::new(s))
     }
     fn in_use(&self) -> usize {
         self.pool.in_use()
@@ -113,7 +135,7 @@ impl FakeMedia {
 }
 
 impl MediaFactory for FakeMedia {
-    fn open(&mut self) -> Result<Box<dyn MediaSession>, String> {
+    fn open(&mut self, _call: u64) -> Result<Box<dyn MediaSession>, String> {
         let mut s = self.state.lock().unwrap();
         if s.next_port == 0 {
             s.next_port = 40_000;
@@ -164,6 +186,7 @@ impl MediaSession for FakeSession {
             .feeds
             .push(format!("vacate {leg:?}"));
     }
+    fn set_dtmf(&self, _leg: Leg, _pt: Option<u8>) {}
 }
 
 impl Drop for FakeSession {

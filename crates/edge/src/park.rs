@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use orbit_media::sdp;
-use orbit_media::{Clip, Codec};
+use orbit_media::{Clip, Codec, Prompts};
 use orbit_sip::header::NameAddr;
 use orbit_sip::message::{Message, Name, Writer};
 use orbit_sip::transport::Flow;
@@ -32,6 +32,7 @@ use tracing::{info, info_span, warn};
 
 use crate::call::{self, is_sdp, BranchState, Call, CallState, Dialog, Side};
 use crate::core::{build_response, contact, Edge, Owner, TimerKey, ALLOW};
+use crate::media::Leg;
 
 /// The built-in music, synthesised once per process (immutable, so sharing it between sites
 /// in one process shares nothing that could change).
@@ -185,6 +186,157 @@ fn parked_codec(call: &Call, parked: Side) -> (Codec, u8, Option<u8>) {
     (chosen.0, chosen.1, sdp::telephone_event(mine))
 }
 
+// ------------------------------------------------------------------ park
+
+/// Park the party facing away from `parker` in call `cid`: the orbit decides the slot; on
+/// success the parked party hears the lot's music from its own relay port, the parker's side
+/// is vacant, and the parker's phones are told the slot. The parker's media leg is left as it
+/// is (the caller decides: vacate it, or speak the slot on it first).
+fn park_party(
+    edge: &mut Edge,
+    now: Instant,
+    cid: u64,
+    parker: Side,
+    lot: LotKey,
+    slot: Option<u32>,
+) -> Result<orbit_state::Parked, Rejection> {
+    let parked = parker.other();
+    let call = &edge.calls[&cid];
+    let pd = call.dialog_ref(parked);
+    let (label, caller_uri, caller_display) = label_of(pd);
+    let (codec, pt, te) = parked_codec(call, parked);
+    let info = CallInfo {
+        caller_uri: caller_uri.clone(),
+        caller_display,
+        parker: call.dialog_ref(parker).user.clone(),
+        edge: edge.cfg.site.clone(),
+        call_id: pd.call_id.clone(),
+        local_tag: pd.local_tag.clone(),
+        remote_tag: NameAddr::parse(&pd.remote_hdr)
+            .and_then(|n| n.tag().map(str::to_string))
+            .unwrap_or_default(),
+    };
+    let parker_ext = info.parker.clone();
+    let span = call.span.clone();
+    let _g = span.enter();
+    let p = match edge.orbit_apply(
+        now,
+        Command::Park {
+            lot: lot.clone(),
+            slot,
+            call: info,
+        },
+    ) {
+        Ok(Event::Parked(p)) => p,
+        Ok(_) => unreachable!("park answers Parked"),
+        Err(e) => {
+            warn!(error = %e, "park refused; the call stays with the parker");
+            return Err(e);
+        }
+    };
+    info!(slot = p.slot, by = %parker_ext, "parked");
+    let music = edge
+        .music
+        .get(&lot.park_ext)
+        .cloned()
+        .unwrap_or_else(builtin_music);
+    let call = edge.calls.get_mut(&cid).expect("present");
+    if let Some(m) = &call.media {
+        m.play(parked.leg(), music, codec, pt, true);
+    }
+    call.vacant = Some(parker);
+    call.park = Some(ParkState {
+        id: p.id,
+        slot: p.slot,
+        lot,
+        parked,
+        codec,
+        pt,
+        te,
+        label,
+        caller_uri,
+        parker: parker_ext.clone(),
+        recall: None,
+    });
+    edge.parks.insert(p.id, cid);
+    let text = format!("Parked on {}", p.slot);
+    tell(edge, now, &parker_ext, &p.lot.park_ext, &text);
+    Ok(p)
+}
+
+/// The sipfrag status line that reports a refused park.
+fn refusal_frag(e: &Rejection) -> &'static str {
+    match e {
+        Rejection::LotFull => "SIP/2.0 503 Parking Lot Full",
+        Rejection::SlotTaken(_) => "SIP/2.0 486 Slot Taken",
+        Rejection::NotASlot(_) => "SIP/2.0 404 No Such Slot",
+        _ => "SIP/2.0 500 Park Failed",
+    }
+}
+
+/// `Replaces` (RFC 3891) carried in a Refer-To URI's headers: (Call-ID, to-tag, from-tag).
+fn replaces_of(refer_to_uri: &str) -> Option<(String, String, String)> {
+    let (_, headers) = refer_to_uri.split_once('?')?;
+    let value = headers.split('&').find_map(|h| {
+        let (k, v) = h.split_once('=')?;
+        k.eq_ignore_ascii_case("replaces").then_some(v)
+    })?;
+    let decoded = percent_decode(value)?;
+    let mut parts = decoded.split(';');
+    let call_id = parts.next()?.trim().to_string();
+    let (mut to, mut from) = (None, None);
+    for p in parts {
+        match p.trim().split_once('=') {
+            Some((k, v)) if k.eq_ignore_ascii_case("to-tag") => to = Some(v.to_string()),
+            Some((k, v)) if k.eq_ignore_ascii_case("from-tag") => from = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    Some((call_id, to?, from?))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Which call and side a dialog named by a Replaces belongs to (either tag may be ours).
+fn dialog_named(
+    edge: &Edge,
+    (call_id, to, from): &(String, String, String),
+) -> Option<(u64, Side)> {
+    for tag in [to, from] {
+        if let Some(&cid) = edge.dialogs.get(&(call_id.clone(), tag.clone())) {
+            let call = edge.calls.get(&cid)?;
+            let side = [Side::A, Side::B].into_iter().find(|&s| {
+                call.dialog_ref(s).call_id == *call_id && call.dialog_ref(s).local_tag == *tag
+            })?;
+            return Some((cid, side));
+        }
+    }
+    None
+}
+
+fn parkable(call: &Call) -> bool {
+    call.state == CallState::Confirmed
+        && call.park.is_none()
+        && call.vacant.is_none()
+        && call.consult.is_none()
+        && !call.negotiating()
+}
+
 // ------------------------------------------------------------------ park by REFER
 
 pub(crate) fn on_refer(
@@ -202,39 +354,17 @@ pub(crate) fn on_refer(
     else {
         return edge.reply(now, &key, &msg, 400, None, &[], None);
     };
-    let user = orbit_sip::Uri::parse(&target)
+    let replaces = replaces_of(&target);
+    let user = orbit_sip::Uri::parse(target.split('?').next().unwrap_or(""))
         .ok()
         .and_then(|u| u.user().map(str::to_string))
         .unwrap_or_default();
     let tenant = edge.cfg.tenant.domain.clone();
-    let (lot, slot) = if let Some(l) = edge.orbit.lot_by_ext(&tenant, &user) {
-        (l.key(), None)
-    } else if let Some(s) = edge.slot_number(&user) {
-        (
-            edge.orbit.lot_of(&tenant, s).expect("slot has a lot").key(),
-            Some(s),
-        )
-    } else {
-        // Transfers elsewhere are not offered; the party keeps its call.
-        let bytes = build_response(
-            &msg,
-            &edge.calls[&id].dialog_ref(from).flow,
-            403,
-            "Transfer Only To Park",
-            None,
-            &[],
-            None,
-        );
-        return edge.reply_bytes(now, &key, 403, bytes);
+    let flow = edge.calls[&id].dialog_ref(from).flow;
+    let refuse = |edge: &mut Edge, code: u16, reason: &str| {
+        let bytes = build_response(&msg, &flow, code, reason, None, &[], None);
+        edge.reply_bytes(now, &key, code, bytes);
     };
-    let call = &edge.calls[&id];
-    if call.state != CallState::Confirmed
-        || call.park.is_some()
-        || call.vacant.is_some()
-        || call.negotiating()
-    {
-        return edge.reply(now, &key, &msg, 491, None, &[], None);
-    }
     let no_sub = msg
         .header_other("Refer-Sub")
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
@@ -243,84 +373,342 @@ pub(crate) fn on_refer(
     } else {
         &[]
     };
-    edge.reply(now, &key, &msg, 202, None, extra, None);
     let event = format!("refer;id={}", msg.cseq.seq);
-    let parked = from.other();
-    let call = &edge.calls[&id];
-    let pd = call.dialog_ref(parked);
-    let (label, caller_uri, caller_display) = label_of(pd);
-    let (codec, pt, te) = parked_codec(call, parked);
-    let info = CallInfo {
-        caller_uri: caller_uri.clone(),
-        caller_display,
-        parker: call.dialog_ref(from).user.clone(),
-        edge: edge.cfg.site.clone(),
-        call_id: pd.call_id.clone(),
-        local_tag: pd.local_tag.clone(),
-        remote_tag: NameAddr::parse(&pd.remote_hdr)
-            .and_then(|n| n.tag().map(str::to_string))
-            .unwrap_or_default(),
-    };
-    let parker = info.parker.clone();
-    let span = call.span.clone();
-    let _g = span.enter();
-    match edge.orbit_apply(
-        now,
-        Command::Park {
-            lot: lot.clone(),
-            slot,
-            call: info,
-        },
-    ) {
-        Ok(Event::Parked(p)) => {
-            info!(slot = p.slot, by = %parker, "parked");
-            let music = edge
-                .music
-                .get(&lot.park_ext)
-                .cloned()
-                .unwrap_or_else(builtin_music);
-            let call = edge.calls.get_mut(&id).expect("present");
-            if let Some(m) = &call.media {
-                m.vacate(from.leg());
-                m.play(parked.leg(), music, codec, pt, true);
+
+    // Attended park completed from the consultation call (the call to the park extension):
+    // its Replaces names the parker's dialog in the call to park.
+    if let Some(c) = edge.calls[&id].consult.clone() {
+        let Some((ocid, oside)) = replaces.as_ref().and_then(|r| dialog_named(edge, r)) else {
+            return refuse(edge, 403, "Transfer Only To Park");
+        };
+        if ocid == id || !parkable(&edge.calls[&ocid]) {
+            return edge.reply(now, &key, &msg, 491, None, &[], None);
+        }
+        edge.reply(now, &key, &msg, 202, None, extra, None);
+        edge.announced.remove(&c.slot);
+        match park_party(edge, now, ocid, oside, c.lot, Some(c.slot)) {
+            Ok(_) => {
+                if let Some(m) = &edge.calls[&ocid].media {
+                    m.vacate(oside.leg());
+                }
+                call::send_bye_departed(edge, now, ocid, oside);
+                if !no_sub {
+                    refer_notify(edge, now, id, from, &event, "SIP/2.0 200 OK", None);
+                }
+                call::hangup(edge, now, id, "attended park completed");
             }
-            call.vacant = Some(from);
-            call.park = Some(ParkState {
-                id: p.id,
-                slot: p.slot,
-                lot,
-                parked,
-                codec,
-                pt,
-                te,
-                label,
-                caller_uri,
-                parker: parker.clone(),
-                recall: None,
-            });
-            edge.parks.insert(p.id, id);
+            Err(e) => {
+                if !no_sub {
+                    refer_notify(edge, now, id, from, &event, refusal_frag(&e), None);
+                }
+            }
+        }
+        return;
+    }
+
+    // Attended park completed from the call to park: Replaces names the consultation call,
+    // whose slot was announced. Blind park otherwise: the park extension or a slot.
+    let mut consult_call = None;
+    let (lot, slot) = if let Some(r) = &replaces {
+        match dialog_named(edge, r).and_then(|(c, _)| Some((c, edge.calls[&c].consult.clone()?))) {
+            Some((c, consult)) => {
+                consult_call = Some(c);
+                (consult.lot, Some(consult.slot))
+            }
+            None => return refuse(edge, 403, "Transfer Only To Park"),
+        }
+    } else if let Some(l) = edge.orbit.lot_by_ext(&tenant, &user) {
+        (l.key(), None)
+    } else if let Some(s) = edge.slot_number(&user) {
+        (
+            edge.orbit.lot_of(&tenant, s).expect("slot has a lot").key(),
+            Some(s),
+        )
+    } else {
+        // Transfers elsewhere are not offered; the party keeps its call.
+        return refuse(edge, 403, "Transfer Only To Park");
+    };
+    if !parkable(&edge.calls[&id]) {
+        return edge.reply(now, &key, &msg, 491, None, &[], None);
+    }
+    edge.reply(now, &key, &msg, 202, None, extra, None);
+    if let Some(s) = slot {
+        if consult_call.is_some() {
+            edge.announced.remove(&s);
+        }
+    }
+    match park_party(edge, now, id, from, lot, slot) {
+        Ok(_) => {
+            if let Some(m) = &edge.calls[&id].media {
+                m.vacate(from.leg());
+            }
             if no_sub {
                 call::send_bye_departed(edge, now, id, from);
             } else {
                 refer_notify(edge, now, id, from, &event, "SIP/2.0 200 OK", Some(from));
             }
-            let text = format!("Parked on {}", p.slot);
-            tell(edge, now, &parker, &p.lot.park_ext, &text);
+            if let Some(c) = consult_call {
+                call::hangup(edge, now, c, "attended park completed");
+            }
         }
-        Ok(_) => unreachable!("park answers Parked"),
         Err(e) => {
-            warn!(error = %e, "park refused; the call stays with the parker");
-            let frag = match e {
-                Rejection::LotFull => "SIP/2.0 503 Parking Lot Full",
-                Rejection::SlotTaken(_) => "SIP/2.0 486 Slot Taken",
-                Rejection::NotASlot(_) => "SIP/2.0 404 No Such Slot",
-                _ => "SIP/2.0 500 Park Failed",
-            };
             if !no_sub {
-                refer_notify(edge, now, id, from, &event, frag, None);
+                refer_notify(edge, now, id, from, &event, refusal_frag(&e), None);
             }
         }
     }
+}
+
+// ------------------------------------------------------------------ attended park: call 700
+
+/// A call to the park extension: the edge answers and speaks the slot the caller's other call
+/// will be parked in, and waits for the REFER with Replaces that completes the park.
+pub(crate) struct Consult {
+    pub lot: LotKey,
+    pub slot: u32,
+}
+
+impl Clone for Consult {
+    fn clone(&self) -> Self {
+        Consult {
+            lot: self.lot.clone(),
+            slot: self.slot,
+        }
+    }
+}
+
+/// The spoken prompts, loaded once per process (immutable).
+pub(crate) fn prompts() -> &'static Prompts {
+    static P: OnceLock<Prompts> = OnceLock::new();
+    P.get_or_init(Prompts::load)
+}
+
+/// How long the edge holds an announced slot for the REFER that completes an attended park.
+const CONSULT_HOLD: Duration = Duration::from_secs(60);
+
+pub(crate) fn on_park_call(
+    edge: &mut Edge,
+    now: Instant,
+    key: &str,
+    flow: Flow,
+    msg: Message,
+    parker: String,
+    lot: LotKey,
+) {
+    let offer = is_sdp(&msg).then(|| msg.body.clone());
+    let Some((codec, pt)) = offer.as_deref().and_then(sdp::g711) else {
+        let bytes = build_response(
+            &msg,
+            &flow,
+            488,
+            "G.711 Needed For Prompts",
+            None,
+            &[],
+            None,
+        );
+        return edge.reply_bytes(now, key, 488, bytes);
+    };
+    let id = edge.next_call_id();
+    let media = match edge.media.open(id) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "no media ports");
+            return edge.reply(now, key, &msg, 503, None, &[], None);
+        }
+    };
+    let announced = edge.announced.clone();
+    let slot = edge.orbit.free_slot(&lot, |s| announced.contains(&s));
+    let tag = edge.unique();
+    let d = Dialog::uas(&msg, flow, &tag, &lot.park_ext, &parker);
+    let span = info_span!(parent: None, "call", id, caller = %parker, callee = %lot.park_ext, site = %edge.cfg.site);
+    let _g = span.enter();
+    let info = offer.as_deref().and_then(|o| sdp::media_info(o).ok());
+    if let Some(i) = info {
+        media.set_remote(Leg::A, i.rtp, i.rtcp);
+    }
+    let te = offer.as_deref().and_then(sdp::telephone_event);
+    let body = sdp::ours(
+        media.local(Leg::A),
+        now_version(edge.now_ms(now)),
+        codec,
+        pt,
+        te,
+    );
+    let (clip, consult) = match slot {
+        Some(s) => {
+            info!(slot = s, "attended park: slot announced");
+            edge.announced.insert(s);
+            (
+                Arc::new(prompts().parked_on(s)),
+                Some(Consult {
+                    lot: lot.clone(),
+                    slot: s,
+                }),
+            )
+        }
+        None => {
+            info!("attended park: lot full");
+            (prompts().lot_full.clone(), None)
+        }
+    };
+    let hold = if consult.is_some() {
+        CONSULT_HOLD
+    } else {
+        clip.duration() + Duration::from_millis(200)
+    };
+    media.play(Leg::A, clip, codec, pt, false);
+    let invite = msg.clone();
+    call::insert_app_call(
+        edge,
+        now,
+        id,
+        span.clone(),
+        d,
+        media,
+        invite,
+        key,
+        offer,
+        consult,
+    );
+    let c = contact(&edge.local, &lot.park_ext, flow.proto);
+    let bytes = build_response(
+        &msg,
+        &flow,
+        200,
+        "OK",
+        Some(&tag),
+        &[("Contact", &c), ("Allow", ALLOW)],
+        Some(("application/sdp", &body)),
+    );
+    call::send_own_2xx(edge, now, id, Side::A, key, msg.cseq.seq, bytes);
+    edge.timers.schedule(now + hold, TimerKey::AppHangup(id));
+}
+
+/// The call to the park extension has lasted its time (the prompt, or the wait for the REFER).
+pub(crate) fn on_app_hangup(edge: &mut Edge, now: Instant, id: u64) {
+    if edge
+        .calls
+        .get(&id)
+        .is_some_and(|c| c.consult.is_some() || c.vacant == Some(Side::B))
+    {
+        call::hangup(edge, now, id, "park prompt done");
+    }
+}
+
+// ------------------------------------------------------------------ one-touch park: *68
+
+/// A digit from a party, by RFC 4733 in RTP or by SIP INFO: the park code parks the other party.
+pub(crate) fn on_digit(edge: &mut Edge, now: Instant, cid: u64, side: Side, digit: char) {
+    let code = edge.cfg.tenant.features.park.clone();
+    let Some(call) = edge.calls.get_mut(&cid) else {
+        return;
+    };
+    if !parkable(call) {
+        return;
+    }
+    let (buf, last) = &mut call.digits[side as usize];
+    if last.is_some_and(|t| now.duration_since(t) > Duration::from_secs(3)) {
+        buf.clear();
+    }
+    buf.push(digit);
+    *last = Some(now);
+    if buf.len() > 16 {
+        buf.remove(0);
+    }
+    if !buf.ends_with(&code) {
+        return;
+    }
+    buf.clear();
+    let Some(lot) = edge.default_lot.clone() else {
+        return;
+    };
+    let (codec, pt) = call.sdp[side as usize]
+        .as_deref()
+        .and_then(sdp::g711)
+        .unwrap_or((Codec::Pcmu, 0));
+    let span = call.span.clone();
+    let _g = span.enter();
+    info!(by = ?side, "one-touch park");
+    match park_party(edge, now, cid, side, lot, None) {
+        Ok(p) => {
+            // The presser hears the slot, then its leg ends.
+            let clip = Arc::new(prompts().parked_on(p.slot));
+            let after = clip.duration() + Duration::from_millis(200);
+            if let Some(m) = &edge.calls[&cid].media {
+                m.play(side.leg(), clip, codec, pt, false);
+            }
+            edge.timers.schedule(
+                now + after,
+                TimerKey::Prompt {
+                    call: cid,
+                    side,
+                    bye: true,
+                },
+            );
+        }
+        Err(e) => {
+            let clip = match e {
+                Rejection::LotFull => prompts().lot_full.clone(),
+                _ => prompts().park_failed.clone(),
+            };
+            let after = clip.duration();
+            if let Some(m) = &edge.calls[&cid].media {
+                m.play(side.leg(), clip, codec, pt, false);
+            }
+            edge.timers.schedule(
+                now + after,
+                TimerKey::Prompt {
+                    call: cid,
+                    side,
+                    bye: false,
+                },
+            );
+        }
+    }
+}
+
+/// A prompt to a presser has ended: hang its leg up (parked) or let it hear the call again.
+pub(crate) fn on_prompt_done(edge: &mut Edge, now: Instant, cid: u64, side: Side, bye: bool) {
+    let Some(call) = edge.calls.get(&cid) else {
+        return;
+    };
+    if bye {
+        if call.vacant == Some(side)
+            && call.dialog_ref(side).user
+                == call
+                    .park
+                    .as_ref()
+                    .map(|p| p.parker.clone())
+                    .unwrap_or_default()
+        {
+            if let Some(m) = &call.media {
+                m.vacate(side.leg());
+            }
+            call::send_bye_departed(edge, now, cid, side);
+        }
+    } else if let Some(m) = &call.media {
+        m.bridge(side.leg());
+    }
+}
+
+/// A SIP INFO digit (`application/dtmf-relay` "Signal=5", or `application/dtmf` "5").
+pub(crate) fn info_digit(msg: &Message) -> Option<char> {
+    let ct = msg.content_type()?.to_ascii_lowercase();
+    let body = std::str::from_utf8(&msg.body).ok()?;
+    let v = if ct.starts_with("application/dtmf-relay") {
+        body.lines()
+            .find_map(|l| {
+                l.split_once('=')
+                    .filter(|(k, _)| k.trim().eq_ignore_ascii_case("signal"))
+            })?
+            .1
+    } else if ct.starts_with("application/dtmf") {
+        body
+    } else {
+        return None;
+    };
+    let c = v.trim().chars().next()?;
+    (c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')).then_some(c)
 }
 
 /// NOTIFY the transferor of the REFER's outcome (RFC 3515 with a final message/sipfrag);
@@ -890,6 +1278,9 @@ pub(crate) fn cancel_recall(edge: &mut Edge, now: Instant, cid: u64) {
 
 /// A call is gone: if it was parked, its slot is free at once.
 pub(crate) fn on_call_end(edge: &mut Edge, call: &Call) {
+    if let Some(c) = &call.consult {
+        edge.announced.remove(&c.slot);
+    }
     let Some(ps) = &call.park else { return };
     edge.parks.remove(&ps.id);
     let now = edge.last_now;

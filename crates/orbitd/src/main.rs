@@ -197,7 +197,7 @@ async fn run_core(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let cfg = Arc::new(cfg);
-    let (sockets, local) = driver::bind(&cfg, tls)
+    let (mut sockets, local) = driver::bind(&cfg, tls)
         .await
         .with_context(|| format!("binding SIP sockets on {}", cfg.sip.listen))?;
     let pool = PortPool::with_timing(
@@ -219,10 +219,15 @@ async fn run_core(
         "edge started"
     );
     let music = cfg.load_music()?;
+    let (media_tx, media_rx) = tokio::sync::mpsc::unbounded_channel();
+    sockets.media = Some(media_rx);
     let mut edge = Edge::new(
         cfg.clone(),
         local,
-        Box::new(RelayFactory { pool }),
+        Box::new(RelayFactory {
+            pool,
+            events: Some(media_tx),
+        }),
         Instant::now(),
     );
     for (lot, clip) in music {

@@ -242,6 +242,17 @@ impl LotConfig {
     }
 }
 
+/// The slot a park without a slot number would take, skipping `skip`.
+fn pick(cfg: &LotConfig, lot: &Lot, skip: impl Fn(u32) -> bool) -> Option<u32> {
+    let start = match (cfg.choice, lot.last_used) {
+        (SlotChoice::NextAfterLast, Some(l)) if l < cfg.last_slot => l + 1,
+        _ => cfg.first_slot,
+    };
+    (start..=cfg.last_slot)
+        .chain(cfg.first_slot..start)
+        .find(|s| !lot.slots.contains_key(s) && !skip(*s))
+}
+
 impl Orbit {
     pub fn new() -> Orbit {
         Orbit::default()
@@ -320,17 +331,7 @@ impl Orbit {
             Some(s) if !cfg.contains(s) => return Err(Rejection::NotASlot(s)),
             Some(s) if lot.slots.contains_key(&s) => return Err(Rejection::SlotTaken(s)),
             Some(s) => s,
-            None => {
-                let free = |s: &u32| !lot.slots.contains_key(s);
-                let start = match (cfg.choice, lot.last_used) {
-                    (SlotChoice::NextAfterLast, Some(l)) if l < cfg.last_slot => l + 1,
-                    _ => cfg.first_slot,
-                };
-                (start..=cfg.last_slot)
-                    .chain(cfg.first_slot..start)
-                    .find(free)
-                    .ok_or(Rejection::LotFull)?
-            }
+            None => pick(cfg, lot, |_| false).ok_or(Rejection::LotFull)?,
         };
         self.next_park += 1;
         let id = self.next_park;
@@ -443,6 +444,13 @@ impl Orbit {
     /// The lot `slot` belongs to.
     pub fn lot_of(&self, tenant: &str, slot: u32) -> Option<&LotConfig> {
         self.lot_of_slot(tenant, slot).map(|(c, _)| c)
+    }
+
+    /// The slot the next park in `key` would take, skipping `skip` (slots promised elsewhere,
+    /// e.g. announced to an attended park that has not completed yet).
+    pub fn free_slot(&self, key: &LotKey, skip: impl Fn(u32) -> bool) -> Option<u32> {
+        let lot = self.lots.get(key)?;
+        pick(lot.cfg.as_ref()?, lot, skip)
     }
 
     /// The call in `slot`, if any.

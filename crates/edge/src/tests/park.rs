@@ -107,7 +107,7 @@ fn blind_park_plays_music_tells_the_parker_and_retrieve_bridges() {
     );
     assert_eq!(
         net.media.take_feeds(),
-        vec!["vacate B", "play A music PCMU 16000ms"]
+        vec!["play A music PCMU 16000ms", "vacate B"]
     );
     assert_eq!(parked_slots(&net), vec![701]);
     // Bob's NOTIFY answered: the edge ends his leg.
@@ -562,4 +562,201 @@ fn lamps_follow_the_slot_and_the_lot() {
     assert_eq!(net.one(CAROL).code(), 489);
     net.send(CAROL, &subscribe("799", "s7", 1, None, ""));
     assert_eq!(net.one(CAROL).code(), 404);
+}
+
+/// An INVITE from Bob's phone (BOB1) to `to`, with SDP.
+fn bob_invite(to: &str, branch: &str) -> String {
+    let body = SDP_B.replace('\n', "\r\n");
+    format!(
+        "INVITE sip:{to}@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {BOB1};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: <sip:1002@orbit.test>;tag=bobc{branch}\nTo: <sip:{to}@orbit.test>\nCall-ID: consult-{branch}\nCSeq: 1 INVITE\nContact: <sip:1002@{BOB1}>\nContent-Type: application/sdp\nContent-Length: {}\n\n{SDP_B}",
+        body.len()
+    )
+}
+
+#[test]
+fn attended_park_speaks_the_slot_then_replaces_parks_the_caller_there() {
+    let mut net = Net::new();
+    let (ok, inv) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    net.media.take_feeds();
+    // Bob calls 700: answered by the edge, which speaks "parked on 7 0 1".
+    net.send(BOB1, &bob_invite("700", "k1"));
+    let ok_k = net.one(BOB1);
+    assert_eq!(ok_k.code(), 200);
+    assert!(
+        body(&ok_k).contains("m=audio 40004 RTP/AVP 0"),
+        "{}",
+        body(&ok_k)
+    );
+    let feeds = net.media.take_feeds();
+    assert_eq!(feeds.len(), 1);
+    assert!(feeds[0].starts_with("play A prompt PCMU "), "{feeds:?}");
+    assert!(
+        parked_slots(&net).is_empty(),
+        "nothing parked before the REFER"
+    );
+    // A second attended park meanwhile is promised the next slot, not the same one.
+    net.send(ALICE, &bob_invite("700", "k2").replace(BOB1, ALICE));
+    let ok2 = net.one(ALICE);
+    assert_eq!(ok2.code(), 200);
+    net.media.take_feeds();
+    // Bob completes: REFER on the call with Alice, Replaces naming his call to 700.
+    let replaces = format!(
+        "consult-k1%3Bto-tag%3D{}%3Bfrom-tag%3Dbobck1",
+        ok_k.to_tag().unwrap()
+    );
+    let refer = bob_in_dialog(
+        &inv,
+        "REFER",
+        2,
+        "refer1",
+        &format!("Refer-To: <sip:700@orbit.test?Replaces={replaces}>\n"),
+        None,
+    );
+    net.send(BOB1, &refer);
+    let to_bob = net.take(BOB1);
+    assert_eq!(to_bob[0].code(), 202);
+    let notify = to_bob
+        .iter()
+        .find(|m| *m.method() == Method::Notify)
+        .unwrap();
+    assert_eq!(body(notify), "SIP/2.0 200 OK\r\n");
+    // The consultation call is ended by the edge.
+    assert!(to_bob
+        .iter()
+        .any(|m| *m.method() == Method::Bye && m.call_id() == "consult-k1"));
+    assert_eq!(parked_slots(&net), vec![701]);
+    let p = net.edge.orbit().in_slot("orbit.test", 701).unwrap();
+    assert_eq!(p.call.caller_uri, "sip:1001@orbit.test");
+    // The other consultation, left alone, ends after its hold time and frees slot 702.
+    net.advance(Duration::from_secs(61));
+    assert!(net
+        .take(ALICE)
+        .iter()
+        .any(|m| *m.method() == Method::Bye && m.call_id() == "consult-k2"));
+}
+
+fn info_digit(ok: &Message, cseq: u32, digit: char) -> String {
+    let body = format!("Signal={digit}\nDuration=160\n");
+    alice_in_dialog(ok, "INFO", cseq, &format!("info{cseq}"), Some(&body)).replace(
+        "Content-Type: application/sdp",
+        "Content-Type: application/dtmf-relay",
+    )
+}
+
+#[test]
+fn one_touch_park_by_dtmf_parks_the_other_party_and_speaks_the_slot() {
+    let mut net = Net::new();
+    let (ok, _inv) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    net.media.take_feeds();
+    // Alice presses * 6 8: each INFO answered; Bob is parked, Alice hears the slot.
+    for (i, d) in ['*', '6', '8'].into_iter().enumerate() {
+        net.send(ALICE, &info_digit(&ok, 2 + i as u32, d));
+        let to_bob = net.take(BOB1);
+        for m in to_bob.iter().filter(|m| *m.method() == Method::Info) {
+            net.send_msg(BOB1, ok_to(m));
+        }
+        assert!(net.take(ALICE).iter().any(|m| m.code() == 200));
+    }
+    assert_eq!(parked_slots(&net), vec![701]);
+    let feeds = net.media.take_feeds();
+    assert_eq!(feeds[0], "play B music PCMU 16000ms");
+    assert!(feeds[1].starts_with("play A prompt PCMU "), "{feeds:?}");
+    let p = net.edge.orbit().in_slot("orbit.test", 701).unwrap().clone();
+    assert_eq!(
+        (p.call.parker.as_str(), p.call.caller_uri.as_str()),
+        ("1001", "sip:1002@orbit.test")
+    );
+    // After the prompt, Alice's leg ends; Bob stays parked.
+    net.advance(Duration::from_secs(4));
+    assert!(net.take(ALICE).iter().any(|m| *m.method() == Method::Bye));
+    assert!(net.take(BOB1).iter().all(|m| *m.method() != Method::Bye));
+    assert_eq!(parked_slots(&net), vec![701]);
+}
+
+#[test]
+fn one_touch_park_into_a_full_lot_keeps_the_call() {
+    let mut cfg = config();
+    cfg.tenant.lots[0].slots = "701-701".into();
+    let mut net = Net::with(cfg);
+    let _first = parked(&mut net);
+    let alice2 = invite("1002", "c2", "").replace("tag=alice", "tag=alice2");
+    net.send(ALICE, &alice2);
+    net.take(ALICE);
+    let inv2 = net.one(BOB1);
+    net.send_msg(BOB1, answer(&inv2, 200, "bob2", Some(SDP_B), BOB1));
+    let ok2 = net.one(ALICE);
+    net.send(ALICE, &alice_in_dialog(&ok2, "ACK", 1, "ack2", None));
+    net.take(BOB1);
+    net.media.take_feeds();
+    for (i, d) in ['*', '6', '8'].into_iter().enumerate() {
+        net.send(ALICE, &info_digit(&ok2, 2 + i as u32, d));
+        for m in net
+            .take(BOB1)
+            .iter()
+            .filter(|m| *m.method() == Method::Info)
+        {
+            net.send_msg(BOB1, ok_to(m));
+        }
+        net.take(ALICE);
+    }
+    let feeds = net.media.take_feeds();
+    assert_eq!(feeds.len(), 1, "{feeds:?}");
+    assert!(feeds[0].starts_with("play A prompt PCMU "));
+    net.advance(Duration::from_secs(4));
+    assert_eq!(net.media.take_feeds(), vec!["bridge A"]);
+    assert!(net.take(ALICE).iter().all(|m| *m.method() != Method::Bye));
+    assert_eq!(net.edge.active_calls(), 2);
+}
+
+#[test]
+fn attended_park_completed_from_the_consultation_call() {
+    let mut net = Net::new();
+    let (ok, inv) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    net.send(BOB1, &bob_invite("700", "k1"));
+    let ok_k = net.one(BOB1);
+    // Bob's phone REFERs on the call to 700, naming its dialog with the edge for Alice's call.
+    let edge_tag = inv.from_tag().unwrap();
+    // RFC 3261 hvalue: the @ of the Call-ID is escaped.
+    let replaces = format!(
+        "{}%3Bto-tag%3D{edge_tag}%3Bfrom-tag%3Dbob",
+        inv.call_id().replace('@', "%40")
+    );
+    let target = ok_k
+        .header(Name::Contact)
+        .unwrap()
+        .trim_matches(['<', '>'])
+        .to_string();
+    let refer = format!(
+        "REFER {target} SIP/2.0\nVia: SIP/2.0/UDP {BOB1};branch=z9hG4bKrk1;rport\nMax-Forwards: 70\nFrom: <sip:1002@orbit.test>;tag=bobck1\nTo: {}\nCall-ID: consult-k1\nCSeq: 2 REFER\nRefer-To: <sip:1001@orbit.test?Replaces={replaces}>\nContent-Length: 0\n\n",
+        ok_k.header(Name::To).unwrap()
+    );
+    net.send(BOB1, &refer);
+    let to_bob = net.take(BOB1);
+    assert_eq!(to_bob[0].code(), 202, "{}", to_bob[0].head_text());
+    let methods: Vec<_> = to_bob
+        .iter()
+        .filter(|m| m.is_request())
+        .map(|m| (m.method().clone(), m.call_id().to_string()))
+        .collect();
+    // NOTIFY on the consultation, BYE for Bob's leg of Alice's call, BYE for the consultation.
+    assert!(
+        methods.contains(&(Method::Notify, "consult-k1".into())),
+        "{methods:?}"
+    );
+    assert!(
+        methods.contains(&(Method::Bye, inv.call_id().into())),
+        "{methods:?}"
+    );
+    assert!(
+        methods.contains(&(Method::Bye, "consult-k1".into())),
+        "{methods:?}"
+    );
+    assert_eq!(parked_slots(&net), vec![701]);
+    assert!(net.take(ALICE).is_empty(), "Alice just hears music");
 }
