@@ -26,12 +26,18 @@ fn alice(d: &Daemon, media: &RtpPeer, scenario: &str, hold_ms: &str) -> RunningS
 
 /// Bob calls Alice from an unregistered port and, after `talk_ms`, transfers her to `park_to`.
 fn bob_parks(d: &Daemon, park_to: &str, talk_ms: &str) -> RunningSipp {
+    bob_parks_with(d, park_to, "", talk_ms)
+}
+
+/// The same, with `refer_params` after the Refer-To host (`?Replaces=...`).
+fn bob_parks_with(d: &Daemon, park_to: &str, refer_params: &str, talk_ms: &str) -> RunningSipp {
     let media = RtpPeer::bind();
     Sipp::new(d, "uac_park.xml")
         .args(["-s", "1001", "-au", "1002", "-ap", "pw1002", "-d", talk_ms])
         .key("caller", "1002")
         .key("rtpport", &media.port().to_string())
         .key("park_to", park_to)
+        .key("refer_params", refer_params)
         .spawn()
 }
 
@@ -296,5 +302,99 @@ fn lamp_keys_light_for_a_parked_call_in_order() {
             .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{name} out of order");
     }
+    assert!(alice.wait().ok());
+}
+
+#[test]
+fn one_touch_park_by_rtp_digits_then_retrieve() {
+    let d = Daemon::start();
+    // Bob (1002) answers Alice's call and will be parked; he waits for the retriever's BYE.
+    let bob_media = RtpPeer::bind();
+    let bport = free_port();
+    d.register("1002", bport);
+    let bob = Sipp::new(&d, "uas_answer.xml")
+        .key("rtpport", &bob_media.port().to_string())
+        .port(bport)
+        .spawn();
+    let alice_media = RtpPeer::bind();
+    let alice = Sipp::new(&d, "uac_call_wait_bye.xml")
+        .args(["-s", "1002", "-au", "1001", "-ap", "pw1001"])
+        .key("caller", "1001")
+        .key("rtpport", &alice_media.port().to_string())
+        .spawn();
+    let alice_relay = relay(alice.wait_log("relay_port", Duration::from_secs(10)));
+    let bob_relay = relay(bob.wait_log("relay_port", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(200));
+    // Alice keys *68 in the media stream.
+    alice_media.press(alice_relay, "*68");
+    // She hears the slot spoken (a prompt of a second or more), then her leg is hung up.
+    let got = alice_media.listen(Duration::from_millis(1500));
+    let prompt: Vec<_> = got.iter().filter(|(_, _, p)| p.len() == 172).collect();
+    assert!(prompt.len() >= 60, "prompt packets: {}", prompt.len());
+    let loud = prompt
+        .iter()
+        .filter(|(_, _, p)| rms(Codec::Pcmu, &p[12..]) > 300.0)
+        .count();
+    assert!(loud > prompt.len() / 4, "the prompt is speech, not silence");
+    let a = alice.wait();
+    assert!(a.ok(), "presser's leg ended by BYE: {}", a.errors);
+    // Bob is parked in 701 and hears music, from his own relay port.
+    bob_media.drain();
+    let music = bob_media.listen(Duration::from_secs(1));
+    assert!(music.len() >= 45, "music packets: {}", music.len());
+    assert!(music.iter().all(|(_, from, _)| *from == bob_relay));
+    // Carol takes him back.
+    let carol = Sipp::new(&d, "uac_call.xml")
+        .args(["-s", "701", "-au", "1003", "-ap", "pw1003", "-d", "500"])
+        .key("caller", "1003")
+        .key("rtpport", &RtpPeer::bind().port().to_string())
+        .run();
+    assert!(carol.ok(), "retrieve: {}", carol.errors);
+    assert!(bob.wait().ok());
+    assert!(d.log().contains("one-touch park"));
+}
+
+#[test]
+fn attended_park_hears_the_slot_and_replaces_parks_the_caller_there() {
+    let d = Daemon::start();
+    // Bob first calls 700 and hears which slot his call will go to.
+    let consult_media = RtpPeer::bind();
+    let consult = Sipp::new(&d, "uac_consult.xml")
+        .args(["-s", "700", "-au", "1002", "-ap", "pw1002"])
+        .key("caller", "1002")
+        .key("rtpport", &consult_media.port().to_string())
+        .spawn();
+    let cid = consult.wait_log("consult_call_id", Duration::from_secs(10));
+    let to_tag = consult.wait_log("consult_to_tag", Duration::from_secs(10));
+    let from_tag = consult.wait_log("consult_from_tag", Duration::from_secs(10));
+    let prompt = consult_media.listen(Duration::from_millis(2000));
+    assert!(prompt.len() >= 80, "slot prompt packets: {}", prompt.len());
+    let loud = prompt
+        .iter()
+        .filter(|(_, _, p)| rms(Codec::Pcmu, &p[12..]) > 300.0)
+        .count();
+    assert!(loud > prompt.len() / 4, "the slot is spoken");
+    // Then he calls Alice and transfers her with Replaces naming the call to 700.
+    let alice_media = RtpPeer::bind();
+    let alice = alice(&d, &alice_media, "uas_answer.xml", "0");
+    let phone = bob_phone(&d, "uas_recall_answer.xml", 1, &RtpPeer::bind());
+    let replaces = format!(
+        "?Replaces={}%3Bto-tag%3D{to_tag}%3Bfrom-tag%3D{from_tag}",
+        cid.replace('@', "%40")
+    );
+    let bob = bob_parks_with(&d, "700", &replaces, "300");
+    let b = bob.wait();
+    assert!(b.ok(), "transfer: {}", b.errors);
+    assert!(b.logs.contains("sipfrag=200"), "{}", b.logs);
+    let c = consult.wait();
+    assert!(c.ok(), "the edge ends the call to 700: {}", c.errors);
+    assert!(phone.wait().logs.contains("parked_on=701"));
+    // Alice is in 701: Carol gets her.
+    let carol = Sipp::new(&d, "uac_call.xml")
+        .args(["-s", "701", "-au", "1003", "-ap", "pw1003", "-d", "300"])
+        .key("caller", "1003")
+        .key("rtpport", &RtpPeer::bind().port().to_string())
+        .run();
+    assert!(carol.ok(), "retrieve 701: {}", carol.errors);
     assert!(alice.wait().ok());
 }

@@ -482,6 +482,34 @@ impl RtpPeer {
         out
     }
 
+    /// Press `digits` as RFC 4733 telephone-events (payload type 101) sent to `to`: per digit
+    /// three packets, then three end packets, one timestamp, 60 ms apart between digits.
+    pub fn press(&self, to: SocketAddr, digits: &str) {
+        for (i, d) in digits.chars().enumerate() {
+            let code = match d {
+                '0'..='9' => d as u8 - b'0',
+                '*' => 10,
+                '#' => 11,
+                _ => panic!("not a DTMF digit: {d}"),
+            };
+            let ts = 100_000u32 + i as u32 * 1600;
+            for k in 0..6u16 {
+                let end = k >= 3;
+                let mut p = vec![0u8; 16];
+                p[0] = 0x80;
+                p[1] = 101 | if k == 0 { 0x80 } else { 0 };
+                p[2..4].copy_from_slice(&(i as u16 * 6 + k).to_be_bytes());
+                p[4..8].copy_from_slice(&ts.to_be_bytes());
+                p[8..12].copy_from_slice(&0xD7u32.to_be_bytes());
+                p[12] = code;
+                p[13] = if end { 0x80 | 10 } else { 10 };
+                p[14..16].copy_from_slice(&(160 * (k + 1)).to_be_bytes());
+                self.sock.send_to(&p, to).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
     /// Throw away what is queued.
     pub fn drain(&self) {
         self.sock.set_nonblocking(true).unwrap();
