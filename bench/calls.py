@@ -125,13 +125,16 @@ class Kamailio(Target):
 
 
 class Edge(Target):
+    exts = (1001, 1002)
+    callee = "1002"
+
     def __init__(self, digest, orbitd):
         self.digest = digest
         self.orbitd = orbitd
         self.name = "edge-digest" if digest else "edge"
 
     def start(self, work):
-        exts = "\n".join(f'"{n}" = {{ password = "pw{n}" }}' for n in (1001, 1002))
+        exts = "\n".join(f'"{n}" = {{ password = "pw{n}" }}' for n in self.exts)
         trusted = "[]" if self.digest else '["127.0.0.1"]'
         cfg = f"""[edge]
 site = "bench"
@@ -152,6 +155,7 @@ domain = "orbit.local"
 any_host = true
 [edge.tenant.extensions]
 {exts}
+{self.config_extra()}
 """
         path = os.path.join(work, f"{self.name}.toml")
         open(path, "w").write(cfg)
@@ -162,10 +166,13 @@ any_host = true
         wait_port(35060)
         self.server_pid = self.proc.pid
 
+    def config_extra(self):
+        return ""
+
     def before_uas(self, work, uas_port):
         # The callee registers from the port its SIPp UAS will answer on.
         r = subprocess.run(["sipp", "127.0.0.1:35060", "-sf", os.path.join(HERE, "..", "crates/orbitd/tests/sipp/register.xml"),
-                            "-s", "1002", "-au", "1002", "-ap", "pw1002", "-key", "expires", "3600",
+                            "-s", self.callee, "-au", self.callee, "-ap", f"pw{self.callee}", "-key", "expires", "3600",
                             "-m", "1", "-p", str(uas_port), "-i", "127.0.0.1", "-nostdin", "-timeout", "10s", "-timeout_error"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
         if r.returncode != 0:
@@ -183,9 +190,9 @@ any_host = true
 
     def uac_args(self):
         if self.digest:
-            return ["-sf", os.path.join(HERE, "uac_auth_rr.xml"), "-s", "1002",
+            return ["-sf", os.path.join(HERE, "uac_auth_rr.xml"), "-s", self.callee,
                     "-au", "1001", "-ap", "pw1001", "-key", "authuser", "1001"]
-        return super().uac_args()
+        return ["-sf", os.path.join(ANCHORS, "uac_rr.xml"), "-s", self.callee]
 
 
 def run_rate(t, rate, seconds, work):

@@ -3,7 +3,9 @@
 # missing, then runs
 #   calls  the call-rate search: SIPp direct, Kamailio, orbit edge (trusted), orbit edge (digest)
 #   relay  RTP relay packets/s and added latency vs a plain UDP forwarding loop
-# Usage: bench/run.sh [calls|relay|all] [options for calls.py]
+#   music  CPU of music on hold for 1000 parked calls (one player thread, encoded once)
+#   park   park + retrieve cycles/s and retrieve latency, against plain calls on the same edge
+# Usage: bench/run.sh [calls|relay|music|park|all] [options for calls.py / park.py]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # One per checkout path: cargo keys build freshness on paths relative to the workspace, so two
@@ -24,6 +26,12 @@ echo "machine: $(nproc) cores, $(uname -r), $(date -u +%F)"
 if [ "$what" = relay ] || [ "$what" = all ]; then
   "$CARGO_TARGET_DIR/release/orbit-bench" relay --seconds 10
 fi
+if [ "$what" = music ] || [ "$what" = all ]; then
+  "$CARGO_TARGET_DIR/release/orbit-bench" music --calls 1000 --seconds 10
+fi
 if [ "$what" = calls ] || [ "$what" = all ]; then
   python3 bench/calls.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" "$@"
+fi
+if [ "$what" = park ] || [ "$what" = all ]; then
+  python3 bench/park.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" "$@"
 fi

@@ -1,5 +1,7 @@
 //! `orbit-bench relay`: RTP relay packets/s on one core and added latency, against a plain
 //! UDP forwarding loop measured in the same run (the machine's ceiling).
+//! `orbit-bench music`: CPU of music on hold for many parked calls at once, against a bare
+//! paced send loop of the same packets measured in the same run.
 //!
 //! Layout, as the anchor's `udpfwd/run.sh`: the forwarder (plain loop, or the relay on a
 //! single-threaded tokio runtime) pinned to CPU 1; generator and sink pinned to CPU 0.
@@ -31,6 +33,131 @@ enum Cmd {
         #[arg(long, default_value_t = 5000)]
         paced_rate: u64,
     },
+    /// Music on hold to many parked calls: the player's CPU vs a bare paced send loop.
+    Music {
+        #[arg(long, default_value_t = 1000)]
+        calls: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+/// Sinks that count what arrives, on their own threads, until `stop`.
+fn sinks(n: usize, stop: &Arc<AtomicBool>) -> (Vec<SocketAddr>, Arc<std::sync::atomic::AtomicU64>) {
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut addrs = vec![];
+    for _ in 0..n {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = socket2::SockRef::from(&s).set_recv_buffer_size(8 << 20);
+        addrs.push(s.local_addr().unwrap());
+        let (stop, count) = (stop.clone(), count.clone());
+        // Drain every 5 ms rather than block per packet: a phone's NIC does not wake a thread
+        // of ours per packet, and a blocked receiver on loopback would bill each wake-up to
+        // the sender being measured.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                while s.recv_from(&mut buf).is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+    }
+    (addrs, count)
+}
+
+fn music(calls: usize, seconds: u64) -> anyhow::Result<()> {
+    use orbit_media::audio::{builtin_music, linear_to_ulaw, Codec};
+    use orbit_media::{Leg, PortPool, Session};
+    println!("music benchmark: {calls} parked calls, built-in music in PCMU, {seconds} s");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (addrs, received) = sinks(4, &stop);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _enter = rt.enter();
+    let first = 30000u16;
+    let pool = PortPool::new("127.0.0.1".parse()?, first, first + (calls as u16) * 4 + 8)
+        .on_runtime(rt.handle().clone());
+    let clip = Arc::new(builtin_music());
+    let mut sessions = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let s = Session::open(&pool)?;
+        s.set_remote(Leg::A, Some(addrs[i % addrs.len()]), None);
+        s.play(Leg::A, clip.clone(), Codec::Pcmu, 0, true);
+        sessions.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (cpu0, sent0) = pool.player_usage();
+    let r0 = received.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (cpu1, sent1) = pool.player_usage();
+    let wall = t0.elapsed().as_secs_f64();
+    let r1 = received.load(Ordering::Relaxed);
+    drop(sessions);
+    let player_cpu = (cpu1 - cpu0).as_secs_f64() / wall;
+    let pps = (sent1 - sent0) as f64 / wall;
+    let rx = (r1 - r0) as f64 / wall;
+
+    // Anchor: the same packets, pre-built, sent by a bare loop paced at 20 ms from `calls`
+    // sockets of its own.
+    let socks: Vec<UdpSocket> = (0..calls)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let pkt = vec![0x80u8; 172];
+    let bare = std::thread::spawn(move || {
+        let start = Instant::now();
+        let c0 = cpu_time();
+        let mut tick = 0u32;
+        while start.elapsed() < Duration::from_secs(seconds) {
+            tick += 1;
+            let due = start + Duration::from_millis(20) * tick;
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+            for (i, s) in socks.iter().enumerate() {
+                let _ = s.send_to(&pkt, addrs[i % addrs.len()]);
+            }
+        }
+        (cpu_time() - c0).as_secs_f64() / start.elapsed().as_secs_f64()
+    });
+    let bare_cpu = bare.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+
+    // What encoding per call would add: G.711-encode one second of audio for every call.
+    let samples: Vec<i16> = (0..8000)
+        .map(|i| ((i * 37) % 20000) as i16 - 10000)
+        .collect();
+    let c0 = cpu_time();
+    let mut sink = 0u64;
+    for _ in 0..calls {
+        for s in &samples {
+            sink = sink.wrapping_add(linear_to_ulaw(*s) as u64);
+        }
+    }
+    let encode_cpu = (cpu_time() - c0).as_secs_f64();
+    std::hint::black_box(sink);
+
+    println!(
+        "player (encoded once, shared): {:5.1}% of one core, {:>7.0} packets/s sent, {:>7.0} received ({:.1} per call/s)",
+        player_cpu * 100.0,
+        pps,
+        rx,
+        pps / calls as f64
+    );
+    println!(
+        "bare paced send loop (anchor): {:5.1}% of one core, same packet rate   ratio {:.2}x",
+        bare_cpu * 100.0,
+        player_cpu / bare_cpu.max(1e-9)
+    );
+    println!(
+        "encoding per call instead would add {:5.1}% of one core (G.711 of {calls} streams)",
+        encode_cpu * 100.0
+    );
+    Ok(())
 }
 
 fn pin(cpu: usize) {
@@ -297,6 +424,7 @@ fn summarize(sent: u64, mut r: SinkResult, fwd_cpu: Duration, count: u64, window
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Music { calls, seconds } => music(calls, seconds)?,
         Cmd::Relay {
             seconds,
             size,

@@ -564,4 +564,52 @@ mod tests {
         assert!(err("[[tenant.lots]]\nslot_choice = \"random\"").contains("unknown variant"));
         assert!(err("[tenant.features]\npark = \"*6x\"").contains("feature code"));
     }
+
+    #[test]
+    fn lot_music_is_read_at_start() {
+        let dir = std::env::temp_dir().join(format!("orbit-music-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("moh.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&good, spec).unwrap();
+        for i in 0..8000 {
+            w.write_sample(((i % 40) * 500 - 10_000) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        let cfg_with = |music: &str| -> EdgeConfig {
+            toml::from_str(&format!(
+                r#"
+                [sip]
+                listen = "127.0.0.1:5060"
+                [media]
+                ip = "127.0.0.1"
+                port_min = 20000
+                port_max = 20999
+                [tenant]
+                domain = "example.com"
+                extensions = {{ "1001" = {{ password = "x" }} }}
+                [[tenant.lots]]
+                music = "{music}"
+                "#
+            ))
+            .unwrap()
+        };
+        let loaded = cfg_with(good.to_str().unwrap()).load_music().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!((loaded[0].0.as_str(), loaded[0].1.frames()), ("700", 50));
+        let missing = cfg_with("/nonexistent/moh.wav").load_music().unwrap_err();
+        assert!(missing
+            .to_string()
+            .contains("lot 700: music /nonexistent/moh.wav"));
+        std::fs::write(dir.join("bad.wav"), b"RIFF....").unwrap();
+        assert!(cfg_with(dir.join("bad.wav").to_str().unwrap())
+            .load_music()
+            .is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

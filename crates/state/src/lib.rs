@@ -221,8 +221,8 @@ impl LotConfig {
                 self.park_ext, self.first_slot, self.last_slot
             ));
         }
-        if self.last_slot - self.first_slot >= 10_000 {
-            return Err(format!("lot {}: more than 10000 slots", self.park_ext));
+        if self.last_slot - self.first_slot >= 1_000_000 {
+            return Err(format!("lot {}: more than a million slots", self.park_ext));
         }
         if let Ok(ext) = self.park_ext.parse::<u32>() {
             if self.contains(ext) {
