@@ -15,6 +15,8 @@ use crate::call::{dialog_request_bytes, Dialog};
 use crate::core::{contact, Edge, Owner};
 
 const MIN_EXPIRES: u32 = 60;
+/// Lamp subscriptions held at once (each is a small dialog; input must not grow tables freely).
+const MAX_SUBSCRIPTIONS: usize = 20_000;
 const MAX_EXPIRES: u32 = 3600;
 const CONTENT_TYPE: &str = "application/dialog-info+xml";
 
@@ -84,6 +86,9 @@ pub(crate) fn on_subscribe(edge: &mut Edge, now: Instant, key: &str, flow: Flow,
             return edge.reply(now, key, &msg, 423, None, &[("Min-Expires", &m)], None);
         }
     };
+    if edge.blf.subs.len() >= MAX_SUBSCRIPTIONS {
+        return edge.reply(now, key, &msg, 503, None, &[("Retry-After", "60")], None);
+    }
     let tag = edge.unique();
     let subscriber = msg
         .from()

@@ -169,6 +169,9 @@ pub(crate) struct Call {
     pub(crate) vacant: Option<Side>,
     /// We answered a party's INVITE ourselves (retrieve): its ACK may carry the SDP answer.
     pub(crate) own_answer: Option<(Side, u32)>,
+    /// The party that left the vacant side has not been sent its BYE yet (it is hearing the
+    /// slot spoken, or its NOTIFY is unanswered); whoever takes the side next sends it first.
+    pub(crate) departed_live: bool,
     /// A call to the park extension: the slot it announced.
     pub(crate) consult: Option<crate::park::Consult>,
     /// Digits each party pressed lately (for feature codes), and when the last came.
@@ -405,6 +408,7 @@ impl Edge {
             vacant: None,
             own_answer: None,
             consult: None,
+            departed_live: false,
             digits: Default::default(),
             acked: None,
             invite_busy: true,
@@ -1078,6 +1082,7 @@ pub(crate) fn send_bye_departed(edge: &mut Edge, now: Instant, id: u64, to: Side
     let Some(call) = edge.calls.get_mut(&id) else {
         return;
     };
+    call.departed_live = false;
     let d = call.dialog(to);
     d.local_cseq += 1;
     let cseq = d.local_cseq;
@@ -1229,6 +1234,7 @@ pub(crate) fn insert_app_call(
         vacant: Some(Side::B),
         own_answer: None,
         consult,
+        departed_live: false,
         digits: Default::default(),
         acked: None,
         invite_busy: false,

@@ -245,6 +245,7 @@ fn park_party(
         m.play(parked.leg(), music, codec, pt, true);
     }
     call.vacant = Some(parker);
+    call.departed_live = true;
     call.park = Some(ParkState {
         id: p.id,
         slot: p.slot,
@@ -673,14 +674,8 @@ pub(crate) fn on_prompt_done(edge: &mut Edge, now: Instant, cid: u64, side: Side
         return;
     };
     if bye {
-        if call.vacant == Some(side)
-            && call.dialog_ref(side).user
-                == call
-                    .park
-                    .as_ref()
-                    .map(|p| p.parker.clone())
-                    .unwrap_or_default()
-        {
+        // Still the presser on that side (not a retriever or a recall that took it since).
+        if call.vacant == Some(side) && call.departed_live {
             if let Some(m) = &call.media {
                 m.vacate(side.leg());
             }
@@ -754,7 +749,11 @@ fn refer_notify(
 
 pub(crate) fn notify_done(edge: &mut Edge, now: Instant, id: u64, bye: Option<Side>) {
     if let Some(side) = bye {
-        if edge.calls.get(&id).is_some_and(|c| c.vacant == Some(side)) {
+        if edge
+            .calls
+            .get(&id)
+            .is_some_and(|c| c.vacant == Some(side) && c.departed_live)
+        {
             call::send_bye_departed(edge, now, id, side);
         }
     }
@@ -899,6 +898,9 @@ pub(crate) fn on_retrieve(
     }
     edge.parks.remove(&p.id);
     cancel_recall(edge, now, cid);
+    if edge.calls[&cid].departed_live {
+        call::send_bye_departed(edge, now, cid, parked.other());
+    }
     let tag = edge.unique();
     let call = edge.calls.get_mut(&cid).expect("present");
     let v = parked.other();
@@ -993,6 +995,15 @@ fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
     if bindings.is_empty() {
         info!(%target, ?stage, "recall target not registered");
         return next_stage(edge, now, cid, stage);
+    }
+    if edge.calls[&cid].departed_live {
+        let v = edge.calls[&cid]
+            .park
+            .as_ref()
+            .expect("parked")
+            .parked
+            .other();
+        call::send_bye_departed(edge, now, cid, v);
     }
     let domain = edge.cfg.tenant.domain.clone();
     let call = edge.calls.get(&cid).expect("present");

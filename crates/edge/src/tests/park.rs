@@ -760,3 +760,36 @@ fn attended_park_completed_from_the_consultation_call() {
     assert_eq!(parked_slots(&net), vec![701]);
     assert!(net.take(ALICE).is_empty(), "Alice just hears music");
 }
+
+#[test]
+fn retrieve_while_the_presser_hears_the_slot_ends_the_presser_once() {
+    let mut net = Net::new();
+    net.register("1003", CAROL);
+    let (ok, _inv) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    for (i, d) in ['*', '6', '8'].into_iter().enumerate() {
+        net.send(ALICE, &info_digit(&ok, 2 + i as u32, d));
+        for m in net
+            .take(BOB1)
+            .iter()
+            .filter(|m| *m.method() == Method::Info)
+        {
+            net.send_msg(BOB1, ok_to(m));
+        }
+    }
+    net.take(ALICE);
+    // Carol takes Bob back while Alice still hears "parked on 701": Alice's leg ends now.
+    net.send(CAROL, &carol_invite("701", "r3"));
+    assert_eq!(net.one(CAROL).code(), 200);
+    let byes: Vec<_> = net
+        .take(ALICE)
+        .into_iter()
+        .filter(|m| *m.method() == Method::Bye)
+        .collect();
+    assert_eq!(byes.len(), 1);
+    net.send_msg(ALICE, ok_to(&byes[0]));
+    // The prompt's end finds her gone: no second BYE.
+    net.advance(Duration::from_secs(5));
+    assert!(net.take(ALICE).iter().all(|m| *m.method() != Method::Bye));
+}
