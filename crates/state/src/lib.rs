@@ -191,14 +191,50 @@ struct Lot {
     last_used: Option<u32>,
 }
 
-/// The whole orbit state.
+/// The whole orbit state. Serialised as lists (JSON maps need string keys); the deadline index
+/// is rebuilt from the parked calls.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(into = "OrbitRepr", from = "OrbitRepr")]
 pub struct Orbit {
     lots: BTreeMap<LotKey, Lot>,
     parks: BTreeMap<ParkId, Parked>,
     /// Waiting parks by deadline, for the timer that fires Expire.
     deadlines: BTreeMap<(Millis, ParkId), ()>,
     next_park: ParkId,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OrbitRepr {
+    lots: Vec<(LotKey, Lot)>,
+    parks: Vec<Parked>,
+    next_park: ParkId,
+}
+
+impl From<Orbit> for OrbitRepr {
+    fn from(o: Orbit) -> OrbitRepr {
+        OrbitRepr {
+            lots: o.lots.into_iter().collect(),
+            parks: o.parks.into_values().collect(),
+            next_park: o.next_park,
+        }
+    }
+}
+
+impl From<OrbitRepr> for Orbit {
+    fn from(r: OrbitRepr) -> Orbit {
+        let deadlines = r
+            .parks
+            .iter()
+            .filter(|p| p.phase == Phase::Waiting)
+            .map(|p| ((p.deadline, p.id), ()))
+            .collect();
+        Orbit {
+            lots: r.lots.into_iter().collect(),
+            parks: r.parks.into_iter().map(|p| (p.id, p)).collect(),
+            deadlines,
+            next_park: r.next_park,
+        }
+    }
 }
 
 impl LotConfig {

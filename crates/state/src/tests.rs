@@ -415,3 +415,24 @@ fn random_commands_keep_the_invariants() {
         }
     }
 }
+
+#[test]
+fn serialised_state_behaves_the_same() {
+    let mut o = orbit(SlotChoice::NextAfterLast);
+    let p = park(&mut o, T0, None, 1).unwrap();
+    let q = park(&mut o, T0 + 10, None, 2).unwrap();
+    o.apply(p.deadline, &Command::Expire { park: p.id })
+        .unwrap();
+    let json = serde_json::to_string(&o).unwrap();
+    let mut back: Orbit = serde_json::from_str(&json).unwrap();
+    // Same deadlines pending (only q is still waiting), same next slot, same park ids.
+    assert_eq!(back.next_deadline(), Some((q.deadline, q.id)));
+    assert_eq!(back.due(q.deadline), vec![q.id]);
+    let r = park(&mut back, T0 + 20, None, 3).unwrap();
+    let r2 = park(&mut o, T0 + 20, None, 3).unwrap();
+    assert_eq!(r, r2);
+    assert_eq!(
+        serde_json::to_string(&back).unwrap(),
+        serde_json::to_string(&o).unwrap()
+    );
+}

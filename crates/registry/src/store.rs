@@ -1,0 +1,368 @@
+//! Raft storage on redb: the log, the vote, the committed index and the current snapshot in one
+//! database file; the state machine (the orbit state) in memory, rebuilt at start from the
+//! snapshot plus the committed log that openraft re-applies.
+//!
+//! Durability: every write openraft must be able to rely on (log entries, vote, truncation,
+//! purge marker, snapshot) is a redb transaction committed with `Durability::Immediate`, which
+//! returns only after fsync; [`LogStore::append`] reports the entries flushed only then. The
+//! committed index is written without fsync: losing it only makes a restarted node re-learn it
+//! from the leader.
+
+// openraft's traits fix the error type (`StorageError`, large); helpers return it as well.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader,
+    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use orbit_state::Orbit;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::{NodeId, Response, TypeConfig};
+
+const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+const SNAPSHOT: &str = "snapshot";
+
+type SResult<T> = Result<T, StorageError<NodeId>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening the registry store {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: redb::Error,
+    },
+}
+
+/// Open (or create) the store at `path`: the log store and the state machine, restored from
+/// the last snapshot.
+pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let err = |e: redb::Error| StoreError::Open {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let db = Database::create(path).map_err(|e| err(e.into()))?;
+    // Create the tables, so that readers never meet a missing one.
+    let tx = db.begin_write().map_err(|e| err(e.into()))?;
+    tx.open_table(LOGS).map_err(|e| err(e.into()))?;
+    tx.open_table(META).map_err(|e| err(e.into()))?;
+    tx.commit().map_err(|e| err(e.into()))?;
+    let db = Arc::new(db);
+    let log = LogStore { db: db.clone() };
+    let mut data = SmData::default();
+    if let Some(s) = read_meta::<StoredSnapshot>(&db, SNAPSHOT).map_err(|e| StoreError::Open {
+        path: path.display().to_string(),
+        source: redb::Error::Corrupted(e.to_string()),
+    })? {
+        if let Ok(d) = serde_json::from_slice::<SmData>(&s.data) {
+            data = d;
+        }
+    }
+    let sm = StateMachineStore {
+        db,
+        data: Arc::new(RwLock::new(data)),
+        snapshots_built: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    };
+    Ok((log, sm))
+}
+
+fn io_read<E: std::error::Error + 'static>(e: E) -> StorageError<NodeId> {
+    StorageIOError::read(AnyError::new(&e)).into()
+}
+
+fn io_write<E: std::error::Error + 'static>(e: E) -> StorageError<NodeId> {
+    StorageIOError::write(AnyError::new(&e)).into()
+}
+
+fn read_meta<T: for<'de> Deserialize<'de>>(db: &Database, key: &str) -> SResult<Option<T>> {
+    let tx = db.begin_read().map_err(io_read)?;
+    let t = tx.open_table(META).map_err(io_read)?;
+    match t.get(key).map_err(io_read)? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(io_read)?)),
+        None => Ok(None),
+    }
+}
+
+fn write_meta<T: Serialize>(db: &Database, key: &str, value: &T, durable: bool) -> SResult<()> {
+    let bytes = serde_json::to_vec(value).map_err(io_write)?;
+    let mut tx = db.begin_write().map_err(io_write)?;
+    if !durable {
+        tx.set_durability(Durability::None).map_err(io_write)?;
+    }
+    {
+        let mut t = tx.open_table(META).map_err(io_write)?;
+        t.insert(key, bytes.as_slice()).map_err(io_write)?;
+    }
+    tx.commit().map_err(io_write)
+}
+
+/// The Raft log and vote.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> SResult<Vec<Entry<TypeConfig>>> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        let t = tx
+            .open_table(LOGS)
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        let mut out = vec![];
+        for item in t
+            .range::<u64>(range)
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?
+        {
+            let (_, v) = item.map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> SResult<LogState<TypeConfig>> {
+        let last_purged: Option<LogId<NodeId>> = read_meta(&self.db, LAST_PURGED)?;
+        let tx = self.db.begin_read().map_err(io_read)?;
+        let t = tx.open_table(LOGS).map_err(io_read)?;
+        let last = match t.last().map_err(io_read)? {
+            Some((_, v)) => {
+                let e: Entry<TypeConfig> = serde_json::from_slice(v.value()).map_err(io_read)?;
+                Some(e.log_id)
+            }
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> SResult<()> {
+        write_meta(&self.db, VOTE, vote, true)
+            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
+    }
+
+    async fn read_vote(&mut self) -> SResult<Option<Vote<NodeId>>> {
+        read_meta(&self.db, VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
+        write_meta(&self.db, COMMITTED, &committed, false)
+    }
+
+    async fn read_committed(&mut self) -> SResult<Option<LogId<NodeId>>> {
+        Ok(read_meta::<Option<LogId<NodeId>>>(&self.db, COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> SResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let w =
+            |e: &dyn std::error::Error| StorageIOError::write_logs(AnyError::error(e.to_string()));
+        let tx = self.db.begin_write().map_err(|e| w(&e))?;
+        {
+            let mut t = tx.open_table(LOGS).map_err(|e| w(&e))?;
+            for e in entries {
+                let bytes = serde_json::to_vec(&e).map_err(|e| w(&e))?;
+                t.insert(e.log_id.index, bytes.as_slice())
+                    .map_err(|e| w(&e))?;
+            }
+        }
+        // Immediate durability: commit returns after fsync; only then are the entries flushed.
+        match tx.commit() {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(w(&e).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
+        let w =
+            |e: &dyn std::error::Error| StorageIOError::write_logs(AnyError::error(e.to_string()));
+        let tx = self.db.begin_write().map_err(|e| w(&e))?;
+        {
+            let mut t = tx.open_table(LOGS).map_err(|e| w(&e))?;
+            t.retain_in(log_id.index.., |_, _| false)
+                .map_err(|e| w(&e))?;
+        }
+        tx.commit().map_err(|e| w(&e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
+        // The marker first: entries at or before it are ignored even if the delete is lost.
+        write_meta(&self.db, LAST_PURGED, &log_id, true)?;
+        let w =
+            |e: &dyn std::error::Error| StorageIOError::write_logs(AnyError::error(e.to_string()));
+        let tx = self.db.begin_write().map_err(|e| w(&e))?;
+        {
+            let mut t = tx.open_table(LOGS).map_err(|e| w(&e))?;
+            t.retain_in(..=log_id.index, |_, _| false)
+                .map_err(|e| w(&e))?;
+        }
+        tx.commit().map_err(|e| w(&e).into())
+    }
+}
+
+/// The applied state: the orbit state and Raft's own bookkeeping.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SmData {
+    pub last_applied: Option<LogId<NodeId>>,
+    pub last_membership: StoredMembership<NodeId, BasicNode>,
+    pub orbit: Orbit,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The state machine: the orbit state in memory (shared with whoever reads it), snapshots on
+/// disk.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    pub data: Arc<RwLock<SmData>>,
+    snapshots_built: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
+        let (bytes, last, membership) = {
+            let d = self.data.read().unwrap();
+            (
+                serde_json::to_vec(&*d)
+                    .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?,
+                d.last_applied,
+                d.last_membership.clone(),
+            )
+        };
+        let n = self
+            .snapshots_built
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let snapshot_id = match last {
+            Some(l) => format!("{}-{}-{n}", l.leader_id, l.index),
+            None => format!("--{n}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes.clone(),
+        };
+        write_meta(&self.db, SNAPSHOT, &stored, true)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> SResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let d = self.data.read().unwrap();
+        Ok((d.last_applied, d.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut d = self.data.write().unwrap();
+        let mut out = vec![];
+        for e in entries {
+            d.last_applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => out.push(Response::Internal),
+                EntryPayload::Normal(req) => {
+                    out.push(Response::Applied(d.orbit.apply(req.at, &req.cmd)))
+                }
+                EntryPayload::Membership(m) => {
+                    d.last_membership = StoredMembership::new(Some(e.log_id), m);
+                    out.push(Response::Internal);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> SResult<()> {
+        let bytes = snapshot.into_inner();
+        let data: SmData = serde_json::from_slice(&bytes).map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
+        })?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        };
+        write_meta(&self.db, SNAPSHOT, &stored, true)?;
+        *self.data.write().unwrap() = data;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
+        Ok(
+            read_meta::<StoredSnapshot>(&self.db, SNAPSHOT)?.map(|s| Snapshot {
+                meta: s.meta,
+                snapshot: Box::new(Cursor::new(s.data)),
+            }),
+        )
+    }
+}
