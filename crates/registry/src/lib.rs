@@ -13,13 +13,21 @@
 //!              every replica: Orbit::apply(at, cmd) → Event (or Rejection)
 //! ```
 
+pub mod network;
+pub mod node;
 pub mod store;
+
+/// The generated gRPC code (`proto/orbit/registry/v1/registry.proto`).
+pub mod pb {
+    tonic::include_proto!("orbit.registry.v1");
+}
 
 use std::io::Cursor;
 
 use orbit_state::{Command, Event, Millis, Rejection};
 use serde::{Deserialize, Serialize};
 
+pub use node::{Committed, Node, NodeConfig, NodeError, ProposeError};
 pub use store::{open, LogStore, StateMachineStore, StoreError};
 
 openraft::declare_raft_types!(

@@ -1,0 +1,228 @@
+//! Raft RPCs over gRPC (tonic): the client side openraft calls ([`Network`], [`Peer`]) and the
+//! server side that hands requests to the local Raft ([`RaftService`]).
+//!
+//! Every request names the node it is meant for and the server refuses one meant for another
+//! node. Every call is bounded by openraft's hard TTL. A peer that cannot be reached is reported
+//! `Unreachable`, which makes openraft back off along [`Peer::backoff`] (50 ms doubling to 2 s)
+//! instead of retrying at the heartbeat rate.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::pb;
+use crate::pb::raft_client::RaftClient;
+use crate::{NodeId, Raft, TypeConfig};
+
+/// Connect lazily to `addr` (`host:port`), with a bounded connect time.
+pub(crate) fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Makes a [`Peer`] for each node openraft talks to.
+#[derive(Clone)]
+pub struct Network {
+    pub from: NodeId,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        Peer {
+            from: self.from,
+            target,
+            client: channel(&node.addr).ok().map(RaftClient::new),
+        }
+    }
+}
+
+pub struct Peer {
+    from: NodeId,
+    target: NodeId,
+    client: Option<RaftClient<Channel>>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl Peer {
+    /// One RPC: the JSON request in, openraft's reply (or its remote error) out.
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: Kind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            let e = std::io::Error::other(format!("node {} has no usable address", self.target));
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        };
+        let payload =
+            serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let msg = pb::RaftRequest {
+            to_node: self.target,
+            from_node: self.from,
+            payload,
+        };
+        let fut = async {
+            match kind {
+                Kind::Append => client.append_entries(msg).await,
+                Kind::Vote => client.vote(msg).await,
+                Kind::Snapshot => client.install_snapshot(msg).await,
+            }
+        };
+        let reply = match tokio::time::timeout(option.hard_ttl(), fut).await {
+            Err(elapsed) => return Err(RPCError::Network(NetworkError::new(&elapsed))),
+            Ok(Err(status)) => {
+                return Err(match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
+                        RPCError::Unreachable(Unreachable::new(&status))
+                    }
+                    _ => RPCError::Network(NetworkError::new(&status)),
+                })
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        match reply.result {
+            Some(pb::raft_reply::Result::Ok(b)) => {
+                serde_json::from_slice(&b).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+            }
+            Some(pb::raft_reply::Result::Error(b)) => {
+                let e: RaftError<NodeId, E> = serde_json::from_slice(&b)
+                    .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            None => {
+                let e = std::io::Error::other("empty Raft reply");
+                Err(RPCError::Network(NetworkError::new(&e)))
+            }
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(Kind::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(Kind::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(Kind::Vote, &rpc, &option).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        let mut d = Duration::from_millis(50);
+        Backoff::new(std::iter::from_fn(move || {
+            let now = d;
+            d = (d * 2).min(Duration::from_secs(2));
+            Some(now)
+        }))
+    }
+}
+
+/// The gRPC face of the local Raft node.
+pub struct RaftService {
+    pub id: NodeId,
+    pub raft: Raft,
+}
+
+impl RaftService {
+    fn check(&self, r: &pb::RaftRequest) -> Result<(), Status> {
+        if r.to_node != self.id {
+            return Err(Status::failed_precondition(format!(
+                "this is registry node {}, not node {}",
+                self.id, r.to_node
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, Status> {
+    serde_json::from_slice(b)
+        .map_err(|e| Status::invalid_argument(format!("bad Raft payload: {e}")))
+}
+
+fn reply<T: Serialize, E: Serialize>(r: Result<T, E>) -> Result<Response<pb::RaftReply>, Status> {
+    let result = match r {
+        Ok(v) => pb::raft_reply::Result::Ok(
+            serde_json::to_vec(&v).map_err(|e| Status::internal(e.to_string()))?,
+        ),
+        Err(e) => pb::raft_reply::Result::Error(
+            serde_json::to_vec(&e).map_err(|e| Status::internal(e.to_string()))?,
+        ),
+    };
+    Ok(Response::new(pb::RaftReply {
+        result: Some(result),
+    }))
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        req: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let r = req.into_inner();
+        self.check(&r)?;
+        reply(self.raft.append_entries(decode(&r.payload)?).await)
+    }
+
+    async fn vote(&self, req: Request<pb::RaftRequest>) -> Result<Response<pb::RaftReply>, Status> {
+        let r = req.into_inner();
+        self.check(&r)?;
+        reply(self.raft.vote(decode(&r.payload)?).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let r = req.into_inner();
+        self.check(&r)?;
+        reply(self.raft.install_snapshot(decode(&r.payload)?).await)
+    }
+}

@@ -1,0 +1,258 @@
+//! One registry node: its store, its Raft, and the gRPC server for Raft and proposals.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config};
+use orbit_state::{Command, Event, Millis, Rejection};
+use tokio::sync::oneshot;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+use tracing::{info, info_span, Instrument};
+
+use crate::network::{channel, Network, RaftService};
+use crate::pb;
+use crate::store::{self, StateMachineStore};
+use crate::{NodeId, Raft, Request, Response};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// The gRPC address this node listens on and its peers reach it at.
+    pub listen: SocketAddr,
+    /// Directory of the node's redb file.
+    pub data_dir: PathBuf,
+    pub heartbeat: Duration,
+    /// Election timeout range; a leader's loss is noticed within its upper end.
+    pub election_min: Duration,
+    pub election_max: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(id: NodeId, listen: SocketAddr, data_dir: PathBuf) -> NodeConfig {
+        NodeConfig {
+            id,
+            listen,
+            data_dir,
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(300),
+            election_max: Duration::from_millis(600),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("binding {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error("no leader known yet")]
+    NoLeader,
+    #[error("leader {0} unreachable: {1}")]
+    Forward(NodeId, String),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// What a committed proposal did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub index: u64,
+    pub outcome: Result<Event, Rejection>,
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: StateMachineStore,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn wall_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Open the store (restoring what is on disk), start Raft and serve gRPC on `listen`.
+    pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| NodeError::Raft(format!("creating {}: {e}", cfg.data_dir.display())))?;
+        let (log, sm) = store::open(&cfg.data_dir.join("registry.redb"))?;
+        let config = Config {
+            cluster_name: "orbit".into(),
+            heartbeat_interval: cfg.heartbeat.as_millis() as u64,
+            election_timeout_min: cfg.election_min.as_millis() as u64,
+            election_timeout_max: cfg.election_max.as_millis() as u64,
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| NodeError::Raft(e.to_string()))?,
+        );
+        let raft = Raft::new(cfg.id, config, Network { from: cfg.id }, log, sm.clone())
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| NodeError::Bind(cfg.listen, e))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let raft_svc = pb::raft_server::RaftServer::new(RaftService {
+            id: cfg.id,
+            raft: raft.clone(),
+        });
+        let reg_svc =
+            pb::registry_server::RegistryServer::new(RegistryService { raft: raft.clone() });
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tokio::spawn(
+            async move {
+                let _ = tonic::transport::Server::builder()
+                    .add_service(raft_svc)
+                    .add_service(reg_svc)
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            }
+            .instrument(info_span!("registry.grpc", node = cfg.id)),
+        );
+        info!(node = cfg.id, listen = %cfg.listen, "registry node started");
+        Ok(Node {
+            id: cfg.id,
+            raft,
+            state: sm,
+            stop: Some(stop),
+            server,
+        })
+    }
+
+    /// Make a new cluster of `members` (id → gRPC address). Only on a node with an empty log.
+    pub async fn initialize(
+        &self,
+        members: &BTreeMap<NodeId, SocketAddr>,
+    ) -> Result<(), NodeError> {
+        let m: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(id, a)| (*id, BasicNode::new(a.to_string())))
+            .collect();
+        self.raft
+            .initialize(m)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))
+    }
+
+    /// Order `cmd` through the log (here if this node leads, else at the leader) and return
+    /// what applying it did.
+    pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
+        propose(&self.raft, cmd).await
+    }
+
+    /// The orbit state as applied on this node.
+    pub fn orbit(&self) -> orbit_state::Orbit {
+        self.state.data.read().unwrap().orbit.clone()
+    }
+
+    /// Stop Raft and the server (as a crash would, minus the disk: what was flushed stays).
+    pub async fn shutdown(mut self) {
+        let _ = self.raft.shutdown().await;
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.server).await;
+    }
+}
+
+async fn propose(raft: &Raft, cmd: Command) -> Result<Committed, ProposeError> {
+    let span = info_span!("registry.propose");
+    async move {
+        let req = Request { at: wall_ms(), cmd };
+        match raft.client_write(req.clone()).await {
+            Ok(r) => Ok(Committed {
+                index: r.log_id.index,
+                outcome: match r.data {
+                    Response::Applied(o) => o,
+                    Response::Internal => {
+                        return Err(ProposeError::Raft("not an orbit command".into()))
+                    }
+                },
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let (Some(id), Some(node)) = (f.leader_id, f.leader_node) else {
+                    return Err(ProposeError::NoLeader);
+                };
+                forward(id, &node.addr, &req.cmd).await
+            }
+            Err(e) => Err(ProposeError::Raft(e.to_string())),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Send a proposal to the leader (which stamps its own time on it).
+async fn forward(leader: NodeId, addr: &str, cmd: &Command) -> Result<Committed, ProposeError> {
+    let ch = channel(addr).map_err(|e| ProposeError::Forward(leader, e.to_string()))?;
+    let mut client = pb::registry_client::RegistryClient::new(ch);
+    let command = serde_json::to_vec(cmd).map_err(|e| ProposeError::Raft(e.to_string()))?;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.propose(pb::ProposeRequest { command }),
+    )
+    .await
+    .map_err(|_| ProposeError::Forward(leader, "timed out".into()))?
+    .map_err(|s| ProposeError::Forward(leader, s.message().to_string()))?
+    .into_inner();
+    let outcome =
+        serde_json::from_slice(&reply.outcome).map_err(|e| ProposeError::Raft(e.to_string()))?;
+    Ok(Committed {
+        index: reply.index,
+        outcome,
+    })
+}
+
+struct RegistryService {
+    raft: Raft,
+}
+
+#[tonic::async_trait]
+impl pb::registry_server::Registry for RegistryService {
+    async fn propose(
+        &self,
+        req: GrpcRequest<pb::ProposeRequest>,
+    ) -> Result<GrpcResponse<pb::ProposeReply>, Status> {
+        let cmd: Command = serde_json::from_slice(&req.into_inner().command)
+            .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
+        // Only the leader takes a forwarded proposal: forwarding again could loop.
+        match self.raft.client_write(Request { at: wall_ms(), cmd }).await {
+            Ok(r) => {
+                let outcome = match r.data {
+                    Response::Applied(o) => o,
+                    Response::Internal => return Err(Status::internal("not an orbit command")),
+                };
+                Ok(GrpcResponse::new(pb::ProposeReply {
+                    index: r.log_id.index,
+                    outcome: serde_json::to_vec(&outcome)
+                        .map_err(|e| Status::internal(e.to_string()))?,
+                }))
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(Status::unavailable("not the leader"))
+            }
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+}

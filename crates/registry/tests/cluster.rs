@@ -1,0 +1,177 @@
+//! Three registry nodes in one process, talking gRPC over loopback, each with its own redb file:
+//! proposals through any node, the leader stopped and the cluster going on, a node restarted
+//! from its disk catching up, and a Raft RPC meant for another node refused.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use orbit_registry::pb;
+use orbit_registry::{Node, NodeConfig};
+use orbit_state::{CallInfo, Command, Event, LotConfig, SlotChoice};
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn lot() -> LotConfig {
+    LotConfig {
+        tenant: "example.com".into(),
+        park_ext: "700".into(),
+        first_slot: 701,
+        last_slot: 720,
+        parking_ms: 90_000,
+        recall_ring_ms: 20_000,
+        fallback: None,
+        choice: SlotChoice::FirstFree,
+    }
+}
+
+fn park(n: u32) -> Command {
+    Command::Park {
+        lot: lot().key(),
+        slot: None,
+        call: CallInfo {
+            caller_uri: format!("sip:{n}@example.com"),
+            caller_display: None,
+            parker: "1002".into(),
+            edge: "site-a".into(),
+            call_id: format!("c{n}"),
+            local_tag: "l".into(),
+            remote_tag: "r".into(),
+        },
+    }
+}
+
+struct Dir(PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn leader_of(nodes: &BTreeMap<u64, Node>) -> u64 {
+    let t0 = Instant::now();
+    loop {
+        for n in nodes.values() {
+            if let Some(l) = n.raft.metrics().borrow().current_leader {
+                if nodes.contains_key(&l) {
+                    return l;
+                }
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no leader elected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Propose through `via`, retrying while the cluster has no leader (bounded).
+async fn propose(node: &Node, cmd: Command) -> orbit_registry::Committed {
+    let t0 = Instant::now();
+    loop {
+        match node.propose(cmd.clone()).await {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "proposal never committed: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn wait_applied(node: &Node, index: u64) {
+    let t0 = Instant::now();
+    while node
+        .raft
+        .metrics()
+        .borrow()
+        .last_applied
+        .map(|l| l.index)
+        .unwrap_or(0)
+        < index
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "node {} never applied {index}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_commit_fail_over_and_restart_from_disk() {
+    let root = std::env::temp_dir().join(format!("orbit-cluster-{}", std::process::id()));
+    let _dir = Dir(root.clone());
+    let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
+    let cfg = |i: u64| NodeConfig::new(i, addrs[&i], root.join(format!("n{i}")));
+    let mut nodes = BTreeMap::new();
+    for i in 1..=3 {
+        nodes.insert(i, Node::start(cfg(i)).await.unwrap());
+    }
+    nodes[&1].initialize(&addrs).await.unwrap();
+    let leader = leader_of(&nodes).await;
+    let follower = *nodes.keys().find(|k| **k != leader).unwrap();
+
+    // Through a follower: forwarded to the leader, ordered, applied everywhere.
+    let c = propose(&nodes[&follower], Command::SetLot(lot())).await;
+    assert!(matches!(c.outcome, Ok(Event::LotSet(_))));
+    let p1 = propose(&nodes[&follower], park(1)).await;
+    let p2 = propose(&nodes[&leader], park(2)).await;
+    let slot = |c: &orbit_registry::Committed| match &c.outcome {
+        Ok(Event::Parked(p)) => p.slot,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!((slot(&p1), slot(&p2)), (701, 702));
+    for n in nodes.values() {
+        wait_applied(n, p2.index).await;
+        let slots: Vec<u32> = n.orbit().all_parked().map(|p| p.slot).collect();
+        assert_eq!(slots, vec![701, 702], "node {}", n.id);
+    }
+
+    // A Raft RPC addressed to another node is refused.
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", addrs[&leader]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::raft_client::RaftClient::new(ch);
+    let wrong = client
+        .vote(pb::RaftRequest {
+            to_node: 99,
+            from_node: 1,
+            payload: b"{}".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::FailedPrecondition);
+
+    // Stop the leader: the other two elect one and go on; nothing committed is lost.
+    let old = nodes.remove(&leader).unwrap();
+    old.shutdown().await;
+    let t0 = Instant::now();
+    let survivor = *nodes.keys().next().unwrap();
+    let p3 = propose(&nodes[&survivor], park(3)).await;
+    let failover = t0.elapsed();
+    eprintln!("leader {leader} stopped; next commit after {failover:?}");
+    assert_eq!(slot(&p3), 703, "the new leader knows 701 and 702 are taken");
+    assert!(
+        failover < Duration::from_secs(3),
+        "next commit {failover:?} after the leader stopped"
+    );
+
+    // The old leader restarts from its disk and catches up.
+    let back = Node::start(cfg(leader)).await.unwrap();
+    wait_applied(&back, p3.index).await;
+    let slots: Vec<u32> = back.orbit().all_parked().map(|p| p.slot).collect();
+    assert_eq!(slots, vec![701, 702, 703]);
+    nodes.insert(leader, back);
+    for (_, n) in nodes {
+        n.shutdown().await;
+    }
+}
