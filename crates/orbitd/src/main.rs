@@ -52,13 +52,164 @@ enum Cmd {
     },
     /// Check a config file and exit.
     CheckConfig { config: PathBuf },
+    /// Run a registry node, or change the registry's membership.
+    Registry {
+        #[command(subcommand)]
+        cmd: RegistryCmd,
+    },
 }
 
-/// The daemon's config file: one `[edge]` table for now; `[registry]` comes with Raft.
+#[derive(Subcommand)]
+enum RegistryCmd {
+    /// Run a registry node from the `[registry]` table of a config file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Initialise a new cluster on the node at --at: `orbitd registry init --at A 1=A 2=B 3=C`.
+    Init {
+        #[arg(long)]
+        at: String,
+        /// Members as `id=host:port`.
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Add a node as a learner (it copies the log but does not vote): `4=host:port`.
+    AddLearner {
+        #[arg(long)]
+        at: String,
+        member: String,
+    },
+    /// Make a learner a voter.
+    Promote {
+        #[arg(long)]
+        at: String,
+        id: u64,
+    },
+    /// Remove a node (voter or learner) from the cluster.
+    Remove {
+        #[arg(long)]
+        at: String,
+        id: u64,
+    },
+    /// Show the membership and the leader as the node at --at sees them.
+    Status {
+        #[arg(long)]
+        at: String,
+    },
+}
+
+/// The daemon's config file: an `[edge]` table, a `[registry]` table, or both.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    edge: EdgeConfig,
+    edge: Option<EdgeConfig>,
+    registry: Option<RegistrySettings>,
+}
+
+/// A registry node's settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrySettings {
+    /// Node id, from 1; unique in the cluster, never reused.
+    id: u64,
+    /// gRPC address (Raft between nodes, proposals, membership).
+    listen: std::net::SocketAddr,
+    /// Directory of the node's redb file (vote, log, snapshots).
+    data_dir: PathBuf,
+    #[serde(default = "default_heartbeat")]
+    heartbeat_ms: u64,
+    #[serde(default = "default_election_min")]
+    election_min_ms: u64,
+    #[serde(default = "default_election_max")]
+    election_max_ms: u64,
+}
+
+fn default_heartbeat() -> u64 {
+    100
+}
+fn default_election_min() -> u64 {
+    300
+}
+fn default_election_max() -> u64 {
+    600
+}
+
+fn parse_member(s: &str) -> Result<(u64, String)> {
+    let (id, addr) = s
+        .split_once('=')
+        .with_context(|| format!("{s:?}: members are written id=host:port"))?;
+    let id: u64 = id
+        .parse()
+        .ok()
+        .filter(|i| *i > 0)
+        .with_context(|| format!("{s:?}: node ids are numbers from 1"))?;
+    addr.parse::<std::net::SocketAddr>()
+        .with_context(|| format!("{s:?}: {addr} is not host:port"))?;
+    Ok((id, addr.to_string()))
+}
+
+fn print_membership(m: &orbit_registry::pb::MembershipReply) {
+    let list = |v: &[orbit_registry::pb::Member]| {
+        v.iter()
+            .map(|m| format!("{}={}", m.id, m.addr))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "leader:   {}",
+        if m.leader == 0 {
+            "none".to_string()
+        } else {
+            m.leader.to_string()
+        }
+    );
+    println!("voters:   {}", list(&m.voters));
+    println!("learners: {}", list(&m.learners));
+    println!("applied:  {}", m.last_applied);
+}
+
+async fn run_registry(r: RegistrySettings) -> Result<()> {
+    let mut cfg = orbit_registry::NodeConfig::new(r.id, r.listen, r.data_dir);
+    cfg.heartbeat = Duration::from_millis(r.heartbeat_ms);
+    cfg.election_min = Duration::from_millis(r.election_min_ms);
+    cfg.election_max = Duration::from_millis(r.election_max_ms);
+    let node = orbit_registry::Node::start(cfg).await?;
+    info!(node = r.id, "registry ready");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: stopping the registry node"),
+        _ = tokio::signal::ctrl_c() => info!("Ctrl-C: stopping the registry node"),
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn registry_cmd(cmd: RegistryCmd) -> Result<()> {
+    use orbit_registry::admin::{self, Change};
+    let m = match cmd {
+        RegistryCmd::Run { .. } => unreachable!("handled by the caller"),
+        RegistryCmd::Init { at, members } => {
+            let members = members
+                .iter()
+                .map(|m| parse_member(m))
+                .collect::<Result<Vec<_>>>()?;
+            admin::initialize(&at, members).await?
+        }
+        RegistryCmd::AddLearner { at, member } => {
+            let (id, addr) = parse_member(&member)?;
+            admin::change(&at, Change::AddLearner, id, addr).await?
+        }
+        RegistryCmd::Promote { at, id } => {
+            admin::change(&at, Change::Promote, id, String::new()).await?
+        }
+        RegistryCmd::Remove { at, id } => {
+            admin::change(&at, Change::Remove, id, String::new()).await?
+        }
+        RegistryCmd::Status { at } => admin::status(&at).await?,
+    };
+    print_membership(&m);
+    Ok(())
 }
 
 fn load(path: &Path) -> Result<FileConfig> {
@@ -66,12 +217,26 @@ fn load(path: &Path) -> Result<FileConfig> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let cfg: FileConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    cfg.edge
-        .validate()
-        .with_context(|| format!("checking {}", path.display()))?;
-    cfg.edge
-        .load_music()
-        .with_context(|| format!("checking {}", path.display()))?;
+    if cfg.edge.is_none() && cfg.registry.is_none() {
+        bail!("{}: needs an [edge] or a [registry] table", path.display());
+    }
+    if let Some(edge) = &cfg.edge {
+        edge.validate()
+            .with_context(|| format!("checking {}", path.display()))?;
+        edge.load_music()
+            .with_context(|| format!("checking {}", path.display()))?;
+    }
+    if let Some(r) = &cfg.registry {
+        if r.id == 0 {
+            bail!("{}: registry node ids start at 1", path.display());
+        }
+        if r.election_min_ms <= r.heartbeat_ms || r.election_max_ms <= r.election_min_ms {
+            bail!(
+                "{}: registry timing must be heartbeat < election_min < election_max",
+                path.display()
+            );
+        }
+    }
     Ok(cfg)
 }
 
@@ -257,8 +422,19 @@ fn main() -> Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
+        Cmd::Registry { cmd } => match cmd {
+            RegistryCmd::Run { config } => {
+                let r = load(&config)?
+                    .registry
+                    .with_context(|| format!("{}: no [registry] table", config.display()))?;
+                rt.block_on(run_registry(r))
+            }
+            cmd => rt.block_on(registry_cmd(cmd)),
+        },
         Cmd::Edge { config } => {
-            let cfg = load(&config)?.edge;
+            let cfg = load(&config)?
+                .edge
+                .with_context(|| format!("{}: no [edge] table", config.display()))?;
             let tls = match (&cfg.sip.tls_cert, &cfg.sip.tls_key) {
                 (Some(c), Some(k)) => Some(tls_from_files(Path::new(c), Path::new(k))?),
                 _ => None,

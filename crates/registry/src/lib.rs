@@ -13,6 +13,7 @@
 //!              every replica: Orbit::apply(at, cmd) → Event (or Rejection)
 //! ```
 
+pub mod admin;
 pub mod network;
 pub mod node;
 pub mod store;

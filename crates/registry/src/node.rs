@@ -228,6 +228,51 @@ struct RegistryService {
     raft: Raft,
 }
 
+impl RegistryService {
+    fn membership(&self) -> pb::MembershipReply {
+        let m = self.raft.metrics().borrow().clone();
+        let cfg = m.membership_config.membership();
+        let member = |id: &NodeId| pb::Member {
+            id: *id,
+            addr: cfg.get_node(id).map(|n| n.addr.clone()).unwrap_or_default(),
+        };
+        let voters: Vec<pb::Member> = cfg.voter_ids().map(|id| member(&id)).collect();
+        let learners: Vec<pb::Member> = cfg.learner_ids().map(|id| member(&id)).collect();
+        pb::MembershipReply {
+            voters,
+            learners,
+            leader: m.current_leader.unwrap_or(0),
+            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        }
+    }
+
+    fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                Status::failed_precondition(format!(
+                    "not the leader; the leader is {}",
+                    match (f.leader_id, f.leader_node) {
+                        (Some(id), Some(n)) => format!("node {id} at {}", n.addr),
+                        _ => "not known yet".into(),
+                    }
+                ))
+            }
+            e => Status::internal(e.to_string()),
+        }
+    }
+}
+
+fn node_of(req: GrpcRequest<pb::NodeRequest>) -> Result<pb::Member, Status> {
+    let m = req
+        .into_inner()
+        .node
+        .ok_or_else(|| Status::invalid_argument("node missing"))?;
+    if m.id == 0 {
+        return Err(Status::invalid_argument("node ids start at 1"));
+    }
+    Ok(m)
+}
+
 #[tonic::async_trait]
 impl pb::registry_server::Registry for RegistryService {
     async fn propose(
@@ -254,5 +299,81 @@ impl pb::registry_server::Registry for RegistryService {
             }
             Err(e) => Err(Status::internal(e.to_string())),
         }
+    }
+
+    async fn initialize(
+        &self,
+        req: GrpcRequest<pb::InitializeRequest>,
+    ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        let members = req.into_inner().members;
+        if members.is_empty() || members.iter().any(|m| m.id == 0 || m.addr.is_empty()) {
+            return Err(Status::invalid_argument(
+                "members need ids from 1 and addresses",
+            ));
+        }
+        let m: BTreeMap<NodeId, BasicNode> = members
+            .into_iter()
+            .map(|m| (m.id, BasicNode::new(m.addr)))
+            .collect();
+        self.raft.initialize(m).await.map_err(|e| match e {
+            RaftError::APIError(e) => Status::failed_precondition(e.to_string()),
+            e => Status::internal(e.to_string()),
+        })?;
+        Ok(GrpcResponse::new(self.membership()))
+    }
+
+    async fn add_learner(
+        &self,
+        req: GrpcRequest<pb::NodeRequest>,
+    ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        let m = node_of(req)?;
+        info!(node = m.id, addr = %m.addr, "adding learner");
+        self.raft
+            .add_learner(m.id, BasicNode::new(m.addr), true)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok(GrpcResponse::new(self.membership()))
+    }
+
+    async fn promote(
+        &self,
+        req: GrpcRequest<pb::NodeRequest>,
+    ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        let m = node_of(req)?;
+        info!(node = m.id, "promoting to voter");
+        let change = openraft::ChangeMembers::AddVoterIds([m.id].into_iter().collect());
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok(GrpcResponse::new(self.membership()))
+    }
+
+    async fn remove(
+        &self,
+        req: GrpcRequest<pb::NodeRequest>,
+    ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        let m = node_of(req)?;
+        info!(node = m.id, "removing node");
+        let ids: std::collections::BTreeSet<NodeId> = [m.id].into_iter().collect();
+        let is_voter = self.membership().voters.iter().any(|v| v.id == m.id);
+        if is_voter {
+            self.raft
+                .change_membership(openraft::ChangeMembers::RemoveVoters(ids.clone()), false)
+                .await
+                .map_err(|e| self.write_error(e))?;
+        }
+        self.raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok(GrpcResponse::new(self.membership()))
+    }
+
+    async fn status(
+        &self,
+        _req: GrpcRequest<pb::StatusRequest>,
+    ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        Ok(GrpcResponse::new(self.membership()))
     }
 }

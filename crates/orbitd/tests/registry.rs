@@ -1,0 +1,169 @@
+//! Registry nodes as real processes (`orbitd registry run`), managed with the CLI: initialise a
+//! cluster, add a learner, promote it, remove it, and kill -9 the leader.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+struct RegistryNode {
+    id: u64,
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for RegistryNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &std::path::Path, id: u64, addr: SocketAddr) -> RegistryNode {
+    let cfg = dir.join(format!("registry-{id}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[registry]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n",
+            dir.join(format!("data-{id}")).display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orbitd"))
+        .args(["registry", "run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start orbitd registry");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("registry ready") {
+                let _ = tx.send(());
+            }
+            if std::env::var_os("ORBIT_TEST_LOG").is_some() {
+                eprintln!("registry {id}: {line}");
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("registry node did not start");
+    RegistryNode { id, addr, child }
+}
+
+/// `orbitd registry <args>`: (success, stdout + stderr).
+fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_orbitd"))
+        .arg("registry")
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(str::trim)
+        .unwrap_or("")
+}
+
+/// Poll `status` at `at` until `ok` holds (bounded).
+fn wait_status(at: &SocketAddr, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let t0 = Instant::now();
+    loop {
+        let (good, out) = cli(&["status", "--at", &at.to_string()]);
+        if good && ok(&out) {
+            return out;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what}; last status:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn membership_by_cli_and_leader_killed() {
+    let dir = std::env::temp_dir().join(format!("orbit-registry-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let mut nodes: Vec<RegistryNode> = (1..=4).map(|id| start(&dir, id, free_addr())).collect();
+    let a = |i: usize| nodes[i].addr.to_string();
+
+    // Bad input is a clear error, not a crash.
+    let (ok, out) = cli(&["init", "--at", &a(0), "one=127.0.0.1:1"]);
+    assert!(!ok && out.contains("node ids are numbers from 1"), "{out}");
+
+    let members: Vec<String> = (0..3).map(|i| format!("{}={}", i + 1, a(i))).collect();
+    let mut args = vec!["init", "--at", &members[0][2..]];
+    args.extend(members.iter().map(String::as_str));
+    let (ok, out) = cli(&args);
+    assert!(ok, "init: {out}");
+    let st = wait_status(&nodes[0].addr, "a leader among 1-3", |s| {
+        ["1", "2", "3"].contains(&field(s, "leader"))
+    });
+    assert_eq!(field(&st, "voters"), members.join(" "));
+
+    // Node 4: learner, then voter, then removed; asked through node 2 (the CLI finds the leader).
+    let four = format!("4={}", a(3));
+    let (ok, out) = cli(&["add-learner", "--at", &a(1), &four]);
+    assert!(ok, "add-learner: {out}");
+    assert_eq!(field(&out, "learners"), four);
+    let (ok, out) = cli(&["promote", "--at", &a(1), "4"]);
+    assert!(ok, "promote: {out}");
+    assert!(field(&out, "voters").ends_with(&four), "{out}");
+    assert_eq!(field(&out, "learners"), "");
+    let (ok, out) = cli(&["remove", "--at", &a(2), "4"]);
+    assert!(ok, "remove: {out}");
+    assert_eq!(field(&out, "voters"), members.join(" "));
+
+    // kill -9 the leader: the other two elect a new one.
+    let leader: u64 = field(
+        &wait_status(&nodes[0].addr, "leader", |s| field(s, "leader") != "none"),
+        "leader",
+    )
+    .parse()
+    .unwrap();
+    let idx = nodes.iter().position(|n| n.id == leader).unwrap();
+    let mut dead = nodes.remove(idx);
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    let t0 = Instant::now();
+    let survivor = nodes.iter().find(|n| n.id != 4).unwrap().addr;
+    let st = wait_status(&survivor, "a new leader", |s| {
+        let l = field(s, "leader");
+        l != "none" && l != leader.to_string()
+    });
+    eprintln!(
+        "new leader {} after {:?}",
+        field(&st, "leader"),
+        t0.elapsed()
+    );
+}
+
+struct Cleanup(PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
