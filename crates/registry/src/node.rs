@@ -77,6 +77,76 @@ pub struct Node {
     pub state: StateMachineStore,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
+    deadlines: tokio::task::JoinHandle<()>,
+}
+
+/// How often the leader looks at the earliest deadline when nothing has been applied: the
+/// bound on how late an Expire is proposed (plus one commit).
+const DEADLINE_POLL: Duration = Duration::from_millis(20);
+
+/// On the leader: propose `Expire` for every park whose deadline has come. A new leader does the
+/// same from the state it has, so overdue deadlines fire at once after a failover. Never early
+/// (the state machine refuses an Expire stamped before the deadline) and never twice (it
+/// refuses a second Expire for the same park), whoever proposes.
+async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore) {
+    loop {
+        let notified = sm.applied.notified();
+        let leading = {
+            let m = raft.metrics().borrow().clone();
+            m.current_leader == Some(id) && m.state.is_leader()
+        };
+        let next = if leading {
+            sm.data.read().unwrap().orbit.next_deadline()
+        } else {
+            None
+        };
+        let now = wall_ms();
+        match next {
+            Some((at, _)) if at <= now => {
+                let due = sm.data.read().unwrap().orbit.due(now);
+                for park in due {
+                    let span = info_span!("registry.expire", park);
+                    match raft
+                        .client_write(Request {
+                            at: wall_ms(),
+                            cmd: Command::Expire { park },
+                        })
+                        .instrument(span)
+                        .await
+                    {
+                        Ok(r) => {
+                            if let Response::Applied(Ok(Event::Expired(p))) = r.data {
+                                info!(
+                                    park,
+                                    slot = p.slot,
+                                    late_ms = wall_ms().saturating_sub(p.deadline),
+                                    "deadline fired"
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            info!(park, error = %e, "expire not committed; retrying");
+                            tokio::time::sleep(DEADLINE_POLL).await;
+                            break;
+                        }
+                    }
+                }
+            }
+            Some((at, _)) => {
+                let wait = Duration::from_millis(at - now).min(DEADLINE_POLL);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = notified => {}
+                }
+            }
+            None => {
+                tokio::select! {
+                    _ = tokio::time::sleep(DEADLINE_POLL) => {}
+                    _ = notified => {}
+                }
+            }
+        }
+    }
 }
 
 fn wall_ms() -> Millis {
@@ -130,6 +200,7 @@ impl Node {
             }
             .instrument(info_span!("registry.grpc", node = cfg.id)),
         );
+        let deadlines = tokio::spawn(deadline_loop(cfg.id, raft.clone(), sm.clone()));
         info!(node = cfg.id, listen = %cfg.listen, "registry node started");
         Ok(Node {
             id: cfg.id,
@@ -137,6 +208,7 @@ impl Node {
             state: sm,
             stop: Some(stop),
             server,
+            deadlines,
         })
     }
 
@@ -168,6 +240,7 @@ impl Node {
 
     /// Stop Raft and the server (as a crash would, minus the disk: what was flushed stays).
     pub async fn shutdown(mut self) {
+        self.deadlines.abort();
         let _ = self.raft.shutdown().await;
         if let Some(s) = self.stop.take() {
             let _ = s.send(());

@@ -76,6 +76,8 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         db,
         data: Arc::new(RwLock::new(data)),
         snapshots_built: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        events: Default::default(),
+        applied: Default::default(),
     };
     Ok((log, sm))
 }
@@ -261,7 +263,15 @@ pub struct StateMachineStore {
     db: Arc<Database>,
     pub data: Arc<RwLock<SmData>>,
     snapshots_built: Arc<std::sync::atomic::AtomicU64>,
+    /// The latest applied orbit events with their log index (not persisted: a reader that falls
+    /// behind resynchronises from the state).
+    pub events: Arc<std::sync::Mutex<std::collections::VecDeque<(u64, orbit_state::Event)>>>,
+    /// Ticks on every apply, for whoever waits for new state (deadline timer, watchers).
+    pub applied: Arc<tokio::sync::Notify>,
 }
+
+/// Applied events kept for watchers.
+pub const EVENT_BACKLOG: usize = 100_000;
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
@@ -315,12 +325,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut d = self.data.write().unwrap();
         let mut out = vec![];
+        let mut events = self.events.lock().unwrap();
         for e in entries {
             d.last_applied = Some(e.log_id);
             match e.payload {
                 EntryPayload::Blank => out.push(Response::Internal),
                 EntryPayload::Normal(req) => {
-                    out.push(Response::Applied(d.orbit.apply(req.at, &req.cmd)))
+                    let r = d.orbit.apply(req.at, &req.cmd);
+                    if let Ok(ev) = &r {
+                        if events.len() == EVENT_BACKLOG {
+                            events.pop_front();
+                        }
+                        events.push_back((e.log_id.index, ev.clone()));
+                    }
+                    out.push(Response::Applied(r))
                 }
                 EntryPayload::Membership(m) => {
                     d.last_membership = StoredMembership::new(Some(e.log_id), m);
@@ -328,6 +346,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
+        drop(events);
+        self.applied.notify_waiters();
         Ok(out)
     }
 

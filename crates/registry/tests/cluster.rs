@@ -175,3 +175,90 @@ async fn three_nodes_commit_fail_over_and_restart_from_disk() {
         n.shutdown().await;
     }
 }
+
+fn expirations(n: &Node, park: u64) -> Vec<(u64, u64)> {
+    n.state
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Expired(p) if p.id == park => match p.phase {
+                orbit_state::Phase::Recalling { since, .. } => Some((since, p.deadline)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+async fn wait_expired(n: &Node, park: u64) -> (u64, u64) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(x) = expirations(n, park).first() {
+            return *x;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "park {park} never expired on node {}",
+            n.id
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_fire_once_never_early_and_survive_the_leader() {
+    let root = std::env::temp_dir().join(format!("orbit-deadlines-{}", std::process::id()));
+    let _dir = Dir(root.clone());
+    let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
+    let cfg = |i: u64| NodeConfig::new(i, addrs[&i], root.join(format!("n{i}")));
+    let mut nodes = BTreeMap::new();
+    for i in 1..=3 {
+        nodes.insert(i, Node::start(cfg(i)).await.unwrap());
+    }
+    nodes[&1].initialize(&addrs).await.unwrap();
+    let leader = leader_of(&nodes).await;
+    let mut short = lot();
+    short.parking_ms = 800;
+    propose(&nodes[&leader], Command::SetLot(short)).await;
+    let parked = |c: &orbit_registry::Committed| match &c.outcome {
+        Ok(Event::Parked(p)) => p.id,
+        o => panic!("{o:?}"),
+    };
+
+    // With a steady leader: fired once, at or after the deadline, promptly.
+    let a = parked(&propose(&nodes[&leader], park(1)).await);
+    let (since, deadline) = wait_expired(&nodes[&leader], a).await;
+    assert!(since >= deadline, "expired {} ms early", deadline - since);
+    assert!(
+        since - deadline < 500,
+        "expired {} ms late",
+        since - deadline
+    );
+
+    // The leader dies before the next deadline: the new leader fires it, once, not early.
+    let b = parked(&propose(&nodes[&leader], park(2)).await);
+    nodes.remove(&leader).unwrap().shutdown().await;
+    let survivor = *nodes.keys().next().unwrap();
+    let (since, deadline) = wait_expired(&nodes[&survivor], b).await;
+    assert!(since >= deadline, "expired {} ms early", deadline - since);
+    assert!(
+        since - deadline < 2_000,
+        "expired {} ms late after failover",
+        since - deadline
+    );
+    eprintln!(
+        "after failover, park {b} expired {} ms after its deadline",
+        since - deadline
+    );
+    // Let any duplicate attempt come through, then count on every survivor.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in nodes.values() {
+        assert_eq!(expirations(n, a).len(), 1, "node {}: park {a}", n.id);
+        assert_eq!(expirations(n, b).len(), 1, "node {}: park {b}", n.id);
+    }
+    for (_, n) in nodes {
+        n.shutdown().await;
+    }
+}
