@@ -185,8 +185,10 @@ impl Node {
             id: cfg.id,
             raft: raft.clone(),
         });
-        let reg_svc =
-            pb::registry_server::RegistryServer::new(RegistryService { raft: raft.clone() });
+        let reg_svc = pb::registry_server::RegistryServer::new(RegistryService {
+            raft: raft.clone(),
+            sm: sm.clone(),
+        });
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let server = tokio::spawn(
             async move {
@@ -245,7 +247,14 @@ impl Node {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        let _ = (&mut self.server).await;
+        // Graceful shutdown waits for open connections (watch streams never end on their own):
+        // give them a moment, then close them.
+        if tokio::time::timeout(Duration::from_secs(1), &mut self.server)
+            .await
+            .is_err()
+        {
+            self.server.abort();
+        }
     }
 }
 
@@ -299,6 +308,38 @@ async fn forward(leader: NodeId, addr: &str, cmd: &Command) -> Result<Committed,
 
 struct RegistryService {
     raft: Raft,
+    sm: StateMachineStore,
+}
+
+/// What a watcher at `cursor` gets next, and its new cursor: a resync if the events after its
+/// cursor are no longer all here, else those events. Read under the state lock, so that the
+/// state and the events agree.
+fn next_items(sm: &StateMachineStore, cursor: u64) -> Result<(Vec<pb::WatchItem>, u64), Status> {
+    let d = sm.data.read().unwrap();
+    let events = sm.events.lock().unwrap();
+    let applied = d.last_applied.map(|l| l.index).unwrap_or(0);
+    let floor = sm.complete_after.load(std::sync::atomic::Ordering::Relaxed);
+    if cursor < floor {
+        let state = serde_json::to_vec(&d.orbit).map_err(|e| Status::internal(e.to_string()))?;
+        return Ok((
+            vec![pb::WatchItem {
+                index: applied,
+                item: Some(pb::watch_item::Item::Resync(state)),
+            }],
+            applied,
+        ));
+    }
+    let mut out = vec![];
+    for (i, e) in events.iter().filter(|(i, _)| *i > cursor) {
+        out.push(pb::WatchItem {
+            index: *i,
+            item: Some(pb::watch_item::Item::Event(
+                serde_json::to_vec(e).map_err(|e| Status::internal(e.to_string()))?,
+            )),
+        });
+    }
+    // Everything applied so far has been looked at (entries without events move it too).
+    Ok((out, applied.max(cursor)))
 }
 
 impl RegistryService {
@@ -348,6 +389,47 @@ fn node_of(req: GrpcRequest<pb::NodeRequest>) -> Result<pb::Member, Status> {
 
 #[tonic::async_trait]
 impl pb::registry_server::Registry for RegistryService {
+    type WatchStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::WatchItem, Status>> + Send + 'static>,
+    >;
+
+    async fn watch(
+        &self,
+        req: GrpcRequest<pb::WatchRequest>,
+    ) -> Result<GrpcResponse<Self::WatchStream>, Status> {
+        let mut cursor = req.into_inner().after_index;
+        let sm = self.sm.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::WatchItem, Status>>(1024);
+        tokio::spawn(
+            async move {
+                loop {
+                    let notified = sm.applied.notified();
+                    let (items, next) = match next_items(&sm, cursor) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                    for it in items {
+                        if tx.send(Ok(it)).await.is_err() {
+                            return; // the watcher went away
+                        }
+                    }
+                    cursor = next;
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+            .instrument(info_span!("registry.watch")),
+        );
+        Ok(GrpcResponse::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn propose(
         &self,
         req: GrpcRequest<pb::ProposeRequest>,

@@ -78,7 +78,17 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         snapshots_built: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         events: Default::default(),
         applied: Default::default(),
+        complete_after: Arc::new(std::sync::atomic::AtomicU64::new(0)),
     };
+    let start = sm
+        .data
+        .read()
+        .unwrap()
+        .last_applied
+        .map(|l| l.index)
+        .unwrap_or(0);
+    sm.complete_after
+        .store(start, std::sync::atomic::Ordering::Relaxed);
     Ok((log, sm))
 }
 
@@ -268,6 +278,9 @@ pub struct StateMachineStore {
     pub events: Arc<std::sync::Mutex<std::collections::VecDeque<(u64, orbit_state::Event)>>>,
     /// Ticks on every apply, for whoever waits for new state (deadline timer, watchers).
     pub applied: Arc<tokio::sync::Notify>,
+    /// Events of entries after this index are all in `events`; older ones may not be (they are
+    /// in the snapshot the node started from, or were evicted).
+    pub complete_after: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Applied events kept for watchers.
@@ -334,7 +347,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     let r = d.orbit.apply(req.at, &req.cmd);
                     if let Ok(ev) = &r {
                         if events.len() == EVENT_BACKLOG {
-                            events.pop_front();
+                            if let Some((i, _)) = events.pop_front() {
+                                self.complete_after
+                                    .store(i, std::sync::atomic::Ordering::Relaxed);
+                            }
                         }
                         events.push_back((e.log_id.index, ev.clone()));
                     }
@@ -373,7 +389,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data: bytes,
         };
         write_meta(&self.db, SNAPSHOT, &stored, true)?;
+        let index = data.last_applied.map(|l| l.index).unwrap_or(0);
         *self.data.write().unwrap() = data;
+        self.events.lock().unwrap().clear();
+        self.complete_after
+            .store(index, std::sync::atomic::Ordering::Relaxed);
+        self.applied.notify_waiters();
         Ok(())
     }
 

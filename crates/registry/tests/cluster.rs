@@ -262,3 +262,137 @@ async fn deadlines_fire_once_never_early_and_survive_the_leader() {
         n.shutdown().await;
     }
 }
+
+/// Read `n` items from a watch stream (bounded wait).
+async fn take(s: &mut tonic::Streaming<pb::WatchItem>, n: usize) -> Vec<(u64, Event)> {
+    let mut out = vec![];
+    while out.len() < n {
+        let item = tokio::time::timeout(Duration::from_secs(10), s.message())
+            .await
+            .expect("watch stalled")
+            .unwrap()
+            .expect("stream ended");
+        match item.item {
+            Some(pb::watch_item::Item::Event(e)) => {
+                out.push((item.index, serde_json::from_slice(&e).unwrap()))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_from_an_index_without_missing_or_repeating() {
+    let root = std::env::temp_dir().join(format!("orbit-watch-{}", std::process::id()));
+    let _dir = Dir(root.clone());
+    let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
+    let cfg = |i: u64| NodeConfig::new(i, addrs[&i], root.join(format!("n{i}")));
+    let mut nodes = BTreeMap::new();
+    for i in 1..=3 {
+        nodes.insert(i, Node::start(cfg(i)).await.unwrap());
+    }
+    nodes[&1].initialize(&addrs).await.unwrap();
+    let leader = leader_of(&nodes).await;
+    let follower = *nodes.keys().find(|k| **k != leader).unwrap();
+    let watch = |after: u64| {
+        let addr = addrs[&follower];
+        async move {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            pb::registry_client::RegistryClient::new(ch)
+                .watch(pb::WatchRequest { after_index: after })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut s = watch(0).await;
+    propose(&nodes[&leader], Command::SetLot(lot())).await;
+    for n in 1..=3 {
+        propose(&nodes[&leader], park(n)).await;
+    }
+    let first = take(&mut s, 4).await;
+    drop(s); // the watcher disconnects...
+    for n in 4..=6 {
+        propose(&nodes[&leader], park(n)).await;
+    }
+    // ...a refused command in between moves the log but is no event...
+    let full = Command::Claim {
+        tenant: "example.com".into(),
+        slot: 799,
+        park: None,
+        by: "x".into(),
+    };
+    assert!(propose(&nodes[&leader], full).await.outcome.is_err());
+    propose(&nodes[&leader], park(7)).await;
+    // ...and resumes after the last index it saw.
+    let mut s = watch(first.last().unwrap().0).await;
+    let rest = take(&mut s, 4).await;
+    let all: Vec<_> = first.iter().chain(rest.iter()).cloned().collect();
+    let indexes: Vec<u64> = all.iter().map(|(i, _)| *i).collect();
+    assert!(
+        indexes.windows(2).all(|w| w[0] < w[1]),
+        "in log order, no repeats: {indexes:?}"
+    );
+    // Exactly what the leader applied.
+    let leader_events: Vec<(u64, Event)> = nodes[&leader]
+        .state
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(all, leader_events);
+    let slots: Vec<u32> = all
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Parked(p) => Some(p.slot),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slots, (701..=707).collect::<Vec<_>>());
+    // Nothing more comes until something happens.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), s.message())
+            .await
+            .is_err()
+    );
+    drop(s);
+
+    // A watcher too far behind what a node still has (here: a node restarted from a snapshot)
+    // first gets the whole state, then the events after it.
+    nodes[&follower].raft.trigger().snapshot().await.unwrap();
+    let t0 = Instant::now();
+    while nodes[&follower].raft.metrics().borrow().snapshot.is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no snapshot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nodes.remove(&follower).unwrap().shutdown().await;
+    nodes.insert(follower, Node::start(cfg(follower)).await.unwrap());
+    let mut s = watch(0).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Some(pb::watch_item::Item::Resync(state)) = first.item else {
+        panic!("expected a resync, got {first:?}");
+    };
+    let orbit: orbit_state::Orbit = serde_json::from_slice(&state).unwrap();
+    let mut slots: Vec<u32> = orbit.all_parked().map(|p| p.slot).collect();
+    slots.sort();
+    assert_eq!(slots, (701..=707).collect::<Vec<_>>());
+    propose(&nodes[&leader], park(8)).await;
+    let next = take(&mut s, 1).await;
+    assert!(next[0].0 > first.index);
+    assert!(matches!(&next[0].1, Event::Parked(p) if p.slot == 708));
+    drop(s);
+    for (_, n) in nodes {
+        n.shutdown().await;
+    }
+}
