@@ -5,7 +5,8 @@
 #   relay  RTP relay packets/s and added latency vs a plain UDP forwarding loop
 #   music  CPU of music on hold for 1000 parked calls (one player thread, encoded once)
 #   park   park + retrieve cycles/s and retrieve latency, against plain calls on the same edge
-# Usage: bench/run.sh [calls|relay|music|park|all] [options for calls.py / park.py]
+#   registry  registry commit latency against the disk's fsync, and failover time
+# Usage: bench/run.sh [calls|relay|music|park|registry|all] [options for calls.py / park.py]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # One per checkout path: cargo keys build freshness on paths relative to the workspace, so two
@@ -25,6 +26,9 @@ cargo build --release -q -p orbitd -p orbit-bench
 echo "machine: $(nproc) cores, $(uname -r), $(date -u +%F)"
 if [ "$what" = relay ] || [ "$what" = all ]; then
   "$CARGO_TARGET_DIR/release/orbit-bench" relay --seconds 10
+fi
+if [ "$what" = registry ] || [ "$what" = all ]; then
+  "$CARGO_TARGET_DIR/release/orbit-bench" registry --commits 2000 --failovers 5
 fi
 if [ "$what" = music ] || [ "$what" = all ]; then
   "$CARGO_TARGET_DIR/release/orbit-bench" music --calls 1000 --seconds 10

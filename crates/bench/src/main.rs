@@ -2,6 +2,9 @@
 //! UDP forwarding loop measured in the same run (the machine's ceiling).
 //! `orbit-bench music`: CPU of music on hold for many parked calls at once, against a bare
 //! paced send loop of the same packets measured in the same run.
+//! `orbit-bench registry`: commit latency of a three-voter registry (fsync on every append),
+//! against this disk's fsync latency measured in the same run; and the time from a leader's
+//! stop to the next committed park.
 //!
 //! Layout, as the anchor's `udpfwd/run.sh`: the forwarder (plain loop, or the relay on a
 //! single-threaded tokio runtime) pinned to CPU 1; generator and sink pinned to CPU 0.
@@ -32,6 +35,18 @@ enum Cmd {
         /// Packets/s of the latency phase.
         #[arg(long, default_value_t = 5000)]
         paced_rate: u64,
+    },
+    /// Registry commit latency vs the disk's fsync, and failover time.
+    Registry {
+        /// Sequential proposals to time.
+        #[arg(long, default_value_t = 2000)]
+        commits: usize,
+        /// Leader stops to time.
+        #[arg(long, default_value_t = 5)]
+        failovers: usize,
+        /// Where the nodes keep their files (the disk being measured).
+        #[arg(long, default_value = "/var/tmp")]
+        dir: std::path::PathBuf,
     },
     /// Music on hold to many parked calls: the player's CPU vs a bare paced send loop.
     Music {
@@ -66,6 +81,146 @@ fn sinks(n: usize, stop: &Arc<AtomicBool>) -> (Vec<SocketAddr>, Arc<std::sync::a
         });
     }
     (addrs, count)
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 * p / 100.0) as usize).min(v.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// fdatasync of a 4 KiB write, `n` times, in `dir`.
+fn fsync_latency(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Duration>> {
+    use std::io::Write;
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join(format!("orbit-fsync-{}", std::process::id()));
+    let mut f = std::fs::File::create(&path)?;
+    let buf = [7u8; 4096];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f.write_all(&buf)?;
+        // SAFETY: a valid open file descriptor.
+        unsafe { libc::fdatasync(f.as_raw_fd()) };
+        out.push(t.elapsed());
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(out)
+}
+
+fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow::Result<()> {
+    use orbit_registry::{Node, NodeConfig};
+    use orbit_state::{CallInfo, Command, LotConfig, SlotChoice};
+    use std::collections::BTreeMap;
+    let root = dir.join(format!("orbit-bench-registry-{}", std::process::id()));
+    std::fs::create_dir_all(&root)?;
+    println!("registry benchmark: 3 voters in one process over gRPC on loopback, files in {}", root.display());
+    let mut fsync = fsync_latency(&root, commits.min(1000))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let lot = LotConfig {
+        tenant: "bench".into(),
+        park_ext: "700".into(),
+        first_slot: 1,
+        last_slot: 999_999,
+        parking_ms: 3_600_000,
+        recall_ring_ms: 20_000,
+        fallback: None,
+        choice: SlotChoice::FirstFree,
+    };
+    let park = |n: usize| Command::Park {
+        lot: lot.key(),
+        slot: None,
+        call: CallInfo {
+            caller_uri: format!("sip:{n}@bench"),
+            caller_display: None,
+            parker: "1".into(),
+            edge: "bench".into(),
+            call_id: format!("c{n}"),
+            local_tag: "l".into(),
+            remote_tag: "r".into(),
+        },
+    };
+    let result: anyhow::Result<(Vec<Duration>, Vec<Duration>)> = rt.block_on(async {
+        let addrs: BTreeMap<u64, std::net::SocketAddr> = (1..=3)
+            .map(|i| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                (i, l.local_addr().unwrap())
+            })
+            .collect();
+        let cfg = |i: u64| NodeConfig::new(i, addrs[&i], root.join(format!("n{i}")));
+        let mut nodes = BTreeMap::new();
+        for i in 1..=3 {
+            nodes.insert(i, Node::start(cfg(i)).await?);
+        }
+        nodes[&1].initialize(&addrs).await?;
+        let leader = |nodes: &BTreeMap<u64, Node>| -> Option<u64> {
+            nodes.values().find_map(|n| {
+                let m = n.raft.metrics().borrow().clone();
+                (m.state.is_leader()).then_some(n.id)
+            })
+        };
+        let t0 = Instant::now();
+        while leader(&nodes).is_none() {
+            anyhow::ensure!(t0.elapsed() < Duration::from_secs(10), "no leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let l = leader(&nodes).unwrap();
+        nodes[&l].propose(Command::SetLot(lot.clone())).await?;
+        let mut lat = Vec::with_capacity(commits);
+        for n in 0..commits {
+            let t = Instant::now();
+            nodes[&l].propose(park(n)).await?;
+            lat.push(t.elapsed());
+        }
+        // Failover: stop the leader, time until a park commits through a survivor, restart it.
+        let mut fo = vec![];
+        for k in 0..failovers {
+            let l = leader(&nodes).unwrap();
+            let stopped = nodes.remove(&l).unwrap();
+            let t = Instant::now();
+            stopped.shutdown().await;
+            let via = *nodes.keys().next().unwrap();
+            loop {
+                if nodes[&via].propose(park(commits + k)).await.is_ok() {
+                    break;
+                }
+                anyhow::ensure!(t.elapsed() < Duration::from_secs(20), "no commit after failover");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            fo.push(t.elapsed());
+            nodes.insert(l, Node::start(cfg(l)).await?);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for (_, n) in nodes {
+            n.shutdown().await;
+        }
+        Ok((lat, fo))
+    });
+    std::fs::remove_dir_all(&root).ok();
+    let (mut lat, mut fo) = result?;
+    let (f50, f99) = (pct(&mut fsync, 50.0), pct(&mut fsync, 99.0));
+    let (c50, c99) = (pct(&mut lat, 50.0), pct(&mut lat, 99.0));
+    println!("disk fsync (4 KiB + fdatasync, anchor): p50 {:6.2} ms  p99 {:6.2} ms", ms(f50), ms(f99));
+    println!(
+        "registry commit (3 voters, sequential):   p50 {:6.2} ms  p99 {:6.2} ms  ratio p50 {:.2}x fsync",
+        ms(c50),
+        ms(c99),
+        c50.as_secs_f64() / f50.as_secs_f64().max(1e-9)
+    );
+    if !fo.is_empty() {
+        let max = *fo.iter().max().unwrap();
+        println!(
+            "leader stop -> next committed park ({} runs): p50 {:6.0} ms  max {:6.0} ms",
+            fo.len(),
+            ms(pct(&mut fo, 50.0)),
+            ms(max)
+        );
+    }
+    Ok(())
 }
 
 fn music(calls: usize, seconds: u64) -> anyhow::Result<()> {
@@ -425,6 +580,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Music { calls, seconds } => music(calls, seconds)?,
+        Cmd::Registry {
+            commits,
+            failovers,
+            dir,
+        } => registry(commits, failovers, dir)?,
         Cmd::Relay {
             seconds,
             size,

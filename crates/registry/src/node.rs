@@ -189,7 +189,15 @@ impl Node {
             raft: raft.clone(),
             sm: sm.clone(),
         });
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Small Raft messages must not wait for Nagle and delayed ACKs (40 ms on Linux).
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |s| {
+                s.inspect(|s| {
+                    let _ = s.set_nodelay(true);
+                })
+            },
+        );
         let server = tokio::spawn(
             async move {
                 let _ = tonic::transport::Server::builder()
