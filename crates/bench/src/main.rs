@@ -118,9 +118,14 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
     use std::collections::BTreeMap;
     let root = dir.join(format!("orbit-bench-registry-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
-    println!("registry benchmark: 3 voters in one process over gRPC on loopback, files in {}", root.display());
+    println!(
+        "registry benchmark: 3 voters in one process over gRPC on loopback, files in {}",
+        root.display()
+    );
     let mut fsync = fsync_latency(&root, commits.min(1000))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let lot = LotConfig {
         tenant: "bench".into(),
         park_ext: "700".into(),
@@ -188,7 +193,10 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
                 if nodes[&via].propose(park(commits + k)).await.is_ok() {
                     break;
                 }
-                anyhow::ensure!(t.elapsed() < Duration::from_secs(20), "no commit after failover");
+                anyhow::ensure!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "no commit after failover"
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             fo.push(t.elapsed());
@@ -204,7 +212,11 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
     let (mut lat, mut fo) = result?;
     let (f50, f99) = (pct(&mut fsync, 50.0), pct(&mut fsync, 99.0));
     let (c50, c99) = (pct(&mut lat, 50.0), pct(&mut lat, 99.0));
-    println!("disk fsync (4 KiB + fdatasync, anchor): p50 {:6.2} ms  p99 {:6.2} ms", ms(f50), ms(f99));
+    println!(
+        "disk fsync (4 KiB + fdatasync, anchor): p50 {:6.2} ms  p99 {:6.2} ms",
+        ms(f50),
+        ms(f99)
+    );
     println!(
         "registry commit (3 voters, sequential):   p50 {:6.2} ms  p99 {:6.2} ms  ratio p50 {:.2}x fsync",
         ms(c50),

@@ -277,14 +277,19 @@ fn esc(s: &str) -> String {
 
 /// An orbit event changed a slot: tell everyone watching it.
 pub(crate) fn on_event(edge: &mut Edge, now: Instant, ev: &Event) {
-    let Some((lot, slot)) = ev.slot() else { return };
+    let touched = ev.slots();
+    if touched.is_empty() {
+        return;
+    }
     let keys: Vec<(String, String)> = edge
         .blf
         .subs
         .iter()
-        .filter(|(_, s)| match &s.resource {
-            Resource::Slot(n) => *n == slot,
-            Resource::Lot(l) => l == lot,
+        .filter(|(_, s)| {
+            touched.iter().any(|(lot, slot)| match &s.resource {
+                Resource::Slot(n) => n == slot,
+                Resource::Lot(l) => l == *lot,
+            })
         })
         .map(|(k, _)| k.clone())
         .collect();

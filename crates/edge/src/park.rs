@@ -77,6 +77,10 @@ pub(crate) struct RecallBranch {
 fn short(ev: &Event) -> String {
     match ev {
         Event::LotSet(k) => format!("lot {} set", k.park_ext),
+        Event::LeaseGranted { edge, until } => format!("lease of {edge} until {until}"),
+        Event::LeaseLapsed { edge, lost } => {
+            format!("lease of {edge} lapsed, {} calls lost", lost.len())
+        }
         Event::Parked(p) => format!("park {} in {} until {}", p.id, p.slot, p.deadline),
         Event::Claimed { parked, by } => {
             format!("park {} in {} claimed by {by}", parked.id, parked.slot)
@@ -97,6 +101,8 @@ fn kind(cmd: &Command) -> &'static str {
         Command::Expire { .. } => "expire",
         Command::RecallStage { .. } => "recall_stage",
         Command::End { .. } => "end",
+        Command::Lease { .. } => "lease",
+        Command::LeaseLapse { .. } => "lease_lapse",
     }
 }
 

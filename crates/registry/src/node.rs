@@ -101,6 +101,19 @@ async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore) {
             None
         };
         let now = wall_ms();
+        if leading {
+            // Edges whose lease ran out: their parked calls are lost (once, never early; the
+            // state refuses a lapse before the lease's end or after a renewal).
+            let lapsed = sm.data.read().unwrap().orbit.lapsed(now);
+            for edge in lapsed {
+                let cmd = Command::LeaseLapse { edge: edge.clone() };
+                if let Ok(r) = raft.client_write(Request { at: wall_ms(), cmd }).await {
+                    if let Response::Applied(Ok(Event::LeaseLapsed { lost, .. })) = r.data {
+                        info!(%edge, lost = lost.len(), "edge lease lapsed");
+                    }
+                }
+            }
+        }
         match next {
             Some((at, _)) if at <= now => {
                 let due = sm.data.read().unwrap().orbit.due(now);

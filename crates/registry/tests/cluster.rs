@@ -258,6 +258,46 @@ async fn deadlines_fire_once_never_early_and_survive_the_leader() {
         assert_eq!(expirations(n, a).len(), 1, "node {}: park {a}", n.id);
         assert_eq!(expirations(n, b).len(), 1, "node {}: park {b}", n.id);
     }
+
+    // An edge that stops renewing its lease loses its parked call, once, after the lease ends.
+    let via = *nodes.keys().next().unwrap();
+    propose(
+        &nodes[&via],
+        Command::Lease {
+            edge: "site-x".into(),
+            ttl_ms: 300,
+        },
+    )
+    .await;
+    let mut c = park(3);
+    if let Command::Park { call, .. } = &mut c {
+        call.edge = "site-x".into();
+    }
+    let lost_park = parked(&propose(&nodes[&via], c).await);
+    let t0 = Instant::now();
+    loop {
+        let lapses: Vec<Vec<u64>> = nodes[&via]
+            .state
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::LeaseLapsed { lost, .. } => Some(lost.iter().map(|p| p.id).collect()),
+                _ => None,
+            })
+            .collect();
+        if !lapses.is_empty() {
+            assert_eq!(lapses, vec![vec![lost_park]]);
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the lease never lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(nodes[&via].orbit().parked(lost_park).is_none());
     for (_, n) in nodes {
         n.shutdown().await;
     }

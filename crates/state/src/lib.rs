@@ -137,27 +137,49 @@ pub enum Command {
     RecallStage { park: ParkId, stage: RecallStage },
     /// The call left the lot unclaimed.
     End { park: ParkId, reason: EndReason },
+    /// Grant or renew an edge's lease until `now + ttl_ms`. An edge whose lease lapses loses its
+    /// parked calls (it may be gone, and nobody else holds their media).
+    Lease { edge: String, ttl_ms: u64 },
+    /// The lease of `edge` has run out: its parked calls are lost, their slots free. Refused
+    /// before the lease's end (a renewal that came first wins).
+    LeaseLapse { edge: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     LotSet(LotKey),
     Parked(Parked),
-    Claimed { parked: Parked, by: String },
+    Claimed {
+        parked: Parked,
+        by: String,
+    },
     Expired(Parked),
     RecallStage(Parked),
-    Ended { parked: Parked, reason: EndReason },
+    Ended {
+        parked: Parked,
+        reason: EndReason,
+    },
+    LeaseGranted {
+        edge: String,
+        until: Millis,
+    },
+    /// The edge's lease lapsed; these calls were lost with it.
+    LeaseLapsed {
+        edge: String,
+        lost: Vec<Parked>,
+    },
 }
 
 impl Event {
-    /// The slot whose lamp this event changes.
-    pub fn slot(&self) -> Option<(&LotKey, u32)> {
+    /// The slots whose lamps this event changes.
+    pub fn slots(&self) -> Vec<(&LotKey, u32)> {
         match self {
-            Event::LotSet(_) => None,
-            Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) => Some((&p.lot, p.slot)),
+            Event::LotSet(_) | Event::LeaseGranted { .. } => vec![],
+            Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) => vec![(&p.lot, p.slot)],
             Event::Claimed { parked, .. } | Event::Ended { parked, .. } => {
-                Some((&parked.lot, parked.slot))
+                vec![(&parked.lot, parked.slot)]
             }
+            Event::LeaseLapsed { lost, .. } => lost.iter().map(|p| (&p.lot, p.slot)).collect(),
         }
     }
 }
@@ -182,6 +204,10 @@ pub enum Rejection {
     NotDue { park: ParkId, deadline: Millis },
     #[error("park {0} is not being recalled")]
     NotRecalling(ParkId),
+    #[error("edge {0} holds no lease")]
+    NoLease(String),
+    #[error("the lease of edge {edge} runs until {until}")]
+    LeaseLive { edge: String, until: Millis },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -201,6 +227,8 @@ pub struct Orbit {
     /// Waiting parks by deadline, for the timer that fires Expire.
     deadlines: BTreeMap<(Millis, ParkId), ()>,
     next_park: ParkId,
+    /// Edge leases: edge → end of its lease.
+    leases: BTreeMap<String, Millis>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -208,6 +236,8 @@ struct OrbitRepr {
     lots: Vec<(LotKey, Lot)>,
     parks: Vec<Parked>,
     next_park: ParkId,
+    #[serde(default)]
+    leases: Vec<(String, Millis)>,
 }
 
 impl From<Orbit> for OrbitRepr {
@@ -216,6 +246,7 @@ impl From<Orbit> for OrbitRepr {
             lots: o.lots.into_iter().collect(),
             parks: o.parks.into_values().collect(),
             next_park: o.next_park,
+            leases: o.leases.into_iter().collect(),
         }
     }
 }
@@ -233,6 +264,7 @@ impl From<OrbitRepr> for Orbit {
             parks: r.parks.into_iter().map(|p| (p.id, p)).collect(),
             deadlines,
             next_park: r.next_park,
+            leases: r.leases.into_iter().collect(),
         }
     }
 }
@@ -312,6 +344,41 @@ impl Orbit {
                 Ok(Event::Ended {
                     parked: p,
                     reason: *reason,
+                })
+            }
+            Command::Lease { edge, ttl_ms } => {
+                let until = now + ttl_ms;
+                self.leases.insert(edge.clone(), until);
+                Ok(Event::LeaseGranted {
+                    edge: edge.clone(),
+                    until,
+                })
+            }
+            Command::LeaseLapse { edge } => {
+                let until = *self
+                    .leases
+                    .get(edge)
+                    .ok_or_else(|| Rejection::NoLease(edge.clone()))?;
+                if now < until {
+                    return Err(Rejection::LeaseLive {
+                        edge: edge.clone(),
+                        until,
+                    });
+                }
+                self.leases.remove(edge);
+                let ids: Vec<ParkId> = self
+                    .parks
+                    .values()
+                    .filter(|p| p.call.edge == *edge)
+                    .map(|p| p.id)
+                    .collect();
+                let mut lost = Vec::with_capacity(ids.len());
+                for id in ids {
+                    lost.push(self.remove(id)?);
+                }
+                Ok(Event::LeaseLapsed {
+                    edge: edge.clone(),
+                    lost,
                 })
             }
         }
@@ -510,6 +577,20 @@ impl Orbit {
 
     pub fn all_parked(&self) -> impl Iterator<Item = &Parked> {
         self.parks.values()
+    }
+
+    /// When each edge's lease ends.
+    pub fn leases(&self) -> impl Iterator<Item = (&String, Millis)> {
+        self.leases.iter().map(|(e, u)| (e, *u))
+    }
+
+    /// Edges whose lease has ended by `now`.
+    pub fn lapsed(&self, now: Millis) -> Vec<String> {
+        self.leases
+            .iter()
+            .filter(|(_, u)| **u <= now)
+            .map(|(e, _)| e.clone())
+            .collect()
     }
 
     /// The earliest deadline of a call still waiting.

@@ -436,3 +436,76 @@ fn serialised_state_behaves_the_same() {
         serde_json::to_string(&o).unwrap()
     );
 }
+
+#[test]
+fn a_lapsed_lease_loses_that_edges_parked_calls_and_frees_their_slots() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let lease = |o: &mut Orbit, now, edge: &str| {
+        o.apply(
+            now,
+            &Command::Lease {
+                edge: edge.into(),
+                ttl_ms: 10_000,
+            },
+        )
+    };
+    let lapse =
+        |o: &mut Orbit, now, edge: &str| o.apply(now, &Command::LeaseLapse { edge: edge.into() });
+    assert_eq!(
+        lease(&mut o, T0, "site-a"),
+        Ok(Event::LeaseGranted {
+            edge: "site-a".into(),
+            until: T0 + 10_000
+        })
+    );
+    lease(&mut o, T0, "site-b").unwrap();
+    let a1 = park(&mut o, T0, None, 1).unwrap(); // call(n) is held by site-a
+    let mut b = call(2);
+    b.edge = "site-b".into();
+    let b1 = match o
+        .apply(
+            T0,
+            &Command::Park {
+                lot: key(),
+                slot: None,
+                call: b,
+            },
+        )
+        .unwrap()
+    {
+        Event::Parked(p) => p,
+        e => panic!("{e:?}"),
+    };
+    // Renewed in time: the lapse that was due is refused.
+    lease(&mut o, T0 + 9_000, "site-a").unwrap();
+    assert_eq!(
+        lapse(&mut o, T0 + 10_000, "site-a"),
+        Err(Rejection::LeaseLive {
+            edge: "site-a".into(),
+            until: T0 + 19_000
+        })
+    );
+    assert_eq!(o.lapsed(T0 + 10_000), vec!["site-b".to_string()]);
+    // site-b's lease runs out: its call is lost, its slot free, its deadline gone.
+    match lapse(&mut o, T0 + 10_000, "site-b").unwrap() {
+        Event::LeaseLapsed { edge, lost } => {
+            assert_eq!(edge, "site-b");
+            assert_eq!(lost.iter().map(|p| p.id).collect::<Vec<_>>(), vec![b1.id]);
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(o.in_slot("example.com", b1.slot).is_none());
+    assert_eq!(o.in_slot("example.com", a1.slot).unwrap().id, a1.id);
+    assert_eq!(o.next_deadline(), Some((a1.deadline, a1.id)));
+    // Once: a second lapse finds no lease.
+    assert_eq!(
+        lapse(&mut o, T0 + 10_001, "site-b"),
+        Err(Rejection::NoLease("site-b".into()))
+    );
+    // The lamps of the lost slots change.
+    let ev = Event::LeaseLapsed {
+        edge: "x".into(),
+        lost: vec![a1.clone(), b1.clone()],
+    };
+    assert_eq!(ev.slots().len(), 2);
+}
