@@ -126,13 +126,13 @@ struct RegistrySettings {
 }
 
 fn default_heartbeat() -> u64 {
-    100
+    50
 }
 fn default_election_min() -> u64 {
-    300
+    200
 }
 fn default_election_max() -> u64 {
-    600
+    400
 }
 
 fn parse_member(s: &str) -> Result<(u64, String)> {

@@ -37,9 +37,9 @@ impl NodeConfig {
             id,
             listen,
             data_dir,
-            heartbeat: Duration::from_millis(100),
-            election_min: Duration::from_millis(300),
-            election_max: Duration::from_millis(600),
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(200),
+            election_max: Duration::from_millis(400),
         }
     }
 }
@@ -268,9 +268,9 @@ impl Node {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        // Graceful shutdown waits for open connections (watch streams never end on their own):
-        // give them a moment, then close them.
-        if tokio::time::timeout(Duration::from_secs(1), &mut self.server)
+        // Graceful shutdown waits for open connections, and peers and watchers keep theirs
+        // open: give in-flight calls a moment, then close them.
+        if tokio::time::timeout(Duration::from_millis(100), &mut self.server)
             .await
             .is_err()
         {
