@@ -244,11 +244,13 @@ def run_rate(t, rate, seconds, work):
     return {"good": good, "cps": cps, "cpu": cpu, "rate": rate}
 
 
-def search(t, start, seconds, work, cap):
+def search_rates(run, start, cap, min_step=100):
+    """The highest passing rate: grow by x1.5 from `start` until a run fails, then bisect twice
+    between the last good and the first bad rate. `run(rate)` returns a dict with "good"."""
     best, bad = None, None
     rate = start
     while rate <= cap:
-        r = run_rate(t, rate, seconds, work)
+        r = run(rate)
         if r["good"]:
             best = r
             rate = int(rate * 1.5)
@@ -259,15 +261,19 @@ def search(t, start, seconds, work, cap):
         return None
     lo, hi = best["rate"], bad
     for _ in range(2):
-        if hi is None or hi - lo <= max(100, lo // 20):
+        if hi is None or hi - lo <= max(min_step, lo // 20):
             break
         mid = (lo + hi) // 2
-        r = run_rate(t, mid, seconds, work)
+        r = run(mid)
         if r["good"]:
             best, lo = r, mid
         else:
             hi = mid
     return best
+
+
+def search(t, start, seconds, work, cap):
+    return search_rates(lambda rate: run_rate(t, rate, seconds, work), start, cap)
 
 
 def main():

@@ -107,30 +107,6 @@ def run_cycles(t, rate, seconds, work, twin_port):
     return {"good": good, "cps": ok / seconds, "cpu": cpu, "rate": rate, "p50": p50, "p99": p99}
 
 
-def search(fn, start, cap):
-    best, bad, rate = None, None, start
-    while rate <= cap:
-        r = fn(rate)
-        if r["good"]:
-            best, rate = r, int(rate * 1.5)
-        else:
-            bad = rate
-            break
-    if best is None:
-        return None
-    lo, hi = best["rate"], bad
-    for _ in range(2):
-        if hi is None or hi - lo <= max(50, lo // 20):
-            break
-        mid = (lo + hi) // 2
-        r = fn(mid)
-        if r["good"]:
-            best, lo = r, mid
-        else:
-            hi = mid
-    return best
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
@@ -145,8 +121,8 @@ def main():
     t.start(work)
     try:
         t.before_uas(work, t.uas_port)
-        plain = search(lambda r: calls.run_rate(t, r, a.seconds, work), 1000, 12000)
-        cycles = search(lambda r: run_cycles(t, r, a.seconds, work, 47070), a.start, a.cap)
+        plain = calls.search(t, 1000, a.seconds, work, 12000)
+        cycles = calls.search_rates(lambda r: run_cycles(t, r, a.seconds, work, 47070), a.start, a.cap, min_step=50)
     finally:
         t.stop()
     print()

@@ -908,13 +908,15 @@ pub(crate) fn on_retrieve(
         call::send_bye_departed(edge, now, cid, parked.other());
     }
     let tag = edge.unique();
-    let call = edge.calls.get_mut(&cid).expect("present");
     let v = parked.other();
-    let parked_user = call.dialog_ref(parked).user.clone();
-    let old = call.dialog_ref(v);
-    let old_key = (old.call_id.clone(), old.local_tag.clone());
-    let d = Dialog::uas(&msg, flow, &tag, &parked_user, &retriever);
-    *call.dialog(v) = d;
+    let parked_user = edge.calls[&cid].dialog_ref(parked).user.clone();
+    seat(
+        edge,
+        cid,
+        v,
+        Dialog::uas(&msg, flow, &tag, &parked_user, &retriever),
+    );
+    let call = edge.calls.get_mut(&cid).expect("present");
     call.vacant = None;
     let ps = call.park.take().expect("parked");
     call.sdp[v as usize] = offer.clone();
@@ -934,9 +936,6 @@ pub(crate) fn on_retrieve(
             te,
         );
     }
-    edge.dialogs.remove(&old_key);
-    edge.dialogs
-        .insert((msg.call_id().to_string(), tag.clone()), cid);
     info!(slot = ps.slot, by = %retriever, "retrieved");
     let c = contact(&edge.local, &parked_user, flow.proto);
     let identity = format!(
@@ -959,6 +958,17 @@ pub(crate) fn on_retrieve(
         Some(("application/sdp", &body)),
     );
     call::send_own_2xx(edge, now, cid, v, key, msg.cseq.seq, bytes);
+}
+
+/// Seat the next party (`d`) on the vacant side `v` of call `cid`, re-keying the dialog map.
+fn seat(edge: &mut Edge, cid: u64, v: Side, d: Dialog) {
+    let call = edge.calls.get_mut(&cid).expect("present");
+    let old = call.dialog_ref(v);
+    let old_key = (old.call_id.clone(), old.local_tag.clone());
+    let new_key = (d.call_id.clone(), d.local_tag.clone());
+    *call.dialog(v) = d;
+    edge.dialogs.remove(&old_key);
+    edge.dialogs.insert(new_key, cid);
 }
 
 fn now_version(ms: Millis) -> u64 {
@@ -1039,11 +1049,8 @@ fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
         contact_user: caller_user.clone(),
         user: target.clone(),
     };
-    let call = edge.calls.get_mut(&cid).expect("present");
-    let old = call.dialog_ref(v);
-    let old_key = (old.call_id.clone(), old.local_tag.clone());
-    let new_key = (d.call_id.clone(), tag.clone());
-    *call.dialog(v) = d;
+    seat(edge, cid, v, d);
+    let call = &edge.calls[&cid];
     let mut body = vec![];
     if let Some(m) = &call.media {
         m.vacate(v.leg());
@@ -1055,8 +1062,6 @@ fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
             te,
         );
     }
-    edge.dialogs.remove(&old_key);
-    edge.dialogs.insert(new_key, cid);
     info!(%target, ?stage, slot, phones = bindings.len(), "recall ringing");
     let d = edge.calls[&cid].dialog_ref(v);
     let (from_hdr, to_hdr, call_id) =

@@ -45,10 +45,38 @@ fn park(n: u32) -> Command {
     }
 }
 
-struct Dir(PathBuf);
-impl Drop for Dir {
+/// Three nodes' addresses and data directories (removed at the end).
+struct Cluster {
+    root: PathBuf,
+    addrs: BTreeMap<u64, SocketAddr>,
+}
+
+impl Cluster {
+    fn new(tag: &str) -> Cluster {
+        Cluster {
+            root: std::env::temp_dir().join(format!("orbit-{tag}-{}", std::process::id())),
+            addrs: (1..=3).map(|i| (i, free_addr())).collect(),
+        }
+    }
+
+    fn cfg(&self, i: u64) -> NodeConfig {
+        NodeConfig::new(i, self.addrs[&i], self.root.join(format!("n{i}")))
+    }
+
+    /// Start the three nodes and initialise the cluster on node 1.
+    async fn start(&self) -> BTreeMap<u64, Node> {
+        let mut nodes = BTreeMap::new();
+        for i in 1..=3 {
+            nodes.insert(i, Node::start(self.cfg(i)).await.unwrap());
+        }
+        nodes[&1].initialize(&self.addrs).await.unwrap();
+        nodes
+    }
+}
+
+impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -106,15 +134,9 @@ async fn wait_applied(node: &Node, index: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_commit_fail_over_and_restart_from_disk() {
-    let root = std::env::temp_dir().join(format!("orbit-cluster-{}", std::process::id()));
-    let _dir = Dir(root.clone());
-    let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
-    let cfg = |i: u64| NodeConfig::new(i, addrs[&i], root.join(format!("n{i}")));
-    let mut nodes = BTreeMap::new();
-    for i in 1..=3 {
-        nodes.insert(i, Node::start(cfg(i)).await.unwrap());
-    }
-    nodes[&1].initialize(&addrs).await.unwrap();
+    let c = Cluster::new("cluster");
+    let (addrs, cfg) = (c.addrs.clone(), |i: u64| c.cfg(i));
+    let mut nodes = c.start().await;
     let leader = leader_of(&nodes).await;
     let follower = *nodes.keys().find(|k| **k != leader).unwrap();
 
@@ -209,15 +231,8 @@ async fn wait_expired(n: &Node, park: u64) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_fire_once_never_early_and_survive_the_leader() {
-    let root = std::env::temp_dir().join(format!("orbit-deadlines-{}", std::process::id()));
-    let _dir = Dir(root.clone());
-    let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
-    let cfg = |i: u64| NodeConfig::new(i, addrs[&i], root.join(format!("n{i}")));
-    let mut nodes = BTreeMap::new();
-    for i in 1..=3 {
-        nodes.insert(i, Node::start(cfg(i)).await.unwrap());
-    }
-    nodes[&1].initialize(&addrs).await.unwrap();
+    let c = Cluster::new("deadlines");
+    let mut nodes = c.start().await;
     let leader = leader_of(&nodes).await;
     let mut short = lot();
     short.parking_ms = 800;
@@ -324,15 +339,9 @@ async fn take(s: &mut tonic::Streaming<pb::WatchItem>, n: usize) -> Vec<(u64, Ev
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resumes_from_an_index_without_missing_or_repeating() {
-    let root = std::env::temp_dir().join(format!("orbit-watch-{}", std::process::id()));
-    let _dir = Dir(root.clone());
-    let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
-    let cfg = |i: u64| NodeConfig::new(i, addrs[&i], root.join(format!("n{i}")));
-    let mut nodes = BTreeMap::new();
-    for i in 1..=3 {
-        nodes.insert(i, Node::start(cfg(i)).await.unwrap());
-    }
-    nodes[&1].initialize(&addrs).await.unwrap();
+    let c = Cluster::new("watch");
+    let (addrs, cfg) = (c.addrs.clone(), |i: u64| c.cfg(i));
+    let mut nodes = c.start().await;
     let leader = leader_of(&nodes).await;
     let follower = *nodes.keys().find(|k| **k != leader).unwrap();
     let watch = |after: u64| {
