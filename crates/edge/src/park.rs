@@ -78,6 +78,8 @@ fn short(ev: &Event) -> String {
     match ev {
         Event::LotSet(k) => format!("lot {} set", k.park_ext),
         Event::LeaseGranted { edge, until } => format!("lease of {edge} until {until}"),
+        Event::Located { ext, edge, .. } => format!("{ext} registered at {edge}"),
+        Event::Unlocated { ext, edge, .. } => format!("{ext} no longer at {edge}"),
         Event::LeaseLapsed { edge, lost } => {
             format!("lease of {edge} lapsed, {} calls lost", lost.len())
         }
@@ -103,6 +105,8 @@ fn kind(cmd: &Command) -> &'static str {
         Command::End { .. } => "end",
         Command::Lease { .. } => "lease",
         Command::LeaseLapse { .. } => "lease_lapse",
+        Command::Locate { .. } => "locate",
+        Command::Unlocate { .. } => "unlocate",
     }
 }
 

@@ -143,6 +143,20 @@ pub enum Command {
     /// The lease of `edge` has run out: its parked calls are lost, their slots free. Refused
     /// before the lease's end (a renewal that came first wins).
     LeaseLapse { edge: String },
+    /// Extension `ext` of `tenant` has a phone registered at `edge` until `until` (so that other
+    /// sites know where to ring it: recall, calls between sites).
+    Locate {
+        tenant: String,
+        ext: String,
+        edge: String,
+        until: Millis,
+    },
+    /// No phone of `ext` is registered at `edge` any more.
+    Unlocate {
+        tenant: String,
+        ext: String,
+        edge: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +177,17 @@ pub enum Event {
         edge: String,
         until: Millis,
     },
+    Located {
+        tenant: String,
+        ext: String,
+        edge: String,
+        until: Millis,
+    },
+    Unlocated {
+        tenant: String,
+        ext: String,
+        edge: String,
+    },
     /// The edge's lease lapsed; these calls were lost with it.
     LeaseLapsed {
         edge: String,
@@ -174,7 +199,10 @@ impl Event {
     /// The slots whose lamps this event changes.
     pub fn slots(&self) -> Vec<(&LotKey, u32)> {
         match self {
-            Event::LotSet(_) | Event::LeaseGranted { .. } => vec![],
+            Event::LotSet(_)
+            | Event::LeaseGranted { .. }
+            | Event::Located { .. }
+            | Event::Unlocated { .. } => vec![],
             Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) => vec![(&p.lot, p.slot)],
             Event::Claimed { parked, .. } | Event::Ended { parked, .. } => {
                 vec![(&parked.lot, parked.slot)]
@@ -229,6 +257,8 @@ pub struct Orbit {
     next_park: ParkId,
     /// Edge leases: edge → end of its lease.
     leases: BTreeMap<String, Millis>,
+    /// Where extensions are registered: (tenant, ext) → edge → registered until.
+    locations: BTreeMap<(String, String), BTreeMap<String, Millis>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -238,6 +268,8 @@ struct OrbitRepr {
     next_park: ParkId,
     #[serde(default)]
     leases: Vec<(String, Millis)>,
+    #[serde(default)]
+    locations: Vec<(String, String, String, Millis)>,
 }
 
 impl From<Orbit> for OrbitRepr {
@@ -247,6 +279,14 @@ impl From<Orbit> for OrbitRepr {
             parks: o.parks.into_values().collect(),
             next_park: o.next_park,
             leases: o.leases.into_iter().collect(),
+            locations: o
+                .locations
+                .into_iter()
+                .flat_map(|((t, x), m)| {
+                    m.into_iter()
+                        .map(move |(e, u)| (t.clone(), x.clone(), e, u))
+                })
+                .collect(),
         }
     }
 }
@@ -265,6 +305,13 @@ impl From<OrbitRepr> for Orbit {
             deadlines,
             next_park: r.next_park,
             leases: r.leases.into_iter().collect(),
+            locations: r
+                .locations
+                .into_iter()
+                .fold(BTreeMap::new(), |mut m, (t, x, e, u)| {
+                    m.entry((t, x)).or_insert_with(BTreeMap::new).insert(e, u);
+                    m
+                }),
         }
     }
 }
@@ -366,6 +413,11 @@ impl Orbit {
                     });
                 }
                 self.leases.remove(edge);
+                // Its registrations went with it.
+                for m in self.locations.values_mut() {
+                    m.remove(edge);
+                }
+                self.locations.retain(|_, m| !m.is_empty());
                 let ids: Vec<ParkId> = self
                     .parks
                     .values()
@@ -379,6 +431,40 @@ impl Orbit {
                 Ok(Event::LeaseLapsed {
                     edge: edge.clone(),
                     lost,
+                })
+            }
+            Command::Locate {
+                tenant,
+                ext,
+                edge,
+                until,
+            } => {
+                // Expired entries go when anything about the extension changes.
+                let m = self
+                    .locations
+                    .entry((tenant.clone(), ext.clone()))
+                    .or_default();
+                m.retain(|_, u| *u > now);
+                m.insert(edge.clone(), *until);
+                Ok(Event::Located {
+                    tenant: tenant.clone(),
+                    ext: ext.clone(),
+                    edge: edge.clone(),
+                    until: *until,
+                })
+            }
+            Command::Unlocate { tenant, ext, edge } => {
+                let key = (tenant.clone(), ext.clone());
+                if let Some(m) = self.locations.get_mut(&key) {
+                    m.remove(edge);
+                    if m.is_empty() {
+                        self.locations.remove(&key);
+                    }
+                }
+                Ok(Event::Unlocated {
+                    tenant: tenant.clone(),
+                    ext: ext.clone(),
+                    edge: edge.clone(),
                 })
             }
         }
@@ -577,6 +663,17 @@ impl Orbit {
 
     pub fn all_parked(&self) -> impl Iterator<Item = &Parked> {
         self.parks.values()
+    }
+
+    /// The edges where `ext` has a phone registered at `now`.
+    pub fn located(&self, tenant: &str, ext: &str, now: Millis) -> Vec<&str> {
+        self.locations
+            .get(&(tenant.to_string(), ext.to_string()))
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(|(_, u)| **u > now)
+            .map(|(e, _)| e.as_str())
+            .collect()
     }
 
     /// When each edge's lease ends.

@@ -509,3 +509,69 @@ fn a_lapsed_lease_loses_that_edges_parked_calls_and_frees_their_slots() {
     };
     assert_eq!(ev.slots().len(), 2);
 }
+
+#[test]
+fn registrations_are_located_by_edge_until_they_expire() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let locate = |o: &mut Orbit, now, edge: &str, until| {
+        o.apply(
+            now,
+            &Command::Locate {
+                tenant: "example.com".into(),
+                ext: "1002".into(),
+                edge: edge.into(),
+                until,
+            },
+        )
+        .unwrap()
+    };
+    locate(&mut o, T0, "site-a", T0 + 3_600_000);
+    locate(&mut o, T0, "site-b", T0 + 60_000);
+    assert_eq!(
+        o.located("example.com", "1002", T0),
+        vec!["site-a", "site-b"]
+    );
+    // Past its expiry a registration no longer counts.
+    assert_eq!(
+        o.located("example.com", "1002", T0 + 60_000),
+        vec!["site-a"]
+    );
+    assert!(o.located("other.example", "1002", T0).is_empty());
+    // The phone moved: un-registered at site-a, registered at site-b again.
+    o.apply(
+        T0 + 70_000,
+        &Command::Unlocate {
+            tenant: "example.com".into(),
+            ext: "1002".into(),
+            edge: "site-a".into(),
+        },
+    )
+    .unwrap();
+    locate(&mut o, T0 + 70_000, "site-b", T0 + 200_000);
+    assert_eq!(
+        o.located("example.com", "1002", T0 + 70_000),
+        vec!["site-b"]
+    );
+    // Survives serialisation; a lapsed lease takes its edge's registrations with it.
+    let mut back: Orbit = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+    assert_eq!(
+        back.located("example.com", "1002", T0 + 70_000),
+        vec!["site-b"]
+    );
+    back.apply(
+        T0,
+        &Command::Lease {
+            edge: "site-b".into(),
+            ttl_ms: 1,
+        },
+    )
+    .unwrap();
+    back.apply(
+        T0 + 80_000,
+        &Command::LeaseLapse {
+            edge: "site-b".into(),
+        },
+    )
+    .unwrap();
+    assert!(back.located("example.com", "1002", T0 + 80_000).is_empty());
+}
