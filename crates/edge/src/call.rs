@@ -119,10 +119,57 @@ pub(crate) enum BranchState {
     Done,
 }
 
-struct Branch {
-    key: String,
-    state: BranchState,
-    cancel_wanted: bool,
+/// One fork of an INVITE we sent (to a callee's contact, or a recall's).
+pub(crate) struct Branch {
+    pub key: String,
+    pub state: BranchState,
+    /// A CANCEL is due as soon as the fork answers provisionally (sending it before any
+    /// response could overtake the INVITE).
+    pub cancel_wanted: bool,
+}
+
+impl Branch {
+    pub(crate) fn new(key: String) -> Branch {
+        Branch {
+            key,
+            state: BranchState::Calling,
+            cancel_wanted: false,
+        }
+    }
+
+    /// A provisional response arrived: the fork is proceeding. True when a CANCEL was waiting
+    /// for it and must go now.
+    pub(crate) fn provisional(&mut self) -> bool {
+        if self.state == BranchState::Calling {
+            self.state = BranchState::Proceeding;
+        }
+        std::mem::take(&mut self.cancel_wanted)
+    }
+}
+
+/// The initial INVITE of a dialog we start (`d`, as the UAC), to one contact of the callee.
+pub(crate) fn invite_bytes(
+    edge: &Edge,
+    d: &Dialog,
+    target: &str,
+    proto: orbit_sip::transport::Proto,
+    branch: &str,
+    max_forwards: &str,
+    sdp: Option<&[u8]>,
+) -> Bytes {
+    let mut w = Writer::request("INVITE", target);
+    w.header("Via", &edge.via(proto, branch));
+    w.header("Max-Forwards", max_forwards);
+    w.header("From", &d.local_hdr);
+    w.header("To", &d.remote_hdr);
+    w.header("Call-ID", &d.call_id);
+    w.header("CSeq", "1 INVITE");
+    w.header("Contact", &edge.contact(&d.contact_user, proto));
+    w.header("Allow", ALLOW);
+    match sdp {
+        Some(b) => w.finish(Some("application/sdp"), b),
+        None => w.finish(None, b""),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -432,24 +479,16 @@ impl Edge {
         let mut sends = vec![];
         for bind in &bindings {
             let branch = self.new_branch();
-            let mut w = Writer::request("INVITE", &bind.contact);
-            w.header("Via", &self.via(bind.flow.proto, &branch));
-            w.header("Max-Forwards", &mf);
-            w.header("From", &call.b.local_hdr);
-            w.header("To", &call.b.remote_hdr);
-            w.header("Call-ID", &call.b.call_id);
-            w.header("CSeq", "1 INVITE");
-            w.header("Contact", &self.contact(&caller, bind.flow.proto));
-            w.header("Allow", ALLOW);
-            let bytes = match &body {
-                Some(b) => w.finish(Some("application/sdp"), b),
-                None => w.finish(None, b""),
-            };
-            call.branches.push(Branch {
-                key: branch.clone(),
-                state: BranchState::Calling,
-                cancel_wanted: false,
-            });
+            let bytes = invite_bytes(
+                self,
+                &call.b,
+                &bind.contact,
+                bind.flow.proto,
+                &branch,
+                &mf,
+                body.as_deref(),
+            );
+            call.branches.push(Branch::new(branch.clone()));
             sends.push((bind.flow, branch, bytes));
         }
         self.calls.insert(id, call);
@@ -568,11 +607,7 @@ fn branch_response(edge: &mut Edge, now: Instant, id: u64, idx: usize, flow: Flo
         100 => {}
         101..=199 => {
             let b = &mut call.branches[idx];
-            if b.state == BranchState::Calling {
-                b.state = BranchState::Proceeding;
-            }
-            if b.cancel_wanted {
-                b.cancel_wanted = false;
+            if b.provisional() {
                 let key = b.key.clone();
                 send_cancel(edge, now, &key);
                 return;
@@ -844,22 +879,21 @@ pub(crate) fn on_dialog_request(
             }
         }
         Method::Refer => crate::park::on_refer(edge, now, id, side, key, msg),
-        Method::Info if crate::park::info_digit(&msg).is_some() => {
-            let digit = crate::park::info_digit(&msg).expect("checked");
-            crate::park::on_digit(edge, now, id, side, digit);
+        _ => {
+            if method == Method::Info {
+                if let Some(digit) = crate::park::info_digit(&msg) {
+                    crate::park::on_digit(edge, now, id, side, digit);
+                }
+            }
             let c = &edge.calls[&id];
             if c.vacant.is_some() || c.park.is_some() {
+                // Parked: nobody on the other side to relay to. Re-INVITEs get the relay's
+                // SDP back (the music keeps flowing to the same address); the rest is accepted.
                 crate::park::parked_request(edge, now, id, side, key, msg)
             } else {
                 relay_request(edge, now, id, side, key, msg)
             }
         }
-        _ if edge.calls[&id].vacant.is_some() || edge.calls[&id].park.is_some() => {
-            // Parked: nobody on the other side to relay to. Re-INVITEs get the relay's SDP
-            // back (the music keeps flowing to the same address); the rest is accepted.
-            crate::park::parked_request(edge, now, id, side, key, msg)
-        }
-        _ => relay_request(edge, now, id, side, key, msg),
     }
 }
 
@@ -910,10 +944,7 @@ fn relay_request(edge: &mut Edge, now: Instant, id: u64, from: Side, key: String
     };
     let branch = edge.new_branch();
     let call = edge.calls.get(&id).expect("present");
-    let d = match to {
-        Side::A => &call.a,
-        Side::B => &call.b,
-    };
+    let d = call.dialog_ref(to);
     let flow = d.flow;
     let bytes = dialog_request_bytes(
         edge,
@@ -976,10 +1007,7 @@ fn relay_response(edge: &mut Edge, now: Instant, id: u64, stx: &str, req: &Messa
         None if !msg.body.is_empty() => Some((ct.as_str(), &msg.body[..])),
         None => None,
     };
-    let from_d = match from {
-        Side::A => &call.a,
-        Side::B => &call.b,
-    };
+    let from_d = call.dialog_ref(from);
     let contact = contact(&edge.local, &from_d.contact_user, from_d.flow.proto);
     let bytes = build_response(
         req,
@@ -1041,10 +1069,7 @@ fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: Message) {
     let body = relay_sdp(call, side, &msg).ok().flatten();
     let branch = edge.new_branch();
     let call = edge.calls.get(&id).expect("present");
-    let d = match to {
-        Side::A => &call.a,
-        Side::B => &call.b,
-    };
+    let d = call.dialog_ref(to);
     let flow = d.flow;
     let ack = dialog_request_bytes(
         edge,
@@ -1103,10 +1128,7 @@ pub(crate) fn send_bye(edge: &mut Edge, now: Instant, id: u64, to: Side) {
     call.pending_byes += 1;
     let branch = edge.new_branch();
     let call = edge.calls.get(&id).expect("present");
-    let d = match to {
-        Side::A => &call.a,
-        Side::B => &call.b,
-    };
+    let d = call.dialog_ref(to);
     let flow = d.flow;
     let bye = dialog_request_bytes(edge, d, "BYE", cseq, &branch, &[], None);
     edge.send_request(now, flow, branch, false, bye, Owner::Bye { call: id });

@@ -30,7 +30,7 @@ use orbit_state::{
 };
 use tracing::{info, info_span, warn};
 
-use crate::call::{self, is_sdp, BranchState, Call, CallState, Dialog, Side};
+use crate::call::{self, is_sdp, Branch, BranchState, Call, CallState, Dialog, Side};
 use crate::core::{build_response, contact, Edge, Owner, TimerKey, ALLOW};
 use crate::media::Leg;
 
@@ -65,13 +65,7 @@ pub(crate) struct Recall {
     pub attempt: u32,
     pub stage: RecallStage,
     pub target: String,
-    pub branches: Vec<RecallBranch>,
-}
-
-pub(crate) struct RecallBranch {
-    pub key: String,
-    pub state: BranchState,
-    pub cancel_wanted: bool,
+    pub branches: Vec<Branch>,
 }
 
 fn short(ev: &Event) -> String {
@@ -474,18 +468,10 @@ pub(crate) fn on_refer(
 
 /// A call to the park extension: the edge answers and speaks the slot the caller's other call
 /// will be parked in, and waits for the REFER with Replaces that completes the park.
+#[derive(Clone)]
 pub(crate) struct Consult {
     pub lot: LotKey,
     pub slot: u32,
-}
-
-impl Clone for Consult {
-    fn clone(&self) -> Self {
-        Consult {
-            lot: self.lot.clone(),
-            slot: self.slot,
-        }
-    }
 }
 
 /// The spoken prompts, loaded once per process (immutable).
@@ -640,42 +626,34 @@ pub(crate) fn on_digit(edge: &mut Edge, now: Instant, cid: u64, side: Side, digi
     let span = call.span.clone();
     let _g = span.enter();
     info!(by = ?side, "one-touch park");
-    match park_party(edge, now, cid, side, lot, None) {
+    // Parked: the presser hears the slot, then its leg ends. Refused: it hears why, then the
+    // other party again.
+    let (clip, after, bye) = match park_party(edge, now, cid, side, lot, None) {
         Ok(p) => {
-            // The presser hears the slot, then its leg ends.
             let clip = Arc::new(prompts().parked_on(p.slot));
             let after = clip.duration() + Duration::from_millis(200);
-            if let Some(m) = &edge.calls[&cid].media {
-                m.play(side.leg(), clip, codec, pt, false);
-            }
-            edge.timers.schedule(
-                now + after,
-                TimerKey::Prompt {
-                    call: cid,
-                    side,
-                    bye: true,
-                },
-            );
+            (clip, after, true)
         }
-        Err(e) => {
-            let clip = match e {
-                Rejection::LotFull => prompts().lot_full.clone(),
-                _ => prompts().park_failed.clone(),
-            };
-            let after = clip.duration();
-            if let Some(m) = &edge.calls[&cid].media {
-                m.play(side.leg(), clip, codec, pt, false);
-            }
-            edge.timers.schedule(
-                now + after,
-                TimerKey::Prompt {
-                    call: cid,
-                    side,
-                    bye: false,
-                },
-            );
+        Err(Rejection::LotFull) => {
+            let clip = prompts().lot_full.clone();
+            (clip.clone(), clip.duration(), false)
         }
+        Err(_) => {
+            let clip = prompts().park_failed.clone();
+            (clip.clone(), clip.duration(), false)
+        }
+    };
+    if let Some(m) = &edge.calls[&cid].media {
+        m.play(side.leg(), clip, codec, pt, false);
     }
+    edge.timers.schedule(
+        now + after,
+        TimerKey::Prompt {
+            call: cid,
+            side,
+            bye,
+        },
+    );
 }
 
 /// A prompt to a presser has ended: hang its leg up (parked) or let it hear the call again.
@@ -1067,31 +1045,27 @@ fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
         );
     }
     info!(%target, ?stage, slot, phones = bindings.len(), "recall ringing");
+    let keys: Vec<String> = bindings.iter().map(|_| edge.new_branch()).collect();
     let d = edge.calls[&cid].dialog_ref(v);
-    let (from_hdr, to_hdr, call_id) =
-        (d.local_hdr.clone(), d.remote_hdr.clone(), d.call_id.clone());
-    let mut sends = vec![];
-    for b in &bindings {
-        let branch = edge.new_branch();
-        let mut w = Writer::request("INVITE", &b.contact);
-        w.header("Via", &edge.via(b.flow.proto, &branch));
-        w.header("Max-Forwards", "70");
-        w.header("From", &from_hdr);
-        w.header("To", &to_hdr);
-        w.header("Call-ID", &call_id);
-        w.header("CSeq", "1 INVITE");
-        w.header("Contact", &edge.contact(&caller_user, b.flow.proto));
-        w.header("Allow", ALLOW);
-        let bytes = w.finish(Some("application/sdp"), &body);
-        sends.push((b.flow, branch, bytes));
-    }
+    let sends: Vec<_> = bindings
+        .iter()
+        .zip(keys)
+        .map(|(b, branch)| {
+            let bytes = call::invite_bytes(
+                edge,
+                d,
+                &b.contact,
+                b.flow.proto,
+                &branch,
+                "70",
+                Some(&body),
+            );
+            (b.flow, branch, bytes)
+        })
+        .collect();
     let branches = sends
         .iter()
-        .map(|(_, k, _)| RecallBranch {
-            key: k.clone(),
-            state: BranchState::Calling,
-            cancel_wanted: false,
-        })
+        .map(|(_, k, _)| Branch::new(k.clone()))
         .collect();
     let call = edge.calls.get_mut(&cid).expect("present");
     call.park.as_mut().expect("parked").recall = Some(Recall {
@@ -1154,12 +1128,7 @@ pub(crate) fn recall_response(
     match code {
         100 => {}
         101..=199 => {
-            let b = &mut r.branches[idx];
-            if b.state == BranchState::Calling {
-                b.state = BranchState::Proceeding;
-            }
-            if b.cancel_wanted {
-                b.cancel_wanted = false;
+            if r.branches[idx].provisional() {
                 call::send_cancel(edge, now, ckey);
             }
         }
@@ -1210,7 +1179,7 @@ fn recall_answered(edge: &mut Edge, now: Instant, cid: u64, idx: usize, flow: Fl
     }
 }
 
-fn cancel_branch(edge: &mut Edge, now: Instant, b: &RecallBranch) {
+fn cancel_branch(edge: &mut Edge, now: Instant, b: &Branch) {
     match b.state {
         // No provisional yet: a CANCEL now could overtake the INVITE; the stale-recall path
         // cancels it when its first 1xx arrives.

@@ -295,9 +295,11 @@ pub(crate) struct Shared {
     rtcp_peer: [Mutex<Peer>; 2],
     /// Per leg: the generation of what the player feeds it, 0 when it hears the other party.
     pub(crate) playing: [AtomicU64; 2],
-    /// Per leg: the telephone-event payload type it announced, and the RTP timestamp of the
-    /// last event reported (an event's packets share one timestamp; its end is sent 3 times).
-    dtmf: [Mutex<(Option<u8>, Option<u32>)>; 2],
+    /// Per leg: the telephone-event payload type it announced (`NO_DTMF`: none), read on every
+    /// packet without a lock; and the RTP timestamp of the last event reported (an event's
+    /// packets share one timestamp; its end is sent 3 times).
+    dtmf_pt: [std::sync::atomic::AtomicU16; 2],
+    dtmf_last: [Mutex<Option<u32>>; 2],
     dtmf_sink: Mutex<Option<DtmfSink>>,
     packets_in: [AtomicU64; 2],
     /// Every packet received, RTP and RTCP, either side: the idle check watches it change
@@ -336,7 +338,8 @@ impl Session {
             rtp_peer: Default::default(),
             rtcp_peer: Default::default(),
             playing: Default::default(),
-            dtmf: Default::default(),
+            dtmf_pt: [NO_DTMF, NO_DTMF].map(std::sync::atomic::AtomicU16::new),
+            dtmf_last: Default::default(),
             dtmf_sink: Mutex::new(None),
             packets_in: Default::default(),
             received: AtomicU64::new(0),
@@ -393,12 +396,13 @@ impl Session {
         let i = leg as usize;
         *self.shared.rtp_peer[i].lock().unwrap() = Peer::default();
         *self.shared.rtcp_peer[i].lock().unwrap() = Peer::default();
-        *self.shared.dtmf[i].lock().unwrap() = (None, None);
+        self.shared.dtmf_pt[i].store(NO_DTMF, Ordering::Relaxed);
+        *self.shared.dtmf_last[i].lock().unwrap() = None;
     }
 
     /// Report RFC 4733 digits the party on `leg` sends with payload type `pt`.
     pub fn set_dtmf(&self, leg: Leg, pt: Option<u8>) {
-        self.shared.dtmf[leg as usize].lock().unwrap().0 = pt;
+        self.shared.dtmf_pt[leg as usize].store(pt.map_or(NO_DTMF, u16::from), Ordering::Relaxed);
     }
 
     /// Where digits go.
@@ -497,12 +501,15 @@ fn relay_one(shared: &Shared, from: usize, rtcp: bool, pkt: &[u8], src: SocketAd
     }
 }
 
+const NO_DTMF: u16 = u16::MAX;
+
 /// Report the end of an RFC 4733 telephone-event once.
 fn dtmf(shared: &Shared, from: usize, pkt: &[u8]) {
-    let pt = match shared.dtmf[from].lock().unwrap().0 {
-        Some(pt) => pt,
-        None => return,
-    };
+    let pt = shared.dtmf_pt[from].load(Ordering::Relaxed);
+    if pt == NO_DTMF || pkt.len() < 2 || u16::from(pkt[1] & 0x7f) != pt {
+        return; // the common case, every voice packet: no parse, no lock
+    }
+    let pt = pt as u8;
     let Ok(r) = rtp_rs::RtpReader::new(pkt) else {
         return;
     };
@@ -518,11 +525,11 @@ fn dtmf(shared: &Shared, from: usize, pkt: &[u8]) {
         _ => return,
     };
     {
-        let mut st = shared.dtmf[from].lock().unwrap();
-        if st.1 == Some(r.timestamp()) {
+        let mut last = shared.dtmf_last[from].lock().unwrap();
+        if *last == Some(r.timestamp()) {
             return; // a retransmitted end packet
         }
-        st.1 = Some(r.timestamp());
+        *last = Some(r.timestamp());
     }
     let sink = shared.dtmf_sink.lock().unwrap().clone();
     if let Some(sink) = sink {

@@ -56,5 +56,15 @@ pub enum Response {
     Applied(Result<Event, Rejection>),
 }
 
+impl Response {
+    /// The orbit outcome; none for Raft's own entries (never the answer to a proposal).
+    pub fn outcome(self) -> Option<Result<Event, Rejection>> {
+        match self {
+            Response::Applied(o) => Some(o),
+            Response::Internal => None,
+        }
+    }
+}
+
 pub type NodeId = u64;
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -286,12 +286,10 @@ async fn propose(raft: &Raft, cmd: Command) -> Result<Committed, ProposeError> {
         match raft.client_write(req.clone()).await {
             Ok(r) => Ok(Committed {
                 index: r.log_id.index,
-                outcome: match r.data {
-                    Response::Applied(o) => o,
-                    Response::Internal => {
-                        return Err(ProposeError::Raft("not an orbit command".into()))
-                    }
-                },
+                outcome: r
+                    .data
+                    .outcome()
+                    .ok_or_else(|| ProposeError::Raft("not an orbit command".into()))?,
             }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let (Some(id), Some(node)) = (f.leader_id, f.leader_node) else {
@@ -460,10 +458,10 @@ impl pb::registry_server::Registry for RegistryService {
         // Only the leader takes a forwarded proposal: forwarding again could loop.
         match self.raft.client_write(Request { at: wall_ms(), cmd }).await {
             Ok(r) => {
-                let outcome = match r.data {
-                    Response::Applied(o) => o,
-                    Response::Internal => return Err(Status::internal("not an orbit command")),
-                };
+                let outcome = r
+                    .data
+                    .outcome()
+                    .ok_or_else(|| Status::internal("not an orbit command"))?;
                 Ok(GrpcResponse::new(pb::ProposeReply {
                     index: r.log_id.index,
                     outcome: serde_json::to_vec(&outcome)

@@ -100,6 +100,14 @@ fn io_write<E: std::error::Error + 'static>(e: E) -> StorageError<NodeId> {
     StorageIOError::write(AnyError::new(&e)).into()
 }
 
+fn logs_read<E: std::error::Error + 'static>(e: E) -> StorageError<NodeId> {
+    StorageIOError::read_logs(AnyError::new(&e)).into()
+}
+
+fn logs_write<E: std::error::Error + 'static>(e: E) -> StorageError<NodeId> {
+    StorageIOError::write_logs(AnyError::new(&e)).into()
+}
+
 fn read_meta<T: for<'de> Deserialize<'de>>(db: &Database, key: &str) -> SResult<Option<T>> {
     let tx = db.begin_read().map_err(io_read)?;
     let t = tx.open_table(META).map_err(io_read)?;
@@ -133,23 +141,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> SResult<Vec<Entry<TypeConfig>>> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
-        let t = tx
-            .open_table(LOGS)
-            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        let tx = self.db.begin_read().map_err(logs_read)?;
+        let t = tx.open_table(LOGS).map_err(logs_read)?;
         let mut out = vec![];
-        for item in t
-            .range::<u64>(range)
-            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?
-        {
-            let (_, v) = item.map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
-            out.push(
-                serde_json::from_slice(v.value())
-                    .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?,
-            );
+        for item in t.range::<u64>(range).map_err(logs_read)? {
+            let (_, v) = item.map_err(logs_read)?;
+            out.push(serde_json::from_slice(v.value()).map_err(logs_read)?);
         }
         Ok(out)
     }
@@ -201,15 +198,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let w =
-            |e: &dyn std::error::Error| StorageIOError::write_logs(AnyError::error(e.to_string()));
-        let tx = self.db.begin_write().map_err(|e| w(&e))?;
+        let tx = self.db.begin_write().map_err(logs_write)?;
         {
-            let mut t = tx.open_table(LOGS).map_err(|e| w(&e))?;
+            let mut t = tx.open_table(LOGS).map_err(logs_write)?;
             for e in entries {
-                let bytes = serde_json::to_vec(&e).map_err(|e| w(&e))?;
+                let bytes = serde_json::to_vec(&e).map_err(logs_write)?;
                 t.insert(e.log_id.index, bytes.as_slice())
-                    .map_err(|e| w(&e))?;
+                    .map_err(logs_write)?;
             }
         }
         // Immediate durability: commit returns after fsync; only then are the entries flushed.
@@ -220,35 +215,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             Err(e) => {
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(w(&e).into())
+                Err(logs_write(e))
             }
         }
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
-        let w =
-            |e: &dyn std::error::Error| StorageIOError::write_logs(AnyError::error(e.to_string()));
-        let tx = self.db.begin_write().map_err(|e| w(&e))?;
+        let tx = self.db.begin_write().map_err(logs_write)?;
         {
-            let mut t = tx.open_table(LOGS).map_err(|e| w(&e))?;
+            let mut t = tx.open_table(LOGS).map_err(logs_write)?;
             t.retain_in(log_id.index.., |_, _| false)
-                .map_err(|e| w(&e))?;
+                .map_err(logs_write)?;
         }
-        tx.commit().map_err(|e| w(&e).into())
+        tx.commit().map_err(logs_write)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         // The marker first: entries at or before it are ignored even if the delete is lost.
         write_meta(&self.db, LAST_PURGED, &log_id, true)?;
-        let w =
-            |e: &dyn std::error::Error| StorageIOError::write_logs(AnyError::error(e.to_string()));
-        let tx = self.db.begin_write().map_err(|e| w(&e))?;
+        let tx = self.db.begin_write().map_err(logs_write)?;
         {
-            let mut t = tx.open_table(LOGS).map_err(|e| w(&e))?;
+            let mut t = tx.open_table(LOGS).map_err(logs_write)?;
             t.retain_in(..=log_id.index, |_, _| false)
-                .map_err(|e| w(&e))?;
+                .map_err(logs_write)?;
         }
-        tx.commit().map_err(|e| w(&e).into())
+        tx.commit().map_err(logs_write)
     }
 }
 
