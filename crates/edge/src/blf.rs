@@ -299,6 +299,14 @@ pub(crate) fn on_event(edge: &mut Edge, now: Instant, ev: &Event) {
 }
 
 /// The subscriber refused or never answered a NOTIFY: the subscription is gone.
+/// The whole orbit state was replaced (a resync): every lamp gets its state again.
+pub(crate) fn refresh_all(edge: &mut Edge, now: Instant) {
+    let keys: Vec<(String, String)> = edge.blf.subs.keys().cloned().collect();
+    for k in keys {
+        notify(edge, now, &k, None);
+    }
+}
+
 pub(crate) fn on_notify_response(edge: &mut Edge, sub: &(String, String), code: Option<u16>) {
     match code {
         Some(c) if c < 300 || c == 401 || c == 407 => {}

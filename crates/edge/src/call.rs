@@ -147,17 +147,36 @@ impl Branch {
     }
 }
 
-/// The initial INVITE of a dialog we start (`d`, as the UAC), to one contact of the callee.
+/// Where one fork of an INVITE goes: a phone registered here, or another site's edge.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub flow: Flow,
+    pub uri: String,
+    /// Over the trunk: the peer edge's site, and the park this edge claimed (a retrieve).
+    pub trunk: Option<(String, Option<orbit_state::ParkId>)>,
+}
+
+impl Target {
+    pub(crate) fn phone(b: &crate::registrar::Binding) -> Target {
+        Target {
+            flow: b.flow,
+            uri: b.contact.clone(),
+            trunk: None,
+        }
+    }
+}
+
+/// The initial INVITE of a dialog we start (`d`, as the UAC), to one fork `t` of the callee.
 pub(crate) fn invite_bytes(
     edge: &Edge,
     d: &Dialog,
-    target: &str,
-    proto: orbit_sip::transport::Proto,
+    t: &Target,
     branch: &str,
     max_forwards: &str,
     sdp: Option<&[u8]>,
 ) -> Bytes {
-    let mut w = Writer::request("INVITE", target);
+    let proto = t.flow.proto;
+    let mut w = Writer::request("INVITE", &t.uri);
     w.header("Via", &edge.via(proto, branch));
     w.header("Max-Forwards", max_forwards);
     w.header("From", &d.local_hdr);
@@ -166,6 +185,11 @@ pub(crate) fn invite_bytes(
     w.header("CSeq", "1 INVITE");
     w.header("Contact", &edge.contact(&d.contact_user, proto));
     w.header("Allow", ALLOW);
+    if let Some((_, claim)) = &t.trunk {
+        for (name, value) in crate::trunk::headers(edge, &d.call_id, &d.user, *claim) {
+            w.header(name, &value);
+        }
+    }
     match sdp {
         Some(b) => w.finish(Some("application/sdp"), b),
         None => w.finish(None, b""),
@@ -221,6 +245,8 @@ pub(crate) struct Call {
     pub(crate) departed_live: bool,
     /// A call to the park extension: the slot it announced.
     pub(crate) consult: Option<crate::park::Consult>,
+    /// A park of this call is being ordered (not parkable again until its outcome).
+    pub(crate) parking: bool,
     /// Digits each party pressed lately (for feature codes), and when the last came.
     pub(crate) digits: [(String, Option<Instant>); 2],
     /// The last ACK we sent for a 2xx, to resend if that 2xx is retransmitted.
@@ -321,6 +347,15 @@ pub(crate) fn dialog_request_bytes(
     }
 }
 
+/// Who calls whom, for [`Edge::start_call`].
+pub(crate) struct NewCall {
+    pub caller: String,
+    pub callee: String,
+    /// The caller's display name as it came.
+    pub display: Option<String>,
+    pub max_forwards: u32,
+}
+
 impl Edge {
     pub(crate) fn on_invite(&mut self, now: Instant, key: &str, flow: Flow, msg: Message) {
         if self.shutting_down {
@@ -359,7 +394,16 @@ impl Edge {
         };
         let from_display = from.display.map(str::to_string);
         let from_user = user_of(from.uri).unwrap_or_default();
-        let caller = if self.is_trusted(flow.addr.ip()) {
+        // Another site's edge: its signature stands for the caller's authentication there.
+        let trunk_from = match crate::trunk::verify(self, &msg) {
+            Ok(peer) => peer,
+            Err(why) => {
+                warn!(from = %flow.addr, %why, "trunk request refused");
+                let bytes = build_response(&msg, &flow, 403, why, None, &[], None);
+                return self.reply_bytes(now, key, 403, bytes);
+            }
+        };
+        let caller = if trunk_from.is_some() || self.is_trusted(flow.addr.ip()) {
             from_user
         } else {
             match self.check_auth(now, &msg, Name::ProxyAuthorization) {
@@ -377,6 +421,9 @@ impl Edge {
         let Some(callee) = uri.user().map(str::to_string) else {
             return self.reply(now, key, &msg, 404, None, &[], None);
         };
+        if let Some(park) = crate::trunk::claim_of(&msg).filter(|_| trunk_from.is_some()) {
+            return crate::trunk::on_claim(self, now, key, flow, msg, caller, park);
+        }
         if let Some(slot) = self.slot_number(&callee) {
             return crate::park::on_retrieve(self, now, key, flow, msg, caller, slot);
         }
@@ -391,9 +438,43 @@ impl Edge {
             return self.reply(now, key, &msg, 404, None, &[], None);
         }
         let bindings = self.registrar.lookup(now, &callee);
-        if bindings.is_empty() {
+        let targets: Vec<Target> = if !bindings.is_empty() {
+            bindings.iter().map(Target::phone).collect()
+        } else if trunk_from.is_none() {
+            // Registered at another site: over the trunk (never forwarded on from a trunk).
+            crate::trunk::targets_for(self, now, &callee, &callee)
+        } else {
+            vec![]
+        };
+        if targets.is_empty() {
             return self.reply(now, key, &msg, 480, None, &[], None);
         }
+        let call = NewCall {
+            caller,
+            callee,
+            display: from_display,
+            max_forwards: mf,
+        };
+        self.start_call(now, key, flow, msg, call, targets);
+    }
+
+    /// Start a B2BUA call: answer the caller's INVITE with 100, fork it to `targets` with the
+    /// relay's SDP.
+    pub(crate) fn start_call(
+        &mut self,
+        now: Instant,
+        key: &str,
+        flow: Flow,
+        msg: Message,
+        nc: NewCall,
+        targets: Vec<Target>,
+    ) {
+        let NewCall {
+            caller,
+            callee,
+            display: from_display,
+            max_forwards: mf,
+        } = nc;
         if self.calls.len() >= self.cfg.limits.max_calls {
             return self.reply(now, key, &msg, 503, None, &[], None);
         }
@@ -431,7 +512,7 @@ impl Edge {
             route_set: vec![],
             local_cseq: 1,
             remote_cseq: 0,
-            flow: bindings[0].flow,
+            flow: targets[0].flow,
             contact_user: caller.clone(),
             user: callee.clone(),
         };
@@ -455,6 +536,7 @@ impl Edge {
             vacant: None,
             own_answer: None,
             consult: None,
+            parking: false,
             departed_live: false,
             digits: Default::default(),
             acked: None,
@@ -470,26 +552,18 @@ impl Edge {
             }
         };
         let _g = span.enter();
-        info!(contacts = bindings.len(), "call started");
+        info!(forks = targets.len(), trunk = ?targets[0].trunk.as_ref().map(|t| &t.0), "call started");
         self.stats.calls_started += 1;
         self.dialogs.insert((call.a.call_id.clone(), a_tag), id);
         self.dialogs.insert((call.b.call_id.clone(), b_tag), id);
         self.pending_invites.insert(key.to_string(), id);
-        let mf = (mf - 1).to_string();
+        let mf = mf.saturating_sub(1).to_string();
         let mut sends = vec![];
-        for bind in &bindings {
+        for t in &targets {
             let branch = self.new_branch();
-            let bytes = invite_bytes(
-                self,
-                &call.b,
-                &bind.contact,
-                bind.flow.proto,
-                &branch,
-                &mf,
-                body.as_deref(),
-            );
+            let bytes = invite_bytes(self, &call.b, t, &branch, &mf, body.as_deref());
             call.branches.push(Branch::new(branch.clone()));
-            sends.push((bind.flow, branch, bytes));
+            sends.push((t.flow, branch, bytes));
         }
         self.calls.insert(id, call);
         for (idx, (flow, branch, bytes)) in sends.into_iter().enumerate() {
@@ -1256,6 +1330,7 @@ pub(crate) fn insert_app_call(
         vacant: Some(Side::B),
         own_answer: None,
         consult,
+        parking: false,
         departed_live: false,
         digits: Default::default(),
         acked: None,

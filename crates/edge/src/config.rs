@@ -18,6 +18,59 @@ pub struct EdgeConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The orbit registry (parks shared across sites); absent: this edge keeps the orbit state
+    /// itself (one site).
+    #[serde(default)]
+    pub registry: Option<RegistryLink>,
+    /// The SIP trunk to the other sites' edges (retrieve and calls across sites).
+    #[serde(default)]
+    pub trunk: Option<TrunkConfig>,
+}
+
+/// How an edge reaches the orbit registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLink {
+    /// Registry nodes' gRPC addresses (`host:port`), the nearest first: proposals and the watch
+    /// stream go to the first that answers.
+    pub nodes: Vec<String>,
+    /// The edge's lease: if the registry hears nothing from the edge for this long, its parked
+    /// calls are given up (lost) and their slots freed. Renewed every third of it.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+fn default_lease_secs() -> u64 {
+    15
+}
+
+/// The inter-site trunk: SIP between edges, each request signed with a shared secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Shared by all sites' edges (at least 16 characters): requests between edges carry an
+    /// HMAC-SHA256 over their identity made with it.
+    pub secret: String,
+    /// The other sites' edges.
+    #[serde(default)]
+    pub peers: Vec<TrunkPeer>,
+    /// How far apart two edges' clocks (and a request's transit) may be; older signatures are
+    /// refused.
+    #[serde(default = "default_max_skew")]
+    pub max_skew_secs: u64,
+}
+
+fn default_max_skew() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkPeer {
+    /// The peer's site name (as in its `site`).
+    pub site: String,
+    /// Its SIP address (UDP).
+    pub addr: SocketAddr,
 }
 
 fn default_site() -> String {
@@ -347,6 +400,10 @@ pub enum ConfigError {
     TlsFiles,
     #[error("{0}")]
     Lot(String),
+    #[error("registry: {0}")]
+    Registry(String),
+    #[error("trunk: {0}")]
+    Trunk(String),
 }
 
 impl EdgeConfig {
@@ -377,6 +434,31 @@ impl EdgeConfig {
             return Err(ConfigError::TlsFiles);
         }
         self.lot_configs()?;
+        if let Some(r) = &self.registry {
+            if r.nodes.is_empty() {
+                return Err(ConfigError::Registry("no registry nodes".into()));
+            }
+            if r.lease_secs < 3 {
+                return Err(ConfigError::Registry(format!(
+                    "lease_secs {}: at least 3",
+                    r.lease_secs
+                )));
+            }
+        }
+        if let Some(t) = &self.trunk {
+            if t.secret.len() < 16 {
+                return Err(ConfigError::Trunk("secret: at least 16 characters".into()));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for p in &t.peers {
+                if p.site == self.site || !seen.insert(&p.site) {
+                    return Err(ConfigError::Trunk(format!(
+                        "peer {}: one entry per other site",
+                        p.site
+                    )));
+                }
+            }
+        }
         let code = &self.tenant.features.park;
         if code.is_empty()
             || !code

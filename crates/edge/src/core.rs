@@ -74,6 +74,8 @@ pub(crate) enum TimerKey {
         bye: bool,
     },
     Housekeeping,
+    /// Time to renew this edge's lease with the registry.
+    Lease,
 }
 
 pub(crate) struct ServerEntry {
@@ -158,6 +160,8 @@ pub struct Edge {
     pub(crate) announced: std::collections::HashSet<u32>,
     /// The lot a one-touch park goes to: the tenant's first.
     pub(crate) default_lot: Option<orbit_state::LotKey>,
+    /// Proposals, outcomes and the watch position (see [`crate::orbit`]).
+    pub(crate) port: crate::orbit::OrbitPort,
 }
 
 impl Edge {
@@ -229,8 +233,35 @@ impl Edge {
             blf: Default::default(),
             announced: Default::default(),
             default_lot,
+            port: crate::orbit::OrbitPort::new(crate::orbit::Backend::Local, Duration::ZERO),
             cfg,
         }
+    }
+
+    /// Order orbit commands through the registry instead of locally: the state here becomes a
+    /// mirror of the registry's (fed by [`Edge::on_orbit_watch`]), the configured lots are
+    /// proposed, and the edge holds a lease of `lease_ttl`, renewed at a third of it.
+    pub fn with_registry(mut self, now: Instant, lease_ttl: Duration) -> Edge {
+        self.port = crate::orbit::OrbitPort::new(crate::orbit::Backend::Registry, lease_ttl);
+        for lot in self.cfg.lot_configs().unwrap_or_default() {
+            self.propose(
+                now,
+                orbit_state::Command::SetLot(lot),
+                crate::orbit::Then::Nothing,
+            );
+        }
+        self.renew_lease(now);
+        self
+    }
+
+    /// Whether the registry orders this edge's orbit commands.
+    pub fn uses_registry(&self) -> bool {
+        self.port.backend == crate::orbit::Backend::Registry
+    }
+
+    /// Orbit proposals waiting for the registry's answer.
+    pub fn proposals_in_flight(&self) -> usize {
+        self.port.in_flight()
     }
 
     /// Use `clip` as the music on hold of lot `park_ext` (from a configured WAV file).
@@ -251,6 +282,7 @@ impl Edge {
             crate::media::Leg::B => crate::call::Side::B,
         };
         crate::park::on_digit(self, now, ev.call, side, ev.digit);
+        self.settle(now);
     }
 
     /// Lamp (BLF) subscriptions alive.
@@ -381,6 +413,7 @@ impl Edge {
         } else {
             self.on_response(now, msg);
         }
+        self.settle(now);
     }
 
     fn on_parse_error(&mut self, flow: Flow, bytes: &[u8], err: ParseError) {
@@ -606,7 +639,8 @@ impl Edge {
                 TimerKey::Server(key) => self.server_timer(now, key),
                 TimerKey::Client(key) => self.client_timer(now, key),
                 TimerKey::Call(id) => crate::call::on_timer(self, now, id),
-                TimerKey::Deadline => crate::park::on_deadline(self, now),
+                TimerKey::Deadline => self.on_deadline(now),
+                TimerKey::Lease => self.renew_lease(now),
                 TimerKey::Recall { call, attempt } => {
                     crate::park::on_recall_timeout(self, now, call, attempt)
                 }
@@ -617,6 +651,7 @@ impl Edge {
                 TimerKey::Housekeeping => self.housekeeping(now),
             }
         }
+        self.settle(now);
     }
 
     fn server_timer(&mut self, now: Instant, key: String) {
@@ -862,6 +897,8 @@ impl Edge {
             Ok(()) => {
                 self.stats.registrations += 1;
                 let bindings = self.registrar.lookup(now, &aor);
+                let until = bindings.iter().map(|b| b.expires_at).max();
+                self.report_location(now, &aor, until);
                 let values: Vec<String> = bindings
                     .iter()
                     .map(|b| {
@@ -972,6 +1009,7 @@ impl Edge {
         for id in ids {
             crate::call::hangup(self, now, id, "shutdown");
         }
+        self.settle(now);
     }
 
     pub fn flow_closed(&mut self, flow: &Flow) {

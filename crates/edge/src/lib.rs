@@ -18,11 +18,13 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod media;
+pub mod orbit;
 mod park;
 pub mod ratelimit;
 pub mod registrar;
 #[cfg(test)]
 mod tests;
+mod trunk;
 
 pub use crate::config::EdgeConfig;
 pub use crate::core::{Edge, Stats, Transmit};

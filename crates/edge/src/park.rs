@@ -33,6 +33,7 @@ use tracing::{info, info_span, warn};
 use crate::call::{self, is_sdp, Branch, BranchState, Call, CallState, Dialog, Side};
 use crate::core::{build_response, contact, Edge, Owner, TimerKey, ALLOW};
 use crate::media::Leg;
+use crate::orbit::{OrbitError, Outcome, Then};
 
 /// The built-in music, synthesised once per process (immutable, so sharing it between sites
 /// in one process shares nothing that could change).
@@ -62,57 +63,15 @@ pub(crate) struct ParkState {
 }
 
 pub(crate) struct Recall {
+    /// The phone (branch index) whose answer is being claimed for.
+    pub claiming: Option<usize>,
     pub attempt: u32,
     pub stage: RecallStage,
     pub target: String,
     pub branches: Vec<Branch>,
 }
 
-fn short(ev: &Event) -> String {
-    match ev {
-        Event::LotSet(k) => format!("lot {} set", k.park_ext),
-        Event::LeaseGranted { edge, until } => format!("lease of {edge} until {until}"),
-        Event::Located { ext, edge, .. } => format!("{ext} registered at {edge}"),
-        Event::Unlocated { ext, edge, .. } => format!("{ext} no longer at {edge}"),
-        Event::LeaseLapsed { edge, lost } => {
-            format!("lease of {edge} lapsed, {} calls lost", lost.len())
-        }
-        Event::Parked(p) => format!("park {} in {} until {}", p.id, p.slot, p.deadline),
-        Event::Claimed { parked, by } => {
-            format!("park {} in {} claimed by {by}", parked.id, parked.slot)
-        }
-        Event::Expired(p) => format!("park {} in {} expired", p.id, p.slot),
-        Event::RecallStage(p) => format!("park {} in {} recall {:?}", p.id, p.slot, p.phase),
-        Event::Ended { parked, reason } => {
-            format!("park {} in {} ended: {reason:?}", parked.id, parked.slot)
-        }
-    }
-}
-
-fn kind(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::SetLot(_) => "set_lot",
-        Command::Park { .. } => "park",
-        Command::Claim { .. } => "claim",
-        Command::Expire { .. } => "expire",
-        Command::RecallStage { .. } => "recall_stage",
-        Command::End { .. } => "end",
-        Command::Lease { .. } => "lease",
-        Command::LeaseLapse { .. } => "lease_lapse",
-        Command::Locate { .. } => "locate",
-        Command::Unlocate { .. } => "unlocate",
-    }
-}
-
 impl Edge {
-    pub(crate) fn now_ms(&self, now: Instant) -> Millis {
-        self.clock.1 + now.saturating_duration_since(self.clock.0).as_millis() as u64
-    }
-
-    fn instant_at(&self, ms: Millis) -> Instant {
-        self.clock.0 + Duration::from_millis(ms.saturating_sub(self.clock.1))
-    }
-
     /// `user` as a parking slot number of this tenant.
     pub(crate) fn slot_number(&self, user: &str) -> Option<u32> {
         if user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) || user.starts_with('0') {
@@ -120,34 +79,6 @@ impl Edge {
         }
         let n: u32 = user.parse().ok()?;
         self.orbit.lot_of(&self.cfg.tenant.domain, n).map(|_| n)
-    }
-
-    /// Apply a command to the orbit state, in a span, and react to its event.
-    pub(crate) fn orbit_apply(&mut self, now: Instant, cmd: Command) -> Result<Event, Rejection> {
-        let span = info_span!("orbit.command", kind = kind(&cmd), site = %self.cfg.site);
-        let _g = span.enter();
-        let r = self.orbit.apply(self.now_ms(now), &cmd);
-        match &r {
-            Ok(ev) => {
-                info!(event = %short(ev), "applied");
-                crate::blf::on_event(self, now, ev);
-                self.orbit_events.push(ev.clone());
-            }
-            Err(e) => info!(refused = %e, "refused"),
-        }
-        self.schedule_deadline();
-        r
-    }
-
-    fn schedule_deadline(&mut self) {
-        let Some((ms, _)) = self.orbit.next_deadline() else {
-            return;
-        };
-        let at = self.instant_at(ms);
-        if self.deadline_at.is_none_or(|t| at < t) {
-            self.deadline_at = Some(at);
-            self.timers.schedule(at, TimerKey::Deadline);
-        }
     }
 }
 
@@ -192,20 +123,55 @@ fn parked_codec(call: &Call, parked: Side) -> (Codec, u8, Option<u8>) {
 
 // ------------------------------------------------------------------ park
 
-/// Park the party facing away from `parker` in call `cid`: the orbit decides the slot; on
-/// success the parked party hears the lot's music from its own relay port, the parker's side
-/// is vacant, and the parker's phones are told the slot. The parker's media leg is left as it
-/// is (the caller decides: vacate it, or speak the slot on it first).
-fn park_party(
+/// A park being ordered: what the edge keeps until the outcome, and how the flow that asked
+/// for it continues.
+pub(crate) struct AfterPark {
+    cid: u64,
+    parker: Side,
+    lot: LotKey,
+    label: String,
+    caller_uri: String,
+    parker_ext: String,
+    codec: Codec,
+    pt: u8,
+    te: Option<u8>,
+    how: ParkBy,
+}
+
+enum ParkBy {
+    /// A REFER in the call to park (blind; or attended, completed from that call, ending the
+    /// consultation call `consult_call`).
+    Refer {
+        event: String,
+        no_sub: bool,
+        consult_call: Option<u64>,
+    },
+    /// A REFER in the consultation call (`consult`, from its side `from`) whose Replaces named
+    /// the call to park.
+    FromConsult {
+        consult: u64,
+        from: Side,
+        event: String,
+        no_sub: bool,
+    },
+    /// The park code pressed on side `parker`: speak the outcome to it in its codec.
+    OneTouch { codec: Codec, pt: u8 },
+}
+
+/// Park the party facing away from `parker` in call `cid`: the orbit decides the slot. Until
+/// the outcome the call is not parkable again; [`park_outcome`] continues.
+fn propose_park(
     edge: &mut Edge,
     now: Instant,
     cid: u64,
     parker: Side,
     lot: LotKey,
     slot: Option<u32>,
-) -> Result<orbit_state::Parked, Rejection> {
+    how: ParkBy,
+) {
     let parked = parker.other();
-    let call = &edge.calls[&cid];
+    let call = edge.calls.get_mut(&cid).expect("present");
+    call.parking = true;
     let pd = call.dialog_ref(parked);
     let (label, caller_uri, caller_display) = label_of(pd);
     let (codec, pt, te) = parked_codec(call, parked);
@@ -220,61 +186,171 @@ fn park_party(
             .and_then(|n| n.tag().map(str::to_string))
             .unwrap_or_default(),
     };
-    let parker_ext = info.parker.clone();
+    let after = AfterPark {
+        cid,
+        parker,
+        lot: lot.clone(),
+        label,
+        caller_uri,
+        parker_ext: info.parker.clone(),
+        codec,
+        pt,
+        te,
+        how,
+    };
     let span = call.span.clone();
     let _g = span.enter();
-    let p = match edge.orbit_apply(
+    edge.propose(
         now,
         Command::Park {
-            lot: lot.clone(),
+            lot,
             slot,
             call: info,
         },
-    ) {
+        Then::Park(after),
+    );
+}
+
+/// The park's outcome. Parked: the parked party hears the lot's music from its own relay
+/// port, the parker's side is vacant, the parker's phones are told the slot, and the flow
+/// finishes (NOTIFY, BYE, prompt). Refused: the call stays with the parker.
+pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome: Outcome) {
+    let live = edge.calls.get_mut(&a.cid).is_some_and(|c| {
+        c.parking = false;
+        c.state == CallState::Confirmed
+    });
+    let p = match outcome {
         Ok(Event::Parked(p)) => p,
-        Ok(_) => unreachable!("park answers Parked"),
+        Ok(ev) => {
+            warn!(?ev, "park answered with another event");
+            return park_refused(edge, now, a, &OrbitError::Unavailable("bad answer".into()));
+        }
         Err(e) => {
             warn!(error = %e, "park refused; the call stays with the parker");
-            return Err(e);
+            return park_refused(edge, now, a, &e);
         }
     };
-    info!(slot = p.slot, by = %parker_ext, "parked");
+    if !live {
+        // The call ended while the park was being ordered: free the slot again.
+        info!(slot = p.slot, "call ended while parking");
+        if let ParkBy::FromConsult { consult, .. } = a.how {
+            call::hangup(edge, now, consult, "call to park ended");
+        }
+        let end = Command::End {
+            park: p.id,
+            reason: EndReason::HungUp,
+        };
+        return edge.propose(now, end, Then::Nothing);
+    }
+    info!(slot = p.slot, by = %a.parker_ext, "parked");
+    let parked = a.parker.other();
     let music = edge
         .music
-        .get(&lot.park_ext)
+        .get(&a.lot.park_ext)
         .cloned()
         .unwrap_or_else(builtin_music);
-    let call = edge.calls.get_mut(&cid).expect("present");
+    let call = edge.calls.get_mut(&a.cid).expect("present");
     if let Some(m) = &call.media {
-        m.play(parked.leg(), music, codec, pt, true);
+        m.play(parked.leg(), music, a.codec, a.pt, true);
     }
-    call.vacant = Some(parker);
+    call.vacant = Some(a.parker);
     call.departed_live = true;
     call.park = Some(ParkState {
         id: p.id,
         slot: p.slot,
-        lot,
+        lot: a.lot,
         parked,
-        codec,
-        pt,
-        te,
-        label,
-        caller_uri,
-        parker: parker_ext.clone(),
+        codec: a.codec,
+        pt: a.pt,
+        te: a.te,
+        label: a.label,
+        caller_uri: a.caller_uri,
+        parker: a.parker_ext.clone(),
         recall: None,
     });
-    edge.parks.insert(p.id, cid);
+    edge.parks.insert(p.id, a.cid);
     let text = format!("Parked on {}", p.slot);
-    tell(edge, now, &parker_ext, &p.lot.park_ext, &text);
-    Ok(p)
+    tell(edge, now, &a.parker_ext, &p.lot.park_ext, &text);
+    let (cid, from) = (a.cid, a.parker);
+    match a.how {
+        ParkBy::Refer {
+            event,
+            no_sub,
+            consult_call,
+        } => {
+            if let Some(m) = &edge.calls[&cid].media {
+                m.vacate(from.leg());
+            }
+            if no_sub {
+                call::send_bye_departed(edge, now, cid, from);
+            } else {
+                refer_notify(edge, now, cid, from, &event, "SIP/2.0 200 OK", Some(from));
+            }
+            if let Some(c) = consult_call {
+                call::hangup(edge, now, c, "attended park completed");
+            }
+        }
+        ParkBy::FromConsult {
+            consult,
+            from: cfrom,
+            event,
+            no_sub,
+        } => {
+            if let Some(m) = &edge.calls[&cid].media {
+                m.vacate(from.leg());
+            }
+            call::send_bye_departed(edge, now, cid, from);
+            if !no_sub {
+                refer_notify(edge, now, consult, cfrom, &event, "SIP/2.0 200 OK", None);
+            }
+            call::hangup(edge, now, consult, "attended park completed");
+        }
+        ParkBy::OneTouch { codec, pt } => {
+            let clip = Arc::new(prompts().parked_on(p.slot));
+            let after = clip.duration() + Duration::from_millis(200);
+            speak(edge, now, cid, from, clip, codec, pt, after, true);
+        }
+    }
+}
+
+fn park_refused(edge: &mut Edge, now: Instant, a: AfterPark, e: &OrbitError) {
+    if !edge.calls.contains_key(&a.cid) {
+        return;
+    }
+    match a.how {
+        ParkBy::Refer { event, no_sub, .. } => {
+            if !no_sub {
+                refer_notify(edge, now, a.cid, a.parker, &event, refusal_frag(e), None);
+            }
+        }
+        ParkBy::FromConsult {
+            consult,
+            from,
+            event,
+            no_sub,
+        } => {
+            if !no_sub && edge.calls.contains_key(&consult) {
+                refer_notify(edge, now, consult, from, &event, refusal_frag(e), None);
+            }
+        }
+        ParkBy::OneTouch { codec, pt } => {
+            let clip = match e {
+                OrbitError::Rejected(Rejection::LotFull) => prompts().lot_full.clone(),
+                _ => prompts().park_failed.clone(),
+            };
+            let after = clip.duration();
+            speak(edge, now, a.cid, a.parker, clip, codec, pt, after, false);
+        }
+    }
 }
 
 /// The sipfrag status line that reports a refused park.
-fn refusal_frag(e: &Rejection) -> &'static str {
+fn refusal_frag(e: &OrbitError) -> &'static str {
     match e {
-        Rejection::LotFull => "SIP/2.0 503 Parking Lot Full",
-        Rejection::SlotTaken(_) => "SIP/2.0 486 Slot Taken",
-        Rejection::NotASlot(_) => "SIP/2.0 404 No Such Slot",
+        OrbitError::Rejected(Rejection::LotFull) => "SIP/2.0 503 Parking Lot Full",
+        OrbitError::Rejected(Rejection::SlotTaken(_)) => "SIP/2.0 486 Slot Taken",
+        OrbitError::Rejected(Rejection::NotASlot(_)) => "SIP/2.0 404 No Such Slot",
+        OrbitError::Unavailable(_) => "SIP/2.0 503 Parking Unavailable",
         _ => "SIP/2.0 500 Park Failed",
     }
 }
@@ -336,6 +412,7 @@ fn dialog_named(
 
 fn parkable(call: &Call) -> bool {
     call.state == CallState::Confirmed
+        && !call.parking
         && call.park.is_none()
         && call.vacant.is_none()
         && call.consult.is_none()
@@ -391,24 +468,13 @@ pub(crate) fn on_refer(
         }
         edge.reply(now, &key, &msg, 202, None, extra, None);
         edge.announced.remove(&c.slot);
-        match park_party(edge, now, ocid, oside, c.lot, Some(c.slot)) {
-            Ok(_) => {
-                if let Some(m) = &edge.calls[&ocid].media {
-                    m.vacate(oside.leg());
-                }
-                call::send_bye_departed(edge, now, ocid, oside);
-                if !no_sub {
-                    refer_notify(edge, now, id, from, &event, "SIP/2.0 200 OK", None);
-                }
-                call::hangup(edge, now, id, "attended park completed");
-            }
-            Err(e) => {
-                if !no_sub {
-                    refer_notify(edge, now, id, from, &event, refusal_frag(&e), None);
-                }
-            }
-        }
-        return;
+        let how = ParkBy::FromConsult {
+            consult: id,
+            from,
+            event,
+            no_sub,
+        };
+        return propose_park(edge, now, ocid, oside, c.lot, Some(c.slot), how);
     }
 
     // Attended park completed from the call to park: Replaces names the consultation call,
@@ -442,26 +508,12 @@ pub(crate) fn on_refer(
             edge.announced.remove(&s);
         }
     }
-    match park_party(edge, now, id, from, lot, slot) {
-        Ok(_) => {
-            if let Some(m) = &edge.calls[&id].media {
-                m.vacate(from.leg());
-            }
-            if no_sub {
-                call::send_bye_departed(edge, now, id, from);
-            } else {
-                refer_notify(edge, now, id, from, &event, "SIP/2.0 200 OK", Some(from));
-            }
-            if let Some(c) = consult_call {
-                call::hangup(edge, now, c, "attended park completed");
-            }
-        }
-        Err(e) => {
-            if !no_sub {
-                refer_notify(edge, now, id, from, &event, refusal_frag(&e), None);
-            }
-        }
-    }
+    let how = ParkBy::Refer {
+        event,
+        no_sub,
+        consult_call,
+    };
+    propose_park(edge, now, id, from, lot, slot, how);
 }
 
 // ------------------------------------------------------------------ attended park: call 700
@@ -628,21 +680,31 @@ pub(crate) fn on_digit(edge: &mut Edge, now: Instant, cid: u64, side: Side, digi
     info!(by = ?side, "one-touch park");
     // Parked: the presser hears the slot, then its leg ends. Refused: it hears why, then the
     // other party again.
-    let (clip, after, bye) = match park_party(edge, now, cid, side, lot, None) {
-        Ok(p) => {
-            let clip = Arc::new(prompts().parked_on(p.slot));
-            let after = clip.duration() + Duration::from_millis(200);
-            (clip, after, true)
-        }
-        Err(Rejection::LotFull) => {
-            let clip = prompts().lot_full.clone();
-            (clip.clone(), clip.duration(), false)
-        }
-        Err(_) => {
-            let clip = prompts().park_failed.clone();
-            (clip.clone(), clip.duration(), false)
-        }
-    };
+    propose_park(
+        edge,
+        now,
+        cid,
+        side,
+        lot,
+        None,
+        ParkBy::OneTouch { codec, pt },
+    );
+}
+
+/// Play `clip` to `side` of call `cid`; when it is over, BYE that side (`bye`) or bridge it
+/// again.
+#[allow(clippy::too_many_arguments)]
+fn speak(
+    edge: &mut Edge,
+    now: Instant,
+    cid: u64,
+    side: Side,
+    clip: Arc<Clip>,
+    codec: Codec,
+    pt: u8,
+    after: Duration,
+    bye: bool,
+) {
     if let Some(m) = &edge.calls[&cid].media {
         m.play(side.leg(), clip, codec, pt, false);
     }
@@ -816,6 +878,45 @@ pub(crate) fn parked_request(
 
 // ------------------------------------------------------------------ retrieve
 
+/// A retrieve whose claim is being ordered: the retriever's INVITE.
+pub(crate) struct AfterClaim {
+    pub key: String,
+    pub flow: Flow,
+    pub msg: Message,
+    pub retriever: String,
+    pub slot: u32,
+}
+
+fn nobody_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, code: u16) {
+    let reason = match code {
+        404 => format!("Nobody Parked On {}", a.slot),
+        _ => "Parking Unavailable".to_string(),
+    };
+    let bytes = build_response(&a.msg, &a.flow, code, &reason, None, &[], None);
+    edge.reply_bytes(now, &a.key, code, bytes);
+}
+
+/// The retriever must take the parked party's codec: `Err` names it when the offer has none.
+fn retriever_pt(ps: &ParkState, offer: Option<&[u8]>) -> Result<u8, Codec> {
+    match offer {
+        Some(o) => sdp::formats(o)
+            .unwrap_or_default()
+            .iter()
+            .find(|(_, n)| Codec::from_name(n) == Some(ps.codec))
+            .map(|(pt, _)| *pt)
+            .ok_or(ps.codec),
+        None => Ok(ps.pt),
+    }
+}
+
+fn wrong_codec(edge: &mut Edge, now: Instant, a: &AfterClaim, codec: Codec) {
+    let reason = format!("Parked Call Uses {}", codec.name());
+    let bytes = build_response(&a.msg, &a.flow, 488, &reason, None, &[], None);
+    edge.reply_bytes(now, &a.key, 488, bytes);
+}
+
+/// An INVITE to a slot: claim whatever is parked there (the log decides; what this edge's
+/// state shows serves only to refuse a codec the parked call cannot take before claiming).
 pub(crate) fn on_retrieve(
     edge: &mut Edge,
     now: Instant,
@@ -826,65 +927,76 @@ pub(crate) fn on_retrieve(
     slot: u32,
 ) {
     let tenant = edge.cfg.tenant.domain.clone();
-    let empty = |edge: &mut Edge, msg: &Message| {
-        let bytes = build_response(
-            msg,
-            &flow,
-            404,
-            &format!("Nobody Parked On {slot}"),
-            None,
-            &[],
-            None,
-        );
-        edge.reply_bytes(now, key, 404, bytes);
+    let a = AfterClaim {
+        key: key.to_string(),
+        flow,
+        msg,
+        retriever,
+        slot,
     };
-    let Some(p) = edge.orbit.in_slot(&tenant, slot).cloned() else {
-        return empty(edge, &msg);
-    };
-    let Some(&cid) = edge.parks.get(&p.id) else {
-        return empty(edge, &msg);
-    };
-    let call = &edge.calls[&cid];
-    let ps = call.park.as_ref().expect("parks maps to parked calls");
-    let (codec, parked, label) = (ps.codec, ps.parked, ps.label.clone());
-    // The retriever must take the parked party's codec: check before claiming, so a refused
-    // offer leaves the call parked.
-    let offer = is_sdp(&msg).then(|| msg.body.clone());
-    let pt = match &offer {
-        Some(o) => match sdp::formats(o)
-            .unwrap_or_default()
-            .iter()
-            .find(|(_, n)| Codec::from_name(n) == Some(codec))
-        {
-            Some((pt, _)) => *pt,
-            None => {
-                let bytes = build_response(
-                    &msg,
-                    &flow,
-                    488,
-                    &format!("Parked Call Uses {}", codec.name()),
-                    None,
-                    &[],
-                    None,
-                );
-                return edge.reply_bytes(now, key, 488, bytes);
-            }
-        },
-        None => ps.pt,
-    };
-    let te = offer.as_deref().and_then(sdp::telephone_event).or(ps.te);
+    let here = edge
+        .orbit
+        .in_slot(&tenant, slot)
+        .and_then(|p| edge.parks.get(&p.id))
+        .and_then(|cid| edge.calls.get(cid))
+        .and_then(|c| c.park.as_ref());
+    if let Some(ps) = here {
+        let offer = is_sdp(&a.msg).then_some(&a.msg.body[..]);
+        if let Err(codec) = retriever_pt(ps, offer) {
+            return wrong_codec(edge, now, &a, codec);
+        }
+    }
+    edge.reply(now, key, &a.msg, 100, None, &[], None);
     let claim = Command::Claim {
         tenant,
         slot,
-        park: Some(p.id),
-        by: retriever.clone(),
+        park: None,
+        by: a.retriever.clone(),
     };
+    let span = info_span!(parent: None, "retrieve", slot, by = %a.retriever, site = %edge.cfg.site);
+    let _g = span.enter();
+    edge.propose(now, claim, Then::Retrieve(a));
+}
+
+/// The claim's outcome: take the call here, or from the site holding it over the trunk.
+pub(crate) fn claim_outcome(edge: &mut Edge, now: Instant, a: AfterClaim, outcome: Outcome) {
+    match outcome {
+        Ok(Event::Claimed { parked, .. }) if parked.call.edge == edge.cfg.site => {
+            match edge.parks.get(&parked.id).copied() {
+                Some(cid) => take_parked(edge, now, &a, cid),
+                None => nobody_parked(edge, now, &a, 404),
+            }
+        }
+        Ok(Event::Claimed { parked, .. }) => crate::trunk::retrieve_remote(edge, now, a, parked),
+        Err(OrbitError::Unavailable(_)) => nobody_parked(edge, now, &a, 503),
+        _ => nobody_parked(edge, now, &a, 404),
+    }
+}
+
+/// Give the parked call `cid` (claimed) to the retriever whose INVITE is `a`: it takes the
+/// vacant side and gets a 200 with the relay's vacant leg in the parked party's codec.
+pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u64) {
+    let call = &edge.calls[&cid];
+    let ps = call.park.as_ref().expect("parks maps to parked calls");
+    let (codec, parked, label, park_id) = (ps.codec, ps.parked, ps.label.clone(), ps.id);
+    let offer = is_sdp(&a.msg).then(|| a.msg.body.clone());
+    let pt = match retriever_pt(ps, offer.as_deref()) {
+        Ok(pt) => pt,
+        Err(codec) => {
+            // Claimed, but the offer changed since the check: nobody else can have it now.
+            wrong_codec(edge, now, a, codec);
+            return call::hangup(
+                edge,
+                now,
+                cid,
+                "retriever cannot take the parked call's codec",
+            );
+        }
+    };
+    let te = offer.as_deref().and_then(sdp::telephone_event).or(ps.te);
     let span = call.span.clone();
     let _g = span.enter();
-    if edge.orbit_apply(now, claim).is_err() {
-        return empty(edge, &msg);
-    }
-    edge.parks.remove(&p.id);
+    edge.parks.remove(&park_id);
     cancel_recall(edge, now, cid);
     if edge.calls[&cid].departed_live {
         call::send_bye_departed(edge, now, cid, parked.other());
@@ -896,7 +1008,7 @@ pub(crate) fn on_retrieve(
         edge,
         cid,
         v,
-        Dialog::uas(&msg, flow, &tag, &parked_user, &retriever),
+        Dialog::uas(&a.msg, a.flow, &tag, &parked_user, &a.retriever),
     );
     let call = edge.calls.get_mut(&cid).expect("present");
     call.vacant = None;
@@ -918,8 +1030,8 @@ pub(crate) fn on_retrieve(
             te,
         );
     }
-    info!(slot = ps.slot, by = %retriever, "retrieved");
-    let c = contact(&edge.local, &parked_user, flow.proto);
+    info!(slot = ps.slot, by = %a.retriever, "retrieved");
+    let c = contact(&edge.local, &parked_user, a.flow.proto);
     let identity = format!(
         "\"{}: {}\" <{}>",
         ps.slot,
@@ -927,8 +1039,8 @@ pub(crate) fn on_retrieve(
         ps.caller_uri
     );
     let bytes = build_response(
-        &msg,
-        &flow,
+        &a.msg,
+        &a.flow,
         200,
         "OK",
         Some(&tag),
@@ -939,7 +1051,7 @@ pub(crate) fn on_retrieve(
         ],
         Some(("application/sdp", &body)),
     );
-    call::send_own_2xx(edge, now, cid, v, key, msg.cseq.seq, bytes);
+    call::send_own_2xx(edge, now, cid, v, &a.key, a.msg.cseq.seq, bytes);
 }
 
 /// Seat the next party (`d`) on the vacant side `v` of call `cid`, re-keying the dialog map.
@@ -959,20 +1071,9 @@ fn now_version(ms: Millis) -> u64 {
 
 // ------------------------------------------------------------------ recall
 
-pub(crate) fn on_deadline(edge: &mut Edge, now: Instant) {
-    edge.deadline_at = None;
-    let due = edge.orbit.due(edge.now_ms(now));
-    for id in due {
-        if let Ok(Event::Expired(_)) = edge.orbit_apply(now, Command::Expire { park: id }) {
-            if let Some(&cid) = edge.parks.get(&id) {
-                start_recall(edge, now, cid, RecallStage::Parker);
-            }
-        }
-    }
-    edge.schedule_deadline();
-}
-
-fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
+/// Ring the recall's `stage` target for call `cid` (its deadline has come, or the parker did
+/// not answer).
+pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
     let Some(call) = edge.calls.get(&cid) else {
         return;
     };
@@ -989,8 +1090,17 @@ fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
             None => return abandon(edge, now, cid),
         },
     };
-    let bindings = edge.registrar.lookup(now, &target);
-    if bindings.is_empty() {
+    // The target's phones here, else wherever it is registered now.
+    let mut targets: Vec<call::Target> = edge
+        .registrar
+        .lookup(now, &target)
+        .iter()
+        .map(call::Target::phone)
+        .collect();
+    if targets.is_empty() {
+        targets = crate::trunk::targets_for(edge, now, &target, &target);
+    }
+    if targets.is_empty() {
         info!(%target, ?stage, "recall target not registered");
         return next_stage(edge, now, cid, stage);
     }
@@ -1027,7 +1137,7 @@ fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
         route_set: vec![],
         local_cseq: 1,
         remote_cseq: 0,
-        flow: bindings[0].flow,
+        flow: targets[0].flow,
         contact_user: caller_user.clone(),
         user: target.clone(),
     };
@@ -1044,23 +1154,15 @@ fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
             te,
         );
     }
-    info!(%target, ?stage, slot, phones = bindings.len(), "recall ringing");
-    let keys: Vec<String> = bindings.iter().map(|_| edge.new_branch()).collect();
+    info!(%target, ?stage, slot, forks = targets.len(), "recall ringing");
+    let keys: Vec<String> = targets.iter().map(|_| edge.new_branch()).collect();
     let d = edge.calls[&cid].dialog_ref(v);
-    let sends: Vec<_> = bindings
+    let sends: Vec<_> = targets
         .iter()
         .zip(keys)
-        .map(|(b, branch)| {
-            let bytes = call::invite_bytes(
-                edge,
-                d,
-                &b.contact,
-                b.flow.proto,
-                &branch,
-                "70",
-                Some(&body),
-            );
-            (b.flow, branch, bytes)
+        .map(|(t, branch)| {
+            let bytes = call::invite_bytes(edge, d, t, &branch, "70", Some(&body));
+            (t.flow, branch, bytes)
         })
         .collect();
     let branches = sends
@@ -1069,6 +1171,7 @@ fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
         .collect();
     let call = edge.calls.get_mut(&cid).expect("present");
     call.park.as_mut().expect("parked").recall = Some(Recall {
+        claiming: None,
         attempt,
         stage,
         target,
@@ -1137,22 +1240,75 @@ pub(crate) fn recall_response(
     }
 }
 
+/// A recall phone answered: claim the call for it (a retriever may have come first).
+pub(crate) struct AfterRecallClaim {
+    cid: u64,
+    idx: usize,
+    flow: Flow,
+    msg: Message,
+}
+
 fn recall_answered(edge: &mut Edge, now: Instant, cid: u64, idx: usize, flow: Flow, msg: Message) {
-    let call = edge.calls.get(&cid).expect("present");
+    let call = edge.calls.get_mut(&cid).expect("present");
     let span = call.span.clone();
     let _g = span.enter();
-    let ps = call.park.as_ref().expect("parked");
-    let r = ps.recall.as_ref().expect("recalling");
+    let ps = call.park.as_mut().expect("parked");
+    let r = ps.recall.as_mut().expect("recalling");
+    match r.claiming {
+        // A retransmission of the answer being claimed for.
+        Some(i) if i == idx => return,
+        // Another phone answered first: this one is not needed.
+        Some(_) => return call::ack_and_bye(edge, now, flow, &msg),
+        None => r.claiming = Some(idx),
+    }
     let claim = Command::Claim {
         tenant: edge.cfg.tenant.domain.clone(),
         slot: ps.slot,
         park: Some(ps.id),
         by: r.target.clone(),
     };
-    let (park_id, parked, stage) = (ps.id, ps.parked, r.stage);
-    if edge.orbit_apply(now, claim).is_err() {
+    let after = AfterRecallClaim {
+        cid,
+        idx,
+        flow,
+        msg,
+    };
+    edge.propose(now, claim, Then::RecallClaim(after));
+}
+
+/// The recall's claim: won, the answering phone takes the vacant side; lost, it is hung up.
+pub(crate) fn recall_claim_outcome(
+    edge: &mut Edge,
+    now: Instant,
+    a: AfterRecallClaim,
+    outcome: Outcome,
+) {
+    let AfterRecallClaim {
+        cid,
+        idx,
+        flow,
+        msg,
+    } = a;
+    let ours = edge
+        .calls
+        .get(&cid)
+        .and_then(|c| c.park.as_ref())
+        .and_then(|p| p.recall.as_ref())
+        .is_some_and(|r| r.claiming == Some(idx));
+    if !ours || !matches!(outcome, Ok(Event::Claimed { .. })) {
+        if let Some(r) = edge
+            .calls
+            .get_mut(&cid)
+            .and_then(|c| c.park.as_mut())
+            .and_then(|p| p.recall.as_mut())
+        {
+            r.claiming = None;
+        }
         return call::ack_and_bye(edge, now, flow, &msg);
     }
+    let call = edge.calls.get_mut(&cid).expect("present");
+    let ps = call.park.as_ref().expect("parked");
+    let (park_id, parked) = (ps.id, ps.parked);
     edge.parks.remove(&park_id);
     let call = edge.calls.get_mut(&cid).expect("present");
     let mut ps = call.park.take().expect("parked");
@@ -1170,7 +1326,7 @@ fn recall_answered(edge: &mut Edge, now: Instant, cid: u64, idx: usize, flow: Fl
         m.bridge(parked.leg());
     }
     call.state = CallState::Confirmed;
-    info!(by = %r.target, ?stage, slot = ps.slot, "recall answered");
+    info!(by = %r.target, stage = ?r.stage, slot = ps.slot, "recall answered");
     call::send_own_ack(edge, cid, v, 1);
     for (i, b) in r.branches.iter().enumerate() {
         if i != idx {
@@ -1220,13 +1376,11 @@ fn next_stage(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
         .is_some_and(|l| l.fallback.is_some());
     let id = ps.id;
     if stage == RecallStage::Parker && has_fallback {
-        let _ = edge.orbit_apply(
-            now,
-            Command::RecallStage {
-                park: id,
-                stage: RecallStage::Fallback,
-            },
-        );
+        let cmd = Command::RecallStage {
+            park: id,
+            stage: RecallStage::Fallback,
+        };
+        edge.propose(now, cmd, Then::Nothing);
         start_recall(edge, now, cid, RecallStage::Fallback);
     } else {
         abandon(edge, now, cid);
@@ -1243,14 +1397,28 @@ fn abandon(edge: &mut Edge, now: Instant, cid: u64) {
     let _g = span.enter();
     warn!(slot = ps.slot, caller = %ps.caller_uri, parker = %ps.parker, "recall and fallback unanswered: hanging up the parked caller");
     edge.parks.remove(&ps.id);
-    let _ = edge.orbit_apply(
-        now,
-        Command::End {
-            park: ps.id,
-            reason: EndReason::Abandoned,
-        },
-    );
+    let end = Command::End {
+        park: ps.id,
+        reason: EndReason::Abandoned,
+    };
+    edge.propose(now, end, Then::Nothing);
     call::hangup(edge, now, cid, "recall unanswered");
+}
+
+/// The registry gave up on call `cid` (park `id`): this edge's lease lapsed, so the slot may
+/// hold another call by now. Nobody can retrieve it any more: hang the caller up.
+pub(crate) fn lost(edge: &mut Edge, now: Instant, id: ParkId, cid: u64) {
+    edge.parks.remove(&id);
+    cancel_recall(edge, now, cid);
+    let Some(call) = edge.calls.get_mut(&cid) else {
+        return;
+    };
+    if let Some(ps) = call.park.take() {
+        let span = call.span.clone();
+        let _g = span.enter();
+        warn!(slot = ps.slot, caller = %ps.caller_uri, "parked call lost with our lease: hanging up");
+    }
+    call::hangup(edge, now, cid, "lease lapsed");
 }
 
 /// Stop ringing recall phones (the call was retrieved, or is ending).
@@ -1284,14 +1452,11 @@ pub(crate) fn on_call_end(edge: &mut Edge, call: &Call) {
             cancel_branch(edge, now, b);
         }
     }
-    if edge.orbit.parked(ps.id).is_some() {
-        info!(slot = ps.slot, "parked caller hung up");
-        let _ = edge.orbit_apply(
-            now,
-            Command::End {
-                park: ps.id,
-                reason: EndReason::HungUp,
-            },
-        );
-    }
+    // Whatever this edge's state shows (across sites it may lag): the log decides.
+    info!(slot = ps.slot, "parked caller hung up");
+    let end = Command::End {
+        park: ps.id,
+        reason: EndReason::HungUp,
+    };
+    edge.propose(now, end, Then::Nothing);
 }

@@ -62,6 +62,8 @@ fn config() -> EdgeConfig {
             ..AuthConfig::default()
         },
         limits: LimitsConfig::default(),
+        registry: None,
+        trunk: None,
     }
 }
 

@@ -284,6 +284,8 @@ fn dev_config(sip: std::net::SocketAddr) -> EdgeConfig {
             ..AuthConfig::default()
         },
         limits: LimitsConfig::default(),
+        registry: None,
+        trunk: None,
     }
 }
 
