@@ -21,6 +21,15 @@ pub struct Sockets {
     pub tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     /// Digits and other events from the media relay.
     pub media: Option<mpsc::UnboundedReceiver<crate::media::MediaEvent>>,
+    /// The registry link, for an edge that uses the registry.
+    pub orbit: Option<OrbitIo>,
+}
+
+/// Channels to whatever talks to the registry for this edge: proposals out; outcomes, applied
+/// entries and resyncs in.
+pub struct OrbitIo {
+    pub proposals: mpsc::UnboundedSender<crate::orbit::Proposal>,
+    pub feed: mpsc::Receiver<crate::orbit::OrbitFeed>,
 }
 
 /// Run the edge until `shutdown` resolves, then end all calls (BYE/CANCEL) and return once
@@ -47,6 +56,10 @@ pub async fn run(
     }
     let mut conns: HashMap<u64, mpsc::UnboundedSender<Bytes>> = HashMap::new();
     let mut media = sockets.media;
+    let (proposals, mut feed) = match sockets.orbit {
+        Some(io) => (Some(io.proposals), Some(io.feed)),
+        None => (None, None),
+    };
     let mut buf = vec![0u8; 65_536];
     tokio::pin!(shutdown);
     let mut shutting: Option<Instant> = None;
@@ -94,6 +107,13 @@ pub async fn run(
             Some(ev) = async { media.as_mut()?.recv().await }, if media.is_some() => {
                 edge.on_media_event(std::time::Instant::now(), ev);
             }
+            Some(f) = async { feed.as_mut()?.recv().await }, if feed.is_some() => {
+                edge.on_orbit_feed(std::time::Instant::now(), f);
+                // Take what else is queued (a burst of applied entries) in one go.
+                while let Some(Ok(f)) = feed.as_mut().map(|r| r.try_recv()) {
+                    edge.on_orbit_feed(std::time::Instant::now(), f);
+                }
+            }
             _ = &mut sleep => {
                 edge.on_timeout(std::time::Instant::now());
                 if edge.next_timeout().is_none() {
@@ -103,6 +123,11 @@ pub async fn run(
             _ = &mut shutdown, if shutting.is_none() => {
                 edge.shutdown(std::time::Instant::now());
                 shutting = Some(Instant::now() + drain);
+            }
+        }
+        if let Some(p) = &proposals {
+            for prop in edge.take_proposals() {
+                let _ = p.send(prop);
             }
         }
         for t in edge.drain() {
@@ -171,6 +196,7 @@ pub async fn bind(
             tcp: Some(tcp),
             tls,
             media: None,
+            orbit: None,
         },
         local,
     ))

@@ -56,6 +56,21 @@ pub enum OrbitError {
 
 pub type Outcome = Result<Event, OrbitError>;
 
+/// What comes back from the registry, for [`Edge::on_orbit_feed`].
+#[derive(Debug, Clone)]
+pub enum OrbitFeed {
+    /// The answer to proposal `token`.
+    Outcome { token: u64, outcome: Outcome },
+    /// Log entry `index` applied `cmd` at the leader's time `at` (the watch stream).
+    Applied {
+        index: u64,
+        at: Millis,
+        cmd: Command,
+    },
+    /// The registry's whole state as of `index`.
+    Resync { index: u64, orbit: Box<Orbit> },
+}
+
 /// How a flow continues once its command's outcome is known.
 pub(crate) enum Then {
     /// Nothing waits for it (recall progress, hang-ups, registrations).
@@ -190,6 +205,15 @@ impl Edge {
     /// Proposals for the registry, taken (the driver sends them).
     pub fn take_proposals(&mut self) -> Vec<Proposal> {
         std::mem::take(&mut self.port.outbox)
+    }
+
+    /// Something from the registry.
+    pub fn on_orbit_feed(&mut self, now: Instant, feed: OrbitFeed) {
+        match feed {
+            OrbitFeed::Outcome { token, outcome } => self.on_orbit_outcome(now, token, outcome),
+            OrbitFeed::Applied { index, at, cmd } => self.on_orbit_watch(now, index, at, cmd),
+            OrbitFeed::Resync { index, orbit } => self.on_orbit_resync(now, index, *orbit),
+        }
     }
 
     /// The registry answered proposal `token`.

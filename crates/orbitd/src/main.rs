@@ -6,21 +6,21 @@
 //! - `orbitd edge --config FILE` runs an edge from a TOML file (see `config/edge.example.toml`).
 //! - `orbitd check-config FILE` validates a file and exits.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use orbit_edge::config::{
-    AuthConfig, EdgeConfig, Extension, LimitsConfig, MediaConfig, SipConfig, TenantConfig,
-};
+use orbit_edge::config::EdgeConfig;
 use orbit_edge::media::RelayFactory;
 use orbit_edge::{driver, Edge};
 use orbit_media::PortPool;
 use serde::Deserialize;
 use tracing::info;
+
+mod dev;
+mod link;
 
 // The SIP core allocates per message (parse spans, response buffers); mimalloc's thread-local
 // free lists cost about half of glibc malloc's time there.
@@ -38,15 +38,27 @@ struct Cli {
 enum Cmd {
     /// Start a complete system on this machine with built-in dev settings.
     Dev {
-        /// Where generated state (the dev TLS certificate) is kept.
+        /// Where generated state is kept: the registry's disks, the dev TLS certificate, the
+        /// trunk secret.
         #[arg(long, default_value = "./orbit-data")]
         data_dir: PathBuf,
-        /// SIP UDP/TCP listen address of site A.
+        /// SIP UDP/TCP listen address of site A; sites B and C listen 10 and 20 ports higher.
         #[arg(long, default_value = "127.0.0.1:5060")]
         sip: std::net::SocketAddr,
+        /// gRPC port of registry node 1; nodes 2 and 3 take the next two.
+        #[arg(long, default_value_t = 50051)]
+        grpc: u16,
+        /// First RTP port of site A; sites B and C start 1000 and 2000 higher.
+        #[arg(long, default_value_t = 20000)]
+        rtp: u16,
     },
     /// Run an edge from a config file.
     Edge {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run every role a config file has: `[registry]`, `[edge]`, or both.
+    Run {
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -169,13 +181,34 @@ fn print_membership(m: &orbit_registry::pb::MembershipReply) {
     println!("applied:  {}", m.last_applied);
 }
 
-async fn run_registry(r: RegistrySettings) -> Result<()> {
+fn node_config(r: RegistrySettings) -> orbit_registry::NodeConfig {
     let mut cfg = orbit_registry::NodeConfig::new(r.id, r.listen, r.data_dir);
     cfg.heartbeat = Duration::from_millis(r.heartbeat_ms);
     cfg.election_min = Duration::from_millis(r.election_min_ms);
     cfg.election_max = Duration::from_millis(r.election_max_ms);
-    let node = orbit_registry::Node::start(cfg).await?;
-    info!(node = r.id, "registry ready");
+    cfg
+}
+
+/// Every role of a config file in one process: a registry node, an edge, or both (the node
+/// starts first, so that the edge's link finds it).
+async fn run_roles(f: FileConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Result<()> {
+    match (f.registry, f.edge) {
+        (Some(r), None) => run_registry(r).await,
+        (None, Some(edge)) => run_sites(vec![(edge, tls)]).await,
+        (Some(r), Some(edge)) => {
+            let node = orbit_registry::Node::start(node_config(r)).await?;
+            let result = run_sites(vec![(edge, tls)]).await;
+            node.shutdown().await;
+            result
+        }
+        (None, None) => bail!("the config file has neither [edge] nor [registry]"),
+    }
+}
+
+async fn run_registry(r: RegistrySettings) -> Result<()> {
+    let id = r.id;
+    let node = orbit_registry::Node::start(node_config(r)).await?;
+    info!(node = id, "registry ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: stopping the registry node"),
@@ -240,57 +273,8 @@ fn load(path: &Path) -> Result<FileConfig> {
     Ok(cfg)
 }
 
-fn dev_config(sip: std::net::SocketAddr) -> EdgeConfig {
-    let mut extensions = BTreeMap::new();
-    for n in 1001..=1010 {
-        extensions.insert(
-            n.to_string(),
-            Extension {
-                password: Some(format!("pw{n}")),
-                display_name: Some(format!("Ext {n}")),
-                ..Default::default()
-            },
-        );
-    }
-    EdgeConfig {
-        site: "site-a".into(),
-        sip: SipConfig {
-            listen: sip,
-            tls_listen: Some(std::net::SocketAddr::new(sip.ip(), sip.port() + 1)),
-            tls_cert: None,
-            tls_key: None,
-            advertise: None,
-            t1_ms: 500,
-        },
-        media: MediaConfig {
-            ip: sip.ip(),
-            port_min: 20000,
-            port_max: 20999,
-            timeout_secs: 60,
-            idle_close_secs: 10,
-        },
-        tenant: TenantConfig {
-            domain: "orbit.local".into(),
-            realm: None,
-            any_host: true,
-            extensions,
-            lots: vec![Default::default()],
-            features: Default::default(),
-        },
-        // MD5 first: many desk phones and SIPp take the first challenge even when they cannot
-        // do its algorithm; SHA-256 (RFC 8760) is offered second. Production configs choose.
-        auth: AuthConfig {
-            algorithms: vec!["MD5".into(), "SHA-256".into()],
-            ..AuthConfig::default()
-        },
-        limits: LimitsConfig::default(),
-        registry: None,
-        trunk: None,
-    }
-}
-
 /// A self-signed certificate for dev mode, made once and kept in the data dir.
-fn dev_tls(data_dir: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+pub(crate) fn dev_tls(data_dir: &Path) -> Result<tokio_rustls::TlsAcceptor> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let cert = data_dir.join("dev-cert.pem");
@@ -324,37 +308,54 @@ fn tls_from_files(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> 
     Ok(orbit_sip::transport::tls_acceptor(certs, key)?)
 }
 
-/// The SIP core runs alone on a single-threaded runtime of its own thread (its receive, process,
-/// send loop never waits for another thread); media forwarding runs on the main runtime.
-async fn run_edge(cfg: EdgeConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Result<()> {
-    let media_rt = tokio::runtime::Handle::current();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let core =
-        std::thread::Builder::new()
-            .name("sip-core".into())
+/// Each site's SIP core runs alone on a single-threaded runtime of its own thread (its receive,
+/// process, send loop never waits for another thread); media forwarding and the registry link
+/// run on the main runtime. Returns on Ctrl-C or SIGTERM once every site has ended its calls.
+pub(crate) async fn run_sites(
+    sites: Vec<(EdgeConfig, Option<tokio_rustls::TlsAcceptor>)>,
+) -> Result<()> {
+    let main_rt = tokio::runtime::Handle::current();
+    let mut stops = vec![];
+    let mut cores = tokio::task::JoinSet::new();
+    for (cfg, tls) in sites {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop_tx);
+        let rt = main_rt.clone();
+        let core = std::thread::Builder::new()
+            .name(format!("sip-{}", cfg.site))
             .spawn(move || -> Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
+                let local = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                rt.block_on(run_core(cfg, tls, media_rt, async {
+                local.block_on(run_core(cfg, tls, rt, async {
                     let _ = stop_rx.await;
                 }))
             })?;
+        cores.spawn_blocking(move || core.join());
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let core_done = tokio::task::spawn_blocking(move || core.join());
-    tokio::pin!(core_done);
     tokio::select! {
         _ = tokio::signal::ctrl_c() => info!("Ctrl-C: ending calls"),
         _ = term.recv() => info!("SIGTERM: ending calls"),
-        r = &mut core_done => {
-            return r.map_err(|e| anyhow::anyhow!("{e}"))?.map_err(|_| anyhow::anyhow!("SIP core panicked"))?;
+        Some(r) = cores.join_next() => {
+            // A site stopped on its own: an error (it cannot bind, say). Stop the others.
+            for s in stops {
+                let _ = s.send(());
+            }
+            r?.map_err(|_| anyhow::anyhow!("SIP core panicked"))??;
+            while let Some(r) = cores.join_next().await {
+                r?.map_err(|_| anyhow::anyhow!("SIP core panicked"))??;
+            }
+            return Ok(());
         }
     }
-    let _ = stop_tx.send(());
-    core_done
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .map_err(|_| anyhow::anyhow!("SIP core panicked"))?
+    for s in stops {
+        let _ = s.send(());
+    }
+    while let Some(r) = cores.join_next().await {
+        r?.map_err(|_| anyhow::anyhow!("SIP core panicked"))??;
+    }
+    Ok(())
 }
 
 async fn run_core(
@@ -376,7 +377,7 @@ async fn run_core(
             ..Default::default()
         },
     )
-    .on_runtime(media_rt);
+    .on_runtime(media_rt.clone());
     info!(
         site = %cfg.site,
         sip = %cfg.sip.listen,
@@ -401,6 +402,11 @@ async fn run_core(
         info!(lot = %lot, seconds = clip.duration().as_secs(), "music on hold loaded");
         edge.set_music(&lot, clip);
     }
+    if let Some(r) = &cfg.registry {
+        sockets.orbit = Some(link::start(r, &media_rt, 0)?);
+        edge = edge.with_registry(Instant::now(), Duration::from_secs(r.lease_secs));
+        info!(site = %cfg.site, nodes = ?r.nodes, "orbit state from the registry");
+    }
     driver::run(edge, sockets, shutdown, Duration::from_secs(5)).await;
     Ok(())
 }
@@ -409,7 +415,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_target(false)
         .with_writer(std::io::stderr)
@@ -441,27 +448,21 @@ fn main() -> Result<()> {
                 (Some(c), Some(k)) => Some(tls_from_files(Path::new(c), Path::new(k))?),
                 _ => None,
             };
-            rt.block_on(run_edge(cfg, tls))
+            rt.block_on(run_sites(vec![(cfg, tls)]))
         }
-        Cmd::Dev { data_dir, sip } => {
-            let cfg = dev_config(sip);
-            cfg.validate()?;
-            let tls = dev_tls(&data_dir)?;
-            println!(
-                "Orbit dev: one site\n\
-                 \n  site-a  SIP {sip} (UDP+TCP), TLS {}:{}, RTP {}-{}\n\
-                 \n  extensions 1001-1010, password pw<ext> (1001/pw1001, ...), any domain\n\
-                 \n  call park: transfer a call to 700 (or a slot 701-720); dial the slot to\n\
-                 \n  retrieve it; unanswered after 90 s it rings the parker back; lamp keys:\n\
-                 \n  SUBSCRIBE (Event: dialog) to 700 or to a slot\n\
-                 \n  softphone: server {sip}, user 1001, password pw1001; call 1002 from a second phone\n\
-                 \n  Ctrl-C ends calls with BYE and stops.\n",
-                sip.ip(),
-                sip.port() + 1,
-                cfg.media.port_min,
-                cfg.media.port_max
-            );
-            rt.block_on(run_edge(cfg, Some(tls)))
+        Cmd::Run { config } => {
+            let f = load(&config)?;
+            let tls = match f.edge.as_ref().map(|e| (&e.sip.tls_cert, &e.sip.tls_key)) {
+                Some((Some(c), Some(k))) => Some(tls_from_files(Path::new(c), Path::new(k))?),
+                _ => None,
+            };
+            rt.block_on(run_roles(f, tls))
         }
+        Cmd::Dev {
+            data_dir,
+            sip,
+            grpc,
+            rtp,
+        } => rt.block_on(dev::run(data_dir, sip, grpc, rtp)),
     }
 }

@@ -12,11 +12,33 @@ use common::*;
 #[test]
 fn dev_mode_starts_and_accepts_the_documented_credentials() {
     require_sipp();
-    let port = free_port();
+    // Sites B and C listen 10 and 20 ports above site A; registry nodes on three ports up
+    // from --grpc; RTP 3000 ports up from --rtp.
+    let port = (0..200)
+        .map(|_| free_port())
+        .find(|p| {
+            *p < 65000
+                && [1, 10, 11, 20, 21].iter().all(|o| {
+                    std::net::UdpSocket::bind(("127.0.0.1", p + o)).is_ok()
+                        && std::net::TcpListener::bind(("127.0.0.1", p + o)).is_ok()
+                })
+        })
+        .expect("free SIP ports");
+    let grpc = (0..200)
+        .map(|_| free_port())
+        .find(|p| {
+            *p < 65000
+                && [1, 2]
+                    .iter()
+                    .all(|o| std::net::TcpListener::bind(("127.0.0.1", p + o)).is_ok())
+        })
+        .expect("free gRPC ports");
+    let (rtp, _) = free_range(3000);
     let data = std::env::temp_dir().join(format!("orbit-dev-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_orbitd"))
         .args(["dev", "--sip", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&data)
+        .args(["--grpc", &grpc.to_string(), "--rtp", &rtp.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -31,32 +53,52 @@ fn dev_mode_starts_and_accepts_the_documented_credentials() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if l.contains("edge started") {
+            // Every site's lease granted: the registry is up and the edges use it.
+            if l.contains("committed event=lease") {
                 let _ = tx.send(());
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("dev mode did not start");
+    for _ in 0..3 {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("dev mode did not start three sites on the registry");
+    }
     assert!(
         data.join("dev-cert.pem").exists(),
         "dev TLS certificate made"
     );
-    // Register 1001 / pw1001 as the README says, from a SIPp phone.
-    let st = Command::new("sipp")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-sf")
-        .arg(scenario("register.xml"))
-        .args([
-            "-s", "1001", "-au", "1001", "-ap", "pw1001", "-key", "expires", "60",
-        ])
-        .args(["-m", "1", "-i", "127.0.0.1", "-p", &free_port().to_string()])
-        .args(["-nostdin", "-timeout", "10s", "-timeout_error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "1001/pw1001 registers in dev mode");
+    // Register 1001 / pw1001 as the README says, from a SIPp phone, at site A; and 2001 at B.
+    let register = |at: u16, ext: &str| {
+        Command::new("sipp")
+            .arg(format!("127.0.0.1:{at}"))
+            .arg("-sf")
+            .arg(scenario("register.xml"))
+            .args([
+                "-s",
+                ext,
+                "-au",
+                ext,
+                "-ap",
+                &format!("pw{ext}"),
+                "-key",
+                "expires",
+                "60",
+            ])
+            .args(["-m", "1", "-i", "127.0.0.1", "-p", &free_port().to_string()])
+            .args(["-nostdin", "-timeout", "10s", "-timeout_error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    assert!(
+        register(port, "1001").success(),
+        "1001/pw1001 registers at site A in dev mode"
+    );
+    assert!(
+        register(port + 10, "2001").success(),
+        "2001/pw2001 registers at site B in dev mode"
+    );
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -65,13 +107,18 @@ fn dev_mode_starts_and_accepts_the_documented_credentials() {
     assert!(st.success(), "dev mode exits cleanly on Ctrl-C: {st:?}");
     let banner = banner.join().unwrap();
     for want in [
-        "site-a",
-        "1001-1010",
-        "pw1001",
-        "20000-20999",
-        &port.to_string(),
+        "site-a".to_string(),
+        "site-b".into(),
+        "site-c".into(),
+        "1001-1010".into(),
+        "3001-3010".into(),
+        "pw1001".into(),
+        format!("{}-{}", rtp + 2000, rtp + 2999),
+        port.to_string(),
+        (port + 20).to_string(),
+        (grpc + 2).to_string(),
     ] {
-        assert!(banner.contains(want), "banner lacks {want}:\n{banner}");
+        assert!(banner.contains(&want), "banner lacks {want}:\n{banner}");
     }
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod admin;
+pub mod client;
 pub mod network;
 pub mod node;
 pub mod store;
@@ -28,6 +29,7 @@ use std::io::Cursor;
 use orbit_state::{Command, Event, Millis, Rejection};
 use serde::{Deserialize, Serialize};
 
+pub use client::{Link, LinkError, WatchUpdate};
 pub use node::{Committed, Node, NodeConfig, NodeError, ProposeError};
 pub use store::{open, LogStore, StateMachineStore, StoreError};
 

@@ -250,6 +250,14 @@ impl Node {
             .map_err(|e| NodeError::Raft(e.to_string()))
     }
 
+    /// Whether this node is part of a cluster already (its log or vote is not empty).
+    pub async fn is_initialized(&self) -> Result<bool, NodeError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))
+    }
+
     /// Order `cmd` through the log (here if this node leads, else at the leader) and return
     /// what applying it did.
     pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
@@ -311,7 +319,10 @@ async fn forward(leader: NodeId, addr: &str, cmd: &Command) -> Result<Committed,
     let command = serde_json::to_vec(cmd).map_err(|e| ProposeError::Raft(e.to_string()))?;
     let reply = tokio::time::timeout(
         Duration::from_secs(3),
-        client.propose(pb::ProposeRequest { command }),
+        client.propose(pb::ProposeRequest {
+            command,
+            forwarded: true,
+        }),
     )
     .await
     .map_err(|_| ProposeError::Forward(leader, "timed out".into()))?
@@ -344,17 +355,19 @@ fn next_items(sm: &StateMachineStore, cursor: u64) -> Result<(Vec<pb::WatchItem>
             vec![pb::WatchItem {
                 index: applied,
                 item: Some(pb::watch_item::Item::Resync(state)),
+                command: vec![],
             }],
             applied,
         ));
     }
     let mut out = vec![];
-    for (i, e) in events.iter().filter(|(i, _)| *i > cursor) {
+    let json =
+        |v: Result<Vec<u8>, serde_json::Error>| v.map_err(|e| Status::internal(e.to_string()));
+    for (i, e, req) in events.iter().filter(|(i, _, _)| *i > cursor) {
         out.push(pb::WatchItem {
             index: *i,
-            item: Some(pb::watch_item::Item::Event(
-                serde_json::to_vec(e).map_err(|e| Status::internal(e.to_string()))?,
-            )),
+            item: Some(pb::watch_item::Item::Event(json(serde_json::to_vec(e))?)),
+            command: json(serde_json::to_vec(req))?,
         });
     }
     // Everything applied so far has been looked at (entries without events move it too).
@@ -453,10 +466,24 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         req: GrpcRequest<pb::ProposeRequest>,
     ) -> Result<GrpcResponse<pb::ProposeReply>, Status> {
-        let cmd: Command = serde_json::from_slice(&req.into_inner().command)
+        let req = req.into_inner();
+        let cmd: Command = serde_json::from_slice(&req.command)
             .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
-        // Only the leader takes a forwarded proposal: forwarding again could loop.
-        match self.raft.client_write(Request { at: wall_ms(), cmd }).await {
+        let reply = |c: Committed| -> Result<GrpcResponse<pb::ProposeReply>, Status> {
+            Ok(GrpcResponse::new(pb::ProposeReply {
+                index: c.index,
+                outcome: serde_json::to_vec(&c.outcome)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+            }))
+        };
+        match self
+            .raft
+            .client_write(Request {
+                at: wall_ms(),
+                cmd: cmd.clone(),
+            })
+            .await
+        {
             Ok(r) => {
                 let outcome = r
                     .data
@@ -467,6 +494,16 @@ impl pb::registry_server::Registry for RegistryService {
                     outcome: serde_json::to_vec(&outcome)
                         .map_err(|e| Status::internal(e.to_string()))?,
                 }))
+            }
+            // A follower sends it on, once: only the leader takes a forwarded proposal.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if !req.forwarded => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(node)) => match forward(id, &node.addr, &cmd).await {
+                        Ok(c) => reply(c),
+                        Err(e) => Err(Status::aborted(e.to_string())),
+                    },
+                    _ => Err(Status::unavailable("no leader")),
+                }
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(Status::unavailable("not the leader"))

@@ -266,7 +266,9 @@ pub struct StateMachineStore {
     snapshots_built: Arc<std::sync::atomic::AtomicU64>,
     /// The latest applied orbit events with their log index (not persisted: a reader that falls
     /// behind resynchronises from the state).
-    pub events: Arc<std::sync::Mutex<std::collections::VecDeque<(u64, orbit_state::Event)>>>,
+    pub events: Arc<
+        std::sync::Mutex<std::collections::VecDeque<(u64, orbit_state::Event, crate::Request)>>,
+    >,
     /// Ticks on every apply, for whoever waits for new state (deadline timer, watchers).
     pub applied: Arc<tokio::sync::Notify>,
     /// Events of entries after this index are all in `events`; older ones may not be (they are
@@ -338,12 +340,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     let r = d.orbit.apply(req.at, &req.cmd);
                     if let Ok(ev) = &r {
                         if events.len() == EVENT_BACKLOG {
-                            if let Some((i, _)) = events.pop_front() {
+                            if let Some((i, _, _)) = events.pop_front() {
                                 self.complete_after
                                     .store(i, std::sync::atomic::Ordering::Relaxed);
                             }
                         }
-                        events.push_back((e.log_id.index, ev.clone()));
+                        events.push_back((e.log_id.index, ev.clone(), req.clone()));
                     }
                     out.push(Response::Applied(r))
                 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use orbit_registry::pb;
-use orbit_registry::{Node, NodeConfig};
+use orbit_registry::{Node, NodeConfig, Request};
 use orbit_state::{CallInfo, Command, Event, LotConfig, SlotChoice};
 
 fn free_addr() -> SocketAddr {
@@ -204,7 +204,7 @@ fn expirations(n: &Node, park: u64) -> Vec<(u64, u64)> {
         .lock()
         .unwrap()
         .iter()
-        .filter_map(|(_, e)| match e {
+        .filter_map(|(_, e, _)| match e {
             Event::Expired(p) if p.id == park => match p.phase {
                 orbit_state::Phase::Recalling { since, .. } => Some((since, p.deadline)),
                 _ => None,
@@ -297,7 +297,7 @@ async fn deadlines_fire_once_never_early_and_survive_the_leader() {
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|(_, e)| match e {
+            .filter_map(|(_, e, _)| match e {
                 Event::LeaseLapsed { lost, .. } => Some(lost.iter().map(|p| p.id).collect()),
                 _ => None,
             })
@@ -319,7 +319,7 @@ async fn deadlines_fire_once_never_early_and_survive_the_leader() {
 }
 
 /// Read `n` items from a watch stream (bounded wait).
-async fn take(s: &mut tonic::Streaming<pb::WatchItem>, n: usize) -> Vec<(u64, Event)> {
+async fn take(s: &mut tonic::Streaming<pb::WatchItem>, n: usize) -> Vec<(u64, Event, Request)> {
     let mut out = vec![];
     while out.len() < n {
         let item = tokio::time::timeout(Duration::from_secs(10), s.message())
@@ -328,9 +328,11 @@ async fn take(s: &mut tonic::Streaming<pb::WatchItem>, n: usize) -> Vec<(u64, Ev
             .unwrap()
             .expect("stream ended");
         match item.item {
-            Some(pb::watch_item::Item::Event(e)) => {
-                out.push((item.index, serde_json::from_slice(&e).unwrap()))
-            }
+            Some(pb::watch_item::Item::Event(e)) => out.push((
+                item.index,
+                serde_json::from_slice(&e).unwrap(),
+                serde_json::from_slice(&item.command).unwrap(),
+            )),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -382,13 +384,13 @@ async fn watch_resumes_from_an_index_without_missing_or_repeating() {
     let mut s = watch(first.last().unwrap().0).await;
     let rest = take(&mut s, 4).await;
     let all: Vec<_> = first.iter().chain(rest.iter()).cloned().collect();
-    let indexes: Vec<u64> = all.iter().map(|(i, _)| *i).collect();
+    let indexes: Vec<u64> = all.iter().map(|(i, _, _)| *i).collect();
     assert!(
         indexes.windows(2).all(|w| w[0] < w[1]),
         "in log order, no repeats: {indexes:?}"
     );
     // Exactly what the leader applied.
-    let leader_events: Vec<(u64, Event)> = nodes[&leader]
+    let leader_events: Vec<(u64, Event, Request)> = nodes[&leader]
         .state
         .events
         .lock()
@@ -397,9 +399,14 @@ async fn watch_resumes_from_an_index_without_missing_or_repeating() {
         .cloned()
         .collect();
     assert_eq!(all, leader_events);
+    // The commands with their times rebuild the leader's state on a replica of one's own.
+    let mut replica = orbit_state::Orbit::new();
+    for (_, ev, req) in &all {
+        assert_eq!(replica.apply(req.at, &req.cmd).as_ref(), Ok(ev));
+    }
     let slots: Vec<u32> = all
         .iter()
-        .filter_map(|(_, e)| match e {
+        .filter_map(|(_, e, _)| match e {
             Event::Parked(p) => Some(p.slot),
             _ => None,
         })

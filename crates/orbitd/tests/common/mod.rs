@@ -638,3 +638,211 @@ pub fn relayed_call(d: &Daemon, uac_args: &[&str], n: u16) -> RelayedCall {
         uas: uas.wait(),
     }
 }
+
+/// Three sites as three `orbitd run` processes, each a registry voter and an edge, joined by
+/// the signed trunk: the way a real deployment runs them.
+pub struct Sites {
+    procs: Vec<Option<Child>>,
+    /// Per site, a handle for SIPp and RTP (no process of its own).
+    pub site: Vec<Daemon>,
+    pub grpc: Vec<SocketAddr>,
+    configs: Vec<PathBuf>,
+    logs: Vec<Arc<Mutex<String>>>,
+    dir: PathBuf,
+}
+
+pub const SITE_NAMES: [&str; 3] = ["site-a", "site-b", "site-c"];
+
+/// A free port `p` with `p + 1` free too (SIP and TLS).
+fn free_pair() -> u16 {
+    for _ in 0..200 {
+        let p = free_port();
+        if p < 65000 && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair");
+}
+
+impl Sites {
+    /// `tenant` is TOML appended to each site's tenant (parking lots).
+    pub fn start(tenant: &str) -> Sites {
+        require_sipp();
+        let dir = std::env::temp_dir().join(format!(
+            "orbit-sites-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sip: Vec<u16> = (0..3).map(|_| free_pair()).collect();
+        let grpc: Vec<SocketAddr> = (0..3)
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+            .collect();
+        let rtp: Vec<(u16, u16)> = (0..3).map(|_| free_range(200)).collect();
+        let mut exts = String::new();
+        for base in [1000, 2000, 3000] {
+            for n in base + 1..=base + 10 {
+                exts.push_str(&format!("\"{n}\" = {{ password = \"pw{n}\" }}\n"));
+            }
+        }
+        let mut configs = vec![];
+        for i in 0..3 {
+            let mut nodes = vec![format!("\"{}\"", grpc[i])];
+            nodes.extend(
+                (0..3)
+                    .filter(|j| *j != i)
+                    .map(|j| format!("\"{}\"", grpc[j])),
+            );
+            let peers: String = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| {
+                    format!(
+                        "[[edge.trunk.peers]]\nsite = \"{}\"\naddr = \"127.0.0.1:{}\"\n",
+                        SITE_NAMES[j], sip[j]
+                    )
+                })
+                .collect();
+            let cfg = format!(
+                r#"[registry]
+id = {id}
+listen = "{listen}"
+data_dir = "{data}"
+
+[edge]
+site = "{site}"
+[edge.sip]
+listen = "127.0.0.1:{port}"
+[edge.media]
+ip = "127.0.0.1"
+port_min = {rmin}
+port_max = {rmax}
+idle_close_secs = 1
+[edge.auth]
+algorithms = ["MD5", "SHA-256"]
+[edge.registry]
+nodes = [{nodes}]
+[edge.trunk]
+secret = "multi-site-test-trunk-secret"
+{peers}
+[edge.tenant]
+domain = "orbit.local"
+any_host = true
+[edge.tenant.extensions]
+{exts}
+{tenant}
+"#,
+                id = i + 1,
+                listen = grpc[i],
+                data = dir.join(format!("registry-{}", i + 1)).display(),
+                site = SITE_NAMES[i],
+                port = sip[i],
+                rmin = rtp[i].0,
+                rmax = rtp[i].1,
+                nodes = nodes.join(", "),
+            );
+            let path = dir.join(format!("{}.toml", SITE_NAMES[i]));
+            std::fs::write(&path, cfg).unwrap();
+            configs.push(path);
+        }
+        let mut s = Sites {
+            procs: vec![None, None, None],
+            site: (0..3)
+                .map(|i| {
+                    let d = dir.join(SITE_NAMES[i]);
+                    std::fs::create_dir_all(&d).unwrap();
+                    Daemon {
+                        child: None,
+                        sip: SocketAddr::from(([127, 0, 0, 1], sip[i])),
+                        tls: SocketAddr::from(([127, 0, 0, 1], sip[i] + 1)),
+                        rtp: rtp[i],
+                        dir: d,
+                        log: Arc::new(Mutex::new(String::new())),
+                    }
+                })
+                .collect(),
+            grpc,
+            configs,
+            logs: (0..3)
+                .map(|_| Arc::new(Mutex::new(String::new())))
+                .collect(),
+            dir,
+        };
+        for i in 0..3 {
+            s.spawn(i);
+        }
+        let members: Vec<String> = (0..3).map(|i| format!("{}={}", i + 1, s.grpc[i])).collect();
+        let st = Command::new(env!("CARGO_BIN_EXE_orbitd"))
+            .args(["registry", "init", "--at", &s.grpc[0].to_string()])
+            .args(&members)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "registry init");
+        for i in 0..3 {
+            s.wait_log(i, "committed event=lease", Duration::from_secs(20));
+        }
+        s
+    }
+
+    /// Start (or restart) site `i`'s process.
+    pub fn spawn(&mut self, i: usize) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orbitd"))
+            .args(["run", "--config"])
+            .arg(&self.configs[i])
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start orbitd");
+        let stderr = child.stderr.take().unwrap();
+        let log = self.logs[i].clone();
+        log.lock().unwrap().clear();
+        let name = SITE_NAMES[i];
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("ORBIT_TEST_LOG").is_some() {
+                    eprintln!("{name}: {line}");
+                }
+                let mut g = log.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        self.procs[i] = Some(child);
+        self.wait_log(i, "edge started", Duration::from_secs(20));
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        self.logs[i].lock().unwrap().clone()
+    }
+
+    pub fn wait_log(&self, i: usize, pat: &str, timeout: Duration) {
+        let t0 = Instant::now();
+        while !self.log(i).contains(pat) {
+            assert!(
+                t0.elapsed() < timeout,
+                "{} did not log {pat:?} in {timeout:?}:\n{}",
+                SITE_NAMES[i],
+                self.log(i)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL site `i`'s process (registry node and edge together).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sites {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,188 @@
+//! `orbitd dev`: three sites and their registry in one process, on loopback.
+//!
+//! | site   | SIP UDP+TCP    | TLS  | RTP         | registry gRPC   |
+//! |--------|----------------|------|-------------|-----------------|
+//! | site-a | 127.0.0.1:5060 | 5061 | 20000–20999 | 127.0.0.1:50051 |
+//! | site-b | 127.0.0.1:5070 | 5071 | 21000–21999 | 127.0.0.1:50052 |
+//! | site-c | 127.0.0.1:5080 | 5081 | 22000–22999 | 127.0.0.1:50053 |
+//!
+//! Every site knows the tenant's 30 extensions (1001–1010 are site A's desks, 2001–2010 site
+//! B's, 3001–3010 site C's, but a phone may register anywhere), one lot 700 / 701–720, and a
+//! trunk to the other two. The registry's disks, the TLS certificate and the trunk secret live
+//! under the data directory and survive a restart.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use orbit_edge::config::{
+    AuthConfig, EdgeConfig, Extension, LimitsConfig, MediaConfig, RegistryLink, SipConfig,
+    TenantConfig, TrunkConfig, TrunkPeer,
+};
+use orbit_registry::{Node, NodeConfig};
+use tracing::info;
+
+pub const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
+
+fn extensions() -> BTreeMap<String, Extension> {
+    let mut extensions = BTreeMap::new();
+    for base in [1000, 2000, 3000] {
+        for n in base + 1..=base + 10 {
+            extensions.insert(
+                n.to_string(),
+                Extension {
+                    password: Some(format!("pw{n}")),
+                    display_name: Some(format!("Ext {n}")),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    extensions
+}
+
+/// Site `i`'s edge: SIP at `sip` + 10·i, RTP from `rtp` + 1000·i, its own registry node first.
+fn site_config(
+    i: usize,
+    sip: SocketAddr,
+    rtp: u16,
+    grpc: &[SocketAddr],
+    secret: &str,
+) -> EdgeConfig {
+    let addr = |j: usize| SocketAddr::new(sip.ip(), sip.port() + 10 * j as u16);
+    let listen = addr(i);
+    let port_min = rtp + 1000 * i as u16;
+    let mut nodes = vec![grpc[i].to_string()];
+    nodes.extend((0..3).filter(|j| *j != i).map(|j| grpc[j].to_string()));
+    EdgeConfig {
+        site: SITES[i].into(),
+        sip: SipConfig {
+            listen,
+            tls_listen: Some(SocketAddr::new(listen.ip(), listen.port() + 1)),
+            tls_cert: None,
+            tls_key: None,
+            advertise: None,
+            t1_ms: 500,
+        },
+        media: MediaConfig {
+            ip: sip.ip(),
+            port_min,
+            port_max: port_min + 999,
+            timeout_secs: 60,
+            idle_close_secs: 10,
+        },
+        tenant: TenantConfig {
+            domain: "orbit.local".into(),
+            realm: None,
+            any_host: true,
+            extensions: extensions(),
+            lots: vec![Default::default()],
+            features: Default::default(),
+        },
+        // MD5 first: many desk phones and SIPp take the first challenge even when they cannot
+        // do its algorithm; SHA-256 (RFC 8760) is offered second. Production configs choose.
+        auth: AuthConfig {
+            algorithms: vec!["MD5".into(), "SHA-256".into()],
+            ..AuthConfig::default()
+        },
+        limits: LimitsConfig::default(),
+        registry: Some(RegistryLink {
+            nodes,
+            lease_secs: 15,
+        }),
+        trunk: Some(TrunkConfig {
+            secret: secret.into(),
+            peers: (0..3)
+                .filter(|j| *j != i)
+                .map(|j| TrunkPeer {
+                    site: SITES[j].into(),
+                    addr: addr(j),
+                })
+                .collect(),
+            max_skew_secs: 30,
+        }),
+    }
+}
+
+/// The trunk secret, made once and kept in the data dir.
+fn trunk_secret(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("trunk-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if s.trim().len() >= 16 {
+            return Ok(s.trim().to_string());
+        }
+    }
+    let s: String = rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(&path, &s).with_context(|| format!("writing {}", path.display()))?;
+    Ok(s)
+}
+
+pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let tls = crate::dev_tls(&data_dir)?;
+    let secret = trunk_secret(&data_dir)?;
+    let grpc: Vec<SocketAddr> = (0..3)
+        .map(|i| SocketAddr::new(sip.ip(), grpc + i))
+        .collect();
+    let mut nodes = vec![];
+    for (i, addr) in grpc.iter().enumerate() {
+        let id = i as u64 + 1;
+        let cfg = NodeConfig::new(id, *addr, data_dir.join(format!("registry-{id}")));
+        nodes.push(
+            Node::start(cfg)
+                .await
+                .with_context(|| format!("registry node {id} on {addr}"))?,
+        );
+    }
+    if !nodes[0].is_initialized().await? {
+        let members = grpc
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i as u64 + 1, *a))
+            .collect();
+        nodes[0].initialize(&members).await?;
+        info!("registry initialised: three voters");
+    }
+    let sites: Vec<_> = (0..3)
+        .map(|i| site_config(i, sip, rtp, &grpc, &secret))
+        .collect();
+    for s in &sites {
+        s.validate()?;
+    }
+    let mut banner = String::from("Orbit dev: three sites, one registry\n\n");
+    for (i, s) in sites.iter().enumerate() {
+        let first = 1000 * (i + 1) + 1;
+        banner += &format!(
+            "  {}  SIP {} (UDP+TCP), TLS {}, RTP {}-{}, extensions {}-{}, registry {}\n",
+            s.site,
+            s.sip.listen,
+            s.sip.tls_listen.expect("dev has TLS").port(),
+            s.media.port_min,
+            s.media.port_max,
+            first,
+            first + 9,
+            grpc[i],
+        );
+    }
+    banner += &format!(
+        "\n  password pw<ext> (1001/pw1001, ...), any domain; any extension may register at any site\n\
+         \n  call park: transfer a call to 700 (or a slot 701-720); dial the slot at any site to\n\
+         \n  retrieve it; unanswered after 90 s it rings the parker back wherever it is registered;\n\
+         \n  lamp keys: SUBSCRIBE (Event: dialog) to 700 or to a slot, at any site\n\
+         \n  softphone: server {sip}, user 1001, password pw1001; call 2001 registered at site-b\n\
+         \n  state under {}; Ctrl-C ends calls with BYE and stops.\n",
+        data_dir.display()
+    );
+    println!("{banner}");
+    let result =
+        crate::run_sites(sites.into_iter().map(|c| (c, Some(tls.clone()))).collect()).await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+    result
+}

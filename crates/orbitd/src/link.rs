@@ -1,0 +1,67 @@
+//! An edge's link to the registry: proposals out (each on its own task, so a slow commit holds
+//! up nothing else), outcomes and the watch stream in, over the channels the edge driver reads.
+
+use std::sync::Arc;
+
+use orbit_edge::config::RegistryLink;
+use orbit_edge::driver::OrbitIo;
+use orbit_edge::orbit::{OrbitError, OrbitFeed, Proposal};
+use orbit_registry::{Link, LinkError, WatchUpdate};
+use tokio::sync::mpsc;
+
+/// Start the link's tasks on `rt`; the edge resumes its watch after `after` (0: from the
+/// whole state).
+pub fn start(
+    cfg: &RegistryLink,
+    rt: &tokio::runtime::Handle,
+    after: u64,
+) -> anyhow::Result<OrbitIo> {
+    let link = Arc::new(Link::new(&cfg.nodes)?);
+    let (prop_tx, mut prop_rx) = mpsc::unbounded_channel::<Proposal>();
+    let (feed_tx, feed_rx) = mpsc::channel::<OrbitFeed>(65_536);
+
+    let (l, tx) = (link.clone(), feed_tx.clone());
+    rt.spawn(async move {
+        while let Some(p) = prop_rx.recv().await {
+            let (l, tx) = (l.clone(), tx.clone());
+            tokio::spawn(async move {
+                let outcome = match l.propose(&p.cmd).await {
+                    Ok((_, r)) => r.map_err(OrbitError::Rejected),
+                    Err(
+                        e @ (LinkError::Unavailable(_)
+                        | LinkError::Uncertain(_)
+                        | LinkError::Bad(_)),
+                    ) => Err(OrbitError::Unavailable(e.to_string())),
+                };
+                let _ = tx
+                    .send(OrbitFeed::Outcome {
+                        token: p.token,
+                        outcome,
+                    })
+                    .await;
+            });
+        }
+    });
+
+    let (wtx, mut wrx) = mpsc::channel::<WatchUpdate>(65_536);
+    let l = link.clone();
+    rt.spawn(async move { l.watch(after, wtx).await });
+    rt.spawn(async move {
+        while let Some(u) = wrx.recv().await {
+            let f = match u {
+                WatchUpdate::Applied { index, at, cmd } => OrbitFeed::Applied { index, at, cmd },
+                WatchUpdate::Resync { index, orbit } => OrbitFeed::Resync {
+                    index,
+                    orbit: Box::new(orbit),
+                },
+            };
+            if feed_tx.send(f).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(OrbitIo {
+        proposals: prop_tx,
+        feed: feed_rx,
+    })
+}

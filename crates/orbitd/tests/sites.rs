@@ -1,0 +1,171 @@
+//! Park and retrieve across sites, end to end: three `orbitd run` processes (registry voter +
+//! edge each) joined by the signed trunk, SIPp phones and real RTP.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+
+fn relay(s: String) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], s.parse::<u16>().expect("port")))
+}
+
+fn lot(parking: u64, ring: u64) -> String {
+    format!(
+        "[[edge.tenant.lots]]\npark_ext = \"700\"\nslots = \"701-720\"\nparking_secs = {parking}\nrecall_ring_secs = {ring}\n"
+    )
+}
+
+/// Alice (1001) registered at `site`, answering with media on `media`.
+fn alice(site: &Daemon, media: &RtpPeer) -> RunningSipp {
+    let port = free_port();
+    site.register("1001", port);
+    Sipp::new(site, "uas_answer.xml")
+        .key("rtpport", &media.port().to_string())
+        .args(["-d", "0"])
+        .port(port)
+        .spawn()
+}
+
+/// Bob (1002) calls Alice through `site` and transfers her to 700.
+fn bob_parks(site: &Daemon) -> RunningSipp {
+    let media = RtpPeer::bind();
+    Sipp::new(site, "uac_park.xml")
+        .args(["-s", "1001", "-au", "1002", "-ap", "pw1002", "-d", "300"])
+        .key("caller", "1002")
+        .key("rtpport", &media.port().to_string())
+        .key("park_to", "700")
+        .key("refer_params", "")
+        .spawn()
+}
+
+/// Park Alice at site A; returns her phone, her media and the relay port she talks to.
+fn park_at_a(s: &Sites) -> (RunningSipp, RtpPeer, SocketAddr) {
+    let media = RtpPeer::bind();
+    let a = alice(&s.site[0], &media);
+    let bob = bob_parks(&s.site[0]);
+    let relay_a = relay(a.wait_log("relay_port", Duration::from_secs(10)));
+    let b = bob.wait();
+    assert!(b.ok(), "parker: {}", b.errors);
+    assert!(b.logs.contains("sipfrag=200"), "{}", b.logs);
+    (a, media, relay_a)
+}
+
+#[test]
+fn parked_at_site_a_retrieved_at_site_c_with_media_through_both_relays() {
+    let s = Sites::start(&lot(90, 20));
+    let (alice, alice_media, alice_relay) = park_at_a(&s);
+    // Parked: music from relay A.
+    alice_media.drain();
+    let music = alice_media.listen(Duration::from_secs(1));
+    assert!(
+        music.len() >= 40,
+        "music while parked: {} packets",
+        music.len()
+    );
+
+    // Carol (3001) at site C dials 701.
+    let carol_media = RtpPeer::bind();
+    let carol = Sipp::new(&s.site[2], "uac_call.xml")
+        .args(["-s", "701", "-au", "3001", "-ap", "pw3001", "-d", "2500"])
+        .key("caller", "3001")
+        .key("rtpport", &carol_media.port().to_string())
+        .spawn();
+    let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
+    let (c0, c1) = s.site[2].rtp;
+    assert!(
+        (c0..=c1).contains(&carol_relay.port()),
+        "Carol talks to site C's relay ({carol_relay}), not site A's"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    alice_media.drain();
+    let linger = Duration::from_millis(400);
+    let (a, c) = std::thread::scope(|sc| {
+        let a = sc.spawn(|| alice_media.exchange(alice_relay, 50, 0xA, linger));
+        let c = sc.spawn(|| carol_media.exchange(carol_relay, 50, 0xC, linger));
+        (a.join().unwrap(), c.join().unwrap())
+    });
+    assert_eq!(a.packets, 50, "Alice got {a:?}");
+    assert_eq!(
+        a.ssrcs.iter().copied().collect::<Vec<_>>(),
+        vec![0xC],
+        "only Carol, no music"
+    );
+    assert_eq!(c.packets, 50, "Carol got {c:?}");
+    assert_eq!(c.ssrcs.iter().copied().collect::<Vec<_>>(), vec![0xA]);
+    let c = carol.wait();
+    assert!(c.ok(), "retriever: {}", c.errors);
+    let a = alice.wait();
+    assert!(a.ok(), "parked caller: {}", a.errors);
+    assert!(
+        s.log(2).contains("retrieving over the trunk"),
+        "{}",
+        s.log(2)
+    );
+    assert!(s.log(0).contains("retrieved"), "{}", s.log(0));
+}
+
+#[test]
+fn two_retrievers_at_two_sites_racing_for_one_slot_get_exactly_one_200() {
+    let s = Sites::start(&lot(90, 20));
+    let (alice, _alice_media, _) = park_at_a(&s);
+    let racer = |site: &Daemon, ext: &str| {
+        let media = RtpPeer::bind();
+        let r = Sipp::new(site, "uac_race.xml")
+            .args([
+                "-s",
+                "701",
+                "-au",
+                ext,
+                "-ap",
+                &format!("pw{ext}"),
+                "-d",
+                "500",
+            ])
+            .key("caller", ext)
+            .key("rtpport", &media.port().to_string())
+            .spawn();
+        (r, media)
+    };
+    let (b, _bm) = racer(&s.site[1], "2001");
+    let (c, _cm) = racer(&s.site[2], "3001");
+    let b = b.wait();
+    let c = c.wait();
+    assert!(b.ok(), "site B retriever: {}", b.errors);
+    assert!(c.ok(), "site C retriever: {}", c.errors);
+    let won = [&b, &c]
+        .iter()
+        .filter(|r| r.logs.contains("outcome=won"))
+        .count();
+    let lost = [&b, &c]
+        .iter()
+        .filter(|r| r.logs.contains("outcome=lost"))
+        .count();
+    assert_eq!((won, lost), (1, 1), "B: {}\nC: {}", b.logs, c.logs);
+    let a = alice.wait();
+    assert!(a.ok(), "parked caller: {}", a.errors);
+}
+
+#[test]
+fn recall_rings_the_parker_at_the_site_it_moved_to() {
+    let s = Sites::start(&lot(3, 10));
+    // Bob's desk phone is registered at site B now; he parks Alice through site A.
+    let phone_media = RtpPeer::bind();
+    let port = free_port();
+    s.site[1].register("1002", port);
+    let phone = Sipp::new(&s.site[1], "uas_recall_answer.xml")
+        .args(["-m", "1", "-d", "1500"])
+        .key("rtpport", &phone_media.port().to_string())
+        .port(port)
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let (alice, _alice_media, _) = park_at_a(&s);
+    let p = phone.wait();
+    assert!(p.ok(), "parker's phone at site B: {}", p.errors);
+    assert!(p.logs.contains("recall_slot=701"), "{}", p.logs);
+    let a = alice.wait();
+    assert!(a.ok(), "parked caller: {}", a.errors);
+    assert!(s.log(0).contains("recall answered"), "{}", s.log(0));
+}
