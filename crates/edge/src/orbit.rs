@@ -312,6 +312,16 @@ impl Edge {
         crate::blf::on_event(self, now, &ev);
         match &ev {
             Event::Expired(p) if p.call.edge == self.cfg.site => {
+                // How late the deadline fired, by the time stamped on the Expire (the
+                // leader's across sites): zero unless a failover or a stall delayed it.
+                if let orbit_state::Phase::Recalling { since, .. } = p.phase {
+                    info!(
+                        park = p.id,
+                        slot = p.slot,
+                        late_ms = since.saturating_sub(p.deadline),
+                        "parked call expired"
+                    );
+                }
                 if let Some(&cid) = self.parks.get(&p.id) {
                     crate::park::start_recall(self, now, cid, orbit_state::RecallStage::Parker);
                 }

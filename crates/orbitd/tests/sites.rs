@@ -169,3 +169,75 @@ fn recall_rings_the_parker_at_the_site_it_moved_to() {
     assert!(a.ok(), "parked caller: {}", a.errors);
     assert!(s.log(0).contains("recall answered"), "{}", s.log(0));
 }
+
+/// The registry leader as node `at` sees it (0: none).
+fn leader(at: SocketAddr) -> u64 {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orbitd"))
+        .args(["registry", "status", "--at", &at.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("leader:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `key=N` values in a log.
+fn values(log: &str, key: &str) -> Vec<u64> {
+    let pat = format!("{key}=");
+    log.match_indices(&pat)
+        .filter_map(|(i, _)| {
+            log[i + pat.len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn recall_fires_once_and_on_time_when_the_leader_is_killed_just_before_the_deadline() {
+    let mut s = Sites::start(&lot(3, 10));
+    let l = leader(s.grpc[0]);
+    assert!(l > 0, "a leader");
+    // The call is held at a site whose process is not the leader's (each process is a voter
+    // and an edge: killing the leader kills that edge too).
+    let h = l as usize % 3;
+    let phone_media = RtpPeer::bind();
+    let port = free_port();
+    s.site[h].register("1002", port);
+    let phone = Sipp::new(&s.site[h], "uas_recall_answer.xml")
+        .args(["-m", "2", "-d", "500"])
+        .key("rtpport", &phone_media.port().to_string())
+        .port(port)
+        .spawn();
+    let media = RtpPeer::bind();
+    let alice = alice(&s.site[h], &media);
+    let bob = bob_parks(&s.site[h]);
+    let b = bob.wait();
+    assert!(b.ok(), "parker: {}", b.errors);
+    // The leader dies 300 ms before the deadline: the new one finds it overdue and fires it.
+    std::thread::sleep(Duration::from_millis(2_600));
+    s.kill(l as usize - 1);
+    let p = phone.wait();
+    assert!(p.ok(), "parker's phone: {}", p.errors);
+    assert!(p.logs.contains("recall_slot=701"), "{}", p.logs);
+    let a = alice.wait();
+    assert!(a.ok(), "parked caller: {}", a.errors);
+    let log = s.log(h);
+    // The edge's own account (the registry nodes in the same process log theirs too).
+    let expired: String = log
+        .lines()
+        .filter(|l| l.contains("parked call expired"))
+        .collect();
+    let late = values(&expired, "late_ms");
+    assert_eq!(late.len(), 1, "the deadline fired once:\n{log}");
+    // Never early (the state refuses it), late by at most about an election (200-400 ms
+    // timeout, plus the heartbeats lost before it).
+    assert!(late[0] <= 1_500, "fired {} ms late", late[0]);
+    assert_eq!(log.matches("recall ringing").count(), 1, "{log}");
+    let new_leader = leader(s.grpc[h]);
+    assert!(new_leader > 0 && new_leader != l, "a new leader, not {l}");
+}
