@@ -120,21 +120,12 @@ fn blind_park_plays_music_then_retrieve_bridges_rtp() {
         .spawn();
     let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(100));
-    alice_media.drain();
-    let linger = Duration::from_millis(300);
-    let (a, c) = std::thread::scope(|s| {
-        let a = s.spawn(|| alice_media.exchange(alice_relay, 50, 0xA, linger));
-        let c = s.spawn(|| carol_media.exchange(carol_relay, 50, 0xC, linger));
-        (a.join().unwrap(), c.join().unwrap())
-    });
-    assert_eq!(a.packets, 50, "Alice got {a:?}");
-    assert_eq!(
-        a.ssrcs.iter().copied().collect::<Vec<_>>(),
-        vec![0xC],
-        "only Carol, no music"
+    assert_bridged(
+        (&alice_media, alice_relay),
+        (&carol_media, carol_relay),
+        50,
+        Duration::from_millis(300),
     );
-    assert_eq!(c.packets, 50, "Carol got {c:?}");
-    assert_eq!(c.ssrcs.iter().copied().collect::<Vec<_>>(), vec![0xA]);
     let c = carol.wait();
     assert!(c.ok(), "retriever: {}", c.errors);
     let a = alice.wait();

@@ -846,3 +846,29 @@ impl Drop for Sites {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Two parties bridged through the relay(s): each sends `n` packets to the relay port it talks
+/// to (SSRC 0xA and 0xB), and each must get all of the other's and nothing else (no music, no
+/// third party).
+pub fn assert_bridged(
+    a: (&RtpPeer, SocketAddr),
+    b: (&RtpPeer, SocketAddr),
+    n: u16,
+    linger: Duration,
+) {
+    a.0.drain();
+    b.0.drain();
+    let (got_a, got_b) = std::thread::scope(|s| {
+        let x = s.spawn(|| a.0.exchange(a.1, n, 0xA, linger));
+        let y = s.spawn(|| b.0.exchange(b.1, n, 0xB, linger));
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    assert_eq!(got_a.packets as u16, n, "first party got {got_a:?}");
+    assert_eq!(
+        got_a.ssrcs.iter().copied().collect::<Vec<_>>(),
+        vec![0xB],
+        "the first party hears only the second"
+    );
+    assert_eq!(got_b.packets as u16, n, "second party got {got_b:?}");
+    assert_eq!(got_b.ssrcs.iter().copied().collect::<Vec<_>>(), vec![0xA]);
+}
