@@ -17,6 +17,7 @@ pub mod admin;
 pub mod client;
 pub mod network;
 pub mod node;
+pub mod sim;
 pub mod store;
 
 /// The generated gRPC code (`proto/orbit/registry/v1/registry.proto`).

@@ -88,7 +88,7 @@ const DEADLINE_POLL: Duration = Duration::from_millis(20);
 /// same from the state it has, so overdue deadlines fire at once after a failover. Never early
 /// (the state machine refuses an Expire stamped before the deadline) and never twice (it
 /// refuses a second Expire for the same park), whoever proposes.
-async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore) {
+pub(crate) async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore) {
     loop {
         let notified = sm.applied.notified();
         let leading = {
@@ -162,11 +162,35 @@ async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore) {
     }
 }
 
-fn wall_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Milliseconds since the Unix epoch: the wall clock read once, plus tokio's monotonic clock
+/// since. A leader's stamps never step back when NTP steps the wall clock, and under a paused
+/// tokio clock (the deterministic simulation) time is virtual.
+pub(crate) fn wall_ms() -> Millis {
+    static BASE: std::sync::OnceLock<(tokio::time::Instant, Millis)> = std::sync::OnceLock::new();
+    let (at, wall) = BASE.get_or_init(|| {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        (tokio::time::Instant::now(), wall)
+    });
+    wall + at.elapsed().as_millis() as u64
+}
+
+/// openraft's settings from a node's config.
+pub(crate) fn raft_config(cfg: &NodeConfig) -> Result<Arc<Config>, NodeError> {
+    let config = Config {
+        cluster_name: "orbit".into(),
+        heartbeat_interval: cfg.heartbeat.as_millis() as u64,
+        election_timeout_min: cfg.election_min.as_millis() as u64,
+        election_timeout_max: cfg.election_max.as_millis() as u64,
+        ..Default::default()
+    };
+    Ok(Arc::new(
+        config
+            .validate()
+            .map_err(|e| NodeError::Raft(e.to_string()))?,
+    ))
 }
 
 impl Node {
@@ -175,18 +199,7 @@ impl Node {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| NodeError::Raft(format!("creating {}: {e}", cfg.data_dir.display())))?;
         let (log, sm) = store::open(&cfg.data_dir.join("registry.redb"))?;
-        let config = Config {
-            cluster_name: "orbit".into(),
-            heartbeat_interval: cfg.heartbeat.as_millis() as u64,
-            election_timeout_min: cfg.election_min.as_millis() as u64,
-            election_timeout_max: cfg.election_max.as_millis() as u64,
-            ..Default::default()
-        };
-        let config = Arc::new(
-            config
-                .validate()
-                .map_err(|e| NodeError::Raft(e.to_string()))?,
-        );
+        let config = raft_config(&cfg)?;
         let raft = Raft::new(cfg.id, config, Network { from: cfg.id }, log, sm.clone())
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
