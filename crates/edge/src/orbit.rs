@@ -326,6 +326,9 @@ impl Edge {
                     crate::park::start_recall(self, now, cid, orbit_state::RecallStage::Parker);
                 }
             }
+            Event::LeaseLapsed { edge, lost } if *edge != self.cfg.site => {
+                warn!(lost = lost.len(), "lease of {edge} lapsed: its parked calls are lost");
+            }
             Event::LeaseLapsed { edge, lost } if *edge == self.cfg.site => {
                 warn!(site = %edge, lost = lost.len(), "our lease lapsed: parked calls are lost");
                 self.port.lease_until = None;

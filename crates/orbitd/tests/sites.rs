@@ -233,3 +233,89 @@ fn recall_fires_once_and_on_time_when_the_leader_is_killed_just_before_the_deadl
     let new_leader = leader(s.grpc[h]);
     assert!(new_leader > 0 && new_leader != l, "a new leader, not {l}");
 }
+
+/// A lamp key at `site` on `resource` (slot or lot), as 2001.
+fn lamp(site: &Daemon, resource: &str) -> RunningSipp {
+    Sipp::new(site, "uac_lamp.xml")
+        .args(["-s", resource, "-au", "2001", "-ap", "pw2001"])
+        .key("caller", "2001")
+        .spawn()
+}
+
+/// The order of the lamp's NOTIFYs: free, the parked call, free again, the final one.
+fn assert_lamp_cycle(r: &SippResult) {
+    let order: Vec<usize> = ["notify_v0", "notify_v1", "notify_v2", "final="]
+        .iter()
+        .map(|k| {
+            r.logs
+                .find(k)
+                .unwrap_or_else(|| panic!("lamp: no {k}:\n{}", r.logs))
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "lamp out of order");
+}
+
+#[test]
+fn lamps_at_another_site_follow_a_park_and_its_retrieve() {
+    let s = Sites::start(&lot(90, 20));
+    let slot = lamp(&s.site[1], "701");
+    let whole = lamp(&s.site[1], "700");
+    slot.wait_log("notify_v0", Duration::from_secs(10));
+    whole.wait_log("notify_v0", Duration::from_secs(10));
+    let (alice, _m, _) = park_at_a(&s);
+    // Site B's lamps light with the call parked at site A (its dialog as Alice sees it).
+    let cid = slot.wait_log("parked_call_id", Duration::from_secs(10));
+    assert!(!cid.is_empty());
+    assert_eq!(
+        whole.wait_log("parked_call_id", Duration::from_secs(10)),
+        cid
+    );
+    // Retrieved at site C: the lamps at B go out.
+    let carol = Sipp::new(&s.site[2], "uac_call.xml")
+        .args(["-s", "701", "-au", "3001", "-ap", "pw3001", "-d", "300"])
+        .key("caller", "3001")
+        .key("rtpport", &RtpPeer::bind().port().to_string())
+        .run();
+    assert!(carol.ok(), "{}", carol.errors);
+    for l in [slot, whole] {
+        let r = l.wait();
+        assert!(r.ok(), "lamp: {}", r.errors);
+        assert_lamp_cycle(&r);
+    }
+    assert!(alice.wait().ok());
+}
+
+#[test]
+fn a_site_that_dies_loses_its_parked_calls_when_its_lease_lapses() {
+    let lease = 3;
+    let mut s = Sites::start_with(&lot(90, 20), lease);
+    let slot = lamp(&s.site[1], "701");
+    slot.wait_log("notify_v0", Duration::from_secs(10));
+    // Alice parked at site C.
+    let media = RtpPeer::bind();
+    let _alice = alice(&s.site[2], &media);
+    let bob = bob_parks(&s.site[2]);
+    assert!(bob.wait().ok());
+    slot.wait_log("parked_call_id", Duration::from_secs(10));
+    // Site C's process (its edge and registry node) dies: nobody holds Alice's media now.
+    let t0 = std::time::Instant::now();
+    s.kill(2);
+    let r = slot.wait();
+    let took = t0.elapsed();
+    assert!(r.ok(), "lamp: {}", r.errors);
+    assert_lamp_cycle(&r);
+    // Not before the lease could have run out, and soon after it.
+    assert!(
+        took >= Duration::from_secs(lease - 1) && took < Duration::from_secs(lease + 5),
+        "slot freed {took:?} after the site died (lease {lease} s)"
+    );
+    let log = s.log(1);
+    assert!(log.contains("lease of site-c lapsed"), "{log}");
+    // The slot is free: a retrieve at site B finds nobody, at once.
+    let empty = Sipp::new(&s.site[1], "uac_empty_slot.xml")
+        .args(["-s", "701", "-au", "2002", "-ap", "pw2002"])
+        .key("caller", "2002")
+        .key("rtpport", &RtpPeer::bind().port().to_string())
+        .run();
+    assert!(empty.ok(), "{}", empty.errors);
+}

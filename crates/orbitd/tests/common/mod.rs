@@ -667,6 +667,11 @@ fn free_pair() -> u16 {
 impl Sites {
     /// `tenant` is TOML appended to each site's tenant (parking lots).
     pub fn start(tenant: &str) -> Sites {
+        Self::start_with(tenant, 15)
+    }
+
+    /// With edge leases of `lease_secs`.
+    pub fn start_with(tenant: &str, lease_secs: u64) -> Sites {
         require_sipp();
         let dir = std::env::temp_dir().join(format!(
             "orbit-sites-{}-{}",
@@ -721,6 +726,7 @@ idle_close_secs = 1
 algorithms = ["MD5", "SHA-256"]
 [edge.registry]
 nodes = [{nodes}]
+lease_secs = {lease_secs}
 [edge.trunk]
 secret = "multi-site-test-trunk-secret"
 {peers}
