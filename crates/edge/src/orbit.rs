@@ -327,7 +327,10 @@ impl Edge {
                 }
             }
             Event::LeaseLapsed { edge, lost } if *edge != self.cfg.site => {
-                warn!(lost = lost.len(), "lease of {edge} lapsed: its parked calls are lost");
+                warn!(
+                    lost = lost.len(),
+                    "lease of {edge} lapsed: its parked calls are lost"
+                );
             }
             Event::LeaseLapsed { edge, lost } if *edge == self.cfg.site => {
                 warn!(site = %edge, lost = lost.len(), "our lease lapsed: parked calls are lost");

@@ -619,3 +619,4 @@ fn failures_are_mapped_through_and_free_the_media() {
 }
 
 mod park;
+mod registry;

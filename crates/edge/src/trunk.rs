@@ -29,7 +29,7 @@ use crate::park::AfterClaim;
 const TRUNK: &str = "X-Orbit-Trunk";
 const CLAIM: &str = "X-Orbit-Claim";
 
-fn mac(
+pub(crate) fn mac(
     secret: &str,
     site: &str,
     ts: u64,

@@ -8,7 +8,7 @@ use super::*;
 const CAROL: &str = "127.0.0.1:8001";
 
 /// An in-dialog request from Bob (the callee), built from the INVITE he got.
-fn bob_in_dialog(
+pub(super) fn bob_in_dialog(
     inv: &Message,
     method: &str,
     cseq: u32,
@@ -38,13 +38,13 @@ fn bob_in_dialog(
 }
 
 /// A 200 to a request the edge sent.
-fn ok_to(req: &Message) -> Bytes {
+pub(super) fn ok_to(req: &Message) -> Bytes {
     answer(req, 200, "x", None, "127.0.0.1:1")
 }
 
 /// Alice calls Bob, Bob answers, Alice ACKs; Bob then REFERs Alice to `target`.
 /// Returns (Alice's 200, Bob's INVITE) after the REFER's 202.
-fn park_by_bob(net: &mut Net, target: &str) -> (Message, Message) {
+pub(super) fn park_by_bob(net: &mut Net, target: &str) -> (Message, Message) {
     let (ok, inv) = answered_call(net);
     net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
     net.take(BOB1);

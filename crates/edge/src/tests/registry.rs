@@ -1,0 +1,186 @@
+//! The edge on the registry, in virtual time: the test plays the registry with the real orbit
+//! state machine (it orders the edge's proposals, answers them, and feeds the applied entries
+//! back as the watch stream would), so that what is checked is the edge's two-phase flows, its
+//! replica and its lease.
+
+use orbit_state::{Event, Orbit};
+
+use super::park::park_by_bob;
+use super::*;
+
+const PEER: &str = "127.0.0.1:9100";
+const SECRET: &str = "virtual-time-trunk-secret";
+
+fn registry_net() -> Net {
+    let mut cfg = config();
+    cfg.site = "site-a".into();
+    cfg.trunk = Some(TrunkConfig {
+        secret: SECRET.into(),
+        peers: vec![TrunkPeer {
+            site: "site-b".into(),
+            addr: PEER.parse().unwrap(),
+        }],
+        max_skew_secs: 30,
+    });
+    let media = crate::media::FakeMedia::default();
+    let now = Instant::now();
+    let mut local = HashMap::new();
+    local.insert(Proto::Udp, EDGE.parse().unwrap());
+    let edge = Edge::new(Arc::new(cfg), local, Box::new(media.clone()), now)
+        .with_registry(now, Duration::from_secs(15));
+    let net = Net {
+        edge,
+        now,
+        media,
+        inbox: HashMap::new(),
+    };
+    net
+}
+
+/// The registry, played by the test with the real state machine.
+#[derive(Default)]
+struct Registry {
+    orbit: Orbit,
+    index: u64,
+    /// Events committed, in order.
+    events: Vec<Event>,
+}
+
+impl Registry {
+    /// Order, apply and answer every proposal the edge has made; feed the applied entries
+    /// back as its watch stream.
+    fn serve(&mut self, net: &mut Net) {
+        loop {
+            let props = net.edge.take_proposals();
+            if props.is_empty() {
+                break;
+            }
+            for p in props {
+                let at = net.edge.now_ms(net.now);
+                let r = self.orbit.apply(at, &p.cmd);
+                if let Ok(ev) = &r {
+                    self.index += 1;
+                    self.events.push(ev.clone());
+                    net.edge
+                        .on_orbit_watch(net.now, self.index, at, p.cmd.clone());
+                }
+                net.edge
+                    .on_orbit_outcome(net.now, p.token, r.map_err(Into::into));
+                net.collect();
+            }
+        }
+    }
+
+    fn parked(&self) -> orbit_state::Parked {
+        self.events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::Parked(p) => Some(p.clone()),
+                _ => None,
+            })
+            .expect("a park")
+    }
+}
+
+/// A trunk INVITE from site B claiming `park` in slot 701, signed with `secret`.
+fn trunk_claim(net: &Net, park: u64, secret: &str, branch: &str) -> String {
+    let ts = net.edge.now_ms(net.now) / 1000;
+    let call_id = format!("trunk-{branch}");
+    let sig = crate::trunk::mac(secret, "site-b", ts, &call_id, "701", Some(park));
+    let sdp = SDP_B.replace("10.2.2.2", "10.9.9.9");
+    format!(
+        "INVITE sip:701@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: \"Carol\" <sip:3001@orbit.test>;tag=tb\nTo: <sip:701@orbit.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:3001@{PEER}>\nX-Orbit-Trunk: site-b;{ts};{sig}\nX-Orbit-Claim: {park}\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
+        sdp.replace('\n', "\r\n").len()
+    )
+}
+
+#[test]
+fn a_park_continues_when_its_commit_comes_and_claims_need_a_lease_that_holds() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    // At start the edge proposes its lots and its lease.
+    reg.serve(&mut net);
+    assert!(matches!(
+        reg.events[..],
+        [Event::LotSet(_), Event::LeaseGranted { .. }]
+    ));
+
+    // Bob transfers Alice to 700: 202 at once, but the outcome waits for the commit.
+    park_by_bob(&mut net, "700");
+    let to_bob = net.take(BOB1);
+    assert_eq!(to_bob.len(), 1, "only the 202 before the commit");
+    assert_eq!(to_bob[0].code(), 202);
+    // Waiting: the park, and 1002's location from its registration.
+    assert_eq!(net.edge.proposals_in_flight(), 2);
+    assert!(
+        net.edge.orbit().all_parked().next().is_none(),
+        "nothing parked yet"
+    );
+    reg.serve(&mut net);
+    let notify = net
+        .take(BOB1)
+        .into_iter()
+        .find(|m| m.method() == &orbit_sip::Method::Notify)
+        .expect("NOTIFY after the commit");
+    assert!(String::from_utf8_lossy(&notify.body).contains("200 OK"));
+    // The replica has it from the watch stream, with the registry's deadline.
+    let p = reg.parked();
+    assert_eq!(net.edge.orbit().in_slot("orbit.test", 701), Some(&p));
+
+    // A forged claim is refused.
+    net.send(
+        PEER,
+        &trunk_claim(&net, p.id, "not-the-secret-at-all", "forged"),
+    );
+    let r = net.one(PEER);
+    assert_eq!((r.code(), r.reason()), (403, "Bad Trunk Signature"));
+
+    // The edge's lease renewals go unanswered (the registry is unreachable) past the lease:
+    // it can no longer know its calls are its own, and refuses to hand one over.
+    net.advance(Duration::from_secs(16));
+    assert!(
+        net.edge.proposals_in_flight() >= 3,
+        "renewals were proposed"
+    );
+    net.take(PEER); // the 403's retransmissions (nobody ACKs them here)
+    net.send(PEER, &trunk_claim(&net, p.id, SECRET, "late"));
+    let r = net.one(PEER);
+    assert_eq!((r.code(), r.reason()), (410, "Park Lease Lapsed"));
+
+    // The registry is back: the renewals commit, and site B's claim gets the call.
+    reg.serve(&mut net);
+    net.take(PEER);
+    net.send(PEER, &trunk_claim(&net, p.id, SECRET, "claim"));
+    let ok = net.one(PEER);
+    assert_eq!(ok.code(), 200, "{}", ok.head_text());
+    assert!(ok
+        .header_other("P-Asserted-Identity")
+        .unwrap()
+        .contains("701: Alice"));
+}
+
+#[test]
+fn a_commit_for_a_call_that_hung_up_meanwhile_is_undone() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    let (ok, _) = park_by_bob(&mut net, "700");
+    net.take(BOB1);
+    // Alice hangs up before the park commits.
+    net.send(ALICE, &super::alice_in_dialog(&ok, "BYE", 2, "bye1", None));
+    reg.serve(&mut net);
+    // The park committed, then the edge ended it again: the slot is free everywhere.
+    assert!(matches!(
+        reg.events[reg.events.len() - 2..],
+        [
+            Event::Parked(_),
+            Event::Ended {
+                reason: orbit_state::EndReason::HungUp,
+                ..
+            }
+        ]
+    ));
+    assert!(reg.orbit.all_parked().next().is_none());
+    assert!(net.edge.orbit().all_parked().next().is_none());
+}
