@@ -28,13 +28,12 @@ fn registry_net() -> Net {
     local.insert(Proto::Udp, EDGE.parse().unwrap());
     let edge = Edge::new(Arc::new(cfg), local, Box::new(media.clone()), now)
         .with_registry(now, Duration::from_secs(15));
-    let net = Net {
+    Net {
         edge,
         now,
         media,
         inbox: HashMap::new(),
-    };
-    net
+    }
 }
 
 /// The registry, played by the test with the real state machine.
