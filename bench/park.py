@@ -47,7 +47,8 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
-def run_cycles(t, rate, seconds, work, twin_port):
+def run_cycles(t, rate, seconds, work, twin_port, retriever=None, label=None):
+    """One run at `rate` cycles/s; the retriever dials `retriever` (default: the parker's edge)."""
     uas = subprocess.Popen(["sipp", "-sf", os.path.join(calls.ANCHORS, "uas_rr_ring20.xml"), "-p", str(t.uas_port),
                             "-i", "127.0.0.1", "-nostdin", "-bg"] + calls.BUFF,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
@@ -57,11 +58,11 @@ def run_cycles(t, rate, seconds, work, twin_port):
     os.makedirs(rdir, exist_ok=True)
     common = ["-i", "127.0.0.1", "-nostdin", "-m", str(total), "-timeout", f"{seconds + 40}s",
               "-3pcc", f"127.0.0.1:{twin_port}", "-trace_stat", "-fd", "1"] + calls.BUFF
-    carol = subprocess.Popen(["sipp", t.addr(), "-sf", os.path.join(HERE, "park_retriever.xml"),
+    carol = subprocess.Popen(["sipp", retriever or t.addr(), "-sf", os.path.join(HERE, "park_retriever.xml"),
                               "-stf", os.path.join(rdir, "carol.csv"), "-trace_rtt", "-rtt_freq", "50", "-p", str(twin_port + 1)]
                              + common, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=rdir)
     time.sleep(0.5)
-    pids = calls.pids_of(t.server_pid)
+    pids = t.pids() if hasattr(t, "pids") else calls.pids_of(t.server_pid)
     c0 = calls.cpu_of(pids)
     t0 = time.time()
     bob = subprocess.Popen(["sipp", t.addr(), "-sf", os.path.join(HERE, "park_parker.xml"), "-s", t.callee,
@@ -101,7 +102,7 @@ def run_cycles(t, rate, seconds, work, twin_port):
     good = fail_ratio < 0.01 and on_time
     cpu = (c1 - c0) / max(ok, 1) * 1000
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
-    print(f"  {t.name:12} rate {rate:6} -> cycles ok {ok:7} (parks ok {bob_ok}, failed {bob_failed}) "
+    print(f"  {label or t.name:12} rate {rate:6} -> cycles ok {ok:7} (parks ok {bob_ok}, failed {bob_failed}) "
           f"failed {fail_ratio * 100:5.2f}% wall {wall:5.1f}s cpu/1k {cpu:6.3f}s "
           f"retrieve p50 {p50:.2f} ms p99 {p99:.2f} ms (n={len(lat)})" + ("" if good else "  FAIL"), flush=True)
     return {"good": good, "cps": ok / seconds, "cpu": cpu, "rate": rate, "p50": p50, "p99": p99}

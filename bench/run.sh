@@ -5,8 +5,11 @@
 #   relay  RTP relay packets/s and added latency vs a plain UDP forwarding loop
 #   music  CPU of music on hold for 1000 parked calls (one player thread, encoded once)
 #   park   park + retrieve cycles/s and retrieve latency, against plain calls on the same edge
-#   registry  registry commit latency against the disk's fsync, and failover time
-# Usage: bench/run.sh [calls|relay|music|park|registry|all] [options for calls.py / park.py]
+#   registry  registry commit latency against the disk's fsync, commits/s with many in flight,
+#          failover time, recall lateness across a leader stop
+#   sites  park + retrieve across sites (three orbitd run processes), against the same cycle
+#          on one site and plain calls, in the same run
+# Usage: bench/run.sh [calls|relay|music|park|registry|sites|all] [options for the .py scripts]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # One per checkout path: cargo keys build freshness on paths relative to the workspace, so two
@@ -38,4 +41,7 @@ if [ "$what" = calls ] || [ "$what" = all ]; then
 fi
 if [ "$what" = park ] || [ "$what" = all ]; then
   python3 bench/park.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" "$@"
+fi
+if [ "$what" = sites ] || [ "$what" = all ]; then
+  python3 bench/sites.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" "$@"
 fi

@@ -114,7 +114,7 @@ fn fsync_latency(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Duration
 
 fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow::Result<()> {
     use orbit_registry::{Node, NodeConfig};
-    use orbit_state::{CallInfo, Command, LotConfig, SlotChoice};
+    use orbit_state::{Command, LotConfig, SlotChoice};
     use std::collections::BTreeMap;
     let root = dir.join(format!("orbit-bench-registry-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
@@ -139,17 +139,10 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
     let park = |n: usize| Command::Park {
         lot: lot.key(),
         slot: None,
-        call: CallInfo {
-            caller_uri: format!("sip:{n}@bench"),
-            caller_display: None,
-            parker: "1".into(),
-            edge: "bench".into(),
-            call_id: format!("c{n}"),
-            local_tag: "l".into(),
-            remote_tag: "r".into(),
-        },
+        call: bench_call(n),
     };
-    let result: anyhow::Result<(Vec<Duration>, Vec<Duration>)> = rt.block_on(async {
+    type Measured = (Vec<Duration>, Vec<Duration>, f64, Vec<u64>, Vec<u64>);
+    let result: anyhow::Result<Measured> = rt.block_on(async {
         let addrs: BTreeMap<u64, std::net::SocketAddr> = (1..=3)
             .map(|i| {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -203,13 +196,92 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
             nodes.insert(l, Node::start(cfg(l)).await?);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+
+        // Throughput with many proposals in flight (as many edges' calls are): openraft
+        // batches the entries that queue up into one append and one replication round.
+        let l = leader(&nodes).unwrap();
+        let raft = nodes[&l].raft.clone();
+        let in_flight = 64;
+        let t = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..in_flight {
+            let (raft, key) = (raft.clone(), lot.key());
+            tasks.spawn(async move {
+                for k in 0..commits / in_flight {
+                    let cmd = Command::Park {
+                        lot: key.clone(),
+                        slot: None,
+                        call: bench_call(1_000_000 + w * 100_000 + k),
+                    };
+                    raft.client_write(orbit_registry::Request {
+                        at: wall_now(),
+                        cmd,
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        let per_s = (commits / in_flight * in_flight) as f64 / t.elapsed().as_secs_f64();
+
+        // Recall lateness: 300 parks with deadlines spread over 3 s; the leader stops in the
+        // middle. Lateness is the leader's stamp on the Expire minus the deadline.
+        let short = LotConfig {
+            park_ext: "600".into(),
+            first_slot: 1_000_000,
+            last_slot: 1_999_999,
+            parking_ms: 2_000,
+            ..lot.clone()
+        };
+        let l = leader(&nodes).unwrap();
+        nodes[&l].propose(Command::SetLot(short.clone())).await?;
+        let started = Instant::now();
+        let mut stop_at_ms = 0;
+        for n in 0..300 {
+            let cmd = Command::Park {
+                lot: short.key(),
+                slot: None,
+                call: bench_call(3_000_000 + n),
+            };
+            let via = *nodes.keys().next().unwrap();
+            let _ = nodes[&via].propose(cmd).await;
+            if n == 250 {
+                // Half the deadlines are still to come: stop the leader now.
+                let l = leader(&nodes).unwrap();
+                let stopped = nodes.remove(&l).unwrap();
+                stop_at_ms = wall_now();
+                stopped.shutdown().await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        while started.elapsed() < Duration::from_secs(7) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let survivor = nodes.values().next().unwrap();
+        let (mut steady, mut across) = (vec![], vec![]);
+        for (_, ev, _) in survivor.state.events.lock().unwrap().iter() {
+            if let orbit_state::Event::Expired(p) = ev {
+                if let orbit_state::Phase::Recalling { since, .. } = p.phase {
+                    let late = since.saturating_sub(p.deadline);
+                    if p.deadline + 400 < stop_at_ms {
+                        steady.push(late);
+                    } else if p.deadline >= stop_at_ms {
+                        across.push(late);
+                    }
+                }
+            }
+        }
         for (_, n) in nodes {
             n.shutdown().await;
         }
-        Ok((lat, fo))
+        Ok((lat, fo, per_s, steady, across))
     });
     std::fs::remove_dir_all(&root).ok();
-    let (mut lat, mut fo) = result?;
+    let (mut lat, mut fo, per_s, mut steady, mut across) = result?;
     let (f50, f99) = (pct(&mut fsync, 50.0), pct(&mut fsync, 99.0));
     let (c50, c99) = (pct(&mut lat, 50.0), pct(&mut lat, 99.0));
     println!(
@@ -232,7 +304,48 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
             ms(max)
         );
     }
+    println!(
+        "registry commits with 64 in flight:      {per_s:8.0} /s ({:.2} ms per commit amortised)",
+        1000.0 / per_s
+    );
+    let show = |name: &str, v: &mut Vec<u64>| {
+        v.sort_unstable();
+        let at = |p: f64| {
+            v.get(((v.len() as f64 * p / 100.0) as usize).min(v.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        println!(
+            "recall lateness, {name:27} p50 {:5} ms  p99 {:5} ms  max {:5} ms  (n={})",
+            at(50.0),
+            at(99.0),
+            v.last().copied().unwrap_or(0),
+            v.len()
+        );
+    };
+    show("steady leader:", &mut steady);
+    show("due after the leader stops:", &mut across);
     Ok(())
+}
+
+fn bench_call(n: usize) -> orbit_state::CallInfo {
+    orbit_state::CallInfo {
+        caller_uri: format!("sip:{n}@bench"),
+        caller_display: None,
+        parker: "1".into(),
+        edge: "bench".into(),
+        call_id: format!("c{n}"),
+        local_tag: "l".into(),
+        remote_tag: "r".into(),
+    }
+}
+
+/// Milliseconds since the Unix epoch (for stamps the bench proposes itself).
+fn wall_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn music(calls: usize, seconds: u64) -> anyhow::Result<()> {

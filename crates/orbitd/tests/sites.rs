@@ -319,3 +319,42 @@ fn a_site_that_dies_loses_its_parked_calls_when_its_lease_lapses() {
         .run();
     assert!(empty.ok(), "{}", empty.errors);
 }
+
+#[test]
+fn a_call_to_an_extension_registered_at_another_site_crosses_the_trunk() {
+    let s = Sites::start(&lot(90, 20));
+    // 2001 is registered at site B; 1001 calls it through site A.
+    let bob_media = RtpPeer::bind();
+    let port = free_port();
+    s.site[1].register("2001", port);
+    let bob = Sipp::new(&s.site[1], "uas_answer.xml")
+        .key("rtpport", &bob_media.port().to_string())
+        .args(["-d", "0"])
+        .port(port)
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let alice_media = RtpPeer::bind();
+    let alice = Sipp::new(&s.site[0], "uac_call.xml")
+        .args(["-s", "2001", "-au", "1001", "-ap", "pw1001", "-d", "2500"])
+        .key("caller", "1001")
+        .key("rtpport", &alice_media.port().to_string())
+        .spawn();
+    let alice_relay = relay(alice.wait_log("relay_port", Duration::from_secs(10)));
+    let bob_relay = relay(bob.wait_log("relay_port", Duration::from_secs(10)));
+    assert!((s.site[0].rtp.0..=s.site[0].rtp.1).contains(&alice_relay.port()));
+    assert!((s.site[1].rtp.0..=s.site[1].rtp.1).contains(&bob_relay.port()));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_bridged(
+        (&alice_media, alice_relay),
+        (&bob_media, bob_relay),
+        50,
+        Duration::from_millis(400),
+    );
+    let log = s.log(0);
+    assert!(log.contains("trunk=Some(\"site-b\")"), "{log}");
+    // Alice hangs up; the BYE crosses the trunk to Bob.
+    let a = alice.wait();
+    assert!(a.ok(), "caller: {}", a.errors);
+    let b = bob.wait();
+    assert!(b.ok(), "callee: {}", b.errors);
+}

@@ -78,6 +78,7 @@ pub struct Node {
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     deadlines: tokio::task::JoinHandle<()>,
+    fwd: Forwarder,
 }
 
 /// How often the leader looks at the earliest deadline when nothing has been applied: the
@@ -92,7 +93,8 @@ pub(crate) async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore)
     loop {
         let notified = sm.applied.notified();
         let leading = {
-            let m = raft.metrics().borrow().clone();
+            let m = raft.metrics();
+            let m = m.borrow();
             m.current_leader == Some(id) && m.state.is_leader()
         };
         let next = if leading {
@@ -211,9 +213,11 @@ impl Node {
             id: cfg.id,
             raft: raft.clone(),
         });
+        let fwd = Forwarder::default();
         let reg_svc = pb::registry_server::RegistryServer::new(RegistryService {
             raft: raft.clone(),
             sm: sm.clone(),
+            fwd: fwd.clone(),
         });
         // Small Raft messages must not wait for Nagle and delayed ACKs (40 ms on Linux).
         let incoming = tokio_stream::StreamExt::map(
@@ -245,6 +249,7 @@ impl Node {
             stop: Some(stop),
             server,
             deadlines,
+            fwd,
         })
     }
 
@@ -274,7 +279,7 @@ impl Node {
     /// Order `cmd` through the log (here if this node leads, else at the leader) and return
     /// what applying it did.
     pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
-        propose(&self.raft, cmd).await
+        propose(&self.raft, &self.fwd, cmd).await
     }
 
     /// The orbit state as applied on this node.
@@ -300,7 +305,7 @@ impl Node {
     }
 }
 
-async fn propose(raft: &Raft, cmd: Command) -> Result<Committed, ProposeError> {
+async fn propose(raft: &Raft, fwd: &Forwarder, cmd: Command) -> Result<Committed, ProposeError> {
     let span = info_span!("registry.propose");
     async move {
         let req = Request { at: wall_ms(), cmd };
@@ -316,7 +321,7 @@ async fn propose(raft: &Raft, cmd: Command) -> Result<Committed, ProposeError> {
                 let (Some(id), Some(node)) = (f.leader_id, f.leader_node) else {
                     return Err(ProposeError::NoLeader);
                 };
-                forward(id, &node.addr, &req.cmd).await
+                forward(fwd, id, &node.addr, &req.cmd).await
             }
             Err(e) => Err(ProposeError::Raft(e.to_string())),
         }
@@ -326,9 +331,44 @@ async fn propose(raft: &Raft, cmd: Command) -> Result<Committed, ProposeError> {
 }
 
 /// Send a proposal to the leader (which stamps its own time on it).
-async fn forward(leader: NodeId, addr: &str, cmd: &Command) -> Result<Committed, ProposeError> {
-    let ch = channel(addr).map_err(|e| ProposeError::Forward(leader, e.to_string()))?;
-    let mut client = pb::registry_client::RegistryClient::new(ch);
+/// Clients of the leaders proposals were forwarded to, kept: a connection per forwarded
+/// proposal would cost a TCP and HTTP/2 handshake each.
+#[derive(Clone, Default)]
+pub(crate) struct Forwarder(
+    Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<
+                String,
+                pb::registry_client::RegistryClient<tonic::transport::Channel>,
+            >,
+        >,
+    >,
+);
+
+impl Forwarder {
+    fn client(
+        &self,
+        leader: NodeId,
+        addr: &str,
+    ) -> Result<pb::registry_client::RegistryClient<tonic::transport::Channel>, ProposeError> {
+        let mut m = self.0.lock().unwrap();
+        if let Some(c) = m.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = channel(addr).map_err(|e| ProposeError::Forward(leader, e.to_string()))?;
+        let c = pb::registry_client::RegistryClient::new(ch);
+        m.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+async fn forward(
+    fwd: &Forwarder,
+    leader: NodeId,
+    addr: &str,
+    cmd: &Command,
+) -> Result<Committed, ProposeError> {
+    let mut client = fwd.client(leader, addr)?;
     let command = serde_json::to_vec(cmd).map_err(|e| ProposeError::Raft(e.to_string()))?;
     let reply = tokio::time::timeout(
         Duration::from_secs(3),
@@ -352,6 +392,7 @@ async fn forward(leader: NodeId, addr: &str, cmd: &Command) -> Result<Committed,
 struct RegistryService {
     raft: Raft,
     sm: StateMachineStore,
+    fwd: Forwarder,
 }
 
 /// What a watcher at `cursor` gets next, and its new cursor: a resync if the events after its
@@ -511,10 +552,12 @@ impl pb::registry_server::Registry for RegistryService {
             // A follower sends it on, once: only the leader takes a forwarded proposal.
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if !req.forwarded => {
                 match (f.leader_id, f.leader_node) {
-                    (Some(id), Some(node)) => match forward(id, &node.addr, &cmd).await {
-                        Ok(c) => reply(c),
-                        Err(e) => Err(Status::aborted(e.to_string())),
-                    },
+                    (Some(id), Some(node)) => {
+                        match forward(&self.fwd, id, &node.addr, &cmd).await {
+                            Ok(c) => reply(c),
+                            Err(e) => Err(Status::aborted(e.to_string())),
+                        }
+                    }
                     _ => Err(Status::unavailable("no leader")),
                 }
             }
