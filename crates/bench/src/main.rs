@@ -112,6 +112,29 @@ fn fsync_latency(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Duration
     Ok(out)
 }
 
+/// One redb write transaction with one ~300-byte row, committed with redb's default
+/// (immediate, fsync) durability: what each registry node pays per log append.
+fn redb_latency(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Duration>> {
+    const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+    let path = dir.join(format!("orbit-redb-{}.redb", std::process::id()));
+    let db = redb::Database::create(&path)?;
+    let row = [7u8; 300];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let tx = db.begin_write()?;
+        {
+            let mut table = tx.open_table(T)?;
+            table.insert(i as u64, &row[..])?;
+        }
+        tx.commit()?;
+        out.push(t.elapsed());
+    }
+    drop(db);
+    std::fs::remove_file(&path)?;
+    Ok(out)
+}
+
 fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow::Result<()> {
     use orbit_registry::{Node, NodeConfig};
     use orbit_state::{Command, LotConfig, SlotChoice};
@@ -123,6 +146,7 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
         root.display()
     );
     let mut fsync = fsync_latency(&root, commits.min(1000))?;
+    let mut redb_commit = redb_latency(&root, commits.min(1000))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -288,6 +312,11 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
         "disk fsync (4 KiB + fdatasync, anchor): p50 {:6.2} ms  p99 {:6.2} ms",
         ms(f50),
         ms(f99)
+    );
+    println!(
+        "redb commit, one row (per-node append):   p50 {:6.2} ms  p99 {:6.2} ms",
+        ms(pct(&mut redb_commit, 50.0)),
+        ms(pct(&mut redb_commit, 99.0))
     );
     println!(
         "registry commit (3 voters, sequential):   p50 {:6.2} ms  p99 {:6.2} ms  ratio p50 {:.2}x fsync",
