@@ -183,6 +183,7 @@ async fn run(seed: u64) {
     let mut next_fault = start + rng.range(1_000, 3_000);
     let mut n = 0;
     let mut faults = 0;
+    let mut leader_kills = 0;
     while now_ms() < end {
         let now = now_ms();
         match fault {
@@ -202,6 +203,15 @@ async fn run(seed: u64) {
                     net.isolate(id);
                     fault = Some((until, None));
                 } else {
+                    // Half the crashes take the leader (its successor must find the overdue
+                    // deadlines), the others a node at random.
+                    let id = match c.leader() {
+                        Some(l) if rng.next_u64().is_multiple_of(2) => {
+                            leader_kills += 1;
+                            l.id
+                        }
+                        _ => id,
+                    };
                     c.nodes.insert(id, None).flatten().unwrap().crash().await;
                     fault = Some((until, Some(id)));
                 }
@@ -321,7 +331,7 @@ async fn run(seed: u64) {
         acked.len()
     );
     eprintln!(
-        "seed {seed}: {} committed entries seen by clients, {} parked, {expired} expired, {claimed} claimed, {faults} faults",
+        "seed {seed}: {} committed entries seen by clients, {} parked, {expired} expired, {claimed} claimed, {faults} faults ({leader_kills} leader crashes)",
         acked.len(),
         check.deadline.len()
     );
