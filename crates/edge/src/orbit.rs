@@ -101,6 +101,8 @@ pub(crate) struct OrbitPort {
     pub lease_until: Option<Instant>,
     /// Until when each extension was last reported registered here.
     located: HashMap<String, Millis>,
+    /// This process, as its lease names it: the registry drops the calls of an earlier one.
+    pub incarnation: u64,
 }
 
 impl OrbitPort {
@@ -116,6 +118,7 @@ impl OrbitPort {
             lease_ttl,
             lease_until: None,
             located: HashMap::new(),
+            incarnation: rand::random::<u64>().max(1),
         }
     }
 
@@ -148,6 +151,9 @@ fn short(ev: &Event) -> String {
         Event::Unlocated { ext, edge, .. } => format!("{ext} no longer at {edge}"),
         Event::LeaseLapsed { edge, lost } => {
             format!("lease of {edge} lapsed, {} calls lost", lost.len())
+        }
+        Event::EdgeRestarted { edge, lost, .. } => {
+            format!("{edge} restarted, {} calls lost", lost.len())
         }
         Event::Parked(p) => format!("park {} in {} until {}", p.id, p.slot, p.deadline),
         Event::Claimed { parked, by } => {
@@ -326,6 +332,12 @@ impl Edge {
                     crate::park::start_recall(self, now, cid, orbit_state::RecallStage::Parker);
                 }
             }
+            Event::EdgeRestarted { edge, lost, .. } if *edge != self.cfg.site => {
+                warn!(
+                    lost = lost.len(),
+                    "{edge} restarted: the calls it held are lost"
+                );
+            }
             Event::LeaseLapsed { edge, lost } if *edge != self.cfg.site => {
                 warn!(
                     lost = lost.len(),
@@ -373,6 +385,7 @@ impl Edge {
         let cmd = Command::Lease {
             edge: self.cfg.site.clone(),
             ttl_ms: ttl.as_millis() as u64,
+            incarnation: self.port.incarnation,
         };
         self.propose(now, cmd, Then::Lease(now));
     }

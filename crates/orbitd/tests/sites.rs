@@ -358,3 +358,26 @@ fn a_call_to_an_extension_registered_at_another_site_crosses_the_trunk() {
     let b = bob.wait();
     assert!(b.ok(), "callee: {}", b.errors);
 }
+
+#[test]
+fn a_site_that_restarts_frees_the_slots_of_the_calls_it_lost_without_waiting_for_its_lease() {
+    let mut s = Sites::start(&lot(90, 20)); // leases of 15 s
+    let slot = lamp(&s.site[1], "701");
+    slot.wait_log("notify_v0", Duration::from_secs(10));
+    let media = RtpPeer::bind();
+    let _alice = alice(&s.site[2], &media);
+    let bob = bob_parks(&s.site[2]);
+    assert!(bob.wait().ok());
+    slot.wait_log("parked_call_id", Duration::from_secs(10));
+    // Site C's process dies and comes back (a pod restart): the new edge's first lease names a
+    // new incarnation, and the calls the old one held are given up at once.
+    let t0 = std::time::Instant::now();
+    s.kill(2);
+    s.spawn(2);
+    let r = slot.wait();
+    let took = t0.elapsed();
+    assert!(r.ok(), "lamp: {}", r.errors);
+    assert_lamp_cycle(&r);
+    assert!(took < Duration::from_secs(10), "slot freed after {took:?} (lease 15 s)");
+    assert!(s.log(1).contains("site-c restarted"), "{}", s.log(1));
+}

@@ -281,6 +281,7 @@ async fn deadlines_fire_once_never_early_and_survive_the_leader() {
         Command::Lease {
             edge: "site-x".into(),
             ttl_ms: 300,
+            incarnation: 0,
         },
     )
     .await;

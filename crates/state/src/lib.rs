@@ -137,9 +137,17 @@ pub enum Command {
     RecallStage { park: ParkId, stage: RecallStage },
     /// The call left the lot unclaimed.
     End { park: ParkId, reason: EndReason },
-    /// Grant or renew an edge's lease until `now + ttl_ms`. An edge whose lease lapses loses its
+    /// Grant or renew an edge's lease until `now + ttl_ms`. `incarnation` names the edge's
+    /// process (0: not said): a lease from a new incarnation means the edge restarted, and the
+    /// calls its previous process held (their media died with it) are lost at once, without
+    /// waiting for the old lease to run out. An edge whose lease lapses loses its
     /// parked calls (it may be gone, and nobody else holds their media).
-    Lease { edge: String, ttl_ms: u64 },
+    Lease {
+        edge: String,
+        ttl_ms: u64,
+        #[serde(default)]
+        incarnation: u64,
+    },
     /// The lease of `edge` has run out: its parked calls are lost, their slots free. Refused
     /// before the lease's end (a renewal that came first wins).
     LeaseLapse { edge: String },
@@ -188,6 +196,13 @@ pub enum Event {
         ext: String,
         edge: String,
     },
+    /// The edge came back as a new process (its lease now runs until `until`); the calls its
+    /// previous process held were lost with it.
+    EdgeRestarted {
+        edge: String,
+        until: Millis,
+        lost: Vec<Parked>,
+    },
     /// The edge's lease lapsed; these calls were lost with it.
     LeaseLapsed {
         edge: String,
@@ -207,7 +222,9 @@ impl Event {
             Event::Claimed { parked, .. } | Event::Ended { parked, .. } => {
                 vec![(&parked.lot, parked.slot)]
             }
-            Event::LeaseLapsed { lost, .. } => lost.iter().map(|p| (&p.lot, p.slot)).collect(),
+            Event::LeaseLapsed { lost, .. } | Event::EdgeRestarted { lost, .. } => {
+                lost.iter().map(|p| (&p.lot, p.slot)).collect()
+            }
         }
     }
 }
@@ -257,6 +274,8 @@ pub struct Orbit {
     next_park: ParkId,
     /// Edge leases: edge → end of its lease.
     leases: BTreeMap<String, Millis>,
+    /// Edge → the incarnation (process) that last renewed its lease.
+    incarnations: BTreeMap<String, u64>,
     /// Where extensions are registered: (tenant, ext) → edge → registered until.
     locations: BTreeMap<(String, String), BTreeMap<String, Millis>>,
 }
@@ -269,6 +288,8 @@ struct OrbitRepr {
     #[serde(default)]
     leases: Vec<(String, Millis)>,
     #[serde(default)]
+    incarnations: Vec<(String, u64)>,
+    #[serde(default)]
     locations: Vec<(String, String, String, Millis)>,
 }
 
@@ -279,6 +300,7 @@ impl From<Orbit> for OrbitRepr {
             parks: o.parks.into_values().collect(),
             next_park: o.next_park,
             leases: o.leases.into_iter().collect(),
+            incarnations: o.incarnations.into_iter().collect(),
             locations: o
                 .locations
                 .into_iter()
@@ -305,6 +327,7 @@ impl From<OrbitRepr> for Orbit {
             deadlines,
             next_park: r.next_park,
             leases: r.leases.into_iter().collect(),
+            incarnations: r.incarnations.into_iter().collect(),
             locations: r
                 .locations
                 .into_iter()
@@ -393,9 +416,26 @@ impl Orbit {
                     reason: *reason,
                 })
             }
-            Command::Lease { edge, ttl_ms } => {
+            Command::Lease {
+                edge,
+                ttl_ms,
+                incarnation,
+            } => {
                 let until = now + ttl_ms;
                 self.leases.insert(edge.clone(), until);
+                let restarted = *incarnation != 0
+                    && self
+                        .incarnations
+                        .insert(edge.clone(), *incarnation)
+                        .is_some_and(|before| before != *incarnation);
+                if restarted {
+                    let lost = self.drop_edge(edge)?;
+                    return Ok(Event::EdgeRestarted {
+                        edge: edge.clone(),
+                        until,
+                        lost,
+                    });
+                }
                 Ok(Event::LeaseGranted {
                     edge: edge.clone(),
                     until,
@@ -413,21 +453,8 @@ impl Orbit {
                     });
                 }
                 self.leases.remove(edge);
-                // Its registrations went with it.
-                for m in self.locations.values_mut() {
-                    m.remove(edge);
-                }
-                self.locations.retain(|_, m| !m.is_empty());
-                let ids: Vec<ParkId> = self
-                    .parks
-                    .values()
-                    .filter(|p| p.call.edge == *edge)
-                    .map(|p| p.id)
-                    .collect();
-                let mut lost = Vec::with_capacity(ids.len());
-                for id in ids {
-                    lost.push(self.remove(id)?);
-                }
+                self.incarnations.remove(edge);
+                let lost = self.drop_edge(edge)?;
                 Ok(Event::LeaseLapsed {
                     edge: edge.clone(),
                     lost,
@@ -562,6 +589,25 @@ impl Orbit {
             parked,
             by: by.to_string(),
         })
+    }
+
+    /// An edge's process is gone: the calls it held are lost, its registrations gone.
+    fn drop_edge(&mut self, edge: &str) -> Result<Vec<Parked>, Rejection> {
+        for m in self.locations.values_mut() {
+            m.remove(edge);
+        }
+        self.locations.retain(|_, m| !m.is_empty());
+        let ids: Vec<ParkId> = self
+            .parks
+            .values()
+            .filter(|p| p.call.edge == edge)
+            .map(|p| p.id)
+            .collect();
+        let mut lost = Vec::with_capacity(ids.len());
+        for id in ids {
+            lost.push(self.remove(id)?);
+        }
+        Ok(lost)
     }
 
     fn expire(&mut self, now: Millis, id: ParkId) -> Result<Event, Rejection> {

@@ -446,6 +446,7 @@ fn a_lapsed_lease_loses_that_edges_parked_calls_and_frees_their_slots() {
             &Command::Lease {
                 edge: edge.into(),
                 ttl_ms: 10_000,
+                incarnation: 0,
             },
         )
     };
@@ -511,6 +512,50 @@ fn a_lapsed_lease_loses_that_edges_parked_calls_and_frees_their_slots() {
 }
 
 #[test]
+fn a_lease_from_a_new_incarnation_loses_the_previous_processs_calls_at_once() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let lease = |o: &mut Orbit, now, incarnation| {
+        o.apply(
+            now,
+            &Command::Lease {
+                edge: "site-a".into(),
+                ttl_ms: 10_000,
+                incarnation,
+            },
+        )
+    };
+    lease(&mut o, T0, 7).unwrap();
+    let p = park(&mut o, T0, None, 1).unwrap(); // held by site-a
+                                                // The same process renewing: nothing changes.
+    assert!(matches!(
+        lease(&mut o, T0 + 3_000, 7),
+        Ok(Event::LeaseGranted { .. })
+    ));
+    assert_eq!(o.in_slot("example.com", p.slot).unwrap().id, p.id);
+    // A new process of site-a, long before the old lease would run out: the call it cannot
+    // have is lost now, its slot and deadline free.
+    match lease(&mut o, T0 + 4_000, 8).unwrap() {
+        Event::EdgeRestarted { edge, until, lost } => {
+            assert_eq!((edge.as_str(), until), ("site-a", T0 + 14_000));
+            assert_eq!(lost.iter().map(|l| l.id).collect::<Vec<_>>(), vec![p.id]);
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(o.in_slot("example.com", p.slot).is_none());
+    assert_eq!(o.next_deadline(), None);
+    // Its renewals from then on are ordinary.
+    assert!(matches!(
+        lease(&mut o, T0 + 5_000, 8),
+        Ok(Event::LeaseGranted { .. })
+    ));
+    // Incarnation 0 (not said) never counts as a restart.
+    assert!(matches!(
+        lease(&mut o, T0 + 6_000, 0),
+        Ok(Event::LeaseGranted { .. })
+    ));
+}
+
+#[test]
 fn registrations_are_located_by_edge_until_they_expire() {
     let mut o = orbit(SlotChoice::FirstFree);
     let locate = |o: &mut Orbit, now, edge: &str, until| {
@@ -563,6 +608,7 @@ fn registrations_are_located_by_edge_until_they_expire() {
         &Command::Lease {
             edge: "site-b".into(),
             ttl_ms: 1,
+            incarnation: 0,
         },
     )
     .unwrap();
