@@ -378,6 +378,9 @@ fn a_site_that_restarts_frees_the_slots_of_the_calls_it_lost_without_waiting_for
     let took = t0.elapsed();
     assert!(r.ok(), "lamp: {}", r.errors);
     assert_lamp_cycle(&r);
-    assert!(took < Duration::from_secs(10), "slot freed after {took:?} (lease 15 s)");
+    assert!(
+        took < Duration::from_secs(10),
+        "slot freed after {took:?} (lease 15 s)"
+    );
     assert!(s.log(1).contains("site-c restarted"), "{}", s.log(1));
 }
