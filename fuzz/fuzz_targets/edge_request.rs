@@ -45,6 +45,8 @@ fn edge(now: Instant) -> orbit_edge::Edge {
         },
         auth: AuthConfig { trusted: vec!["127.0.0.1".into()], ..AuthConfig::default() },
         limits: LimitsConfig::default(),
+        registry: None,
+        trunk: None,
     };
     let mut local = HashMap::new();
     local.insert(Proto::Udp, cfg.sip.listen);

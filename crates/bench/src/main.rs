@@ -366,6 +366,7 @@ fn bench_call(n: usize) -> orbit_state::CallInfo {
         call_id: format!("c{n}"),
         local_tag: "l".into(),
         remote_tag: "r".into(),
+        codec: None,
     }
 }
 

@@ -185,6 +185,7 @@ fn propose_park(
         remote_tag: NameAddr::parse(&pd.remote_hdr)
             .and_then(|n| n.tag().map(str::to_string))
             .unwrap_or_default(),
+        codec: Some(codec.name().to_string()),
     };
     let after = AfterPark {
         cid,
@@ -940,9 +941,24 @@ pub(crate) fn on_retrieve(
         .and_then(|p| edge.parks.get(&p.id))
         .and_then(|cid| edge.calls.get(cid))
         .and_then(|c| c.park.as_ref());
+    let offer = is_sdp(&a.msg).then_some(&a.msg.body[..]);
     if let Some(ps) = here {
-        let offer = is_sdp(&a.msg).then_some(&a.msg.body[..]);
         if let Err(codec) = retriever_pt(ps, offer) {
+            return wrong_codec(edge, now, &a, codec);
+        }
+    } else if let (Some(codec), Some(o)) = (
+        edge.orbit
+            .in_slot(&tenant, slot)
+            .and_then(|p| p.call.codec.as_deref())
+            .and_then(Codec::from_name),
+        offer,
+    ) {
+        // Held at another site: its codec is in the registry's record of the park.
+        let formats = sdp::formats(o).unwrap_or_default();
+        if !formats
+            .iter()
+            .any(|(_, n)| Codec::from_name(n) == Some(codec))
+        {
             return wrong_codec(edge, now, &a, codec);
         }
     }

@@ -41,6 +41,7 @@ fn park(n: u32) -> Command {
             call_id: format!("c{n}"),
             local_tag: "l".into(),
             remote_tag: "r".into(),
+            codec: None,
         },
     }
 }

@@ -44,6 +44,7 @@ fn call(n: u64) -> CallInfo {
         call_id: format!("call-{n}"),
         local_tag: "l".into(),
         remote_tag: "r".into(),
+        codec: None,
     }
 }
 

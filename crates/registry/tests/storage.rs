@@ -87,6 +87,7 @@ async fn vote_log_and_state_survive_a_restart() {
             call_id: "c1".into(),
             local_tag: "l".into(),
             remote_tag: "r".into(),
+            codec: None,
         },
     };
     {

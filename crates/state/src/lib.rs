@@ -74,6 +74,10 @@ pub struct CallInfo {
     pub call_id: String,
     pub local_tag: String,
     pub remote_tag: String,
+    /// The parked party's audio codec (`PCMU`, `PCMA`): a retriever at any site must be able to
+    /// take it, and is refused before claiming when its offer cannot.
+    #[serde(default)]
+    pub codec: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,6 +34,7 @@ fn call(n: u32) -> CallInfo {
         call_id: format!("call-{n}"),
         local_tag: format!("l{n}"),
         remote_tag: format!("r{n}"),
+        codec: None,
     }
 }
 

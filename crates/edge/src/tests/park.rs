@@ -5,7 +5,7 @@ use orbit_state::{EndReason, Event};
 
 use super::*;
 
-const CAROL: &str = "127.0.0.1:8001";
+pub(super) const CAROL: &str = "127.0.0.1:8001";
 
 /// An in-dialog request from Bob (the callee), built from the INVITE he got.
 pub(super) fn bob_in_dialog(
@@ -62,7 +62,7 @@ fn parked_slots(net: &Net) -> Vec<u32> {
     net.edge.orbit().all_parked().map(|p| p.slot).collect()
 }
 
-fn carol_invite(slot: &str, branch: &str) -> String {
+pub(super) fn carol_invite(slot: &str, branch: &str) -> String {
     let sdp = SDP_B.replace("10.2.2.2", "10.3.3.3");
     let body = sdp.replace('\n', "\r\n");
     format!(

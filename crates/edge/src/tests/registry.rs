@@ -3,9 +3,9 @@
 //! back as the watch stream would), so that what is checked is the edge's two-phase flows, its
 //! replica and its lease.
 
-use orbit_state::{Event, Orbit};
+use orbit_state::{Command, Event, Orbit};
 
-use super::park::park_by_bob;
+use super::park::{carol_invite, park_by_bob, CAROL};
 use super::*;
 
 const PEER: &str = "127.0.0.1:9100";
@@ -182,4 +182,85 @@ fn a_commit_for_a_call_that_hung_up_meanwhile_is_undone() {
     ));
     assert!(reg.orbit.all_parked().next().is_none());
     assert!(net.edge.orbit().all_parked().next().is_none());
+}
+
+#[test]
+fn a_call_held_at_another_site_is_claimed_then_fetched_over_the_trunk_and_a_codec_it_cannot_take_is_refused_first(
+) {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    // Site B parks a call in PCMA; this edge learns of it from the watch stream.
+    let at = net.edge.now_ms(net.now);
+    let park = Command::Park {
+        lot: reg.orbit.lots().next().unwrap().key(),
+        slot: None,
+        call: orbit_state::CallInfo {
+            caller_uri: "sip:5551234@pstn".into(),
+            caller_display: None,
+            parker: "2002".into(),
+            edge: "site-b".into(),
+            call_id: "b-call".into(),
+            local_tag: "b1".into(),
+            remote_tag: "b2".into(),
+            codec: Some("PCMA".into()),
+        },
+    };
+    reg.orbit.apply(at, &park).unwrap();
+    reg.index += 1;
+    net.edge.on_orbit_watch(net.now, reg.index, at, park);
+    assert!(net.edge.orbit().in_slot("orbit.test", 701).is_some());
+
+    // Carol offers PCMU only: refused before anything is claimed.
+    net.send(CAROL, &carol_invite("701", "pcmu"));
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.reason()), (488, "Parked Call Uses PCMA"));
+    assert!(net.edge.take_proposals().is_empty(), "no claim proposed");
+
+    // Offering PCMA too: the claim is ordered, won, and the call fetched from site B over the
+    // trunk, signed and naming the park.
+    let inv = carol_invite("701", "pcma")
+        .replace("RTP/AVP 0\r\n", "RTP/AVP 0 8\r\na=rtpmap:8 PCMA/8000\r\n")
+        .replace("RTP/AVP 0\n", "RTP/AVP 0 8\na=rtpmap:8 PCMA/8000\n");
+    let inv = fix_length(&inv);
+    net.send(CAROL, &inv);
+    reg.serve(&mut net);
+    assert!(matches!(reg.events.last(), Some(Event::Claimed { .. })));
+    let trunk = net.one(PEER);
+    assert_eq!(trunk.method(), &orbit_sip::Method::Invite);
+    let p = reg.events.iter().rev().find_map(|e| match e {
+        Event::Claimed { parked, .. } => Some(parked.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        trunk.header_other("X-Orbit-Claim").map(str::trim),
+        Some(p.unwrap().id.to_string().as_str())
+    );
+    assert!(trunk
+        .header_other("X-Orbit-Trunk")
+        .unwrap()
+        .trim()
+        .starts_with("site-a;"));
+    assert!(trunk
+        .uri()
+        .unwrap()
+        .to_string()
+        .starts_with("sip:701@127.0.0.1:9100"));
+}
+
+/// The same message with its Content-Length set to its body's.
+fn fix_length(msg: &str) -> String {
+    let (head, body) = msg.split_once("\n\n").unwrap();
+    let len = body.replace('\n', "\r\n").len();
+    let head: Vec<String> = head
+        .lines()
+        .map(|l| {
+            if l.starts_with("Content-Length:") {
+                format!("Content-Length: {len}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    format!("{}\n\n{body}", head.join("\n"))
 }
