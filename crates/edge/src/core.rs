@@ -32,6 +32,9 @@ use crate::media::MediaFactory;
 use crate::ratelimit::RateLimiter;
 use crate::registrar::{ContactUpdate, RegisterError, Registrar};
 
+/// Orbit events an edge keeps for [`Edge::take_orbit_events`].
+pub const ORBIT_EVENTS_KEPT: usize = 4096;
+
 pub const ALLOW: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, MESSAGE, REFER, SUBSCRIBE";
 
@@ -149,8 +152,9 @@ pub struct Edge {
     pub(crate) parks: HashMap<orbit_state::ParkId, u64>,
     /// Music on hold per lot (park extension), encoded once.
     pub(crate) music: HashMap<String, Arc<orbit_media::Clip>>,
-    /// Events the orbit state produced, for whoever watches (tests, lamps, later the API).
-    pub(crate) orbit_events: Vec<orbit_state::Event>,
+    /// The latest events the orbit state produced, for whoever takes them (tests, later the
+    /// API); bounded, since the daemon itself never takes them.
+    pub(crate) orbit_events: std::collections::VecDeque<orbit_state::Event>,
     /// When the deadline timer is set for, if it is.
     pub(crate) deadline_at: Option<Instant>,
     /// The latest time given to the core (for work done outside an input, e.g. call cleanup).
@@ -227,7 +231,7 @@ impl Edge {
             clock: (now, wall),
             parks: HashMap::new(),
             music,
-            orbit_events: vec![],
+            orbit_events: Default::default(),
             deadline_at: None,
             last_now: now,
             blf: Default::default(),
@@ -254,11 +258,6 @@ impl Edge {
         self
     }
 
-    /// Whether the registry orders this edge's orbit commands.
-    pub fn uses_registry(&self) -> bool {
-        self.port.backend == crate::orbit::Backend::Registry
-    }
-
     /// Orbit proposals waiting for the registry's answer.
     pub fn proposals_in_flight(&self) -> usize {
         self.port.in_flight()
@@ -269,9 +268,10 @@ impl Edge {
         self.music.insert(park_ext.to_string(), clip);
     }
 
-    /// Orbit events so far (parked, claimed, expired, ...), taken.
+    /// Orbit events since the last take (parked, claimed, expired, ...; the latest
+    /// [`ORBIT_EVENTS_KEPT`] at most).
     pub fn take_orbit_events(&mut self) -> Vec<orbit_state::Event> {
-        std::mem::take(&mut self.orbit_events)
+        std::mem::take(&mut self.orbit_events).into()
     }
 
     /// Something the media relay saw: a digit pressed by a party.

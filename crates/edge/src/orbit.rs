@@ -271,11 +271,6 @@ impl Edge {
         self.settle(now);
     }
 
-    /// The last registry log index this edge has applied (to resume its watch stream).
-    pub fn watch_index(&self) -> u64 {
-        self.port.watch_index
-    }
-
     /// Continue the flows whose outcomes are in and react to applied events, until nothing is
     /// left (a continuation may propose again; on one site that is answered at once).
     pub(crate) fn settle(&mut self, now: Instant) {
@@ -355,7 +350,10 @@ impl Edge {
             }
             _ => {}
         }
-        self.orbit_events.push(ev);
+        if self.orbit_events.len() == crate::core::ORBIT_EVENTS_KEPT {
+            self.orbit_events.pop_front();
+        }
+        self.orbit_events.push_back(ev);
     }
 
     /// One site: keep a timer at the earliest deadline (across sites the leader fires them).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use orbit_edge::config::RegistryLink;
 use orbit_edge::driver::OrbitIo;
 use orbit_edge::orbit::{OrbitError, OrbitFeed, Proposal};
-use orbit_registry::{Link, LinkError, WatchUpdate};
+use orbit_registry::{Link, WatchUpdate};
 use tokio::sync::mpsc;
 
 /// Start the link's tasks on `rt`; the edge resumes its watch after `after` (0: from the
@@ -27,11 +27,9 @@ pub fn start(
             tokio::spawn(async move {
                 let outcome = match l.propose(&p.cmd).await {
                     Ok((_, r)) => r.map_err(OrbitError::Rejected),
-                    Err(
-                        e @ (LinkError::Unavailable(_)
-                        | LinkError::Uncertain(_)
-                        | LinkError::Bad(_)),
-                    ) => Err(OrbitError::Unavailable(e.to_string())),
+                    // Not committed, or not known to be: the flow gives up either way (an
+                    // event committed after all still arrives through the watch).
+                    Err(e) => Err(OrbitError::Unavailable(e.to_string())),
                 };
                 let _ = tx
                     .send(OrbitFeed::Outcome {

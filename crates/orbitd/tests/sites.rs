@@ -285,18 +285,23 @@ fn lamps_at_another_site_follow_a_park_and_its_retrieve() {
     assert!(alice.wait().ok());
 }
 
+/// A lamp key at site B on 701, lit by Alice parked at site C; the lamp and Alice's phone.
+fn parked_at_c_lamp_at_b(s: &Sites) -> (RunningSipp, (RunningSipp, RtpPeer)) {
+    let slot = lamp(&s.site[1], "701");
+    slot.wait_log("notify_v0", Duration::from_secs(10));
+    let media = RtpPeer::bind();
+    let alice = alice(&s.site[2], &media);
+    let bob = bob_parks(&s.site[2]);
+    assert!(bob.wait().ok());
+    slot.wait_log("parked_call_id", Duration::from_secs(10));
+    (slot, (alice, media))
+}
+
 #[test]
 fn a_site_that_dies_loses_its_parked_calls_when_its_lease_lapses() {
     let lease = 3;
     let mut s = Sites::start_with(&lot(90, 20), lease);
-    let slot = lamp(&s.site[1], "701");
-    slot.wait_log("notify_v0", Duration::from_secs(10));
-    // Alice parked at site C.
-    let media = RtpPeer::bind();
-    let _alice = alice(&s.site[2], &media);
-    let bob = bob_parks(&s.site[2]);
-    assert!(bob.wait().ok());
-    slot.wait_log("parked_call_id", Duration::from_secs(10));
+    let (slot, _alice) = parked_at_c_lamp_at_b(&s);
     // Site C's process (its edge and registry node) dies: nobody holds Alice's media now.
     let t0 = std::time::Instant::now();
     s.kill(2);
@@ -362,13 +367,7 @@ fn a_call_to_an_extension_registered_at_another_site_crosses_the_trunk() {
 #[test]
 fn a_site_that_restarts_frees_the_slots_of_the_calls_it_lost_without_waiting_for_its_lease() {
     let mut s = Sites::start(&lot(90, 20)); // leases of 15 s
-    let slot = lamp(&s.site[1], "701");
-    slot.wait_log("notify_v0", Duration::from_secs(10));
-    let media = RtpPeer::bind();
-    let _alice = alice(&s.site[2], &media);
-    let bob = bob_parks(&s.site[2]);
-    assert!(bob.wait().ok());
-    slot.wait_log("parked_call_id", Duration::from_secs(10));
+    let (slot, _alice) = parked_at_c_lamp_at_b(&s);
     // Site C's process dies and comes back (a pod restart): the new edge's first lease names a
     // new incarnation, and the calls the old one held are given up at once.
     let t0 = std::time::Instant::now();

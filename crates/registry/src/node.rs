@@ -58,6 +58,8 @@ pub enum NodeError {
 pub enum ProposeError {
     #[error("no leader known yet")]
     NoLeader,
+    #[error("not the leader")]
+    NotLeader,
     #[error("leader {0} unreachable: {1}")]
     Forward(NodeId, String),
     #[error("raft: {0}")]
@@ -279,7 +281,7 @@ impl Node {
     /// Order `cmd` through the log (here if this node leads, else at the leader) and return
     /// what applying it did.
     pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
-        propose(&self.raft, &self.fwd, cmd).await
+        propose(&self.raft, &self.fwd, cmd, true).await
     }
 
     /// The orbit state as applied on this node.
@@ -305,7 +307,14 @@ impl Node {
     }
 }
 
-async fn propose(raft: &Raft, fwd: &Forwarder, cmd: Command) -> Result<Committed, ProposeError> {
+/// Order `cmd` here if this node leads; else send it on to the leader, unless it was forwarded
+/// already (`may_forward` false: only the leader takes a forwarded proposal, so it cannot loop).
+async fn propose(
+    raft: &Raft,
+    fwd: &Forwarder,
+    cmd: Command,
+    may_forward: bool,
+) -> Result<Committed, ProposeError> {
     let span = info_span!("registry.propose");
     async move {
         let req = Request { at: wall_ms(), cmd };
@@ -321,6 +330,9 @@ async fn propose(raft: &Raft, fwd: &Forwarder, cmd: Command) -> Result<Committed
                 let (Some(id), Some(node)) = (f.leader_id, f.leader_node) else {
                     return Err(ProposeError::NoLeader);
                 };
+                if !may_forward {
+                    return Err(ProposeError::NotLeader);
+                }
                 forward(fwd, id, &node.addr, &req.cmd).await
             }
             Err(e) => Err(ProposeError::Raft(e.to_string())),
@@ -523,49 +535,21 @@ impl pb::registry_server::Registry for RegistryService {
         let req = req.into_inner();
         let cmd: Command = serde_json::from_slice(&req.command)
             .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
-        let reply = |c: Committed| -> Result<GrpcResponse<pb::ProposeReply>, Status> {
-            Ok(GrpcResponse::new(pb::ProposeReply {
-                index: c.index,
-                outcome: serde_json::to_vec(&c.outcome)
-                    .map_err(|e| Status::internal(e.to_string()))?,
-            }))
-        };
-        match self
-            .raft
-            .client_write(Request {
-                at: wall_ms(),
-                cmd: cmd.clone(),
-            })
+        // Nothing appended: UNAVAILABLE (try again). A forward that broke midway may have
+        // been committed: ABORTED (the client must not simply retry).
+        let c = propose(&self.raft, &self.fwd, cmd, !req.forwarded)
             .await
-        {
-            Ok(r) => {
-                let outcome = r
-                    .data
-                    .outcome()
-                    .ok_or_else(|| Status::internal("not an orbit command"))?;
-                Ok(GrpcResponse::new(pb::ProposeReply {
-                    index: r.log_id.index,
-                    outcome: serde_json::to_vec(&outcome)
-                        .map_err(|e| Status::internal(e.to_string()))?,
-                }))
-            }
-            // A follower sends it on, once: only the leader takes a forwarded proposal.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if !req.forwarded => {
-                match (f.leader_id, f.leader_node) {
-                    (Some(id), Some(node)) => {
-                        match forward(&self.fwd, id, &node.addr, &cmd).await {
-                            Ok(c) => reply(c),
-                            Err(e) => Err(Status::aborted(e.to_string())),
-                        }
-                    }
-                    _ => Err(Status::unavailable("no leader")),
+            .map_err(|e| match e {
+                ProposeError::NoLeader | ProposeError::NotLeader => {
+                    Status::unavailable(e.to_string())
                 }
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(Status::unavailable("not the leader"))
-            }
-            Err(e) => Err(Status::internal(e.to_string())),
-        }
+                ProposeError::Forward(..) => Status::aborted(e.to_string()),
+                ProposeError::Raft(_) => Status::internal(e.to_string()),
+            })?;
+        Ok(GrpcResponse::new(pb::ProposeReply {
+            index: c.index,
+            outcome: serde_json::to_vec(&c.outcome).map_err(|e| Status::internal(e.to_string()))?,
+        }))
     }
 
     async fn initialize(
