@@ -9,7 +9,6 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config};
 use orbit_state::{Command, Event, Millis, Rejection};
-use tokio::sync::oneshot;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tracing::{info, info_span, Instrument};
 
@@ -77,7 +76,9 @@ pub struct Node {
     pub id: NodeId,
     pub raft: Raft,
     pub state: StateMachineStore,
-    stop: Option<oneshot::Sender<()>>,
+    /// Set on shutdown: the server stops accepting and every watch stream ends, so that
+    /// graceful shutdown completes and nothing keeps the store open.
+    closing: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     deadlines: tokio::task::JoinHandle<()>,
     fwd: Forwarder,
@@ -210,7 +211,7 @@ impl Node {
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| NodeError::Bind(cfg.listen, e))?;
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (closing, closed) = tokio::sync::watch::channel(false);
         let raft_svc = pb::raft_server::RaftServer::new(RaftService {
             id: cfg.id,
             raft: raft.clone(),
@@ -220,6 +221,7 @@ impl Node {
             raft: raft.clone(),
             sm: sm.clone(),
             fwd: fwd.clone(),
+            closed: closed.clone(),
         });
         // Small Raft messages must not wait for Nagle and delayed ACKs (40 ms on Linux).
         let incoming = tokio_stream::StreamExt::map(
@@ -235,8 +237,9 @@ impl Node {
                 let _ = tonic::transport::Server::builder()
                     .add_service(raft_svc)
                     .add_service(reg_svc)
-                    .serve_with_incoming_shutdown(incoming, async {
-                        let _ = stopped.await;
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let mut closed = closed;
+                        let _ = closed.wait_for(|c| *c).await;
                     })
                     .await;
             }
@@ -248,7 +251,7 @@ impl Node {
             id: cfg.id,
             raft,
             state: sm,
-            stop: Some(stop),
+            closing,
             server,
             deadlines,
             fwd,
@@ -290,19 +293,41 @@ impl Node {
     }
 
     /// Stop Raft and the server (as a crash would, minus the disk: what was flushed stays).
-    pub async fn shutdown(mut self) {
-        self.deadlines.abort();
-        let _ = self.raft.shutdown().await;
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        // Graceful shutdown waits for open connections, and peers and watchers keep theirs
-        // open: give in-flight calls a moment, then close them.
-        if tokio::time::timeout(Duration::from_millis(100), &mut self.server)
+    /// Returns once the store is closed, so the same directory can be opened again at once.
+    pub async fn shutdown(self) {
+        let Node {
+            raft,
+            state,
+            closing,
+            mut server,
+            deadlines,
+            ..
+        } = self;
+        deadlines.abort();
+        let _ = deadlines.await;
+        let _ = raft.shutdown().await;
+        let _ = closing.send(true);
+        // Graceful shutdown waits for open connections; watch streams end on `closing` and
+        // peers' in-flight RPCs are short. Give them a moment, then cut them.
+        if tokio::time::timeout(Duration::from_millis(500), &mut server)
             .await
             .is_err()
         {
-            self.server.abort();
+            server.abort();
+            let _ = server.await;
+        }
+        // Tasks that still hold the store (connection handlers, openraft's state-machine
+        // worker) go away on their own shortly after; wait for them rather than leave the
+        // redb file locked for whoever opens it next.
+        let db = state.db_handle();
+        drop((raft, state));
+        let t0 = std::time::Instant::now();
+        while db.strong_count() > 0 {
+            if t0.elapsed() > Duration::from_secs(5) {
+                tracing::warn!("registry store still held 5 s after shutdown");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
@@ -405,6 +430,7 @@ struct RegistryService {
     raft: Raft,
     sm: StateMachineStore,
     fwd: Forwarder,
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What a watcher at `cursor` gets next, and its new cursor: a resync if the events after its
@@ -497,6 +523,7 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<GrpcResponse<Self::WatchStream>, Status> {
         let mut cursor = req.into_inner().after_index;
         let sm = self.sm.clone();
+        let mut closed = self.closed.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::WatchItem, Status>>(1024);
         tokio::spawn(
             async move {
@@ -518,6 +545,7 @@ impl pb::registry_server::Registry for RegistryService {
                     tokio::select! {
                         _ = notified => {}
                         _ = tx.closed() => return,
+                        _ = closed.wait_for(|c| *c) => return,
                     }
                 }
             }

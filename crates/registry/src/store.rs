@@ -279,6 +279,13 @@ pub struct StateMachineStore {
 /// Applied events kept for watchers.
 pub const EVENT_BACKLOG: usize = 100_000;
 
+impl StateMachineStore {
+    /// A handle that tells whether anything still holds the database open.
+    pub(crate) fn db_handle(&self) -> std::sync::Weak<Database> {
+        Arc::downgrade(&self.db)
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
         let (bytes, last, membership) = {
