@@ -221,15 +221,15 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
 
-        // Throughput with many proposals in flight (as many edges' calls are): openraft
-        // batches the entries that queue up into one append and one replication round.
+        // Throughput with many proposals in flight (as many edges' calls are): the leader
+        // batches the proposals that queue up into one entry (one fsync, one replication).
         let l = leader(&nodes).unwrap();
-        let raft = nodes[&l].raft.clone();
+        let batch = nodes[&l].batcher();
         let in_flight = 64;
         let t = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for w in 0..in_flight {
-            let (raft, key) = (raft.clone(), lot.key());
+            let (batch, key) = (batch.clone(), lot.key());
             tasks.spawn(async move {
                 for k in 0..commits / in_flight {
                     let cmd = Command::Park {
@@ -237,12 +237,12 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
                         slot: None,
                         call: bench_call(1_000_000 + w * 100_000 + k),
                     };
-                    raft.client_write(orbit_registry::Request {
-                        at: wall_now(),
-                        cmd,
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    batch
+                        .write(cmd)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .1
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 }
                 anyhow::Ok(())
             });
@@ -287,7 +287,8 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
         }
         let survivor = nodes.values().next().unwrap();
         let (mut steady, mut across) = (vec![], vec![]);
-        for (_, ev, _) in survivor.state.events.lock().unwrap().iter() {
+        let applied = survivor.state.events.lock().unwrap().clone();
+        for ev in applied.iter().flat_map(|a| a.done.iter().map(|(_, ev)| ev)) {
             if let orbit_state::Event::Expired(p) = ev {
                 if let orbit_state::Phase::Recalling { since, .. } = p.phase {
                     let late = since.saturating_sub(p.deadline);

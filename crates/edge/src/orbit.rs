@@ -57,15 +57,18 @@ pub enum OrbitError {
 pub type Outcome = Result<Event, OrbitError>;
 
 /// What comes back from the registry, for [`Edge::on_orbit_feed`].
+// Each item is moved once through a channel; boxing outcomes would allocate for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum OrbitFeed {
     /// The answer to proposal `token`.
     Outcome { token: u64, outcome: Outcome },
-    /// Log entry `index` applied `cmd` at the leader's time `at` (the watch stream).
+    /// Log entry `index` applied `cmds`, in order, at the leader's time `at` (the watch
+    /// stream).
     Applied {
         index: u64,
         at: Millis,
-        cmd: Command,
+        cmds: Vec<Command>,
     },
     /// The registry's whole state as of `index`.
     Resync { index: u64, orbit: Box<Orbit> },
@@ -217,7 +220,7 @@ impl Edge {
     pub fn on_orbit_feed(&mut self, now: Instant, feed: OrbitFeed) {
         match feed {
             OrbitFeed::Outcome { token, outcome } => self.on_orbit_outcome(now, token, outcome),
-            OrbitFeed::Applied { index, at, cmd } => self.on_orbit_watch(now, index, at, cmd),
+            OrbitFeed::Applied { index, at, cmds } => self.on_orbit_watch(now, index, at, cmds),
             OrbitFeed::Resync { index, orbit } => self.on_orbit_resync(now, index, *orbit),
         }
     }
@@ -235,17 +238,19 @@ impl Edge {
         self.settle(now);
     }
 
-    /// The registry applied `cmd` at log `index`, stamped `at`: apply it to the mirror and react
-    /// to its event. Indexes at or below the last seen are repeats (a resumed stream) and
-    /// ignored.
-    pub fn on_orbit_watch(&mut self, now: Instant, index: u64, at: Millis, cmd: Command) {
+    /// The registry applied `cmds` at log `index`, stamped `at`: apply them to the mirror and
+    /// react to their events. Indexes at or below the last seen are repeats (a resumed stream)
+    /// and ignored.
+    pub fn on_orbit_watch(&mut self, now: Instant, index: u64, at: Millis, cmds: Vec<Command>) {
         self.last_now = now;
         if index <= self.port.watch_index {
             return;
         }
         self.port.watch_index = index;
-        if let Ok(ev) = self.orbit.apply(at, &cmd) {
-            self.port.events.push_back(ev);
+        for cmd in cmds {
+            if let Ok(ev) = self.orbit.apply(at, &cmd) {
+                self.port.events.push_back(ev);
+            }
         }
         self.settle(now);
     }

@@ -47,7 +47,7 @@ pub fn start(
     rt.spawn(async move {
         while let Some(u) = wrx.recv().await {
             let f = match u {
-                WatchUpdate::Applied { index, at, cmd } => OrbitFeed::Applied { index, at, cmd },
+                WatchUpdate::Applied { index, at, cmds } => OrbitFeed::Applied { index, at, cmds },
                 WatchUpdate::Resync { index, orbit } => OrbitFeed::Resync {
                     index,
                     orbit: Box::new(orbit),

@@ -31,11 +31,11 @@ pub enum LinkError {
 /// What the watch stream delivers, in log order.
 #[derive(Debug, Clone)]
 pub enum WatchUpdate {
-    /// Entry `index` applied `cmd` at the leader's time `at`.
+    /// Entry `index` applied `cmds` (in order) at the leader's time `at`.
     Applied {
         index: u64,
         at: Millis,
-        cmd: Command,
+        cmds: Vec<Command>,
     },
     /// The whole state as of `index` (a new watcher, or one too far behind).
     Resync { index: u64, orbit: Orbit },
@@ -170,7 +170,7 @@ fn decode(item: pb::WatchItem) -> Option<WatchUpdate> {
             Some(WatchUpdate::Applied {
                 index: item.index,
                 at: req.at,
-                cmd: req.cmd,
+                cmds: req.cmds,
             })
         }
         pb::watch_item::Item::Resync(bytes) => {

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod admin;
+pub mod batch;
 pub mod client;
 pub mod network;
 pub mod node;
@@ -41,32 +42,50 @@ openraft::declare_raft_types!(
         R = Response,
 );
 
-/// One log entry's command, with the time the leader decided it at (the state machine never
-/// reads a clock, so replicas agree).
+/// One log entry's commands, in order, with the time the leader decided them at (the state
+/// machine never reads a clock, so replicas agree). The leader batches the proposals that
+/// arrive while earlier entries are in flight into one entry: one fsync, one replication
+/// message and one apply for all of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "RequestRepr")]
 pub struct Request {
     pub at: Millis,
-    pub cmd: Command,
+    pub cmds: Vec<Command>,
 }
 
-/// What applying an entry produced: the orbit event or the refusal; nothing for Raft's own
-/// entries (blank, membership).
-// Nearly every entry is `Applied`; boxing it would cost an allocation for nothing.
-#[allow(clippy::large_enum_variant)]
+impl Request {
+    pub fn one(at: Millis, cmd: Command) -> Request {
+        Request {
+            at,
+            cmds: vec![cmd],
+        }
+    }
+}
+
+/// Entries written before batching held one `cmd`; they still read.
+#[derive(Deserialize)]
+struct RequestRepr {
+    at: Millis,
+    #[serde(default)]
+    cmd: Option<Command>,
+    #[serde(default)]
+    cmds: Vec<Command>,
+}
+
+impl From<RequestRepr> for Request {
+    fn from(r: RequestRepr) -> Request {
+        let mut cmds: Vec<Command> = r.cmd.into_iter().collect();
+        cmds.extend(r.cmds);
+        Request { at: r.at, cmds }
+    }
+}
+
+/// What applying an entry produced: for each command, its orbit event or its refusal; nothing
+/// for Raft's own entries (blank, membership).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Internal,
-    Applied(Result<Event, Rejection>),
-}
-
-impl Response {
-    /// The orbit outcome; none for Raft's own entries (never the answer to a proposal).
-    pub fn outcome(self) -> Option<Result<Event, Rejection>> {
-        match self {
-            Response::Applied(o) => Some(o),
-            Response::Internal => None,
-        }
-    }
+    Applied(Vec<Result<Event, Rejection>>),
 }
 
 pub type NodeId = u64;

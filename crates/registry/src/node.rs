@@ -9,13 +9,16 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config};
 use orbit_state::{Command, Event, Millis, Rejection};
+
+use crate::batch::{Batcher, WriteError};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tracing::{info, info_span, Instrument};
 
 use crate::network::{channel, Network, RaftService};
 use crate::pb;
 use crate::store::{self, StateMachineStore};
-use crate::{NodeId, Raft, Request, Response};
+use crate::NodeId;
+use crate::Raft;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -82,6 +85,7 @@ pub struct Node {
     server: tokio::task::JoinHandle<()>,
     deadlines: tokio::task::JoinHandle<()>,
     fwd: Forwarder,
+    batch: Batcher,
 }
 
 /// How often the leader looks at the earliest deadline when nothing has been applied: the
@@ -92,7 +96,7 @@ const DEADLINE_POLL: Duration = Duration::from_millis(20);
 /// same from the state it has, so overdue deadlines fire at once after a failover. Never early
 /// (the state machine refuses an Expire stamped before the deadline) and never twice (it
 /// refuses a second Expire for the same park), whoever proposes.
-pub(crate) async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore) {
+pub(crate) async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore, batch: Batcher) {
     loop {
         let notified = sm.applied.notified();
         let leading = {
@@ -112,42 +116,38 @@ pub(crate) async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore)
             let lapsed = sm.data.read().unwrap().orbit.lapsed(now);
             for edge in lapsed {
                 let cmd = Command::LeaseLapse { edge: edge.clone() };
-                if let Ok(r) = raft.client_write(Request { at: wall_ms(), cmd }).await {
-                    if let Response::Applied(Ok(Event::LeaseLapsed { lost, .. })) = r.data {
-                        info!(%edge, lost = lost.len(), "edge lease lapsed");
-                    }
+                if let Ok((_, Ok(Event::LeaseLapsed { lost, .. }))) = batch.write(cmd).await {
+                    info!(%edge, lost = lost.len(), "edge lease lapsed");
                 }
             }
         }
         match next {
             Some((at, _)) if at <= now => {
+                // All that are due at once: they go into one entry.
                 let due = sm.data.read().unwrap().orbit.due(now);
-                for park in due {
-                    let span = info_span!("registry.expire", park);
-                    match raft
-                        .client_write(Request {
-                            at: wall_ms(),
-                            cmd: Command::Expire { park },
-                        })
-                        .instrument(span)
-                        .await
-                    {
-                        Ok(r) => {
-                            if let Response::Applied(Ok(Event::Expired(p))) = r.data {
-                                info!(
-                                    park,
-                                    slot = p.slot,
-                                    late_ms = wall_ms().saturating_sub(p.deadline),
-                                    "deadline fired"
-                                );
-                            }
-                        }
-                        Err(e) => {
+                let pending: Vec<_> = due
+                    .into_iter()
+                    .map(|park| (park, batch.submit(Command::Expire { park })))
+                    .collect();
+                let mut failed = false;
+                for (park, rx) in pending {
+                    match rx.instrument(info_span!("registry.expire", park)).await {
+                        Ok(Ok((_, Ok(Event::Expired(p))))) => info!(
+                            park,
+                            slot = p.slot,
+                            late_ms = wall_ms().saturating_sub(p.deadline),
+                            "deadline fired"
+                        ),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
                             info!(park, error = %e, "expire not committed; retrying");
-                            tokio::time::sleep(DEADLINE_POLL).await;
-                            break;
+                            failed = true;
                         }
+                        Err(_) => return, // the node is stopping
                     }
+                }
+                if failed {
+                    tokio::time::sleep(DEADLINE_POLL).await;
                 }
             }
             Some((at, _)) => {
@@ -217,10 +217,12 @@ impl Node {
             raft: raft.clone(),
         });
         let fwd = Forwarder::default();
+        let batch = Batcher::start(raft.clone());
         let reg_svc = pb::registry_server::RegistryServer::new(RegistryService {
             raft: raft.clone(),
             sm: sm.clone(),
             fwd: fwd.clone(),
+            batch: batch.clone(),
             closed: closed.clone(),
         });
         // Small Raft messages must not wait for Nagle and delayed ACKs (40 ms on Linux).
@@ -245,7 +247,12 @@ impl Node {
             }
             .instrument(info_span!("registry.grpc", node = cfg.id)),
         );
-        let deadlines = tokio::spawn(deadline_loop(cfg.id, raft.clone(), sm.clone()));
+        let deadlines = tokio::spawn(deadline_loop(
+            cfg.id,
+            raft.clone(),
+            sm.clone(),
+            batch.clone(),
+        ));
         info!(node = cfg.id, listen = %cfg.listen, "registry node started");
         Ok(Node {
             id: cfg.id,
@@ -255,6 +262,7 @@ impl Node {
             server,
             deadlines,
             fwd,
+            batch,
         })
     }
 
@@ -284,7 +292,12 @@ impl Node {
     /// Order `cmd` through the log (here if this node leads, else at the leader) and return
     /// what applying it did.
     pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
-        propose(&self.raft, &self.fwd, cmd, true).await
+        propose(&self.batch, &self.fwd, cmd, true).await
+    }
+
+    /// The leader's batching queue of this node (proposals straight to Raft, not forwarded).
+    pub fn batcher(&self) -> Batcher {
+        self.batch.clone()
     }
 
     /// The orbit state as applied on this node.
@@ -335,32 +348,26 @@ impl Node {
 /// Order `cmd` here if this node leads; else send it on to the leader, unless it was forwarded
 /// already (`may_forward` false: only the leader takes a forwarded proposal, so it cannot loop).
 async fn propose(
-    raft: &Raft,
+    batch: &Batcher,
     fwd: &Forwarder,
     cmd: Command,
     may_forward: bool,
 ) -> Result<Committed, ProposeError> {
     let span = info_span!("registry.propose");
     async move {
-        let req = Request { at: wall_ms(), cmd };
-        match raft.client_write(req.clone()).await {
-            Ok(r) => Ok(Committed {
-                index: r.log_id.index,
-                outcome: r
-                    .data
-                    .outcome()
-                    .ok_or_else(|| ProposeError::Raft("not an orbit command".into()))?,
-            }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+        match batch.submit(cmd.clone()).await {
+            Ok(Ok((index, outcome))) => Ok(Committed { index, outcome }),
+            Ok(Err(WriteError::NotLeader(f))) => {
                 let (Some(id), Some(node)) = (f.leader_id, f.leader_node) else {
                     return Err(ProposeError::NoLeader);
                 };
                 if !may_forward {
                     return Err(ProposeError::NotLeader);
                 }
-                forward(fwd, id, &node.addr, &req.cmd).await
+                forward(fwd, id, &node.addr, &cmd).await
             }
-            Err(e) => Err(ProposeError::Raft(e.to_string())),
+            Ok(Err(e)) => Err(ProposeError::Raft(e.to_string())),
+            Err(_) => Err(ProposeError::Raft("registry node stopped".into())),
         }
     }
     .instrument(span)
@@ -430,6 +437,7 @@ struct RegistryService {
     raft: Raft,
     sm: StateMachineStore,
     fwd: Forwarder,
+    batch: Batcher,
     closed: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -455,11 +463,14 @@ fn next_items(sm: &StateMachineStore, cursor: u64) -> Result<(Vec<pb::WatchItem>
     let mut out = vec![];
     let json =
         |v: Result<Vec<u8>, serde_json::Error>| v.map_err(|e| Status::internal(e.to_string()));
-    for (i, e, req) in events.iter().filter(|(i, _, _)| *i > cursor) {
+    let from = events.partition_point(|a| a.index <= cursor);
+    for a in events.range(from..) {
+        let (cmds, evs): (Vec<Command>, Vec<&Event>) =
+            a.done.iter().map(|(c, e)| (c.clone(), e)).unzip();
         out.push(pb::WatchItem {
-            index: *i,
-            item: Some(pb::watch_item::Item::Event(json(serde_json::to_vec(e))?)),
-            command: json(serde_json::to_vec(req))?,
+            index: a.index,
+            item: Some(pb::watch_item::Item::Event(json(serde_json::to_vec(&evs))?)),
+            command: json(serde_json::to_vec(&crate::Request { at: a.at, cmds }))?,
         });
     }
     // Everything applied so far has been looked at (entries without events move it too).
@@ -565,7 +576,7 @@ impl pb::registry_server::Registry for RegistryService {
             .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
         // Nothing appended: UNAVAILABLE (try again). A forward that broke midway may have
         // been committed: ABORTED (the client must not simply retry).
-        let c = propose(&self.raft, &self.fwd, cmd, !req.forwarded)
+        let c = propose(&self.batch, &self.fwd, cmd, !req.forwarded)
             .await
             .map_err(|e| match e {
                 ProposeError::NoLeader | ProposeError::NotLeader => {

@@ -20,9 +20,10 @@ use openraft::raft::{
 use openraft::BasicNode;
 use orbit_state::{Command, Event, Rejection};
 
+use crate::batch::Batcher;
 use crate::node::{deadline_loop, raft_config, wall_ms, NodeConfig, NodeError};
 use crate::store::{self, StateMachineStore};
-use crate::{NodeId, Raft, Request, Response, TypeConfig};
+use crate::{NodeId, Raft, TypeConfig};
 
 /// A small seeded generator (xorshift64*): enough for fault schedules and latencies.
 #[derive(Debug, Clone)]
@@ -185,6 +186,7 @@ pub struct SimNode {
     pub raft: Raft,
     pub state: StateMachineStore,
     deadlines: tokio::task::JoinHandle<()>,
+    batch: Batcher,
     net: SimNet,
 }
 
@@ -203,12 +205,14 @@ impl SimNode {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         net.0.lock().unwrap().nodes.insert(id, raft.clone());
-        let deadlines = tokio::spawn(deadline_loop(id, raft.clone(), sm.clone()));
+        let batch = Batcher::start(raft.clone());
+        let deadlines = tokio::spawn(deadline_loop(id, raft.clone(), sm.clone(), batch.clone()));
         Ok(SimNode {
             id,
             raft,
             state: sm,
             deadlines,
+            batch,
             net: net.clone(),
         })
     }
@@ -234,14 +238,26 @@ impl SimNode {
         cmd: Command,
         timeout: Duration,
     ) -> Option<(u64, Result<Event, Rejection>)> {
-        let w = self.raft.client_write(Request { at: wall_ms(), cmd });
-        match tokio::time::timeout(timeout, w).await {
-            Ok(Ok(r)) => match r.data {
-                Response::Applied(o) => Some((r.log_id.index, o)),
-                Response::Internal => None,
-            },
-            _ => None,
+        self.propose_all(vec![cmd], timeout).await.pop().flatten()
+    }
+
+    /// Propose `cmds` at once (as concurrent clients would; the leader may batch them into
+    /// one entry); each one's index and outcome if committed within `timeout`.
+    pub async fn propose_all(
+        &self,
+        cmds: Vec<Command>,
+        timeout: Duration,
+    ) -> Vec<Option<(u64, Result<Event, Rejection>)>> {
+        let pending: Vec<_> = cmds.into_iter().map(|c| self.batch.submit(c)).collect();
+        let until = tokio::time::Instant::now() + timeout;
+        let mut out = vec![];
+        for rx in pending {
+            out.push(match tokio::time::timeout_at(until, rx).await {
+                Ok(Ok(Ok(w))) => Some(w),
+                _ => None,
+            });
         }
+        out
     }
 }
 

@@ -264,11 +264,9 @@ pub struct StateMachineStore {
     db: Arc<Database>,
     pub data: Arc<RwLock<SmData>>,
     snapshots_built: Arc<std::sync::atomic::AtomicU64>,
-    /// The latest applied orbit events with their log index (not persisted: a reader that falls
-    /// behind resynchronises from the state).
-    pub events: Arc<
-        std::sync::Mutex<std::collections::VecDeque<(u64, orbit_state::Event, crate::Request)>>,
-    >,
+    /// The latest applied entries that changed something, in log order (not persisted: a
+    /// reader that falls behind resynchronises from the state).
+    pub events: Arc<std::sync::Mutex<std::collections::VecDeque<Applied>>>,
     /// Ticks on every apply, for whoever waits for new state (deadline timer, watchers).
     pub applied: Arc<tokio::sync::Notify>,
     /// Events of entries after this index are all in `events`; older ones may not be (they are
@@ -276,8 +274,17 @@ pub struct StateMachineStore {
     pub complete_after: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Applied events kept for watchers.
+/// Applied entries kept for watchers.
 pub const EVENT_BACKLOG: usize = 100_000;
+
+/// What one log entry did: the commands of it that were not refused, each with its event.
+/// Refused commands change nothing, so these alone rebuild the state on a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub index: u64,
+    pub at: orbit_state::Millis,
+    pub done: Vec<(orbit_state::Command, orbit_state::Event)>,
+}
 
 impl StateMachineStore {
     /// A handle that tells whether anything still holds the database open.
@@ -344,17 +351,29 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             match e.payload {
                 EntryPayload::Blank => out.push(Response::Internal),
                 EntryPayload::Normal(req) => {
-                    let r = d.orbit.apply(req.at, &req.cmd);
-                    if let Ok(ev) = &r {
+                    let mut outcomes = Vec::with_capacity(req.cmds.len());
+                    let mut done = vec![];
+                    for cmd in req.cmds {
+                        let r = d.orbit.apply(req.at, &cmd);
+                        if let Ok(ev) = &r {
+                            done.push((cmd, ev.clone()));
+                        }
+                        outcomes.push(r);
+                    }
+                    if !done.is_empty() {
                         if events.len() == EVENT_BACKLOG {
-                            if let Some((i, _, _)) = events.pop_front() {
+                            if let Some(old) = events.pop_front() {
                                 self.complete_after
-                                    .store(i, std::sync::atomic::Ordering::Relaxed);
+                                    .store(old.index, std::sync::atomic::Ordering::Relaxed);
                             }
                         }
-                        events.push_back((e.log_id.index, ev.clone(), req.clone()));
+                        events.push_back(Applied {
+                            index: e.log_id.index,
+                            at: req.at,
+                            done,
+                        });
                     }
-                    out.push(Response::Applied(r))
+                    out.push(Response::Applied(outcomes))
                 }
                 EntryPayload::Membership(m) => {
                     d.last_membership = StoredMembership::new(Some(e.log_id), m);

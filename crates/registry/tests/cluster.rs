@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use orbit_registry::pb;
+use orbit_registry::store::Applied;
 use orbit_registry::{Node, NodeConfig, Request};
 use orbit_state::{CallInfo, Command, Event, LotConfig, SlotChoice};
 
@@ -205,7 +206,8 @@ fn expirations(n: &Node, park: u64) -> Vec<(u64, u64)> {
         .lock()
         .unwrap()
         .iter()
-        .filter_map(|(_, e, _)| match e {
+        .flat_map(|a| a.done.iter().map(|(_, e)| e))
+        .filter_map(|e| match e {
             Event::Expired(p) if p.id == park => match p.phase {
                 orbit_state::Phase::Recalling { since, .. } => Some((since, p.deadline)),
                 _ => None,
@@ -299,7 +301,8 @@ async fn deadlines_fire_once_never_early_and_survive_the_leader() {
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|(_, e, _)| match e {
+            .flat_map(|a| a.done.iter().map(|(_, e)| e))
+            .filter_map(|e| match e {
                 Event::LeaseLapsed { lost, .. } => Some(lost.iter().map(|p| p.id).collect()),
                 _ => None,
             })
@@ -320,8 +323,8 @@ async fn deadlines_fire_once_never_early_and_survive_the_leader() {
     }
 }
 
-/// Read `n` items from a watch stream (bounded wait).
-async fn take(s: &mut tonic::Streaming<pb::WatchItem>, n: usize) -> Vec<(u64, Event, Request)> {
+/// Read `n` items (entries) from a watch stream (bounded wait).
+async fn take(s: &mut tonic::Streaming<pb::WatchItem>, n: usize) -> Vec<Applied> {
     let mut out = vec![];
     while out.len() < n {
         let item = tokio::time::timeout(Duration::from_secs(10), s.message())
@@ -330,11 +333,16 @@ async fn take(s: &mut tonic::Streaming<pb::WatchItem>, n: usize) -> Vec<(u64, Ev
             .unwrap()
             .expect("stream ended");
         match item.item {
-            Some(pb::watch_item::Item::Event(e)) => out.push((
-                item.index,
-                serde_json::from_slice(&e).unwrap(),
-                serde_json::from_slice(&item.command).unwrap(),
-            )),
+            Some(pb::watch_item::Item::Event(e)) => {
+                let events: Vec<Event> = serde_json::from_slice(&e).unwrap();
+                let req: Request = serde_json::from_slice(&item.command).unwrap();
+                assert_eq!(events.len(), req.cmds.len(), "an event per command");
+                out.push(Applied {
+                    index: item.index,
+                    at: req.at,
+                    done: req.cmds.into_iter().zip(events).collect(),
+                })
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -383,16 +391,16 @@ async fn watch_resumes_from_an_index_without_missing_or_repeating() {
     assert!(propose(&nodes[&leader], full).await.outcome.is_err());
     propose(&nodes[&leader], park(7)).await;
     // ...and resumes after the last index it saw.
-    let mut s = watch(first.last().unwrap().0).await;
+    let mut s = watch(first.last().unwrap().index).await;
     let rest = take(&mut s, 4).await;
     let all: Vec<_> = first.iter().chain(rest.iter()).cloned().collect();
-    let indexes: Vec<u64> = all.iter().map(|(i, _, _)| *i).collect();
+    let indexes: Vec<u64> = all.iter().map(|a| a.index).collect();
     assert!(
         indexes.windows(2).all(|w| w[0] < w[1]),
         "in log order, no repeats: {indexes:?}"
     );
     // Exactly what the leader applied.
-    let leader_events: Vec<(u64, Event, Request)> = nodes[&leader]
+    let leader_events: Vec<Applied> = nodes[&leader]
         .state
         .events
         .lock()
@@ -403,12 +411,15 @@ async fn watch_resumes_from_an_index_without_missing_or_repeating() {
     assert_eq!(all, leader_events);
     // The commands with their times rebuild the leader's state on a replica of one's own.
     let mut replica = orbit_state::Orbit::new();
-    for (_, ev, req) in &all {
-        assert_eq!(replica.apply(req.at, &req.cmd).as_ref(), Ok(ev));
+    for a in &all {
+        for (cmd, ev) in &a.done {
+            assert_eq!(replica.apply(a.at, cmd).as_ref(), Ok(ev));
+        }
     }
     let slots: Vec<u32> = all
         .iter()
-        .filter_map(|(_, e, _)| match e {
+        .flat_map(|a| a.done.iter().map(|(_, e)| e))
+        .filter_map(|e| match e {
             Event::Parked(p) => Some(p.slot),
             _ => None,
         })
@@ -447,8 +458,8 @@ async fn watch_resumes_from_an_index_without_missing_or_repeating() {
     assert_eq!(slots, (701..=707).collect::<Vec<_>>());
     propose(&nodes[&leader], park(8)).await;
     let next = take(&mut s, 1).await;
-    assert!(next[0].0 > first.index);
-    assert!(matches!(&next[0].1, Event::Parked(p) if p.slot == 708));
+    assert!(next[0].index > first.index);
+    assert!(matches!(&next[0].done[..], [(_, Event::Parked(p))] if p.slot == 708));
     drop(s);
     for (_, n) in nodes {
         n.shutdown().await;

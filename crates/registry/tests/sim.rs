@@ -174,8 +174,8 @@ async fn run(seed: u64) {
         .unwrap();
 
     let mut rng = Rng::new(seed);
-    // What clients saw committed: index → event.
-    let mut acked: BTreeMap<u64, Event> = BTreeMap::new();
+    // What clients saw committed: (index, event); an index holds several when batched.
+    let mut acked: Vec<(u64, Event)> = vec![];
     let mut parks: Vec<u64> = vec![];
     let start = now_ms();
     let end = start + 40_000;
@@ -219,38 +219,45 @@ async fn run(seed: u64) {
             }
             _ => {}
         }
-        n += 1;
-        let cmd = match rng.range(0, 9) {
-            0..=3 => Command::Park {
-                lot: key(),
-                slot: rng
-                    .next_u64()
-                    .is_multiple_of(3)
-                    .then(|| rng.range(701, 705) as u32),
-                call: call(n),
-            },
-            4..=6 => Command::Claim {
-                tenant: "sim".into(),
-                slot: rng.range(701, 705) as u32,
-                park: None,
-                by: format!("r{n}"),
-            },
-            7 if !parks.is_empty() => Command::End {
-                park: parks[rng.range(0, parks.len() as u64 - 1) as usize],
-                reason: orbit_state::EndReason::HungUp,
-            },
-            // A rogue early expiry: the state must refuse it whoever proposes it.
-            _ if !parks.is_empty() => Command::Expire {
-                park: parks[rng.range(0, parks.len() as u64 - 1) as usize],
-            },
-            _ => continue,
-        };
+        // Now and then three clients at once, so that entries hold several commands.
+        let mut cmds = vec![];
+        let clients = if rng.range(0, 3) == 0 { 3 } else { 1 };
+        while cmds.len() < clients {
+            n += 1;
+            let cmd = match rng.range(0, 9) {
+                0..=3 => Command::Park {
+                    lot: key(),
+                    slot: rng
+                        .next_u64()
+                        .is_multiple_of(3)
+                        .then(|| rng.range(701, 705) as u32),
+                    call: call(n),
+                },
+                4..=6 => Command::Claim {
+                    tenant: "sim".into(),
+                    slot: rng.range(701, 705) as u32,
+                    park: None,
+                    by: format!("r{n}"),
+                },
+                7 if !parks.is_empty() => Command::End {
+                    park: parks[rng.range(0, parks.len() as u64 - 1) as usize],
+                    reason: orbit_state::EndReason::HungUp,
+                },
+                // A rogue early expiry: the state must refuse it whoever proposes it.
+                _ if !parks.is_empty() => Command::Expire {
+                    park: parks[rng.range(0, parks.len() as u64 - 1) as usize],
+                },
+                _ => continue,
+            };
+            cmds.push(cmd);
+        }
         if let Some(l) = c.leader() {
-            if let Some((index, Ok(ev))) = l.propose(cmd, t).await {
+            for (index, ev) in l.propose_all(cmds, t).await.into_iter().flatten() {
+                let Ok(ev) = ev else { continue };
                 if let Event::Parked(p) = &ev {
                     parks.push(p.id);
                 }
-                acked.insert(index, ev);
+                acked.push((index, ev));
             }
         }
         tokio::time::sleep(Duration::from_millis(rng.range(5, 60))).await;
@@ -301,21 +308,28 @@ async fn run(seed: u64) {
         .lock()
         .unwrap()
         .iter()
-        .map(|(i, e, _)| (*i, e.clone()))
+        .flat_map(|a| a.done.iter().map(|(_, e)| (a.index, e.clone())))
         .collect();
     let mut check = Checker::default();
     for (i, e) in &history {
         check.apply(*i, e);
     }
     // Nothing a client saw committed is lost (or changed) across crashes and elections.
-    let by_index: HashMap<u64, &Event> = history.iter().map(|(i, e)| (*i, e)).collect();
+    let mut by_index: HashMap<u64, Vec<&Event>> = HashMap::new();
+    for (i, e) in &history {
+        by_index.entry(*i).or_default().push(e);
+    }
     for (i, e) in &acked {
-        assert_eq!(
-            by_index.get(i),
-            Some(&e),
+        assert!(
+            by_index.get(i).is_some_and(|es| es.contains(&e)),
             "seed {seed}: committed entry {i} lost"
         );
     }
+    let batched = by_index.values().filter(|es| es.len() > 1).count();
+    assert!(
+        batched > 0,
+        "seed {seed}: no entry held more than one command"
+    );
     // Every deadline that came fired (a call still parked past it, unexpired, is a miss).
     for (slot, park) in &check.slots {
         let d = check.deadline[park];
@@ -332,7 +346,7 @@ async fn run(seed: u64) {
         acked.len()
     );
     eprintln!(
-        "seed {seed}: {} committed entries seen by clients, {} parked, {expired} expired, {claimed} claimed, {faults} faults ({leader_kills} leader crashes)",
+        "seed {seed}: {} committed commands seen by clients, {batched} entries of several, {} parked, {expired} expired, {claimed} claimed, {faults} faults ({leader_kills} leader crashes)",
         acked.len(),
         check.deadline.len()
     );

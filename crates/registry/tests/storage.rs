@@ -52,10 +52,7 @@ fn log_id(term: u64, index: u64) -> LogId<u64> {
 fn entry(term: u64, index: u64, cmd: Command) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Request {
-            at: 1_000 * index,
-            cmd,
-        }),
+        payload: EntryPayload::Normal(Request::one(1_000 * index, cmd)),
     }
 }
 
@@ -103,7 +100,7 @@ async fn vote_log_and_state_survive_a_restart() {
             .unwrap();
         let out = sm.apply(entries).await.unwrap();
         assert!(
-            matches!(&out[1], Response::Applied(Ok(Event::Parked(p))) if p.slot == 701 && p.deadline == 92_000)
+            matches!(&out[1], Response::Applied(o) if matches!(&o[..], [Ok(Event::Parked(p))] if p.slot == 701 && p.deadline == 92_000))
         );
         sm.build_snapshot().await.unwrap();
         // One more entry after the snapshot: the log keeps it for replay.
@@ -135,5 +132,65 @@ async fn vote_log_and_state_survive_a_restart() {
         .await
         .unwrap();
     let out = sm.apply(rest).await.unwrap();
-    assert!(matches!(&out[0], Response::Applied(Ok(Event::Parked(p))) if p.slot == 702));
+    assert!(
+        matches!(&out[0], Response::Applied(o) if matches!(&o[..], [Ok(Event::Parked(p))] if p.slot == 702))
+    );
+}
+
+/// A batched entry applies its commands in order at one time, each with its own outcome; the
+/// watch backlog keeps the ones that took effect. Entries written before batching still read.
+#[tokio::test]
+async fn a_batched_entry_applies_its_commands_in_order_and_old_entries_still_read() {
+    let path = temp_path();
+    let _guard = TempDb(path.clone());
+    let (_, mut sm) = open(&path).unwrap();
+    let call = |n: u32| orbit_state::CallInfo {
+        caller_uri: format!("sip:{n}@example.com"),
+        caller_display: None,
+        parker: "1002".into(),
+        edge: "site-a".into(),
+        call_id: format!("c{n}"),
+        local_tag: "l".into(),
+        remote_tag: "r".into(),
+        codec: None,
+    };
+    let park = |n: u32, slot: Option<u32>| Command::Park {
+        lot: lot().key(),
+        slot,
+        call: call(n),
+    };
+    let batch = Entry::<TypeConfig> {
+        log_id: log_id(1, 1),
+        payload: EntryPayload::Normal(Request {
+            at: 5_000,
+            cmds: vec![
+                Command::SetLot(lot()),
+                park(1, None),
+                park(2, Some(701)), // taken by the one before it in the same entry
+                park(3, None),
+            ],
+        }),
+    };
+    let out = sm.apply(vec![batch]).await.unwrap();
+    let Response::Applied(o) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(o.len(), 4);
+    assert!(matches!(&o[1], Ok(Event::Parked(p)) if p.slot == 701 && p.deadline == 95_000));
+    assert!(o[2].is_err(), "{:?}", o[2]);
+    assert!(matches!(&o[3], Ok(Event::Parked(p)) if p.slot == 702));
+    let backlog = sm.events.lock().unwrap().clone();
+    assert_eq!(backlog.len(), 1);
+    assert_eq!(backlog[0].index, 1);
+    assert_eq!(backlog[0].at, 5_000);
+    let cmds: Vec<_> = backlog[0].done.iter().map(|(c, _)| c.clone()).collect();
+    assert_eq!(
+        cmds,
+        vec![Command::SetLot(lot()), park(1, None), park(3, None)]
+    );
+
+    // An entry of the earlier format: one `cmd`.
+    let old = serde_json::json!({ "at": 7_000, "cmd": park(4, None) });
+    let req: Request = serde_json::from_value(old).unwrap();
+    assert_eq!(req, Request::one(7_000, park(4, None)));
 }

@@ -46,27 +46,35 @@ struct Registry {
 }
 
 impl Registry {
-    /// Order, apply and answer every proposal the edge has made; feed the applied entries
-    /// back as its watch stream.
+    /// Order, apply and answer every proposal the edge has made, all that are waiting in one
+    /// entry (as the leader batches them); feed the entry back as the watch stream, then the
+    /// answers.
     fn serve(&mut self, net: &mut Net) {
         loop {
             let props = net.edge.take_proposals();
             if props.is_empty() {
                 break;
             }
+            let at = net.edge.now_ms(net.now);
+            let mut done = vec![];
+            let mut answers = vec![];
             for p in props {
-                let at = net.edge.now_ms(net.now);
                 let r = self.orbit.apply(at, &p.cmd);
                 if let Ok(ev) = &r {
-                    self.index += 1;
                     self.events.push(ev.clone());
-                    net.edge
-                        .on_orbit_watch(net.now, self.index, at, p.cmd.clone());
+                    done.push(p.cmd.clone());
                 }
-                net.edge
-                    .on_orbit_outcome(net.now, p.token, r.map_err(Into::into));
-                net.collect();
+                answers.push((p.token, r));
             }
+            if !done.is_empty() {
+                self.index += 1;
+                net.edge.on_orbit_watch(net.now, self.index, at, done);
+            }
+            for (token, r) in answers {
+                net.edge
+                    .on_orbit_outcome(net.now, token, r.map_err(Into::into));
+            }
+            net.collect();
         }
     }
 
@@ -208,7 +216,7 @@ fn a_call_held_at_another_site_is_claimed_then_fetched_over_the_trunk_and_a_code
     };
     reg.orbit.apply(at, &park).unwrap();
     reg.index += 1;
-    net.edge.on_orbit_watch(net.now, reg.index, at, park);
+    net.edge.on_orbit_watch(net.now, reg.index, at, vec![park]);
     assert!(net.edge.orbit().in_slot("orbit.test", 701).is_some());
 
     // Carol offers PCMU only: refused before anything is claimed.
