@@ -153,7 +153,7 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
     let lot = LotConfig {
         tenant: "bench".into(),
         park_ext: "700".into(),
-        first_slot: 1,
+        first_slot: 1_000,
         last_slot: 999_999,
         parking_ms: 3_600_000,
         recall_ring_ms: 20_000,
@@ -191,11 +191,14 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let l = leader(&nodes).unwrap();
-        nodes[&l].propose(Command::SetLot(lot.clone())).await?;
+        // Every command measured must take effect: a refused one is a cheaper entry.
+        let effect =
+            |c: orbit_registry::Committed| c.outcome.map_err(|r| anyhow::anyhow!("refused: {r:?}"));
+        effect(nodes[&l].propose(Command::SetLot(lot.clone())).await?)?;
         let mut lat = Vec::with_capacity(commits);
         for n in 0..commits {
             let t = Instant::now();
-            nodes[&l].propose(park(n)).await?;
+            effect(nodes[&l].propose(park(n)).await?)?;
             lat.push(t.elapsed());
         }
         // Failover: stop the leader, time until a park commits through a survivor, restart it.
@@ -262,7 +265,7 @@ fn registry(commits: usize, failovers: usize, dir: std::path::PathBuf) -> anyhow
             ..lot.clone()
         };
         let l = leader(&nodes).unwrap();
-        nodes[&l].propose(Command::SetLot(short.clone())).await?;
+        effect(nodes[&l].propose(Command::SetLot(short.clone())).await?)?;
         let started = Instant::now();
         let mut stop_at_ms = 0;
         for n in 0..300 {

@@ -23,7 +23,7 @@ use openraft::{
     RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use orbit_state::Orbit;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::{NodeId, Response, TypeConfig};
@@ -62,7 +62,10 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     tx.open_table(META).map_err(|e| err(e.into()))?;
     tx.commit().map_err(|e| err(e.into()))?;
     let db = Arc::new(db);
-    let log = LogStore { db: db.clone() };
+    let log = LogStore {
+        db: db.clone(),
+        committed: Default::default(),
+    };
     let mut data = SmData::default();
     if let Some(s) = read_meta::<StoredSnapshot>(&db, SNAPSHOT).map_err(|e| StoreError::Open {
         path: path.display().to_string(),
@@ -117,12 +120,10 @@ fn read_meta<T: for<'de> Deserialize<'de>>(db: &Database, key: &str) -> SResult<
     }
 }
 
-fn write_meta<T: Serialize>(db: &Database, key: &str, value: &T, durable: bool) -> SResult<()> {
+/// Write one meta row, durably (fsync before returning).
+fn write_meta<T: Serialize>(db: &Database, key: &str, value: &T) -> SResult<()> {
     let bytes = serde_json::to_vec(value).map_err(io_write)?;
-    let mut tx = db.begin_write().map_err(io_write)?;
-    if !durable {
-        tx.set_durability(Durability::None).map_err(io_write)?;
-    }
+    let tx = db.begin_write().map_err(io_write)?;
     {
         let mut t = tx.open_table(META).map_err(io_write)?;
         t.insert(key, bytes.as_slice()).map_err(io_write)?;
@@ -134,6 +135,10 @@ fn write_meta<T: Serialize>(db: &Database, key: &str, value: &T, durable: bool) 
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The committed index openraft last reported, not yet written: it goes to disk with the
+    /// next append (a transaction of its own per commit and per heartbeat would cost more than
+    /// the hint is worth; losing it only makes a restarted node re-learn it from the leader).
+    committed: Arc<std::sync::Mutex<Option<Option<LogId<NodeId>>>>>,
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -177,7 +182,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> SResult<()> {
-        write_meta(&self.db, VOTE, vote, true)
+        write_meta(&self.db, VOTE, vote)
             .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
     }
 
@@ -186,10 +191,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
-        write_meta(&self.db, COMMITTED, &committed, false)
+        *self.committed.lock().unwrap() = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> SResult<Option<LogId<NodeId>>> {
+        if let Some(c) = *self.committed.lock().unwrap() {
+            return Ok(c);
+        }
         Ok(read_meta::<Option<LogId<NodeId>>>(&self.db, COMMITTED)?.flatten())
     }
 
@@ -206,6 +215,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 t.insert(e.log_id.index, bytes.as_slice())
                     .map_err(logs_write)?;
             }
+        }
+        if let Some(c) = self.committed.lock().unwrap().take() {
+            let bytes = serde_json::to_vec(&c).map_err(logs_write)?;
+            let mut t = tx.open_table(META).map_err(logs_write)?;
+            t.insert(COMMITTED, bytes.as_slice()).map_err(logs_write)?;
         }
         // Immediate durability: commit returns after fsync; only then are the entries flushed.
         match tx.commit() {
@@ -232,7 +246,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         // The marker first: entries at or before it are ignored even if the delete is lost.
-        write_meta(&self.db, LAST_PURGED, &log_id, true)?;
+        write_meta(&self.db, LAST_PURGED, &log_id)?;
         let tx = self.db.begin_write().map_err(logs_write)?;
         {
             let mut t = tx.open_table(LOGS).map_err(logs_write)?;
@@ -320,7 +334,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: bytes.clone(),
         };
-        write_meta(&self.db, SNAPSHOT, &stored, true)?;
+        write_meta(&self.db, SNAPSHOT, &stored)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -407,7 +421,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: bytes,
         };
-        write_meta(&self.db, SNAPSHOT, &stored, true)?;
+        write_meta(&self.db, SNAPSHOT, &stored)?;
         let index = data.last_applied.map(|l| l.index).unwrap_or(0);
         *self.data.write().unwrap() = data;
         self.events.lock().unwrap().clear();
