@@ -69,24 +69,29 @@ fn lot() -> LotConfig {
     }
 }
 
-#[tokio::test]
-async fn vote_log_and_state_survive_a_restart() {
-    let path = temp_path();
-    let _guard = TempDb(path.clone());
-    let park = Command::Park {
+/// Call `n` parked by 1002 at site A, in `slot` or the next free one.
+fn park(n: u32, slot: Option<u32>) -> Command {
+    Command::Park {
         lot: lot().key(),
-        slot: None,
+        slot,
         call: orbit_state::CallInfo {
-            caller_uri: "sip:1001@example.com".into(),
+            caller_uri: format!("sip:{n}@example.com"),
             caller_display: None,
             parker: "1002".into(),
             edge: "site-a".into(),
-            call_id: "c1".into(),
+            call_id: format!("c{n}"),
             local_tag: "l".into(),
             remote_tag: "r".into(),
             codec: None,
         },
-    };
+    }
+}
+
+#[tokio::test]
+async fn vote_log_and_state_survive_a_restart() {
+    let path = temp_path();
+    let _guard = TempDb(path.clone());
+    let park = park(1, None);
     {
         let (mut log, mut sm) = open(&path).unwrap();
         log.save_vote(&Vote::new(3, 1)).await.unwrap();
@@ -144,21 +149,6 @@ async fn a_batched_entry_applies_its_commands_in_order_and_old_entries_still_rea
     let path = temp_path();
     let _guard = TempDb(path.clone());
     let (_, mut sm) = open(&path).unwrap();
-    let call = |n: u32| orbit_state::CallInfo {
-        caller_uri: format!("sip:{n}@example.com"),
-        caller_display: None,
-        parker: "1002".into(),
-        edge: "site-a".into(),
-        call_id: format!("c{n}"),
-        local_tag: "l".into(),
-        remote_tag: "r".into(),
-        codec: None,
-    };
-    let park = |n: u32, slot: Option<u32>| Command::Park {
-        lot: lot().key(),
-        slot,
-        call: call(n),
-    };
     let batch = Entry::<TypeConfig> {
         log_id: log_id(1, 1),
         payload: EntryPayload::Normal(Request {
