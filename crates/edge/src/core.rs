@@ -150,6 +150,9 @@ pub struct Edge {
     pub(crate) clock: (Instant, orbit_state::Millis),
     /// Park id → the call holding it.
     pub(crate) parks: HashMap<orbit_state::ParkId, u64>,
+    /// Retrieving INVITEs (server transaction key) whose claim is in flight, and whether the
+    /// retriever has cancelled meanwhile.
+    pub(crate) claiming: HashMap<String, bool>,
     /// Music on hold per lot (park extension), encoded once.
     pub(crate) music: HashMap<String, Arc<orbit_media::Clip>>,
     /// The latest events the orbit state produced, for whoever takes them (tests, later the
@@ -230,6 +233,7 @@ impl Edge {
             orbit,
             clock: (now, wall),
             parks: HashMap::new(),
+            claiming: HashMap::new(),
             music,
             orbit_events: Default::default(),
             deadline_at: None,
@@ -585,6 +589,12 @@ impl Edge {
             return self.reply(now, key, &msg, 481, None, &[], None);
         }
         self.reply(now, key, &msg, 200, None, &[], None);
+        if let Some(cancelled) = self.claiming.get_mut(&invite_key) {
+            // Its claim is being ordered: the 487 goes with the outcome (which, if the claim
+            // was won, puts the call back in its slot).
+            *cancelled = true;
+            return;
+        }
         crate::call::on_cancel(self, now, &invite_key);
     }
 

@@ -317,6 +317,7 @@ impl Edge {
     fn on_orbit_event(&mut self, now: Instant, ev: Event) {
         crate::blf::on_event(self, now, &ev);
         match &ev {
+            Event::Parked(p) if p.call.edge == self.cfg.site => crate::park::adopt_repark(self, p),
             Event::Expired(p) if p.call.edge == self.cfg.site => {
                 // How late the deadline fired, by the time stamped on the Expire (the
                 // leader's across sites): zero unless a failover or a stall delayed it.

@@ -971,11 +971,15 @@ pub(crate) fn on_retrieve(
     };
     let span = info_span!(parent: None, "retrieve", slot, by = %a.retriever, site = %edge.cfg.site);
     let _g = span.enter();
+    edge.claiming.insert(a.key.clone(), false);
     edge.propose(now, claim, Then::Retrieve(a));
 }
 
 /// The claim's outcome: take the call here, or from the site holding it over the trunk.
 pub(crate) fn claim_outcome(edge: &mut Edge, now: Instant, a: AfterClaim, outcome: Outcome) {
+    if edge.claiming.remove(&a.key) == Some(true) {
+        return claim_cancelled(edge, now, &a, outcome);
+    }
     match outcome {
         Ok(Event::Claimed { parked, .. }) if parked.call.edge == edge.cfg.site => {
             match edge.parks.get(&parked.id).copied() {
@@ -987,6 +991,57 @@ pub(crate) fn claim_outcome(edge: &mut Edge, now: Instant, a: AfterClaim, outcom
         Err(OrbitError::Unavailable(_)) => nobody_parked(edge, now, &a, 503),
         _ => nobody_parked(edge, now, &a, 404),
     }
+}
+
+/// The retriever cancelled while its claim was being ordered: its INVITE gets its 487 now, and
+/// a call it won goes back into the same slot (a new park with a fresh timer), wherever it is
+/// held; the holding edge takes the new park as its own ([`adopt_repark`]).
+fn claim_cancelled(edge: &mut Edge, now: Instant, a: &AfterClaim, outcome: Outcome) {
+    let bytes = build_response(&a.msg, &a.flow, 487, "Request Terminated", None, &[], None);
+    edge.reply_bytes(now, &a.key, 487, bytes);
+    if let Ok(Event::Claimed { parked, .. }) = outcome {
+        info!(
+            park = parked.id,
+            slot = parked.slot,
+            "retriever cancelled after its claim won: parking the call again"
+        );
+        let cmd = Command::Park {
+            lot: parked.lot,
+            slot: Some(parked.slot),
+            call: parked.call,
+        };
+        edge.propose(now, cmd, Then::Nothing);
+    }
+}
+
+/// A park of a call held here that this edge did not make (a retriever who cancelled after
+/// winning put it back): the call whose own park was claimed and not fetched takes the new
+/// one. Its music never stopped.
+pub(crate) fn adopt_repark(edge: &mut Edge, p: &orbit_state::Parked) {
+    if edge.parks.contains_key(&p.id) {
+        return;
+    }
+    let found = edge.parks.iter().find_map(|(&old, &cid)| {
+        let ps = edge.calls.get(&cid)?.park.as_ref()?;
+        let d = edge.calls[&cid].dialog_ref(ps.parked);
+        (edge.orbit.parked(old).is_none()
+            && d.call_id == p.call.call_id
+            && d.local_tag == p.call.local_tag)
+            .then_some((old, cid))
+    });
+    let Some((old, cid)) = found else { return };
+    edge.parks.remove(&old);
+    edge.parks.insert(p.id, cid);
+    if let Some(ps) = edge.calls.get_mut(&cid).and_then(|c| c.park.as_mut()) {
+        ps.id = p.id;
+        ps.slot = p.slot;
+    }
+    info!(
+        old,
+        park = p.id,
+        slot = p.slot,
+        "parked call back in its slot"
+    );
 }
 
 /// Give the parked call `cid` (claimed) to the retriever whose INVITE is `a`: it takes the

@@ -256,6 +256,109 @@ fn a_call_held_at_another_site_is_claimed_then_fetched_over_the_trunk_and_a_code
         .starts_with("sip:701@127.0.0.1:9100"));
 }
 
+/// Carol's CANCEL of `carol_invite(slot, branch)`.
+fn carol_cancel(slot: &str, branch: &str) -> String {
+    format!(
+        "CANCEL sip:{slot}@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {CAROL};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: \"Carol\" <sip:1003@orbit.test>;tag=carol\nTo: <sip:{slot}@orbit.test>\nCall-ID: call-{branch}\nCSeq: 1 CANCEL\nContent-Length: 0\n\n"
+    )
+}
+
+#[test]
+fn a_retriever_who_cancels_while_its_claim_is_ordered_leaves_the_call_in_its_slot() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    park_by_bob(&mut net, "700");
+    reg.serve(&mut net);
+    net.take(BOB1);
+    let first = reg.parked();
+    assert_eq!(first.slot, 701);
+
+    // Carol dials 701; the claim goes to the registry, and she cancels before it commits.
+    net.send(CAROL, &carol_invite("701", "c1"));
+    let trying: Vec<u16> = net.take(CAROL).iter().map(|m| m.code()).collect();
+    assert_eq!(trying, vec![100]);
+    net.send(CAROL, &carol_cancel("701", "c1"));
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.method()), (200, &orbit_sip::Method::Cancel));
+    reg.serve(&mut net);
+    // Her INVITE ends with 487, never a 200 she would have to hang up.
+    let to_carol = net.take(CAROL);
+    let codes: Vec<u16> = to_carol.iter().map(|m| m.code()).collect();
+    assert_eq!(codes, vec![487], "{to_carol:?}");
+    // The claim won, then the call went back into 701 as a new park, held here as before.
+    let n = reg.events.len();
+    assert!(
+        matches!(&reg.events[n - 2], Event::Claimed { parked, .. } if parked.id == first.id),
+        "{:?}",
+        &reg.events[n - 2..]
+    );
+    let again = reg.parked();
+    assert!(again.id != first.id);
+    assert_eq!((again.slot, &again.call), (701, &first.call));
+    assert_eq!(net.edge.orbit().in_slot("orbit.test", 701), Some(&again));
+    assert!(net.take(ALICE).is_empty(), "Alice's leg untouched: no BYE");
+
+    // Carol dials 701 again and gets Alice.
+    net.send(CAROL, &carol_invite("701", "c2"));
+    reg.serve(&mut net);
+    let ok = net
+        .take(CAROL)
+        .into_iter()
+        .find(|m| m.code() == 200)
+        .expect("200 for the second retrieve");
+    assert!(ok
+        .header_other("P-Asserted-Identity")
+        .unwrap()
+        .contains("701: Alice"));
+    assert!(reg.orbit.all_parked().next().is_none());
+}
+
+/// Site B claimed a call held here, then its retriever cancelled and B parked the call again:
+/// this edge, still holding it, takes the new park as its own.
+#[test]
+fn a_call_put_back_by_another_site_after_a_cancelled_retrieve_is_still_held_here() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    park_by_bob(&mut net, "700");
+    reg.serve(&mut net);
+    net.take(BOB1);
+    let first = reg.parked();
+    let at = net.edge.now_ms(net.now);
+    let claim = Command::Claim {
+        tenant: "orbit.test".into(),
+        slot: 701,
+        park: None,
+        by: "2001".into(),
+    };
+    let repark = Command::Park {
+        lot: first.lot.clone(),
+        slot: Some(701),
+        call: first.call.clone(),
+    };
+    for cmd in [claim, repark] {
+        reg.orbit.apply(at, &cmd).unwrap();
+        reg.index += 1;
+        net.edge.on_orbit_watch(net.now, reg.index, at, vec![cmd]);
+    }
+    net.collect();
+    let again = net.edge.orbit().in_slot("orbit.test", 701).unwrap().clone();
+    assert!(again.id != first.id);
+    assert!(net.take(ALICE).is_empty(), "Alice's leg untouched");
+    net.send(CAROL, &carol_invite("701", "c3"));
+    reg.serve(&mut net);
+    let ok = net
+        .take(CAROL)
+        .into_iter()
+        .find(|m| m.code() == 200)
+        .expect("the call is retrieved from here");
+    assert!(ok
+        .header_other("P-Asserted-Identity")
+        .unwrap()
+        .contains("701: Alice"));
+}
+
 /// The same message with its Content-Length set to its body's.
 fn fix_length(msg: &str) -> String {
     let (head, body) = msg.split_once("\n\n").unwrap();
