@@ -331,6 +331,19 @@ impl Edge {
                 }
                 if let Some(&cid) = self.parks.get(&p.id) {
                     crate::park::start_recall(self, now, cid, orbit_state::RecallStage::Parker);
+                } else {
+                    // Ours by the record, but no call here holds it (it hung up between a
+                    // claim and a re-park): nobody would ever recall or end it.
+                    warn!(
+                        park = p.id,
+                        slot = p.slot,
+                        "expired park held by no call here"
+                    );
+                    let end = Command::End {
+                        park: p.id,
+                        reason: orbit_state::EndReason::Lost,
+                    };
+                    self.propose(now, end, Then::Nothing);
                 }
             }
             Event::EdgeRestarted { edge, lost, .. } if *edge != self.cfg.site => {

@@ -359,6 +359,50 @@ fn a_call_put_back_by_another_site_after_a_cancelled_retrieve_is_still_held_here
         .contains("701: Alice"));
 }
 
+/// A park recorded as held here that no call here holds (its call hung up between a claim and
+/// a re-park) is ended when it expires, instead of keeping its slot for ever.
+#[test]
+fn an_expired_park_that_no_call_here_holds_is_ended() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    let at = net.edge.now_ms(net.now);
+    let park = Command::Park {
+        lot: reg.orbit.lots().next().unwrap().key(),
+        slot: Some(705),
+        call: orbit_state::CallInfo {
+            caller_uri: "sip:gone@orbit.test".into(),
+            caller_display: None,
+            parker: "1002".into(),
+            edge: "site-a".into(),
+            call_id: "gone".into(),
+            local_tag: "g1".into(),
+            remote_tag: "g2".into(),
+            codec: Some("PCMU".into()),
+        },
+    };
+    let Ok(Event::Parked(p)) = reg.orbit.apply(at, &park) else {
+        panic!("parked")
+    };
+    reg.index += 1;
+    net.edge.on_orbit_watch(net.now, reg.index, at, vec![park]);
+    let expire = Command::Expire { park: p.id };
+    reg.orbit.apply(p.deadline, &expire).unwrap();
+    reg.index += 1;
+    net.edge
+        .on_orbit_watch(net.now, reg.index, p.deadline, vec![expire]);
+    reg.serve(&mut net);
+    assert!(matches!(
+        reg.events.last(),
+        Some(Event::Ended {
+            reason: orbit_state::EndReason::Lost,
+            ..
+        })
+    ));
+    assert!(reg.orbit.in_slot("orbit.test", 705).is_none());
+    assert!(net.edge.orbit().in_slot("orbit.test", 705).is_none());
+}
+
 /// The same message with its Content-Length set to its body's.
 fn fix_length(msg: &str) -> String {
     let (head, body) = msg.split_once("\n\n").unwrap();
