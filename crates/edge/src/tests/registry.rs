@@ -78,6 +78,16 @@ impl Registry {
         }
     }
 
+    /// Apply `cmd` at `at` as if another site had proposed it, and feed it to the edge's watch.
+    fn feed(&mut self, net: &mut Net, at: orbit_state::Millis, cmd: Command) -> Event {
+        let ev = self.orbit.apply(at, &cmd).expect("applies");
+        self.events.push(ev.clone());
+        self.index += 1;
+        net.edge.on_orbit_watch(net.now, self.index, at, vec![cmd]);
+        net.collect();
+        ev
+    }
+
     fn parked(&self) -> orbit_state::Parked {
         self.events
             .iter()
@@ -300,17 +310,7 @@ fn a_retriever_who_cancels_while_its_claim_is_ordered_leaves_the_call_in_its_slo
     assert!(net.take(ALICE).is_empty(), "Alice's leg untouched: no BYE");
 
     // Carol dials 701 again and gets Alice.
-    net.send(CAROL, &carol_invite("701", "c2"));
-    reg.serve(&mut net);
-    let ok = net
-        .take(CAROL)
-        .into_iter()
-        .find(|m| m.code() == 200)
-        .expect("200 for the second retrieve");
-    assert!(ok
-        .header_other("P-Asserted-Identity")
-        .unwrap()
-        .contains("701: Alice"));
+    carol_retrieves_alice(&mut net, &mut reg, "c2");
     assert!(reg.orbit.all_parked().next().is_none());
 }
 
@@ -338,21 +338,23 @@ fn a_call_put_back_by_another_site_after_a_cancelled_retrieve_is_still_held_here
         call: first.call.clone(),
     };
     for cmd in [claim, repark] {
-        reg.orbit.apply(at, &cmd).unwrap();
-        reg.index += 1;
-        net.edge.on_orbit_watch(net.now, reg.index, at, vec![cmd]);
+        reg.feed(&mut net, at, cmd);
     }
-    net.collect();
     let again = net.edge.orbit().in_slot("orbit.test", 701).unwrap().clone();
     assert!(again.id != first.id);
     assert!(net.take(ALICE).is_empty(), "Alice's leg untouched");
-    net.send(CAROL, &carol_invite("701", "c3"));
-    reg.serve(&mut net);
+    carol_retrieves_alice(&mut net, &mut reg, "c3");
+}
+
+/// Carol dials 701 and is answered with the parked Alice.
+fn carol_retrieves_alice(net: &mut Net, reg: &mut Registry, branch: &str) {
+    net.send(CAROL, &carol_invite("701", branch));
+    reg.serve(net);
     let ok = net
         .take(CAROL)
         .into_iter()
         .find(|m| m.code() == 200)
-        .expect("the call is retrieved from here");
+        .expect("200 for the retrieve");
     assert!(ok
         .header_other("P-Asserted-Identity")
         .unwrap()
@@ -381,16 +383,10 @@ fn an_expired_park_that_no_call_here_holds_is_ended() {
             codec: Some("PCMU".into()),
         },
     };
-    let Ok(Event::Parked(p)) = reg.orbit.apply(at, &park) else {
+    let Event::Parked(p) = reg.feed(&mut net, at, park) else {
         panic!("parked")
     };
-    reg.index += 1;
-    net.edge.on_orbit_watch(net.now, reg.index, at, vec![park]);
-    let expire = Command::Expire { park: p.id };
-    reg.orbit.apply(p.deadline, &expire).unwrap();
-    reg.index += 1;
-    net.edge
-        .on_orbit_watch(net.now, reg.index, p.deadline, vec![expire]);
+    reg.feed(&mut net, p.deadline, Command::Expire { park: p.id });
     reg.serve(&mut net);
     assert!(matches!(
         reg.events.last(),
