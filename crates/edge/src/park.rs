@@ -900,14 +900,18 @@ fn nobody_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, code: u16) {
 /// The retriever must take the parked party's codec: `Err` names it when the offer has none.
 fn retriever_pt(ps: &ParkState, offer: Option<&[u8]>) -> Result<u8, Codec> {
     match offer {
-        Some(o) => sdp::formats(o)
-            .unwrap_or_default()
-            .iter()
-            .find(|(_, n)| Codec::from_name(n) == Some(ps.codec))
-            .map(|(pt, _)| *pt)
-            .ok_or(ps.codec),
+        Some(o) => offer_pt(o, ps.codec).ok_or(ps.codec),
         None => Ok(ps.pt),
     }
+}
+
+/// The payload type an SDP offer gives `codec`, if it offers it.
+fn offer_pt(offer: &[u8], codec: Codec) -> Option<u8> {
+    sdp::formats(offer)
+        .unwrap_or_default()
+        .iter()
+        .find(|(_, n)| Codec::from_name(n) == Some(codec))
+        .map(|(pt, _)| *pt)
 }
 
 fn wrong_codec(edge: &mut Edge, now: Instant, a: &AfterClaim, codec: Codec) {
@@ -954,11 +958,7 @@ pub(crate) fn on_retrieve(
         offer,
     ) {
         // Held at another site: its codec is in the registry's record of the park.
-        let formats = sdp::formats(o).unwrap_or_default();
-        if !formats
-            .iter()
-            .any(|(_, n)| Codec::from_name(n) == Some(codec))
-        {
+        if offer_pt(o, codec).is_none() {
             return wrong_codec(edge, now, &a, codec);
         }
     }
@@ -1022,8 +1022,8 @@ pub(crate) fn adopt_repark(edge: &mut Edge, p: &orbit_state::Parked) {
         return;
     }
     let found = edge.parks.iter().find_map(|(&old, &cid)| {
-        let ps = edge.calls.get(&cid)?.park.as_ref()?;
-        let d = edge.calls[&cid].dialog_ref(ps.parked);
+        let c = edge.calls.get(&cid)?;
+        let d = c.dialog_ref(c.park.as_ref()?.parked);
         (edge.orbit.parked(old).is_none()
             && d.call_id == p.call.call_id
             && d.local_tag == p.call.local_tag)

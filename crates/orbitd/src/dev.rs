@@ -113,10 +113,7 @@ fn trunk_secret(data_dir: &Path) -> Result<String> {
             return Ok(s.trim().to_string());
         }
     }
-    let s: String = rand::random::<[u8; 16]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let s = hex::encode(rand::random::<[u8; 16]>());
     std::fs::write(&path, &s).with_context(|| format!("writing {}", path.display()))?;
     Ok(s)
 }
@@ -172,7 +169,7 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
     banner += &format!(
         "\n  password pw<ext> (1001/pw1001, ...), any domain; any extension may register at any site\n\
          \n  call park: transfer a call to 700 (or a slot 701-720); dial the slot at any site to\n\
-         \n  retrieve it; unanswered after 90 s it rings the parker back wherever it is registered;\n\
+         \x20 retrieve it; unanswered after 90 s it rings the parker back wherever it is registered\n\
          \n  lamp keys: SUBSCRIBE (Event: dialog) to 700 or to a slot, at any site\n\
          \n  softphone: server {sip}, user 1001, password pw1001; call 2001 registered at site-b\n\
          \n  state under {}; Ctrl-C ends calls with BYE and stops.\n",

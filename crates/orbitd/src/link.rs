@@ -41,22 +41,15 @@ pub fn start(
         }
     });
 
-    let (wtx, mut wrx) = mpsc::channel::<WatchUpdate>(65_536);
-    let l = link.clone();
-    rt.spawn(async move { l.watch(after, wtx).await });
     rt.spawn(async move {
-        while let Some(u) = wrx.recv().await {
-            let f = match u {
-                WatchUpdate::Applied { index, at, cmds } => OrbitFeed::Applied { index, at, cmds },
-                WatchUpdate::Resync { index, orbit } => OrbitFeed::Resync {
-                    index,
-                    orbit: Box::new(orbit),
-                },
-            };
-            if feed_tx.send(f).await.is_err() {
-                return;
-            }
-        }
+        let feed = |u| match u {
+            WatchUpdate::Applied { index, at, cmds } => OrbitFeed::Applied { index, at, cmds },
+            WatchUpdate::Resync { index, orbit } => OrbitFeed::Resync {
+                index,
+                orbit: Box::new(orbit),
+            },
+        };
+        link.watch(after, feed_tx, feed).await
     });
     Ok(OrbitIo {
         proposals: prop_tx,

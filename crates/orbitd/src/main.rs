@@ -273,6 +273,14 @@ fn load(path: &Path) -> Result<FileConfig> {
     Ok(cfg)
 }
 
+/// The TLS listener's certificate from an edge's config, when it names one.
+fn edge_tls(cfg: &EdgeConfig) -> Result<Option<tokio_rustls::TlsAcceptor>> {
+    match (&cfg.sip.tls_cert, &cfg.sip.tls_key) {
+        (Some(c), Some(k)) => Ok(Some(tls_from_files(Path::new(c), Path::new(k))?)),
+        _ => Ok(None),
+    }
+}
+
 /// A self-signed certificate for dev mode, made once and kept in the data dir.
 pub(crate) fn dev_tls(data_dir: &Path) -> Result<tokio_rustls::TlsAcceptor> {
     std::fs::create_dir_all(data_dir)
@@ -334,23 +342,17 @@ pub(crate) async fn run_sites(
         cores.spawn_blocking(move || core.join());
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("Ctrl-C: ending calls"),
-        _ = term.recv() => info!("SIGTERM: ending calls"),
-        Some(r) = cores.join_next() => {
-            // A site stopped on its own: an error (it cannot bind, say). Stop the others.
-            for s in stops {
-                let _ = s.send(());
-            }
-            r?.map_err(|_| anyhow::anyhow!("SIP core panicked"))??;
-            while let Some(r) = cores.join_next().await {
-                r?.map_err(|_| anyhow::anyhow!("SIP core panicked"))??;
-            }
-            return Ok(());
-        }
-    }
+    // A site that stops on its own has failed (it cannot bind, say): stop the others too.
+    let failed = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { info!("Ctrl-C: ending calls"); None }
+        _ = term.recv() => { info!("SIGTERM: ending calls"); None }
+        Some(r) = cores.join_next() => Some(r),
+    };
     for s in stops {
         let _ = s.send(());
+    }
+    if let Some(r) = failed {
+        r?.map_err(|_| anyhow::anyhow!("SIP core panicked"))??;
     }
     while let Some(r) = cores.join_next().await {
         r?.map_err(|_| anyhow::anyhow!("SIP core panicked"))??;
@@ -444,17 +446,14 @@ fn main() -> Result<()> {
             let cfg = load(&config)?
                 .edge
                 .with_context(|| format!("{}: no [edge] table", config.display()))?;
-            let tls = match (&cfg.sip.tls_cert, &cfg.sip.tls_key) {
-                (Some(c), Some(k)) => Some(tls_from_files(Path::new(c), Path::new(k))?),
-                _ => None,
-            };
+            let tls = edge_tls(&cfg)?;
             rt.block_on(run_sites(vec![(cfg, tls)]))
         }
         Cmd::Run { config } => {
             let f = load(&config)?;
-            let tls = match f.edge.as_ref().map(|e| (&e.sip.tls_cert, &e.sip.tls_key)) {
-                Some((Some(c), Some(k))) => Some(tls_from_files(Path::new(c), Path::new(k))?),
-                _ => None,
+            let tls = match &f.edge {
+                Some(e) => edge_tls(e)?,
+                None => None,
             };
             rt.block_on(run_roles(f, tls))
         }

@@ -15,12 +15,8 @@ fn relay(s: String) -> SocketAddr {
 
 /// Alice's phone: registered as 1001, answers with media on `media`.
 fn alice(d: &Daemon, media: &RtpPeer, scenario: &str, hold_ms: &str) -> RunningSipp {
-    let port = free_port();
-    d.register("1001", port);
-    Sipp::new(d, scenario)
-        .key("rtpport", &media.port().to_string())
+    d.phone("1001", scenario, media)
         .args(["-d", hold_ms])
-        .port(port)
         .spawn()
 }
 
@@ -44,12 +40,8 @@ fn bob_parks_with(d: &Daemon, park_to: &str, refer_params: &str, talk_ms: &str) 
 /// Bob's desk phone, registered as 1002: takes the "Parked on" MESSAGE and, with `calls` 2,
 /// the recall too.
 fn bob_phone(d: &Daemon, scenario: &str, calls: u32, media: &RtpPeer) -> RunningSipp {
-    let port = free_port();
-    d.register("1002", port);
-    Sipp::new(d, scenario)
+    d.phone("1002", scenario, media)
         .args(["-m", &calls.to_string(), "-d", "1500"])
-        .key("rtpport", &media.port().to_string())
-        .port(port)
         .spawn()
 }
 
@@ -225,12 +217,9 @@ fn unanswered_recall_goes_to_the_fallback() {
     let alice = alice(&d, &alice_media, "uas_answer.xml", "0");
     let phone = bob_phone(&d, "uas_recall_ring.xml", 2, &RtpPeer::bind());
     let fallback_media = RtpPeer::bind();
-    let fport = free_port();
-    d.register("1004", fport);
-    let fallback = Sipp::new(&d, "uas_recall_answer.xml")
+    let fallback = d
+        .phone("1004", "uas_recall_answer.xml", &fallback_media)
         .args(["-d", "1000"])
-        .key("rtpport", &fallback_media.port().to_string())
-        .port(fport)
         .spawn();
     let bob = bob_parks(&d, "700", "300");
     assert!(bob.wait().ok());
@@ -301,12 +290,7 @@ fn one_touch_park_by_rtp_digits_then_retrieve() {
     let d = Daemon::start();
     // Bob (1002) answers Alice's call and will be parked; he waits for the retriever's BYE.
     let bob_media = RtpPeer::bind();
-    let bport = free_port();
-    d.register("1002", bport);
-    let bob = Sipp::new(&d, "uas_answer.xml")
-        .key("rtpport", &bob_media.port().to_string())
-        .port(bport)
-        .spawn();
+    let bob = d.phone("1002", "uas_answer.xml", &bob_media).spawn();
     let alice_media = RtpPeer::bind();
     let alice = Sipp::new(&d, "uac_call_wait_bye.xml")
         .args(["-s", "1002", "-au", "1001", "-ap", "pw1001"])

@@ -20,12 +20,8 @@ fn lot(parking: u64, ring: u64) -> String {
 
 /// Alice (1001) registered at `site`, answering with media on `media`.
 fn alice(site: &Daemon, media: &RtpPeer) -> RunningSipp {
-    let port = free_port();
-    site.register("1001", port);
-    Sipp::new(site, "uas_answer.xml")
-        .key("rtpport", &media.port().to_string())
+    site.phone("1001", "uas_answer.xml", media)
         .args(["-d", "0"])
-        .port(port)
         .spawn()
 }
 
@@ -145,12 +141,9 @@ fn recall_rings_the_parker_at_the_site_it_moved_to() {
     let s = Sites::start(&lot(3, 10));
     // Bob's desk phone is registered at site B now; he parks Alice through site A.
     let phone_media = RtpPeer::bind();
-    let port = free_port();
-    s.site[1].register("1002", port);
-    let phone = Sipp::new(&s.site[1], "uas_recall_answer.xml")
+    let phone = s.site[1]
+        .phone("1002", "uas_recall_answer.xml", &phone_media)
         .args(["-m", "1", "-d", "1500"])
-        .key("rtpport", &phone_media.port().to_string())
-        .port(port)
         .spawn();
     std::thread::sleep(Duration::from_millis(300));
     let (alice, _alice_media, _) = park_at_a(&s);
@@ -198,12 +191,9 @@ fn recall_fires_once_and_on_time_when_the_leader_is_killed_just_before_the_deadl
     // and an edge: killing the leader kills that edge too).
     let h = l as usize % 3;
     let phone_media = RtpPeer::bind();
-    let port = free_port();
-    s.site[h].register("1002", port);
-    let phone = Sipp::new(&s.site[h], "uas_recall_answer.xml")
+    let phone = s.site[h]
+        .phone("1002", "uas_recall_answer.xml", &phone_media)
         .args(["-m", "2", "-d", "500"])
-        .key("rtpport", &phone_media.port().to_string())
-        .port(port)
         .spawn();
     let media = RtpPeer::bind();
     let alice = alice(&s.site[h], &media);
@@ -330,12 +320,9 @@ fn a_call_to_an_extension_registered_at_another_site_crosses_the_trunk() {
     let s = Sites::start(&lot(90, 20));
     // 2001 is registered at site B; 1001 calls it through site A.
     let bob_media = RtpPeer::bind();
-    let port = free_port();
-    s.site[1].register("2001", port);
-    let bob = Sipp::new(&s.site[1], "uas_answer.xml")
-        .key("rtpport", &bob_media.port().to_string())
+    let bob = s.site[1]
+        .phone("2001", "uas_answer.xml", &bob_media)
         .args(["-d", "0"])
-        .port(port)
         .spawn();
     std::thread::sleep(Duration::from_millis(300));
     let alice_media = RtpPeer::bind();

@@ -114,10 +114,15 @@ impl Link {
         }
     }
 
-    /// Follow the applied entries from just after `after`, forever: on a broken stream,
-    /// reconnect (to the next node after a failure) and resume after the last index delivered.
-    /// Returns when `tx` is closed.
-    pub async fn watch(&self, mut after: u64, tx: mpsc::Sender<WatchUpdate>) {
+    /// Follow the applied entries from just after `after`, forever, each sent on `tx` as
+    /// `map` makes it: on a broken stream, reconnect (to the next node after a failure) and
+    /// resume after the last index delivered. Returns when `tx` is closed.
+    pub async fn watch<T>(
+        &self,
+        mut after: u64,
+        tx: mpsc::Sender<T>,
+        map: impl Fn(WatchUpdate) -> T,
+    ) {
         let mut i = 0usize;
         let mut pause = Duration::from_millis(50);
         loop {
@@ -136,7 +141,7 @@ impl Link {
                                     WatchUpdate::Applied { index, .. } => *index,
                                     WatchUpdate::Resync { index, .. } => *index,
                                 };
-                                if tx.send(u).await.is_err() {
+                                if tx.send(map(u)).await.is_err() {
                                     return;
                                 }
                             }

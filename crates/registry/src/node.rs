@@ -9,16 +9,14 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config};
 use orbit_state::{Command, Event, Millis, Rejection};
-
-use crate::batch::{Batcher, WriteError};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tracing::{info, info_span, Instrument};
 
+use crate::batch::{Batcher, WriteError};
 use crate::network::{channel, Network, RaftService};
 use crate::pb;
 use crate::store::{self, StateMachineStore};
-use crate::NodeId;
-use crate::Raft;
+use crate::{NodeId, Raft};
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -374,7 +372,6 @@ async fn propose(
     .await
 }
 
-/// Send a proposal to the leader (which stamps its own time on it).
 /// Clients of the leaders proposals were forwarded to, kept: a connection per forwarded
 /// proposal would cost a TCP and HTTP/2 handshake each.
 #[derive(Clone, Default)]
@@ -406,6 +403,7 @@ impl Forwarder {
     }
 }
 
+/// Send a proposal to the leader (which stamps its own time on it).
 async fn forward(
     fwd: &Forwarder,
     leader: NodeId,
@@ -463,14 +461,19 @@ fn next_items(sm: &StateMachineStore, cursor: u64) -> Result<(Vec<pb::WatchItem>
     let mut out = vec![];
     let json =
         |v: Result<Vec<u8>, serde_json::Error>| v.map_err(|e| Status::internal(e.to_string()));
+    // `Request`'s shape, borrowed: no copy of the commands per watcher.
+    #[derive(serde::Serialize)]
+    struct RequestRef<'a> {
+        at: Millis,
+        cmds: Vec<&'a Command>,
+    }
     let from = events.partition_point(|a| a.index <= cursor);
     for a in events.range(from..) {
-        let (cmds, evs): (Vec<Command>, Vec<&Event>) =
-            a.done.iter().map(|(c, e)| (c.clone(), e)).unzip();
+        let (cmds, evs): (Vec<&Command>, Vec<&Event>) = a.done.iter().map(|(c, e)| (c, e)).unzip();
         out.push(pb::WatchItem {
             index: a.index,
             item: Some(pb::watch_item::Item::Event(json(serde_json::to_vec(&evs))?)),
-            command: json(serde_json::to_vec(&crate::Request { at: a.at, cmds }))?,
+            command: json(serde_json::to_vec(&RequestRef { at: a.at, cmds }))?,
         });
     }
     // Everything applied so far has been looked at (entries without events move it too).

@@ -1,8 +1,8 @@
 //! Deterministic simulation of registry nodes: real openraft, real redb stores on disk, the
 //! real deadline task, but Raft messages carried in memory by [`SimNet`], which can cut links
 //! and lose nodes, and time from tokio's clock (paused in tests, so seconds of failures run in
-//! milliseconds). Faults and latencies come from a seeded generator, so a failing history can
-//! be replayed by its seed (openraft's own election jitter is not seeded).
+//! milliseconds). Faults and latencies come from a seeded generator (rand's `StdRng`), so a
+//! failing history can be replayed by its seed (openraft's own election jitter is not seeded).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -19,39 +19,19 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 use orbit_state::{Command, Event, Rejection};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::batch::Batcher;
 use crate::node::{deadline_loop, raft_config, wall_ms, NodeConfig, NodeError};
 use crate::store::{self, StateMachineStore};
 use crate::{NodeId, Raft, TypeConfig};
 
-/// A small seeded generator (xorshift64*): enough for fault schedules and latencies.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-}
-
 struct NetState {
     nodes: HashMap<NodeId, Raft>,
     /// Links that carry nothing, both ways.
     cut: HashSet<(NodeId, NodeId)>,
-    rng: Rng,
+    rng: StdRng,
 }
 
 /// The simulated network between the nodes.
@@ -63,7 +43,7 @@ impl SimNet {
         SimNet(Arc::new(Mutex::new(NetState {
             nodes: HashMap::new(),
             cut: HashSet::new(),
-            rng: Rng::new(seed),
+            rng: StdRng::seed_from_u64(seed),
         })))
     }
 
@@ -89,7 +69,7 @@ impl SimNet {
             return None;
         }
         let raft = n.nodes.get(&to)?.clone();
-        let ms = n.rng.range(1, 4);
+        let ms = n.rng.gen_range(1..=4);
         Some((raft, Duration::from_millis(ms)))
     }
 

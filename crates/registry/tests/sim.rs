@@ -8,8 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use orbit_registry::sim::{now_ms, Rng, SimNet, SimNode};
+use orbit_registry::sim::{now_ms, SimNet, SimNode};
 use orbit_state::{CallInfo, Command, Event, LotConfig, LotKey, Phase, SlotChoice};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const N: u64 = 3;
 const SLOTS: std::ops::RangeInclusive<u32> = 701..=705;
@@ -173,7 +175,7 @@ async fn run(seed: u64) {
         .1
         .unwrap();
 
-    let mut rng = Rng::new(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     // What clients saw committed: (index, event); an index holds several when batched.
     let mut acked: Vec<(u64, Event)> = vec![];
     let mut parks: Vec<u64> = vec![];
@@ -181,7 +183,7 @@ async fn run(seed: u64) {
     let end = start + 40_000;
     // One fault at a time: (heal at, crashed node to restart).
     let mut fault: Option<(u64, Option<u64>)> = None;
-    let mut next_fault = start + rng.range(1_000, 3_000);
+    let mut next_fault = start + rng.gen_range(1_000..=3_000);
     let mut n = 0;
     let mut faults = 0;
     let mut leader_kills = 0;
@@ -194,20 +196,20 @@ async fn run(seed: u64) {
                     c.restart(id).await;
                 }
                 fault = None;
-                next_fault = now + rng.range(1_000, 4_000);
+                next_fault = now + rng.gen_range(1_000..=4_000);
             }
             None if now >= next_fault => {
                 faults += 1;
-                let id = rng.range(1, N);
-                let until = now + rng.range(300, 3_000);
-                if rng.next_u64().is_multiple_of(2) {
+                let id = rng.gen_range(1..=N);
+                let until = now + rng.gen_range(300..=3_000);
+                if rng.gen_bool(0.5) {
                     net.isolate(id);
                     fault = Some((until, None));
                 } else {
                     // Half the crashes take the leader (its successor must find the overdue
                     // deadlines), the others a node at random.
                     let id = match c.leader() {
-                        Some(l) if rng.next_u64().is_multiple_of(2) => {
+                        Some(l) if rng.gen_bool(0.5) => {
                             leader_kills += 1;
                             l.id
                         }
@@ -221,31 +223,28 @@ async fn run(seed: u64) {
         }
         // Now and then three clients at once, so that entries hold several commands.
         let mut cmds = vec![];
-        let clients = if rng.range(0, 3) == 0 { 3 } else { 1 };
+        let clients = if rng.gen_range(0..=3) == 0 { 3 } else { 1 };
         while cmds.len() < clients {
             n += 1;
-            let cmd = match rng.range(0, 9) {
+            let cmd = match rng.gen_range(0..=9) {
                 0..=3 => Command::Park {
                     lot: key(),
-                    slot: rng
-                        .next_u64()
-                        .is_multiple_of(3)
-                        .then(|| rng.range(701, 705) as u32),
+                    slot: rng.gen_ratio(1, 3).then(|| rng.gen_range(701..=705)),
                     call: call(n),
                 },
                 4..=6 => Command::Claim {
                     tenant: "sim".into(),
-                    slot: rng.range(701, 705) as u32,
+                    slot: rng.gen_range(701..=705),
                     park: None,
                     by: format!("r{n}"),
                 },
                 7 if !parks.is_empty() => Command::End {
-                    park: parks[rng.range(0, parks.len() as u64 - 1) as usize],
+                    park: parks[rng.gen_range(0..parks.len())],
                     reason: orbit_state::EndReason::HungUp,
                 },
                 // A rogue early expiry: the state must refuse it whoever proposes it.
                 _ if !parks.is_empty() => Command::Expire {
-                    park: parks[rng.range(0, parks.len() as u64 - 1) as usize],
+                    park: parks[rng.gen_range(0..parks.len())],
                 },
                 _ => continue,
             };
@@ -260,7 +259,7 @@ async fn run(seed: u64) {
                 acked.push((index, ev));
             }
         }
-        tokio::time::sleep(Duration::from_millis(rng.range(5, 60))).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(5..=60))).await;
     }
     // Heal, bring every node back, let the deadlines that are due fire.
     net.heal();

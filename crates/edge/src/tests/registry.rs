@@ -100,6 +100,20 @@ impl Registry {
     }
 }
 
+/// The record of a call parked by 2002, held by `edge`.
+fn call_info(edge: &str, call_id: &str, codec: &str) -> orbit_state::CallInfo {
+    orbit_state::CallInfo {
+        caller_uri: "sip:5551234@pstn".into(),
+        caller_display: None,
+        parker: "2002".into(),
+        edge: edge.into(),
+        call_id: call_id.into(),
+        local_tag: format!("{call_id}-l"),
+        remote_tag: format!("{call_id}-r"),
+        codec: Some(codec.into()),
+    }
+}
+
 /// A trunk INVITE from site B claiming `park` in slot 701, signed with `secret`.
 fn trunk_claim(net: &Net, park: u64, secret: &str, branch: &str) -> String {
     let ts = net.edge.now_ms(net.now) / 1000;
@@ -213,16 +227,7 @@ fn a_call_held_at_another_site_is_claimed_then_fetched_over_the_trunk_and_a_code
     let park = Command::Park {
         lot: reg.orbit.lots().next().unwrap().key(),
         slot: None,
-        call: orbit_state::CallInfo {
-            caller_uri: "sip:5551234@pstn".into(),
-            caller_display: None,
-            parker: "2002".into(),
-            edge: "site-b".into(),
-            call_id: "b-call".into(),
-            local_tag: "b1".into(),
-            remote_tag: "b2".into(),
-            codec: Some("PCMA".into()),
-        },
+        call: call_info("site-b", "b-call", "PCMA"),
     };
     reg.orbit.apply(at, &park).unwrap();
     reg.index += 1;
@@ -372,16 +377,7 @@ fn an_expired_park_that_no_call_here_holds_is_ended() {
     let park = Command::Park {
         lot: reg.orbit.lots().next().unwrap().key(),
         slot: Some(705),
-        call: orbit_state::CallInfo {
-            caller_uri: "sip:gone@orbit.test".into(),
-            caller_display: None,
-            parker: "1002".into(),
-            edge: "site-a".into(),
-            call_id: "gone".into(),
-            local_tag: "g1".into(),
-            remote_tag: "g2".into(),
-            codec: Some("PCMU".into()),
-        },
+        call: call_info("site-a", "gone", "PCMU"),
     };
     let Event::Parked(p) = reg.feed(&mut net, at, park) else {
         panic!("parked")

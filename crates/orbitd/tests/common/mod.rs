@@ -240,6 +240,16 @@ any_host = true
             .run();
         assert!(r.ok(), "register {ext} failed:\n{}", r.errors);
     }
+
+    /// A phone for `ext`: registered here from a free port, where SIPp will run `scenario`
+    /// with its media at `media`.
+    pub fn phone(&self, ext: &str, scenario: &str, media: &RtpPeer) -> Sipp {
+        let port = free_port();
+        self.register(ext, port);
+        Sipp::new(self, scenario)
+            .key("rtpport", &media.port().to_string())
+            .port(port)
+    }
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {
