@@ -225,6 +225,62 @@ pub fn digest_params(v: &str) -> Option<impl Iterator<Item = (&str, &str)>> {
     )
 }
 
+/// `Replaces` (RFC 3891): the dialog a request takes the place of, as its sender names it:
+/// `to-tag` is the tag of the party the request is sent to (us, in the dialog named), `from-tag`
+/// the other party's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaces {
+    pub call_id: String,
+    pub to_tag: String,
+    pub from_tag: String,
+    /// Only an early (ringing, unanswered) dialog may be replaced.
+    pub early_only: bool,
+}
+
+impl Replaces {
+    /// A `Replaces` header value: `call-id;to-tag=..;from-tag=..[;early-only]`.
+    pub fn parse(v: &str) -> Option<Replaces> {
+        let call_id = v.split(';').next()?.trim();
+        if call_id.is_empty() {
+            return None;
+        }
+        let (mut to, mut from, mut early_only) = (None, None, false);
+        for (k, val) in params(v) {
+            if k.eq_ignore_ascii_case("to-tag") {
+                to = Some(val);
+            } else if k.eq_ignore_ascii_case("from-tag") {
+                from = Some(val);
+            } else if k.eq_ignore_ascii_case("early-only") {
+                early_only = true;
+            }
+        }
+        Some(Replaces {
+            call_id: call_id.to_string(),
+            to_tag: to?.to_string(),
+            from_tag: from?.to_string(),
+            early_only,
+        })
+    }
+
+    /// The `Replaces` carried in the headers of a Refer-To URI (`sip:x@h?Replaces=...`,
+    /// percent-encoded, RFC 3891 §7 and RFC 3515).
+    pub fn from_refer_to(uri: &str) -> Option<Replaces> {
+        let (_, headers) = uri.split_once('?')?;
+        let value = headers.split('&').find_map(|h| {
+            let (k, v) = h.split_once('=')?;
+            k.eq_ignore_ascii_case("replaces").then_some(v)
+        })?;
+        let decoded = percent_encoding::percent_decode_str(value).decode_utf8().ok()?;
+        Replaces::parse(&decoded)
+    }
+}
+
+/// The URI a REFER refers to, without its header part (`?Replaces=...`).
+pub fn refer_target(refer_to: &str) -> Option<&str> {
+    let uri = NameAddr::parse(refer_to)?.uri;
+    Some(uri.split('?').next().unwrap_or(uri))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +328,20 @@ mod tests {
         assert_eq!(p[0], ("username", "1001"));
         assert_eq!(p[2], ("nonce", "n,1"));
         assert_eq!(p[5], ("nc", "00000001"));
+    }
+    #[test]
+    fn replaces_in_a_header_and_in_a_refer_to() {
+        let r = Replaces::parse("abc@h;to-tag=t1;from-tag=f1;early-only").unwrap();
+        assert_eq!(
+            (r.call_id.as_str(), r.to_tag.as_str(), r.from_tag.as_str(), r.early_only),
+            ("abc@h", "t1", "f1", true)
+        );
+        assert!(Replaces::parse("abc;to-tag=t1").is_none());
+        let uri = "<sip:700@h?Replaces=abc%40h%3Bto-tag%3Dt1%3Bfrom-tag%3Df1>";
+        let inner = NameAddr::parse(uri).unwrap().uri;
+        let r = Replaces::from_refer_to(inner).unwrap();
+        assert_eq!((r.call_id.as_str(), r.early_only), ("abc@h", false));
+        assert_eq!(refer_target(uri), Some("sip:700@h"));
+        assert!(Replaces::from_refer_to("sip:700@h?Replaces=%ZZ").is_none());
     }
 }

@@ -1,8 +1,10 @@
 //! # orbit-sip
 //!
 //! SIP as data: a strict message parser and writer ([`message`]), URIs ([`uri`]), typed header
-//! views ([`header`]), RFC 3261 transactions as sans-I/O state machines ([`transaction`]) and
-//! the socket drivers that carry messages ([`transport`]).
+//! views ([`header`], with `Replaces`), RFC 3261 transactions as sans-I/O state machines
+//! ([`transaction`]) and their typed keys ([`key`]), dialogs matched on their flow
+//! ([`dialog`]), response and CANCEL/ACK builders ([`build`]), identifiers from a CSPRNG
+//! ([`ids`]), and the socket drivers that carry messages ([`transport`]).
 //!
 //! Nothing here knows about calls. The loop a user of this crate runs:
 //!
@@ -16,7 +18,11 @@
 //! }
 //! ```
 
+pub mod build;
+pub mod dialog;
 pub mod header;
+pub mod ids;
+pub mod key;
 pub mod message;
 pub mod timer;
 pub mod transaction;
@@ -27,7 +33,7 @@ pub use message::{parse, Limits, Message, Name, ParseError, StartLine, Writer};
 pub use uri::{Scheme, Uri};
 
 /// A SIP method. Unknown methods are kept by name (RFC 3261 §8.2.1 answers them 501 or 405).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Method {
     Invite,
     Ack,
