@@ -50,7 +50,12 @@ fn edge(now: Instant) -> orbit_edge::Edge {
     };
     let mut local = HashMap::new();
     local.insert(Proto::Udp, cfg.sip.listen);
-    orbit_edge::Edge::new(Arc::new(cfg), local, Box::new(FakeMedia::default()), now)
+    orbit_edge::Edge::new(
+        Arc::new(cfg),
+        local,
+        Box::new(FakeMedia::default()),
+        orbit_edge::Start::seeded(now, 1_800_000_000_000, 1),
+    )
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -11,8 +11,12 @@ use orbit_sip::transport::Flow;
 use orbit_state::{Event, LotKey, Parked};
 use tracing::{debug, info};
 
-use crate::call::{dialog_request_bytes, Dialog};
-use crate::core::{contact, Edge, Owner};
+use orbit_sip::build::Response;
+use orbit_sip::dialog::Dialog;
+use orbit_sip::key::ServerKey;
+
+use crate::core::Edge;
+use crate::transactions::Owner;
 
 const MIN_EXPIRES: u32 = 60;
 /// Lamp subscriptions held at once (each is a small dialog; input must not grow tables freely).
@@ -48,23 +52,29 @@ impl Lamps {
 }
 
 /// An out-of-dialog SUBSCRIBE (a new subscription), already authenticated.
-pub(crate) fn on_subscribe(edge: &mut Edge, now: Instant, key: &str, flow: Flow, msg: Message) {
+pub(crate) fn on_subscribe(
+    edge: &mut Edge,
+    now: Instant,
+    key: &ServerKey,
+    flow: Flow,
+    msg: Message,
+) {
     let event = msg.header(Name::Event).unwrap_or("");
     let package = event.split(';').next().unwrap_or("").trim();
     if !package.eq_ignore_ascii_case("dialog") {
         return edge.reply(
             now,
             key,
-            &msg,
-            489,
-            None,
-            &[("Allow-Events", "dialog")],
-            None,
+            Response::to(&msg, 489).header("Allow-Events", "dialog"),
         );
     }
     if let Some(accept) = msg.header_other("Accept") {
         if !accept.to_ascii_lowercase().contains(CONTENT_TYPE) && !accept.contains("*/*") {
-            return edge.reply(now, key, &msg, 406, None, &[("Accept", CONTENT_TYPE)], None);
+            return edge.reply(
+                now,
+                key,
+                Response::to(&msg, 406).header("Accept", CONTENT_TYPE),
+            );
         }
     }
     let user = msg
@@ -77,19 +87,23 @@ pub(crate) fn on_subscribe(edge: &mut Edge, now: Instant, key: &str, flow: Flow,
     } else if let Some(l) = edge.orbit.lot_by_ext(&tenant, &user) {
         Resource::Lot(l.key())
     } else {
-        return edge.reply(now, key, &msg, 404, None, &[], None);
+        return edge.reply(now, key, Response::to(&msg, 404));
     };
     let expires = match requested_expires(&msg) {
         Ok(e) => e,
         Err(()) => {
             let m = MIN_EXPIRES.to_string();
-            return edge.reply(now, key, &msg, 423, None, &[("Min-Expires", &m)], None);
+            return edge.reply(now, key, Response::to(&msg, 423).header("Min-Expires", &m));
         }
     };
     if edge.blf.subs.len() >= MAX_SUBSCRIPTIONS {
-        return edge.reply(now, key, &msg, 503, None, &[("Retry-After", "60")], None);
+        return edge.reply(
+            now,
+            key,
+            Response::to(&msg, 503).header("Retry-After", "60"),
+        );
     }
-    let tag = edge.unique();
+    let tag = edge.ids.tag();
     let subscriber = msg
         .from()
         .and_then(|f| orbit_sip::Uri::parse(f.uri).ok())
@@ -119,7 +133,13 @@ pub(crate) fn on_subscribe(edge: &mut Edge, now: Instant, key: &str, flow: Flow,
 
 /// A SUBSCRIBE inside a lamp dialog: refresh, or un-subscribe with `Expires: 0`.
 /// Returns false when the dialog is not a lamp subscription.
-pub(crate) fn on_dialog_subscribe(edge: &mut Edge, now: Instant, key: &str, msg: &Message) -> bool {
+pub(crate) fn on_dialog_subscribe(
+    edge: &mut Edge,
+    now: Instant,
+    key: &ServerKey,
+    flow: Flow,
+    msg: &Message,
+) -> bool {
     let k = (
         msg.call_id().to_string(),
         msg.to_tag().unwrap_or("").to_string(),
@@ -127,8 +147,15 @@ pub(crate) fn on_dialog_subscribe(edge: &mut Edge, now: Instant, key: &str, msg:
     let Some(sub) = edge.blf.subs.get_mut(&k) else {
         return false;
     };
+    if !sub.dialog.accepts(&flow) {
+        // Someone who learnt the subscription's identifiers, from elsewhere.
+        edge.stats.foreign_in_dialog += 1;
+        debug!(from = %flow.addr, "lamp SUBSCRIBE from outside its dialog's flow");
+        edge.reply(now, key, Response::to(msg, 481));
+        return true;
+    }
     if msg.cseq.seq <= sub.dialog.remote_cseq {
-        edge.reply(now, key, msg, 500, None, &[("Retry-After", "1")], None);
+        edge.reply(now, key, Response::to(msg, 500).header("Retry-After", "1"));
         return true;
     }
     sub.dialog.remote_cseq = msg.cseq.seq;
@@ -136,7 +163,7 @@ pub(crate) fn on_dialog_subscribe(edge: &mut Edge, now: Instant, key: &str, msg:
         Ok(e) => e,
         Err(()) => {
             let m = MIN_EXPIRES.to_string();
-            edge.reply(now, key, msg, 423, None, &[("Min-Expires", &m)], None);
+            edge.reply(now, key, Response::to(msg, 423).header("Min-Expires", &m));
             return true;
         }
     };
@@ -168,23 +195,22 @@ fn requested_expires(msg: &Message) -> Result<u32, ()> {
 fn respond(
     edge: &mut Edge,
     now: Instant,
-    key: &str,
+    key: &ServerKey,
     msg: &Message,
     tag: &str,
     user: &str,
     flow: Flow,
     expires: u32,
 ) {
-    let c = contact(&edge.local, user, flow.proto);
+    let c = edge.local.contact(user, flow.proto);
     let e = expires.to_string();
     edge.reply(
         now,
         key,
-        msg,
-        200,
-        Some(tag),
-        &[("Contact", &c), ("Expires", &e)],
-        None,
+        Response::to(msg, 200)
+            .tag(tag)
+            .header("Contact", &c)
+            .header("Expires", &e),
     );
 }
 
@@ -219,12 +245,11 @@ fn notify(edge: &mut Edge, now: Instant, k: &(String, String), terminated: Optio
     let cseq = sub.dialog.local_cseq;
     let flow = sub.dialog.flow;
     let sub = &edge.blf.subs[k];
-    let bytes = dialog_request_bytes(
-        edge,
-        &sub.dialog,
+    let bytes = sub.dialog.request(
+        &edge.local,
         "NOTIFY",
         cseq,
-        &branch,
+        &branch.branch,
         &[("Event", "dialog"), ("Subscription-State", &state)],
         Some((CONTENT_TYPE, body.as_bytes())),
     );

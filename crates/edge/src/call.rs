@@ -14,15 +14,18 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use orbit_sip::header::NameAddr;
+use orbit_sip::build::{cancel_for, Response};
+use orbit_sip::dialog::Dialog;
+use orbit_sip::key::{ClientKey, ServerKey};
 use orbit_sip::message::{Message, Name, Writer};
 use orbit_sip::transaction::{Retransmitter, State};
 use orbit_sip::transport::Flow;
 use orbit_sip::{reason_phrase, Method};
 use tracing::{debug, info, info_span, warn, Span};
 
-use crate::core::{build_response, contact, Edge, Owner, TimerKey, ALLOW};
+use crate::core::{Edge, TimerKey, ALLOW};
 use crate::media::{Leg, MediaSession};
+use crate::transactions::Owner;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Side {
@@ -45,73 +48,6 @@ impl Side {
     }
 }
 
-/// Our half of a dialog with one party.
-pub(crate) struct Dialog {
-    pub call_id: String,
-    pub local_tag: String,
-    /// Our From/To header value toward this party (with our tag).
-    pub local_hdr: String,
-    /// The party's header value (with its tag once known).
-    pub remote_hdr: String,
-    pub remote_target: String,
-    pub route_set: Vec<String>,
-    pub local_cseq: u32,
-    pub remote_cseq: u32,
-    /// Where this party is: requests go here, never to an address named in a message.
-    pub flow: Flow,
-    /// User part of our Contact toward this party (the other party's extension).
-    pub contact_user: String,
-    /// This party's extension (or user part of its AOR).
-    pub user: String,
-}
-
-impl Dialog {
-    /// Our side of a dialog a party's INVITE creates (we are the UAS).
-    pub(crate) fn uas(
-        msg: &Message,
-        flow: Flow,
-        local_tag: &str,
-        contact_user: &str,
-        user: &str,
-    ) -> Dialog {
-        Dialog {
-            call_id: msg.call_id().to_string(),
-            local_tag: local_tag.to_string(),
-            local_hdr: format!("{};tag={local_tag}", msg.header(Name::To).unwrap_or("")),
-            remote_hdr: msg.header(Name::From).unwrap_or("").to_string(),
-            remote_target: msg
-                .values(Name::Contact)
-                .next()
-                .and_then(NameAddr::parse)
-                .map(|c| c.uri.to_string())
-                .or_else(|| msg.from().map(|f| f.uri.to_string()))
-                .unwrap_or_default(),
-            route_set: msg.values(Name::RecordRoute).map(str::to_string).collect(),
-            local_cseq: 0,
-            remote_cseq: msg.cseq.seq,
-            flow,
-            contact_user: contact_user.to_string(),
-            user: user.to_string(),
-        }
-    }
-
-    /// Fill in a dialog we started (we are the UAC) from the 2xx that established it.
-    pub(crate) fn establish(&mut self, msg: &Message, flow: Flow) {
-        self.remote_hdr = msg.header(Name::To).unwrap_or("").to_string();
-        self.remote_target = msg
-            .values(Name::Contact)
-            .next()
-            .and_then(NameAddr::parse)
-            .map(|c| c.uri.to_string())
-            .unwrap_or_default();
-        let mut rr: Vec<String> = msg.values(Name::RecordRoute).map(str::to_string).collect();
-        rr.reverse();
-        self.route_set = rr;
-        self.flow = flow;
-        self.remote_cseq = 0;
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BranchState {
     Calling,
@@ -121,7 +57,7 @@ pub(crate) enum BranchState {
 
 /// One fork of an INVITE we sent (to a callee's contact, or a recall's).
 pub(crate) struct Branch {
-    pub key: String,
+    pub key: ClientKey,
     pub state: BranchState,
     /// A CANCEL is due as soon as the fork answers provisionally (sending it before any
     /// response could overtake the INVITE).
@@ -129,7 +65,7 @@ pub(crate) struct Branch {
 }
 
 impl Branch {
-    pub(crate) fn new(key: String) -> Branch {
+    pub(crate) fn new(key: ClientKey) -> Branch {
         Branch {
             key,
             state: BranchState::Calling,
@@ -177,13 +113,13 @@ pub(crate) fn invite_bytes(
 ) -> Bytes {
     let proto = t.flow.proto;
     let mut w = Writer::request("INVITE", &t.uri);
-    w.header("Via", &edge.via(proto, branch));
+    w.header("Via", &edge.local.via(proto, branch));
     w.header("Max-Forwards", max_forwards);
     w.header("From", &d.local_hdr);
     w.header("To", &d.remote_hdr);
     w.header("Call-ID", &d.call_id);
     w.header("CSeq", "1 INVITE");
-    w.header("Contact", &edge.contact(&d.contact_user, proto));
+    w.header("Contact", &edge.local.contact(&d.contact_user, proto));
     w.header("Allow", ALLOW);
     if let Some((_, claim)) = &t.trunk {
         for (name, value) in crate::trunk::headers(edge, &d.call_id, &d.user, *claim) {
@@ -221,7 +157,7 @@ pub(crate) struct Call {
     started: Instant,
     pub(crate) a: Dialog,
     a_invite: Message,
-    a_stx: String,
+    a_stx: ServerKey,
     pub(crate) b: Dialog,
     branches: Vec<Branch>,
     winner: Option<usize>,
@@ -286,7 +222,7 @@ impl Call {
     }
 }
 
-fn user_of(uri: &str) -> Option<String> {
+pub(crate) fn user_of(uri: &str) -> Option<String> {
     orbit_sip::Uri::parse(uri)
         .ok()
         .and_then(|u| u.user().map(str::to_string))
@@ -317,36 +253,6 @@ fn relay_sdp(call: &mut Call, from: Side, msg: &Message) -> Result<Option<Vec<u8
         .map_err(|_| ())
 }
 
-/// A request inside one of the call's dialogs.
-pub(crate) fn dialog_request_bytes(
-    edge: &Edge,
-    d: &Dialog,
-    method: &str,
-    cseq: u32,
-    branch: &str,
-    extra: &[(&str, &str)],
-    body: Option<(&str, &[u8])>,
-) -> Bytes {
-    let mut w = Writer::request(method, &d.remote_target);
-    w.header("Via", &edge.via(d.flow.proto, branch));
-    w.header("Max-Forwards", "70");
-    w.header("From", &d.local_hdr);
-    w.header("To", &d.remote_hdr);
-    w.header("Call-ID", &d.call_id);
-    w.header_parts("CSeq", &[&cseq.to_string(), " ", method]);
-    for r in &d.route_set {
-        w.header("Route", r);
-    }
-    w.header("Contact", &edge.contact(&d.contact_user, d.flow.proto));
-    for (k, v) in extra {
-        w.header(k, v);
-    }
-    match body {
-        Some((ct, b)) => w.finish(Some(ct), b),
-        None => w.finish(None, b""),
-    }
-}
-
 /// Who calls whom, for [`Edge::start_call`].
 pub(crate) struct NewCall {
     pub caller: String,
@@ -357,113 +263,12 @@ pub(crate) struct NewCall {
 }
 
 impl Edge {
-    pub(crate) fn on_invite(&mut self, now: Instant, key: &str, flow: Flow, msg: Message) {
-        if self.shutting_down {
-            return self.reply(now, key, &msg, 503, None, &[("Retry-After", "30")], None);
-        }
-        let mf = msg.max_forwards().unwrap_or(70);
-        if mf == 0 {
-            return self.reply(now, key, &msg, 483, None, &[], None);
-        }
-        // We anchor media, so we must understand the session description.
-        if !msg.body.is_empty() && !is_sdp(&msg) {
-            return self.reply(
-                now,
-                key,
-                &msg,
-                415,
-                None,
-                &[("Accept", "application/sdp")],
-                None,
-            );
-        }
-        // One of our own outgoing legs coming back to us: a routing loop.
-        let own = (
-            msg.call_id().to_string(),
-            msg.from_tag().unwrap_or("").to_string(),
-        );
-        if self.dialogs.contains_key(&own) {
-            return self.reply(now, key, &msg, 482, None, &[], None);
-        }
-        let uri = msg.uri().cloned().expect("request");
-        if !self.is_our_host(uri.host()) {
-            return self.reply(now, key, &msg, 404, None, &[], None);
-        }
-        let Some(from) = msg.from() else {
-            return self.reply(now, key, &msg, 400, None, &[], None);
-        };
-        let from_display = from.display.map(str::to_string);
-        let from_user = user_of(from.uri).unwrap_or_default();
-        // Another site's edge: its signature stands for the caller's authentication there.
-        let trunk_from = match crate::trunk::verify(self, &msg) {
-            Ok(peer) => peer,
-            Err(why) => {
-                warn!(from = %flow.addr, %why, "trunk request refused");
-                let bytes = build_response(&msg, &flow, 403, why, None, &[], None);
-                return self.reply_bytes(now, key, 403, bytes);
-            }
-        };
-        let caller = if trunk_from.is_some() || self.is_trusted(flow.addr.ip()) {
-            from_user
-        } else {
-            match self.check_auth(now, &msg, Name::ProxyAuthorization) {
-                Ok(user) if user == from_user => user,
-                Ok(_) => return self.reply(now, key, &msg, 403, None, &[], None),
-                Err((code, headers)) => {
-                    let extra: Vec<(&str, &str)> = headers
-                        .iter()
-                        .map(|h| ("Proxy-Authenticate", h.as_str()))
-                        .collect();
-                    return self.reply(now, key, &msg, code, None, &extra, None);
-                }
-            }
-        };
-        let Some(callee) = uri.user().map(str::to_string) else {
-            return self.reply(now, key, &msg, 404, None, &[], None);
-        };
-        if let Some(park) = crate::trunk::claim_of(&msg).filter(|_| trunk_from.is_some()) {
-            return crate::trunk::on_claim(self, now, key, flow, msg, caller, park);
-        }
-        if let Some(slot) = self.slot_number(&callee) {
-            return crate::park::on_retrieve(self, now, key, flow, msg, caller, slot);
-        }
-        if let Some(lot) = self
-            .orbit
-            .lot_by_ext(&self.cfg.tenant.domain, &callee)
-            .map(|l| l.key())
-        {
-            return crate::park::on_park_call(self, now, key, flow, msg, caller, lot);
-        }
-        if self.extension(&callee).is_none() {
-            return self.reply(now, key, &msg, 404, None, &[], None);
-        }
-        let bindings = self.registrar.lookup(now, &callee);
-        let targets: Vec<Target> = if !bindings.is_empty() {
-            bindings.iter().map(Target::phone).collect()
-        } else if trunk_from.is_none() {
-            // Registered at another site: over the trunk (never forwarded on from a trunk).
-            crate::trunk::targets_for(self, now, &callee, &callee)
-        } else {
-            vec![]
-        };
-        if targets.is_empty() {
-            return self.reply(now, key, &msg, 480, None, &[], None);
-        }
-        let call = NewCall {
-            caller,
-            callee,
-            display: from_display,
-            max_forwards: mf,
-        };
-        self.start_call(now, key, flow, msg, call, targets);
-    }
-
     /// Start a B2BUA call: answer the caller's INVITE with 100, fork it to `targets` with the
     /// relay's SDP.
     pub(crate) fn start_call(
         &mut self,
         now: Instant,
-        key: &str,
+        key: &ServerKey,
         flow: Flow,
         msg: Message,
         nc: NewCall,
@@ -476,22 +281,22 @@ impl Edge {
             max_forwards: mf,
         } = nc;
         if self.calls.len() >= self.cfg.limits.max_calls {
-            return self.reply(now, key, &msg, 503, None, &[], None);
+            return self.reply(now, key, Response::to(&msg, 503));
         }
         let id = self.unique_call_id();
         let media = match self.media.open(id) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "no media ports");
-                return self.reply(now, key, &msg, 503, None, &[], None);
+                return self.reply(now, key, Response::to(&msg, 503));
             }
         };
         // Trying at once, so the caller stops retransmitting.
-        self.reply(now, key, &msg, 100, None, &[], None);
+        self.reply(now, key, Response::to(&msg, 100));
 
         let span = info_span!(parent: None, "call", id, caller = %caller, callee = %callee, site = %self.cfg.site);
-        let a_tag = self.unique();
-        let b_tag = self.unique();
+        let a_tag = self.ids.tag();
+        let b_tag = self.ids.tag();
         let domain = self.cfg.tenant.domain.clone();
         let display = from_display.or_else(|| {
             self.extension(&caller)
@@ -504,7 +309,7 @@ impl Edge {
         };
         let a = Dialog::uas(&msg, flow, &a_tag, &callee, &caller);
         let b = Dialog {
-            call_id: format!("{}@orbit", self.unique()),
+            call_id: self.ids.call_id("orbit"),
             local_tag: b_tag.clone(),
             local_hdr: b_from,
             remote_hdr: format!("<sip:{callee}@{domain}>"),
@@ -523,7 +328,7 @@ impl Edge {
             started: now,
             a,
             a_invite: msg,
-            a_stx: key.to_string(),
+            a_stx: key.clone(),
             b,
             branches: vec![],
             winner: None,
@@ -548,7 +353,7 @@ impl Edge {
             Ok(b) => b,
             Err(()) => {
                 let m = call.a_invite.clone();
-                return self.reply(now, key, &m, 488, Some(&a_tag), &[], None);
+                return self.reply(now, key, Response::to(&m, 488).tag(&a_tag));
             }
         };
         let _g = span.enter();
@@ -556,12 +361,12 @@ impl Edge {
         self.stats.calls_started += 1;
         self.dialogs.insert((call.a.call_id.clone(), a_tag), id);
         self.dialogs.insert((call.b.call_id.clone(), b_tag), id);
-        self.pending_invites.insert(key.to_string(), id);
+        self.pending_invites.insert(key.clone(), id);
         let mf = mf.saturating_sub(1).to_string();
         let mut sends = vec![];
         for t in &targets {
             let branch = self.new_branch();
-            let bytes = invite_bytes(self, &call.b, t, &branch, &mf, body.as_deref());
+            let bytes = invite_bytes(self, &call.b, t, &branch.branch, &mf, body.as_deref());
             call.branches.push(Branch::new(branch.clone()));
             sends.push((t.flow, branch, bytes));
         }
@@ -590,7 +395,7 @@ impl Edge {
 
 // ------------------------------------------------------------------ responses from B forks
 
-pub(crate) fn on_client_response(edge: &mut Edge, now: Instant, ckey: &str, msg: Message) {
+pub(crate) fn on_client_response(edge: &mut Edge, now: Instant, ckey: &ClientKey, msg: Message) {
     let Some(entry) = edge.ctx.get(ckey) else {
         return;
     };
@@ -629,7 +434,7 @@ pub(crate) fn on_client_response(edge: &mut Edge, now: Instant, ckey: &str, msg:
     }
 }
 
-pub(crate) fn on_client_timeout(edge: &mut Edge, now: Instant, ckey: &str) {
+pub(crate) fn on_client_timeout(edge: &mut Edge, now: Instant, ckey: &ClientKey) {
     let Some(entry) = edge.ctx.get(ckey) else {
         return;
     };
@@ -645,7 +450,7 @@ pub(crate) fn on_client_timeout(edge: &mut Edge, now: Instant, ckey: &str) {
                     c.invite_busy = false;
                 }
             }
-            edge.reply(now, &stx, &req, 408, None, &[], None);
+            edge.reply(now, &stx, Response::to(&req, 408));
         }
         Owner::Bye { call } => {
             let call = *call;
@@ -690,18 +495,15 @@ fn branch_response(edge: &mut Edge, now: Instant, id: u64, idx: usize, flow: Flo
                 return;
             }
             let body = relay_sdp(call, Side::B, &msg).ok().flatten();
-            let bytes = build_response(
-                &call.a_invite,
-                &call.a.flow,
-                code,
-                msg.reason(),
-                Some(&call.a.local_tag),
-                &[(
+            let bytes = Response::to(&call.a_invite, code)
+                .reason(msg.reason())
+                .tag(&call.a.local_tag)
+                .header(
                     "Contact",
-                    &contact(&edge.local, &call.a.contact_user, call.a.flow.proto),
-                )],
-                body.as_deref().map(|b| ("application/sdp", b)),
-            );
+                    &edge.local.contact(&call.a.contact_user, call.a.flow.proto),
+                )
+                .opt_body(body.as_deref().map(|b| ("application/sdp", b)))
+                .encode(call.a.flow.addr);
             let key = call.a_stx.clone();
             edge.reply_bytes(now, &key, code, bytes);
         }
@@ -729,21 +531,16 @@ fn branch_response(edge: &mut Edge, now: Instant, id: u64, idx: usize, flow: Flo
             call.b.establish(&msg, flow);
             let others: Vec<usize> = (0..call.branches.len()).filter(|&i| i != idx).collect();
             let body = relay_sdp(call, Side::B, &msg).ok().flatten();
-            let bytes = build_response(
-                &call.a_invite,
-                &call.a.flow,
-                code,
-                msg.reason(),
-                Some(&call.a.local_tag),
-                &[
-                    (
-                        "Contact",
-                        &contact(&edge.local, &call.a.contact_user, call.a.flow.proto),
-                    ),
-                    ("Allow", ALLOW),
-                ],
-                body.as_deref().map(|b| ("application/sdp", b)),
-            );
+            let bytes = Response::to(&call.a_invite, code)
+                .reason(msg.reason())
+                .tag(&call.a.local_tag)
+                .header(
+                    "Contact",
+                    &edge.local.contact(&call.a.contact_user, call.a.flow.proto),
+                )
+                .header("Allow", ALLOW)
+                .opt_body(body.as_deref().map(|b| ("application/sdp", b)))
+                .encode(call.a.flow.addr);
             let a_cseq = call.a_invite.cseq.seq;
             call.ok_retx = Some(OkRetx {
                 to: Side::A,
@@ -799,15 +596,10 @@ fn branch_failed(edge: &mut Edge, now: Instant, id: u64, idx: usize, code: u16, 
         let _g = span.enter();
         info!(code, "call failed");
         edge.stats.calls_failed += 1;
-        let bytes = build_response(
-            &call.a_invite,
-            &call.a.flow,
-            code,
-            &reason,
-            Some(&call.a.local_tag),
-            &[],
-            None,
-        );
+        let bytes = Response::to(&call.a_invite, code)
+            .reason(&reason)
+            .tag(&call.a.local_tag)
+            .encode(call.a.flow.addr);
         let key = call.a_stx.clone();
         edge.reply_bytes(now, &key, code, bytes);
     }
@@ -829,8 +621,8 @@ fn cancel_branch(edge: &mut Edge, now: Instant, id: u64, idx: usize) {
     }
 }
 
-/// CANCEL for an INVITE we sent (RFC 3261 §9.1): same R-URI, Via, From, To, Call-ID, Route.
-pub(crate) fn send_cancel(edge: &mut Edge, now: Instant, invite_key: &str) {
+/// CANCEL for an INVITE we sent (RFC 3261 §9.1), on the INVITE's branch.
+pub(crate) fn send_cancel(edge: &mut Edge, now: Instant, invite_key: &ClientKey) {
     let Some(e) = edge.ctx.get(invite_key) else {
         return;
     };
@@ -838,58 +630,27 @@ pub(crate) fn send_cancel(edge: &mut Edge, now: Instant, invite_key: &str) {
         return;
     }
     let flow = e.flow;
-    let Ok(inv) = orbit_sip::parse(e.tx.request().clone(), &Default::default()) else {
+    let Some(bytes) = cancel_for(e.tx.request(), None) else {
         return;
     };
-    let mut w = Writer::request("CANCEL", inv.uri().map(|u| u.as_str()).unwrap_or(""));
-    if let Some(v) = inv.values(Name::Via).next() {
-        w.header("Via", v);
-    }
-    w.header("Max-Forwards", "70");
-    w.copy(&inv, Name::From, "From");
-    w.copy(&inv, Name::To, "To");
-    w.header("Call-ID", inv.call_id());
-    w.header("CSeq", &format!("{} CANCEL", inv.cseq.seq));
-    w.copy(&inv, Name::Route, "Route");
-    let bytes = w.finish(None, b"");
-    edge.send_request(
-        now,
-        flow,
-        format!("{invite_key}:CANCEL"),
-        false,
-        bytes,
-        Owner::Nobody,
-    );
+    edge.send_request(now, flow, invite_key.cancel(), false, bytes, Owner::Nobody);
 }
 
 /// Accept and immediately end a dialog we do not want (a late fork's 2xx).
 pub(crate) fn ack_and_bye(edge: &mut Edge, now: Instant, flow: Flow, msg: &Message) {
-    let target = msg
-        .values(Name::Contact)
-        .next()
-        .and_then(NameAddr::parse)
-        .map(|c| c.uri.to_string())
-        .unwrap_or_default();
-    let mut rr: Vec<String> = msg.values(Name::RecordRoute).map(str::to_string).collect();
-    rr.reverse();
-    let d = Dialog {
-        call_id: msg.call_id().to_string(),
-        local_tag: String::new(),
-        local_hdr: msg.header(Name::From).unwrap_or("").to_string(),
-        remote_hdr: msg.header(Name::To).unwrap_or("").to_string(),
-        remote_target: target,
-        route_set: rr,
-        local_cseq: msg.cseq.seq,
-        remote_cseq: 0,
-        flow,
-        contact_user: "orbit".into(),
-        user: String::new(),
-    };
-    let branch = edge.new_branch();
-    let ack = dialog_request_bytes(edge, &d, "ACK", msg.cseq.seq, &branch, &[], None);
+    let d = Dialog::from_2xx(msg, flow);
+    let branch = edge.ids.branch();
+    let ack = d.request(&edge.local, "ACK", msg.cseq.seq, &branch, &[], None);
     edge.send(flow, ack);
     let branch = edge.new_branch();
-    let bye = dialog_request_bytes(edge, &d, "BYE", msg.cseq.seq + 1, &branch, &[], None);
+    let bye = d.request(
+        &edge.local,
+        "BYE",
+        msg.cseq.seq + 1,
+        &branch.branch,
+        &[],
+        None,
+    );
     edge.send_request(now, flow, branch, false, bye, Owner::Nobody);
 }
 
@@ -899,22 +660,31 @@ pub(crate) fn on_dialog_request(
     edge: &mut Edge,
     now: Instant,
     id: u64,
-    _flow: Flow,
+    flow: Flow,
     msg: Message,
-    key: Option<String>,
+    key: Option<ServerKey>,
 ) {
     let Some(call) = edge.calls.get_mut(&id) else {
         if let Some(k) = key {
-            edge.reply(now, &k, &msg, 481, None, &[], None);
+            edge.reply(now, &k, Response::to(&msg, 481));
         }
         return;
     };
     let span = call.span.clone();
     let _g = span.enter();
     let tag = msg.to_tag().unwrap_or("");
-    let Some(side) = call.side_of(msg.call_id(), tag) else {
+    let side = call
+        .side_of(msg.call_id(), tag)
+        .filter(|&s| call.dialog_ref(s).accepts(&flow));
+    let Some(side) = side else {
+        if call.side_of(msg.call_id(), tag).is_some() {
+            // The dialog's identifiers, from elsewhere than its party: a forgery, or a
+            // stranger who read them (lamp NOTIFYs carry Call-IDs and tags). Nothing changes.
+            edge.stats.foreign_in_dialog += 1;
+            debug!(method = %msg.method(), from = %flow.addr, "in-dialog request from outside the dialog's flow");
+        }
         if let Some(k) = key {
-            edge.reply(now, &k, &msg, 481, None, &[], None);
+            edge.reply(now, &k, Response::to(&msg, 481));
         }
         return;
     };
@@ -926,21 +696,25 @@ pub(crate) fn on_dialog_request(
     if call.vacant == Some(side) {
         // The transferor, after the park: its BYE is welcome, nothing else is relayed.
         let code = if method == Method::Bye { 200 } else { 481 };
-        return edge.reply(now, &key, &msg, code, None, &[], None);
+        return edge.reply(now, &key, Response::to(&msg, code));
     }
     // In-dialog CSeq must grow (RFC 3261 §12.2.2).
     let d = call.dialog(side);
     if msg.cseq.seq <= d.remote_cseq && d.remote_cseq != 0 {
-        return edge.reply(now, &key, &msg, 500, None, &[("Retry-After", "1")], None);
+        return edge.reply(
+            now,
+            &key,
+            Response::to(&msg, 500).header("Retry-After", "1"),
+        );
     }
     d.remote_cseq = msg.cseq.seq;
     if side == Side::B && call.winner.is_none() {
         // The callee's dialog is not established yet.
-        return edge.reply(now, &key, &msg, 481, None, &[], None);
+        return edge.reply(now, &key, Response::to(&msg, 481));
     }
     match method {
         Method::Bye => {
-            edge.reply(now, &key, &msg, 200, None, &[], None);
+            edge.reply(now, &key, Response::to(&msg, 200));
             info!(by = ?side, "hangup");
             let call = edge.calls.get_mut(&id).expect("present");
             call.state = CallState::Ending;
@@ -971,15 +745,15 @@ pub(crate) fn on_dialog_request(
     }
 }
 
-fn relay_request(edge: &mut Edge, now: Instant, id: u64, from: Side, key: String, msg: Message) {
+fn relay_request(edge: &mut Edge, now: Instant, id: u64, from: Side, key: ServerKey, msg: Message) {
     let call = edge.calls.get_mut(&id).expect("present");
     if call.state == CallState::Ending {
-        return edge.reply(now, &key, &msg, 481, None, &[], None);
+        return edge.reply(now, &key, Response::to(&msg, 481));
     }
     let invite = *msg.method() == Method::Invite;
     if invite {
         if call.invite_busy || call.ack_pending.is_some() {
-            return edge.reply(now, &key, &msg, 491, None, &[], None);
+            return edge.reply(now, &key, Response::to(&msg, 491));
         }
         call.invite_busy = true;
     }
@@ -989,7 +763,7 @@ fn relay_request(edge: &mut Edge, now: Instant, id: u64, from: Side, key: String
             if invite {
                 call.invite_busy = false;
             }
-            return edge.reply(now, &key, &msg, 488, None, &[], None);
+            return edge.reply(now, &key, Response::to(&msg, 488));
         }
     };
     let to = from.other();
@@ -1020,18 +794,17 @@ fn relay_request(edge: &mut Edge, now: Instant, id: u64, from: Side, key: String
     let call = edge.calls.get(&id).expect("present");
     let d = call.dialog_ref(to);
     let flow = d.flow;
-    let bytes = dialog_request_bytes(
-        edge,
-        d,
+    let bytes = d.request(
+        &edge.local,
         msg.method().as_str(),
         cseq,
-        &branch,
+        &branch.branch,
         &extra,
         body_ref,
     );
     if invite {
         // Say "trying" to the sender so it stops retransmitting the re-INVITE.
-        edge.reply(now, &key, &msg, 100, None, &[], None);
+        edge.reply(now, &key, Response::to(&msg, 100));
     }
     edge.send_request(
         now,
@@ -1047,7 +820,14 @@ fn relay_request(edge: &mut Edge, now: Instant, id: u64, from: Side, key: String
     );
 }
 
-fn relay_response(edge: &mut Edge, now: Instant, id: u64, stx: &str, req: &Message, msg: Message) {
+fn relay_response(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    stx: &ServerKey,
+    req: &Message,
+    msg: Message,
+) {
     let code = msg.code();
     if code == 100 {
         return;
@@ -1082,16 +862,12 @@ fn relay_response(edge: &mut Edge, now: Instant, id: u64, stx: &str, req: &Messa
         None => None,
     };
     let from_d = call.dialog_ref(from);
-    let contact = contact(&edge.local, &from_d.contact_user, from_d.flow.proto);
-    let bytes = build_response(
-        req,
-        &from_d.flow,
-        code,
-        msg.reason(),
-        None,
-        &[("Contact", &contact)],
-        body_ref,
-    );
+    let contact = edge.local.contact(&from_d.contact_user, from_d.flow.proto);
+    let bytes = Response::to(req, code)
+        .reason(msg.reason())
+        .header("Contact", &contact)
+        .opt_body(body_ref)
+        .encode(from_d.flow.addr);
     if invite && code >= 200 {
         call.invite_busy = false;
         if code < 300 {
@@ -1145,12 +921,11 @@ fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: Message) {
     let call = edge.calls.get(&id).expect("present");
     let d = call.dialog_ref(to);
     let flow = d.flow;
-    let ack = dialog_request_bytes(
-        edge,
-        d,
+    let ack = d.request(
+        &edge.local,
         "ACK",
         to_cseq,
-        &branch,
+        &branch.branch,
         &[],
         body.as_deref().map(|b| ("application/sdp", b)),
     );
@@ -1159,7 +934,7 @@ fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: Message) {
     let _ = now;
 }
 
-pub(crate) fn on_cancel(edge: &mut Edge, now: Instant, invite_key: &str) {
+pub(crate) fn on_cancel(edge: &mut Edge, now: Instant, invite_key: &ServerKey) {
     let Some(id) = edge.pending_invites.get(invite_key).copied() else {
         return;
     };
@@ -1187,7 +962,7 @@ pub(crate) fn send_bye_departed(edge: &mut Edge, now: Instant, id: u64, to: Side
     let cseq = d.local_cseq;
     let flow = d.flow;
     let d = edge.calls[&id].dialog_ref(to);
-    let bye = dialog_request_bytes(edge, d, "BYE", cseq, &branch, &[], None);
+    let bye = d.request(&edge.local, "BYE", cseq, &branch.branch, &[], None);
     edge.send_request(now, flow, branch, false, bye, Owner::Nobody);
 }
 
@@ -1204,7 +979,7 @@ pub(crate) fn send_bye(edge: &mut Edge, now: Instant, id: u64, to: Side) {
     let call = edge.calls.get(&id).expect("present");
     let d = call.dialog_ref(to);
     let flow = d.flow;
-    let bye = dialog_request_bytes(edge, d, "BYE", cseq, &branch, &[], None);
+    let bye = d.request(&edge.local, "BYE", cseq, &branch.branch, &[], None);
     edge.send_request(now, flow, branch, false, bye, Owner::Bye { call: id });
 }
 
@@ -1241,7 +1016,7 @@ pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &str) {
                 .map(|e| e.tx.state == State::Proceeding)
                 .unwrap_or(false)
             {
-                edge.reply(now, &key, &req, 487, Some(&tag), &[], None);
+                edge.reply(now, &key, Response::to(&req, 487).tag(&tag));
             }
             for i in 0..n {
                 cancel_branch(edge, now, id, i);
@@ -1291,7 +1066,7 @@ pub(crate) fn insert_app_call(
     a: Dialog,
     media: Box<dyn MediaSession>,
     msg: Message,
-    key: &str,
+    key: &ServerKey,
     offer: Option<Bytes>,
     consult: Option<crate::park::Consult>,
 ) {
@@ -1317,7 +1092,7 @@ pub(crate) fn insert_app_call(
         started: now,
         a,
         a_invite: msg,
-        a_stx: key.to_string(),
+        a_stx: key.clone(),
         b,
         branches: vec![],
         winner: None,
@@ -1347,7 +1122,7 @@ pub(crate) fn send_own_2xx(
     now: Instant,
     id: u64,
     side: Side,
-    key: &str,
+    key: &ServerKey,
     cseq: u32,
     bytes: Bytes,
 ) {
@@ -1373,7 +1148,7 @@ pub(crate) fn send_own_ack(edge: &mut Edge, id: u64, side: Side, cseq: u32) {
     };
     let d = call.dialog_ref(side);
     let flow = d.flow;
-    let ack = dialog_request_bytes(edge, d, "ACK", cseq, &branch, &[], None);
+    let ack = d.request(&edge.local, "ACK", cseq, &branch.branch, &[], None);
     edge.calls.get_mut(&id).expect("present").acked = Some((side, cseq, ack.clone()));
     edge.send(flow, ack);
 }

@@ -346,6 +346,11 @@ pub struct LimitsConfig {
     /// Most concurrent calls; more get 503.
     #[serde(default = "default_max_calls")]
     pub max_calls: usize,
+    /// Most server transactions held at once; beyond it requests are answered without state
+    /// (OPTIONS, challenges) or with 503. A transaction lives 32 s after its answer (64·T1),
+    /// so this allows about 8,000 new requests/s.
+    #[serde(default = "default_max_transactions")]
+    pub max_transactions: usize,
     /// Most open TCP (and, separately, TLS) connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -371,6 +376,10 @@ fn default_max_calls() -> usize {
     20_000
 }
 
+fn default_max_transactions() -> usize {
+    262_144
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
@@ -379,6 +388,7 @@ impl Default for LimitsConfig {
             requests_per_sec: default_rate(),
             burst: default_burst(),
             max_calls: default_max_calls(),
+            max_transactions: default_max_transactions(),
             max_connections: default_max_connections(),
         }
     }

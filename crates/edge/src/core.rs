@@ -1,13 +1,20 @@
-//! The edge's sans-I/O core: messages and time in, datagrams out.
+//! The edge's sans-I/O core: messages, time and committed orbit events in; messages to send,
+//! media commands, orbit proposals and timers out.
 //!
 //! ```text
-//! edge.on_message(now, flow, bytes);     // a datagram or a framed stream message
+//! edge.on_message(now, flow, bytes);     // a datagram or a framed stream message (router.rs)
 //! edge.on_timeout(now);                  // when now >= edge.next_timeout()
+//! edge.on_orbit_feed(now, feed);         // the registry answered, or applied an entry (orbit.rs)
 //! for t in edge.drain() { send t.bytes over t.flow }
+//! for p in edge.take_proposals() { hand p to the registry }
 //! ```
 //!
-//! The core owns the transactions (RFC 3261 §17, keyed by branch), the registrar, the digest
-//! authenticator and the calls. Call logic lives in [`crate::call`]; this file dispatches.
+//! This file holds the [`Edge`] itself, its inputs and outputs, and the timers. The way in is
+//! [`crate::router`]; the transaction layer is [`crate::transactions`]; each feature lives in a
+//! file of its own (calls in `call.rs`, park in `park.rs`, lamps in `blf.rs`, the registrar in
+//! `registrar.rs`, the trunk in `trunk.rs`). Nothing here reads a clock or draws randomness that
+//! was not handed in: `now` comes with every input, the wall clock and the identifier generator
+//! with [`Start`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,22 +22,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use orbit_sip::header::{NameAddr, Via};
-use orbit_sip::message::{Limits, Message, Name, ParseError, Writer};
+use orbit_sip::build::{Local, Response};
+use orbit_sip::ids::Ids;
+use orbit_sip::key::{ClientKey, ServerKey};
+use orbit_sip::message::{Limits, Message, Name};
 use orbit_sip::timer::Timers;
-use orbit_sip::transaction::{
-    ClientEvent, ClientTransaction, Kind, ServerTransaction, TimerEvent, Timing,
-};
+use orbit_sip::transaction::Timing;
 use orbit_sip::transport::{Flow, Proto};
-use orbit_sip::{reason_phrase, Method, Scheme};
-use tracing::{debug, info, info_span};
+use tracing::info;
 
 use crate::auth::{Authenticator, Verdict};
 use crate::call::Call;
 use crate::config::{net_contains, parse_net, EdgeConfig, Extension};
 use crate::media::MediaFactory;
 use crate::ratelimit::RateLimiter;
-use crate::registrar::{ContactUpdate, RegisterError, Registrar};
+use crate::registrar::Registrar;
+use crate::transactions::{ClientEntry, ServerEntry};
 
 /// Orbit events an edge keeps for [`Edge::take_orbit_events`].
 pub const ORBIT_EVENTS_KEPT: usize = 4096;
@@ -54,12 +61,36 @@ pub struct Stats {
     pub parse_errors: u64,
     pub rate_limited: u64,
     pub registrations: u64,
+    /// Requests answered without a transaction (the table was full).
+    pub stateless: u64,
+    /// In-dialog requests refused because they did not come over the dialog's flow.
+    pub foreign_in_dialog: u64,
+}
+
+/// What an edge starts from: the time (monotonic and wall clock, read once by whoever starts
+/// it) and the generator of its identifiers.
+pub struct Start {
+    pub now: Instant,
+    /// Unix milliseconds at `now`.
+    pub wall_ms: orbit_state::Millis,
+    pub ids: Ids,
+}
+
+impl Start {
+    /// Deterministic: for tests and simulations.
+    pub fn seeded(now: Instant, wall_ms: orbit_state::Millis, seed: u64) -> Start {
+        Start {
+            now,
+            wall_ms,
+            ids: Ids::seeded(seed),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerKey {
-    Server(String),
-    Client(String),
+    Server(ServerKey),
+    Client(ClientKey),
     Call(u64),
     /// The earliest park deadline.
     Deadline,
@@ -81,65 +112,29 @@ pub(crate) enum TimerKey {
     Lease,
 }
 
-pub(crate) struct ServerEntry {
-    pub tx: ServerTransaction,
-    pub flow: Flow,
-}
-
-/// Who gets the responses of a client transaction.
-pub(crate) enum Owner {
-    /// One fork of a call's outgoing INVITE.
-    Branch { call: u64, idx: usize },
-    /// An in-dialog request relayed from the other side; the response goes back to `stx`.
-    Relay {
-        call: u64,
-        stx: String,
-        req: Box<Message>,
-    },
-    /// A request of our own whose answer only matters to the call (BYE at teardown).
-    Bye { call: u64 },
-    /// One fork of a recall (the parker's phones, then the fallback).
-    Recall { call: u64, attempt: u32, idx: usize },
-    /// A NOTIFY about a REFER's progress; `bye`: end that side's dialog once it is answered.
-    ReferNotify {
-        call: u64,
-        bye: Option<crate::call::Side>,
-    },
-    /// A lamp NOTIFY: a refusal ends the subscription.
-    Lamp { sub: (String, String) },
-    /// Nobody (CANCEL, stray BYE to a late fork).
-    Nobody,
-}
-
-pub(crate) struct ClientEntry {
-    pub tx: ClientTransaction,
-    pub flow: Flow,
-    pub owner: Owner,
-}
-
 pub struct Edge {
     pub(crate) cfg: Arc<EdgeConfig>,
-    limits: Limits,
+    pub(crate) limits: Limits,
     pub(crate) timing: Timing,
     /// Our address per transport, for Via and Contact.
-    pub(crate) local: HashMap<Proto, SocketAddr>,
-    out: Vec<Transmit>,
-    pub(crate) stx: HashMap<String, ServerEntry>,
-    pub(crate) ctx: HashMap<String, ClientEntry>,
+    pub(crate) local: Local,
+    pub(crate) out: Vec<Transmit>,
+    pub(crate) stx: HashMap<ServerKey, ServerEntry>,
+    pub(crate) ctx: HashMap<ClientKey, ClientEntry>,
     pub(crate) timers: Timers<TimerKey>,
     pub(crate) registrar: Registrar,
-    auth: Authenticator,
+    pub(crate) auth: Authenticator,
     pub(crate) calls: HashMap<u64, Call>,
     /// (Call-ID, our tag) → call; both legs of every call are here.
     pub(crate) dialogs: HashMap<(String, String), u64>,
-    /// INVITE server transaction key → call, while unanswered (for CANCEL).
-    pub(crate) pending_invites: HashMap<String, u64>,
+    /// INVITE server transaction → call, while unanswered (for CANCEL).
+    pub(crate) pending_invites: HashMap<ServerKey, u64>,
     pub(crate) next_call: u64,
-    next_id: u64,
-    id_prefix: String,
+    /// Tags, branches and Call-IDs (random, from the generator handed in).
+    pub(crate) ids: Ids,
     pub(crate) media: Box<dyn MediaFactory>,
     trusted: Vec<(IpAddr, u8)>,
-    rate: RateLimiter,
+    pub(crate) rate: RateLimiter,
     pub stats: Stats,
     pub(crate) shutting_down: bool,
     last_media_check: Instant,
@@ -150,9 +145,9 @@ pub struct Edge {
     pub(crate) clock: (Instant, orbit_state::Millis),
     /// Park id → the call holding it.
     pub(crate) parks: HashMap<orbit_state::ParkId, u64>,
-    /// Retrieving INVITEs (server transaction key) whose claim is in flight, and whether the
-    /// retriever has cancelled meanwhile.
-    pub(crate) claiming: HashMap<String, bool>,
+    /// Retrieving INVITEs whose claim is in flight, and whether the retriever has cancelled
+    /// meanwhile.
+    pub(crate) claiming: HashMap<ServerKey, bool>,
     /// Music on hold per lot (park extension), encoded once.
     pub(crate) music: HashMap<String, Arc<orbit_media::Clip>>,
     /// The latest events the orbit state produced, for whoever takes them (tests, later the
@@ -176,8 +171,13 @@ impl Edge {
         cfg: Arc<EdgeConfig>,
         local: HashMap<Proto, SocketAddr>,
         media: Box<dyn MediaFactory>,
-        now: Instant,
+        start: Start,
     ) -> Edge {
+        let Start {
+            now,
+            wall_ms: wall,
+            mut ids,
+        } = start;
         let trusted = cfg
             .auth
             .trusted
@@ -186,11 +186,6 @@ impl Edge {
             .collect();
         let mut timers = Timers::default();
         timers.schedule(now + Duration::from_secs(1), TimerKey::Housekeeping);
-        let id_prefix = format!("{:08x}", rand::random::<u32>());
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         let mut orbit = orbit_state::Orbit::new();
         let mut music = HashMap::new();
         let mut default_lot = None;
@@ -203,6 +198,7 @@ impl Edge {
             music.insert(lot.park_ext.clone(), crate::park::builtin_music());
             default_lot.get_or_insert(lot.key());
         }
+        let incarnation = ids.u64().max(1);
         Edge {
             limits: Limits {
                 max_headers: cfg.limits.max_headers,
@@ -211,7 +207,7 @@ impl Edge {
                 t1: Duration::from_millis(cfg.sip.t1_ms),
                 ..Timing::default()
             },
-            local,
+            local: Local::new(local),
             out: Vec::new(),
             stx: HashMap::new(),
             ctx: HashMap::new(),
@@ -222,8 +218,7 @@ impl Edge {
             dialogs: HashMap::new(),
             pending_invites: HashMap::new(),
             next_call: 0,
-            next_id: 1,
-            id_prefix,
+            ids,
             media,
             trusted,
             rate: RateLimiter::new(cfg.limits.requests_per_sec, cfg.limits.burst),
@@ -241,7 +236,11 @@ impl Edge {
             blf: Default::default(),
             announced: Default::default(),
             default_lot,
-            port: crate::orbit::OrbitPort::new(crate::orbit::Backend::Local, Duration::ZERO),
+            port: crate::orbit::OrbitPort::new(
+                crate::orbit::Backend::Local,
+                Duration::ZERO,
+                incarnation,
+            ),
             cfg,
         }
     }
@@ -250,7 +249,8 @@ impl Edge {
     /// mirror of the registry's (fed by [`Edge::on_orbit_watch`]), the configured lots are
     /// proposed, and the edge holds a lease of `lease_ttl`, renewed at a third of it.
     pub fn with_registry(mut self, now: Instant, lease_ttl: Duration) -> Edge {
-        self.port = crate::orbit::OrbitPort::new(crate::orbit::Backend::Registry, lease_ttl);
+        self.port.backend = crate::orbit::Backend::Registry;
+        self.port.lease_ttl = lease_ttl;
         for lot in self.cfg.lot_configs().unwrap_or_default() {
             self.propose(
                 now,
@@ -320,324 +320,8 @@ impl Edge {
         self.out.push(Transmit { flow, bytes });
     }
 
-    pub(crate) fn unique(&mut self) -> String {
-        self.next_id += 1;
-        format!("{}{:x}", self.id_prefix, self.next_id)
-    }
-
-    pub(crate) fn new_branch(&mut self) -> String {
-        format!("z9hG4bK{}", self.unique())
-    }
-
     pub(crate) fn extension(&self, ext: &str) -> Option<&Extension> {
         self.cfg.tenant.extensions.get(ext)
-    }
-
-    /// `host:port` to put in Via and Contact for a flow's transport.
-    pub(crate) fn local_for(&self, proto: Proto) -> SocketAddr {
-        self.local
-            .get(&proto)
-            .or_else(|| self.local.get(&Proto::Udp))
-            .copied()
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))
-    }
-
-    pub(crate) fn via(&self, proto: Proto, branch: &str) -> String {
-        let l = self.local_for(proto);
-        format!("SIP/2.0/{} {};branch={};rport", proto.via_name(), l, branch)
-    }
-
-    pub(crate) fn contact(&self, user: &str, proto: Proto) -> String {
-        contact(&self.local, user, proto)
-    }
-}
-
-/// Our Contact toward a party reached over `proto`, as user `user`.
-pub(crate) fn contact(local: &HashMap<Proto, SocketAddr>, user: &str, proto: Proto) -> String {
-    let l = local
-        .get(&proto)
-        .or_else(|| local.get(&Proto::Udp))
-        .copied()
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
-    {
-        match proto {
-            Proto::Udp => format!("<sip:{user}@{l}>"),
-            Proto::Tcp => format!("<sip:{user}@{l};transport=tcp>"),
-            Proto::Tls => format!("<sips:{user}@{l}>"),
-        }
-    }
-}
-
-impl Edge {
-    // ---------------------------------------------------------------- input
-
-    /// A message arrived over `flow`.
-    pub fn on_message(&mut self, now: Instant, flow: Flow, bytes: Bytes) {
-        self.last_now = now;
-        if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return; // keep-alive
-        }
-        // The per-source limit comes first, so that a flood costs no parsing.
-        if !self.rate.allow(now, flow.addr.ip()) {
-            self.stats.rate_limited += 1;
-            // One 503 per second per source at most, then silence.
-            if self.rate.should_answer(now, flow.addr.ip()) {
-                if let Ok(m) = orbit_sip::parse(bytes, &self.limits) {
-                    if m.is_request() && *m.method() != Method::Ack {
-                        let r = self.response_bytes(
-                            &m,
-                            &flow,
-                            503,
-                            None,
-                            &[("Retry-After", "5")],
-                            None,
-                        );
-                        self.send(flow, r);
-                    }
-                }
-            }
-            return;
-        }
-        if bytes.len() > self.cfg.limits.max_message {
-            // Too large to be a legitimate request here; answer 513 if we can read it.
-            if let Ok(m) = orbit_sip::parse(bytes, &self.limits) {
-                if m.is_request() && *m.method() != Method::Ack {
-                    let r = self.response_bytes(&m, &flow, 513, None, &[], None);
-                    self.send(flow, r);
-                }
-            }
-            return;
-        }
-        let msg = match orbit_sip::parse(bytes.clone(), &self.limits) {
-            Ok(m) => m,
-            Err(e) => return self.on_parse_error(flow, &bytes, e),
-        };
-        if msg.is_request() {
-            self.on_request(now, flow, msg);
-        } else {
-            self.on_response(now, msg);
-        }
-        self.settle(now);
-    }
-
-    fn on_parse_error(&mut self, flow: Flow, bytes: &[u8], err: ParseError) {
-        self.stats.parse_errors += 1;
-        debug!(%err, from = %flow.addr, "unparseable message");
-        // Answer only requests, and only when we can build a response (RFC 4475: invalid
-        // requests get 400, responses we cannot read are dropped).
-        if bytes.starts_with(b"SIP/") {
-            return;
-        }
-        let code = if err == ParseError::Version { 505 } else { 400 };
-        if let Some(r) = salvage_response(bytes, &flow, code, &err.to_string()) {
-            self.send(flow, r);
-        }
-    }
-
-    /// RFC 3261 §17.2.3 matching (branch, sent-by, method), narrowed to the source it came
-    /// from: a request naming another party's branch from elsewhere must not be taken for that
-    /// party's retransmission (nor be answered with its response).
-    fn server_key(msg: &Message, src: SocketAddr) -> String {
-        let mut k = Self::rfc_key(msg);
-        k.push('\x1f');
-        k.push_str(&src.to_string());
-        k
-    }
-
-    fn rfc_key(msg: &Message) -> String {
-        let via = msg.top_via();
-        let method = match msg.method() {
-            Method::Ack => "INVITE",
-            m => m.as_str(),
-        };
-        match via.as_ref().and_then(|v| v.branch()) {
-            Some(b) if b.starts_with("z9hG4bK") => {
-                let (h, p) = via.map(|v| v.sent_by()).unwrap_or(("", 0));
-                format!("{b}\x1f{h}:{p}\x1f{method}")
-            }
-            // RFC 2543 peers: match on the request's identity instead.
-            _ => format!(
-                "{}\x1f{}\x1f{}\x1f{}",
-                msg.call_id(),
-                msg.from_tag().unwrap_or(""),
-                msg.cseq.seq,
-                method
-            ),
-        }
-    }
-
-    fn on_request(&mut self, now: Instant, flow: Flow, msg: Message) {
-        let key = Self::server_key(&msg, flow.addr);
-        let method = msg.method().clone();
-        if method == Method::Ack {
-            if let Some(e) = self.stx.get_mut(&key) {
-                if e.tx.kind == Kind::Invite
-                    && e.tx.state == orbit_sip::transaction::State::Completed
-                {
-                    e.tx.on_ack(now);
-                    if let Some(t) = e.tx.poll_timeout() {
-                        self.timers.schedule(t, TimerKey::Server(key));
-                    }
-                    return;
-                }
-            }
-            // ACK for a 2xx: end-to-end, belongs to the dialog.
-            return self.dialog_request(now, flow, msg, None);
-        }
-        if let Some(e) = self.stx.get(&key) {
-            // A retransmission: resend what we last answered.
-            if let Some(r) = e.tx.on_retransmission() {
-                let f = e.flow;
-                self.send(f, r);
-            }
-            return;
-        }
-        let kind = if method == Method::Invite {
-            Kind::Invite
-        } else {
-            Kind::NonInvite
-        };
-        self.stx.insert(
-            key.clone(),
-            ServerEntry {
-                tx: ServerTransaction::new(kind, flow.proto.reliable(), self.timing),
-                flow,
-            },
-        );
-        let span = info_span!("sip.request", method = %method, call_id = %msg.call_id(), from = %flow.addr);
-        let _g = span.enter();
-
-        if let Some(uri) = msg.uri() {
-            if uri.scheme == Scheme::Other {
-                return self.reply(now, &key, &msg, 416, None, &[], None);
-            }
-        }
-        if method == Method::Cancel {
-            return self.on_cancel(now, &key, msg);
-        }
-        if let Some(unsupported) = msg
-            .headers(Name::Require)
-            .chain(msg.headers(Name::ProxyRequire))
-            .next()
-            .map(str::to_string)
-        {
-            if method != Method::Bye {
-                return self.reply(
-                    now,
-                    &key,
-                    &msg,
-                    420,
-                    None,
-                    &[("Unsupported", &unsupported)],
-                    None,
-                );
-            }
-        }
-        if msg.to_tag().is_some() {
-            return self.dialog_request(now, flow, msg, Some(key));
-        }
-        match method {
-            Method::Register => self.on_register(now, &key, flow, msg),
-            Method::Options => {
-                let extra = [
-                    ("Allow", ALLOW),
-                    ("Accept", "application/sdp"),
-                    ("Supported", "replaces"),
-                ];
-                self.reply(now, &key, &msg, 200, None, &extra, None)
-            }
-            Method::Invite => self.on_invite(now, &key, flow, msg),
-            Method::Subscribe => {
-                if self.authenticate(now, &key, flow, &msg).is_some() {
-                    crate::blf::on_subscribe(self, now, &key, flow, msg)
-                }
-            }
-            Method::Bye | Method::Prack | Method::Update | Method::Info => {
-                self.reply(now, &key, &msg, 481, None, &[], None)
-            }
-            Method::Other(_) => self.reply(now, &key, &msg, 501, None, &[("Allow", ALLOW)], None),
-            _ => self.reply(now, &key, &msg, 405, None, &[("Allow", ALLOW)], None),
-        }
-    }
-
-    fn dialog_request(&mut self, now: Instant, flow: Flow, msg: Message, key: Option<String>) {
-        if *msg.method() == Method::Subscribe {
-            if let Some(k) = &key {
-                if crate::blf::on_dialog_subscribe(self, now, k, &msg) {
-                    return;
-                }
-            }
-        }
-        let dk = (
-            msg.call_id().to_string(),
-            msg.to_tag().unwrap_or("").to_string(),
-        );
-        match self.dialogs.get(&dk).copied() {
-            Some(call) => crate::call::on_dialog_request(self, now, call, flow, msg, key),
-            None => {
-                if let Some(key) = key {
-                    self.reply(now, &key, &msg, 481, None, &[], None);
-                }
-            }
-        }
-    }
-
-    fn on_cancel(&mut self, now: Instant, key: &str, msg: Message) {
-        // The CANCEL matches the INVITE server transaction with the same branch (§9.2).
-        let invite_key = key.replace("\x1fCANCEL\x1f", "\x1fINVITE\x1f");
-        if !self.stx.contains_key(&invite_key) {
-            return self.reply(now, key, &msg, 481, None, &[], None);
-        }
-        self.reply(now, key, &msg, 200, None, &[], None);
-        if let Some(cancelled) = self.claiming.get_mut(&invite_key) {
-            // Its claim is being ordered: the 487 goes with the outcome (which, if the claim
-            // was won, puts the call back in its slot).
-            *cancelled = true;
-            return;
-        }
-        crate::call::on_cancel(self, now, &invite_key);
-    }
-
-    fn on_response(&mut self, now: Instant, msg: Message) {
-        let Some(branch) = msg.top_via().and_then(|v| v.branch()).map(str::to_string) else {
-            return;
-        };
-        let key = if *msg.method() == Method::Cancel {
-            format!("{branch}:CANCEL")
-        } else {
-            branch
-        };
-        let Some(entry) = self.ctx.get_mut(&key) else {
-            debug!(code = msg.code(), "response matches no transaction");
-            return;
-        };
-        let code = msg.code();
-        match entry.tx.on_response(now, code) {
-            ClientEvent::Absorb => {}
-            ClientEvent::ResendAck => {
-                if let Some(a) = entry.tx.ack().cloned() {
-                    let f = entry.flow;
-                    self.send(f, a);
-                }
-            }
-            ev => {
-                if ev == ClientEvent::DeliverAndAck {
-                    let ack = ack_for_failure(entry.tx.request(), &msg);
-                    if let Some(ack) = ack {
-                        entry.tx.set_ack(ack.clone());
-                        let f = entry.flow;
-                        self.out.push(Transmit {
-                            flow: f,
-                            bytes: ack,
-                        });
-                    }
-                }
-                if let Some(t) = self.ctx[&key].tx.poll_timeout() {
-                    self.timers.schedule(t, TimerKey::Client(key.clone()));
-                }
-                crate::call::on_client_response(self, now, &key, msg);
-            }
-        }
     }
 
     // ---------------------------------------------------------------- timers
@@ -664,64 +348,6 @@ impl Edge {
         self.settle(now);
     }
 
-    fn server_timer(&mut self, now: Instant, key: String) {
-        let Some(e) = self.stx.get_mut(&key) else {
-            return;
-        };
-        match e.tx.poll_timeout() {
-            Some(t) if t <= now => {}
-            _ => return, // stale timer entry
-        }
-        match e.tx.on_timeout(now) {
-            TimerEvent::Retransmit(b) => {
-                let f = e.flow;
-                if let Some(t) = e.tx.poll_timeout() {
-                    self.timers.schedule(t, TimerKey::Server(key));
-                }
-                self.send(f, b);
-            }
-            TimerEvent::Nothing => {
-                if let Some(t) = e.tx.poll_timeout() {
-                    self.timers.schedule(t, TimerKey::Server(key));
-                }
-            }
-            TimerEvent::TimedOut | TimerEvent::Terminated => {
-                self.stx.remove(&key);
-            }
-        }
-    }
-
-    fn client_timer(&mut self, now: Instant, key: String) {
-        let Some(e) = self.ctx.get_mut(&key) else {
-            return;
-        };
-        match e.tx.poll_timeout() {
-            Some(t) if t <= now => {}
-            _ => return,
-        }
-        match e.tx.on_timeout(now) {
-            TimerEvent::Retransmit(b) => {
-                let f = e.flow;
-                if let Some(t) = e.tx.poll_timeout() {
-                    self.timers.schedule(t, TimerKey::Client(key));
-                }
-                self.send(f, b);
-            }
-            TimerEvent::Nothing => {
-                if let Some(t) = e.tx.poll_timeout() {
-                    self.timers.schedule(t, TimerKey::Client(key));
-                }
-            }
-            TimerEvent::TimedOut => {
-                crate::call::on_client_timeout(self, now, &key);
-                self.ctx.remove(&key);
-            }
-            TimerEvent::Terminated => {
-                self.ctx.remove(&key);
-            }
-        }
-    }
-
     fn housekeeping(&mut self, now: Instant) {
         self.timers
             .schedule(now + Duration::from_secs(1), TimerKey::Housekeeping);
@@ -732,198 +358,6 @@ impl Edge {
             self.last_media_check = now;
             crate::call::check_media(self, now);
             self.media.maintain();
-        }
-    }
-
-    pub(crate) fn schedule_client(&mut self, key: &str) {
-        if let Some(t) = self.ctx.get(key).and_then(|e| e.tx.poll_timeout()) {
-            self.timers.schedule(t, TimerKey::Client(key.to_string()));
-        }
-    }
-
-    /// Send a new request as a client transaction.
-    pub(crate) fn send_request(
-        &mut self,
-        now: Instant,
-        flow: Flow,
-        key: String,
-        invite: bool,
-        bytes: Bytes,
-        owner: Owner,
-    ) {
-        let kind = if invite {
-            Kind::Invite
-        } else {
-            Kind::NonInvite
-        };
-        let tx =
-            ClientTransaction::new(kind, bytes.clone(), flow.proto.reliable(), now, self.timing);
-        self.ctx
-            .insert(key.clone(), ClientEntry { tx, flow, owner });
-        self.schedule_client(&key);
-        self.send(flow, bytes);
-    }
-
-    // ---------------------------------------------------------------- responses
-
-    /// Build a response to `req` (RFC 3261 §8.2.6): Vias (top one marked with received/rport),
-    /// From, To (with `to_tag` added when it has none), Call-ID, CSeq.
-    pub(crate) fn response_bytes(
-        &self,
-        req: &Message,
-        flow: &Flow,
-        code: u16,
-        to_tag: Option<&str>,
-        extra: &[(&str, &str)],
-        body: Option<(&str, &[u8])>,
-    ) -> Bytes {
-        build_response(req, flow, code, reason_phrase(code), to_tag, extra, body)
-    }
-
-    /// Answer a request through its server transaction.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn reply(
-        &mut self,
-        now: Instant,
-        key: &str,
-        req: &Message,
-        code: u16,
-        to_tag: Option<&str>,
-        extra: &[(&str, &str)],
-        body: Option<(&str, &[u8])>,
-    ) {
-        let tag;
-        let to_tag = match to_tag {
-            Some(t) => Some(t),
-            None if code > 100 && req.to_tag().is_none() => {
-                tag = self.unique();
-                Some(tag.as_str())
-            }
-            None => None,
-        };
-        let bytes = self.response_bytes(req, &self.stx_flow(key), code, to_tag, extra, body);
-        self.reply_bytes(now, key, code, bytes);
-    }
-
-    fn stx_flow(&self, key: &str) -> Flow {
-        self.stx.get(key).map(|e| e.flow).unwrap_or(Flow {
-            proto: Proto::Udp,
-            addr: SocketAddr::from(([127, 0, 0, 1], 9)),
-            conn: 0,
-        })
-    }
-
-    pub(crate) fn reply_bytes(&mut self, now: Instant, key: &str, code: u16, bytes: Bytes) {
-        let Some(e) = self.stx.get_mut(key) else {
-            return;
-        };
-        e.tx.respond(now, code, bytes.clone());
-        let f = e.flow;
-        if let Some(t) = e.tx.poll_timeout() {
-            self.timers.schedule(t, TimerKey::Server(key.to_string()));
-        }
-        self.send(f, bytes);
-    }
-
-    // ---------------------------------------------------------------- registrar
-
-    fn on_register(&mut self, now: Instant, key: &str, flow: Flow, msg: Message) {
-        let Some(to) = msg.to() else {
-            return self.reply(now, key, &msg, 400, None, &[], None);
-        };
-        let Some(aor) = orbit_sip::Uri::parse(to.uri)
-            .ok()
-            .and_then(|u| u.user().map(str::to_string))
-        else {
-            return self.reply(now, key, &msg, 404, None, &[], None);
-        };
-        if self.extension(&aor).is_none() {
-            return self.reply(now, key, &msg, 404, None, &[], None);
-        }
-        let user = match self.check_auth(now, &msg, Name::Authorization) {
-            Ok(u) => u,
-            Err((code, headers)) => {
-                let extra: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|h| ("WWW-Authenticate", h.as_str()))
-                    .collect();
-                let code = if code == 407 { 401 } else { code };
-                return self.reply(now, key, &msg, code, None, &extra, None);
-            }
-        };
-        if user != aor {
-            return self.reply(now, key, &msg, 403, None, &[], None);
-        }
-        let default_exp = msg
-            .header(Name::Expires)
-            .and_then(|e| e.parse::<u32>().ok())
-            .unwrap_or(3600);
-        let contacts: Vec<&str> = msg.values(Name::Contact).collect();
-        let max = self.cfg.auth.max_expires;
-        let min = self.cfg.auth.min_expires;
-        let result = if contacts == ["*"] {
-            if default_exp != 0 {
-                return self.reply(now, key, &msg, 400, None, &[], None);
-            }
-            self.registrar
-                .update(now, &aor, None, flow, msg.call_id(), msg.cseq.seq, min)
-        } else if contacts.contains(&"*") {
-            return self.reply(now, key, &msg, 400, None, &[], None);
-        } else if contacts.is_empty() {
-            Ok(())
-        } else {
-            let mut ups = Vec::with_capacity(contacts.len());
-            for c in &contacts {
-                let Some(na) = NameAddr::parse(c) else {
-                    return self.reply(now, key, &msg, 400, None, &[], None);
-                };
-                let exp = na
-                    .param("expires")
-                    .and_then(|e| e.parse::<u32>().ok())
-                    .unwrap_or(default_exp)
-                    .min(max);
-                ups.push(ContactUpdate {
-                    contact: na.uri.to_string(),
-                    expires: exp,
-                });
-            }
-            self.registrar.update(
-                now,
-                &aor,
-                Some(&ups),
-                flow,
-                msg.call_id(),
-                msg.cseq.seq,
-                min,
-            )
-        };
-        match result {
-            Err(RegisterError::TooBrief) => {
-                let m = min.to_string();
-                self.reply(now, key, &msg, 423, None, &[("Min-Expires", &m)], None)
-            }
-            Err(RegisterError::OutOfOrder) => self.reply(now, key, &msg, 500, None, &[], None),
-            Err(RegisterError::TooMany) => self.reply(now, key, &msg, 403, None, &[], None),
-            Ok(()) => {
-                self.stats.registrations += 1;
-                let bindings = self.registrar.lookup(now, &aor);
-                let until = bindings.iter().map(|b| b.expires_at).max();
-                self.report_location(now, &aor, until);
-                let values: Vec<String> = bindings
-                    .iter()
-                    .map(|b| {
-                        format!(
-                            "<{}>;expires={}",
-                            b.contact,
-                            b.expires_at.saturating_duration_since(now).as_secs()
-                        )
-                    })
-                    .collect();
-                let extra: Vec<(&str, &str)> =
-                    values.iter().map(|v| ("Contact", v.as_str())).collect();
-                info!(ext = %aor, contacts = bindings.len(), "registered");
-                self.reply(now, key, &msg, 200, None, &extra, None)
-            }
         }
     }
 
@@ -967,7 +401,7 @@ impl Edge {
     pub(crate) fn authenticate(
         &mut self,
         now: Instant,
-        key: &str,
+        key: &ServerKey,
         flow: Flow,
         msg: &Message,
     ) -> Option<String> {
@@ -982,7 +416,7 @@ impl Edge {
         match self.check_auth(now, msg, Name::ProxyAuthorization) {
             Ok(user) if user == from_user => Some(user),
             Ok(_) => {
-                self.reply(now, key, msg, 403, None, &[], None);
+                self.reply(now, key, Response::to(msg, 403));
                 None
             }
             Err((code, headers)) => {
@@ -990,7 +424,7 @@ impl Edge {
                     .iter()
                     .map(|h| ("Proxy-Authenticate", h.as_str()))
                     .collect();
-                self.reply(now, key, msg, code, None, &extra, None);
+                self.reply(now, key, Response::to(msg, code).pairs(&extra));
                 None
             }
         }
@@ -1007,7 +441,7 @@ impl Edge {
         }
         let h = host.trim_start_matches('[').trim_end_matches(']');
         h.parse::<IpAddr>()
-            .map(|ip| self.local.values().any(|l| l.ip() == ip) || ip == self.cfg.advertise())
+            .map(|ip| self.local.has_ip(ip) || ip == self.cfg.advertise())
             .unwrap_or(false)
     }
 
@@ -1028,152 +462,5 @@ impl Edge {
 
     pub fn media_ports_in_use(&self) -> usize {
         self.media.in_use()
-    }
-}
-
-/// Build a response without a transaction (also used for salvaged 400s).
-pub(crate) fn build_response(
-    req: &Message,
-    flow: &Flow,
-    code: u16,
-    reason: &str,
-    to_tag: Option<&str>,
-    extra: &[(&str, &str)],
-    body: Option<(&str, &[u8])>,
-) -> Bytes {
-    let mut w = Writer::response(code, reason);
-    for (i, v) in req.values(Name::Via).enumerate() {
-        if i == 0 {
-            w.header("Via", &mark_via(v, flow.addr));
-        } else {
-            w.header("Via", v);
-        }
-    }
-    w.copy(req, Name::From, "From");
-    match (req.header(Name::To), to_tag) {
-        (Some(to), Some(tag)) if req.to_tag().is_none() => {
-            w.header_parts("To", &[to, ";tag=", tag]);
-        }
-        (Some(to), _) => {
-            w.header("To", to);
-        }
-        _ => {}
-    }
-    w.header("Call-ID", req.call_id());
-    w.copy(req, Name::CSeq, "CSeq");
-    for (k, v) in extra {
-        w.header(k, v);
-    }
-    w.header("Server", "orbit");
-    match body {
-        Some((ct, b)) => w.finish(Some(ct), b),
-        None => w.finish(None, b""),
-    }
-}
-
-/// Add `received` and fill `rport` on the top Via (RFC 3261 §18.2.1, RFC 3581).
-fn mark_via(v: &str, src: SocketAddr) -> String {
-    let mut out = String::with_capacity(v.len() + 40);
-    let mut parts = v.split(';');
-    out.push_str(parts.next().unwrap_or(""));
-    let mut had_rport = false;
-    for p in parts {
-        let name = p.split('=').next().unwrap_or("").trim();
-        if name.eq_ignore_ascii_case("rport") {
-            had_rport = true;
-            continue;
-        }
-        if name.eq_ignore_ascii_case("received") {
-            continue;
-        }
-        out.push(';');
-        out.push_str(p);
-    }
-    out.push_str(";received=");
-    out.push_str(&src.ip().to_string());
-    if had_rport {
-        out.push_str(";rport=");
-        out.push_str(&src.port().to_string());
-    }
-    out
-}
-
-/// ACK for a non-2xx final response (RFC 3261 §17.1.1.3): same branch, R-URI, From, Call-ID
-/// and CSeq number as the INVITE; To from the response.
-fn ack_for_failure(invite: &Bytes, resp: &Message) -> Option<Bytes> {
-    let inv = orbit_sip::parse(invite.clone(), &Limits::default()).ok()?;
-    let uri = inv.uri()?.to_string();
-    let mut w = Writer::request("ACK", &uri);
-    w.header("Via", inv.values(Name::Via).next()?);
-    w.header("Max-Forwards", "70");
-    w.copy(&inv, Name::From, "From");
-    w.header("To", resp.header(Name::To)?);
-    w.header("Call-ID", inv.call_id());
-    w.header("CSeq", &format!("{} ACK", inv.cseq.seq));
-    w.copy(&inv, Name::Route, "Route");
-    Some(w.finish(None, b""))
-}
-
-/// Build a 400/505 for a request the strict parser refused, from whatever header lines can be
-/// read. Without a Via, Call-ID, From, To and CSeq we cannot answer, and drop it.
-fn salvage_response(bytes: &[u8], flow: &Flow, code: u16, why: &str) -> Option<Bytes> {
-    let text = String::from_utf8_lossy(bytes);
-    let head = text.split("\r\n\r\n").next()?;
-    let mut lines = head.split("\r\n");
-    let start = lines.next()?;
-    let method = start.split(' ').next()?;
-    if method.is_empty() || method.eq_ignore_ascii_case("ACK") {
-        return None;
-    }
-    let mut via = vec![];
-    let (mut from, mut to, mut cid, mut cseq) = (None, None, None, None);
-    for l in lines {
-        let Some((n, v)) = l.split_once(':') else {
-            continue;
-        };
-        let v = v.trim();
-        match Name::parse(n.trim()) {
-            Name::Via => via.extend(orbit_sip::message::split_list(v).map(str::to_string)),
-            Name::From if from.is_none() => from = Some(v.to_string()),
-            Name::To if to.is_none() => to = Some(v.to_string()),
-            Name::CallId if cid.is_none() => cid = Some(v.to_string()),
-            Name::CSeq if cseq.is_none() => cseq = Some(v.to_string()),
-            _ => {}
-        }
-    }
-    // Without a usable Via and CSeq the sender could not match an answer: stay silent.
-    let top = via.first()?;
-    // A 505 answers a Via of another version too; a 400 needs one we understand.
-    if code != 505 {
-        Via::parse(top)?;
-    }
-    let cseq = cseq?;
-    let mut w = if code == 505 {
-        Writer::response(505, "Version Not Supported")
-    } else {
-        Writer::response(code, &format!("Bad Request ({why})"))
-    };
-    w.header("Via", &mark_via(top, flow.addr));
-    for v in via.iter().skip(1) {
-        w.header("Via", v);
-    }
-    // Whatever of the dialog identifiers the request had is echoed (RFC 4475 3.3.1).
-    for (name, value) in [("From", from), ("To", to), ("Call-ID", cid)] {
-        if let Some(v) = value {
-            w.header(name, &v);
-        }
-    }
-    w.header("CSeq", &cseq);
-    w.header("Server", "orbit");
-    Some(w.finish(None, b""))
-}
-
-impl Edge {
-    /// A stream that could not be framed: answer 400 if a request can be read from it.
-    pub fn on_bad_stream(&mut self, flow: Flow, bytes: &[u8]) {
-        self.stats.parse_errors += 1;
-        if let Some(r) = salvage_response(bytes, &flow, 400, "bad framing") {
-            self.send(flow, r);
-        }
     }
 }

@@ -7,7 +7,7 @@
 //! on one site.
 //!
 //! ```text
-//! let edge = Edge::new(config, local_addrs, Box::new(RelayFactory { pool, events: None }), Instant::now());
+//! let edge = Edge::new(config, local_addrs, Box::new(RelayFactory { pool, events: None }), start);
 //! driver::run(edge, sockets, shutdown).await;   // UDP + TCP + TLS in, timers, Ctrl-C
 //! ```
 
@@ -22,9 +22,11 @@ pub mod orbit;
 mod park;
 pub mod ratelimit;
 pub mod registrar;
+mod router;
 #[cfg(test)]
 mod tests;
+mod transactions;
 mod trunk;
 
 pub use crate::config::EdgeConfig;
-pub use crate::core::{Edge, Stats, Transmit};
+pub use crate::core::{Edge, Start, Stats, Transmit};

@@ -109,7 +109,7 @@ pub(crate) struct OrbitPort {
 }
 
 impl OrbitPort {
-    pub(crate) fn new(backend: Backend, lease_ttl: Duration) -> OrbitPort {
+    pub(crate) fn new(backend: Backend, lease_ttl: Duration, incarnation: u64) -> OrbitPort {
         OrbitPort {
             backend,
             next_token: 0,
@@ -121,7 +121,7 @@ impl OrbitPort {
             lease_ttl,
             lease_until: None,
             located: HashMap::new(),
-            incarnation: rand::random::<u64>().max(1),
+            incarnation,
         }
     }
 

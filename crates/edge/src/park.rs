@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use orbit_media::sdp;
 use orbit_media::{Clip, Codec, Prompts};
+use orbit_sip::build::Response;
+use orbit_sip::dialog::Dialog;
 use orbit_sip::header::NameAddr;
+use orbit_sip::key::{ClientKey, ServerKey};
 use orbit_sip::message::{Message, Name, Writer};
 use orbit_sip::transport::Flow;
 use orbit_sip::Method;
@@ -30,10 +33,11 @@ use orbit_state::{
 };
 use tracing::{info, info_span, warn};
 
-use crate::call::{self, is_sdp, Branch, BranchState, Call, CallState, Dialog, Side};
-use crate::core::{build_response, contact, Edge, Owner, TimerKey, ALLOW};
+use crate::call::{self, is_sdp, Branch, BranchState, Call, CallState, Side};
+use crate::core::{Edge, TimerKey, ALLOW};
 use crate::media::Leg;
 use crate::orbit::{OrbitError, Outcome, Then};
+use crate::transactions::Owner;
 
 /// The built-in music, synthesised once per process (immutable, so sharing it between sites
 /// in one process shares nothing that could change).
@@ -427,7 +431,7 @@ pub(crate) fn on_refer(
     now: Instant,
     id: u64,
     from: Side,
-    key: String,
+    key: ServerKey,
     msg: Message,
 ) {
     let Some(target) = msg
@@ -435,7 +439,7 @@ pub(crate) fn on_refer(
         .and_then(NameAddr::parse)
         .map(|n| n.uri.to_string())
     else {
-        return edge.reply(now, &key, &msg, 400, None, &[], None);
+        return edge.reply(now, &key, Response::to(&msg, 400));
     };
     let replaces = replaces_of(&target);
     let user = orbit_sip::Uri::parse(target.split('?').next().unwrap_or(""))
@@ -445,7 +449,7 @@ pub(crate) fn on_refer(
     let tenant = edge.cfg.tenant.domain.clone();
     let flow = edge.calls[&id].dialog_ref(from).flow;
     let refuse = |edge: &mut Edge, code: u16, reason: &str| {
-        let bytes = build_response(&msg, &flow, code, reason, None, &[], None);
+        let bytes = Response::to(&msg, code).reason(reason).encode(flow.addr);
         edge.reply_bytes(now, &key, code, bytes);
     };
     let no_sub = msg
@@ -465,9 +469,9 @@ pub(crate) fn on_refer(
             return refuse(edge, 403, "Transfer Only To Park");
         };
         if ocid == id || !parkable(&edge.calls[&ocid]) {
-            return edge.reply(now, &key, &msg, 491, None, &[], None);
+            return edge.reply(now, &key, Response::to(&msg, 491));
         }
-        edge.reply(now, &key, &msg, 202, None, extra, None);
+        edge.reply(now, &key, Response::to(&msg, 202).pairs(extra));
         edge.announced.remove(&c.slot);
         let how = ParkBy::FromConsult {
             consult: id,
@@ -501,9 +505,9 @@ pub(crate) fn on_refer(
         return refuse(edge, 403, "Transfer Only To Park");
     };
     if !parkable(&edge.calls[&id]) {
-        return edge.reply(now, &key, &msg, 491, None, &[], None);
+        return edge.reply(now, &key, Response::to(&msg, 491));
     }
-    edge.reply(now, &key, &msg, 202, None, extra, None);
+    edge.reply(now, &key, Response::to(&msg, 202).pairs(extra));
     if let Some(s) = slot {
         if consult_call.is_some() {
             edge.announced.remove(&s);
@@ -539,7 +543,7 @@ const CONSULT_HOLD: Duration = Duration::from_secs(60);
 pub(crate) fn on_park_call(
     edge: &mut Edge,
     now: Instant,
-    key: &str,
+    key: &ServerKey,
     flow: Flow,
     msg: Message,
     parker: String,
@@ -547,15 +551,9 @@ pub(crate) fn on_park_call(
 ) {
     let offer = is_sdp(&msg).then(|| msg.body.clone());
     let Some((codec, pt)) = offer.as_deref().and_then(sdp::g711) else {
-        let bytes = build_response(
-            &msg,
-            &flow,
-            488,
-            "G.711 Needed For Prompts",
-            None,
-            &[],
-            None,
-        );
+        let bytes = Response::to(&msg, 488)
+            .reason("G.711 Needed For Prompts")
+            .encode(flow.addr);
         return edge.reply_bytes(now, key, 488, bytes);
     };
     let id = edge.next_call_id();
@@ -563,12 +561,12 @@ pub(crate) fn on_park_call(
         Ok(m) => m,
         Err(e) => {
             warn!(error = %e, "no media ports");
-            return edge.reply(now, key, &msg, 503, None, &[], None);
+            return edge.reply(now, key, Response::to(&msg, 503));
         }
     };
     let announced = edge.announced.clone();
     let slot = edge.orbit.free_slot(&lot, |s| announced.contains(&s));
-    let tag = edge.unique();
+    let tag = edge.ids.tag();
     let d = Dialog::uas(&msg, flow, &tag, &lot.park_ext, &parker);
     let span = info_span!(parent: None, "call", id, caller = %parker, callee = %lot.park_ext, site = %edge.cfg.site);
     let _g = span.enter();
@@ -620,16 +618,14 @@ pub(crate) fn on_park_call(
         offer,
         consult,
     );
-    let c = contact(&edge.local, &lot.park_ext, flow.proto);
-    let bytes = build_response(
-        &msg,
-        &flow,
-        200,
-        "OK",
-        Some(&tag),
-        &[("Contact", &c), ("Allow", ALLOW)],
-        Some(("application/sdp", &body)),
-    );
+    let c = edge.local.contact(&lot.park_ext, flow.proto);
+    let bytes = Response::to(&msg, 200)
+        .reason("OK")
+        .tag(&tag)
+        .header("Contact", &c)
+        .header("Allow", ALLOW)
+        .body("application/sdp", &body)
+        .encode(flow.addr);
     call::send_own_2xx(edge, now, id, Side::A, key, msg.cseq.seq, bytes);
     edge.timers.schedule(now + hold, TimerKey::AppHangup(id));
 }
@@ -776,12 +772,11 @@ fn refer_notify(
     let flow = d.flow;
     let body = format!("{frag}\r\n");
     let d = edge.calls[&id].dialog_ref(to);
-    let bytes = call::dialog_request_bytes(
-        edge,
-        d,
+    let bytes = d.request(
+        &edge.local,
         "NOTIFY",
         cseq,
-        &branch,
+        &branch.branch,
         &[
             ("Event", event),
             ("Subscription-State", "terminated;reason=noresource"),
@@ -815,10 +810,10 @@ fn tell(edge: &mut Edge, now: Instant, ext: &str, from_user: &str, text: &str) {
     let domain = edge.cfg.tenant.domain.clone();
     for b in edge.registrar.lookup(now, ext) {
         let branch = edge.new_branch();
-        let tag = edge.unique();
-        let call_id = format!("{}@orbit", edge.unique());
+        let tag = edge.ids.tag();
+        let call_id = edge.ids.call_id("orbit");
         let mut w = Writer::request("MESSAGE", &b.contact);
-        w.header("Via", &edge.via(b.flow.proto, &branch));
+        w.header("Via", &edge.local.via(b.flow.proto, &branch.branch));
         w.header("Max-Forwards", "70");
         w.header(
             "From",
@@ -838,42 +833,39 @@ pub(crate) fn parked_request(
     now: Instant,
     id: u64,
     side: Side,
-    key: String,
+    key: ServerKey,
     msg: Message,
 ) {
     let method = msg.method().clone();
     if method != Method::Invite {
-        return edge.reply(now, &key, &msg, 200, None, &[], None);
+        return edge.reply(now, &key, Response::to(&msg, 200));
     }
     // A re-INVITE (session refresh, hold): answer it with the relay's address for this party,
     // so the music keeps reaching it.
     let call = edge.calls.get_mut(&id).expect("present");
     let Some(ps) = &call.park else {
-        return edge.reply(now, &key, &msg, 491, None, &[], None);
+        return edge.reply(now, &key, Response::to(&msg, 491));
     };
     let (codec, pt, te) = (ps.codec, ps.pt, ps.te);
     let Some(media) = &call.media else {
-        return edge.reply(now, &key, &msg, 488, None, &[], None);
+        return edge.reply(now, &key, Response::to(&msg, 488));
     };
     if is_sdp(&msg) {
         match sdp::media_info(&msg.body) {
             Ok(info) => media.set_remote(side.leg(), info.rtp, info.rtcp),
-            Err(_) => return edge.reply(now, &key, &msg, 488, None, &[], None),
+            Err(_) => return edge.reply(now, &key, Response::to(&msg, 488)),
         }
         call.sdp[side as usize] = Some(msg.body.clone());
     }
     let body = sdp::ours(media.local(side.leg()), msg.cseq.seq as u64, codec, pt, te);
     let d = call.dialog_ref(side);
-    let c = contact(&edge.local, &d.contact_user, d.flow.proto);
-    let bytes = build_response(
-        &msg,
-        &d.flow,
-        200,
-        "OK",
-        None,
-        &[("Contact", &c), ("Allow", ALLOW)],
-        Some(("application/sdp", &body)),
-    );
+    let c = edge.local.contact(&d.contact_user, d.flow.proto);
+    let bytes = Response::to(&msg, 200)
+        .reason("OK")
+        .header("Contact", &c)
+        .header("Allow", ALLOW)
+        .body("application/sdp", &body)
+        .encode(d.flow.addr);
     call::send_own_2xx(edge, now, id, side, &key, msg.cseq.seq, bytes);
 }
 
@@ -881,7 +873,7 @@ pub(crate) fn parked_request(
 
 /// A retrieve whose claim is being ordered: the retriever's INVITE.
 pub(crate) struct AfterClaim {
-    pub key: String,
+    pub key: ServerKey,
     pub flow: Flow,
     pub msg: Message,
     pub retriever: String,
@@ -893,7 +885,9 @@ fn nobody_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, code: u16) {
         404 => format!("Nobody Parked On {}", a.slot),
         _ => "Parking Unavailable".to_string(),
     };
-    let bytes = build_response(&a.msg, &a.flow, code, &reason, None, &[], None);
+    let bytes = Response::to(&a.msg, code)
+        .reason(&reason)
+        .encode(a.flow.addr);
     edge.reply_bytes(now, &a.key, code, bytes);
 }
 
@@ -916,7 +910,9 @@ fn offer_pt(offer: &[u8], codec: Codec) -> Option<u8> {
 
 fn wrong_codec(edge: &mut Edge, now: Instant, a: &AfterClaim, codec: Codec) {
     let reason = format!("Parked Call Uses {}", codec.name());
-    let bytes = build_response(&a.msg, &a.flow, 488, &reason, None, &[], None);
+    let bytes = Response::to(&a.msg, 488)
+        .reason(&reason)
+        .encode(a.flow.addr);
     edge.reply_bytes(now, &a.key, 488, bytes);
 }
 
@@ -925,7 +921,7 @@ fn wrong_codec(edge: &mut Edge, now: Instant, a: &AfterClaim, codec: Codec) {
 pub(crate) fn on_retrieve(
     edge: &mut Edge,
     now: Instant,
-    key: &str,
+    key: &ServerKey,
     flow: Flow,
     msg: Message,
     retriever: String,
@@ -933,7 +929,7 @@ pub(crate) fn on_retrieve(
 ) {
     let tenant = edge.cfg.tenant.domain.clone();
     let a = AfterClaim {
-        key: key.to_string(),
+        key: key.clone(),
         flow,
         msg,
         retriever,
@@ -962,7 +958,7 @@ pub(crate) fn on_retrieve(
             return wrong_codec(edge, now, &a, codec);
         }
     }
-    edge.reply(now, key, &a.msg, 100, None, &[], None);
+    edge.reply(now, key, Response::to(&a.msg, 100));
     let claim = Command::Claim {
         tenant,
         slot,
@@ -997,7 +993,9 @@ pub(crate) fn claim_outcome(edge: &mut Edge, now: Instant, a: AfterClaim, outcom
 /// a call it won goes back into the same slot (a new park with a fresh timer), wherever it is
 /// held; the holding edge takes the new park as its own ([`adopt_repark`]).
 fn claim_cancelled(edge: &mut Edge, now: Instant, a: &AfterClaim, outcome: Outcome) {
-    let bytes = build_response(&a.msg, &a.flow, 487, "Request Terminated", None, &[], None);
+    let bytes = Response::to(&a.msg, 487)
+        .reason("Request Terminated")
+        .encode(a.flow.addr);
     edge.reply_bytes(now, &a.key, 487, bytes);
     if let Ok(Event::Claimed { parked, .. }) = outcome {
         info!(
@@ -1072,7 +1070,7 @@ pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u6
     if edge.calls[&cid].departed_live {
         call::send_bye_departed(edge, now, cid, parked.other());
     }
-    let tag = edge.unique();
+    let tag = edge.ids.tag();
     let v = parked.other();
     let parked_user = edge.calls[&cid].dialog_ref(parked).user.clone();
     seat(
@@ -1102,26 +1100,21 @@ pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u6
         );
     }
     info!(slot = ps.slot, by = %a.retriever, "retrieved");
-    let c = contact(&edge.local, &parked_user, a.flow.proto);
+    let c = edge.local.contact(&parked_user, a.flow.proto);
     let identity = format!(
         "\"{}: {}\" <{}>",
         ps.slot,
         label.replace('"', ""),
         ps.caller_uri
     );
-    let bytes = build_response(
-        &a.msg,
-        &a.flow,
-        200,
-        "OK",
-        Some(&tag),
-        &[
-            ("Contact", &c),
-            ("Allow", ALLOW),
-            ("P-Asserted-Identity", &identity),
-        ],
-        Some(("application/sdp", &body)),
-    );
+    let bytes = Response::to(&a.msg, 200)
+        .reason("OK")
+        .tag(&tag)
+        .header("Contact", &c)
+        .header("Allow", ALLOW)
+        .header("P-Asserted-Identity", &identity)
+        .body("application/sdp", &body)
+        .encode(a.flow.addr);
     call::send_own_2xx(edge, now, cid, v, &a.key, a.msg.cseq.seq, bytes);
 }
 
@@ -1195,9 +1188,9 @@ pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: Recal
         .ok()
         .and_then(|u| u.user().map(str::to_string))
         .unwrap_or_else(|| parked_user.clone());
-    let tag = edge.unique();
+    let tag = edge.ids.tag();
     let d = Dialog {
-        call_id: format!("{}@orbit", edge.unique()),
+        call_id: edge.ids.call_id("orbit"),
         local_tag: tag.clone(),
         local_hdr: format!(
             "\"Recall {slot}: {}\" <sip:{caller_user}@{domain}>;tag={tag}",
@@ -1226,13 +1219,13 @@ pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: Recal
         );
     }
     info!(%target, ?stage, slot, forks = targets.len(), "recall ringing");
-    let keys: Vec<String> = targets.iter().map(|_| edge.new_branch()).collect();
+    let keys: Vec<ClientKey> = targets.iter().map(|_| edge.new_branch()).collect();
     let d = edge.calls[&cid].dialog_ref(v);
     let sends: Vec<_> = targets
         .iter()
         .zip(keys)
         .map(|(t, branch)| {
-            let bytes = call::invite_bytes(edge, d, t, &branch, "70", Some(&body));
+            let bytes = call::invite_bytes(edge, d, t, &branch.branch, "70", Some(&body));
             (t.flow, branch, bytes)
         })
         .collect();
@@ -1282,7 +1275,7 @@ fn current_recall(edge: &mut Edge, cid: u64, attempt: u32) -> Option<&mut Recall
 pub(crate) fn recall_response(
     edge: &mut Edge,
     now: Instant,
-    ckey: &str,
+    ckey: &ClientKey,
     cid: u64,
     attempt: u32,
     idx: usize,

@@ -5,7 +5,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use orbit_sip::build::Response;
+use orbit_sip::header::NameAddr;
+use orbit_sip::key::ServerKey;
+use orbit_sip::message::{Message, Name};
 use orbit_sip::transport::Flow;
+use tracing::info;
+
+use crate::core::Edge;
 
 #[derive(Debug, Clone)]
 pub struct Binding {
@@ -132,6 +139,109 @@ impl Registrar {
 /// enough for refreshes from the same phone, which resends the same text.
 fn same_contact(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
+}
+
+impl Edge {
+    /// A REGISTER (RFC 3261 §10.3): authenticated as the extension it registers.
+    pub(crate) fn on_register(&mut self, now: Instant, key: &ServerKey, flow: Flow, msg: Message) {
+        let Some(to) = msg.to() else {
+            return self.reply(now, key, Response::to(&msg, 400));
+        };
+        let Some(aor) = orbit_sip::Uri::parse(to.uri)
+            .ok()
+            .and_then(|u| u.user().map(str::to_string))
+        else {
+            return self.reply(now, key, Response::to(&msg, 404));
+        };
+        if self.extension(&aor).is_none() {
+            return self.reply(now, key, Response::to(&msg, 404));
+        }
+        let user = match self.check_auth(now, &msg, Name::Authorization) {
+            Ok(u) => u,
+            Err((code, headers)) => {
+                let extra: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|h| ("WWW-Authenticate", h.as_str()))
+                    .collect();
+                let code = if code == 407 { 401 } else { code };
+                return self.reply(now, key, Response::to(&msg, code).pairs(&extra));
+            }
+        };
+        if user != aor {
+            return self.reply(now, key, Response::to(&msg, 403));
+        }
+        let default_exp = msg
+            .header(Name::Expires)
+            .and_then(|e| e.parse::<u32>().ok())
+            .unwrap_or(3600);
+        let contacts: Vec<&str> = msg.values(Name::Contact).collect();
+        let max = self.cfg.auth.max_expires;
+        let min = self.cfg.auth.min_expires;
+        let result = if contacts == ["*"] {
+            if default_exp != 0 {
+                return self.reply(now, key, Response::to(&msg, 400));
+            }
+            self.registrar
+                .update(now, &aor, None, flow, msg.call_id(), msg.cseq.seq, min)
+        } else if contacts.contains(&"*") {
+            return self.reply(now, key, Response::to(&msg, 400));
+        } else if contacts.is_empty() {
+            Ok(())
+        } else {
+            let mut ups = Vec::with_capacity(contacts.len());
+            for c in &contacts {
+                let Some(na) = NameAddr::parse(c) else {
+                    return self.reply(now, key, Response::to(&msg, 400));
+                };
+                let exp = na
+                    .param("expires")
+                    .and_then(|e| e.parse::<u32>().ok())
+                    .unwrap_or(default_exp)
+                    .min(max);
+                ups.push(ContactUpdate {
+                    contact: na.uri.to_string(),
+                    expires: exp,
+                });
+            }
+            self.registrar.update(
+                now,
+                &aor,
+                Some(&ups),
+                flow,
+                msg.call_id(),
+                msg.cseq.seq,
+                min,
+            )
+        };
+        match result {
+            Err(RegisterError::TooBrief) => {
+                let m = min.to_string();
+                self.reply(now, key, Response::to(&msg, 423).header("Min-Expires", &m))
+            }
+            Err(RegisterError::OutOfOrder) => self.reply(now, key, Response::to(&msg, 500)),
+            Err(RegisterError::TooMany) => self.reply(now, key, Response::to(&msg, 403)),
+            Ok(()) => {
+                self.stats.registrations += 1;
+                let bindings = self.registrar.lookup(now, &aor);
+                let until = bindings.iter().map(|b| b.expires_at).max();
+                self.report_location(now, &aor, until);
+                let values: Vec<String> = bindings
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "<{}>;expires={}",
+                            b.contact,
+                            b.expires_at.saturating_duration_since(now).as_secs()
+                        )
+                    })
+                    .collect();
+                let extra: Vec<(&str, &str)> =
+                    values.iter().map(|v| ("Contact", v.as_str())).collect();
+                info!(ext = %aor, contacts = bindings.len(), "registered");
+                self.reply(now, key, Response::to(&msg, 200).pairs(&extra))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

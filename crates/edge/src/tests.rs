@@ -14,6 +14,8 @@ use crate::config::*;
 use crate::media::FakeMedia;
 use crate::Edge;
 
+/// The wall clock at the start of every test (2027-01-15).
+const WALL_MS: u64 = 1_800_000_000_000;
 const EDGE: &str = "127.0.0.1:5060";
 const ALICE: &str = "127.0.0.1:6001";
 const BOB1: &str = "127.0.0.1:7001";
@@ -93,7 +95,12 @@ impl Net {
         let now = Instant::now();
         let mut local = HashMap::new();
         local.insert(Proto::Udp, EDGE.parse().unwrap());
-        let edge = Edge::new(Arc::new(cfg), local, Box::new(media.clone()), now);
+        let edge = Edge::new(
+            Arc::new(cfg),
+            local,
+            Box::new(media.clone()),
+            crate::Start::seeded(now, WALL_MS, 1),
+        );
         Net {
             edge,
             now,

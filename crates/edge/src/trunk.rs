@@ -23,7 +23,10 @@ use sha2::Sha256;
 use tracing::{info, warn};
 
 use crate::call::{NewCall, Target};
-use crate::core::{build_response, Edge};
+use orbit_sip::build::Response;
+use orbit_sip::key::ServerKey;
+
+use crate::core::Edge;
 use crate::park::AfterClaim;
 
 const TRUNK: &str = "X-Orbit-Trunk";
@@ -167,7 +170,9 @@ pub(crate) fn retrieve_remote(edge: &mut Edge, now: Instant, a: AfterClaim, park
     let slot = parked.slot.to_string();
     let Some(t) = peer_target(edge, &site, &slot, Some(parked.id)) else {
         warn!(%site, slot = parked.slot, "claimed a call held at a site with no trunk to it");
-        let bytes = build_response(&a.msg, &a.flow, 502, "No Trunk To Site", None, &[], None);
+        let bytes = Response::to(&a.msg, 502)
+            .reason("No Trunk To Site")
+            .encode(a.flow.addr);
         return edge.reply_bytes(now, &a.key, 502, bytes);
     };
     info!(%site, slot = parked.slot, park = parked.id, "retrieving over the trunk");
@@ -186,7 +191,7 @@ pub(crate) fn retrieve_remote(edge: &mut Edge, now: Instant, a: AfterClaim, park
 pub(crate) fn on_claim(
     edge: &mut Edge,
     now: Instant,
-    key: &str,
+    key: &ServerKey,
     flow: Flow,
     msg: Message,
     caller: String,
@@ -198,17 +203,21 @@ pub(crate) fn on_claim(
         .copied()
         .filter(|cid| edge.calls.get(cid).is_some_and(|c| c.park.is_some()));
     let Some(cid) = held else {
-        let bytes = build_response(&msg, &flow, 404, "Park Not Held Here", None, &[], None);
+        let bytes = Response::to(&msg, 404)
+            .reason("Park Not Held Here")
+            .encode(flow.addr);
         return edge.reply_bytes(now, key, 404, bytes);
     };
     if !edge.lease_holds(now) {
         warn!(park, "claim refused: our lease is not known to hold");
-        let bytes = build_response(&msg, &flow, 410, "Park Lease Lapsed", None, &[], None);
+        let bytes = Response::to(&msg, 410)
+            .reason("Park Lease Lapsed")
+            .encode(flow.addr);
         return edge.reply_bytes(now, key, 410, bytes);
     }
     let slot = edge.calls[&cid].park.as_ref().map(|p| p.slot).unwrap_or(0);
     let a = AfterClaim {
-        key: key.to_string(),
+        key: key.clone(),
         flow,
         msg,
         retriever: caller,

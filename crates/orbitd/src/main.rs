@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -398,7 +398,7 @@ async fn run_core(
             pool,
             events: Some(media_tx),
         }),
-        Instant::now(),
+        start_now(),
     );
     for (lot, clip) in music {
         info!(lot = %lot, seconds = clip.duration().as_secs(), "music on hold loaded");
@@ -406,11 +406,26 @@ async fn run_core(
     }
     if let Some(r) = &cfg.registry {
         sockets.orbit = Some(link::start(r, &media_rt, 0)?);
-        edge = edge.with_registry(Instant::now(), Duration::from_secs(r.lease_secs));
+        let now = tokio::time::Instant::now().into_std();
+        edge = edge.with_registry(now, Duration::from_secs(r.lease_secs));
         info!(site = %cfg.site, nodes = ?r.nodes, "orbit state from the registry");
     }
     driver::run(edge, sockets, shutdown, Duration::from_secs(5)).await;
     Ok(())
+}
+
+/// An edge's start: the process's clock (tokio's, so that tests can pause it), the wall
+/// clock read once, identifiers from the operating system's entropy.
+fn start_now() -> orbit_edge::Start {
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    orbit_edge::Start {
+        now: tokio::time::Instant::now().into_std(),
+        wall_ms,
+        ids: orbit_sip::ids::Ids::from_entropy(),
+    }
 }
 
 fn main() -> Result<()> {

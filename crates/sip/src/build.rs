@@ -109,6 +109,17 @@ impl<'a> Response<'a> {
         self
     }
 
+    /// Headers given as (name, value) pairs.
+    pub fn pairs(mut self, pairs: &'a [(&'a str, &'a str)]) -> Self {
+        self.headers.extend_from_slice(pairs);
+        self
+    }
+
+    pub fn opt_body(mut self, body: Option<(&'a str, &'a [u8])>) -> Self {
+        self.body = body;
+        self
+    }
+
     pub fn body(mut self, content_type: &'a str, body: &'a [u8]) -> Self {
         self.body = Some((content_type, body));
         self

@@ -270,7 +270,9 @@ impl Replaces {
             let (k, v) = h.split_once('=')?;
             k.eq_ignore_ascii_case("replaces").then_some(v)
         })?;
-        let decoded = percent_encoding::percent_decode_str(value).decode_utf8().ok()?;
+        let decoded = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .ok()?;
         Replaces::parse(&decoded)
     }
 }
@@ -333,7 +335,12 @@ mod tests {
     fn replaces_in_a_header_and_in_a_refer_to() {
         let r = Replaces::parse("abc@h;to-tag=t1;from-tag=f1;early-only").unwrap();
         assert_eq!(
-            (r.call_id.as_str(), r.to_tag.as_str(), r.from_tag.as_str(), r.early_only),
+            (
+                r.call_id.as_str(),
+                r.to_tag.as_str(),
+                r.from_tag.as_str(),
+                r.early_only
+            ),
             ("abc@h", "t1", "f1", true)
         );
         assert!(Replaces::parse("abc;to-tag=t1").is_none());

@@ -26,8 +26,13 @@ fn registry_net() -> Net {
     let now = Instant::now();
     let mut local = HashMap::new();
     local.insert(Proto::Udp, EDGE.parse().unwrap());
-    let edge = Edge::new(Arc::new(cfg), local, Box::new(media.clone()), now)
-        .with_registry(now, Duration::from_secs(15));
+    let edge = Edge::new(
+        Arc::new(cfg),
+        local,
+        Box::new(media.clone()),
+        crate::Start::seeded(now, super::WALL_MS, 2),
+    )
+    .with_registry(now, Duration::from_secs(15));
     Net {
         edge,
         now,

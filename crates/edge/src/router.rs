@@ -1,0 +1,332 @@
+//! The way in: a message from the network goes down the floors once.
+//!
+//! ```text
+//! bytes + flow ─▶ rate limit ─▶ parse ─▶ response? ─▶ its client transaction (same flow only)
+//!                                      └▶ request ─▶ server transaction (retransmission? table full?)
+//!                                                  ─▶ in a dialog (To tag)? ─▶ that dialog, if over its flow
+//!                                                  ─▶ method + Request-URI ─▶ one feature
+//! ```
+//!
+//! Out-of-dialog INVITEs are routed by their Request-URI: a trunk claim (another site won the
+//! call parked here), a parking slot (retrieve), a lot's park extension (attended park), or an
+//! extension (a call). Everything below this file acts on what the router hands it.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use orbit_sip::build::{salvage_response, Response};
+use orbit_sip::key::ServerKey;
+use orbit_sip::message::{Message, Name, ParseError};
+use orbit_sip::transaction::{Kind, State};
+use orbit_sip::transport::Flow;
+use orbit_sip::{Method, Scheme};
+use tracing::{debug, info_span, warn};
+
+use crate::call::{is_sdp, user_of, NewCall, Target};
+use crate::core::{Edge, TimerKey, ALLOW};
+
+impl Edge {
+    /// A message arrived over `flow`.
+    pub fn on_message(&mut self, now: Instant, flow: Flow, bytes: Bytes) {
+        self.last_now = now;
+        if bytes.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return; // keep-alive
+        }
+        // The per-source limit comes first, so that a flood costs no parsing.
+        if !self.rate.allow(now, flow.addr.ip()) {
+            self.stats.rate_limited += 1;
+            // One 503 per second per source at most, then silence.
+            if self.rate.should_answer(now, flow.addr.ip()) {
+                if let Ok(m) = orbit_sip::parse(bytes, &self.limits) {
+                    if m.is_request() && *m.method() != Method::Ack {
+                        let r = Response::to(&m, 503).header("Retry-After", "5");
+                        self.reply_stateless(flow, r);
+                    }
+                }
+            }
+            return;
+        }
+        if bytes.len() > self.cfg.limits.max_message {
+            // Too large to be a legitimate request here; answer 513 if we can read it.
+            if let Ok(m) = orbit_sip::parse(bytes, &self.limits) {
+                if m.is_request() && *m.method() != Method::Ack {
+                    self.reply_stateless(flow, Response::to(&m, 513));
+                }
+            }
+            return;
+        }
+        let msg = match orbit_sip::parse(bytes.clone(), &self.limits) {
+            Ok(m) => m,
+            Err(e) => return self.on_parse_error(flow, &bytes, e),
+        };
+        if msg.is_request() {
+            self.on_request(now, flow, msg);
+        } else {
+            self.on_response(now, flow, msg);
+        }
+        self.settle(now);
+    }
+
+    /// A stream that could not be framed: answer 400 if a request can be read from it.
+    pub fn on_bad_stream(&mut self, flow: Flow, bytes: &[u8]) {
+        self.stats.parse_errors += 1;
+        if let Some(r) = salvage_response(bytes, flow.addr, 400, "bad framing") {
+            self.send(flow, r);
+        }
+    }
+
+    fn on_parse_error(&mut self, flow: Flow, bytes: &[u8], err: ParseError) {
+        self.stats.parse_errors += 1;
+        debug!(%err, from = %flow.addr, "unparseable message");
+        // Answer only requests, and only when we can build a response (RFC 4475: invalid
+        // requests get 400, responses we cannot read are dropped).
+        if bytes.starts_with(b"SIP/") {
+            return;
+        }
+        let code = if err == ParseError::Version { 505 } else { 400 };
+        if let Some(r) = salvage_response(bytes, flow.addr, code, &err.to_string()) {
+            self.send(flow, r);
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, flow: Flow, msg: Message) {
+        let key = ServerKey::of(&msg, flow.addr);
+        let method = msg.method().clone();
+        if method == Method::Ack {
+            if let Some(e) = self.stx.get_mut(&key) {
+                if e.tx.kind == Kind::Invite && e.tx.state == State::Completed {
+                    e.tx.on_ack(now);
+                    if let Some(t) = e.tx.poll_timeout() {
+                        self.timers.schedule(t, TimerKey::Server(key));
+                    }
+                    return;
+                }
+            }
+            // ACK for a 2xx: end-to-end, belongs to the dialog.
+            return self.dialog_request(now, flow, msg, None);
+        }
+        if let Some(e) = self.stx.get(&key) {
+            // A retransmission: resend what we last answered.
+            if let Some(r) = e.tx.on_retransmission() {
+                let f = e.flow;
+                self.send(f, r);
+            }
+            return;
+        }
+        if !self.open_server(&key, method == Method::Invite, flow) {
+            return self.stateless(now, flow, &msg);
+        }
+        let span = info_span!("sip.request", method = %method, call_id = %msg.call_id(), from = %flow.addr);
+        let _g = span.enter();
+
+        if let Some(uri) = msg.uri() {
+            if uri.scheme == Scheme::Other {
+                return self.reply(now, &key, Response::to(&msg, 416));
+            }
+        }
+        if method == Method::Cancel {
+            return self.on_cancel(now, &key, msg);
+        }
+        if let Some(unsupported) = msg
+            .headers(Name::Require)
+            .chain(msg.headers(Name::ProxyRequire))
+            .next()
+            .map(str::to_string)
+        {
+            if method != Method::Bye {
+                let r = Response::to(&msg, 420).header("Unsupported", &unsupported);
+                return self.reply(now, &key, r);
+            }
+        }
+        if msg.to_tag().is_some() {
+            return self.dialog_request(now, flow, msg, Some(key));
+        }
+        match method {
+            Method::Register => self.on_register(now, &key, flow, msg),
+            Method::Options => self.reply(now, &key, options_ok(&msg)),
+            Method::Invite => self.on_invite(now, &key, flow, msg),
+            Method::Subscribe => {
+                if self.authenticate(now, &key, flow, &msg).is_some() {
+                    crate::blf::on_subscribe(self, now, &key, flow, msg)
+                }
+            }
+            Method::Bye | Method::Prack | Method::Update | Method::Info => {
+                self.reply(now, &key, Response::to(&msg, 481))
+            }
+            Method::Other(_) => {
+                self.reply(now, &key, Response::to(&msg, 501).header("Allow", ALLOW))
+            }
+            _ => self.reply(now, &key, Response::to(&msg, 405).header("Allow", ALLOW)),
+        }
+    }
+
+    /// The server transaction table is full (a flood, likely from spoofed sources): answer
+    /// what can be answered without remembering anything, so that a phone's OPTIONS keepalive
+    /// and its first, credential-less REGISTER or INVITE still get their answer (a challenge
+    /// costs us nothing: nonces are self-validating); the rest is told to come back.
+    fn stateless(&mut self, now: Instant, flow: Flow, msg: &Message) {
+        self.stats.stateless += 1;
+        let challenge = match msg.method() {
+            Method::Register if msg.header(Name::Authorization).is_none() => Some(401),
+            Method::Invite | Method::Subscribe
+                if msg.header(Name::ProxyAuthorization).is_none()
+                    && msg.to_tag().is_none()
+                    && !self.is_trusted(flow.addr.ip()) =>
+            {
+                Some(407)
+            }
+            _ => None,
+        };
+        match (msg.method(), challenge) {
+            (Method::Options, _) => self.reply_stateless(flow, options_ok(msg)),
+            (_, Some(code)) => {
+                let name = if code == 401 {
+                    "WWW-Authenticate"
+                } else {
+                    "Proxy-Authenticate"
+                };
+                let challenges = self.auth.challenges(now, false);
+                self.reply_stateless(flow, Response::to(msg, code).headers(name, &challenges));
+            }
+            _ => self.reply_stateless(flow, Response::to(msg, 503).header("Retry-After", "5")),
+        }
+    }
+
+    /// A request naming a dialog by its To tag. It acts only on a dialog of its own flow.
+    fn dialog_request(&mut self, now: Instant, flow: Flow, msg: Message, key: Option<ServerKey>) {
+        if *msg.method() == Method::Subscribe {
+            if let Some(k) = &key {
+                if crate::blf::on_dialog_subscribe(self, now, k, flow, &msg) {
+                    return;
+                }
+            }
+        }
+        let dk = (
+            msg.call_id().to_string(),
+            msg.to_tag().unwrap_or("").to_string(),
+        );
+        match self.dialogs.get(&dk).copied() {
+            Some(call) => crate::call::on_dialog_request(self, now, call, flow, msg, key),
+            None => {
+                if let Some(key) = key {
+                    self.reply(now, &key, Response::to(&msg, 481));
+                }
+            }
+        }
+    }
+
+    fn on_cancel(&mut self, now: Instant, key: &ServerKey, msg: Message) {
+        // The CANCEL matches the INVITE server transaction with the same branch (§9.2).
+        let invite_key = key.cancelled_invite();
+        if !self.stx.contains_key(&invite_key) {
+            return self.reply(now, key, Response::to(&msg, 481));
+        }
+        self.reply(now, key, Response::to(&msg, 200));
+        if let Some(cancelled) = self.claiming.get_mut(&invite_key) {
+            // Its claim is being ordered: the 487 goes with the outcome (which, if the claim
+            // was won, puts the call back in its slot).
+            *cancelled = true;
+            return;
+        }
+        crate::call::on_cancel(self, now, &invite_key);
+    }
+
+    /// An INVITE outside a dialog: checked, authenticated, then routed by its Request-URI.
+    fn on_invite(&mut self, now: Instant, key: &ServerKey, flow: Flow, msg: Message) {
+        if self.shutting_down {
+            return self.reply(
+                now,
+                key,
+                Response::to(&msg, 503).header("Retry-After", "30"),
+            );
+        }
+        let mf = msg.max_forwards().unwrap_or(70);
+        if mf == 0 {
+            return self.reply(now, key, Response::to(&msg, 483));
+        }
+        // We anchor media, so we must understand the session description.
+        if !msg.body.is_empty() && !is_sdp(&msg) {
+            let r = Response::to(&msg, 415).header("Accept", "application/sdp");
+            return self.reply(now, key, r);
+        }
+        // One of our own outgoing legs coming back to us: a routing loop.
+        let own = (
+            msg.call_id().to_string(),
+            msg.from_tag().unwrap_or("").to_string(),
+        );
+        if self.dialogs.contains_key(&own) {
+            return self.reply(now, key, Response::to(&msg, 482));
+        }
+        let uri = msg.uri().cloned().expect("request");
+        if !self.is_our_host(uri.host()) {
+            return self.reply(now, key, Response::to(&msg, 404));
+        }
+        let Some(from) = msg.from() else {
+            return self.reply(now, key, Response::to(&msg, 400));
+        };
+        let from_display = from.display.map(str::to_string);
+        let from_user = user_of(from.uri).unwrap_or_default();
+        // Another site's edge: its signature stands for the caller's authentication there.
+        let trunk_from = match crate::trunk::verify(self, &msg) {
+            Ok(peer) => peer,
+            Err(why) => {
+                warn!(from = %flow.addr, %why, "trunk request refused");
+                return self.reply(now, key, Response::to(&msg, 403).reason(why));
+            }
+        };
+        let caller = if trunk_from.is_some() {
+            from_user
+        } else {
+            match self.authenticate(now, key, flow, &msg) {
+                Some(user) => user,
+                None => return,
+            }
+        };
+        let Some(callee) = uri.user().map(str::to_string) else {
+            return self.reply(now, key, Response::to(&msg, 404));
+        };
+        if let Some(park) = crate::trunk::claim_of(&msg).filter(|_| trunk_from.is_some()) {
+            return crate::trunk::on_claim(self, now, key, flow, msg, caller, park);
+        }
+        if let Some(slot) = self.slot_number(&callee) {
+            return crate::park::on_retrieve(self, now, key, flow, msg, caller, slot);
+        }
+        if let Some(lot) = self
+            .orbit
+            .lot_by_ext(&self.cfg.tenant.domain, &callee)
+            .map(|l| l.key())
+        {
+            return crate::park::on_park_call(self, now, key, flow, msg, caller, lot);
+        }
+        if self.extension(&callee).is_none() {
+            return self.reply(now, key, Response::to(&msg, 404));
+        }
+        let bindings = self.registrar.lookup(now, &callee);
+        let targets: Vec<Target> = if !bindings.is_empty() {
+            bindings.iter().map(Target::phone).collect()
+        } else if trunk_from.is_none() {
+            // Registered at another site: over the trunk (never forwarded on from a trunk).
+            crate::trunk::targets_for(self, now, &callee, &callee)
+        } else {
+            vec![]
+        };
+        if targets.is_empty() {
+            return self.reply(now, key, Response::to(&msg, 480));
+        }
+        let call = NewCall {
+            caller,
+            callee,
+            display: from_display,
+            max_forwards: mf,
+        };
+        self.start_call(now, key, flow, msg, call, targets);
+    }
+}
+
+/// What we answer OPTIONS with (also without a transaction).
+fn options_ok(msg: &Message) -> Response<'_> {
+    Response::to(msg, 200)
+        .header("Allow", ALLOW)
+        .header("Accept", "application/sdp")
+        .header("Supported", "replaces")
+}

@@ -1,0 +1,258 @@
+//! The edge's transaction layer (RFC 3261 §17): server and client transactions in tables keyed
+//! by typed keys, their timers, and the two ways out of the core: answering a request through
+//! its server transaction ([`Edge::reply`]) and sending a request as a client transaction
+//! ([`Edge::send_request`]).
+//!
+//! Two rules keep strangers out at this floor: a response is taken only from the flow its
+//! request went to (a forged 200 from elsewhere answers nothing), and the server transaction
+//! table is bounded: when it is full, new requests are answered without keeping state
+//! ([`crate::router`]).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use orbit_sip::build::{ack_for_failure, Response};
+use orbit_sip::dialog::same_flow;
+use orbit_sip::key::{ClientKey, ServerKey};
+use orbit_sip::message::Message;
+use orbit_sip::transaction::{ClientEvent, ClientTransaction, Kind, ServerTransaction, TimerEvent};
+use orbit_sip::transport::Flow;
+use tracing::debug;
+
+use crate::core::{Edge, TimerKey, Transmit};
+
+pub(crate) struct ServerEntry {
+    pub tx: ServerTransaction,
+    pub flow: Flow,
+}
+
+/// Who gets the responses of a client transaction.
+pub(crate) enum Owner {
+    /// One fork of a call's outgoing INVITE.
+    Branch { call: u64, idx: usize },
+    /// An in-dialog request relayed from the other side; the response goes back to `stx`.
+    Relay {
+        call: u64,
+        stx: ServerKey,
+        req: Box<Message>,
+    },
+    /// A request of our own whose answer only matters to the call (BYE at teardown).
+    Bye { call: u64 },
+    /// One fork of a recall (the parker's phones, then the fallback).
+    Recall { call: u64, attempt: u32, idx: usize },
+    /// A NOTIFY about a REFER's progress; `bye`: end that side's dialog once it is answered.
+    ReferNotify {
+        call: u64,
+        bye: Option<crate::call::Side>,
+    },
+    /// A lamp NOTIFY: a refusal ends the subscription.
+    Lamp { sub: (String, String) },
+    /// Nobody (CANCEL, stray BYE to a late fork).
+    Nobody,
+}
+
+pub(crate) struct ClientEntry {
+    pub tx: ClientTransaction,
+    pub flow: Flow,
+    pub owner: Owner,
+}
+
+impl Edge {
+    /// Open the server transaction of a new request; false when the table is full (the
+    /// request is then answered without state).
+    pub(crate) fn open_server(&mut self, key: &ServerKey, invite: bool, flow: Flow) -> bool {
+        if self.stx.len() >= self.cfg.limits.max_transactions {
+            return false;
+        }
+        let kind = if invite {
+            Kind::Invite
+        } else {
+            Kind::NonInvite
+        };
+        self.stx.insert(
+            key.clone(),
+            ServerEntry {
+                tx: ServerTransaction::new(kind, flow.proto.reliable(), self.timing),
+                flow,
+            },
+        );
+        true
+    }
+
+    /// Answer a request through its server transaction. A response that needs our tag and
+    /// was given none gets a fresh one.
+    pub(crate) fn reply(&mut self, now: Instant, key: &ServerKey, r: Response<'_>) {
+        let tag;
+        let r = if r.needs_tag() {
+            tag = self.ids.tag();
+            r.tag(&tag)
+        } else {
+            r
+        };
+        let bytes = r.encode(key.source);
+        self.reply_bytes(now, key, r.code(), bytes);
+    }
+
+    pub(crate) fn reply_bytes(&mut self, now: Instant, key: &ServerKey, code: u16, bytes: Bytes) {
+        let Some(e) = self.stx.get_mut(key) else {
+            return;
+        };
+        e.tx.respond(now, code, bytes.clone());
+        let f = e.flow;
+        if let Some(t) = e.tx.poll_timeout() {
+            self.timers.schedule(t, TimerKey::Server(key.clone()));
+        }
+        self.send(f, bytes);
+    }
+
+    /// Answer a request without a transaction (the table is full): nothing is kept, a
+    /// retransmission is answered again the same way.
+    pub(crate) fn reply_stateless(&mut self, flow: Flow, r: Response<'_>) {
+        let tag;
+        let r = if r.needs_tag() {
+            tag = self.ids.tag();
+            r.tag(&tag)
+        } else {
+            r
+        };
+        let bytes = r.encode(flow.addr);
+        self.send(flow, bytes);
+    }
+
+    /// Send a new request as a client transaction.
+    pub(crate) fn send_request(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        key: ClientKey,
+        invite: bool,
+        bytes: Bytes,
+        owner: Owner,
+    ) {
+        let kind = if invite {
+            Kind::Invite
+        } else {
+            Kind::NonInvite
+        };
+        let tx =
+            ClientTransaction::new(kind, bytes.clone(), flow.proto.reliable(), now, self.timing);
+        self.ctx
+            .insert(key.clone(), ClientEntry { tx, flow, owner });
+        self.schedule_client(&key);
+        self.send(flow, bytes);
+    }
+
+    /// A new branch for a request we send, as its client transaction's key.
+    pub(crate) fn new_branch(&mut self) -> ClientKey {
+        ClientKey::new(&self.ids.branch())
+    }
+
+    pub(crate) fn schedule_client(&mut self, key: &ClientKey) {
+        if let Some(t) = self.ctx.get(key).and_then(|e| e.tx.poll_timeout()) {
+            self.timers.schedule(t, TimerKey::Client(key.clone()));
+        }
+    }
+
+    /// A response arrived over `flow`: to its client transaction, if it came from where the
+    /// request went.
+    pub(crate) fn on_response(&mut self, now: Instant, flow: Flow, msg: Message) {
+        let Some(key) = ClientKey::of_response(&msg) else {
+            return;
+        };
+        let Some(entry) = self.ctx.get_mut(&key) else {
+            debug!(code = msg.code(), "response matches no transaction");
+            return;
+        };
+        if !same_flow(&entry.flow, &flow) {
+            debug!(code = msg.code(), from = %flow.addr, to = %entry.flow.addr, "response from elsewhere than the request went: dropped");
+            return;
+        }
+        let code = msg.code();
+        match entry.tx.on_response(now, code) {
+            ClientEvent::Absorb => {}
+            ClientEvent::ResendAck => {
+                if let Some(a) = entry.tx.ack().cloned() {
+                    let f = entry.flow;
+                    self.send(f, a);
+                }
+            }
+            ev => {
+                if ev == ClientEvent::DeliverAndAck {
+                    if let Some(ack) = ack_for_failure(entry.tx.request(), &msg) {
+                        entry.tx.set_ack(ack.clone());
+                        let f = entry.flow;
+                        self.out.push(Transmit {
+                            flow: f,
+                            bytes: ack,
+                        });
+                    }
+                }
+                self.schedule_client(&key);
+                crate::call::on_client_response(self, now, &key, msg);
+            }
+        }
+    }
+
+    pub(crate) fn server_timer(&mut self, now: Instant, key: ServerKey) {
+        let Some(e) = self.stx.get_mut(&key) else {
+            return;
+        };
+        match e.tx.poll_timeout() {
+            Some(t) if t <= now => {}
+            _ => return, // stale timer entry
+        }
+        match e.tx.on_timeout(now) {
+            TimerEvent::Retransmit(b) => {
+                let f = e.flow;
+                if let Some(t) = e.tx.poll_timeout() {
+                    self.timers.schedule(t, TimerKey::Server(key));
+                }
+                self.send(f, b);
+            }
+            TimerEvent::Nothing => {
+                if let Some(t) = e.tx.poll_timeout() {
+                    self.timers.schedule(t, TimerKey::Server(key));
+                }
+            }
+            TimerEvent::TimedOut | TimerEvent::Terminated => {
+                self.stx.remove(&key);
+            }
+        }
+    }
+
+    pub(crate) fn client_timer(&mut self, now: Instant, key: ClientKey) {
+        let Some(e) = self.ctx.get_mut(&key) else {
+            return;
+        };
+        match e.tx.poll_timeout() {
+            Some(t) if t <= now => {}
+            _ => return,
+        }
+        match e.tx.on_timeout(now) {
+            TimerEvent::Retransmit(b) => {
+                let f = e.flow;
+                if let Some(t) = e.tx.poll_timeout() {
+                    self.timers.schedule(t, TimerKey::Client(key));
+                }
+                self.send(f, b);
+            }
+            TimerEvent::Nothing => {
+                if let Some(t) = e.tx.poll_timeout() {
+                    self.timers.schedule(t, TimerKey::Client(key));
+                }
+            }
+            TimerEvent::TimedOut => {
+                crate::call::on_client_timeout(self, now, &key);
+                self.ctx.remove(&key);
+            }
+            TimerEvent::Terminated => {
+                self.ctx.remove(&key);
+            }
+        }
+    }
+
+    /// Server transactions held (tests: the table's bound).
+    pub fn server_transactions(&self) -> usize {
+        self.stx.len()
+    }
+}
