@@ -406,7 +406,7 @@ impl Edge {
         let caller = if trunk_from.is_some() || self.is_trusted(flow.addr.ip()) {
             from_user
         } else {
-            match self.check_auth(now, &msg, Name::ProxyAuthorization) {
+            match self.check_auth(now, flow.addr.ip(), &msg, Name::ProxyAuthorization) {
                 Ok(user) if user == from_user => user,
                 Ok(_) => return self.reply(now, key, &msg, 403, None, &[], None),
                 Err((code, headers)) => {
