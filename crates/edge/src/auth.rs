@@ -5,14 +5,34 @@
 //! carrying `stale=true`, so the phone retries without asking its user. Replay protection:
 //! each nonce's highest nonce-count seen is remembered until the nonce expires, and a request
 //! that does not raise it is refused.
+//!
+//! Only what was offered is accepted: an algorithm from the configured list (a response without
+//! `algorithm` is MD5, so only if MD5 is offered), `qop=auth` (no RFC 2069 responses), and a
+//! digest `uri` equal to the Request-URI (compared as text after trimming, not by the URI
+//! equality rules of RFC 3261 §19.1.4: phones copy the Request-URI). The response is compared
+//! in constant time.
+//!
+//! Guessing is slowed by counting wrong digests (and unknown users) in three tables, each
+//! bounded and evicting the least recently active entry: per source and extension, per source,
+//! and per extension from any source. Too many within a window lock that key out for a while,
+//! doubling with each lockout up to a cap; while locked, attempts are refused without checking
+//! the password (`Verdict::Locked`). Sources are IPv4 addresses or IPv6 /64 prefixes (one host
+//! commonly holds a whole /64). The source and extension locks do not apply to a source where
+//! the extension recently authenticated: a stranger cannot lock a user out of the phone it
+//! already uses, only out of new places.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use md5::Md5;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use crate::config::{AuthConfig, Extension};
 
@@ -110,10 +130,202 @@ pub enum Verdict {
     Stale,
     /// Wrong password, unknown user, replayed nonce-count, malformed: 403 (after a challenge).
     Denied(&'static str),
+    /// Too many failures lately for this source, extension or both: refused (403) without
+    /// checking the password until the lockout ends.
+    Locked,
+}
+
+/// The request being authenticated.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub method: &'a str,
+    /// The Request-URI as written: the digest's `uri` must be the same.
+    pub request_uri: &'a str,
+    /// Where the request came from, for counting failures.
+    pub source: IpAddr,
+}
+
+/// Failure limits, from [`AuthConfig`]. A limit of 0 counts nothing.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    per_source_ext: u32,
+    per_source: u32,
+    per_ext: u32,
+    window: Duration,
+    lockout: Duration,
+    lockout_max: Duration,
+}
+
+impl Policy {
+    /// An entry unlocked and quiet for this long is forgotten (its lockout level with it).
+    fn forget(&self) -> Duration {
+        self.window + self.lockout_max
+    }
+}
+
+/// Failures of one key (source and extension, source, or extension).
+#[derive(Debug)]
+struct Strikes {
+    /// Failures in the current window, which began at `since`.
+    count: u32,
+    since: Instant,
+    /// Lockouts so far: the next lasts `lockout × 2^level`, up to `lockout_max`.
+    level: u32,
+    locked_until: Option<Instant>,
+    /// The latest failure or refused attempt.
+    last: Instant,
+}
+
+impl Strikes {
+    fn new(now: Instant) -> Strikes {
+        Strikes {
+            count: 0,
+            since: now,
+            level: 0,
+            locked_until: None,
+            last: now,
+        }
+    }
+
+    fn locked(&self, now: Instant) -> bool {
+        self.locked_until.is_some_and(|t| now < t)
+    }
+
+    /// Count a failure; the lockout's length when this one starts a lockout.
+    fn strike(&mut self, now: Instant, limit: u32, p: &Policy) -> Option<Duration> {
+        self.last = now;
+        if limit == 0 || self.locked(now) {
+            return None;
+        }
+        if now.duration_since(self.since) > p.window {
+            self.count = 0;
+            self.since = now;
+        }
+        self.count += 1;
+        if self.count < limit {
+            return None;
+        }
+        let d = p
+            .lockout
+            .saturating_mul(1 << self.level.min(20))
+            .min(p.lockout_max);
+        self.level += 1;
+        self.count = 0;
+        self.since = now + d;
+        self.locked_until = Some(now + d);
+        Some(d)
+    }
+
+    fn idle(&self, now: Instant, p: &Policy) -> bool {
+        !self.locked(now) && now.duration_since(self.last) > p.forget()
+    }
+}
+
+/// A map bounded to `cap` entries that evicts the least recently touched one when full.
+struct Lru<K, V> {
+    map: HashMap<K, (V, u64)>,
+    /// Touch sequence → key, oldest first.
+    order: BTreeMap<u64, K>,
+    next: u64,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> Lru<K, V> {
+    fn new(cap: usize) -> Self {
+        Lru {
+            map: HashMap::new(),
+            order: BTreeMap::new(),
+            next: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k).map(|(v, _)| v)
+    }
+
+    /// The entry for `k` (made with `make` when absent, evicting the least recently touched
+    /// entry when full), now the most recently touched.
+    fn touch(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
+        let seq = self.next;
+        self.next += 1;
+        if let Some((_, s)) = self.map.get_mut(&k) {
+            self.order.remove(s);
+            *s = seq;
+        } else {
+            while self.map.len() >= self.cap {
+                let Some((_, old)) = self.order.pop_first() else {
+                    break;
+                };
+                self.map.remove(&old);
+            }
+            self.map.insert(k.clone(), (make(), seq));
+        }
+        self.order.insert(seq, k.clone());
+        &mut self.map.get_mut(&k).expect("just inserted").0
+    }
+
+    fn remove(&mut self, k: &K) {
+        if let Some((_, s)) = self.map.remove(k) {
+            self.order.remove(&s);
+        }
+    }
+
+    /// Drop the least recently touched entries while `idle` holds for them.
+    fn expire(&mut self, idle: impl Fn(&V) -> bool) {
+        while let Some((&s, k)) = self.order.first_key_value() {
+            if !self.map.get(k).is_some_and(|(v, _)| idle(v)) {
+                break;
+            }
+            if let Some(k) = self.order.remove(&s) {
+                self.map.remove(&k);
+            }
+        }
+    }
+}
+
+/// The key a source is counted under: an IPv4 address, or an IPv6 /64 (a host on IPv6 usually
+/// has a whole /64 to pick addresses from).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(o.into())
+        }
+        v4 => v4,
+    }
+}
+
+/// Whether two hex digests are the same value, in time independent of where they differ.
+fn same_digest(expected: &str, response: &str) -> bool {
+    let (Ok(a), Ok(b)) = (hex::decode(expected), hex::decode(response)) else {
+        return false;
+    };
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(&b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Usernames as they appear in a log line: bounded, escaped.
+fn shown(user: &str) -> String {
+    user.chars()
+        .take(32)
+        .collect::<String>()
+        .escape_debug()
+        .to_string()
 }
 
 pub struct Authenticator {
     key: [u8; 32],
+    /// The random part of nonces.
+    rng: StdRng,
     realm: String,
     algorithms: Vec<Algorithm>,
     ttl: Duration,
@@ -126,18 +338,50 @@ pub struct Authenticator {
     /// it is treated as stale (a new challenge), never as unused.
     floor: Option<Instant>,
     last_prune: Instant,
+    policy: Policy,
+    /// Failures per (source, user id), per source, per user id (known extensions only).
+    /// User ids are keyed hashes of the username, so that an attacker's long names cost no
+    /// memory.
+    by_pair: Lru<(IpAddr, u64), Strikes>,
+    by_source: Lru<IpAddr, Strikes>,
+    by_ext: Lru<u64, Strikes>,
+    /// (source, user id) → latest successful authentication there.
+    good: Lru<(IpAddr, u64), Instant>,
 }
 
 /// Most nonces tracked at once (about 50 bytes each): 1M covers 3,000 authenticated requests/s
 /// over a 300 s nonce lifetime. Beyond it the oldest are evicted (see `floor`).
 const NC_TABLE_MAX: usize = 1_000_000;
 
+/// Most entries in each failure table (about 150 bytes each, with the order index): a spray
+/// from more sources than this evicts the least recently active ones.
+const STRIKES_MAX: usize = 65_536;
+
+/// How long a successful authentication from a source exempts that extension there from
+/// the source and extension lockouts (phones re-register well within it).
+const GOOD_TTL: Duration = Duration::from_secs(86_400);
+
 impl Authenticator {
+    /// An authenticator drawing its key and nonces from the thread's CSPRNG.
     pub fn new(realm: &str, cfg: &AuthConfig, now: Instant) -> Authenticator {
+        Self::with_rng(realm, cfg, now, &mut rand::thread_rng())
+    }
+
+    /// An authenticator whose HMAC key, and the seed of the generator for its nonces, come
+    /// from `rng` (tests pass a seeded one).
+    pub fn with_rng(
+        realm: &str,
+        cfg: &AuthConfig,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Authenticator {
         let mut key = [0u8; 32];
-        rand::Rng::fill(&mut rand::thread_rng(), &mut key);
+        rng.fill_bytes(&mut key);
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
         Authenticator {
             key,
+            rng: StdRng::from_seed(seed),
             realm: realm.to_string(),
             algorithms: cfg
                 .algorithms
@@ -151,6 +395,18 @@ impl Authenticator {
             order: VecDeque::new(),
             floor: None,
             last_prune: now,
+            policy: Policy {
+                per_source_ext: cfg.failures_per_source_ext,
+                per_source: cfg.failures_per_source,
+                per_ext: cfg.failures_per_ext,
+                window: Duration::from_secs(cfg.failure_window_secs),
+                lockout: Duration::from_secs(cfg.lockout_secs),
+                lockout_max: Duration::from_secs(cfg.lockout_max_secs.max(cfg.lockout_secs)),
+            },
+            by_pair: Lru::new(STRIKES_MAX),
+            by_source: Lru::new(STRIKES_MAX),
+            by_ext: Lru::new(STRIKES_MAX),
+            good: Lru::new(STRIKES_MAX),
         }
     }
 
@@ -167,11 +423,20 @@ impl Authenticator {
         out
     }
 
-    pub fn nonce(&self, now: Instant) -> String {
+    /// A username's key in the failure tables.
+    fn user_id(&self, user: &str) -> u64 {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
+        m.update(b"user\0");
+        m.update(user.as_bytes());
+        let full = m.finalize().into_bytes();
+        u64::from_be_bytes(full[..8].try_into().expect("8 bytes"))
+    }
+
+    pub fn nonce(&mut self, now: Instant) -> String {
         let ms = now.duration_since(self.epoch).as_millis() as u64;
         let mut raw = [0u8; 32];
         raw[..8].copy_from_slice(&ms.to_be_bytes());
-        rand::Rng::fill(&mut rand::thread_rng(), &mut raw[8..16]);
+        self.rng.fill_bytes(&mut raw[8..16]);
         let mac = self.mac(&raw[..16]);
         raw[16..].copy_from_slice(&mac);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
@@ -201,7 +466,7 @@ impl Authenticator {
     }
 
     /// Challenge header values, one per configured algorithm, in preference order.
-    pub fn challenges(&self, now: Instant, stale: bool) -> Vec<String> {
+    pub fn challenges(&mut self, now: Instant, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now);
         self.algorithms
             .iter()
@@ -217,12 +482,12 @@ impl Authenticator {
             .collect()
     }
 
-    /// Check credentials for `method` from an Authorization / Proxy-Authorization value.
-    /// `lookup` returns the extension's secrets.
+    /// Check the credentials in an Authorization / Proxy-Authorization value (`header`) for
+    /// `attempt`. `lookup` returns the extension's secrets.
     pub fn verify<'e>(
         &mut self,
         now: Instant,
-        method: &str,
+        attempt: &Attempt<'_>,
         header: Option<&str>,
         lookup: impl Fn(&str) -> Option<&'e Extension>,
     ) -> Verdict {
@@ -248,18 +513,40 @@ impl Authenticator {
         ) else {
             return Verdict::Denied("incomplete credentials");
         };
-        let alg = match p.get("algorithm") {
-            None => Algorithm::Md5,
-            Some(a) => match Algorithm::parse(a) {
-                Some(a) if self.algorithms.contains(&a) => a,
-                _ => return Verdict::Denied("algorithm not offered"),
-            },
+        let source = source_key(attempt.source);
+        let uid = self.user_id(user);
+        if self.locked_out(now, source, uid) {
+            return Verdict::Locked;
+        }
+        // A missing algorithm means MD5 (RFC 2617 §3.2.2): only if MD5 was offered.
+        let alg = match p
+            .get("algorithm")
+            .map_or(Some(Algorithm::Md5), |a| Algorithm::parse(a))
+        {
+            Some(a) if self.algorithms.contains(&a) => a,
+            _ => return Verdict::Denied("algorithm not offered"),
         };
+        let Some(qop) = p.get("qop").copied() else {
+            return Verdict::Denied("qop=auth required");
+        };
+        if !qop.eq_ignore_ascii_case("auth") {
+            return Verdict::Denied("unsupported qop");
+        }
+        let (Some(nc_s), Some(cnonce)) = (p.get("nc").copied(), p.get("cnonce").copied()) else {
+            return Verdict::Denied("qop without nc/cnonce");
+        };
+        let Ok(nc) = u32::from_str_radix(nc_s, 16) else {
+            return Verdict::Denied("bad nc");
+        };
+        if uri.trim() != attempt.request_uri.trim() {
+            return Verdict::Denied("uri is not the Request-URI");
+        }
         let Some((issued, id)) = self.nonce_issued(nonce) else {
             // Not ours (or forged): a fresh challenge, as for no credentials.
             return Verdict::Challenge;
         };
         let Some(ext) = lookup(user) else {
+            self.fail(now, source, uid, user, false);
             return Verdict::Denied("unknown user");
         };
         let ha1 = match (alg, &ext.password, &ext.ha1_md5, &ext.ha1_sha256) {
@@ -268,23 +555,10 @@ impl Authenticator {
             (_, Some(pw), _, _) => alg.hash(&[user, &self.realm, pw]),
             _ => return Verdict::Denied("no secret for algorithm"),
         };
-        let ha2 = alg.hash(&[method, uri]);
-        let qop = p.get("qop").copied();
-        let (expected, nc) = match qop {
-            Some(q) if q.eq_ignore_ascii_case("auth") => {
-                let (Some(nc_s), Some(cnonce)) = (p.get("nc").copied(), p.get("cnonce").copied())
-                else {
-                    return Verdict::Denied("qop without nc/cnonce");
-                };
-                let Ok(nc) = u32::from_str_radix(nc_s, 16) else {
-                    return Verdict::Denied("bad nc");
-                };
-                (alg.hash(&[&ha1, nonce, nc_s, cnonce, q, &ha2]), nc)
-            }
-            Some(_) => return Verdict::Denied("unsupported qop"),
-            None => (alg.hash(&[&ha1, nonce, &ha2]), 0),
-        };
-        if !expected.eq_ignore_ascii_case(response) {
+        let ha2 = alg.hash(&[attempt.method, uri]);
+        let expected = alg.hash(&[&ha1, nonce, nc_s, cnonce, qop, &ha2]);
+        if !same_digest(&expected, response) {
+            self.fail(now, source, uid, user, true);
             return Verdict::Denied("wrong credentials");
         }
         if now.duration_since(issued) > self.ttl {
@@ -310,12 +584,64 @@ impl Authenticator {
                 self.order.push_back((issued, id));
             }
         }
+        // Only a fresh, unreplayed success counts (a replayed or stale header proves nothing
+        // about the sender).
+        self.by_pair.remove(&(source, uid));
+        *self.good.touch((source, uid), || now) = now;
         Verdict::Ok {
             user: user.to_string(),
         }
     }
 
-    /// Forget nonces past their lifetime: they are refused as stale anyway.
+    /// Whether `user` (by id) from `source` is locked out now; a refused attempt keeps the
+    /// locked entries fresh (so they are not evicted while in use).
+    fn locked_out(&mut self, now: Instant, source: IpAddr, uid: u64) -> bool {
+        let good = self
+            .good
+            .get(&(source, uid))
+            .is_some_and(|t| now.duration_since(*t) <= GOOD_TTL);
+        let mut locked = false;
+        if self
+            .by_pair
+            .get(&(source, uid))
+            .is_some_and(|s| s.locked(now))
+        {
+            self.by_pair.touch((source, uid), || Strikes::new(now)).last = now;
+            locked = true;
+        }
+        if !good && self.by_source.get(&source).is_some_and(|s| s.locked(now)) {
+            self.by_source.touch(source, || Strikes::new(now)).last = now;
+            locked = true;
+        }
+        if !good && self.by_ext.get(&uid).is_some_and(|s| s.locked(now)) {
+            self.by_ext.touch(uid, || Strikes::new(now)).last = now;
+            locked = true;
+        }
+        locked
+    }
+
+    /// Count a wrong digest (or unknown user: `known` false, not counted for the extension),
+    /// logging each lockout it starts.
+    fn fail(&mut self, now: Instant, source: IpAddr, uid: u64, user: &str, known: bool) {
+        let p = self.policy;
+        let s = self.by_pair.touch((source, uid), || Strikes::new(now));
+        if let Some(d) = s.strike(now, p.per_source_ext, &p) {
+            warn!(%source, user = %shown(user), lockout_secs = d.as_secs(), "too many wrong digests for this user from this source: locked out");
+        }
+        let s = self.by_source.touch(source, || Strikes::new(now));
+        if let Some(d) = s.strike(now, p.per_source, &p) {
+            warn!(%source, lockout_secs = d.as_secs(), "too many wrong digests from this source: locked out, except where an extension recently authenticated");
+        }
+        if known {
+            let s = self.by_ext.touch(uid, || Strikes::new(now));
+            if let Some(d) = s.strike(now, p.per_ext, &p) {
+                warn!(user = %shown(user), lockout_secs = d.as_secs(), "too many wrong digests for this extension: locked out, except from sources where it recently authenticated");
+            }
+        }
+    }
+
+    /// Forget nonces past their lifetime (they are refused as stale anyway) and quiet
+    /// failure counts.
     fn prune(&mut self, now: Instant) {
         if now.duration_since(self.last_prune) < Duration::from_secs(1) {
             return;
@@ -329,22 +655,87 @@ impl Authenticator {
             self.order.pop_front();
             self.seen.remove(&id);
         }
+        let p = self.policy;
+        self.by_pair.expire(|s| s.idle(now, &p));
+        self.by_source.expire(|s| s.idle(now, &p));
+        self.by_ext.expire(|s| s.idle(now, &p));
+        self.good.expire(|t| now.duration_since(*t) > GOOD_TTL);
     }
 
     pub fn tracked_nonces(&self) -> usize {
         self.seen.len()
+    }
+
+    /// Entries in the failure tables (per source and user, per source, per user).
+    pub fn tracked_failures(&self) -> (usize, usize, usize) {
+        (self.by_pair.len(), self.by_source.len(), self.by_ext.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
+    const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+    fn reg() -> Attempt<'static> {
+        reg_from(SRC)
+    }
+
+    fn reg_from(source: IpAddr) -> Attempt<'static> {
+        Attempt {
+            method: "REGISTER",
+            request_uri: "sip:orbit",
+            source,
+        }
+    }
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+    }
+
+    fn authenticator(cfg: &AuthConfig, t0: Instant) -> Authenticator {
+        Authenticator::with_rng("orbit", cfg, t0, &mut StdRng::seed_from_u64(1))
+    }
 
     fn ext() -> Extension {
         Extension {
             password: Some("pw1001".into()),
             ..Default::default()
         }
+    }
+
+    /// Extensions 1000..1100, each with password "pw" and its number.
+    fn extensions() -> HashMap<String, Extension> {
+        (1000..1100)
+            .map(|n| {
+                let e = Extension {
+                    password: Some(format!("pw{n}")),
+                    ..Default::default()
+                };
+                (n.to_string(), e)
+            })
+            .collect()
+    }
+
+    fn answer_as(alg: Algorithm, nonce: &str, user: &str, pw: &str, uri: &str) -> String {
+        let challenge = format!(
+            "Digest realm=\"orbit\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
+            alg.name()
+        );
+        super::answer(
+            &challenge,
+            &Credentials {
+                user,
+                password: pw,
+                method: "REGISTER",
+                uri,
+                nc: 1,
+                cnonce: "c0ffee",
+            },
+        )
+        .unwrap()
     }
 
     fn answer(alg: Algorithm, nonce: &str, nc: &str, pw: &str) -> String {
@@ -366,15 +757,67 @@ mod tests {
         .unwrap()
     }
 
-    fn nonce_of(ch: &str) -> String {
-        let i = ch.find("nonce=\"").unwrap() + 7;
-        ch[i..i + ch[i..].find('"').unwrap()].to_string()
+    /// A REGISTER from `source` as `user` with `pw`, on a fresh nonce.
+    fn try_pw(
+        a: &mut Authenticator,
+        exts: &HashMap<String, Extension>,
+        t: Instant,
+        source: IpAddr,
+        user: &str,
+        pw: &str,
+    ) -> Verdict {
+        let n = a.nonce(t);
+        let h = answer_as(Algorithm::Md5, &n, user, pw, "sip:orbit");
+        a.verify(t, &reg_from(source), Some(&h), |u| exts.get(u))
+    }
+
+    fn ok(user: &str) -> Verdict {
+        Verdict::Ok { user: user.into() }
+    }
+
+    const WRONG: Verdict = Verdict::Denied("wrong credentials");
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Counts WARN events while `f` runs on this thread.
+    struct Warns(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl tracing::Subscriber for Warns {
+        fn register_callsite(
+            &self,
+            _: &'static tracing::Metadata<'static>,
+        ) -> tracing::subscriber::Interest {
+            tracing::subscriber::Interest::sometimes()
+        }
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            if *e.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    fn count_warns(f: impl FnOnce()) -> usize {
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tracing::subscriber::with_default(Warns(n.clone()), f);
+        n.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     #[test]
     fn digest_md5_and_sha256_with_replay_and_stale() {
         let t0 = Instant::now();
-        let mut a = Authenticator::new("orbit", &AuthConfig::default(), t0);
+        let mut a = authenticator(&AuthConfig::default(), t0);
         let e = ext();
         let ch = a.challenges(t0, false);
         assert_eq!(ch.len(), 2);
@@ -384,56 +827,53 @@ mod tests {
             let n = a.nonce(t0);
             let h = answer(alg, &n, "00000001", "pw1001");
             assert_eq!(
-                a.verify(t0, "REGISTER", Some(&h), |_| Some(&e)),
+                a.verify(t0, &reg(), Some(&h), |_| Some(&e)),
                 Verdict::Ok {
                     user: "1001".into()
                 }
             );
             // The same nc again is a replay.
             assert!(matches!(
-                a.verify(t0, "REGISTER", Some(&h), |_| Some(&e)),
+                a.verify(t0, &reg(), Some(&h), |_| Some(&e)),
                 Verdict::Denied(_)
             ));
             let h2 = answer(alg, &n, "00000002", "pw1001");
             assert!(matches!(
-                a.verify(t0, "REGISTER", Some(&h2), |_| Some(&e)),
+                a.verify(t0, &reg(), Some(&h2), |_| Some(&e)),
                 Verdict::Ok { .. }
             ));
         }
         let wrong = answer(Algorithm::Md5, &nonce, "00000001", "nope");
         assert_eq!(
-            a.verify(t0, "REGISTER", Some(&wrong), |_| Some(&e)),
+            a.verify(t0, &reg(), Some(&wrong), |_| Some(&e)),
             Verdict::Denied("wrong credentials")
         );
         let later = t0 + Duration::from_secs(301);
         let old = answer(Algorithm::Md5, &nonce, "00000005", "pw1001");
         assert_eq!(
-            a.verify(later, "REGISTER", Some(&old), |_| Some(&e)),
+            a.verify(later, &reg(), Some(&old), |_| Some(&e)),
             Verdict::Stale
         );
         // A nonce we never issued.
         let forged = answer(Algorithm::Md5, "AAAA", "00000001", "pw1001");
         assert_eq!(
-            a.verify(t0, "REGISTER", Some(&forged), |_| Some(&e)),
+            a.verify(t0, &reg(), Some(&forged), |_| Some(&e)),
             Verdict::Challenge
         );
-        assert_eq!(
-            a.verify(t0, "REGISTER", None, |_| Some(&e)),
-            Verdict::Challenge
-        );
+        assert_eq!(a.verify(t0, &reg(), None, |_| Some(&e)), Verdict::Challenge);
     }
 
     #[test]
     fn nonce_table_expires_and_stays_bounded() {
         let t0 = Instant::now();
-        let mut a = Authenticator::new("orbit", &AuthConfig::default(), t0);
+        let mut a = authenticator(&AuthConfig::default(), t0);
         let e = ext();
         for i in 0..100 {
             let t = t0 + Duration::from_secs(i * 10);
             let n = a.nonce(t);
             let h = answer(Algorithm::Md5, &n, "00000001", "pw1001");
             assert!(matches!(
-                a.verify(t, "REGISTER", Some(&h), |_| Some(&e)),
+                a.verify(t, &reg(), Some(&h), |_| Some(&e)),
                 Verdict::Ok { .. }
             ));
         }
@@ -444,7 +884,7 @@ mod tests {
     #[test]
     fn ha1_secrets() {
         let t0 = Instant::now();
-        let mut a = Authenticator::new("orbit", &AuthConfig::default(), t0);
+        let mut a = authenticator(&AuthConfig::default(), t0);
         let e = Extension {
             ha1_md5: Some(Algorithm::Md5.hash(&["1001", "orbit", "pw1001"])),
             ..Default::default()
@@ -452,13 +892,302 @@ mod tests {
         let n = a.nonce(t0);
         let h = answer(Algorithm::Md5, &n, "00000001", "pw1001");
         assert!(matches!(
-            a.verify(t0, "REGISTER", Some(&h), |_| Some(&e)),
+            a.verify(t0, &reg(), Some(&h), |_| Some(&e)),
             Verdict::Ok { .. }
         ));
         let h = answer(Algorithm::Sha256, &n, "00000002", "pw1001");
         assert_eq!(
-            a.verify(t0, "REGISTER", Some(&h), |_| Some(&e)),
+            a.verify(t0, &reg(), Some(&h), |_| Some(&e)),
             Verdict::Denied("no secret for algorithm")
         );
+    }
+
+    #[test]
+    fn twenty_wrong_digests_lock_the_extension_for_that_source_until_the_lockout_ends() {
+        let t0 = Instant::now();
+        let mut a = authenticator(&AuthConfig::default(), t0);
+        let x = extensions();
+        let warns = count_warns(|| {
+            for i in 0..20 {
+                let v = try_pw(&mut a, &x, t0 + ms(i * 100), SRC, "1001", "nope");
+                // The tenth starts the lockout; the rest are refused unchecked.
+                assert_eq!(v, if i < 10 { WRONG } else { Verdict::Locked }, "{i}");
+            }
+            let locked_at = t0 + ms(900);
+            // The right password is refused too while locked.
+            let t = t0 + Duration::from_secs(5);
+            assert_eq!(
+                try_pw(&mut a, &x, t, SRC, "1001", "pw1001"),
+                Verdict::Locked
+            );
+            // Only that extension from that source: elsewhere, and others here, still work.
+            assert_eq!(try_pw(&mut a, &x, t, ip(2), "1001", "pw1001"), ok("1001"));
+            assert_eq!(try_pw(&mut a, &x, t, SRC, "1002", "pw1002"), ok("1002"));
+            // 30 s, then the right password works.
+            let end = locked_at + Duration::from_secs(30);
+            let v = try_pw(&mut a, &x, end - ms(1), SRC, "1001", "pw1001");
+            assert_eq!(v, Verdict::Locked);
+            assert_eq!(try_pw(&mut a, &x, end, SRC, "1001", "pw1001"), ok("1001"));
+        });
+        // Logged once for the lockout, not for each refused request.
+        assert_eq!(warns, 1);
+    }
+
+    #[test]
+    fn a_success_resets_the_count_for_that_source_and_extension() {
+        let t0 = Instant::now();
+        let mut a = authenticator(&AuthConfig::default(), t0);
+        let x = extensions();
+        for i in 0..9 {
+            assert_eq!(try_pw(&mut a, &x, t0 + ms(i), SRC, "1001", "x"), WRONG);
+        }
+        assert_eq!(
+            try_pw(&mut a, &x, t0 + ms(9), SRC, "1001", "pw1001"),
+            ok("1001")
+        );
+        // Nine more would make 18 within the window without the reset.
+        for i in 10..19 {
+            assert_eq!(try_pw(&mut a, &x, t0 + ms(i), SRC, "1001", "x"), WRONG);
+        }
+        assert_eq!(
+            try_pw(&mut a, &x, t0 + ms(19), SRC, "1001", "pw1001"),
+            ok("1001")
+        );
+    }
+
+    #[test]
+    fn lockouts_double_up_to_the_cap_and_are_forgotten_after_quiet() {
+        let t0 = Instant::now();
+        let mut a = authenticator(&AuthConfig::default(), t0);
+        let x = extensions();
+        let mut t = t0;
+        let lock = |a: &mut Authenticator, t: Instant| {
+            for _ in 0..10 {
+                assert_eq!(try_pw(a, &x, t, SRC, "1001", "x"), WRONG);
+            }
+        };
+        for secs in [30, 60, 120, 240, 480, 900, 900] {
+            lock(&mut a, t);
+            let d = Duration::from_secs(secs);
+            assert_eq!(
+                try_pw(&mut a, &x, t + d - ms(1), SRC, "1001", "x"),
+                Verdict::Locked
+            );
+            t += d;
+        }
+        // Quiet for longer than the window and the longest lockout: back to 30 s.
+        t += Duration::from_secs(961);
+        lock(&mut a, t);
+        let d = Duration::from_secs(30);
+        assert_eq!(
+            try_pw(&mut a, &x, t + d - ms(1), SRC, "1001", "x"),
+            Verdict::Locked
+        );
+        assert_eq!(try_pw(&mut a, &x, t + d, SRC, "1001", "x"), WRONG);
+    }
+
+    #[test]
+    fn one_source_guessing_many_extensions_is_locked_except_where_it_authenticated() {
+        let t0 = Instant::now();
+        let mut a = authenticator(&AuthConfig::default(), t0);
+        let x = extensions();
+        assert_eq!(try_pw(&mut a, &x, t0, SRC, "1099", "pw1099"), ok("1099"));
+        // One guess each at 30 extensions: no pair reaches 10, the source reaches 30.
+        for n in 0..30u64 {
+            let user = (1000 + n).to_string();
+            let v = try_pw(&mut a, &x, t0 + ms(n), SRC, &user, "x");
+            assert_eq!(v, WRONG);
+        }
+        let t = t0 + Duration::from_secs(1);
+        assert_eq!(
+            try_pw(&mut a, &x, t, SRC, "1050", "pw1050"),
+            Verdict::Locked
+        );
+        // The phone that authenticated here before keeps working; other sources too.
+        assert_eq!(try_pw(&mut a, &x, t, SRC, "1099", "pw1099"), ok("1099"));
+        assert_eq!(try_pw(&mut a, &x, t, ip(2), "1050", "pw1050"), ok("1050"));
+        let end = t0 + ms(29) + Duration::from_secs(30);
+        assert_eq!(try_pw(&mut a, &x, end, SRC, "1050", "pw1050"), ok("1050"));
+        // An IPv6 source is its /64: addresses in it share one count.
+        let v6 = |n: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n));
+        for n in 0..10 {
+            assert_eq!(try_pw(&mut a, &x, end, v6(n), "1001", "x"), WRONG);
+        }
+        assert_eq!(
+            try_pw(&mut a, &x, end, v6(99), "1001", "pw1001"),
+            Verdict::Locked
+        );
+    }
+
+    #[test]
+    fn one_extension_guessed_from_many_sources_is_locked_except_where_it_authenticated() {
+        let t0 = Instant::now();
+        let mut a = authenticator(&AuthConfig::default(), t0);
+        let x = extensions();
+        let home = ip(1000);
+        assert_eq!(try_pw(&mut a, &x, t0, home, "1001", "pw1001"), ok("1001"));
+        // One guess from each of 50 sources: no source reaches a limit, the extension does.
+        for n in 0..50 {
+            let v = try_pw(&mut a, &x, t0 + ms(n.into()), ip(n), "1001", "x");
+            assert_eq!(v, WRONG);
+        }
+        let t = t0 + Duration::from_secs(1);
+        assert_eq!(
+            try_pw(&mut a, &x, t, ip(60), "1001", "pw1001"),
+            Verdict::Locked
+        );
+        // Not where the extension's phone is; nor other extensions.
+        assert_eq!(try_pw(&mut a, &x, t, home, "1001", "pw1001"), ok("1001"));
+        assert_eq!(try_pw(&mut a, &x, t, ip(60), "1002", "pw1002"), ok("1002"));
+        let end = t0 + ms(49) + Duration::from_secs(30);
+        assert_eq!(
+            try_pw(&mut a, &x, end, ip(60), "1001", "pw1001"),
+            ok("1001")
+        );
+    }
+
+    #[test]
+    fn failure_tables_stay_bounded_and_keep_the_active() {
+        let t0 = Instant::now();
+        let mut a = authenticator(&AuthConfig::default(), t0);
+        a.by_pair = Lru::new(64);
+        a.by_source = Lru::new(64);
+        a.by_ext = Lru::new(64);
+        let x = extensions();
+        for _ in 0..10 {
+            try_pw(&mut a, &x, t0, SRC, "1001", "x");
+        }
+        // A spray from 1,000 sources at made-up users, while the locked source keeps trying.
+        for n in 0..1000u32 {
+            let t = t0 + ms(n.into());
+            let v = try_pw(&mut a, &x, t, ip(n), &format!("u{n}"), "x");
+            assert_eq!(v, Verdict::Denied("unknown user"));
+            if n % 20 == 0 {
+                let v = try_pw(&mut a, &x, t, SRC, "1001", "pw1001");
+                assert_eq!(v, Verdict::Locked);
+            }
+        }
+        let (pairs, sources, exts) = a.tracked_failures();
+        assert!(
+            pairs <= 64 && sources <= 64 && exts <= 64,
+            "{pairs} {sources} {exts}"
+        );
+        // Quiet entries are dropped with time.
+        let later = t0 + Duration::from_secs(2000);
+        assert_eq!(try_pw(&mut a, &x, later, SRC, "1001", "pw1001"), ok("1001"));
+        assert_eq!(a.tracked_failures(), (0, 0, 0));
+    }
+
+    #[test]
+    fn the_algorithm_must_have_been_offered() {
+        let t0 = Instant::now();
+        let x = extensions();
+        let sha_only = AuthConfig {
+            algorithms: vec!["SHA-256".into()],
+            ..AuthConfig::default()
+        };
+        let mut a = authenticator(&sha_only, t0);
+        let n = a.nonce(t0);
+        let md5 = answer_as(Algorithm::Md5, &n, "1001", "pw1001", "sip:orbit");
+        let bare = md5.replace(", algorithm=MD5", "");
+        assert!(!bare.contains("algorithm"));
+        for h in [&md5, &bare] {
+            assert_eq!(
+                a.verify(t0, &reg(), Some(h), |u| x.get(u)),
+                Verdict::Denied("algorithm not offered")
+            );
+        }
+        // Without the parameter it is MD5, accepted when MD5 is offered.
+        let mut a = authenticator(&AuthConfig::default(), t0);
+        let n = a.nonce(t0);
+        let md5 = answer_as(Algorithm::Md5, &n, "1001", "pw1001", "sip:orbit");
+        let bare = md5.replace(", algorithm=MD5", "");
+        assert_eq!(a.verify(t0, &reg(), Some(&bare), |u| x.get(u)), ok("1001"));
+    }
+
+    #[test]
+    fn the_digest_uri_must_be_the_request_uri() {
+        let t0 = Instant::now();
+        let x = extensions();
+        let mut a = authenticator(&AuthConfig::default(), t0);
+        let n = a.nonce(t0);
+        let h = answer_as(Algorithm::Sha256, &n, "1001", "pw1001", "sip:elsewhere");
+        assert_eq!(
+            a.verify(t0, &reg(), Some(&h), |u| x.get(u)),
+            Verdict::Denied("uri is not the Request-URI")
+        );
+        let h = answer_as(Algorithm::Sha256, &n, "1001", "pw1001", "sip:orbit");
+        assert_eq!(a.verify(t0, &reg(), Some(&h), |u| x.get(u)), ok("1001"));
+    }
+
+    #[test]
+    fn responses_without_qop_are_refused() {
+        let t0 = Instant::now();
+        let x = extensions();
+        let mut a = authenticator(&AuthConfig::default(), t0);
+        let n = a.nonce(t0);
+        // RFC 2069: response = H(HA1:nonce:HA2), right password.
+        let alg = Algorithm::Md5;
+        let ha1 = alg.hash(&["1001", "orbit", "pw1001"]);
+        let ha2 = alg.hash(&["REGISTER", "sip:orbit"]);
+        let response = alg.hash(&[&ha1, &n, &ha2]);
+        let h = format!("Digest username=\"1001\", realm=\"orbit\", nonce=\"{n}\", uri=\"sip:orbit\", response=\"{response}\", algorithm=MD5");
+        assert_eq!(
+            a.verify(t0, &reg(), Some(&h), |u| x.get(u)),
+            Verdict::Denied("qop=auth required")
+        );
+    }
+
+    #[test]
+    fn responses_compare_as_digest_values() {
+        let d = Algorithm::Sha256.hash(&["x"]);
+        assert!(same_digest(&d, &d));
+        assert!(same_digest(&d, &d.to_ascii_uppercase()));
+        let mut other = d.clone().into_bytes();
+        other[63] = if other[63] == b'0' { b'1' } else { b'0' };
+        assert!(!same_digest(&d, std::str::from_utf8(&other).unwrap()));
+        assert!(!same_digest(&d, &d[..62]));
+        assert!(!same_digest(&d, &format!("{d}00")));
+        assert!(!same_digest(&d, &d.replace(&d[..2], "zz")));
+        // An upper-case response is the same digest.
+        let t0 = Instant::now();
+        let x = extensions();
+        let mut a = authenticator(&AuthConfig::default(), t0);
+        let n = a.nonce(t0);
+        let h = answer_as(Algorithm::Sha256, &n, "1001", "pw1001", "sip:orbit");
+        let i = h.find("response=\"").unwrap() + 10;
+        let h = format!(
+            "{}{}{}",
+            &h[..i],
+            h[i..i + 64].to_ascii_uppercase(),
+            &h[i + 64..]
+        );
+        assert_eq!(a.verify(t0, &reg(), Some(&h), |u| x.get(u)), ok("1001"));
+    }
+
+    #[test]
+    fn nonces_come_from_the_generator_handed_in() {
+        let t0 = Instant::now();
+        let cfg = AuthConfig::default();
+        let make =
+            |seed| Authenticator::with_rng("orbit", &cfg, t0, &mut StdRng::seed_from_u64(seed));
+        let (mut a, mut b, mut c) = (make(7), make(7), make(8));
+        let n = a.nonce(t0);
+        assert_eq!(n, b.nonce(t0));
+        assert_ne!(n, c.nonce(t0));
+        assert_ne!(n, a.nonce(t0));
+        // The same seed gives the same key: b accepts a's nonces.
+        let h = answer_as(Algorithm::Md5, &n, "1001", "pw1001", "sip:orbit");
+        let x = extensions();
+        assert_eq!(b.verify(t0, &reg(), Some(&h), |u| x.get(u)), ok("1001"));
+        assert_eq!(
+            c.verify(t0, &reg(), Some(&h), |u| x.get(u)),
+            Verdict::Challenge
+        );
+    }
+
+    fn nonce_of(ch: &str) -> String {
+        let i = ch.find("nonce=\"").unwrap() + 7;
+        ch[i..i + ch[i..].find('"').unwrap()].to_string()
     }
 }

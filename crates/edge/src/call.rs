@@ -11,6 +11,7 @@
 //!        ──BYE──────▶  │      │  ──BYE──────▶  media released at once
 //! ```
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -237,7 +238,13 @@ pub(crate) fn is_sdp(msg: &Message) -> bool {
 }
 
 /// Learn where `from` wants media, and rewrite its SDP for the other party.
-fn relay_sdp(call: &mut Call, from: Side, msg: &Message) -> Result<Option<Vec<u8>>, ()> {
+/// `source`: the IP the message came from (the relay latches only onto it or the SDP's).
+fn relay_sdp(
+    call: &mut Call,
+    from: Side,
+    msg: &Message,
+    source: IpAddr,
+) -> Result<Option<Vec<u8>>, ()> {
     if !is_sdp(msg) {
         return Ok(None);
     }
@@ -246,7 +253,7 @@ fn relay_sdp(call: &mut Call, from: Side, msg: &Message) -> Result<Option<Vec<u8
         return Ok(Some(msg.body.to_vec()));
     };
     let info = orbit_media::sdp::media_info(&msg.body).map_err(|_| ())?;
-    media.set_remote(from.leg(), info.rtp, info.rtcp);
+    media.set_remote(from.leg(), info.rtp, info.rtcp, source);
     media.set_dtmf(from.leg(), orbit_media::sdp::telephone_event(&msg.body));
     orbit_media::sdp::rewrite(&msg.body, media.local(from.other().leg()))
         .map(Some)
@@ -349,7 +356,7 @@ impl Edge {
             pending_byes: 0,
         };
         let invite = call.a_invite.clone();
-        let body = match relay_sdp(&mut call, Side::A, &invite) {
+        let body = match relay_sdp(&mut call, Side::A, &invite, flow.addr.ip()) {
             Ok(b) => b,
             Err(()) => {
                 let m = call.a_invite.clone();
@@ -494,7 +501,9 @@ fn branch_response(edge: &mut Edge, now: Instant, id: u64, idx: usize, flow: Flo
             if call.state != CallState::Ringing || call.winner.is_some() || msg.to_tag().is_none() {
                 return;
             }
-            let body = relay_sdp(call, Side::B, &msg).ok().flatten();
+            let body = relay_sdp(call, Side::B, &msg, flow.addr.ip())
+                .ok()
+                .flatten();
             let bytes = Response::to(&call.a_invite, code)
                 .reason(msg.reason())
                 .tag(&call.a.local_tag)
@@ -530,7 +539,9 @@ fn branch_response(edge: &mut Edge, now: Instant, id: u64, idx: usize, flow: Flo
             call.branches[idx].state = BranchState::Done;
             call.b.establish(&msg, flow);
             let others: Vec<usize> = (0..call.branches.len()).filter(|&i| i != idx).collect();
-            let body = relay_sdp(call, Side::B, &msg).ok().flatten();
+            let body = relay_sdp(call, Side::B, &msg, flow.addr.ip())
+                .ok()
+                .flatten();
             let bytes = Response::to(&call.a_invite, code)
                 .reason(msg.reason())
                 .tag(&call.a.local_tag)
@@ -757,7 +768,7 @@ fn relay_request(edge: &mut Edge, now: Instant, id: u64, from: Side, key: Server
         }
         call.invite_busy = true;
     }
-    let body = match relay_sdp(call, from, &msg) {
+    let body = match relay_sdp(call, from, &msg, call.dialog_ref(from).flow.addr.ip()) {
         Ok(b) => b,
         Err(()) => {
             if invite {
@@ -854,7 +865,9 @@ fn relay_response(
             return; // a retransmitted 2xx while we wait for the ACK
         }
     }
-    let body = relay_sdp(call, to, &msg).ok().flatten();
+    let body = relay_sdp(call, to, &msg, call.dialog_ref(to).flow.addr.ip())
+        .ok()
+        .flatten();
     let ct = msg.content_type().unwrap_or("application/sdp").to_string();
     let body_ref: Option<(&str, &[u8])> = match &body {
         Some(b) => Some((ct.as_str(), b.as_slice())),
@@ -899,7 +912,12 @@ fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: Message) {
         }
         if is_sdp(&msg) {
             if let (Ok(info), Some(m)) = (orbit_media::sdp::media_info(&msg.body), &call.media) {
-                m.set_remote(side.leg(), info.rtp, info.rtcp);
+                m.set_remote(
+                    side.leg(),
+                    info.rtp,
+                    info.rtcp,
+                    call.dialog_ref(side).flow.addr.ip(),
+                );
             }
             call.sdp[side as usize] = Some(msg.body.clone());
         }
@@ -916,7 +934,9 @@ fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: Message) {
         call.state = CallState::Confirmed;
     }
     // Delayed offer: the ACK carries the answer.
-    let body = relay_sdp(call, side, &msg).ok().flatten();
+    let body = relay_sdp(call, side, &msg, call.dialog_ref(side).flow.addr.ip())
+        .ok()
+        .flatten();
     let branch = edge.new_branch();
     let call = edge.calls.get(&id).expect("present");
     let d = call.dialog_ref(to);

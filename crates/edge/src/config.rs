@@ -302,6 +302,26 @@ pub struct AuthConfig {
     pub min_expires: u32,
     #[serde(default = "default_max_expires")]
     pub max_expires: u32,
+    /// Wrong digests within `failure_window_secs` that lock out one extension from one
+    /// source (0: no limit).
+    #[serde(default = "default_failures_per_source_ext")]
+    pub failures_per_source_ext: u32,
+    /// Wrong digests from one source (IPv4 address or IPv6 /64) for any extensions that lock
+    /// it out, except for extensions that recently authenticated from it (0: no limit).
+    #[serde(default = "default_failures_per_source")]
+    pub failures_per_source: u32,
+    /// Wrong digests for one extension from any sources that lock it out, except from
+    /// sources where it recently authenticated (0: no limit). Higher than the others, so that
+    /// locking a user out of new places costs a stranger many addresses' worth of guesses.
+    #[serde(default = "default_failures_per_ext")]
+    pub failures_per_ext: u32,
+    #[serde(default = "default_failure_window")]
+    pub failure_window_secs: u64,
+    /// The first lockout, in seconds; each further one doubles, up to `lockout_max_secs`.
+    #[serde(default = "default_lockout")]
+    pub lockout_secs: u64,
+    #[serde(default = "default_lockout_max")]
+    pub lockout_max_secs: u64,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -316,6 +336,24 @@ fn default_min_expires() -> u32 {
 fn default_max_expires() -> u32 {
     3600
 }
+fn default_failures_per_source_ext() -> u32 {
+    10
+}
+fn default_failures_per_source() -> u32 {
+    30
+}
+fn default_failures_per_ext() -> u32 {
+    50
+}
+fn default_failure_window() -> u64 {
+    60
+}
+fn default_lockout() -> u64 {
+    30
+}
+fn default_lockout_max() -> u64 {
+    900
+}
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -325,6 +363,12 @@ impl Default for AuthConfig {
             trusted: vec![],
             min_expires: default_min_expires(),
             max_expires: default_max_expires(),
+            failures_per_source_ext: default_failures_per_source_ext(),
+            failures_per_source: default_failures_per_source(),
+            failures_per_ext: default_failures_per_ext(),
+            failure_window_secs: default_failure_window(),
+            lockout_secs: default_lockout(),
+            lockout_max_secs: default_lockout_max(),
         }
     }
 }

@@ -213,7 +213,7 @@ impl Edge {
             ctx: HashMap::new(),
             timers,
             registrar: Registrar::default(),
-            auth: Authenticator::new(cfg.tenant.realm(), &cfg.auth, now),
+            auth: Authenticator::with_rng(cfg.tenant.realm(), &cfg.auth, now, ids.rng()),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
             pending_invites: HashMap::new(),
@@ -361,10 +361,12 @@ impl Edge {
         }
     }
 
-    /// Digest check. `Ok(user)` or the response to send: (401/407 with challenges) or 403.
+    /// Digest check of `msg` from `source`. `Ok(user)` or the response to send: (401/407 with
+    /// challenges) or 403 (also while `source` or the user is locked out after failures).
     pub(crate) fn check_auth(
         &mut self,
         now: Instant,
+        source: IpAddr,
         msg: &Message,
         header: Name,
     ) -> Result<String, (u16, Vec<String>)> {
@@ -375,11 +377,14 @@ impl Edge {
             .find(|v| v.contains(&format!("realm=\"{realm}\"")))
             .map(str::to_string);
         let cfg = self.cfg.clone();
-        let verdict = self
-            .auth
-            .verify(now, msg.method().as_str(), value.as_deref(), |u| {
-                cfg.tenant.extensions.get(u)
-            });
+        let attempt = crate::auth::Attempt {
+            method: msg.method().as_str(),
+            request_uri: msg.uri().map_or("", |u| u.as_str()),
+            source,
+        };
+        let verdict = self.auth.verify(now, &attempt, value.as_deref(), |u| {
+            cfg.tenant.extensions.get(u)
+        });
         let code = if header == Name::Authorization {
             401
         } else {
@@ -393,6 +398,8 @@ impl Edge {
                 info!(reason = why, from = ?msg.from().map(|f| f.uri.to_string()), "authentication failed");
                 Err((403, vec![]))
             }
+            // Logged once per lockout, when it starts.
+            Verdict::Locked => Err((403, vec![])),
         }
     }
 
@@ -413,7 +420,7 @@ impl Edge {
         if self.is_trusted(flow.addr.ip()) {
             return Some(from_user);
         }
-        match self.check_auth(now, msg, Name::ProxyAuthorization) {
+        match self.check_auth(now, flow.addr.ip(), msg, Name::ProxyAuthorization) {
             Ok(user) if user == from_user => Some(user),
             Ok(_) => {
                 self.reply(now, key, Response::to(msg, 403));

@@ -1,7 +1,7 @@
 //! The edge's view of the media relay, as a trait so that the call model runs in tests
 //! without sockets.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +11,15 @@ use orbit_media::{PortPool, Session};
 pub trait MediaSession: Send {
     /// Relay address the party on `leg` must send to.
     fn local(&self, leg: Leg) -> SocketAddr;
-    /// What the party on `leg` announced in SDP.
-    fn set_remote(&self, leg: Leg, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>);
+    /// What the party on `leg` announced in SDP, and the IP its signalling came from: the
+    /// relay latches only onto a source with one of those IPs.
+    fn set_remote(
+        &self,
+        leg: Leg,
+        rtp: Option<SocketAddr>,
+        rtcp: Option<SocketAddr>,
+        source: IpAddr,
+    );
     /// Time since the last packet from either party.
     fn idle(&self) -> Duration;
     /// Play `clip` to the party on `leg` (looped: music; else once: a prompt) instead of the
@@ -48,8 +55,15 @@ impl MediaSession for Session {
     fn local(&self, leg: Leg) -> SocketAddr {
         Session::local(self, leg)
     }
-    fn set_remote(&self, leg: Leg, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
-        Session::set_remote(self, leg, rtp, rtcp)
+    fn set_remote(
+        &self,
+        leg: Leg,
+        rtp: Option<SocketAddr>,
+        rtcp: Option<SocketAddr>,
+        source: IpAddr,
+    ) {
+        Session::set_remote(self, leg, rtp, rtcp);
+        Session::set_source(self, leg, Some(source));
     }
     fn idle(&self) -> Duration {
         Session::idle(self)
@@ -157,7 +171,13 @@ impl MediaSession for FakeSession {
     fn local(&self, leg: Leg) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports[leg as usize]))
     }
-    fn set_remote(&self, leg: Leg, rtp: Option<SocketAddr>, _rtcp: Option<SocketAddr>) {
+    fn set_remote(
+        &self,
+        leg: Leg,
+        rtp: Option<SocketAddr>,
+        _rtcp: Option<SocketAddr>,
+        _source: IpAddr,
+    ) {
         self.state.lock().unwrap().remotes.push((leg, rtp));
     }
     fn idle(&self) -> Duration {

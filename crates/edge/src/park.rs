@@ -572,7 +572,7 @@ pub(crate) fn on_park_call(
     let _g = span.enter();
     let info = offer.as_deref().and_then(|o| sdp::media_info(o).ok());
     if let Some(i) = info {
-        media.set_remote(Leg::A, i.rtp, i.rtcp);
+        media.set_remote(Leg::A, i.rtp, i.rtcp, flow.addr.ip());
     }
     let te = offer.as_deref().and_then(sdp::telephone_event);
     let body = sdp::ours(
@@ -852,7 +852,12 @@ pub(crate) fn parked_request(
     };
     if is_sdp(&msg) {
         match sdp::media_info(&msg.body) {
-            Ok(info) => media.set_remote(side.leg(), info.rtp, info.rtcp),
+            Ok(info) => media.set_remote(
+                side.leg(),
+                info.rtp,
+                info.rtcp,
+                call.dialog_ref(side).flow.addr.ip(),
+            ),
             Err(_) => return edge.reply(now, &key, Response::to(&msg, 488)),
         }
         call.sdp[side as usize] = Some(msg.body.clone());
@@ -1087,7 +1092,7 @@ pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u6
     if let Some(m) = &call.media {
         m.vacate(v.leg());
         if let Some(info) = offer.as_deref().and_then(|o| sdp::media_info(o).ok()) {
-            m.set_remote(v.leg(), info.rtp, info.rtcp);
+            m.set_remote(v.leg(), info.rtp, info.rtcp, a.flow.addr.ip());
         }
         m.bridge(parked.leg());
         m.bridge(v.leg());
@@ -1383,7 +1388,7 @@ pub(crate) fn recall_claim_outcome(
     if is_sdp(&msg) {
         call.sdp[v as usize] = Some(msg.body.clone());
         if let (Some(m), Ok(info)) = (&call.media, sdp::media_info(&msg.body)) {
-            m.set_remote(v.leg(), info.rtp, info.rtcp);
+            m.set_remote(v.leg(), info.rtp, info.rtcp, flow.addr.ip());
         }
     }
     if let Some(m) = &call.media {

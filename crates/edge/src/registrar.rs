@@ -156,7 +156,7 @@ impl Edge {
         if self.extension(&aor).is_none() {
             return self.reply(now, key, Response::to(&msg, 404));
         }
-        let user = match self.check_auth(now, &msg, Name::Authorization) {
+        let user = match self.check_auth(now, flow.addr.ip(), &msg, Name::Authorization) {
             Ok(u) => u,
             Err((code, headers)) => {
                 let extra: Vec<(&str, &str)> = headers

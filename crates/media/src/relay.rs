@@ -8,9 +8,18 @@
 //!
 //! A packet arriving at endpoint A is sent out of endpoint B (so B sees the relay as its peer).
 //! Each endpoint first sends to the address its party announced in SDP; the first packet that
-//! arrives from the party latches the endpoint onto its real source, and from then on packets
-//! from any other source are dropped (symmetric RTP, so NATed phones work and strangers cannot
-//! inject media).
+//! arrives from the party latches the endpoint onto its real source (symmetric RTP, so NATed
+//! phones work), and from then on packets from any other source are dropped.
+//!
+//! Latching is not open to whoever sends first: a relay port can be guessed, and a stranger
+//! whose packet arrived before the phone's (or right after a party left, [`Session::vacate`])
+//! would take the stream over. So an endpoint latches only onto a source whose IP is one the
+//! signalling expects for its party: the IP of the RTP or RTCP address announced in SDP
+//! ([`Session::set_remote`]), or the IP its SIP signalling came from ([`Session::set_source`],
+//! for a phone behind NAT whose SDP names a private address). The port may differ (NAT), the IP
+//! may not. A leg with no expectation (none set yet, or vacated) latches nothing. Dropped packets
+//! are neither forwarded nor counted as activity. Ports are handed out in random order, so that
+//! a call's ports cannot be guessed from another's.
 //!
 //! Endpoints are pooled: opening and closing four sockets per call (socket, bind, epoll
 //! registration, close) was a fifth of the edge's CPU at a few thousand calls/s. A released
@@ -24,6 +33,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rand::seq::SliceRandom;
+use rand::Rng;
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
@@ -64,9 +75,11 @@ pub struct PortPool {
 
 struct PoolInner {
     ip: IpAddr,
-    /// Ports not bound by us.
-    fresh: Mutex<VecDeque<u16>>,
-    /// Bound endpoints, detached, with the time they were released.
+    /// Ports not bound by us, in random order; taken from the end.
+    fresh: Mutex<Vec<u16>>,
+    /// Bound endpoints, detached, with the time they were released: in release order, except
+    /// that the front ones, cooled down when reuse took one of them, are shuffled among
+    /// themselves (so for any time, the endpoints cooled by then are a prefix).
     idle: Mutex<VecDeque<(Instant, Arc<Endpoint>)>>,
     total: usize,
     attached: AtomicUsize,
@@ -85,7 +98,8 @@ impl PortPool {
 
     pub fn with_timing(ip: IpAddr, first: u16, last: u16, timing: PoolTiming) -> PortPool {
         let start = first + (first & 1);
-        let fresh: VecDeque<u16> = (start..last).step_by(2).collect();
+        let mut fresh: Vec<u16> = (start..last).step_by(2).collect();
+        fresh.shuffle(&mut rand::thread_rng());
         let total = fresh.len();
         PortPool {
             inner: Arc::new(PoolInner {
@@ -159,26 +173,34 @@ impl PortPool {
                 closed.push(idle.pop_front().unwrap().1);
             }
         }
+        let mut rng = rand::thread_rng();
         for ep in closed {
             ep.close();
-            self.inner.fresh.lock().unwrap().push_back(ep.port);
+            // At a random place, so the order ports come back in does not tell the next ones.
+            let mut fresh = self.inner.fresh.lock().unwrap();
+            fresh.push(ep.port);
+            let last = fresh.len() - 1;
+            fresh.swap(rng.gen_range(0..=last), last);
         }
     }
 
-    /// An endpoint for a new call: a cooled-down idle one, else a newly bound one, else the
-    /// oldest idle one.
+    /// An endpoint for a new call: a cooled-down idle one (any of them, at random), else a newly
+    /// bound one (a random port), else the oldest idle one.
     fn take(&self) -> Result<Arc<Endpoint>, RelayError> {
         let now = Instant::now();
         {
             let mut idle = self.inner.idle.lock().unwrap();
-            if let Some((t, _)) = idle.front() {
-                if now.saturating_duration_since(*t) >= self.inner.timing.reuse_after {
-                    return Ok(idle.pop_front().unwrap().1);
-                }
+            let reuse_after = self.inner.timing.reuse_after;
+            let cooled =
+                idle.partition_point(|(t, _)| now.saturating_duration_since(*t) >= reuse_after);
+            if cooled > 0 {
+                // Swapping within the cooled prefix keeps it a prefix for any later `now`.
+                idle.swap(0, rand::thread_rng().gen_range(0..cooled));
+                return Ok(idle.pop_front().unwrap().1);
             }
         }
         for _ in 0..16 {
-            let Some(port) = self.inner.fresh.lock().unwrap().pop_front() else {
+            let Some(port) = self.inner.fresh.lock().unwrap().pop() else {
                 break;
             };
             let rt = match &self.inner.runtime {
@@ -188,9 +210,13 @@ impl PortPool {
             match Endpoint::bind(self.inner.ip, port, &rt) {
                 Ok(ep) => return Ok(ep),
                 Err(e) => {
-                    // Held by another process; it may be free again later.
+                    // Held by another process; it may be free again later. Put it where it is
+                    // taken last.
                     warn!(port, error = %e, "relay port busy, skipping");
-                    self.inner.fresh.lock().unwrap().push_back(port);
+                    let mut fresh = self.inner.fresh.lock().unwrap();
+                    fresh.push(port);
+                    let last = fresh.len() - 1;
+                    fresh.swap(0, last);
                 }
             }
         }
@@ -217,13 +243,33 @@ impl PortPool {
 pub(crate) struct Peer {
     /// From SDP.
     announced: Option<SocketAddr>,
-    /// From the first packet received (symmetric RTP).
+    /// The IPs the party's first packet may come from (the same for its RTP and RTCP).
+    expect: Expect,
+    /// From the first packet received from an expected IP (symmetric RTP).
     latched: Option<SocketAddr>,
 }
 
 impl Peer {
     pub(crate) fn dest(&self) -> Option<SocketAddr> {
         self.latched.or(self.announced)
+    }
+}
+
+/// The IPs the signalling expects a party's media from: those of its SDP addresses (RTP and
+/// RTCP) and the one its SIP signalling came from. None: nothing may latch.
+#[derive(Debug, Default, Clone, Copy)]
+struct Expect {
+    sdp: [Option<IpAddr>; 2],
+    signalling: Option<IpAddr>,
+}
+
+impl Expect {
+    fn admits(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        [self.sdp[0], self.sdp[1], self.signalling]
+            .into_iter()
+            .flatten()
+            .any(|e| e.to_canonical() == ip)
     }
 }
 
@@ -360,11 +406,29 @@ impl Session {
         SocketAddr::new(self.shared.pool.ip(), self.shared.ep[leg as usize].port)
     }
 
-    /// Set (or change, on re-INVITE) what a party announced in its SDP.
+    /// Set (or change, on re-INVITE) what a party announced in its SDP: where its RTP and RTCP
+    /// are sent until it latches, and (their IPs) where its first packets may come from.
     pub fn set_remote(&self, leg: Leg, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
         let i = leg as usize;
-        self.shared.rtp_peer[i].lock().unwrap().announced = rtp;
-        self.shared.rtcp_peer[i].lock().unwrap().announced = rtcp;
+        let sdp = [rtp.map(|a| a.ip()), rtcp.map(|a| a.ip())];
+        for (peer, addr) in [
+            (&self.shared.rtp_peer[i], rtp),
+            (&self.shared.rtcp_peer[i], rtcp),
+        ] {
+            let mut p = peer.lock().unwrap();
+            p.announced = addr;
+            p.expect.sdp = sdp;
+        }
+    }
+
+    /// Set the IP the party's SIP signalling came from (the source of its INVITE or answer):
+    /// its media may latch from there too, whatever its SDP says (a phone behind NAT announces
+    /// a private address and sends from its public one). `None` forgets it.
+    pub fn set_source(&self, leg: Leg, ip: Option<IpAddr>) {
+        let i = leg as usize;
+        for peer in [&self.shared.rtp_peer[i], &self.shared.rtcp_peer[i]] {
+            peer.lock().unwrap().expect.signalling = ip;
+        }
     }
 
     /// Play `clip` to the party on `leg` instead of the other party's audio: looped (music on
@@ -390,8 +454,10 @@ impl Session {
         self.shared.playing[leg as usize].store(0, Ordering::Relaxed);
     }
 
-    /// The party on `leg` has gone: forget its addresses, so that the next party to take the
-    /// leg (a retriever, a recall) latches afresh and nothing is sent to the old one.
+    /// The party on `leg` has gone: forget its addresses and what was expected of it, so that
+    /// nothing is sent to it and nothing from anyone is accepted, until `set_remote` and
+    /// `set_source` for the next party to take the leg (a retriever, a recall), which latches
+    /// afresh.
     pub fn vacate(&self, leg: Leg) {
         let i = leg as usize;
         *self.shared.rtp_peer[i].lock().unwrap() = Peer::default();
@@ -479,10 +545,12 @@ fn relay_one(shared: &Shared, from: usize, rtcp: bool, pkt: &[u8], src: SocketAd
         match p.latched {
             Some(l) if l != src => return,
             Some(_) => {}
-            None => {
+            None if p.expect.admits(src.ip()) => {
                 debug!(%src, leg = from, rtcp, "relay latched");
                 p.latched = Some(src);
             }
+            // Not from where the signalling expects this party (or no party yet): a stranger.
+            None => return,
         }
     }
     if !rtcp {
@@ -542,6 +610,222 @@ fn dtmf(shared: &Shared, from: usize, pkt: &[u8]) {
 mod tests {
     use super::*;
 
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// A socket on another loopback address: a stranger to a party on 127.0.0.1.
+    async fn stranger() -> UdpSocket {
+        UdpSocket::bind("127.0.0.2:0").await.unwrap()
+    }
+
+    /// The next packet `sock` receives within 200 ms, if any.
+    async fn recv(sock: &UdpSocket) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf)).await;
+        r.ok().map(|r| buf[..r.unwrap().0].to_vec())
+    }
+
+    /// A session between a phone on A and a party on B, both having announced their address
+    /// (the phone has sent nothing yet).
+    async fn call(pool: &PortPool) -> (Session, UdpSocket, UdpSocket) {
+        let s = Session::open(pool).unwrap();
+        let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.set_remote(Leg::A, Some(phone.local_addr().unwrap()), None);
+        s.set_remote(Leg::B, Some(b.local_addr().unwrap()), None);
+        (s, phone, b)
+    }
+
+    #[tokio::test]
+    async fn stranger_before_the_phone_does_not_latch() {
+        let pool = PortPool::new(LOCAL, 31500, 31509);
+        let (s, phone, b) = call(&pool).await;
+        let stranger = stranger().await;
+        for _ in 0..3 {
+            stranger.send_to(b"evil", s.local(Leg::A)).await.unwrap();
+        }
+        phone.send_to(b"voice", s.local(Leg::A)).await.unwrap();
+        assert_eq!(recv(&b).await.as_deref(), Some(&b"voice"[..]));
+        assert_eq!(s.packets_from(Leg::A), 1);
+        // B's audio goes to the phone, not to the stranger.
+        b.send_to(b"reply", s.local(Leg::B)).await.unwrap();
+        assert_eq!(recv(&phone).await.as_deref(), Some(&b"reply"[..]));
+        assert_eq!(recv(&stranger).await, None);
+        assert_eq!(recv(&b).await, None);
+    }
+
+    #[tokio::test]
+    async fn stranger_after_latching_is_dropped_rtp_and_rtcp() {
+        let pool = PortPool::new(LOCAL, 31600, 31609);
+        let (s, phone, b) = call(&pool).await;
+        // The phone announced RTCP too; it has sent RTP, no RTCP yet.
+        let phone_rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.set_remote(
+            Leg::A,
+            Some(phone.local_addr().unwrap()),
+            Some(phone_rtcp.local_addr().unwrap()),
+        );
+        let b_rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.set_remote(
+            Leg::B,
+            Some(b.local_addr().unwrap()),
+            Some(b_rtcp.local_addr().unwrap()),
+        );
+        phone.send_to(b"v1", s.local(Leg::A)).await.unwrap();
+        assert_eq!(recv(&b).await.as_deref(), Some(&b"v1"[..]));
+        let rtcp_port = |leg| {
+            let mut a = s.local(leg);
+            a.set_port(a.port() + 1);
+            a
+        };
+        // Strangers: RTP from another IP and from the phone's own IP (latched: dropped), RTCP
+        // from another IP (not latched yet, but not from where the phone is expected).
+        let near = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let far = stranger().await;
+        far.send_to(b"evil", s.local(Leg::A)).await.unwrap();
+        near.send_to(b"evil", s.local(Leg::A)).await.unwrap();
+        far.send_to(b"evil-rtcp", rtcp_port(Leg::A)).await.unwrap();
+        phone.send_to(b"v2", s.local(Leg::A)).await.unwrap();
+        assert_eq!(recv(&b).await.as_deref(), Some(&b"v2"[..]));
+        assert_eq!(recv(&b).await, None);
+        assert_eq!(s.packets_from(Leg::A), 2);
+        // The phone's RTCP still latches, and only it is forwarded.
+        phone_rtcp
+            .send_to(b"rtcp", rtcp_port(Leg::A))
+            .await
+            .unwrap();
+        phone_rtcp
+            .send_to(b"rtcp2", rtcp_port(Leg::A))
+            .await
+            .unwrap();
+        assert_eq!(recv(&b_rtcp).await.as_deref(), Some(&b"rtcp"[..]));
+        assert_eq!(recv(&b_rtcp).await.as_deref(), Some(&b"rtcp2"[..]));
+        assert_eq!(recv(&b_rtcp).await, None);
+    }
+
+    #[tokio::test]
+    async fn behind_nat_latches_from_the_signalling_ip() {
+        let pool = PortPool::new(LOCAL, 31700, 31709);
+        let (s, phone, b) = call(&pool).await;
+        // The phone's SDP names its private address, unreachable from here.
+        let private: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        s.set_remote(
+            Leg::A,
+            Some(private),
+            Some("10.0.0.5:4001".parse().unwrap()),
+        );
+        // Until the signalling IP is known its packets are a stranger's.
+        phone.send_to(b"early", s.local(Leg::A)).await.unwrap();
+        assert_eq!(recv(&b).await, None);
+        s.set_source(Leg::A, Some(LOCAL));
+        stranger()
+            .await
+            .send_to(b"evil", s.local(Leg::A))
+            .await
+            .unwrap();
+        phone.send_to(b"voice", s.local(Leg::A)).await.unwrap();
+        assert_eq!(recv(&b).await.as_deref(), Some(&b"voice"[..]));
+        assert_eq!(recv(&b).await, None);
+        // Replies go to where its packets come from, not to the private address.
+        b.send_to(b"reply", s.local(Leg::B)).await.unwrap();
+        assert_eq!(recv(&phone).await.as_deref(), Some(&b"reply"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_vacated_leg_accepts_nobody_until_the_next_party_is_announced() {
+        let pool = PortPool::new(LOCAL, 31800, 31809);
+        let (s, phone, b) = call(&pool).await;
+        s.set_source(Leg::A, Some(LOCAL));
+        phone.send_to(b"v1", s.local(Leg::A)).await.unwrap();
+        assert_eq!(recv(&b).await.as_deref(), Some(&b"v1"[..]));
+        s.vacate(Leg::A);
+        let stranger = stranger().await;
+        stranger.send_to(b"evil", s.local(Leg::A)).await.unwrap();
+        phone.send_to(b"gone", s.local(Leg::A)).await.unwrap();
+        assert_eq!(recv(&b).await, None);
+        // Nothing latched: B's audio goes nowhere.
+        b.send_to(b"hello?", s.local(Leg::B)).await.unwrap();
+        assert_eq!(recv(&phone).await, None);
+        assert_eq!(recv(&stranger).await, None);
+        // The next party (on its own IP) is announced, and latches; the old one stays out.
+        let next = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+        s.set_remote(Leg::A, Some(next.local_addr().unwrap()), None);
+        phone.send_to(b"gone", s.local(Leg::A)).await.unwrap();
+        next.send_to(b"v2", s.local(Leg::A)).await.unwrap();
+        assert_eq!(recv(&b).await.as_deref(), Some(&b"v2"[..]));
+        assert_eq!(recv(&b).await, None);
+        b.send_to(b"hello", s.local(Leg::B)).await.unwrap();
+        assert_eq!(recv(&next).await.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(recv(&phone).await, None);
+    }
+
+    #[tokio::test]
+    async fn strangers_do_not_keep_a_call_alive() {
+        let pool = PortPool::new(LOCAL, 31900, 31909);
+        let (s, _phone, b) = call(&pool).await;
+        let stranger = stranger().await;
+        s.idle();
+        for _ in 0..10 {
+            stranger.send_to(b"evil", s.local(Leg::A)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(s.idle() >= Duration::from_millis(90));
+        assert_eq!(s.packets_from(Leg::A), 0);
+        assert_eq!(recv(&b).await, None);
+    }
+
+    #[tokio::test]
+    async fn ports_are_handed_out_in_random_order() {
+        // 500 pairs. The 20 sessions' 40 endpoints are 40 ports of a uniformly random order;
+        // they come out ascending with probability 1/40!, descending too: the test fails by
+        // chance with probability 2/40! ≈ 2.5e-48.
+        let pool = PortPool::new(LOCAL, 20000, 20999);
+        let sessions: Vec<_> = (0..20).map(|_| Session::open(&pool).unwrap()).collect();
+        let ports: Vec<u16> = sessions
+            .iter()
+            .flat_map(|s| [s.local(Leg::A).port(), s.local(Leg::B).port()])
+            .collect();
+        assert!(!ports.windows(2).all(|w| w[0] < w[1]), "{ports:?}");
+        assert!(!ports.windows(2).all(|w| w[0] > w[1]), "{ports:?}");
+    }
+
+    #[tokio::test]
+    async fn cooled_endpoints_are_reused_in_random_order() {
+        let pool = PortPool::with_timing(
+            LOCAL,
+            21000,
+            21999,
+            PoolTiming {
+                reuse_after: Duration::from_millis(50),
+                close_after: Duration::from_secs(60),
+            },
+        );
+        let sessions: Vec<_> = (0..20).map(|_| Session::open(&pool).unwrap()).collect();
+        // Released in this order (A before B, session by session).
+        let released: Vec<SocketAddr> = sessions
+            .iter()
+            .flat_map(|s| [s.local(Leg::A), s.local(Leg::B)])
+            .collect();
+        drop(sessions);
+        // Not yet cooled: fresh ports, none of these (kept, so that only the 40 are idle).
+        let s = Session::open(&pool).unwrap();
+        assert!(!released.contains(&s.local(Leg::A)) && !released.contains(&s.local(Leg::B)));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Cooled: the 40 come back, but not first released first out. FIFO order by chance:
+        // probability 1/40! ≈ 1.2e-48.
+        let sessions: Vec<_> = (0..20).map(|_| Session::open(&pool).unwrap()).collect();
+        let reused: Vec<SocketAddr> = sessions
+            .iter()
+            .flat_map(|s| [s.local(Leg::A), s.local(Leg::B)])
+            .collect();
+        assert_ne!(reused, released);
+        let (mut a, mut b) = (reused.clone(), released.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert_eq!(pool.bound(), 42);
+        drop(s);
+    }
+
     #[tokio::test]
     async fn forwards_both_ways_with_latching_and_frees_ports() {
         let pool = PortPool::new("127.0.0.1".parse().unwrap(), 31000, 31009);
@@ -550,8 +834,9 @@ mod tests {
         assert_eq!(pool.in_use(), 2);
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        // B announced its address; A did not (latching will learn it).
+        // B announced its address; A only its signalling IP (latching will learn its port).
         s.set_remote(Leg::B, Some(b.local_addr().unwrap()), None);
+        s.set_source(Leg::A, Some(LOCAL));
         a.send_to(b"hello-b", s.local(Leg::A)).await.unwrap();
         let mut buf = [0u8; 64];
         let (n, from) = b.recv_from(&mut buf).await.unwrap();
@@ -561,7 +846,7 @@ mod tests {
         let (n, from) = a.recv_from(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"hello-a");
         assert_eq!(from, s.local(Leg::A));
-        // A stranger sending to A's endpoint is not forwarded.
+        // A stranger sending to A's endpoint, even from A's IP, is not forwarded.
         let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         stranger.send_to(b"evil", s.local(Leg::A)).await.unwrap();
         a.send_to(b"good", s.local(Leg::A)).await.unwrap();
@@ -613,12 +898,18 @@ mod tests {
         let ports = [s.local(Leg::A), s.local(Leg::B)];
         drop(s);
         let s = Session::open(&pool).unwrap();
-        assert_eq!([s.local(Leg::A), s.local(Leg::B)], ports);
+        // The same two, in either order (picked at random among the cooled ones).
+        let mut again = [s.local(Leg::A), s.local(Leg::B)];
+        again.sort();
+        let mut ports = ports;
+        ports.sort();
+        assert_eq!(again, ports);
         assert_eq!(pool.bound(), 2);
         // The reused endpoint latches afresh for its new call.
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         s.set_remote(Leg::B, Some(b.local_addr().unwrap()), None);
+        s.set_source(Leg::A, Some(LOCAL));
         a.send_to(b"x", s.local(Leg::A)).await.unwrap();
         let mut buf = [0u8; 16];
         let (n, _) = b.recv_from(&mut buf).await.unwrap();
@@ -708,6 +999,7 @@ mod play_tests {
         }));
         s.set_dtmf(Leg::B, Some(101));
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.set_remote(Leg::B, Some(b.local_addr().unwrap()), None);
         let event = |digit: u8, end: bool, ts: u32, seq: u16| {
             let payload = [digit, if end { 0x80 } else { 0 } | 10, 0, 160];
             rtp_rs::RtpPacketBuilder::new()
