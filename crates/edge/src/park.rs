@@ -23,7 +23,7 @@ use orbit_media::sdp;
 use orbit_media::{Clip, Codec, Prompts};
 use orbit_sip::build::Response;
 use orbit_sip::dialog::Dialog;
-use orbit_sip::header::NameAddr;
+use orbit_sip::header::{NameAddr, Replaces};
 use orbit_sip::key::{ClientKey, ServerKey};
 use orbit_sip::message::{Message, Name, Writer};
 use orbit_sip::transport::Flow;
@@ -360,59 +360,39 @@ fn refusal_frag(e: &OrbitError) -> &'static str {
     }
 }
 
-/// `Replaces` (RFC 3891) carried in a Refer-To URI's headers: (Call-ID, to-tag, from-tag).
-fn replaces_of(refer_to_uri: &str) -> Option<(String, String, String)> {
-    let (_, headers) = refer_to_uri.split_once('?')?;
-    let value = headers.split('&').find_map(|h| {
-        let (k, v) = h.split_once('=')?;
-        k.eq_ignore_ascii_case("replaces").then_some(v)
-    })?;
-    let decoded = percent_decode(value)?;
-    let mut parts = decoded.split(';');
-    let call_id = parts.next()?.trim().to_string();
-    let (mut to, mut from) = (None, None);
-    for p in parts {
-        match p.trim().split_once('=') {
-            Some((k, v)) if k.eq_ignore_ascii_case("to-tag") => to = Some(v.to_string()),
-            Some((k, v)) if k.eq_ignore_ascii_case("from-tag") => from = Some(v.to_string()),
-            _ => {}
-        }
-    }
-    Some((call_id, to?, from?))
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Which call and side a dialog named by a Replaces belongs to (either tag may be ours).
-fn dialog_named(
-    edge: &Edge,
-    (call_id, to, from): &(String, String, String),
-) -> Option<(u64, Side)> {
-    for tag in [to, from] {
-        if let Some(&cid) = edge.dialogs.get(&(call_id.clone(), tag.clone())) {
+fn dialog_named(edge: &Edge, r: &Replaces) -> Option<(u64, Side)> {
+    for tag in [&r.to_tag, &r.from_tag] {
+        if let Some(&cid) = edge.dialogs.get(&(r.call_id.clone(), tag.clone())) {
             let call = edge.calls.get(&cid)?;
             let side = [Side::A, Side::B].into_iter().find(|&s| {
-                call.dialog_ref(s).call_id == *call_id && call.dialog_ref(s).local_tag == *tag
+                call.dialog_ref(s).call_id == r.call_id && call.dialog_ref(s).local_tag == *tag
             })?;
             return Some((cid, side));
         }
     }
     None
+}
+
+/// The dialog a REFER's Replaces names, if it is one of the REFER sender's own: a user may
+/// complete a transfer only with its own calls (naming someone else's dialog would take over
+/// that call). `Err` when it names a dialog of another user (403, logged).
+fn own_dialog_named(
+    edge: &Edge,
+    id: u64,
+    from: Side,
+    r: &Replaces,
+) -> Result<Option<(u64, Side)>, ()> {
+    let Some((cid, side)) = dialog_named(edge, r) else {
+        return Ok(None);
+    };
+    let me = &edge.calls[&id].dialog_ref(from).user;
+    let named = &edge.calls[&cid].dialog_ref(side).user;
+    if me != named {
+        warn!(by = %me, owner = %named, call_id = %r.call_id, "Replaces names another user's dialog: refused");
+        return Err(());
+    }
+    Ok(Some((cid, side)))
 }
 
 fn parkable(call: &Call) -> bool {
@@ -441,7 +421,16 @@ pub(crate) fn on_refer(
     else {
         return edge.reply(now, &key, Response::to(&msg, 400));
     };
-    let replaces = replaces_of(&target);
+    let replaces = Replaces::from_refer_to(&target);
+    let named = match &replaces {
+        Some(r) => match own_dialog_named(edge, id, from, r) {
+            Ok(n) => n,
+            Err(()) => {
+                return edge.reply(now, &key, Response::to(&msg, 403).reason("Not Your Call"))
+            }
+        },
+        None => None,
+    };
     let user = orbit_sip::Uri::parse(target.split('?').next().unwrap_or(""))
         .ok()
         .and_then(|u| u.user().map(str::to_string))
@@ -465,7 +454,7 @@ pub(crate) fn on_refer(
     // Attended park completed from the consultation call (the call to the park extension):
     // its Replaces names the parker's dialog in the call to park.
     if let Some(c) = edge.calls[&id].consult.clone() {
-        let Some((ocid, oside)) = replaces.as_ref().and_then(|r| dialog_named(edge, r)) else {
+        let Some((ocid, oside)) = named else {
             return refuse(edge, 403, "Transfer Only To Park");
         };
         if ocid == id || !parkable(&edge.calls[&ocid]) {
@@ -485,8 +474,8 @@ pub(crate) fn on_refer(
     // Attended park completed from the call to park: Replaces names the consultation call,
     // whose slot was announced. Blind park otherwise: the park extension or a slot.
     let mut consult_call = None;
-    let (lot, slot) = if let Some(r) = &replaces {
-        match dialog_named(edge, r).and_then(|(c, _)| Some((c, edge.calls[&c].consult.clone()?))) {
+    let (lot, slot) = if replaces.is_some() {
+        match named.and_then(|(c, _)| Some((c, edge.calls[&c].consult.clone()?))) {
             Some((c, consult)) => {
                 consult_call = Some(c);
                 (consult.lot, Some(consult.slot))

@@ -627,3 +627,4 @@ fn failures_are_mapped_through_and_free_the_media() {
 
 mod park;
 mod registry;
+mod security;

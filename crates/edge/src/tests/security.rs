@@ -1,0 +1,206 @@
+//! Strangers trying, at the sans-I/O level: requests and responses naming someone else's
+//! dialog or transaction from elsewhere, transfers naming someone else's call, and floods that
+//! would grow the transaction table.
+
+use orbit_sip::Method;
+
+use super::park::{bob_in_dialog, carol_invite, CAROL};
+use super::*;
+
+/// Another host than Alice's, same port.
+const STRANGER: &str = "127.0.0.2:6001";
+
+#[test]
+fn in_dialog_requests_from_another_address_change_nothing() {
+    let mut net = Net::new();
+    let (ok, inv) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    // The stranger knows Alice's Call-ID and tags (a lamp NOTIFY shows them) and sends BYE,
+    // a re-INVITE and a REFER from its own address, and from Alice's IP at another port.
+    for (from, branch) in [(STRANGER, "f1"), ("127.0.0.1:6666", "f2")] {
+        for (method, cseq) in [("BYE", 5), ("INVITE", 6), ("REFER", 7), ("INFO", 8)] {
+            let req = alice_in_dialog(&ok, method, cseq, &format!("{branch}{method}"), None)
+                .replace(ALICE, from);
+            net.send(from, &req);
+            assert_eq!(net.one(from).code(), 481, "{method} from {from}");
+        }
+    }
+    assert!(net.take(BOB1).is_empty(), "nothing relayed to Bob");
+    assert!(net.take(ALICE).is_empty(), "nothing sent to Alice");
+    assert_eq!(net.edge.active_calls(), 1);
+    assert_eq!(net.edge.stats.foreign_in_dialog, 8);
+    // A forged ACK from elsewhere is dropped too (it has no answer to check).
+    net.send(
+        STRANGER,
+        &alice_in_dialog(&ok, "ACK", 1, "fack", None).replace(ALICE, STRANGER),
+    );
+    assert!(net.take(BOB1).is_empty());
+    // Alice herself still hangs up her call.
+    net.send(ALICE, &alice_in_dialog(&ok, "BYE", 2, "bye1", None));
+    assert_eq!(net.one(ALICE).code(), 200);
+    let bye = net.one(BOB1);
+    assert_eq!(*bye.method(), Method::Bye);
+    let _ = inv;
+}
+
+#[test]
+fn a_response_from_elsewhere_does_not_answer_a_ringing_call() {
+    let mut net = Net::new();
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "r1", ""));
+    net.take(ALICE);
+    let inv = net.one(BOB1);
+    // A forged 200 for Bob's fork (its branch and Call-ID copied), from another address.
+    net.send_msg(
+        "127.0.0.9:7001",
+        answer(&inv, 200, "evil", Some(SDP_B), BOB1),
+    );
+    net.send_msg("127.0.0.1:7777", answer(&inv, 486, "evil", None, BOB1));
+    assert!(net.take(ALICE).is_empty(), "Alice got nothing");
+    assert!(
+        net.take("127.0.0.9:7001").is_empty(),
+        "no ACK to the forger"
+    );
+    assert!(net.take(BOB1).is_empty(), "Bob's fork is not cancelled");
+    // Bob's own answer still connects the call.
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    let ok = net.one(ALICE);
+    assert_eq!(ok.code(), 200);
+    assert_eq!(ok.to_tag().is_some(), true);
+    assert!(body(&ok).contains("m=audio 40000"));
+}
+
+#[test]
+fn a_lamp_refresh_from_another_address_is_refused() {
+    let mut net = Net::new();
+    let sub = "SUBSCRIBE sip:701@orbit.test SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:6001;branch=z9hG4bKs1\nMax-Forwards: 70\nFrom: <sip:1001@orbit.test>;tag=sub\nTo: <sip:701@orbit.test>\nCall-ID: lamp-1\nCSeq: 1 SUBSCRIBE\nContact: <sip:1001@127.0.0.1:6001>\nEvent: dialog\nExpires: 600\nContent-Length: 0\n\n";
+    net.send(ALICE, sub);
+    let msgs = net.take(ALICE);
+    let ok = msgs.iter().find(|m| m.code() == 200).unwrap();
+    let tag = ok.to_tag().unwrap().to_string();
+    assert_eq!(net.edge.lamp_subscriptions(), 1);
+    // Someone else ends Alice's subscription with her identifiers.
+    let unsub = sub
+        .replace(
+            "To: <sip:701@orbit.test>",
+            &format!("To: <sip:701@orbit.test>;tag={tag}"),
+        )
+        .replace("CSeq: 1", "CSeq: 2")
+        .replace("Expires: 600", "Expires: 0")
+        .replace("z9hG4bKs1", "z9hG4bKs2")
+        .replace(ALICE, STRANGER);
+    net.send(STRANGER, &unsub);
+    assert_eq!(net.one(STRANGER).code(), 481);
+    assert_eq!(net.edge.lamp_subscriptions(), 1);
+    assert!(net.take(ALICE).is_empty(), "no NOTIFY: nothing changed");
+}
+
+/// Carol calls 700 (her own attended park): the edge answers and announces a slot.
+fn carol_consults(net: &mut Net) -> Message {
+    net.send(CAROL, &carol_invite("700", "k9"));
+    let ok = net.one(CAROL);
+    assert_eq!(ok.code(), 200);
+    ok
+}
+
+#[test]
+fn a_transfer_naming_another_users_call_is_refused() {
+    let mut net = Net::new();
+    let (ok, inv) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    let ok_k = carol_consults(&mut net);
+    // Bob completes an "attended park" with Replaces naming Carol's consultation call: it
+    // would park his caller in the slot promised to Carol and end her call.
+    let replaces = format!(
+        "call-k9%3Bto-tag%3D{}%3Bfrom-tag%3Dcarol",
+        ok_k.to_tag().unwrap()
+    );
+    let refer = bob_in_dialog(
+        &inv,
+        "REFER",
+        2,
+        "refer1",
+        &format!("Refer-To: <sip:700@orbit.test?Replaces={replaces}>\n"),
+        None,
+    );
+    net.send(BOB1, &refer);
+    let r = net.one(BOB1);
+    assert_eq!(r.code(), 403);
+    assert!(net.edge.orbit().all_parked().next().is_none());
+    assert!(net.take(CAROL).is_empty(), "Carol's call is left alone");
+    // And the other way: Carol, from her consultation call, names Bob's dialog in his call
+    // with Alice: it would park Alice, whose call is not Carol's.
+    let replaces = format!(
+        "{}%3Bto-tag%3D{}%3Bfrom-tag%3Dbob",
+        inv.call_id().replace('@', "%40"),
+        inv.from_tag().unwrap()
+    );
+    let target = ok_k
+        .header(Name::Contact)
+        .unwrap()
+        .trim_matches(['<', '>'])
+        .to_string();
+    let carol_refer = format!(
+        "REFER {target} SIP/2.0\nVia: SIP/2.0/UDP {CAROL};branch=z9hG4bKcr1;rport\nMax-Forwards: 70\nFrom: \"Carol\" <sip:1003@orbit.test>;tag=carol\nTo: {}\nCall-ID: call-k9\nCSeq: 2 REFER\nRefer-To: <sip:1001@orbit.test?Replaces={replaces}>\nContent-Length: 0\n\n",
+        ok_k.header(Name::To).unwrap()
+    );
+    net.send(CAROL, &carol_refer);
+    let r = net.one(CAROL);
+    assert_eq!(r.code(), 403, "{}", r.head_text());
+    assert!(net.edge.orbit().all_parked().next().is_none());
+    assert!(net.take(ALICE).is_empty() && net.take(BOB1).is_empty());
+    assert_eq!(net.edge.active_calls(), 2);
+}
+
+#[test]
+fn a_flood_of_new_transactions_from_spoofed_sources_keeps_the_table_bounded() {
+    const CAP: usize = 1000;
+    let mut cfg = config();
+    cfg.limits.max_transactions = CAP;
+    // Untrusted sources everywhere: INVITEs are challenged.
+    cfg.auth.trusted.clear();
+    let mut net = Net::with(cfg);
+    let req = |method: &str, n: u32, src: &str| {
+        format!(
+            "{method} sip:1002@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {src};branch=z9hG4bKfl{n}\nMax-Forwards: 70\nFrom: <sip:1001@orbit.test>;tag=f{n}\nTo: <sip:1002@orbit.test>\nCall-ID: flood-{n}\nCSeq: 1 {method}\nContact: <sip:1001@{src}>\nContent-Length: 0\n\n"
+        )
+    };
+    let methods = ["OPTIONS", "REGISTER", "INVITE", "MESSAGE"];
+    let mut answers: HashMap<&str, HashMap<u16, usize>> = HashMap::new();
+    for n in 0..100_000u32 {
+        // Every request from another spoofed address (10.x.y.z), so no per-source limit helps.
+        let src = format!("10.{}.{}.{}:5060", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+        let method = methods[n as usize % methods.len()];
+        net.edge.on_message(
+            net.now,
+            flow(&src),
+            Bytes::from(req(method, n, &src).replace('\n', "\r\n")),
+        );
+        for t in net.edge.drain() {
+            let m = orbit_sip::parse(t.bytes, &Limits::default()).unwrap();
+            *answers
+                .entry(method)
+                .or_default()
+                .entry(m.code())
+                .or_default() += 1;
+        }
+        assert!(net.edge.server_transactions() <= CAP);
+    }
+    // Every request was answered; past the cap, OPTIONS and challenges without state, the rest
+    // told to come back later.
+    assert_eq!(answers["OPTIONS"][&200], 25_000);
+    assert_eq!(answers["REGISTER"][&401], 25_000);
+    assert_eq!(answers["INVITE"][&407], 25_000);
+    assert!(
+        answers["MESSAGE"][&503] > 24_000,
+        "{:?}",
+        answers["MESSAGE"]
+    );
+    assert!(net.edge.stats.stateless > 95_000);
+    // Once the transactions time out (64·T1), a phone is served as before.
+    net.advance(Duration::from_secs(40));
+    assert_eq!(net.edge.server_transactions(), 0);
+    net.register("1002", BOB1);
+}
