@@ -34,6 +34,7 @@ fn edge(now: Instant) -> orbit_edge::Edge {
             port_max: 20999,
             timeout_secs: 60,
             idle_close_secs: 10,
+            parked_timeout_secs: None,
         },
         tenant: TenantConfig {
             domain: "orbit.test".into(),

@@ -13,12 +13,14 @@ use tracing::{debug, info};
 
 use orbit_sip::build::Response;
 use orbit_sip::dialog::Dialog;
+use orbit_sip::header::delta_seconds;
 use orbit_sip::key::ServerKey;
 
 use crate::core::Edge;
 use crate::transactions::Owner;
 
 const MIN_EXPIRES: u32 = 60;
+const MIN_EXPIRES_TEXT: &str = "60";
 /// Lamp subscriptions held at once (each is a small dialog; input must not grow tables freely).
 const MAX_SUBSCRIPTIONS: usize = 20_000;
 const MAX_EXPIRES: u32 = 3600;
@@ -91,10 +93,7 @@ pub(crate) fn on_subscribe(
     };
     let expires = match requested_expires(&msg) {
         Ok(e) => e,
-        Err(()) => {
-            let m = MIN_EXPIRES.to_string();
-            return edge.reply(now, key, Response::to(&msg, 423).header("Min-Expires", &m));
-        }
+        Err(code) => return edge.reply(now, key, bad_expires(&msg, code)),
     };
     if edge.blf.subs.len() >= MAX_SUBSCRIPTIONS {
         return edge.reply(
@@ -161,9 +160,8 @@ pub(crate) fn on_dialog_subscribe(
     sub.dialog.remote_cseq = msg.cseq.seq;
     let expires = match requested_expires(msg) {
         Ok(e) => e,
-        Err(()) => {
-            let m = MIN_EXPIRES.to_string();
-            edge.reply(now, key, Response::to(msg, 423).header("Min-Expires", &m));
+        Err(code) => {
+            edge.reply(now, key, bad_expires(msg, code));
             return true;
         }
     };
@@ -180,15 +178,24 @@ pub(crate) fn on_dialog_subscribe(
     true
 }
 
-fn requested_expires(msg: &Message) -> Result<u32, ()> {
-    let e = msg
-        .header(Name::Expires)
-        .and_then(|e| e.trim().parse::<u32>().ok())
-        .unwrap_or(MAX_EXPIRES);
+/// The subscription's Expires: `Err(400)` when it is not a number, `Err(423)` when too brief.
+fn requested_expires(msg: &Message) -> Result<u32, u16> {
+    let e = match msg.header(Name::Expires) {
+        None => MAX_EXPIRES,
+        Some(v) => delta_seconds(v).ok_or(400u16)?,
+    };
     if e != 0 && e < MIN_EXPIRES {
-        return Err(());
+        return Err(423);
     }
     Ok(e.min(MAX_EXPIRES))
+}
+
+/// The answer to a refused Expires.
+fn bad_expires(msg: &Message, code: u16) -> Response<'_> {
+    match code {
+        423 => Response::to(msg, 423).header("Min-Expires", MIN_EXPIRES_TEXT),
+        _ => Response::to(msg, 400).reason("Bad Expires"),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -191,6 +191,8 @@ pub(crate) struct Call {
     /// An INVITE (initial or re-INVITE) is being relayed: a second one gets 491 (glare).
     invite_busy: bool,
     pending_byes: usize,
+    /// Why we ended the call, when we did (the park's end reason says it).
+    pub(crate) end_why: Option<&'static str>,
 }
 
 impl Call {
@@ -354,6 +356,7 @@ impl Edge {
             acked: None,
             invite_busy: true,
             pending_byes: 0,
+            end_why: None,
         };
         let invite = call.a_invite.clone();
         let body = match relay_sdp(&mut call, Side::A, &invite, flow.addr.ip()) {
@@ -1013,10 +1016,11 @@ fn bye_done(edge: &mut Edge, id: u64) {
 }
 
 /// End a call from our side: BYE both parties when answered, 487 and CANCEL when ringing.
-pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &str) {
+pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &'static str) {
     let Some(call) = edge.calls.get_mut(&id) else {
         return;
     };
+    call.end_why.get_or_insert(why);
     let _g = call.span.clone().entered();
     let state = call.state;
     call.state = CallState::Ending;
@@ -1131,6 +1135,7 @@ pub(crate) fn insert_app_call(
         acked: None,
         invite_busy: false,
         pending_byes: 0,
+        end_why: None,
     };
     edge.calls.insert(id, call);
 }
@@ -1208,7 +1213,8 @@ pub(crate) fn on_timer(edge: &mut Edge, now: Instant, id: u64) {
     }
 }
 
-/// End calls whose media stopped in both directions.
+/// End calls whose media stopped in both directions: after `media.timeout_secs`, or for a
+/// parked call after [`parked_timeout`] (a parked phone may send nothing while it listens).
 pub(crate) fn check_media(edge: &mut Edge, now: Instant) {
     let timeout = std::time::Duration::from_secs(edge.cfg.media.timeout_secs);
     let dead: Vec<u64> = edge
@@ -1216,10 +1222,11 @@ pub(crate) fn check_media(edge: &mut Edge, now: Instant) {
         .values()
         .filter(|c| c.state == CallState::Confirmed)
         .filter(|c| {
-            c.media
-                .as_ref()
-                .map(|m| m.idle() > timeout)
-                .unwrap_or(false)
+            let limit = match &c.park {
+                Some(ps) => crate::park::parked_timeout(edge, ps),
+                None => timeout,
+            };
+            c.media.as_ref().is_some_and(|m| m.idle() > limit)
         })
         .map(|c| c.id)
         .collect();

@@ -115,6 +115,12 @@ pub struct MediaConfig {
     /// long is closed and its ports returned to the system.
     #[serde(default = "default_idle_close")]
     pub idle_close_secs: u64,
+    /// A parked call with no RTP/RTCP from the parked party for this long is ended (its phone
+    /// may send nothing while it only listens to music). Unset: the lot's parking time plus
+    /// its recall and fallback rings plus `timeout_secs`, so that silence alone never ends a
+    /// park before its recall has run.
+    #[serde(default)]
+    pub parked_timeout_secs: Option<u64>,
 }
 
 fn default_idle_close() -> u64 {

@@ -1497,6 +1497,22 @@ pub(crate) fn cancel_recall(edge: &mut Edge, now: Instant, cid: u64) {
     }
 }
 
+/// How long a parked call may be silent: configured, or the lot's parking time, recall and
+/// fallback rings and the ordinary media timeout, so that silence alone never ends a park
+/// before its recall has run.
+pub(crate) fn parked_timeout(edge: &Edge, ps: &ParkState) -> Duration {
+    if let Some(s) = edge.cfg.media.parked_timeout_secs {
+        return Duration::from_secs(s);
+    }
+    let lot = edge.orbit.lot(&ps.lot);
+    let parking = lot.map_or(0, |l| l.parking_ms);
+    let rings = lot.map_or(0, |l| {
+        l.recall_ring_ms * if l.fallback.is_some() { 2 } else { 1 }
+    });
+    Duration::from_millis(parking.saturating_add(rings))
+        + Duration::from_secs(edge.cfg.media.timeout_secs)
+}
+
 /// A call is gone: if it was parked, its slot is free at once.
 pub(crate) fn on_call_end(edge: &mut Edge, call: &Call) {
     if let Some(c) = &call.consult {
@@ -1511,10 +1527,23 @@ pub(crate) fn on_call_end(edge: &mut Edge, call: &Call) {
         }
     }
     // Whatever this edge's state shows (across sites it may lag): the log decides.
-    info!(slot = ps.slot, "parked caller hung up");
+    let reason = match call.end_why {
+        Some("no media") => {
+            warn!(slot = ps.slot, caller = %ps.caller_uri, "parked call ended: no RTP or RTCP from the parked caller");
+            EndReason::NoMedia
+        }
+        Some("shutdown") => {
+            warn!(slot = ps.slot, caller = %ps.caller_uri, "parked call ended: this edge is stopping");
+            EndReason::Lost
+        }
+        _ => {
+            info!(slot = ps.slot, "parked caller hung up");
+            EndReason::HungUp
+        }
+    };
     let end = Command::End {
         park: ps.id,
-        reason: EndReason::HungUp,
+        reason,
     };
     edge.propose(now, end, Then::Nothing);
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use orbit_sip::build::Response;
-use orbit_sip::header::NameAddr;
+use orbit_sip::header::{delta_seconds, NameAddr};
 use orbit_sip::key::ServerKey;
 use orbit_sip::message::{Message, Name};
 use orbit_sip::transport::Flow;
@@ -170,10 +170,13 @@ impl Edge {
         if user != aor {
             return self.reply(now, key, Response::to(&msg, 403));
         }
-        let default_exp = msg
-            .header(Name::Expires)
-            .and_then(|e| e.parse::<u32>().ok())
-            .unwrap_or(3600);
+        let default_exp = match msg.header(Name::Expires).map(delta_seconds) {
+            None => 3600,
+            Some(Some(e)) => e,
+            Some(None) => {
+                return self.reply(now, key, Response::to(&msg, 400).reason("Bad Expires"))
+            }
+        };
         let contacts: Vec<&str> = msg.values(Name::Contact).collect();
         let max = self.cfg.auth.max_expires;
         let min = self.cfg.auth.min_expires;
@@ -193,11 +196,15 @@ impl Edge {
                 let Some(na) = NameAddr::parse(c) else {
                     return self.reply(now, key, Response::to(&msg, 400));
                 };
-                let exp = na
-                    .param("expires")
-                    .and_then(|e| e.parse::<u32>().ok())
-                    .unwrap_or(default_exp)
-                    .min(max);
+                let exp = match na.param("expires").map(delta_seconds) {
+                    None => default_exp,
+                    Some(Some(e)) => e,
+                    Some(None) => {
+                        let r = Response::to(&msg, 400).reason("Bad Contact Expires");
+                        return self.reply(now, key, r);
+                    }
+                }
+                .min(max);
                 ups.push(ContactUpdate {
                     contact: na.uri.to_string(),
                     expires: exp,

@@ -48,6 +48,7 @@ fn config() -> EdgeConfig {
             port_max: 40999,
             timeout_secs: 60,
             idle_close_secs: 10,
+            parked_timeout_secs: None,
         },
         tenant: TenantConfig {
             domain: "orbit.test".into(),

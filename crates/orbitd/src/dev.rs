@@ -71,6 +71,7 @@ fn site_config(
             port_max: port_min + 999,
             timeout_secs: 60,
             idle_close_secs: 10,
+            parked_timeout_secs: None,
         },
         tenant: TenantConfig {
             domain: "orbit.local".into(),

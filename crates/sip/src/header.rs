@@ -205,6 +205,17 @@ impl CSeq {
     }
 }
 
+/// A delta-seconds value (Expires, `expires=`; RFC 3261 §25.1): digits only, at most
+/// 2³²−1. `None` for anything else, so that a bad or huge value is refused rather than read as
+/// a default or wrapped.
+pub fn delta_seconds(v: &str) -> Option<u32> {
+    let v = v.trim();
+    if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    u32::try_from(v.parse::<u64>().ok()?).ok()
+}
+
 /// The parameters of a Digest `Authorization`/`WWW-Authenticate` value.
 pub fn digest_params(v: &str) -> Option<impl Iterator<Item = (&str, &str)>> {
     let v = v.trim_start();
@@ -331,6 +342,15 @@ mod tests {
         assert_eq!(p[2], ("nonce", "n,1"));
         assert_eq!(p[5], ("nc", "00000001"));
     }
+    #[test]
+    fn delta_seconds_refuses_what_is_not_one() {
+        assert_eq!(delta_seconds(" 3600 "), Some(3600));
+        assert_eq!(delta_seconds("4294967295"), Some(u32::MAX));
+        for bad in ["", "-1", "4294967296", "99999999999", "1e3", "60s", "0x10"] {
+            assert_eq!(delta_seconds(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn replaces_in_a_header_and_in_a_refer_to() {
         let r = Replaces::parse("abc@h;to-tag=t1;from-tag=f1;early-only").unwrap();

@@ -114,6 +114,9 @@ pub enum EndReason {
     Abandoned,
     /// The edge holding the call lost it (its media or the edge itself failed).
     Lost,
+    /// The parked caller's phone sent no RTP or RTCP for longer than a park can last: it is
+    /// gone without a BYE.
+    NoMedia,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +260,30 @@ pub enum Rejection {
     NoLease(String),
     #[error("the lease of edge {edge} runs until {until}")]
     LeaseLive { edge: String, until: Millis },
+    /// A number in a command outside what it may be (commands come over the network).
+    #[error("{what} {value} is out of range (at most {max})")]
+    OutOfRange {
+        what: &'static str,
+        value: u64,
+        max: u64,
+    },
+}
+
+/// The longest a call may be parked (a day: longer is a mistake, not a policy).
+pub const MAX_PARKING_MS: Millis = 24 * 3600 * 1000;
+/// The longest a recall may ring one target.
+pub const MAX_RING_MS: Millis = 10 * 60 * 1000;
+/// The longest lease an edge may take at once.
+pub const MAX_LEASE_MS: Millis = 3600 * 1000;
+/// The furthest ahead a registration may be reported to last.
+pub const MAX_LOCATION_MS: Millis = 24 * 3600 * 1000;
+
+/// `value` if it is within 1..=`max`, else the rejection naming it.
+fn in_range(what: &'static str, value: u64, max: u64) -> Result<u64, Rejection> {
+    if value == 0 || value > max {
+        return Err(Rejection::OutOfRange { what, value, max });
+    }
+    Ok(value)
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -380,6 +407,14 @@ impl LotConfig {
                 self.park_ext
             ));
         }
+        if self.parking_ms > MAX_PARKING_MS || self.recall_ring_ms > MAX_RING_MS {
+            return Err(format!(
+                "lot {}: parking time at most {} s, recall ring at most {} s",
+                self.park_ext,
+                MAX_PARKING_MS / 1000,
+                MAX_RING_MS / 1000
+            ));
+        }
         Ok(())
     }
 }
@@ -425,7 +460,7 @@ impl Orbit {
                 ttl_ms,
                 incarnation,
             } => {
-                let until = now + ttl_ms;
+                let until = now.saturating_add(in_range("lease ttl_ms", *ttl_ms, MAX_LEASE_MS)?);
                 self.leases.insert(edge.clone(), until);
                 let restarted = *incarnation != 0
                     && self
@@ -470,6 +505,14 @@ impl Orbit {
                 edge,
                 until,
             } => {
+                let ahead = until.saturating_sub(now);
+                if ahead > MAX_LOCATION_MS {
+                    return Err(Rejection::OutOfRange {
+                        what: "registration ahead ms",
+                        value: ahead,
+                        max: MAX_LOCATION_MS,
+                    });
+                }
                 // Expired entries go when anything about the extension changes.
                 let m = self
                     .locations
@@ -555,7 +598,7 @@ impl Orbit {
         };
         self.next_park += 1;
         let id = self.next_park;
-        let deadline = now + cfg.parking_ms;
+        let deadline = now.saturating_add(cfg.parking_ms);
         lot.slots.insert(slot, id);
         lot.last_used = Some(slot);
         let p = Parked {

@@ -622,3 +622,47 @@ fn registrations_are_located_by_edge_until_they_expire() {
     .unwrap();
     assert!(back.located("example.com", "1002", T0 + 80_000).is_empty());
 }
+
+#[test]
+fn numbers_out_of_range_are_refused_not_wrapped() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let lease = |ttl_ms| Command::Lease {
+        edge: "e".into(),
+        ttl_ms,
+        incarnation: 1,
+    };
+    for ttl in [0, MAX_LEASE_MS + 1, u64::MAX] {
+        assert!(matches!(
+            o.apply(1_000, &lease(ttl)),
+            Err(Rejection::OutOfRange { .. })
+        ));
+    }
+    assert!(
+        o.apply(u64::MAX - 10, &lease(MAX_LEASE_MS)).is_ok(),
+        "saturates, no panic"
+    );
+    let locate = |until| Command::Locate {
+        tenant: "t".into(),
+        ext: "1001".into(),
+        edge: "e".into(),
+        until,
+    };
+    assert!(matches!(
+        o.apply(1_000, &locate(u64::MAX)),
+        Err(Rejection::OutOfRange { .. })
+    ));
+    assert!(o.apply(1_000, &locate(1_000 + 3_600_000)).is_ok());
+    for (parking_ms, recall_ring_ms) in [
+        (MAX_PARKING_MS + 1, 1000),
+        (1000, MAX_RING_MS + 1),
+        (u64::MAX, 1000),
+    ] {
+        let mut cfg = lot(SlotChoice::FirstFree);
+        cfg.parking_ms = parking_ms;
+        cfg.recall_ring_ms = recall_ring_ms;
+        assert!(matches!(
+            o.apply(1_000, &Command::SetLot(cfg)),
+            Err(Rejection::BadLot(_))
+        ));
+    }
+}

@@ -294,6 +294,42 @@ fn parked_caller_hanging_up_frees_the_slot_at_once() {
     assert!(net.take(BOB1).iter().all(|m| *m.method() != Method::Invite));
 }
 
+#[test]
+fn a_silent_parked_caller_is_not_hung_up_by_the_ordinary_media_timeout() {
+    let mut net = Net::new();
+    let (_ok, _inv) = park_by_bob(&mut net, "700");
+    net.take(BOB1);
+    net.edge.take_orbit_events();
+    // Alice's phone sends nothing while it listens to the music: past the 60 s media timeout
+    // the park holds (the recall at 90 s must still ring Bob).
+    net.media.set_idle(Duration::from_secs(61));
+    net.advance(Duration::from_secs(2));
+    assert_eq!(parked_slots(&net), vec![701]);
+    assert!(net.take(ALICE).is_empty(), "no BYE to the parked caller");
+    // Silent for longer than a park can last (90 s parking, 20 s recall, 60 s margin): the
+    // phone is gone, and the park ends saying so.
+    net.media.set_idle(Duration::from_secs(171));
+    net.advance(Duration::from_secs(2));
+    let byes = net.take(ALICE);
+    assert!(
+        byes.iter().all(|m| *m.method() == Method::Bye),
+        "BYE (and its retransmission)"
+    );
+    net.send_msg(ALICE, ok_to(&byes[0]));
+    assert!(parked_slots(&net).is_empty());
+    let ev = net.edge.take_orbit_events();
+    assert!(
+        matches!(
+            ev.last(),
+            Some(Event::Ended {
+                reason: EndReason::NoMedia,
+                ..
+            })
+        ),
+        "{ev:?}"
+    );
+}
+
 /// Park Alice, let Bob's leg go, and return Alice's 200.
 fn parked(net: &mut Net) -> Message {
     let (ok, _) = park_by_bob(net, "700");

@@ -204,3 +204,16 @@ fn a_flood_of_new_transactions_from_spoofed_sources_keeps_the_table_bounded() {
     assert_eq!(net.edge.server_transactions(), 0);
     net.register("1002", BOB1);
 }
+
+#[test]
+fn an_expires_that_is_not_a_number_is_refused_not_read_as_a_default() {
+    let mut net = Net::new();
+    for (n, bad) in ["99999999999", "-5", "1e9"].iter().enumerate() {
+        let sub = format!("SUBSCRIBE sip:701@orbit.test SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:6001;branch=z9hG4bKe{n}\nMax-Forwards: 70\nFrom: <sip:1001@orbit.test>;tag=e{n}\nTo: <sip:701@orbit.test>\nCall-ID: exp-{n}\nCSeq: 1 SUBSCRIBE\nContact: <sip:1001@127.0.0.1:6001>\nEvent: dialog\nExpires: {bad}\nContent-Length: 0\n\n");
+        net.send(ALICE, &sub);
+        let r = net.one(ALICE);
+        // The strict parser refuses it already; the registrar and lamps check it again.
+        assert_eq!(r.code(), 400, "{bad}");
+    }
+    assert_eq!(net.edge.lamp_subscriptions(), 0);
+}
