@@ -122,8 +122,11 @@ pub(crate) fn invite_bytes(
     w.header("CSeq", "1 INVITE");
     w.header("Contact", &edge.local.contact(&d.contact_user, proto));
     w.header("Allow", ALLOW);
-    if let Some((_, claim)) = &t.trunk {
-        for (name, value) in crate::trunk::headers(edge, &d.call_id, &d.user, *claim) {
+    if let Some((site, claim)) = &t.trunk {
+        let body = sdp.unwrap_or(b"");
+        let headers =
+            crate::trunk::headers(edge, site, &d.call_id, &d.local_hdr, &d.user, *claim, body);
+        for (name, value) in headers {
             w.header(name, &value);
         }
     }

@@ -110,6 +110,8 @@ pub(crate) enum TimerKey {
     Housekeeping,
     /// Time to renew this edge's lease with the registry.
     Lease,
+    /// A trunk claim of this park has waited long enough for the replica to show it.
+    TrunkClaim(orbit_state::ParkId),
 }
 
 pub struct Edge {
@@ -164,6 +166,8 @@ pub struct Edge {
     pub(crate) default_lot: Option<orbit_state::LotKey>,
     /// Proposals, outcomes and the watch position (see [`crate::orbit`]).
     pub(crate) port: crate::orbit::OrbitPort,
+    /// Trunk signatures seen, claims shown for calls held here (see [`crate::trunk`]).
+    pub(crate) trunk: crate::trunk::TrunkState,
 }
 
 impl Edge {
@@ -241,6 +245,7 @@ impl Edge {
                 Duration::ZERO,
                 incarnation,
             ),
+            trunk: Default::default(),
             cfg,
         }
     }
@@ -343,6 +348,7 @@ impl Edge {
                     crate::park::on_prompt_done(self, now, call, side, bye)
                 }
                 TimerKey::Housekeeping => self.housekeeping(now),
+                TimerKey::TrunkClaim(park) => crate::trunk::on_claim_timeout(self, now, park),
             }
         }
         self.settle(now);

@@ -318,6 +318,9 @@ impl Edge {
         crate::blf::on_event(self, now, &ev);
         match &ev {
             Event::Parked(p) if p.call.edge == self.cfg.site => crate::park::adopt_repark(self, p),
+            Event::Claimed { parked, by } if parked.call.edge == self.cfg.site => {
+                crate::trunk::on_claimed(self, now, parked.id, by)
+            }
             Event::Expired(p) if p.call.edge == self.cfg.site => {
                 // How late the deadline fired, by the time stamped on the Expire (the
                 // leader's across sites): zero unless a failover or a stall delayed it.

@@ -1022,7 +1022,7 @@ pub(crate) fn adopt_repark(edge: &mut Edge, p: &orbit_state::Parked) {
             .then_some((old, cid))
     });
     let Some((old, cid)) = found else { return };
-    edge.parks.remove(&old);
+    unhold(edge, old);
     edge.parks.insert(p.id, cid);
     if let Some(ps) = edge.calls.get_mut(&cid).and_then(|c| c.park.as_mut()) {
         ps.id = p.id;
@@ -1059,7 +1059,7 @@ pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u6
     let te = offer.as_deref().and_then(sdp::telephone_event).or(ps.te);
     let span = call.span.clone();
     let _g = span.enter();
-    edge.parks.remove(&park_id);
+    unhold(edge, park_id);
     cancel_recall(edge, now, cid);
     if edge.calls[&cid].departed_live {
         call::send_bye_departed(edge, now, cid, parked.other());
@@ -1367,7 +1367,7 @@ pub(crate) fn recall_claim_outcome(
     let call = edge.calls.get_mut(&cid).expect("present");
     let ps = call.park.as_ref().expect("parked");
     let (park_id, parked) = (ps.id, ps.parked);
-    edge.parks.remove(&park_id);
+    unhold(edge, park_id);
     let call = edge.calls.get_mut(&cid).expect("present");
     let mut ps = call.park.take().expect("parked");
     let r = ps.recall.take().expect("recalling");
@@ -1454,7 +1454,7 @@ fn abandon(edge: &mut Edge, now: Instant, cid: u64) {
     let span = call.span.clone();
     let _g = span.enter();
     warn!(slot = ps.slot, caller = %ps.caller_uri, parker = %ps.parker, "recall and fallback unanswered: hanging up the parked caller");
-    edge.parks.remove(&ps.id);
+    unhold(edge, ps.id);
     let end = Command::End {
         park: ps.id,
         reason: EndReason::Abandoned,
@@ -1466,7 +1466,7 @@ fn abandon(edge: &mut Edge, now: Instant, cid: u64) {
 /// The registry gave up on call `cid` (park `id`): this edge's lease lapsed, so the slot may
 /// hold another call by now. Nobody can retrieve it any more: hang the caller up.
 pub(crate) fn lost(edge: &mut Edge, now: Instant, id: ParkId, cid: u64) {
-    edge.parks.remove(&id);
+    unhold(edge, id);
     cancel_recall(edge, now, cid);
     let Some(call) = edge.calls.get_mut(&cid) else {
         return;
@@ -1497,6 +1497,13 @@ pub(crate) fn cancel_recall(edge: &mut Edge, now: Instant, cid: u64) {
     }
 }
 
+/// This edge no longer holds park `id` (retrieved, recalled, ended, lost, re-parked): forget
+/// it here and in the trunk's claim tables.
+fn unhold(edge: &mut Edge, id: ParkId) {
+    edge.parks.remove(&id);
+    edge.trunk.forget(id);
+}
+
 /// How long a parked call may be silent: configured, or the lot's parking time, recall and
 /// fallback rings and the ordinary media timeout, so that silence alone never ends a park
 /// before its recall has run.
@@ -1519,7 +1526,7 @@ pub(crate) fn on_call_end(edge: &mut Edge, call: &Call) {
         edge.announced.remove(&c.slot);
     }
     let Some(ps) = &call.park else { return };
-    edge.parks.remove(&ps.id);
+    unhold(edge, ps.id);
     let now = edge.last_now;
     if let Some(r) = &ps.recall {
         for b in &r.branches {

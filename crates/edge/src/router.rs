@@ -267,7 +267,7 @@ impl Edge {
         let from_display = from.display.map(str::to_string);
         let from_user = user_of(from.uri).unwrap_or_default();
         // Another site's edge: its signature stands for the caller's authentication there.
-        let trunk_from = match crate::trunk::verify(self, &msg) {
+        let trunk_from = match crate::trunk::verify(self, &flow, &msg) {
             Ok(peer) => peer,
             Err(why) => {
                 warn!(from = %flow.addr, %why, "trunk request refused");

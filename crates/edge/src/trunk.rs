@@ -2,10 +2,17 @@
 //!
 //! An edge reaches another site's phones, and the calls another site holds parked, by sending
 //! the INVITE to that site's edge. Each such INVITE carries `X-Orbit-Trunk: <site>;<unix
-//! seconds>;<hex HMAC-SHA256>` over the sending site, the time, the Call-ID, the Request-URI's
-//! user and the claimed park, made with the secret all sites share; the receiving edge takes
-//! the caller as authenticated by the sending site. A retrieve adds `X-Orbit-Claim: <park id>`:
-//! the sending edge has won that claim in the registry, and the holding edge gives it the call.
+//! seconds>;<hex HMAC-SHA256>` made with the secret all sites share, over the sending and the
+//! receiving site, the time, the method, the Call-ID, the From header, the Request-URI's user,
+//! the claimed park and a hash of the body: none of them can be changed in transit, and the
+//! signature is good for one site only. The receiving edge takes the caller as authenticated
+//! by the sending site. A retrieve adds `X-Orbit-Claim: <park id>`: the sending edge has won
+//! that claim in the registry, and the holding edge gives it the call.
+//!
+//! What the receiving edge checks, in order: the sender's address is a configured peer's; the
+//! signature is fresh (within the clock skew), for this site, right, and not seen before (a
+//! replay cache over the skew window); and for a claim, that its own replica of the registry
+//! shows that claim, made by that caller (waiting briefly for the watch to catch up).
 //!
 //! ```text
 //! phone 2001 ─INVITE 701─▶ edge B ─Claim─▶ registry: Claimed(park 7, held at site-a)
@@ -13,72 +20,151 @@
 //! media: caller ⇄ relay A ⇄ relay B ⇄ phone 2001
 //! ```
 
-use std::time::Instant;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use orbit_sip::message::Message;
+use orbit_sip::build::Response;
+use orbit_sip::key::ServerKey;
+use orbit_sip::message::{Message, Name};
 use orbit_sip::transport::{Flow, Proto};
 use orbit_state::{ParkId, Parked};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::call::{NewCall, Target};
-use orbit_sip::build::Response;
-use orbit_sip::key::ServerKey;
-
-use crate::core::Edge;
+use crate::core::{Edge, TimerKey};
 use crate::park::AfterClaim;
 
 const TRUNK: &str = "X-Orbit-Trunk";
 const CLAIM: &str = "X-Orbit-Claim";
 
-/// The HMAC over what a trunk request's signature covers, before finalising.
-fn mac_of(
-    secret: &str,
-    site: &str,
-    ts: u64,
-    call_id: &str,
-    user: &str,
-    claim: Option<ParkId>,
-) -> Hmac<Sha256> {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
-    let claim = claim.map(|c| c.to_string()).unwrap_or_default();
-    for part in [site, &ts.to_string(), call_id, user, &claim] {
-        m.update(part.as_bytes());
-        m.update(b"\n");
+/// Signatures remembered at once (a peer sending more than this within the skew window is
+/// refused for a while, never let through unchecked).
+const REPLAYS_KEPT: usize = 65_536;
+/// Trunk claims waiting for the replica to show their claim, at once.
+const CLAIMS_WAITING: usize = 1024;
+/// How long a trunk claim waits for the replica (the watch is a commit behind at most).
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
+
+/// What a trunk request's signature covers.
+pub(crate) struct Signed<'a> {
+    pub site: &'a str,
+    pub to_site: &'a str,
+    pub ts: u64,
+    pub method: &'a str,
+    pub call_id: &'a str,
+    pub from: &'a str,
+    pub user: &'a str,
+    pub claim: Option<ParkId>,
+    pub body: &'a [u8],
+}
+
+impl Signed<'_> {
+    fn mac(&self, secret: &str) -> Hmac<Sha256> {
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
+        let claim = self.claim.map(|c| c.to_string()).unwrap_or_default();
+        let body = hex::encode(Sha256::digest(self.body));
+        let ts = self.ts.to_string();
+        for part in [
+            self.site,
+            self.to_site,
+            &ts,
+            self.method,
+            self.call_id,
+            self.from,
+            self.user,
+            &claim,
+            &body,
+        ] {
+            m.update(part.as_bytes());
+            m.update(b"\n");
+        }
+        m
     }
-    m
+
+    /// The signature, hex.
+    pub(crate) fn sign(&self, secret: &str) -> String {
+        hex::encode(self.mac(secret).finalize().into_bytes())
+    }
 }
 
-/// The signature, hex.
-pub(crate) fn mac(
-    secret: &str,
-    site: &str,
-    ts: u64,
-    call_id: &str,
-    user: &str,
-    claim: Option<ParkId>,
-) -> String {
-    hex::encode(
-        mac_of(secret, site, ts, call_id, user, claim)
-            .finalize()
-            .into_bytes(),
-    )
+/// The trunk's own tables: signatures seen (replay cache), claims the replica has shown for
+/// calls held here, and trunk claims waiting for the replica.
+#[derive(Default)]
+pub(crate) struct TrunkState {
+    seen: HashMap<Vec<u8>, u64>,
+    /// (expiry in unix seconds, signature), in arrival order.
+    order: VecDeque<(u64, Vec<u8>)>,
+    /// Park → who claimed it, for calls held here whose claim the watch has shown.
+    claimed: HashMap<ParkId, String>,
+    waiting: HashMap<ParkId, Waiting>,
 }
 
-/// The headers that sign an INVITE to another site's edge.
+struct Waiting {
+    key: ServerKey,
+    flow: Flow,
+    msg: Message,
+    caller: String,
+}
+
+impl TrunkState {
+    /// Remember a signature until `until`; false if it was seen already or the cache is full
+    /// of unexpired ones.
+    fn first_use(&mut self, sig: &[u8], now_s: u64, until: u64) -> Result<(), &'static str> {
+        while let Some((exp, s)) = self.order.front() {
+            if *exp >= now_s {
+                break;
+            }
+            self.seen.remove(s);
+            self.order.pop_front();
+        }
+        if self.seen.contains_key(sig) {
+            return Err("Replayed Trunk Request");
+        }
+        if self.seen.len() >= REPLAYS_KEPT {
+            return Err("Trunk Busy");
+        }
+        self.seen.insert(sig.to_vec(), until);
+        self.order.push_back((until, sig.to_vec()));
+        Ok(())
+    }
+
+    /// A call held here was claimed (the watch showed it).
+    pub(crate) fn forget(&mut self, park: ParkId) {
+        self.claimed.remove(&park);
+        self.waiting.remove(&park);
+    }
+}
+
+/// The headers that sign an INVITE to site `to_site`'s edge.
 pub(crate) fn headers(
     edge: &Edge,
+    to_site: &str,
     call_id: &str,
+    from: &str,
     user: &str,
     claim: Option<ParkId>,
+    body: &[u8],
 ) -> Vec<(&'static str, String)> {
     let Some(t) = &edge.cfg.trunk else {
         return vec![];
     };
     let ts = edge.now_ms(edge.last_now) / 1000;
     let site = &edge.cfg.site;
-    let sig = mac(&t.secret, site, ts, call_id, user, claim);
+    let sig = Signed {
+        site,
+        to_site,
+        ts,
+        method: "INVITE",
+        call_id,
+        from,
+        user,
+        claim,
+        body,
+    }
+    .sign(&t.secret);
     let mut h = vec![(TRUNK, format!("{site};{ts};{sig}"))];
     if let Some(c) = claim {
         h.push((CLAIM, c.to_string()));
@@ -91,9 +177,14 @@ pub(crate) fn claim_of(msg: &Message) -> Option<ParkId> {
     msg.header_other(CLAIM)?.trim().parse().ok()
 }
 
-/// Whether `msg` comes from another site's edge: `Ok(None)` when it carries no trunk
-/// signature, the peer's site when it carries a good one, the reason phrase of a 403 else.
-pub(crate) fn verify(edge: &Edge, msg: &Message) -> Result<Option<String>, &'static str> {
+/// Whether `msg`, which came over `flow`, comes from another site's edge: `Ok(None)` when it
+/// carries no trunk signature, the peer's site when it carries a good one, the reason phrase
+/// of a 403 else.
+pub(crate) fn verify(
+    edge: &mut Edge,
+    flow: &Flow,
+    msg: &Message,
+) -> Result<Option<String>, &'static str> {
     let Some(v) = msg.header_other(TRUNK) else {
         return Ok(None);
     };
@@ -107,8 +198,12 @@ pub(crate) fn verify(edge: &Edge, msg: &Message) -> Result<Option<String>, &'sta
     let Ok(ts) = ts.parse::<u64>() else {
         return Err("Bad Trunk Signature");
     };
-    if !t.peers.iter().any(|p| p.site == site) {
+    let Some(peer) = t.peers.iter().find(|p| p.site == site) else {
         return Err("Unknown Site");
+    };
+    // Only from the peer's own address: a signature copied elsewhere is worth nothing.
+    if peer.addr.ip() != flow.addr.ip() {
+        return Err("Not From That Site");
     }
     let now = edge.now_ms(edge.last_now) / 1000;
     if now.abs_diff(ts) > t.max_skew_secs {
@@ -118,17 +213,29 @@ pub(crate) fn verify(edge: &Edge, msg: &Message) -> Result<Option<String>, &'sta
         .uri()
         .and_then(|u| u.user().map(str::to_string))
         .unwrap_or_default();
+    let Ok(sig) = hex::decode(sig) else {
+        return Err("Bad Trunk Signature");
+    };
+    let signed = Signed {
+        site,
+        to_site: &edge.cfg.site,
+        ts,
+        method: msg.method().as_str(),
+        call_id: msg.call_id(),
+        from: msg.header(Name::From).unwrap_or(""),
+        user: &user,
+        claim: claim_of(msg),
+        body: &msg.body,
+    };
     // `verify_slice` compares in constant time (the signature is a secret's function).
-    let ok = hex::decode(sig).is_ok_and(|sig| {
-        mac_of(&t.secret, site, ts, msg.call_id(), &user, claim_of(msg))
-            .verify_slice(&sig)
-            .is_ok()
-    });
-    if ok {
-        Ok(Some(site.to_string()))
-    } else {
-        Err("Bad Trunk Signature")
+    if signed.mac(&t.secret).verify_slice(&sig).is_err() {
+        return Err("Bad Trunk Signature");
     }
+    let site = site.to_string();
+    let until = ts + t.max_skew_secs;
+    edge.trunk
+        .first_use(&sig, now.saturating_sub(t.max_skew_secs), until)?;
+    Ok(Some(site))
 }
 
 /// Another site's edge, as a fork target for `user`.
@@ -170,10 +277,8 @@ pub(crate) fn retrieve_remote(edge: &mut Edge, now: Instant, a: AfterClaim, park
     let slot = parked.slot.to_string();
     let Some(t) = peer_target(edge, &site, &slot, Some(parked.id)) else {
         warn!(%site, slot = parked.slot, "claimed a call held at a site with no trunk to it");
-        let bytes = Response::to(&a.msg, 502)
-            .reason("No Trunk To Site")
-            .encode(a.flow.addr);
-        return edge.reply_bytes(now, &a.key, 502, bytes);
+        let r = Response::to(&a.msg, 502).reason("No Trunk To Site");
+        return edge.reply(now, &a.key, r);
     };
     info!(%site, slot = parked.slot, park = parked.id, "retrieving over the trunk");
     let nc = NewCall {
@@ -185,9 +290,31 @@ pub(crate) fn retrieve_remote(edge: &mut Edge, now: Instant, a: AfterClaim, park
     edge.start_call(now, &a.key, a.flow, a.msg, nc, vec![t]);
 }
 
+/// A claim of a call held here was committed (the watch shows it): remember who made it, and
+/// hand the call over if that site's trunk INVITE is already waiting.
+pub(crate) fn on_claimed(edge: &mut Edge, now: Instant, park: ParkId, by: &str) {
+    if !edge.parks.contains_key(&park) {
+        return;
+    }
+    edge.trunk.claimed.insert(park, by.to_string());
+    if let Some(w) = edge.trunk.waiting.remove(&park) {
+        on_claim(edge, now, &w.key, w.flow, w.msg, w.caller, park);
+    }
+}
+
+/// A trunk claim waited in vain for the replica to show its claim.
+pub(crate) fn on_claim_timeout(edge: &mut Edge, now: Instant, park: ParkId) {
+    if let Some(w) = edge.trunk.waiting.remove(&park) {
+        warn!(park, caller = %w.caller, "trunk claim not shown by the registry: refused");
+        let r = Response::to(&w.msg, 404).reason("Claim Not Committed");
+        edge.reply(now, &w.key, r);
+    }
+}
+
 /// A trunk INVITE claiming park `park` of a call this edge holds: the claim was won in the
-/// registry by the sending edge; give it the call, unless this edge's lease lapsed (the
-/// registry gave the call up, and the slot may be someone else's by now).
+/// registry by the sending edge. Give it the call once this edge's replica shows that claim
+/// by `caller` (waiting up to [`CLAIM_WAIT`] for the watch), unless this edge's lease lapsed
+/// (the registry gave the call up, and the slot may be someone else's by now).
 pub(crate) fn on_claim(
     edge: &mut Edge,
     now: Instant,
@@ -203,17 +330,46 @@ pub(crate) fn on_claim(
         .copied()
         .filter(|cid| edge.calls.get(cid).is_some_and(|c| c.park.is_some()));
     let Some(cid) = held else {
-        let bytes = Response::to(&msg, 404)
-            .reason("Park Not Held Here")
-            .encode(flow.addr);
-        return edge.reply_bytes(now, key, 404, bytes);
+        return edge.reply(
+            now,
+            key,
+            Response::to(&msg, 404).reason("Park Not Held Here"),
+        );
     };
     if !edge.lease_holds(now) {
         warn!(park, "claim refused: our lease is not known to hold");
-        let bytes = Response::to(&msg, 410)
-            .reason("Park Lease Lapsed")
-            .encode(flow.addr);
-        return edge.reply_bytes(now, key, 410, bytes);
+        return edge.reply(
+            now,
+            key,
+            Response::to(&msg, 410).reason("Park Lease Lapsed"),
+        );
+    }
+    match edge.trunk.claimed.get(&park) {
+        Some(by) if *by == caller => {}
+        Some(by) => {
+            warn!(park, %by, %caller, "trunk claim by someone else than the registry says");
+            return edge.reply(now, key, Response::to(&msg, 403).reason("Not The Claimant"));
+        }
+        None => {
+            // The registry answered the claimant before our watch brought the entry: wait.
+            if edge.trunk.waiting.len() >= CLAIMS_WAITING || edge.trunk.waiting.contains_key(&park)
+            {
+                return edge.reply(now, key, Response::to(&msg, 503).header("Retry-After", "1"));
+            }
+            edge.reply(now, key, Response::to(&msg, 100));
+            edge.trunk.waiting.insert(
+                park,
+                Waiting {
+                    key: key.clone(),
+                    flow,
+                    msg,
+                    caller,
+                },
+            );
+            edge.timers
+                .schedule(now + CLAIM_WAIT, TimerKey::TrunkClaim(park));
+            return;
+        }
     }
     let slot = edge.calls[&cid].park.as_ref().map(|p| p.slot).unwrap_or(0);
     let a = AfterClaim {

@@ -119,16 +119,41 @@ fn call_info(edge: &str, call_id: &str, codec: &str) -> orbit_state::CallInfo {
     }
 }
 
-/// A trunk INVITE from site B claiming `park` in slot 701, signed with `secret`.
+/// A trunk INVITE from site B claiming `park` in slot 701 for 3001, signed with `secret`.
 fn trunk_claim(net: &Net, park: u64, secret: &str, branch: &str) -> String {
     let ts = net.edge.now_ms(net.now) / 1000;
     let call_id = format!("trunk-{branch}");
-    let sig = crate::trunk::mac(secret, "site-b", ts, &call_id, "701", Some(park));
+    let from = "\"Carol\" <sip:3001@orbit.test>;tag=tb";
     let sdp = SDP_B.replace("10.2.2.2", "10.9.9.9");
+    let body = sdp.replace('\n', "\r\n");
+    let sig = crate::trunk::Signed {
+        site: "site-b",
+        to_site: "site-a",
+        ts,
+        method: "INVITE",
+        call_id: &call_id,
+        from,
+        user: "701",
+        claim: Some(park),
+        body: body.as_bytes(),
+    }
+    .sign(secret);
     format!(
-        "INVITE sip:701@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: \"Carol\" <sip:3001@orbit.test>;tag=tb\nTo: <sip:701@orbit.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:3001@{PEER}>\nX-Orbit-Trunk: site-b;{ts};{sig}\nX-Orbit-Claim: {park}\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
-        sdp.replace('\n', "\r\n").len()
+        "INVITE sip:701@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: {from}\nTo: <sip:701@orbit.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:3001@{PEER}>\nX-Orbit-Trunk: site-b;{ts};{sig}\nX-Orbit-Claim: {park}\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
+        body.len()
     )
+}
+
+/// Site B's claim of `p` for 3001, committed and fed to this edge's watch.
+fn claim_by_site_b(net: &mut Net, reg: &mut Registry, p: &orbit_state::Parked) {
+    let at = net.edge.now_ms(net.now);
+    let claim = Command::Claim {
+        tenant: "orbit.test".into(),
+        slot: p.slot,
+        park: Some(p.id),
+        by: "3001".into(),
+    };
+    reg.feed(net, at, claim);
 }
 
 #[test]
@@ -187,6 +212,7 @@ fn a_park_continues_when_its_commit_comes_and_claims_need_a_lease_that_holds() {
     // The registry is back: the renewals commit, and site B's claim gets the call.
     reg.serve(&mut net);
     net.take(PEER);
+    claim_by_site_b(&mut net, &mut reg, &p);
     net.send(PEER, &trunk_claim(&net, p.id, SECRET, "claim"));
     let ok = net.one(PEER);
     assert_eq!(ok.code(), 200, "{}", ok.head_text());
@@ -415,4 +441,58 @@ fn fix_length(msg: &str) -> String {
         })
         .collect();
     format!("{}\n\n{body}", head.join("\n"))
+}
+
+#[test]
+fn trunk_claims_are_refused_from_elsewhere_tampered_replayed_or_before_the_registry_shows_them() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    park_by_bob(&mut net, "700");
+    reg.serve(&mut net);
+    net.take(BOB1);
+    let p = reg.parked();
+
+    // A good signature, sent from another host than site B's edge.
+    let elsewhere = "127.0.0.5:9100";
+    net.send(elsewhere, &trunk_claim(&net, p.id, SECRET, "else"));
+    let r = net.one(elsewhere);
+    assert_eq!((r.code(), r.reason()), (403, "Not From That Site"));
+    // The From changed in transit: the signature covers it.
+    let tampered = trunk_claim(&net, p.id, SECRET, "tamper").replace("sip:3001@", "sip:3002@");
+    net.send(PEER, &tampered);
+    let r = net.one(PEER);
+    assert_eq!((r.code(), r.reason()), (403, "Bad Trunk Signature"));
+
+    // Site B claims before the registry has shown this edge the claim: held, then refused.
+    net.send(PEER, &trunk_claim(&net, p.id, SECRET, "early"));
+    let codes: Vec<u16> = net.take(PEER).iter().map(|m| m.code()).collect();
+    assert_eq!(codes, vec![100], "held, not answered");
+    net.advance(Duration::from_millis(2100));
+    let r = net
+        .take(PEER)
+        .into_iter()
+        .find(|m| m.code() >= 200 && m.call_id() == "trunk-early")
+        .expect("a final answer");
+    assert_eq!((r.code(), r.reason()), (404, "Claim Not Committed"));
+    assert_eq!(
+        net.edge.orbit().in_slot("orbit.test", 701),
+        Some(&p),
+        "still parked"
+    );
+
+    // The claim arrives before the watch brings it: it waits, and the commit hands it over.
+    let claim = trunk_claim(&net, p.id, SECRET, "claim");
+    net.send(PEER, &claim);
+    let codes: Vec<u16> = net.take(PEER).iter().map(|m| m.code()).collect();
+    assert_eq!(codes, vec![100], "held, not answered");
+    claim_by_site_b(&mut net, &mut reg, &p);
+    let ok = net.one(PEER);
+    assert_eq!(ok.code(), 200, "{}", ok.head_text());
+
+    // The same signed request again as a new transaction (only the Via branch changed, which
+    // the signature does not cover): a replay.
+    net.send(PEER, &claim.replace("z9hG4bKclaim", "z9hG4bKagain"));
+    let r = net.one(PEER);
+    assert_eq!((r.code(), r.reason()), (403, "Replayed Trunk Request"));
 }
