@@ -404,10 +404,33 @@ pub struct LimitsConfig {
     /// Most open TCP (and, separately, TLS) connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most open TCP (and, separately, TLS) connections from one source IP, so that one host
+    /// cannot take every slot. Raise it for an SBC or a NAT with many phones behind one
+    /// address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Seconds from accept (TLS handshake included) to a connection's first complete
+    /// message; silent connections are closed then instead of holding a slot for the idle
+    /// timeout.
+    #[serde(default = "default_first_message_secs")]
+    pub first_message_secs: u64,
+    /// Messages queued for writing on one connection; a peer that lets more pile up (it
+    /// does not read) is closed. A count of messages, each at most about `max_message`.
+    #[serde(default = "default_write_queue")]
+    pub write_queue: usize,
 }
 
 fn default_max_connections() -> usize {
     10_000
+}
+fn default_max_connections_per_ip() -> usize {
+    32
+}
+fn default_first_message_secs() -> u64 {
+    10
+}
+fn default_write_queue() -> usize {
+    256
 }
 
 fn default_max_message() -> usize {
@@ -440,6 +463,9 @@ impl Default for LimitsConfig {
             max_calls: default_max_calls(),
             max_transactions: default_max_transactions(),
             max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            first_message_secs: default_first_message_secs(),
+            write_queue: default_write_queue(),
         }
     }
 }

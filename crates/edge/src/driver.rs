@@ -1,5 +1,7 @@
 //! The tokio driver around the sans-I/O [`Edge`]: read sockets, feed the core, write what it
 //! produced, sleep until its next timer. One task owns the core, so the core needs no locks.
+//! Time comes from tokio's clock (so a test can pause it); no source, however busy, keeps the
+//! loop from the others or from the timers (see [`run`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -7,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use orbit_sip::transport::{spawn_stream_listener, Flow, Proto, StreamEvent, StreamLimits};
+use orbit_sip::transport::{
+    spawn_stream_listener, Flow, Proto, StreamEvent, StreamLimits, StreamTx,
+};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -32,8 +36,25 @@ pub struct OrbitIo {
     pub feed: mpsc::Receiver<crate::orbit::OrbitFeed>,
 }
 
+/// Most UDP datagrams, stream events or registry entries taken from one source in one turn of
+/// the loop, before the timers and the other sources get theirs.
+const BATCH: usize = 32;
+
+/// The process's one clock: tokio's, so that a test can pause it and step the edge's timers.
+fn clock() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
 /// Run the edge until `shutdown` resolves, then end all calls (BYE/CANCEL) and return once
 /// they are gone or after `drain` has passed.
+///
+/// Fairness: any source can be ready all the time (a UDP flood, a busy registry feed), and
+/// none may hold the loop. The select is not biased (tokio polls the branches from a random
+/// start each turn); a turn takes at most [`BATCH`] items from the source it picked; the
+/// timers that are due fire after every turn, whatever woke it; and a turn that left more than
+/// a batch waiting yields to the runtime, so that the connections' readers and writers, which
+/// share this thread, run too. A flood then delays a retransmission or an answer over TCP by
+/// a batch or two, not until it stops.
 pub async fn run(
     mut edge: Edge,
     sockets: Sockets,
@@ -42,10 +63,14 @@ pub async fn run(
 ) -> Stats {
     let udp = Arc::new(sockets.udp);
     let (ev_tx, mut ev_rx) = mpsc::channel::<StreamEvent>(4096);
+    let lim = &edge.cfg.limits;
     let limits = StreamLimits {
-        max_message: edge.cfg.limits.max_message,
+        max_message: lim.max_message,
         idle: Duration::from_secs(3600),
-        max_connections: edge.cfg.limits.max_connections,
+        first_message: Duration::from_secs(lim.first_message_secs),
+        max_connections: lim.max_connections,
+        max_per_ip: lim.max_connections_per_ip,
+        write_queue: lim.write_queue,
     };
     let mut listeners = vec![];
     if let Some(l) = sockets.tcp {
@@ -54,7 +79,7 @@ pub async fn run(
     if let Some((l, acc)) = sockets.tls {
         listeners.push(spawn_stream_listener(l, Some(acc), ev_tx.clone(), limits));
     }
-    let mut conns: HashMap<u64, mpsc::UnboundedSender<Bytes>> = HashMap::new();
+    let mut conns: HashMap<u64, StreamTx> = HashMap::new();
     let mut media = sockets.media;
     let (proposals, mut feed) = match sockets.orbit {
         Some(io) => (Some(io.proposals), Some(io.feed)),
@@ -67,63 +92,79 @@ pub async fn run(
     tokio::pin!(sleep);
 
     loop {
-        if let Some(d) = edge.next_timeout() {
-            let d = Instant::from_std(d);
-            if sleep.deadline() != d {
-                sleep.as_mut().reset(d);
+        match edge.next_timeout() {
+            Some(d) => {
+                let d = Instant::from_std(d);
+                if sleep.deadline() != d {
+                    sleep.as_mut().reset(d);
+                }
             }
+            None if sleep.is_elapsed() => {
+                sleep
+                    .as_mut()
+                    .reset(Instant::now() + Duration::from_secs(3600));
+            }
+            None => {}
         }
+        // Set when a source still had items after a full batch: yield before the next turn.
+        let mut busy = false;
         tokio::select! {
-            biased;
             r = udp.recv_from(&mut buf) => {
                 match r {
                     Ok((n, addr)) => {
+                        let now = clock();
                         let flow = Flow { proto: Proto::Udp, addr, conn: 0 };
-                        edge.on_message(std::time::Instant::now(), flow, Bytes::copy_from_slice(&buf[..n]));
+                        edge.on_message(now, flow, Bytes::copy_from_slice(&buf[..n]));
                         // Take what else is queued without another trip through the reactor.
-                        for _ in 0..32 {
-                            match udp.try_recv_from(&mut buf) {
-                                Ok((n, addr)) => {
-                                    let flow = Flow { proto: Proto::Udp, addr, conn: 0 };
-                                    edge.on_message(std::time::Instant::now(), flow, Bytes::copy_from_slice(&buf[..n]));
-                                }
-                                Err(_) => break,
-                            }
+                        let mut taken = 1;
+                        while taken < BATCH {
+                            let Ok((n, addr)) = udp.try_recv_from(&mut buf) else { break };
+                            let flow = Flow { proto: Proto::Udp, addr, conn: 0 };
+                            edge.on_message(now, flow, Bytes::copy_from_slice(&buf[..n]));
+                            taken += 1;
                         }
+                        busy = taken == BATCH;
                     }
                     // ICMP errors from earlier sends surface here on Linux.
                     Err(e) => debug!(error = %e, "udp recv"),
                 }
             }
-            Some(ev) = ev_rx.recv() => match ev {
-                StreamEvent::Opened { flow, tx } => { conns.insert(flow.conn, tx); }
-                StreamEvent::Message { flow, bytes } => edge.on_message(std::time::Instant::now(), flow, bytes),
-                StreamEvent::Bad { flow, bytes } => edge.on_bad_stream(flow, &bytes),
-                StreamEvent::Closed { flow } => {
-                    conns.remove(&flow.conn);
-                    edge.flow_closed(&flow);
+            Some(ev) = ev_rx.recv() => {
+                let now = clock();
+                on_stream_event(&mut edge, &mut conns, now, ev);
+                let mut taken = 1;
+                while taken < BATCH {
+                    let Ok(ev) = ev_rx.try_recv() else { break };
+                    on_stream_event(&mut edge, &mut conns, now, ev);
+                    taken += 1;
                 }
-            },
+                busy = taken == BATCH;
+            }
             Some(ev) = async { media.as_mut()?.recv().await }, if media.is_some() => {
-                edge.on_media_event(std::time::Instant::now(), ev);
+                edge.on_media_event(clock(), ev);
             }
             Some(f) = async { feed.as_mut()?.recv().await }, if feed.is_some() => {
-                edge.on_orbit_feed(std::time::Instant::now(), f);
+                let now = clock();
+                edge.on_orbit_feed(now, f);
                 // Take what else is queued (a burst of applied entries) in one go.
-                while let Some(Ok(f)) = feed.as_mut().map(|r| r.try_recv()) {
-                    edge.on_orbit_feed(std::time::Instant::now(), f);
+                let mut taken = 1;
+                while taken < BATCH {
+                    let Some(Ok(f)) = feed.as_mut().map(|r| r.try_recv()) else { break };
+                    edge.on_orbit_feed(now, f);
+                    taken += 1;
                 }
+                busy = taken == BATCH;
             }
-            _ = &mut sleep => {
-                edge.on_timeout(std::time::Instant::now());
-                if edge.next_timeout().is_none() {
-                    sleep.as_mut().reset(Instant::now() + Duration::from_secs(3600));
-                }
-            }
+            // Woken for a deadline: the timers fire below.
+            _ = &mut sleep => {}
             _ = &mut shutdown, if shutting.is_none() => {
-                edge.shutdown(std::time::Instant::now());
+                edge.shutdown(clock());
                 shutting = Some(Instant::now() + drain);
             }
+        }
+        let now = clock();
+        if edge.next_timeout().is_some_and(|t| t <= now) {
+            edge.on_timeout(now);
         }
         if let Some(p) = &proposals {
             for prop in edge.take_proposals() {
@@ -144,7 +185,11 @@ pub async fn run(
                 }
                 Proto::Tcp | Proto::Tls => match conns.get(&t.flow.conn) {
                     Some(tx) => {
-                        let _ = tx.send(t.bytes);
+                        if let Err(e) = tx.try_send(t.bytes) {
+                            // Full: the peer does not read; the transport closes it.
+                            debug!(to = %t.flow.addr, error = ?e, "stream not writable; closed");
+                            conns.remove(&t.flow.conn);
+                        }
                     }
                     None => warn!(to = %t.flow.addr, "connection gone; message not sent"),
                 },
@@ -156,11 +201,35 @@ pub async fn run(
                 break;
             }
         }
+        if busy {
+            // The stream connections and their writers run on this thread: let them, and
+            // the reactor, have it before the next batch.
+            tokio::task::yield_now().await;
+        }
     }
     for l in listeners {
         l.abort();
     }
     edge.stats.clone()
+}
+
+fn on_stream_event(
+    edge: &mut Edge,
+    conns: &mut HashMap<u64, StreamTx>,
+    now: std::time::Instant,
+    ev: StreamEvent,
+) {
+    match ev {
+        StreamEvent::Opened { flow, tx } => {
+            conns.insert(flow.conn, tx);
+        }
+        StreamEvent::Message { flow, bytes } => edge.on_message(now, flow, bytes),
+        StreamEvent::Bad { flow, bytes } => edge.on_bad_stream(flow, &bytes),
+        StreamEvent::Closed { flow } => {
+            conns.remove(&flow.conn);
+            edge.flow_closed(&flow);
+        }
+    }
 }
 
 /// Bind the edge's sockets from its config: UDP and TCP on `sip.listen`, TLS on

@@ -2,19 +2,33 @@
 //! them to the owner through one channel. UDP needs no framing; its owner reads the socket
 //! itself so that the hot path has no channel hop.
 //!
-//! Each connection gets an id; the owner answers on the same connection (RFC 3261 §18.2.2) by
-//! sending bytes to the connection's [`mpsc::UnboundedSender`] it received in
-//! [`StreamEvent::Opened`].
+//! Each connection gets an id; the owner answers on the same connection (RFC 3261 §18.2.2)
+//! through the [`StreamTx`] it received in [`StreamEvent::Opened`].
+//!
+//! Whatever a peer can make us hold is bounded ([`StreamLimits`]):
+//! - slots: `max_connections` per listener, and `max_per_ip` from one source address, so that
+//!   one host cannot take every slot. The per-address count has an entry only while that
+//!   address has a connection open, so it never holds more than `max_connections` entries.
+//! - time: a connection must deliver one complete message within `first_message` of its
+//!   accept, TLS handshake included, or it is closed: a socket that connects and stays
+//!   silent, or sends one byte at a time, cannot sit on a slot for the long `idle` timeout
+//!   that registered phones need between their messages.
+//! - memory: the reader buffers at most `max_message` bytes; the write queue holds at most
+//!   `write_queue` messages. A peer that stops reading what we send is closed, not buffered
+//!   for: a phone that does not read its socket is gone.
 
-use std::net::SocketAddr;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::message::{find_head_end, stream_content_length};
@@ -53,7 +67,7 @@ pub struct Flow {
 pub enum StreamEvent {
     Opened {
         flow: Flow,
-        tx: mpsc::UnboundedSender<Bytes>,
+        tx: StreamTx,
     },
     Message {
         flow: Flow,
@@ -69,12 +83,56 @@ pub enum StreamEvent {
     },
 }
 
+/// The owner's handle on one connection: queue messages to write, or close it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StreamTx {
+    tx: mpsc::Sender<Bytes>,
+    close: Arc<Notify>,
+}
+
+/// Why [`StreamTx::try_send`] queued nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The write queue was full (the peer does not read): the connection is being closed.
+    Full,
+    /// The connection has ended.
+    Closed,
+}
+
+impl StreamTx {
+    /// Queue `bytes` for writing, without waiting. When the queue is full the peer has stopped
+    /// reading: the connection is closed (its `Closed` event follows) rather than buffered for.
+    pub fn try_send(&self, bytes: Bytes) -> Result<(), SendError> {
+        match self.tx.try_send(bytes) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close();
+                Err(SendError::Full)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        }
+    }
+
+    /// Close the connection: what is still queued is dropped.
+    pub fn close(&self) {
+        self.close.notify_one();
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct StreamLimits {
     pub max_message: usize,
+    /// Longest silence between reads, once the connection has delivered a message.
     pub idle: Duration,
-    /// Most open TCP+TLS connections per listener; more are closed on accept.
+    /// Time from accept (TLS handshake included) to the first complete message; a connection
+    /// without one by then is closed.
+    pub first_message: Duration,
+    /// Most open connections per listener; more are closed on accept.
     pub max_connections: usize,
+    /// Most open connections per listener from one source IP; more are closed on accept.
+    pub max_per_ip: usize,
+    /// Messages waiting to be written on one connection; one more closes it.
+    pub write_queue: usize,
 }
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -83,8 +141,67 @@ fn next_conn() -> u64 {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Open connections per source IP. An address has an entry only while it has a connection
+/// open (the entry goes at zero), so the table is bounded by the open connections.
+#[derive(Debug)]
+struct PerIp {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    max: usize,
+}
+
+/// One connection's place in [`PerIp`], given back on drop.
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn new(max: usize) -> Arc<PerIp> {
+        Arc::new(PerIp {
+            open: Mutex::new(HashMap::new()),
+            max,
+        })
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        // A v4 peer on a dual-stack socket counts as its v4 address.
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            if *n == 0 {
+                open.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+
+    #[cfg(test)]
+    fn entries(&self) -> usize {
+        self.open.lock().unwrap().len()
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Entry::Occupied(mut e) = open.entry(self.ip) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
 /// Accept TCP connections (TLS when an acceptor is given) and run each as a framed stream.
-/// Beyond `limits.max_connections` open ones, new connections are closed at once.
+/// Beyond `limits.max_connections` open ones, or `limits.max_per_ip` from the same address,
+/// new connections are closed at once.
 pub fn spawn_stream_listener(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -92,6 +209,7 @@ pub fn spawn_stream_listener(
     limits: StreamLimits,
 ) -> tokio::task::JoinHandle<()> {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_ip = PerIp::new(limits.max_per_ip);
     tokio::spawn(async move {
         loop {
             let (sock, addr) = match listener.accept().await {
@@ -102,8 +220,13 @@ pub fn spawn_stream_listener(
                     continue;
                 }
             };
+            let deadline = Instant::now() + limits.first_message;
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 debug!(%addr, "too many connections; closing");
+                continue;
+            };
+            let Some(ip_slot) = per_ip.acquire(addr.ip()) else {
+                debug!(%addr, "too many connections from this address; closing");
                 continue;
             };
             let _ = sock.set_nodelay(true);
@@ -120,33 +243,41 @@ pub fn spawn_stream_listener(
                     conn: next_conn(),
                 };
                 match tls {
-                    None => run_stream(sock, flow, events, limits).await,
+                    None => run_stream(sock, flow, events, limits, deadline).await,
                     Some(acceptor) => {
-                        let hs =
-                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock));
+                        let hs = tokio::time::timeout_at(deadline, acceptor.accept(sock));
                         match hs.await {
-                            Ok(Ok(stream)) => run_stream(stream, flow, events, limits).await,
+                            Ok(Ok(stream)) => {
+                                run_stream(stream, flow, events, limits, deadline).await
+                            }
                             Ok(Err(e)) => debug!(%addr, error = %e, "tls handshake failed"),
                             Err(_) => debug!(%addr, "tls handshake timed out"),
                         }
                     }
                 }
-                drop(permit);
+                drop((permit, ip_slot));
             });
         }
     })
 }
 
+/// Run one connection until the peer closes it, it breaks a limit, or the owner closes it.
+/// `first_by` is when the first complete message must have arrived.
 async fn run_stream<S>(
     stream: S,
     flow: Flow,
     events: mpsc::Sender<StreamEvent>,
     limits: StreamLimits,
+    first_by: Instant,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(limits.write_queue.max(1));
+    let tx = StreamTx {
+        tx,
+        close: Arc::new(Notify::new()),
+    };
     if events
         .send(StreamEvent::Opened {
             flow,
@@ -167,10 +298,26 @@ async fn run_stream<S>(
     });
     let mut framer = Framer::new(limits.max_message);
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut delivered = false;
     'conn: loop {
-        let n = match tokio::time::timeout(limits.idle, rd.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => n,
+        let until = if delivered {
+            Instant::now() + limits.idle
+        } else {
+            first_by
+        };
+        let n = tokio::select! {
+            r = rd.read(&mut chunk) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            _ = tokio::time::sleep_until(until) => {
+                debug!(addr = %flow.addr, first = !delivered, "stream timed out; closing");
+                break;
+            }
+            _ = tx.close.notified() => {
+                debug!(addr = %flow.addr, "stream closed by its owner");
+                break;
+            }
         };
         framer.push(&chunk[..n]);
         loop {
@@ -178,9 +325,10 @@ async fn run_stream<S>(
                 Frame::Need => break,
                 Frame::KeepAlive => {
                     // RFC 5626 §3.5.1: answer a double-CRLF ping with a single CRLF pong.
-                    let _ = tx.send(Bytes::from_static(b"\r\n"));
+                    let _ = tx.try_send(Bytes::from_static(b"\r\n"));
                 }
                 Frame::Message(bytes) => {
+                    delivered = true;
                     if events
                         .send(StreamEvent::Message { flow, bytes })
                         .await
@@ -314,6 +462,26 @@ mod tests {
         let mut f = Framer::new(4096);
         f.push(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 18446744073709551615\r\n\r\n");
         assert!(matches!(f.next_frame(), Frame::Bad(_)));
+    }
+
+    #[test]
+    fn per_ip_table_caps_each_address_and_forgets_it_at_zero() {
+        let t = PerIp::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let a1 = t.acquire(a).unwrap();
+        let a2 = t.acquire(a).unwrap();
+        assert!(t.acquire(a).is_none(), "a third from the same address");
+        // A v4 peer seen on a dual-stack socket is the same address.
+        assert!(t.acquire("::ffff:10.0.0.1".parse().unwrap()).is_none());
+        let b1 = t.acquire("10.0.0.2".parse().unwrap()).unwrap();
+        assert_eq!(t.entries(), 2);
+        drop(a1);
+        let a3 = t.acquire(a).unwrap();
+        drop((a2, a3, b1));
+        assert_eq!(t.entries(), 0, "no entry outlives its connections");
+        let none = PerIp::new(0);
+        assert!(none.acquire(a).is_none());
+        assert_eq!(none.entries(), 0, "a refused address leaves no entry");
     }
 
     #[test]
