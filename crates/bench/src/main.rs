@@ -691,6 +691,8 @@ fn relay(size: usize, secs: u64, rate: u64) -> Run {
             let pool = orbit_media::PortPool::new("127.0.0.1".parse().unwrap(), 39000, 39099);
             let s = orbit_media::Session::open(&pool).unwrap();
             s.set_remote(orbit_media::Leg::B, Some(sink_addr), None);
+            // The generator sends from loopback: the relay latches only onto expected sources.
+            s.set_source(orbit_media::Leg::A, Some("127.0.0.1".parse().unwrap()));
             addr_tx.send(s.local(orbit_media::Leg::A)).unwrap();
             let c0 = cpu_time();
             let (mut first, mut last, mut seen) = (None, Instant::now(), 0);

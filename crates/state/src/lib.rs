@@ -262,11 +262,7 @@ pub enum Rejection {
     LeaseLive { edge: String, until: Millis },
     /// A number in a command outside what it may be (commands come over the network).
     #[error("{what} {value} is out of range (at most {max})")]
-    OutOfRange {
-        what: &'static str,
-        value: u64,
-        max: u64,
-    },
+    OutOfRange { what: String, value: u64, max: u64 },
 }
 
 /// The longest a call may be parked (a day: longer is a mistake, not a policy).
@@ -281,7 +277,11 @@ pub const MAX_LOCATION_MS: Millis = 24 * 3600 * 1000;
 /// `value` if it is within 1..=`max`, else the rejection naming it.
 fn in_range(what: &'static str, value: u64, max: u64) -> Result<u64, Rejection> {
     if value == 0 || value > max {
-        return Err(Rejection::OutOfRange { what, value, max });
+        return Err(Rejection::OutOfRange {
+            what: what.into(),
+            value,
+            max,
+        });
     }
     Ok(value)
 }
@@ -508,7 +508,7 @@ impl Orbit {
                 let ahead = until.saturating_sub(now);
                 if ahead > MAX_LOCATION_MS {
                     return Err(Rejection::OutOfRange {
-                        what: "registration ahead ms",
+                        what: "registration ahead ms".into(),
                         value: ahead,
                         max: MAX_LOCATION_MS,
                     });

@@ -67,7 +67,7 @@ fn a_response_from_elsewhere_does_not_answer_a_ringing_call() {
     net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
     let ok = net.one(ALICE);
     assert_eq!(ok.code(), 200);
-    assert_eq!(ok.to_tag().is_some(), true);
+    assert!(ok.to_tag().is_some());
     assert!(body(&ok).contains("m=audio 40000"));
 }
 
