@@ -276,6 +276,12 @@ pub struct Sipp {
     errs: PathBuf,
     pub port: u16,
     extra_keys: Vec<(String, String)>,
+    /// The daemon's address, and whether the scenario authenticates requests to
+    /// `sip:[service]@[remote_ip]:[remote_port]` (its digest `uri` must then name that URI,
+    /// not SIPp's default `sip:remote_ip:remote_port`: the edge checks it against the
+    /// Request-URI).
+    target: String,
+    auth_to_service: bool,
 }
 
 pub struct SippResult {
@@ -318,16 +324,29 @@ impl Sipp {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        let text = std::fs::read_to_string(scenario(scenario_name)).unwrap_or_default();
         Sipp {
             cmd,
             logs,
             errs,
             port: 0,
             extra_keys: vec![],
+            target: d.sip.to_string(),
+            auth_to_service: text.contains("[authentication]")
+                && text.contains("sip:[service]@[remote_ip]:[remote_port] SIP/2.0"),
         }
     }
 
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, a: I) -> Self {
+        let a: Vec<std::ffi::OsString> = a.into_iter().map(|x| x.as_ref().to_owned()).collect();
+        if self.auth_to_service {
+            if let Some(i) = a.iter().position(|x| x == "-s") {
+                if let Some(service) = a.get(i + 1).and_then(|s| s.to_str()) {
+                    let uri = format!("{service}@{}", self.target);
+                    self.cmd.args(["-auth_uri", &uri]);
+                }
+            }
+        }
         self.cmd.args(a);
         self
     }
