@@ -1,0 +1,422 @@
+//! Starting a call and its forks: the caller's INVITE is answered 100 and sent, with the
+//! relay's SDP, to every contact of the callee (or another site's edge). The first 2xx wins;
+//! the other forks get CANCEL (once they have answered provisionally, so the CANCEL cannot
+//! overtake the INVITE), or ACK and BYE if they answer late. Failures are ranked as RFC 3261
+//! §16.7 ranks them.
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BranchState {
+    Calling,
+    Proceeding,
+    Done,
+}
+
+/// One fork of an INVITE we sent (to a callee's contact, or a recall's).
+pub(crate) struct Branch {
+    pub key: ClientKey,
+    pub state: BranchState,
+    /// A CANCEL is due as soon as the fork answers provisionally (sending it before any
+    /// response could overtake the INVITE).
+    pub cancel_wanted: bool,
+}
+
+impl Branch {
+    pub(crate) fn new(key: ClientKey) -> Branch {
+        Branch {
+            key,
+            state: BranchState::Calling,
+            cancel_wanted: false,
+        }
+    }
+
+    /// A provisional response arrived: the fork is proceeding. True when a CANCEL was waiting
+    /// for it and must go now.
+    pub(crate) fn provisional(&mut self) -> bool {
+        if self.state == BranchState::Calling {
+            self.state = BranchState::Proceeding;
+        }
+        std::mem::take(&mut self.cancel_wanted)
+    }
+}
+
+/// The initial INVITE of a dialog we start (`d`, as the UAC), to one fork `t` of the callee.
+pub(crate) fn invite_bytes(
+    edge: &Edge,
+    d: &Dialog,
+    t: &Target,
+    branch: &str,
+    max_forwards: &str,
+    sdp: Option<&[u8]>,
+) -> Bytes {
+    let proto = t.flow.proto;
+    let mut w = Writer::request("INVITE", &t.uri);
+    w.header("Via", &edge.local.via(proto, branch));
+    w.header("Max-Forwards", max_forwards);
+    w.header("From", &d.local_hdr);
+    w.header("To", &d.remote_hdr);
+    w.header("Call-ID", &d.call_id);
+    w.header("CSeq", "1 INVITE");
+    w.header("Contact", &edge.local.contact(&d.contact_user, proto));
+    w.header("Allow", ALLOW);
+    if let Some((site, claim)) = &t.trunk {
+        let body = sdp.unwrap_or(b"");
+        let headers =
+            crate::trunk::headers(edge, site, &d.call_id, &d.local_hdr, &d.user, *claim, body);
+        for (name, value) in headers {
+            w.header(name, &value);
+        }
+    }
+    match sdp {
+        Some(b) => w.finish(Some("application/sdp"), b),
+        None => w.finish(None, b""),
+    }
+}
+
+impl Edge {
+    /// Start a B2BUA call: answer the caller's INVITE with 100, fork it to `targets` with the
+    /// relay's SDP.
+    pub(crate) fn start_call(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        flow: Flow,
+        msg: Message,
+        nc: NewCall,
+        targets: Vec<Target>,
+    ) {
+        let NewCall {
+            caller,
+            callee,
+            display: from_display,
+            max_forwards: mf,
+        } = nc;
+        if self.calls.len() >= self.cfg.limits.max_calls {
+            return self.reply(now, key, Response::to(&msg, 503));
+        }
+        let id = self.unique_call_id();
+        let media = match self.media.open(id) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "no media ports");
+                return self.reply(now, key, Response::to(&msg, 503));
+            }
+        };
+        // Trying at once, so the caller stops retransmitting.
+        self.reply(now, key, Response::to(&msg, 100));
+
+        let span = info_span!(parent: None, "call", id, caller = %caller, callee = %callee, site = %self.cfg.site);
+        let a_tag = self.ids.tag();
+        let b_tag = self.ids.tag();
+        let domain = self.cfg.tenant.domain.clone();
+        let display = from_display.or_else(|| {
+            self.extension(&caller)
+                .and_then(|e| e.display_name.as_ref())
+                .map(|d| format!("\"{d}\""))
+        });
+        let b_from = match &display {
+            Some(d) => format!("{d} <sip:{caller}@{domain}>;tag={b_tag}"),
+            None => format!("<sip:{caller}@{domain}>;tag={b_tag}"),
+        };
+        let a = Dialog::uas(&msg, flow, &a_tag, &callee, &caller);
+        let b = Dialog {
+            call_id: self.ids.call_id("orbit"),
+            local_tag: b_tag.clone(),
+            local_hdr: b_from,
+            remote_hdr: format!("<sip:{callee}@{domain}>"),
+            remote_target: String::new(),
+            route_set: vec![],
+            local_cseq: 1,
+            remote_cseq: 0,
+            flow: targets[0].flow,
+            contact_user: caller.clone(),
+            user: callee.clone(),
+        };
+        let mut call = Call {
+            id,
+            span: span.clone(),
+            state: CallState::Ringing,
+            started: now,
+            a,
+            a_invite: msg,
+            a_stx: key.clone(),
+            b,
+            branches: vec![],
+            winner: None,
+            best: None,
+            media: Some(media),
+            ok_retx: None,
+            ack_pending: None,
+            sdp: [None, None],
+            park: None,
+            vacant: None,
+            own_answer: None,
+            consult: None,
+            parking: false,
+            departed_live: false,
+            digits: Default::default(),
+            acked: None,
+            invite_busy: true,
+            pending_byes: 0,
+            end_why: None,
+        };
+        let invite = call.a_invite.clone();
+        let body = match relay_sdp(&mut call, Side::A, &invite, flow.addr.ip()) {
+            Ok(b) => b,
+            Err(()) => {
+                let m = call.a_invite.clone();
+                return self.reply(now, key, Response::to(&m, 488).tag(&a_tag));
+            }
+        };
+        let _g = span.enter();
+        info!(forks = targets.len(), trunk = ?targets[0].trunk.as_ref().map(|t| &t.0), "call started");
+        self.stats.calls_started += 1;
+        self.dialogs.insert((call.a.call_id.clone(), a_tag), id);
+        self.dialogs.insert((call.b.call_id.clone(), b_tag), id);
+        self.pending_invites.insert(key.clone(), id);
+        let mf = mf.saturating_sub(1).to_string();
+        let mut sends = vec![];
+        for t in &targets {
+            let branch = self.new_branch();
+            let bytes = invite_bytes(self, &call.b, t, &branch.branch, &mf, body.as_deref());
+            call.branches.push(Branch::new(branch.clone()));
+            sends.push((t.flow, branch, bytes));
+        }
+        self.calls.insert(id, call);
+        for (idx, (flow, branch, bytes)) in sends.into_iter().enumerate() {
+            self.send_request(
+                now,
+                flow,
+                branch,
+                true,
+                bytes,
+                Owner::Branch { call: id, idx },
+            );
+        }
+    }
+
+    pub(crate) fn next_call_id(&mut self) -> u64 {
+        self.unique_call_id()
+    }
+
+    fn unique_call_id(&mut self) -> u64 {
+        self.next_call += 1;
+        self.next_call
+    }
+}
+
+pub(crate) fn branch_response(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    idx: usize,
+    flow: Flow,
+    msg: Message,
+) {
+    let code = msg.code();
+    let Some(call) = edge.calls.get_mut(&id) else {
+        if (200..300).contains(&code) {
+            ack_and_bye(edge, now, flow, &msg);
+        }
+        return;
+    };
+    let span = call.span.clone();
+    let _g = span.enter();
+    match code {
+        100 => {}
+        101..=199 => {
+            let b = &mut call.branches[idx];
+            if b.provisional() {
+                let key = b.key.clone();
+                send_cancel(edge, now, &key);
+                return;
+            }
+            if call.state != CallState::Ringing || call.winner.is_some() || msg.to_tag().is_none() {
+                return;
+            }
+            let body = relay_sdp(call, Side::B, &msg, flow.addr.ip())
+                .ok()
+                .flatten();
+            let bytes = Response::to(&call.a_invite, code)
+                .reason(msg.reason())
+                .tag(&call.a.local_tag)
+                .header(
+                    "Contact",
+                    &edge.local.contact(&call.a.contact_user, call.a.flow.proto),
+                )
+                .opt_body(body.as_deref().map(|b| ("application/sdp", b)))
+                .encode(call.a.flow.addr);
+            let key = call.a_stx.clone();
+            edge.reply_bytes(now, &key, code, bytes);
+        }
+        200..=299 => {
+            if call.winner == Some(idx)
+                && call.b.remote_hdr.contains(msg.to_tag().unwrap_or("\u{0}"))
+            {
+                // The winner retransmits its 2xx: our ACK was lost.
+                if let Some((Side::B, cseq, ack)) = &call.acked {
+                    if *cseq == msg.cseq.seq {
+                        let ack = ack.clone();
+                        edge.send(flow, ack);
+                    }
+                }
+                return;
+            }
+            if call.winner.is_some() || call.state != CallState::Ringing {
+                // A second fork answered, or the caller has gone: take it and hang it up.
+                debug!("late 2xx from another fork: ACK and BYE");
+                ack_and_bye(edge, now, flow, &msg);
+                return;
+            }
+            call.winner = Some(idx);
+            call.branches[idx].state = BranchState::Done;
+            call.b.establish(&msg, flow);
+            let others: Vec<usize> = (0..call.branches.len()).filter(|&i| i != idx).collect();
+            let body = relay_sdp(call, Side::B, &msg, flow.addr.ip())
+                .ok()
+                .flatten();
+            let bytes = Response::to(&call.a_invite, code)
+                .reason(msg.reason())
+                .tag(&call.a.local_tag)
+                .header(
+                    "Contact",
+                    &edge.local.contact(&call.a.contact_user, call.a.flow.proto),
+                )
+                .header("Allow", ALLOW)
+                .opt_body(body.as_deref().map(|b| ("application/sdp", b)))
+                .encode(call.a.flow.addr);
+            let a_cseq = call.a_invite.cseq.seq;
+            call.ok_retx = Some(OkRetx {
+                to: Side::A,
+                cseq: a_cseq,
+                rt: Retransmitter::new(now, edge.timing),
+                bytes: bytes.clone(),
+            });
+            call.ack_pending = Some((Side::A, a_cseq, Side::B, 1));
+            call.state = CallState::Answered;
+            call.invite_busy = false;
+            let key = call.a_stx.clone();
+            edge.pending_invites.remove(&key);
+            edge.stats.calls_answered += 1;
+            info!(
+                after_ms = now.duration_since(call.started).as_millis() as u64,
+                "answered"
+            );
+            for i in others {
+                cancel_branch(edge, now, id, i);
+            }
+            edge.reply_bytes(now, &key, code, bytes);
+            schedule_call(edge, id);
+        }
+        _ => branch_failed(edge, now, id, idx, code, msg.reason().to_string()),
+    }
+}
+
+pub(crate) fn branch_failed(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    idx: usize,
+    code: u16,
+    reason: String,
+) {
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    call.branches[idx].state = BranchState::Done;
+    // RFC 3261 §16.7: a 6xx beats everything; otherwise the lowest class, first seen.
+    let rank = |c: u16| if c >= 600 { 0 } else { c / 100 };
+    let better = match &call.best {
+        None => true,
+        Some((b, _)) => rank(code) < rank(*b),
+    };
+    if better {
+        call.best = Some((code, reason));
+    }
+    if call.branches.iter().any(|b| b.state != BranchState::Done) || call.winner.is_some() {
+        return;
+    }
+    if call.state == CallState::Ringing {
+        let (mut code, mut reason) = call.best.clone().unwrap_or((480, String::new()));
+        // The callee's phone asking for credentials is not the caller's business.
+        if code == 401 || code == 407 {
+            code = 480;
+            reason = reason_phrase(480).into();
+        }
+        let span = call.span.clone();
+        let _g = span.enter();
+        info!(code, "call failed");
+        edge.stats.calls_failed += 1;
+        let bytes = Response::to(&call.a_invite, code)
+            .reason(&reason)
+            .tag(&call.a.local_tag)
+            .encode(call.a.flow.addr);
+        let key = call.a_stx.clone();
+        edge.reply_bytes(now, &key, code, bytes);
+    }
+    end_call(edge, id);
+}
+
+pub(crate) fn cancel_branch(edge: &mut Edge, now: Instant, id: u64, idx: usize) {
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    let b = &mut call.branches[idx];
+    match b.state {
+        BranchState::Calling => b.cancel_wanted = true,
+        BranchState::Proceeding => {
+            let key = b.key.clone();
+            send_cancel(edge, now, &key);
+        }
+        BranchState::Done => {}
+    }
+}
+
+/// CANCEL for an INVITE we sent (RFC 3261 §9.1), on the INVITE's branch.
+pub(crate) fn send_cancel(edge: &mut Edge, now: Instant, invite_key: &ClientKey) {
+    let Some(e) = edge.ctx.get(invite_key) else {
+        return;
+    };
+    if e.tx.state != State::Proceeding && e.tx.state != State::Initial {
+        return;
+    }
+    let flow = e.flow;
+    let Some(bytes) = cancel_for(e.tx.request(), None) else {
+        return;
+    };
+    edge.send_request(now, flow, invite_key.cancel(), false, bytes, Owner::Nobody);
+}
+
+/// Accept and immediately end a dialog we do not want (a late fork's 2xx).
+pub(crate) fn ack_and_bye(edge: &mut Edge, now: Instant, flow: Flow, msg: &Message) {
+    let d = Dialog::from_2xx(msg, flow);
+    let branch = edge.ids.branch();
+    let ack = d.request(&edge.local, "ACK", msg.cseq.seq, &branch, &[], None);
+    edge.send(flow, ack);
+    let branch = edge.new_branch();
+    let bye = d.request(
+        &edge.local,
+        "BYE",
+        msg.cseq.seq + 1,
+        &branch.branch,
+        &[],
+        None,
+    );
+    edge.send_request(now, flow, branch, false, bye, Owner::Nobody);
+}
+
+pub(crate) fn on_cancel(edge: &mut Edge, now: Instant, invite_key: &ServerKey) {
+    let Some(id) = edge.pending_invites.get(invite_key).copied() else {
+        return;
+    };
+    let Some(call) = edge.calls.get(&id) else {
+        return;
+    };
+    if call.state != CallState::Ringing {
+        return;
+    }
+    let _g = call.span.clone().entered();
+    info!("cancelled by caller");
+    hangup(edge, now, id, "cancelled");
+}

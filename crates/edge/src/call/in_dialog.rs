@@ -1,0 +1,300 @@
+//! Requests inside a call's dialogs: taken only over the dialog's own flow, CSeq checked, then
+//! BYE ends the call, REFER goes to park, INFO digits to one-touch park, and everything else
+//! (re-INVITE, UPDATE, INFO, ...) is relayed to the other party with its SDP rewritten to the
+//! relay; an ACK for a 2xx is forwarded when the other side ACKs us (delayed offer).
+
+use super::*;
+
+pub(crate) fn on_dialog_request(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    flow: Flow,
+    msg: Message,
+    key: Option<ServerKey>,
+) {
+    let Some(call) = edge.calls.get_mut(&id) else {
+        if let Some(k) = key {
+            edge.reply(now, &k, Response::to(&msg, 481));
+        }
+        return;
+    };
+    let span = call.span.clone();
+    let _g = span.enter();
+    let tag = msg.to_tag().unwrap_or("");
+    let side = call
+        .side_of(msg.call_id(), tag)
+        .filter(|&s| call.dialog_ref(s).accepts(&flow));
+    let Some(side) = side else {
+        if call.side_of(msg.call_id(), tag).is_some() {
+            // The dialog's identifiers, from elsewhere than its party: a forgery, or a
+            // stranger who read them (lamp NOTIFYs carry Call-IDs and tags). Nothing changes.
+            edge.stats.foreign_in_dialog += 1;
+            debug!(method = %msg.method(), from = %flow.addr, "in-dialog request from outside the dialog's flow");
+        }
+        if let Some(k) = key {
+            edge.reply(now, &k, Response::to(&msg, 481));
+        }
+        return;
+    };
+    let method = msg.method().clone();
+    if method == Method::Ack {
+        return on_ack(edge, now, id, side, msg);
+    }
+    let Some(key) = key else { return };
+    if call.vacant == Some(side) {
+        // The transferor, after the park: its BYE is welcome, nothing else is relayed.
+        let code = if method == Method::Bye { 200 } else { 481 };
+        return edge.reply(now, &key, Response::to(&msg, code));
+    }
+    // In-dialog CSeq must grow (RFC 3261 §12.2.2).
+    let d = call.dialog(side);
+    if msg.cseq.seq <= d.remote_cseq && d.remote_cseq != 0 {
+        return edge.reply(
+            now,
+            &key,
+            Response::to(&msg, 500).header("Retry-After", "1"),
+        );
+    }
+    d.remote_cseq = msg.cseq.seq;
+    if side == Side::B && call.winner.is_none() {
+        // The callee's dialog is not established yet.
+        return edge.reply(now, &key, Response::to(&msg, 481));
+    }
+    match method {
+        Method::Bye => {
+            edge.reply(now, &key, Response::to(&msg, 200));
+            info!(by = ?side, "hangup");
+            let call = edge.calls.get_mut(&id).expect("present");
+            call.state = CallState::Ending;
+            call.ok_retx = None;
+            call.media = None;
+            let other = side.other();
+            send_bye(edge, now, id, other);
+            if edge.calls.get(&id).map(|c| c.pending_byes) == Some(0) {
+                end_call(edge, id);
+            }
+        }
+        Method::Refer => crate::park::on_refer(edge, now, id, side, key, msg),
+        _ => {
+            if method == Method::Info {
+                if let Some(digit) = crate::park::info_digit(&msg) {
+                    crate::park::on_digit(edge, now, id, side, digit);
+                }
+            }
+            let c = &edge.calls[&id];
+            if c.vacant.is_some() || c.park.is_some() {
+                // Parked: nobody on the other side to relay to. Re-INVITEs get the relay's
+                // SDP back (the music keeps flowing to the same address); the rest is accepted.
+                crate::park::parked_request(edge, now, id, side, key, msg)
+            } else {
+                relay_request(edge, now, id, side, key, msg)
+            }
+        }
+    }
+}
+
+pub(crate) fn relay_request(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    from: Side,
+    key: ServerKey,
+    msg: Message,
+) {
+    let call = edge.calls.get_mut(&id).expect("present");
+    if call.state == CallState::Ending {
+        return edge.reply(now, &key, Response::to(&msg, 481));
+    }
+    let invite = *msg.method() == Method::Invite;
+    if invite {
+        if call.invite_busy || call.ack_pending.is_some() {
+            return edge.reply(now, &key, Response::to(&msg, 491));
+        }
+        call.invite_busy = true;
+    }
+    let body = match relay_sdp(call, from, &msg, call.dialog_ref(from).flow.addr.ip()) {
+        Ok(b) => b,
+        Err(()) => {
+            if invite {
+                call.invite_busy = false;
+            }
+            return edge.reply(now, &key, Response::to(&msg, 488));
+        }
+    };
+    let to = from.other();
+    let d = call.dialog(to);
+    d.local_cseq += 1;
+    let cseq = d.local_cseq;
+    let ct = msg.content_type().unwrap_or("application/sdp").to_string();
+    let mut extra: Vec<(&str, &str)> = vec![];
+    for (name, raw, v) in msg.all_headers() {
+        match name {
+            Name::Event | Name::Supported => extra.push((raw, v)),
+            Name::Other
+                if ["subscription-state", "info-package", "session-expires"]
+                    .iter()
+                    .any(|h| raw.eq_ignore_ascii_case(h)) =>
+            {
+                extra.push((raw, v))
+            }
+            _ => {}
+        }
+    }
+    let body_ref: Option<(&str, &[u8])> = match &body {
+        Some(b) => Some((ct.as_str(), b.as_slice())),
+        None if !msg.body.is_empty() => Some((ct.as_str(), &msg.body[..])),
+        None => None,
+    };
+    let branch = edge.new_branch();
+    let call = edge.calls.get(&id).expect("present");
+    let d = call.dialog_ref(to);
+    let flow = d.flow;
+    let bytes = d.request(
+        &edge.local,
+        msg.method().as_str(),
+        cseq,
+        &branch.branch,
+        &extra,
+        body_ref,
+    );
+    if invite {
+        // Say "trying" to the sender so it stops retransmitting the re-INVITE.
+        edge.reply(now, &key, Response::to(&msg, 100));
+    }
+    edge.send_request(
+        now,
+        flow,
+        branch,
+        invite,
+        bytes,
+        Owner::Relay {
+            call: id,
+            stx: key,
+            req: Box::new(msg),
+        },
+    );
+}
+
+pub(crate) fn relay_response(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    stx: &ServerKey,
+    req: &Message,
+    msg: Message,
+) {
+    let code = msg.code();
+    if code == 100 {
+        return;
+    }
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    let from = if req.call_id() == call.a.call_id {
+        Side::A
+    } else {
+        Side::B
+    };
+    let to = from.other();
+    let invite = *req.method() == Method::Invite;
+    if invite && (200..300).contains(&code) {
+        if let Some((s, cseq, ack)) = call.acked.clone() {
+            if s == to && cseq == msg.cseq.seq {
+                let f = call.dialog(to).flow;
+                edge.send(f, ack);
+                return;
+            }
+        }
+        if call.ack_pending.is_some() {
+            return; // a retransmitted 2xx while we wait for the ACK
+        }
+    }
+    let body = relay_sdp(call, to, &msg, call.dialog_ref(to).flow.addr.ip())
+        .ok()
+        .flatten();
+    let ct = msg.content_type().unwrap_or("application/sdp").to_string();
+    let body_ref: Option<(&str, &[u8])> = match &body {
+        Some(b) => Some((ct.as_str(), b.as_slice())),
+        None if !msg.body.is_empty() => Some((ct.as_str(), &msg.body[..])),
+        None => None,
+    };
+    let from_d = call.dialog_ref(from);
+    let contact = edge.local.contact(&from_d.contact_user, from_d.flow.proto);
+    let bytes = Response::to(req, code)
+        .reason(msg.reason())
+        .header("Contact", &contact)
+        .opt_body(body_ref)
+        .encode(from_d.flow.addr);
+    if invite && code >= 200 {
+        call.invite_busy = false;
+        if code < 300 {
+            call.ok_retx = Some(OkRetx {
+                to: from,
+                cseq: req.cseq.seq,
+                rt: Retransmitter::new(now, edge.timing),
+                bytes: bytes.clone(),
+            });
+            call.ack_pending = Some((from, req.cseq.seq, to, msg.cseq.seq));
+            schedule_call(edge, id);
+        }
+    }
+    edge.reply_bytes(now, stx, code, bytes);
+}
+
+pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: Message) {
+    let call = edge.calls.get_mut(&id).expect("present");
+    if let Some(r) = &call.ok_retx {
+        if r.to == side && r.cseq == msg.cseq.seq {
+            call.ok_retx = None;
+        }
+    }
+    if call.own_answer == Some((side, msg.cseq.seq)) {
+        // Our own 2xx (retrieve) was offer or answer; a delayed offer's answer comes here.
+        call.own_answer = None;
+        if call.state == CallState::Answered {
+            call.state = CallState::Confirmed;
+        }
+        if is_sdp(&msg) {
+            if let (Ok(info), Some(m)) = (orbit_media::sdp::media_info(&msg.body), &call.media) {
+                m.set_remote(
+                    side.leg(),
+                    info.rtp,
+                    info.rtcp,
+                    call.dialog_ref(side).flow.addr.ip(),
+                );
+            }
+            call.sdp[side as usize] = Some(msg.body.clone());
+        }
+        return;
+    }
+    let Some((from, cseq, to, to_cseq)) = call.ack_pending else {
+        return;
+    };
+    if from != side || cseq != msg.cseq.seq {
+        return;
+    }
+    call.ack_pending = None;
+    if call.state == CallState::Answered {
+        call.state = CallState::Confirmed;
+    }
+    // Delayed offer: the ACK carries the answer.
+    let body = relay_sdp(call, side, &msg, call.dialog_ref(side).flow.addr.ip())
+        .ok()
+        .flatten();
+    let branch = edge.new_branch();
+    let call = edge.calls.get(&id).expect("present");
+    let d = call.dialog_ref(to);
+    let flow = d.flow;
+    let ack = d.request(
+        &edge.local,
+        "ACK",
+        to_cseq,
+        &branch.branch,
+        &[],
+        body.as_deref().map(|b| ("application/sdp", b)),
+    );
+    edge.calls.get_mut(&id).expect("present").acked = Some((to, to_cseq, ack.clone()));
+    edge.send(flow, ack);
+    let _ = now;
+}

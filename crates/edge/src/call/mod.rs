@@ -1,0 +1,424 @@
+//! The B2BUA call model: one [`Call`] owns two dialogs, A (the caller's, where we are the UAS)
+//! and B (the callee's, where we are the UAC, forked to every registered contact), and the media
+//! session that joins them. Every function here is an event handler on the sans-I/O [`Edge`]:
+//! a message or a timer in, messages out through the edge's transaction layer.
+//!
+//! ```text
+//! caller ──INVITE──▶ A │ Call │ B ──INVITE──▶ each contact of the callee (first 2xx wins,
+//!        ◀──18x/2xx──  │      │  ◀──18x/2xx──  the others get CANCEL, or ACK+BYE if late)
+//!        ──ACK──────▶  │      │  ──ACK──────▶  (forwarded when the caller ACKs: delayed offer)
+//!        ◀─re-INVITE, INFO, UPDATE, … relayed both ways, SDP rewritten to the relay ─▶
+//!        ──BYE──────▶  │      │  ──BYE──────▶  media released at once
+//! ```
+
+use crate::core::{Edge, TimerKey, ALLOW};
+use crate::media::{Leg, MediaSession};
+use crate::transactions::Owner;
+use bytes::Bytes;
+use orbit_sip::build::{cancel_for, Response};
+use orbit_sip::dialog::Dialog;
+use orbit_sip::key::{ClientKey, ServerKey};
+use orbit_sip::message::{Message, Name, Writer};
+use orbit_sip::transaction::{Retransmitter, State};
+use orbit_sip::transport::Flow;
+use orbit_sip::{reason_phrase, Method};
+use std::net::IpAddr;
+use std::time::Instant;
+use tracing::{debug, info, info_span, warn, Span};
+
+mod fork;
+mod in_dialog;
+mod teardown;
+
+pub(crate) use fork::*;
+pub(crate) use in_dialog::*;
+pub(crate) use teardown::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub(crate) fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+    pub(crate) fn leg(self) -> Leg {
+        match self {
+            Side::A => Leg::A,
+            Side::B => Leg::B,
+        }
+    }
+}
+
+/// Where one fork of an INVITE goes: a phone registered here, or another site's edge.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub flow: Flow,
+    pub uri: String,
+    /// Over the trunk: the peer edge's site, and the park this edge claimed (a retrieve).
+    pub trunk: Option<(String, Option<orbit_state::ParkId>)>,
+}
+
+impl Target {
+    pub(crate) fn phone(b: &crate::registrar::Binding) -> Target {
+        Target {
+            flow: b.flow,
+            uri: b.contact.clone(),
+            trunk: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallState {
+    /// INVITE sent to the callee's contacts; no 2xx yet.
+    Ringing,
+    /// 2xx sent to the caller; waiting for its ACK.
+    Answered,
+    Confirmed,
+    Ending,
+}
+
+/// A 2xx we retransmit until the party ACKs it.
+struct OkRetx {
+    to: Side,
+    cseq: u32,
+    rt: Retransmitter,
+    bytes: Bytes,
+}
+
+pub(crate) struct Call {
+    pub(crate) id: u64,
+    pub(crate) span: Span,
+    pub(crate) state: CallState,
+    started: Instant,
+    pub(crate) a: Dialog,
+    a_invite: Message,
+    a_stx: ServerKey,
+    pub(crate) b: Dialog,
+    branches: Vec<Branch>,
+    winner: Option<usize>,
+    best: Option<(u16, String)>,
+    pub(crate) media: Option<Box<dyn MediaSession>>,
+    ok_retx: Option<OkRetx>,
+    /// When `from` ACKs our 2xx for its INVITE with `cseq`, send ACK with `to_cseq` to `to`.
+    ack_pending: Option<(Side, u32, Side, u32)>,
+    /// The last SDP each party sent (what it can receive): the codec for music and for the
+    /// next party after a park.
+    pub(crate) sdp: [Option<Bytes>; 2],
+    /// Parked: the slot, and the recall once the deadline has passed.
+    pub(crate) park: Option<crate::park::ParkState>,
+    /// The side whose party left (the transferor): nothing more is sent to it, and its leg of
+    /// the relay waits for the next party (retriever or recall).
+    pub(crate) vacant: Option<Side>,
+    /// We answered a party's INVITE ourselves (retrieve): its ACK may carry the SDP answer.
+    pub(crate) own_answer: Option<(Side, u32)>,
+    /// The party that left the vacant side has not been sent its BYE yet (it is hearing the
+    /// slot spoken, or its NOTIFY is unanswered); whoever takes the side next sends it first.
+    pub(crate) departed_live: bool,
+    /// A call to the park extension: the slot it announced.
+    pub(crate) consult: Option<crate::park::Consult>,
+    /// A park of this call is being ordered (not parkable again until its outcome).
+    pub(crate) parking: bool,
+    /// Digits each party pressed lately (for feature codes), and when the last came.
+    pub(crate) digits: [(String, Option<Instant>); 2],
+    /// The last ACK we sent for a 2xx, to resend if that 2xx is retransmitted.
+    acked: Option<(Side, u32, Bytes)>,
+    /// An INVITE (initial or re-INVITE) is being relayed: a second one gets 491 (glare).
+    invite_busy: bool,
+    pending_byes: usize,
+    /// Why we ended the call, when we did (the park's end reason says it).
+    pub(crate) end_why: Option<&'static str>,
+}
+
+impl Call {
+    pub(crate) fn dialog(&mut self, s: Side) -> &mut Dialog {
+        match s {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    pub(crate) fn dialog_ref(&self, s: Side) -> &Dialog {
+        match s {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    /// An offer/answer exchange is under way (a re-INVITE relayed, an ACK awaited).
+    pub(crate) fn negotiating(&self) -> bool {
+        self.invite_busy || self.ack_pending.is_some() || self.own_answer.is_some()
+    }
+
+    /// Which of this call's dialogs a request belongs to; none for a dialog the call has left
+    /// behind (a transferor replaced by a retriever).
+    fn side_of(&self, call_id: &str, to_tag: &str) -> Option<Side> {
+        [Side::A, Side::B].into_iter().find(|&s| {
+            let d = self.dialog_ref(s);
+            d.call_id == call_id && d.local_tag == to_tag
+        })
+    }
+}
+
+pub(crate) fn user_of(uri: &str) -> Option<String> {
+    orbit_sip::Uri::parse(uri)
+        .ok()
+        .and_then(|u| u.user().map(str::to_string))
+}
+
+pub(crate) fn is_sdp(msg: &Message) -> bool {
+    !msg.body.is_empty()
+        && msg
+            .content_type()
+            .map(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
+            .unwrap_or(false)
+}
+
+/// Learn where `from` wants media, and rewrite its SDP for the other party.
+/// `source`: the IP the message came from (the relay latches only onto it or the SDP's).
+fn relay_sdp(
+    call: &mut Call,
+    from: Side,
+    msg: &Message,
+    source: IpAddr,
+) -> Result<Option<Vec<u8>>, ()> {
+    if !is_sdp(msg) {
+        return Ok(None);
+    }
+    call.sdp[from as usize] = Some(msg.body.clone());
+    let Some(media) = &call.media else {
+        return Ok(Some(msg.body.to_vec()));
+    };
+    let info = orbit_media::sdp::media_info(&msg.body).map_err(|_| ())?;
+    media.set_remote(from.leg(), info.rtp, info.rtcp, source);
+    media.set_dtmf(from.leg(), orbit_media::sdp::telephone_event(&msg.body));
+    orbit_media::sdp::rewrite(&msg.body, media.local(from.other().leg()))
+        .map(Some)
+        .map_err(|_| ())
+}
+
+/// Who calls whom, for [`Edge::start_call`].
+pub(crate) struct NewCall {
+    pub caller: String,
+    pub callee: String,
+    /// The caller's display name as it came.
+    pub display: Option<String>,
+    pub max_forwards: u32,
+}
+
+pub(crate) fn on_client_response(edge: &mut Edge, now: Instant, ckey: &ClientKey, msg: Message) {
+    let Some(entry) = edge.ctx.get(ckey) else {
+        return;
+    };
+    match &entry.owner {
+        Owner::Branch { call, idx } => {
+            let (call, idx, flow) = (*call, *idx, entry.flow);
+            branch_response(edge, now, call, idx, flow, msg)
+        }
+        Owner::Relay { call, stx, req } => {
+            let (call, stx, req) = (*call, stx.clone(), req.clone());
+            relay_response(edge, now, call, &stx, &req, msg)
+        }
+        Owner::Bye { call } => {
+            if msg.code() >= 200 {
+                let call = *call;
+                bye_done(edge, call);
+            }
+        }
+        Owner::Recall { call, attempt, idx } => {
+            let (call, attempt, idx, flow) = (*call, *attempt, *idx, entry.flow);
+            crate::park::recall_response(edge, now, ckey, call, attempt, idx, flow, msg)
+        }
+        Owner::ReferNotify { call, bye } => {
+            if msg.code() >= 200 {
+                let (call, bye) = (*call, *bye);
+                crate::park::notify_done(edge, now, call, bye);
+            }
+        }
+        Owner::Lamp { sub } => {
+            if msg.code() >= 200 {
+                let sub = sub.clone();
+                crate::blf::on_notify_response(edge, &sub, Some(msg.code()));
+            }
+        }
+        Owner::Nobody => {}
+    }
+}
+
+pub(crate) fn on_client_timeout(edge: &mut Edge, now: Instant, ckey: &ClientKey) {
+    let Some(entry) = edge.ctx.get(ckey) else {
+        return;
+    };
+    match &entry.owner {
+        Owner::Branch { call, idx } => {
+            let (call, idx) = (*call, *idx);
+            branch_failed(edge, now, call, idx, 408, "Request Timeout".into());
+        }
+        Owner::Relay { call, stx, req } => {
+            let (call, stx, req) = (*call, stx.clone(), req.clone());
+            if *req.method() == Method::Invite {
+                if let Some(c) = edge.calls.get_mut(&call) {
+                    c.invite_busy = false;
+                }
+            }
+            edge.reply(now, &stx, Response::to(&req, 408));
+        }
+        Owner::Bye { call } => {
+            let call = *call;
+            bye_done(edge, call)
+        }
+        Owner::Recall { call, attempt, idx } => {
+            let (call, attempt, idx) = (*call, *attempt, *idx);
+            crate::park::recall_failed(edge, now, call, attempt, idx);
+        }
+        Owner::ReferNotify { call, bye } => {
+            let (call, bye) = (*call, *bye);
+            crate::park::notify_done(edge, now, call, bye);
+        }
+        Owner::Lamp { sub } => {
+            let sub = sub.clone();
+            crate::blf::on_notify_response(edge, &sub, None);
+        }
+        Owner::Nobody => {}
+    }
+}
+
+/// A call the edge answers itself (the park extension): side A is the caller, side B is
+/// vacant (nobody else is in it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn insert_app_call(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    span: Span,
+    a: Dialog,
+    media: Box<dyn MediaSession>,
+    msg: Message,
+    key: &ServerKey,
+    offer: Option<Bytes>,
+    consult: Option<crate::park::Consult>,
+) {
+    let b = Dialog {
+        call_id: String::new(),
+        local_tag: String::new(),
+        local_hdr: String::new(),
+        remote_hdr: String::new(),
+        remote_target: String::new(),
+        route_set: vec![],
+        local_cseq: 0,
+        remote_cseq: 0,
+        flow: a.flow,
+        contact_user: String::new(),
+        user: String::new(),
+    };
+    edge.dialogs
+        .insert((a.call_id.clone(), a.local_tag.clone()), id);
+    let call = Call {
+        id,
+        span,
+        state: CallState::Answered,
+        started: now,
+        a,
+        a_invite: msg,
+        a_stx: key.clone(),
+        b,
+        branches: vec![],
+        winner: None,
+        best: None,
+        media: Some(media),
+        ok_retx: None,
+        ack_pending: None,
+        sdp: [offer, None],
+        park: None,
+        vacant: Some(Side::B),
+        own_answer: None,
+        consult,
+        parking: false,
+        departed_live: false,
+        digits: Default::default(),
+        acked: None,
+        invite_busy: false,
+        pending_byes: 0,
+        end_why: None,
+    };
+    edge.calls.insert(id, call);
+}
+
+/// Answer a party's INVITE ourselves (retrieve) with `bytes`, a 2xx, and resend it until the
+/// party ACKs.
+pub(crate) fn send_own_2xx(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    side: Side,
+    key: &ServerKey,
+    cseq: u32,
+    bytes: Bytes,
+) {
+    if let Some(call) = edge.calls.get_mut(&id) {
+        call.ok_retx = Some(OkRetx {
+            to: side,
+            cseq,
+            rt: Retransmitter::new(now, edge.timing),
+            bytes: bytes.clone(),
+        });
+        call.own_answer = Some((side, cseq));
+        call.state = CallState::Answered;
+    }
+    edge.reply_bytes(now, key, 200, bytes);
+    schedule_call(edge, id);
+}
+
+/// Send an ACK for the 2xx that established `side`'s dialog (a recall we placed).
+pub(crate) fn send_own_ack(edge: &mut Edge, id: u64, side: Side, cseq: u32) {
+    let branch = edge.new_branch();
+    let Some(call) = edge.calls.get(&id) else {
+        return;
+    };
+    let d = call.dialog_ref(side);
+    let flow = d.flow;
+    let ack = d.request(&edge.local, "ACK", cseq, &branch.branch, &[], None);
+    edge.calls.get_mut(&id).expect("present").acked = Some((side, cseq, ack.clone()));
+    edge.send(flow, ack);
+}
+
+pub(crate) fn schedule_call(edge: &mut Edge, id: u64) {
+    if let Some(r) = edge.calls.get(&id).and_then(|c| c.ok_retx.as_ref()) {
+        let t = r.rt.poll_timeout();
+        edge.timers.schedule(t, TimerKey::Call(id));
+    }
+}
+
+pub(crate) fn on_timer(edge: &mut Edge, now: Instant, id: u64) {
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    let Some(r) = call.ok_retx.as_mut() else {
+        return;
+    };
+    match r.rt.on_timeout(now) {
+        Some(true) => {
+            let flow = match r.to {
+                Side::A => call.a.flow,
+                Side::B => call.b.flow,
+            };
+            let b = r.bytes.clone();
+            edge.send(flow, b);
+            schedule_call(edge, id);
+        }
+        Some(false) => schedule_call(edge, id),
+        None => {
+            // No ACK for our 2xx within 64·T1: the dialog is dead (RFC 3261 §13.3.1.4).
+            call.ok_retx = None;
+            let _g = call.span.clone().entered();
+            warn!("no ACK for 2xx");
+            hangup(edge, now, id, "no ACK");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Ending calls: BYE to both parties when answered, 487 and CANCEL when ringing, the media
+//! released at once; calls whose media stopped are ended here too (a parked call has a longer
+//! limit, see [`crate::park::parked_timeout`]).
+
+use super::*;
+
+/// End the dialog of a party that has left the call (the transferor after a park); its answer
+/// does not matter to the call.
+pub(crate) fn send_bye_departed(edge: &mut Edge, now: Instant, id: u64, to: Side) {
+    let branch = edge.new_branch();
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    call.departed_live = false;
+    let d = call.dialog(to);
+    d.local_cseq += 1;
+    let cseq = d.local_cseq;
+    let flow = d.flow;
+    let d = edge.calls[&id].dialog_ref(to);
+    let bye = d.request(&edge.local, "BYE", cseq, &branch.branch, &[], None);
+    edge.send_request(now, flow, branch, false, bye, Owner::Nobody);
+}
+
+pub(crate) fn send_bye(edge: &mut Edge, now: Instant, id: u64, to: Side) {
+    let call = edge.calls.get_mut(&id).expect("present");
+    if (to == Side::B && call.winner.is_none()) || call.vacant == Some(to) {
+        return;
+    }
+    let d = call.dialog(to);
+    d.local_cseq += 1;
+    let cseq = d.local_cseq;
+    call.pending_byes += 1;
+    let branch = edge.new_branch();
+    let call = edge.calls.get(&id).expect("present");
+    let d = call.dialog_ref(to);
+    let flow = d.flow;
+    let bye = d.request(&edge.local, "BYE", cseq, &branch.branch, &[], None);
+    edge.send_request(now, flow, branch, false, bye, Owner::Bye { call: id });
+}
+
+pub(crate) fn bye_done(edge: &mut Edge, id: u64) {
+    if let Some(c) = edge.calls.get_mut(&id) {
+        c.pending_byes = c.pending_byes.saturating_sub(1);
+        if c.pending_byes == 0 && c.state == CallState::Ending {
+            end_call(edge, id);
+        }
+    }
+}
+
+/// End a call from our side: BYE both parties when answered, 487 and CANCEL when ringing.
+pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &'static str) {
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return;
+    };
+    call.end_why.get_or_insert(why);
+    let _g = call.span.clone().entered();
+    let state = call.state;
+    call.state = CallState::Ending;
+    call.media = None;
+    call.ok_retx = None;
+    match state {
+        CallState::Ringing => {
+            info!(why, "ending unanswered call");
+            let key = call.a_stx.clone();
+            let req = call.a_invite.clone();
+            let tag = call.a.local_tag.clone();
+            let n = call.branches.len();
+            edge.pending_invites.remove(&key);
+            if edge
+                .stx
+                .get(&key)
+                .map(|e| e.tx.state == State::Proceeding)
+                .unwrap_or(false)
+            {
+                edge.reply(now, &key, Response::to(&req, 487).tag(&tag));
+            }
+            for i in 0..n {
+                cancel_branch(edge, now, id, i);
+            }
+            let call = edge.calls.get(&id).expect("present");
+            if call.branches.iter().all(|b| b.state == BranchState::Done) {
+                end_call(edge, id);
+            }
+        }
+        CallState::Answered | CallState::Confirmed => {
+            info!(why, "ending call");
+            crate::park::cancel_recall(edge, now, id);
+            send_bye(edge, now, id, Side::A);
+            send_bye(edge, now, id, Side::B);
+            if edge.calls.get(&id).map(|c| c.pending_byes) == Some(0) {
+                end_call(edge, id);
+            }
+        }
+        CallState::Ending => {}
+    }
+}
+
+pub(crate) fn end_call(edge: &mut Edge, id: u64) {
+    let Some(call) = edge.calls.remove(&id) else {
+        return;
+    };
+    let _g = call.span.enter();
+    crate::park::on_call_end(edge, &call);
+    edge.dialogs
+        .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+    edge.dialogs
+        .remove(&(call.b.call_id.clone(), call.b.local_tag.clone()));
+    edge.pending_invites.remove(&call.a_stx);
+    debug!("call ended");
+}
+
+/// End calls whose media stopped in both directions: after `media.timeout_secs`, or for a
+/// parked call after [`parked_timeout`] (a parked phone may send nothing while it listens).
+pub(crate) fn check_media(edge: &mut Edge, now: Instant) {
+    let timeout = std::time::Duration::from_secs(edge.cfg.media.timeout_secs);
+    let dead: Vec<u64> = edge
+        .calls
+        .values()
+        .filter(|c| c.state == CallState::Confirmed)
+        .filter(|c| {
+            let limit = match &c.park {
+                Some(ps) => crate::park::parked_timeout(edge, ps),
+                None => timeout,
+            };
+            c.media.as_ref().is_some_and(|m| m.idle() > limit)
+        })
+        .map(|c| c.id)
+        .collect();
+    for id in dead {
+        hangup(edge, now, id, "no media");
+    }
+}

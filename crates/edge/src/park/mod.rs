@@ -1,0 +1,542 @@
+//! Call park on the edge: the SIP and media side of the orbit state.
+//!
+//! A parked call is an ordinary [`Call`] whose one party (the transferor) has left: its side is
+//! *vacant*, the relay leg that faced it stays open, and the parked party's leg plays the lot's
+//! music from the same relay port it was talking to, so the parked phone needs no re-INVITE.
+//! Whoever comes next takes the vacant side: a retriever (its INVITE to the slot, answered by
+//! us), or the recall (our INVITE to the parker's phones, then the lot's fallback).
+//!
+//! ```text
+//! REFER 700 ──▶ Park ──▶ 202, NOTIFY 200, BYE transferor, MESSAGE "Parked on 701", music
+//! INVITE 701 ─▶ Claim ─▶ 200 with the relay's vacant leg, music stops, parties bridged
+//! deadline ───▶ Expire ─▶ INVITE parker ──(ring time)──▶ INVITE fallback ──▶ BYE caller
+//! BYE from the parked caller ─▶ End(HungUp): the slot is free at once
+//! ```
+//!
+//! Every decision (is the slot free? who won the claim?) is a command applied to the orbit
+//! state, never a local guess, so that the registry can take over ordering across sites.
+
+use crate::call::{self, is_sdp, Branch, BranchState, Call, CallState, Side};
+use crate::core::{Edge, TimerKey, ALLOW};
+use crate::media::Leg;
+use crate::orbit::{OrbitError, Outcome, Then};
+use crate::transactions::Owner;
+use orbit_media::sdp;
+use orbit_media::{Clip, Codec, Prompts};
+use orbit_sip::build::Response;
+use orbit_sip::dialog::Dialog;
+use orbit_sip::header::{NameAddr, Replaces};
+use orbit_sip::key::{ClientKey, ServerKey};
+use orbit_sip::message::{Message, Name, Writer};
+use orbit_sip::transport::Flow;
+use orbit_sip::Method;
+use orbit_state::{
+    CallInfo, Command, EndReason, Event, LotKey, Millis, ParkId, RecallStage, Rejection,
+};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tracing::{info, info_span, warn};
+
+mod attended;
+mod one_touch;
+mod recall;
+mod refer;
+mod retrieve;
+
+pub(crate) use attended::*;
+pub(crate) use one_touch::*;
+pub(crate) use recall::*;
+pub(crate) use refer::*;
+pub(crate) use retrieve::*;
+
+/// The built-in music, synthesised once per process (immutable, so sharing it between sites
+/// in one process shares nothing that could change).
+pub(crate) fn builtin_music() -> Arc<Clip> {
+    static MUSIC: OnceLock<Arc<Clip>> = OnceLock::new();
+    MUSIC
+        .get_or_init(|| Arc::new(orbit_media::audio::builtin_music()))
+        .clone()
+}
+
+/// What the edge keeps about a call it holds parked.
+pub(crate) struct ParkState {
+    pub id: ParkId,
+    pub slot: u32,
+    pub lot: LotKey,
+    /// The side of the parked party.
+    pub parked: Side,
+    /// The parked party's codec (music, and what the next party must use).
+    pub codec: Codec,
+    pub pt: u8,
+    pub te: Option<u8>,
+    /// How the parked party is shown: its display name, else its user.
+    pub label: String,
+    pub caller_uri: String,
+    pub parker: String,
+    pub recall: Option<Recall>,
+}
+
+pub(crate) struct Recall {
+    /// The phone (branch index) whose answer is being claimed for.
+    pub claiming: Option<usize>,
+    pub attempt: u32,
+    pub stage: RecallStage,
+    pub target: String,
+    pub branches: Vec<Branch>,
+}
+
+impl Edge {
+    /// `user` as a parking slot number of this tenant.
+    pub(crate) fn slot_number(&self, user: &str) -> Option<u32> {
+        if user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) || user.starts_with('0') {
+            return None;
+        }
+        let n: u32 = user.parse().ok()?;
+        self.orbit.lot_of(&self.cfg.tenant.domain, n).map(|_| n)
+    }
+}
+
+/// The parked party as the other parties should see it.
+fn label_of(d: &Dialog) -> (String, String, Option<String>) {
+    let na = NameAddr::parse(&d.remote_hdr);
+    let uri = na.as_ref().map(|n| n.uri.to_string()).unwrap_or_default();
+    let display = na
+        .as_ref()
+        .and_then(|n| n.display)
+        .map(|s| s.trim_matches('"').to_string())
+        .filter(|s| !s.is_empty());
+    let label = display.clone().unwrap_or_else(|| {
+        orbit_sip::Uri::parse(&uri)
+            .ok()
+            .and_then(|u| u.user().map(str::to_string))
+            .unwrap_or_else(|| "caller".into())
+    });
+    (label, uri, display)
+}
+
+/// The codec the parked party is using: the first G.711 format of the other party's SDP that
+/// the parked party also offered, else the parked party's own first G.711.
+fn parked_codec(call: &Call, parked: Side) -> (Codec, u8, Option<u8>) {
+    let mine = call.sdp[parked as usize].as_deref().unwrap_or(b"");
+    let theirs = call.sdp[parked.other() as usize].as_deref().unwrap_or(b"");
+    let my_formats = sdp::formats(mine).unwrap_or_default();
+    let chosen = sdp::formats(theirs)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(_, n)| Codec::from_name(n))
+        .find_map(|c| {
+            my_formats
+                .iter()
+                .find(|(_, n)| Codec::from_name(n) == Some(c))
+                .map(|(pt, _)| (c, *pt))
+        })
+        .or_else(|| sdp::g711(mine))
+        .unwrap_or((Codec::Pcmu, 0));
+    (chosen.0, chosen.1, sdp::telephone_event(mine))
+}
+
+/// A park being ordered: what the edge keeps until the outcome, and how the flow that asked
+/// for it continues.
+pub(crate) struct AfterPark {
+    cid: u64,
+    parker: Side,
+    lot: LotKey,
+    label: String,
+    caller_uri: String,
+    parker_ext: String,
+    codec: Codec,
+    pt: u8,
+    te: Option<u8>,
+    how: ParkBy,
+}
+
+enum ParkBy {
+    /// A REFER in the call to park (blind; or attended, completed from that call, ending the
+    /// consultation call `consult_call`).
+    Refer {
+        event: String,
+        no_sub: bool,
+        consult_call: Option<u64>,
+    },
+    /// A REFER in the consultation call (`consult`, from its side `from`) whose Replaces named
+    /// the call to park.
+    FromConsult {
+        consult: u64,
+        from: Side,
+        event: String,
+        no_sub: bool,
+    },
+    /// The park code pressed on side `parker`: speak the outcome to it in its codec.
+    OneTouch { codec: Codec, pt: u8 },
+}
+
+/// Park the party facing away from `parker` in call `cid`: the orbit decides the slot. Until
+/// the outcome the call is not parkable again; [`park_outcome`] continues.
+fn propose_park(
+    edge: &mut Edge,
+    now: Instant,
+    cid: u64,
+    parker: Side,
+    lot: LotKey,
+    slot: Option<u32>,
+    how: ParkBy,
+) {
+    let parked = parker.other();
+    let call = edge.calls.get_mut(&cid).expect("present");
+    call.parking = true;
+    let pd = call.dialog_ref(parked);
+    let (label, caller_uri, caller_display) = label_of(pd);
+    let (codec, pt, te) = parked_codec(call, parked);
+    let info = CallInfo {
+        caller_uri: caller_uri.clone(),
+        caller_display,
+        parker: call.dialog_ref(parker).user.clone(),
+        edge: edge.cfg.site.clone(),
+        call_id: pd.call_id.clone(),
+        local_tag: pd.local_tag.clone(),
+        remote_tag: NameAddr::parse(&pd.remote_hdr)
+            .and_then(|n| n.tag().map(str::to_string))
+            .unwrap_or_default(),
+        codec: Some(codec.name().to_string()),
+    };
+    let after = AfterPark {
+        cid,
+        parker,
+        lot: lot.clone(),
+        label,
+        caller_uri,
+        parker_ext: info.parker.clone(),
+        codec,
+        pt,
+        te,
+        how,
+    };
+    let span = call.span.clone();
+    let _g = span.enter();
+    edge.propose(
+        now,
+        Command::Park {
+            lot,
+            slot,
+            call: info,
+        },
+        Then::Park(after),
+    );
+}
+
+/// The park's outcome. Parked: the parked party hears the lot's music from its own relay
+/// port, the parker's side is vacant, the parker's phones are told the slot, and the flow
+/// finishes (NOTIFY, BYE, prompt). Refused: the call stays with the parker.
+pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome: Outcome) {
+    let live = edge.calls.get_mut(&a.cid).is_some_and(|c| {
+        c.parking = false;
+        c.state == CallState::Confirmed
+    });
+    let p = match outcome {
+        Ok(Event::Parked(p)) => p,
+        Ok(ev) => {
+            warn!(?ev, "park answered with another event");
+            return park_refused(edge, now, a, &OrbitError::Unavailable("bad answer".into()));
+        }
+        Err(e) => {
+            warn!(error = %e, "park refused; the call stays with the parker");
+            return park_refused(edge, now, a, &e);
+        }
+    };
+    if !live {
+        // The call ended while the park was being ordered: free the slot again.
+        info!(slot = p.slot, "call ended while parking");
+        if let ParkBy::FromConsult { consult, .. } = a.how {
+            call::hangup(edge, now, consult, "call to park ended");
+        }
+        let end = Command::End {
+            park: p.id,
+            reason: EndReason::HungUp,
+        };
+        return edge.propose(now, end, Then::Nothing);
+    }
+    info!(slot = p.slot, by = %a.parker_ext, "parked");
+    let parked = a.parker.other();
+    let music = edge
+        .music
+        .get(&a.lot.park_ext)
+        .cloned()
+        .unwrap_or_else(builtin_music);
+    let call = edge.calls.get_mut(&a.cid).expect("present");
+    if let Some(m) = &call.media {
+        m.play(parked.leg(), music, a.codec, a.pt, true);
+    }
+    call.vacant = Some(a.parker);
+    call.departed_live = true;
+    call.park = Some(ParkState {
+        id: p.id,
+        slot: p.slot,
+        lot: a.lot,
+        parked,
+        codec: a.codec,
+        pt: a.pt,
+        te: a.te,
+        label: a.label,
+        caller_uri: a.caller_uri,
+        parker: a.parker_ext.clone(),
+        recall: None,
+    });
+    edge.parks.insert(p.id, a.cid);
+    let text = format!("Parked on {}", p.slot);
+    tell(edge, now, &a.parker_ext, &p.lot.park_ext, &text);
+    let (cid, from) = (a.cid, a.parker);
+    match a.how {
+        ParkBy::Refer {
+            event,
+            no_sub,
+            consult_call,
+        } => {
+            if let Some(m) = &edge.calls[&cid].media {
+                m.vacate(from.leg());
+            }
+            if no_sub {
+                call::send_bye_departed(edge, now, cid, from);
+            } else {
+                refer_notify(edge, now, cid, from, &event, "SIP/2.0 200 OK", Some(from));
+            }
+            if let Some(c) = consult_call {
+                call::hangup(edge, now, c, "attended park completed");
+            }
+        }
+        ParkBy::FromConsult {
+            consult,
+            from: cfrom,
+            event,
+            no_sub,
+        } => {
+            if let Some(m) = &edge.calls[&cid].media {
+                m.vacate(from.leg());
+            }
+            call::send_bye_departed(edge, now, cid, from);
+            if !no_sub {
+                refer_notify(edge, now, consult, cfrom, &event, "SIP/2.0 200 OK", None);
+            }
+            call::hangup(edge, now, consult, "attended park completed");
+        }
+        ParkBy::OneTouch { codec, pt } => {
+            let clip = Arc::new(prompts().parked_on(p.slot));
+            let after = clip.duration() + Duration::from_millis(200);
+            speak(edge, now, cid, from, clip, codec, pt, after, true);
+        }
+    }
+}
+
+fn park_refused(edge: &mut Edge, now: Instant, a: AfterPark, e: &OrbitError) {
+    if !edge.calls.contains_key(&a.cid) {
+        return;
+    }
+    match a.how {
+        ParkBy::Refer { event, no_sub, .. } => {
+            if !no_sub {
+                refer_notify(edge, now, a.cid, a.parker, &event, refusal_frag(e), None);
+            }
+        }
+        ParkBy::FromConsult {
+            consult,
+            from,
+            event,
+            no_sub,
+        } => {
+            if !no_sub && edge.calls.contains_key(&consult) {
+                refer_notify(edge, now, consult, from, &event, refusal_frag(e), None);
+            }
+        }
+        ParkBy::OneTouch { codec, pt } => {
+            let clip = match e {
+                OrbitError::Rejected(Rejection::LotFull) => prompts().lot_full.clone(),
+                _ => prompts().park_failed.clone(),
+            };
+            let after = clip.duration();
+            speak(edge, now, a.cid, a.parker, clip, codec, pt, after, false);
+        }
+    }
+}
+
+/// The sipfrag status line that reports a refused park.
+fn refusal_frag(e: &OrbitError) -> &'static str {
+    match e {
+        OrbitError::Rejected(Rejection::LotFull) => "SIP/2.0 503 Parking Lot Full",
+        OrbitError::Rejected(Rejection::SlotTaken(_)) => "SIP/2.0 486 Slot Taken",
+        OrbitError::Rejected(Rejection::NotASlot(_)) => "SIP/2.0 404 No Such Slot",
+        OrbitError::Unavailable(_) => "SIP/2.0 503 Parking Unavailable",
+        _ => "SIP/2.0 500 Park Failed",
+    }
+}
+
+fn parkable(call: &Call) -> bool {
+    call.state == CallState::Confirmed
+        && !call.parking
+        && call.park.is_none()
+        && call.vacant.is_none()
+        && call.consult.is_none()
+        && !call.negotiating()
+}
+
+/// The spoken prompts, loaded once per process (immutable).
+pub(crate) fn prompts() -> &'static Prompts {
+    static P: OnceLock<Prompts> = OnceLock::new();
+    P.get_or_init(Prompts::load)
+}
+
+/// Tell an extension something on its screen: a SIP MESSAGE (RFC 3428) to each of its phones.
+fn tell(edge: &mut Edge, now: Instant, ext: &str, from_user: &str, text: &str) {
+    let domain = edge.cfg.tenant.domain.clone();
+    for b in edge.registrar.lookup(now, ext) {
+        let branch = edge.new_branch();
+        let tag = edge.ids.tag();
+        let call_id = edge.ids.call_id("orbit");
+        let mut w = Writer::request("MESSAGE", &b.contact);
+        w.header("Via", &edge.local.via(b.flow.proto, &branch.branch));
+        w.header("Max-Forwards", "70");
+        w.header(
+            "From",
+            &format!("\"Call Park\" <sip:{from_user}@{domain}>;tag={tag}"),
+        );
+        w.header("To", &format!("<sip:{ext}@{domain}>"));
+        w.header("Call-ID", &call_id);
+        w.header("CSeq", "1 MESSAGE");
+        let bytes = w.finish(Some("text/plain"), text.as_bytes());
+        edge.send_request(now, b.flow, branch, false, bytes, Owner::Nobody);
+    }
+}
+
+/// A request from a party while its call is parked (or half-parked): nobody to relay it to.
+pub(crate) fn parked_request(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    side: Side,
+    key: ServerKey,
+    msg: Message,
+) {
+    let method = msg.method().clone();
+    if method != Method::Invite {
+        return edge.reply(now, &key, Response::to(&msg, 200));
+    }
+    // A re-INVITE (session refresh, hold): answer it with the relay's address for this party,
+    // so the music keeps reaching it.
+    let call = edge.calls.get_mut(&id).expect("present");
+    let Some(ps) = &call.park else {
+        return edge.reply(now, &key, Response::to(&msg, 491));
+    };
+    let (codec, pt, te) = (ps.codec, ps.pt, ps.te);
+    let Some(media) = &call.media else {
+        return edge.reply(now, &key, Response::to(&msg, 488));
+    };
+    if is_sdp(&msg) {
+        match sdp::media_info(&msg.body) {
+            Ok(info) => media.set_remote(
+                side.leg(),
+                info.rtp,
+                info.rtcp,
+                call.dialog_ref(side).flow.addr.ip(),
+            ),
+            Err(_) => return edge.reply(now, &key, Response::to(&msg, 488)),
+        }
+        call.sdp[side as usize] = Some(msg.body.clone());
+    }
+    let body = sdp::ours(media.local(side.leg()), msg.cseq.seq as u64, codec, pt, te);
+    let d = call.dialog_ref(side);
+    let c = edge.local.contact(&d.contact_user, d.flow.proto);
+    let bytes = Response::to(&msg, 200)
+        .reason("OK")
+        .header("Contact", &c)
+        .header("Allow", ALLOW)
+        .body("application/sdp", &body)
+        .encode(d.flow.addr);
+    call::send_own_2xx(edge, now, id, side, &key, msg.cseq.seq, bytes);
+}
+
+/// Seat the next party (`d`) on the vacant side `v` of call `cid`, re-keying the dialog map.
+fn seat(edge: &mut Edge, cid: u64, v: Side, d: Dialog) {
+    let call = edge.calls.get_mut(&cid).expect("present");
+    let old = call.dialog_ref(v);
+    let old_key = (old.call_id.clone(), old.local_tag.clone());
+    let new_key = (d.call_id.clone(), d.local_tag.clone());
+    *call.dialog(v) = d;
+    edge.dialogs.remove(&old_key);
+    edge.dialogs.insert(new_key, cid);
+}
+
+fn now_version(ms: Millis) -> u64 {
+    ms / 1000
+}
+
+/// The registry gave up on call `cid` (park `id`): this edge's lease lapsed, so the slot may
+/// hold another call by now. Nobody can retrieve it any more: hang the caller up.
+pub(crate) fn lost(edge: &mut Edge, now: Instant, id: ParkId, cid: u64) {
+    unhold(edge, id);
+    cancel_recall(edge, now, cid);
+    let Some(call) = edge.calls.get_mut(&cid) else {
+        return;
+    };
+    if let Some(ps) = call.park.take() {
+        let span = call.span.clone();
+        let _g = span.enter();
+        warn!(slot = ps.slot, caller = %ps.caller_uri, "parked call lost with our lease: hanging up");
+    }
+    call::hangup(edge, now, cid, "lease lapsed");
+}
+
+/// This edge no longer holds park `id` (retrieved, recalled, ended, lost, re-parked): forget
+/// it here and in the trunk's claim tables.
+fn unhold(edge: &mut Edge, id: ParkId) {
+    edge.parks.remove(&id);
+    edge.trunk.forget(id);
+}
+
+/// How long a parked call may be silent: configured, or the lot's parking time, recall and
+/// fallback rings and the ordinary media timeout, so that silence alone never ends a park
+/// before its recall has run.
+pub(crate) fn parked_timeout(edge: &Edge, ps: &ParkState) -> Duration {
+    if let Some(s) = edge.cfg.media.parked_timeout_secs {
+        return Duration::from_secs(s);
+    }
+    let lot = edge.orbit.lot(&ps.lot);
+    let parking = lot.map_or(0, |l| l.parking_ms);
+    let rings = lot.map_or(0, |l| {
+        l.recall_ring_ms * if l.fallback.is_some() { 2 } else { 1 }
+    });
+    Duration::from_millis(parking.saturating_add(rings))
+        + Duration::from_secs(edge.cfg.media.timeout_secs)
+}
+
+/// A call is gone: if it was parked, its slot is free at once.
+pub(crate) fn on_call_end(edge: &mut Edge, call: &Call) {
+    if let Some(c) = &call.consult {
+        edge.announced.remove(&c.slot);
+    }
+    let Some(ps) = &call.park else { return };
+    unhold(edge, ps.id);
+    let now = edge.last_now;
+    if let Some(r) = &ps.recall {
+        for b in &r.branches {
+            cancel_branch(edge, now, b);
+        }
+    }
+    // Whatever this edge's state shows (across sites it may lag): the log decides.
+    let reason = match call.end_why {
+        Some("no media") => {
+            warn!(slot = ps.slot, caller = %ps.caller_uri, "parked call ended: no RTP or RTCP from the parked caller");
+            EndReason::NoMedia
+        }
+        Some("shutdown") => {
+            warn!(slot = ps.slot, caller = %ps.caller_uri, "parked call ended: this edge is stopping");
+            EndReason::Lost
+        }
+        _ => {
+            info!(slot = ps.slot, "parked caller hung up");
+            EndReason::HungUp
+        }
+    };
+    let end = Command::End {
+        park: ps.id,
+        reason,
+    };
+    edge.propose(now, end, Then::Nothing);
+}

@@ -1,0 +1,369 @@
+//! Recall: at the deadline the edge holding the call rings the parker (wherever it is
+//! registered now), then the lot's fallback, then hangs the caller up. The slot stays claimable
+//! throughout; a recall answered claims its own park id, so a retriever who came first wins.
+//!
+//! ```text
+//! Expired ──▶ INVITE parker ──(ring time)──▶ INVITE fallback ──(ring time)──▶ End(Abandoned), BYE caller
+//!               └─ 2xx ──▶ Claim(park) ──▶ won: bridged   lost: ACK + BYE that phone
+//! ```
+
+use super::*;
+
+/// Ring the recall's `stage` target for call `cid` (its deadline has come, or the parker did
+/// not answer).
+pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
+    let Some(call) = edge.calls.get(&cid) else {
+        return;
+    };
+    let Some(ps) = &call.park else { return };
+    let span = call.span.clone();
+    let _g = span.enter();
+    let Some(lot) = edge.orbit.lot(&ps.lot).cloned() else {
+        return;
+    };
+    let target = match stage {
+        RecallStage::Parker => ps.parker.clone(),
+        RecallStage::Fallback => match &lot.fallback {
+            Some(f) => f.clone(),
+            None => return abandon(edge, now, cid),
+        },
+    };
+    // The target's phones here, else wherever it is registered now.
+    let mut targets: Vec<call::Target> = edge
+        .registrar
+        .lookup(now, &target)
+        .iter()
+        .map(call::Target::phone)
+        .collect();
+    if targets.is_empty() {
+        targets = crate::trunk::targets_for(edge, now, &target, &target);
+    }
+    if targets.is_empty() {
+        info!(%target, ?stage, "recall target not registered");
+        return next_stage(edge, now, cid, stage);
+    }
+    if edge.calls[&cid].departed_live {
+        let v = edge.calls[&cid]
+            .park
+            .as_ref()
+            .expect("parked")
+            .parked
+            .other();
+        call::send_bye_departed(edge, now, cid, v);
+    }
+    let domain = edge.cfg.tenant.domain.clone();
+    let call = edge.calls.get(&cid).expect("present");
+    let ps = call.park.as_ref().expect("parked");
+    let attempt = ps.recall.as_ref().map(|r| r.attempt + 1).unwrap_or(1);
+    let v = ps.parked.other();
+    let parked_user = call.dialog_ref(ps.parked).user.clone();
+    let (slot, label, codec, pt, te) = (ps.slot, ps.label.clone(), ps.codec, ps.pt, ps.te);
+    let caller_user = orbit_sip::Uri::parse(&ps.caller_uri)
+        .ok()
+        .and_then(|u| u.user().map(str::to_string))
+        .unwrap_or_else(|| parked_user.clone());
+    let tag = edge.ids.tag();
+    let d = Dialog {
+        call_id: edge.ids.call_id("orbit"),
+        local_tag: tag.clone(),
+        local_hdr: format!(
+            "\"Recall {slot}: {}\" <sip:{caller_user}@{domain}>;tag={tag}",
+            label.replace('"', "")
+        ),
+        remote_hdr: format!("<sip:{target}@{domain}>"),
+        remote_target: String::new(),
+        route_set: vec![],
+        local_cseq: 1,
+        remote_cseq: 0,
+        flow: targets[0].flow,
+        contact_user: caller_user.clone(),
+        user: target.clone(),
+    };
+    seat(edge, cid, v, d);
+    let call = &edge.calls[&cid];
+    let mut body = vec![];
+    if let Some(m) = &call.media {
+        m.vacate(v.leg());
+        body = sdp::ours(
+            m.local(v.leg()),
+            now_version(edge.now_ms(now)),
+            codec,
+            pt,
+            te,
+        );
+    }
+    info!(%target, ?stage, slot, forks = targets.len(), "recall ringing");
+    let keys: Vec<ClientKey> = targets.iter().map(|_| edge.new_branch()).collect();
+    let d = edge.calls[&cid].dialog_ref(v);
+    let sends: Vec<_> = targets
+        .iter()
+        .zip(keys)
+        .map(|(t, branch)| {
+            let bytes = call::invite_bytes(edge, d, t, &branch.branch, "70", Some(&body));
+            (t.flow, branch, bytes)
+        })
+        .collect();
+    let branches = sends
+        .iter()
+        .map(|(_, k, _)| Branch::new(k.clone()))
+        .collect();
+    let call = edge.calls.get_mut(&cid).expect("present");
+    call.park.as_mut().expect("parked").recall = Some(Recall {
+        claiming: None,
+        attempt,
+        stage,
+        target,
+        branches,
+    });
+    for (idx, (flow, branch, bytes)) in sends.into_iter().enumerate() {
+        edge.send_request(
+            now,
+            flow,
+            branch,
+            true,
+            bytes,
+            Owner::Recall {
+                call: cid,
+                attempt,
+                idx,
+            },
+        );
+    }
+    edge.timers.schedule(
+        now + Duration::from_millis(lot.recall_ring_ms),
+        TimerKey::Recall { call: cid, attempt },
+    );
+}
+
+pub(crate) fn current_recall(edge: &mut Edge, cid: u64, attempt: u32) -> Option<&mut Recall> {
+    edge.calls
+        .get_mut(&cid)?
+        .park
+        .as_mut()?
+        .recall
+        .as_mut()
+        .filter(|r| r.attempt == attempt)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn recall_response(
+    edge: &mut Edge,
+    now: Instant,
+    ckey: &ClientKey,
+    cid: u64,
+    attempt: u32,
+    idx: usize,
+    flow: Flow,
+    msg: Message,
+) {
+    let code = msg.code();
+    let Some(r) = current_recall(edge, cid, attempt) else {
+        // The recall was given up (retrieved, timed out, caller gone): stop this phone.
+        match code {
+            101..=199 => call::send_cancel(edge, now, ckey),
+            200..=299 => call::ack_and_bye(edge, now, flow, &msg),
+            _ => {}
+        }
+        return;
+    };
+    match code {
+        100 => {}
+        101..=199 => {
+            if r.branches[idx].provisional() {
+                call::send_cancel(edge, now, ckey);
+            }
+        }
+        200..=299 => recall_answered(edge, now, cid, idx, flow, msg),
+        _ => recall_failed(edge, now, cid, attempt, idx),
+    }
+}
+
+/// A recall phone answered: claim the call for it (a retriever may have come first).
+pub(crate) struct AfterRecallClaim {
+    cid: u64,
+    idx: usize,
+    flow: Flow,
+    msg: Message,
+}
+
+pub(crate) fn recall_answered(
+    edge: &mut Edge,
+    now: Instant,
+    cid: u64,
+    idx: usize,
+    flow: Flow,
+    msg: Message,
+) {
+    let call = edge.calls.get_mut(&cid).expect("present");
+    let span = call.span.clone();
+    let _g = span.enter();
+    let ps = call.park.as_mut().expect("parked");
+    let r = ps.recall.as_mut().expect("recalling");
+    match r.claiming {
+        // A retransmission of the answer being claimed for.
+        Some(i) if i == idx => return,
+        // Another phone answered first: this one is not needed.
+        Some(_) => return call::ack_and_bye(edge, now, flow, &msg),
+        None => r.claiming = Some(idx),
+    }
+    let claim = Command::Claim {
+        tenant: edge.cfg.tenant.domain.clone(),
+        slot: ps.slot,
+        park: Some(ps.id),
+        by: r.target.clone(),
+    };
+    let after = AfterRecallClaim {
+        cid,
+        idx,
+        flow,
+        msg,
+    };
+    edge.propose(now, claim, Then::RecallClaim(after));
+}
+
+/// The recall's claim: won, the answering phone takes the vacant side; lost, it is hung up.
+pub(crate) fn recall_claim_outcome(
+    edge: &mut Edge,
+    now: Instant,
+    a: AfterRecallClaim,
+    outcome: Outcome,
+) {
+    let AfterRecallClaim {
+        cid,
+        idx,
+        flow,
+        msg,
+    } = a;
+    let ours = edge
+        .calls
+        .get(&cid)
+        .and_then(|c| c.park.as_ref())
+        .and_then(|p| p.recall.as_ref())
+        .is_some_and(|r| r.claiming == Some(idx));
+    if !ours || !matches!(outcome, Ok(Event::Claimed { .. })) {
+        if let Some(r) = edge
+            .calls
+            .get_mut(&cid)
+            .and_then(|c| c.park.as_mut())
+            .and_then(|p| p.recall.as_mut())
+        {
+            r.claiming = None;
+        }
+        return call::ack_and_bye(edge, now, flow, &msg);
+    }
+    let call = edge.calls.get_mut(&cid).expect("present");
+    let ps = call.park.as_ref().expect("parked");
+    let (park_id, parked) = (ps.id, ps.parked);
+    unhold(edge, park_id);
+    let call = edge.calls.get_mut(&cid).expect("present");
+    let mut ps = call.park.take().expect("parked");
+    let r = ps.recall.take().expect("recalling");
+    let v = parked.other();
+    call.dialog(v).establish(&msg, flow);
+    call.vacant = None;
+    if is_sdp(&msg) {
+        call.sdp[v as usize] = Some(msg.body.clone());
+        if let (Some(m), Ok(info)) = (&call.media, sdp::media_info(&msg.body)) {
+            m.set_remote(v.leg(), info.rtp, info.rtcp, flow.addr.ip());
+        }
+    }
+    if let Some(m) = &call.media {
+        m.bridge(parked.leg());
+    }
+    call.state = CallState::Confirmed;
+    info!(by = %r.target, stage = ?r.stage, slot = ps.slot, "recall answered");
+    call::send_own_ack(edge, cid, v, 1);
+    for (i, b) in r.branches.iter().enumerate() {
+        if i != idx {
+            cancel_branch(edge, now, b);
+        }
+    }
+}
+
+pub(crate) fn cancel_branch(edge: &mut Edge, now: Instant, b: &Branch) {
+    match b.state {
+        // No provisional yet: a CANCEL now could overtake the INVITE; the stale-recall path
+        // cancels it when its first 1xx arrives.
+        BranchState::Calling | BranchState::Done => {}
+        BranchState::Proceeding => call::send_cancel(edge, now, &b.key),
+    }
+}
+
+pub(crate) fn recall_failed(edge: &mut Edge, now: Instant, cid: u64, attempt: u32, idx: usize) {
+    let Some(r) = current_recall(edge, cid, attempt) else {
+        return;
+    };
+    r.branches[idx].state = BranchState::Done;
+    if r.branches.iter().all(|b| b.state == BranchState::Done) {
+        let stage = r.stage;
+        next_stage(edge, now, cid, stage);
+    }
+}
+
+pub(crate) fn on_recall_timeout(edge: &mut Edge, now: Instant, cid: u64, attempt: u32) {
+    let Some(r) = current_recall(edge, cid, attempt) else {
+        return;
+    };
+    let stage = r.stage;
+    info!(call = cid, ?stage, "recall unanswered");
+    next_stage(edge, now, cid, stage);
+}
+
+/// The recall stage `stage` is over unanswered: ring the fallback, or give up.
+pub(crate) fn next_stage(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
+    cancel_recall(edge, now, cid);
+    let Some(ps) = edge.calls.get(&cid).and_then(|c| c.park.as_ref()) else {
+        return;
+    };
+    let has_fallback = edge
+        .orbit
+        .lot(&ps.lot)
+        .is_some_and(|l| l.fallback.is_some());
+    let id = ps.id;
+    if stage == RecallStage::Parker && has_fallback {
+        let cmd = Command::RecallStage {
+            park: id,
+            stage: RecallStage::Fallback,
+        };
+        edge.propose(now, cmd, Then::Nothing);
+        start_recall(edge, now, cid, RecallStage::Fallback);
+    } else {
+        abandon(edge, now, cid);
+    }
+}
+
+/// Nobody took the call back: hang up the parked caller.
+pub(crate) fn abandon(edge: &mut Edge, now: Instant, cid: u64) {
+    let Some(call) = edge.calls.get_mut(&cid) else {
+        return;
+    };
+    let Some(ps) = call.park.take() else { return };
+    let span = call.span.clone();
+    let _g = span.enter();
+    warn!(slot = ps.slot, caller = %ps.caller_uri, parker = %ps.parker, "recall and fallback unanswered: hanging up the parked caller");
+    unhold(edge, ps.id);
+    let end = Command::End {
+        park: ps.id,
+        reason: EndReason::Abandoned,
+    };
+    edge.propose(now, end, Then::Nothing);
+    call::hangup(edge, now, cid, "recall unanswered");
+}
+
+/// Stop ringing recall phones (the call was retrieved, or is ending).
+pub(crate) fn cancel_recall(edge: &mut Edge, now: Instant, cid: u64) {
+    let Some(r) = edge
+        .calls
+        .get_mut(&cid)
+        .and_then(|c| c.park.as_mut())
+        .and_then(|p| p.recall.as_mut())
+    else {
+        return;
+    };
+    // Keep the attempt number but mark it over, so late answers find no current recall.
+    r.attempt = r.attempt.wrapping_add(1 << 31);
+    let branches = std::mem::take(&mut r.branches);
+    for b in &branches {
+        cancel_branch(edge, now, b);
+    }
+}

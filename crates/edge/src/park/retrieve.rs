@@ -1,0 +1,257 @@
+//! Retrieve: an INVITE to a slot claims whatever is parked there (the log decides), and the
+//! retriever takes the vacant side of the parked call, here or, held at another site, over the
+//! trunk. A retriever who cancels while its claim is ordered puts the call back in its slot.
+//!
+//! ```text
+//! INVITE 701 ──▶ codec check (replica) ──▶ Claim ──▶ here: 200 with the vacant relay leg
+//!                                                └─▶ elsewhere: trunk INVITE to the holding site
+//! ```
+
+use super::*;
+
+/// A retrieve whose claim is being ordered: the retriever's INVITE.
+pub(crate) struct AfterClaim {
+    pub key: ServerKey,
+    pub flow: Flow,
+    pub msg: Message,
+    pub retriever: String,
+    pub slot: u32,
+}
+
+pub(crate) fn nobody_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, code: u16) {
+    let reason = match code {
+        404 => format!("Nobody Parked On {}", a.slot),
+        _ => "Parking Unavailable".to_string(),
+    };
+    let bytes = Response::to(&a.msg, code)
+        .reason(&reason)
+        .encode(a.flow.addr);
+    edge.reply_bytes(now, &a.key, code, bytes);
+}
+
+/// The retriever must take the parked party's codec: `Err` names it when the offer has none.
+pub(crate) fn retriever_pt(ps: &ParkState, offer: Option<&[u8]>) -> Result<u8, Codec> {
+    match offer {
+        Some(o) => offer_pt(o, ps.codec).ok_or(ps.codec),
+        None => Ok(ps.pt),
+    }
+}
+
+/// The payload type an SDP offer gives `codec`, if it offers it.
+pub(crate) fn offer_pt(offer: &[u8], codec: Codec) -> Option<u8> {
+    sdp::formats(offer)
+        .unwrap_or_default()
+        .iter()
+        .find(|(_, n)| Codec::from_name(n) == Some(codec))
+        .map(|(pt, _)| *pt)
+}
+
+pub(crate) fn wrong_codec(edge: &mut Edge, now: Instant, a: &AfterClaim, codec: Codec) {
+    let reason = format!("Parked Call Uses {}", codec.name());
+    let bytes = Response::to(&a.msg, 488)
+        .reason(&reason)
+        .encode(a.flow.addr);
+    edge.reply_bytes(now, &a.key, 488, bytes);
+}
+
+/// An INVITE to a slot: claim whatever is parked there (the log decides; what this edge's
+/// state shows serves only to refuse a codec the parked call cannot take before claiming).
+pub(crate) fn on_retrieve(
+    edge: &mut Edge,
+    now: Instant,
+    key: &ServerKey,
+    flow: Flow,
+    msg: Message,
+    retriever: String,
+    slot: u32,
+) {
+    let tenant = edge.cfg.tenant.domain.clone();
+    let a = AfterClaim {
+        key: key.clone(),
+        flow,
+        msg,
+        retriever,
+        slot,
+    };
+    let here = edge
+        .orbit
+        .in_slot(&tenant, slot)
+        .and_then(|p| edge.parks.get(&p.id))
+        .and_then(|cid| edge.calls.get(cid))
+        .and_then(|c| c.park.as_ref());
+    let offer = is_sdp(&a.msg).then_some(&a.msg.body[..]);
+    if let Some(ps) = here {
+        if let Err(codec) = retriever_pt(ps, offer) {
+            return wrong_codec(edge, now, &a, codec);
+        }
+    } else if let (Some(codec), Some(o)) = (
+        edge.orbit
+            .in_slot(&tenant, slot)
+            .and_then(|p| p.call.codec.as_deref())
+            .and_then(Codec::from_name),
+        offer,
+    ) {
+        // Held at another site: its codec is in the registry's record of the park.
+        if offer_pt(o, codec).is_none() {
+            return wrong_codec(edge, now, &a, codec);
+        }
+    }
+    edge.reply(now, key, Response::to(&a.msg, 100));
+    let claim = Command::Claim {
+        tenant,
+        slot,
+        park: None,
+        by: a.retriever.clone(),
+    };
+    let span = info_span!(parent: None, "retrieve", slot, by = %a.retriever, site = %edge.cfg.site);
+    let _g = span.enter();
+    edge.claiming.insert(a.key.clone(), false);
+    edge.propose(now, claim, Then::Retrieve(a));
+}
+
+/// The claim's outcome: take the call here, or from the site holding it over the trunk.
+pub(crate) fn claim_outcome(edge: &mut Edge, now: Instant, a: AfterClaim, outcome: Outcome) {
+    if edge.claiming.remove(&a.key) == Some(true) {
+        return claim_cancelled(edge, now, &a, outcome);
+    }
+    match outcome {
+        Ok(Event::Claimed { parked, .. }) if parked.call.edge == edge.cfg.site => {
+            match edge.parks.get(&parked.id).copied() {
+                Some(cid) => take_parked(edge, now, &a, cid),
+                None => nobody_parked(edge, now, &a, 404),
+            }
+        }
+        Ok(Event::Claimed { parked, .. }) => crate::trunk::retrieve_remote(edge, now, a, parked),
+        Err(OrbitError::Unavailable(_)) => nobody_parked(edge, now, &a, 503),
+        _ => nobody_parked(edge, now, &a, 404),
+    }
+}
+
+/// The retriever cancelled while its claim was being ordered: its INVITE gets its 487 now, and
+/// a call it won goes back into the same slot (a new park with a fresh timer), wherever it is
+/// held; the holding edge takes the new park as its own ([`adopt_repark`]).
+pub(crate) fn claim_cancelled(edge: &mut Edge, now: Instant, a: &AfterClaim, outcome: Outcome) {
+    let bytes = Response::to(&a.msg, 487)
+        .reason("Request Terminated")
+        .encode(a.flow.addr);
+    edge.reply_bytes(now, &a.key, 487, bytes);
+    if let Ok(Event::Claimed { parked, .. }) = outcome {
+        info!(
+            park = parked.id,
+            slot = parked.slot,
+            "retriever cancelled after its claim won: parking the call again"
+        );
+        let cmd = Command::Park {
+            lot: parked.lot,
+            slot: Some(parked.slot),
+            call: parked.call,
+        };
+        edge.propose(now, cmd, Then::Nothing);
+    }
+}
+
+/// A park of a call held here that this edge did not make (a retriever who cancelled after
+/// winning put it back): the call whose own park was claimed and not fetched takes the new
+/// one. Its music never stopped.
+pub(crate) fn adopt_repark(edge: &mut Edge, p: &orbit_state::Parked) {
+    if edge.parks.contains_key(&p.id) {
+        return;
+    }
+    let found = edge.parks.iter().find_map(|(&old, &cid)| {
+        let c = edge.calls.get(&cid)?;
+        let d = c.dialog_ref(c.park.as_ref()?.parked);
+        (edge.orbit.parked(old).is_none()
+            && d.call_id == p.call.call_id
+            && d.local_tag == p.call.local_tag)
+            .then_some((old, cid))
+    });
+    let Some((old, cid)) = found else { return };
+    unhold(edge, old);
+    edge.parks.insert(p.id, cid);
+    if let Some(ps) = edge.calls.get_mut(&cid).and_then(|c| c.park.as_mut()) {
+        ps.id = p.id;
+        ps.slot = p.slot;
+    }
+    info!(
+        old,
+        park = p.id,
+        slot = p.slot,
+        "parked call back in its slot"
+    );
+}
+
+/// Give the parked call `cid` (claimed) to the retriever whose INVITE is `a`: it takes the
+/// vacant side and gets a 200 with the relay's vacant leg in the parked party's codec.
+pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u64) {
+    let call = &edge.calls[&cid];
+    let ps = call.park.as_ref().expect("parks maps to parked calls");
+    let (codec, parked, label, park_id) = (ps.codec, ps.parked, ps.label.clone(), ps.id);
+    let offer = is_sdp(&a.msg).then(|| a.msg.body.clone());
+    let pt = match retriever_pt(ps, offer.as_deref()) {
+        Ok(pt) => pt,
+        Err(codec) => {
+            // Claimed, but the offer changed since the check: nobody else can have it now.
+            wrong_codec(edge, now, a, codec);
+            return call::hangup(
+                edge,
+                now,
+                cid,
+                "retriever cannot take the parked call's codec",
+            );
+        }
+    };
+    let te = offer.as_deref().and_then(sdp::telephone_event).or(ps.te);
+    let span = call.span.clone();
+    let _g = span.enter();
+    unhold(edge, park_id);
+    cancel_recall(edge, now, cid);
+    if edge.calls[&cid].departed_live {
+        call::send_bye_departed(edge, now, cid, parked.other());
+    }
+    let tag = edge.ids.tag();
+    let v = parked.other();
+    let parked_user = edge.calls[&cid].dialog_ref(parked).user.clone();
+    seat(
+        edge,
+        cid,
+        v,
+        Dialog::uas(&a.msg, a.flow, &tag, &parked_user, &a.retriever),
+    );
+    let call = edge.calls.get_mut(&cid).expect("present");
+    call.vacant = None;
+    let ps = call.park.take().expect("parked");
+    call.sdp[v as usize] = offer.clone();
+    let mut body = vec![];
+    if let Some(m) = &call.media {
+        m.vacate(v.leg());
+        if let Some(info) = offer.as_deref().and_then(|o| sdp::media_info(o).ok()) {
+            m.set_remote(v.leg(), info.rtp, info.rtcp, a.flow.addr.ip());
+        }
+        m.bridge(parked.leg());
+        m.bridge(v.leg());
+        body = sdp::ours(
+            m.local(v.leg()),
+            now_version(edge.now_ms(now)),
+            codec,
+            pt,
+            te,
+        );
+    }
+    info!(slot = ps.slot, by = %a.retriever, "retrieved");
+    let c = edge.local.contact(&parked_user, a.flow.proto);
+    let identity = format!(
+        "\"{}: {}\" <{}>",
+        ps.slot,
+        label.replace('"', ""),
+        ps.caller_uri
+    );
+    let bytes = Response::to(&a.msg, 200)
+        .reason("OK")
+        .tag(&tag)
+        .header("Contact", &c)
+        .header("Allow", ALLOW)
+        .header("P-Asserted-Identity", &identity)
+        .body("application/sdp", &body)
+        .encode(a.flow.addr);
+    call::send_own_2xx(edge, now, cid, v, &a.key, a.msg.cseq.seq, bytes);
+}
