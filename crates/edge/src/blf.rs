@@ -102,12 +102,23 @@ pub(crate) fn on_subscribe(
             Response::to(&msg, 503).header("Retry-After", "60"),
         );
     }
-    let tag = edge.ids.tag();
     let subscriber = msg
         .from()
         .and_then(|f| orbit_sip::Uri::parse(f.uri).ok())
         .and_then(|u| u.user().map(str::to_string))
         .unwrap_or_default();
+    let held = edge
+        .blf
+        .subs
+        .values()
+        .filter(|s| s.dialog.user == subscriber)
+        .count();
+    if expires > 0 && held >= edge.cfg.limits.lamps_per_user {
+        info!(%subscriber, held, "too many lamp subscriptions for one user");
+        let r = Response::to(&msg, 403).reason("Too Many Lamps");
+        return edge.reply(now, key, r);
+    }
+    let tag = edge.ids.tag();
     let dialog = Dialog::uas(&msg, flow, &tag, &user, &subscriber);
     let k = (dialog.call_id.clone(), tag.clone());
     respond(edge, now, key, &msg, &tag, &user, flow, expires);

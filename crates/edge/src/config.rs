@@ -393,9 +393,18 @@ pub struct LimitsConfig {
     pub requests_per_sec: u32,
     #[serde(default = "default_burst")]
     pub burst: u32,
-    /// Most concurrent calls; more get 503.
+    /// Most concurrent calls; more get 503. The relay's port range bounds it too (each call
+    /// holds two port pairs): the edge takes the smaller of the two.
     #[serde(default = "default_max_calls")]
     pub max_calls: usize,
+    /// Most concurrent calls one digest-authenticated user may start (486 beyond), so that
+    /// one phone cannot take the whole edge. Trusted sources and trunk peers are exempt.
+    #[serde(default = "default_calls_per_user")]
+    pub calls_per_user: usize,
+    /// Most lamp subscriptions one user may hold (403 beyond); a large attendant console
+    /// has about 200 keys.
+    #[serde(default = "default_lamps_per_user")]
+    pub lamps_per_user: usize,
     /// Most server transactions held at once; beyond it requests are answered without state
     /// (OPTIONS, challenges) or with 503. A transaction lives 32 s after its answer (64·T1),
     /// so this allows about 8,000 new requests/s.
@@ -449,6 +458,14 @@ fn default_max_calls() -> usize {
     20_000
 }
 
+fn default_calls_per_user() -> usize {
+    16
+}
+
+fn default_lamps_per_user() -> usize {
+    200
+}
+
 fn default_max_transactions() -> usize {
     262_144
 }
@@ -461,6 +478,8 @@ impl Default for LimitsConfig {
             requests_per_sec: default_rate(),
             burst: default_burst(),
             max_calls: default_max_calls(),
+            calls_per_user: default_calls_per_user(),
+            lamps_per_user: default_lamps_per_user(),
             max_transactions: default_max_transactions(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),

@@ -168,6 +168,11 @@ pub struct Edge {
     pub(crate) port: crate::orbit::OrbitPort,
     /// Trunk signatures seen, claims shown for calls held here (see [`crate::trunk`]).
     pub(crate) trunk: crate::trunk::TrunkState,
+    /// Calls each digest-authenticated user has started and not ended.
+    pub(crate) calls_by_user: HashMap<String, usize>,
+    /// Concurrent calls this edge takes: `limits.max_calls`, or fewer if the relay's ports
+    /// cannot serve that many (two port pairs a call).
+    pub(crate) max_calls: usize,
 }
 
 impl Edge {
@@ -203,6 +208,15 @@ impl Edge {
             default_lot.get_or_insert(lot.key());
         }
         let incarnation = ids.u64().max(1);
+        let pairs = usize::from(cfg.media.port_max.saturating_sub(cfg.media.port_min) / 2);
+        let max_calls = cfg.limits.max_calls.min(pairs / 2);
+        if max_calls < cfg.limits.max_calls {
+            info!(
+                max_calls,
+                configured = cfg.limits.max_calls,
+                "the relay's ports bound the calls this edge takes"
+            );
+        }
         Edge {
             limits: Limits {
                 max_headers: cfg.limits.max_headers,
@@ -246,6 +260,8 @@ impl Edge {
                 incarnation,
             ),
             trunk: Default::default(),
+            calls_by_user: HashMap::new(),
+            max_calls,
             cfg,
         }
     }
@@ -439,6 +455,39 @@ impl Edge {
                     .collect();
                 self.reply(now, key, Response::to(msg, code).pairs(&extra));
                 None
+            }
+        }
+    }
+
+    /// Admit a new call for `user`, whose request came over `flow`: `Ok(owner)` (the user it
+    /// counts against, if any) or the refusal to send (503 at capacity, 486 when the user has
+    /// as many calls as it may).
+    pub(crate) fn admit_call(&self, user: &str, flow: &Flow) -> Result<Option<String>, u16> {
+        if self.calls.len() >= self.max_calls {
+            return Err(503);
+        }
+        let ip = flow.addr.ip();
+        let peer = self
+            .cfg
+            .trunk
+            .as_ref()
+            .is_some_and(|t| t.peers.iter().any(|p| p.addr.ip() == ip));
+        if self.is_trusted(ip) || peer {
+            return Ok(None);
+        }
+        if self.calls_by_user.get(user).copied().unwrap_or(0) >= self.cfg.limits.calls_per_user {
+            info!(%user, "too many calls for one user");
+            return Err(486);
+        }
+        Ok(Some(user.to_string()))
+    }
+
+    /// A call counted against `owner` is over (or was never started).
+    pub(crate) fn release_owner(&mut self, owner: &str) {
+        if let Some(n) = self.calls_by_user.get_mut(owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.calls_by_user.remove(owner);
             }
         }
     }

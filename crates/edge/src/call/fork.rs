@@ -92,9 +92,13 @@ impl Edge {
             display: from_display,
             max_forwards: mf,
         } = nc;
-        if self.calls.len() >= self.cfg.limits.max_calls {
-            return self.reply(now, key, Response::to(&msg, 503));
-        }
+        let owner = match self.admit_call(&caller, &flow) {
+            Ok(o) => o,
+            Err(486) => {
+                return self.reply(now, key, Response::to(&msg, 486).reason("Too Many Calls"))
+            }
+            Err(code) => return self.reply(now, key, Response::to(&msg, code)),
+        };
         let id = self.unique_call_id();
         let media = match self.media.open(id) {
             Ok(m) => m,
@@ -160,6 +164,7 @@ impl Edge {
             invite_busy: true,
             pending_byes: 0,
             end_why: None,
+            owner: None,
         };
         let invite = call.a_invite.clone();
         let body = match relay_sdp(&mut call, Side::A, &invite, flow.addr.ip()) {
@@ -183,7 +188,8 @@ impl Edge {
             call.branches.push(Branch::new(branch.clone()));
             sends.push((t.flow, branch, bytes));
         }
-        self.calls.insert(id, call);
+        call.owner = owner;
+        self.insert_call(call);
         for (idx, (flow, branch, bytes)) in sends.into_iter().enumerate() {
             self.send_request(
                 now,

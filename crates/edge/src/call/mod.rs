@@ -134,6 +134,8 @@ pub(crate) struct Call {
     pending_byes: usize,
     /// Why we ended the call, when we did (the park's end reason says it).
     pub(crate) end_why: Option<&'static str>,
+    /// The user this call counts against ([`Edge::admit_call`]).
+    pub(crate) owner: Option<String>,
 }
 
 impl Call {
@@ -303,6 +305,7 @@ pub(crate) fn insert_app_call(
     key: &ServerKey,
     offer: Option<Bytes>,
     consult: Option<crate::park::Consult>,
+    owner: Option<String>,
 ) {
     let b = Dialog {
         call_id: String::new(),
@@ -346,8 +349,9 @@ pub(crate) fn insert_app_call(
         invite_busy: false,
         pending_byes: 0,
         end_why: None,
+        owner,
     };
-    edge.calls.insert(id, call);
+    edge.insert_call(call);
 }
 
 /// Answer a party's INVITE ourselves (retrieve) with `bytes`, a 2xx, and resend it until the
@@ -420,5 +424,15 @@ pub(crate) fn on_timer(edge: &mut Edge, now: Instant, id: u64) {
             warn!("no ACK for 2xx");
             hangup(edge, now, id, "no ACK");
         }
+    }
+}
+
+impl Edge {
+    /// Take a new call in, counting it against its owner.
+    pub(crate) fn insert_call(&mut self, call: Call) {
+        if let Some(o) = &call.owner {
+            *self.calls_by_user.entry(o.clone()).or_default() += 1;
+        }
+        self.calls.insert(call.id, call);
     }
 }

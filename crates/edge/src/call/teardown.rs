@@ -99,6 +99,9 @@ pub(crate) fn end_call(edge: &mut Edge, id: u64) {
     let Some(call) = edge.calls.remove(&id) else {
         return;
     };
+    if let Some(o) = &call.owner {
+        edge.release_owner(o);
+    }
     let _g = call.span.enter();
     crate::park::on_call_end(edge, &call);
     edge.dialogs

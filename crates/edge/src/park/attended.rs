@@ -24,6 +24,10 @@ pub(crate) fn on_park_call(
     parker: String,
     lot: LotKey,
 ) {
+    let owner = match edge.admit_call(&parker, &flow) {
+        Ok(o) => o,
+        Err(code) => return edge.reply(now, key, Response::to(&msg, code)),
+    };
     let offer = is_sdp(&msg).then(|| msg.body.clone());
     let Some((codec, pt)) = offer.as_deref().and_then(sdp::g711) else {
         let bytes = Response::to(&msg, 488)
@@ -92,6 +96,7 @@ pub(crate) fn on_park_call(
         key,
         offer,
         consult,
+        owner,
     );
     let c = edge.local.contact(&lot.park_ext, flow.proto);
     let bytes = Response::to(&msg, 200)

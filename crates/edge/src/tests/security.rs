@@ -217,3 +217,72 @@ fn an_expires_that_is_not_a_number_is_refused_not_read_as_a_default() {
     }
     assert_eq!(net.edge.lamp_subscriptions(), 0);
 }
+
+#[test]
+fn one_user_cannot_hold_more_lamps_than_its_share() {
+    let mut cfg = config();
+    cfg.limits.lamps_per_user = 3;
+    let mut net = Net::with(cfg);
+    let sub = |n: u32, from: &str| {
+        format!("SUBSCRIBE sip:701@orbit.test SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:6001;branch=z9hG4bKl{n}\nMax-Forwards: 70\nFrom: <sip:{from}@orbit.test>;tag=l{n}\nTo: <sip:701@orbit.test>\nCall-ID: lamps-{n}\nCSeq: 1 SUBSCRIBE\nContact: <sip:{from}@127.0.0.1:6001>\nEvent: dialog\nExpires: 600\nContent-Length: 0\n\n")
+    };
+    for n in 0..3 {
+        net.send(ALICE, &sub(n, "1001"));
+        assert!(net.take(ALICE).iter().any(|m| m.code() == 200));
+    }
+    net.send(ALICE, &sub(3, "1001"));
+    let r = net.one(ALICE);
+    assert_eq!((r.code(), r.reason()), (403, "Too Many Lamps"));
+    // Another user still subscribes.
+    net.send(ALICE, &sub(4, "1002"));
+    assert!(net.take(ALICE).iter().any(|m| m.code() == 200));
+    assert_eq!(net.edge.lamp_subscriptions(), 4);
+}
+
+/// An INVITE from Alice at an untrusted address, answering the edge's challenge.
+fn authenticated_invite(net: &mut Net, to: &str, branch: &str) -> u16 {
+    net.send(ALICE, &invite(to, branch, ""));
+    let ch = net.one(ALICE);
+    assert_eq!(ch.code(), 407);
+    let creds = crate::auth::Credentials {
+        user: "1001",
+        password: "pw1001",
+        method: "INVITE",
+        uri: &format!("sip:{to}@orbit.test"),
+        nc: 1,
+        cnonce: "c1",
+    };
+    let auth = crate::auth::answer(ch.header(Name::ProxyAuthenticate).unwrap(), &creds).unwrap();
+    let again = invite(
+        to,
+        &format!("{branch}x"),
+        &format!("Proxy-Authorization: {auth}\n"),
+    )
+    .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+    .replace(&format!("call-{branch}x"), &format!("call-{branch}"));
+    net.send(ALICE, &again);
+    let codes: Vec<u16> = net.take(ALICE).iter().map(|m| m.code()).collect();
+    *codes.iter().find(|&&c| c != 100).unwrap_or(&100)
+}
+
+#[test]
+fn one_user_cannot_start_more_calls_than_its_share() {
+    let mut cfg = config();
+    cfg.auth.trusted.clear();
+    cfg.limits.calls_per_user = 2;
+    let mut net = Net::with(cfg);
+    net.register("1002", BOB1);
+    // Two ringing calls are Alice's share; the third is refused, and nothing rings for it.
+    assert_eq!(authenticated_invite(&mut net, "1002", "u1"), 100);
+    assert_eq!(authenticated_invite(&mut net, "1002", "u2"), 100);
+    let bob_got = net.take(BOB1);
+    assert_eq!(bob_got.len(), 2);
+    assert_eq!(authenticated_invite(&mut net, "1002", "u3"), 486);
+    assert!(net.take(BOB1).is_empty());
+    assert_eq!(net.edge.active_calls(), 2);
+    // Bob turns one down: that call is over, and Alice may call again.
+    net.send_msg(BOB1, answer(&bob_got[0], 603, "bob", None, BOB1));
+    assert_eq!(net.edge.active_calls(), 1);
+    net.take(ALICE);
+    assert_eq!(authenticated_invite(&mut net, "1002", "u4"), 100);
+}
