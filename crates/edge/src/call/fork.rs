@@ -137,35 +137,7 @@ impl Edge {
             contact_user: caller.clone(),
             user: callee.clone(),
         };
-        let mut call = Call {
-            id,
-            span: span.clone(),
-            state: CallState::Ringing,
-            started: now,
-            a,
-            a_invite: msg,
-            a_stx: key.clone(),
-            b,
-            branches: vec![],
-            winner: None,
-            best: None,
-            media: Some(media),
-            ok_retx: None,
-            ack_pending: None,
-            sdp: [None, None],
-            park: None,
-            vacant: None,
-            own_answer: None,
-            consult: None,
-            parking: false,
-            departed_live: false,
-            digits: Default::default(),
-            acked: None,
-            invite_busy: true,
-            pending_byes: 0,
-            end_why: None,
-            owner: None,
-        };
+        let mut call = Call::new(id, span.clone(), now, a, msg, key, b, media);
         let invite = call.a_invite.clone();
         let body = match relay_sdp(&mut call, Side::A, &invite, flow.addr.ip()) {
             Ok(b) => b,
@@ -244,15 +216,14 @@ pub(crate) fn branch_response(
             let body = relay_sdp(call, Side::B, &msg, flow.addr.ip())
                 .ok()
                 .flatten();
-            let bytes = Response::to(&call.a_invite, code)
-                .reason(msg.reason())
-                .tag(&call.a.local_tag)
-                .header(
-                    "Contact",
-                    &edge.local.contact(&call.a.contact_user, call.a.flow.proto),
-                )
-                .opt_body(body.as_deref().map(|b| ("application/sdp", b)))
-                .encode(call.a.flow.addr);
+            let bytes = to_caller(
+                &edge.local,
+                call,
+                code,
+                msg.reason(),
+                body.as_deref(),
+                false,
+            );
             let key = call.a_stx.clone();
             edge.reply_bytes(now, &key, code, bytes);
         }
@@ -282,16 +253,7 @@ pub(crate) fn branch_response(
             let body = relay_sdp(call, Side::B, &msg, flow.addr.ip())
                 .ok()
                 .flatten();
-            let bytes = Response::to(&call.a_invite, code)
-                .reason(msg.reason())
-                .tag(&call.a.local_tag)
-                .header(
-                    "Contact",
-                    &edge.local.contact(&call.a.contact_user, call.a.flow.proto),
-                )
-                .header("Allow", ALLOW)
-                .opt_body(body.as_deref().map(|b| ("application/sdp", b)))
-                .encode(call.a.flow.addr);
+            let bytes = to_caller(&edge.local, call, code, msg.reason(), body.as_deref(), true);
             let a_cseq = call.a_invite.cseq.seq;
             call.ok_retx = Some(OkRetx {
                 to: Side::A,
@@ -425,4 +387,28 @@ pub(crate) fn on_cancel(edge: &mut Edge, now: Instant, invite_key: &ServerKey) {
     let _g = call.span.clone().entered();
     info!("cancelled by caller");
     hangup(edge, now, id, "cancelled");
+}
+
+/// The callee's answer as the caller gets it: on the caller's INVITE, with our tag and
+/// Contact, the SDP rewritten to the relay; a 2xx also says what we allow.
+fn to_caller(
+    local: &orbit_sip::build::Local,
+    call: &Call,
+    code: u16,
+    reason: &str,
+    sdp: Option<&[u8]>,
+    allow: bool,
+) -> Bytes {
+    let contact = local.contact(&call.a.contact_user, call.a.flow.proto);
+    let mut r = Response::to(&call.a_invite, code)
+        .reason(reason)
+        .tag(&call.a.local_tag)
+        .header("Contact", &contact);
+    if allow {
+        r = r.header("Allow", ALLOW);
+    }
+    if let Some(b) = sdp {
+        r = r.sdp(b);
+    }
+    r.encode(call.a.flow.addr)
 }

@@ -11,9 +11,9 @@
 //!        ──BYE──────▶  │      │  ──BYE──────▶  media released at once
 //! ```
 
-use crate::core::{Edge, TimerKey, ALLOW};
-use crate::media::{Leg, MediaSession};
-use crate::transactions::Owner;
+use std::net::IpAddr;
+use std::time::Instant;
+
 use bytes::Bytes;
 use orbit_sip::build::{cancel_for, Response};
 use orbit_sip::dialog::Dialog;
@@ -22,9 +22,11 @@ use orbit_sip::message::{Message, Name, Writer};
 use orbit_sip::transaction::{Retransmitter, State};
 use orbit_sip::transport::Flow;
 use orbit_sip::{reason_phrase, Method};
-use std::net::IpAddr;
-use std::time::Instant;
 use tracing::{debug, info, info_span, warn, Span};
+
+use crate::core::{Edge, TimerKey, ALLOW};
+use crate::media::{Leg, MediaSession};
+use crate::transactions::Owner;
 
 mod fork;
 mod in_dialog;
@@ -139,6 +141,50 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// A call whose caller (side A) sent `invite` through server transaction `key`; side B is
+    /// `b` (ringing the callee) or a placeholder (vacant, for a call the edge answers).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: u64,
+        span: Span,
+        now: Instant,
+        a: Dialog,
+        invite: Message,
+        key: &ServerKey,
+        b: Dialog,
+        media: Box<dyn MediaSession>,
+    ) -> Call {
+        Call {
+            id,
+            span,
+            state: CallState::Ringing,
+            started: now,
+            a,
+            a_invite: invite,
+            a_stx: key.clone(),
+            b,
+            branches: vec![],
+            winner: None,
+            best: None,
+            media: Some(media),
+            ok_retx: None,
+            ack_pending: None,
+            sdp: [None, None],
+            park: None,
+            vacant: None,
+            own_answer: None,
+            consult: None,
+            parking: false,
+            departed_live: false,
+            digits: Default::default(),
+            acked: None,
+            invite_busy: true,
+            pending_byes: 0,
+            end_why: None,
+            owner: None,
+        }
+    }
+
     pub(crate) fn dialog(&mut self, s: Side) -> &mut Dialog {
         match s {
             Side::A => &mut self.a,
@@ -322,35 +368,13 @@ pub(crate) fn insert_app_call(
     };
     edge.dialogs
         .insert((a.call_id.clone(), a.local_tag.clone()), id);
-    let call = Call {
-        id,
-        span,
-        state: CallState::Answered,
-        started: now,
-        a,
-        a_invite: msg,
-        a_stx: key.clone(),
-        b,
-        branches: vec![],
-        winner: None,
-        best: None,
-        media: Some(media),
-        ok_retx: None,
-        ack_pending: None,
-        sdp: [offer, None],
-        park: None,
-        vacant: Some(Side::B),
-        own_answer: None,
-        consult,
-        parking: false,
-        departed_live: false,
-        digits: Default::default(),
-        acked: None,
-        invite_busy: false,
-        pending_byes: 0,
-        end_why: None,
-        owner,
-    };
+    let mut call = Call::new(id, span, now, a, msg, key, b, media);
+    call.state = CallState::Answered;
+    call.sdp = [offer, None];
+    call.vacant = Some(Side::B);
+    call.consult = consult;
+    call.invite_busy = false;
+    call.owner = owner;
     edge.insert_call(call);
 }
 

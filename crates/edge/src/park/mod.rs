@@ -16,11 +16,9 @@
 //! Every decision (is the slot free? who won the claim?) is a command applied to the orbit
 //! state, never a local guess, so that the registry can take over ordering across sites.
 
-use crate::call::{self, is_sdp, Branch, BranchState, Call, CallState, Side};
-use crate::core::{Edge, TimerKey, ALLOW};
-use crate::media::Leg;
-use crate::orbit::{OrbitError, Outcome, Then};
-use crate::transactions::Owner;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
 use orbit_media::sdp;
 use orbit_media::{Clip, Codec, Prompts};
 use orbit_sip::build::Response;
@@ -33,9 +31,13 @@ use orbit_sip::Method;
 use orbit_state::{
     CallInfo, Command, EndReason, Event, LotKey, Millis, ParkId, RecallStage, Rejection,
 };
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 use tracing::{info, info_span, warn};
+
+use crate::call::{self, is_sdp, Branch, BranchState, Call, CallState, Side};
+use crate::core::{Edge, TimerKey, ALLOW};
+use crate::media::Leg;
+use crate::orbit::{OrbitError, Outcome, Then};
+use crate::transactions::Owner;
 
 mod attended;
 mod one_touch;
