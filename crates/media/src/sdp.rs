@@ -121,10 +121,12 @@ pub fn rewrite(sdp: &[u8], relay: SocketAddr) -> Result<Vec<u8>, SdpError> {
             continue;
         }
         if let Some(rest) = line.strip_prefix("m=") {
-            let mut parts = rest.splitn(3, ' ');
+            // Split as the readers do (any white space), so that what the other party is
+            // offered has the same formats the reader saw (a tab between fields once lost one).
+            let mut parts = rest.split_whitespace();
             let kind = parts.next().unwrap_or("");
             let port = parts.next().unwrap_or("0");
-            let tail = parts.next().unwrap_or("");
+            let tail = parts.collect::<Vec<_>>().join(" ");
             if kind == "audio" && !done_audio {
                 in_audio = true;
                 done_audio = true;
@@ -254,6 +256,17 @@ pub fn ours(addr: SocketAddr, version: u64, codec: Codec, pt: u8, te: Option<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rewrite_keeps_the_formats_whatever_white_space_separates_them() {
+        // Found by the fuzzer: fields separated by other white space than one space.
+        let sdp = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000\t\x0cRTP/AVP  0 8\r\n";
+        let out = rewrite(sdp, "192.0.2.1:40000".parse().unwrap()).unwrap();
+        assert_eq!(formats(&out).unwrap(), formats(sdp).unwrap());
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("m=audio 40000 RTP/AVP 0 8\r\n"));
+    }
 
     const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\n\
 m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
