@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use orbit_sip::build::{salvage_response, Response};
+use orbit_sip::header::Replaces;
 use orbit_sip::key::ServerKey;
 use orbit_sip::message::{Message, Name, ParseError};
 use orbit_sip::transaction::{Kind, State};
@@ -285,6 +286,17 @@ impl Edge {
         let Some(callee) = uri.user().map(str::to_string) else {
             return self.reply(now, key, Response::to(&msg, 404));
         };
+        // An INVITE with Replaces (RFC 3891) may name only a dialog of its sender's own user:
+        // naming someone else's would take over that call.
+        if let Some(r) = msg.header(Name::Replaces).and_then(Replaces::parse) {
+            if let Some((cid, side)) = self.dialog_named(&r) {
+                let owner = &self.calls[&cid].dialog_ref(side).user;
+                if trunk_from.is_none() && *owner != caller {
+                    warn!(%caller, %owner, call_id = %r.call_id, "INVITE with Replaces names another user's dialog: refused");
+                    return self.reply(now, key, Response::to(&msg, 403).reason("Not Your Call"));
+                }
+            }
+        }
         if let Some(park) = crate::trunk::claim_of(&msg).filter(|_| trunk_from.is_some()) {
             return crate::trunk::on_claim(self, now, key, flow, msg, caller, park);
         }

@@ -17,6 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use orbit_sip::build::{cancel_for, Response};
 use orbit_sip::dialog::Dialog;
+use orbit_sip::header::Replaces;
 use orbit_sip::key::{ClientKey, ServerKey};
 use orbit_sip::message::{Message, Name, Writer};
 use orbit_sip::transaction::{Retransmitter, State};
@@ -452,6 +453,20 @@ pub(crate) fn on_timer(edge: &mut Edge, now: Instant, id: u64) {
 }
 
 impl Edge {
+    /// Which call and side a dialog named by a `Replaces` belongs to (either tag may be ours).
+    pub(crate) fn dialog_named(&self, r: &Replaces) -> Option<(u64, Side)> {
+        for tag in [&r.to_tag, &r.from_tag] {
+            if let Some(&cid) = self.dialogs.get(&(r.call_id.clone(), tag.clone())) {
+                let call = self.calls.get(&cid)?;
+                let side = [Side::A, Side::B].into_iter().find(|&s| {
+                    call.dialog_ref(s).call_id == r.call_id && call.dialog_ref(s).local_tag == *tag
+                })?;
+                return Some((cid, side));
+            }
+        }
+        None
+    }
+
     /// Take a new call in, counting it against its owner.
     pub(crate) fn insert_call(&mut self, call: Call) {
         if let Some(o) = &call.owner {

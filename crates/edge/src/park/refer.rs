@@ -9,20 +9,6 @@
 
 use super::*;
 
-/// Which call and side a dialog named by a Replaces belongs to (either tag may be ours).
-pub(crate) fn dialog_named(edge: &Edge, r: &Replaces) -> Option<(u64, Side)> {
-    for tag in [&r.to_tag, &r.from_tag] {
-        if let Some(&cid) = edge.dialogs.get(&(r.call_id.clone(), tag.clone())) {
-            let call = edge.calls.get(&cid)?;
-            let side = [Side::A, Side::B].into_iter().find(|&s| {
-                call.dialog_ref(s).call_id == r.call_id && call.dialog_ref(s).local_tag == *tag
-            })?;
-            return Some((cid, side));
-        }
-    }
-    None
-}
-
 /// The dialog a REFER's Replaces names, if it is one of the REFER sender's own: a user may
 /// complete a transfer only with its own calls (naming someone else's dialog would take over
 /// that call). `Err` when it names a dialog of another user (403, logged).
@@ -32,7 +18,7 @@ pub(crate) fn own_dialog_named(
     from: Side,
     r: &Replaces,
 ) -> Result<Option<(u64, Side)>, ()> {
-    let Some((cid, side)) = dialog_named(edge, r) else {
+    let Some((cid, side)) = edge.dialog_named(r) else {
         return Ok(None);
     };
     let me = &edge.calls[&id].dialog_ref(from).user;

@@ -286,3 +286,26 @@ fn one_user_cannot_start_more_calls_than_its_share() {
     net.take(ALICE);
     assert_eq!(authenticated_invite(&mut net, "1002", "u4"), 100);
 }
+
+#[test]
+fn an_invite_with_replaces_naming_another_users_dialog_is_refused() {
+    let mut net = Net::new();
+    let (ok, _inv) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    // Carol names Alice's dialog with the edge: she would take Alice's place in the call.
+    let replaces = format!(
+        "Replaces: {};to-tag={};from-tag=alice\n",
+        ok.call_id(),
+        ok.to_tag().unwrap()
+    );
+    let inv = carol_invite("1002", "rp1").replace(
+        "Content-Type: application/sdp",
+        &format!("{replaces}Content-Type: application/sdp"),
+    );
+    net.send(CAROL, &inv);
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.reason()), (403, "Not Your Call"));
+    assert!(net.take(ALICE).is_empty() && net.take(BOB1).is_empty());
+    assert_eq!(net.edge.active_calls(), 1);
+}
