@@ -9,7 +9,7 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 tdir="${FUZZ_TARGET_DIR:-$HOME/.cache/orbit-fuzz-target}"
 cargo fuzz build -s none --target-dir "$tdir"
-for t in parse_message edge_request sdp; do
+for t in parse_message edge_request sdp dialog_info; do
   corpus="fuzz/corpus/$t"
   mkdir -p "$corpus"
   # Seed with the RFC 4475 torture messages.

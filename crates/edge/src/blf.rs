@@ -248,7 +248,7 @@ fn notify(edge: &mut Edge, now: Instant, k: &(String, String), terminated: Optio
         Resource::Lot(l) => edge.orbit.occupied(l).cloned().collect(),
     };
     let entity = format!("sip:{}@{tenant}", sub.user);
-    let body = dialog_info(&entity, sub.version, &parked, &tenant);
+    let body = crate::dialog_info::document(&entity, sub.version, &parked, &tenant);
     let state = match terminated {
         Some(t) => t.to_string(),
         None => format!(
@@ -279,43 +279,6 @@ fn notify(edge: &mut Edge, now: Instant, k: &(String, String), terminated: Optio
         bytes,
         Owner::Lamp { sub: k.clone() },
     );
-}
-
-/// RFC 4235 full state: one confirmed dialog per parked call (the parked caller's dialog, with
-/// its call-id and tags, and who it is); none when the slot is free.
-fn dialog_info(entity: &str, version: u32, parked: &[Parked], tenant: &str) -> String {
-    let mut x = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{version}\" state=\"full\" entity=\"{}\">\n",
-        esc(entity)
-    );
-    for p in parked {
-        let slot_uri = format!("sip:{}@{tenant}", p.slot);
-        x.push_str(&format!(
-            "  <dialog id=\"park-{}\" call-id=\"{}\" local-tag=\"{}\" remote-tag=\"{}\" direction=\"recipient\">\n    <state>confirmed</state>\n    <local>\n      <identity>{}</identity>\n      <target uri=\"{}\"/>\n    </local>\n    <remote>\n      <identity{}>{}</identity>\n      <target uri=\"{}\"/>\n    </remote>\n  </dialog>\n",
-            p.id,
-            esc(&p.call.call_id),
-            esc(&p.call.local_tag),
-            esc(&p.call.remote_tag),
-            esc(&slot_uri),
-            esc(&slot_uri),
-            p.call
-                .caller_display
-                .as_ref()
-                .map(|d| format!(" display=\"{}\"", esc(d)))
-                .unwrap_or_default(),
-            esc(&p.call.caller_uri),
-            esc(&p.call.caller_uri),
-        ));
-    }
-    x.push_str("</dialog-info>\n");
-    x
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// An orbit event changed a slot: tell everyone watching it.

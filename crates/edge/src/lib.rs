@@ -16,6 +16,7 @@ mod blf;
 pub mod call;
 pub mod config;
 pub mod core;
+pub mod dialog_info;
 pub mod driver;
 pub mod media;
 pub mod orbit;
