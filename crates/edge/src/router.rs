@@ -207,10 +207,53 @@ impl Edge {
             msg.to_tag().unwrap_or("").to_string(),
         );
         match self.dialogs.get(&dk).copied() {
-            Some(call) => crate::call::on_dialog_request(self, now, call, flow, msg, key),
+            Some(call) => self.in_dialog(now, call, flow, msg, key),
             None => {
                 if let Some(key) = key {
                     self.reply(now, &key, Response::to(&msg, 481));
+                }
+            }
+        }
+    }
+
+    /// A request in a dialog of call `id`: checked by the call ([`crate::call::accept`]), then
+    /// handed to the feature that owns its method.
+    fn in_dialog(
+        &mut self,
+        now: Instant,
+        id: u64,
+        flow: Flow,
+        msg: Message,
+        key: Option<ServerKey>,
+    ) {
+        let span = match self.calls.get(&id) {
+            Some(c) => c.span.clone(),
+            None => tracing::Span::none(),
+        };
+        let _g = span.enter();
+        let Some((side, key)) = crate::call::accept(self, now, id, flow, &msg, key) else {
+            return;
+        };
+        match msg.method() {
+            Method::Bye => crate::call::on_bye(self, now, id, side, key, msg),
+            Method::Refer => crate::park::on_refer(self, now, id, side, key, msg),
+            method => {
+                if *method == Method::Info {
+                    if let Some(digit) = crate::park::info_digit(&msg) {
+                        crate::park::on_digit(self, now, id, side, digit);
+                    }
+                }
+                if self
+                    .calls
+                    .get(&id)
+                    .is_some_and(|c| c.vacant.is_some() || c.park.is_some())
+                {
+                    // Parked: nobody on the other side to relay to. Re-INVITEs get the relay's
+                    // SDP back (the music keeps flowing to the same address); the rest is
+                    // accepted.
+                    crate::park::parked_request(self, now, id, side, key, msg)
+                } else {
+                    crate::call::relay_request(self, now, id, side, key, msg)
                 }
             }
         }

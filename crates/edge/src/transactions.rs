@@ -6,7 +6,8 @@
 //! Two rules keep strangers out at this floor: a response is taken only from the flow its
 //! request went to (a forged 200 from elsewhere answers nothing), and the server transaction
 //! table is bounded: when it is full, new requests are answered without keeping state
-//! ([`crate::router`]).
+//! ([`crate::router`]). Each client transaction names its owner ([`Owner`]); its responses
+//! and its timeout go to that feature and no other.
 
 use std::time::Instant;
 
@@ -188,7 +189,7 @@ impl Edge {
                     }
                 }
                 self.schedule_client(&key);
-                crate::call::on_client_response(self, now, &key, msg);
+                deliver_response(self, now, &key, msg);
             }
         }
     }
@@ -242,7 +243,7 @@ impl Edge {
                 }
             }
             TimerEvent::TimedOut => {
-                crate::call::on_client_timeout(self, now, &key);
+                deliver_timeout(self, now, &key);
                 self.ctx.remove(&key);
             }
             TimerEvent::Terminated => {
@@ -254,5 +255,79 @@ impl Edge {
     /// Server transactions held (tests: the table's bound).
     pub fn server_transactions(&self) -> usize {
         self.stx.len()
+    }
+}
+
+/// A response for client transaction `ckey`: to the feature that owns it.
+fn deliver_response(edge: &mut Edge, now: Instant, ckey: &ClientKey, msg: Message) {
+    let Some(entry) = edge.ctx.get(ckey) else {
+        return;
+    };
+    match &entry.owner {
+        Owner::Branch { call, idx } => {
+            let (call, idx, flow) = (*call, *idx, entry.flow);
+            crate::call::branch_response(edge, now, call, idx, flow, msg)
+        }
+        Owner::Relay { call, stx, req } => {
+            let (call, stx, req) = (*call, stx.clone(), req.clone());
+            crate::call::relay_response(edge, now, call, &stx, &req, msg)
+        }
+        Owner::Bye { call } => {
+            if msg.code() >= 200 {
+                let call = *call;
+                crate::call::bye_done(edge, call);
+            }
+        }
+        Owner::Recall { call, attempt, idx } => {
+            let (call, attempt, idx, flow) = (*call, *attempt, *idx, entry.flow);
+            crate::park::recall_response(edge, now, ckey, call, attempt, idx, flow, msg)
+        }
+        Owner::ReferNotify { call, bye } => {
+            if msg.code() >= 200 {
+                let (call, bye) = (*call, *bye);
+                crate::park::notify_done(edge, now, call, bye);
+            }
+        }
+        Owner::Lamp { sub } => {
+            if msg.code() >= 200 {
+                let sub = sub.clone();
+                crate::blf::on_notify_response(edge, &sub, Some(msg.code()));
+            }
+        }
+        Owner::Nobody => {}
+    }
+}
+
+/// Client transaction `ckey` timed out: its owner hears it as a failure.
+fn deliver_timeout(edge: &mut Edge, now: Instant, ckey: &ClientKey) {
+    let Some(entry) = edge.ctx.get(ckey) else {
+        return;
+    };
+    match &entry.owner {
+        Owner::Branch { call, idx } => {
+            let (call, idx) = (*call, *idx);
+            crate::call::branch_failed(edge, now, call, idx, 408, "Request Timeout".into());
+        }
+        Owner::Relay { call, stx, req } => {
+            let (call, stx, req) = (*call, stx.clone(), req.clone());
+            crate::call::relay_timed_out(edge, now, call, &stx, &req);
+        }
+        Owner::Bye { call } => {
+            let call = *call;
+            crate::call::bye_done(edge, call)
+        }
+        Owner::Recall { call, attempt, idx } => {
+            let (call, attempt, idx) = (*call, *attempt, *idx);
+            crate::park::recall_failed(edge, now, call, attempt, idx);
+        }
+        Owner::ReferNotify { call, bye } => {
+            let (call, bye) = (*call, *bye);
+            crate::park::notify_done(edge, now, call, bye);
+        }
+        Owner::Lamp { sub } => {
+            let sub = sub.clone();
+            crate::blf::on_notify_response(edge, &sub, None);
+        }
+        Owner::Nobody => {}
     }
 }

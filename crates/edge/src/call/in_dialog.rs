@@ -1,26 +1,29 @@
-//! Requests inside a call's dialogs: taken only over the dialog's own flow, CSeq checked, then
-//! BYE ends the call, REFER goes to park, INFO digits to one-touch park, and everything else
-//! (re-INVITE, UPDATE, INFO, ...) is relayed to the other party with its SDP rewritten to the
-//! relay; an ACK for a 2xx is forwarded when the other side ACKs us (delayed offer).
+//! Requests inside a call's dialogs: taken only over the dialog's own flow with a growing CSeq
+//! ([`accept`]); the router then hands BYE here ([`on_bye`]), REFER and parked calls' requests
+//! to park, and everything else (re-INVITE, UPDATE, INFO, ...) back here to be relayed to the
+//! other party with its SDP rewritten to the relay ([`relay_request`]). An ACK for a 2xx is
+//! forwarded when the other side ACKs us (delayed offer).
 
 use super::*;
 
-pub(crate) fn on_dialog_request(
+/// Whether a request naming a dialog of call `id` acts in it: over the dialog's own flow, in
+/// a dialog still in the call, with a CSeq that grows. Answers what stops here (481, 500, a
+/// vacant side's BYE) and takes ACKs; `Some` hands the request to the feature that owns its
+/// method ([`crate::router`]).
+pub(crate) fn accept(
     edge: &mut Edge,
     now: Instant,
     id: u64,
     flow: Flow,
-    msg: Message,
+    msg: &Message,
     key: Option<ServerKey>,
-) {
+) -> Option<(Side, ServerKey)> {
     let Some(call) = edge.calls.get_mut(&id) else {
         if let Some(k) = key {
-            edge.reply(now, &k, Response::to(&msg, 481));
+            edge.reply(now, &k, Response::to(msg, 481));
         }
-        return;
+        return None;
     };
-    let span = call.span.clone();
-    let _g = span.enter();
     let tag = msg.to_tag().unwrap_or("");
     let side = call
         .side_of(msg.call_id(), tag)
@@ -33,65 +36,73 @@ pub(crate) fn on_dialog_request(
             debug!(method = %msg.method(), from = %flow.addr, "in-dialog request from outside the dialog's flow");
         }
         if let Some(k) = key {
-            edge.reply(now, &k, Response::to(&msg, 481));
+            edge.reply(now, &k, Response::to(msg, 481));
         }
-        return;
+        return None;
     };
     let method = msg.method().clone();
     if method == Method::Ack {
-        return on_ack(edge, now, id, side, msg);
+        on_ack(edge, now, id, side, msg);
+        return None;
     }
-    let Some(key) = key else { return };
+    let key = key?;
     if call.vacant == Some(side) {
         // The transferor, after the park: its BYE is welcome, nothing else is relayed.
         let code = if method == Method::Bye { 200 } else { 481 };
-        return edge.reply(now, &key, Response::to(&msg, code));
+        edge.reply(now, &key, Response::to(msg, code));
+        return None;
     }
     // In-dialog CSeq must grow (RFC 3261 §12.2.2).
     let d = call.dialog(side);
     if msg.cseq.seq <= d.remote_cseq && d.remote_cseq != 0 {
-        return edge.reply(
-            now,
-            &key,
-            Response::to(&msg, 500).header("Retry-After", "1"),
-        );
+        let r = Response::to(msg, 500).header("Retry-After", "1");
+        edge.reply(now, &key, r);
+        return None;
     }
     d.remote_cseq = msg.cseq.seq;
     if side == Side::B && call.winner.is_none() {
         // The callee's dialog is not established yet.
-        return edge.reply(now, &key, Response::to(&msg, 481));
+        edge.reply(now, &key, Response::to(msg, 481));
+        return None;
     }
-    match method {
-        Method::Bye => {
-            edge.reply(now, &key, Response::to(&msg, 200));
-            info!(by = ?side, "hangup");
-            let call = edge.calls.get_mut(&id).expect("present");
-            call.state = CallState::Ending;
-            call.ok_retx = None;
-            call.media = None;
-            let other = side.other();
-            send_bye(edge, now, id, other);
-            if edge.calls.get(&id).map(|c| c.pending_byes) == Some(0) {
-                end_call(edge, id);
-            }
-        }
-        Method::Refer => crate::park::on_refer(edge, now, id, side, key, msg),
-        _ => {
-            if method == Method::Info {
-                if let Some(digit) = crate::park::info_digit(&msg) {
-                    crate::park::on_digit(edge, now, id, side, digit);
-                }
-            }
-            let c = &edge.calls[&id];
-            if c.vacant.is_some() || c.park.is_some() {
-                // Parked: nobody on the other side to relay to. Re-INVITEs get the relay's
-                // SDP back (the music keeps flowing to the same address); the rest is accepted.
-                crate::park::parked_request(edge, now, id, side, key, msg)
-            } else {
-                relay_request(edge, now, id, side, key, msg)
-            }
+    Some((side, key))
+}
+
+/// A party hangs up: 200 to it, BYE to the other party, the media released at once.
+pub(crate) fn on_bye(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    side: Side,
+    key: ServerKey,
+    msg: Message,
+) {
+    edge.reply(now, &key, Response::to(&msg, 200));
+    info!(by = ?side, "hangup");
+    let call = edge.calls.get_mut(&id).expect("present");
+    call.state = CallState::Ending;
+    call.ok_retx = None;
+    call.media = None;
+    send_bye(edge, now, id, side.other());
+    if edge.calls.get(&id).map(|c| c.pending_byes) == Some(0) {
+        end_call(edge, id);
+    }
+}
+
+/// A relayed request got no answer: the sender gets 408, and another re-INVITE may follow.
+pub(crate) fn relay_timed_out(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    stx: &ServerKey,
+    req: &Message,
+) {
+    if *req.method() == Method::Invite {
+        if let Some(c) = edge.calls.get_mut(&id) {
+            c.invite_busy = false;
         }
     }
+    edge.reply(now, stx, Response::to(req, 408));
 }
 
 pub(crate) fn relay_request(
@@ -242,7 +253,7 @@ pub(crate) fn relay_response(
     edge.reply_bytes(now, stx, code, bytes);
 }
 
-pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: Message) {
+pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: &Message) {
     let call = edge.calls.get_mut(&id).expect("present");
     if let Some(r) = &call.ok_retx {
         if r.to == side && r.cseq == msg.cseq.seq {
@@ -255,7 +266,7 @@ pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: Me
         if call.state == CallState::Answered {
             call.state = CallState::Confirmed;
         }
-        if is_sdp(&msg) {
+        if is_sdp(msg) {
             if let (Ok(info), Some(m)) = (orbit_media::sdp::media_info(&msg.body), &call.media) {
                 m.set_remote(
                     side.leg(),
@@ -279,7 +290,7 @@ pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: Me
         call.state = CallState::Confirmed;
     }
     // Delayed offer: the ACK carries the answer.
-    let body = relay_sdp(call, side, &msg, call.dialog_ref(side).flow.addr.ip())
+    let body = relay_sdp(call, side, msg, call.dialog_ref(side).flow.addr.ip())
         .ok()
         .flatten();
     let branch = edge.new_branch();
