@@ -208,7 +208,9 @@ impl Edge {
             default_lot.get_or_insert(lot.key());
         }
         let incarnation = ids.u64().max(1);
-        let pairs = usize::from(cfg.media.port_max.saturating_sub(cfg.media.port_min) / 2);
+        // As the relay's pool counts them: every even port whose odd neighbour is in range.
+        let start = cfg.media.port_min + (cfg.media.port_min & 1);
+        let pairs = usize::from(cfg.media.port_max.saturating_sub(start)).div_ceil(2);
         let max_calls = cfg.limits.max_calls.min(pairs / 2);
         if max_calls < cfg.limits.max_calls {
             info!(

@@ -108,7 +108,11 @@ fn busy_callee_is_mapped_through() {
 
 #[test]
 fn fifty_concurrent_calls_then_every_port_free() {
-    let d = Daemon::start();
+    // Fifty calls of one user: more than a phone's default share (calls_per_user).
+    let d = Daemon::start_with(Options {
+        extra: "[edge.limits]\ncalls_per_user = 64\n".into(),
+        ..Options::default()
+    });
     let callee_port = free_port();
     d.register("1002", callee_port);
     let uas = Sipp::new(&d, "uas_answer.xml")
