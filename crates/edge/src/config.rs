@@ -545,9 +545,10 @@ impl EdgeConfig {
             if r.nodes.is_empty() {
                 return Err(ConfigError::Registry("no registry nodes".into()));
             }
-            if r.lease_secs < 3 {
+            let max = orbit_state::MAX_LEASE_MS / 1000;
+            if r.lease_secs < 3 || r.lease_secs > max {
                 return Err(ConfigError::Registry(format!(
-                    "lease_secs {}: at least 3",
+                    "lease_secs {}: from 3 to {max}",
                     r.lease_secs
                 )));
             }

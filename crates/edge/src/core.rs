@@ -10,8 +10,8 @@
 //! ```
 //!
 //! This file holds the [`Edge`] itself, its inputs and outputs, and the timers. The way in is
-//! [`crate::router`]; the transaction layer is [`crate::transactions`]; each feature lives in a
-//! file of its own (calls in `call.rs`, park in `park.rs`, lamps in `blf.rs`, the registrar in
+//! [`crate::router`]; the transaction layer is [`crate::transactions`]; each feature lives in
+//! files of its own (calls in `call/`, park in `park/`, lamps in `blf.rs`, the registrar in
 //! `registrar.rs`, the trunk in `trunk.rs`). Nothing here reads a clock or draws randomness that
 //! was not handed in: `now` comes with every input, the wall clock and the identifier generator
 //! with [`Start`].
@@ -468,12 +468,12 @@ impl Edge {
         if self.calls.len() >= self.max_calls {
             return Err(503);
         }
-        let ip = flow.addr.ip();
+        let ip = flow.addr.ip().to_canonical();
         let peer = self
             .cfg
             .trunk
             .as_ref()
-            .is_some_and(|t| t.peers.iter().any(|p| p.addr.ip() == ip));
+            .is_some_and(|t| t.peers.iter().any(|p| p.addr.ip().to_canonical() == ip));
         if self.is_trusted(ip) || peer {
             return Ok(None);
         }
@@ -495,6 +495,8 @@ impl Edge {
     }
 
     pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer seen on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = ip.to_canonical();
         self.trusted.iter().any(|n| net_contains(*n, ip))
     }
 

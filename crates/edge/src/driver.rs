@@ -171,18 +171,11 @@ pub async fn run(
                 let _ = p.send(prop);
             }
         }
-        for t in edge.drain() {
+        let out: Vec<crate::Transmit> = edge.drain().collect();
+        send_udp(&udp, &out).await;
+        for t in out {
             match t.flow.proto {
-                Proto::Udp => {
-                    if let Err(e) = udp.try_send_to(&t.bytes, t.flow.addr) {
-                        if e.kind() == std::io::ErrorKind::WouldBlock {
-                            // The send buffer is full: wait for it rather than drop signalling.
-                            let _ = udp.send_to(&t.bytes, t.flow.addr).await;
-                        } else {
-                            debug!(error = %e, to = %t.flow.addr, "udp send");
-                        }
-                    }
-                }
+                Proto::Udp => {}
                 Proto::Tcp | Proto::Tls => match conns.get(&t.flow.conn) {
                     Some(tx) => {
                         if let Err(e) = tx.try_send(t.bytes) {
@@ -228,6 +221,46 @@ fn on_stream_event(
         StreamEvent::Closed { flow } => {
             conns.remove(&flow.conn);
             edge.flow_closed(&flow);
+        }
+    }
+}
+
+/// Send this turn's UDP datagrams: in one `sendmmsg` where it can (Linux), one by one where
+/// it cannot; a full send buffer is waited for rather than signalling dropped.
+async fn send_udp(udp: &UdpSocket, out: &[crate::Transmit]) {
+    let msgs: Vec<(std::net::SocketAddr, &[u8])> = out
+        .iter()
+        .filter(|t| t.flow.proto == Proto::Udp)
+        .map(|t| (t.flow.addr, &t.bytes[..]))
+        .collect();
+    let mut done = 0;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        while done < msgs.len() {
+            let r = udp.try_io(tokio::io::Interest::WRITABLE, || {
+                orbit_sip::transport::send_batch(udp.as_raw_fd(), &msgs[done..])
+            });
+            match r {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // One bad destination (ICMP error, unreachable): send that one alone.
+                    debug!(error = %e, to = %msgs[done].0, "udp send");
+                    done += 1;
+                }
+            }
+        }
+    }
+    for (addr, bytes) in &msgs[done..] {
+        if let Err(e) = udp.try_send_to(bytes, *addr) {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                // The send buffer is full: wait for it rather than drop signalling.
+                let _ = udp.send_to(bytes, *addr).await;
+            } else {
+                debug!(error = %e, to = %addr, "udp send");
+            }
         }
     }
 }

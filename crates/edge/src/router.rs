@@ -330,8 +330,14 @@ impl Edge {
             return self.reply(now, key, Response::to(&msg, 404));
         };
         // An INVITE with Replaces (RFC 3891) may name only a dialog of its sender's own user:
-        // naming someone else's would take over that call.
-        if let Some(r) = msg.header(Name::Replaces).and_then(Replaces::parse) {
+        // naming someone else's would take over that call. A lamp key retrieving a parked
+        // call names the parked caller's dialog: that INVITE is a retrieve, decided by its
+        // claim (the Replaces is not acted on).
+        let replaces = msg
+            .header(Name::Replaces)
+            .and_then(Replaces::parse)
+            .filter(|_| self.slot_number(&callee).is_none());
+        if let Some(r) = replaces {
             if let Some((cid, side)) = self.dialog_named(&r) {
                 let owner = &self.calls[&cid].dialog_ref(side).user;
                 if trunk_from.is_none() && *owner != caller {

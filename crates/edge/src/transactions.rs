@@ -9,14 +9,16 @@
 //! ([`crate::router`]). Each client transaction names its owner ([`Owner`]); its responses
 //! and its timeout go to that feature and no other.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use orbit_sip::build::{ack_for_failure, Response};
 use orbit_sip::dialog::same_flow;
 use orbit_sip::key::{ClientKey, ServerKey};
 use orbit_sip::message::Message;
-use orbit_sip::transaction::{ClientEvent, ClientTransaction, Kind, ServerTransaction, TimerEvent};
+use orbit_sip::transaction::{
+    ClientEvent, ClientTransaction, Kind, ServerTransaction, State, TimerEvent,
+};
 use orbit_sip::transport::Flow;
 use tracing::debug;
 
@@ -26,6 +28,11 @@ pub(crate) struct ServerEntry {
     pub tx: ServerTransaction,
     pub flow: Flow,
 }
+
+/// The longest a request may wait for our answer. Every path answers sooner (an INVITE rings
+/// for at most Timer C, 3 min); this bounds what a path that forgets would leave in the
+/// capped table: by then the sender has given up on it anyway.
+const UNANSWERED: Duration = Duration::from_secs(200);
 
 /// Who gets the responses of a client transaction.
 pub(crate) enum Owner {
@@ -77,6 +84,8 @@ impl Edge {
                 flow,
             },
         );
+        self.timers
+            .schedule(self.last_now + UNANSWERED, TimerKey::Server(key.clone()));
         true
     }
 
@@ -200,6 +209,12 @@ impl Edge {
         };
         match e.tx.poll_timeout() {
             Some(t) if t <= now => {}
+            // Never answered (the safety deadline set at open): forget it.
+            None if e.tx.state == State::Initial || e.tx.state == State::Proceeding => {
+                debug!(method = %key.method, "request never answered: transaction dropped");
+                self.stx.remove(&key);
+                return;
+            }
             _ => return, // stale timer entry
         }
         match e.tx.on_timeout(now) {

@@ -202,7 +202,7 @@ pub(crate) fn verify(
         return Err("Unknown Site");
     };
     // Only from the peer's own address: a signature copied elsewhere is worth nothing.
-    if peer.addr.ip() != flow.addr.ip() {
+    if peer.addr.ip().to_canonical() != flow.addr.ip().to_canonical() {
         return Err("Not From That Site");
     }
     let now = edge.now_ms(edge.last_now) / 1000;

@@ -409,6 +409,48 @@ impl Framer {
     }
 }
 
+/// Send `msgs` (destination, bytes) from the UDP socket `fd` in one system call where the
+/// platform has `sendmmsg` (Linux), without blocking. Returns how many were sent, in order;
+/// the rest (a full send buffer) are the caller's to retry. A quarter of the edge's CPU at
+/// thousands of calls/s was `sendto`, one call per datagram.
+#[cfg(target_os = "linux")]
+pub fn send_batch(fd: std::os::fd::RawFd, msgs: &[(SocketAddr, &[u8])]) -> std::io::Result<usize> {
+    if msgs.is_empty() {
+        return Ok(0);
+    }
+    let addrs: Vec<socket2::SockAddr> = msgs.iter().map(|(a, _)| (*a).into()).collect();
+    let mut iovs: Vec<libc::iovec> = msgs
+        .iter()
+        .map(|(_, b)| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    let iov = iovs.as_mut_ptr();
+    let mut hdrs: Vec<libc::mmsghdr> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = a.as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = a.len();
+            // SAFETY: `i` < iovs.len(); iovs outlives the call below.
+            h.msg_hdr.msg_iov = unsafe { iov.add(i) };
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    let n = hdrs.len().min(1024) as libc::c_uint;
+    // SAFETY: every header points into `addrs` and `iovs`, alive until this returns; the
+    // kernel reads them and writes only `msg_len`.
+    let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n, libc::MSG_DONTWAIT) };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
 /// Bind a UDP socket with large buffers (SIP bursts at thousands of calls/s overflow the
 /// default 208 KiB receive buffer).
 pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {

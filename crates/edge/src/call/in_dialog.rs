@@ -200,6 +200,11 @@ pub(crate) fn relay_response(
         return;
     }
     let Some(call) = edge.calls.get_mut(&id) else {
+        // The call ended meanwhile: the sender still gets its answer (its transaction would
+        // otherwise wait in the table), without the body meant for a call that is gone.
+        if code >= 200 {
+            edge.reply(now, stx, Response::to(req, code).reason(msg.reason()));
+        }
         return;
     };
     let from = if req.call_id() == call.a.call_id {

@@ -309,3 +309,25 @@ fn an_invite_with_replaces_naming_another_users_dialog_is_refused() {
     assert!(net.take(ALICE).is_empty() && net.take(BOB1).is_empty());
     assert_eq!(net.edge.active_calls(), 1);
 }
+
+#[test]
+fn a_lamp_key_retrieving_a_parked_call_with_replaces_is_a_retrieve() {
+    let mut net = Net::new();
+    let (ok, _inv) = super::park::park_by_bob(&mut net, "700");
+    net.take(BOB1);
+    assert_eq!(net.edge.orbit().all_parked().count(), 1);
+    // Carol's lamp key names the parked caller's dialog, as the lamp document gives it.
+    let replaces = format!(
+        "Replaces: {};to-tag={};from-tag=alice\n",
+        ok.call_id(),
+        ok.to_tag().unwrap()
+    );
+    let inv = carol_invite("701", "lk1").replace(
+        "Content-Type: application/sdp",
+        &format!("{replaces}Content-Type: application/sdp"),
+    );
+    net.send(CAROL, &inv);
+    let r = net.one(CAROL);
+    assert_eq!(r.code(), 200, "{}", r.head_text());
+    assert_eq!(net.edge.orbit().all_parked().count(), 0);
+}
