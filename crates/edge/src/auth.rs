@@ -432,25 +432,40 @@ impl Authenticator {
         u64::from_be_bytes(full[..8].try_into().expect("8 bytes"))
     }
 
-    pub fn nonce(&mut self, now: Instant) -> String {
+    /// A nonce for a challenge sent to `source`. It is good only from that source (its /64
+    /// for IPv6): a nonce used from elsewhere is answered with a fresh challenge and counts as
+    /// no failure, so that nobody can spend failures, and so lock a user out, in the name of
+    /// another address (over UDP a source is easily forged; the challenge is not seen there).
+    pub fn nonce(&mut self, now: Instant, source: IpAddr) -> String {
         let ms = now.duration_since(self.epoch).as_millis() as u64;
         let mut raw = [0u8; 32];
         raw[..8].copy_from_slice(&ms.to_be_bytes());
         self.rng.fill_bytes(&mut raw[8..16]);
-        let mac = self.mac(&raw[..16]);
+        let mac = self.nonce_mac(&raw[..16], source);
         raw[16..].copy_from_slice(&mac);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
     /// When the nonce was issued and its id, if it is one of ours.
-    fn nonce_issued(&self, nonce: &str) -> Option<(Instant, u64)> {
+    /// The MAC of a nonce's time and random part, bound to the source it was issued to.
+    fn nonce_mac(&self, head: &[u8], source: IpAddr) -> [u8; 16] {
+        let mut data = Vec::with_capacity(head.len() + 16);
+        data.extend_from_slice(head);
+        match source_key(source) {
+            IpAddr::V4(a) => data.extend_from_slice(&a.octets()),
+            IpAddr::V6(a) => data.extend_from_slice(&a.octets()),
+        }
+        self.mac(&data)
+    }
+
+    fn nonce_issued(&self, nonce: &str, source: IpAddr) -> Option<(Instant, u64)> {
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(nonce)
             .ok()?;
         if raw.len() != 32 {
             return None;
         }
-        let mac = self.mac(&raw[..16]);
+        let mac = self.nonce_mac(&raw[..16], source);
         // Constant-time compare.
         let diff = mac
             .iter()
@@ -466,8 +481,8 @@ impl Authenticator {
     }
 
     /// Challenge header values, one per configured algorithm, in preference order.
-    pub fn challenges(&mut self, now: Instant, stale: bool) -> Vec<String> {
-        let nonce = self.nonce(now);
+    pub fn challenges(&mut self, now: Instant, stale: bool, source: IpAddr) -> Vec<String> {
+        let nonce = self.nonce(now, source);
         self.algorithms
             .iter()
             .map(|a| {
@@ -541,8 +556,9 @@ impl Authenticator {
         if uri.trim() != attempt.request_uri.trim() {
             return Verdict::Denied("uri is not the Request-URI");
         }
-        let Some((issued, id)) = self.nonce_issued(nonce) else {
-            // Not ours (or forged): a fresh challenge, as for no credentials.
+        let Some((issued, id)) = self.nonce_issued(nonce, attempt.source) else {
+            // Not ours, forged, or issued to another source: a fresh challenge, as for no
+            // credentials (and no failure counted).
             return Verdict::Challenge;
         };
         let Some(ext) = lookup(user) else {
@@ -766,7 +782,7 @@ mod tests {
         user: &str,
         pw: &str,
     ) -> Verdict {
-        let n = a.nonce(t);
+        let n = a.nonce(t, source);
         let h = answer_as(Algorithm::Md5, &n, user, pw, "sip:orbit");
         a.verify(t, &reg_from(source), Some(&h), |u| exts.get(u))
     }
@@ -819,12 +835,12 @@ mod tests {
         let t0 = Instant::now();
         let mut a = authenticator(&AuthConfig::default(), t0);
         let e = ext();
-        let ch = a.challenges(t0, false);
+        let ch = a.challenges(t0, false, SRC);
         assert_eq!(ch.len(), 2);
         assert!(ch[0].contains("algorithm=SHA-256"));
         let nonce = nonce_of(&ch[0]);
         for alg in [Algorithm::Sha256, Algorithm::Md5] {
-            let n = a.nonce(t0);
+            let n = a.nonce(t0, SRC);
             let h = answer(alg, &n, "00000001", "pw1001");
             assert_eq!(
                 a.verify(t0, &reg(), Some(&h), |_| Some(&e)),
@@ -870,7 +886,7 @@ mod tests {
         let e = ext();
         for i in 0..100 {
             let t = t0 + Duration::from_secs(i * 10);
-            let n = a.nonce(t);
+            let n = a.nonce(t, SRC);
             let h = answer(Algorithm::Md5, &n, "00000001", "pw1001");
             assert!(matches!(
                 a.verify(t, &reg(), Some(&h), |_| Some(&e)),
@@ -889,7 +905,7 @@ mod tests {
             ha1_md5: Some(Algorithm::Md5.hash(&["1001", "orbit", "pw1001"])),
             ..Default::default()
         };
-        let n = a.nonce(t0);
+        let n = a.nonce(t0, SRC);
         let h = answer(Algorithm::Md5, &n, "00000001", "pw1001");
         assert!(matches!(
             a.verify(t0, &reg(), Some(&h), |_| Some(&e)),
@@ -1079,6 +1095,36 @@ mod tests {
     }
 
     #[test]
+    fn failures_in_the_name_of_another_source_lock_nothing() {
+        // A stranger takes nonces at its own address and sends wrong digests as 1001 with the
+        // phone's address forged as their source: each is a fresh challenge, no failure.
+        let t0 = Instant::now();
+        let x = extensions();
+        let mut a = authenticator(&AuthConfig::default(), t0);
+        let (stranger, phone) = (ip(66), ip(1));
+        for i in 0..30 {
+            let t = t0 + ms(i);
+            let n = a.nonce(t, stranger);
+            let h = answer_as(Algorithm::Md5, &n, "1001", "guess", "sip:orbit");
+            assert_eq!(
+                a.verify(t, &reg_from(phone), Some(&h), |u| x.get(u)),
+                Verdict::Challenge
+            );
+        }
+        assert_eq!(
+            try_pw(&mut a, &x, t0 + ms(40), phone, "1001", "pw1001"),
+            ok("1001")
+        );
+        // The nonce is good from where it was issued.
+        let n = a.nonce(t0 + ms(50), stranger);
+        let h = answer_as(Algorithm::Md5, &n, "1001", "pw1001", "sip:orbit");
+        assert_eq!(
+            a.verify(t0 + ms(50), &reg_from(stranger), Some(&h), |u| x.get(u)),
+            ok("1001")
+        );
+    }
+
+    #[test]
     fn the_algorithm_must_have_been_offered() {
         let t0 = Instant::now();
         let x = extensions();
@@ -1087,7 +1133,7 @@ mod tests {
             ..AuthConfig::default()
         };
         let mut a = authenticator(&sha_only, t0);
-        let n = a.nonce(t0);
+        let n = a.nonce(t0, SRC);
         let md5 = answer_as(Algorithm::Md5, &n, "1001", "pw1001", "sip:orbit");
         let bare = md5.replace(", algorithm=MD5", "");
         assert!(!bare.contains("algorithm"));
@@ -1099,7 +1145,7 @@ mod tests {
         }
         // Without the parameter it is MD5, accepted when MD5 is offered.
         let mut a = authenticator(&AuthConfig::default(), t0);
-        let n = a.nonce(t0);
+        let n = a.nonce(t0, SRC);
         let md5 = answer_as(Algorithm::Md5, &n, "1001", "pw1001", "sip:orbit");
         let bare = md5.replace(", algorithm=MD5", "");
         assert_eq!(a.verify(t0, &reg(), Some(&bare), |u| x.get(u)), ok("1001"));
@@ -1110,7 +1156,7 @@ mod tests {
         let t0 = Instant::now();
         let x = extensions();
         let mut a = authenticator(&AuthConfig::default(), t0);
-        let n = a.nonce(t0);
+        let n = a.nonce(t0, SRC);
         let h = answer_as(Algorithm::Sha256, &n, "1001", "pw1001", "sip:elsewhere");
         assert_eq!(
             a.verify(t0, &reg(), Some(&h), |u| x.get(u)),
@@ -1125,7 +1171,7 @@ mod tests {
         let t0 = Instant::now();
         let x = extensions();
         let mut a = authenticator(&AuthConfig::default(), t0);
-        let n = a.nonce(t0);
+        let n = a.nonce(t0, SRC);
         // RFC 2069: response = H(HA1:nonce:HA2), right password.
         let alg = Algorithm::Md5;
         let ha1 = alg.hash(&["1001", "orbit", "pw1001"]);
@@ -1153,7 +1199,7 @@ mod tests {
         let t0 = Instant::now();
         let x = extensions();
         let mut a = authenticator(&AuthConfig::default(), t0);
-        let n = a.nonce(t0);
+        let n = a.nonce(t0, SRC);
         let h = answer_as(Algorithm::Sha256, &n, "1001", "pw1001", "sip:orbit");
         let i = h.find("response=\"").unwrap() + 10;
         let h = format!(
@@ -1172,10 +1218,10 @@ mod tests {
         let make =
             |seed| Authenticator::with_rng("orbit", &cfg, t0, &mut StdRng::seed_from_u64(seed));
         let (mut a, mut b, mut c) = (make(7), make(7), make(8));
-        let n = a.nonce(t0);
-        assert_eq!(n, b.nonce(t0));
-        assert_ne!(n, c.nonce(t0));
-        assert_ne!(n, a.nonce(t0));
+        let n = a.nonce(t0, SRC);
+        assert_eq!(n, b.nonce(t0, SRC));
+        assert_ne!(n, c.nonce(t0, SRC));
+        assert_ne!(n, a.nonce(t0, SRC));
         // The same seed gives the same key: b accepts a's nonces.
         let h = answer_as(Algorithm::Md5, &n, "1001", "pw1001", "sip:orbit");
         let x = extensions();

@@ -416,8 +416,8 @@ impl Edge {
         };
         match verdict {
             Verdict::Ok { user } => Ok(user),
-            Verdict::Challenge => Err((code, self.auth.challenges(now, false))),
-            Verdict::Stale => Err((code, self.auth.challenges(now, true))),
+            Verdict::Challenge => Err((code, self.auth.challenges(now, false, source))),
+            Verdict::Stale => Err((code, self.auth.challenges(now, true, source))),
             Verdict::Denied(why) => {
                 info!(reason = why, from = ?msg.from().map(|f| f.uri.to_string()), "authentication failed");
                 Err((403, vec![]))

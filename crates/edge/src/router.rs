@@ -186,7 +186,7 @@ impl Edge {
                 } else {
                     "Proxy-Authenticate"
                 };
-                let challenges = self.auth.challenges(now, false);
+                let challenges = self.auth.challenges(now, false, flow.addr.ip());
                 self.reply_stateless(flow, Response::to(msg, code).headers(name, &challenges));
             }
             _ => self.reply_stateless(flow, Response::to(msg, 503).header("Retry-After", "5")),
