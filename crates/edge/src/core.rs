@@ -122,6 +122,8 @@ pub struct Edge {
     pub(crate) local: Local,
     pub(crate) out: Vec<Transmit>,
     pub(crate) stx: HashMap<ServerKey, ServerEntry>,
+    /// Bytes the server transactions are counted as (bounded as well as their count).
+    pub(crate) stx_bytes: usize,
     pub(crate) ctx: HashMap<ClientKey, ClientEntry>,
     pub(crate) timers: Timers<TimerKey>,
     pub(crate) registrar: Registrar,
@@ -230,6 +232,7 @@ impl Edge {
             local: Local::new(local),
             out: Vec::new(),
             stx: HashMap::new(),
+            stx_bytes: 0,
             ctx: HashMap::new(),
             timers,
             registrar: Registrar::default(),

@@ -114,7 +114,8 @@ impl Edge {
             }
             return;
         }
-        if !self.open_server(&key, method == Method::Invite, flow) {
+        let size = msg.head_text().len() + msg.body.len();
+        if !self.open_server(&key, method == Method::Invite, flow, size) {
             return self.stateless(now, flow, &msg);
         }
         let span = info_span!("sip.request", method = %method, call_id = %msg.call_id(), from = %flow.addr);

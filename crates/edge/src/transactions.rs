@@ -27,7 +27,15 @@ use crate::core::{Edge, TimerKey, Transmit};
 pub(crate) struct ServerEntry {
     pub tx: ServerTransaction,
     pub flow: Flow,
+    /// What the entry is counted as against the table's byte budget: its request's size (a
+    /// response echoes its Vias, From, To and Call-ID, so it is about as large).
+    size: usize,
 }
+
+/// The table's byte budget per transaction it may hold: besides its count, the table holds at
+/// most `max_transactions` × this many bytes of requests (512 MB at the default count), since
+/// 2^20 large requests (every Via a stranger cares to send) would be many gigabytes.
+const BYTES_PER_TRANSACTION: usize = 512;
 
 /// The longest a request may wait for our answer. Every path answers sooner (an INVITE rings
 /// for at most Timer C, 3 min); this bounds what a path that forgets would leave in the
@@ -41,6 +49,9 @@ pub(crate) enum Owner {
     /// An in-dialog request relayed from the other side; the response goes back to `stx`.
     Relay {
         call: u64,
+        /// The side that sent the request (known, not guessed from a Call-ID both sides
+        /// could carry).
+        from: crate::call::Side,
         stx: ServerKey,
         req: Box<Message>,
     },
@@ -68,10 +79,19 @@ pub(crate) struct ClientEntry {
 impl Edge {
     /// Open the server transaction of a new request; false when the table is full (the
     /// request is then answered without state).
-    pub(crate) fn open_server(&mut self, key: &ServerKey, invite: bool, flow: Flow) -> bool {
-        if self.stx.len() >= self.cfg.limits.max_transactions {
+    pub(crate) fn open_server(
+        &mut self,
+        key: &ServerKey,
+        invite: bool,
+        flow: Flow,
+        size: usize,
+    ) -> bool {
+        if self.stx.len() >= self.cfg.limits.max_transactions
+            || self.stx_bytes + size > self.cfg.limits.max_transactions * BYTES_PER_TRANSACTION
+        {
             return false;
         }
+        self.stx_bytes += size;
         let kind = if invite {
             Kind::Invite
         } else {
@@ -82,6 +102,7 @@ impl Edge {
             ServerEntry {
                 tx: ServerTransaction::new(kind, flow.proto.reliable(), self.timing),
                 flow,
+                size,
             },
         );
         self.timers
@@ -212,7 +233,7 @@ impl Edge {
             // Never answered (the safety deadline set at open): forget it.
             None if e.tx.state == State::Initial || e.tx.state == State::Proceeding => {
                 debug!(method = %key.method, "request never answered: transaction dropped");
-                self.stx.remove(&key);
+                self.drop_server(&key);
                 return;
             }
             _ => return, // stale timer entry
@@ -231,7 +252,7 @@ impl Edge {
                 }
             }
             TimerEvent::TimedOut | TimerEvent::Terminated => {
-                self.stx.remove(&key);
+                self.drop_server(&key);
             }
         }
     }
@@ -267,6 +288,12 @@ impl Edge {
         }
     }
 
+    fn drop_server(&mut self, key: &ServerKey) {
+        if let Some(e) = self.stx.remove(key) {
+            self.stx_bytes -= e.size;
+        }
+    }
+
     /// Server transactions held (tests: the table's bound).
     pub fn server_transactions(&self) -> usize {
         self.stx.len()
@@ -283,9 +310,14 @@ fn deliver_response(edge: &mut Edge, now: Instant, ckey: &ClientKey, msg: Messag
             let (call, idx, flow) = (*call, *idx, entry.flow);
             crate::call::branch_response(edge, now, call, idx, flow, msg)
         }
-        Owner::Relay { call, stx, req } => {
-            let (call, stx, req) = (*call, stx.clone(), req.clone());
-            crate::call::relay_response(edge, now, call, &stx, &req, msg)
+        Owner::Relay {
+            call,
+            from,
+            stx,
+            req,
+        } => {
+            let (call, from, stx, req) = (*call, *from, stx.clone(), req.clone());
+            crate::call::relay_response(edge, now, call, from, &stx, &req, msg)
         }
         Owner::Bye { call } => {
             if msg.code() >= 200 {
@@ -323,7 +355,7 @@ fn deliver_timeout(edge: &mut Edge, now: Instant, ckey: &ClientKey) {
             let (call, idx) = (*call, *idx);
             crate::call::branch_failed(edge, now, call, idx, 408, "Request Timeout".into());
         }
-        Owner::Relay { call, stx, req } => {
+        Owner::Relay { call, stx, req, .. } => {
             let (call, stx, req) = (*call, stx.clone(), req.clone());
             crate::call::relay_timed_out(edge, now, call, &stx, &req);
         }

@@ -181,6 +181,7 @@ pub(crate) fn relay_request(
         bytes,
         Owner::Relay {
             call: id,
+            from,
             stx: key,
             req: Box::new(msg),
         },
@@ -191,6 +192,7 @@ pub(crate) fn relay_response(
     edge: &mut Edge,
     now: Instant,
     id: u64,
+    from: Side,
     stx: &ServerKey,
     req: &Message,
     msg: Message,
@@ -206,11 +208,6 @@ pub(crate) fn relay_response(
             edge.reply(now, stx, Response::to(req, code).reason(msg.reason()));
         }
         return;
-    };
-    let from = if req.call_id() == call.a.call_id {
-        Side::A
-    } else {
-        Side::B
     };
     let to = from.other();
     let invite = *req.method() == Method::Invite;

@@ -331,3 +331,32 @@ fn a_lamp_key_retrieving_a_parked_call_with_replaces_is_a_retrieve() {
     assert_eq!(r.code(), 200, "{}", r.head_text());
     assert_eq!(net.edge.orbit().all_parked().count(), 0);
 }
+
+#[test]
+fn large_requests_fill_the_transaction_table_by_bytes_not_only_by_count() {
+    const CAP: usize = 1000;
+    let mut cfg = config();
+    cfg.limits.max_transactions = CAP;
+    let mut net = Net::with(cfg);
+    // OPTIONS of about 4 KB each (padded with Vias), from spoofed sources: the table's byte
+    // budget (512 bytes a transaction on average) stops it long before its count.
+    let vias: String = (0..60)
+        .map(|i| format!("Via: SIP/2.0/UDP 198.51.100.{i}:5060;branch=z9hG4bKpad{i}\n"))
+        .collect();
+    let mut size = 0;
+    for n in 0..CAP as u32 {
+        let src = format!("10.1.{}.{}:5060", (n >> 8) & 255, n & 255);
+        let req = format!("OPTIONS sip:orbit.test SIP/2.0\nVia: SIP/2.0/UDP {src};branch=z9hG4bKbig{n}\n{vias}Max-Forwards: 70\nFrom: <sip:x@orbit.test>;tag=b{n}\nTo: <sip:orbit.test>\nCall-ID: big-{n}\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n");
+        let req = req.replace('\n', "\r\n");
+        size = req.len();
+        net.edge.on_message(net.now, flow(&src), Bytes::from(req));
+        assert_eq!(net.edge.drain().count(), 1, "each is answered");
+    }
+    let held = net.edge.server_transactions();
+    assert!(size > 3000);
+    assert!(
+        held * size <= CAP * 512,
+        "{held} transactions of {size} bytes held"
+    );
+    assert!(held * size > CAP * 512 - size, "the budget is used: {held}");
+}
