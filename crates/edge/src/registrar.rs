@@ -153,9 +153,8 @@ impl Edge {
         else {
             return self.reply(now, key, Response::to(&msg, 404));
         };
-        if self.extension(&aor).is_none() {
-            return self.reply(now, key, Response::to(&msg, 404));
-        }
+        // Whether the extension exists is told only to whoever authenticates: a stranger
+        // gets the same challenge, then 403, for every AOR (no list of extensions by 404s).
         let user = match self.check_auth(now, flow.addr.ip(), &msg, Name::Authorization) {
             Ok(u) => u,
             Err((code, headers)) => {

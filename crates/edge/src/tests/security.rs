@@ -360,3 +360,16 @@ fn large_requests_fill_the_transaction_table_by_bytes_not_only_by_count() {
     );
     assert!(held * size > CAP * 512 - size, "the budget is used: {held}");
 }
+
+#[test]
+fn a_stranger_cannot_list_extensions_by_registering() {
+    let mut net = Net::new();
+    let reg = |ext: &str| {
+        format!("REGISTER sip:orbit.test SIP/2.0\nVia: SIP/2.0/UDP {STRANGER};branch=z9hG4bKenum{ext}\nMax-Forwards: 70\nFrom: <sip:{ext}@orbit.test>;tag=e\nTo: <sip:{ext}@orbit.test>\nCall-ID: enum-{ext}\nCSeq: 1 REGISTER\nContact: <sip:{ext}@{STRANGER}>\nContent-Length: 0\n\n")
+    };
+    // An extension that exists and one that does not get the same answer: a challenge.
+    for ext in ["1001", "9999"] {
+        net.send(STRANGER, &reg(ext));
+        assert_eq!(net.one(STRANGER).code(), 401, "{ext}");
+    }
+}
