@@ -389,7 +389,7 @@ impl Authenticator {
                 .filter_map(|a| Algorithm::parse(a))
                 .collect(),
             ttl: Duration::from_secs(cfg.nonce_ttl_secs),
-            // The epoch sits one TTL in the past so that issue times never underflow.
+            // The epoch sits a day in the past so that issue times never underflow.
             epoch: now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now),
             seen: HashMap::new(),
             order: VecDeque::new(),

@@ -99,7 +99,7 @@ impl Edge {
             }
             Err(code) => return self.reply(now, key, Response::to(&msg, code)),
         };
-        let id = self.unique_call_id();
+        let id = self.next_call_id();
         let media = match self.media.open(id) {
             Ok(m) => m,
             Err(e) => {
@@ -174,11 +174,8 @@ impl Edge {
         }
     }
 
+    /// A new call's number (its key in `calls`; media events name it).
     pub(crate) fn next_call_id(&mut self) -> u64 {
-        self.unique_call_id()
-    }
-
-    fn unique_call_id(&mut self) -> u64 {
         self.next_call += 1;
         self.next_call
     }
