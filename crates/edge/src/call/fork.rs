@@ -246,6 +246,13 @@ pub(crate) fn branch_response(
             call.winner = Some(idx);
             call.branches[idx].state = BranchState::Done;
             call.b.establish(&msg, flow);
+            if call.sdp[Side::B as usize].is_some() {
+                // Early media came (perhaps from another fork): the B leg may have latched onto
+                // a phone that is not the one answering. Start it afresh for the answerer.
+                if let Some(m) = &call.media {
+                    m.vacate(Side::B.leg());
+                }
+            }
             let others: Vec<usize> = (0..call.branches.len()).filter(|&i| i != idx).collect();
             let body = relay_sdp(call, Side::B, &msg, flow.addr.ip())
                 .ok()

@@ -373,3 +373,25 @@ fn a_stranger_cannot_list_extensions_by_registering() {
         assert_eq!(net.one(STRANGER).code(), 401, "{ext}");
     }
 }
+
+#[test]
+fn the_answering_fork_gets_the_media_leg_afresh_after_another_forks_early_media() {
+    let mut net = Net::new();
+    net.register("1002", BOB1);
+    net.register("1002", BOB2);
+    net.send(ALICE, &invite("1002", "fm1", ""));
+    net.take(ALICE);
+    let inv1 = net.one(BOB1);
+    let inv2 = net.one(BOB2);
+    // Bob's first phone sends early media (the relay may latch onto it)...
+    net.send_msg(BOB1, answer(&inv1, 183, "bob1", Some(SDP_B), BOB1));
+    net.media.take_feeds();
+    // ...and his second phone answers: the leg must not stay with the first.
+    let sdp2 = SDP_B.replace("10.2.2.2", "10.2.2.9");
+    net.send_msg(BOB2, answer(&inv2, 200, "bob2", Some(&sdp2), BOB2));
+    assert!(net.media.take_feeds().contains(&"vacate B".to_string()));
+    assert!(net
+        .media
+        .remotes()
+        .ends_with(&[(crate::media::Leg::B, Some("10.2.2.9:5000".parse().unwrap()))]));
+}
