@@ -6,8 +6,8 @@
 
 use super::*;
 
-/// Whether a request naming a dialog of call `id` acts in it: over the dialog's own flow, in
-/// a dialog still in the call, with a CSeq that grows. Answers what stops here (481, 500, a
+/// Whether a request naming a dialog of call `id` acts in it: over the dialog's own flow (or
+/// its party's new one, [`rebind`]), in a dialog still in the call, with a CSeq that grows. Answers what stops here (481, 500, a
 /// vacant side's BYE) and takes ACKs; `Some` hands the request to the feature that owns its
 /// method ([`crate::router`]).
 pub(crate) fn accept(
@@ -25,21 +25,20 @@ pub(crate) fn accept(
         return None;
     };
     let tag = msg.to_tag().unwrap_or("");
-    let side = call
-        .side_of(msg.call_id(), tag)
-        .filter(|&s| call.dialog_ref(s).accepts(&flow));
-    let Some(side) = side else {
-        if call.side_of(msg.call_id(), tag).is_some() {
-            // The dialog's identifiers, from elsewhere than its party: a forgery, or a
-            // stranger who read them (lamp NOTIFYs carry Call-IDs and tags). Nothing changes.
-            edge.stats.foreign_in_dialog += 1;
-            debug!(method = %msg.method(), from = %flow.addr, "in-dialog request from outside the dialog's flow");
+    let side = match call.side_of(msg.call_id(), tag) {
+        Some(s) if call.dialog_ref(s).accepts(&flow) => s,
+        Some(s) => {
+            rebind(edge, now, id, s, flow, msg, key.as_ref()).ok()?;
+            s
         }
-        if let Some(k) = key {
-            edge.reply(now, &k, Response::to(msg, 481));
+        None => {
+            if let Some(k) = key {
+                edge.reply(now, &k, Response::to(msg, 481));
+            }
+            return None;
         }
-        return None;
     };
+    let call = edge.calls.get_mut(&id).expect("present");
     let method = msg.method().clone();
     if method == Method::Ack {
         on_ack(edge, now, id, side, msg);
@@ -66,6 +65,50 @@ pub(crate) fn accept(
         return None;
     }
     Some((side, key))
+}
+
+/// A request in dialog `side` of call `id` over another flow than the dialog's: its party
+/// moved (a TCP/TLS connection dropped and came back, a NAT mapping changed), or a stranger
+/// read the dialog's identifiers (lamp NOTIFYs carry Call-IDs and tags). Only the party may
+/// move the dialog: from the same IP when that IP is a trusted source (a gateway's new port),
+/// else by digest as the dialog's own user, challenged with 407. `Err`: answered (an ACK,
+/// which cannot be challenged, dropped) and nothing changed.
+fn rebind(
+    edge: &mut Edge,
+    now: Instant,
+    id: u64,
+    side: Side,
+    flow: Flow,
+    msg: &Message,
+    key: Option<&ServerKey>,
+) -> Result<(), ()> {
+    let d = edge.calls[&id].dialog_ref(side);
+    let (old, user) = (d.flow, d.user.clone());
+    let ip = flow.addr.ip();
+    let moved = match key {
+        None => false,
+        Some(_) if edge.is_trusted(ip) => old.addr.ip() == ip && old.proto == flow.proto,
+        Some(k) => match edge.check_auth(now, ip, msg, Name::ProxyAuthorization) {
+            Ok(u) => u == user,
+            Err((code, challenges)) if code != 403 => {
+                let r = Response::to(msg, 407).headers("Proxy-Authenticate", &challenges);
+                edge.reply(now, k, r);
+                return Err(());
+            }
+            Err(_) => false,
+        },
+    };
+    if !moved {
+        edge.stats.foreign_in_dialog += 1;
+        debug!(method = %msg.method(), from = %flow.addr, "in-dialog request from outside the dialog's flow");
+        if let Some(k) = key {
+            edge.reply(now, k, Response::to(msg, 481));
+        }
+        return Err(());
+    }
+    info!(%user, from = %old.addr, to = %flow.addr, "dialog moved to its party's new flow");
+    edge.calls.get_mut(&id).expect("present").dialog(side).flow = flow;
+    Ok(())
 }
 
 /// A party hangs up: 200 to it, BYE to the other party, the media released at once.

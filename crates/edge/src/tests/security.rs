@@ -13,24 +13,38 @@ const STRANGER: &str = "127.0.0.2:6001";
 #[test]
 fn in_dialog_requests_from_another_address_change_nothing() {
     let mut net = Net::new();
-    let (ok, inv) = answered_call(&mut net);
+    let (ok, _inv) = answered_call(&mut net);
     net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
     net.take(BOB1);
     // The stranger knows Alice's Call-ID and tags (a lamp NOTIFY shows them) and sends BYE,
-    // a re-INVITE and a REFER from its own address, and from Alice's IP at another port.
-    for (from, branch) in [(STRANGER, "f1"), ("127.0.0.1:6666", "f2")] {
-        for (method, cseq) in [("BYE", 5), ("INVITE", 6), ("REFER", 7), ("INFO", 8)] {
-            let req = alice_in_dialog(&ok, method, cseq, &format!("{branch}{method}"), None)
-                .replace(ALICE, from);
-            net.send(from, &req);
-            assert_eq!(net.one(from).code(), 481, "{method} from {from}");
-        }
+    // a re-INVITE, a REFER and an INFO from its own address: each is challenged (only Alice,
+    // by digest, could move her dialog there), and nothing else happens.
+    for (method, cseq) in [("BYE", 5), ("INVITE", 6), ("REFER", 7), ("INFO", 8)] {
+        let req = alice_in_dialog(&ok, method, cseq, &format!("f{method}"), None)
+            .replace(ALICE, STRANGER);
+        net.send(STRANGER, &req);
+        assert_eq!(net.one(STRANGER).code(), 407, "{method}");
     }
+    // With credentials of another user than the dialog's: 481.
+    let ch = {
+        let req = alice_in_dialog(&ok, "BYE", 9, "fcred0", None).replace(ALICE, STRANGER);
+        net.send(STRANGER, &req);
+        net.one(STRANGER)
+    };
+    let auth = digest_answer(&ch, "1003", "pw1003", "BYE", &ok);
+    let req = alice_in_dialog(&ok, "BYE", 10, "fcred1", None)
+        .replace(ALICE, STRANGER)
+        .replace(
+            "Max-Forwards: 70\n",
+            &format!("Max-Forwards: 70\nProxy-Authorization: {auth}\n"),
+        );
+    net.send(STRANGER, &req);
+    assert_eq!(net.one(STRANGER).code(), 481);
     assert!(net.take(BOB1).is_empty(), "nothing relayed to Bob");
     assert!(net.take(ALICE).is_empty(), "nothing sent to Alice");
     assert_eq!(net.edge.active_calls(), 1);
-    assert_eq!(net.edge.stats.foreign_in_dialog, 8);
-    // A forged ACK from elsewhere is dropped too (it has no answer to check).
+    assert_eq!(net.edge.stats.foreign_in_dialog, 1);
+    // A forged ACK from elsewhere is dropped (it cannot be challenged).
     net.send(
         STRANGER,
         &alice_in_dialog(&ok, "ACK", 1, "fack", None).replace(ALICE, STRANGER),
@@ -41,7 +55,63 @@ fn in_dialog_requests_from_another_address_change_nothing() {
     assert_eq!(net.one(ALICE).code(), 200);
     let bye = net.one(BOB1);
     assert_eq!(*bye.method(), Method::Bye);
-    let _ = inv;
+}
+
+/// The Proxy-Authorization answering challenge `ch` as `user`, for an in-dialog `method` to
+/// the target of `ok`'s Contact.
+fn digest_answer(ch: &Message, user: &str, pw: &str, method: &str, ok: &Message) -> String {
+    let uri = ok
+        .header(Name::Contact)
+        .unwrap()
+        .trim_matches(['<', '>'])
+        .to_string();
+    let creds = crate::auth::Credentials {
+        user,
+        password: pw,
+        method,
+        uri: &uri,
+        nc: 1,
+        cnonce: "c9",
+    };
+    crate::auth::answer(ch.header(Name::ProxyAuthenticate).unwrap(), &creds).unwrap()
+}
+
+#[test]
+fn a_party_that_moved_takes_its_dialog_along_by_digest() {
+    let mut net = Net::new();
+    let (ok, _inv) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    // Alice's phone (at a trusted address) comes back from another address (a new NAT mapping, a new connection):
+    // challenged, then her own credentials move the dialog, and her BYE ends the call.
+    let moved = "127.0.0.3:6001";
+    let bye = |cseq: u32, branch: &str, auth: &str| {
+        alice_in_dialog(&ok, "BYE", cseq, branch, None)
+            .replace(ALICE, moved)
+            .replace("Max-Forwards: 70\n", &format!("Max-Forwards: 70\n{auth}"))
+    };
+    net.send(moved, &bye(2, "mv1", ""));
+    let ch = net.one(moved);
+    assert_eq!(ch.code(), 407);
+    let auth = digest_answer(&ch, "1001", "pw1001", "BYE", &ok);
+    net.send(
+        moved,
+        &bye(3, "mv2", &format!("Proxy-Authorization: {auth}\n")),
+    );
+    assert_eq!(net.one(moved).code(), 200);
+    assert_eq!(*net.one(BOB1).method(), Method::Bye);
+    // A trusted gateway's new port on the same IP moves its dialog without a digest.
+    let mut net = Net::new();
+    let (ok, _inv) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    let port = "127.0.0.1:6666";
+    net.send(
+        port,
+        &alice_in_dialog(&ok, "BYE", 2, "gw1", None).replace(ALICE, port),
+    );
+    assert_eq!(net.one(port).code(), 200);
+    assert_eq!(*net.one(BOB1).method(), Method::Bye);
 }
 
 #[test]
