@@ -1,4 +1,7 @@
 //! Edge configuration, as read from the `[edge]` part of the daemon's TOML file.
+//!
+//! Longer than most files here because every setting carries its documentation, default and
+//! validation in one place; it holds no other logic.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
