@@ -153,8 +153,12 @@ impl Edge {
         else {
             return self.reply(now, key, Response::to(&msg, 404));
         };
-        // Whether the extension exists is told only to whoever authenticates: a stranger
-        // gets the same challenge, then 403, for every AOR (no list of extensions by 404s).
+        // Whether an extension exists is told only to whoever authenticates: a stranger gets
+        // the same challenge, then 403, for every number (no list of extensions by 404s). An
+        // AOR that cannot be an extension (they are digits) is not one, whoever asks.
+        if aor.is_empty() || !aor.bytes().all(|b| b.is_ascii_digit()) {
+            return self.reply(now, key, Response::to(&msg, 404));
+        }
         let user = match self.check_auth(now, flow.addr.ip(), &msg, Name::Authorization) {
             Ok(u) => u,
             Err((code, headers)) => {
