@@ -54,13 +54,7 @@ pub(crate) fn on_park_call(
         media.set_remote(Leg::A, i.rtp, i.rtcp, flow.addr.ip());
     }
     let te = offer.as_deref().and_then(sdp::telephone_event);
-    let body = sdp::ours(
-        media.local(Leg::A),
-        now_version(edge.now_ms(now)),
-        codec,
-        pt,
-        te,
-    );
+    let body = relay_offer(edge.now_ms(now), media.local(Leg::A), (codec, pt, te));
     let (clip, consult) = match slot {
         Some(s) => {
             info!(slot = s, "attended park: slot announced");

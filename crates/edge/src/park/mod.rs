@@ -465,8 +465,14 @@ fn seat(edge: &mut Edge, cid: u64, v: Side, d: Dialog) {
     edge.dialogs.insert(new_key, cid);
 }
 
-fn now_version(ms: Millis) -> u64 {
-    ms / 1000
+/// The edge's own SDP for a relay leg at `local`, in the parked party's codec, versioned by
+/// the wall clock's second (`now_ms`).
+fn relay_offer(
+    now_ms: Millis,
+    local: std::net::SocketAddr,
+    (codec, pt, te): (Codec, u8, Option<u8>),
+) -> Vec<u8> {
+    sdp::ours(local, now_ms / 1000, codec, pt, te)
 }
 
 /// The registry gave up on call `cid` (park `id`): this edge's lease lapsed, so the slot may

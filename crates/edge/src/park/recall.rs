@@ -84,13 +84,7 @@ pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: Recal
     let mut body = vec![];
     if let Some(m) = &call.media {
         m.vacate(v.leg());
-        body = sdp::ours(
-            m.local(v.leg()),
-            now_version(edge.now_ms(now)),
-            codec,
-            pt,
-            te,
-        );
+        body = relay_offer(edge.now_ms(now), m.local(v.leg()), (codec, pt, te));
     }
     info!(%target, ?stage, slot, forks = targets.len(), "recall ringing");
     let keys: Vec<ClientKey> = targets.iter().map(|_| edge.new_branch()).collect();

@@ -217,6 +217,7 @@ pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u6
         v,
         Dialog::uas(&a.msg, a.flow, &tag, &parked_user, &a.retriever),
     );
+    let now_ms = edge.now_ms(now);
     let call = edge.calls.get_mut(&cid).expect("present");
     call.vacant = None;
     let ps = call.park.take().expect("parked");
@@ -229,13 +230,7 @@ pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u6
         }
         m.bridge(parked.leg());
         m.bridge(v.leg());
-        body = sdp::ours(
-            m.local(v.leg()),
-            now_version(edge.now_ms(now)),
-            codec,
-            pt,
-            te,
-        );
+        body = relay_offer(now_ms, m.local(v.leg()), (codec, pt, te));
     }
     info!(slot = ps.slot, by = %a.retriever, "retrieved");
     let c = edge.local.contact(&parked_user, a.flow.proto);

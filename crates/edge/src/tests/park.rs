@@ -37,6 +37,25 @@ pub(super) fn bob_in_dialog(
     )
 }
 
+/// Bob's REFER (in the call `inv` set up) to the park extension, with Replaces naming the
+/// dialog (`call_id`, `to_tag`, `from_tag`): the step that completes an attended park.
+pub(super) fn refer_replacing(
+    inv: &Message,
+    call_id: &str,
+    to_tag: &str,
+    from_tag: &str,
+) -> String {
+    let replaces = format!("{call_id}%3Bto-tag%3D{to_tag}%3Bfrom-tag%3D{from_tag}");
+    bob_in_dialog(
+        inv,
+        "REFER",
+        2,
+        "refer1",
+        &format!("Refer-To: <sip:700@orbit.test?Replaces={replaces}>\n"),
+        None,
+    )
+}
+
 /// A 200 to a request the edge sent.
 pub(super) fn ok_to(req: &Message) -> Bytes {
     answer(req, 200, "x", None, "127.0.0.1:1")
@@ -638,18 +657,7 @@ fn attended_park_speaks_the_slot_then_replaces_parks_the_caller_there() {
     assert_eq!(ok2.code(), 200);
     net.media.take_feeds();
     // Bob completes: REFER on the call with Alice, Replaces naming his call to 700.
-    let replaces = format!(
-        "consult-k1%3Bto-tag%3D{}%3Bfrom-tag%3Dbobck1",
-        ok_k.to_tag().unwrap()
-    );
-    let refer = bob_in_dialog(
-        &inv,
-        "REFER",
-        2,
-        "refer1",
-        &format!("Refer-To: <sip:700@orbit.test?Replaces={replaces}>\n"),
-        None,
-    );
+    let refer = refer_replacing(&inv, "consult-k1", ok_k.to_tag().unwrap(), "bobck1");
     net.send(BOB1, &refer);
     let to_bob = net.take(BOB1);
     assert_eq!(to_bob[0].code(), 202);

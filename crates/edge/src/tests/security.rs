@@ -4,7 +4,7 @@
 
 use orbit_sip::Method;
 
-use super::park::{bob_in_dialog, carol_invite, CAROL};
+use super::park::{carol_invite, refer_replacing, CAROL};
 use super::*;
 
 /// Another host than Alice's, same port.
@@ -183,18 +183,7 @@ fn a_transfer_naming_another_users_call_is_refused() {
     let ok_k = carol_consults(&mut net);
     // Bob completes an "attended park" with Replaces naming Carol's consultation call: it
     // would park his caller in the slot promised to Carol and end her call.
-    let replaces = format!(
-        "call-k9%3Bto-tag%3D{}%3Bfrom-tag%3Dcarol",
-        ok_k.to_tag().unwrap()
-    );
-    let refer = bob_in_dialog(
-        &inv,
-        "REFER",
-        2,
-        "refer1",
-        &format!("Refer-To: <sip:700@orbit.test?Replaces={replaces}>\n"),
-        None,
-    );
+    let refer = refer_replacing(&inv, "call-k9", ok_k.to_tag().unwrap(), "carol");
     net.send(BOB1, &refer);
     let r = net.one(BOB1);
     assert_eq!(r.code(), 403);
