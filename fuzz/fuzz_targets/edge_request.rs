@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use orbit_edge::config::*;
-use orbit_edge::media::FakeMedia;
 use orbit_sip::transport::{Flow, Proto};
 
 fn edge(now: Instant) -> orbit_edge::Edge {
@@ -62,7 +61,6 @@ fn edge(now: Instant) -> orbit_edge::Edge {
     orbit_edge::Edge::new(
         Arc::new(cfg),
         local,
-        Box::new(FakeMedia::default()),
         orbit_edge::Start::seeded(now, 1_800_000_000_000, 1),
     )
     .with_registry(now, Duration::from_secs(15))
@@ -93,6 +91,7 @@ fn serve(e: &mut orbit_edge::Edge, reg: &mut orbit_state::Orbit, index: &mut u64
             e.on_orbit_outcome(now, token, r.map_err(Into::into));
         }
         let _ = e.drain().count();
+        let _ = e.take_media();
     }
 }
 
@@ -114,6 +113,7 @@ fuzz_target!(|data: &[u8]| {
         let t = now + Duration::from_millis(i as u64);
         e.on_message(t, flow, bytes::Bytes::copy_from_slice(msg));
         let _ = e.drain().count();
+        let _ = e.take_media();
         serve(&mut e, &mut reg, &mut index, at + i as u64, t);
     }
     let mut t = now;
@@ -123,6 +123,7 @@ fuzz_target!(|data: &[u8]| {
                 t = t.max(d);
                 e.on_timeout(t);
                 let _ = e.drain().count();
+                let _ = e.take_media();
             }
             _ => break,
         }

@@ -34,7 +34,7 @@ use tracing::info;
 use crate::auth::{Authenticator, Verdict};
 use crate::call::Call;
 use crate::config::{net_contains, parse_net, EdgeConfig, Extension};
-use crate::media::MediaFactory;
+use crate::media::{Media, MediaCmd, MediaEvent};
 use crate::ratelimit::RateLimiter;
 use crate::registrar::Registrar;
 use crate::transactions::{ClientEntry, ServerEntry};
@@ -136,12 +136,12 @@ pub struct Edge {
     pub(crate) next_call: u64,
     /// Tags, branches and Call-IDs (random, from the generator handed in).
     pub(crate) ids: Ids,
-    pub(crate) media: Box<dyn MediaFactory>,
+    /// Relay ports and the media commands not yet taken.
+    pub(crate) media: Media,
     trusted: Vec<(IpAddr, u8)>,
     pub(crate) rate: RateLimiter,
     pub stats: Stats,
     pub(crate) shutting_down: bool,
-    last_media_check: Instant,
     /// The orbit state: lots, parked calls, deadlines. On one site the edge orders the
     /// commands itself; the registry (Raft) takes this role across sites.
     pub(crate) orbit: orbit_state::Orbit,
@@ -178,12 +178,7 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(
-        cfg: Arc<EdgeConfig>,
-        local: HashMap<Proto, SocketAddr>,
-        media: Box<dyn MediaFactory>,
-        start: Start,
-    ) -> Edge {
+    pub fn new(cfg: Arc<EdgeConfig>, local: HashMap<Proto, SocketAddr>, start: Start) -> Edge {
         let Start {
             now,
             wall_ms: wall,
@@ -210,9 +205,16 @@ impl Edge {
             default_lot.get_or_insert(lot.key());
         }
         let incarnation = ids.u64().max(1);
-        // As the relay's pool counts them: every even port whose odd neighbour is in range.
-        let start = cfg.media.port_min + (cfg.media.port_min & 1);
-        let pairs = usize::from(cfg.media.port_max.saturating_sub(start)).div_ceil(2);
+        let plan = orbit_media::PortPlan::new(
+            cfg.media.port_min,
+            cfg.media.port_max,
+            orbit_media::PoolTiming {
+                close_after: Duration::from_secs(cfg.media.idle_close_secs),
+                ..Default::default()
+            },
+            ids.rng(),
+        );
+        let pairs = plan.capacity();
         let max_calls = cfg.limits.max_calls.min(pairs / 2);
         if max_calls < cfg.limits.max_calls {
             info!(
@@ -242,12 +244,11 @@ impl Edge {
             pending_invites: HashMap::new(),
             next_call: 0,
             ids,
-            media,
+            media: Media::new(cfg.media.ip, plan),
             trusted,
             rate: RateLimiter::new(cfg.limits.requests_per_sec, cfg.limits.burst),
             stats: Stats::default(),
             shutting_down: false,
-            last_media_check: now,
             orbit,
             clock: (now, wall),
             parks: HashMap::new(),
@@ -304,15 +305,32 @@ impl Edge {
         std::mem::take(&mut self.orbit_events).into()
     }
 
-    /// Something the media relay saw: a digit pressed by a party.
-    pub fn on_media_event(&mut self, now: Instant, ev: crate::media::MediaEvent) {
+    /// Something the media relay saw: a digit pressed, a silent call, ports it could not open.
+    pub fn on_media_event(&mut self, now: Instant, ev: MediaEvent) {
         self.last_now = now;
-        let side = match ev.leg {
-            crate::media::Leg::A => crate::call::Side::A,
-            crate::media::Leg::B => crate::call::Side::B,
-        };
-        crate::park::on_digit(self, now, ev.call, side, ev.digit);
+        match ev {
+            MediaEvent::Digit { call, leg, digit } => {
+                let side = match leg {
+                    crate::media::Leg::A => crate::call::Side::A,
+                    crate::media::Leg::B => crate::call::Side::B,
+                };
+                crate::park::on_digit(self, now, call, side, digit);
+            }
+            MediaEvent::Silent { call, idle } => crate::call::on_silence(self, now, call, idle),
+            MediaEvent::Failed { call, error } => {
+                if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.media.take()) {
+                    tracing::warn!(call, %error, "relay ports could not be opened");
+                    self.media.failed(r);
+                    crate::call::hangup(self, now, call, "no media ports");
+                }
+            }
+        }
         self.settle(now);
+    }
+
+    /// Media commands for the relay, in order.
+    pub fn take_media(&mut self) -> Vec<MediaCmd> {
+        self.media.take()
     }
 
     /// Lamp (BLF) subscriptions alive.
@@ -381,11 +399,7 @@ impl Edge {
         self.registrar.expire(now);
         crate::blf::expire(self, now);
         self.rate.prune(now);
-        if now.duration_since(self.last_media_check) >= Duration::from_secs(1) {
-            self.last_media_check = now;
-            crate::call::check_media(self, now);
-            self.media.maintain();
-        }
+        self.media.maintain(now, self.ids.rng());
     }
 
     /// Digest check of `msg` from `source`. `Ok(user)` or the response to send: (401/407 with

@@ -18,15 +18,34 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::core::{Edge, Stats};
+use crate::media::{MediaEvent, Relays};
 
 pub struct Sockets {
     pub udp: UdpSocket,
     pub tcp: Option<TcpListener>,
     pub tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
-    /// Digits and other events from the media relay.
-    pub media: Option<mpsc::UnboundedReceiver<crate::media::MediaEvent>>,
+    /// The media relay; none: media commands are dropped (a signalling-only test).
+    pub media: Option<MediaIo>,
     /// The registry link, for an edge that uses the registry.
     pub orbit: Option<OrbitIo>,
+}
+
+/// The relay's sockets, and the digits it reports.
+pub struct MediaIo {
+    relays: Relays,
+    digits: mpsc::UnboundedReceiver<MediaEvent>,
+}
+
+impl MediaIo {
+    /// Relay on `pool`, which must be one whose ports the caller places
+    /// ([`orbit_media::PortPool::placed`]): the edge's core plans them.
+    pub fn new(pool: orbit_media::PortPool) -> MediaIo {
+        let (tx, digits) = mpsc::unbounded_channel();
+        MediaIo {
+            relays: Relays::new(pool, Some(tx)),
+            digits,
+        }
+    }
 }
 
 /// Channels to whatever talks to the registry for this edge: proposals out; outcomes, applied
@@ -80,7 +99,12 @@ pub async fn run(
         listeners.push(spawn_stream_listener(l, Some(acc), ev_tx.clone(), limits));
     }
     let mut conns: HashMap<u64, StreamTx> = HashMap::new();
-    let mut media = sockets.media;
+    let (mut relays, mut digits) = match sockets.media {
+        Some(m) => (Some(m.relays), Some(m.digits)),
+        None => (None, None),
+    };
+    let mut media_check = tokio::time::interval(Duration::from_secs(1));
+    media_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (proposals, mut feed) = match sockets.orbit {
         Some(io) => (Some(io.proposals), Some(io.feed)),
         None => (None, None),
@@ -140,8 +164,14 @@ pub async fn run(
                 }
                 busy = taken == BATCH;
             }
-            Some(ev) = async { media.as_mut()?.recv().await }, if media.is_some() => {
+            Some(ev) = async { digits.as_mut()?.recv().await }, if digits.is_some() => {
                 edge.on_media_event(clock(), ev);
+            }
+            _ = media_check.tick(), if relays.is_some() => {
+                let now = clock();
+                for ev in relays.as_ref().map(Relays::silent).unwrap_or_default() {
+                    edge.on_media_event(now, ev);
+                }
             }
             Some(f) = async { feed.as_mut()?.recv().await }, if feed.is_some() => {
                 let now = clock();
@@ -171,6 +201,9 @@ pub async fn run(
                 let _ = p.send(prop);
             }
         }
+        // Before the messages that announce them, so that the relay is ready when a party
+        // learns its ports.
+        apply_media(&mut edge, relays.as_mut(), now);
         let out: Vec<crate::Transmit> = edge.drain().collect();
         send_udp(&udp, &out).await;
         for t in out {
@@ -204,6 +237,28 @@ pub async fn run(
         l.abort();
     }
     edge.stats.clone()
+}
+
+/// Carry out the edge's media commands; a failure goes back to the edge (whose answer may be
+/// more commands).
+fn apply_media(edge: &mut Edge, relays: Option<&mut Relays>, now: std::time::Instant) {
+    let Some(relays) = relays else {
+        edge.take_media();
+        return;
+    };
+    loop {
+        let failed: Vec<MediaEvent> = edge
+            .take_media()
+            .into_iter()
+            .filter_map(|cmd| relays.apply(cmd))
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        for ev in failed {
+            edge.on_media_event(now, ev);
+        }
+    }
 }
 
 fn on_stream_event(

@@ -7,8 +7,9 @@
 //! on one site.
 //!
 //! ```text
-//! let edge = Edge::new(config, local_addrs, Box::new(RelayFactory { pool, events: None }), start);
-//! driver::run(edge, sockets, shutdown).await;   // UDP + TCP + TLS in, timers, Ctrl-C
+//! let edge = Edge::new(config, local_addrs, start);  // plans relay ports, binds nothing
+//! sockets.media = Some(MediaIo::new(PortPool::placed(ip)));   // the relay's sockets
+//! driver::run(edge, sockets, shutdown, drain).await;  // UDP + TCP + TLS in, timers, media, Ctrl-C
 //! ```
 
 pub mod auth;

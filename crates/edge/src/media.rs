@@ -1,216 +1,318 @@
-//! The edge's view of the media relay, as a trait so that the call model runs in tests
-//! without sockets.
+//! The edge's media relay as effects: the core chooses each call's relay ports from its
+//! [`PortPlan`] (so it can write them into SDP at once) and hands out [`MediaCmd`]s; the driver
+//! carries them out on the relay's sockets ([`Relay`]) and reports back [`MediaEvent`]s
+//! (digits pressed, silence, a port it could not bind). The core binds nothing and reads no
+//! clock for media.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use orbit_media::{Clip, Codec, Leg};
-use orbit_media::{PortPool, Session};
+use orbit_media::{PortPlan, PortPool, Session};
+use tracing::warn;
 
-pub trait MediaSession: Send {
-    /// Relay address the party on `leg` must send to.
-    fn local(&self, leg: Leg) -> SocketAddr;
+/// What the relay must do, in order.
+#[derive(Debug, Clone)]
+pub enum MediaCmd {
+    /// Relay call `call` through the port pairs at `ports` (RTP ports; RTCP one up), for its
+    /// legs A and B.
+    Open { call: u64, ports: [u16; 2] },
     /// What the party on `leg` announced in SDP, and the IP its signalling came from: the
     /// relay latches only onto a source with one of those IPs.
-    fn set_remote(
-        &self,
+    Remote {
+        call: u64,
         leg: Leg,
         rtp: Option<SocketAddr>,
         rtcp: Option<SocketAddr>,
         source: IpAddr,
-    );
-    /// Time since the last packet from either party.
-    fn idle(&self) -> Duration;
+    },
+    /// The party on `leg` sends RFC 4733 telephone-events with payload type `pt`: report its
+    /// digits.
+    Dtmf { call: u64, leg: Leg, pt: Option<u8> },
     /// Play `clip` to the party on `leg` (looped: music; else once: a prompt) instead of the
     /// other party's audio.
-    fn play(&self, leg: Leg, clip: Arc<Clip>, codec: Codec, pt: u8, looped: bool);
+    Play {
+        call: u64,
+        leg: Leg,
+        clip: Arc<Clip>,
+        codec: Codec,
+        pt: u8,
+        looped: bool,
+    },
     /// Let the party on `leg` hear the other party again.
-    fn bridge(&self, leg: Leg);
+    Bridge { call: u64, leg: Leg },
     /// The party on `leg` has gone; the next one latches afresh.
-    fn vacate(&self, leg: Leg);
-    /// The party on `leg` sends RFC 4733 telephone-events with payload type `pt`: report its
-    /// digits as [`MediaEvent`]s.
-    fn set_dtmf(&self, leg: Leg, pt: Option<u8>);
+    Vacate { call: u64, leg: Leg },
+    /// The call is over: stop relaying (its ports stay bound for reuse).
+    Close { call: u64 },
+    /// Close the sockets at these ports (released long enough ago).
+    Unbind { ports: Vec<u16> },
 }
 
-/// Something the media saw that the call model must hear about.
+/// Something the relay saw that the core must hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A party pressed a digit.
+    Digit { call: u64, leg: Leg, digit: char },
+    /// No packet from either party of `call` for `idle` (reported every second while it
+    /// lasts).
+    Silent { call: u64, idle: Duration },
+    /// The relay could not open `call`'s ports.
+    Failed { call: u64, error: String },
+}
+
+/// A call's relay ports, as the core knows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MediaEvent {
+pub(crate) struct Relay {
     pub call: u64,
-    pub leg: Leg,
-    pub digit: char,
+    pub ports: [u16; 2],
+    pub ip: IpAddr,
 }
 
-pub trait MediaFactory: Send {
-    /// Media for call `call` (named in the [`MediaEvent`]s it reports).
-    fn open(&mut self, call: u64) -> Result<Box<dyn MediaSession>, String>;
-    /// Port pairs in use.
-    fn in_use(&self) -> usize;
-    /// Periodic upkeep (closing long-idle relay endpoints); called every second.
-    fn maintain(&mut self) {}
-}
-
-impl MediaSession for Session {
-    fn local(&self, leg: Leg) -> SocketAddr {
-        Session::local(self, leg)
+impl Relay {
+    /// The relay address the party on `leg` must send to.
+    pub fn local(&self, leg: Leg) -> SocketAddr {
+        SocketAddr::new(self.ip, self.ports[leg as usize])
     }
-    fn set_remote(
+
+    /// See [`MediaCmd::Remote`].
+    pub fn set_remote(
         &self,
+        media: &mut Media,
         leg: Leg,
         rtp: Option<SocketAddr>,
         rtcp: Option<SocketAddr>,
         source: IpAddr,
     ) {
-        Session::set_remote(self, leg, rtp, rtcp);
-        Session::set_source(self, leg, Some(source));
+        media.push(MediaCmd::Remote {
+            call: self.call,
+            leg,
+            rtp,
+            rtcp,
+            source,
+        });
     }
-    fn idle(&self) -> Duration {
-        Session::idle(self)
-    }
-    fn play(&self, leg: Leg, clip: Arc<Clip>, codec: Codec, pt: u8, looped: bool) {
-        Session::play(self, leg, clip, codec, pt, looped)
-    }
-    fn bridge(&self, leg: Leg) {
-        Session::bridge(self, leg)
-    }
-    fn vacate(&self, leg: Leg) {
-        Session::vacate(self, leg)
-    }
-    fn set_dtmf(&self, leg: Leg, pt: Option<u8>) {
-        Session::set_dtmf(self, leg, pt)
-    }
-}
 
-/// The real relay: sockets from a port range. Needs a tokio runtime.
-pub struct RelayFactory {
-    pub pool: PortPool,
-    /// Where digits go (the driver feeds them to the core); none: digits are not watched.
-    pub events: Option<tokio::sync::mpsc::UnboundedSender<MediaEvent>>,
-}
+    /// See [`MediaCmd::Dtmf`].
+    pub fn set_dtmf(&self, media: &mut Media, leg: Leg, pt: Option<u8>) {
+        media.push(MediaCmd::Dtmf {
+            call: self.call,
+            leg,
+            pt,
+        });
+    }
 
-impl MediaFactory for RelayFactory {
-    fn open(&mut self, call: u64) -> Result<Box<dyn MediaSession>, String> {
-        let s = Session::open(&self.pool).map_err(|e| e.to_string())?;
-        if let Some(tx) = &self.events {
-            let tx = tx.clone();
-            s.on_dtmf(Arc::new(move |leg, digit| {
-                let _ = tx.send(MediaEvent { call, leg, digit });
-            }));
-        }
-        Ok(Box::new(s))
-    }
-    fn in_use(&self) -> usize {
-        self.pool.in_use()
-    }
-    fn maintain(&mut self) {
-        self.pool.maintain()
-    }
-}
-
-/// Media without sockets, for the call model's tests and the fuzzer: hands out addresses from
-/// a counter and lets the test set how long the media has been idle.
-#[derive(Clone, Default)]
-pub struct FakeMedia {
-    state: std::sync::Arc<std::sync::Mutex<FakeState>>,
-}
-
-#[derive(Default)]
-struct FakeState {
-    next_port: u16,
-    open: usize,
-    idle: Duration,
-    remotes: Vec<(Leg, Option<SocketAddr>)>,
-    /// What was played, bridged and vacated, in order ("play A music PCMU", "bridge A", ...).
-    feeds: Vec<String>,
-}
-
-struct FakeSession {
-    ports: [u16; 2],
-    state: std::sync::Arc<std::sync::Mutex<FakeState>>,
-}
-
-impl FakeMedia {
-    /// Pretend no packet has arrived for this long, on every session.
-    pub fn set_idle(&self, idle: Duration) {
-        self.state.lock().unwrap().idle = idle;
-    }
-    pub fn open_sessions(&self) -> usize {
-        self.state.lock().unwrap().open
-    }
-    /// Every play/bridge/vacate so far, in order; taken.
-    pub fn take_feeds(&self) -> Vec<String> {
-        std::mem::take(&mut self.state.lock().unwrap().feeds)
-    }
-    /// Every `set_remote` call so far, in order.
-    pub fn remotes(&self) -> Vec<(Leg, Option<SocketAddr>)> {
-        self.state.lock().unwrap().remotes.clone()
-    }
-}
-
-impl MediaFactory for FakeMedia {
-    fn open(&mut self, _call: u64) -> Result<Box<dyn MediaSession>, String> {
-        let mut s = self.state.lock().unwrap();
-        if s.next_port == 0 {
-            s.next_port = 40_000;
-        }
-        let p = s.next_port;
-        s.next_port += 4;
-        s.open += 1;
-        Ok(Box::new(FakeSession {
-            ports: [p, p + 2],
-            state: self.state.clone(),
-        }))
-    }
-    fn in_use(&self) -> usize {
-        self.state.lock().unwrap().open * 2
-    }
-}
-
-impl MediaSession for FakeSession {
-    fn local(&self, leg: Leg) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.ports[leg as usize]))
-    }
-    fn set_remote(
+    /// See [`MediaCmd::Play`].
+    pub fn play(
         &self,
+        media: &mut Media,
         leg: Leg,
-        rtp: Option<SocketAddr>,
-        _rtcp: Option<SocketAddr>,
-        _source: IpAddr,
+        clip: Arc<Clip>,
+        (codec, pt): (Codec, u8),
+        looped: bool,
     ) {
-        self.state.lock().unwrap().remotes.push((leg, rtp));
+        media.push(MediaCmd::Play {
+            call: self.call,
+            leg,
+            clip,
+            codec,
+            pt,
+            looped,
+        });
     }
-    fn idle(&self) -> Duration {
-        self.state.lock().unwrap().idle
+
+    pub fn bridge(&self, media: &mut Media, leg: Leg) {
+        media.push(MediaCmd::Bridge {
+            call: self.call,
+            leg,
+        });
     }
-    fn play(&self, leg: Leg, clip: Arc<Clip>, codec: Codec, _pt: u8, looped: bool) {
-        let what = if looped { "music" } else { "prompt" };
-        let ms = clip.duration().as_millis();
-        self.state
-            .lock()
-            .unwrap()
-            .feeds
-            .push(format!("play {leg:?} {what} {} {ms}ms", codec.name()));
+
+    pub fn vacate(&self, media: &mut Media, leg: Leg) {
+        media.push(MediaCmd::Vacate {
+            call: self.call,
+            leg,
+        });
     }
-    fn bridge(&self, leg: Leg) {
-        self.state
-            .lock()
-            .unwrap()
-            .feeds
-            .push(format!("bridge {leg:?}"));
-    }
-    fn vacate(&self, leg: Leg) {
-        self.state
-            .lock()
-            .unwrap()
-            .feeds
-            .push(format!("vacate {leg:?}"));
-    }
-    fn set_dtmf(&self, _leg: Leg, _pt: Option<u8>) {}
 }
 
-impl Drop for FakeSession {
-    fn drop(&mut self) {
-        self.state.lock().unwrap().open -= 1;
+/// The core's side of the relay: its port plan and the commands not yet taken.
+pub(crate) struct Media {
+    ip: IpAddr,
+    plan: PortPlan,
+    out: Vec<MediaCmd>,
+}
+
+impl Media {
+    pub fn new(ip: IpAddr, plan: PortPlan) -> Media {
+        Media {
+            ip,
+            plan,
+            out: vec![],
+        }
+    }
+
+    /// Relay ports for `call`, if two pairs are free.
+    pub fn open(
+        &mut self,
+        now: Instant,
+        call: u64,
+        rng: &mut impl rand::RngCore,
+    ) -> Result<Relay, &'static str> {
+        let a = self.plan.take(now, rng).ok_or("no free relay ports")?;
+        let Some(b) = self.plan.take(now, rng) else {
+            self.plan.release(now, a);
+            return Err("no free relay ports");
+        };
+        self.out.push(MediaCmd::Open {
+            call,
+            ports: [a, b],
+        });
+        Ok(Relay {
+            call,
+            ports: [a, b],
+            ip: self.ip,
+        })
+    }
+
+    /// The call is done with its relay.
+    pub fn close(&mut self, now: Instant, r: Relay) {
+        self.out.push(MediaCmd::Close { call: r.call });
+        for p in r.ports {
+            self.plan.release(now, p);
+        }
+    }
+
+    /// The relay could not bind `r`'s ports: its sockets are gone, and the ports are taken
+    /// last from now on.
+    pub fn failed(&mut self, r: Relay) {
+        for p in r.ports {
+            self.plan.unusable(p);
+        }
+    }
+
+    /// Upkeep, every second: close ports released long enough ago.
+    pub fn maintain(&mut self, now: Instant, rng: &mut impl rand::RngCore) {
+        let ports = self.plan.close_due(now, rng);
+        if !ports.is_empty() {
+            self.out.push(MediaCmd::Unbind { ports });
+        }
+    }
+
+    pub fn push(&mut self, cmd: MediaCmd) {
+        self.out.push(cmd);
+    }
+
+    pub fn take(&mut self) -> Vec<MediaCmd> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Port pairs attached to calls.
+    pub fn in_use(&self) -> usize {
+        self.plan.in_use()
+    }
+}
+
+/// The driver's side: the relay's sockets, one session per call, carrying out [`MediaCmd`]s.
+pub struct Relays {
+    pool: PortPool,
+    sessions: HashMap<u64, Session>,
+    /// Where digits go (the driver feeds them to the core); none: digits are not watched.
+    digits: Option<tokio::sync::mpsc::UnboundedSender<MediaEvent>>,
+}
+
+impl Relays {
+    /// `pool` must be one whose ports are placed by the caller ([`PortPool::placed`]).
+    pub fn new(
+        pool: PortPool,
+        digits: Option<tokio::sync::mpsc::UnboundedSender<MediaEvent>>,
+    ) -> Relays {
+        Relays {
+            pool,
+            sessions: HashMap::new(),
+            digits,
+        }
+    }
+
+    /// Carry out `cmd`; an event for the core if it failed.
+    pub fn apply(&mut self, cmd: MediaCmd) -> Option<MediaEvent> {
+        match cmd {
+            MediaCmd::Open { call, ports } => match Session::open_at(&self.pool, ports) {
+                Ok(s) => {
+                    if let Some(tx) = &self.digits {
+                        let tx = tx.clone();
+                        s.on_dtmf(Arc::new(move |leg, digit| {
+                            let _ = tx.send(MediaEvent::Digit { call, leg, digit });
+                        }));
+                    }
+                    self.sessions.insert(call, s);
+                }
+                Err(e) => {
+                    warn!(call, ?ports, error = %e, "relay ports unavailable");
+                    self.pool.unbind(&ports);
+                    return Some(MediaEvent::Failed {
+                        call,
+                        error: e.to_string(),
+                    });
+                }
+            },
+            MediaCmd::Remote {
+                call,
+                leg,
+                rtp,
+                rtcp,
+                source,
+            } => {
+                if let Some(s) = self.sessions.get(&call) {
+                    s.set_remote(leg, rtp, rtcp);
+                    s.set_source(leg, Some(source));
+                }
+            }
+            MediaCmd::Dtmf { call, leg, pt } => {
+                if let Some(s) = self.sessions.get(&call) {
+                    s.set_dtmf(leg, pt);
+                }
+            }
+            MediaCmd::Play {
+                call,
+                leg,
+                clip,
+                codec,
+                pt,
+                looped,
+            } => {
+                if let Some(s) = self.sessions.get(&call) {
+                    s.play(leg, clip, codec, pt, looped);
+                }
+            }
+            MediaCmd::Bridge { call, leg } => {
+                if let Some(s) = self.sessions.get(&call) {
+                    s.bridge(leg);
+                }
+            }
+            MediaCmd::Vacate { call, leg } => {
+                if let Some(s) = self.sessions.get(&call) {
+                    s.vacate(leg);
+                }
+            }
+            MediaCmd::Close { call } => {
+                self.sessions.remove(&call);
+            }
+            MediaCmd::Unbind { ports } => self.pool.unbind(&ports),
+        }
+        None
+    }
+
+    /// Calls silent for a second or more, and for how long.
+    pub fn silent(&self) -> Vec<MediaEvent> {
+        self.sessions
+            .iter()
+            .filter_map(|(&call, s)| {
+                let idle = s.idle();
+                (idle >= Duration::from_secs(1)).then_some(MediaEvent::Silent { call, idle })
+            })
+            .collect()
     }
 }

@@ -11,7 +11,7 @@ use orbit_sip::message::{Limits, Message, Name};
 use orbit_sip::transport::{Flow, Proto};
 
 use crate::config::*;
-use crate::media::FakeMedia;
+use crate::media::Leg;
 use crate::Edge;
 
 /// The wall clock at the start of every test (2027-01-15).
@@ -73,7 +73,7 @@ fn config() -> EdgeConfig {
 struct Net {
     edge: Edge,
     now: Instant,
-    media: FakeMedia,
+    media: relay_log::RelayLog,
     /// Messages the edge sent, per destination, not yet taken.
     inbox: HashMap<SocketAddr, Vec<Message>>,
 }
@@ -92,25 +92,20 @@ impl Net {
     }
 
     fn with(cfg: EdgeConfig) -> Net {
-        let media = FakeMedia::default();
         let now = Instant::now();
         let mut local = HashMap::new();
         local.insert(Proto::Udp, EDGE.parse().unwrap());
-        let edge = Edge::new(
-            Arc::new(cfg),
-            local,
-            Box::new(media.clone()),
-            crate::Start::seeded(now, WALL_MS, 1),
-        );
+        let edge = Edge::new(Arc::new(cfg), local, crate::Start::seeded(now, WALL_MS, 1));
         Net {
             edge,
             now,
-            media,
+            media: Default::default(),
             inbox: HashMap::new(),
         }
     }
 
     fn collect(&mut self) {
+        self.media.apply(self.edge.take_media());
         let out: Vec<_> = self.edge.drain().collect();
         for t in out {
             let m = orbit_sip::parse(t.bytes, &Limits::default()).expect("edge sends valid SIP");
@@ -140,6 +135,11 @@ impl Net {
             self.now = self.now.max(t);
             self.edge.on_timeout(self.now);
             self.collect();
+            // The driver reports silent calls every second (the housekeeping timer's pace).
+            for ev in self.media.silence() {
+                self.edge.on_media_event(self.now, ev);
+                self.collect();
+            }
         }
         self.now = until;
     }
@@ -288,8 +288,11 @@ fn call_setup_rewrites_sdp_and_bye_tears_down() {
     let (ok, inv) = answered_call(&mut net);
     // Bob is offered the relay's B side, Alice is answered with its A side.
     assert!(body(&inv).contains("c=IN IP4 127.0.0.1\r\n"));
-    assert!(body(&inv).contains("m=audio 40002 RTP/AVP 0 101"));
-    assert!(body(&ok).contains("m=audio 40000 RTP/AVP 0"));
+    assert!(body(&inv).contains(&format!(
+        "m=audio {} RTP/AVP 0 101",
+        net.media.port(0, Leg::B)
+    )));
+    assert!(body(&ok).contains(&format!("m=audio {} RTP/AVP 0", net.media.port(0, Leg::A))));
     assert_eq!(inv.max_forwards(), Some(69));
     assert!(inv
         .header(Name::From)
@@ -386,6 +389,35 @@ fn missing_ack_retransmits_2xx_then_ends_call() {
 }
 
 #[test]
+fn relay_ports_the_driver_cannot_bind_end_the_call_and_are_taken_last_from_then_on() {
+    let mut net = Net::new();
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "c1", ""));
+    let inv = net.one(BOB1);
+    net.send_msg(BOB1, answer(&inv, 180, "bob", None, BOB1));
+    net.take(ALICE);
+    assert_eq!(net.media.open_sessions(), 1);
+    let busy = [net.media.port(0, Leg::A), net.media.port(0, Leg::B)];
+    // The driver could not bind them (another process holds one): the caller hears the call
+    // end, the callee's phone stops ringing, the ports are free in the plan again.
+    let failed = net.media.fail(net.media.call(0));
+    net.edge.on_media_event(net.now, failed);
+    net.collect();
+    assert_eq!(net.one(ALICE).code(), 487);
+    assert_eq!(*net.one(BOB1).method(), orbit_sip::Method::Cancel);
+    assert_eq!(net.edge.media_ports_in_use(), 0);
+    // Past the cool-down that released ports wait out (they would be reused first): the next
+    // calls still get other ports while any others are free (1,000 ports: 250 calls).
+    net.advance(Duration::from_secs(1));
+    for n in 0..20 {
+        net.send(ALICE, &invite("1002", &format!("n{n}"), ""));
+        let nth = net.media.opened() - 1;
+        let ports = [net.media.port(nth, Leg::A), net.media.port(nth, Leg::B)];
+        assert!(ports.iter().all(|p| !busy.contains(p)), "{ports:?}");
+    }
+}
+
+#[test]
 fn silent_media_ends_call_with_bye_both_ways() {
     let mut net = Net::new();
     let (ok, _) = answered_call(&mut net);
@@ -420,7 +452,7 @@ fn reinvite_hold_is_passed_through_with_sdp_rewritten() {
     assert_eq!(*reinv.method(), orbit_sip::Method::Invite);
     assert_eq!(reinv.to_tag(), Some("bob"));
     assert!(body(&reinv).contains("a=sendonly"));
-    assert!(body(&reinv).contains("m=audio 40002 "));
+    assert!(body(&reinv).contains(&format!("m=audio {} ", net.media.port(0, Leg::B))));
     // A second re-INVITE while the first is pending is glare: 491.
     net.send(
         ALICE,
@@ -435,7 +467,7 @@ fn reinvite_hold_is_passed_through_with_sdp_rewritten() {
     let ok2 = net.one(ALICE);
     assert_eq!(ok2.code(), 200);
     assert!(body(&ok2).contains("a=recvonly"));
-    assert!(body(&ok2).contains("m=audio 40000 "));
+    assert!(body(&ok2).contains(&format!("m=audio {} ", net.media.port(0, Leg::A))));
     net.send(ALICE, &alice_in_dialog(&ok, "ACK", 2, "ack2", None));
     let ack = net.one(BOB1);
     assert_eq!(*ack.method(), orbit_sip::Method::Ack);
@@ -602,7 +634,11 @@ fn early_media_183_is_relayed_with_sdp_rewritten() {
     net.send_msg(BOB1, answer(&inv, 183, "bob", Some(SDP_B), BOB1));
     let p = net.one(ALICE);
     assert_eq!(p.code(), 183);
-    assert!(body(&p).contains("m=audio 40000 RTP/AVP 0"), "{}", body(&p));
+    assert!(
+        body(&p).contains(&format!("m=audio {} RTP/AVP 0", net.media.port(0, Leg::A))),
+        "{}",
+        body(&p)
+    );
     assert!(!body(&p).contains("10.2.2.2\r\nt="));
     assert!(net
         .media
@@ -628,4 +664,5 @@ fn failures_are_mapped_through_and_free_the_media() {
 
 mod park;
 mod registry;
+mod relay_log;
 mod security;

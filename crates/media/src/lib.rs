@@ -15,8 +15,10 @@
 
 pub mod audio;
 mod player;
+pub mod ports;
 pub mod relay;
 pub mod sdp;
 
 pub use audio::{Clip, Codec, Prompts};
-pub use relay::{DtmfSink, Leg, PoolTiming, PortPool, RelayError, Session};
+pub use ports::{PoolTiming, PortPlan};
+pub use relay::{DtmfSink, Leg, PortPool, RelayError, Session};

@@ -27,19 +27,19 @@
 //! before another call may take it (late packets of the old call find nobody to latch), and is
 //! closed, its ports returned to the system, after `close_after` unused.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::seq::SliceRandom;
-use rand::Rng;
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
 use crate::audio::{Clip, Codec};
 use crate::player::{Player, Sub};
+pub use crate::ports::PoolTiming;
+use crate::ports::PortPlan;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -49,25 +49,13 @@ pub enum RelayError {
     Io(#[from] std::io::Error),
 }
 
-/// Timing of endpoint reuse.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolTiming {
-    /// A released endpoint is not handed out again before this (unless no other is left).
-    pub reuse_after: Duration,
-    /// A released endpoint unused this long is closed.
-    pub close_after: Duration,
-}
-
-impl Default for PoolTiming {
-    fn default() -> Self {
-        PoolTiming {
-            reuse_after: Duration::from_millis(500),
-            close_after: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Allocates even/odd port pairs from a configured range, as pooled endpoints.
+/// The relay's sockets: port pairs bound to endpoints, attached to calls or waiting for reuse.
+///
+/// Which ports a call gets is a [`PortPlan`]'s choice: either the pool's own
+/// ([`PortPool::new`], then [`Session::open`] takes ports from it and [`PortPool::maintain`]
+/// closes the ones unused long enough), or one kept by whoever opens sessions
+/// ([`PortPool::placed`]: the edge's sans-I/O core plans, its driver opens sessions at the
+/// ports planned with [`Session::open_at`] and closes them with [`PortPool::unbind`]).
 #[derive(Clone)]
 pub struct PortPool {
     inner: Arc<PoolInner>,
@@ -75,15 +63,11 @@ pub struct PortPool {
 
 struct PoolInner {
     ip: IpAddr,
-    /// Ports not bound by us, in random order; taken from the end.
-    fresh: Mutex<Vec<u16>>,
-    /// Bound endpoints, detached, with the time they were released: in release order, except
-    /// that the front ones, cooled down when reuse took one of them, are shuffled among
-    /// themselves (so for any time, the endpoints cooled by then are a prefix).
-    idle: Mutex<VecDeque<(Instant, Arc<Endpoint>)>>,
-    total: usize,
+    /// The pool's own plan; none when the ports are placed by the caller.
+    plan: Option<Mutex<PortPlan>>,
+    /// Endpoints bound and detached (released by their call), by port.
+    detached: Mutex<HashMap<u16, Arc<Endpoint>>>,
     attached: AtomicUsize,
-    timing: PoolTiming,
     /// The runtime that runs the forwarding tasks (the caller's when not set).
     runtime: Option<tokio::runtime::Handle>,
     /// Plays music and prompts into legs; its thread starts with the first clip played.
@@ -97,18 +81,23 @@ impl PortPool {
     }
 
     pub fn with_timing(ip: IpAddr, first: u16, last: u16, timing: PoolTiming) -> PortPool {
-        let start = first + (first & 1);
-        let mut fresh: Vec<u16> = (start..last).step_by(2).collect();
-        fresh.shuffle(&mut rand::thread_rng());
-        let total = fresh.len();
+        let plan = PortPlan::new(first, last, timing, &mut rand::thread_rng());
+        Self::build(ip, Some(plan))
+    }
+
+    /// A pool whose ports are chosen by the caller ([`Session::open_at`]), closed when it says
+    /// ([`PortPool::unbind`]).
+    pub fn placed(ip: IpAddr) -> PortPool {
+        Self::build(ip, None)
+    }
+
+    fn build(ip: IpAddr, plan: Option<PortPlan>) -> PortPool {
         PortPool {
             inner: Arc::new(PoolInner {
                 ip,
-                fresh: Mutex::new(fresh),
-                idle: Mutex::new(VecDeque::new()),
-                total,
+                plan: plan.map(Mutex::new),
+                detached: Mutex::new(HashMap::new()),
                 attached: AtomicUsize::new(0),
-                timing,
                 runtime: None,
                 player: std::sync::OnceLock::new(),
             }),
@@ -133,13 +122,17 @@ impl PortPool {
         self.inner.attached.load(Ordering::Relaxed)
     }
 
-    /// Port pairs bound by the relay (in use, or idle awaiting reuse or close).
+    /// Port pairs bound by the relay (in use, or detached awaiting reuse or close).
     pub fn bound(&self) -> usize {
-        self.inner.total - self.inner.fresh.lock().unwrap().len()
+        self.in_use() + self.inner.detached.lock().unwrap().len()
     }
 
+    /// Port pairs in the pool's own plan (0 when the caller places the ports).
     pub fn capacity(&self) -> usize {
-        self.inner.total
+        self.inner
+            .plan
+            .as_ref()
+            .map_or(0, |p| p.lock().unwrap().capacity())
     }
 
     fn player(&self) -> &Arc<Player> {
@@ -156,85 +149,85 @@ impl PortPool {
             .unwrap_or((Duration::ZERO, 0))
     }
 
-    /// Close endpoints released longer than `close_after` ago. Cheap; call it every second.
+    /// Close the endpoints the pool's plan released longer than `close_after` ago. Cheap; call
+    /// it every second.
     pub fn maintain(&self) {
-        self.close_idle(Instant::now(), self.inner.timing.close_after);
+        self.close_idle(Instant::now());
     }
 
-    /// Close every endpoint released at least `age` ago.
-    pub fn close_idle(&self, now: Instant, age: Duration) {
-        let mut closed = vec![];
-        {
-            let mut idle = self.inner.idle.lock().unwrap();
-            while let Some((t, _)) = idle.front() {
-                if now.saturating_duration_since(*t) < age {
-                    break;
-                }
-                closed.push(idle.pop_front().unwrap().1);
+    /// Close the endpoints the pool's plan released `close_after` or longer before `now`.
+    pub fn close_idle(&self, now: Instant) {
+        let Some(plan) = &self.inner.plan else {
+            return;
+        };
+        let due = plan.lock().unwrap().close_due(now, &mut rand::thread_rng());
+        self.unbind(&due);
+    }
+
+    /// Close the detached endpoints at these ports (the ports return to the system).
+    pub fn unbind(&self, ports: &[u16]) {
+        let mut detached = self.inner.detached.lock().unwrap();
+        for p in ports {
+            if let Some(ep) = detached.remove(p) {
+                ep.close();
             }
         }
+    }
+
+    /// The endpoint at `port`: the detached one bound there, else a newly bound one.
+    fn endpoint(&self, port: u16) -> Result<Arc<Endpoint>, RelayError> {
+        if let Some(ep) = self.inner.detached.lock().unwrap().remove(&port) {
+            return Ok(ep);
+        }
+        let rt = match &self.inner.runtime {
+            Some(h) => h.clone(),
+            None => tokio::runtime::Handle::current(),
+        };
+        Endpoint::bind(self.inner.ip, port, &rt)
+    }
+
+    /// Two endpoints from the pool's own plan (a port another process holds is skipped, up to
+    /// 16 times).
+    fn take_planned(&self) -> Result<[Arc<Endpoint>; 2], RelayError> {
+        let plan = self.inner.plan.as_ref().ok_or(RelayError::Exhausted)?;
         let mut rng = rand::thread_rng();
-        for ep in closed {
-            ep.close();
-            // At a random place, so the order ports come back in does not tell the next ones.
-            let mut fresh = self.inner.fresh.lock().unwrap();
-            fresh.push(ep.port);
-            let last = fresh.len() - 1;
-            fresh.swap(rng.gen_range(0..=last), last);
-        }
-    }
-
-    /// An endpoint for a new call: a cooled-down idle one (any of them, at random), else a newly
-    /// bound one (a random port), else the oldest idle one.
-    fn take(&self) -> Result<Arc<Endpoint>, RelayError> {
-        let now = Instant::now();
-        {
-            let mut idle = self.inner.idle.lock().unwrap();
-            let reuse_after = self.inner.timing.reuse_after;
-            let cooled =
-                idle.partition_point(|(t, _)| now.saturating_duration_since(*t) >= reuse_after);
-            if cooled > 0 {
-                // Swapping within the cooled prefix keeps it a prefix for any later `now`.
-                idle.swap(0, rand::thread_rng().gen_range(0..cooled));
-                return Ok(idle.pop_front().unwrap().1);
-            }
-        }
-        for _ in 0..16 {
-            let Some(port) = self.inner.fresh.lock().unwrap().pop() else {
-                break;
+        let mut got: Vec<Arc<Endpoint>> = vec![];
+        let mut tries = 0;
+        while got.len() < 2 {
+            let port = plan.lock().unwrap().take(Instant::now(), &mut rng);
+            let Some(port) = port else {
+                for ep in got {
+                    self.release(ep);
+                }
+                return Err(RelayError::Exhausted);
             };
-            let rt = match &self.inner.runtime {
-                Some(h) => h.clone(),
-                None => tokio::runtime::Handle::current(),
-            };
-            match Endpoint::bind(self.inner.ip, port, &rt) {
-                Ok(ep) => return Ok(ep),
-                Err(e) => {
-                    // Held by another process; it may be free again later. Put it where it is
-                    // taken last.
+            match self.endpoint(port) {
+                Ok(ep) => got.push(ep),
+                Err(e) if tries < 16 => {
+                    tries += 1;
                     warn!(port, error = %e, "relay port busy, skipping");
-                    let mut fresh = self.inner.fresh.lock().unwrap();
-                    fresh.push(port);
-                    let last = fresh.len() - 1;
-                    fresh.swap(0, last);
+                    plan.lock().unwrap().unusable(port);
+                }
+                Err(e) => {
+                    plan.lock().unwrap().unusable(port);
+                    for ep in got {
+                        self.release(ep);
+                    }
+                    return Err(e);
                 }
             }
         }
-        self.inner
-            .idle
-            .lock()
-            .unwrap()
-            .pop_front()
-            .map(|(_, ep)| ep)
-            .ok_or(RelayError::Exhausted)
+        let b = got.pop().expect("two");
+        let a = got.pop().expect("two");
+        Ok([a, b])
     }
 
+    /// A call is done with `ep`: detached, kept bound for reuse.
     fn release(&self, ep: Arc<Endpoint>) {
-        self.inner
-            .idle
-            .lock()
-            .unwrap()
-            .push_back((Instant::now(), ep));
+        if let Some(plan) = &self.inner.plan {
+            plan.lock().unwrap().release(Instant::now(), ep.port);
+        }
+        self.inner.detached.lock().unwrap().insert(ep.port, ep);
     }
 }
 
@@ -369,16 +362,29 @@ pub enum Leg {
 }
 
 impl Session {
-    /// Take two endpoints and start forwarding. Must run inside a tokio runtime.
+    /// Two endpoints at ports from the pool's own plan, forwarding. Must run inside a tokio
+    /// runtime (or on a pool given one).
     pub fn open(pool: &PortPool) -> Result<Session, RelayError> {
-        let a = pool.take()?;
-        let b = match pool.take() {
+        let [a, b] = pool.take_planned()?;
+        Ok(Self::attach(pool, a, b))
+    }
+
+    /// Two endpoints at the ports given (their RTP ports; RTCP is the next port up), bound now
+    /// unless the pool still holds them from an earlier call: for a pool whose ports the
+    /// caller places ([`PortPool::placed`]).
+    pub fn open_at(pool: &PortPool, ports: [u16; 2]) -> Result<Session, RelayError> {
+        let a = pool.endpoint(ports[0])?;
+        let b = match pool.endpoint(ports[1]) {
             Ok(b) => b,
             Err(e) => {
                 pool.release(a);
                 return Err(e);
             }
         };
+        Ok(Self::attach(pool, a, b))
+    }
+
+    fn attach(pool: &PortPool, a: Arc<Endpoint>, b: Arc<Endpoint>) -> Session {
         let shared = Arc::new(Shared {
             ep: [a, b],
             rtp_peer: Default::default(),
@@ -395,10 +401,10 @@ impl Session {
             *shared.ep[side].attached.lock().unwrap() = Some((shared.clone(), side));
         }
         pool.inner.attached.fetch_add(2, Ordering::Relaxed);
-        Ok(Session {
+        Session {
             shared,
             activity: Mutex::new((0, Instant::now())),
-        })
+        }
     }
 
     /// The relay address the given party must send to (the port of its endpoint).
@@ -774,56 +780,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ports_are_handed_out_in_random_order() {
-        // 500 pairs. The 20 sessions' 40 endpoints are 40 ports of a uniformly random order;
-        // they come out ascending with probability 1/40!, descending too: the test fails by
-        // chance with probability 2/40! ≈ 2.5e-48.
-        let pool = PortPool::new(LOCAL, 20000, 20999);
-        let sessions: Vec<_> = (0..20).map(|_| Session::open(&pool).unwrap()).collect();
-        let ports: Vec<u16> = sessions
-            .iter()
-            .flat_map(|s| [s.local(Leg::A).port(), s.local(Leg::B).port()])
-            .collect();
-        assert!(!ports.windows(2).all(|w| w[0] < w[1]), "{ports:?}");
-        assert!(!ports.windows(2).all(|w| w[0] > w[1]), "{ports:?}");
-    }
-
-    #[tokio::test]
-    async fn cooled_endpoints_are_reused_in_random_order() {
-        let pool = PortPool::with_timing(
-            LOCAL,
-            21000,
-            21999,
-            PoolTiming {
-                reuse_after: Duration::from_millis(50),
-                close_after: Duration::from_secs(60),
-            },
+    async fn placed_ports_are_bound_where_told_reused_while_held_and_closed_when_told() {
+        let pool = PortPool::placed(LOCAL);
+        let s = Session::open_at(&pool, [32300, 32306]).unwrap();
+        assert_eq!(
+            (s.local(Leg::A).port(), s.local(Leg::B).port()),
+            (32300, 32306)
         );
-        let sessions: Vec<_> = (0..20).map(|_| Session::open(&pool).unwrap()).collect();
-        // Released in this order (A before B, session by session).
-        let released: Vec<SocketAddr> = sessions
-            .iter()
-            .flat_map(|s| [s.local(Leg::A), s.local(Leg::B)])
-            .collect();
-        drop(sessions);
-        // Not yet cooled: fresh ports, none of these (kept, so that only the 40 are idle).
-        let s = Session::open(&pool).unwrap();
-        assert!(!released.contains(&s.local(Leg::A)) && !released.contains(&s.local(Leg::B)));
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        // Cooled: the 40 come back, but not first released first out. FIFO order by chance:
-        // probability 1/40! ≈ 1.2e-48.
-        let sessions: Vec<_> = (0..20).map(|_| Session::open(&pool).unwrap()).collect();
-        let reused: Vec<SocketAddr> = sessions
-            .iter()
-            .flat_map(|s| [s.local(Leg::A), s.local(Leg::B)])
-            .collect();
-        assert_ne!(reused, released);
-        let (mut a, mut b) = (reused.clone(), released.clone());
-        a.sort();
-        b.sort();
-        assert_eq!(a, b);
-        assert_eq!(pool.bound(), 42);
+        assert_eq!((pool.in_use(), pool.bound()), (2, 2));
         drop(s);
+        assert_eq!((pool.in_use(), pool.bound()), (0, 2));
+        // Held by the pool: a call placed there again gets the same endpoints.
+        let s = Session::open_at(&pool, [32306, 32300]).unwrap();
+        assert_eq!(pool.bound(), 2);
+        drop(s);
+        pool.unbind(&[32300, 32306]);
+        assert_eq!(pool.bound(), 0);
+        // The aborted forwarding tasks drop the last references to the sockets.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for p in 32300..=32307 {
+            std::net::UdpSocket::bind(("127.0.0.1", p)).unwrap();
+        }
+        // A port another process holds: an error, and nothing left bound.
+        let _held = std::net::UdpSocket::bind(("127.0.0.1", 32311)).unwrap();
+        assert!(matches!(
+            Session::open_at(&pool, [32308, 32310]),
+            Err(RelayError::Io(_))
+        ));
+        assert_eq!(pool.in_use(), 0);
     }
 
     #[tokio::test]
@@ -875,7 +859,7 @@ mod tests {
         assert!(s2.local(Leg::A) != pa && s2.local(Leg::A) != pb);
         drop(s2);
         // Closed after their idle time: the ports really are free for others.
-        pool.close_idle(Instant::now(), Duration::ZERO);
+        pool.close_idle(Instant::now() + Duration::from_secs(3600));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(pool.bound(), 0);
         for p in 31000..=31009 {

@@ -13,7 +13,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use orbit_edge::config::EdgeConfig;
-use orbit_edge::media::RelayFactory;
 use orbit_edge::{driver, Edge};
 use orbit_media::PortPool;
 use serde::Deserialize;
@@ -370,16 +369,8 @@ async fn run_core(
     let (mut sockets, local) = driver::bind(&cfg, tls)
         .await
         .with_context(|| format!("binding SIP sockets on {}", cfg.sip.listen))?;
-    let pool = PortPool::with_timing(
-        cfg.media.ip,
-        cfg.media.port_min,
-        cfg.media.port_max,
-        orbit_media::PoolTiming {
-            close_after: Duration::from_secs(cfg.media.idle_close_secs),
-            ..Default::default()
-        },
-    )
-    .on_runtime(media_rt.clone());
+    // The core plans the relay's ports; the driver binds them, on the media runtime.
+    let pool = PortPool::placed(cfg.media.ip).on_runtime(media_rt.clone());
     info!(
         site = %cfg.site,
         sip = %cfg.sip.listen,
@@ -389,17 +380,8 @@ async fn run_core(
         "edge started"
     );
     let music = cfg.load_music()?;
-    let (media_tx, media_rx) = tokio::sync::mpsc::unbounded_channel();
-    sockets.media = Some(media_rx);
-    let mut edge = Edge::new(
-        cfg.clone(),
-        local,
-        Box::new(RelayFactory {
-            pool,
-            events: Some(media_tx),
-        }),
-        start_now(),
-    );
+    sockets.media = Some(driver::MediaIo::new(pool));
+    let mut edge = Edge::new(cfg.clone(), local, start_now());
     for (lot, clip) in music {
         info!(lot = %lot, seconds = clip.duration().as_secs(), "music on hold loaded");
         edge.set_music(&lot, clip);

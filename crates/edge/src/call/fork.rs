@@ -100,7 +100,7 @@ impl Edge {
             Err(code) => return self.reply(now, key, Response::to(&msg, code)),
         };
         let id = self.next_call_id();
-        let media = match self.media.open(id) {
+        let media = match self.media.open(now, id, self.ids.rng()) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "no media ports");
@@ -139,7 +139,7 @@ impl Edge {
         };
         let mut call = Call::new(id, span.clone(), now, a, msg, key, b, media);
         let invite = call.a_invite.clone();
-        let body = match relay_sdp(&mut call, Side::A, &invite, flow.addr.ip()) {
+        let body = match relay_sdp(&mut self.media, &mut call, Side::A, &invite, flow.addr.ip()) {
             Ok(b) => b,
             Err(()) => {
                 let m = call.a_invite.clone();
@@ -210,7 +210,7 @@ pub(crate) fn branch_response(
             if call.state != CallState::Ringing || call.winner.is_some() || msg.to_tag().is_none() {
                 return;
             }
-            let body = relay_sdp(call, Side::B, &msg, flow.addr.ip())
+            let body = relay_sdp(&mut edge.media, call, Side::B, &msg, flow.addr.ip())
                 .ok()
                 .flatten();
             let bytes = to_caller(
@@ -249,12 +249,12 @@ pub(crate) fn branch_response(
             if call.sdp[Side::B as usize].is_some() {
                 // Early media came (perhaps from another fork): the B leg may have latched onto
                 // a phone that is not the one answering. Start it afresh for the answerer.
-                if let Some(m) = &call.media {
-                    m.vacate(Side::B.leg());
+                if let Some(m) = call.media {
+                    m.vacate(&mut edge.media, Side::B.leg());
                 }
             }
             let others: Vec<usize> = (0..call.branches.len()).filter(|&i| i != idx).collect();
-            let body = relay_sdp(call, Side::B, &msg, flow.addr.ip())
+            let body = relay_sdp(&mut edge.media, call, Side::B, &msg, flow.addr.ip())
                 .ok()
                 .flatten();
             let bytes = to_caller(&edge.local, call, code, msg.reason(), body.as_deref(), true);

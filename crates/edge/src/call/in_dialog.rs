@@ -125,7 +125,9 @@ pub(crate) fn on_bye(
     let call = edge.calls.get_mut(&id).expect("present");
     call.state = CallState::Ending;
     call.ok_retx = None;
-    call.media = None;
+    if let Some(r) = call.media.take() {
+        edge.media.close(now, r);
+    }
     send_bye(edge, now, id, side.other());
     if edge.calls.get(&id).map(|c| c.pending_byes) == Some(0) {
         end_call(edge, id);
@@ -167,7 +169,13 @@ pub(crate) fn relay_request(
         }
         call.invite_busy = true;
     }
-    let body = match relay_sdp(call, from, &msg, call.dialog_ref(from).flow.addr.ip()) {
+    let body = match relay_sdp(
+        &mut edge.media,
+        call,
+        from,
+        &msg,
+        call.dialog_ref(from).flow.addr.ip(),
+    ) {
         Ok(b) => b,
         Err(()) => {
             if invite {
@@ -266,9 +274,15 @@ pub(crate) fn relay_response(
             return; // a retransmitted 2xx while we wait for the ACK
         }
     }
-    let body = relay_sdp(call, to, &msg, call.dialog_ref(to).flow.addr.ip())
-        .ok()
-        .flatten();
+    let body = relay_sdp(
+        &mut edge.media,
+        call,
+        to,
+        &msg,
+        call.dialog_ref(to).flow.addr.ip(),
+    )
+    .ok()
+    .flatten();
     let ct = msg.content_type().unwrap_or("application/sdp").to_string();
     let body_ref: Option<(&str, &[u8])> = match &body {
         Some(b) => Some((ct.as_str(), b.as_slice())),
@@ -312,8 +326,9 @@ pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: &M
             call.state = CallState::Confirmed;
         }
         if is_sdp(msg) {
-            if let (Ok(info), Some(m)) = (orbit_media::sdp::media_info(&msg.body), &call.media) {
+            if let (Ok(info), Some(m)) = (orbit_media::sdp::media_info(&msg.body), call.media) {
                 m.set_remote(
+                    &mut edge.media,
                     side.leg(),
                     info.rtp,
                     info.rtcp,
@@ -335,9 +350,15 @@ pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: &M
         call.state = CallState::Confirmed;
     }
     // Delayed offer: the ACK carries the answer.
-    let body = relay_sdp(call, side, msg, call.dialog_ref(side).flow.addr.ip())
-        .ok()
-        .flatten();
+    let body = relay_sdp(
+        &mut edge.media,
+        call,
+        side,
+        msg,
+        call.dialog_ref(side).flow.addr.ip(),
+    )
+    .ok()
+    .flatten();
     let branch = edge.new_branch();
     let call = edge.calls.get(&id).expect("present");
     let d = call.dialog_ref(to);

@@ -26,7 +26,7 @@ use orbit_sip::{reason_phrase, Method};
 use tracing::{debug, info, info_span, warn, Span};
 
 use crate::core::{Edge, TimerKey, ALLOW};
-use crate::media::{Leg, MediaSession};
+use crate::media::{Leg, Media, Relay};
 use crate::transactions::Owner;
 
 mod fork;
@@ -107,7 +107,7 @@ pub(crate) struct Call {
     branches: Vec<Branch>,
     winner: Option<usize>,
     best: Option<(u16, String)>,
-    pub(crate) media: Option<Box<dyn MediaSession>>,
+    pub(crate) media: Option<Relay>,
     ok_retx: Option<OkRetx>,
     /// When `from` ACKs our 2xx for its INVITE with `cseq`, send ACK with `to_cseq` to `to`.
     ack_pending: Option<(Side, u32, Side, u32)>,
@@ -153,7 +153,7 @@ impl Call {
         invite: Message,
         key: &ServerKey,
         b: Dialog,
-        media: Box<dyn MediaSession>,
+        media: Relay,
     ) -> Call {
         Call {
             id,
@@ -232,6 +232,7 @@ pub(crate) fn is_sdp(msg: &Message) -> bool {
 /// Learn where `from` wants media, and rewrite its SDP for the other party.
 /// `source`: the IP the message came from (the relay latches only onto it or the SDP's).
 fn relay_sdp(
+    media: &mut Media,
     call: &mut Call,
     from: Side,
     msg: &Message,
@@ -241,13 +242,17 @@ fn relay_sdp(
         return Ok(None);
     }
     call.sdp[from as usize] = Some(msg.body.clone());
-    let Some(media) = &call.media else {
+    let Some(relay) = call.media else {
         return Ok(Some(msg.body.to_vec()));
     };
     let info = orbit_media::sdp::media_info(&msg.body).map_err(|_| ())?;
-    media.set_remote(from.leg(), info.rtp, info.rtcp, source);
-    media.set_dtmf(from.leg(), orbit_media::sdp::telephone_event(&msg.body));
-    orbit_media::sdp::rewrite(&msg.body, media.local(from.other().leg()))
+    relay.set_remote(media, from.leg(), info.rtp, info.rtcp, source);
+    relay.set_dtmf(
+        media,
+        from.leg(),
+        orbit_media::sdp::telephone_event(&msg.body),
+    );
+    orbit_media::sdp::rewrite(&msg.body, relay.local(from.other().leg()))
         .map(Some)
         .map_err(|_| ())
 }
@@ -270,7 +275,7 @@ pub(crate) fn insert_app_call(
     id: u64,
     span: Span,
     a: Dialog,
-    media: Box<dyn MediaSession>,
+    media: Relay,
     msg: Message,
     key: &ServerKey,
     offer: Option<Bytes>,

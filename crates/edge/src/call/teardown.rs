@@ -56,7 +56,9 @@ pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &'static str) 
     let _g = call.span.clone().entered();
     let state = call.state;
     call.state = CallState::Ending;
-    call.media = None;
+    if let Some(r) = call.media.take() {
+        edge.media.close(now, r);
+    }
     call.ok_retx = None;
     match state {
         CallState::Ringing => {
@@ -102,6 +104,9 @@ pub(crate) fn end_call(edge: &mut Edge, id: u64) {
     if let Some(o) = &call.owner {
         edge.release_owner(o);
     }
+    if let Some(r) = call.media {
+        edge.media.close(edge.last_now, r);
+    }
     let _g = call.span.enter();
     crate::park::on_call_end(edge, &call);
     edge.dialogs
@@ -112,24 +117,21 @@ pub(crate) fn end_call(edge: &mut Edge, id: u64) {
     debug!("call ended");
 }
 
-/// End calls whose media stopped in both directions: after `media.timeout_secs`, or for a
-/// parked call after [`parked_timeout`] (a parked phone may send nothing while it listens).
-pub(crate) fn check_media(edge: &mut Edge, now: Instant) {
-    let timeout = std::time::Duration::from_secs(edge.cfg.media.timeout_secs);
-    let dead: Vec<u64> = edge
-        .calls
-        .values()
-        .filter(|c| c.state == CallState::Confirmed)
-        .filter(|c| {
-            let limit = match &c.park {
-                Some(ps) => crate::park::parked_timeout(edge, ps),
-                None => timeout,
-            };
-            c.media.as_ref().is_some_and(|m| m.idle() > limit)
-        })
-        .map(|c| c.id)
-        .collect();
-    for id in dead {
+/// The relay has heard nothing from either party of call `id` for `idle`: end the call once
+/// that passes `media.timeout_secs`, or for a parked call [`crate::park::parked_timeout`] (a parked phone
+/// may send nothing while it listens).
+pub(crate) fn on_silence(edge: &mut Edge, now: Instant, id: u64, idle: std::time::Duration) {
+    let Some(c) = edge.calls.get(&id) else {
+        return;
+    };
+    if c.state != CallState::Confirmed {
+        return;
+    }
+    let limit = match &c.park {
+        Some(ps) => crate::park::parked_timeout(edge, ps),
+        None => std::time::Duration::from_secs(edge.cfg.media.timeout_secs),
+    };
+    if idle > limit {
         hangup(edge, now, id, "no media");
     }
 }

@@ -36,7 +36,7 @@ pub(crate) fn on_park_call(
         return edge.reply_bytes(now, key, 488, bytes);
     };
     let id = edge.next_call_id();
-    let media = match edge.media.open(id) {
+    let media = match edge.media.open(now, id, edge.ids.rng()) {
         Ok(m) => m,
         Err(e) => {
             warn!(error = %e, "no media ports");
@@ -51,7 +51,7 @@ pub(crate) fn on_park_call(
     let _g = span.enter();
     let info = offer.as_deref().and_then(|o| sdp::media_info(o).ok());
     if let Some(i) = info {
-        media.set_remote(Leg::A, i.rtp, i.rtcp, flow.addr.ip());
+        media.set_remote(&mut edge.media, Leg::A, i.rtp, i.rtcp, flow.addr.ip());
     }
     let te = offer.as_deref().and_then(sdp::telephone_event);
     let body = relay_offer(edge.now_ms(now), media.local(Leg::A), (codec, pt, te));
@@ -77,7 +77,7 @@ pub(crate) fn on_park_call(
     } else {
         clip.duration() + Duration::from_millis(200)
     };
-    media.play(Leg::A, clip, codec, pt, false);
+    media.play(&mut edge.media, Leg::A, clip, (codec, pt), false);
     let invite = msg.clone();
     call::insert_app_call(
         edge,

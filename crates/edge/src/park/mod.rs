@@ -265,8 +265,8 @@ pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome:
         .cloned()
         .unwrap_or_else(builtin_music);
     let call = edge.calls.get_mut(&a.cid).expect("present");
-    if let Some(m) = &call.media {
-        m.play(parked.leg(), music, a.codec, a.pt, true);
+    if let Some(m) = call.media {
+        m.play(&mut edge.media, parked.leg(), music, (a.codec, a.pt), true);
     }
     call.vacant = Some(a.parker);
     call.departed_live = true;
@@ -293,8 +293,8 @@ pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome:
             no_sub,
             consult_call,
         } => {
-            if let Some(m) = &edge.calls[&cid].media {
-                m.vacate(from.leg());
+            if let Some(m) = edge.calls[&cid].media {
+                m.vacate(&mut edge.media, from.leg());
             }
             if no_sub {
                 call::send_bye_departed(edge, now, cid, from);
@@ -311,8 +311,8 @@ pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome:
             event,
             no_sub,
         } => {
-            if let Some(m) = &edge.calls[&cid].media {
-                m.vacate(from.leg());
+            if let Some(m) = edge.calls[&cid].media {
+                m.vacate(&mut edge.media, from.leg());
             }
             call::send_bye_departed(edge, now, cid, from);
             if !no_sub {
@@ -427,12 +427,13 @@ pub(crate) fn parked_request(
         return edge.reply(now, &key, Response::to(&msg, 491));
     };
     let (codec, pt, te) = (ps.codec, ps.pt, ps.te);
-    let Some(media) = &call.media else {
+    let Some(media) = call.media else {
         return edge.reply(now, &key, Response::to(&msg, 488));
     };
     if is_sdp(&msg) {
         match sdp::media_info(&msg.body) {
             Ok(info) => media.set_remote(
+                &mut edge.media,
                 side.leg(),
                 info.rtp,
                 info.rtcp,

@@ -63,8 +63,8 @@ pub(crate) fn speak(
     after: Duration,
     bye: bool,
 ) {
-    if let Some(m) = &edge.calls[&cid].media {
-        m.play(side.leg(), clip, codec, pt, false);
+    if let Some(m) = edge.calls[&cid].media {
+        m.play(&mut edge.media, side.leg(), clip, (codec, pt), false);
     }
     edge.timers.schedule(
         now + after,
@@ -84,13 +84,13 @@ pub(crate) fn on_prompt_done(edge: &mut Edge, now: Instant, cid: u64, side: Side
     if bye {
         // Still the presser on that side (not a retriever or a recall that took it since).
         if call.vacant == Some(side) && call.departed_live {
-            if let Some(m) = &call.media {
-                m.vacate(side.leg());
+            if let Some(m) = call.media {
+                m.vacate(&mut edge.media, side.leg());
             }
             call::send_bye_departed(edge, now, cid, side);
         }
-    } else if let Some(m) = &call.media {
-        m.bridge(side.leg());
+    } else if let Some(m) = call.media {
+        m.bridge(&mut edge.media, side.leg());
     }
 }
 

@@ -82,8 +82,8 @@ pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: Recal
     seat(edge, cid, v, d);
     let call = &edge.calls[&cid];
     let mut body = vec![];
-    if let Some(m) = &call.media {
-        m.vacate(v.leg());
+    if let Some(m) = call.media {
+        m.vacate(&mut edge.media, v.leg());
         body = relay_offer(edge.now_ms(now), m.local(v.leg()), (codec, pt, te));
     }
     info!(%target, ?stage, slot, forks = targets.len(), "recall ringing");
@@ -257,12 +257,18 @@ pub(crate) fn recall_claim_outcome(
     call.vacant = None;
     if is_sdp(&msg) {
         call.sdp[v as usize] = Some(msg.body.clone());
-        if let (Some(m), Ok(info)) = (&call.media, sdp::media_info(&msg.body)) {
-            m.set_remote(v.leg(), info.rtp, info.rtcp, flow.addr.ip());
+        if let (Some(m), Ok(info)) = (call.media, sdp::media_info(&msg.body)) {
+            m.set_remote(
+                &mut edge.media,
+                v.leg(),
+                info.rtp,
+                info.rtcp,
+                flow.addr.ip(),
+            );
         }
     }
-    if let Some(m) = &call.media {
-        m.bridge(parked.leg());
+    if let Some(m) = call.media {
+        m.bridge(&mut edge.media, parked.leg());
     }
     call.state = CallState::Confirmed;
     info!(by = %r.target, stage = ?r.stage, slot = ps.slot, "recall answered");

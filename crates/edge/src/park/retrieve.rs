@@ -223,13 +223,14 @@ pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u6
     let ps = call.park.take().expect("parked");
     call.sdp[v as usize] = offer.clone();
     let mut body = vec![];
-    if let Some(m) = &call.media {
-        m.vacate(v.leg());
+    if let Some(m) = call.media {
+        let media = &mut edge.media;
+        m.vacate(media, v.leg());
         if let Some(info) = offer.as_deref().and_then(|o| sdp::media_info(o).ok()) {
-            m.set_remote(v.leg(), info.rtp, info.rtcp, a.flow.addr.ip());
+            m.set_remote(media, v.leg(), info.rtp, info.rtcp, a.flow.addr.ip());
         }
-        m.bridge(parked.leg());
-        m.bridge(v.leg());
+        m.bridge(media, parked.leg());
+        m.bridge(media, v.leg());
         body = relay_offer(now_ms, m.local(v.leg()), (codec, pt, te));
     }
     info!(slot = ps.slot, by = %a.retriever, "retrieved");

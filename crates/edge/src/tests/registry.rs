@@ -22,21 +22,19 @@ fn registry_net() -> Net {
         }],
         max_skew_secs: 30,
     });
-    let media = crate::media::FakeMedia::default();
     let now = Instant::now();
     let mut local = HashMap::new();
     local.insert(Proto::Udp, EDGE.parse().unwrap());
     let edge = Edge::new(
         Arc::new(cfg),
         local,
-        Box::new(media.clone()),
         crate::Start::seeded(now, super::WALL_MS, 2),
     )
     .with_registry(now, Duration::from_secs(15));
     Net {
         edge,
         now,
-        media,
+        media: Default::default(),
         inbox: HashMap::new(),
     }
 }
