@@ -147,13 +147,6 @@ pub struct Edge {
     pub(crate) orbit: orbit_state::Orbit,
     /// Wall-clock reading at `clock.0`, to stamp orbit commands with absolute times.
     pub(crate) clock: (Instant, orbit_state::Millis),
-    /// Park id → the call holding it.
-    pub(crate) parks: HashMap<orbit_state::ParkId, u64>,
-    /// Retrieving INVITEs whose claim is in flight, and whether the retriever has cancelled
-    /// meanwhile.
-    pub(crate) claiming: HashMap<ServerKey, bool>,
-    /// Music on hold per lot (park extension), encoded once.
-    pub(crate) music: HashMap<String, Arc<orbit_media::Clip>>,
     /// The latest events the orbit state produced, for whoever takes them (tests, later the
     /// API); bounded, since the daemon itself never takes them.
     pub(crate) orbit_events: std::collections::VecDeque<orbit_state::Event>,
@@ -162,10 +155,8 @@ pub struct Edge {
     /// The latest time given to the core (for work done outside an input, e.g. call cleanup).
     pub(crate) last_now: Instant,
     pub(crate) blf: crate::blf::Lamps,
-    /// Slots spoken to attended parkers, held until their REFER comes (or their call ends).
-    pub(crate) announced: std::collections::HashSet<u32>,
-    /// The lot a one-touch park goes to: the tenant's first.
-    pub(crate) default_lot: Option<orbit_state::LotKey>,
+    /// Calls parked here, and everything else the park feature keeps.
+    pub(crate) park: crate::park::Parks,
     /// Proposals, outcomes and the watch position (see [`crate::orbit`]).
     pub(crate) port: crate::orbit::OrbitPort,
     /// Trunk signatures seen, claims shown for calls held here (see [`crate::trunk`]).
@@ -251,15 +242,15 @@ impl Edge {
             shutting_down: false,
             orbit,
             clock: (now, wall),
-            parks: HashMap::new(),
-            claiming: HashMap::new(),
-            music,
             orbit_events: Default::default(),
             deadline_at: None,
             last_now: now,
             blf: Default::default(),
-            announced: Default::default(),
-            default_lot,
+            park: crate::park::Parks {
+                music,
+                default_lot,
+                ..Default::default()
+            },
             port: crate::orbit::OrbitPort::new(
                 crate::orbit::Backend::Local,
                 Duration::ZERO,
@@ -296,7 +287,7 @@ impl Edge {
 
     /// Use `clip` as the music on hold of lot `park_ext` (from a configured WAV file).
     pub fn set_music(&mut self, park_ext: &str, clip: Arc<orbit_media::Clip>) {
-        self.music.insert(park_ext.to_string(), clip);
+        self.park.music.insert(park_ext.to_string(), clip);
     }
 
     /// Orbit events since the last take (parked, claimed, expired, ...; the latest
@@ -326,6 +317,26 @@ impl Edge {
             }
         }
         self.settle(now);
+    }
+
+    /// We are ending call `id`: the features stop whatever rings on its behalf.
+    pub(crate) fn call_ending(&mut self, now: Instant, id: u64) {
+        crate::park::cancel_recall(self, now, id);
+    }
+
+    /// Call `id` is gone (`why`: why we ended it, if we did): the features that keep entries
+    /// by call drop them.
+    pub(crate) fn call_ended(&mut self, now: Instant, id: u64, why: Option<&'static str>) {
+        crate::park::on_call_end(self, now, id, why);
+    }
+
+    /// How long call `id` may go without media: a parked call longer (its phone may send
+    /// nothing while it listens to the music).
+    pub(crate) fn silence_limit(&self, id: u64) -> Duration {
+        match self.park.held.get(&id) {
+            Some(ps) => crate::park::parked_timeout(self, ps),
+            None => Duration::from_secs(self.cfg.media.timeout_secs),
+        }
     }
 
     /// Media commands for the relay, in order.

@@ -265,7 +265,8 @@ impl Edge {
         crate::blf::refresh_all(self, now);
         // Calls this edge holds that the registry no longer has were lost with a lapsed lease.
         let gone: Vec<_> = self
-            .parks
+            .park
+            .by_id
             .iter()
             .filter(|(id, _)| self.orbit.parked(**id).is_none())
             .map(|(&id, &cid)| (id, cid))
@@ -332,7 +333,7 @@ impl Edge {
                         "parked call expired"
                     );
                 }
-                if let Some(&cid) = self.parks.get(&p.id) {
+                if let Some(&cid) = self.park.by_id.get(&p.id) {
                     crate::park::start_recall(self, now, cid, orbit_state::RecallStage::Parker);
                 } else {
                     // Ours by the record, but no call here holds it (it hung up between a
@@ -365,7 +366,7 @@ impl Edge {
                 warn!(site = %edge, lost = lost.len(), "our lease lapsed: parked calls are lost");
                 self.port.lease_until = None;
                 for p in lost {
-                    if let Some(&cid) = self.parks.get(&p.id) {
+                    if let Some(&cid) = self.park.by_id.get(&p.id) {
                         crate::park::lost(self, now, p.id, cid);
                     }
                 }

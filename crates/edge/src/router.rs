@@ -247,7 +247,7 @@ impl Edge {
                 if self
                     .calls
                     .get(&id)
-                    .is_some_and(|c| c.vacant.is_some() || c.park.is_some())
+                    .is_some_and(|c| c.vacant.is_some() || self.park.held.contains_key(&id))
                 {
                     // Parked: nobody on the other side to relay to. Re-INVITEs get the relay's
                     // SDP back (the music keeps flowing to the same address); the rest is
@@ -267,7 +267,7 @@ impl Edge {
             return self.reply(now, key, Response::to(&msg, 481));
         }
         self.reply(now, key, Response::to(&msg, 200));
-        if let Some(cancelled) = self.claiming.get_mut(&invite_key) {
+        if let Some(cancelled) = self.park.claiming.get_mut(&invite_key) {
             // Its claim is being ordered: the 487 goes with the outcome (which, if the claim
             // was won, puts the call back in its slot).
             *cancelled = true;

@@ -293,7 +293,7 @@ pub(crate) fn retrieve_remote(edge: &mut Edge, now: Instant, a: AfterClaim, park
 /// A claim of a call held here was committed (the watch shows it): remember who made it, and
 /// hand the call over if that site's trunk INVITE is already waiting.
 pub(crate) fn on_claimed(edge: &mut Edge, now: Instant, park: ParkId, by: &str) {
-    if !edge.parks.contains_key(&park) {
+    if !edge.park.by_id.contains_key(&park) {
         return;
     }
     edge.trunk.claimed.insert(park, by.to_string());
@@ -325,10 +325,11 @@ pub(crate) fn on_claim(
     park: ParkId,
 ) {
     let held = edge
-        .parks
+        .park
+        .by_id
         .get(&park)
         .copied()
-        .filter(|cid| edge.calls.get(cid).is_some_and(|c| c.park.is_some()));
+        .filter(|cid| edge.park.held.contains_key(cid));
     let Some(cid) = held else {
         return edge.reply(
             now,
@@ -371,7 +372,7 @@ pub(crate) fn on_claim(
             return;
         }
     }
-    let slot = edge.calls[&cid].park.as_ref().map(|p| p.slot).unwrap_or(0);
+    let slot = edge.park.held.get(&cid).map(|p| p.slot).unwrap_or(0);
     let a = AfterClaim {
         key: key.clone(),
         flow,

@@ -114,8 +114,6 @@ pub(crate) struct Call {
     /// The last SDP each party sent (what it can receive): the codec for music and for the
     /// next party after a park.
     pub(crate) sdp: [Option<Bytes>; 2],
-    /// Parked: the slot, and the recall once the deadline has passed.
-    pub(crate) park: Option<crate::park::ParkState>,
     /// The side whose party left (the transferor): nothing more is sent to it, and its leg of
     /// the relay waits for the next party (retriever or recall).
     pub(crate) vacant: Option<Side>,
@@ -124,12 +122,6 @@ pub(crate) struct Call {
     /// The party that left the vacant side has not been sent its BYE yet (it is hearing the
     /// slot spoken, or its NOTIFY is unanswered); whoever takes the side next sends it first.
     pub(crate) departed_live: bool,
-    /// A call to the park extension: the slot it announced.
-    pub(crate) consult: Option<crate::park::Consult>,
-    /// A park of this call is being ordered (not parkable again until its outcome).
-    pub(crate) parking: bool,
-    /// Digits each party pressed lately (for feature codes), and when the last came.
-    pub(crate) digits: [(String, Option<Instant>); 2],
     /// The last ACK we sent for a 2xx, to resend if that 2xx is retransmitted.
     acked: Option<(Side, u32, Bytes)>,
     /// An INVITE (initial or re-INVITE) is being relayed: a second one gets 491 (glare).
@@ -171,13 +163,9 @@ impl Call {
             ok_retx: None,
             ack_pending: None,
             sdp: [None, None],
-            park: None,
             vacant: None,
             own_answer: None,
-            consult: None,
-            parking: false,
             departed_live: false,
-            digits: Default::default(),
             acked: None,
             invite_busy: true,
             pending_byes: 0,
@@ -279,7 +267,6 @@ pub(crate) fn insert_app_call(
     msg: Message,
     key: &ServerKey,
     offer: Option<Bytes>,
-    consult: Option<crate::park::Consult>,
     owner: Option<String>,
 ) {
     let b = Dialog {
@@ -301,7 +288,6 @@ pub(crate) fn insert_app_call(
     call.state = CallState::Answered;
     call.sdp = [offer, None];
     call.vacant = Some(Side::B);
-    call.consult = consult;
     call.invite_busy = false;
     call.owner = owner;
     edge.insert_call(call);

@@ -1,6 +1,7 @@
 //! Ending calls: BYE to both parties when answered, 487 and CANCEL when ringing, the media
-//! released at once; calls whose media stopped are ended here too (a parked call has a longer
-//! limit, see [`crate::park::parked_timeout`]).
+//! released at once; calls whose media stopped are ended here too (after
+//! [`Edge::silence_limit`]). The features that keep entries by call hear of it through
+//! [`Edge::call_ending`] and [`Edge::call_ended`].
 
 use super::*;
 
@@ -86,7 +87,7 @@ pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &'static str) 
         }
         CallState::Answered | CallState::Confirmed => {
             info!(why, "ending call");
-            crate::park::cancel_recall(edge, now, id);
+            edge.call_ending(now, id);
             send_bye(edge, now, id, Side::A);
             send_bye(edge, now, id, Side::B);
             if edge.calls.get(&id).map(|c| c.pending_byes) == Some(0) {
@@ -108,7 +109,7 @@ pub(crate) fn end_call(edge: &mut Edge, id: u64) {
         edge.media.close(edge.last_now, r);
     }
     let _g = call.span.enter();
-    crate::park::on_call_end(edge, &call);
+    edge.call_ended(edge.last_now, id, call.end_why);
     edge.dialogs
         .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
     edge.dialogs
@@ -118,8 +119,7 @@ pub(crate) fn end_call(edge: &mut Edge, id: u64) {
 }
 
 /// The relay has heard nothing from either party of call `id` for `idle`: end the call once
-/// that passes `media.timeout_secs`, or for a parked call [`crate::park::parked_timeout`] (a parked phone
-/// may send nothing while it listens).
+/// that passes its [`Edge::silence_limit`].
 pub(crate) fn on_silence(edge: &mut Edge, now: Instant, id: u64, idle: std::time::Duration) {
     let Some(c) = edge.calls.get(&id) else {
         return;
@@ -127,10 +127,7 @@ pub(crate) fn on_silence(edge: &mut Edge, now: Instant, id: u64, idle: std::time
     if c.state != CallState::Confirmed {
         return;
     }
-    let limit = match &c.park {
-        Some(ps) => crate::park::parked_timeout(edge, ps),
-        None => std::time::Duration::from_secs(edge.cfg.media.timeout_secs),
-    };
+    let limit = edge.silence_limit(id);
     if idle > limit {
         hangup(edge, now, id, "no media");
     }

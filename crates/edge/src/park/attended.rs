@@ -43,7 +43,7 @@ pub(crate) fn on_park_call(
             return edge.reply(now, key, Response::to(&msg, 503));
         }
     };
-    let announced = edge.announced.clone();
+    let announced = edge.park.announced.clone();
     let slot = edge.orbit.free_slot(&lot, |s| announced.contains(&s));
     let tag = edge.ids.tag();
     let d = Dialog::uas(&msg, flow, &tag, &lot.park_ext, &parker);
@@ -58,7 +58,7 @@ pub(crate) fn on_park_call(
     let (clip, consult) = match slot {
         Some(s) => {
             info!(slot = s, "attended park: slot announced");
-            edge.announced.insert(s);
+            edge.park.announced.insert(s);
             (
                 Arc::new(prompts().parked_on(s)),
                 Some(Consult {
@@ -89,9 +89,11 @@ pub(crate) fn on_park_call(
         invite,
         key,
         offer,
-        consult,
         owner,
     );
+    if let Some(c) = consult {
+        edge.park.consults.insert(id, c);
+    }
     let c = edge.local.contact(&lot.park_ext, flow.proto);
     let bytes = Response::to(&msg, 200)
         .reason("OK")
@@ -109,7 +111,7 @@ pub(crate) fn on_app_hangup(edge: &mut Edge, now: Instant, id: u64) {
     if edge
         .calls
         .get(&id)
-        .is_some_and(|c| c.consult.is_some() || c.vacant == Some(Side::B))
+        .is_some_and(|c| edge.park.consults.contains_key(&id) || c.vacant == Some(Side::B))
     {
         call::hangup(edge, now, id, "park prompt done");
     }

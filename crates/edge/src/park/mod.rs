@@ -16,6 +16,7 @@
 //! Every decision (is the slot free? who won the claim?) is a command applied to the orbit
 //! state, never a local guess, so that the registry can take over ordering across sites.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,31 @@ pub(crate) fn builtin_music() -> Arc<Clip> {
     MUSIC
         .get_or_init(|| Arc::new(orbit_media::audio::builtin_music()))
         .clone()
+}
+
+/// What the park feature keeps, in tables of its own keyed by call (the calls themselves are
+/// the B2BUA's): every entry of a call is dropped when the call ends ([`on_call_end`]).
+#[derive(Default)]
+pub(crate) struct Parks {
+    /// Calls held parked here.
+    pub held: HashMap<u64, ParkState>,
+    /// Park id → the call holding it.
+    pub by_id: HashMap<ParkId, u64>,
+    /// Calls to the park extension, and the slot each announced.
+    pub consults: HashMap<u64, Consult>,
+    /// Calls whose park is being ordered (not parkable again until its outcome).
+    pub ordering: HashSet<u64>,
+    /// Digits each party of a call pressed lately (for the park code), and when the last came.
+    pub digits: HashMap<u64, [(String, Option<Instant>); 2]>,
+    /// Slots spoken to attended parkers, held until their REFER comes (or their call ends).
+    pub announced: HashSet<u32>,
+    /// Retrieving INVITEs whose claim is in flight, and whether the retriever has cancelled
+    /// meanwhile.
+    pub claiming: HashMap<ServerKey, bool>,
+    /// Music on hold per lot (park extension), encoded once.
+    pub music: HashMap<String, Arc<Clip>>,
+    /// The lot a one-touch park goes to: the tenant's first.
+    pub default_lot: Option<LotKey>,
 }
 
 /// What the edge keeps about a call it holds parked.
@@ -184,8 +210,8 @@ fn propose_park(
     how: ParkBy,
 ) {
     let parked = parker.other();
+    edge.park.ordering.insert(cid);
     let call = edge.calls.get_mut(&cid).expect("present");
-    call.parking = true;
     let pd = call.dialog_ref(parked);
     let (label, caller_uri, caller_display) = label_of(pd);
     let (codec, pt, te) = parked_codec(call, parked);
@@ -230,10 +256,11 @@ fn propose_park(
 /// port, the parker's side is vacant, the parker's phones are told the slot, and the flow
 /// finishes (NOTIFY, BYE, prompt). Refused: the call stays with the parker.
 pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome: Outcome) {
-    let live = edge.calls.get_mut(&a.cid).is_some_and(|c| {
-        c.parking = false;
-        c.state == CallState::Confirmed
-    });
+    edge.park.ordering.remove(&a.cid);
+    let live = edge
+        .calls
+        .get(&a.cid)
+        .is_some_and(|c| c.state == CallState::Confirmed);
     let p = match outcome {
         Ok(Event::Parked(p)) => p,
         Ok(ev) => {
@@ -260,6 +287,7 @@ pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome:
     info!(slot = p.slot, by = %a.parker_ext, "parked");
     let parked = a.parker.other();
     let music = edge
+        .park
         .music
         .get(&a.lot.park_ext)
         .cloned()
@@ -270,20 +298,23 @@ pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome:
     }
     call.vacant = Some(a.parker);
     call.departed_live = true;
-    call.park = Some(ParkState {
-        id: p.id,
-        slot: p.slot,
-        lot: a.lot,
-        parked,
-        codec: a.codec,
-        pt: a.pt,
-        te: a.te,
-        label: a.label,
-        caller_uri: a.caller_uri,
-        parker: a.parker_ext.clone(),
-        recall: None,
-    });
-    edge.parks.insert(p.id, a.cid);
+    edge.park.held.insert(
+        a.cid,
+        ParkState {
+            id: p.id,
+            slot: p.slot,
+            lot: a.lot,
+            parked,
+            codec: a.codec,
+            pt: a.pt,
+            te: a.te,
+            label: a.label,
+            caller_uri: a.caller_uri,
+            parker: a.parker_ext.clone(),
+            recall: None,
+        },
+    );
+    edge.park.by_id.insert(p.id, a.cid);
     let text = format!("Parked on {}", p.slot);
     tell(edge, now, &a.parker_ext, &p.lot.park_ext, &text);
     let (cid, from) = (a.cid, a.parker);
@@ -370,13 +401,15 @@ fn refusal_frag(e: &OrbitError) -> &'static str {
     }
 }
 
-fn parkable(call: &Call) -> bool {
-    call.state == CallState::Confirmed
-        && !call.parking
-        && call.park.is_none()
-        && call.vacant.is_none()
-        && call.consult.is_none()
-        && !call.negotiating()
+/// Whether call `cid` can be parked now: answered, both parties in it, no offer pending, and
+/// not parked, being parked or a call to the park extension.
+fn parkable(edge: &Edge, cid: u64) -> bool {
+    let p = &edge.park;
+    edge.calls.get(&cid).is_some_and(|call| {
+        call.state == CallState::Confirmed && call.vacant.is_none() && !call.negotiating()
+    }) && !p.ordering.contains(&cid)
+        && !p.held.contains_key(&cid)
+        && !p.consults.contains_key(&cid)
 }
 
 /// The spoken prompts, loaded once per process (immutable).
@@ -423,7 +456,7 @@ pub(crate) fn parked_request(
     // A re-INVITE (session refresh, hold): answer it with the relay's address for this party,
     // so the music keeps reaching it.
     let call = edge.calls.get_mut(&id).expect("present");
-    let Some(ps) = &call.park else {
+    let Some(ps) = edge.park.held.get(&id) else {
         return edge.reply(now, &key, Response::to(&msg, 491));
     };
     let (codec, pt, te) = (ps.codec, ps.pt, ps.te);
@@ -481,10 +514,10 @@ fn relay_offer(
 pub(crate) fn lost(edge: &mut Edge, now: Instant, id: ParkId, cid: u64) {
     unhold(edge, id);
     cancel_recall(edge, now, cid);
-    let Some(call) = edge.calls.get_mut(&cid) else {
+    let Some(call) = edge.calls.get(&cid) else {
         return;
     };
-    if let Some(ps) = call.park.take() {
+    if let Some(ps) = edge.park.held.remove(&cid) {
         let span = call.span.clone();
         let _g = span.enter();
         warn!(slot = ps.slot, caller = %ps.caller_uri, "parked call lost with our lease: hanging up");
@@ -495,7 +528,7 @@ pub(crate) fn lost(edge: &mut Edge, now: Instant, id: ParkId, cid: u64) {
 /// This edge no longer holds park `id` (retrieved, recalled, ended, lost, re-parked): forget
 /// it here and in the trunk's claim tables.
 fn unhold(edge: &mut Edge, id: ParkId) {
-    edge.parks.remove(&id);
+    edge.park.by_id.remove(&id);
     edge.trunk.forget(id);
 }
 
@@ -515,21 +548,26 @@ pub(crate) fn parked_timeout(edge: &Edge, ps: &ParkState) -> Duration {
         + Duration::from_secs(edge.cfg.media.timeout_secs)
 }
 
-/// A call is gone: if it was parked, its slot is free at once.
-pub(crate) fn on_call_end(edge: &mut Edge, call: &Call) {
-    if let Some(c) = &call.consult {
-        edge.announced.remove(&c.slot);
+/// Call `cid` is gone (`why`: why we ended it, if we did): its entries here go, and if it was
+/// parked, its slot is free at once.
+pub(crate) fn on_call_end(edge: &mut Edge, now: Instant, cid: u64, why: Option<&'static str>) {
+    let p = &mut edge.park;
+    if let Some(c) = p.consults.remove(&cid) {
+        p.announced.remove(&c.slot);
     }
-    let Some(ps) = &call.park else { return };
+    p.ordering.remove(&cid);
+    p.digits.remove(&cid);
+    let Some(ps) = p.held.remove(&cid) else {
+        return;
+    };
     unhold(edge, ps.id);
-    let now = edge.last_now;
     if let Some(r) = &ps.recall {
         for b in &r.branches {
             cancel_branch(edge, now, b);
         }
     }
     // Whatever this edge's state shows (across sites it may lag): the log decides.
-    let reason = match call.end_why {
+    let reason = match why {
         Some("no media") => {
             warn!(slot = ps.slot, caller = %ps.caller_uri, "parked call ended: no RTP or RTCP from the parked caller");
             EndReason::NoMedia

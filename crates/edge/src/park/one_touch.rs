@@ -7,13 +7,10 @@ use super::*;
 /// A digit from a party, by RFC 4733 in RTP or by SIP INFO: the park code parks the other party.
 pub(crate) fn on_digit(edge: &mut Edge, now: Instant, cid: u64, side: Side, digit: char) {
     let code = edge.cfg.tenant.features.park.clone();
-    let Some(call) = edge.calls.get_mut(&cid) else {
-        return;
-    };
-    if !parkable(call) {
+    if !parkable(edge, cid) {
         return;
     }
-    let (buf, last) = &mut call.digits[side as usize];
+    let (buf, last) = &mut edge.park.digits.entry(cid).or_default()[side as usize];
     if last.is_some_and(|t| now.duration_since(t) > Duration::from_secs(3)) {
         buf.clear();
     }
@@ -26,9 +23,10 @@ pub(crate) fn on_digit(edge: &mut Edge, now: Instant, cid: u64, side: Side, digi
         return;
     }
     buf.clear();
-    let Some(lot) = edge.default_lot.clone() else {
+    let Some(lot) = edge.park.default_lot.clone() else {
         return;
     };
+    let call = &edge.calls[&cid];
     let (codec, pt) = call.sdp[side as usize]
         .as_deref()
         .and_then(sdp::g711)

@@ -15,7 +15,9 @@ pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: Recal
     let Some(call) = edge.calls.get(&cid) else {
         return;
     };
-    let Some(ps) = &call.park else { return };
+    let Some(ps) = edge.park.held.get(&cid) else {
+        return;
+    };
     let span = call.span.clone();
     let _g = span.enter();
     let Some(lot) = edge.orbit.lot(&ps.lot).cloned() else {
@@ -43,17 +45,12 @@ pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: Recal
         return next_stage(edge, now, cid, stage);
     }
     if edge.calls[&cid].departed_live {
-        let v = edge.calls[&cid]
-            .park
-            .as_ref()
-            .expect("parked")
-            .parked
-            .other();
+        let v = edge.park.held[&cid].parked.other();
         call::send_bye_departed(edge, now, cid, v);
     }
     let domain = edge.cfg.tenant.domain.clone();
     let call = edge.calls.get(&cid).expect("present");
-    let ps = call.park.as_ref().expect("parked");
+    let ps = edge.park.held.get(&cid).expect("parked");
     let attempt = ps.recall.as_ref().map(|r| r.attempt + 1).unwrap_or(1);
     let v = ps.parked.other();
     let parked_user = call.dialog_ref(ps.parked).user.clone();
@@ -101,8 +98,7 @@ pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: Recal
         .iter()
         .map(|(_, k, _)| Branch::new(k.clone()))
         .collect();
-    let call = edge.calls.get_mut(&cid).expect("present");
-    call.park.as_mut().expect("parked").recall = Some(Recall {
+    edge.park.held.get_mut(&cid).expect("parked").recall = Some(Recall {
         claiming: None,
         attempt,
         stage,
@@ -130,10 +126,9 @@ pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: Recal
 }
 
 pub(crate) fn current_recall(edge: &mut Edge, cid: u64, attempt: u32) -> Option<&mut Recall> {
-    edge.calls
+    edge.park
+        .held
         .get_mut(&cid)?
-        .park
-        .as_mut()?
         .recall
         .as_mut()
         .filter(|r| r.attempt == attempt)
@@ -188,10 +183,9 @@ pub(crate) fn recall_answered(
     flow: Flow,
     msg: Message,
 ) {
-    let call = edge.calls.get_mut(&cid).expect("present");
-    let span = call.span.clone();
+    let span = edge.calls[&cid].span.clone();
     let _g = span.enter();
-    let ps = call.park.as_mut().expect("parked");
+    let ps = edge.park.held.get_mut(&cid).expect("parked");
     let r = ps.recall.as_mut().expect("recalling");
     match r.claiming {
         // A retransmission of the answer being claimed for.
@@ -229,28 +223,22 @@ pub(crate) fn recall_claim_outcome(
         msg,
     } = a;
     let ours = edge
-        .calls
+        .park
+        .held
         .get(&cid)
-        .and_then(|c| c.park.as_ref())
         .and_then(|p| p.recall.as_ref())
         .is_some_and(|r| r.claiming == Some(idx));
     if !ours || !matches!(outcome, Ok(Event::Claimed { .. })) {
-        if let Some(r) = edge
-            .calls
-            .get_mut(&cid)
-            .and_then(|c| c.park.as_mut())
-            .and_then(|p| p.recall.as_mut())
-        {
+        if let Some(r) = edge.park.held.get_mut(&cid).and_then(|p| p.recall.as_mut()) {
             r.claiming = None;
         }
         return call::ack_and_bye(edge, now, flow, &msg);
     }
-    let call = edge.calls.get_mut(&cid).expect("present");
-    let ps = call.park.as_ref().expect("parked");
+    let ps = edge.park.held.get(&cid).expect("parked");
     let (park_id, parked) = (ps.id, ps.parked);
     unhold(edge, park_id);
+    let mut ps = edge.park.held.remove(&cid).expect("parked");
     let call = edge.calls.get_mut(&cid).expect("present");
-    let mut ps = call.park.take().expect("parked");
     let r = ps.recall.take().expect("recalling");
     let v = parked.other();
     call.dialog(v).establish(&msg, flow);
@@ -312,7 +300,7 @@ pub(crate) fn on_recall_timeout(edge: &mut Edge, now: Instant, cid: u64, attempt
 /// The recall stage `stage` is over unanswered: ring the fallback, or give up.
 pub(crate) fn next_stage(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
     cancel_recall(edge, now, cid);
-    let Some(ps) = edge.calls.get(&cid).and_then(|c| c.park.as_ref()) else {
+    let Some(ps) = edge.park.held.get(&cid) else {
         return;
     };
     let has_fallback = edge
@@ -334,10 +322,12 @@ pub(crate) fn next_stage(edge: &mut Edge, now: Instant, cid: u64, stage: RecallS
 
 /// Nobody took the call back: hang up the parked caller.
 pub(crate) fn abandon(edge: &mut Edge, now: Instant, cid: u64) {
-    let Some(call) = edge.calls.get_mut(&cid) else {
+    let Some(call) = edge.calls.get(&cid) else {
         return;
     };
-    let Some(ps) = call.park.take() else { return };
+    let Some(ps) = edge.park.held.remove(&cid) else {
+        return;
+    };
     let span = call.span.clone();
     let _g = span.enter();
     warn!(slot = ps.slot, caller = %ps.caller_uri, parker = %ps.parker, "recall and fallback unanswered: hanging up the parked caller");
@@ -352,12 +342,7 @@ pub(crate) fn abandon(edge: &mut Edge, now: Instant, cid: u64) {
 
 /// Stop ringing recall phones (the call was retrieved, or is ending).
 pub(crate) fn cancel_recall(edge: &mut Edge, now: Instant, cid: u64) {
-    let Some(r) = edge
-        .calls
-        .get_mut(&cid)
-        .and_then(|c| c.park.as_mut())
-        .and_then(|p| p.recall.as_mut())
-    else {
+    let Some(r) = edge.park.held.get_mut(&cid).and_then(|p| p.recall.as_mut()) else {
         return;
     };
     // Keep the attempt number but mark it over, so late answers find no current recall.

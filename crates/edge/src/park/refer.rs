@@ -77,15 +77,15 @@ pub(crate) fn on_refer(
 
     // Attended park completed from the consultation call (the call to the park extension):
     // its Replaces names the parker's dialog in the call to park.
-    if let Some(c) = edge.calls[&id].consult.clone() {
+    if let Some(c) = edge.park.consults.get(&id).cloned() {
         let Some((ocid, oside)) = named else {
             return refuse(edge, 403, "Transfer Only To Park");
         };
-        if ocid == id || !parkable(&edge.calls[&ocid]) {
+        if ocid == id || !parkable(edge, ocid) {
             return edge.reply(now, &key, Response::to(&msg, 491));
         }
         edge.reply(now, &key, Response::to(&msg, 202).pairs(extra));
-        edge.announced.remove(&c.slot);
+        edge.park.announced.remove(&c.slot);
         let how = ParkBy::FromConsult {
             consult: id,
             from,
@@ -99,7 +99,7 @@ pub(crate) fn on_refer(
     // whose slot was announced. Blind park otherwise: the park extension or a slot.
     let mut consult_call = None;
     let (lot, slot) = if replaces.is_some() {
-        match named.and_then(|(c, _)| Some((c, edge.calls[&c].consult.clone()?))) {
+        match named.and_then(|(c, _)| Some((c, edge.park.consults.get(&c).cloned()?))) {
             Some((c, consult)) => {
                 consult_call = Some(c);
                 (consult.lot, Some(consult.slot))
@@ -117,13 +117,13 @@ pub(crate) fn on_refer(
         // Transfers elsewhere are not offered; the party keeps its call.
         return refuse(edge, 403, "Transfer Only To Park");
     };
-    if !parkable(&edge.calls[&id]) {
+    if !parkable(edge, id) {
         return edge.reply(now, &key, Response::to(&msg, 491));
     }
     edge.reply(now, &key, Response::to(&msg, 202).pairs(extra));
     if let Some(s) = slot {
         if consult_call.is_some() {
-            edge.announced.remove(&s);
+            edge.park.announced.remove(&s);
         }
     }
     let how = ParkBy::Refer {

@@ -76,9 +76,8 @@ pub(crate) fn on_retrieve(
     let here = edge
         .orbit
         .in_slot(&tenant, slot)
-        .and_then(|p| edge.parks.get(&p.id))
-        .and_then(|cid| edge.calls.get(cid))
-        .and_then(|c| c.park.as_ref());
+        .and_then(|p| edge.park.by_id.get(&p.id))
+        .and_then(|cid| edge.park.held.get(cid));
     let offer = is_sdp(&a.msg).then_some(&a.msg.body[..]);
     if let Some(ps) = here {
         if let Err(codec) = retriever_pt(ps, offer) {
@@ -105,18 +104,18 @@ pub(crate) fn on_retrieve(
     };
     let span = info_span!(parent: None, "retrieve", slot, by = %a.retriever, site = %edge.cfg.site);
     let _g = span.enter();
-    edge.claiming.insert(a.key.clone(), false);
+    edge.park.claiming.insert(a.key.clone(), false);
     edge.propose(now, claim, Then::Retrieve(a));
 }
 
 /// The claim's outcome: take the call here, or from the site holding it over the trunk.
 pub(crate) fn claim_outcome(edge: &mut Edge, now: Instant, a: AfterClaim, outcome: Outcome) {
-    if edge.claiming.remove(&a.key) == Some(true) {
+    if edge.park.claiming.remove(&a.key) == Some(true) {
         return claim_cancelled(edge, now, &a, outcome);
     }
     match outcome {
         Ok(Event::Claimed { parked, .. }) if parked.call.edge == edge.cfg.site => {
-            match edge.parks.get(&parked.id).copied() {
+            match edge.park.by_id.get(&parked.id).copied() {
                 Some(cid) => take_parked(edge, now, &a, cid),
                 None => nobody_parked(edge, now, &a, 404),
             }
@@ -154,12 +153,12 @@ pub(crate) fn claim_cancelled(edge: &mut Edge, now: Instant, a: &AfterClaim, out
 /// winning put it back): the call whose own park was claimed and not fetched takes the new
 /// one. Its music never stopped.
 pub(crate) fn adopt_repark(edge: &mut Edge, p: &orbit_state::Parked) {
-    if edge.parks.contains_key(&p.id) {
+    if edge.park.by_id.contains_key(&p.id) {
         return;
     }
-    let found = edge.parks.iter().find_map(|(&old, &cid)| {
+    let found = edge.park.by_id.iter().find_map(|(&old, &cid)| {
         let c = edge.calls.get(&cid)?;
-        let d = c.dialog_ref(c.park.as_ref()?.parked);
+        let d = c.dialog_ref(edge.park.held.get(&cid)?.parked);
         (edge.orbit.parked(old).is_none()
             && d.call_id == p.call.call_id
             && d.local_tag == p.call.local_tag)
@@ -167,8 +166,8 @@ pub(crate) fn adopt_repark(edge: &mut Edge, p: &orbit_state::Parked) {
     });
     let Some((old, cid)) = found else { return };
     unhold(edge, old);
-    edge.parks.insert(p.id, cid);
-    if let Some(ps) = edge.calls.get_mut(&cid).and_then(|c| c.park.as_mut()) {
+    edge.park.by_id.insert(p.id, cid);
+    if let Some(ps) = edge.park.held.get_mut(&cid) {
         ps.id = p.id;
         ps.slot = p.slot;
     }
@@ -184,7 +183,11 @@ pub(crate) fn adopt_repark(edge: &mut Edge, p: &orbit_state::Parked) {
 /// vacant side and gets a 200 with the relay's vacant leg in the parked party's codec.
 pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u64) {
     let call = &edge.calls[&cid];
-    let ps = call.park.as_ref().expect("parks maps to parked calls");
+    let ps = edge
+        .park
+        .held
+        .get(&cid)
+        .expect("by_id maps to parked calls");
     let (codec, parked, label, park_id) = (ps.codec, ps.parked, ps.label.clone(), ps.id);
     let offer = is_sdp(&a.msg).then(|| a.msg.body.clone());
     let pt = match retriever_pt(ps, offer.as_deref()) {
@@ -220,7 +223,7 @@ pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u6
     let now_ms = edge.now_ms(now);
     let call = edge.calls.get_mut(&cid).expect("present");
     call.vacant = None;
-    let ps = call.park.take().expect("parked");
+    let ps = edge.park.held.remove(&cid).expect("parked");
     call.sdp[v as usize] = offer.clone();
     let mut body = vec![];
     if let Some(m) = call.media {

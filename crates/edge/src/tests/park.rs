@@ -722,6 +722,49 @@ fn one_touch_park_by_dtmf_parks_the_other_party_and_speaks_the_slot() {
 }
 
 #[test]
+fn what_park_keeps_for_a_call_goes_with_the_call() {
+    let mut net = Net::new();
+    let (ok, _inv) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    net.take(BOB1);
+    // Half the park code, then Alice hangs up: the digits kept for her call go too.
+    for (i, d) in ['*', '6'].into_iter().enumerate() {
+        net.send(ALICE, &info_digit(&ok, 2 + i as u32, d));
+        for m in net
+            .take(BOB1)
+            .iter()
+            .filter(|m| *m.method() == Method::Info)
+        {
+            net.send_msg(BOB1, ok_to(m));
+        }
+    }
+    assert_eq!(net.edge.park.digits.len(), 1);
+    net.send(ALICE, &alice_in_dialog(&ok, "BYE", 4, "bye1", None));
+    let bye = net.one(BOB1);
+    net.send_msg(BOB1, ok_to(&bye));
+    assert_eq!(net.edge.active_calls(), 0);
+    // A call to the park extension that announced a slot, hung up before any REFER.
+    net.send(BOB1, &bob_invite("700", "k1"));
+    assert_eq!(net.one(BOB1).code(), 200);
+    assert_eq!(net.edge.park.consults.len(), 1);
+    // Its hold for the REFER runs out (Bob never ACKed: the 200 was resent meanwhile): the
+    // edge hangs up, Bob's phone answers the BYE.
+    net.advance(crate::park::CONSULT_HOLD);
+    let to_bob = net.take(BOB1);
+    let bye = to_bob.iter().find(|m| *m.method() == Method::Bye).unwrap();
+    net.send_msg(BOB1, ok_to(bye));
+    assert_eq!(net.edge.active_calls(), 0);
+    let p = &net.edge.park;
+    assert!(
+        p.digits.is_empty() && p.consults.is_empty() && p.announced.is_empty(),
+        "digits {:?}, consults {}, announced {:?}",
+        p.digits.keys(),
+        p.consults.len(),
+        p.announced
+    );
+}
+
+#[test]
 fn one_touch_park_into_a_full_lot_keeps_the_call() {
     let mut cfg = config();
     cfg.tenant.lots[0].slots = "701-701".into();
