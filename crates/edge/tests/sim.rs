@@ -46,7 +46,6 @@ use orbit_edge::config::{
     AuthConfig, EdgeConfig, Extension, LimitsConfig, LotSettings, MediaConfig, RegistryLink,
     SipConfig, TenantConfig, TrunkConfig, TrunkPeer,
 };
-use orbit_edge::media::FakeMedia;
 use orbit_edge::orbit::{OrbitError, OrbitFeed, Outcome, Proposal};
 use orbit_edge::{Edge, Start};
 use orbit_registry::batch::{Batcher, WriteError};
@@ -178,7 +177,6 @@ fn new_edge(site: usize, seed: u64) -> Edge {
     Edge::new(
         Arc::new(config(site)),
         local,
-        Box::new(FakeMedia::default()),
         Start::seeded(now, now_ms(), seed * 10 + site as u64),
     )
     .with_registry(now, LEASE)
@@ -1441,6 +1439,8 @@ impl Sim {
                 self.outcome_tx.clone(),
             ));
         }
+        // Media is not simulated: the phones' audio is their INFO greeting.
+        self.edges[site].take_media();
         let out: Vec<_> = self.edges[site].drain().collect();
         for t in out {
             let to = t.flow.addr;
