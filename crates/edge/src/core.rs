@@ -112,6 +112,8 @@ pub(crate) enum TimerKey {
     Lease,
     /// A trunk claim of this park has waited long enough for the replica to show it.
     TrunkClaim(orbit_state::ParkId),
+    /// A call held here, claimed by another site, has waited long enough to be fetched.
+    TrunkFetch(orbit_state::ParkId),
 }
 
 pub struct Edge {
@@ -399,6 +401,7 @@ impl Edge {
                 }
                 TimerKey::Housekeeping => self.housekeeping(now),
                 TimerKey::TrunkClaim(park) => crate::trunk::on_claim_timeout(self, now, park),
+                TimerKey::TrunkFetch(park) => crate::trunk::on_fetch_timeout(self, now, park),
             }
         }
         self.settle(now);
@@ -492,17 +495,21 @@ impl Edge {
     /// Admit a new call for `user`, whose request came over `flow`: `Ok(owner)` (the user it
     /// counts against, if any) or the refusal to send (503 at capacity, 486 when the user has
     /// as many calls as it may).
+    /// Whether `flow` comes from (or goes to) another site's edge.
+    pub(crate) fn is_trunk_peer(&self, flow: &Flow) -> bool {
+        let ip = flow.addr.ip().to_canonical();
+        self.cfg
+            .trunk
+            .as_ref()
+            .is_some_and(|t| t.peers.iter().any(|p| p.addr.ip().to_canonical() == ip))
+    }
+
     pub(crate) fn admit_call(&self, user: &str, flow: &Flow) -> Result<Option<String>, u16> {
         if self.calls.len() >= self.max_calls {
             return Err(503);
         }
         let ip = flow.addr.ip().to_canonical();
-        let peer = self
-            .cfg
-            .trunk
-            .as_ref()
-            .is_some_and(|t| t.peers.iter().any(|p| p.addr.ip().to_canonical() == ip));
-        if self.is_trusted(ip) || peer {
+        if self.is_trusted(ip) || self.is_trunk_peer(flow) {
             return Ok(None);
         }
         if self.calls_by_user.get(user).copied().unwrap_or(0) >= self.cfg.limits.calls_per_user {

@@ -320,7 +320,7 @@ impl Edge {
         match &ev {
             Event::Parked(p) if p.call.edge == self.cfg.site => crate::park::adopt_repark(self, p),
             Event::Claimed { parked, by } if parked.call.edge == self.cfg.site => {
-                crate::trunk::on_claimed(self, now, parked.id, by)
+                crate::trunk::on_claimed(self, now, parked, by)
             }
             Event::Expired(p) if p.call.edge == self.cfg.site => {
                 // How late the deadline fired, by the time stamped on the Expire (the

@@ -273,6 +273,9 @@ impl Edge {
             *cancelled = true;
             return;
         }
+        if crate::trunk::cancel_waiting(self, now, &invite_key) {
+            return;
+        }
         crate::call::on_cancel(self, now, &invite_key);
     }
 

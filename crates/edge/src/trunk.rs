@@ -46,6 +46,11 @@ const REPLAYS_KEPT: usize = 65_536;
 const CLAIMS_WAITING: usize = 1024;
 /// How long a trunk claim waits for the replica (the watch is a commit behind at most).
 const CLAIM_WAIT: Duration = Duration::from_secs(2);
+/// How long a call held here, claimed by another site, waits for that site's trunk INVITE
+/// before it goes back to its slot (the claimant's edge is gone, cut off, or its retriever
+/// cancelled while its INVITE was on the way). The INVITE normally comes a round trip after
+/// the commit.
+pub(crate) const FETCH_WAIT: Duration = Duration::from_secs(10);
 
 /// What a trunk request's signature covers.
 pub(crate) struct Signed<'a> {
@@ -97,8 +102,9 @@ pub(crate) struct TrunkState {
     seen: HashMap<Vec<u8>, u64>,
     /// (expiry in unix seconds, signature), in arrival order.
     order: VecDeque<(u64, Vec<u8>)>,
-    /// Park → who claimed it, for calls held here whose claim the watch has shown.
-    claimed: HashMap<ParkId, String>,
+    /// Park → who claimed it and what was parked, for calls held here whose claim the watch
+    /// has shown and that have not been fetched yet.
+    claimed: HashMap<ParkId, (String, Parked)>,
     waiting: HashMap<ParkId, Waiting>,
 }
 
@@ -291,15 +297,62 @@ pub(crate) fn retrieve_remote(edge: &mut Edge, now: Instant, a: AfterClaim, park
 }
 
 /// A claim of a call held here was committed (the watch shows it): remember who made it, and
-/// hand the call over if that site's trunk INVITE is already waiting.
-pub(crate) fn on_claimed(edge: &mut Edge, now: Instant, park: ParkId, by: &str) {
+/// hand the call over if that site's trunk INVITE is already waiting; if none comes within
+/// [`FETCH_WAIT`], the call goes back to its slot ([`on_fetch_timeout`]).
+pub(crate) fn on_claimed(edge: &mut Edge, now: Instant, parked: &Parked, by: &str) {
+    let park = parked.id;
     if !edge.park.by_id.contains_key(&park) {
         return;
     }
-    edge.trunk.claimed.insert(park, by.to_string());
+    edge.trunk
+        .claimed
+        .insert(park, (by.to_string(), parked.clone()));
+    edge.timers
+        .schedule(now + FETCH_WAIT, TimerKey::TrunkFetch(park));
     if let Some(w) = edge.trunk.waiting.remove(&park) {
         on_claim(edge, now, &w.key, w.flow, w.msg, w.caller, park);
     }
+}
+
+/// A call held here was claimed by another site, and that site never came for it: park it
+/// again, in its slot if that is still free (a new park with a fresh timer, which this edge
+/// takes as its own: [`crate::park::adopt_repark`]), so that it is not left on music forever.
+pub(crate) fn on_fetch_timeout(edge: &mut Edge, now: Instant, park: ParkId) {
+    let Some((by, parked)) = edge.trunk.claimed.remove(&park) else {
+        return; // fetched, ended or lost meanwhile
+    };
+    if !edge.park.by_id.contains_key(&park) {
+        return;
+    }
+    edge.trunk.waiting.remove(&park);
+    warn!(park, slot = parked.slot, %by, "claimed call never fetched over the trunk: parking it again");
+    let free = edge
+        .orbit
+        .in_slot(&parked.lot.tenant, parked.slot)
+        .is_none();
+    let cmd = orbit_state::Command::Park {
+        lot: parked.lot,
+        slot: free.then_some(parked.slot),
+        call: parked.call,
+    };
+    edge.propose(now, cmd, crate::orbit::Then::Nothing);
+}
+
+/// The claimant cancelled its trunk INVITE while it waited for the replica: 487 to it; the
+/// call stays here and goes back to its slot when the fetch wait ends.
+pub(crate) fn cancel_waiting(edge: &mut Edge, now: Instant, invite: &ServerKey) -> bool {
+    let Some(park) = edge
+        .trunk
+        .waiting
+        .iter()
+        .find(|(_, w)| w.key == *invite)
+        .map(|(p, _)| *p)
+    else {
+        return false;
+    };
+    let w = edge.trunk.waiting.remove(&park).expect("found");
+    edge.reply(now, &w.key, Response::to(&w.msg, 487));
+    true
 }
 
 /// A trunk claim waited in vain for the replica to show its claim.
@@ -345,7 +398,7 @@ pub(crate) fn on_claim(
             Response::to(&msg, 410).reason("Park Lease Lapsed"),
         );
     }
-    match edge.trunk.claimed.get(&park) {
+    match edge.trunk.claimed.get(&park).map(|(by, _)| by) {
         Some(by) if *by == caller => {}
         Some(by) => {
             warn!(park, %by, %caller, "trunk claim by someone else than the registry says");

@@ -190,6 +190,7 @@ pub(crate) fn branch_response(
     msg: Message,
 ) {
     let code = msg.code();
+    let trunk_answer = edge.is_trunk_peer(&flow);
     let Some(call) = edge.calls.get_mut(&id) else {
         if (200..300).contains(&code) {
             ack_and_bye(edge, now, flow, &msg);
@@ -216,10 +217,10 @@ pub(crate) fn branch_response(
             let bytes = to_caller(
                 &edge.local,
                 call,
-                code,
-                msg.reason(),
+                (code, msg.reason()),
                 body.as_deref(),
                 false,
+                None,
             );
             let key = call.a_stx.clone();
             edge.reply_bytes(now, &key, code, bytes);
@@ -257,7 +258,19 @@ pub(crate) fn branch_response(
             let body = relay_sdp(&mut edge.media, call, Side::B, &msg, flow.addr.ip())
                 .ok()
                 .flatten();
-            let bytes = to_caller(&edge.local, call, code, msg.reason(), body.as_deref(), true);
+            // Who answered, as another site's edge asserts it (a parked caller fetched over
+            // the trunk: its slot and name); a phone's own claim is not passed on (RFC 3325).
+            let identity = trunk_answer
+                .then(|| msg.header_other("P-Asserted-Identity").map(str::trim))
+                .flatten();
+            let bytes = to_caller(
+                &edge.local,
+                call,
+                (code, msg.reason()),
+                body.as_deref(),
+                true,
+                identity,
+            );
             let a_cseq = call.a_invite.cseq.seq;
             call.ok_retx = Some(OkRetx {
                 to: Side::A,
@@ -398,10 +411,10 @@ pub(crate) fn on_cancel(edge: &mut Edge, now: Instant, invite_key: &ServerKey) {
 fn to_caller(
     local: &orbit_sip::build::Local,
     call: &Call,
-    code: u16,
-    reason: &str,
+    (code, reason): (u16, &str),
     sdp: Option<&[u8]>,
     allow: bool,
+    identity: Option<&str>,
 ) -> Bytes {
     let contact = local.contact(&call.a.contact_user, call.a.flow.proto);
     let mut r = Response::to(&call.a_invite, code)
@@ -410,6 +423,9 @@ fn to_caller(
         .header("Contact", &contact);
     if allow {
         r = r.header("Allow", ALLOW);
+    }
+    if let Some(id) = identity {
+        r = r.header("P-Asserted-Identity", id);
     }
     if let Some(b) = sdp {
         r = r.sdp(b);

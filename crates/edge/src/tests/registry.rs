@@ -298,6 +298,30 @@ fn a_call_held_at_another_site_is_claimed_then_fetched_over_the_trunk_and_a_code
         .unwrap()
         .to_string()
         .starts_with("sip:701@127.0.0.1:9100"));
+    // Site B answers with the parked caller's identity: Carol's phone is told whom it got.
+    let pai = "\"701: Bob\" <sip:5551234@pstn>";
+    let ok = with_header(
+        answer(&trunk, 200, "b", Some(SDP_B), PEER),
+        "P-Asserted-Identity",
+        pai,
+    );
+    net.send_msg(PEER, ok);
+    let ok = net
+        .take(CAROL)
+        .into_iter()
+        .find(|m| m.code() == 200)
+        .unwrap();
+    assert_eq!(
+        ok.header_other("P-Asserted-Identity").map(str::trim),
+        Some(pai)
+    );
+}
+
+/// `msg` with one more header.
+pub(super) fn with_header(msg: Bytes, name: &str, value: &str) -> Bytes {
+    let text = String::from_utf8(msg.to_vec()).unwrap();
+    let (first, rest) = text.split_once("\r\n").unwrap();
+    Bytes::from(format!("{first}\r\n{name}: {value}\r\n{rest}"))
 }
 
 /// Carol's CANCEL of `carol_invite(slot, branch)`.
@@ -493,4 +517,75 @@ fn trunk_claims_are_refused_from_elsewhere_tampered_replayed_or_before_the_regis
     net.send(PEER, &claim.replace("z9hG4bKclaim", "z9hG4bKagain"));
     let r = net.one(PEER);
     assert_eq!((r.code(), r.reason()), (403, "Replayed Trunk Request"));
+}
+
+#[test]
+fn a_call_claimed_by_a_site_that_never_comes_for_it_goes_back_to_its_slot() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    park_by_bob(&mut net, "700");
+    reg.serve(&mut net);
+    net.take(BOB1);
+    let first = reg.parked();
+    // Site B wins the claim, and its trunk INVITE never arrives (its edge went away).
+    claim_by_site_b(&mut net, &mut reg, &first);
+    assert!(net.edge.orbit().in_slot("orbit.test", 701).is_none());
+    net.advance(crate::trunk::FETCH_WAIT - Duration::from_millis(500));
+    reg.serve(&mut net);
+    assert!(
+        net.edge.orbit().in_slot("orbit.test", 701).is_none(),
+        "not yet"
+    );
+    net.advance(Duration::from_secs(1));
+    reg.serve(&mut net);
+    // Back in 701 as a new park held here, Alice still on the music (nothing sent to her).
+    let again = net.edge.orbit().in_slot("orbit.test", 701).unwrap().clone();
+    assert!(again.id != first.id);
+    assert_eq!(again.call.call_id, first.call.call_id);
+    assert!(net.take(ALICE).is_empty(), "Alice's leg untouched");
+    // The late trunk INVITE for the old claim finds nothing; Carol here can retrieve her.
+    net.send(PEER, &trunk_claim(&net, first.id, SECRET, "late1"));
+    assert_eq!(net.one(PEER).code(), 404);
+    carol_retrieves_alice(&mut net, &mut reg, "c4");
+}
+
+#[test]
+fn a_trunk_claim_cancelled_while_it_waits_for_the_replica_leaves_the_call_here() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    park_by_bob(&mut net, "700");
+    reg.serve(&mut net);
+    net.take(BOB1);
+    let first = reg.parked();
+    // Site B's INVITE comes before this edge's watch shows the claim: it waits (100 only).
+    let inv = trunk_claim(&net, first.id, SECRET, "wait1");
+    net.send(PEER, &inv);
+    assert!(net.take(PEER).iter().all(|m| m.code() == 100));
+    // Its retriever hung up: site B cancels. 200 to the CANCEL, 487 to the INVITE.
+    let cancel = inv
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter(|l| {
+            ["Via:", "From:", "To:", "Call-ID:", "Max-Forwards:"]
+                .iter()
+                .any(|h| l.starts_with(h))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cancel = format!(
+        "CANCEL sip:701@orbit.test SIP/2.0\n{cancel}\nCSeq: 1 CANCEL\nContent-Length: 0\n\n"
+    );
+    net.send(PEER, &cancel);
+    let mut codes: Vec<u16> = net.take(PEER).iter().map(|m| m.code()).collect();
+    codes.sort();
+    assert_eq!(codes, vec![200, 487]);
+    // The claim commits after all: nobody takes the call, which goes back to its slot.
+    claim_by_site_b(&mut net, &mut reg, &first);
+    assert!(net.take(ALICE).is_empty(), "Alice is not handed to anyone");
+    net.advance(crate::trunk::FETCH_WAIT + Duration::from_secs(1));
+    reg.serve(&mut net);
+    assert!(net.edge.orbit().in_slot("orbit.test", 701).is_some());
+    assert!(net.take(ALICE).is_empty());
 }

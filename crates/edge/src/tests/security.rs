@@ -454,3 +454,21 @@ fn the_answering_fork_gets_the_media_leg_afresh_after_another_forks_early_media(
         .remotes()
         .ends_with(&[(crate::media::Leg::B, Some("10.2.2.9:5000".parse().unwrap()))]));
 }
+
+#[test]
+fn an_identity_a_phone_asserts_is_not_passed_on() {
+    let mut net = Net::new();
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "c1", ""));
+    net.take(ALICE);
+    let inv = net.one(BOB1);
+    let ok = super::registry::with_header(
+        answer(&inv, 200, "bob", Some(SDP_B), BOB1),
+        "P-Asserted-Identity",
+        "\"Bank\" <sip:bank@example.com>",
+    );
+    net.send_msg(BOB1, ok);
+    let ok = net.one(ALICE);
+    assert_eq!(ok.code(), 200);
+    assert_eq!(ok.header_other("P-Asserted-Identity"), None);
+}
