@@ -123,10 +123,12 @@ pub struct Edge {
     /// Our address per transport, for Via and Contact.
     pub(crate) local: Local,
     pub(crate) out: Vec<Transmit>,
-    pub(crate) stx: HashMap<ServerKey, ServerEntry>,
+    /// Boxed, so that growing the table moves pointers, not entries: at a few thousand calls
+    /// per second it holds hundreds of thousands (Timer J keeps each for 32 s).
+    pub(crate) stx: HashMap<ServerKey, Box<ServerEntry>>,
     /// Bytes the server transactions are counted as (bounded as well as their count).
     pub(crate) stx_bytes: usize,
-    pub(crate) ctx: HashMap<ClientKey, ClientEntry>,
+    pub(crate) ctx: HashMap<ClientKey, Box<ClientEntry>>,
     pub(crate) timers: Timers<TimerKey>,
     pub(crate) registrar: Registrar,
     pub(crate) auth: Authenticator,
@@ -156,6 +158,8 @@ pub struct Edge {
     pub(crate) deadline_at: Option<Instant>,
     /// The latest time given to the core (for work done outside an input, e.g. call cleanup).
     pub(crate) last_now: Instant,
+    /// When the server transactions were last swept for requests never answered.
+    last_sweep: Instant,
     pub(crate) blf: crate::blf::Lamps,
     /// Calls parked here, and everything else the park feature keeps.
     pub(crate) park: crate::park::Parks,
@@ -247,6 +251,7 @@ impl Edge {
             orbit_events: Default::default(),
             deadline_at: None,
             last_now: now,
+            last_sweep: now,
             blf: Default::default(),
             park: crate::park::Parks {
                 music,
@@ -414,6 +419,10 @@ impl Edge {
         crate::blf::expire(self, now);
         self.rate.prune(now);
         self.media.maintain(now, self.ids.rng());
+        if now.saturating_duration_since(self.last_sweep) >= crate::transactions::SWEEP_EVERY {
+            self.last_sweep = now;
+            self.sweep_unanswered(now);
+        }
     }
 
     /// Digest check of `msg` from `source`. `Ok(user)` or the response to send: (401/407 with

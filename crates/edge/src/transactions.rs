@@ -30,6 +30,8 @@ pub(crate) struct ServerEntry {
     /// What the entry is counted as against the table's byte budget: its request's size (a
     /// response echoes its Vias, From, To and Call-ID, so it is about as large).
     size: usize,
+    /// When the request came (a request never answered is dropped after [`UNANSWERED`]).
+    opened: Instant,
 }
 
 /// The table's byte budget per transaction it may hold: besides its count, the table holds at
@@ -39,8 +41,12 @@ const BYTES_PER_TRANSACTION: usize = 512;
 
 /// The longest a request may wait for our answer. Every path answers sooner (an INVITE rings
 /// for at most Timer C, 3 min); this bounds what a path that forgets would leave in the
-/// capped table: by then the sender has given up on it anyway.
-const UNANSWERED: Duration = Duration::from_secs(200);
+/// capped table: by then the sender has given up on it anyway. Checked by a sweep of the
+/// table every [`SWEEP_EVERY`], not by a timer per request: a timer set 200 s ahead for
+/// every request kept hundreds of thousands of stale entries in the timer queue at a few
+/// thousand calls per second.
+pub(crate) const UNANSWERED: Duration = Duration::from_secs(200);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Who gets the responses of a client transaction.
 pub(crate) enum Owner {
@@ -99,15 +105,31 @@ impl Edge {
         };
         self.stx.insert(
             key.clone(),
-            ServerEntry {
+            Box::new(ServerEntry {
                 tx: ServerTransaction::new(kind, flow.proto.reliable(), self.timing),
                 flow,
                 size,
-            },
+                opened: self.last_now,
+            }),
         );
-        self.timers
-            .schedule(self.last_now + UNANSWERED, TimerKey::Server(key.clone()));
         true
+    }
+
+    /// Drop the server transactions whose request has waited [`UNANSWERED`] for an answer.
+    pub(crate) fn sweep_unanswered(&mut self, now: Instant) {
+        let stale: Vec<ServerKey> = self
+            .stx
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e.tx.state, State::Initial | State::Proceeding)
+                    && now.saturating_duration_since(e.opened) >= UNANSWERED
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            debug!(method = %key.method, "request never answered: transaction dropped");
+            self.drop_server(&key);
+        }
     }
 
     /// Answer a request through its server transaction. A response that needs our tag and
@@ -168,7 +190,7 @@ impl Edge {
         let tx =
             ClientTransaction::new(kind, bytes.clone(), flow.proto.reliable(), now, self.timing);
         self.ctx
-            .insert(key.clone(), ClientEntry { tx, flow, owner });
+            .insert(key.clone(), Box::new(ClientEntry { tx, flow, owner }));
         self.schedule_client(&key);
         self.send(flow, bytes);
     }
@@ -230,12 +252,6 @@ impl Edge {
         };
         match e.tx.poll_timeout() {
             Some(t) if t <= now => {}
-            // Never answered (the safety deadline set at open): forget it.
-            None if e.tx.state == State::Initial || e.tx.state == State::Proceeding => {
-                debug!(method = %key.method, "request never answered: transaction dropped");
-                self.drop_server(&key);
-                return;
-            }
             _ => return, // stale timer entry
         }
         match e.tx.on_timeout(now) {

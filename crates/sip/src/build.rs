@@ -20,11 +20,14 @@ use crate::{reason_phrase, Method};
 #[derive(Debug, Clone, Default)]
 pub struct Local {
     addrs: HashMap<Proto, SocketAddr>,
+    /// Each address as text, formatted once (a Contact or Via goes into most messages).
+    text: HashMap<Proto, String>,
 }
 
 impl Local {
     pub fn new(addrs: HashMap<Proto, SocketAddr>) -> Local {
-        Local { addrs }
+        let text = addrs.iter().map(|(p, a)| (*p, a.to_string())).collect();
+        Local { addrs, text }
     }
 
     /// Our address for `proto` (UDP's when we have no listener of that transport).
@@ -36,6 +39,14 @@ impl Local {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))
     }
 
+    /// [`Local::addr`] as text.
+    fn addr_text(&self, proto: Proto) -> &str {
+        self.text
+            .get(&proto)
+            .or_else(|| self.text.get(&Proto::Udp))
+            .map_or("127.0.0.1:5060", String::as_str)
+    }
+
     /// Whether `ip` is one of ours.
     pub fn has_ip(&self, ip: std::net::IpAddr) -> bool {
         self.addrs.values().any(|l| l.ip() == ip)
@@ -43,21 +54,27 @@ impl Local {
 
     /// A Via for a request we send over `proto` on `branch`.
     pub fn via(&self, proto: Proto, branch: &str) -> String {
-        format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            proto.via_name(),
-            self.addr(proto)
-        )
+        let (name, addr) = (proto.via_name(), self.addr_text(proto));
+        let mut v = String::with_capacity(16 + name.len() + addr.len() + branch.len());
+        for part in ["SIP/2.0/", name, " ", addr, ";branch=", branch, ";rport"] {
+            v.push_str(part);
+        }
+        v
     }
 
     /// Our Contact toward a party reached over `proto`, as `user`.
     pub fn contact(&self, user: &str, proto: Proto) -> String {
-        let l = self.addr(proto);
-        match proto {
-            Proto::Udp => format!("<sip:{user}@{l}>"),
-            Proto::Tcp => format!("<sip:{user}@{l};transport=tcp>"),
-            Proto::Tls => format!("<sips:{user}@{l}>"),
+        let (scheme, tail) = match proto {
+            Proto::Udp => ("<sip:", ">"),
+            Proto::Tcp => ("<sip:", ";transport=tcp>"),
+            Proto::Tls => ("<sips:", ">"),
+        };
+        let addr = self.addr_text(proto);
+        let mut c = String::with_capacity(scheme.len() + user.len() + 1 + addr.len() + tail.len());
+        for part in [scheme, user, "@", addr, tail] {
+            c.push_str(part);
         }
+        c
     }
 }
 
@@ -197,11 +214,10 @@ fn mark_via(v: &str, src: SocketAddr) -> String {
         out.push(';');
         out.push_str(p);
     }
-    out.push_str(";received=");
-    out.push_str(&src.ip().to_string());
+    use std::fmt::Write;
+    let _ = write!(out, ";received={}", src.ip());
     if had_rport {
-        out.push_str(";rport=");
-        out.push_str(&src.port().to_string());
+        let _ = write!(out, ";rport={}", src.port());
     }
     out
 }

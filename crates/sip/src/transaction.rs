@@ -110,6 +110,8 @@ impl ClientTransaction {
         }
     }
 
+    /// The request, until a final response other than a failure (empty after: it is never
+    /// sent again, nor needed to build an ACK or CANCEL).
     pub fn request(&self) -> &Bytes {
         &self.request
     }
@@ -151,9 +153,11 @@ impl ClientTransaction {
                     ClientEvent::Deliver
                 }
                 200..=299 => {
-                    // ACK for 2xx is the TU's job; linger to catch retransmitted 2xx.
+                    // ACK for 2xx is the TU's job; linger to catch retransmitted 2xx. The
+                    // request is never sent again: not kept for the 32 s.
                     self.state = State::Accepted;
                     self.retransmit_at = None;
+                    self.request = Bytes::new();
                     self.deadline = now + 64 * self.timing.t1;
                     ClientEvent::Deliver
                 }
@@ -176,6 +180,7 @@ impl ClientTransaction {
                 } else {
                     self.state = State::Completed;
                     self.retransmit_at = None;
+                    self.request = Bytes::new();
                     self.deadline = now
                         + if self.reliable {
                             Duration::ZERO
@@ -257,6 +262,14 @@ impl ServerTransaction {
         match self.state {
             State::Proceeding | State::Completed | State::Accepted => self.last_response.clone(),
             _ => None,
+        }
+    }
+
+    /// The TU knows the party has the 2xx (its ACK came): retransmissions of the INVITE, while
+    /// the transaction lingers, are absorbed without resending it.
+    pub fn forget_response(&mut self) {
+        if self.kind == Kind::Invite && self.state == State::Accepted {
+            self.last_response = None;
         }
     }
 
@@ -502,6 +515,28 @@ mod tests {
         tx.respond(t0, 200, Bytes::from_static(b"200"));
         assert_eq!(tx.on_retransmission(), Some(Bytes::from_static(b"200")));
         assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_secs(32)));
+    }
+
+    #[test]
+    fn what_lingers_after_a_2xx_keeps_no_copy_it_will_not_send() {
+        let t0 = Instant::now();
+        // Client: the INVITE is never resent once answered.
+        let inv = Bytes::from_static(b"INVITE sip:x SIP/2.0");
+        let mut c = ClientTransaction::new(Kind::Invite, inv, false, t0, Timing::default());
+        assert_eq!(c.on_response(t0, 200), ClientEvent::Deliver);
+        assert!(c.request().is_empty());
+        assert_eq!(
+            c.on_response(t0, 200),
+            ClientEvent::Deliver,
+            "2xx retransmissions still reach the TU"
+        );
+        // Server: the 2xx is resent for INVITE retransmissions until the ACK says it arrived.
+        let mut s = ServerTransaction::new(Kind::Invite, false, Timing::default());
+        s.respond(t0, 200, Bytes::from_static(b"200"));
+        assert_eq!(s.on_retransmission(), Some(Bytes::from_static(b"200")));
+        s.forget_response();
+        assert_eq!(s.on_retransmission(), None);
+        assert_eq!(s.state, State::Accepted);
     }
 
     #[test]

@@ -317,6 +317,13 @@ pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: &M
     if let Some(r) = &call.ok_retx {
         if r.to == side && r.cseq == msg.cseq.seq {
             call.ok_retx = None;
+            // The caller has our 2xx: its INVITE transaction, which lingers for 32 s to
+            // absorb retransmissions, need not keep a copy to resend.
+            if side == Side::A && msg.cseq.seq == call.a_invite.cseq.seq {
+                if let Some(e) = edge.stx.get_mut(&call.a_stx) {
+                    e.tx.forget_response();
+                }
+            }
         }
     }
     if call.own_answer == Some((side, msg.cseq.seq)) {

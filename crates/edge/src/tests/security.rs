@@ -472,3 +472,26 @@ fn an_identity_a_phone_asserts_is_not_passed_on() {
     assert_eq!(ok.code(), 200);
     assert_eq!(ok.header_other("P-Asserted-Identity"), None);
 }
+
+#[test]
+fn a_request_never_answered_is_dropped_after_its_time_without_a_timer_per_request() {
+    let mut net = Net::new();
+    let text = "OPTIONS sip:orbit.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKlost\r\nFrom: <sip:x@orbit.test>;tag=x\r\nTo: <sip:orbit.test>\r\nCall-ID: lost\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let msg = orbit_sip::parse(
+        Bytes::from_static(text.as_bytes()),
+        &orbit_sip::message::Limits::default(),
+    )
+    .unwrap();
+    let key = orbit_sip::key::ServerKey::of(&msg, "127.0.0.9:5060".parse().unwrap());
+    // A path that forgets to answer (none should): the table would keep it for ever.
+    let before = net.edge.timers.len();
+    assert!(net
+        .edge
+        .open_server(&key, false, flow("127.0.0.9:5060"), 200));
+    assert_eq!(net.edge.timers.len(), before, "no timer of its own");
+    let n = net.edge.server_transactions();
+    net.advance(crate::transactions::UNANSWERED - Duration::from_secs(11));
+    assert_eq!(net.edge.server_transactions(), n);
+    net.advance(Duration::from_secs(22));
+    assert_eq!(net.edge.server_transactions(), n - 1);
+}
