@@ -317,9 +317,16 @@ impl Edge {
         // Another site's edge: its signature stands for the caller's authentication there.
         let trunk_from = match crate::trunk::verify(self, &flow, &msg) {
             Ok(peer) => peer,
-            Err(why) => {
+            // The reason is for the other sites' operators; a stranger learns nothing from
+            // it (which sites exist, which check failed) and its attempts are not logged as
+            // warnings, which a flood of them would drown the log in.
+            Err(why) if self.is_trunk_peer(&flow) => {
                 warn!(from = %flow.addr, %why, "trunk request refused");
                 return self.reply(now, key, Response::to(&msg, 403).reason(why));
+            }
+            Err(why) => {
+                debug!(from = %flow.addr, %why, "trunk request from outside the trunk refused");
+                return self.reply(now, key, Response::to(&msg, 403));
             }
         };
         let caller = if trunk_from.is_some() {
