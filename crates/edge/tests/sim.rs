@@ -361,13 +361,13 @@ struct RetrieveSeen {
     sent: Millis,
     /// Final response and when.
     done: Option<(u16, Millis)>,
-    /// The caller named by the 200 (its P-Asserted-Identity).
+    /// The caller named by the 200's P-Asserted-Identity (`"<slot>: <label>" <uri>`), with
+    /// the slot and the URI's user it names.
     label: Option<String>,
+    named: Option<(u32, String)>,
     /// The caller that answered our greeting.
     reached: Option<String>,
     cancelled: bool,
-    /// The 200 did not name the caller.
-    unnamed: bool,
     /// The caller that heard our greeting.
     heard_by: Option<String>,
 }
@@ -722,9 +722,9 @@ impl Phone {
                     sent: cx.ms,
                     done: None,
                     label: None,
+                    named: None,
                     reached: None,
                     cancelled: false,
-                    unnamed: false,
                     heard_by: None,
                 });
                 let ruri = format!("sip:{slot}@{DOMAIN}");
@@ -1031,30 +1031,14 @@ impl Phone {
                     d.greeted = Some(who.to_string());
                     cx.obs.heard.push((d.label.clone(), who.to_string()));
                     if let Some(i) = what.strip_prefix('r').and_then(|i| i.parse::<usize>().ok()) {
-                        let r = &mut cx.obs.retrieves[i];
-                        r.heard_by = Some(d.label.clone());
-                        if r.label.is_none() {
-                            r.label = Some(d.label.clone());
-                            r.unnamed = true;
-                            cx.obs
-                                .holders
-                                .push((d.label.clone(), who.to_string(), cx.ms));
-                        }
+                        cx.obs.retrieves[i].heard_by = Some(d.label.clone());
                     }
                     let me = format!("caller {}", d.label);
                     self.in_dialog(cx, &cid, "INFO", "", Some(("text/plain", &me)));
                 } else if let Some(label) = body.strip_prefix("caller ") {
                     d.reached = d.label == label;
                     if let Kind::Retrieve(i) = d.kind {
-                        let r = &mut cx.obs.retrieves[i];
-                        r.reached = Some(label.to_string());
-                        if r.label.is_none() {
-                            r.label = Some(label.to_string());
-                            r.unnamed = true;
-                            cx.obs
-                                .holders
-                                .push((label.to_string(), self.ext.clone(), cx.ms));
-                        }
+                        cx.obs.retrieves[i].reached = Some(label.to_string());
                     } else if d.label != label {
                         panic!("{} reached {label} on a recall of {}", self.ext, d.label);
                     }
@@ -1235,18 +1219,26 @@ impl Phone {
                 self.at(cx, ms, Act::HangUp(cid.to_string()));
             }
             Kind::Retrieve(i) => {
+                // `"701: <label>" <sip:...>`, from the edge holding the call (this phone's, or
+                // another site's passed on by this phone's edge).
                 let pai = m.header_other("P-Asserted-Identity").unwrap_or("");
-                // "701: <label>" <sip:...>; a call fetched from another site comes without
-                // it (the trunk leg's identity is not passed on): the caller's answer to our
-                // greeting names it then.
-                let label = display_of(pai).split_once(": ").map(|(_, l)| l.to_string());
-                d.label = label.clone().unwrap_or_default();
+                let display = display_of(pai);
+                let named = display.split_once(": ").and_then(|(slot, label)| {
+                    let user = orbit_sip::Uri::parse(&uri_of(pai))
+                        .ok()?
+                        .user()?
+                        .to_string();
+                    Some((slot.parse::<u32>().ok()?, label.to_string(), user))
+                });
+                debug(|| format!("{} got {pai:?}", self.ext));
+                d.label = named.as_ref().map(|n| n.1.clone()).unwrap_or_default();
                 let cancelled = d.cancelled;
                 let r = &mut cx.obs.retrieves[i];
                 r.done.get_or_insert((code, cx.ms));
-                if let Some(l) = label {
-                    r.label = Some(l.clone());
-                    cx.obs.holders.push((l, self.ext.clone(), cx.ms));
+                if let Some((slot, label, user)) = named {
+                    r.label = Some(label.clone());
+                    r.named = Some((slot, user));
+                    cx.obs.holders.push((label, self.ext.clone(), cx.ms));
                 }
                 if cancelled {
                     // Answered before our CANCEL arrived: hang up at once.
@@ -2014,6 +2006,35 @@ fn check(
         }
     }
 
+    // Every retrieve answered was told whom it got, by the edge holding the call (over the
+    // trunk for a call held at another site): the slot it dialled, the caller's name and URI.
+    let mut confirmed = 0;
+    for r in obs
+        .retrieves
+        .iter()
+        .filter(|r| r.done.is_some_and(|d| d.0 < 300))
+    {
+        let (Some(label), Some((slot, user))) = (&r.label, &r.named) else {
+            panic!(
+                "seed {seed}: {}'s retrieve of {} answered without naming the caller",
+                r.ext, r.slot
+            )
+        };
+        assert_eq!(
+            *slot, r.slot,
+            "seed {seed}: {} dialled {} and was told it got {label} from {slot}",
+            r.ext, r.slot
+        );
+        assert!(
+            label.starts_with(&format!("c{user}n")),
+            "seed {seed}: {} was told it got {label}, whose URI is {user}'s",
+            r.ext
+        );
+        if r.reached.as_ref() == Some(label) {
+            confirmed += 1;
+        }
+    }
+
     // Every caller held by one phone at most, which won the claim; the caller hears only it.
     let mut holders: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (label, ext, _) in &obs.holders {
@@ -2052,13 +2073,15 @@ fn check(
             "seed {seed}: caller {label} heard {exts:?}, held by {held:?}"
         );
     }
+    // The caller a retriever's 200 named is the one it greeted and heard back.
     for r in &obs.retrieves {
         for other in [&r.reached, &r.heard_by].into_iter().flatten() {
-            let l = r.label.as_ref().expect("a caller reached is named");
             assert_eq!(
-                l, other,
-                "seed {seed}: {} got {l} and reached {other}",
-                r.ext
+                r.label.as_ref(),
+                Some(other),
+                "seed {seed}: {} was told it got {:?} and its greeting reached {other}",
+                r.ext,
+                r.label
             );
         }
     }
@@ -2081,10 +2104,13 @@ fn check(
             });
         assert!(
             r.at >= park.deadline,
-            "seed {seed}: park {} recalled at {} before its deadline {}",
+            "seed {seed}: park {} recalled at {} (at {}, call {}) before its deadline {}; the caller's history: {:#?}",
             park.id,
             r.at,
-            park.deadline
+            r.ext,
+            r.call_id,
+            park.deadline,
+            about(hist, &r.label)
         );
         assert!(
             expired.contains_key(&park.id),
@@ -2184,7 +2210,7 @@ fn check(
         .filter(|(_, ext, _)| ext.ends_with("100"))
         .count();
     let line = format!(
-        "seed {seed}: {} calls, {} parked ({} park failures), {} retrieves ({retrieved} got the call, {cross} across sites, {fights} in fights, {} cancelled), {} recalls ({recall_kept} kept), {} claims, {lapses} leases lapsed, {} entries; faults: {} ({} leader crashes, edge cuts registry/home/trunk {:?}); {} resyncs; {} trunk claims lost ({back} calls back in their slot after an unfetched claim); {} parks left; at the end {} callers connected, {} parked, {} being recalled, {} stranded by a failed repark",
+        "seed {seed}: {} calls, {} parked ({} park failures), {} retrieves ({retrieved} got the call, {confirmed} of them named by the 200 as the caller who answered the greeting, {cross} across sites, {fights} in fights, {} cancelled), {} recalls ({recall_kept} kept), {} claims, {lapses} leases lapsed, {} entries; faults: {} ({} leader crashes, edge cuts registry/home/trunk {:?}); {} resyncs; {} trunk claims lost ({back} calls back in their slot after an unfetched claim); {} parks left; at the end {} callers connected, {} parked, {} being recalled, {} stranded by a failed repark",
         obs.calls,
         parks.len(),
         obs.park_failed,
