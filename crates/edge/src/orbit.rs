@@ -81,6 +81,8 @@ pub(crate) enum Then {
     Park(crate::park::AfterPark),
     Retrieve(crate::park::AfterClaim),
     RecallClaim(crate::park::AfterRecallClaim),
+    /// A claimed call never fetched, parked again ([`crate::trunk::repark_outcome`]).
+    Repark(orbit_state::Parked),
     /// A lease renewal sent at this instant: the lease holds until then + its ttl.
     Lease(Instant),
 }
@@ -307,6 +309,7 @@ impl Edge {
             Then::Park(a) => crate::park::park_outcome(self, now, a, outcome),
             Then::Retrieve(a) => crate::park::claim_outcome(self, now, a, outcome),
             Then::RecallClaim(a) => crate::park::recall_claim_outcome(self, now, a, outcome),
+            Then::Repark(p) => crate::trunk::repark_outcome(self, now, p, outcome),
             Then::Lease(sent) => match outcome {
                 Ok(_) => self.port.lease_until = Some(sent + self.port.lease_ttl),
                 Err(e) => warn!(error = %e, site = %self.cfg.site, "lease not renewed"),
@@ -318,7 +321,9 @@ impl Edge {
     fn on_orbit_event(&mut self, now: Instant, ev: Event) {
         crate::blf::on_event(self, now, &ev);
         match &ev {
-            Event::Parked(p) if p.call.edge == self.cfg.site => crate::park::adopt_repark(self, p),
+            Event::Parked(p) if p.call.edge == self.cfg.site => {
+                crate::park::adopt_repark(self, now, p)
+            }
             Event::Claimed { parked, by } if parked.call.edge == self.cfg.site => {
                 crate::trunk::on_claimed(self, now, parked, by)
             }

@@ -51,6 +51,8 @@ const CLAIM_WAIT: Duration = Duration::from_secs(2);
 /// cancelled while its INVITE was on the way). The INVITE normally comes a round trip after
 /// the commit.
 pub(crate) const FETCH_WAIT: Duration = Duration::from_secs(10);
+/// How soon parking an unfetched call again is retried when the registry was out of reach.
+const REPARK_RETRY: Duration = Duration::from_secs(2);
 
 /// What a trunk request's signature covers.
 pub(crate) struct Signed<'a> {
@@ -326,16 +328,55 @@ pub(crate) fn on_fetch_timeout(edge: &mut Edge, now: Instant, park: ParkId) {
     }
     edge.trunk.waiting.remove(&park);
     warn!(park, slot = parked.slot, %by, "claimed call never fetched over the trunk: parking it again");
-    let free = edge
-        .orbit
-        .in_slot(&parked.lot.tenant, parked.slot)
-        .is_none();
+    repark(edge, now, parked, true);
+}
+
+/// Park `parked`'s call again: in its own slot if `same_slot` and it is free, else in any.
+fn repark(edge: &mut Edge, now: Instant, parked: Parked, same_slot: bool) {
+    let free = same_slot
+        && edge
+            .orbit
+            .in_slot(&parked.lot.tenant, parked.slot)
+            .is_none();
     let cmd = orbit_state::Command::Park {
-        lot: parked.lot,
+        lot: parked.lot.clone(),
         slot: free.then_some(parked.slot),
-        call: parked.call,
+        call: parked.call.clone(),
     };
-    edge.propose(now, cmd, crate::orbit::Then::Nothing);
+    edge.propose(now, cmd, crate::orbit::Then::Repark(parked));
+}
+
+/// The outcome of parking an unfetched call again. Its slot taken meanwhile (another call, or
+/// another unfetched claim of the same slot put back first): any free slot. The registry out
+/// of reach: again shortly. The lot full, or anything else: the call cannot be held for
+/// anyone, and the caller is hung up rather than left on music that no slot shows.
+pub(crate) fn repark_outcome(
+    edge: &mut Edge,
+    now: Instant,
+    parked: Parked,
+    outcome: crate::orbit::Outcome,
+) {
+    use crate::orbit::OrbitError;
+    use orbit_state::Rejection;
+    let Some(&cid) = edge.park.by_id.get(&parked.id) else {
+        return; // adopted by the new park, or ended meanwhile
+    };
+    match outcome {
+        Ok(_) => {}
+        Err(OrbitError::Rejected(Rejection::SlotTaken(_))) => repark(edge, now, parked, false),
+        Err(OrbitError::Unavailable(e)) => {
+            info!(park = parked.id, error = %e, "parking an unfetched call again: retrying");
+            edge.trunk
+                .claimed
+                .insert(parked.id, (String::new(), parked.clone()));
+            edge.timers
+                .schedule(now + REPARK_RETRY, TimerKey::TrunkFetch(parked.id));
+        }
+        Err(e) => {
+            warn!(park = parked.id, slot = parked.slot, error = %e, "an unfetched call cannot be parked again: hanging up");
+            crate::call::hangup(edge, now, cid, "claimed, never fetched, not parkable");
+        }
+    }
 }
 
 /// The claimant cancelled its trunk INVITE while it waited for the replica: 487 to it; the
@@ -364,6 +405,34 @@ pub(crate) fn on_claim_timeout(edge: &mut Edge, now: Instant, park: ParkId) {
     }
 }
 
+/// Hold a trunk claim of `park` until this edge's watch shows it ([`on_claimed`]), for
+/// [`CLAIM_WAIT`] at most ([`on_claim_timeout`]).
+fn wait_for_replica(
+    edge: &mut Edge,
+    now: Instant,
+    key: &ServerKey,
+    flow: Flow,
+    msg: Message,
+    caller: String,
+    park: ParkId,
+) {
+    if edge.trunk.waiting.len() >= CLAIMS_WAITING || edge.trunk.waiting.contains_key(&park) {
+        return edge.reply(now, key, Response::to(&msg, 503).header("Retry-After", "1"));
+    }
+    edge.reply(now, key, Response::to(&msg, 100));
+    edge.trunk.waiting.insert(
+        park,
+        Waiting {
+            key: key.clone(),
+            flow,
+            msg,
+            caller,
+        },
+    );
+    edge.timers
+        .schedule(now + CLAIM_WAIT, TimerKey::TrunkClaim(park));
+}
+
 /// A trunk INVITE claiming park `park` of a call this edge holds: the claim was won in the
 /// registry by the sending edge. Give it the call once this edge's replica shows that claim
 /// by `caller` (waiting up to [`CLAIM_WAIT`] for the watch), unless this edge's lease lapsed
@@ -384,6 +453,12 @@ pub(crate) fn on_claim(
         .copied()
         .filter(|cid| edge.park.held.contains_key(cid));
     let Some(cid) = held else {
+        if edge.orbit.is_future(park) {
+            // Not in this edge's replica yet (a park it made itself, put back after an
+            // unfetched claim, whose entry the watch has not brought): wait for it as for a
+            // claim not shown yet.
+            return wait_for_replica(edge, now, key, flow, msg, caller, park);
+        }
         return edge.reply(
             now,
             key,
@@ -404,26 +479,8 @@ pub(crate) fn on_claim(
             warn!(park, %by, %caller, "trunk claim by someone else than the registry says");
             return edge.reply(now, key, Response::to(&msg, 403).reason("Not The Claimant"));
         }
-        None => {
-            // The registry answered the claimant before our watch brought the entry: wait.
-            if edge.trunk.waiting.len() >= CLAIMS_WAITING || edge.trunk.waiting.contains_key(&park)
-            {
-                return edge.reply(now, key, Response::to(&msg, 503).header("Retry-After", "1"));
-            }
-            edge.reply(now, key, Response::to(&msg, 100));
-            edge.trunk.waiting.insert(
-                park,
-                Waiting {
-                    key: key.clone(),
-                    flow,
-                    msg,
-                    caller,
-                },
-            );
-            edge.timers
-                .schedule(now + CLAIM_WAIT, TimerKey::TrunkClaim(park));
-            return;
-        }
+        // The registry answered the claimant before our watch brought the entry: wait.
+        None => return wait_for_replica(edge, now, key, flow, msg, caller, park),
     }
     let slot = edge.park.held.get(&cid).map(|p| p.slot).unwrap_or(0);
     let a = AfterClaim {

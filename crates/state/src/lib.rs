@@ -745,6 +745,12 @@ impl Orbit {
         self.parks.get(&id)
     }
 
+    /// Whether park `id` has not been made yet as of this state (a replica behind the log
+    /// may be asked about a park the log already holds).
+    pub fn is_future(&self, id: ParkId) -> bool {
+        id > self.next_park
+    }
+
     /// Every parked call of a lot, by slot.
     pub fn occupied(&self, key: &LotKey) -> impl Iterator<Item = &Parked> {
         self.lots

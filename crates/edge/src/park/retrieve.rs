@@ -151,8 +151,9 @@ pub(crate) fn claim_cancelled(edge: &mut Edge, now: Instant, a: &AfterClaim, out
 
 /// A park of a call held here that this edge did not make (a retriever who cancelled after
 /// winning put it back): the call whose own park was claimed and not fetched takes the new
-/// one. Its music never stopped.
-pub(crate) fn adopt_repark(edge: &mut Edge, p: &orbit_state::Parked) {
+/// one. Its music never stopped. A recall still ringing for the old park stops: the new park
+/// has a deadline of its own.
+pub(crate) fn adopt_repark(edge: &mut Edge, now: Instant, p: &orbit_state::Parked) {
     if edge.park.by_id.contains_key(&p.id) {
         return;
     }
@@ -166,10 +167,12 @@ pub(crate) fn adopt_repark(edge: &mut Edge, p: &orbit_state::Parked) {
     });
     let Some((old, cid)) = found else { return };
     unhold(edge, old);
+    cancel_recall(edge, now, cid);
     edge.park.by_id.insert(p.id, cid);
     if let Some(ps) = edge.park.held.get_mut(&cid) {
         ps.id = p.id;
         ps.slot = p.slot;
+        ps.recall = None;
     }
     info!(
         old,

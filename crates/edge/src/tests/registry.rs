@@ -590,3 +590,148 @@ fn a_trunk_claim_cancelled_while_it_waits_for_the_replica_leaves_the_call_here()
     assert!(net.edge.orbit().in_slot("orbit.test", 701).is_some());
     assert!(net.take(ALICE).is_empty());
 }
+
+#[test]
+fn an_unfetched_call_whose_slot_was_taken_meanwhile_goes_to_another_slot() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    park_by_bob(&mut net, "700");
+    reg.serve(&mut net);
+    net.take(BOB1);
+    let first = reg.parked();
+    claim_by_site_b(&mut net, &mut reg, &first);
+    // The fetch wait ends: the edge asks for 701 again, free as far as its replica shows...
+    net.advance(crate::trunk::FETCH_WAIT + Duration::from_millis(500));
+    // ...but another site's call took 701 before that park was ordered.
+    let at = net.edge.now_ms(net.now);
+    let other = Command::Park {
+        lot: first.lot.clone(),
+        slot: Some(701),
+        call: call_info("site-b", "b-call", "PCMU"),
+    };
+    reg.feed(&mut net, at, other);
+    reg.serve(&mut net);
+    reg.serve(&mut net);
+    // Refused there, it goes into the next free slot instead of staying on music unparked.
+    let again = net
+        .edge
+        .orbit()
+        .in_slot("orbit.test", 702)
+        .expect("parked in 702");
+    assert_eq!(again.call.call_id, first.call.call_id);
+    assert!(net.take(ALICE).is_empty(), "Alice's leg untouched");
+}
+
+#[test]
+fn a_recall_ringing_for_a_park_that_was_put_back_stops() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    park_by_bob(&mut net, "700");
+    reg.serve(&mut net);
+    net.take(BOB1);
+    let first = reg.parked();
+    // The deadline: the recall rings Bob, the parker.
+    reg.feed(&mut net, first.deadline, Command::Expire { park: first.id });
+    reg.serve(&mut net);
+    // (Bob's phone still had the transferor's leg, ended first.)
+    let recall = net
+        .take(BOB1)
+        .into_iter()
+        .find(|m| m.method() == &orbit_sip::Method::Invite)
+        .expect("the recall rings Bob");
+    net.send_msg(BOB1, answer(&recall, 180, "bobr", None, BOB1));
+    // Meanwhile a retriever at site B claimed it, cancelled, and site B put the call back: a
+    // new park with a deadline of its own. The recall for the old one stops.
+    let at = first.deadline + 1_000;
+    let claim = Command::Claim {
+        tenant: "orbit.test".into(),
+        slot: 701,
+        park: None,
+        by: "2001".into(),
+    };
+    let repark = Command::Park {
+        lot: first.lot.clone(),
+        slot: Some(701),
+        call: first.call.clone(),
+    };
+    for cmd in [claim, repark] {
+        reg.feed(&mut net, at, cmd);
+    }
+    reg.serve(&mut net);
+    let to_bob = net.take(BOB1);
+    assert!(
+        to_bob
+            .iter()
+            .any(|m| m.method() == &orbit_sip::Method::Cancel),
+        "the recall's INVITE is cancelled: {:?}",
+        to_bob
+            .iter()
+            .map(|m| m.head_text().lines().next().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    );
+    // Bob answering anyway does not take the call: it is parked again, not recalling.
+    net.send_msg(BOB1, answer(&recall, 200, "bobr", Some(SDP_B), BOB1));
+    reg.serve(&mut net);
+    assert!(net.edge.orbit().in_slot("orbit.test", 701).is_some());
+    assert!(
+        net.take(ALICE).is_empty(),
+        "Alice is not bridged to the stale recall"
+    );
+}
+
+#[test]
+fn a_trunk_claim_of_a_park_the_watch_has_not_brought_yet_waits_for_it() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    park_by_bob(&mut net, "700");
+    reg.serve(&mut net);
+    net.take(BOB1);
+    let first = reg.parked();
+    // In the registry, ahead of this edge's watch: a retriever at site B claimed the call and
+    // cancelled, site B put it back (a new park of the call held here), and 3001 at site B
+    // claimed that new park.
+    let at = net.edge.now_ms(net.now);
+    let claim_first = Command::Claim {
+        tenant: "orbit.test".into(),
+        slot: 701,
+        park: Some(first.id),
+        by: "2001".into(),
+    };
+    let repark = Command::Park {
+        lot: first.lot.clone(),
+        slot: Some(701),
+        call: first.call.clone(),
+    };
+    reg.orbit.apply(at, &claim_first).unwrap();
+    let Event::Parked(again) = reg.orbit.apply(at, &repark).unwrap() else {
+        panic!("parked again")
+    };
+    let claim_again = Command::Claim {
+        tenant: "orbit.test".into(),
+        slot: 701,
+        park: Some(again.id),
+        by: "3001".into(),
+    };
+    reg.orbit.apply(at, &claim_again).unwrap();
+    // Site B's INVITE for the new park comes first: held, not refused.
+    net.send(PEER, &trunk_claim(&net, again.id, SECRET, "ahead"));
+    let got = net.take(PEER);
+    assert!(
+        got.iter().all(|m| m.code() == 100),
+        "{:?}",
+        got.iter().map(|m| m.code()).collect::<Vec<_>>()
+    );
+    // The watch catches up: the call is handed over.
+    reg.index += 1;
+    net.edge.on_orbit_watch(
+        net.now,
+        reg.index,
+        at,
+        vec![claim_first, repark, claim_again],
+    );
+    net.collect();
+    assert!(net.take(PEER).iter().any(|m| m.code() == 200));
+}

@@ -170,13 +170,12 @@ pub(crate) fn check(
 
     // Recalls: for a committed expiry, never before the deadline, once per park.
     let mut recalled: HashMap<ParkId, BTreeSet<&str>> = HashMap::new();
-    let mut carried = vec![];
     for r in &obs.recalls {
         let mine = by_label
             .get(&r.label)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let mut park = mine
+        let park = mine
             .iter()
             .map(|id| &parks[id])
             .filter(|p| p.slot == r.slot && p.parked_at <= r.at)
@@ -187,25 +186,6 @@ pub(crate) fn check(
                     r.ext, r.label, r.slot
                 )
             });
-        // The known edge bug: the recall of the call's previous park, claimed while it rang
-        // and then parked again, rings on into the new park.
-        let before = mine
-            .iter()
-            .position(|id| *id == park.id)
-            .and_then(|k| k.checked_sub(1))
-            .map(|k| &parks[&mine[k]])
-            .filter(|q| {
-                q.call.call_id == park.call.call_id
-                    && claims.contains_key(&q.id)
-                    && expired.get(&q.id).is_some_and(|at| *at <= r.at)
-            });
-        if let Some(q) = before.filter(|_| r.at < park.deadline && !strict_recall()) {
-            carried.push(format!(
-                "{} rung at {} for {} (call {}) in park {} (parked at {}, due at {}), rung for park {} which expired at {} and was claimed; the caller's history: {:#?}",
-                r.ext, r.at, r.label, r.call_id, park.id, park.parked_at, park.deadline, q.id, expired[&q.id], about(hist, &r.label)
-            ));
-            park = q;
-        }
         assert!(
             r.at >= park.deadline,
             "seed {seed}: park {} recalled at {} (at {}, call {}) before its deadline {}; the caller's history: {:#?}",
@@ -229,9 +209,6 @@ pub(crate) fn check(
             "seed {seed}: park {park} recalled {} times",
             calls.len()
         );
-    }
-    for c in &carried {
-        eprintln!("seed {seed}: known edge bug (SIM_STRICT_RECALL=1 fails on it): {c}");
     }
 
     // Lamps: every phone shows the registry's state of every slot.
@@ -317,14 +294,13 @@ pub(crate) fn check(
         .filter(|(_, ext, _)| ext.ends_with("100"))
         .count();
     let line = format!(
-        "seed {seed}: {} calls, {} parked ({} park failures), {} retrieves ({retrieved} got the call, {confirmed} of them named by the 200 as the caller who answered the greeting, {cross} across sites, {fights} in fights, {} cancelled), {} recalls ({recall_kept} kept, {} carried into a new park), {} claims, {lapses} leases lapsed, {} entries; faults: {} ({} leader crashes, edge cuts registry/home/trunk {:?}); {} resyncs; {} trunk claims lost ({back} calls back in their slot after an unfetched claim); {} parks left; at the end {} callers connected, {} parked, {} being recalled, {} stranded by a failed repark",
+        "seed {seed}: {} calls, {} parked ({} park failures), {} retrieves ({retrieved} got the call, {confirmed} of them named by the 200 as the caller who answered the greeting, {cross} across sites, {fights} in fights, {} cancelled), {} recalls ({recall_kept} kept), {} claims, {lapses} leases lapsed, {} entries; faults: {} ({} leader crashes, edge cuts registry/home/trunk {:?}); {} resyncs; {} trunk claims lost ({back} calls back in their slot after an unfetched claim); {} parks left; at the end {} callers connected, {} parked, {} being recalled",
         obs.calls,
         parks.len(),
         obs.park_failed,
         obs.retrieves.len(),
         obs.retrieves.iter().filter(|r| r.cancelled).count(),
         obs.recalls.len(),
-        carried.len(),
         claims.len(),
         hist.last().map_or(0, |h| h.0),
         sim.faults,
@@ -336,11 +312,7 @@ pub(crate) fn check(
         end.connected,
         end.parked,
         end.recalling,
-        end.stranded.len(),
     );
-    for s in &end.stranded {
-        eprintln!("seed {seed}: known edge bug (SIM_STRICT_REPARK=1 fails on it): {s}");
-    }
     assert!(
         parks.len() >= 20
             && retrieved >= 10
@@ -352,17 +324,4 @@ pub(crate) fn check(
         "seed {seed}: not a history worth checking: {line}"
     );
     Summary { line }
-}
-
-/// `SIM_STRICT_RECALL=1` fails a run on the other known edge bug instead of counting it: a
-/// call whose recall is ringing when it is parked again keeps that recall ringing, and it now
-/// belongs to the new park (`orbit_edge`'s `park::adopt_repark` does not stop it, and
-/// `trunk::on_claimed` did not either): answered, it claims the new park before its deadline;
-/// unanswered, it ends the new park as abandoned and hangs the caller up. It happens when a
-/// retriever claims the call during the ring (the slot stays claimable) and cancels while its
-/// claim is ordered (the claim is undone by a new park with a fresh timer), or when the holding
-/// edge's watch, behind, brings the expiry, that claim and the new park at once. Seen from
-/// the phones: a parker rung for a caller whose park is not due.
-pub(crate) fn strict_recall() -> bool {
-    std::env::var_os("SIM_STRICT_RECALL").is_some()
 }

@@ -45,36 +45,6 @@ pub(crate) struct End {
     pub(crate) connected: usize,
     pub(crate) parked: usize,
     pub(crate) recalling: usize,
-    /// Callers left on music by the known repark bug (see [`strict_repark`]).
-    pub(crate) stranded: Vec<String>,
-}
-
-/// `SIM_STRICT_REPARK=1` fails a run on the known edge bug instead of counting it: a call
-/// claimed by another site and never fetched is parked again by its holding edge
-/// (`orbit_edge`'s trunk `on_fetch_timeout`) with one proposal, whose failure (its slot taken
-/// meanwhile, say by another call of that slot parked again at the same moment, or the
-/// registry unavailable) nobody handles: the caller stays on music, in no slot, for good.
-pub(crate) fn strict_repark() -> bool {
-    std::env::var_os("SIM_STRICT_REPARK").is_some()
-}
-
-/// The last committed event about caller `label` if it is a claim: when, and what was claimed.
-pub(crate) fn last_claim<'a>(
-    hist: &'a [(u64, Millis, Event)],
-    label: &str,
-) -> Option<(Millis, &'a orbit_state::Parked)> {
-    let of = |p: &orbit_state::Parked| p.call.caller_display.as_deref() == Some(label);
-    hist.iter().rev().find_map(|(_, at, ev)| match ev {
-        Event::Claimed { parked, .. } if of(parked) => Some(Some((*at, parked))),
-        Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) if of(p) => Some(None),
-        Event::Ended { parked, .. } if of(parked) => Some(None),
-        Event::LeaseLapsed { lost, .. } | Event::EdgeRestarted { lost, .. }
-            if lost.iter().any(of) =>
-        {
-            Some(None)
-        }
-        _ => None,
-    })?
 }
 
 /// Liveness, after healing and the quiet period, from the phones' side: every caller still in
@@ -102,7 +72,6 @@ pub(crate) fn check_liveness(
         connected: 0,
         parked: 0,
         recalling: 0,
-        stranded: vec![],
     };
     for p in sim.phones.iter().filter(|p| p.role == Role::Caller) {
         for d in p.dialogs.values() {
@@ -150,20 +119,7 @@ pub(crate) fn check_liveness(
                 park.map(|x| (x.id, x.slot, &x.phase)),
                 about(hist, label)
             );
-            // The known edge bug: its holding edge parked it again after an unfetched claim,
-            // and that proposal failed (slot taken meanwhile, or registry unavailable); nothing
-            // tries again.
-            let repark_failed = last_claim(hist, label).and_then(|(at, parked)| {
-                sim.parks_failed
-                    .get(&parked.call.call_id)
-                    .filter(|(site, when, _)| SITE_NAMES[*site] == parked.call.edge && *when >= at)
-            });
-            match repark_failed {
-                Some((_, when, why)) if !strict_repark() => end.stranded.push(format!(
-                    "{what}; its holding edge's park proposal at {when} failed: {why}"
-                )),
-                _ => panic!("seed {seed}: {what}"),
-            }
+            panic!("seed {seed}: {what}");
         }
     }
     assert!(

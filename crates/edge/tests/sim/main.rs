@@ -34,9 +34,11 @@
 //! waiting for its fetch). A summary line per seed shows what happened, and the run fails if
 //! too little did (parks, retrieves, fights, cross-site retrieves, recalls, faults).
 //!
-//! Two known edge bugs are counted in the summary rather than failed on: "stranded by a
-//! failed repark" unless `SIM_STRICT_REPARK=1` (see [`strict_repark`]), and recalls "carried
-//! into a new park" unless `SIM_STRICT_RECALL=1` (see [`strict_recall`]).
+//! Two edge bugs this found are fixed and fail the run if they come back: a call parked again
+//! after an unfetched claim whose park proposal failed stayed on music in no slot
+//! (`trunk::repark_outcome` now tries another slot, again later, or hangs up), and a recall
+//! ringing when its call was parked again rang on into the new park (`park::adopt_repark` now
+//! stops it).
 //!
 //! Also in the mix: a fifth of the calls go to another site's receptionist (over the trunk,
 //! parked there), a tenth of the parks ask for a slot by number (which may be taken), callers
