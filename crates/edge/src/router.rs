@@ -358,7 +358,14 @@ impl Edge {
             }
         }
         if let Some(park) = crate::trunk::claim_of(&msg).filter(|_| trunk_from.is_some()) {
-            return crate::trunk::on_claim(self, now, key, flow, msg, caller, park);
+            let c = crate::trunk::TrunkClaim {
+                key: key.clone(),
+                flow,
+                msg,
+                caller,
+                park,
+            };
+            return crate::trunk::on_claim(self, now, c);
         }
         if let Some(slot) = self.slot_number(&callee) {
             return crate::park::on_retrieve(self, now, key, flow, msg, caller, slot);

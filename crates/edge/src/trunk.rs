@@ -107,14 +107,16 @@ pub(crate) struct TrunkState {
     /// Park → who claimed it and what was parked, for calls held here whose claim the watch
     /// has shown and that have not been fetched yet.
     claimed: HashMap<ParkId, (String, Parked)>,
-    waiting: HashMap<ParkId, Waiting>,
+    waiting: HashMap<ParkId, TrunkClaim>,
 }
 
-struct Waiting {
-    key: ServerKey,
-    flow: Flow,
-    msg: Message,
-    caller: String,
+/// A trunk INVITE from another site's edge claiming park `park` for `caller`.
+pub(crate) struct TrunkClaim {
+    pub key: ServerKey,
+    pub flow: Flow,
+    pub msg: Message,
+    pub caller: String,
+    pub park: ParkId,
 }
 
 impl TrunkState {
@@ -311,8 +313,8 @@ pub(crate) fn on_claimed(edge: &mut Edge, now: Instant, parked: &Parked, by: &st
         .insert(park, (by.to_string(), parked.clone()));
     edge.timers
         .schedule(now + FETCH_WAIT, TimerKey::TrunkFetch(park));
-    if let Some(w) = edge.trunk.waiting.remove(&park) {
-        on_claim(edge, now, &w.key, w.flow, w.msg, w.caller, park);
+    if let Some(c) = edge.trunk.waiting.remove(&park) {
+        on_claim(edge, now, c);
     }
 }
 
@@ -405,47 +407,29 @@ pub(crate) fn on_claim_timeout(edge: &mut Edge, now: Instant, park: ParkId) {
     }
 }
 
-/// Hold a trunk claim of `park` until this edge's watch shows it ([`on_claimed`]), for
-/// [`CLAIM_WAIT`] at most ([`on_claim_timeout`]).
-fn wait_for_replica(
-    edge: &mut Edge,
-    now: Instant,
-    key: &ServerKey,
-    flow: Flow,
-    msg: Message,
-    caller: String,
-    park: ParkId,
-) {
-    if edge.trunk.waiting.len() >= CLAIMS_WAITING || edge.trunk.waiting.contains_key(&park) {
-        return edge.reply(now, key, Response::to(&msg, 503).header("Retry-After", "1"));
+/// Hold a trunk claim until this edge's watch shows it ([`on_claimed`]), for [`CLAIM_WAIT`]
+/// at most ([`on_claim_timeout`]).
+fn wait_for_replica(edge: &mut Edge, now: Instant, c: TrunkClaim) {
+    let w = &edge.trunk.waiting;
+    if w.len() >= CLAIMS_WAITING || w.contains_key(&c.park) {
+        return edge.reply(
+            now,
+            &c.key,
+            Response::to(&c.msg, 503).header("Retry-After", "1"),
+        );
     }
-    edge.reply(now, key, Response::to(&msg, 100));
-    edge.trunk.waiting.insert(
-        park,
-        Waiting {
-            key: key.clone(),
-            flow,
-            msg,
-            caller,
-        },
-    );
+    edge.reply(now, &c.key, Response::to(&c.msg, 100));
     edge.timers
-        .schedule(now + CLAIM_WAIT, TimerKey::TrunkClaim(park));
+        .schedule(now + CLAIM_WAIT, TimerKey::TrunkClaim(c.park));
+    edge.trunk.waiting.insert(c.park, c);
 }
 
 /// A trunk INVITE claiming park `park` of a call this edge holds: the claim was won in the
 /// registry by the sending edge. Give it the call once this edge's replica shows that claim
 /// by `caller` (waiting up to [`CLAIM_WAIT`] for the watch), unless this edge's lease lapsed
 /// (the registry gave the call up, and the slot may be someone else's by now).
-pub(crate) fn on_claim(
-    edge: &mut Edge,
-    now: Instant,
-    key: &ServerKey,
-    flow: Flow,
-    msg: Message,
-    caller: String,
-    park: ParkId,
-) {
+pub(crate) fn on_claim(edge: &mut Edge, now: Instant, c: TrunkClaim) {
+    let park = c.park;
     let held = edge
         .park
         .by_id
@@ -457,37 +441,32 @@ pub(crate) fn on_claim(
             // Not in this edge's replica yet (a park it made itself, put back after an
             // unfetched claim, whose entry the watch has not brought): wait for it as for a
             // claim not shown yet.
-            return wait_for_replica(edge, now, key, flow, msg, caller, park);
+            return wait_for_replica(edge, now, c);
         }
-        return edge.reply(
-            now,
-            key,
-            Response::to(&msg, 404).reason("Park Not Held Here"),
-        );
+        let r = Response::to(&c.msg, 404).reason("Park Not Held Here");
+        return edge.reply(now, &c.key, r);
     };
     if !edge.lease_holds(now) {
         warn!(park, "claim refused: our lease is not known to hold");
-        return edge.reply(
-            now,
-            key,
-            Response::to(&msg, 410).reason("Park Lease Lapsed"),
-        );
+        let r = Response::to(&c.msg, 410).reason("Park Lease Lapsed");
+        return edge.reply(now, &c.key, r);
     }
     match edge.trunk.claimed.get(&park).map(|(by, _)| by) {
-        Some(by) if *by == caller => {}
+        Some(by) if *by == c.caller => {}
         Some(by) => {
-            warn!(park, %by, %caller, "trunk claim by someone else than the registry says");
-            return edge.reply(now, key, Response::to(&msg, 403).reason("Not The Claimant"));
+            warn!(park, %by, caller = %c.caller, "trunk claim by someone else than the registry says");
+            let r = Response::to(&c.msg, 403).reason("Not The Claimant");
+            return edge.reply(now, &c.key, r);
         }
         // The registry answered the claimant before our watch brought the entry: wait.
-        None => return wait_for_replica(edge, now, key, flow, msg, caller, park),
+        None => return wait_for_replica(edge, now, c),
     }
     let slot = edge.park.held.get(&cid).map(|p| p.slot).unwrap_or(0);
     let a = AfterClaim {
-        key: key.clone(),
-        flow,
-        msg,
-        retriever: caller,
+        key: c.key,
+        flow: c.flow,
+        msg: c.msg,
+        retriever: c.caller,
         slot,
     };
     crate::park::take_parked(edge, now, &a, cid);

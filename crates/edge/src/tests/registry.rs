@@ -142,6 +142,17 @@ fn trunk_claim(net: &Net, park: u64, secret: &str, branch: &str) -> String {
     )
 }
 
+/// Alice's call parked by Bob at this edge, committed; Bob's phone's messages taken.
+fn parked_by_bob() -> (Net, Registry) {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    park_by_bob(&mut net, "700");
+    reg.serve(&mut net);
+    net.take(BOB1);
+    (net, reg)
+}
+
 /// Site B's claim of `p` for 3001, committed and fed to this edge's watch.
 fn claim_by_site_b(net: &mut Net, reg: &mut Registry, p: &orbit_state::Parked) {
     let at = net.edge.now_ms(net.now);
@@ -333,12 +344,7 @@ fn carol_cancel(slot: &str, branch: &str) -> String {
 
 #[test]
 fn a_retriever_who_cancels_while_its_claim_is_ordered_leaves_the_call_in_its_slot() {
-    let mut net = registry_net();
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
-    park_by_bob(&mut net, "700");
-    reg.serve(&mut net);
-    net.take(BOB1);
+    let (mut net, mut reg) = parked_by_bob();
     let first = reg.parked();
     assert_eq!(first.slot, 701);
 
@@ -376,12 +382,7 @@ fn a_retriever_who_cancels_while_its_claim_is_ordered_leaves_the_call_in_its_slo
 /// this edge, still holding it, takes the new park as its own.
 #[test]
 fn a_call_put_back_by_another_site_after_a_cancelled_retrieve_is_still_held_here() {
-    let mut net = registry_net();
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
-    park_by_bob(&mut net, "700");
-    reg.serve(&mut net);
-    net.take(BOB1);
+    let (mut net, mut reg) = parked_by_bob();
     let first = reg.parked();
     let at = net.edge.now_ms(net.now);
     let claim = Command::Claim {
@@ -467,12 +468,7 @@ fn fix_length(msg: &str) -> String {
 
 #[test]
 fn trunk_claims_are_refused_from_elsewhere_tampered_replayed_or_before_the_registry_shows_them() {
-    let mut net = registry_net();
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
-    park_by_bob(&mut net, "700");
-    reg.serve(&mut net);
-    net.take(BOB1);
+    let (mut net, mut reg) = parked_by_bob();
     let p = reg.parked();
 
     // A good signature, sent from another host than site B's edge: refused, and not told why
@@ -522,12 +518,7 @@ fn trunk_claims_are_refused_from_elsewhere_tampered_replayed_or_before_the_regis
 
 #[test]
 fn a_call_claimed_by_a_site_that_never_comes_for_it_goes_back_to_its_slot() {
-    let mut net = registry_net();
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
-    park_by_bob(&mut net, "700");
-    reg.serve(&mut net);
-    net.take(BOB1);
+    let (mut net, mut reg) = parked_by_bob();
     let first = reg.parked();
     // Site B wins the claim, and its trunk INVITE never arrives (its edge went away).
     claim_by_site_b(&mut net, &mut reg, &first);
@@ -553,12 +544,7 @@ fn a_call_claimed_by_a_site_that_never_comes_for_it_goes_back_to_its_slot() {
 
 #[test]
 fn a_trunk_claim_cancelled_while_it_waits_for_the_replica_leaves_the_call_here() {
-    let mut net = registry_net();
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
-    park_by_bob(&mut net, "700");
-    reg.serve(&mut net);
-    net.take(BOB1);
+    let (mut net, mut reg) = parked_by_bob();
     let first = reg.parked();
     // Site B's INVITE comes before this edge's watch shows the claim: it waits (100 only).
     let inv = trunk_claim(&net, first.id, SECRET, "wait1");
@@ -593,12 +579,7 @@ fn a_trunk_claim_cancelled_while_it_waits_for_the_replica_leaves_the_call_here()
 
 #[test]
 fn an_unfetched_call_whose_slot_was_taken_meanwhile_goes_to_another_slot() {
-    let mut net = registry_net();
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
-    park_by_bob(&mut net, "700");
-    reg.serve(&mut net);
-    net.take(BOB1);
+    let (mut net, mut reg) = parked_by_bob();
     let first = reg.parked();
     claim_by_site_b(&mut net, &mut reg, &first);
     // The fetch wait ends: the edge asks for 701 again, free as far as its replica shows...
@@ -625,12 +606,7 @@ fn an_unfetched_call_whose_slot_was_taken_meanwhile_goes_to_another_slot() {
 
 #[test]
 fn a_recall_ringing_for_a_park_that_was_put_back_stops() {
-    let mut net = registry_net();
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
-    park_by_bob(&mut net, "700");
-    reg.serve(&mut net);
-    net.take(BOB1);
+    let (mut net, mut reg) = parked_by_bob();
     let first = reg.parked();
     // The deadline: the recall rings Bob, the parker.
     reg.feed(&mut net, first.deadline, Command::Expire { park: first.id });
@@ -683,12 +659,7 @@ fn a_recall_ringing_for_a_park_that_was_put_back_stops() {
 
 #[test]
 fn a_trunk_claim_of_a_park_the_watch_has_not_brought_yet_waits_for_it() {
-    let mut net = registry_net();
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
-    park_by_bob(&mut net, "700");
-    reg.serve(&mut net);
-    net.take(BOB1);
+    let (mut net, mut reg) = parked_by_bob();
     let first = reg.parked();
     // In the registry, ahead of this edge's watch: a retriever at site B claimed the call and
     // cancelled, site B put it back (a new park of the call held here), and 3001 at site B
