@@ -418,6 +418,21 @@ fn relay_ports_the_driver_cannot_bind_end_the_call_and_are_taken_last_from_then_
 }
 
 #[test]
+fn a_call_rung_then_answered_leaves_nothing_queued_past_timer_j() {
+    let mut net = Net::new();
+    let (ok, _) = answered_call(&mut net);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    // The callee rang (Timer C: 180 s) then answered (Timer J: 32 s): no entry is left queued
+    // for three minutes.
+    let latest = net.edge.timers.deadlines().max().unwrap();
+    assert!(
+        latest <= net.now + Duration::from_secs(33),
+        "a timer queued {:?} ahead",
+        latest - net.now
+    );
+}
+
+#[test]
 fn silent_media_ends_call_with_bye_both_ways() {
     let mut net = Net::new();
     let (ok, _) = answered_call(&mut net);

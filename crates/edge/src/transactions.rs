@@ -80,6 +80,8 @@ pub(crate) struct ClientEntry {
     pub tx: ClientTransaction,
     pub flow: Flow,
     pub owner: Owner,
+    /// The earliest time a timer is queued for this transaction ([`Edge::schedule_client`]).
+    queued: Option<Instant>,
 }
 
 impl Edge {
@@ -189,8 +191,15 @@ impl Edge {
         };
         let tx =
             ClientTransaction::new(kind, bytes.clone(), flow.proto.reliable(), now, self.timing);
-        self.ctx
-            .insert(key.clone(), Box::new(ClientEntry { tx, flow, owner }));
+        self.ctx.insert(
+            key.clone(),
+            Box::new(ClientEntry {
+                tx,
+                flow,
+                owner,
+                queued: None,
+            }),
+        );
         self.schedule_client(&key);
         self.send(flow, bytes);
     }
@@ -200,8 +209,20 @@ impl Edge {
         ClientKey::new(&self.ids.branch())
     }
 
+    /// Queue the transaction's next deadline, unless an earlier one is queued already (its
+    /// handler queues the next): a deadline moved later and then earlier again would
+    /// otherwise leave stale entries behind. An INVITE's Timer C, 180 s ahead once the callee
+    /// rings, replaced by Timer J's 32 s when it answers, kept one entry per call in the queue
+    /// for three minutes at a few thousand calls a second.
     pub(crate) fn schedule_client(&mut self, key: &ClientKey) {
-        if let Some(t) = self.ctx.get(key).and_then(|e| e.tx.poll_timeout()) {
+        let Some(e) = self.ctx.get_mut(key) else {
+            return;
+        };
+        let Some(t) = e.tx.poll_timeout() else {
+            return;
+        };
+        if e.queued.is_none_or(|q| t < q) {
+            e.queued = Some(t);
             self.timers.schedule(t, TimerKey::Client(key.clone()));
         }
     }
@@ -277,23 +298,21 @@ impl Edge {
         let Some(e) = self.ctx.get_mut(&key) else {
             return;
         };
+        // The queued entry has popped: nothing earlier is queued now.
+        if e.queued.is_some_and(|q| q <= now) {
+            e.queued = None;
+        }
         match e.tx.poll_timeout() {
             Some(t) if t <= now => {}
-            _ => return,
+            _ => return self.schedule_client(&key),
         }
         match e.tx.on_timeout(now) {
             TimerEvent::Retransmit(b) => {
                 let f = e.flow;
-                if let Some(t) = e.tx.poll_timeout() {
-                    self.timers.schedule(t, TimerKey::Client(key));
-                }
+                self.schedule_client(&key);
                 self.send(f, b);
             }
-            TimerEvent::Nothing => {
-                if let Some(t) = e.tx.poll_timeout() {
-                    self.timers.schedule(t, TimerKey::Client(key));
-                }
-            }
+            TimerEvent::Nothing => self.schedule_client(&key),
             TimerEvent::TimedOut => {
                 deliver_timeout(self, now, &key);
                 self.ctx.remove(&key);

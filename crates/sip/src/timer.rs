@@ -69,6 +69,11 @@ impl<K> Timers<K> {
         }
     }
 
+    /// Every queued deadline, in no order (stale ones included).
+    pub fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.heap.iter().map(|Reverse(e)| e.at)
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }
