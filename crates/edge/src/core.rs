@@ -319,7 +319,7 @@ impl Edge {
                 if let Some(r) = self.calls.get_mut(&call).and_then(|c| c.media.take()) {
                     tracing::warn!(call, %error, "relay ports could not be opened");
                     self.media.failed(r);
-                    crate::call::hangup(self, now, call, "no media ports");
+                    crate::call::fail(self, now, call, 503, "no media ports");
                 }
             }
         }
@@ -501,10 +501,7 @@ impl Edge {
         }
     }
 
-    /// Admit a new call for `user`, whose request came over `flow`: `Ok(owner)` (the user it
-    /// counts against, if any) or the refusal to send (503 at capacity, 486 when the user has
-    /// as many calls as it may).
-    /// Whether `flow` comes from (or goes to) another site's edge.
+    /// Whether `flow` comes from (or goes to) another site's edge (by its IP).
     pub(crate) fn is_trunk_peer(&self, flow: &Flow) -> bool {
         let ip = flow.addr.ip().to_canonical();
         self.cfg
@@ -513,6 +510,9 @@ impl Edge {
             .is_some_and(|t| t.peers.iter().any(|p| p.addr.ip().to_canonical() == ip))
     }
 
+    /// Admit a new call for `user`, whose request came over `flow`: `Ok(owner)` (the user it
+    /// counts against, if any) or the refusal to send (503 at capacity, 486 when the user has
+    /// as many calls as it may).
     pub(crate) fn admit_call(&self, user: &str, flow: &Flow) -> Result<Option<String>, u16> {
         if self.calls.len() >= self.max_calls {
             return Err(503);

@@ -196,14 +196,15 @@ pub async fn run(
         if edge.next_timeout().is_some_and(|t| t <= now) {
             edge.on_timeout(now);
         }
+        // Before the messages that announce them, so that the relay is ready when a party
+        // learns its ports.
+        apply_media(&mut edge, relays.as_mut(), now);
+        // After the media: a call ended because its ports failed may have proposed.
         if let Some(p) = &proposals {
             for prop in edge.take_proposals() {
                 let _ = p.send(prop);
             }
         }
-        // Before the messages that announce them, so that the relay is ready when a party
-        // learns its ports.
-        apply_media(&mut edge, relays.as_mut(), now);
         let out: Vec<crate::Transmit> = edge.drain().collect();
         send_udp(&udp, &out).await;
         for t in out {

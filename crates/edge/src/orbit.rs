@@ -270,7 +270,7 @@ impl Edge {
             .park
             .by_id
             .iter()
-            .filter(|(id, _)| self.orbit.parked(**id).is_none())
+            .filter(|(id, _)| self.orbit.parked(**id).is_none() && !self.orbit.is_future(**id))
             .map(|(&id, &cid)| (id, cid))
             .collect();
         for (id, cid) in gone {

@@ -122,9 +122,12 @@ impl Edge {
         let stale: Vec<ServerKey> = self
             .stx
             .iter()
-            .filter(|(_, e)| {
+            .filter(|(k, e)| {
                 matches!(e.tx.state, State::Initial | State::Proceeding)
                     && now.saturating_duration_since(e.opened) >= UNANSWERED
+                    // A call still ringing (a callee's 1xx restarts Timer C) is answered when
+                    // it ends, however long that is.
+                    && !self.pending_invites.contains_key(*k)
             })
             .map(|(k, _)| k.clone())
             .collect();

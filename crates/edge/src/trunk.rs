@@ -142,9 +142,10 @@ impl TrunkState {
     }
 
     /// A call held here was claimed (the watch showed it).
-    pub(crate) fn forget(&mut self, park: ParkId) {
+    /// A trunk claim of it still waiting for the replica, if any, for its caller to answer.
+    pub(crate) fn forget(&mut self, park: ParkId) -> Option<TrunkClaim> {
         self.claimed.remove(&park);
-        self.waiting.remove(&park);
+        self.waiting.remove(&park)
     }
 }
 

@@ -89,8 +89,9 @@ impl PortPlan {
     }
 
     /// Released ports unused for `close_after` by `now`: no longer bound from now on (whoever
-    /// holds their sockets closes them). They return among the unbound at random places, so
-    /// the order they come back in does not tell the next ones.
+    /// holds their sockets closes them). They return among the unbound at random places in the
+    /// half taken last, so the order they come back in does not tell the next ones, and their
+    /// sockets, closed asynchronously, are gone long before they are taken again.
     pub fn close_due(&mut self, now: Instant, rng: &mut impl RngCore) -> Vec<u16> {
         let mut closed = vec![];
         while let Some((t, _)) = self.idle.front() {
@@ -99,9 +100,8 @@ impl PortPlan {
             }
             let (_, port) = self.idle.pop_front().expect("front exists");
             closed.push(port);
-            self.fresh.push(port);
-            let last = self.fresh.len() - 1;
-            self.fresh.swap(rng.gen_range(0..=last), last);
+            let at = rng.gen_range(0..=self.fresh.len() / 2);
+            self.fresh.insert(at, port);
         }
         closed
     }

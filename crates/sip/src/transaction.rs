@@ -110,8 +110,8 @@ impl ClientTransaction {
         }
     }
 
-    /// The request, until a final response other than a failure (empty after: it is never
-    /// sent again, nor needed to build an ACK or CANCEL).
+    /// The request, until a final response (empty after, except an INVITE's failure, whose ACK
+    /// is built from it: it is never sent again, nor needed for a CANCEL).
     pub fn request(&self) -> &Bytes {
         &self.request
     }

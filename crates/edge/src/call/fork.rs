@@ -20,6 +20,9 @@ pub(crate) struct Branch {
     /// A CANCEL is due as soon as the fork answers provisionally (sending it before any
     /// response could overtake the INVITE).
     pub cancel_wanted: bool,
+    /// The fork goes to another site's edge (whose asserted identity of the callee is passed
+    /// on; a phone's never is).
+    pub trunk: bool,
 }
 
 impl Branch {
@@ -28,6 +31,7 @@ impl Branch {
             key,
             state: BranchState::Calling,
             cancel_wanted: false,
+            trunk: false,
         }
     }
 
@@ -142,6 +146,8 @@ impl Edge {
         let body = match relay_sdp(&mut self.media, &mut call, Side::A, &invite, flow.addr.ip()) {
             Ok(b) => b,
             Err(()) => {
+                // The call never starts: its relay ports go back at once.
+                self.media.close(now, media);
                 let m = call.a_invite.clone();
                 return self.reply(now, key, Response::to(&m, 488).tag(&a_tag));
             }
@@ -157,7 +163,9 @@ impl Edge {
         for t in &targets {
             let branch = self.new_branch();
             let bytes = invite_bytes(self, &call.b, t, &branch.branch, &mf, body.as_deref());
-            call.branches.push(Branch::new(branch.clone()));
+            let mut b = Branch::new(branch.clone());
+            b.trunk = t.trunk.is_some();
+            call.branches.push(b);
             sends.push((t.flow, branch, bytes));
         }
         call.owner = owner;
@@ -190,7 +198,7 @@ pub(crate) fn branch_response(
     msg: Message,
 ) {
     let code = msg.code();
-    let trunk_answer = edge.is_trunk_peer(&flow);
+    let from_peer = edge.is_trunk_peer(&flow);
     let Some(call) = edge.calls.get_mut(&id) else {
         if (200..300).contains(&code) {
             ack_and_bye(edge, now, flow, &msg);
@@ -260,7 +268,7 @@ pub(crate) fn branch_response(
                 .flatten();
             // Who answered, as another site's edge asserts it (a parked caller fetched over
             // the trunk: its slot and name); a phone's own claim is not passed on (RFC 3325).
-            let identity = trunk_answer
+            let identity = (call.branches[idx].trunk && from_peer)
                 .then(|| msg.header_other("P-Asserted-Identity").map(str::trim))
                 .flatten();
             let bytes = to_caller(

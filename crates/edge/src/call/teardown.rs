@@ -48,6 +48,23 @@ pub(crate) fn bye_done(edge: &mut Edge, id: u64) {
     }
 }
 
+/// End a call that cannot go on (its relay ports could not be bound): the caller, if still
+/// waiting for an answer, gets `code` rather than the 487 that says it cancelled.
+pub(crate) fn fail(edge: &mut Edge, now: Instant, id: u64, code: u16, why: &'static str) {
+    let Some(call) = edge.calls.get(&id) else {
+        return;
+    };
+    if call.state == CallState::Ringing {
+        let (key, req, tag) = (
+            call.a_stx.clone(),
+            call.a_invite.clone(),
+            call.a.local_tag.clone(),
+        );
+        edge.reply(now, &key, Response::to(&req, code).tag(&tag));
+    }
+    hangup(edge, now, id, why);
+}
+
 /// End a call from our side: BYE both parties when answered, 487 and CANCEL when ringing.
 pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &'static str) {
     let Some(call) = edge.calls.get_mut(&id) else {

@@ -526,10 +526,13 @@ pub(crate) fn lost(edge: &mut Edge, now: Instant, id: ParkId, cid: u64) {
 }
 
 /// This edge no longer holds park `id` (retrieved, recalled, ended, lost, re-parked): forget
-/// it here and in the trunk's claim tables.
+/// it here and in the trunk's claim tables; a trunk claim of it still waiting is refused.
 fn unhold(edge: &mut Edge, id: ParkId) {
     edge.park.by_id.remove(&id);
-    edge.trunk.forget(id);
+    if let Some(c) = edge.trunk.forget(id) {
+        let r = Response::to(&c.msg, 404).reason("Park Not Held Here");
+        edge.reply(edge.last_now, &c.key, r);
+    }
 }
 
 /// How long a parked call may be silent: configured, or the lot's parking time, recall and

@@ -706,3 +706,33 @@ fn a_trunk_claim_of_a_park_the_watch_has_not_brought_yet_waits_for_it() {
     net.collect();
     assert!(net.take(PEER).iter().any(|m| m.code() == 200));
 }
+
+#[test]
+fn a_phone_on_the_same_ip_as_another_sites_edge_cannot_assert_an_identity() {
+    // Bob's phone shares 127.0.0.1 with site B's edge (one host, or one NAT).
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    net.register("1002", BOB1);
+    reg.serve(&mut net);
+    net.send(ALICE, &invite("1002", "c1", ""));
+    reg.serve(&mut net);
+    net.take(ALICE);
+    let inv = net
+        .take(BOB1)
+        .into_iter()
+        .find(|m| m.method() == &orbit_sip::Method::Invite)
+        .unwrap();
+    let ok = with_header(
+        answer(&inv, 200, "bob", Some(SDP_B), BOB1),
+        "P-Asserted-Identity",
+        "\"Bank\" <sip:bank@example.com>",
+    );
+    net.send_msg(BOB1, ok);
+    let ok = net
+        .take(ALICE)
+        .into_iter()
+        .find(|m| m.code() == 200)
+        .unwrap();
+    assert_eq!(ok.header_other("P-Asserted-Identity"), None);
+}

@@ -495,3 +495,22 @@ fn a_request_never_answered_is_dropped_after_its_time_without_a_timer_per_reques
     net.advance(Duration::from_secs(22));
     assert_eq!(net.edge.server_transactions(), n - 1);
 }
+
+#[test]
+fn invites_with_sdp_the_relay_cannot_read_give_their_relay_ports_back() {
+    let mut net = Net::new();
+    net.register("1002", BOB1);
+    // 300 of them (the range holds 250 calls): each refused, none keeps its ports.
+    for n in 0..300 {
+        let bad = invite("1002", &format!("bad{n}"), "")
+            .replace("m=audio 4000 RTP/AVP 0 101", "m=audio xxxx RTP/AVP 0 101");
+        net.send(ALICE, &bad);
+        let r: Vec<u16> = net.take(ALICE).iter().map(|m| m.code()).collect();
+        assert!(r.contains(&488), "{r:?}");
+    }
+    assert_eq!(net.media.open_sessions(), 0);
+    assert_eq!(net.edge.media_ports_in_use(), 0);
+    // An ordinary call still gets its ports.
+    net.send(ALICE, &invite("1002", "good", ""));
+    assert_eq!(net.one(BOB1).method(), &orbit_sip::Method::Invite);
+}
