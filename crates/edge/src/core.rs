@@ -87,7 +87,7 @@ impl Start {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TimerKey {
     Server(ServerKey),
     Client(ClientKey),

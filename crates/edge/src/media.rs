@@ -1,6 +1,6 @@
 //! The edge's media relay as effects: the core chooses each call's relay ports from its
 //! [`PortPlan`] (so it can write them into SDP at once) and hands out [`MediaCmd`]s; the driver
-//! carries them out on the relay's sockets ([`Relay`]) and reports back [`MediaEvent`]s
+//! carries them out on the relay's sockets ([`Relays`]) and reports back [`MediaEvent`]s
 //! (digits pressed, silence, a port it could not bind). The core binds nothing and reads no
 //! clock for media.
 
