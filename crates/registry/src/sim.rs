@@ -205,6 +205,23 @@ impl SimNode {
         let _ = self.raft.shutdown().await;
     }
 
+    /// The index it has applied up to, and its orbit state as JSON: equal on two nodes when
+    /// they applied the same log to the same state.
+    pub fn applied(&self) -> (Option<u64>, String) {
+        let d = self.state.data.read().unwrap();
+        let json = serde_json::to_string(&d.orbit).expect("the orbit state serialises");
+        (d.last_applied.map(|l| l.index), json)
+    }
+
+    /// Whether its event backlog holds the whole committed history (it never started from a
+    /// snapshot nor evicted an entry).
+    pub fn has_whole_history(&self) -> bool {
+        self.state
+            .complete_after
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+    }
+
     /// Whether this node leads now, as it sees it.
     pub fn leads(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();

@@ -272,18 +272,7 @@ async fn run(seed: u64) {
     let finished = now_ms();
 
     // All nodes applied the same log to the same state.
-    let states: Vec<(Option<u64>, String)> = c
-        .nodes
-        .values()
-        .flatten()
-        .map(|n| {
-            let d = n.state.data.read().unwrap();
-            (
-                d.last_applied.map(|l| l.index),
-                serde_json::to_string(&d.orbit).unwrap(),
-            )
-        })
-        .collect();
+    let states: Vec<_> = c.nodes.values().flatten().map(SimNode::applied).collect();
     assert!(
         states.windows(2).all(|w| w[0] == w[1]),
         "seed {seed}: nodes disagree"
@@ -294,12 +283,7 @@ async fn run(seed: u64) {
         .nodes
         .values()
         .flatten()
-        .find(|n| {
-            n.state
-                .complete_after
-                .load(std::sync::atomic::Ordering::Relaxed)
-                == 0
-        })
+        .find(|n| n.has_whole_history())
         .expect("a node with the whole history");
     let history: Vec<(u64, Event)> = node
         .state

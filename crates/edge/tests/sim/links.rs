@@ -185,12 +185,7 @@ impl Sim {
         self.nodes
             .values()
             .flatten()
-            .find(|n| {
-                n.state
-                    .complete_after
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    == 0
-            })
+            .find(|n| n.has_whole_history())
             .expect("a node with the whole history")
     }
 

@@ -436,18 +436,7 @@ async fn run(seed: u64) -> Summary {
     let finished = now_ms();
 
     // All nodes applied the same log to the same state.
-    let states: Vec<(Option<u64>, String)> = sim
-        .nodes
-        .values()
-        .flatten()
-        .map(|n| {
-            let d = n.state.data.read().unwrap();
-            (
-                d.last_applied.map(|l| l.index),
-                serde_json::to_string(&d.orbit).unwrap(),
-            )
-        })
-        .collect();
+    let states: Vec<_> = sim.nodes.values().flatten().map(SimNode::applied).collect();
     let agreed = states.windows(2).all(|w| w[0] == w[1]);
     let node = sim.reference();
     let orbit: Orbit = node.state.data.read().unwrap().orbit.clone();
