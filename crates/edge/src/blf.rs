@@ -16,8 +16,8 @@ use orbit_sip::dialog::Dialog;
 use orbit_sip::header::delta_seconds;
 use orbit_sip::key::ServerKey;
 
-use crate::core::Edge;
-use crate::transactions::Owner;
+use crate::services::transactions::Owner;
+use crate::services::Services;
 
 const MIN_EXPIRES: u32 = 60;
 const MIN_EXPIRES_TEXT: &str = "60";
@@ -53,9 +53,28 @@ impl Lamps {
     }
 }
 
+/// The lamps' view of the edge: their subscriptions over the services (to which it derefs).
+pub(crate) struct Lamping<'a> {
+    pub sv: &'a mut Services,
+    pub blf: &'a mut Lamps,
+}
+
+impl std::ops::Deref for Lamping<'_> {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        self.sv
+    }
+}
+
+impl std::ops::DerefMut for Lamping<'_> {
+    fn deref_mut(&mut self) -> &mut Services {
+        self.sv
+    }
+}
+
 /// An out-of-dialog SUBSCRIBE (a new subscription), already authenticated.
 pub(crate) fn on_subscribe(
-    edge: &mut Edge,
+    edge: &mut Lamping<'_>,
     now: Instant,
     key: &ServerKey,
     flow: Flow,
@@ -144,7 +163,7 @@ pub(crate) fn on_subscribe(
 /// A SUBSCRIBE inside a lamp dialog: refresh, or un-subscribe with `Expires: 0`.
 /// Returns false when the dialog is not a lamp subscription.
 pub(crate) fn on_dialog_subscribe(
-    edge: &mut Edge,
+    edge: &mut Lamping<'_>,
     now: Instant,
     key: &ServerKey,
     flow: Flow,
@@ -211,7 +230,7 @@ fn bad_expires(msg: &Message, code: u16) -> Response<'_> {
 
 #[allow(clippy::too_many_arguments)]
 fn respond(
-    edge: &mut Edge,
+    edge: &mut Lamping<'_>,
     now: Instant,
     key: &ServerKey,
     msg: &Message,
@@ -233,7 +252,7 @@ fn respond(
 }
 
 /// Send the subscription's current state; `terminated`: the final NOTIFY's state.
-fn notify(edge: &mut Edge, now: Instant, k: &(String, String), terminated: Option<&str>) {
+fn notify(edge: &mut Lamping<'_>, now: Instant, k: &(String, String), terminated: Option<&str>) {
     let tenant = edge.cfg.tenant.domain.clone();
     let Some(sub) = edge.blf.subs.get(k) else {
         return;
@@ -282,7 +301,7 @@ fn notify(edge: &mut Edge, now: Instant, k: &(String, String), terminated: Optio
 }
 
 /// An orbit event changed a slot: tell everyone watching it.
-pub(crate) fn on_event(edge: &mut Edge, now: Instant, ev: &Event) {
+pub(crate) fn on_event(edge: &mut Lamping<'_>, now: Instant, ev: &Event) {
     let touched = ev.slots();
     if touched.is_empty() {
         return;
@@ -306,14 +325,18 @@ pub(crate) fn on_event(edge: &mut Edge, now: Instant, ev: &Event) {
 
 /// The subscriber refused or never answered a NOTIFY: the subscription is gone.
 /// The whole orbit state was replaced (a resync): every lamp gets its state again.
-pub(crate) fn refresh_all(edge: &mut Edge, now: Instant) {
+pub(crate) fn refresh_all(edge: &mut Lamping<'_>, now: Instant) {
     let keys: Vec<(String, String)> = edge.blf.subs.keys().cloned().collect();
     for k in keys {
         notify(edge, now, &k, None);
     }
 }
 
-pub(crate) fn on_notify_response(edge: &mut Edge, sub: &(String, String), code: Option<u16>) {
+pub(crate) fn on_notify_response(
+    edge: &mut Lamping<'_>,
+    sub: &(String, String),
+    code: Option<u16>,
+) {
     match code {
         Some(c) if c < 300 || c == 401 || c == 407 => {}
         _ => {
@@ -325,7 +348,7 @@ pub(crate) fn on_notify_response(edge: &mut Edge, sub: &(String, String), code: 
 }
 
 /// Every second: end expired subscriptions with a final NOTIFY.
-pub(crate) fn expire(edge: &mut Edge, now: Instant) {
+pub(crate) fn expire(edge: &mut Lamping<'_>, now: Instant) {
     let due: Vec<(String, String)> = edge
         .blf
         .subs

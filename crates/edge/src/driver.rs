@@ -237,7 +237,7 @@ pub async fn run(
     for l in listeners {
         l.abort();
     }
-    edge.stats.clone()
+    edge.stats().clone()
 }
 
 /// Carry out the edge's media commands; a failure goes back to the edge (whose answer may be

@@ -1,6 +1,6 @@
 //! # orbit-edge
 //!
-//! The per-site SIP edge: a registrar with digest authentication ([`auth`], [`registrar`]), a
+//! The per-site SIP edge: a registrar with digest authentication ([`auth`], `registrar`), a
 //! B2BUA whose calls ([`call`]) anchor their media in the relay ([`media`]), all driven by a
 //! sans-I/O core ([`core::Edge`]) and a thin tokio driver ([`driver`]). Call park (`park`) and
 //! its lamp keys (`blf`) run on the orbit state (`orbit_state`), which the edge orders itself
@@ -14,20 +14,21 @@
 
 pub mod auth;
 mod blf;
-pub mod call;
+mod call;
 pub mod config;
 pub mod core;
 pub mod dialog_info;
 pub mod driver;
+mod location;
 pub mod media;
 pub mod orbit;
 mod park;
 pub mod ratelimit;
-pub mod registrar;
+mod registrar;
 mod router;
+mod services;
 #[cfg(test)]
 mod tests;
-mod transactions;
 mod trunk;
 
 pub use crate::config::EdgeConfig;

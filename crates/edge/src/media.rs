@@ -209,6 +209,11 @@ impl Media {
         std::mem::take(&mut self.out)
     }
 
+    /// Port pairs the relay has in all.
+    pub fn capacity(&self) -> usize {
+        self.plan.capacity()
+    }
+
     /// Port pairs attached to calls.
     pub fn in_use(&self) -> usize {
         self.plan.in_use()

@@ -1,218 +1,27 @@
-//! The edge's side of the orbit state: commands go out as proposals, outcomes and applied
-//! events come back.
-//!
-//! Every decision (is 701 free? who won the claim?) is an outcome of a command ordered by
-//! whoever owns the state: the edge itself on one site ([`Backend::Local`]), the Raft registry
-//! across sites ([`Backend::Registry`]). The flows that need an outcome are two-phase: they
-//! propose with a [`Then`] saying how to continue, and continue when the outcome comes back, on
-//! one site at once (in [`Edge::settle`], after the input that proposed), across sites a
-//! commit later. A continuation re-checks its call: it may have ended meanwhile.
+//! The orbit state's way into the edge: the registry's answers and its watch stream come in
+//! here, and every outcome and applied event goes to the features that wait for it (park,
+//! lamps), until nothing is left ([`Edge::settle`]). Proposals leave through the port in
+//! [`crate::services::orbit_port`], which also says what a command, an outcome and a feed are.
 //!
 //! ```text
-//! park flow ──propose(cmd, then)──▶ Local: Orbit::apply now ─┐
-//!                                  Registry: Proposal out ────┼─▶ on_orbit_outcome(token, outcome)
-//!                                                             └─▶ then(outcome) in the call's span
-//! registry watch ─▶ on_orbit_watch(index, at, cmd) ─▶ mirror.apply ─▶ on_orbit_event (lamps, recall)
+//! registry ─▶ on_orbit_feed ─▶ outcome_in / watch_in / resync ─▶ settle:
+//!     applied events ─▶ lamps (NOTIFY), park (recall on Expired, hand-over on Claimed, lost calls)
+//!     outcomes       ─▶ park (the continuation kept under the proposal's token)
 //! ```
-//!
-//! Applied events drive what every site does whatever site caused them: lamps change, the edge
-//! holding a call starts its recall on `Expired`, an edge whose lease lapsed drops its calls.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use orbit_state::{Command, Event, Millis, Orbit, Rejection};
-use tracing::{info, info_span, warn, Span};
+use orbit_state::{Millis, Orbit};
+use tracing::info;
 
-use crate::core::{Edge, TimerKey};
+pub use crate::services::orbit_port::{Backend, OrbitError, OrbitFeed, Outcome, Proposal};
 
-/// Who orders this edge's orbit commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// This edge, on one site: commands are applied at once to its own state.
-    Local,
-    /// The registry: commands leave as [`Proposal`]s; the state here is a mirror fed by the
-    /// registry's watch stream.
-    Registry,
-}
+use crate::core::Edge;
 
-/// A command for the registry, to be answered with [`Edge::on_orbit_outcome`].
-#[derive(Debug, Clone)]
-pub struct Proposal {
-    pub token: u64,
-    pub cmd: Command,
-}
-
-/// Why a command has no event.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OrbitError {
-    #[error("refused: {0}")]
-    Rejected(#[from] Rejection),
-    /// The registry could not be reached or did not answer in time: the command may or may not
-    /// have been committed (its event, if any, still comes through the watch stream).
-    #[error("registry unavailable: {0}")]
-    Unavailable(String),
-}
-
-pub type Outcome = Result<Event, OrbitError>;
-
-/// What comes back from the registry, for [`Edge::on_orbit_feed`].
-// Each item is moved once through a channel; boxing outcomes would allocate for nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum OrbitFeed {
-    /// The answer to proposal `token`.
-    Outcome { token: u64, outcome: Outcome },
-    /// Log entry `index` applied `cmds`, in order, at the leader's time `at` (the watch
-    /// stream).
-    Applied {
-        index: u64,
-        at: Millis,
-        cmds: Vec<Command>,
-    },
-    /// The registry's whole state as of `index`.
-    Resync { index: u64, orbit: Box<Orbit> },
-}
-
-/// How a flow continues once its command's outcome is known.
-pub(crate) enum Then {
-    /// Nothing waits for it (recall progress, hang-ups, registrations).
-    Nothing,
-    Park(crate::park::AfterPark),
-    Retrieve(crate::park::AfterClaim),
-    RecallClaim(crate::park::AfterRecallClaim),
-    /// A claimed call never fetched, parked again ([`crate::trunk::repark_outcome`]).
-    Repark(orbit_state::Parked),
-    /// A lease renewal sent at this instant: the lease holds until then + its ttl.
-    Lease(Instant),
-}
-
-/// The edge's orbit bookkeeping.
-pub(crate) struct OrbitPort {
-    pub backend: Backend,
-    next_token: u64,
-    /// Proposals not yet taken by the driver.
-    pub outbox: Vec<Proposal>,
-    /// Continuations waiting for their outcome.
-    waiting: HashMap<u64, (Then, Span)>,
-    /// Outcomes ready to continue with (one site: right after the input that proposed).
-    ready: VecDeque<(Then, Span, Outcome)>,
-    /// Events applied but not yet reacted to.
-    events: VecDeque<Event>,
-    /// The last registry log index seen on the watch stream (resume point).
-    pub watch_index: u64,
-    /// The lease (registry only): how long, and until when it is known to hold.
-    pub lease_ttl: Duration,
-    pub lease_until: Option<Instant>,
-    /// Until when each extension was last reported registered here.
-    located: HashMap<String, Millis>,
-    /// This process, as its lease names it: the registry drops the calls of an earlier one.
-    pub incarnation: u64,
-}
-
-impl OrbitPort {
-    pub(crate) fn new(backend: Backend, lease_ttl: Duration, incarnation: u64) -> OrbitPort {
-        OrbitPort {
-            backend,
-            next_token: 0,
-            outbox: vec![],
-            waiting: HashMap::new(),
-            ready: VecDeque::new(),
-            events: VecDeque::new(),
-            watch_index: 0,
-            lease_ttl,
-            lease_until: None,
-            located: HashMap::new(),
-            incarnation,
-        }
-    }
-
-    /// Proposals in flight (tests, metrics).
-    pub(crate) fn in_flight(&self) -> usize {
-        self.waiting.len()
-    }
-}
-
-pub(crate) fn kind(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::SetLot(_) => "set_lot",
-        Command::Park { .. } => "park",
-        Command::Claim { .. } => "claim",
-        Command::Expire { .. } => "expire",
-        Command::RecallStage { .. } => "recall_stage",
-        Command::End { .. } => "end",
-        Command::Lease { .. } => "lease",
-        Command::LeaseLapse { .. } => "lease_lapse",
-        Command::Locate { .. } => "locate",
-        Command::Unlocate { .. } => "unlocate",
-    }
-}
-
-fn short(ev: &Event) -> String {
-    match ev {
-        Event::LotSet(k) => format!("lot {} set", k.park_ext),
-        Event::LeaseGranted { edge, until } => format!("lease of {edge} until {until}"),
-        Event::Located { ext, edge, .. } => format!("{ext} registered at {edge}"),
-        Event::Unlocated { ext, edge, .. } => format!("{ext} no longer at {edge}"),
-        Event::LeaseLapsed { edge, lost } => {
-            format!("lease of {edge} lapsed, {} calls lost", lost.len())
-        }
-        Event::EdgeRestarted { edge, lost, .. } => {
-            format!("{edge} restarted, {} calls lost", lost.len())
-        }
-        Event::Parked(p) => format!("park {} in {} until {}", p.id, p.slot, p.deadline),
-        Event::Claimed { parked, by } => {
-            format!("park {} in {} claimed by {by}", parked.id, parked.slot)
-        }
-        Event::Expired(p) => format!("park {} in {} expired", p.id, p.slot),
-        Event::RecallStage(p) => format!("park {} in {} recall {:?}", p.id, p.slot, p.phase),
-        Event::Ended { parked, reason } => {
-            format!("park {} in {} ended: {reason:?}", parked.id, parked.slot)
-        }
-    }
-}
+/// Orbit events an edge keeps for [`Edge::take_orbit_events`].
+pub const ORBIT_EVENTS_KEPT: usize = 4096;
 
 impl Edge {
-    pub(crate) fn now_ms(&self, now: Instant) -> Millis {
-        self.clock.1 + now.saturating_duration_since(self.clock.0).as_millis() as u64
-    }
-
-    fn instant_at(&self, ms: Millis) -> Instant {
-        self.clock.0 + Duration::from_millis(ms.saturating_sub(self.clock.1))
-    }
-
-    /// Have `cmd` ordered, in an `orbit.command` span inside the current one (the call's), and
-    /// continue with `then` once its outcome is known.
-    pub(crate) fn propose(&mut self, now: Instant, cmd: Command, then: Then) {
-        let span = info_span!("orbit.command", kind = kind(&cmd), site = %self.cfg.site);
-        match self.port.backend {
-            Backend::Local => {
-                let r = {
-                    let _g = span.enter();
-                    let r = self.orbit.apply(self.now_ms(now), &cmd);
-                    match &r {
-                        Ok(ev) => {
-                            info!(event = %short(ev), "applied");
-                            self.port.events.push_back(ev.clone());
-                        }
-                        Err(e) => info!(refused = %e, "refused"),
-                    }
-                    r
-                };
-                self.port
-                    .ready
-                    .push_back((then, span, r.map_err(Into::into)));
-            }
-            Backend::Registry => {
-                self.port.next_token += 1;
-                let token = self.port.next_token;
-                span.in_scope(|| info!(token, "proposed"));
-                self.port.outbox.push(Proposal { token, cmd });
-                self.port.waiting.insert(token, (then, span));
-            }
-        }
-    }
-
     /// Proposals for the registry, taken (the driver sends them).
     pub fn take_proposals(&mut self) -> Vec<Proposal> {
         std::mem::take(&mut self.port.outbox)
@@ -230,31 +39,24 @@ impl Edge {
     /// The registry answered proposal `token`.
     pub fn on_orbit_outcome(&mut self, now: Instant, token: u64, outcome: Outcome) {
         self.last_now = now;
-        if let Some((then, span)) = self.port.waiting.remove(&token) {
-            span.in_scope(|| match &outcome {
-                Ok(ev) => info!(event = %short(ev), "committed"),
-                Err(e) => info!(error = %e, "not committed"),
-            });
-            self.port.ready.push_back((then, span, outcome));
-        }
+        self.outcome_in(token, outcome);
         self.settle(now);
     }
 
     /// The registry applied `cmds` at log `index`, stamped `at`: apply them to the mirror and
     /// react to their events. Indexes at or below the last seen are repeats (a resumed stream)
     /// and ignored.
-    pub fn on_orbit_watch(&mut self, now: Instant, index: u64, at: Millis, cmds: Vec<Command>) {
+    pub fn on_orbit_watch(
+        &mut self,
+        now: Instant,
+        index: u64,
+        at: Millis,
+        cmds: Vec<orbit_state::Command>,
+    ) {
         self.last_now = now;
-        if index <= self.port.watch_index {
-            return;
+        if self.watch_in(index, at, cmds) {
+            self.settle(now);
         }
-        self.port.watch_index = index;
-        for cmd in cmds {
-            if let Ok(ev) = self.orbit.apply(at, &cmd) {
-                self.port.events.push_back(ev);
-            }
-        }
-        self.settle(now);
     }
 
     /// The registry's whole state as of log `index` (a new or lagging watcher): replace the
@@ -264,203 +66,35 @@ impl Edge {
         info!(index, site = %self.cfg.site, "orbit state resynchronised");
         self.orbit = orbit;
         self.port.watch_index = index;
-        crate::blf::refresh_all(self, now);
-        // Calls this edge holds that the registry no longer has were lost with a lapsed lease.
-        let gone: Vec<_> = self
-            .park
-            .by_id
-            .iter()
-            .filter(|(id, _)| self.orbit.parked(**id).is_none() && !self.orbit.is_future(**id))
-            .map(|(&id, &cid)| (id, cid))
-            .collect();
-        for (id, cid) in gone {
-            crate::park::lost(self, now, id, cid);
-        }
+        crate::blf::refresh_all(&mut self.lamping(), now);
+        self.parking.resynced(now);
         self.settle(now);
     }
 
-    /// Continue the flows whose outcomes are in and react to applied events, until nothing is
-    /// left (a continuation may propose again; on one site that is answered at once).
+    /// Hand every applied event and every outcome in to the features, and what the calls
+    /// report ended to the features that keep entries by call, until nothing is left (a
+    /// continuation may propose again; on one site that is answered at once).
     pub(crate) fn settle(&mut self, now: Instant) {
         loop {
-            if let Some(ev) = self.port.events.pop_front() {
-                self.on_orbit_event(now, ev);
+            if self.parking.after_calls(now) {
                 continue;
             }
-            if let Some((then, span, outcome)) = self.port.ready.pop_front() {
+            if let Some(ev) = self.port.events.pop_front() {
+                crate::blf::on_event(&mut self.lamping(), now, &ev);
+                self.parking.on_orbit_event(now, &ev);
+                if self.orbit_events.len() == ORBIT_EVENTS_KEPT {
+                    self.orbit_events.pop_front();
+                }
+                self.orbit_events.push_back(ev);
+                continue;
+            }
+            if let Some((token, span, outcome)) = self.next_outcome() {
                 let _g = span.enter();
-                self.continue_with(now, then, outcome);
+                self.parking.continue_with(now, token, outcome);
                 continue;
             }
             break;
         }
-        if self.port.backend == Backend::Local {
-            self.schedule_deadline();
-        }
-    }
-
-    fn continue_with(&mut self, now: Instant, then: Then, outcome: Outcome) {
-        match then {
-            Then::Nothing => {
-                if let Err(e) = outcome {
-                    info!(error = %e, "orbit command without effect");
-                }
-            }
-            Then::Park(a) => crate::park::park_outcome(self, now, a, outcome),
-            Then::Retrieve(a) => crate::park::claim_outcome(self, now, a, outcome),
-            Then::RecallClaim(a) => crate::park::recall_claim_outcome(self, now, a, outcome),
-            Then::Repark(p) => crate::trunk::repark_outcome(self, now, p, outcome),
-            Then::Lease(sent) => match outcome {
-                Ok(_) => self.port.lease_until = Some(sent + self.port.lease_ttl),
-                Err(e) => warn!(error = %e, site = %self.cfg.site, "lease not renewed"),
-            },
-        }
-    }
-
-    /// React to an applied event, whichever site caused it.
-    fn on_orbit_event(&mut self, now: Instant, ev: Event) {
-        crate::blf::on_event(self, now, &ev);
-        match &ev {
-            Event::Parked(p) if p.call.edge == self.cfg.site => {
-                crate::park::adopt_repark(self, now, p)
-            }
-            Event::Claimed { parked, by } if parked.call.edge == self.cfg.site => {
-                crate::trunk::on_claimed(self, now, parked, by)
-            }
-            Event::Expired(p) if p.call.edge == self.cfg.site => {
-                // How late the deadline fired, by the time stamped on the Expire (the
-                // leader's across sites): zero unless a failover or a stall delayed it.
-                if let orbit_state::Phase::Recalling { since, .. } = p.phase {
-                    info!(
-                        park = p.id,
-                        slot = p.slot,
-                        late_ms = since.saturating_sub(p.deadline),
-                        "parked call expired"
-                    );
-                }
-                if let Some(&cid) = self.park.by_id.get(&p.id) {
-                    crate::park::start_recall(self, now, cid, orbit_state::RecallStage::Parker);
-                } else {
-                    // Ours by the record, but no call here holds it (it hung up between a
-                    // claim and a re-park): nobody would ever recall or end it.
-                    warn!(
-                        park = p.id,
-                        slot = p.slot,
-                        "expired park held by no call here"
-                    );
-                    let end = Command::End {
-                        park: p.id,
-                        reason: orbit_state::EndReason::Lost,
-                    };
-                    self.propose(now, end, Then::Nothing);
-                }
-            }
-            Event::EdgeRestarted { edge, lost, .. } if *edge != self.cfg.site => {
-                warn!(
-                    lost = lost.len(),
-                    "{edge} restarted: the calls it held are lost"
-                );
-            }
-            Event::LeaseLapsed { edge, lost } if *edge != self.cfg.site => {
-                warn!(
-                    lost = lost.len(),
-                    "lease of {edge} lapsed: its parked calls are lost"
-                );
-            }
-            Event::LeaseLapsed { edge, lost } if *edge == self.cfg.site => {
-                warn!(site = %edge, lost = lost.len(), "our lease lapsed: parked calls are lost");
-                self.port.lease_until = None;
-                for p in lost {
-                    if let Some(&cid) = self.park.by_id.get(&p.id) {
-                        crate::park::lost(self, now, p.id, cid);
-                    }
-                }
-            }
-            _ => {}
-        }
-        if self.orbit_events.len() == crate::core::ORBIT_EVENTS_KEPT {
-            self.orbit_events.pop_front();
-        }
-        self.orbit_events.push_back(ev);
-    }
-
-    /// One site: keep a timer at the earliest deadline (across sites the leader fires them).
-    fn schedule_deadline(&mut self) {
-        let Some((ms, _)) = self.orbit.next_deadline() else {
-            return;
-        };
-        let at = self.instant_at(ms);
-        if self.deadline_at.is_none_or(|t| at < t) {
-            self.deadline_at = Some(at);
-            self.timers.schedule(at, TimerKey::Deadline);
-        }
-    }
-
-    /// The deadline timer (one site): expire what is due; the recall starts from the event.
-    pub(crate) fn on_deadline(&mut self, now: Instant) {
-        self.deadline_at = None;
-        for park in self.orbit.due(self.now_ms(now)) {
-            self.propose(now, Command::Expire { park }, Then::Nothing);
-        }
-    }
-
-    /// Renew this edge's lease (registry only); the next renewal at a third of its life.
-    pub(crate) fn renew_lease(&mut self, now: Instant) {
-        let ttl = self.port.lease_ttl;
-        self.timers.schedule(now + ttl / 3, TimerKey::Lease);
-        let cmd = Command::Lease {
-            edge: self.cfg.site.clone(),
-            ttl_ms: ttl.as_millis() as u64,
-            incarnation: self.port.incarnation,
-        };
-        self.propose(now, cmd, Then::Lease(now));
-    }
-
-    /// Whether this edge may act on claims of the calls it holds: always on one site; across
-    /// sites only while its lease is known to hold (a lapsed edge's calls may be in other
-    /// hands now).
-    pub(crate) fn lease_holds(&self, now: Instant) -> bool {
-        match self.port.backend {
-            Backend::Local => true,
-            Backend::Registry => self.port.lease_until.is_some_and(|t| now < t),
-        }
-    }
-
-    /// Tell the registry where `ext` is registered (phones here until `until`, or none any
-    /// more), so other sites can ring it. A refresh is reported only once the last report has
-    /// less than half of the new lifetime left: about two reports per registration period.
-    pub(crate) fn report_location(&mut self, now: Instant, ext: &str, until: Option<Instant>) {
-        if self.port.backend != Backend::Registry {
-            return;
-        }
-        let (tenant, edge) = (self.cfg.tenant.domain.clone(), self.cfg.site.clone());
-        let now_ms = self.now_ms(now);
-        let cmd = match until {
-            Some(t) => {
-                let until = self.now_ms(t);
-                let last = self.port.located.get(ext).copied();
-                if last.is_some_and(|l| l >= now_ms + (until.saturating_sub(now_ms)) / 2) {
-                    return;
-                }
-                self.port.located.insert(ext.to_string(), until);
-                Command::Locate {
-                    tenant,
-                    ext: ext.to_string(),
-                    edge,
-                    until,
-                }
-            }
-            None => {
-                if self.port.located.remove(ext).is_none() {
-                    return;
-                }
-                Command::Unlocate {
-                    tenant,
-                    ext: ext.to_string(),
-                    edge,
-                }
-            }
-        };
-        self.propose(now, cmd, Then::Nothing);
+        self.schedule_deadline();
     }
 }

@@ -24,7 +24,8 @@ use orbit_sip::{Method, Scheme};
 use tracing::{debug, info_span, warn};
 
 use crate::call::{is_sdp, user_of, NewCall, Target};
-use crate::core::{Edge, TimerKey, ALLOW};
+use crate::core::Edge;
+use crate::services::{TimerKey, ALLOW};
 
 impl Edge {
     /// A message arrived over `flow`.
@@ -63,7 +64,9 @@ impl Edge {
         if msg.is_request() {
             self.on_request(now, flow, msg);
         } else {
-            self.on_response(now, flow, msg);
+            if let Some(d) = self.on_response(now, flow, msg) {
+                self.deliver(now, d);
+            }
         }
         self.settle(now);
     }
@@ -149,7 +152,7 @@ impl Edge {
             Method::Invite => self.on_invite(now, &key, flow, msg),
             Method::Subscribe => {
                 if self.authenticate(now, &key, flow, &msg).is_some() {
-                    crate::blf::on_subscribe(self, now, &key, flow, msg)
+                    crate::blf::on_subscribe(&mut self.lamping(), now, &key, flow, msg)
                 }
             }
             Method::Bye | Method::Prack | Method::Update | Method::Info => {
@@ -198,7 +201,7 @@ impl Edge {
     fn dialog_request(&mut self, now: Instant, flow: Flow, msg: Message, key: Option<ServerKey>) {
         if *msg.method() == Method::Subscribe {
             if let Some(k) = &key {
-                if crate::blf::on_dialog_subscribe(self, now, k, flow, &msg) {
+                if crate::blf::on_dialog_subscribe(&mut self.lamping(), now, k, flow, &msg) {
                     return;
                 }
             }
@@ -273,7 +276,7 @@ impl Edge {
             *cancelled = true;
             return;
         }
-        if crate::trunk::cancel_waiting(self, now, &invite_key) {
+        if crate::park::cancel_waiting(self, now, &invite_key) {
             return;
         }
         crate::call::on_cancel(self, now, &invite_key);
@@ -315,7 +318,8 @@ impl Edge {
         let from_display = from.display.map(str::to_string);
         let from_user = user_of(from.uri).unwrap_or_default();
         // Another site's edge: its signature stands for the caller's authentication there.
-        let trunk_from = match crate::trunk::verify(self, &flow, &msg) {
+        let verdict = crate::trunk::verify(&self.parking.b2bua.sv, &mut self.replays, &flow, &msg);
+        let trunk_from = match verdict {
             Ok(peer) => peer,
             // The reason is for the other sites' operators; a stranger learns nothing from
             // it (which sites exist, which check failed) and its attempts are not logged as
@@ -358,14 +362,14 @@ impl Edge {
             }
         }
         if let Some(park) = crate::trunk::claim_of(&msg).filter(|_| trunk_from.is_some()) {
-            let c = crate::trunk::TrunkClaim {
+            let c = crate::park::TrunkClaim {
                 key: key.clone(),
                 flow,
                 msg,
                 caller,
                 park,
             };
-            return crate::trunk::on_claim(self, now, c);
+            return crate::park::on_claim(self, now, c);
         }
         if let Some(slot) = self.slot_number(&callee) {
             return crate::park::on_retrieve(self, now, key, flow, msg, caller, slot);

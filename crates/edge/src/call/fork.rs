@@ -47,7 +47,7 @@ impl Branch {
 
 /// The initial INVITE of a dialog we start (`d`, as the UAC), to one fork `t` of the callee.
 pub(crate) fn invite_bytes(
-    edge: &Edge,
+    edge: &Services,
     d: &Dialog,
     t: &Target,
     branch: &str,
@@ -78,7 +78,7 @@ pub(crate) fn invite_bytes(
     }
 }
 
-impl Edge {
+impl Calls {
     /// Start a B2BUA call: answer the caller's INVITE with 100, fork it to `targets` with the
     /// relay's SDP.
     pub(crate) fn start_call(
@@ -104,7 +104,7 @@ impl Edge {
             Err(code) => return self.reply(now, key, Response::to(&msg, code)),
         };
         let id = self.next_call_id();
-        let media = match self.media.open(now, id, self.ids.rng()) {
+        let media = match self.open_relay(now, id) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "no media ports");
@@ -114,10 +114,10 @@ impl Edge {
         // Trying at once, so the caller stops retransmitting.
         self.reply(now, key, Response::to(&msg, 100));
 
-        let span = info_span!(parent: None, "call", id, caller = %caller, callee = %callee, site = %self.cfg.site);
-        let a_tag = self.ids.tag();
-        let b_tag = self.ids.tag();
-        let domain = self.cfg.tenant.domain.clone();
+        let span = info_span!(parent: None, "call", id, caller = %caller, callee = %callee, site = %self.sv.cfg.site);
+        let a_tag = self.sv.ids.tag();
+        let b_tag = self.sv.ids.tag();
+        let domain = self.sv.cfg.tenant.domain.clone();
         let display = from_display.or_else(|| {
             self.extension(&caller)
                 .and_then(|e| e.display_name.as_ref())
@@ -129,7 +129,7 @@ impl Edge {
         };
         let a = Dialog::uas(&msg, flow, &a_tag, &callee, &caller);
         let b = Dialog {
-            call_id: self.ids.call_id("orbit"),
+            call_id: self.sv.ids.call_id("orbit"),
             local_tag: b_tag.clone(),
             local_hdr: b_from,
             remote_hdr: format!("<sip:{callee}@{domain}>"),
@@ -143,18 +143,24 @@ impl Edge {
         };
         let mut call = Call::new(id, span.clone(), now, a, msg, key, b, media);
         let invite = call.a_invite.clone();
-        let body = match relay_sdp(&mut self.media, &mut call, Side::A, &invite, flow.addr.ip()) {
+        let body = match relay_sdp(
+            &mut self.sv.media,
+            &mut call,
+            Side::A,
+            &invite,
+            flow.addr.ip(),
+        ) {
             Ok(b) => b,
             Err(()) => {
                 // The call never starts: its relay ports go back at once.
-                self.media.close(now, media);
+                self.sv.media.close(now, media);
                 let m = call.a_invite.clone();
                 return self.reply(now, key, Response::to(&m, 488).tag(&a_tag));
             }
         };
         let _g = span.enter();
         info!(forks = targets.len(), trunk = ?targets[0].trunk.as_ref().map(|t| &t.0), "call started");
-        self.stats.calls_started += 1;
+        self.sv.stats.calls_started += 1;
         self.dialogs.insert((call.a.call_id.clone(), a_tag), id);
         self.dialogs.insert((call.b.call_id.clone(), b_tag), id);
         self.pending_invites.insert(key.clone(), id);
@@ -190,7 +196,7 @@ impl Edge {
 }
 
 pub(crate) fn branch_response(
-    edge: &mut Edge,
+    edge: &mut Calls,
     now: Instant,
     id: u64,
     idx: usize,
@@ -219,11 +225,11 @@ pub(crate) fn branch_response(
             if call.state != CallState::Ringing || call.winner.is_some() || msg.to_tag().is_none() {
                 return;
             }
-            let body = relay_sdp(&mut edge.media, call, Side::B, &msg, flow.addr.ip())
+            let body = relay_sdp(&mut edge.sv.media, call, Side::B, &msg, flow.addr.ip())
                 .ok()
                 .flatten();
             let bytes = to_caller(
-                &edge.local,
+                &edge.sv.local,
                 call,
                 (code, msg.reason()),
                 body.as_deref(),
@@ -259,11 +265,11 @@ pub(crate) fn branch_response(
                 // Early media came (perhaps from another fork): the B leg may have latched onto
                 // a phone that is not the one answering. Start it afresh for the answerer.
                 if let Some(m) = call.media {
-                    m.vacate(&mut edge.media, Side::B.leg());
+                    m.vacate(&mut edge.sv.media, Side::B.leg());
                 }
             }
             let others: Vec<usize> = (0..call.branches.len()).filter(|&i| i != idx).collect();
-            let body = relay_sdp(&mut edge.media, call, Side::B, &msg, flow.addr.ip())
+            let body = relay_sdp(&mut edge.sv.media, call, Side::B, &msg, flow.addr.ip())
                 .ok()
                 .flatten();
             // Who answered, as another site's edge asserts it (a parked caller fetched over
@@ -272,7 +278,7 @@ pub(crate) fn branch_response(
                 .then(|| msg.header_other("P-Asserted-Identity").map(str::trim))
                 .flatten();
             let bytes = to_caller(
-                &edge.local,
+                &edge.sv.local,
                 call,
                 (code, msg.reason()),
                 body.as_deref(),
@@ -283,7 +289,7 @@ pub(crate) fn branch_response(
             call.ok_retx = Some(OkRetx {
                 to: Side::A,
                 cseq: a_cseq,
-                rt: Retransmitter::new(now, edge.timing),
+                rt: Retransmitter::new(now, edge.sv.timing),
                 bytes: bytes.clone(),
             });
             call.ack_pending = Some((Side::A, a_cseq, Side::B, 1));
@@ -291,7 +297,7 @@ pub(crate) fn branch_response(
             call.invite_busy = false;
             let key = call.a_stx.clone();
             edge.pending_invites.remove(&key);
-            edge.stats.calls_answered += 1;
+            edge.sv.stats.calls_answered += 1;
             info!(
                 after_ms = now.duration_since(call.started).as_millis() as u64,
                 "answered"
@@ -307,7 +313,7 @@ pub(crate) fn branch_response(
 }
 
 pub(crate) fn branch_failed(
-    edge: &mut Edge,
+    edge: &mut Calls,
     now: Instant,
     id: u64,
     idx: usize,
@@ -340,7 +346,7 @@ pub(crate) fn branch_failed(
         let span = call.span.clone();
         let _g = span.enter();
         info!(code, "call failed");
-        edge.stats.calls_failed += 1;
+        edge.sv.stats.calls_failed += 1;
         let bytes = Response::to(&call.a_invite, code)
             .reason(&reason)
             .tag(&call.a.local_tag)
@@ -351,7 +357,7 @@ pub(crate) fn branch_failed(
     end_call(edge, id);
 }
 
-pub(crate) fn cancel_branch(edge: &mut Edge, now: Instant, id: u64, idx: usize) {
+pub(crate) fn cancel_branch(edge: &mut Calls, now: Instant, id: u64, idx: usize) {
     let Some(call) = edge.calls.get_mut(&id) else {
         return;
     };
@@ -367,8 +373,8 @@ pub(crate) fn cancel_branch(edge: &mut Edge, now: Instant, id: u64, idx: usize) 
 }
 
 /// CANCEL for an INVITE we sent (RFC 3261 §9.1), on the INVITE's branch.
-pub(crate) fn send_cancel(edge: &mut Edge, now: Instant, invite_key: &ClientKey) {
-    let Some(e) = edge.ctx.get(invite_key) else {
+pub(crate) fn send_cancel(edge: &mut Calls, now: Instant, invite_key: &ClientKey) {
+    let Some(e) = edge.sv.ctx.get(invite_key) else {
         return;
     };
     if e.tx.state != State::Proceeding && e.tx.state != State::Initial {
@@ -382,14 +388,14 @@ pub(crate) fn send_cancel(edge: &mut Edge, now: Instant, invite_key: &ClientKey)
 }
 
 /// Accept and immediately end a dialog we do not want (a late fork's 2xx).
-pub(crate) fn ack_and_bye(edge: &mut Edge, now: Instant, flow: Flow, msg: &Message) {
+pub(crate) fn ack_and_bye(edge: &mut Calls, now: Instant, flow: Flow, msg: &Message) {
     let d = Dialog::from_2xx(msg, flow);
-    let branch = edge.ids.branch();
-    let ack = d.request(&edge.local, "ACK", msg.cseq.seq, &branch, &[], None);
+    let branch = edge.sv.ids.branch();
+    let ack = d.request(&edge.sv.local, "ACK", msg.cseq.seq, &branch, &[], None);
     edge.send(flow, ack);
     let branch = edge.new_branch();
     let bye = d.request(
-        &edge.local,
+        &edge.sv.local,
         "BYE",
         msg.cseq.seq + 1,
         &branch.branch,
@@ -399,7 +405,7 @@ pub(crate) fn ack_and_bye(edge: &mut Edge, now: Instant, flow: Flow, msg: &Messa
     edge.send_request(now, flow, branch, false, bye, Owner::Nobody);
 }
 
-pub(crate) fn on_cancel(edge: &mut Edge, now: Instant, invite_key: &ServerKey) {
+pub(crate) fn on_cancel(edge: &mut Calls, now: Instant, invite_key: &ServerKey) {
     let Some(id) = edge.pending_invites.get(invite_key).copied() else {
         return;
     };

@@ -11,7 +11,7 @@ use super::*;
 /// vacant side's BYE) and takes ACKs; `Some` hands the request to the feature that owns its
 /// method ([`crate::router`]).
 pub(crate) fn accept(
-    edge: &mut Edge,
+    edge: &mut Calls,
     now: Instant,
     id: u64,
     flow: Flow,
@@ -74,7 +74,7 @@ pub(crate) fn accept(
 /// else by digest as the dialog's own user, challenged with 407. `Err`: answered (an ACK,
 /// which cannot be challenged, dropped) and nothing changed.
 fn rebind(
-    edge: &mut Edge,
+    edge: &mut Calls,
     now: Instant,
     id: u64,
     side: Side,
@@ -99,7 +99,7 @@ fn rebind(
         },
     };
     if !moved {
-        edge.stats.foreign_in_dialog += 1;
+        edge.sv.stats.foreign_in_dialog += 1;
         debug!(method = %msg.method(), from = %flow.addr, "in-dialog request from outside the dialog's flow");
         if let Some(k) = key {
             edge.reply(now, k, Response::to(msg, 481));
@@ -113,7 +113,7 @@ fn rebind(
 
 /// A party hangs up: 200 to it, BYE to the other party, the media released at once.
 pub(crate) fn on_bye(
-    edge: &mut Edge,
+    edge: &mut Calls,
     now: Instant,
     id: u64,
     side: Side,
@@ -126,7 +126,7 @@ pub(crate) fn on_bye(
     call.state = CallState::Ending;
     call.ok_retx = None;
     if let Some(r) = call.media.take() {
-        edge.media.close(now, r);
+        edge.sv.media.close(now, r);
     }
     send_bye(edge, now, id, side.other());
     if edge.calls.get(&id).map(|c| c.pending_byes) == Some(0) {
@@ -136,7 +136,7 @@ pub(crate) fn on_bye(
 
 /// A relayed request got no answer: the sender gets 408, and another re-INVITE may follow.
 pub(crate) fn relay_timed_out(
-    edge: &mut Edge,
+    edge: &mut Calls,
     now: Instant,
     id: u64,
     stx: &ServerKey,
@@ -151,7 +151,7 @@ pub(crate) fn relay_timed_out(
 }
 
 pub(crate) fn relay_request(
-    edge: &mut Edge,
+    edge: &mut Calls,
     now: Instant,
     id: u64,
     from: Side,
@@ -170,7 +170,7 @@ pub(crate) fn relay_request(
         call.invite_busy = true;
     }
     let body = match relay_sdp(
-        &mut edge.media,
+        &mut edge.sv.media,
         call,
         from,
         &msg,
@@ -213,7 +213,7 @@ pub(crate) fn relay_request(
     let d = call.dialog_ref(to);
     let flow = d.flow;
     let bytes = d.request(
-        &edge.local,
+        &edge.sv.local,
         msg.method().as_str(),
         cseq,
         &branch.branch,
@@ -240,7 +240,7 @@ pub(crate) fn relay_request(
 }
 
 pub(crate) fn relay_response(
-    edge: &mut Edge,
+    edge: &mut Calls,
     now: Instant,
     id: u64,
     from: Side,
@@ -275,7 +275,7 @@ pub(crate) fn relay_response(
         }
     }
     let body = relay_sdp(
-        &mut edge.media,
+        &mut edge.sv.media,
         call,
         to,
         &msg,
@@ -290,7 +290,10 @@ pub(crate) fn relay_response(
         None => None,
     };
     let from_d = call.dialog_ref(from);
-    let contact = edge.local.contact(&from_d.contact_user, from_d.flow.proto);
+    let contact = edge
+        .sv
+        .local
+        .contact(&from_d.contact_user, from_d.flow.proto);
     let bytes = Response::to(req, code)
         .reason(msg.reason())
         .header("Contact", &contact)
@@ -302,7 +305,7 @@ pub(crate) fn relay_response(
             call.ok_retx = Some(OkRetx {
                 to: from,
                 cseq: req.cseq.seq,
-                rt: Retransmitter::new(now, edge.timing),
+                rt: Retransmitter::new(now, edge.sv.timing),
                 bytes: bytes.clone(),
             });
             call.ack_pending = Some((from, req.cseq.seq, to, msg.cseq.seq));
@@ -312,7 +315,7 @@ pub(crate) fn relay_response(
     edge.reply_bytes(now, stx, code, bytes);
 }
 
-pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: &Message) {
+pub(crate) fn on_ack(edge: &mut Calls, now: Instant, id: u64, side: Side, msg: &Message) {
     let call = edge.calls.get_mut(&id).expect("present");
     if let Some(r) = &call.ok_retx {
         if r.to == side && r.cseq == msg.cseq.seq {
@@ -320,7 +323,7 @@ pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: &M
             // The caller has our 2xx: its INVITE transaction, which lingers for 32 s to
             // absorb retransmissions, need not keep a copy to resend.
             if side == Side::A && msg.cseq.seq == call.a_invite.cseq.seq {
-                if let Some(e) = edge.stx.get_mut(&call.a_stx) {
+                if let Some(e) = edge.sv.stx.get_mut(&call.a_stx) {
                     e.tx.forget_response();
                 }
             }
@@ -335,7 +338,7 @@ pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: &M
         if is_sdp(msg) {
             if let (Ok(info), Some(m)) = (orbit_media::sdp::media_info(&msg.body), call.media) {
                 m.set_remote(
-                    &mut edge.media,
+                    &mut edge.sv.media,
                     side.leg(),
                     info.rtp,
                     info.rtcp,
@@ -358,7 +361,7 @@ pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: &M
     }
     // Delayed offer: the ACK carries the answer.
     let body = relay_sdp(
-        &mut edge.media,
+        &mut edge.sv.media,
         call,
         side,
         msg,
@@ -371,7 +374,7 @@ pub(crate) fn on_ack(edge: &mut Edge, now: Instant, id: u64, side: Side, msg: &M
     let d = call.dialog_ref(to);
     let flow = d.flow;
     let ack = d.request(
-        &edge.local,
+        &edge.sv.local,
         "ACK",
         to_cseq,
         &branch.branch,

@@ -1,7 +1,9 @@
 //! The B2BUA call model: one [`Call`] owns two dialogs, A (the caller's, where we are the UAS)
 //! and B (the callee's, where we are the UAC, forked to every registered contact), and the media
-//! session that joins them. Every function here is an event handler on the sans-I/O [`Edge`]:
-//! a message or a timer in, messages out through the edge's transaction layer.
+//! session that joins them. Every function here is an event handler on [`Calls`], the calls'
+//! layer: their tables over the [`Services`] (to which it derefs). A message or a timer in,
+//! messages out through the transaction layer; a call that ends is reported upwards in
+//! [`Calls::ended`], never by calling a feature above.
 //!
 //! ```text
 //! caller ──INVITE──▶ A │ Call │ B ──INVITE──▶ each contact of the callee (first 2xx wins,
@@ -11,6 +13,7 @@
 //!        ──BYE──────▶  │      │  ──BYE──────▶  media released at once
 //! ```
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -25,9 +28,11 @@ use orbit_sip::transport::Flow;
 use orbit_sip::{reason_phrase, Method};
 use tracing::{debug, info, info_span, warn, Span};
 
-use crate::core::{Edge, TimerKey, ALLOW};
-use crate::media::{Leg, Media, Relay};
-use crate::transactions::Owner;
+pub(crate) use crate::location::Target;
+use crate::media::{Media, Relay};
+use crate::services::transactions::Owner;
+pub(crate) use crate::services::Side;
+use crate::services::{Services, TimerKey, ALLOW};
 
 mod fork;
 mod in_dialog;
@@ -37,42 +42,90 @@ pub(crate) use fork::*;
 pub(crate) use in_dialog::*;
 pub(crate) use teardown::*;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Side {
-    A,
-    B,
+/// The calls' layer: every call and the tables that find one, over the services.
+pub struct Calls {
+    pub(crate) sv: Services,
+    pub(crate) calls: HashMap<u64, Call>,
+    /// (Call-ID, our tag) → call; both legs of every call are here.
+    pub(crate) dialogs: HashMap<(String, String), u64>,
+    /// INVITE server transaction → call, while unanswered (for CANCEL).
+    pub(crate) pending_invites: HashMap<ServerKey, u64>,
+    next_call: u64,
+    /// Calls each digest-authenticated user has started and not ended.
+    calls_by_user: HashMap<String, usize>,
+    /// Concurrent calls this edge takes: `limits.max_calls`, or fewer if the relay's ports
+    /// cannot serve that many (two port pairs a call).
+    pub(crate) max_calls: usize,
+    /// Calls we began to end while answered: whatever rings on their behalf elsewhere (a
+    /// recall) is to stop. Taken by the layer above.
+    pub(crate) ending: Vec<u64>,
+    /// Calls gone, and why we ended them if we did: for the features that keep entries by
+    /// call. Taken by the layer above.
+    pub(crate) ended: Vec<(u64, Option<&'static str>)>,
 }
 
-impl Side {
-    pub(crate) fn other(self) -> Side {
-        match self {
-            Side::A => Side::B,
-            Side::B => Side::A,
+impl std::ops::Deref for Calls {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.sv
+    }
+}
+
+impl std::ops::DerefMut for Calls {
+    fn deref_mut(&mut self) -> &mut Services {
+        &mut self.sv
+    }
+}
+
+impl Calls {
+    pub(crate) fn new(sv: Services) -> Calls {
+        let pairs = sv.media.capacity();
+        let max_calls = sv.cfg.limits.max_calls.min(pairs / 2);
+        if max_calls < sv.cfg.limits.max_calls {
+            info!(
+                max_calls,
+                configured = sv.cfg.limits.max_calls,
+                "the relay's ports bound the calls this edge takes"
+            );
+        }
+        Calls {
+            sv,
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            pending_invites: HashMap::new(),
+            next_call: 0,
+            calls_by_user: HashMap::new(),
+            max_calls,
+            ending: vec![],
+            ended: vec![],
         }
     }
-    pub(crate) fn leg(self) -> Leg {
-        match self {
-            Side::A => Leg::A,
-            Side::B => Leg::B,
+
+    /// Admit a new call for `user`, whose request came over `flow`: `Ok(owner)` (the user it
+    /// counts against, if any) or the refusal to send (503 at capacity, 486 when the user has
+    /// as many calls as it may).
+    pub(crate) fn admit_call(&self, user: &str, flow: &Flow) -> Result<Option<String>, u16> {
+        if self.calls.len() >= self.max_calls {
+            return Err(503);
         }
+        let ip = flow.addr.ip().to_canonical();
+        if self.is_trusted(ip) || self.is_trunk_peer(flow) {
+            return Ok(None);
+        }
+        if self.calls_by_user.get(user).copied().unwrap_or(0) >= self.sv.cfg.limits.calls_per_user {
+            info!(%user, "too many calls for one user");
+            return Err(486);
+        }
+        Ok(Some(user.to_string()))
     }
-}
 
-/// Where one fork of an INVITE goes: a phone registered here, or another site's edge.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub flow: Flow,
-    pub uri: String,
-    /// Over the trunk: the peer edge's site, and the park this edge claimed (a retrieve).
-    pub trunk: Option<(String, Option<orbit_state::ParkId>)>,
-}
-
-impl Target {
-    pub(crate) fn phone(b: &crate::registrar::Binding) -> Target {
-        Target {
-            flow: b.flow,
-            uri: b.contact.clone(),
-            trunk: None,
+    /// A call counted against `owner` is over (or was never started).
+    pub(crate) fn release_owner(&mut self, owner: &str) {
+        if let Some(n) = self.calls_by_user.get_mut(owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.calls_by_user.remove(owner);
+            }
         }
     }
 }
@@ -129,7 +182,7 @@ pub(crate) struct Call {
     pending_byes: usize,
     /// Why we ended the call, when we did (the park's end reason says it).
     pub(crate) end_why: Option<&'static str>,
-    /// The user this call counts against ([`Edge::admit_call`]).
+    /// The user this call counts against ([`Calls::admit_call`]).
     pub(crate) owner: Option<String>,
 }
 
@@ -245,7 +298,7 @@ fn relay_sdp(
         .map_err(|_| ())
 }
 
-/// Who calls whom, for [`Edge::start_call`].
+/// Who calls whom, for [`Calls::start_call`].
 pub(crate) struct NewCall {
     pub caller: String,
     pub callee: String,
@@ -258,7 +311,7 @@ pub(crate) struct NewCall {
 /// vacant (nobody else is in it).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn insert_app_call(
-    edge: &mut Edge,
+    edge: &mut Calls,
     now: Instant,
     id: u64,
     span: Span,
@@ -296,7 +349,7 @@ pub(crate) fn insert_app_call(
 /// Answer a party's INVITE ourselves (retrieve) with `bytes`, a 2xx, and resend it until the
 /// party ACKs.
 pub(crate) fn send_own_2xx(
-    edge: &mut Edge,
+    edge: &mut Calls,
     now: Instant,
     id: u64,
     side: Side,
@@ -308,7 +361,7 @@ pub(crate) fn send_own_2xx(
         call.ok_retx = Some(OkRetx {
             to: side,
             cseq,
-            rt: Retransmitter::new(now, edge.timing),
+            rt: Retransmitter::new(now, edge.sv.timing),
             bytes: bytes.clone(),
         });
         call.own_answer = Some((side, cseq));
@@ -319,26 +372,26 @@ pub(crate) fn send_own_2xx(
 }
 
 /// Send an ACK for the 2xx that established `side`'s dialog (a recall we placed).
-pub(crate) fn send_own_ack(edge: &mut Edge, id: u64, side: Side, cseq: u32) {
+pub(crate) fn send_own_ack(edge: &mut Calls, id: u64, side: Side, cseq: u32) {
     let branch = edge.new_branch();
     let Some(call) = edge.calls.get(&id) else {
         return;
     };
     let d = call.dialog_ref(side);
     let flow = d.flow;
-    let ack = d.request(&edge.local, "ACK", cseq, &branch.branch, &[], None);
+    let ack = d.request(&edge.sv.local, "ACK", cseq, &branch.branch, &[], None);
     edge.calls.get_mut(&id).expect("present").acked = Some((side, cseq, ack.clone()));
     edge.send(flow, ack);
 }
 
-pub(crate) fn schedule_call(edge: &mut Edge, id: u64) {
+pub(crate) fn schedule_call(edge: &mut Calls, id: u64) {
     if let Some(r) = edge.calls.get(&id).and_then(|c| c.ok_retx.as_ref()) {
         let t = r.rt.poll_timeout();
-        edge.timers.schedule(t, TimerKey::Call(id));
+        edge.sv.timers.schedule(t, TimerKey::Call(id));
     }
 }
 
-pub(crate) fn on_timer(edge: &mut Edge, now: Instant, id: u64) {
+pub(crate) fn on_timer(edge: &mut Calls, now: Instant, id: u64) {
     let Some(call) = edge.calls.get_mut(&id) else {
         return;
     };
@@ -366,7 +419,7 @@ pub(crate) fn on_timer(edge: &mut Edge, now: Instant, id: u64) {
     }
 }
 
-impl Edge {
+impl Calls {
     /// Which call and side a dialog named by a `Replaces` belongs to (either tag may be ours).
     pub(crate) fn dialog_named(&self, r: &Replaces) -> Option<(u64, Side)> {
         for tag in [&r.to_tag, &r.from_tag] {

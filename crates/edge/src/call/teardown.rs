@@ -1,13 +1,13 @@
 //! Ending calls: BYE to both parties when answered, 487 and CANCEL when ringing, the media
 //! released at once; calls whose media stopped are ended here too (after
-//! [`Edge::silence_limit`]). The features that keep entries by call hear of it through
-//! [`Edge::call_ending`] and [`Edge::call_ended`].
+//! the limit the edge gives, longer for a parked call). The features that keep entries by
+//! call hear of it through [`Calls::ending`] and [`Calls::ended`].
 
 use super::*;
 
 /// End the dialog of a party that has left the call (the transferor after a park); its answer
 /// does not matter to the call.
-pub(crate) fn send_bye_departed(edge: &mut Edge, now: Instant, id: u64, to: Side) {
+pub(crate) fn send_bye_departed(edge: &mut Calls, now: Instant, id: u64, to: Side) {
     let branch = edge.new_branch();
     let Some(call) = edge.calls.get_mut(&id) else {
         return;
@@ -18,11 +18,11 @@ pub(crate) fn send_bye_departed(edge: &mut Edge, now: Instant, id: u64, to: Side
     let cseq = d.local_cseq;
     let flow = d.flow;
     let d = edge.calls[&id].dialog_ref(to);
-    let bye = d.request(&edge.local, "BYE", cseq, &branch.branch, &[], None);
+    let bye = d.request(&edge.sv.local, "BYE", cseq, &branch.branch, &[], None);
     edge.send_request(now, flow, branch, false, bye, Owner::Nobody);
 }
 
-pub(crate) fn send_bye(edge: &mut Edge, now: Instant, id: u64, to: Side) {
+pub(crate) fn send_bye(edge: &mut Calls, now: Instant, id: u64, to: Side) {
     let call = edge.calls.get_mut(&id).expect("present");
     if (to == Side::B && call.winner.is_none()) || call.vacant == Some(to) {
         return;
@@ -35,11 +35,11 @@ pub(crate) fn send_bye(edge: &mut Edge, now: Instant, id: u64, to: Side) {
     let call = edge.calls.get(&id).expect("present");
     let d = call.dialog_ref(to);
     let flow = d.flow;
-    let bye = d.request(&edge.local, "BYE", cseq, &branch.branch, &[], None);
+    let bye = d.request(&edge.sv.local, "BYE", cseq, &branch.branch, &[], None);
     edge.send_request(now, flow, branch, false, bye, Owner::Bye { call: id });
 }
 
-pub(crate) fn bye_done(edge: &mut Edge, id: u64) {
+pub(crate) fn bye_done(edge: &mut Calls, id: u64) {
     if let Some(c) = edge.calls.get_mut(&id) {
         c.pending_byes = c.pending_byes.saturating_sub(1);
         if c.pending_byes == 0 && c.state == CallState::Ending {
@@ -50,7 +50,7 @@ pub(crate) fn bye_done(edge: &mut Edge, id: u64) {
 
 /// End a call that cannot go on (its relay ports could not be bound): the caller, if still
 /// waiting for an answer, gets `code` rather than the 487 that says it cancelled.
-pub(crate) fn fail(edge: &mut Edge, now: Instant, id: u64, code: u16, why: &'static str) {
+pub(crate) fn fail(edge: &mut Calls, now: Instant, id: u64, code: u16, why: &'static str) {
     let Some(call) = edge.calls.get(&id) else {
         return;
     };
@@ -66,7 +66,7 @@ pub(crate) fn fail(edge: &mut Edge, now: Instant, id: u64, code: u16, why: &'sta
 }
 
 /// End a call from our side: BYE both parties when answered, 487 and CANCEL when ringing.
-pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &'static str) {
+pub(crate) fn hangup(edge: &mut Calls, now: Instant, id: u64, why: &'static str) {
     let Some(call) = edge.calls.get_mut(&id) else {
         return;
     };
@@ -75,7 +75,7 @@ pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &'static str) 
     let state = call.state;
     call.state = CallState::Ending;
     if let Some(r) = call.media.take() {
-        edge.media.close(now, r);
+        edge.sv.media.close(now, r);
     }
     call.ok_retx = None;
     match state {
@@ -104,7 +104,7 @@ pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &'static str) 
         }
         CallState::Answered | CallState::Confirmed => {
             info!(why, "ending call");
-            edge.call_ending(now, id);
+            edge.ending.push(id);
             send_bye(edge, now, id, Side::A);
             send_bye(edge, now, id, Side::B);
             if edge.calls.get(&id).map(|c| c.pending_byes) == Some(0) {
@@ -115,7 +115,7 @@ pub(crate) fn hangup(edge: &mut Edge, now: Instant, id: u64, why: &'static str) 
     }
 }
 
-pub(crate) fn end_call(edge: &mut Edge, id: u64) {
+pub(crate) fn end_call(edge: &mut Calls, id: u64) {
     let Some(call) = edge.calls.remove(&id) else {
         return;
     };
@@ -123,10 +123,10 @@ pub(crate) fn end_call(edge: &mut Edge, id: u64) {
         edge.release_owner(o);
     }
     if let Some(r) = call.media {
-        edge.media.close(edge.last_now, r);
+        edge.sv.media.close(edge.sv.last_now, r);
     }
     let _g = call.span.enter();
-    edge.call_ended(edge.last_now, id, call.end_why);
+    edge.ended.push((id, call.end_why));
     edge.dialogs
         .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
     edge.dialogs
@@ -136,15 +136,21 @@ pub(crate) fn end_call(edge: &mut Edge, id: u64) {
 }
 
 /// The relay has heard nothing from either party of call `id` for `idle`: end the call once
-/// that passes its [`Edge::silence_limit`].
-pub(crate) fn on_silence(edge: &mut Edge, now: Instant, id: u64, idle: std::time::Duration) {
+/// that passes `limit` (longer for a parked call: its phone may send nothing while it
+/// listens to the music).
+pub(crate) fn on_silence(
+    edge: &mut Calls,
+    now: Instant,
+    id: u64,
+    idle: std::time::Duration,
+    limit: std::time::Duration,
+) {
     let Some(c) = edge.calls.get(&id) else {
         return;
     };
     if c.state != CallState::Confirmed {
         return;
     }
-    let limit = edge.silence_limit(id);
     if idle > limit {
         hangup(edge, now, id, "no media");
     }

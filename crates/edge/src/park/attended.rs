@@ -16,7 +16,7 @@ pub(crate) struct Consult {
 pub(crate) const CONSULT_HOLD: Duration = Duration::from_secs(60);
 
 pub(crate) fn on_park_call(
-    edge: &mut Edge,
+    edge: &mut Parking,
     now: Instant,
     key: &ServerKey,
     flow: Flow,
@@ -36,7 +36,7 @@ pub(crate) fn on_park_call(
         return edge.reply_bytes(now, key, 488, bytes);
     };
     let id = edge.next_call_id();
-    let media = match edge.media.open(now, id, edge.ids.rng()) {
+    let media = match edge.open_relay(now, id) {
         Ok(m) => m,
         Err(e) => {
             warn!(error = %e, "no media ports");
@@ -107,12 +107,12 @@ pub(crate) fn on_park_call(
 }
 
 /// The call to the park extension has lasted its time (the prompt, or the wait for the REFER).
-pub(crate) fn on_app_hangup(edge: &mut Edge, now: Instant, id: u64) {
+pub(crate) fn on_app_hangup(edge: &mut Parking, now: Instant, id: u64) {
     if edge
         .calls
         .get(&id)
         .is_some_and(|c| edge.park.consults.contains_key(&id) || c.vacant == Some(Side::B))
     {
-        call::hangup(edge, now, id, "park prompt done");
+        hangup(edge, now, id, "park prompt done");
     }
 }

@@ -30,23 +30,27 @@ use orbit_sip::message::{Message, Name, Writer};
 use orbit_sip::transport::Flow;
 use orbit_sip::Method;
 use orbit_state::{
-    CallInfo, Command, EndReason, Event, LotKey, Millis, ParkId, RecallStage, Rejection,
+    CallInfo, Command, EndReason, Event, LotKey, Millis, ParkId, Parked, RecallStage, Rejection,
 };
 use tracing::{info, info_span, warn};
 
-use crate::call::{self, is_sdp, Branch, BranchState, Call, CallState, Side};
-use crate::core::{Edge, TimerKey, ALLOW};
+use crate::call::{self, is_sdp, Branch, BranchState, Call, CallState, Calls, NewCall, Side};
 use crate::media::Leg;
-use crate::orbit::{OrbitError, Outcome, Then};
-use crate::transactions::Owner;
+use crate::services::orbit_port::{OrbitError, Outcome, Then};
+use crate::services::transactions::Owner;
+use crate::services::{TimerKey, ALLOW};
 
 mod attended;
+mod events;
+mod handover;
 mod one_touch;
 mod recall;
 mod refer;
 mod retrieve;
 
 pub(crate) use attended::*;
+pub(crate) use events::*;
+pub(crate) use handover::*;
 pub(crate) use one_touch::*;
 pub(crate) use recall::*;
 pub(crate) use refer::*;
@@ -59,6 +63,36 @@ pub(crate) fn builtin_music() -> Arc<Clip> {
     MUSIC
         .get_or_init(|| Arc::new(orbit_media::audio::builtin_music()))
         .clone()
+}
+
+/// The park layer: park's own tables over the calls' layer (to which it derefs), whose calls
+/// it holds, bridges and hands over.
+pub struct Parking {
+    pub(crate) b2bua: Calls,
+    pub(crate) park: Parks,
+    pub(crate) handover: Handover,
+    /// How each of park's proposals in flight continues, by its token.
+    pub(crate) then: HashMap<u64, ParkThen>,
+}
+
+impl std::ops::Deref for Parking {
+    type Target = Calls;
+    fn deref(&self) -> &Calls {
+        &self.b2bua
+    }
+}
+
+impl std::ops::DerefMut for Parking {
+    fn deref_mut(&mut self) -> &mut Calls {
+        &mut self.b2bua
+    }
+}
+
+/// End call `id` from our side, and drop at once what park keeps for it (a recall ringing on
+/// its behalf stops before the BYEs leave).
+pub(crate) fn hangup(edge: &mut Parking, now: Instant, id: u64, why: &'static str) {
+    call::hangup(edge, now, id, why);
+    edge.after_calls(now);
 }
 
 /// What the park feature keeps, in tables of its own keyed by call (the calls themselves are
@@ -111,17 +145,6 @@ pub(crate) struct Recall {
     pub stage: RecallStage,
     pub target: String,
     pub branches: Vec<Branch>,
-}
-
-impl Edge {
-    /// `user` as a parking slot number of this tenant.
-    pub(crate) fn slot_number(&self, user: &str) -> Option<u32> {
-        if user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) || user.starts_with('0') {
-            return None;
-        }
-        let n: u32 = user.parse().ok()?;
-        self.orbit.lot_of(&self.cfg.tenant.domain, n).map(|_| n)
-    }
 }
 
 /// The parked party as the other parties should see it.
@@ -201,7 +224,7 @@ enum ParkBy {
 /// Park the party facing away from `parker` in call `cid`: the orbit decides the slot. Until
 /// the outcome the call is not parkable again; [`park_outcome`] continues.
 fn propose_park(
-    edge: &mut Edge,
+    edge: &mut Parking,
     now: Instant,
     cid: u64,
     parker: Side,
@@ -211,7 +234,7 @@ fn propose_park(
 ) {
     let parked = parker.other();
     edge.park.ordering.insert(cid);
-    let call = edge.calls.get_mut(&cid).expect("present");
+    let call = edge.b2bua.calls.get_mut(&cid).expect("present");
     let pd = call.dialog_ref(parked);
     let (label, caller_uri, caller_display) = label_of(pd);
     let (codec, pt, te) = parked_codec(call, parked);
@@ -219,7 +242,7 @@ fn propose_park(
         caller_uri: caller_uri.clone(),
         caller_display,
         parker: call.dialog_ref(parker).user.clone(),
-        edge: edge.cfg.site.clone(),
+        edge: edge.b2bua.sv.cfg.site.clone(),
         call_id: pd.call_id.clone(),
         local_tag: pd.local_tag.clone(),
         remote_tag: NameAddr::parse(&pd.remote_hdr)
@@ -241,21 +264,21 @@ fn propose_park(
     };
     let span = call.span.clone();
     let _g = span.enter();
-    edge.propose(
+    edge.propose_then(
         now,
         Command::Park {
             lot,
             slot,
             call: info,
         },
-        Then::Park(after),
+        ParkThen::Park(after),
     );
 }
 
 /// The park's outcome. Parked: the parked party hears the lot's music from its own relay
 /// port, the parker's side is vacant, the parker's phones are told the slot, and the flow
 /// finishes (NOTIFY, BYE, prompt). Refused: the call stays with the parker.
-pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome: Outcome) {
+pub(crate) fn park_outcome(edge: &mut Parking, now: Instant, a: AfterPark, outcome: Outcome) {
     edge.park.ordering.remove(&a.cid);
     let live = edge
         .calls
@@ -276,13 +299,14 @@ pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome:
         // The call ended while the park was being ordered: free the slot again.
         info!(slot = p.slot, "call ended while parking");
         if let ParkBy::FromConsult { consult, .. } = a.how {
-            call::hangup(edge, now, consult, "call to park ended");
+            hangup(edge, now, consult, "call to park ended");
         }
         let end = Command::End {
             park: p.id,
             reason: EndReason::HungUp,
         };
-        return edge.propose(now, end, Then::Nothing);
+        edge.propose(now, end, Then::Nothing);
+        return;
     }
     info!(slot = p.slot, by = %a.parker_ext, "parked");
     let parked = a.parker.other();
@@ -292,9 +316,15 @@ pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome:
         .get(&a.lot.park_ext)
         .cloned()
         .unwrap_or_else(builtin_music);
-    let call = edge.calls.get_mut(&a.cid).expect("present");
+    let call = edge.b2bua.calls.get_mut(&a.cid).expect("present");
     if let Some(m) = call.media {
-        m.play(&mut edge.media, parked.leg(), music, (a.codec, a.pt), true);
+        m.play(
+            &mut edge.b2bua.sv.media,
+            parked.leg(),
+            music,
+            (a.codec, a.pt),
+            true,
+        );
     }
     call.vacant = Some(a.parker);
     call.departed_live = true;
@@ -333,7 +363,7 @@ pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome:
                 refer_notify(edge, now, cid, from, &event, "SIP/2.0 200 OK", Some(from));
             }
             if let Some(c) = consult_call {
-                call::hangup(edge, now, c, "attended park completed");
+                hangup(edge, now, c, "attended park completed");
             }
         }
         ParkBy::FromConsult {
@@ -349,7 +379,7 @@ pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome:
             if !no_sub {
                 refer_notify(edge, now, consult, cfrom, &event, "SIP/2.0 200 OK", None);
             }
-            call::hangup(edge, now, consult, "attended park completed");
+            hangup(edge, now, consult, "attended park completed");
         }
         ParkBy::OneTouch { codec, pt } => {
             let clip = Arc::new(prompts().parked_on(p.slot));
@@ -359,7 +389,7 @@ pub(crate) fn park_outcome(edge: &mut Edge, now: Instant, a: AfterPark, outcome:
     }
 }
 
-fn park_refused(edge: &mut Edge, now: Instant, a: AfterPark, e: &OrbitError) {
+fn park_refused(edge: &mut Parking, now: Instant, a: AfterPark, e: &OrbitError) {
     if !edge.calls.contains_key(&a.cid) {
         return;
     }
@@ -403,7 +433,7 @@ fn refusal_frag(e: &OrbitError) -> &'static str {
 
 /// Whether call `cid` can be parked now: answered, both parties in it, no offer pending, and
 /// not parked, being parked or a call to the park extension.
-fn parkable(edge: &Edge, cid: u64) -> bool {
+fn parkable(edge: &Parking, cid: u64) -> bool {
     let p = &edge.park;
     edge.calls.get(&cid).is_some_and(|call| {
         call.state == CallState::Confirmed && call.vacant.is_none() && !call.negotiating()
@@ -419,7 +449,7 @@ pub(crate) fn prompts() -> &'static Prompts {
 }
 
 /// Tell an extension something on its screen: a SIP MESSAGE (RFC 3428) to each of its phones.
-fn tell(edge: &mut Edge, now: Instant, ext: &str, from_user: &str, text: &str) {
+fn tell(edge: &mut Parking, now: Instant, ext: &str, from_user: &str, text: &str) {
     let domain = edge.cfg.tenant.domain.clone();
     for b in edge.registrar.lookup(now, ext) {
         let branch = edge.new_branch();
@@ -442,7 +472,7 @@ fn tell(edge: &mut Edge, now: Instant, ext: &str, from_user: &str, text: &str) {
 
 /// A request from a party while its call is parked (or half-parked): nobody to relay it to.
 pub(crate) fn parked_request(
-    edge: &mut Edge,
+    edge: &mut Parking,
     now: Instant,
     id: u64,
     side: Side,
@@ -455,7 +485,7 @@ pub(crate) fn parked_request(
     }
     // A re-INVITE (session refresh, hold): answer it with the relay's address for this party,
     // so the music keeps reaching it.
-    let call = edge.calls.get_mut(&id).expect("present");
+    let call = edge.b2bua.calls.get_mut(&id).expect("present");
     let Some(ps) = edge.park.held.get(&id) else {
         return edge.reply(now, &key, Response::to(&msg, 491));
     };
@@ -466,7 +496,7 @@ pub(crate) fn parked_request(
     if is_sdp(&msg) {
         match sdp::media_info(&msg.body) {
             Ok(info) => media.set_remote(
-                &mut edge.media,
+                &mut edge.b2bua.sv.media,
                 side.leg(),
                 info.rtp,
                 info.rtcp,
@@ -478,7 +508,7 @@ pub(crate) fn parked_request(
     }
     let body = sdp::ours(media.local(side.leg()), msg.cseq.seq as u64, codec, pt, te);
     let d = call.dialog_ref(side);
-    let c = edge.local.contact(&d.contact_user, d.flow.proto);
+    let c = edge.b2bua.sv.local.contact(&d.contact_user, d.flow.proto);
     let bytes = Response::to(&msg, 200)
         .reason("OK")
         .header("Contact", &c)
@@ -489,7 +519,7 @@ pub(crate) fn parked_request(
 }
 
 /// Seat the next party (`d`) on the vacant side `v` of call `cid`, re-keying the dialog map.
-fn seat(edge: &mut Edge, cid: u64, v: Side, d: Dialog) {
+fn seat(edge: &mut Parking, cid: u64, v: Side, d: Dialog) {
     let call = edge.calls.get_mut(&cid).expect("present");
     let old = call.dialog_ref(v);
     let old_key = (old.call_id.clone(), old.local_tag.clone());
@@ -511,10 +541,10 @@ fn relay_offer(
 
 /// The registry gave up on call `cid` (park `id`): this edge's lease lapsed, so the slot may
 /// hold another call by now. Nobody can retrieve it any more: hang the caller up.
-pub(crate) fn lost(edge: &mut Edge, now: Instant, id: ParkId, cid: u64) {
+pub(crate) fn lost(edge: &mut Parking, now: Instant, id: ParkId, cid: u64) {
     unhold(edge, id);
     cancel_recall(edge, now, cid);
-    let Some(call) = edge.calls.get(&cid) else {
+    let Some(call) = edge.b2bua.calls.get(&cid) else {
         return;
     };
     if let Some(ps) = edge.park.held.remove(&cid) {
@@ -522,23 +552,24 @@ pub(crate) fn lost(edge: &mut Edge, now: Instant, id: ParkId, cid: u64) {
         let _g = span.enter();
         warn!(slot = ps.slot, caller = %ps.caller_uri, "parked call lost with our lease: hanging up");
     }
-    call::hangup(edge, now, cid, "lease lapsed");
+    hangup(edge, now, cid, "lease lapsed");
 }
 
 /// This edge no longer holds park `id` (retrieved, recalled, ended, lost, re-parked): forget
 /// it here and in the trunk's claim tables; a trunk claim of it still waiting is refused.
-fn unhold(edge: &mut Edge, id: ParkId) {
+fn unhold(edge: &mut Parking, id: ParkId) {
     edge.park.by_id.remove(&id);
-    if let Some(c) = edge.trunk.forget(id) {
+    if let Some(c) = edge.handover.forget(id) {
         let r = Response::to(&c.msg, 404).reason("Park Not Held Here");
-        edge.reply(edge.last_now, &c.key, r);
+        let at = edge.last_now;
+        edge.reply(at, &c.key, r);
     }
 }
 
 /// How long a parked call may be silent: configured, or the lot's parking time, recall and
 /// fallback rings and the ordinary media timeout, so that silence alone never ends a park
 /// before its recall has run.
-pub(crate) fn parked_timeout(edge: &Edge, ps: &ParkState) -> Duration {
+pub(crate) fn parked_timeout(edge: &Parking, ps: &ParkState) -> Duration {
     if let Some(s) = edge.cfg.media.parked_timeout_secs {
         return Duration::from_secs(s);
     }
@@ -553,7 +584,7 @@ pub(crate) fn parked_timeout(edge: &Edge, ps: &ParkState) -> Duration {
 
 /// Call `cid` is gone (`why`: why we ended it, if we did): its entries here go, and if it was
 /// parked, its slot is free at once.
-pub(crate) fn on_call_end(edge: &mut Edge, now: Instant, cid: u64, why: Option<&'static str>) {
+pub(crate) fn on_call_end(edge: &mut Parking, now: Instant, cid: u64, why: Option<&'static str>) {
     let p = &mut edge.park;
     if let Some(c) = p.consults.remove(&cid) {
         p.announced.remove(&c.slot);

@@ -5,7 +5,7 @@
 use super::*;
 
 /// A digit from a party, by RFC 4733 in RTP or by SIP INFO: the park code parks the other party.
-pub(crate) fn on_digit(edge: &mut Edge, now: Instant, cid: u64, side: Side, digit: char) {
+pub(crate) fn on_digit(edge: &mut Parking, now: Instant, cid: u64, side: Side, digit: char) {
     let code = edge.cfg.tenant.features.park.clone();
     if !parkable(edge, cid) {
         return;
@@ -51,7 +51,7 @@ pub(crate) fn on_digit(edge: &mut Edge, now: Instant, cid: u64, side: Side, digi
 /// again.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn speak(
-    edge: &mut Edge,
+    edge: &mut Parking,
     now: Instant,
     cid: u64,
     side: Side,
@@ -75,7 +75,7 @@ pub(crate) fn speak(
 }
 
 /// A prompt to a presser has ended: hang its leg up (parked) or let it hear the call again.
-pub(crate) fn on_prompt_done(edge: &mut Edge, now: Instant, cid: u64, side: Side, bye: bool) {
+pub(crate) fn on_prompt_done(edge: &mut Parking, now: Instant, cid: u64, side: Side, bye: bool) {
     let Some(call) = edge.calls.get(&cid) else {
         return;
     };

@@ -11,7 +11,7 @@ use super::*;
 
 /// Ring the recall's `stage` target for call `cid` (its deadline has come, or the parker did
 /// not answer).
-pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
+pub(crate) fn start_recall(edge: &mut Parking, now: Instant, cid: u64, stage: RecallStage) {
     let Some(call) = edge.calls.get(&cid) else {
         return;
     };
@@ -125,7 +125,7 @@ pub(crate) fn start_recall(edge: &mut Edge, now: Instant, cid: u64, stage: Recal
     );
 }
 
-pub(crate) fn current_recall(edge: &mut Edge, cid: u64, attempt: u32) -> Option<&mut Recall> {
+pub(crate) fn current_recall(edge: &mut Parking, cid: u64, attempt: u32) -> Option<&mut Recall> {
     edge.park
         .held
         .get_mut(&cid)?
@@ -136,7 +136,7 @@ pub(crate) fn current_recall(edge: &mut Edge, cid: u64, attempt: u32) -> Option<
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn recall_response(
-    edge: &mut Edge,
+    edge: &mut Parking,
     now: Instant,
     ckey: &ClientKey,
     cid: u64,
@@ -176,7 +176,7 @@ pub(crate) struct AfterRecallClaim {
 }
 
 pub(crate) fn recall_answered(
-    edge: &mut Edge,
+    edge: &mut Parking,
     now: Instant,
     cid: u64,
     idx: usize,
@@ -195,7 +195,7 @@ pub(crate) fn recall_answered(
         None => r.claiming = Some(idx),
     }
     let claim = Command::Claim {
-        tenant: edge.cfg.tenant.domain.clone(),
+        tenant: edge.b2bua.sv.cfg.tenant.domain.clone(),
         slot: ps.slot,
         park: Some(ps.id),
         by: r.target.clone(),
@@ -206,12 +206,12 @@ pub(crate) fn recall_answered(
         flow,
         msg,
     };
-    edge.propose(now, claim, Then::RecallClaim(after));
+    edge.propose_then(now, claim, ParkThen::RecallClaim(after));
 }
 
 /// The recall's claim: won, the answering phone takes the vacant side; lost, it is hung up.
 pub(crate) fn recall_claim_outcome(
-    edge: &mut Edge,
+    edge: &mut Parking,
     now: Instant,
     a: AfterRecallClaim,
     outcome: Outcome,
@@ -238,7 +238,7 @@ pub(crate) fn recall_claim_outcome(
     let (park_id, parked) = (ps.id, ps.parked);
     unhold(edge, park_id);
     let mut ps = edge.park.held.remove(&cid).expect("parked");
-    let call = edge.calls.get_mut(&cid).expect("present");
+    let call = edge.b2bua.calls.get_mut(&cid).expect("present");
     let r = ps.recall.take().expect("recalling");
     let v = parked.other();
     call.dialog(v).establish(&msg, flow);
@@ -247,7 +247,7 @@ pub(crate) fn recall_claim_outcome(
         call.sdp[v as usize] = Some(msg.body.clone());
         if let (Some(m), Ok(info)) = (call.media, sdp::media_info(&msg.body)) {
             m.set_remote(
-                &mut edge.media,
+                &mut edge.b2bua.sv.media,
                 v.leg(),
                 info.rtp,
                 info.rtcp,
@@ -256,7 +256,7 @@ pub(crate) fn recall_claim_outcome(
         }
     }
     if let Some(m) = call.media {
-        m.bridge(&mut edge.media, parked.leg());
+        m.bridge(&mut edge.b2bua.sv.media, parked.leg());
     }
     call.state = CallState::Confirmed;
     info!(by = %r.target, stage = ?r.stage, slot = ps.slot, "recall answered");
@@ -268,7 +268,7 @@ pub(crate) fn recall_claim_outcome(
     }
 }
 
-pub(crate) fn cancel_branch(edge: &mut Edge, now: Instant, b: &Branch) {
+pub(crate) fn cancel_branch(edge: &mut Parking, now: Instant, b: &Branch) {
     match b.state {
         // No provisional yet: a CANCEL now could overtake the INVITE; the stale-recall path
         // cancels it when its first 1xx arrives.
@@ -277,7 +277,7 @@ pub(crate) fn cancel_branch(edge: &mut Edge, now: Instant, b: &Branch) {
     }
 }
 
-pub(crate) fn recall_failed(edge: &mut Edge, now: Instant, cid: u64, attempt: u32, idx: usize) {
+pub(crate) fn recall_failed(edge: &mut Parking, now: Instant, cid: u64, attempt: u32, idx: usize) {
     let Some(r) = current_recall(edge, cid, attempt) else {
         return;
     };
@@ -288,7 +288,7 @@ pub(crate) fn recall_failed(edge: &mut Edge, now: Instant, cid: u64, attempt: u3
     }
 }
 
-pub(crate) fn on_recall_timeout(edge: &mut Edge, now: Instant, cid: u64, attempt: u32) {
+pub(crate) fn on_recall_timeout(edge: &mut Parking, now: Instant, cid: u64, attempt: u32) {
     let Some(r) = current_recall(edge, cid, attempt) else {
         return;
     };
@@ -298,7 +298,7 @@ pub(crate) fn on_recall_timeout(edge: &mut Edge, now: Instant, cid: u64, attempt
 }
 
 /// The recall stage `stage` is over unanswered: ring the fallback, or give up.
-pub(crate) fn next_stage(edge: &mut Edge, now: Instant, cid: u64, stage: RecallStage) {
+pub(crate) fn next_stage(edge: &mut Parking, now: Instant, cid: u64, stage: RecallStage) {
     cancel_recall(edge, now, cid);
     let Some(ps) = edge.park.held.get(&cid) else {
         return;
@@ -321,8 +321,8 @@ pub(crate) fn next_stage(edge: &mut Edge, now: Instant, cid: u64, stage: RecallS
 }
 
 /// Nobody took the call back: hang up the parked caller.
-pub(crate) fn abandon(edge: &mut Edge, now: Instant, cid: u64) {
-    let Some(call) = edge.calls.get(&cid) else {
+pub(crate) fn abandon(edge: &mut Parking, now: Instant, cid: u64) {
+    let Some(call) = edge.b2bua.calls.get(&cid) else {
         return;
     };
     let Some(ps) = edge.park.held.remove(&cid) else {
@@ -337,11 +337,11 @@ pub(crate) fn abandon(edge: &mut Edge, now: Instant, cid: u64) {
         reason: EndReason::Abandoned,
     };
     edge.propose(now, end, Then::Nothing);
-    call::hangup(edge, now, cid, "recall unanswered");
+    hangup(edge, now, cid, "recall unanswered");
 }
 
 /// Stop ringing recall phones (the call was retrieved, or is ending).
-pub(crate) fn cancel_recall(edge: &mut Edge, now: Instant, cid: u64) {
+pub(crate) fn cancel_recall(edge: &mut Parking, now: Instant, cid: u64) {
     let Some(r) = edge.park.held.get_mut(&cid).and_then(|p| p.recall.as_mut()) else {
         return;
     };

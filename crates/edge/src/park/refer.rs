@@ -13,7 +13,7 @@ use super::*;
 /// complete a transfer only with its own calls (naming someone else's dialog would take over
 /// that call). `Err` when it names a dialog of another user (403, logged).
 pub(crate) fn own_dialog_named(
-    edge: &Edge,
+    edge: &Parking,
     id: u64,
     from: Side,
     r: &Replaces,
@@ -31,7 +31,7 @@ pub(crate) fn own_dialog_named(
 }
 
 pub(crate) fn on_refer(
-    edge: &mut Edge,
+    edge: &mut Parking,
     now: Instant,
     id: u64,
     from: Side,
@@ -61,7 +61,7 @@ pub(crate) fn on_refer(
         .unwrap_or_default();
     let tenant = edge.cfg.tenant.domain.clone();
     let flow = edge.calls[&id].dialog_ref(from).flow;
-    let refuse = |edge: &mut Edge, code: u16, reason: &str| {
+    let refuse = |edge: &mut Parking, code: u16, reason: &str| {
         let bytes = Response::to(&msg, code).reason(reason).encode(flow.addr);
         edge.reply_bytes(now, &key, code, bytes);
     };
@@ -137,7 +137,7 @@ pub(crate) fn on_refer(
 /// NOTIFY the transferor of the REFER's outcome (RFC 3515 with a final message/sipfrag);
 /// `bye`: end its dialog once the NOTIFY is answered.
 pub(crate) fn refer_notify(
-    edge: &mut Edge,
+    edge: &mut Parking,
     now: Instant,
     id: u64,
     to: Side,
@@ -174,7 +174,7 @@ pub(crate) fn refer_notify(
     );
 }
 
-pub(crate) fn notify_done(edge: &mut Edge, now: Instant, id: u64, bye: Option<Side>) {
+pub(crate) fn notify_done(edge: &mut Parking, now: Instant, id: u64, bye: Option<Side>) {
     if let Some(side) = bye {
         if edge
             .calls

@@ -18,7 +18,7 @@ pub(crate) struct AfterClaim {
     pub slot: u32,
 }
 
-pub(crate) fn nobody_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, code: u16) {
+pub(crate) fn nobody_parked(edge: &mut Parking, now: Instant, a: &AfterClaim, code: u16) {
     let reason = match code {
         404 => format!("Nobody Parked On {}", a.slot),
         _ => "Parking Unavailable".to_string(),
@@ -46,7 +46,7 @@ pub(crate) fn offer_pt(offer: &[u8], codec: Codec) -> Option<u8> {
         .map(|(pt, _)| *pt)
 }
 
-pub(crate) fn wrong_codec(edge: &mut Edge, now: Instant, a: &AfterClaim, codec: Codec) {
+pub(crate) fn wrong_codec(edge: &mut Parking, now: Instant, a: &AfterClaim, codec: Codec) {
     let reason = format!("Parked Call Uses {}", codec.name());
     let bytes = Response::to(&a.msg, 488)
         .reason(&reason)
@@ -57,7 +57,7 @@ pub(crate) fn wrong_codec(edge: &mut Edge, now: Instant, a: &AfterClaim, codec: 
 /// An INVITE to a slot: claim whatever is parked there (the log decides; what this edge's
 /// state shows serves only to refuse a codec the parked call cannot take before claiming).
 pub(crate) fn on_retrieve(
-    edge: &mut Edge,
+    edge: &mut Parking,
     now: Instant,
     key: &ServerKey,
     flow: Flow,
@@ -105,11 +105,11 @@ pub(crate) fn on_retrieve(
     let span = info_span!(parent: None, "retrieve", slot, by = %a.retriever, site = %edge.cfg.site);
     let _g = span.enter();
     edge.park.claiming.insert(a.key.clone(), false);
-    edge.propose(now, claim, Then::Retrieve(a));
+    edge.propose_then(now, claim, ParkThen::Retrieve(a));
 }
 
 /// The claim's outcome: take the call here, or from the site holding it over the trunk.
-pub(crate) fn claim_outcome(edge: &mut Edge, now: Instant, a: AfterClaim, outcome: Outcome) {
+pub(crate) fn claim_outcome(edge: &mut Parking, now: Instant, a: AfterClaim, outcome: Outcome) {
     if edge.park.claiming.remove(&a.key) == Some(true) {
         return claim_cancelled(edge, now, &a, outcome);
     }
@@ -120,7 +120,7 @@ pub(crate) fn claim_outcome(edge: &mut Edge, now: Instant, a: AfterClaim, outcom
                 None => nobody_parked(edge, now, &a, 404),
             }
         }
-        Ok(Event::Claimed { parked, .. }) => crate::trunk::retrieve_remote(edge, now, a, parked),
+        Ok(Event::Claimed { parked, .. }) => retrieve_remote(edge, now, a, parked),
         Err(OrbitError::Unavailable(_)) => nobody_parked(edge, now, &a, 503),
         _ => nobody_parked(edge, now, &a, 404),
     }
@@ -129,7 +129,7 @@ pub(crate) fn claim_outcome(edge: &mut Edge, now: Instant, a: AfterClaim, outcom
 /// The retriever cancelled while its claim was being ordered: its INVITE gets its 487 now, and
 /// a call it won goes back into the same slot (a new park with a fresh timer), wherever it is
 /// held; the holding edge takes the new park as its own ([`adopt_repark`]).
-pub(crate) fn claim_cancelled(edge: &mut Edge, now: Instant, a: &AfterClaim, outcome: Outcome) {
+pub(crate) fn claim_cancelled(edge: &mut Parking, now: Instant, a: &AfterClaim, outcome: Outcome) {
     let bytes = Response::to(&a.msg, 487)
         .reason("Request Terminated")
         .encode(a.flow.addr);
@@ -153,7 +153,7 @@ pub(crate) fn claim_cancelled(edge: &mut Edge, now: Instant, a: &AfterClaim, out
 /// winning put it back): the call whose own park was claimed and not fetched takes the new
 /// one. Its music never stopped. A recall still ringing for the old park stops: the new park
 /// has a deadline of its own.
-pub(crate) fn adopt_repark(edge: &mut Edge, now: Instant, p: &orbit_state::Parked) {
+pub(crate) fn adopt_repark(edge: &mut Parking, now: Instant, p: &orbit_state::Parked) {
     if edge.park.by_id.contains_key(&p.id) {
         return;
     }
@@ -184,7 +184,7 @@ pub(crate) fn adopt_repark(edge: &mut Edge, now: Instant, p: &orbit_state::Parke
 
 /// Give the parked call `cid` (claimed) to the retriever whose INVITE is `a`: it takes the
 /// vacant side and gets a 200 with the relay's vacant leg in the parked party's codec.
-pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u64) {
+pub(crate) fn take_parked(edge: &mut Parking, now: Instant, a: &AfterClaim, cid: u64) {
     let call = &edge.calls[&cid];
     let ps = edge
         .park
@@ -198,7 +198,7 @@ pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u6
         Err(codec) => {
             // Claimed, but the offer changed since the check: nobody else can have it now.
             wrong_codec(edge, now, a, codec);
-            return call::hangup(
+            return hangup(
                 edge,
                 now,
                 cid,
@@ -224,7 +224,7 @@ pub(crate) fn take_parked(edge: &mut Edge, now: Instant, a: &AfterClaim, cid: u6
         Dialog::uas(&a.msg, a.flow, &tag, &parked_user, &a.retriever),
     );
     let now_ms = edge.now_ms(now);
-    let call = edge.calls.get_mut(&cid).expect("present");
+    let call = edge.b2bua.calls.get_mut(&cid).expect("present");
     call.vacant = None;
     let ps = edge.park.held.remove(&cid).expect("parked");
     call.sdp[v as usize] = offer.clone();

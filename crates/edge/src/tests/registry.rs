@@ -523,7 +523,7 @@ fn a_call_claimed_by_a_site_that_never_comes_for_it_goes_back_to_its_slot() {
     // Site B wins the claim, and its trunk INVITE never arrives (its edge went away).
     claim_by_site_b(&mut net, &mut reg, &first);
     assert!(net.edge.orbit().in_slot("orbit.test", 701).is_none());
-    net.advance(crate::trunk::FETCH_WAIT - Duration::from_millis(500));
+    net.advance(crate::park::FETCH_WAIT - Duration::from_millis(500));
     reg.serve(&mut net);
     assert!(
         net.edge.orbit().in_slot("orbit.test", 701).is_none(),
@@ -571,7 +571,7 @@ fn a_trunk_claim_cancelled_while_it_waits_for_the_replica_leaves_the_call_here()
     // The claim commits after all: nobody takes the call, which goes back to its slot.
     claim_by_site_b(&mut net, &mut reg, &first);
     assert!(net.take(ALICE).is_empty(), "Alice is not handed to anyone");
-    net.advance(crate::trunk::FETCH_WAIT + Duration::from_secs(1));
+    net.advance(crate::park::FETCH_WAIT + Duration::from_secs(1));
     reg.serve(&mut net);
     assert!(net.edge.orbit().in_slot("orbit.test", 701).is_some());
     assert!(net.take(ALICE).is_empty());
@@ -583,7 +583,7 @@ fn an_unfetched_call_whose_slot_was_taken_meanwhile_goes_to_another_slot() {
     let first = reg.parked();
     claim_by_site_b(&mut net, &mut reg, &first);
     // The fetch wait ends: the edge asks for 701 again, free as far as its replica shows...
-    net.advance(crate::trunk::FETCH_WAIT + Duration::from_millis(500));
+    net.advance(crate::park::FETCH_WAIT + Duration::from_millis(500));
     // ...but another site's call took 701 before that park was ordered.
     let at = net.edge.now_ms(net.now);
     let other = Command::Park {

@@ -490,7 +490,7 @@ fn a_request_never_answered_is_dropped_after_its_time_without_a_timer_per_reques
         .open_server(&key, false, flow("127.0.0.9:5060"), 200));
     assert_eq!(net.edge.timers.len(), before, "no timer of its own");
     let n = net.edge.server_transactions();
-    net.advance(crate::transactions::UNANSWERED - Duration::from_secs(11));
+    net.advance(crate::services::transactions::UNANSWERED - Duration::from_secs(11));
     assert_eq!(net.edge.server_transactions(), n);
     net.advance(Duration::from_secs(22));
     assert_eq!(net.edge.server_transactions(), n - 1);

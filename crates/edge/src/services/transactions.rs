@@ -1,13 +1,13 @@
 //! The edge's transaction layer (RFC 3261 §17): server and client transactions in tables keyed
 //! by typed keys, their timers, and the two ways out of the core: answering a request through
-//! its server transaction ([`Edge::reply`]) and sending a request as a client transaction
-//! ([`Edge::send_request`]).
+//! its server transaction ([`Services::reply`]) and sending a request as a client transaction
+//! ([`Services::send_request`]).
 //!
 //! Two rules keep strangers out at this floor: a response is taken only from the flow its
 //! request went to (a forged 200 from elsewhere answers nothing), and the server transaction
 //! table is bounded: when it is full, new requests are answered without keeping state
 //! ([`crate::router`]). Each client transaction names its owner ([`Owner`]); its responses
-//! and its timeout go to that feature and no other.
+//! and its timeout are handed up as a [`Delivery`] for that feature and no other.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use orbit_sip::transaction::{
 use orbit_sip::transport::Flow;
 use tracing::debug;
 
-use crate::core::{Edge, TimerKey, Transmit};
+use super::{Services, Side, TimerKey, Transmit};
 
 pub(crate) struct ServerEntry {
     pub tx: ServerTransaction,
@@ -49,6 +49,7 @@ pub(crate) const UNANSWERED: Duration = Duration::from_secs(200);
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Who gets the responses of a client transaction.
+#[derive(Clone)]
 pub(crate) enum Owner {
     /// One fork of a call's outgoing INVITE.
     Branch { call: u64, idx: usize },
@@ -57,7 +58,7 @@ pub(crate) enum Owner {
         call: u64,
         /// The side that sent the request (known, not guessed from a Call-ID both sides
         /// could carry).
-        from: crate::call::Side,
+        from: Side,
         stx: ServerKey,
         req: Box<Message>,
     },
@@ -66,10 +67,7 @@ pub(crate) enum Owner {
     /// One fork of a recall (the parker's phones, then the fallback).
     Recall { call: u64, attempt: u32, idx: usize },
     /// A NOTIFY about a REFER's progress; `bye`: end that side's dialog once it is answered.
-    ReferNotify {
-        call: u64,
-        bye: Option<crate::call::Side>,
-    },
+    ReferNotify { call: u64, bye: Option<Side> },
     /// A lamp NOTIFY: a refusal ends the subscription.
     Lamp { sub: (String, String) },
     /// Nobody (CANCEL, stray BYE to a late fork).
@@ -80,11 +78,11 @@ pub(crate) struct ClientEntry {
     pub tx: ClientTransaction,
     pub flow: Flow,
     pub owner: Owner,
-    /// The earliest time a timer is queued for this transaction ([`Edge::schedule_client`]).
+    /// The earliest time a timer is queued for this transaction ([`Services::schedule_client`]).
     queued: Option<Instant>,
 }
 
-impl Edge {
+impl Services {
     /// Open the server transaction of a new request; false when the table is full (the
     /// request is then answered without state).
     pub(crate) fn open_server(
@@ -117,17 +115,17 @@ impl Edge {
         true
     }
 
-    /// Drop the server transactions whose request has waited [`UNANSWERED`] for an answer.
-    pub(crate) fn sweep_unanswered(&mut self, now: Instant) {
+    /// Drop the server transactions whose request has waited [`UNANSWERED`] for an answer,
+    /// but those `ringing` says are still ringing (a callee's 1xx restarts Timer C: such a
+    /// call is answered when it ends, however long that is).
+    pub(crate) fn sweep_unanswered(&mut self, now: Instant, ringing: impl Fn(&ServerKey) -> bool) {
         let stale: Vec<ServerKey> = self
             .stx
             .iter()
             .filter(|(k, e)| {
                 matches!(e.tx.state, State::Initial | State::Proceeding)
                     && now.saturating_duration_since(e.opened) >= UNANSWERED
-                    // A call still ringing (a callee's 1xx restarts Timer C) is answered when
-                    // it ends, however long that is.
-                    && !self.pending_invites.contains_key(*k)
+                    && !ringing(k)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -231,27 +229,31 @@ impl Edge {
     }
 
     /// A response arrived over `flow`: to its client transaction, if it came from where the
-    /// request went.
-    pub(crate) fn on_response(&mut self, now: Instant, flow: Flow, msg: Message) {
-        let Some(key) = ClientKey::of_response(&msg) else {
-            return;
-        };
+    /// request went; handed up for the transaction's owner when it is news.
+    pub(crate) fn on_response(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        msg: Message,
+    ) -> Option<Delivery> {
+        let key = ClientKey::of_response(&msg)?;
         let Some(entry) = self.ctx.get_mut(&key) else {
             debug!(code = msg.code(), "response matches no transaction");
-            return;
+            return None;
         };
         if !same_flow(&entry.flow, &flow) {
             debug!(code = msg.code(), from = %flow.addr, to = %entry.flow.addr, "response from elsewhere than the request went: dropped");
-            return;
+            return None;
         }
         let code = msg.code();
         match entry.tx.on_response(now, code) {
-            ClientEvent::Absorb => {}
+            ClientEvent::Absorb => None,
             ClientEvent::ResendAck => {
                 if let Some(a) = entry.tx.ack().cloned() {
                     let f = entry.flow;
                     self.send(f, a);
                 }
+                None
             }
             ev => {
                 if ev == ClientEvent::DeliverAndAck {
@@ -264,8 +266,14 @@ impl Edge {
                         });
                     }
                 }
+                let (owner, flow) = (entry.owner.clone(), entry.flow);
                 self.schedule_client(&key);
-                deliver_response(self, now, &key, msg);
+                Some(Delivery {
+                    key,
+                    owner,
+                    flow,
+                    response: Some(msg),
+                })
             }
         }
     }
@@ -297,31 +305,43 @@ impl Edge {
         }
     }
 
-    pub(crate) fn client_timer(&mut self, now: Instant, key: ClientKey) {
-        let Some(e) = self.ctx.get_mut(&key) else {
-            return;
-        };
+    /// A client transaction's timer; its timeout is handed up for its owner.
+    pub(crate) fn client_timer(&mut self, now: Instant, key: ClientKey) -> Option<Delivery> {
+        let e = self.ctx.get_mut(&key)?;
         // The queued entry has popped: nothing earlier is queued now.
         if e.queued.is_some_and(|q| q <= now) {
             e.queued = None;
         }
         match e.tx.poll_timeout() {
             Some(t) if t <= now => {}
-            _ => return self.schedule_client(&key),
+            _ => {
+                self.schedule_client(&key);
+                return None;
+            }
         }
         match e.tx.on_timeout(now) {
             TimerEvent::Retransmit(b) => {
                 let f = e.flow;
                 self.schedule_client(&key);
                 self.send(f, b);
+                None
             }
-            TimerEvent::Nothing => self.schedule_client(&key),
+            TimerEvent::Nothing => {
+                self.schedule_client(&key);
+                None
+            }
             TimerEvent::TimedOut => {
-                deliver_timeout(self, now, &key);
-                self.ctx.remove(&key);
+                let e = self.ctx.remove(&key)?;
+                Some(Delivery {
+                    key,
+                    owner: e.owner,
+                    flow: e.flow,
+                    response: None,
+                })
             }
             TimerEvent::Terminated => {
                 self.ctx.remove(&key);
+                None
             }
         }
     }
@@ -338,81 +358,11 @@ impl Edge {
     }
 }
 
-/// A response for client transaction `ckey`: to the feature that owns it.
-fn deliver_response(edge: &mut Edge, now: Instant, ckey: &ClientKey, msg: Message) {
-    let Some(entry) = edge.ctx.get(ckey) else {
-        return;
-    };
-    match &entry.owner {
-        Owner::Branch { call, idx } => {
-            let (call, idx, flow) = (*call, *idx, entry.flow);
-            crate::call::branch_response(edge, now, call, idx, flow, msg)
-        }
-        Owner::Relay {
-            call,
-            from,
-            stx,
-            req,
-        } => {
-            let (call, from, stx, req) = (*call, *from, stx.clone(), req.clone());
-            crate::call::relay_response(edge, now, call, from, &stx, &req, msg)
-        }
-        Owner::Bye { call } => {
-            if msg.code() >= 200 {
-                let call = *call;
-                crate::call::bye_done(edge, call);
-            }
-        }
-        Owner::Recall { call, attempt, idx } => {
-            let (call, attempt, idx, flow) = (*call, *attempt, *idx, entry.flow);
-            crate::park::recall_response(edge, now, ckey, call, attempt, idx, flow, msg)
-        }
-        Owner::ReferNotify { call, bye } => {
-            if msg.code() >= 200 {
-                let (call, bye) = (*call, *bye);
-                crate::park::notify_done(edge, now, call, bye);
-            }
-        }
-        Owner::Lamp { sub } => {
-            if msg.code() >= 200 {
-                let sub = sub.clone();
-                crate::blf::on_notify_response(edge, &sub, Some(msg.code()));
-            }
-        }
-        Owner::Nobody => {}
-    }
-}
-
-/// Client transaction `ckey` timed out: its owner hears it as a failure.
-fn deliver_timeout(edge: &mut Edge, now: Instant, ckey: &ClientKey) {
-    let Some(entry) = edge.ctx.get(ckey) else {
-        return;
-    };
-    match &entry.owner {
-        Owner::Branch { call, idx } => {
-            let (call, idx) = (*call, *idx);
-            crate::call::branch_failed(edge, now, call, idx, 408, "Request Timeout".into());
-        }
-        Owner::Relay { call, stx, req, .. } => {
-            let (call, stx, req) = (*call, stx.clone(), req.clone());
-            crate::call::relay_timed_out(edge, now, call, &stx, &req);
-        }
-        Owner::Bye { call } => {
-            let call = *call;
-            crate::call::bye_done(edge, call)
-        }
-        Owner::Recall { call, attempt, idx } => {
-            let (call, attempt, idx) = (*call, *attempt, *idx);
-            crate::park::recall_failed(edge, now, call, attempt, idx);
-        }
-        Owner::ReferNotify { call, bye } => {
-            let (call, bye) = (*call, *bye);
-            crate::park::notify_done(edge, now, call, bye);
-        }
-        Owner::Lamp { sub } => {
-            let sub = sub.clone();
-            crate::blf::on_notify_response(edge, &sub, None);
-        }
-        Owner::Nobody => {}
-    }
+/// A response to a client transaction (or its timeout, `response: None`), for its owner.
+pub(crate) struct Delivery {
+    pub key: ClientKey,
+    pub owner: Owner,
+    /// Where the request went (and the response came from).
+    pub flow: Flow,
+    pub response: Option<Message>,
 }

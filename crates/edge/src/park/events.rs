@@ -1,0 +1,151 @@
+//! What park hears from below and from the registry: the outcomes of its own proposals (each
+//! continued as it said when it proposed), the orbit events applied on any site (a recall on
+//! `Expired`, a hand-over on `Claimed`, calls lost with a lapsed lease), and the calls that
+//! ended (their entries dropped).
+
+use super::*;
+
+/// How a park flow continues once its command's outcome is known.
+pub(crate) enum ParkThen {
+    Park(AfterPark),
+    Retrieve(AfterClaim),
+    RecallClaim(AfterRecallClaim),
+    /// A claimed call never fetched, parked again ([`repark_outcome`]).
+    Repark(Parked),
+}
+
+impl Parking {
+    /// A park layer over `b2bua`, with the lots' music and the default lot.
+    pub(crate) fn new(
+        b2bua: Calls,
+        music: HashMap<String, Arc<Clip>>,
+        default_lot: Option<LotKey>,
+    ) -> Parking {
+        Parking {
+            b2bua,
+            park: Parks {
+                music,
+                default_lot,
+                ..Default::default()
+            },
+            handover: Handover::default(),
+            then: HashMap::new(),
+        }
+    }
+
+    /// Have `cmd` ordered and continue with `then` once its outcome is known.
+    pub(crate) fn propose_then(&mut self, now: Instant, cmd: Command, then: ParkThen) {
+        let token = self.b2bua.propose(now, cmd, Then::Park);
+        self.then.insert(token, then);
+    }
+
+    /// The outcome of park's proposal `token`.
+    pub(crate) fn continue_with(&mut self, now: Instant, token: u64, outcome: Outcome) {
+        match self.then.remove(&token) {
+            Some(ParkThen::Park(a)) => park_outcome(self, now, a, outcome),
+            Some(ParkThen::Retrieve(a)) => claim_outcome(self, now, a, outcome),
+            Some(ParkThen::RecallClaim(a)) => recall_claim_outcome(self, now, a, outcome),
+            Some(ParkThen::Repark(p)) => repark_outcome(self, now, p, outcome),
+            None => {}
+        }
+    }
+
+    /// Drop what park keeps for the calls that ended or are ending; whether there were any.
+    pub(crate) fn after_calls(&mut self, now: Instant) -> bool {
+        if self.b2bua.ending.is_empty() && self.b2bua.ended.is_empty() {
+            return false;
+        }
+        for id in std::mem::take(&mut self.b2bua.ending) {
+            cancel_recall(self, now, id);
+        }
+        for (id, why) in std::mem::take(&mut self.b2bua.ended) {
+            on_call_end(self, now, id, why);
+        }
+        true
+    }
+
+    /// How long call `id` may go without media: a parked call longer (its phone may send
+    /// nothing while it listens to the music).
+    pub(crate) fn silence_limit(&self, id: u64) -> Duration {
+        match self.park.held.get(&id) {
+            Some(ps) => parked_timeout(self, ps),
+            None => Duration::from_secs(self.cfg.media.timeout_secs),
+        }
+    }
+
+    /// The registry's whole state was replaced: calls this edge holds that it no longer has
+    /// were lost with a lapsed lease.
+    pub(crate) fn resynced(&mut self, now: Instant) {
+        let gone: Vec<_> = self
+            .park
+            .by_id
+            .iter()
+            .filter(|(id, _)| self.orbit.parked(**id).is_none() && !self.orbit.is_future(**id))
+            .map(|(&id, &cid)| (id, cid))
+            .collect();
+        for (id, cid) in gone {
+            lost(self, now, id, cid);
+        }
+    }
+
+    /// React to an applied event, whichever site caused it.
+    pub(crate) fn on_orbit_event(&mut self, now: Instant, ev: &Event) {
+        let site = self.cfg.site.clone();
+        match ev {
+            Event::Parked(p) if p.call.edge == site => adopt_repark(self, now, p),
+            Event::Claimed { parked, by } if parked.call.edge == site => {
+                on_claimed(self, now, parked, by)
+            }
+            Event::Expired(p) if p.call.edge == site => {
+                // How late the deadline fired, by the time stamped on the Expire (the
+                // leader's across sites): zero unless a failover or a stall delayed it.
+                if let orbit_state::Phase::Recalling { since, .. } = p.phase {
+                    info!(
+                        park = p.id,
+                        slot = p.slot,
+                        late_ms = since.saturating_sub(p.deadline),
+                        "parked call expired"
+                    );
+                }
+                if let Some(&cid) = self.park.by_id.get(&p.id) {
+                    start_recall(self, now, cid, RecallStage::Parker);
+                } else {
+                    // Ours by the record, but no call here holds it (it hung up between a
+                    // claim and a re-park): nobody would ever recall or end it.
+                    warn!(
+                        park = p.id,
+                        slot = p.slot,
+                        "expired park held by no call here"
+                    );
+                    let end = Command::End {
+                        park: p.id,
+                        reason: EndReason::Lost,
+                    };
+                    self.propose(now, end, Then::Nothing);
+                }
+            }
+            Event::EdgeRestarted { edge, lost, .. } if *edge != site => {
+                warn!(
+                    lost = lost.len(),
+                    "{edge} restarted: the calls it held are lost"
+                );
+            }
+            Event::LeaseLapsed { edge, lost } if *edge != site => {
+                warn!(
+                    lost = lost.len(),
+                    "lease of {edge} lapsed: its parked calls are lost"
+                );
+            }
+            Event::LeaseLapsed { edge, lost: gone } => {
+                warn!(site = %edge, lost = gone.len(), "our lease lapsed: parked calls are lost");
+                self.port.lease_until = None;
+                for p in gone {
+                    if let Some(&cid) = self.park.by_id.get(&p.id) {
+                        lost(self, now, p.id, cid);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The edge's side of the orbit state: commands go out as proposals, outcomes and applied
+//! events come back.
+//!
+//! Every decision (is 701 free? who won the claim?) is an outcome of a command ordered by
+//! whoever owns the state: the edge itself on one site ([`Backend::Local`]), the Raft registry
+//! across sites ([`Backend::Registry`]). The flows that need an outcome are two-phase: they
+//! propose with a [`Then`] saying who continues (the park feature keeps its continuations
+//! under the proposal's token), and continue when the outcome comes back, on one site at once
+//! (when the edge settles, after the input that proposed), across sites a commit later. A
+//! continuation re-checks its call: it may have ended meanwhile.
+//!
+//! This file is the port: proposals out, outcomes and applied events queued for the edge to
+//! hand to its features (`crate::orbit`), the lease and the location reports.
+//!
+//! ```text
+//! park flow ──propose(cmd, then)──▶ Local: Orbit::apply now ─┐
+//!                                  Registry: Proposal out ────┼─▶ on_orbit_outcome(token, outcome)
+//!                                                             └─▶ then(outcome) in the call's span
+//! registry watch ─▶ on_orbit_watch(index, at, cmd) ─▶ mirror.apply ─▶ on_orbit_event (lamps, recall)
+//! ```
+//!
+//! Applied events drive what every site does whatever site caused them: lamps change, the edge
+//! holding a call starts its recall on `Expired`, an edge whose lease lapsed drops its calls.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use orbit_state::{Command, Event, Millis, Orbit, Rejection};
+use tracing::{info, info_span, warn, Span};
+
+use super::{Services, TimerKey};
+
+/// Who orders this edge's orbit commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// This edge, on one site: commands are applied at once to its own state.
+    Local,
+    /// The registry: commands leave as [`Proposal`]s; the state here is a mirror fed by the
+    /// registry's watch stream.
+    Registry,
+}
+
+/// A command for the registry, to be answered with [`Edge::on_orbit_outcome`].
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub token: u64,
+    pub cmd: Command,
+}
+
+/// Why a command has no event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrbitError {
+    #[error("refused: {0}")]
+    Rejected(#[from] Rejection),
+    /// The registry could not be reached or did not answer in time: the command may or may not
+    /// have been committed (its event, if any, still comes through the watch stream).
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type Outcome = Result<Event, OrbitError>;
+
+/// What comes back from the registry, for [`Edge::on_orbit_feed`].
+// Each item is moved once through a channel; boxing outcomes would allocate for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum OrbitFeed {
+    /// The answer to proposal `token`.
+    Outcome { token: u64, outcome: Outcome },
+    /// Log entry `index` applied `cmds`, in order, at the leader's time `at` (the watch
+    /// stream).
+    Applied {
+        index: u64,
+        at: Millis,
+        cmds: Vec<Command>,
+    },
+    /// The registry's whole state as of `index`.
+    Resync { index: u64, orbit: Box<Orbit> },
+}
+
+/// Who continues once a command's outcome is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// Nothing waits for it (recall progress, hang-ups, registrations).
+    Nothing,
+    /// The park feature, which keeps how it continues under the proposal's token.
+    Park,
+    /// A lease renewal sent at this instant: the lease holds until then + its ttl.
+    Lease(Instant),
+}
+
+/// The edge's orbit bookkeeping.
+pub(crate) struct OrbitPort {
+    pub backend: Backend,
+    next_token: u64,
+    /// Proposals not yet taken by the driver.
+    pub outbox: Vec<Proposal>,
+    /// Continuations waiting for their outcome.
+    waiting: HashMap<u64, (Then, Span)>,
+    /// Outcomes ready to continue with (one site: right after the input that proposed).
+    ready: VecDeque<(u64, Then, Span, Outcome)>,
+    /// Events applied but not yet reacted to.
+    pub events: VecDeque<Event>,
+    /// The last registry log index seen on the watch stream (resume point).
+    pub watch_index: u64,
+    /// The lease (registry only): how long, and until when it is known to hold.
+    pub lease_ttl: Duration,
+    pub lease_until: Option<Instant>,
+    /// Until when each extension was last reported registered here.
+    located: HashMap<String, Millis>,
+    /// This process, as its lease names it: the registry drops the calls of an earlier one.
+    pub incarnation: u64,
+}
+
+impl OrbitPort {
+    pub(crate) fn new(backend: Backend, lease_ttl: Duration, incarnation: u64) -> OrbitPort {
+        OrbitPort {
+            backend,
+            next_token: 0,
+            outbox: vec![],
+            waiting: HashMap::new(),
+            ready: VecDeque::new(),
+            events: VecDeque::new(),
+            watch_index: 0,
+            lease_ttl,
+            lease_until: None,
+            located: HashMap::new(),
+            incarnation,
+        }
+    }
+
+    /// Proposals in flight (tests, metrics).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+pub(crate) fn kind(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::SetLot(_) => "set_lot",
+        Command::Park { .. } => "park",
+        Command::Claim { .. } => "claim",
+        Command::Expire { .. } => "expire",
+        Command::RecallStage { .. } => "recall_stage",
+        Command::End { .. } => "end",
+        Command::Lease { .. } => "lease",
+        Command::LeaseLapse { .. } => "lease_lapse",
+        Command::Locate { .. } => "locate",
+        Command::Unlocate { .. } => "unlocate",
+    }
+}
+
+fn short(ev: &Event) -> String {
+    match ev {
+        Event::LotSet(k) => format!("lot {} set", k.park_ext),
+        Event::LeaseGranted { edge, until } => format!("lease of {edge} until {until}"),
+        Event::Located { ext, edge, .. } => format!("{ext} registered at {edge}"),
+        Event::Unlocated { ext, edge, .. } => format!("{ext} no longer at {edge}"),
+        Event::LeaseLapsed { edge, lost } => {
+            format!("lease of {edge} lapsed, {} calls lost", lost.len())
+        }
+        Event::EdgeRestarted { edge, lost, .. } => {
+            format!("{edge} restarted, {} calls lost", lost.len())
+        }
+        Event::Parked(p) => format!("park {} in {} until {}", p.id, p.slot, p.deadline),
+        Event::Claimed { parked, by } => {
+            format!("park {} in {} claimed by {by}", parked.id, parked.slot)
+        }
+        Event::Expired(p) => format!("park {} in {} expired", p.id, p.slot),
+        Event::RecallStage(p) => format!("park {} in {} recall {:?}", p.id, p.slot, p.phase),
+        Event::Ended { parked, reason } => {
+            format!("park {} in {} ended: {reason:?}", parked.id, parked.slot)
+        }
+    }
+}
+
+impl Services {
+    pub(crate) fn now_ms(&self, now: Instant) -> Millis {
+        self.clock.1 + now.saturating_duration_since(self.clock.0).as_millis() as u64
+    }
+
+    fn instant_at(&self, ms: Millis) -> Instant {
+        self.clock.0 + Duration::from_millis(ms.saturating_sub(self.clock.1))
+    }
+
+    /// Have `cmd` ordered, in an `orbit.command` span inside the current one (the call's);
+    /// `then` says who continues once its outcome is known. The proposal's token.
+    pub(crate) fn propose(&mut self, now: Instant, cmd: Command, then: Then) -> u64 {
+        let span = info_span!("orbit.command", kind = kind(&cmd), site = %self.cfg.site);
+        self.port.next_token += 1;
+        let token = self.port.next_token;
+        match self.port.backend {
+            Backend::Local => {
+                let r = {
+                    let _g = span.enter();
+                    let r = self.orbit.apply(self.now_ms(now), &cmd);
+                    match &r {
+                        Ok(ev) => {
+                            info!(event = %short(ev), "applied");
+                            self.port.events.push_back(ev.clone());
+                        }
+                        Err(e) => info!(refused = %e, "refused"),
+                    }
+                    r
+                };
+                self.port
+                    .ready
+                    .push_back((token, then, span, r.map_err(Into::into)));
+            }
+            Backend::Registry => {
+                span.in_scope(|| info!(token, "proposed"));
+                self.port.outbox.push(Proposal { token, cmd });
+                self.port.waiting.insert(token, (then, span));
+            }
+        }
+        token
+    }
+
+    /// The registry answered proposal `token`: its continuation is ready.
+    pub(crate) fn outcome_in(&mut self, token: u64, outcome: Outcome) {
+        if let Some((then, span)) = self.port.waiting.remove(&token) {
+            span.in_scope(|| match &outcome {
+                Ok(ev) => info!(event = %short(ev), "committed"),
+                Err(e) => info!(error = %e, "not committed"),
+            });
+            self.port.ready.push_back((token, then, span, outcome));
+        }
+    }
+
+    /// The next outcome a feature continues with: `(token, span, outcome)`. The outcomes of
+    /// commands nobody waits for, and of lease renewals, are taken care of here.
+    pub(crate) fn next_outcome(&mut self) -> Option<(u64, Span, Outcome)> {
+        while let Some((token, then, span, outcome)) = self.port.ready.pop_front() {
+            match then {
+                Then::Park => return Some((token, span, outcome)),
+                Then::Nothing => {
+                    if let Err(e) = outcome {
+                        span.in_scope(|| info!(error = %e, "orbit command without effect"));
+                    }
+                }
+                Then::Lease(sent) => match outcome {
+                    Ok(_) => self.port.lease_until = Some(sent + self.port.lease_ttl),
+                    Err(e) => span
+                        .in_scope(|| warn!(error = %e, site = %self.cfg.site, "lease not renewed")),
+                },
+            }
+        }
+        None
+    }
+
+    /// The registry applied `cmds` at log `index`, stamped `at`: apply them to the mirror,
+    /// queueing their events. False for a repeat (an index at or below the last seen: a
+    /// resumed stream).
+    pub(crate) fn watch_in(&mut self, index: u64, at: Millis, cmds: Vec<Command>) -> bool {
+        if index <= self.port.watch_index {
+            return false;
+        }
+        self.port.watch_index = index;
+        for cmd in cmds {
+            if let Ok(ev) = self.orbit.apply(at, &cmd) {
+                self.port.events.push_back(ev);
+            }
+        }
+        true
+    }
+
+    /// One site: keep a timer at the earliest deadline (across sites the leader fires them).
+    pub(crate) fn schedule_deadline(&mut self) {
+        if self.port.backend != Backend::Local {
+            return;
+        }
+        let Some((ms, _)) = self.orbit.next_deadline() else {
+            return;
+        };
+        let at = self.instant_at(ms);
+        if self.deadline_at.is_none_or(|t| at < t) {
+            self.deadline_at = Some(at);
+            self.timers.schedule(at, TimerKey::Deadline);
+        }
+    }
+
+    /// The deadline timer (one site): expire what is due; the recall starts from the event.
+    pub(crate) fn on_deadline(&mut self, now: Instant) {
+        self.deadline_at = None;
+        for park in self.orbit.due(self.now_ms(now)) {
+            self.propose(now, Command::Expire { park }, Then::Nothing);
+        }
+    }
+
+    /// Renew this edge's lease (registry only); the next renewal at a third of its life.
+    pub(crate) fn renew_lease(&mut self, now: Instant) {
+        let ttl = self.port.lease_ttl;
+        self.timers.schedule(now + ttl / 3, TimerKey::Lease);
+        let cmd = Command::Lease {
+            edge: self.cfg.site.clone(),
+            ttl_ms: ttl.as_millis() as u64,
+            incarnation: self.port.incarnation,
+        };
+        self.propose(now, cmd, Then::Lease(now));
+    }
+
+    /// `user` as a parking slot number of this tenant.
+    pub(crate) fn slot_number(&self, user: &str) -> Option<u32> {
+        if user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) || user.starts_with('0') {
+            return None;
+        }
+        let n: u32 = user.parse().ok()?;
+        self.orbit.lot_of(&self.cfg.tenant.domain, n).map(|_| n)
+    }
+
+    /// Whether this edge may act on claims of the calls it holds: always on one site; across
+    /// sites only while its lease is known to hold (a lapsed edge's calls may be in other
+    /// hands now).
+    pub(crate) fn lease_holds(&self, now: Instant) -> bool {
+        match self.port.backend {
+            Backend::Local => true,
+            Backend::Registry => self.port.lease_until.is_some_and(|t| now < t),
+        }
+    }
+    /// Tell the registry where `ext` is registered (phones here until `until`, or none any
+    /// more), so other sites can ring it. A refresh is reported only once the last report has
+    /// less than half of the new lifetime left: about two reports per registration period.
+    pub(crate) fn report_location(&mut self, now: Instant, ext: &str, until: Option<Instant>) {
+        if self.port.backend != Backend::Registry {
+            return;
+        }
+        let (tenant, edge) = (self.cfg.tenant.domain.clone(), self.cfg.site.clone());
+        let now_ms = self.now_ms(now);
+        let cmd = match until {
+            Some(t) => {
+                let until = self.now_ms(t);
+                let last = self.port.located.get(ext).copied();
+                if last.is_some_and(|l| l >= now_ms + (until.saturating_sub(now_ms)) / 2) {
+                    return;
+                }
+                self.port.located.insert(ext.to_string(), until);
+                Command::Locate {
+                    tenant,
+                    ext: ext.to_string(),
+                    edge,
+                    until,
+                }
+            }
+            None => {
+                if self.port.located.remove(ext).is_none() {
+                    return;
+                }
+                Command::Unlocate {
+                    tenant,
+                    ext: ext.to_string(),
+                    edge,
+                }
+            }
+        };
+        self.propose(now, cmd, Then::Nothing);
+    }
+}
