@@ -14,8 +14,8 @@
 //! the calls' [`Calls`], park's [`Parking`], and this [`Edge`] at the top with the lamps, the
 //! trunk's replay cache and the rate limiter. A layer tells the ones above what they must hear
 //! by handing it up (a [`Delivery`] for a client transaction's owner, a timer key, a call that
-//! ended, an orbit outcome or event); this file and `router.rs` and `orbit.rs` hand each to
-//! its feature. Nothing here reads a clock or draws randomness that was not handed in: `now`
+//! ended, an orbit outcome or event); this file hands each to its feature (`router.rs` and
+//! `orbit.rs` are the edge's ways in). Nothing here reads a clock or draws randomness that was not handed in: `now`
 //! comes with every input, the wall clock and the identifier generator with [`Start`].
 
 use std::collections::{HashMap, VecDeque};
@@ -38,6 +38,9 @@ use crate::services::{Services, Side, TimerKey};
 use crate::trunk::Replays;
 
 pub use crate::services::{Start, Stats, Transmit};
+
+/// Orbit events an edge keeps for [`Edge::take_orbit_events`].
+pub const ORBIT_EVENTS_KEPT: usize = 4096;
 
 pub struct Edge {
     pub(crate) parking: Parking,
@@ -129,7 +132,7 @@ impl Edge {
     }
 
     /// Orbit events since the last take (parked, claimed, expired, ...; the latest
-    /// [`crate::orbit::ORBIT_EVENTS_KEPT`] at most).
+    /// [`ORBIT_EVENTS_KEPT`] at most).
     pub fn take_orbit_events(&mut self) -> Vec<orbit_state::Event> {
         std::mem::take(&mut self.orbit_events).into()
     }
@@ -288,6 +291,33 @@ impl Edge {
             }
             _ => {}
         }
+    }
+
+    /// Hand every applied event and every outcome in to the features, and what the calls
+    /// report ended to the features that keep entries by call, until nothing is left (a
+    /// continuation may propose again; on one site that is answered at once).
+    pub(crate) fn settle(&mut self, now: Instant) {
+        loop {
+            if self.parking.after_calls(now) {
+                continue;
+            }
+            if let Some(ev) = self.port.events.pop_front() {
+                crate::blf::on_event(&mut self.lamping(), now, &ev);
+                self.parking.on_orbit_event(now, &ev);
+                if self.orbit_events.len() == ORBIT_EVENTS_KEPT {
+                    self.orbit_events.pop_front();
+                }
+                self.orbit_events.push_back(ev);
+                continue;
+            }
+            if let Some((token, span, outcome)) = self.next_outcome() {
+                let _g = span.enter();
+                self.parking.continue_with(now, token, outcome);
+                continue;
+            }
+            break;
+        }
+        self.schedule_deadline();
     }
 
     /// End every call (BYE / 487) and refuse new ones; the driver exits once calls are gone.

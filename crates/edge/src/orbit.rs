@@ -1,7 +1,8 @@
 //! The orbit state's way into the edge: the registry's answers and its watch stream come in
-//! here, and every outcome and applied event goes to the features that wait for it (park,
-//! lamps), until nothing is left ([`Edge::settle`]). Proposals leave through the port in
-//! [`crate::services::orbit_port`], which also says what a command, an outcome and a feed are.
+//! here; the edge then hands every outcome and applied event to the features that wait for it
+//! (park, lamps) until nothing is left (`Edge::settle`, in `core.rs`). Proposals leave through
+//! the port in `services/orbit_port.rs`, which also says what a command, an outcome and a feed
+//! are.
 //!
 //! ```text
 //! registry ─▶ on_orbit_feed ─▶ outcome_in / watch_in / resync ─▶ settle:
@@ -17,9 +18,6 @@ use tracing::info;
 pub use crate::services::orbit_port::{Backend, OrbitError, OrbitFeed, Outcome, Proposal};
 
 use crate::core::Edge;
-
-/// Orbit events an edge keeps for [`Edge::take_orbit_events`].
-pub const ORBIT_EVENTS_KEPT: usize = 4096;
 
 impl Edge {
     /// Proposals for the registry, taken (the driver sends them).
@@ -69,32 +67,5 @@ impl Edge {
         crate::blf::refresh_all(&mut self.lamping(), now);
         self.parking.resynced(now);
         self.settle(now);
-    }
-
-    /// Hand every applied event and every outcome in to the features, and what the calls
-    /// report ended to the features that keep entries by call, until nothing is left (a
-    /// continuation may propose again; on one site that is answered at once).
-    pub(crate) fn settle(&mut self, now: Instant) {
-        loop {
-            if self.parking.after_calls(now) {
-                continue;
-            }
-            if let Some(ev) = self.port.events.pop_front() {
-                crate::blf::on_event(&mut self.lamping(), now, &ev);
-                self.parking.on_orbit_event(now, &ev);
-                if self.orbit_events.len() == ORBIT_EVENTS_KEPT {
-                    self.orbit_events.pop_front();
-                }
-                self.orbit_events.push_back(ev);
-                continue;
-            }
-            if let Some((token, span, outcome)) = self.next_outcome() {
-                let _g = span.enter();
-                self.parking.continue_with(now, token, outcome);
-                continue;
-            }
-            break;
-        }
-        self.schedule_deadline();
     }
 }
