@@ -250,7 +250,7 @@ impl Edge {
                 if self
                     .calls
                     .get(&id)
-                    .is_some_and(|c| c.vacant.is_some() || self.park.held.contains_key(&id))
+                    .is_some_and(|c| c.vacant().is_some() || self.park.held.contains_key(&id))
                 {
                     // Parked: nobody on the other side to relay to. Re-INVITEs get the relay's
                     // SDP back (the music keeps flowing to the same address); the rest is

@@ -151,7 +151,7 @@ struct OkRetx {
 pub(crate) struct Call {
     pub(crate) id: u64,
     pub(crate) span: Span,
-    pub(crate) state: CallState,
+    state: CallState,
     started: Instant,
     pub(crate) a: Dialog,
     a_invite: Message,
@@ -166,15 +166,15 @@ pub(crate) struct Call {
     ack_pending: Option<(Side, u32, Side, u32)>,
     /// The last SDP each party sent (what it can receive): the codec for music and for the
     /// next party after a park.
-    pub(crate) sdp: [Option<Bytes>; 2],
+    sdp: [Option<Bytes>; 2],
     /// The side whose party left (the transferor): nothing more is sent to it, and its leg of
     /// the relay waits for the next party (retriever or recall).
-    pub(crate) vacant: Option<Side>,
+    vacant: Option<Side>,
     /// We answered a party's INVITE ourselves (retrieve): its ACK may carry the SDP answer.
     pub(crate) own_answer: Option<(Side, u32)>,
     /// The party that left the vacant side has not been sent its BYE yet (it is hearing the
     /// slot spoken, or its NOTIFY is unanswered); whoever takes the side next sends it first.
-    pub(crate) departed_live: bool,
+    departed_live: bool,
     /// The last ACK we sent for a 2xx, to resend if that 2xx is retransmitted.
     acked: Option<(Side, u32, Bytes)>,
     /// An INVITE (initial or re-INVITE) is being relayed: a second one gets 491 (glare).
@@ -239,6 +239,48 @@ impl Call {
             Side::A => &self.a,
             Side::B => &self.b,
         }
+    }
+
+    pub(crate) fn state(&self) -> CallState {
+        self.state
+    }
+
+    /// The last SDP `side`'s party sent: what it can receive.
+    pub(crate) fn sdp(&self, side: Side) -> Option<&[u8]> {
+        self.sdp[side as usize].as_deref()
+    }
+
+    /// The side whose party left, waiting for the next one.
+    pub(crate) fn vacant(&self) -> Option<Side> {
+        self.vacant
+    }
+
+    /// The party that left the vacant side is still to be sent its BYE.
+    pub(crate) fn departed_live(&self) -> bool {
+        self.departed_live
+    }
+
+    /// `side`'s party has left (a transferor, its call parked): nothing more is relayed to it,
+    /// its relay leg waits for the next party, and it is still to be sent its BYE.
+    pub(crate) fn vacate(&mut self, side: Side) {
+        self.vacant = Some(side);
+        self.departed_live = true;
+    }
+
+    /// The vacant side `side` has its next party (a retriever, a recalled phone).
+    pub(crate) fn fill(&mut self, side: Side) {
+        debug_assert_eq!(self.vacant, Some(side));
+        self.vacant = None;
+    }
+
+    /// `side`'s party sent `sdp` (none: an offer still to come).
+    pub(crate) fn set_sdp(&mut self, side: Side, sdp: Option<Bytes>) {
+        self.sdp[side as usize] = sdp;
+    }
+
+    /// A call whose answer we gave and acknowledged ourselves (a recall answered) is up.
+    pub(crate) fn confirm(&mut self) {
+        self.state = CallState::Confirmed;
     }
 
     /// An offer/answer exchange is under way (a re-INVITE relayed, an ACK awaited).
@@ -432,6 +474,19 @@ impl Calls {
             }
         }
         None
+    }
+
+    /// Seat the next party (`d`) on side `side` of call `id`, re-keying the dialog map.
+    pub(crate) fn seat(&mut self, id: u64, side: Side, d: Dialog) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let old = call.dialog_ref(side);
+        let old_key = (old.call_id.clone(), old.local_tag.clone());
+        let new_key = (d.call_id.clone(), d.local_tag.clone());
+        *call.dialog(side) = d;
+        self.dialogs.remove(&old_key);
+        self.dialogs.insert(new_key, id);
     }
 
     /// Take a new call in, counting it against its owner.

@@ -111,7 +111,7 @@ pub(crate) fn on_app_hangup(edge: &mut Parking, now: Instant, id: u64) {
     if edge
         .calls
         .get(&id)
-        .is_some_and(|c| edge.park.consults.contains_key(&id) || c.vacant == Some(Side::B))
+        .is_some_and(|c| edge.park.consults.contains_key(&id) || c.vacant() == Some(Side::B))
     {
         hangup(edge, now, id, "park prompt done");
     }

@@ -27,8 +27,8 @@ pub(crate) fn on_digit(edge: &mut Parking, now: Instant, cid: u64, side: Side, d
         return;
     };
     let call = &edge.calls[&cid];
-    let (codec, pt) = call.sdp[side as usize]
-        .as_deref()
+    let (codec, pt) = call
+        .sdp(side)
         .and_then(sdp::g711)
         .unwrap_or((Codec::Pcmu, 0));
     let span = call.span.clone();
@@ -81,7 +81,7 @@ pub(crate) fn on_prompt_done(edge: &mut Parking, now: Instant, cid: u64, side: S
     };
     if bye {
         // Still the presser on that side (not a retriever or a recall that took it since).
-        if call.vacant == Some(side) && call.departed_live {
+        if call.vacant() == Some(side) && call.departed_live() {
             if let Some(m) = call.media {
                 m.vacate(&mut edge.media, side.leg());
             }

@@ -44,7 +44,7 @@ pub(crate) fn start_recall(edge: &mut Parking, now: Instant, cid: u64, stage: Re
         info!(%target, ?stage, "recall target not registered");
         return next_stage(edge, now, cid, stage);
     }
-    if edge.calls[&cid].departed_live {
+    if edge.calls[&cid].departed_live() {
         let v = edge.park.held[&cid].parked.other();
         call::send_bye_departed(edge, now, cid, v);
     }
@@ -76,7 +76,7 @@ pub(crate) fn start_recall(edge: &mut Parking, now: Instant, cid: u64, stage: Re
         contact_user: caller_user.clone(),
         user: target.clone(),
     };
-    seat(edge, cid, v, d);
+    edge.seat(cid, v, d);
     let call = &edge.calls[&cid];
     let mut body = vec![];
     if let Some(m) = call.media {
@@ -242,9 +242,9 @@ pub(crate) fn recall_claim_outcome(
     let r = ps.recall.take().expect("recalling");
     let v = parked.other();
     call.dialog(v).establish(&msg, flow);
-    call.vacant = None;
+    call.fill(v);
     if is_sdp(&msg) {
-        call.sdp[v as usize] = Some(msg.body.clone());
+        call.set_sdp(v, Some(msg.body.clone()));
         if let (Some(m), Ok(info)) = (call.media, sdp::media_info(&msg.body)) {
             m.set_remote(
                 &mut edge.b2bua.sv.media,
@@ -258,7 +258,7 @@ pub(crate) fn recall_claim_outcome(
     if let Some(m) = call.media {
         m.bridge(&mut edge.b2bua.sv.media, parked.leg());
     }
-    call.state = CallState::Confirmed;
+    call.confirm();
     info!(by = %r.target, stage = ?r.stage, slot = ps.slot, "recall answered");
     call::send_own_ack(edge, cid, v, 1);
     for (i, b) in r.branches.iter().enumerate() {

@@ -179,7 +179,7 @@ pub(crate) fn notify_done(edge: &mut Parking, now: Instant, id: u64, bye: Option
         if edge
             .calls
             .get(&id)
-            .is_some_and(|c| c.vacant == Some(side) && c.departed_live)
+            .is_some_and(|c| c.vacant() == Some(side) && c.departed_live())
         {
             call::send_bye_departed(edge, now, id, side);
         }

@@ -211,23 +211,22 @@ pub(crate) fn take_parked(edge: &mut Parking, now: Instant, a: &AfterClaim, cid:
     let _g = span.enter();
     unhold(edge, park_id);
     cancel_recall(edge, now, cid);
-    if edge.calls[&cid].departed_live {
+    if edge.calls[&cid].departed_live() {
         call::send_bye_departed(edge, now, cid, parked.other());
     }
     let tag = edge.ids.tag();
     let v = parked.other();
     let parked_user = edge.calls[&cid].dialog_ref(parked).user.clone();
-    seat(
-        edge,
+    edge.seat(
         cid,
         v,
         Dialog::uas(&a.msg, a.flow, &tag, &parked_user, &a.retriever),
     );
     let now_ms = edge.now_ms(now);
     let call = edge.b2bua.calls.get_mut(&cid).expect("present");
-    call.vacant = None;
+    call.fill(v);
     let ps = edge.park.held.remove(&cid).expect("parked");
-    call.sdp[v as usize] = offer.clone();
+    call.set_sdp(v, offer.clone());
     let mut body = vec![];
     if let Some(m) = call.media {
         let media = &mut edge.media;
