@@ -290,8 +290,12 @@ fn options(branch: &str, extra: &str) -> String {
     format!("OPTIONS sip:orbit.test SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bK{branch}\nMax-Forwards: 70\nFrom: <sip:1001@orbit.test>;tag=o\nTo: <sip:orbit.test>\nCall-ID: {branch}\nCSeq: 1 OPTIONS\n{extra}Content-Length: 0\n\n")
 }
 
+mod attended_park;
 mod calls;
+mod lamps;
+mod one_touch_park;
 mod park;
+mod recall;
 mod registry;
 mod relay_log;
 mod security;
