@@ -299,3 +299,4 @@ mod recall;
 mod registry;
 mod relay_log;
 mod security;
+mod trunk;
