@@ -1,10 +1,12 @@
-//! Digest authentication (RFC 3261 §22, RFC 8760 for SHA-256, RFC 7616 for the nonce rules).
+//! Digest authentication (RFC 3261 §22, RFC 8760 for SHA-256, RFC 7616 for the nonce rules):
+//! the [`Authenticator`] that challenges requests and checks their credentials, and [`answer`]
+//! for answering a challenge.
 //!
-//! Nonces are self-validating: `base64url(issued_at ‖ random ‖ HMAC(key, issued_at ‖ random))`,
-//! so issuing one stores nothing. A nonce older than the TTL is answered with a new challenge
-//! carrying `stale=true`, so the phone retries without asking its user. Replay protection:
-//! each nonce's highest nonce-count seen is remembered until the nonce expires, and a request
-//! that does not raise it is refused.
+//! Nonces are self-validating and bound to the source they were issued to, so issuing one
+//! stores nothing (minted and recognised in `auth/nonce.rs`). A nonce older than the TTL is
+//! answered with a new challenge carrying `stale=true`, so the phone retries without asking its
+//! user. Replay protection: each nonce's highest nonce-count seen is remembered until the nonce
+//! expires, and a request that does not raise it is refused.
 //!
 //! Only what was offered is accepted: an algorithm from the configured list (a response without
 //! `algorithm` is MD5, so only if MD5 is offered), `qop=auth` (no RFC 2069 responses), and a
@@ -12,33 +14,25 @@
 //! equality rules of RFC 3261 §19.1.4: phones copy the Request-URI). The response is compared
 //! in constant time.
 //!
-//! Guessing is slowed by counting wrong digests (and unknown users) in three tables, each
-//! bounded and evicting the least recently active entry: per source and extension, per source,
-//! and per extension from any source. Too many within a window lock that key out for a while,
-//! doubling with each lockout up to a cap; while locked, attempts are refused without checking
-//! the password (`Verdict::Locked`). Sources are IPv4 addresses or IPv6 /64 prefixes (one host
-//! commonly holds a whole /64). The source and extension locks do not apply to a source where
-//! the extension recently authenticated: a stranger cannot lock a user out of the phone it
-//! already uses, only out of new places.
-//!
-//! One concern in one file (about 700 lines): the digest check and the failure bookkeeping
-//! it feeds, which share their per-source and per-extension tables; the tests are in
-//! `auth/tests.rs`.
+//! Guessing is slowed by counting wrong digests and locking out (`auth/lockout.rs`); while
+//! locked, attempts are refused without checking the password (`Verdict::Locked`). The tests
+//! are in `auth/tests.rs`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::Hash;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use md5::Md5;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
-use tracing::warn;
 
 use crate::config::{AuthConfig, Extension};
+
+mod lockout;
+mod nonce;
+
+use lockout::{source_key, Lru, Policy, Strikes, GOOD_TTL, STRIKES_MAX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -149,162 +143,6 @@ pub struct Attempt<'a> {
     pub source: IpAddr,
 }
 
-/// Failure limits, from [`AuthConfig`]. A limit of 0 counts nothing.
-#[derive(Debug, Clone, Copy)]
-struct Policy {
-    per_source_ext: u32,
-    per_source: u32,
-    per_ext: u32,
-    window: Duration,
-    lockout: Duration,
-    lockout_max: Duration,
-}
-
-impl Policy {
-    /// An entry unlocked and quiet for this long is forgotten (its lockout level with it).
-    fn forget(&self) -> Duration {
-        self.window + self.lockout_max
-    }
-}
-
-/// Failures of one key (source and extension, source, or extension).
-#[derive(Debug)]
-struct Strikes {
-    /// Failures in the current window, which began at `since`.
-    count: u32,
-    since: Instant,
-    /// Lockouts so far: the next lasts `lockout × 2^level`, up to `lockout_max`.
-    level: u32,
-    locked_until: Option<Instant>,
-    /// The latest failure or refused attempt.
-    last: Instant,
-}
-
-impl Strikes {
-    fn new(now: Instant) -> Strikes {
-        Strikes {
-            count: 0,
-            since: now,
-            level: 0,
-            locked_until: None,
-            last: now,
-        }
-    }
-
-    fn locked(&self, now: Instant) -> bool {
-        self.locked_until.is_some_and(|t| now < t)
-    }
-
-    /// Count a failure; the lockout's length when this one starts a lockout.
-    fn strike(&mut self, now: Instant, limit: u32, p: &Policy) -> Option<Duration> {
-        self.last = now;
-        if limit == 0 || self.locked(now) {
-            return None;
-        }
-        if now.duration_since(self.since) > p.window {
-            self.count = 0;
-            self.since = now;
-        }
-        self.count += 1;
-        if self.count < limit {
-            return None;
-        }
-        let d = p
-            .lockout
-            .saturating_mul(1 << self.level.min(20))
-            .min(p.lockout_max);
-        self.level += 1;
-        self.count = 0;
-        self.since = now + d;
-        self.locked_until = Some(now + d);
-        Some(d)
-    }
-
-    fn idle(&self, now: Instant, p: &Policy) -> bool {
-        !self.locked(now) && now.duration_since(self.last) > p.forget()
-    }
-}
-
-/// A map bounded to `cap` entries that evicts the least recently touched one when full.
-struct Lru<K, V> {
-    map: HashMap<K, (V, u64)>,
-    /// Touch sequence → key, oldest first.
-    order: BTreeMap<u64, K>,
-    next: u64,
-    cap: usize,
-}
-
-impl<K: Hash + Eq + Clone, V> Lru<K, V> {
-    fn new(cap: usize) -> Self {
-        Lru {
-            map: HashMap::new(),
-            order: BTreeMap::new(),
-            next: 0,
-            cap: cap.max(1),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    fn get(&self, k: &K) -> Option<&V> {
-        self.map.get(k).map(|(v, _)| v)
-    }
-
-    /// The entry for `k` (made with `make` when absent, evicting the least recently touched
-    /// entry when full), now the most recently touched.
-    fn touch(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
-        let seq = self.next;
-        self.next += 1;
-        if let Some((_, s)) = self.map.get_mut(&k) {
-            self.order.remove(s);
-            *s = seq;
-        } else {
-            while self.map.len() >= self.cap {
-                let Some((_, old)) = self.order.pop_first() else {
-                    break;
-                };
-                self.map.remove(&old);
-            }
-            self.map.insert(k.clone(), (make(), seq));
-        }
-        self.order.insert(seq, k.clone());
-        &mut self.map.get_mut(&k).expect("just inserted").0
-    }
-
-    fn remove(&mut self, k: &K) {
-        if let Some((_, s)) = self.map.remove(k) {
-            self.order.remove(&s);
-        }
-    }
-
-    /// Drop the least recently touched entries while `idle` holds for them.
-    fn expire(&mut self, idle: impl Fn(&V) -> bool) {
-        while let Some((&s, k)) = self.order.first_key_value() {
-            if !self.map.get(k).is_some_and(|(v, _)| idle(v)) {
-                break;
-            }
-            if let Some(k) = self.order.remove(&s) {
-                self.map.remove(&k);
-            }
-        }
-    }
-}
-
-/// The key a source is counted under: an IPv4 address, or an IPv6 /64 (a host on IPv6 usually
-/// has a whole /64 to pick addresses from).
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            IpAddr::V6(o.into())
-        }
-        v4 => v4,
-    }
-}
-
 /// Whether two hex digests are the same value, in time independent of where they differ.
 fn same_digest(expected: &str, response: &str) -> bool {
     let (Ok(a), Ok(b)) = (hex::decode(expected), hex::decode(response)) else {
@@ -315,15 +153,6 @@ fn same_digest(expected: &str, response: &str) -> bool {
     }
     let diff = a.iter().zip(&b).fold(0u8, |d, (x, y)| d | (x ^ y));
     std::hint::black_box(diff) == 0
-}
-
-/// Usernames as they appear in a log line: bounded, escaped.
-fn shown(user: &str) -> String {
-    user.chars()
-        .take(32)
-        .collect::<String>()
-        .escape_debug()
-        .to_string()
 }
 
 pub struct Authenticator {
@@ -356,14 +185,6 @@ pub struct Authenticator {
 /// Most nonces tracked at once (about 50 bytes each): 1M covers 3,000 authenticated requests/s
 /// over a 300 s nonce lifetime. Beyond it the oldest are evicted (see `floor`).
 const NC_TABLE_MAX: usize = 1_000_000;
-
-/// Most entries in each failure table (about 150 bytes each, with the order index): a spray
-/// from more sources than this evicts the least recently active ones.
-const STRIKES_MAX: usize = 65_536;
-
-/// How long a successful authentication from a source exempts that extension there from
-/// the source and extension lockouts (phones re-register well within it).
-const GOOD_TTL: Duration = Duration::from_secs(86_400);
 
 impl Authenticator {
     /// An authenticator drawing its key and nonces from the thread's CSPRNG.
@@ -416,72 +237,6 @@ impl Authenticator {
 
     pub fn realm(&self) -> &str {
         &self.realm
-    }
-
-    fn mac(&self, data: &[u8]) -> [u8; 16] {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
-        m.update(data);
-        let full = m.finalize().into_bytes();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&full[..16]);
-        out
-    }
-
-    /// A username's key in the failure tables.
-    fn user_id(&self, user: &str) -> u64 {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
-        m.update(b"user\0");
-        m.update(user.as_bytes());
-        let full = m.finalize().into_bytes();
-        u64::from_be_bytes(full[..8].try_into().expect("8 bytes"))
-    }
-
-    /// A nonce for a challenge sent to `source`. It is good only from that source (its /64
-    /// for IPv6): a nonce used from elsewhere is answered with a fresh challenge and counts as
-    /// no failure, so that nobody can spend failures, and so lock a user out, in the name of
-    /// another address (over UDP a source is easily forged; the challenge is not seen there).
-    pub fn nonce(&mut self, now: Instant, source: IpAddr) -> String {
-        let ms = now.duration_since(self.epoch).as_millis() as u64;
-        let mut raw = [0u8; 32];
-        raw[..8].copy_from_slice(&ms.to_be_bytes());
-        self.rng.fill_bytes(&mut raw[8..16]);
-        let mac = self.nonce_mac(&raw[..16], source);
-        raw[16..].copy_from_slice(&mac);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    }
-
-    /// When the nonce was issued and its id, if it is one of ours.
-    /// The MAC of a nonce's time and random part, bound to the source it was issued to.
-    fn nonce_mac(&self, head: &[u8], source: IpAddr) -> [u8; 16] {
-        let mut data = Vec::with_capacity(head.len() + 16);
-        data.extend_from_slice(head);
-        match source_key(source) {
-            IpAddr::V4(a) => data.extend_from_slice(&a.octets()),
-            IpAddr::V6(a) => data.extend_from_slice(&a.octets()),
-        }
-        self.mac(&data)
-    }
-
-    fn nonce_issued(&self, nonce: &str, source: IpAddr) -> Option<(Instant, u64)> {
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(nonce)
-            .ok()?;
-        if raw.len() != 32 {
-            return None;
-        }
-        let mac = self.nonce_mac(&raw[..16], source);
-        // Constant-time compare.
-        let diff = mac
-            .iter()
-            .zip(&raw[16..])
-            .fold(0u8, |d, (a, b)| d | (a ^ b));
-        if diff != 0 {
-            return None;
-        }
-        let ms = u64::from_be_bytes(raw[..8].try_into().ok()?);
-        // The MAC is unpredictable and unique per nonce: its first 8 bytes identify it.
-        let id = u64::from_be_bytes(raw[16..24].try_into().ok()?);
-        Some((self.epoch + Duration::from_millis(ms), id))
     }
 
     /// Challenge header values, one per configured algorithm, in preference order.
@@ -610,53 +365,6 @@ impl Authenticator {
         *self.good.touch((source, uid), || now) = now;
         Verdict::Ok {
             user: user.to_string(),
-        }
-    }
-
-    /// Whether `user` (by id) from `source` is locked out now; a refused attempt keeps the
-    /// locked entries fresh (so they are not evicted while in use).
-    fn locked_out(&mut self, now: Instant, source: IpAddr, uid: u64) -> bool {
-        let good = self
-            .good
-            .get(&(source, uid))
-            .is_some_and(|t| now.duration_since(*t) <= GOOD_TTL);
-        let mut locked = false;
-        if self
-            .by_pair
-            .get(&(source, uid))
-            .is_some_and(|s| s.locked(now))
-        {
-            self.by_pair.touch((source, uid), || Strikes::new(now)).last = now;
-            locked = true;
-        }
-        if !good && self.by_source.get(&source).is_some_and(|s| s.locked(now)) {
-            self.by_source.touch(source, || Strikes::new(now)).last = now;
-            locked = true;
-        }
-        if !good && self.by_ext.get(&uid).is_some_and(|s| s.locked(now)) {
-            self.by_ext.touch(uid, || Strikes::new(now)).last = now;
-            locked = true;
-        }
-        locked
-    }
-
-    /// Count a wrong digest (or unknown user: `known` false, not counted for the extension),
-    /// logging each lockout it starts.
-    fn fail(&mut self, now: Instant, source: IpAddr, uid: u64, user: &str, known: bool) {
-        let p = self.policy;
-        let s = self.by_pair.touch((source, uid), || Strikes::new(now));
-        if let Some(d) = s.strike(now, p.per_source_ext, &p) {
-            warn!(%source, user = %shown(user), lockout_secs = d.as_secs(), "too many wrong digests for this user from this source: locked out");
-        }
-        let s = self.by_source.touch(source, || Strikes::new(now));
-        if let Some(d) = s.strike(now, p.per_source, &p) {
-            warn!(%source, lockout_secs = d.as_secs(), "too many wrong digests from this source: locked out, except where an extension recently authenticated");
-        }
-        if known {
-            let s = self.by_ext.touch(uid, || Strikes::new(now));
-            if let Some(d) = s.strike(now, p.per_ext, &p) {
-                warn!(user = %shown(user), lockout_secs = d.as_secs(), "too many wrong digests for this extension: locked out, except from sources where it recently authenticated");
-            }
         }
     }
 
