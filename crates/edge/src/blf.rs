@@ -275,27 +275,14 @@ fn notify(edge: &mut Lamping<'_>, now: Instant, k: &(String, String), terminated
             sub.expires_at.saturating_duration_since(now).as_secs()
         ),
     };
-    let branch = edge.new_branch();
     let sub = edge.blf.subs.get_mut(k).expect("present");
     sub.version += 1;
-    sub.dialog.local_cseq += 1;
-    let cseq = sub.dialog.local_cseq;
-    let flow = sub.dialog.flow;
-    let sub = &edge.blf.subs[k];
-    let bytes = sub.dialog.request(
-        &edge.local,
+    edge.sv.send_in_dialog(
+        now,
+        &mut sub.dialog,
         "NOTIFY",
-        cseq,
-        &branch.branch,
         &[("Event", "dialog"), ("Subscription-State", &state)],
         Some((CONTENT_TYPE, body.as_bytes())),
-    );
-    edge.send_request(
-        now,
-        flow,
-        branch,
-        false,
-        bytes,
         Owner::Lamp { sub: k.clone() },
     );
 }

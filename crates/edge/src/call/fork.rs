@@ -225,17 +225,7 @@ pub(crate) fn branch_response(
             if call.state != CallState::Ringing || call.winner.is_some() || msg.to_tag().is_none() {
                 return;
             }
-            let body = relay_sdp(&mut edge.sv.media, call, Side::B, &msg, flow.addr.ip())
-                .ok()
-                .flatten();
-            let bytes = to_caller(
-                &edge.sv.local,
-                call,
-                (code, msg.reason()),
-                body.as_deref(),
-                false,
-                None,
-            );
+            let bytes = to_caller(&mut edge.sv, call, &msg, flow, false, None);
             let key = call.a_stx.clone();
             edge.reply_bytes(now, &key, code, bytes);
         }
@@ -269,22 +259,12 @@ pub(crate) fn branch_response(
                 }
             }
             let others: Vec<usize> = (0..call.branches.len()).filter(|&i| i != idx).collect();
-            let body = relay_sdp(&mut edge.sv.media, call, Side::B, &msg, flow.addr.ip())
-                .ok()
-                .flatten();
             // Who answered, as another site's edge asserts it (a parked caller fetched over
             // the trunk: its slot and name); a phone's own claim is not passed on (RFC 3325).
             let identity = (call.branches[idx].trunk && from_peer)
                 .then(|| msg.header_other("P-Asserted-Identity").map(str::trim))
                 .flatten();
-            let bytes = to_caller(
-                &edge.sv.local,
-                call,
-                (code, msg.reason()),
-                body.as_deref(),
-                true,
-                identity,
-            );
+            let bytes = to_caller(&mut edge.sv, call, &msg, flow, true, identity);
             let a_cseq = call.a_invite.cseq.seq;
             call.ok_retx = Some(OkRetx {
                 to: Side::A,
@@ -420,19 +400,23 @@ pub(crate) fn on_cancel(edge: &mut Calls, now: Instant, invite_key: &ServerKey) 
     hangup(edge, now, id, "cancelled");
 }
 
-/// The callee's answer as the caller gets it: on the caller's INVITE, with our tag and
-/// Contact, the SDP rewritten to the relay; a 2xx also says what we allow.
+/// The callee's answer `msg` (over `flow`) as the caller gets it: on the caller's INVITE, with
+/// our tag and Contact, its SDP (learnt by the relay) rewritten to the relay; with `allow`, what
+/// we allow (a 2xx), with `identity`, who answered as a trunk peer asserts it.
 fn to_caller(
-    local: &orbit_sip::build::Local,
-    call: &Call,
-    (code, reason): (u16, &str),
-    sdp: Option<&[u8]>,
+    sv: &mut Services,
+    call: &mut Call,
+    msg: &Message,
+    flow: Flow,
     allow: bool,
     identity: Option<&str>,
 ) -> Bytes {
-    let contact = local.contact(&call.a.contact_user, call.a.flow.proto);
-    let mut r = Response::to(&call.a_invite, code)
-        .reason(reason)
+    let sdp = relay_sdp(&mut sv.media, call, Side::B, msg, flow.addr.ip())
+        .ok()
+        .flatten();
+    let contact = sv.local.contact(&call.a.contact_user, call.a.flow.proto);
+    let mut r = Response::to(&call.a_invite, msg.code())
+        .reason(msg.reason())
         .tag(&call.a.local_tag)
         .header("Contact", &contact);
     if allow {
@@ -441,7 +425,7 @@ fn to_caller(
     if let Some(id) = identity {
         r = r.header("P-Asserted-Identity", id);
     }
-    if let Some(b) = sdp {
+    if let Some(b) = &sdp {
         r = r.sdp(b);
     }
     r.encode(call.a.flow.addr)

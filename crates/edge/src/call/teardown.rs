@@ -8,18 +8,12 @@ use super::*;
 /// End the dialog of a party that has left the call (the transferor after a park); its answer
 /// does not matter to the call.
 pub(crate) fn send_bye_departed(edge: &mut Calls, now: Instant, id: u64, to: Side) {
-    let branch = edge.new_branch();
     let Some(call) = edge.calls.get_mut(&id) else {
         return;
     };
     call.departed_live = false;
-    let d = call.dialog(to);
-    d.local_cseq += 1;
-    let cseq = d.local_cseq;
-    let flow = d.flow;
-    let d = edge.calls[&id].dialog_ref(to);
-    let bye = d.request(&edge.sv.local, "BYE", cseq, &branch.branch, &[], None);
-    edge.send_request(now, flow, branch, false, bye, Owner::Nobody);
+    edge.sv
+        .send_in_dialog(now, call.dialog(to), "BYE", &[], None, Owner::Nobody);
 }
 
 pub(crate) fn send_bye(edge: &mut Calls, now: Instant, id: u64, to: Side) {
@@ -27,16 +21,10 @@ pub(crate) fn send_bye(edge: &mut Calls, now: Instant, id: u64, to: Side) {
     if (to == Side::B && call.winner.is_none()) || call.vacant == Some(to) {
         return;
     }
-    let d = call.dialog(to);
-    d.local_cseq += 1;
-    let cseq = d.local_cseq;
     call.pending_byes += 1;
-    let branch = edge.new_branch();
-    let call = edge.calls.get(&id).expect("present");
-    let d = call.dialog_ref(to);
-    let flow = d.flow;
-    let bye = d.request(&edge.sv.local, "BYE", cseq, &branch.branch, &[], None);
-    edge.send_request(now, flow, branch, false, bye, Owner::Bye { call: id });
+    let owner = Owner::Bye { call: id };
+    edge.sv
+        .send_in_dialog(now, call.dialog(to), "BYE", &[], None, owner);
 }
 
 pub(crate) fn bye_done(edge: &mut Calls, id: u64) {

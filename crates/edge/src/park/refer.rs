@@ -145,31 +145,18 @@ pub(crate) fn refer_notify(
     frag: &str,
     bye: Option<Side>,
 ) {
-    let branch = edge.new_branch();
-    let call = edge.calls.get_mut(&id).expect("present");
-    let d = call.dialog(to);
-    d.local_cseq += 1;
-    let cseq = d.local_cseq;
-    let flow = d.flow;
     let body = format!("{frag}\r\n");
-    let d = edge.calls[&id].dialog_ref(to);
-    let bytes = d.request(
-        &edge.local,
+    let b2bua = &mut edge.b2bua;
+    let call = b2bua.calls.get_mut(&id).expect("present");
+    b2bua.sv.send_in_dialog(
+        now,
+        call.dialog(to),
         "NOTIFY",
-        cseq,
-        &branch.branch,
         &[
             ("Event", event),
             ("Subscription-State", "terminated;reason=noresource"),
         ],
         Some(("message/sipfrag;version=2.0", body.as_bytes())),
-    );
-    edge.send_request(
-        now,
-        flow,
-        branch,
-        false,
-        bytes,
         Owner::ReferNotify { call: id, bye },
     );
 }

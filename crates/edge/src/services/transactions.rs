@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use orbit_sip::build::{ack_for_failure, Response};
-use orbit_sip::dialog::same_flow;
+use orbit_sip::dialog::{same_flow, Dialog};
 use orbit_sip::key::{ClientKey, ServerKey};
 use orbit_sip::message::Message;
 use orbit_sip::transaction::{
@@ -203,6 +203,30 @@ impl Services {
         );
         self.schedule_client(&key);
         self.send(flow, bytes);
+    }
+
+    /// Send a request of ours (`method`, not INVITE) in dialog `d`, counting its CSeq up, as a
+    /// client transaction whose answer goes to `owner`.
+    pub(crate) fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        d: &mut Dialog,
+        method: &str,
+        extra: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+        owner: Owner,
+    ) {
+        d.local_cseq += 1;
+        let branch = self.new_branch();
+        let bytes = d.request(
+            &self.local,
+            method,
+            d.local_cseq,
+            &branch.branch,
+            extra,
+            body,
+        );
+        self.send_request(now, d.flow, branch, false, bytes, owner);
     }
 
     /// A new branch for a request we send, as its client transaction's key.

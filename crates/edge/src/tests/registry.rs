@@ -154,6 +154,23 @@ pub(super) fn parked_by_bob() -> (Net, Registry) {
     (net, reg)
 }
 
+/// What site B orders when its retriever (2001) claims `p` (by id, or whatever is in its slot)
+/// and cancels: the claim, then `p`'s call parked again in its slot.
+pub(super) fn claim_and_put_back(p: &orbit_state::Parked, park: Option<u64>) -> [Command; 2] {
+    let claim = Command::Claim {
+        tenant: "orbit.test".into(),
+        slot: p.slot,
+        park,
+        by: "2001".into(),
+    };
+    let repark = Command::Park {
+        lot: p.lot.clone(),
+        slot: Some(p.slot),
+        call: p.call.clone(),
+    };
+    [claim, repark]
+}
+
 /// Site B's claim of `p` for 3001, committed and fed to this edge's watch.
 pub(super) fn claim_by_site_b(net: &mut Net, reg: &mut Registry, p: &orbit_state::Parked) {
     let at = net.edge.now_ms(net.now);
@@ -314,18 +331,7 @@ fn a_call_put_back_by_another_site_after_a_cancelled_retrieve_is_still_held_here
     let (mut net, mut reg) = parked_by_bob();
     let first = reg.parked();
     let at = net.edge.now_ms(net.now);
-    let claim = Command::Claim {
-        tenant: "orbit.test".into(),
-        slot: 701,
-        park: None,
-        by: "2001".into(),
-    };
-    let repark = Command::Park {
-        lot: first.lot.clone(),
-        slot: Some(701),
-        call: first.call.clone(),
-    };
-    for cmd in [claim, repark] {
+    for cmd in claim_and_put_back(&first, None) {
         reg.feed(&mut net, at, cmd);
     }
     let again = net.edge.orbit().in_slot("orbit.test", 701).unwrap().clone();
@@ -395,18 +401,7 @@ fn a_recall_ringing_for_a_park_that_was_put_back_stops() {
     // Meanwhile a retriever at site B claimed it, cancelled, and site B put the call back: a
     // new park with a deadline of its own. The recall for the old one stops.
     let at = first.deadline + 1_000;
-    let claim = Command::Claim {
-        tenant: "orbit.test".into(),
-        slot: 701,
-        park: None,
-        by: "2001".into(),
-    };
-    let repark = Command::Park {
-        lot: first.lot.clone(),
-        slot: Some(701),
-        call: first.call.clone(),
-    };
-    for cmd in [claim, repark] {
+    for cmd in claim_and_put_back(&first, None) {
         reg.feed(&mut net, at, cmd);
     }
     reg.serve(&mut net);

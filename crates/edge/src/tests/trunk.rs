@@ -7,8 +7,8 @@ use orbit_state::{Command, Event};
 
 use super::park::{carol_invite, CAROL};
 use super::registry::{
-    call_info, carol_retrieves_alice, claim_by_site_b, parked_by_bob, registry_net, trunk_claim,
-    with_header, Registry, PEER, SECRET,
+    call_info, carol_retrieves_alice, claim_and_put_back, claim_by_site_b, parked_by_bob,
+    registry_net, trunk_claim, with_header, Registry, PEER, SECRET,
 };
 use super::*;
 
@@ -247,17 +247,7 @@ fn a_trunk_claim_of_a_park_the_watch_has_not_brought_yet_waits_for_it() {
     // cancelled, site B put it back (a new park of the call held here), and 3001 at site B
     // claimed that new park.
     let at = net.edge.now_ms(net.now);
-    let claim_first = Command::Claim {
-        tenant: "orbit.test".into(),
-        slot: 701,
-        park: Some(first.id),
-        by: "2001".into(),
-    };
-    let repark = Command::Park {
-        lot: first.lot.clone(),
-        slot: Some(701),
-        call: first.call.clone(),
-    };
+    let [claim_first, repark] = claim_and_put_back(&first, Some(first.id));
     reg.orbit.apply(at, &claim_first).unwrap();
     let Event::Parked(again) = reg.orbit.apply(at, &repark).unwrap() else {
         panic!("parked again")
