@@ -15,6 +15,11 @@
 //!
 //! Every decision (is the slot free? who won the claim?) is a command applied to the orbit
 //! state, never a local guess, so that the registry can take over ordering across sites.
+//!
+//! Park is a layer ([`Parking`]) over the calls': it reaches its own tables and, through the
+//! calls' methods, the calls it holds; one file per job (`place.rs`, `refer.rs`, `attended.rs`,
+//! `one_touch.rs`, `retrieve.rs`, `recall.rs`, `handover.rs`), and `events.rs` for what it
+//! hears (its proposals' outcomes, applied events, calls that ended).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};

@@ -28,20 +28,41 @@ pub fn free_port() -> u16 {
     panic!("no free port");
 }
 
-/// A block of `n` consecutive free UDP ports below the ephemeral range, different per
-/// test process.
+/// A block of `n` consecutive free UDP ports below the ephemeral range, reserved for this
+/// test process: free when looked at is not enough, since a daemon binds its relay ports only
+/// as calls come, and tests run in parallel processes. Each 100-port block of the range is
+/// locked (`flock` on a file per block, held until the process exits), so no two test
+/// processes are handed overlapping ranges.
 pub fn free_range(n: u16) -> (u16, u16) {
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("orbit-test-port-blocks");
+    std::fs::create_dir_all(&dir).expect("a directory for port block locks");
+    let blocks = n.div_ceil(100);
     let seed = std::process::id() as u64
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos() as u64;
-    let mut start = 10_000 + (seed % 200) as u16 * 100;
+    let mut first = (seed % 200) as u16;
     for _ in 0..200 {
-        if (start..start + n).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
-            return (start, start + n - 1);
+        let start = 10_000 + first * 100;
+        if first + blocks <= 200 {
+            let mut locks = vec![];
+            for b in first..first + blocks {
+                let f = std::fs::File::create(dir.join(b.to_string())).expect("a lock file");
+                if f.try_lock().is_err() {
+                    break;
+                }
+                locks.push(f);
+            }
+            if locks.len() == blocks as usize
+                && (start..start + n).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
+            {
+                HELD.lock().unwrap().extend(locks);
+                return (start, start + n - 1);
+            }
         }
-        start = 10_000 + (start - 10_000 + 100) % 20_000;
+        first = (first + 1) % 200;
     }
     panic!("no free port range");
 }
