@@ -46,7 +46,19 @@ fn extensions() -> HashMap<String, Extension> {
         .collect()
 }
 
-fn answer_as(alg: Algorithm, nonce: &str, user: &str, pw: &str, uri: &str) -> String {
+/// A default authenticator made at a new `t0`, the extensions 1000..1100, and a nonce it
+/// issued to SRC at `t0`.
+fn with_a_nonce() -> (Instant, HashMap<String, Extension>, Authenticator, String) {
+    let t0 = Instant::now();
+    let x = extensions();
+    let mut a = authenticator(&AuthConfig::default(), t0);
+    let n = a.nonce(t0, SRC);
+    (t0, x, a, n)
+}
+
+/// A digest answer to a REGISTER challenge for `nonce`, as `user` with `pw` for `uri`, counted
+/// `nc`.
+fn answer_counted(alg: Algorithm, nonce: &str, user: &str, pw: &str, uri: &str, nc: u32) -> String {
     let challenge = format!(
         "Digest realm=\"orbit\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
         alg.name()
@@ -58,30 +70,37 @@ fn answer_as(alg: Algorithm, nonce: &str, user: &str, pw: &str, uri: &str) -> St
             password: pw,
             method: "REGISTER",
             uri,
-            nc: 1,
+            nc,
             cnonce: "c0ffee",
         },
     )
     .unwrap()
 }
 
+/// A digest answer as `user` with `pw` for `uri`, the nonce's first use.
+fn answer_as(alg: Algorithm, nonce: &str, user: &str, pw: &str, uri: &str) -> String {
+    answer_counted(alg, nonce, user, pw, uri, 1)
+}
+
+/// 1001's digest answer with `pw` for sip:orbit, counted `nc` (hex, as on the wire).
 fn answer(alg: Algorithm, nonce: &str, nc: &str, pw: &str) -> String {
-    let challenge = format!(
-        "Digest realm=\"orbit\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
-        alg.name()
-    );
-    super::answer(
-        &challenge,
-        &Credentials {
-            user: "1001",
-            password: pw,
-            method: "REGISTER",
-            uri: "sip:orbit",
-            nc: u32::from_str_radix(nc, 16).unwrap(),
-            cnonce: "c0ffee",
-        },
-    )
-    .unwrap()
+    let nc = u32::from_str_radix(nc, 16).unwrap();
+    answer_counted(alg, nonce, "1001", pw, "sip:orbit", nc)
+}
+
+/// 1001's REGISTER from SRC at `t`, answered by `alg` to `nonce` with count `nc` and `pw`,
+/// verified against the extension `e`.
+fn verify_1001(
+    a: &mut Authenticator,
+    t: Instant,
+    e: &Extension,
+    alg: Algorithm,
+    nonce: &str,
+    nc: &str,
+    pw: &str,
+) -> Verdict {
+    let h = answer(alg, nonce, nc, pw);
+    a.verify(t, &reg(), Some(&h), |_| Some(e))
 }
 
 /// A REGISTER from `source` as `user` with `pw`, on a fresh nonce.
@@ -152,39 +171,35 @@ fn digest_md5_and_sha256_with_replay_and_stale() {
     let nonce = nonce_of(&ch[0]);
     for alg in [Algorithm::Sha256, Algorithm::Md5] {
         let n = a.nonce(t0, SRC);
-        let h = answer(alg, &n, "00000001", "pw1001");
         assert_eq!(
-            a.verify(t0, &reg(), Some(&h), |_| Some(&e)),
+            verify_1001(&mut a, t0, &e, alg, &n, "00000001", "pw1001"),
             Verdict::Ok {
                 user: "1001".into()
             }
         );
         // The same nc again is a replay.
         assert!(matches!(
-            a.verify(t0, &reg(), Some(&h), |_| Some(&e)),
+            verify_1001(&mut a, t0, &e, alg, &n, "00000001", "pw1001"),
             Verdict::Denied(_)
         ));
-        let h2 = answer(alg, &n, "00000002", "pw1001");
         assert!(matches!(
-            a.verify(t0, &reg(), Some(&h2), |_| Some(&e)),
+            verify_1001(&mut a, t0, &e, alg, &n, "00000002", "pw1001"),
             Verdict::Ok { .. }
         ));
     }
-    let wrong = answer(Algorithm::Md5, &nonce, "00000001", "nope");
+    let md5 = Algorithm::Md5;
     assert_eq!(
-        a.verify(t0, &reg(), Some(&wrong), |_| Some(&e)),
+        verify_1001(&mut a, t0, &e, md5, &nonce, "00000001", "nope"),
         Verdict::Denied("wrong credentials")
     );
     let later = t0 + Duration::from_secs(301);
-    let old = answer(Algorithm::Md5, &nonce, "00000005", "pw1001");
     assert_eq!(
-        a.verify(later, &reg(), Some(&old), |_| Some(&e)),
+        verify_1001(&mut a, later, &e, md5, &nonce, "00000005", "pw1001"),
         Verdict::Stale
     );
     // A nonce we never issued.
-    let forged = answer(Algorithm::Md5, "AAAA", "00000001", "pw1001");
     assert_eq!(
-        a.verify(t0, &reg(), Some(&forged), |_| Some(&e)),
+        verify_1001(&mut a, t0, &e, md5, "AAAA", "00000001", "pw1001"),
         Verdict::Challenge
     );
     assert_eq!(a.verify(t0, &reg(), None, |_| Some(&e)), Verdict::Challenge);
@@ -198,9 +213,8 @@ fn nonce_table_expires_and_stays_bounded() {
     for i in 0..100 {
         let t = t0 + Duration::from_secs(i * 10);
         let n = a.nonce(t, SRC);
-        let h = answer(Algorithm::Md5, &n, "00000001", "pw1001");
         assert!(matches!(
-            a.verify(t, &reg(), Some(&h), |_| Some(&e)),
+            verify_1001(&mut a, t, &e, Algorithm::Md5, &n, "00000001", "pw1001"),
             Verdict::Ok { .. }
         ));
     }
@@ -217,14 +231,12 @@ fn ha1_secrets() {
         ..Default::default()
     };
     let n = a.nonce(t0, SRC);
-    let h = answer(Algorithm::Md5, &n, "00000001", "pw1001");
     assert!(matches!(
-        a.verify(t0, &reg(), Some(&h), |_| Some(&e)),
+        verify_1001(&mut a, t0, &e, Algorithm::Md5, &n, "00000001", "pw1001"),
         Verdict::Ok { .. }
     ));
-    let h = answer(Algorithm::Sha256, &n, "00000002", "pw1001");
     assert_eq!(
-        a.verify(t0, &reg(), Some(&h), |_| Some(&e)),
+        verify_1001(&mut a, t0, &e, Algorithm::Sha256, &n, "00000002", "pw1001"),
         Verdict::Denied("no secret for algorithm")
     );
 }
@@ -464,10 +476,7 @@ fn the_algorithm_must_have_been_offered() {
 
 #[test]
 fn the_digest_uri_must_be_the_request_uri() {
-    let t0 = Instant::now();
-    let x = extensions();
-    let mut a = authenticator(&AuthConfig::default(), t0);
-    let n = a.nonce(t0, SRC);
+    let (t0, x, mut a, n) = with_a_nonce();
     let h = answer_as(Algorithm::Sha256, &n, "1001", "pw1001", "sip:elsewhere");
     assert_eq!(
         a.verify(t0, &reg(), Some(&h), |u| x.get(u)),
@@ -479,10 +488,7 @@ fn the_digest_uri_must_be_the_request_uri() {
 
 #[test]
 fn responses_without_qop_are_refused() {
-    let t0 = Instant::now();
-    let x = extensions();
-    let mut a = authenticator(&AuthConfig::default(), t0);
-    let n = a.nonce(t0, SRC);
+    let (t0, x, mut a, n) = with_a_nonce();
     // RFC 2069: response = H(HA1:nonce:HA2), right password.
     let alg = Algorithm::Md5;
     let ha1 = alg.hash(&["1001", "orbit", "pw1001"]);
@@ -507,10 +513,7 @@ fn responses_compare_as_digest_values() {
     assert!(!same_digest(&d, &format!("{d}00")));
     assert!(!same_digest(&d, &d.replace(&d[..2], "zz")));
     // An upper-case response is the same digest.
-    let t0 = Instant::now();
-    let x = extensions();
-    let mut a = authenticator(&AuthConfig::default(), t0);
-    let n = a.nonce(t0, SRC);
+    let (t0, x, mut a, n) = with_a_nonce();
     let h = answer_as(Algorithm::Sha256, &n, "1001", "pw1001", "sip:orbit");
     let i = h.find("response=\"").unwrap() + 10;
     let h = format!(

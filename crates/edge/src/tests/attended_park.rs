@@ -3,7 +3,7 @@
 
 use orbit_sip::Method;
 
-use super::park::{parked_slots, refer_replacing};
+use super::park::{parked_slots, refer_accepted, refer_replacing};
 use super::*;
 
 /// An INVITE from Bob's phone (BOB1) to `to`, with SDP.
@@ -45,14 +45,8 @@ fn attended_park_speaks_the_slot_then_replaces_parks_the_caller_there() {
     net.media.take_feeds();
     // Bob completes: REFER on the call with Alice, Replaces naming his call to 700.
     let refer = refer_replacing(&inv, "consult-k1", ok_k.to_tag().unwrap(), "bobck1");
-    net.send(BOB1, &refer);
-    let to_bob = net.take(BOB1);
-    assert_eq!(to_bob[0].code(), 202);
-    let notify = to_bob
-        .iter()
-        .find(|m| *m.method() == Method::Notify)
-        .unwrap();
-    assert_eq!(body(notify), "SIP/2.0 200 OK\r\n");
+    let (to_bob, notify) = refer_accepted(&mut net, &refer);
+    assert_eq!(body(&notify), "SIP/2.0 200 OK\r\n");
     // The consultation call is ended by the edge.
     assert!(to_bob
         .iter()

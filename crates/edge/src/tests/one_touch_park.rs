@@ -16,6 +16,24 @@ fn info_digit(ok: &Message, cseq: u32, digit: char) -> String {
     )
 }
 
+/// Alice presses `digits` by INFO in the call `ok` set up (CSeq 2 on), each INFO relayed to
+/// Bob answered by him; returns what Alice got after each digit.
+fn press_by_info(net: &mut Net, ok: &Message, digits: &str) -> Vec<Vec<Message>> {
+    let mut to_alice = Vec::new();
+    for (i, d) in digits.chars().enumerate() {
+        net.send(ALICE, &info_digit(ok, 2 + i as u32, d));
+        for m in net
+            .take(BOB1)
+            .iter()
+            .filter(|m| *m.method() == Method::Info)
+        {
+            net.send_msg(BOB1, ok_to(m));
+        }
+        to_alice.push(net.take(ALICE));
+    }
+    to_alice
+}
+
 #[test]
 fn one_touch_park_by_dtmf_parks_the_other_party_and_speaks_the_slot() {
     let mut net = Net::new();
@@ -24,13 +42,8 @@ fn one_touch_park_by_dtmf_parks_the_other_party_and_speaks_the_slot() {
     net.take(BOB1);
     net.media.take_feeds();
     // Alice presses * 6 8: each INFO answered; Bob is parked, Alice hears the slot.
-    for (i, d) in ['*', '6', '8'].into_iter().enumerate() {
-        net.send(ALICE, &info_digit(&ok, 2 + i as u32, d));
-        let to_bob = net.take(BOB1);
-        for m in to_bob.iter().filter(|m| *m.method() == Method::Info) {
-            net.send_msg(BOB1, ok_to(m));
-        }
-        assert!(net.take(ALICE).iter().any(|m| m.code() == 200));
+    for to_alice in press_by_info(&mut net, &ok, "*68") {
+        assert!(to_alice.iter().any(|m| m.code() == 200));
     }
     assert_eq!(parked_slots(&net), vec![701]);
     let feeds = net.media.take_feeds();
@@ -55,16 +68,7 @@ fn what_park_keeps_for_a_call_goes_with_the_call() {
     net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
     net.take(BOB1);
     // Half the park code, then Alice hangs up: the digits kept for her call go too.
-    for (i, d) in ['*', '6'].into_iter().enumerate() {
-        net.send(ALICE, &info_digit(&ok, 2 + i as u32, d));
-        for m in net
-            .take(BOB1)
-            .iter()
-            .filter(|m| *m.method() == Method::Info)
-        {
-            net.send_msg(BOB1, ok_to(m));
-        }
-    }
+    press_by_info(&mut net, &ok, "*6");
     assert_eq!(net.edge.park.digits.len(), 1);
     net.send(ALICE, &alice_in_dialog(&ok, "BYE", 4, "bye1", None));
     let bye = net.one(BOB1);
@@ -106,17 +110,7 @@ fn one_touch_park_into_a_full_lot_keeps_the_call() {
     net.send(ALICE, &alice_in_dialog(&ok2, "ACK", 1, "ack2", None));
     net.take(BOB1);
     net.media.take_feeds();
-    for (i, d) in ['*', '6', '8'].into_iter().enumerate() {
-        net.send(ALICE, &info_digit(&ok2, 2 + i as u32, d));
-        for m in net
-            .take(BOB1)
-            .iter()
-            .filter(|m| *m.method() == Method::Info)
-        {
-            net.send_msg(BOB1, ok_to(m));
-        }
-        net.take(ALICE);
-    }
+    press_by_info(&mut net, &ok2, "*68");
     let feeds = net.media.take_feeds();
     assert_eq!(feeds.len(), 1, "{feeds:?}");
     assert!(feeds[0].starts_with("play A prompt PCMU "));
@@ -133,17 +127,7 @@ fn retrieve_while_the_presser_hears_the_slot_ends_the_presser_once() {
     let (ok, _inv) = answered_call(&mut net);
     net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
     net.take(BOB1);
-    for (i, d) in ['*', '6', '8'].into_iter().enumerate() {
-        net.send(ALICE, &info_digit(&ok, 2 + i as u32, d));
-        for m in net
-            .take(BOB1)
-            .iter()
-            .filter(|m| *m.method() == Method::Info)
-        {
-            net.send_msg(BOB1, ok_to(m));
-        }
-    }
-    net.take(ALICE);
+    press_by_info(&mut net, &ok, "*68");
     // Carol takes Bob back while Alice still hears "parked on 701": Alice's leg ends now.
     net.send(CAROL, &carol_invite("701", "r3"));
     assert_eq!(net.one(CAROL).code(), 200);

@@ -79,6 +79,20 @@ pub(super) fn park_by_bob(net: &mut Net, target: &str) -> (Message, Message) {
     (ok, inv)
 }
 
+/// Bob sends `refer`; asserts the edge's first answer is the 202 and returns all Bob then got,
+/// with the NOTIFY among it.
+pub(super) fn refer_accepted(net: &mut Net, refer: &str) -> (Vec<Message>, Message) {
+    net.send(BOB1, refer);
+    let to_bob = net.take(BOB1);
+    assert_eq!(to_bob[0].code(), 202);
+    let notify = to_bob
+        .iter()
+        .find(|m| *m.method() == Method::Notify)
+        .unwrap()
+        .clone();
+    (to_bob, notify)
+}
+
 pub(super) fn parked_slots(net: &Net) -> Vec<u32> {
     net.edge.orbit().all_parked().map(|p| p.slot).collect()
 }
@@ -220,15 +234,9 @@ fn empty_slot_and_refused_parks_keep_the_call() {
         "Refer-To: <sip:700@orbit.test>\n",
         None,
     );
-    net.send(BOB1, &refer);
-    let to_bob = net.take(BOB1);
-    assert_eq!(to_bob[0].code(), 202);
-    let notify = to_bob
-        .iter()
-        .find(|m| *m.method() == Method::Notify)
-        .unwrap();
-    assert_eq!(body(notify), "SIP/2.0 503 Parking Lot Full\r\n");
-    net.send_msg(BOB1, ok_to(notify));
+    let (_, notify) = refer_accepted(&mut net, &refer);
+    assert_eq!(body(&notify), "SIP/2.0 503 Parking Lot Full\r\n");
+    net.send_msg(BOB1, ok_to(&notify));
     assert!(net.take(BOB1).is_empty(), "no BYE after a refused park");
     assert!(
         net.media.take_feeds().is_empty(),
@@ -268,15 +276,9 @@ fn empty_slot_and_refused_parks_keep_the_call() {
     net.send(ALICE, &alice_in_dialog(&ok2, "ACK", 3, "reack3", None));
     net.take(BOB1);
     // A taken slot asked for by number: 486, and the call stays.
-    net.send(BOB1, &refer(4, "701"));
-    let to_bob = net.take(BOB1);
-    assert_eq!(to_bob[0].code(), 202);
-    let n = to_bob
-        .iter()
-        .find(|m| *m.method() == Method::Notify)
-        .unwrap();
-    assert_eq!(body(n), "SIP/2.0 486 Slot Taken\r\n");
-    net.send_msg(BOB1, ok_to(n));
+    let (_, n) = refer_accepted(&mut net, &refer(4, "701"));
+    assert_eq!(body(&n), "SIP/2.0 486 Slot Taken\r\n");
+    net.send_msg(BOB1, ok_to(&n));
     let _ = (ok, inv);
     // A REFER elsewhere than park is refused, the call kept.
     let refer = bob_in_dialog(

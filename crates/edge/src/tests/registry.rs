@@ -104,6 +104,25 @@ impl Registry {
     }
 }
 
+/// The registry harness, served once, with `call` parked in `slot` (the lot's first free one
+/// if `None`), committed and fed to this edge's watch; returns the park's event too.
+pub(super) fn registry_with_a_park(
+    slot: Option<u32>,
+    call: orbit_state::CallInfo,
+) -> (Net, Registry, Event) {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    let at = net.edge.now_ms(net.now);
+    let park = Command::Park {
+        lot: reg.orbit.lots().next().unwrap().key(),
+        slot,
+        call,
+    };
+    let ev = reg.feed(&mut net, at, park);
+    (net, reg, ev)
+}
+
 /// The record of a call parked by 2002, held by `edge`.
 pub(super) fn call_info(edge: &str, call_id: &str, codec: &str) -> orbit_state::CallInfo {
     orbit_state::CallInfo {
@@ -359,16 +378,9 @@ pub(super) fn carol_retrieves_alice(net: &mut Net, reg: &mut Registry, branch: &
 /// a re-park) is ended when it expires, instead of keeping its slot for ever.
 #[test]
 fn an_expired_park_that_no_call_here_holds_is_ended() {
-    let mut net = registry_net();
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
-    let at = net.edge.now_ms(net.now);
-    let park = Command::Park {
-        lot: reg.orbit.lots().next().unwrap().key(),
-        slot: Some(705),
-        call: call_info("site-a", "gone", "PCMU"),
-    };
-    let Event::Parked(p) = reg.feed(&mut net, at, park) else {
+    let (mut net, mut reg, ev) =
+        registry_with_a_park(Some(705), call_info("site-a", "gone", "PCMU"));
+    let Event::Parked(p) = ev else {
         panic!("parked")
     };
     reg.feed(&mut net, p.deadline, Command::Expire { park: p.id });

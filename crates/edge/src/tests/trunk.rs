@@ -8,26 +8,15 @@ use orbit_state::{Command, Event};
 use super::park::{carol_invite, CAROL};
 use super::registry::{
     call_info, carol_retrieves_alice, claim_and_put_back, claim_by_site_b, parked_by_bob,
-    registry_net, trunk_claim, with_header, Registry, PEER, SECRET,
+    registry_net, registry_with_a_park, trunk_claim, with_header, Registry, PEER, SECRET,
 };
 use super::*;
 
 #[test]
 fn a_call_held_at_another_site_is_claimed_then_fetched_over_the_trunk_and_a_codec_it_cannot_take_is_refused_first(
 ) {
-    let mut net = registry_net();
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
     // Site B parks a call in PCMA; this edge learns of it from the watch stream.
-    let at = net.edge.now_ms(net.now);
-    let park = Command::Park {
-        lot: reg.orbit.lots().next().unwrap().key(),
-        slot: None,
-        call: call_info("site-b", "b-call", "PCMA"),
-    };
-    reg.orbit.apply(at, &park).unwrap();
-    reg.index += 1;
-    net.edge.on_orbit_watch(net.now, reg.index, at, vec![park]);
+    let (mut net, mut reg, _) = registry_with_a_park(None, call_info("site-b", "b-call", "PCMA"));
     assert!(net.edge.orbit().in_slot("orbit.test", 701).is_some());
 
     // Carol offers PCMU only: refused before anything is claimed.
