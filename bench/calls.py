@@ -12,7 +12,14 @@ bisects twice between the last good and the first bad rate. A run is good when f
 of its calls failed and the calls were generated at (nearly) the asked rate. CPU is the
 server's user+system time during the run (all Kamailio processes; the orbitd process).
 
+Each target's CPU at its own best step is read at a different rate, so the same run also
+measures every target once more at one common rate (--cpu-rate; by default 60% of Kamailio's
+best rate, or 60% of the lowest best rate when Kamailio is not among the targets), after all
+the searches, and prints its CPU ratio beside the other. That figure counts only when its run
+also passed (< 1% failed, on time); a target that fails it is shown as such.
+
 Usage: bench/run.sh calls [--seconds 20] [--start 1000] [--targets direct,kamailio,edge,edge-digest]
+                          [--cpu-rate N | --cpu-rate-share 0.6]
 """
 import argparse
 import csv
@@ -288,13 +295,18 @@ def main():
     ap.add_argument("--cap", type=int, default=12000)
     ap.add_argument("--targets", default="direct,kamailio,edge,edge-digest")
     ap.add_argument("--orbitd", required=True)
+    ap.add_argument("--cpu-rate", type=int, default=None,
+                    help="the common rate (calls/s) at which every target's CPU is also measured; "
+                         "default: --cpu-rate-share of Kamailio's best rate (or of the lowest best rate)")
+    ap.add_argument("--cpu-rate-share", type=float, default=0.6)
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="orbit-bench-")
     targets = {"direct": Direct(), "kamailio": Kamailio(), "edge": Edge(False, a.orbitd), "edge-digest": Edge(True, a.orbitd)}
     port = 45070
     results = {}
     print(f"call-rate search: {a.seconds} s per step, < 1% failed calls; work dir {work}")
-    for name in a.targets.split(","):
+    names = a.targets.split(",")
+    for name in names:
         t = targets[name]
         t.uas_port = port
         port += 10
@@ -304,17 +316,48 @@ def main():
             results[name] = search(t, a.start, a.seconds, work, a.cap)
         finally:
             t.stop()
+    # One common rate for every target's CPU: the ratio at each target's own best step compares
+    # different rates (a server's CPU per call falls as its batches grow with the rate).
+    cpu_rate = a.cpu_rate
+    if cpu_rate is None:
+        anchor = results.get("kamailio")
+        bests = [r["rate"] for r in results.values() if r is not None]
+        base = anchor["rate"] if anchor else (min(bests) if bests else None)
+        cpu_rate = int(base * a.cpu_rate_share) if base else None
+    fixed = {}
+    if cpu_rate:
+        print(f"\nCPU at one common rate for every target: {cpu_rate} calls/s, {a.seconds} s")
+        for name in names:
+            t = targets[name]
+            t.start(work)
+            try:
+                t.before_uas(work, t.uas_port)
+                fixed[name] = run_rate(t, cpu_rate, a.seconds, work)
+            finally:
+                t.stop()
     print()
-    print(f"{'target':12} {'calls/s':>9} {'CPU s/1k calls':>15} {'vs kamailio rate':>17} {'vs kamailio CPU':>16}")
+    print(f"{'target':12} {'calls/s':>9} {'CPU s/1k calls':>15} {'vs kamailio rate':>17} {'vs kamailio CPU':>16}"
+          f"   {'CPU s/1k @' + str(cpu_rate or '-'):>15} {'vs kamailio CPU':>16}")
     k = results.get("kamailio")
-    for name, r in results.items():
+    kf = fixed.get("kamailio")
+    kf = kf if kf and kf["good"] and kf["cpu"] else None
+    for name in names:
+        r = results.get(name)
+        f = fixed.get(name)
+        if f is None:
+            fc, fv = "-", "-"
+        elif not f["good"]:
+            fc, fv = "FAIL", "-"
+        else:
+            fc = f"{f['cpu']:.3f}" if f["cpu"] is not None else "-"
+            fv = f"{f['cpu'] / kf['cpu']:.2f}x" if kf and f["cpu"] is not None else "-"
         if r is None:
-            print(f"{name:12} {'none':>9}")
+            print(f"{name:12} {'none':>9} {'':>15} {'':>17} {'':>16}   {fc:>15} {fv:>16}")
             continue
         cpu = f"{r['cpu']:.3f}" if r["cpu"] is not None else "-"
         vr = f"{r['cps'] / k['cps']:.2f}x" if k else "-"
         vc = f"{r['cpu'] / k['cpu']:.2f}x" if k and r["cpu"] is not None and k["cpu"] else "-"
-        print(f"{name:12} {r['cps']:9.0f} {cpu:>15} {vr:>17} {vc:>16}")
+        print(f"{name:12} {r['cps']:9.0f} {cpu:>15} {vr:>17} {vc:>16}   {fc:>15} {fv:>16}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -95,7 +95,11 @@ pub(crate) fn on_retrieve(
             return wrong_codec(edge, now, &a, codec);
         }
     }
-    edge.reply(now, key, Response::to(&a.msg, 100));
+    // On one site the claim is applied at once and its outcome answers the INVITE before this
+    // input is done: a 100 would only precede the final response in the same batch.
+    if edge.port.backend != crate::orbit::Backend::Local {
+        edge.reply(now, key, Response::to(&a.msg, 100));
+    }
     let claim = Command::Claim {
         tenant,
         slot,
@@ -157,13 +161,15 @@ pub(crate) fn adopt_repark(edge: &mut Parking, now: Instant, p: &orbit_state::Pa
     if edge.park.by_id.contains_key(&p.id) {
         return;
     }
+    // Cheapest test first: on every park of our own this scans every call held here, and only
+    // a park no longer in the orbit state can be the one this replaces.
     let found = edge.park.by_id.iter().find_map(|(&old, &cid)| {
+        if edge.orbit.parked(old).is_some() {
+            return None;
+        }
         let c = edge.calls.get(&cid)?;
         let d = c.dialog_ref(edge.park.held.get(&cid)?.parked);
-        (edge.orbit.parked(old).is_none()
-            && d.call_id == p.call.call_id
-            && d.local_tag == p.call.local_tag)
-            .then_some((old, cid))
+        (d.call_id == p.call.call_id && d.local_tag == p.call.local_tag).then_some((old, cid))
     });
     let Some((old, cid)) = found else { return };
     unhold(edge, old);
