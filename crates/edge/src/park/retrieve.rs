@@ -97,7 +97,7 @@ pub(crate) fn on_retrieve(
     }
     // On one site the claim is applied at once and its outcome answers the INVITE before this
     // input is done: a 100 would only precede the final response in the same batch.
-    if edge.port.backend != crate::orbit::Backend::Local {
+    if edge.port.backend != crate::services::orbit_port::Backend::Local {
         edge.reply(now, key, Response::to(&a.msg, 100));
     }
     let claim = Command::Claim {
@@ -161,15 +161,16 @@ pub(crate) fn adopt_repark(edge: &mut Parking, now: Instant, p: &orbit_state::Pa
     if edge.park.by_id.contains_key(&p.id) {
         return;
     }
-    // Cheapest test first: on every park of our own this scans every call held here, and only
-    // a park no longer in the orbit state can be the one this replaces.
-    let found = edge.park.by_id.iter().find_map(|(&old, &cid)| {
-        if edge.orbit.parked(old).is_some() {
-            return None;
-        }
-        let c = edge.calls.get(&cid)?;
-        let d = c.dialog_ref(edge.park.held.get(&cid)?.parked);
-        (d.call_id == p.call.call_id && d.local_tag == p.call.local_tag).then_some((old, cid))
+    // The call is found by its parked dialog (our tag names it), not by a scan of every call
+    // held here: this runs for every park of our own, before its outcome has recorded it.
+    let key = (p.call.call_id.clone(), p.call.local_tag.clone());
+    let found = edge.dialogs.get(&key).and_then(|&cid| {
+        let ps = edge.park.held.get(&cid)?;
+        let d = edge.calls.get(&cid)?.dialog_ref(ps.parked);
+        (edge.orbit.parked(ps.id).is_none()
+            && d.call_id == p.call.call_id
+            && d.local_tag == p.call.local_tag)
+            .then_some((ps.id, cid))
     });
     let Some((old, cid)) = found else { return };
     unhold(edge, old);
