@@ -227,6 +227,9 @@ impl Edge {
                 TimerKey::TrunkClaim(park) => crate::park::on_claim_timeout(self, now, park),
                 TimerKey::TrunkFetch(park) => crate::park::on_fetch_timeout(self, now, park),
             }
+            // Timers due together fire in one go: the next must find park's entries of a call
+            // this one ended already gone (no recall stage, expiry or re-park for it).
+            self.parking.after_calls(now);
         }
         self.settle(now);
     }
@@ -291,6 +294,7 @@ impl Edge {
             }
             _ => {}
         }
+        self.parking.after_calls(now);
     }
 
     /// Hand every applied event and every outcome in to the features, and what the calls
@@ -327,6 +331,7 @@ impl Edge {
         info!(calls = ids.len(), "shutting down: ending calls");
         for id in ids {
             crate::call::hangup(self, now, id, "shutdown");
+            self.parking.after_calls(now);
         }
         self.settle(now);
     }

@@ -95,9 +95,10 @@ impl std::ops::DerefMut for Parking {
     }
 }
 
-/// End call `id` from our side, and drop at once what park keeps for it (a recall ringing on
-/// its behalf stops before the BYEs leave).
+/// End call `id` from our side, and drop at once what park keeps for it: a recall ringing on
+/// its behalf is cancelled before the BYEs leave.
 pub(crate) fn hangup(edge: &mut Parking, now: Instant, id: u64, why: &'static str) {
+    cancel_recall(edge, now, id);
     call::hangup(edge, now, id, why);
     edge.after_calls(now);
 }

@@ -353,6 +353,51 @@ fn a_silent_parked_caller_is_not_hung_up_by_the_ordinary_media_timeout() {
     );
 }
 
+/// Timers due together fire in one go (a loaded driver gets to them late): a parked call that
+/// one of them ended is gone before the next, its park deadline, is looked at. The park ends
+/// as the call did, and is neither expired nor recalled.
+#[test]
+fn a_parked_call_ended_by_a_timer_is_not_expired_by_the_deadline_due_with_it() {
+    let mut net = Net::new();
+    park_by_bob(&mut net, "700");
+    net.take(BOB1);
+    net.edge.take_orbit_events();
+    // Silent for longer than a park can last: BYE to Alice, who never answers it.
+    net.media.set_idle(Duration::from_secs(171));
+    net.advance(Duration::from_secs(2));
+    net.media.set_idle(Duration::ZERO);
+    assert!(net.take(ALICE).iter().all(|m| *m.method() == Method::Bye));
+    assert_eq!(
+        parked_slots(&net),
+        vec![701],
+        "parked until the BYE is done"
+    );
+    // The BYE times out (Timer F, 32 s) and the 90 s deadline passes, handled in one batch.
+    let later = net.now + Duration::from_secs(100);
+    net.edge.on_timeout(later);
+    net.now = later;
+    net.collect();
+    let ev = net.edge.take_orbit_events();
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::Expired(_))),
+        "expired after its call ended: {ev:?}"
+    );
+    assert!(
+        matches!(
+            ev.last(),
+            Some(Event::Ended {
+                reason: EndReason::NoMedia,
+                ..
+            })
+        ),
+        "{ev:?}"
+    );
+    assert!(
+        net.take(BOB1).iter().all(|m| *m.method() != Method::Invite),
+        "no recall"
+    );
+}
+
 /// Park Alice, let Bob's leg go, and return Alice's 200.
 pub(super) fn parked(net: &mut Net) -> Message {
     let (ok, _) = park_by_bob(net, "700");
