@@ -10,10 +10,10 @@
 //! ```
 //!
 //! The edge is built in layers, each owning its tables and reaching only those below it, to
-//! which it derefs: [`Services`] (transactions, timers, identifiers, outputs, the orbit port),
-//! the calls' [`Calls`], park's [`Parking`], and this [`Edge`] at the top with the lamps, the
+//! which it derefs: `Services` (transactions, timers, identifiers, outputs, the orbit port),
+//! the calls' `Calls`, park's `Parking`, and this [`Edge`] at the top with the lamps, the
 //! trunk's replay cache and the rate limiter. A layer tells the ones above what they must hear
-//! by handing it up (a [`Delivery`] for a client transaction's owner, a timer key, a call that
+//! by handing it up (a `Delivery` for a client transaction's owner, a timer key, a call that
 //! ended, an orbit outcome or event); this file hands each to its feature (`router.rs` and
 //! `orbit.rs` are the edge's ways in). Nothing here reads a clock or draws randomness that was not handed in: `now`
 //! comes with every input, the wall clock and the identifier generator with [`Start`].

@@ -69,7 +69,7 @@ fn clock() -> std::time::Instant {
 ///
 /// Fairness: any source can be ready all the time (a UDP flood, a busy registry feed), and
 /// none may hold the loop. The select is not biased (tokio polls the branches from a random
-/// start each turn); a turn takes at most [`BATCH`] items from the source it picked; the
+/// start each turn); a turn takes at most `BATCH` items from the source it picked; the
 /// timers that are due fire after every turn, whatever woke it; and a turn that left more than
 /// a batch waiting yields to the runtime, so that the connections' readers and writers, which
 /// share this thread, run too. A flood then delays a retransmission or an answer over TCP by

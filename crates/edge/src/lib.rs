@@ -1,7 +1,7 @@
 //! # orbit-edge
 //!
 //! The per-site SIP edge: a registrar with digest authentication ([`auth`], `registrar`), a
-//! B2BUA whose calls ([`call`]) anchor their media in the relay ([`media`]), all driven by a
+//! B2BUA whose calls (`call/`) anchor their media in the relay ([`media`]), all driven by a
 //! sans-I/O core ([`core::Edge`]) and a thin tokio driver ([`driver`]). Call park (`park`) and
 //! its lamp keys (`blf`) run on the orbit state (`orbit_state`), which the edge orders itself
 //! on one site.

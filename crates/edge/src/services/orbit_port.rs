@@ -40,7 +40,7 @@ pub enum Backend {
     Registry,
 }
 
-/// A command for the registry, to be answered with [`Edge::on_orbit_outcome`].
+/// A command for the registry, to be answered with [`crate::Edge::on_orbit_outcome`].
 #[derive(Debug, Clone)]
 pub struct Proposal {
     pub token: u64,
@@ -60,7 +60,7 @@ pub enum OrbitError {
 
 pub type Outcome = Result<Event, OrbitError>;
 
-/// What comes back from the registry, for [`Edge::on_orbit_feed`].
+/// What comes back from the registry, for [`crate::Edge::on_orbit_feed`].
 // Each item is moved once through a channel; boxing outcomes would allocate for nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
