@@ -391,7 +391,9 @@ pub struct LimitsConfig {
     /// Most header lines in one message (more: 400).
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
-    /// Requests per second allowed from one source IP (sustained), and the burst above it.
+    /// Requests per second allowed from one source (an IPv4 address, or an IPv6 /64: a site's
+    /// phones in one /64 share it, as phones behind one NAT do), sustained, and the burst above
+    /// it.
     #[serde(default = "default_rate")]
     pub requests_per_sec: u32,
     #[serde(default = "default_burst")]
@@ -418,9 +420,9 @@ pub struct LimitsConfig {
     /// Most open TCP (and, separately, TLS) connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Most open TCP (and, separately, TLS) connections from one source IP, so that one host
-    /// cannot take every slot. Raise it for an SBC or a NAT with many phones behind one
-    /// address.
+    /// Most open TCP (and, separately, TLS) connections from one source (an IPv4 address or an
+    /// IPv6 /64), so that one host cannot take every slot. Raise it for an SBC, a NAT with many
+    /// phones behind one address, or a site whose phones share one IPv6 /64.
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
     /// Seconds from accept (TLS handshake included) to a connection's first complete

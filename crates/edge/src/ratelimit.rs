@@ -1,8 +1,11 @@
-//! Per-source request rate limit: a token bucket per source IP, bounded in memory.
+//! Per-source request rate limit: a token bucket per source (an IPv4 address or an IPv6 /64,
+//! [`source_key`]), bounded in memory.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use orbit_sip::transport::source_key;
 
 struct Bucket {
     tokens: f64,
@@ -30,6 +33,7 @@ impl RateLimiter {
     }
 
     pub fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
+        let ip = source_key(ip);
         if self.buckets.len() >= MAX_SOURCES && !self.buckets.contains_key(&ip) {
             self.prune_older_than(now, Duration::from_secs(1));
             if self.buckets.len() >= MAX_SOURCES {
@@ -54,6 +58,7 @@ impl RateLimiter {
 
     /// Whether to answer a limited request with 503 (at most once a second per source).
     pub fn should_answer(&mut self, now: Instant, ip: IpAddr) -> bool {
+        let ip = source_key(ip);
         let Some(b) = self.buckets.get_mut(&ip) else {
             return false;
         };
@@ -93,5 +98,20 @@ mod tests {
         assert_eq!((0..10).filter(|_| r.allow(t1, ip)).count(), 5);
         // Another source is unaffected.
         assert!(r.allow(t1, "10.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_source() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(10, 5);
+        // A host picking a new address of its /64 for each request gets no more.
+        let sent = (0..10u16)
+            .filter(|i| r.allow(t0, format!("2001:db8:5:6::{i:x}").parse().unwrap()))
+            .count();
+        assert_eq!(sent, 5);
+        assert!(
+            r.allow(t0, "2001:db8:5:7::1".parse().unwrap()),
+            "another /64"
+        );
     }
 }

@@ -137,6 +137,22 @@ pub struct StreamLimits {
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
+/// The key a source address is counted under (connections, request rates, failed digests): an
+/// IPv4 address (also one seen as `::ffff:a.b.c.d` on a dual-stack socket), or an IPv6 /64. A
+/// host on IPv6 usually has a whole /64 to pick addresses from, so counting its addresses one
+/// by one would let it through every per-source bound; a site's phones in one /64 count
+/// together, as phones behind one IPv4 NAT do.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(o.into())
+        }
+        v4 => v4,
+    }
+}
+
 fn next_conn() -> u64 {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
@@ -164,8 +180,7 @@ impl PerIp {
     }
 
     fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        // A v4 peer on a dual-stack socket counts as its v4 address.
-        let ip = ip.to_canonical();
+        let ip = source_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_insert(0);
         if *n >= self.max {
@@ -524,6 +539,22 @@ mod tests {
         let none = PerIp::new(0);
         assert!(none.acquire(a).is_none());
         assert_eq!(none.entries(), 0, "a refused address leaves no entry");
+    }
+
+    #[test]
+    fn per_ip_table_counts_an_ipv6_slash_64_as_one_source() {
+        let t = PerIp::new(2);
+        let _a = t.acquire("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        let _b = t.acquire("2001:db8:1:2:ffff::7".parse().unwrap()).unwrap();
+        assert!(
+            t.acquire("2001:db8:1:2:abcd:1:2:3".parse().unwrap())
+                .is_none(),
+            "a third address of the same /64"
+        );
+        assert!(
+            t.acquire("2001:db8:1:3::1".parse().unwrap()).is_some(),
+            "another /64"
+        );
     }
 
     #[test]

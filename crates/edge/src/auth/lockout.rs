@@ -160,18 +160,7 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
     }
 }
 
-/// The key a source is counted under: an IPv4 address, or an IPv6 /64 (a host on IPv6 usually
-/// has a whole /64 to pick addresses from).
-pub(super) fn source_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            IpAddr::V6(o.into())
-        }
-        v4 => v4,
-    }
-}
+pub(super) use orbit_sip::transport::source_key;
 
 /// Usernames as they appear in a log line: bounded, escaped.
 fn shown(user: &str) -> String {
