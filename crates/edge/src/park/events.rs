@@ -74,13 +74,18 @@ impl Parking {
     }
 
     /// The registry's whole state was replaced: calls this edge holds that it no longer has
-    /// were lost with a lapsed lease.
+    /// were lost with a lapsed lease, but those claimed and waiting for their claimant (a claim
+    /// takes the park out of the state; the fetch wait puts it back if nobody comes).
     pub(crate) fn resynced(&mut self, now: Instant) {
         let gone: Vec<_> = self
             .park
             .by_id
             .iter()
-            .filter(|(id, _)| self.orbit.parked(**id).is_none() && !self.orbit.is_future(**id))
+            .filter(|(id, _)| {
+                self.orbit.parked(**id).is_none()
+                    && !self.orbit.is_future(**id)
+                    && !self.handover.is_claimed(**id)
+            })
             .map(|(&id, &cid)| (id, cid))
             .collect();
         for (id, cid) in gone {

@@ -44,6 +44,11 @@ pub(crate) struct TrunkClaim {
 }
 
 impl Handover {
+    /// Whether park `park` of a call held here was claimed and waits for its claimant.
+    pub(crate) fn is_claimed(&self, park: ParkId) -> bool {
+        self.claimed.contains_key(&park)
+    }
+
     /// A call held here was claimed (the watch showed it).
     /// A trunk claim of it still waiting for the replica, if any, for its caller to answer.
     pub(crate) fn forget(&mut self, park: ParkId) -> Option<TrunkClaim> {

@@ -166,6 +166,23 @@ fn a_call_claimed_by_a_site_that_never_comes_for_it_goes_back_to_its_slot() {
     carol_retrieves_alice(&mut net, &mut reg, "c4");
 }
 
+/// The watch fell behind and the registry sent its whole state instead: a call claimed by
+/// another site and waiting to be fetched is not in it (a claim takes the park out), yet it is
+/// not lost. It waits for its claimant as before, and is handed over when the INVITE comes.
+#[test]
+fn a_resync_while_a_claimed_call_waits_for_its_claimant_keeps_the_call() {
+    let (mut net, mut reg) = parked_by_bob();
+    let first = reg.parked();
+    claim_by_site_b(&mut net, &mut reg, &first);
+    net.edge
+        .on_orbit_resync(net.now, reg.index, reg.orbit.clone());
+    net.collect();
+    assert!(net.take(ALICE).is_empty(), "Alice's leg untouched");
+    net.send(PEER, &trunk_claim(&net, first.id, SECRET, "after-resync"));
+    let ok = net.one(PEER);
+    assert_eq!(ok.code(), 200, "{}", ok.head_text());
+}
+
 #[test]
 fn a_trunk_claim_cancelled_while_it_waits_for_the_replica_leaves_the_call_here() {
     let (mut net, mut reg) = parked_by_bob();
