@@ -36,7 +36,7 @@
 //!
 //! Two edge bugs this found are fixed and fail the run if they come back: a call parked again
 //! after an unfetched claim whose park proposal failed stayed on music in no slot
-//! (`trunk::repark_outcome` now tries another slot, again later, or hangs up), and a recall
+//! (`park::repark_outcome`, in `park/handover.rs`, now tries another slot, again later, or hangs up), and a recall
 //! ringing when its call was parked again rang on into the new park (`park::adopt_repark` now
 //! stops it).
 //!
