@@ -36,9 +36,9 @@
 //!
 //! Two edge bugs this found are fixed and fail the run if they come back: a call parked again
 //! after an unfetched claim whose park proposal failed stayed on music in no slot
-//! (`park::repark_outcome`, in `park/handover.rs`, now tries another slot, again later, or hangs up), and a recall
-//! ringing when its call was parked again rang on into the new park (`park::adopt_repark` now
-//! stops it).
+//! (`park::repark_outcome`, in `park/handover.rs`, now tries another slot, again later, or
+//! hangs up), and a recall ringing when its call was parked again rang on into the new park
+//! (`park::adopt_repark` now stops it).
 //!
 //! Also in the mix: a fifth of the calls go to another site's receptionist (over the trunk,
 //! parked there), a tenth of the parks ask for a slot by number (which may be taken), callers
