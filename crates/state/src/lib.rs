@@ -1,4 +1,5 @@
-//! The orbit state: parking lots, the calls parked in them, their claims and their deadlines.
+//! The orbit state: parking lots, the calls parked in them, their claims and their deadlines;
+//! and the calls ringing extensions that someone may pick up (`rings.rs`).
 //!
 //! A deterministic state machine: [`Orbit::apply`] takes a [`Command`] and the time the command
 //! was decided at (milliseconds since the Unix epoch, stamped by whoever orders the commands:
@@ -19,6 +20,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+mod rings;
+pub use rings::{RingCall, RingId, Ringing, MAX_PICKUP_EXTS, MAX_RINGS};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
@@ -172,6 +176,23 @@ pub enum Command {
         ext: String,
         edge: String,
     },
+    /// Extension `ext` of `tenant` rings with `call`, which someone may pick up.
+    Ring {
+        tenant: String,
+        ext: String,
+        call: RingCall,
+    },
+    /// Ring `ring` is over: answered (`answered`), or cancelled, refused or timed out.
+    RingEnd { ring: RingId, answered: bool },
+    /// `by` takes a ringing call: ring `ring` if it rings one of `exts`, or without one named,
+    /// the longest ringing of `exts` (the picker's pickup groups, or the one extension of a
+    /// directed pickup).
+    Pickup {
+        tenant: String,
+        exts: Vec<String>,
+        ring: Option<RingId>,
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,16 +225,29 @@ pub enum Event {
         edge: String,
     },
     /// The edge came back as a new process (its lease now runs until `until`); the calls its
-    /// previous process held were lost with it.
+    /// previous process held (parked, and ringing) were lost with it.
     EdgeRestarted {
         edge: String,
         until: Millis,
         lost: Vec<Parked>,
+        #[serde(default)]
+        rings: Vec<Ringing>,
     },
-    /// The edge's lease lapsed; these calls were lost with it.
+    /// The edge's lease lapsed; these calls (parked, and ringing) were lost with it.
     LeaseLapsed {
         edge: String,
         lost: Vec<Parked>,
+        #[serde(default)]
+        rings: Vec<Ringing>,
+    },
+    Ringing(Ringing),
+    RingEnded {
+        ringing: Ringing,
+        answered: bool,
+    },
+    PickedUp {
+        ringing: Ringing,
+        by: String,
     },
 }
 
@@ -224,7 +258,10 @@ impl Event {
             Event::LotSet(_)
             | Event::LeaseGranted { .. }
             | Event::Located { .. }
-            | Event::Unlocated { .. } => vec![],
+            | Event::Unlocated { .. }
+            | Event::Ringing(_)
+            | Event::RingEnded { .. }
+            | Event::PickedUp { .. } => vec![],
             Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) => vec![(&p.lot, p.slot)],
             Event::Claimed { parked, .. } | Event::Ended { parked, .. } => {
                 vec![(&parked.lot, parked.slot)]
@@ -260,6 +297,8 @@ pub enum Rejection {
     NoLease(String),
     #[error("the lease of edge {edge} runs until {until}")]
     LeaseLive { edge: String, until: Millis },
+    #[error("nothing is ringing there")]
+    NotRinging,
     /// A number in a command outside what it may be (commands come over the network).
     #[error("{what} {value} is out of range (at most {max})")]
     OutOfRange { what: String, value: u64, max: u64 },
@@ -309,6 +348,9 @@ pub struct Orbit {
     incarnations: BTreeMap<String, u64>,
     /// Where extensions are registered: (tenant, ext) → edge → registered until.
     locations: BTreeMap<(String, String), BTreeMap<String, Millis>>,
+    /// Calls ringing extensions that may be picked up (`rings.rs`).
+    rings: BTreeMap<RingId, Ringing>,
+    next_ring: RingId,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -322,6 +364,10 @@ struct OrbitRepr {
     incarnations: Vec<(String, u64)>,
     #[serde(default)]
     locations: Vec<(String, String, String, Millis)>,
+    #[serde(default)]
+    rings: Vec<Ringing>,
+    #[serde(default)]
+    next_ring: RingId,
 }
 
 impl From<Orbit> for OrbitRepr {
@@ -340,6 +386,8 @@ impl From<Orbit> for OrbitRepr {
                         .map(move |(e, u)| (t.clone(), x.clone(), e, u))
                 })
                 .collect(),
+            rings: o.rings.into_values().collect(),
+            next_ring: o.next_ring,
         }
     }
 }
@@ -366,6 +414,8 @@ impl From<OrbitRepr> for Orbit {
                     m.entry((t, x)).or_insert_with(BTreeMap::new).insert(e, u);
                     m
                 }),
+            rings: r.rings.into_iter().map(|x| (x.id, x)).collect(),
+            next_ring: r.next_ring,
         }
     }
 }
@@ -473,6 +523,7 @@ impl Orbit {
                         edge: edge.clone(),
                         until,
                         lost,
+                        rings: self.drop_rings(edge),
                     });
                 }
                 Ok(Event::LeaseGranted {
@@ -497,6 +548,7 @@ impl Orbit {
                 Ok(Event::LeaseLapsed {
                     edge: edge.clone(),
                     lost,
+                    rings: self.drop_rings(edge),
                 })
             }
             Command::Locate {
@@ -541,6 +593,26 @@ impl Orbit {
                     edge: edge.clone(),
                 })
             }
+            Command::Ring { tenant, ext, call } => {
+                self.ring(now, tenant, ext, call).map(Event::Ringing)
+            }
+            Command::RingEnd { ring, answered } => {
+                self.ring_end(*ring).map(|ringing| Event::RingEnded {
+                    ringing,
+                    answered: *answered,
+                })
+            }
+            Command::Pickup {
+                tenant,
+                exts,
+                ring,
+                by,
+            } => self
+                .pickup(tenant, exts, *ring)
+                .map(|ringing| Event::PickedUp {
+                    ringing,
+                    by: by.clone(),
+                }),
         }
     }
 

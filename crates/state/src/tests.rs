@@ -490,8 +490,9 @@ fn a_lapsed_lease_loses_that_edges_parked_calls_and_frees_their_slots() {
     assert_eq!(o.lapsed(T0 + 10_000), vec!["site-b".to_string()]);
     // site-b's lease runs out: its call is lost, its slot free, its deadline gone.
     match lapse(&mut o, T0 + 10_000, "site-b").unwrap() {
-        Event::LeaseLapsed { edge, lost } => {
+        Event::LeaseLapsed { edge, lost, rings } => {
             assert_eq!(edge, "site-b");
+            assert!(rings.is_empty());
             assert_eq!(lost.iter().map(|p| p.id).collect::<Vec<_>>(), vec![b1.id]);
         }
         e => panic!("{e:?}"),
@@ -508,6 +509,7 @@ fn a_lapsed_lease_loses_that_edges_parked_calls_and_frees_their_slots() {
     let ev = Event::LeaseLapsed {
         edge: "x".into(),
         lost: vec![a1.clone(), b1.clone()],
+        rings: vec![],
     };
     assert_eq!(ev.slots().len(), 2);
 }
@@ -536,8 +538,14 @@ fn a_lease_from_a_new_incarnation_loses_the_previous_processs_calls_at_once() {
     // A new process of site-a, long before the old lease would run out: the call it cannot
     // have is lost now, its slot and deadline free.
     match lease(&mut o, T0 + 4_000, 8).unwrap() {
-        Event::EdgeRestarted { edge, until, lost } => {
+        Event::EdgeRestarted {
+            edge,
+            until,
+            lost,
+            rings,
+        } => {
             assert_eq!((edge.as_str(), until), ("site-a", T0 + 14_000));
+            assert!(rings.is_empty());
             assert_eq!(lost.iter().map(|l| l.id).collect::<Vec<_>>(), vec![p.id]);
         }
         e => panic!("{e:?}"),

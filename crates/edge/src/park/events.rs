@@ -135,13 +135,15 @@ impl Parking {
                     "{edge} restarted: the calls it held are lost"
                 );
             }
-            Event::LeaseLapsed { edge, lost } if *edge != site => {
+            Event::LeaseLapsed { edge, lost, .. } if *edge != site => {
                 warn!(
                     lost = lost.len(),
                     "lease of {edge} lapsed: its parked calls are lost"
                 );
             }
-            Event::LeaseLapsed { edge, lost: gone } => {
+            Event::LeaseLapsed {
+                edge, lost: gone, ..
+            } => {
                 warn!(site = %edge, lost = gone.len(), "our lease lapsed: parked calls are lost");
                 self.port.lease_until = None;
                 for p in gone {

@@ -147,6 +147,9 @@ pub(crate) fn kind(cmd: &Command) -> &'static str {
         Command::LeaseLapse { .. } => "lease_lapse",
         Command::Locate { .. } => "locate",
         Command::Unlocate { .. } => "unlocate",
+        Command::Ring { .. } => "ring",
+        Command::RingEnd { .. } => "ring_end",
+        Command::Pickup { .. } => "pickup",
     }
 }
 
@@ -156,7 +159,7 @@ fn short(ev: &Event) -> String {
         Event::LeaseGranted { edge, until } => format!("lease of {edge} until {until}"),
         Event::Located { ext, edge, .. } => format!("{ext} registered at {edge}"),
         Event::Unlocated { ext, edge, .. } => format!("{ext} no longer at {edge}"),
-        Event::LeaseLapsed { edge, lost } => {
+        Event::LeaseLapsed { edge, lost, .. } => {
             format!("lease of {edge} lapsed, {} calls lost", lost.len())
         }
         Event::EdgeRestarted { edge, lost, .. } => {
@@ -170,6 +173,16 @@ fn short(ev: &Event) -> String {
         Event::RecallStage(p) => format!("park {} in {} recall {:?}", p.id, p.slot, p.phase),
         Event::Ended { parked, reason } => {
             format!("park {} in {} ended: {reason:?}", parked.id, parked.slot)
+        }
+        Event::Ringing(r) => format!("ring {} of {} at {}", r.id, r.ext, r.call.edge),
+        Event::RingEnded { ringing, answered } => {
+            format!(
+                "ring {} of {} ended, answered: {answered}",
+                ringing.id, ringing.ext
+            )
+        }
+        Event::PickedUp { ringing, by } => {
+            format!("ring {} of {} picked up by {by}", ringing.id, ringing.ext)
         }
     }
 }

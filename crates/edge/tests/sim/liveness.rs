@@ -144,7 +144,7 @@ pub(crate) fn about(hist: &[(u64, Millis, Event)], label: &str) -> Vec<String> {
             Event::Ended { parked, reason } if of(parked) => {
                 format!("{} ended: {reason:?}", parked.id)
             }
-            Event::LeaseLapsed { edge, lost } | Event::EdgeRestarted { edge, lost, .. }
+            Event::LeaseLapsed { edge, lost, .. } | Event::EdgeRestarted { edge, lost, .. }
                 if lost.iter().any(of) =>
             {
                 format!("lost with {edge}")

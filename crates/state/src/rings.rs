@@ -1,0 +1,327 @@
+//! Calls ringing extensions that someone may pick up (issue 10, call pickup): the edge ringing
+//! an extension records the ring, and ends it when the call is answered or goes away; a pickup
+//! claims one. The log orders a pickup against the ring's end, so that of a callee answering
+//! and a colleague picking up, or of two colleagues at two sites, exactly one has the call.
+//!
+//! ```text
+//! Ring ─▶ ringing ──RingEnd (answered, cancelled, failed)──▶ gone
+//!            └──Pickup (the ring named, else the longest ringing of the extensions given)──▶ gone
+//! ```
+//!
+//! Rings are kept only while they ring and at most [`MAX_RINGS`] at once; an edge that loses
+//! its lease or restarts loses its rings with its parked calls.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{in_range, Millis, Orbit, Rejection};
+
+/// Unique for the life of the state (never reused), so stale commands can be fenced.
+pub type RingId = u64;
+
+/// Rings recorded at once (every site's ringing calls to extensions in pickup groups).
+pub const MAX_RINGS: usize = 100_000;
+/// Extensions one pickup may name (a pickup group's members).
+pub const MAX_PICKUP_EXTS: usize = 10_000;
+
+/// The ringing call as the edge ringing it describes it: who calls, and the caller's dialog
+/// with that edge (a lamp shows it, RFC 4235; an INVITE with Replaces names it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingCall {
+    pub caller_uri: String,
+    pub caller_display: Option<String>,
+    /// The edge (site) where the call rings, which holds its caller and media.
+    pub edge: String,
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ringing {
+    pub id: RingId,
+    pub tenant: String,
+    /// The extension rung.
+    pub ext: String,
+    pub call: RingCall,
+    /// When it began to ring (the longest ringing is picked up first).
+    pub since: Millis,
+}
+
+impl Orbit {
+    pub(crate) fn ring(
+        &mut self,
+        now: Millis,
+        tenant: &str,
+        ext: &str,
+        call: &RingCall,
+    ) -> Result<Ringing, Rejection> {
+        if self.rings.len() >= MAX_RINGS {
+            return Err(Rejection::OutOfRange {
+                what: "rings".into(),
+                value: self.rings.len() as u64 + 1,
+                max: MAX_RINGS as u64,
+            });
+        }
+        self.next_ring += 1;
+        let r = Ringing {
+            id: self.next_ring,
+            tenant: tenant.to_string(),
+            ext: ext.to_string(),
+            call: call.clone(),
+            since: now,
+        };
+        self.rings.insert(r.id, r.clone());
+        Ok(r)
+    }
+
+    pub(crate) fn ring_end(&mut self, ring: RingId) -> Result<Ringing, Rejection> {
+        self.rings.remove(&ring).ok_or(Rejection::NotRinging)
+    }
+
+    /// Take ring `ring` if it rings one of `exts` of `tenant`, or without one named, the
+    /// longest ringing of them.
+    pub(crate) fn pickup(
+        &mut self,
+        tenant: &str,
+        exts: &[String],
+        ring: Option<RingId>,
+    ) -> Result<Ringing, Rejection> {
+        in_range(
+            "pickup extensions",
+            exts.len() as u64,
+            MAX_PICKUP_EXTS as u64,
+        )?;
+        let mine = |r: &Ringing| r.tenant == tenant && exts.contains(&r.ext);
+        let id = match ring {
+            Some(id) => self
+                .rings
+                .get(&id)
+                .filter(|r| mine(r))
+                .map(|r| r.id)
+                .ok_or(Rejection::NotRinging)?,
+            // Ids grow with time, so among rings begun at the same instant the first recorded.
+            None => self
+                .rings
+                .values()
+                .filter(|r| mine(r))
+                .min_by_key(|r| (r.since, r.id))
+                .map(|r| r.id)
+                .ok_or(Rejection::NotRinging)?,
+        };
+        self.ring_end(id)
+    }
+
+    /// The rings of `edge`, removed (its lease lapsed, or it restarted).
+    pub(crate) fn drop_rings(&mut self, edge: &str) -> Vec<Ringing> {
+        let ids: Vec<RingId> = self
+            .rings
+            .values()
+            .filter(|r| r.call.edge == edge)
+            .map(|r| r.id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.rings.remove(&id))
+            .collect()
+    }
+
+    /// A call ringing now, by its id.
+    pub fn ringing(&self, id: RingId) -> Option<&Ringing> {
+        self.rings.get(&id)
+    }
+
+    /// Every call ringing an extension of `tenant`, longest ringing first.
+    pub fn rings_of(&self, tenant: &str) -> Vec<&Ringing> {
+        let mut v: Vec<&Ringing> = self.rings.values().filter(|r| r.tenant == tenant).collect();
+        v.sort_by_key(|r| (r.since, r.id));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Command, Event, Millis, Orbit, Rejection};
+
+    use super::*;
+
+    const T0: Millis = 1_800_000_000_000;
+
+    fn call(n: u32, edge: &str) -> RingCall {
+        RingCall {
+            caller_uri: format!("sip:{n}@example.com"),
+            caller_display: Some(format!("Caller {n}")),
+            edge: edge.into(),
+            call_id: format!("call-{n}"),
+            local_tag: format!("l{n}"),
+            remote_tag: format!("r{n}"),
+        }
+    }
+
+    fn ring(o: &mut Orbit, now: Millis, ext: &str, n: u32, edge: &str) -> Ringing {
+        let cmd = Command::Ring {
+            tenant: "example.com".into(),
+            ext: ext.into(),
+            call: call(n, edge),
+        };
+        match o.apply(now, &cmd).unwrap() {
+            Event::Ringing(r) => r,
+            e => panic!("{e:?}"),
+        }
+    }
+
+    fn pickup(o: &mut Orbit, exts: &[&str], ring: Option<RingId>) -> Result<Event, Rejection> {
+        o.apply(
+            T0 + 60_000,
+            &Command::Pickup {
+                tenant: "example.com".into(),
+                exts: exts.iter().map(|e| e.to_string()).collect(),
+                ring,
+                by: "1003".into(),
+            },
+        )
+    }
+
+    fn picked(ev: Result<Event, Rejection>) -> RingId {
+        match ev {
+            Ok(Event::PickedUp { ringing, by }) => {
+                assert_eq!(by, "1003");
+                ringing.id
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn group_pickup_takes_the_longest_ringing_of_the_group_once() {
+        let mut o = Orbit::new();
+        let late = ring(&mut o, T0 + 5_000, "1001", 1, "site-a");
+        let outside = ring(&mut o, T0, "1009", 2, "site-b");
+        let early = ring(&mut o, T0 + 1_000, "1002", 3, "site-b");
+        let group = ["1001", "1002"];
+        assert_eq!(picked(pickup(&mut o, &group, None)), early.id);
+        assert_eq!(picked(pickup(&mut o, &group, None)), late.id);
+        assert_eq!(pickup(&mut o, &group, None), Err(Rejection::NotRinging));
+        // The one outside the group was never a candidate, and still rings.
+        assert_eq!(o.ringing(outside.id), Some(&outside));
+        assert_eq!(o.rings_of("example.com"), vec![&outside]);
+    }
+
+    #[test]
+    fn a_named_ring_is_taken_only_if_it_rings_an_extension_the_picker_may_take() {
+        let mut o = Orbit::new();
+        let r = ring(&mut o, T0, "1002", 1, "site-a");
+        // Directed pickup of another extension, a lamp key naming a ring outside the group, or
+        // another tenant: nothing there for this picker.
+        assert_eq!(
+            pickup(&mut o, &["1001"], Some(r.id)),
+            Err(Rejection::NotRinging)
+        );
+        let other_tenant = Command::Pickup {
+            tenant: "other.com".into(),
+            exts: vec!["1002".into()],
+            ring: Some(r.id),
+            by: "1003".into(),
+        };
+        assert_eq!(o.apply(T0, &other_tenant), Err(Rejection::NotRinging));
+        assert_eq!(picked(pickup(&mut o, &["1002"], Some(r.id))), r.id);
+    }
+
+    #[test]
+    fn of_an_answer_and_a_pickup_the_first_in_the_log_has_the_call() {
+        let mut o = Orbit::new();
+        let a = ring(&mut o, T0, "1002", 1, "site-a");
+        let answered = Command::RingEnd {
+            ring: a.id,
+            answered: true,
+        };
+        assert_eq!(
+            o.apply(T0 + 1, &answered),
+            Ok(Event::RingEnded {
+                ringing: a.clone(),
+                answered: true
+            })
+        );
+        assert_eq!(
+            pickup(&mut o, &["1002"], Some(a.id)),
+            Err(Rejection::NotRinging)
+        );
+        // And the other way round: picked up first, the callee's answer finds it gone.
+        let b = ring(&mut o, T0, "1002", 2, "site-a");
+        assert_eq!(picked(pickup(&mut o, &["1002"], None)), b.id);
+        let late = Command::RingEnd {
+            ring: b.id,
+            answered: true,
+        };
+        assert_eq!(o.apply(T0 + 2, &late), Err(Rejection::NotRinging));
+    }
+
+    #[test]
+    fn rings_and_the_extensions_a_pickup_names_are_bounded() {
+        let mut o = Orbit::new();
+        for n in 0..MAX_RINGS as u32 {
+            ring(&mut o, T0, "1002", n, "site-a");
+        }
+        let one_more = Command::Ring {
+            tenant: "example.com".into(),
+            ext: "1002".into(),
+            call: call(0, "site-a"),
+        };
+        assert!(matches!(
+            o.apply(T0, &one_more),
+            Err(Rejection::OutOfRange { .. })
+        ));
+        let many: Vec<String> = (0..=MAX_PICKUP_EXTS).map(|n| n.to_string()).collect();
+        let big = Command::Pickup {
+            tenant: "example.com".into(),
+            exts: many,
+            ring: None,
+            by: "1003".into(),
+        };
+        assert!(matches!(
+            o.apply(T0, &big),
+            Err(Rejection::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            pickup(&mut o, &[], None),
+            Err(Rejection::OutOfRange { .. })
+        ));
+        // Ended rings make room again.
+        let first = o.rings_of("example.com")[0].id;
+        o.apply(
+            T0,
+            &Command::RingEnd {
+                ring: first,
+                answered: false,
+            },
+        )
+        .unwrap();
+        assert!(o.apply(T0, &one_more).is_ok());
+    }
+
+    #[test]
+    fn an_edge_that_lapses_loses_its_rings_and_ids_are_never_reused() {
+        let mut o = Orbit::new();
+        let lease = Command::Lease {
+            edge: "site-b".into(),
+            ttl_ms: 10_000,
+            incarnation: 0,
+        };
+        o.apply(T0, &lease).unwrap();
+        let a = ring(&mut o, T0, "1001", 1, "site-a");
+        let b = ring(&mut o, T0, "1002", 2, "site-b");
+        match o.apply(
+            T0 + 10_000,
+            &Command::LeaseLapse {
+                edge: "site-b".into(),
+            },
+        ) {
+            Ok(Event::LeaseLapsed { rings, .. }) => assert_eq!(rings, vec![b.clone()]),
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(o.rings_of("example.com"), vec![&a]);
+        // A snapshot keeps the rings and the next id.
+        let mut back: Orbit = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+        assert_eq!(back.rings_of("example.com"), vec![&a]);
+        let c = ring(&mut back, T0, "1003", 3, "site-a");
+        assert!(c.id > b.id, "ids are never reused");
+    }
+}
