@@ -91,7 +91,9 @@ impl Orbit {
             exts.len() as u64,
             MAX_PICKUP_EXTS as u64,
         )?;
-        let mine = |r: &Ringing| r.tenant == tenant && exts.contains(&r.ext);
+        // A set: a pickup's extensions are looked up once per ring, up to every ring recorded.
+        let exts: std::collections::HashSet<&str> = exts.iter().map(String::as_str).collect();
+        let mine = |r: &Ringing| r.tenant == tenant && exts.contains(r.ext.as_str());
         let id = match ring {
             Some(id) => self
                 .rings
