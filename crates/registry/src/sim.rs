@@ -160,6 +160,24 @@ impl RaftNetwork<TypeConfig> for SimPeer {
     }
 }
 
+/// Make nodes 1..=`n` of `nodes` one cluster (through node 1, which must be running) and wait,
+/// on the simulation's clock, until one of them leads.
+pub async fn form_cluster(nodes: &std::collections::BTreeMap<NodeId, Option<SimNode>>, n: NodeId) {
+    let members = (1..=n)
+        .map(|id| (id, BasicNode::new(format!("sim-{id}"))))
+        .collect::<std::collections::BTreeMap<_, _>>();
+    nodes[&1]
+        .as_ref()
+        .expect("node 1 running")
+        .raft
+        .initialize(members)
+        .await
+        .expect("a new cluster initializes");
+    while !nodes.values().flatten().any(SimNode::leads) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// One simulated registry node: its store on disk, its Raft, its deadline task.
 pub struct SimNode {
     pub id: NodeId,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use orbit_registry::sim::{now_ms, SimNet, SimNode};
+use orbit_registry::sim::{form_cluster, now_ms, SimNet, SimNode};
 use orbit_state::{CallInfo, Command, Event, LotConfig, LotKey, Phase, SlotChoice};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -153,19 +153,7 @@ async fn run(seed: u64) {
     for id in 1..=N {
         c.restart(id).await;
     }
-    let members = (1..=N)
-        .map(|id| (id, openraft::BasicNode::new(format!("sim-{id}"))))
-        .collect::<BTreeMap<_, _>>();
-    c.nodes[&1]
-        .as_ref()
-        .unwrap()
-        .raft
-        .initialize(members)
-        .await
-        .unwrap();
-    while c.leader().is_none() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    form_cluster(&c.nodes, N).await;
     let t = Duration::from_secs(2);
     c.leader()
         .unwrap()

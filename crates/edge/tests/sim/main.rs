@@ -76,7 +76,7 @@ use orbit_edge::config::{
 use orbit_edge::orbit::{OrbitError, OrbitFeed, Outcome, Proposal};
 use orbit_edge::{Edge, Start};
 use orbit_registry::batch::{Batcher, WriteError};
-use orbit_registry::sim::{now_ms, SimNet, SimNode};
+use orbit_registry::sim::{form_cluster, now_ms, SimNet, SimNode};
 use orbit_registry::StateMachineStore;
 use orbit_sip::message::{Limits, Message, Name};
 use orbit_sip::transport::{Flow, Proto};
@@ -320,19 +320,7 @@ async fn run(seed: u64) -> Summary {
     for id in 1..=NODES {
         sim.start_node(id).await;
     }
-    let members = (1..=NODES)
-        .map(|id| (id, openraft::BasicNode::new(format!("sim-{id}"))))
-        .collect::<BTreeMap<_, _>>();
-    sim.nodes[&1]
-        .as_ref()
-        .unwrap()
-        .raft
-        .initialize(members)
-        .await
-        .unwrap();
-    while sim.leader().is_none() {
-        tokio::time::sleep(ms(10)).await;
-    }
+    form_cluster(&sim.nodes, NODES).await;
     let now = Instant::now();
     for site in 0..SITES {
         sim.edges.push(new_edge(site, seed));
@@ -345,21 +333,15 @@ async fn run(seed: u64) -> Summary {
             pause: ms(50),
         });
         let mut phones = vec![Phone::new(receptionist(site), site, 10, Role::Receptionist)];
-        for n in 1..=CALLERS {
-            phones.push(Phone::new(
-                format!("{}20{n}", site + 1),
-                site,
-                20 + n as u8,
-                Role::Caller,
-            ));
-        }
-        for n in 1..=COLLEAGUES {
-            phones.push(Phone::new(
-                format!("{}30{n}", site + 1),
-                site,
-                30 + n as u8,
-                Role::Colleague,
-            ));
+        // Callers are x20n, colleagues x30n, at host .2n / .3n of the site's network.
+        for (count, decade, role) in [
+            (CALLERS, 20, Role::Caller),
+            (COLLEAGUES, 30, Role::Colleague),
+        ] {
+            for n in 1..=count {
+                let ext = format!("{}{decade}{n}", site + 1);
+                phones.push(Phone::new(ext, site, decade + n as u8, role));
+            }
         }
         for mut p in phones {
             let stagger = sim.rng.gen_range(0..=300);

@@ -174,6 +174,27 @@ impl Sim {
         true
     }
 
+    /// Let phone `i` act (`f`) with what it acts on besides itself, then send what it sent.
+    fn with_phone(
+        &mut self,
+        i: usize,
+        now: Instant,
+        wall: Millis,
+        f: impl FnOnce(&mut Phone, &mut Cx),
+    ) {
+        let mut out = vec![];
+        let mut cx = Cx {
+            now,
+            ms: wall,
+            rng: &mut self.rng,
+            out: &mut out,
+            obs: &mut self.obs,
+            traffic: self.traffic,
+        };
+        f(&mut self.phones[i], &mut cx);
+        self.phone_out(now, out);
+    }
+
     pub(crate) fn phone_out(&mut self, now: Instant, out: Vec<(SocketAddr, SocketAddr, Bytes)>) {
         for (from, to, b) in out {
             let lat = self.rng.gen_range(1..=5);
@@ -216,17 +237,7 @@ impl Sim {
                 self.pump(site, now);
             } else if let Some(&i) = self.by_addr.get(&to) {
                 let m = orbit_sip::parse(b, &Limits::default()).expect("edges send valid SIP");
-                let mut out = vec![];
-                let mut cx = Cx {
-                    now,
-                    ms: wall,
-                    rng: &mut self.rng,
-                    out: &mut out,
-                    obs: &mut self.obs,
-                    traffic: self.traffic,
-                };
-                self.phones[i].on_message(&mut cx, m);
-                self.phone_out(now, out);
+                self.with_phone(i, now, wall, |p, cx| p.on_message(cx, m));
             }
         }
         for site in 0..SITES {
@@ -245,17 +256,7 @@ impl Sim {
                     break;
                 };
                 let (_, act) = p.timers.remove(k);
-                let mut out = vec![];
-                let mut cx = Cx {
-                    now,
-                    ms: wall,
-                    rng: &mut self.rng,
-                    out: &mut out,
-                    obs: &mut self.obs,
-                    traffic: self.traffic,
-                };
-                p.on_timer(&mut cx, act);
-                self.phone_out(now, out);
+                self.with_phone(i, now, wall, |p, cx| p.on_timer(cx, act));
             }
         }
         // Sleep until the next thing due, an outcome, or the next look at the watches.
