@@ -46,12 +46,23 @@ fn referenced(source: &str) -> Vec<String> {
         let mut rest = line;
         while let Some(i) = rest.find("crate::") {
             rest = &rest[i + "crate::".len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                out.push(name);
+            // `crate::{a, b::C}` names each of a and b.
+            let names = match rest.strip_prefix('{') {
+                Some(group) => group.split(['}', ';']).next().unwrap_or(""),
+                None => rest,
+            };
+            for part in names.split(',') {
+                let name: String = part
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    out.push(name);
+                }
+                if !rest.starts_with('{') {
+                    break;
+                }
             }
         }
     }
@@ -107,8 +118,8 @@ fn every_module_names_only_modules_below_it() {
 #[test]
 fn the_check_sees_an_upward_reference() {
     // The reader itself: a circle it could not see would pass unnoticed.
-    let src = "use crate::park::Parking;\n// crate::router in a comment\nfn f() { crate::call::hangup(); }\n#[cfg(test)]\nmod tests { use crate::core::Edge; }";
-    assert_eq!(referenced(src), ["park", "call"]);
+    let src = "use crate::park::Parking;\n// crate::router in a comment\nfn f() { crate::call::hangup(); }\nuse crate::{orbit, router::X};\n#[cfg(test)]\nmod tests { use crate::core::Edge; }";
+    assert_eq!(referenced(src), ["park", "call", "orbit", "router"]);
     assert_eq!(
         module_of(Path::new("park/recall.rs")).as_deref(),
         Some("park")

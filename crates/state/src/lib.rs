@@ -21,8 +21,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod commands;
+mod repr;
 mod rings;
-pub use rings::{RingCall, RingId, Ringing, MAX_PICKUP_EXTS, MAX_RINGS};
+use commands::in_range;
+pub use commands::{
+    Command, Event, Rejection, MAX_LEASE_MS, MAX_LOCATION_MS, MAX_PARKING_MS, MAX_RING_MS,
+};
+pub use rings::{RingCall, RingId, Ringing, MAX_PICKUP_EXTS, MAX_RINGS, MAX_RINGS_PER_EDGE};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
@@ -123,208 +129,6 @@ pub enum EndReason {
     NoMedia,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// Create or change a lot. Changing the slot range keeps parked calls that stay in range;
-    /// a change that would leave a parked call outside the range is refused.
-    SetLot(LotConfig),
-    /// Park a call: in `slot`, or in a slot the lot's choice picks.
-    Park {
-        lot: LotKey,
-        slot: Option<u32>,
-        call: CallInfo,
-    },
-    /// Take the call out of `slot` (retrieve, or the recall being answered). With `park` set the
-    /// claim is for that park only (a recall claims its own call, not a newer one in the slot).
-    Claim {
-        tenant: String,
-        slot: u32,
-        park: Option<ParkId>,
-        by: String,
-    },
-    /// The deadline of `park` has come: start the recall.
-    Expire { park: ParkId },
-    /// The recall moved on (to the fallback).
-    RecallStage { park: ParkId, stage: RecallStage },
-    /// The call left the lot unclaimed.
-    End { park: ParkId, reason: EndReason },
-    /// Grant or renew an edge's lease until `now + ttl_ms`. `incarnation` names the edge's
-    /// process (0: not said): a lease from a new incarnation means the edge restarted, and the
-    /// calls its previous process held (their media died with it) are lost at once, without
-    /// waiting for the old lease to run out. An edge whose lease lapses loses its
-    /// parked calls (it may be gone, and nobody else holds their media).
-    Lease {
-        edge: String,
-        ttl_ms: u64,
-        #[serde(default)]
-        incarnation: u64,
-    },
-    /// The lease of `edge` has run out: its parked calls are lost, their slots free. Refused
-    /// before the lease's end (a renewal that came first wins).
-    LeaseLapse { edge: String },
-    /// Extension `ext` of `tenant` has a phone registered at `edge` until `until` (so that other
-    /// sites know where to ring it: recall, calls between sites).
-    Locate {
-        tenant: String,
-        ext: String,
-        edge: String,
-        until: Millis,
-    },
-    /// No phone of `ext` is registered at `edge` any more.
-    Unlocate {
-        tenant: String,
-        ext: String,
-        edge: String,
-    },
-    /// Extension `ext` of `tenant` rings with `call`, which someone may pick up.
-    Ring {
-        tenant: String,
-        ext: String,
-        call: RingCall,
-    },
-    /// Ring `ring` is over: answered (`answered`), or cancelled, refused or timed out.
-    RingEnd { ring: RingId, answered: bool },
-    /// `by` takes a ringing call: ring `ring` if it rings one of `exts`, or without one named,
-    /// the longest ringing of `exts` (the picker's pickup groups, or the one extension of a
-    /// directed pickup).
-    Pickup {
-        tenant: String,
-        exts: Vec<String>,
-        ring: Option<RingId>,
-        by: String,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Event {
-    LotSet(LotKey),
-    Parked(Parked),
-    Claimed {
-        parked: Parked,
-        by: String,
-    },
-    Expired(Parked),
-    RecallStage(Parked),
-    Ended {
-        parked: Parked,
-        reason: EndReason,
-    },
-    LeaseGranted {
-        edge: String,
-        until: Millis,
-    },
-    Located {
-        tenant: String,
-        ext: String,
-        edge: String,
-        until: Millis,
-    },
-    Unlocated {
-        tenant: String,
-        ext: String,
-        edge: String,
-    },
-    /// The edge came back as a new process (its lease now runs until `until`); the calls its
-    /// previous process held (parked, and ringing) were lost with it.
-    EdgeRestarted {
-        edge: String,
-        until: Millis,
-        lost: Vec<Parked>,
-        #[serde(default)]
-        rings: Vec<Ringing>,
-    },
-    /// The edge's lease lapsed; these calls (parked, and ringing) were lost with it.
-    LeaseLapsed {
-        edge: String,
-        lost: Vec<Parked>,
-        #[serde(default)]
-        rings: Vec<Ringing>,
-    },
-    Ringing(Ringing),
-    RingEnded {
-        ringing: Ringing,
-        answered: bool,
-    },
-    PickedUp {
-        ringing: Ringing,
-        by: String,
-    },
-}
-
-impl Event {
-    /// The slots whose lamps this event changes.
-    pub fn slots(&self) -> Vec<(&LotKey, u32)> {
-        match self {
-            Event::LotSet(_)
-            | Event::LeaseGranted { .. }
-            | Event::Located { .. }
-            | Event::Unlocated { .. }
-            | Event::Ringing(_)
-            | Event::RingEnded { .. }
-            | Event::PickedUp { .. } => vec![],
-            Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) => vec![(&p.lot, p.slot)],
-            Event::Claimed { parked, .. } | Event::Ended { parked, .. } => {
-                vec![(&parked.lot, parked.slot)]
-            }
-            Event::LeaseLapsed { lost, .. } | Event::EdgeRestarted { lost, .. } => {
-                lost.iter().map(|p| (&p.lot, p.slot)).collect()
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum Rejection {
-    #[error("no such parking lot")]
-    NoSuchLot,
-    #[error("lot configuration invalid: {0}")]
-    BadLot(String),
-    #[error("parking lot full")]
-    LotFull,
-    #[error("slot {0} is taken")]
-    SlotTaken(u32),
-    #[error("{0} is not a parking slot")]
-    NotASlot(u32),
-    #[error("slot {0} is empty")]
-    Empty(u32),
-    #[error("park {0} is no longer parked")]
-    Gone(ParkId),
-    #[error("park {park} is not due before {deadline}")]
-    NotDue { park: ParkId, deadline: Millis },
-    #[error("park {0} is not being recalled")]
-    NotRecalling(ParkId),
-    #[error("edge {0} holds no lease")]
-    NoLease(String),
-    #[error("the lease of edge {edge} runs until {until}")]
-    LeaseLive { edge: String, until: Millis },
-    #[error("nothing is ringing there")]
-    NotRinging,
-    /// A number in a command outside what it may be (commands come over the network).
-    #[error("{what} {value} is out of range (at most {max})")]
-    OutOfRange { what: String, value: u64, max: u64 },
-}
-
-/// The longest a call may be parked (a day: longer is a mistake, not a policy).
-pub const MAX_PARKING_MS: Millis = 24 * 3600 * 1000;
-/// The longest a recall may ring one target.
-pub const MAX_RING_MS: Millis = 10 * 60 * 1000;
-/// The longest lease an edge may take at once.
-pub const MAX_LEASE_MS: Millis = 3600 * 1000;
-/// The furthest ahead a registration may be reported to last.
-pub const MAX_LOCATION_MS: Millis = 24 * 3600 * 1000;
-
-/// `value` if it is within 1..=`max`, else the rejection naming it.
-fn in_range(what: &'static str, value: u64, max: u64) -> Result<u64, Rejection> {
-    if value == 0 || value > max {
-        return Err(Rejection::OutOfRange {
-            what: what.into(),
-            value,
-            max,
-        });
-    }
-    Ok(value)
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Lot {
     cfg: Option<LotConfig>,
@@ -335,7 +139,7 @@ struct Lot {
 /// The whole orbit state. Serialised as lists (JSON maps need string keys); the deadline index
 /// is rebuilt from the parked calls.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(into = "OrbitRepr", from = "OrbitRepr")]
+#[serde(into = "repr::OrbitRepr", from = "repr::OrbitRepr")]
 pub struct Orbit {
     lots: BTreeMap<LotKey, Lot>,
     parks: BTreeMap<ParkId, Parked>,
@@ -350,74 +154,9 @@ pub struct Orbit {
     locations: BTreeMap<(String, String), BTreeMap<String, Millis>>,
     /// Calls ringing extensions that may be picked up (`rings.rs`).
     rings: BTreeMap<RingId, Ringing>,
+    /// How many of `rings` each edge holds (derived from them: not serialised).
+    rings_by_edge: BTreeMap<String, usize>,
     next_ring: RingId,
-}
-
-#[derive(Serialize, Deserialize)]
-struct OrbitRepr {
-    lots: Vec<(LotKey, Lot)>,
-    parks: Vec<Parked>,
-    next_park: ParkId,
-    #[serde(default)]
-    leases: Vec<(String, Millis)>,
-    #[serde(default)]
-    incarnations: Vec<(String, u64)>,
-    #[serde(default)]
-    locations: Vec<(String, String, String, Millis)>,
-    #[serde(default)]
-    rings: Vec<Ringing>,
-    #[serde(default)]
-    next_ring: RingId,
-}
-
-impl From<Orbit> for OrbitRepr {
-    fn from(o: Orbit) -> OrbitRepr {
-        OrbitRepr {
-            lots: o.lots.into_iter().collect(),
-            parks: o.parks.into_values().collect(),
-            next_park: o.next_park,
-            leases: o.leases.into_iter().collect(),
-            incarnations: o.incarnations.into_iter().collect(),
-            locations: o
-                .locations
-                .into_iter()
-                .flat_map(|((t, x), m)| {
-                    m.into_iter()
-                        .map(move |(e, u)| (t.clone(), x.clone(), e, u))
-                })
-                .collect(),
-            rings: o.rings.into_values().collect(),
-            next_ring: o.next_ring,
-        }
-    }
-}
-
-impl From<OrbitRepr> for Orbit {
-    fn from(r: OrbitRepr) -> Orbit {
-        let deadlines = r
-            .parks
-            .iter()
-            .filter(|p| p.phase == Phase::Waiting)
-            .map(|p| ((p.deadline, p.id), ()))
-            .collect();
-        Orbit {
-            lots: r.lots.into_iter().collect(),
-            parks: r.parks.into_iter().map(|p| (p.id, p)).collect(),
-            deadlines,
-            next_park: r.next_park,
-            leases: r.leases.into_iter().collect(),
-            incarnations: r.incarnations.into_iter().collect(),
-            locations: r
-                .locations
-                .into_iter()
-                .fold(BTreeMap::new(), |mut m, (t, x, e, u)| {
-                    m.entry((t, x)).or_insert_with(BTreeMap::new).insert(e, u);
-                    m
-                }),
-            rings: r.rings.into_iter().map(|x| (x.id, x)).collect(),
-            next_ring: r.next_ring,
-        }
-    }
 }
 
 impl LotConfig {

@@ -20,6 +20,8 @@ pub type RingId = u64;
 
 /// Rings recorded at once (every site's ringing calls to extensions in pickup groups).
 pub const MAX_RINGS: usize = 100_000;
+/// Rings one edge may hold at once, so that one site cannot take every other site's share.
+pub const MAX_RINGS_PER_EDGE: usize = 20_000;
 /// Extensions one pickup may name (a pickup group's members).
 pub const MAX_PICKUP_EXTS: usize = 10_000;
 
@@ -55,12 +57,18 @@ impl Orbit {
         ext: &str,
         call: &RingCall,
     ) -> Result<Ringing, Rejection> {
-        if self.rings.len() >= MAX_RINGS {
-            return Err(Rejection::OutOfRange {
-                what: "rings".into(),
-                value: self.rings.len() as u64 + 1,
-                max: MAX_RINGS as u64,
-            });
+        let of_edge = self.rings_by_edge.get(&call.edge).copied().unwrap_or(0);
+        for (what, held, max) in [
+            ("rings", self.rings.len(), MAX_RINGS),
+            ("rings of one edge", of_edge, MAX_RINGS_PER_EDGE),
+        ] {
+            if held >= max {
+                return Err(Rejection::OutOfRange {
+                    what: what.into(),
+                    value: held as u64 + 1,
+                    max: max as u64,
+                });
+            }
         }
         self.next_ring += 1;
         let r = Ringing {
@@ -71,11 +79,19 @@ impl Orbit {
             since: now,
         };
         self.rings.insert(r.id, r.clone());
+        *self.rings_by_edge.entry(r.call.edge.clone()).or_default() += 1;
         Ok(r)
     }
 
     pub(crate) fn ring_end(&mut self, ring: RingId) -> Result<Ringing, Rejection> {
-        self.rings.remove(&ring).ok_or(Rejection::NotRinging)
+        let r = self.rings.remove(&ring).ok_or(Rejection::NotRinging)?;
+        if let Some(n) = self.rings_by_edge.get_mut(&r.call.edge) {
+            *n -= 1;
+            if *n == 0 {
+                self.rings_by_edge.remove(&r.call.edge);
+            }
+        }
+        Ok(r)
     }
 
     /// Take ring `ring` if it rings one of `exts` of `tenant`, or without one named, the
@@ -122,7 +138,7 @@ impl Orbit {
             .map(|r| r.id)
             .collect();
         ids.into_iter()
-            .filter_map(|id| self.rings.remove(&id))
+            .filter_map(|id| self.ring_end(id).ok())
             .collect()
     }
 
@@ -259,13 +275,27 @@ mod tests {
     #[test]
     fn rings_and_the_extensions_a_pickup_names_are_bounded() {
         let mut o = Orbit::new();
-        for n in 0..MAX_RINGS as u32 {
+        // One edge gets its share and no more; the others fill the rest.
+        for n in 0..MAX_RINGS_PER_EDGE as u32 {
             ring(&mut o, T0, "1002", n, "site-a");
+        }
+        let from_a = Command::Ring {
+            tenant: "example.com".into(),
+            ext: "1002".into(),
+            call: call(0, "site-a"),
+        };
+        assert!(matches!(
+            o.apply(T0, &from_a),
+            Err(Rejection::OutOfRange { .. })
+        ));
+        for n in MAX_RINGS_PER_EDGE as u32..MAX_RINGS as u32 {
+            let edge = format!("site-{}", n as usize / MAX_RINGS_PER_EDGE);
+            ring(&mut o, T0, "1002", n, &edge);
         }
         let one_more = Command::Ring {
             tenant: "example.com".into(),
             ext: "1002".into(),
-            call: call(0, "site-a"),
+            call: call(0, "site-z"),
         };
         assert!(matches!(
             o.apply(T0, &one_more),

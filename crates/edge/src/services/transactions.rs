@@ -20,7 +20,7 @@ use orbit_sip::transaction::{
     ClientEvent, ClientTransaction, Kind, ServerTransaction, State, TimerEvent,
 };
 use orbit_sip::transport::Flow;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{Services, Side, TimerKey, Transmit};
 
@@ -129,8 +129,11 @@ impl Services {
             })
             .map(|(k, _)| k.clone())
             .collect();
+        if let Some(first) = stale.first() {
+            // Every path answers sooner: a request left unanswered is a path that forgot.
+            warn!(count = stale.len(), method = %first.method, "requests never answered: transactions dropped");
+        }
         for key in stale {
-            debug!(method = %key.method, "request never answered: transaction dropped");
             self.drop_server(&key);
         }
     }
