@@ -46,6 +46,8 @@ fn edge(now: Instant) -> orbit_edge::Edge {
             extensions,
             lots: vec![Default::default()],
             features: Default::default(),
+            pickup_groups: vec![],
+            directed_pickup: Default::default(),
         },
         auth: AuthConfig { trusted: vec!["127.0.0.1/32".into()], ..AuthConfig::default() },
         limits: LimitsConfig::default(),

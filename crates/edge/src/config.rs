@@ -8,6 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
+mod pickup;
+pub use pickup::{DirectedPickup, PickupDial, PickupGroup, PickupRules};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
@@ -151,6 +154,13 @@ pub struct TenantConfig {
     pub lots: Vec<LotSettings>,
     #[serde(default)]
     pub features: FeatureCodes,
+    /// Pickup groups (`[[edge.tenant.pickup_groups]]`); none: nobody is in a group.
+    #[serde(default)]
+    pub pickup_groups: Vec<PickupGroup>,
+    /// Whom directed pickup may reach: `"group"` (the picker's groups, the default) or
+    /// `"anyone"`.
+    #[serde(default)]
+    pub directed_pickup: DirectedPickup,
 }
 
 /// One parking lot of the tenant.
@@ -259,6 +269,12 @@ pub struct FeatureCodes {
     /// DTMF during a bridged call: park the other party (one-touch park).
     #[serde(default = "default_park_code")]
     pub park: String,
+    /// Dialled alone: group pickup (the call ringing longest in the picker's groups).
+    #[serde(default = "pickup::default_pickup_code")]
+    pub pickup: String,
+    /// Dialled before an extension: directed pickup of the call ringing it.
+    #[serde(default = "pickup::default_directed_codes")]
+    pub directed_pickup: Vec<String>,
 }
 
 fn default_park_code() -> String {
@@ -269,6 +285,8 @@ impl Default for FeatureCodes {
     fn default() -> Self {
         FeatureCodes {
             park: default_park_code(),
+            pickup: pickup::default_pickup_code(),
+            directed_pickup: pickup::default_directed_codes(),
         }
     }
 }
@@ -516,6 +534,8 @@ pub enum ConfigError {
     Registry(String),
     #[error("trunk: {0}")]
     Trunk(String),
+    #[error("pickup: {0}")]
+    Pickup(String),
 }
 
 impl EdgeConfig {
@@ -582,7 +602,11 @@ impl EdgeConfig {
                 "feature code {code:?}: digits, * and # only"
             )));
         }
-        Ok(())
+        pickup::validate(
+            &self.tenant.pickup_groups,
+            &self.tenant.features,
+            &self.tenant.extensions,
+        )
     }
 
     /// The tenant's lots as the orbit state takes them, checked on their own, against each

@@ -31,8 +31,9 @@ use crate::call::Calls;
 use crate::config::EdgeConfig;
 use crate::media::{MediaCmd, MediaEvent};
 use crate::park::Parking;
+use crate::pickup::Picking;
 use crate::ratelimit::RateLimiter;
-use crate::services::orbit_port::{Backend, Then};
+use crate::services::orbit_port::{Backend, Feature, Then};
 use crate::services::transactions::{Delivery, Owner, SWEEP_EVERY};
 use crate::services::{Services, Side, TimerKey};
 use crate::trunk::Replays;
@@ -43,7 +44,7 @@ pub use crate::services::{Start, Stats, Transmit};
 pub const ORBIT_EVENTS_KEPT: usize = 4096;
 
 pub struct Edge {
-    pub(crate) parking: Parking,
+    pub(crate) picking: Picking,
     /// Lamp (BLF) subscriptions.
     pub(crate) lamps: Lamps,
     /// Trunk signatures seen (see [`crate::trunk`]).
@@ -57,15 +58,15 @@ pub struct Edge {
 }
 
 impl std::ops::Deref for Edge {
-    type Target = Parking;
-    fn deref(&self) -> &Parking {
-        &self.parking
+    type Target = Picking;
+    fn deref(&self) -> &Picking {
+        &self.picking
     }
 }
 
 impl std::ops::DerefMut for Edge {
-    fn deref_mut(&mut self) -> &mut Parking {
-        &mut self.parking
+    fn deref_mut(&mut self) -> &mut Picking {
+        &mut self.picking
     }
 }
 
@@ -91,7 +92,7 @@ impl Edge {
             default_lot.get_or_insert(lot.key());
         }
         Edge {
-            parking: Parking::new(Calls::new(sv), music, default_lot),
+            picking: Picking::new(Parking::new(Calls::new(sv), music, default_lot)),
             lamps: Lamps::default(),
             replays: Replays::default(),
             rate: RateLimiter::new(cfg.limits.requests_per_sec, cfg.limits.burst),
@@ -103,7 +104,7 @@ impl Edge {
     /// The services, and the lamps over them.
     pub(crate) fn lamping(&mut self) -> Lamping<'_> {
         Lamping {
-            sv: &mut self.parking.b2bua.sv,
+            sv: &mut self.picking.parking.b2bua.sv,
             blf: &mut self.lamps,
         }
     }
@@ -149,7 +150,7 @@ impl Edge {
                 crate::park::on_digit(self, now, call, side, digit);
             }
             MediaEvent::Silent { call, idle } => {
-                let limit = self.parking.silence_limit(call);
+                let limit = self.picking.parking.silence_limit(call);
                 crate::call::on_silence(self, now, call, idle, limit)
             }
             MediaEvent::Failed { call, error } => {
@@ -181,7 +182,7 @@ impl Edge {
 
     /// Messages to send, in order.
     pub fn drain(&mut self) -> std::vec::Drain<'_, Transmit> {
-        self.parking.b2bua.sv.out.drain(..)
+        self.picking.parking.b2bua.sv.out.drain(..)
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
@@ -198,7 +199,7 @@ impl Edge {
 
     /// Counters (for logs and tests).
     pub fn stats(&self) -> &Stats {
-        &self.parking.b2bua.sv.stats
+        &self.picking.parking.b2bua.sv.stats
     }
 
     // ---------------------------------------------------------------- timers
@@ -226,10 +227,13 @@ impl Edge {
                 TimerKey::Housekeeping => self.housekeeping(now),
                 TimerKey::TrunkClaim(park) => crate::park::on_claim_timeout(self, now, park),
                 TimerKey::TrunkFetch(park) => crate::park::on_fetch_timeout(self, now, park),
+                TimerKey::RingRecord(call) => crate::pickup::on_record_timer(self, now, call),
+                TimerKey::PickupWait(ring) => crate::pickup::on_pick_wait_timeout(self, now, ring),
+                TimerKey::PickupFetch(ring) => crate::pickup::on_fetch_timeout(self, now, ring),
             }
             // Timers due together fire in one go: the next must find park's entries of a call
             // this one ended already gone (no recall stage, expiry or re-park for it).
-            self.parking.after_calls(now);
+            self.picking.after_calls(now);
         }
         self.settle(now);
     }
@@ -240,7 +244,7 @@ impl Edge {
         self.registrar.expire(now);
         crate::blf::expire(&mut self.lamping(), now);
         self.rate.prune(now);
-        let sv = &mut self.parking.b2bua.sv;
+        let sv = &mut self.picking.parking.b2bua.sv;
         sv.media.maintain(now, sv.ids.rng());
         if now.saturating_duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
@@ -294,7 +298,7 @@ impl Edge {
             }
             _ => {}
         }
-        self.parking.after_calls(now);
+        self.picking.after_calls(now);
     }
 
     /// Hand every applied event and every outcome in to the features, and what the calls
@@ -302,21 +306,24 @@ impl Edge {
     /// continuation may propose again; on one site that is answered at once).
     pub(crate) fn settle(&mut self, now: Instant) {
         loop {
-            if self.parking.after_calls(now) {
+            if self.picking.after_calls(now) {
                 continue;
             }
             if let Some(ev) = self.port.events.pop_front() {
                 crate::blf::on_event(&mut self.lamping(), now, &ev);
-                self.parking.on_orbit_event(now, &ev);
+                self.picking.on_orbit_event(now, &ev);
                 if self.orbit_events.len() == ORBIT_EVENTS_KEPT {
                     self.orbit_events.pop_front();
                 }
                 self.orbit_events.push_back(ev);
                 continue;
             }
-            if let Some((token, span, outcome)) = self.next_outcome() {
+            if let Some((feature, token, span, outcome)) = self.next_outcome() {
                 let _g = span.enter();
-                self.parking.continue_with(now, token, outcome);
+                match feature {
+                    Feature::Park => self.picking.parking.continue_with(now, token, outcome),
+                    Feature::Pickup => self.picking.continue_with(now, token, outcome),
+                }
                 continue;
             }
             break;
@@ -331,7 +338,7 @@ impl Edge {
         info!(calls = ids.len(), "shutting down: ending calls");
         for id in ids {
             crate::call::hangup(self, now, id, "shutdown");
-            self.parking.after_calls(now);
+            self.picking.after_calls(now);
         }
         self.settle(now);
     }

@@ -2,9 +2,9 @@
 //!
 //! The per-site SIP edge: a registrar with digest authentication ([`auth`], `registrar`), a
 //! B2BUA whose calls (`call/`) anchor their media in the relay ([`media`]), all driven by a
-//! sans-I/O core ([`core::Edge`]) and a thin tokio driver ([`driver`]). Call park (`park`) and
-//! its lamp keys (`blf`) run on the orbit state (`orbit_state`), which the edge orders itself
-//! on one site.
+//! sans-I/O core ([`core::Edge`]) and a thin tokio driver ([`driver`]). Call park (`park`), its
+//! lamp keys (`blf`) and call pickup (`pickup`) run on the orbit state (`orbit_state`), which
+//! the edge orders itself on one site and through the registry across sites.
 //!
 //! ```text
 //! let edge = Edge::new(config, local_addrs, start);  // plans relay ports, binds nothing
@@ -23,6 +23,7 @@ mod location;
 pub mod media;
 pub mod orbit;
 mod park;
+mod pickup;
 pub mod ratelimit;
 mod registrar;
 mod router;

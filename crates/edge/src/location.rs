@@ -136,13 +136,38 @@ fn same_contact(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// What a trunk INVITE claims, won in the registry by the sending edge: a parked call held
+/// here (retrieve), or a call ringing here (pickup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    Park(orbit_state::ParkId),
+    Ring(orbit_state::RingId),
+}
+
+impl Claim {
+    pub(crate) fn text(self) -> String {
+        match self {
+            Claim::Park(p) => p.to_string(),
+            Claim::Ring(r) => format!("ring-{r}"),
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Claim> {
+        match s.strip_prefix("ring-") {
+            Some(r) => r.parse().ok().map(Claim::Ring),
+            None => s.parse().ok().map(Claim::Park),
+        }
+    }
+}
+
 /// Where one fork of an INVITE goes: a phone registered here, or another site's edge.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub flow: Flow,
     pub uri: String,
-    /// Over the trunk: the peer edge's site, and the park this edge claimed (a retrieve).
-    pub trunk: Option<(String, Option<orbit_state::ParkId>)>,
+    /// Over the trunk: the peer edge's site, and what this edge claimed (a parked call it
+    /// retrieves, a ringing call it picks up).
+    pub trunk: Option<(String, Option<Claim>)>,
 }
 
 impl Target {

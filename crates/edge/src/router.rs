@@ -26,6 +26,7 @@ use tracing::{debug, info_span, warn};
 use crate::call::{is_sdp, user_of, NewCall, Target};
 use crate::core::Edge;
 use crate::services::{TimerKey, ALLOW};
+use crate::trunk::Claim;
 
 impl Edge {
     /// A message arrived over `flow`.
@@ -130,7 +131,7 @@ impl Edge {
             }
         }
         if method == Method::Cancel {
-            return self.on_cancel(now, &key, msg);
+            return self.on_cancel(now, &key, flow, msg);
         }
         if let Some(unsupported) = msg
             .headers(Name::Require)
@@ -263,7 +264,7 @@ impl Edge {
         }
     }
 
-    fn on_cancel(&mut self, now: Instant, key: &ServerKey, msg: Message) {
+    fn on_cancel(&mut self, now: Instant, key: &ServerKey, flow: Flow, msg: Message) {
         // The CANCEL matches the INVITE server transaction with the same branch (§9.2).
         let invite_key = key.cancelled_invite();
         if !self.stx.contains_key(&invite_key) {
@@ -276,10 +277,19 @@ impl Edge {
             *cancelled = true;
             return;
         }
-        if crate::park::cancel_waiting(self, now, &invite_key) {
+        if crate::park::cancel_waiting(self, now, &invite_key)
+            || crate::pickup::cancel_picking(self, &invite_key)
+            || crate::pickup::cancel_waiting_pick(self, now, &invite_key)
+        {
             return;
         }
-        crate::call::on_cancel(self, now, &invite_key);
+        // Another site's edge says why it cancels (its caller was picked up there): the phones
+        // here are told too. A phone's Reason is not passed on.
+        let reason = self
+            .is_trunk_peer(&flow)
+            .then(|| msg.header_other("Reason").map(str::to_string))
+            .flatten();
+        crate::call::on_cancel(self, now, &invite_key, reason);
     }
 
     /// An INVITE outside a dialog: checked, authenticated, then routed by its Request-URI.
@@ -318,7 +328,12 @@ impl Edge {
         let from_display = from.display.map(str::to_string);
         let from_user = user_of(from.uri).unwrap_or_default();
         // Another site's edge: its signature stands for the caller's authentication there.
-        let verdict = crate::trunk::verify(&self.parking.b2bua.sv, &mut self.replays, &flow, &msg);
+        let verdict = crate::trunk::verify(
+            &self.picking.parking.b2bua.sv,
+            &mut self.replays,
+            &flow,
+            &msg,
+        );
         let trunk_from = match verdict {
             Ok(peer) => peer,
             // The reason is for the other sites' operators; a stranger learns nothing from
@@ -352,6 +367,12 @@ impl Edge {
             .header(Name::Replaces)
             .and_then(Replaces::parse)
             .filter(|_| self.slot_number(&callee).is_none());
+        if let Some(r) = replaces.as_ref().filter(|_| trunk_from.is_none()) {
+            // A lamp key picking up a ringing call names that call's dialog.
+            if crate::pickup::on_replaces(self, now, key, flow, &msg, &caller, r) {
+                return;
+            }
+        }
         if let Some(r) = replaces {
             if let Some((cid, side)) = self.dialog_named(&r) {
                 let owner = &self.calls[&cid].dialog_ref(side).user;
@@ -361,15 +382,34 @@ impl Edge {
                 }
             }
         }
-        if let Some(park) = crate::trunk::claim_of(&msg).filter(|_| trunk_from.is_some()) {
-            let c = crate::park::TrunkClaim {
-                key: key.clone(),
-                flow,
-                msg,
-                caller,
-                park,
-            };
-            return crate::park::on_claim(self, now, c);
+        match (crate::trunk::claim_of(&msg), trunk_from.clone()) {
+            (Some(Claim::Park(park)), Some(_)) => {
+                let c = crate::park::TrunkClaim {
+                    key: key.clone(),
+                    flow,
+                    msg,
+                    caller,
+                    park,
+                };
+                return crate::park::on_claim(self, now, c);
+            }
+            (Some(Claim::Ring(ring)), Some(site)) => {
+                let c = crate::pickup::TrunkPick {
+                    key: key.clone(),
+                    flow,
+                    msg,
+                    caller,
+                    site,
+                    ring,
+                };
+                return crate::pickup::on_trunk_pick(self, now, c);
+            }
+            _ => {}
+        }
+        if trunk_from.is_none() {
+            if let Some(dial) = self.cfg.tenant.features.pickup_dialled(&callee) {
+                return crate::pickup::on_pickup_dial(self, now, key, flow, msg, caller, dial);
+            }
         }
         if let Some(slot) = self.slot_number(&callee) {
             return crate::park::on_retrieve(self, now, key, flow, msg, caller, slot);
@@ -396,13 +436,19 @@ impl Edge {
         if targets.is_empty() {
             return self.reply(now, key, Response::to(&msg, 480));
         }
+        let from_phone = trunk_from.is_none();
         let call = NewCall {
             caller,
-            callee,
+            callee: callee.clone(),
             display: from_display,
             max_forwards: mf,
         };
-        self.start_call(now, key, flow, msg, call, targets);
+        if let Some(id) = self.start_call(now, key, flow, msg, call, targets) {
+            // The caller is here: so is the ring others may pick up (never a trunk leg's).
+            if from_phone {
+                crate::pickup::on_ringing(self, now, id, &callee);
+            }
+        }
     }
 }
 

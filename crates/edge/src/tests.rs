@@ -61,6 +61,8 @@ fn config() -> EdgeConfig {
             extensions,
             lots: vec![Default::default()],
             features: Default::default(),
+            pickup_groups: vec![],
+            directed_pickup: Default::default(),
         },
         auth: AuthConfig {
             algorithms: vec!["MD5".into()],
@@ -295,6 +297,7 @@ mod calls;
 mod lamps;
 mod one_touch_park;
 mod park;
+mod pickup;
 mod recall;
 mod registry;
 mod relay_log;

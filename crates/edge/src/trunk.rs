@@ -27,9 +27,10 @@ use std::time::Instant;
 use hmac::{Hmac, Mac};
 use orbit_sip::message::{Message, Name};
 use orbit_sip::transport::{Flow, Proto};
-use orbit_state::ParkId;
+
 use sha2::{Digest, Sha256};
 
+pub(crate) use crate::location::Claim;
 use crate::location::Target;
 use crate::services::Services;
 
@@ -49,7 +50,7 @@ pub(crate) struct Signed<'a> {
     pub call_id: &'a str,
     pub from: &'a str,
     pub user: &'a str,
-    pub claim: Option<ParkId>,
+    pub claim: Option<Claim>,
     pub body: &'a [u8],
 }
 
@@ -57,7 +58,7 @@ impl Signed<'_> {
     fn mac(&self, secret: &str) -> Hmac<Sha256> {
         let mut m =
             <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
-        let claim = self.claim.map(|c| c.to_string()).unwrap_or_default();
+        let claim = self.claim.map(Claim::text).unwrap_or_default();
         let body = hex::encode(Sha256::digest(self.body));
         let ts = self.ts.to_string();
         for part in [
@@ -121,7 +122,7 @@ pub(crate) fn headers(
     call_id: &str,
     from: &str,
     user: &str,
-    claim: Option<ParkId>,
+    claim: Option<Claim>,
     body: &[u8],
 ) -> Vec<(&'static str, String)> {
     let Some(t) = &edge.cfg.trunk else {
@@ -143,14 +144,14 @@ pub(crate) fn headers(
     .sign(&t.secret);
     let mut h = vec![(TRUNK, format!("{site};{ts};{sig}"))];
     if let Some(c) = claim {
-        h.push((CLAIM, c.to_string()));
+        h.push((CLAIM, c.text()));
     }
     h
 }
 
-/// The park a trunk INVITE claims.
-pub(crate) fn claim_of(msg: &Message) -> Option<ParkId> {
-    msg.header_other(CLAIM)?.trim().parse().ok()
+/// What a trunk INVITE claims.
+pub(crate) fn claim_of(msg: &Message) -> Option<Claim> {
+    Claim::parse(msg.header_other(CLAIM)?.trim())
 }
 
 /// Whether `msg`, which came over `flow`, comes from another site's edge: `Ok(None)` when it
@@ -219,7 +220,7 @@ pub(crate) fn peer_target(
     edge: &Services,
     site: &str,
     user: &str,
-    claim: Option<ParkId>,
+    claim: Option<Claim>,
 ) -> Option<Target> {
     let p = edge
         .cfg

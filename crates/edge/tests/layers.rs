@@ -21,10 +21,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("trunk", 3),
     ("call", 4),
     ("park", 5),
-    ("core", 6),
-    ("orbit", 7),
-    ("router", 7),
-    ("driver", 8),
+    ("pickup", 6),
+    ("core", 7),
+    ("orbit", 8),
+    ("router", 8),
+    ("driver", 9),
 ];
 
 /// The top-level module a file belongs to (`park/recall.rs` → `park`), if it is one of the

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use orbit_edge::config::{
-    AuthConfig, EdgeConfig, Extension, LimitsConfig, MediaConfig, RegistryLink, SipConfig,
-    TenantConfig, TrunkConfig, TrunkPeer,
+    AuthConfig, EdgeConfig, Extension, LimitsConfig, MediaConfig, PickupGroup, RegistryLink,
+    SipConfig, TenantConfig, TrunkConfig, TrunkPeer,
 };
 use orbit_registry::{Node, NodeConfig};
 use tracing::info;
@@ -80,6 +80,12 @@ fn site_config(
             extensions: extensions(),
             lots: vec![Default::default()],
             features: Default::default(),
+            // Every desk of every site in one group: `*8` and `*8<ext>` work across the sites.
+            pickup_groups: vec![PickupGroup {
+                name: "desks".into(),
+                members: extensions().into_keys().collect(),
+            }],
+            directed_pickup: Default::default(),
         },
         // MD5 first: many desk phones and SIPp take the first challenge even when they cannot
         // do its algorithm; SHA-256 (RFC 8760) is offered second. Production configs choose.
@@ -171,6 +177,8 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
         "\n  password pw<ext> (1001/pw1001, ...), any domain; any extension may register at any site\n\
          \n  call park: transfer a call to 700 (or a slot 701-720); dial the slot at any site to\n\
          \x20 retrieve it; unanswered after 90 s it rings the parker back wherever it is registered\n\
+         \n  call pickup: every desk is in one pickup group; dial *8 to answer the call ringing\n\
+         \x20 longest at any desk of any site, *8<ext> or **<ext> for the one ringing <ext>\n\
          \n  lamp keys: SUBSCRIBE (Event: dialog) to 700 or to a slot, at any site\n\
          \n  softphone: server {sip}, user 1001, password pw1001; call 2001 registered at site-b\n\
          \n  state under {}; Ctrl-C ends calls with BYE and stops.\n",

@@ -147,6 +147,17 @@ impl Orbit {
         self.rings.get(&id)
     }
 
+    /// The call ringing whose caller's dialog has Call-ID `call_id` and tags `tags` (in either
+    /// order: what a lamp showed as local and remote, a Replaces names as to and from).
+    pub fn ringing_dialog(&self, call_id: &str, tags: [&str; 2]) -> Option<&Ringing> {
+        self.rings.values().find(|r| {
+            let c = &r.call;
+            c.call_id == call_id
+                && ((c.local_tag == tags[0] && c.remote_tag == tags[1])
+                    || (c.local_tag == tags[1] && c.remote_tag == tags[0]))
+        })
+    }
+
     /// Every call ringing an extension of `tenant`, longest ringing first.
     pub fn rings_of(&self, tenant: &str) -> Vec<&Ringing> {
         let mut v: Vec<&Ringing> = self.rings.values().filter(|r| r.tenant == tenant).collect();

@@ -80,7 +80,7 @@ pub(crate) fn invite_bytes(
 
 impl Calls {
     /// Start a B2BUA call: answer the caller's INVITE with 100, fork it to `targets` with the
-    /// relay's SDP.
+    /// relay's SDP. The call's number, unless it was refused.
     pub(crate) fn start_call(
         &mut self,
         now: Instant,
@@ -89,7 +89,7 @@ impl Calls {
         msg: Message,
         nc: NewCall,
         targets: Vec<Target>,
-    ) {
+    ) -> Option<u64> {
         let NewCall {
             caller,
             callee,
@@ -99,16 +99,21 @@ impl Calls {
         let owner = match self.admit_call(&caller, &flow) {
             Ok(o) => o,
             Err(486) => {
-                return self.reply(now, key, Response::to(&msg, 486).reason("Too Many Calls"))
+                self.reply(now, key, Response::to(&msg, 486).reason("Too Many Calls"));
+                return None;
             }
-            Err(code) => return self.reply(now, key, Response::to(&msg, code)),
+            Err(code) => {
+                self.reply(now, key, Response::to(&msg, code));
+                return None;
+            }
         };
         let id = self.next_call_id();
         let media = match self.open_relay(now, id) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "no media ports");
-                return self.reply(now, key, Response::to(&msg, 503));
+                self.reply(now, key, Response::to(&msg, 503));
+                return None;
             }
         };
         // Trying at once, so the caller stops retransmitting.
@@ -155,7 +160,8 @@ impl Calls {
                 // The call never starts: its relay ports go back at once.
                 self.sv.media.close(now, media);
                 let m = call.a_invite.clone();
-                return self.reply(now, key, Response::to(&m, 488).tag(&a_tag));
+                self.reply(now, key, Response::to(&m, 488).tag(&a_tag));
+                return None;
             }
         };
         let _g = span.enter();
@@ -186,6 +192,7 @@ impl Calls {
                 Owner::Branch { call: id, idx },
             );
         }
+        Some(id)
     }
 
     /// A new call's number (its key in `calls`; media events name it).
@@ -219,7 +226,8 @@ pub(crate) fn branch_response(
             let b = &mut call.branches[idx];
             if b.provisional() {
                 let key = b.key.clone();
-                send_cancel(edge, now, &key);
+                let reason = call.cancel_reason.clone();
+                send_cancel(edge, now, &key, reason.as_deref());
                 return;
             }
             if call.state != CallState::Ringing || call.winner.is_some() || msg.to_tag().is_none() {
@@ -242,10 +250,23 @@ pub(crate) fn branch_response(
                 }
                 return;
             }
-            if call.winner.is_some() || call.state != CallState::Ringing {
-                // A second fork answered, or the caller has gone: take it and hang it up.
+            if call.winner.is_some() || call.state != CallState::Ringing || call.picked {
+                // A second fork answered, or the caller has gone (or was picked up): take it
+                // and hang it up.
                 debug!("late 2xx from another fork: ACK and BYE");
+                call.branches[idx].state = BranchState::Done;
                 ack_and_bye(edge, now, flow, &msg);
+                return;
+            }
+            if call.hold_answer {
+                // Pickup must first have the log order this answer against any pickup (the
+                // fork stays open meanwhile: the others' failures do not end the call).
+                edge.held_answers.push(HeldAnswer {
+                    call: id,
+                    idx,
+                    flow,
+                    msg,
+                });
                 return;
             }
             call.winner = Some(idx);
@@ -266,8 +287,7 @@ pub(crate) fn branch_response(
                 .flatten();
             let bytes = to_caller(&mut edge.sv, call, &msg, flow, true, identity);
             let a_cseq = call.a_invite.cseq.seq;
-            call.ok_retx = Some(OkRetx {
-                to: Side::A,
+            call.ok_retx[Side::A as usize] = Some(OkRetx {
                 cseq: a_cseq,
                 rt: Retransmitter::new(now, edge.sv.timing),
                 bytes: bytes.clone(),
@@ -313,7 +333,10 @@ pub(crate) fn branch_failed(
     if better {
         call.best = Some((code, reason));
     }
-    if call.branches.iter().any(|b| b.state != BranchState::Done) || call.winner.is_some() {
+    if call.branches.iter().any(|b| b.state != BranchState::Done)
+        || call.winner.is_some()
+        || call.picked
+    {
         return;
     }
     if call.state == CallState::Ringing {
@@ -346,14 +369,21 @@ pub(crate) fn cancel_branch(edge: &mut Calls, now: Instant, id: u64, idx: usize)
         BranchState::Calling => b.cancel_wanted = true,
         BranchState::Proceeding => {
             let key = b.key.clone();
-            send_cancel(edge, now, &key);
+            let reason = call.cancel_reason.clone();
+            send_cancel(edge, now, &key, reason.as_deref());
         }
         BranchState::Done => {}
     }
 }
 
-/// CANCEL for an INVITE we sent (RFC 3261 §9.1), on the INVITE's branch.
-pub(crate) fn send_cancel(edge: &mut Calls, now: Instant, invite_key: &ClientKey) {
+/// CANCEL for an INVITE we sent (RFC 3261 §9.1), on the INVITE's branch, with `reason` as
+/// its `Reason` (RFC 3326).
+pub(crate) fn send_cancel(
+    edge: &mut Calls,
+    now: Instant,
+    invite_key: &ClientKey,
+    reason: Option<&str>,
+) {
     let Some(e) = edge.sv.ctx.get(invite_key) else {
         return;
     };
@@ -361,7 +391,7 @@ pub(crate) fn send_cancel(edge: &mut Calls, now: Instant, invite_key: &ClientKey
         return;
     }
     let flow = e.flow;
-    let Some(bytes) = cancel_for(e.tx.request(), None) else {
+    let Some(bytes) = cancel_for(e.tx.request(), reason) else {
         return;
     };
     edge.send_request(now, flow, invite_key.cancel(), false, bytes, Owner::Nobody);
@@ -385,16 +415,25 @@ pub(crate) fn ack_and_bye(edge: &mut Calls, now: Instant, flow: Flow, msg: &Mess
     edge.send_request(now, flow, branch, false, bye, Owner::Nobody);
 }
 
-pub(crate) fn on_cancel(edge: &mut Calls, now: Instant, invite_key: &ServerKey) {
+/// The caller cancelled its INVITE. `reason`: the CANCEL's `Reason`, passed on to the forks
+/// when it came from another site's edge (a call picked up there: the phones here must not
+/// log it as missed).
+pub(crate) fn on_cancel(
+    edge: &mut Calls,
+    now: Instant,
+    invite_key: &ServerKey,
+    reason: Option<String>,
+) {
     let Some(id) = edge.pending_invites.get(invite_key).copied() else {
         return;
     };
-    let Some(call) = edge.calls.get(&id) else {
+    let Some(call) = edge.calls.get_mut(&id) else {
         return;
     };
-    if call.state != CallState::Ringing {
+    if call.state != CallState::Ringing || call.picked {
         return;
     }
+    call.cancel_reason = reason;
     let _g = call.span.clone().entered();
     info!("cancelled by caller");
     hangup(edge, now, id, "cancelled");

@@ -59,7 +59,7 @@ pub(crate) fn accept(
         return None;
     }
     d.remote_cseq = msg.cseq.seq;
-    if side == Side::B && call.winner.is_none() {
+    if side == Side::B && call.winner.is_none() && !call.picked {
         // The callee's dialog is not established yet.
         edge.reply(now, &key, Response::to(msg, 481));
         return None;
@@ -124,7 +124,7 @@ pub(crate) fn on_bye(
     info!(by = ?side, "hangup");
     let call = edge.calls.get_mut(&id).expect("present");
     call.state = CallState::Ending;
-    call.ok_retx = None;
+    call.ok_retx = [None, None];
     if let Some(r) = call.media.take() {
         edge.sv.media.close(now, r);
     }
@@ -302,8 +302,7 @@ pub(crate) fn relay_response(
     if invite && code >= 200 {
         call.invite_busy = false;
         if code < 300 {
-            call.ok_retx = Some(OkRetx {
-                to: from,
+            call.ok_retx[from as usize] = Some(OkRetx {
                 cseq: req.cseq.seq,
                 rt: Retransmitter::new(now, edge.sv.timing),
                 bytes: bytes.clone(),
@@ -317,9 +316,9 @@ pub(crate) fn relay_response(
 
 pub(crate) fn on_ack(edge: &mut Calls, now: Instant, id: u64, side: Side, msg: &Message) {
     let call = edge.calls.get_mut(&id).expect("present");
-    if let Some(r) = &call.ok_retx {
-        if r.to == side && r.cseq == msg.cseq.seq {
-            call.ok_retx = None;
+    if let Some(r) = &call.ok_retx[side as usize] {
+        if r.cseq == msg.cseq.seq {
+            call.ok_retx[side as usize] = None;
             // The caller has our 2xx: its INVITE transaction, which lingers for 32 s to
             // absorb retransmissions, need not keep a copy to resend.
             if side == Side::A && msg.cseq.seq == call.a_invite.cseq.seq {

@@ -36,10 +36,12 @@ use crate::services::{Services, TimerKey, ALLOW};
 
 mod fork;
 mod in_dialog;
+mod takeover;
 mod teardown;
 
 pub(crate) use fork::*;
 pub(crate) use in_dialog::*;
+pub(crate) use takeover::*;
 pub(crate) use teardown::*;
 
 /// The calls' layer: every call and the tables that find one, over the services.
@@ -62,6 +64,20 @@ pub struct Calls {
     /// Calls gone, and why we ended them if we did: for the features that keep entries by
     /// call. Taken by the layer above.
     pub(crate) ended: Vec<(u64, Option<&'static str>)>,
+    /// Calls gone that pickup watched ([`Call::ring_watched`]): their rings are over. Taken
+    /// by pickup.
+    pub(crate) unrung: Vec<u64>,
+    /// Answers held back for pickup ([`Call::hold_answer`]), to be given back through
+    /// [`branch_response`] or refused. Taken by pickup.
+    pub(crate) held_answers: Vec<HeldAnswer>,
+}
+
+/// A callee's 2xx held back until the log has ordered it against any pickup of the ring.
+pub(crate) struct HeldAnswer {
+    pub call: u64,
+    pub idx: usize,
+    pub flow: Flow,
+    pub msg: Message,
 }
 
 impl std::ops::Deref for Calls {
@@ -98,6 +114,8 @@ impl Calls {
             max_calls,
             ending: vec![],
             ended: vec![],
+            unrung: vec![],
+            held_answers: vec![],
         }
     }
 
@@ -142,7 +160,6 @@ pub(crate) enum CallState {
 
 /// A 2xx we retransmit until the party ACKs it.
 struct OkRetx {
-    to: Side,
     cseq: u32,
     rt: Retransmitter,
     bytes: Bytes,
@@ -161,7 +178,8 @@ pub(crate) struct Call {
     winner: Option<usize>,
     best: Option<(u16, String)>,
     pub(crate) media: Option<Relay>,
-    ok_retx: Option<OkRetx>,
+    /// Our 2xx to each side, until that side ACKs it (both, when a picker took the call).
+    ok_retx: [Option<OkRetx>; 2],
     /// When `from` ACKs our 2xx for its INVITE with `cseq`, send ACK with `to_cseq` to `to`.
     ack_pending: Option<(Side, u32, Side, u32)>,
     /// The last SDP each party sent (what it can receive): the codec for music and for the
@@ -184,6 +202,14 @@ pub(crate) struct Call {
     pub(crate) end_why: Option<&'static str>,
     /// The user this call counts against ([`Calls::admit_call`]).
     pub(crate) owner: Option<String>,
+    /// Pickup records this call's ringing: it is told when the call is gone ([`Calls::unrung`]).
+    pub(crate) ring_watched: bool,
+    /// A callee's 2xx waits for pickup ([`Calls::held_answers`]) instead of answering.
+    pub(crate) hold_answer: bool,
+    /// A picker took the call while it rang: the forks' answers and failures no longer count.
+    pub(crate) picked: bool,
+    /// The `Reason` the forks' CANCELs carry (RFC 3326): why they stop ringing.
+    pub(crate) cancel_reason: Option<String>,
 }
 
 impl Call {
@@ -213,7 +239,7 @@ impl Call {
             winner: None,
             best: None,
             media: Some(media),
-            ok_retx: None,
+            ok_retx: [None, None],
             ack_pending: None,
             sdp: [None, None],
             vacant: None,
@@ -224,6 +250,10 @@ impl Call {
             pending_byes: 0,
             end_why: None,
             owner: None,
+            ring_watched: false,
+            hold_answer: false,
+            picked: false,
+            cancel_reason: None,
         }
     }
 
@@ -248,6 +278,11 @@ impl Call {
     /// The last SDP `side`'s party sent: what it can receive.
     pub(crate) fn sdp(&self, side: Side) -> Option<&[u8]> {
         self.sdp[side as usize].as_deref()
+    }
+
+    /// The caller's INVITE, as it came.
+    pub(crate) fn invite(&self) -> &Message {
+        &self.a_invite
     }
 
     /// The side whose party left, waiting for the next one.
@@ -400,8 +435,7 @@ pub(crate) fn send_own_2xx(
     bytes: Bytes,
 ) {
     if let Some(call) = edge.calls.get_mut(&id) {
-        call.ok_retx = Some(OkRetx {
-            to: side,
+        call.ok_retx[side as usize] = Some(OkRetx {
             cseq,
             rt: Retransmitter::new(now, edge.sv.timing),
             bytes: bytes.clone(),
@@ -427,38 +461,43 @@ pub(crate) fn send_own_ack(edge: &mut Calls, id: u64, side: Side, cseq: u32) {
 }
 
 pub(crate) fn schedule_call(edge: &mut Calls, id: u64) {
-    if let Some(r) = edge.calls.get(&id).and_then(|c| c.ok_retx.as_ref()) {
-        let t = r.rt.poll_timeout();
+    let next = edge.calls.get(&id).and_then(|c| {
+        c.ok_retx
+            .iter()
+            .flatten()
+            .map(|r| r.rt.poll_timeout())
+            .min()
+    });
+    if let Some(t) = next {
         edge.sv.timers.schedule(t, TimerKey::Call(id));
     }
 }
 
 pub(crate) fn on_timer(edge: &mut Calls, now: Instant, id: u64) {
-    let Some(call) = edge.calls.get_mut(&id) else {
-        return;
-    };
-    let Some(r) = call.ok_retx.as_mut() else {
-        return;
-    };
-    match r.rt.on_timeout(now) {
-        Some(true) => {
-            let flow = match r.to {
-                Side::A => call.a.flow,
-                Side::B => call.b.flow,
-            };
-            let b = r.bytes.clone();
-            edge.send(flow, b);
-            schedule_call(edge, id);
-        }
-        Some(false) => schedule_call(edge, id),
-        None => {
-            // No ACK for our 2xx within 64·T1: the dialog is dead (RFC 3261 §13.3.1.4).
-            call.ok_retx = None;
-            let _g = call.span.clone().entered();
-            warn!("no ACK for 2xx");
-            hangup(edge, now, id, "no ACK");
+    for side in [Side::A, Side::B] {
+        let Some(call) = edge.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(r) = call.ok_retx[side as usize].as_mut() else {
+            continue;
+        };
+        match r.rt.on_timeout(now) {
+            Some(true) => {
+                let b = r.bytes.clone();
+                let flow = call.dialog_ref(side).flow;
+                edge.send(flow, b);
+            }
+            Some(false) => {}
+            None => {
+                // No ACK for our 2xx within 64·T1: the dialog is dead (RFC 3261 §13.3.1.4).
+                call.ok_retx = [None, None];
+                let _g = call.span.clone().entered();
+                warn!("no ACK for 2xx");
+                return hangup(edge, now, id, "no ACK");
+            }
         }
     }
+    schedule_call(edge, id);
 }
 
 impl Calls {

@@ -18,7 +18,7 @@ pub(crate) fn send_bye_departed(edge: &mut Calls, now: Instant, id: u64, to: Sid
 
 pub(crate) fn send_bye(edge: &mut Calls, now: Instant, id: u64, to: Side) {
     let call = edge.calls.get_mut(&id).expect("present");
-    if (to == Side::B && call.winner.is_none()) || call.vacant == Some(to) {
+    if (to == Side::B && call.winner.is_none() && !call.picked) || call.vacant == Some(to) {
         return;
     }
     call.pending_byes += 1;
@@ -65,10 +65,14 @@ pub(crate) fn hangup(edge: &mut Calls, now: Instant, id: u64, why: &'static str)
     if let Some(r) = call.media.take() {
         edge.sv.media.close(now, r);
     }
-    call.ok_retx = None;
+    call.ok_retx = [None, None];
     match state {
         CallState::Ringing => {
             info!(why, "ending unanswered call");
+            if call.ring_watched {
+                // Nobody may pick it up from now on, though its forks are still to end.
+                edge.unrung.push(id);
+            }
             let key = call.a_stx.clone();
             let req = call.a_invite.clone();
             let tag = call.a.local_tag.clone();
@@ -115,6 +119,9 @@ pub(crate) fn end_call(edge: &mut Calls, id: u64) {
     }
     let _g = call.span.enter();
     edge.ended.push((id, call.end_why));
+    if call.ring_watched {
+        edge.unrung.push(id);
+    }
     edge.dialogs
         .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
     edge.dialogs

@@ -35,7 +35,7 @@ impl Parking {
 
     /// Have `cmd` ordered and continue with `then` once its outcome is known.
     pub(crate) fn propose_then(&mut self, now: Instant, cmd: Command, then: ParkThen) {
-        let token = self.b2bua.propose(now, cmd, Then::Park);
+        let token = self.b2bua.propose(now, cmd, Then::Feature(Feature::Park));
         self.then.insert(token, then);
     }
 

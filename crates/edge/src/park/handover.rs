@@ -11,6 +11,7 @@
 //! ```
 
 use super::*;
+use crate::trunk::Claim;
 
 /// Trunk claims waiting for the replica to show their claim, at once.
 const CLAIMS_WAITING: usize = 1024;
@@ -62,7 +63,8 @@ impl Handover {
 pub(crate) fn retrieve_remote(edge: &mut Parking, now: Instant, a: AfterClaim, parked: Parked) {
     let site = parked.call.edge.clone();
     let slot = parked.slot.to_string();
-    let Some(t) = crate::trunk::peer_target(edge, &site, &slot, Some(parked.id)) else {
+    let Some(t) = crate::trunk::peer_target(edge, &site, &slot, Some(Claim::Park(parked.id)))
+    else {
         warn!(%site, slot = parked.slot, "claimed a call held at a site with no trunk to it");
         let r = Response::to(&a.msg, 502).reason("No Trunk To Site");
         return edge.reply(now, &a.key, r);

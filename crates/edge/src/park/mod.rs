@@ -41,7 +41,7 @@ use tracing::{info, info_span, warn};
 
 use crate::call::{self, is_sdp, Branch, BranchState, Call, CallState, Calls, NewCall, Side};
 use crate::media::Leg;
-use crate::services::orbit_port::{OrbitError, Outcome, Then};
+use crate::services::orbit_port::{Feature, OrbitError, Outcome, Then};
 use crate::services::transactions::Owner;
 use crate::services::{TimerKey, ALLOW};
 

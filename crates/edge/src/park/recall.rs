@@ -149,7 +149,7 @@ pub(crate) fn recall_response(
     let Some(r) = current_recall(edge, cid, attempt) else {
         // The recall was given up (retrieved, timed out, caller gone): stop this phone.
         match code {
-            101..=199 => call::send_cancel(edge, now, ckey),
+            101..=199 => call::send_cancel(edge, now, ckey, None),
             200..=299 => call::ack_and_bye(edge, now, flow, &msg),
             _ => {}
         }
@@ -159,7 +159,7 @@ pub(crate) fn recall_response(
         100 => {}
         101..=199 => {
             if r.branches[idx].provisional() {
-                call::send_cancel(edge, now, ckey);
+                call::send_cancel(edge, now, ckey, None);
             }
         }
         200..=299 => recall_answered(edge, now, cid, idx, flow, msg),
@@ -273,7 +273,7 @@ pub(crate) fn cancel_branch(edge: &mut Parking, now: Instant, b: &Branch) {
         // No provisional yet: a CANCEL now could overtake the INVITE; the stale-recall path
         // cancels it when its first 1xx arrives.
         BranchState::Calling | BranchState::Done => {}
-        BranchState::Proceeding => call::send_cancel(edge, now, &b.key),
+        BranchState::Proceeding => call::send_cancel(edge, now, &b.key, None),
     }
 }
 

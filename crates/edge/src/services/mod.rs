@@ -58,6 +58,8 @@ pub struct Stats {
     pub stateless: u64,
     /// In-dialog requests refused because they did not come over the dialog's flow.
     pub foreign_in_dialog: u64,
+    /// Ringing calls given to a picker here.
+    pub pickups: u64,
 }
 
 /// What an edge starts from: the time (monotonic and wall clock, read once by whoever starts
@@ -132,6 +134,12 @@ pub(crate) enum TimerKey {
     TrunkClaim(orbit_state::ParkId),
     /// A call held here, claimed by another site, has waited long enough to be fetched.
     TrunkFetch(orbit_state::ParkId),
+    /// A call has rung long enough to be recorded for pickup.
+    RingRecord(u64),
+    /// A trunk pickup of this ring has waited long enough for the replica to show it.
+    PickupWait(orbit_state::RingId),
+    /// A call ringing here, picked up at another site, has waited long enough to be fetched.
+    PickupFetch(orbit_state::RingId),
 }
 
 pub struct Services {

@@ -83,10 +83,17 @@ pub enum OrbitFeed {
 pub(crate) enum Then {
     /// Nothing waits for it (recall progress, hang-ups, registrations).
     Nothing,
-    /// The park feature, which keeps how it continues under the proposal's token.
-    Park,
+    /// A feature that keeps how it continues under the proposal's token.
+    Feature(Feature),
     /// A lease renewal sent at this instant: the lease holds until then + its ttl.
     Lease(Instant),
+}
+
+/// The features that continue after their proposals' outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Feature {
+    Park,
+    Pickup,
 }
 
 /// The edge's orbit bookkeeping.
@@ -240,12 +247,12 @@ impl Services {
         }
     }
 
-    /// The next outcome a feature continues with: `(token, span, outcome)`. The outcomes of
-    /// commands nobody waits for, and of lease renewals, are taken care of here.
-    pub(crate) fn next_outcome(&mut self) -> Option<(u64, Span, Outcome)> {
+    /// The next outcome a feature continues with: `(feature, token, span, outcome)`. The
+    /// outcomes of commands nobody waits for, and of lease renewals, are taken care of here.
+    pub(crate) fn next_outcome(&mut self) -> Option<(Feature, u64, Span, Outcome)> {
         while let Some((token, then, span, outcome)) = self.port.ready.pop_front() {
             match then {
-                Then::Park => return Some((token, span, outcome)),
+                Then::Feature(f) => return Some((f, token, span, outcome)),
                 Then::Nothing => {
                     if let Err(e) = outcome {
                         span.in_scope(|| info!(error = %e, "orbit command without effect"));

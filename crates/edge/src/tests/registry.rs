@@ -152,7 +152,7 @@ pub(super) fn trunk_claim(net: &Net, park: u64, secret: &str, branch: &str) -> S
         call_id: &call_id,
         from,
         user: "701",
-        claim: Some(park),
+        claim: Some(crate::trunk::Claim::Park(park)),
         body: body.as_bytes(),
     }
     .sign(secret);

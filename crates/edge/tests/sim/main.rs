@@ -188,6 +188,8 @@ fn config(site: usize) -> EdgeConfig {
                 ..Default::default()
             }],
             features: Default::default(),
+            pickup_groups: vec![],
+            directed_pickup: Default::default(),
         },
         // The site's phones (127.0.<site>.x) are trusted for INVITE and SUBSCRIBE; they
         // register with digest all the same.

@@ -1,0 +1,161 @@
+//! Giving a ringing call to someone other than its callee (call pickup): the forks stop
+//! ringing with a CANCEL whose `Reason` says the call was completed elsewhere (RFC 3326, so
+//! the phones do not log it as missed), the picker takes side B, and the caller and the picker
+//! each get a 200 of ours, resent until each ACKs it, with the relay between them. Who may
+//! pick up, and whether the log let them, is pickup's business; this is the calls' half.
+//!
+//! ```text
+//! caller ──INVITE──▶ A │ Call │ B ──INVITE──▶ callee's phones   (ringing)
+//!                      │      │ B ──CANCEL, Reason: SIP;cause=200──▶ callee's phones
+//!        ◀──200 (picker's SDP, relay A)     ◀──INVITE *8── picker (seated on B)
+//!                                           ──200 (caller's SDP, relay B)──▶ picker
+//! ```
+
+use super::*;
+
+/// The `Reason` of the CANCELs that stop the phones ringing a picked-up call.
+pub(crate) const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
+
+/// Whoever picks the call up: its INVITE, and who it is as the caller is told.
+pub(crate) struct Picker<'a> {
+    pub key: &'a ServerKey,
+    pub flow: Flow,
+    pub msg: &'a Message,
+    /// The picker's user (its extension, or the one another site's edge vouches for).
+    pub user: &'a str,
+    /// `P-Asserted-Identity` for the caller: who answered.
+    pub identity: &'a str,
+    /// `P-Asserted-Identity` for the picker: who called.
+    pub caller_identity: &'a str,
+}
+
+/// Why a ringing call could not be given to a picker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotPickable {
+    /// Gone, answered, or taken by another picker meanwhile.
+    NotRinging,
+    /// Its caller made no SDP offer (nothing to answer the picker with before the caller
+    /// answers ours).
+    NoOffer,
+}
+
+impl Calls {
+    /// Whether call `id` rings, unanswered and not yet picked up.
+    pub(crate) fn is_pickable(&self, id: u64) -> bool {
+        self.calls.get(&id).is_some_and(|c| {
+            c.state == CallState::Ringing
+                && c.winner.is_none()
+                && !c.picked
+                && c.sdp[Side::A as usize].is_some()
+        })
+    }
+}
+
+/// Give ringing call `id` to picker `p`: the forks are cancelled, `p` takes side B, caller and
+/// picker get their 200s. Nothing changes when it cannot be done.
+pub(crate) fn take_ringing(
+    edge: &mut Calls,
+    now: Instant,
+    id: u64,
+    p: Picker<'_>,
+) -> Result<(), NotPickable> {
+    let Some(call) = edge.calls.get_mut(&id) else {
+        return Err(NotPickable::NotRinging);
+    };
+    if call.state != CallState::Ringing || call.winner.is_some() || call.picked {
+        return Err(NotPickable::NotRinging);
+    }
+    let Some(caller_sdp) = call.sdp[Side::A as usize].clone() else {
+        return Err(NotPickable::NoOffer);
+    };
+    let span = call.span.clone();
+    let _g = span.enter();
+    call.picked = true;
+    call.hold_answer = false;
+    call.invite_busy = false;
+    call.cancel_reason = Some(COMPLETED_ELSEWHERE.to_string());
+    for i in 0..call.branches.len() {
+        cancel_branch(edge, now, id, i);
+    }
+    let tag = edge.sv.ids.tag();
+    let call = &edge.calls[&id];
+    let caller = call.a.user.clone();
+    edge.seat(
+        id,
+        Side::B,
+        Dialog::uas(p.msg, p.flow, &tag, &caller, p.user),
+    );
+    let offer = is_sdp(p.msg).then(|| p.msg.body.clone());
+    let call = edge.calls.get_mut(&id).expect("present");
+    call.sdp[Side::B as usize] = offer.clone();
+    let (mut to_picker, mut to_caller) = (caller_sdp.to_vec(), vec![]);
+    if let Some(m) = call.media {
+        let media = &mut edge.sv.media;
+        // Early media may have latched leg B onto a fork's phone: the picker's comes next.
+        m.vacate(media, Side::B.leg());
+        if let Some(info) = offer
+            .as_deref()
+            .and_then(|o| orbit_media::sdp::media_info(o).ok())
+        {
+            m.set_remote(media, Side::B.leg(), info.rtp, info.rtcp, p.flow.addr.ip());
+        }
+        m.set_dtmf(
+            media,
+            Side::B.leg(),
+            offer.as_deref().and_then(orbit_media::sdp::telephone_event),
+        );
+        to_picker =
+            orbit_media::sdp::rewrite(&caller_sdp, m.local(Side::B.leg())).unwrap_or(to_picker);
+        // The caller's answer: the picker's offer, or without one the caller's own (the
+        // picker answers it in its ACK).
+        let answer = offer.as_deref().unwrap_or(&caller_sdp);
+        to_caller = orbit_media::sdp::rewrite(answer, m.local(Side::A.leg())).unwrap_or_default();
+    }
+    // The caller: answered by the picker.
+    let a_key = call.a_stx.clone();
+    let contact = edge
+        .sv
+        .local
+        .contact(&call.a.contact_user, call.a.flow.proto);
+    let to_a = Response::to(&call.a_invite, 200)
+        .tag(&call.a.local_tag)
+        .header("Contact", &contact)
+        .header("Allow", ALLOW)
+        .header("P-Asserted-Identity", p.identity)
+        .sdp(&to_caller)
+        .encode(call.a.flow.addr);
+    call.ok_retx[Side::A as usize] = Some(OkRetx {
+        cseq: call.a_invite.cseq.seq,
+        rt: Retransmitter::new(now, edge.sv.timing),
+        bytes: to_a.clone(),
+    });
+    edge.pending_invites.remove(&a_key);
+    edge.sv.stats.calls_answered += 1;
+    edge.sv.stats.pickups += 1;
+    edge.reply_bytes(now, &a_key, 200, to_a);
+    // The picker: connected to the caller, and told who it is.
+    let contact = edge.sv.local.contact(&caller, p.flow.proto);
+    let to_b = Response::to(p.msg, 200)
+        .tag(&tag)
+        .header("Contact", &contact)
+        .header("Allow", ALLOW)
+        .header("P-Asserted-Identity", p.caller_identity)
+        .body("application/sdp", &to_picker)
+        .encode(p.flow.addr);
+    info!(by = %p.user, "picked up");
+    send_own_2xx(edge, now, id, Side::B, p.key, p.msg.cseq.seq, to_b);
+    Ok(())
+}
+
+/// A callee's answer held back for pickup came after a pickup won: the callee's phone is
+/// answered and hung up at once (the race lost), and its fork counts as done.
+pub(crate) fn refuse_answer(edge: &mut Calls, now: Instant, h: HeldAnswer) {
+    if let Some(b) = edge
+        .calls
+        .get_mut(&h.call)
+        .and_then(|c| c.branches.get_mut(h.idx))
+    {
+        b.state = BranchState::Done;
+    }
+    ack_and_bye(edge, now, h.flow, &h.msg);
+}

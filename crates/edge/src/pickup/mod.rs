@@ -1,0 +1,159 @@
+//! Call pickup: answering a colleague's ringing phone from one's own, at any site.
+//!
+//! The edge where a caller's INVITE arrives rings the callee (its phones, or another site's
+//! edge) and holds the caller and the media; it records the ring in the orbit state when the
+//! callee is one somebody may pick up (in a pickup group, or anyone when the tenant lets
+//! directed pickup reach anyone), once the call has rung for [`RECORD_AFTER`]. A picker's edge
+//! asks the log for a ringing call (`Pickup`): the log orders it against the callee's answer
+//! (`RingEnd`) and against other pickers, so exactly one has the call. The winner takes it here
+//! or, held at another site, over the trunk as retrieve does.
+//!
+//! ```text
+//! caller ─INVITE 2001─▶ edge A ─▶ rings 2001 ── 0.5 s ──▶ Ring (log) ─▶ lamps, pickers
+//! picker ─INVITE *8───▶ edge C ─▶ Pickup (log) ─▶ PickedUp(ring at A) ─▶ trunk INVITE,
+//!     X-Orbit-Claim: ring-N ─▶ edge A: CANCEL 2001's phones (Reason: cause=200), 200 both ways
+//! callee answers ─▶ 2xx held ─▶ RingEnd(answered) ─▶ committed: relayed; refused: ACK+BYE
+//! ```
+//!
+//! Pickup is a layer ([`Picking`]) over park's: one file per job (`ring.rs` records and ends
+//! rings, `pick.rs` is the picker's side, `handover.rs` gives a ringing call here to its
+//! picker, local or over the trunk).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use orbit_sip::build::Response;
+use orbit_sip::header::Replaces;
+use orbit_sip::key::ServerKey;
+use orbit_sip::message::Message;
+use orbit_sip::transport::Flow;
+use orbit_state::{Command, Event, RingCall, RingId};
+use tracing::{debug, info, info_span, warn};
+
+use crate::call::{self, HeldAnswer, NewCall, NotPickable, Picker};
+use crate::config::{PickupDial, PickupRules};
+use crate::park::Parking;
+use crate::services::orbit_port::{Feature, OrbitError, Outcome, Then};
+use crate::services::TimerKey;
+
+mod handover;
+mod pick;
+mod ring;
+
+pub(crate) use handover::*;
+pub(crate) use pick::*;
+pub(crate) use ring::*;
+
+/// How long a call rings before it is recorded for pickup. Nobody picks up a call in its first
+/// half second (a ring cadence is a second or two, and a person must hear it and dial), and
+/// calls answered sooner cost the log nothing.
+pub(crate) const RECORD_AFTER: Duration = Duration::from_millis(500);
+
+/// The pickup layer: pickup's own tables over park's layer (to which it derefs).
+pub struct Picking {
+    pub(crate) parking: Parking,
+    pub(crate) pickup: Pickups,
+    /// How each of pickup's proposals in flight continues, by its token.
+    pub(crate) then: HashMap<u64, PickThen>,
+}
+
+impl std::ops::Deref for Picking {
+    type Target = Parking;
+    fn deref(&self) -> &Parking {
+        &self.parking
+    }
+}
+
+impl std::ops::DerefMut for Picking {
+    fn deref_mut(&mut self) -> &mut Parking {
+        &mut self.parking
+    }
+}
+
+/// What pickup keeps, in tables of its own.
+#[derive(Default)]
+pub(crate) struct Pickups {
+    pub rules: PickupRules,
+    /// Calls ringing here that are (or are about to be) recorded, and how far.
+    pub rings: HashMap<u64, Ring>,
+    /// Ring → the call ringing here.
+    pub by_ring: HashMap<RingId, u64>,
+    /// Pickers whose pickup the log is ordering, by their INVITE (true: cancelled meanwhile).
+    pub picking: HashMap<ServerKey, bool>,
+    /// Rings here picked up at another site (as the watch showed), by whom, until fetched.
+    pub claimed: HashMap<RingId, String>,
+    /// Trunk pickups waiting for the replica to show their pickup.
+    pub waiting: HashMap<RingId, TrunkPick>,
+}
+
+/// How one of pickup's proposals continues once its outcome is known.
+pub(crate) enum PickThen {
+    /// A ring recorded for call `.0`.
+    Ring(u64),
+    /// The callee of call `.0` answered: its answer goes on if the log took it first.
+    Answered(u64),
+    /// A picker asked for a call (boxed: its INVITE is large beside a call's number).
+    Pick(Box<Pick>),
+}
+
+impl Picking {
+    pub(crate) fn new(parking: Parking) -> Picking {
+        let t = &parking.cfg.tenant;
+        let rules = PickupRules::new(&t.pickup_groups, t.directed_pickup);
+        Picking {
+            parking,
+            pickup: Pickups {
+                rules,
+                ..Default::default()
+            },
+            then: HashMap::new(),
+        }
+    }
+
+    /// Have `cmd` ordered and continue with `then` once its outcome is known.
+    pub(crate) fn propose_then(&mut self, now: Instant, cmd: Command, then: PickThen) {
+        let token = self.propose(now, cmd, Then::Feature(Feature::Pickup));
+        self.then.insert(token, then);
+    }
+
+    /// The outcome of pickup's proposal `token`.
+    pub(crate) fn continue_with(&mut self, now: Instant, token: u64, outcome: Outcome) {
+        match self.then.remove(&token) {
+            Some(PickThen::Ring(id)) => ring_outcome(self, now, id, outcome),
+            Some(PickThen::Answered(id)) => answer_outcome(self, now, id, outcome),
+            Some(PickThen::Pick(p)) => pick_outcome(self, now, *p, outcome),
+            None => {}
+        }
+    }
+
+    /// Park's, then pickup's, bookkeeping of what the calls reported: answers held back and
+    /// rings over. Whether there was any.
+    pub(crate) fn after_calls(&mut self, now: Instant) -> bool {
+        let parked = self.parking.after_calls(now);
+        if self.unrung.is_empty() && self.held_answers.is_empty() {
+            return parked;
+        }
+        for h in std::mem::take(&mut self.held_answers) {
+            on_held_answer(self, now, h);
+        }
+        for id in std::mem::take(&mut self.unrung) {
+            on_unrung(self, now, id);
+        }
+        true
+    }
+
+    /// An orbit event applied here: a ring of ours picked up at another site.
+    pub(crate) fn on_orbit_event(&mut self, now: Instant, ev: &Event) {
+        self.parking.on_orbit_event(now, ev);
+        if let Event::PickedUp { ringing, by } = ev {
+            if ringing.call.edge == self.cfg.site {
+                on_picked_elsewhere(self, now, ringing, by);
+            }
+        }
+    }
+
+    /// `who` at this site, as a pickup names its picker (and the holding edge checks it).
+    pub(crate) fn picker_name(&self, who: &str) -> String {
+        format!("{}/{who}", self.cfg.site)
+    }
+}

@@ -1,0 +1,472 @@
+//! Call pickup in virtual time: group and directed pickup on one site, who may pick up what,
+//! a lamp key's Replaces, the callee's answer ordered against a pickup, and across sites with
+//! the registry played as in `registry.rs` (a picker here taking a call ringing at site B, and
+//! site B's picker taking one ringing here over the trunk).
+
+use orbit_sip::Method;
+use orbit_state::{Command, Event, RingCall};
+
+use super::park::CAROL;
+use super::registry::{registry_net, Registry, PEER, SECRET};
+use super::*;
+
+/// 1001, 1002 and 1003 in one pickup group.
+fn grouped() -> EdgeConfig {
+    let mut cfg = config();
+    cfg.tenant.pickup_groups = vec![PickupGroup {
+        name: "desks".into(),
+        members: vec!["1001".into(), "1002".into(), "1003".into()],
+    }];
+    cfg
+}
+
+/// Carol (1003) dials `dialled` with an offer of her own.
+fn carol_dials(dialled: &str, branch: &str, extra: &str) -> String {
+    let sdp = SDP_B.replace("10.2.2.2", "10.3.3.3");
+    let body = sdp.replace('\n', "\r\n");
+    format!(
+        "INVITE sip:{dialled}@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {CAROL};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: \"Carol\" <sip:1003@orbit.test>;tag=carol\nTo: <sip:{dialled}@orbit.test>\nCall-ID: pick-{branch}\nCSeq: 1 INVITE\nContact: <sip:1003@{CAROL}>\n{extra}Content-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
+        body.len()
+    )
+}
+
+/// Alice calls 1002 (registered at BOB1), whose phone rings (180); returns the INVITE Bob got.
+fn ringing_bob(net: &mut Net) -> Message {
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "r1", ""));
+    let inv = net.one(BOB1);
+    net.send_msg(BOB1, answer(&inv, 180, "bob", None, BOB1));
+    assert_eq!(net.one(ALICE).code(), 180);
+    inv
+}
+
+/// The final answers (not 100, not 180) sent to `to`.
+fn finals(net: &mut Net, to: &str) -> Vec<Message> {
+    net.take(to)
+        .into_iter()
+        .filter(|m| m.is_request() || m.code() >= 200)
+        .collect()
+}
+
+#[test]
+fn group_pickup_answers_the_caller_cancels_the_phones_with_a_reason_and_bridges_the_picker() {
+    let mut net = Net::with(grouped());
+    let inv = ringing_bob(&mut net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    assert_eq!(net.edge.orbit().rings_of("orbit.test").len(), 1);
+
+    net.send(CAROL, &carol_dials("*8", "p1", ""));
+    // Bob's phone stops ringing, told the call was completed elsewhere (not a missed call).
+    let cancel = net.one(BOB1);
+    assert_eq!(*cancel.method(), Method::Cancel);
+    assert_eq!(
+        cancel.header_other("Reason").map(str::trim),
+        Some("SIP;cause=200;text=\"Call completed elsewhere\"")
+    );
+    // Carol is connected to Alice and told who she is; Alice is answered by Carol.
+    let ok = net.one(CAROL);
+    assert_eq!(ok.code(), 200);
+    assert_eq!(
+        ok.header_other("P-Asserted-Identity").map(str::trim),
+        Some("\"Alice\" <sip:1001@orbit.test>")
+    );
+    assert!(body(&ok).contains(&format!(
+        "m=audio {} RTP/AVP 0 101",
+        net.media.port(0, Leg::B)
+    )));
+    let to_alice = net.one(ALICE);
+    assert_eq!(to_alice.code(), 200);
+    assert_eq!(
+        to_alice.header_other("P-Asserted-Identity").map(str::trim),
+        Some("<sip:1003@orbit.test>")
+    );
+    assert!(body(&to_alice).contains(&format!("m=audio {} RTP/AVP 0", net.media.port(0, Leg::A))));
+    // The relay sends to Carol now (her offer), not to Bob.
+    assert!(net
+        .media
+        .remotes()
+        .contains(&(Leg::B, Some("10.3.3.3:5000".parse().unwrap()))));
+    assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
+    assert_eq!(net.edge.stats().pickups, 1);
+
+    // Bob's phone confirms the CANCEL with 487: acknowledged, nothing else happens.
+    net.send_msg(BOB1, answer(&inv, 487, "bob", None, BOB1));
+    let ack = net.one(BOB1);
+    assert_eq!(*ack.method(), Method::Ack);
+    // Both ACK; Carol hangs up and Alice gets the BYE.
+    net.send(ALICE, &alice_in_dialog(&to_alice, "ACK", 1, "a-ack", None));
+    let carol_ack = carol_in_dialog(&ok, "ACK", 1, "c-ack");
+    net.send(CAROL, &carol_ack);
+    assert!(net.take(ALICE).is_empty() && net.take(CAROL).is_empty());
+    net.advance(Duration::from_secs(5));
+    assert!(
+        net.take(ALICE).is_empty() && net.take(CAROL).is_empty(),
+        "both 200s were acknowledged: none is resent"
+    );
+    net.send(CAROL, &carol_in_dialog(&ok, "BYE", 2, "c-bye"));
+    assert_eq!(net.one(CAROL).code(), 200);
+    let bye = net.one(ALICE);
+    assert_eq!(*bye.method(), Method::Bye);
+    net.send_msg(ALICE, answer(&bye, 200, "x", None, ALICE));
+    assert_eq!(net.edge.active_calls(), 0);
+}
+
+/// An in-dialog request from Carol, built from the 2xx she got.
+fn carol_in_dialog(ok: &Message, method: &str, cseq: u32, branch: &str) -> String {
+    alice_in_dialog(ok, method, cseq, branch, None).replace(ALICE, CAROL)
+}
+
+#[test]
+fn our_200s_are_resent_to_caller_and_picker_until_each_acks() {
+    let mut net = Net::with(grouped());
+    ringing_bob(&mut net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    net.send(CAROL, &carol_dials("*8", "p1", ""));
+    net.take(BOB1);
+    let ok = net.one(CAROL);
+    let to_alice = net.one(ALICE);
+    net.send(ALICE, &alice_in_dialog(&to_alice, "ACK", 1, "a-ack", None));
+    net.advance(Duration::from_millis(1600));
+    // Alice acknowledged hers; Carol's is resent at T1, 2·T1.
+    assert!(net.take(ALICE).is_empty());
+    assert_eq!(
+        net.take(CAROL).iter().filter(|m| m.code() == 200).count(),
+        2
+    );
+    net.send(CAROL, &carol_in_dialog(&ok, "ACK", 1, "c-ack"));
+    net.advance(Duration::from_secs(10));
+    assert!(net.take(CAROL).is_empty());
+    assert_eq!(net.edge.active_calls(), 1);
+}
+
+#[test]
+fn nothing_to_pick_up_is_404_and_a_call_rung_less_than_half_a_second_is_not_yet_pickable() {
+    let mut net = Net::with(grouped());
+    net.send(CAROL, &carol_dials("*8", "p0", ""));
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.reason()), (404, "Nothing To Pick Up"));
+    ringing_bob(&mut net);
+    net.send(CAROL, &carol_dials("*8", "p1", ""));
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.reason()), (404, "Nothing To Pick Up"));
+    assert!(net.take(BOB1).is_empty(), "Bob's phone rings on");
+    net.advance(crate::pickup::RECORD_AFTER);
+    net.take(CAROL); // the 404s resent: Carol never ACKed them
+    net.send(CAROL, &carol_dials("*8", "p2", ""));
+    assert_eq!(net.one(CAROL).code(), 200);
+}
+
+#[test]
+fn pickup_is_refused_to_whoever_is_not_in_the_group_unless_the_tenant_allows_anyone() {
+    let mut cfg = grouped();
+    cfg.tenant.pickup_groups[0].members = vec!["1001".into(), "1002".into()];
+    let mut net = Net::with(cfg.clone());
+    ringing_bob(&mut net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    for (dialled, reason) in [
+        ("*8", "Not In A Pickup Group"),
+        ("*81002", "Not In Your Pickup Group"),
+        ("**1002", "Not In Your Pickup Group"),
+    ] {
+        net.send(CAROL, &carol_dials(dialled, dialled, ""));
+        let r = net.one(CAROL);
+        assert_eq!((r.code(), r.reason()), (403, reason), "{dialled}");
+    }
+    net.send(CAROL, &carol_dials("*89999", "nobody", ""));
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.reason()), (404, "No Such Extension"));
+    assert!(net.take(BOB1).is_empty(), "Bob's phone rings on");
+
+    cfg.tenant.directed_pickup = DirectedPickup::Anyone;
+    let mut net = Net::with(cfg);
+    ringing_bob(&mut net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    net.send(CAROL, &carol_dials("**1002", "d1", ""));
+    assert_eq!(net.one(CAROL).code(), 200);
+}
+
+#[test]
+fn directed_pickup_takes_the_call_ringing_that_extension_only() {
+    let mut net = Net::with(grouped());
+    ringing_bob(&mut net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    net.send(CAROL, &carol_dials("*81001", "d0", ""));
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.reason()), (404, "Nothing To Pick Up"));
+    net.send(CAROL, &carol_dials("*81002", "d1", ""));
+    assert_eq!(net.one(CAROL).code(), 200);
+    assert_eq!(*net.one(BOB1).method(), Method::Cancel);
+}
+
+#[test]
+fn calls_to_extensions_nobody_may_pick_up_are_not_recorded() {
+    let mut net = Net::new();
+    ringing_bob(&mut net);
+    net.advance(Duration::from_secs(2));
+    assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
+}
+
+#[test]
+fn a_ring_ends_when_the_callee_answers_or_the_caller_cancels() {
+    let mut net = Net::with(grouped());
+    let inv = ringing_bob(&mut net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    assert_eq!(net.one(ALICE).code(), 200);
+    assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
+    net.send(CAROL, &carol_dials("*8", "late", ""));
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.reason()), (404, "Nothing To Pick Up"));
+
+    let mut net = Net::with(grouped());
+    ringing_bob(&mut net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    let cancel = format!(
+        "CANCEL sip:1002@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKr1;rport\nMax-Forwards: 70\nFrom: \"Alice\" <sip:1001@orbit.test>;tag=alice\nTo: <sip:1002@orbit.test>\nCall-ID: call-r1\nCSeq: 1 CANCEL\nContent-Length: 0\n\n"
+    );
+    net.send(ALICE, &cancel);
+    let c = net.one(BOB1);
+    assert_eq!(*c.method(), Method::Cancel);
+    assert!(
+        c.header_other("Reason").is_none(),
+        "a caller's cancel is no pickup"
+    );
+    assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
+}
+
+#[test]
+fn a_lamp_key_replaces_names_the_ringing_dialog_and_early_only_of_nothing_is_481() {
+    let mut net = Net::with(grouped());
+    ringing_bob(&mut net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    let ring = net.edge.orbit().rings_of("orbit.test")[0].clone();
+    assert_eq!(ring.call.call_id, "call-r1");
+    assert_eq!(ring.call.remote_tag, "alice");
+
+    let wrong = "Replaces: nope;to-tag=x;from-tag=y;early-only\n";
+    net.send(CAROL, &carol_dials("1002", "l0", wrong));
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.reason()), (481, "No Such Ringing Call"));
+
+    let replaces = format!(
+        "Replaces: {};to-tag={};from-tag={};early-only\n",
+        ring.call.call_id, ring.call.local_tag, ring.call.remote_tag
+    );
+    net.send(CAROL, &carol_dials("1002", "l1", &replaces));
+    assert_eq!(net.one(CAROL).code(), 200);
+    assert_eq!(net.one(ALICE).code(), 200);
+    // A second press of the key: the call is no longer ringing.
+    net.send(CAROL, &carol_dials("1002", "l2", &replaces));
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.reason()), (481, "Call No Longer Ringing"));
+}
+
+#[test]
+fn a_callee_answering_after_a_pickup_is_hung_up_and_the_caller_keeps_the_picker() {
+    let mut net = Net::with(grouped());
+    let inv = ringing_bob(&mut net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    net.send(CAROL, &carol_dials("*8", "p1", ""));
+    net.take(BOB1);
+    assert_eq!(net.one(CAROL).code(), 200);
+    assert_eq!(net.one(ALICE).code(), 200);
+    // Bob's phone answered as the CANCEL crossed it.
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    let to_bob: Vec<_> = net.take(BOB1).iter().map(|m| m.method().clone()).collect();
+    assert_eq!(to_bob, [Method::Ack, Method::Bye]);
+    assert!(
+        finals(&mut net, ALICE).is_empty(),
+        "Alice hears of none of it"
+    );
+    assert_eq!(net.edge.active_calls(), 1);
+}
+
+// ---------------------------------------------------------------- across sites
+
+/// The registry harness with 1001-1003 in one pickup group.
+fn registry_grouped() -> (Net, Registry) {
+    let mut net = registry_net();
+    let groups = grouped().tenant.pickup_groups;
+    net.edge.picking.pickup.rules = PickupRules::new(&groups, DirectedPickup::Group);
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    (net, reg)
+}
+
+/// Site B's trunk INVITE for its picker 3001, claiming ring `ring` of `ext`.
+fn trunk_pick(net: &Net, ring: u64, ext: &str, branch: &str) -> String {
+    let ts = net.edge.now_ms(net.now) / 1000;
+    let call_id = format!("trunk-{branch}");
+    let from = "\"Carol B\" <sip:3001@orbit.test>;tag=tb";
+    let sdp = SDP_B.replace("10.2.2.2", "10.9.9.9");
+    let body = sdp.replace('\n', "\r\n");
+    let sig = crate::trunk::Signed {
+        site: "site-b",
+        to_site: "site-a",
+        ts,
+        method: "INVITE",
+        call_id: &call_id,
+        from,
+        user: ext,
+        claim: Some(crate::trunk::Claim::Ring(ring)),
+        body: body.as_bytes(),
+    }
+    .sign(SECRET);
+    format!(
+        "INVITE sip:{ext}@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: {from}\nTo: <sip:{ext}@orbit.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:3001@{PEER}>\nX-Orbit-Trunk: site-b;{ts};{sig}\nX-Orbit-Claim: ring-{ring}\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
+        body.len()
+    )
+}
+
+/// Alice's call to 1002 ringing here, its ring recorded in the registry; returns Bob's INVITE
+/// and the ring.
+fn recorded_ring(net: &mut Net, reg: &mut Registry) -> (Message, u64) {
+    let inv = ringing_bob(net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    reg.serve(net);
+    let ring = match reg.events.last() {
+        Some(Event::Ringing(r)) => r.id,
+        other => panic!("expected the ring recorded, got {other:?}"),
+    };
+    (inv, ring)
+}
+
+fn pickup_by(by: &str, ring: Option<u64>) -> Command {
+    Command::Pickup {
+        tenant: "orbit.test".into(),
+        exts: vec!["1002".into()],
+        ring,
+        by: by.into(),
+    }
+}
+
+#[test]
+fn a_picker_at_another_site_fetches_the_ringing_call_over_the_trunk_once_the_watch_shows_its_pickup(
+) {
+    let (mut net, mut reg) = registry_grouped();
+    let (_inv, ring) = recorded_ring(&mut net, &mut reg);
+    // Site B's INVITE comes before this edge's watch shows the pickup: it waits.
+    net.send(PEER, &trunk_pick(&net, ring, "1002", "t1"));
+    assert!(finals(&mut net, PEER).is_empty());
+    assert!(
+        net.take(BOB1).is_empty(),
+        "Bob's phone rings on until it is decided"
+    );
+    let at = net.edge.now_ms(net.now);
+    reg.feed(&mut net, at, pickup_by("site-b/3001", None));
+    let cancel = net.one(BOB1);
+    assert_eq!(*cancel.method(), Method::Cancel);
+    assert!(cancel.header_other("Reason").unwrap().contains("cause=200"));
+    let ok = net.one(PEER);
+    assert_eq!(ok.code(), 200);
+    assert_eq!(
+        ok.header_other("P-Asserted-Identity").map(str::trim),
+        Some("\"Alice\" <sip:1001@orbit.test>")
+    );
+    let to_alice = net.one(ALICE);
+    assert_eq!(
+        to_alice.header_other("P-Asserted-Identity").map(str::trim),
+        Some("\"Carol B\" <sip:3001@orbit.test>")
+    );
+}
+
+#[test]
+fn a_trunk_pickup_by_someone_the_registry_did_not_choose_is_refused() {
+    let (mut net, mut reg) = registry_grouped();
+    let (_inv, ring) = recorded_ring(&mut net, &mut reg);
+    let at = net.edge.now_ms(net.now);
+    reg.feed(&mut net, at, pickup_by("site-b/3002", None));
+    net.send(PEER, &trunk_pick(&net, ring, "1002", "t1"));
+    let r = net.one(PEER);
+    assert_eq!((r.code(), r.reason()), (403, "Not The Picker"));
+    // A pickup nobody committed: refused once the wait is over, and the call rings on.
+    let (mut net, mut reg) = registry_grouped();
+    let (_inv, ring) = recorded_ring(&mut net, &mut reg);
+    net.send(PEER, &trunk_pick(&net, ring, "1002", "t2"));
+    net.advance(Duration::from_secs(3));
+    let r = finals(&mut net, PEER);
+    assert_eq!((r[0].code(), r[0].reason()), (404, "Pickup Not Committed"));
+    assert!(net.take(BOB1).iter().all(|m| *m.method() != Method::Cancel));
+}
+
+#[test]
+fn a_call_picked_up_elsewhere_and_never_fetched_is_recorded_again_and_rings_on() {
+    let (mut net, mut reg) = registry_grouped();
+    let (_inv, _ring) = recorded_ring(&mut net, &mut reg);
+    let at = net.edge.now_ms(net.now);
+    reg.feed(&mut net, at, pickup_by("site-b/3001", None));
+    assert!(reg.orbit.rings_of("orbit.test").is_empty());
+    net.advance(Duration::from_secs(11));
+    reg.serve(&mut net);
+    assert_eq!(reg.orbit.rings_of("orbit.test").len(), 1, "recorded again");
+    assert!(net.take(BOB1).iter().all(|m| *m.method() != Method::Cancel));
+}
+
+#[test]
+fn the_callees_answer_waits_for_the_log_and_loses_to_a_pickup_committed_first() {
+    let (mut net, mut reg) = registry_grouped();
+    let (inv, ring) = recorded_ring(&mut net, &mut reg);
+    // Bob answers: held until the log has ordered it.
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    assert!(finals(&mut net, ALICE).is_empty());
+    // Site B's pickup reached the log first.
+    let at = net.edge.now_ms(net.now);
+    reg.feed(&mut net, at, pickup_by("site-b/3001", Some(ring)));
+    reg.serve(&mut net);
+    let to_bob: Vec<_> = net.take(BOB1).iter().map(|m| m.method().clone()).collect();
+    assert_eq!(to_bob, [Method::Ack, Method::Bye]);
+    assert!(finals(&mut net, ALICE).is_empty());
+    // The picker still gets the call.
+    net.send(PEER, &trunk_pick(&net, ring, "1002", "t1"));
+    assert_eq!(net.one(PEER).code(), 200);
+    assert_eq!(net.one(ALICE).code(), 200);
+
+    // Without a pickup the answer goes through once its RingEnd commits.
+    let (mut net, mut reg) = registry_grouped();
+    let (inv, _ring) = recorded_ring(&mut net, &mut reg);
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    assert!(finals(&mut net, ALICE).is_empty());
+    reg.serve(&mut net);
+    assert!(matches!(
+        reg.events.last(),
+        Some(Event::RingEnded { answered: true, .. })
+    ));
+    assert_eq!(net.one(ALICE).code(), 200);
+}
+
+#[test]
+fn a_picker_here_takes_a_call_ringing_at_another_site_over_the_trunk() {
+    let (mut net, mut reg) = registry_grouped();
+    let at = net.edge.now_ms(net.now);
+    let ring = RingCall {
+        caller_uri: "sip:2001@orbit.test".into(),
+        caller_display: None,
+        edge: "site-b".into(),
+        call_id: "b-call".into(),
+        local_tag: "b-l".into(),
+        remote_tag: "b-r".into(),
+    };
+    let cmd = Command::Ring {
+        tenant: "orbit.test".into(),
+        ext: "1002".into(),
+        call: ring,
+    };
+    let Event::Ringing(r) = reg.feed(&mut net, at, cmd) else {
+        panic!("rings")
+    };
+    net.send(CAROL, &carol_dials("*8", "p1", ""));
+    reg.serve(&mut net);
+    assert!(matches!(reg.events.last(), Some(Event::PickedUp { by, .. }) if by == "site-a/1003"));
+    let trunk = net.one(PEER);
+    assert_eq!(trunk.method(), &Method::Invite);
+    assert_eq!(
+        trunk.header_other("X-Orbit-Claim").map(str::trim),
+        Some(format!("ring-{}", r.id).as_str())
+    );
+    assert!(trunk.uri().unwrap().to_string().starts_with("sip:1002@"));
+    // A second picker finds nothing.
+    net.send(CAROL, &carol_dials("*8", "p2", ""));
+    reg.serve(&mut net);
+    let r = finals(&mut net, CAROL);
+    assert_eq!((r[0].code(), r[0].reason()), (404, "Nothing To Pick Up"));
+}
