@@ -274,7 +274,7 @@ pub struct FeatureCodes {
     pub pickup: String,
     /// Dialled before an extension: directed pickup of the call ringing it.
     #[serde(default = "pickup::default_directed_codes")]
-    pub directed_pickup: Vec<String>,
+    pub pickup_prefixes: Vec<String>,
 }
 
 fn default_park_code() -> String {
@@ -286,7 +286,7 @@ impl Default for FeatureCodes {
         FeatureCodes {
             park: default_park_code(),
             pickup: pickup::default_pickup_code(),
-            directed_pickup: pickup::default_directed_codes(),
+            pickup_prefixes: pickup::default_directed_codes(),
         }
     }
 }

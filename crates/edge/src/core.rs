@@ -230,6 +230,7 @@ impl Edge {
                 TimerKey::RingRecord(call) => crate::pickup::on_record_timer(self, now, call),
                 TimerKey::PickupWait(ring) => crate::pickup::on_pick_wait_timeout(self, now, ring),
                 TimerKey::PickupFetch(ring) => crate::pickup::on_fetch_timeout(self, now, ring),
+                TimerKey::AnswerWait(call) => crate::pickup::on_answer_wait(self, now, call),
             }
             // Timers due together fire in one go: the next must find park's entries of a call
             // this one ended already gone (no recall stage, expiry or re-park for it).

@@ -65,7 +65,7 @@ impl Edge {
         self.orbit = orbit;
         self.port.watch_index = index;
         crate::blf::refresh_all(&mut self.lamping(), now);
-        self.picking.parking.resynced(now);
+        self.picking.resynced(now);
         self.settle(now);
     }
 }

@@ -216,6 +216,51 @@ pub fn formats(sdp: &[u8]) -> Result<Vec<(u8, String)>, SdpError> {
     Ok(out)
 }
 
+/// The same session description with its first audio stream's formats cut down to `keep`
+/// (payload types), their `a=rtpmap`/`a=fmtp` lines with them: an answer, or an offer, that
+/// leaves the other party no codec but the one chosen.
+pub fn only(sdp: &[u8], keep: &[u8]) -> Result<Vec<u8>, SdpError> {
+    let text = std::str::from_utf8(sdp).map_err(|_| SdpError::Encoding)?;
+    let mut out = String::with_capacity(text.len());
+    let (mut in_audio, mut seen) = (false, false);
+    let kept = |v: &str| {
+        v.split([' ', '\t'])
+            .next()
+            .and_then(|pt| pt.parse::<u8>().ok())
+            .is_some_and(|pt| keep.contains(&pt))
+    };
+    for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut it = m.split_whitespace();
+            let kind = it.next().unwrap_or("");
+            in_audio = kind == "audio" && !seen;
+            if in_audio {
+                seen = true;
+                let port = it.next().unwrap_or("0");
+                let proto = it.next().unwrap_or("RTP/AVP");
+                let fmts: Vec<&str> = it
+                    .filter(|f| f.parse::<u8>().is_ok_and(|pt| keep.contains(&pt)))
+                    .collect();
+                out.push_str(&format!("m=audio {port} {proto} {}\r\n", fmts.join(" ")));
+                continue;
+            }
+        } else if in_audio {
+            let attr = line
+                .strip_prefix("a=rtpmap:")
+                .or_else(|| line.strip_prefix("a=fmtp:"));
+            if attr.is_some_and(|v| !kept(v)) {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if !seen {
+        return Err(SdpError::NoAudio);
+    }
+    Ok(out.into_bytes())
+}
+
 /// The G.711 codec (and its payload type) a party lists first.
 pub fn g711(sdp: &[u8]) -> Option<(Codec, u8)> {
     formats(sdp)
@@ -327,5 +372,24 @@ a=rtcp:4005\r\na=sendonly\r\nm=video 5000 RTP/AVP 96\r\n";
         assert_eq!(m.rtp, Some("127.0.0.1:20000".parse().unwrap()));
         assert_eq!(g711(&o), Some((Codec::Pcma, 8)));
         assert_eq!(telephone_event(&o), Some(101));
+    }
+
+    #[test]
+    fn only_keeps_the_chosen_formats_and_their_attributes() {
+        let offer = b"v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 9 0 8 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\nm=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
+        let cut = only(offer, &[0, 101]).unwrap();
+        let text = String::from_utf8(cut.clone()).unwrap();
+        assert!(text.contains("m=audio 4000 RTP/AVP 0 101\r\n"), "{text}");
+        assert!(
+            !text.contains("G722") && text.contains("a=fmtp:101 0-16"),
+            "{text}"
+        );
+        assert!(
+            text.contains("a=sendrecv") && text.contains("a=rtpmap:96 H264"),
+            "{text}"
+        );
+        let f = formats(&cut).unwrap();
+        assert_eq!(f, vec![(0, "PCMU".into()), (101, "telephone-event".into())]);
+        assert!(only(b"v=0\r\n", &[0]).is_err());
     }
 }

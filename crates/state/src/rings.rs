@@ -142,6 +142,11 @@ impl Orbit {
             .collect()
     }
 
+    /// Whether ring `id` is newer than this state: a replica behind the log has not seen it.
+    pub fn is_future_ring(&self, id: RingId) -> bool {
+        id > self.next_ring
+    }
+
     /// A call ringing now, by its id.
     pub fn ringing(&self, id: RingId) -> Option<&Ringing> {
         self.rings.get(&id)

@@ -37,6 +37,48 @@ pub(crate) enum NotPickable {
     /// Its caller made no SDP offer (nothing to answer the picker with before the caller
     /// answers ours).
     NoOffer,
+    /// The picker offers no codec the caller offered (with the same payload type).
+    NoCommonCodec,
+}
+
+/// The payload types each side keeps: one codec both offered, and telephone-events.
+struct Chosen {
+    caller: Vec<u8>,
+    picker: Vec<u8>,
+}
+
+/// The codec the caller prefers among those the picker offers too, under the same payload
+/// type (the relay does not renumber); without a picker's offer, the caller's first.
+fn common_codec(caller: &[u8], picker: Option<&[u8]>) -> Option<Chosen> {
+    use orbit_media::sdp::{formats, telephone_event};
+    let audio = |f: &(u8, String)| !f.1.is_empty() && !f.1.eq_ignore_ascii_case("telephone-event");
+    let ours = formats(caller).ok()?;
+    let Some(picker) = picker else {
+        let first = ours.iter().find(|f| audio(f))?.0;
+        let keep: Vec<u8> = std::iter::once(first)
+            .chain(telephone_event(caller))
+            .collect();
+        return Some(Chosen {
+            caller: keep.clone(),
+            picker: keep,
+        });
+    };
+    let theirs = formats(picker).ok()?;
+    let pt = ours
+        .iter()
+        .filter(|f| audio(f))
+        .find(|(pt, n)| {
+            theirs
+                .iter()
+                .any(|(p, m)| p == pt && m.eq_ignore_ascii_case(n))
+        })?
+        .0;
+    let (te_a, te_b) = (telephone_event(caller), telephone_event(picker));
+    let both = te_a.is_some() && te_b.is_some();
+    Some(Chosen {
+        caller: std::iter::once(pt).chain(te_a.filter(|_| both)).collect(),
+        picker: std::iter::once(pt).chain(te_b.filter(|_| both)).collect(),
+    })
 }
 
 impl Calls {
@@ -70,6 +112,11 @@ pub(crate) fn take_ringing(
     };
     let span = call.span.clone();
     let _g = span.enter();
+    let offer = is_sdp(p.msg).then(|| p.msg.body.clone());
+    let Some(codec) = common_codec(&caller_sdp, offer.as_deref()) else {
+        return Err(NotPickable::NoCommonCodec);
+    };
+    let call = edge.calls.get_mut(&id).expect("present");
     call.picked = true;
     call.hold_answer = false;
     call.invite_busy = false;
@@ -85,10 +132,17 @@ pub(crate) fn take_ringing(
         Side::B,
         Dialog::uas(p.msg, p.flow, &tag, &caller, p.user),
     );
-    let offer = is_sdp(p.msg).then(|| p.msg.body.clone());
     let call = edge.calls.get_mut(&id).expect("present");
     call.sdp[Side::B as usize] = offer.clone();
-    let (mut to_picker, mut to_caller) = (caller_sdp.to_vec(), vec![]);
+    // Each side is left the one codec chosen (and telephone-events if both have them), so
+    // that what one sends, the other takes: the relay passes RTP through unchanged.
+    let for_picker = orbit_media::sdp::only(&caller_sdp, &codec.caller).unwrap_or_default();
+    let for_caller = match offer.as_deref() {
+        Some(o) => orbit_media::sdp::only(o, &codec.picker).unwrap_or_default(),
+        // No offer from the picker: its answer comes in its ACK, to the same codec.
+        None => for_picker.clone(),
+    };
+    let (mut to_picker, mut to_caller) = (for_picker.clone(), for_caller.clone());
     if let Some(m) = call.media {
         let media = &mut edge.sv.media;
         // Early media may have latched leg B onto a fork's phone: the picker's comes next.
@@ -105,11 +159,9 @@ pub(crate) fn take_ringing(
             offer.as_deref().and_then(orbit_media::sdp::telephone_event),
         );
         to_picker =
-            orbit_media::sdp::rewrite(&caller_sdp, m.local(Side::B.leg())).unwrap_or(to_picker);
-        // The caller's answer: the picker's offer, or without one the caller's own (the
-        // picker answers it in its ACK).
-        let answer = offer.as_deref().unwrap_or(&caller_sdp);
-        to_caller = orbit_media::sdp::rewrite(answer, m.local(Side::A.leg())).unwrap_or_default();
+            orbit_media::sdp::rewrite(&for_picker, m.local(Side::B.leg())).unwrap_or(to_picker);
+        to_caller =
+            orbit_media::sdp::rewrite(&for_caller, m.local(Side::A.leg())).unwrap_or(to_caller);
     }
     // The caller: answered by the picker.
     let a_key = call.a_stx.clone();

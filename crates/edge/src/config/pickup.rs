@@ -51,7 +51,7 @@ impl FeatureCodes {
         if dialled == self.pickup {
             return Some(PickupDial::Group);
         }
-        self.directed_pickup.iter().find_map(|p| {
+        self.pickup_prefixes.iter().find_map(|p| {
             let ext = dialled.strip_prefix(p.as_str())?;
             (!ext.is_empty() && ext.bytes().all(|c| c.is_ascii_digit()))
                 .then_some(PickupDial::Directed(ext))
@@ -59,8 +59,8 @@ impl FeatureCodes {
     }
 }
 
-/// The groups, checked: names given and distinct, members known extensions, the code digits,
-/// `*` and `#` and no extension's number.
+/// The groups, checked: names given and distinct, members known extensions; the codes start
+/// with `*` or `#` (extensions and slots are digits only, so no code can shadow one).
 pub(super) fn validate(
     groups: &[PickupGroup],
     codes: &FeatureCodes,
@@ -93,16 +93,17 @@ pub(super) fn validate(
             orbit_state::MAX_PICKUP_EXTS
         ));
     }
-    for code in std::iter::once(&codes.pickup).chain(&codes.directed_pickup) {
-        if code.is_empty()
+    for code in std::iter::once(&codes.pickup).chain(&codes.pickup_prefixes) {
+        // A code starting with a digit could take the place of extensions and slots (a prefix
+        // `9` would make every 9xxx a directed pickup).
+        if !code.starts_with(['*', '#'])
             || !code
                 .bytes()
                 .all(|c| c.is_ascii_digit() || c == b'*' || c == b'#')
         {
-            return bad(format!("feature code {code:?}: digits, * and # only"));
-        }
-        if extensions.contains_key(code) {
-            return bad(format!("feature code {code:?} is an extension's number"));
+            return bad(format!(
+                "feature code {code:?}: * or # first, then digits, * and #"
+            ));
         }
     }
     Ok(())
@@ -226,11 +227,18 @@ mod tests {
             let err = validate(&groups, &codes, &e).unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
         }
-        let codes = FeatureCodes {
-            pickup: "1001".into(),
-            ..Default::default()
-        };
-        let err = validate(&[], &codes, &e).unwrap_err().to_string();
-        assert!(err.contains("extension's number"), "{err}");
+        for (pickup, prefixes) in [
+            ("1001", vec![]),
+            ("*8", vec!["9".to_string()]),
+            ("*8x", vec![]),
+        ] {
+            let codes = FeatureCodes {
+                pickup: pickup.into(),
+                pickup_prefixes: prefixes,
+                ..Default::default()
+            };
+            let err = validate(&[], &codes, &e).unwrap_err().to_string();
+            assert!(err.contains("* or # first"), "{err}");
+        }
     }
 }

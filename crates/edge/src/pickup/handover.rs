@@ -1,12 +1,13 @@
 //! Giving a call ringing here to the picker the log chose: a picker at this site directly, a
 //! picker at another site when its edge's trunk INVITE (`X-Orbit-Claim: ring-N`) comes and
 //! this edge's replica shows that pickup by that picker (waiting briefly for the watch, as a
-//! retrieve's trunk claim does). A call picked up elsewhere and never fetched is recorded
-//! again and rings on.
+//! retrieve's trunk claim does). A call whose picker never comes goes on without it: recorded
+//! again if it still rings, to its callee if the callee answered meanwhile.
 //!
 //! ```text
 //! PickedUp(N, by site-c/3001) ─▶ claimed ─(trunk INVITE from site-c, From 3001)─▶ take_here
-//!                                        └─ none within 10 s ─▶ Ring again
+//!                                        └─ none within 10 s ─▶ Ring again (or the callee's
+//!                                                               held answer goes through)
 //! trunk INVITE before the watch shows it ─▶ 100, wait ≤ 2 s ─▶ 404 if never
 //! ```
 
@@ -31,9 +32,10 @@ pub(crate) struct TrunkPick {
     pub ring: RingId,
 }
 
-/// The call ringing here as `ringing`, if it still does. Found by its dialog too: the watch
-/// (or a pickup's outcome) may bring the ring before this edge heard its `Ring` was recorded.
-pub(crate) fn call_of(edge: &mut Picking, ringing: &orbit_state::Ringing) -> Option<u64> {
+/// The call ringing here as `ringing`, if it still does; found by its dialog too, and then
+/// taken as recorded: the watch (or a pickup's outcome) may bring the ring before this edge
+/// heard that its `Ring` was recorded.
+pub(crate) fn adopt_ring(edge: &mut Picking, ringing: &orbit_state::Ringing) -> Option<u64> {
     if let Some(&id) = edge.pickup.by_ring.get(&ringing.id) {
         return Some(id);
     }
@@ -65,16 +67,9 @@ pub(crate) fn take_here(
         };
         edge.reply(now, &p.key, Response::to(&p.msg, code).reason(why));
     };
-    let Some(id) = edge.pickup.by_ring.remove(&ring) else {
+    let Some(&id) = edge.pickup.by_ring.get(&ring) else {
         return not_ringing(edge);
     };
-    edge.pickup.claimed.remove(&ring);
-    if let Some(r) = edge.pickup.rings.remove(&id) {
-        if let Some(h) = r.held {
-            // The callee answered after the pickup won: its phone is hung up.
-            call::refuse_answer(edge, now, h);
-        }
-    }
     let domain = edge.cfg.tenant.domain.clone();
     let display = |edge: &Picking, user: &str, given: Option<&str>| {
         given
@@ -84,7 +79,8 @@ pub(crate) fn take_here(
             .unwrap_or_default()
     };
     // The picker as the caller is told: its display name as its site gives it (another site's
-    // From), else as configured here; a phone's own From display is not passed on.
+    // From), else as configured here; a picking phone's own From display is not passed on.
+    // The caller's is, as it came (the picker sees it as any callee would).
     let given = site.and_then(|_| p.msg.from().and_then(|f| f.display));
     let identity = format!(
         "{}<sip:{}@{domain}>",
@@ -113,26 +109,56 @@ pub(crate) fn take_here(
         caller_identity: &caller_identity,
     };
     match call::take_ringing(edge, now, id, picker) {
-        Ok(()) => info!(ring, by = %p.picker, site = site.unwrap_or("here"), "call picked up"),
+        Ok(()) => {
+            info!(ring, by = %p.picker, site = site.unwrap_or("here"), "call picked up");
+            edge.pickup.by_ring.remove(&ring);
+            edge.pickup.claimed.remove(&ring);
+            if let Some(h) = edge.pickup.rings.remove(&id).and_then(|r| r.held) {
+                // The callee answered after the pickup won: its phone is hung up.
+                call::refuse_answer(edge, now, h);
+            }
+        }
         Err(NotPickable::NotRinging) => not_ringing(edge),
-        Err(NotPickable::NoOffer) => edge.reply(
-            now,
-            &p.key,
-            Response::to(&p.msg, 488).reason("Caller Sent No Offer"),
-        ),
+        Err(e) => {
+            let why = match e {
+                NotPickable::NoOffer => "Caller Sent No Offer",
+                _ => "No Codec In Common With The Caller",
+            };
+            edge.reply(now, &p.key, Response::to(&p.msg, 488).reason(why));
+            abandon(edge, now, id);
+        }
     }
 }
 
-/// The watch showed ring `ring`, ringing here, picked up by `by`: a picker here is answered by
-/// its own outcome; another site's is expected over the trunk.
-pub(crate) fn on_picked_elsewhere(
+/// The watch showed a ring of this edge: adopted if its outcome has not come yet; ended if no
+/// call here rings for it (a `Ring` whose outcome was lost, though it was committed).
+pub(crate) fn on_ring_shown(edge: &mut Picking, now: Instant, ringing: &orbit_state::Ringing) {
+    if adopt_ring(edge, ringing).is_some() {
+        return;
+    }
+    let key = (ringing.call.call_id.clone(), ringing.call.local_tag.clone());
+    let recording = edge
+        .dialogs
+        .get(&key)
+        .and_then(|id| edge.pickup.rings.get(id))
+        .is_some();
+    if !recording {
+        debug!(ring = ringing.id, "a ring no call here rings for: ended");
+        end_ring(edge, now, ringing.id);
+    }
+}
+
+/// The watch showed ring `ringing`, ringing here, picked up by `by`: remember who, for its
+/// trunk INVITE (or the picker here, whose outcome takes it); if nobody comes for it within
+/// [`FETCH_WAIT`], the call rings on ([`on_fetch_timeout`]).
+pub(crate) fn on_picked(
     edge: &mut Picking,
     now: Instant,
     ringing: &orbit_state::Ringing,
     by: &str,
 ) {
     let ring = ringing.id;
-    if by.starts_with(&edge.picker_name("")) || call_of(edge, ringing).is_none() {
+    if adopt_ring(edge, ringing).is_none() {
         return;
     }
     edge.pickup.claimed.insert(ring, by.to_string());
@@ -147,6 +173,10 @@ pub(crate) fn on_picked_elsewhere(
 /// replica shows that pickup by that picker at that site.
 pub(crate) fn on_trunk_pick(edge: &mut Picking, now: Instant, c: TrunkPick) {
     if !edge.pickup.by_ring.contains_key(&c.ring) {
+        if edge.orbit.is_future_ring(c.ring) {
+            // The replica has not seen this ring yet (nor, then, its pickup).
+            return wait_for_replica(edge, now, c);
+        }
         let r = Response::to(&c.msg, 481).reason("Call No Longer Ringing");
         return edge.reply(now, &c.key, r);
     }
@@ -192,17 +222,18 @@ pub(crate) fn on_pick_wait_timeout(edge: &mut Picking, now: Instant, ring: RingI
     }
 }
 
-/// A call ringing here, picked up at another site, was never fetched: record it again, so
-/// that it rings on and may be picked up.
+/// A call ringing here was picked up and its picker never came: it rings on (recorded again),
+/// or, if its callee answered meanwhile, the callee has it.
 pub(crate) fn on_fetch_timeout(edge: &mut Picking, now: Instant, ring: RingId) {
-    let Some(by) = edge.pickup.claimed.remove(&ring) else {
+    let Some(by) = edge.pickup.claimed.get(&ring).cloned() else {
         return; // fetched, or over
     };
-    let Some(id) = edge.pickup.by_ring.remove(&ring) else {
+    let Some(&id) = edge.pickup.by_ring.get(&ring) else {
+        edge.pickup.claimed.remove(&ring);
         return;
     };
-    warn!(ring, %by, "picked-up call never fetched over the trunk: it rings on");
-    record(edge, now, id);
+    warn!(ring, %by, "picked-up call never fetched: it goes on without its picker");
+    abandon(edge, now, id);
 }
 
 /// The picker's site cancelled its trunk INVITE while it waited for the replica. False: not a

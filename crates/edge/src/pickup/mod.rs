@@ -142,14 +142,36 @@ impl Picking {
         true
     }
 
-    /// An orbit event applied here: a ring of ours picked up at another site.
+    /// An orbit event applied here: rings of ours recorded, picked up, or lost with our lease.
     pub(crate) fn on_orbit_event(&mut self, now: Instant, ev: &Event) {
         self.parking.on_orbit_event(now, ev);
-        if let Event::PickedUp { ringing, by } = ev {
-            if ringing.call.edge == self.cfg.site {
-                on_picked_elsewhere(self, now, ringing, by);
+        let site = self.cfg.site.clone();
+        match ev {
+            Event::Ringing(r) if r.call.edge == site => on_ring_shown(self, now, r),
+            Event::PickedUp { ringing, by } if ringing.call.edge == site => {
+                on_picked(self, now, ringing, by)
             }
+            Event::LeaseLapsed { edge, rings, .. } | Event::EdgeRestarted { edge, rings, .. }
+                if *edge == site =>
+            {
+                rings_lost(self, now, rings.iter().map(|r| r.id).collect())
+            }
+            _ => {}
         }
+    }
+
+    /// The registry's whole state was replaced: rings of ours it no longer has, and whose
+    /// pickup this edge has not seen, are gone some way this edge never heard of.
+    pub(crate) fn resynced(&mut self, now: Instant) {
+        self.parking.resynced(now);
+        let gone: Vec<RingId> = self
+            .pickup
+            .by_ring
+            .keys()
+            .filter(|r| self.orbit.ringing(**r).is_none() && !self.pickup.claimed.contains_key(r))
+            .copied()
+            .collect();
+        rings_lost(self, now, gone);
     }
 
     /// `who` at this site, as a pickup names its picker (and the holding edge checks it).

@@ -142,9 +142,8 @@ pub(crate) fn pick_outcome(edge: &mut Picking, now: Instant, p: Pick, outcome: O
                 "picker cancelled after its pickup won: the call rings on"
             );
             if ringing.call.edge == edge.cfg.site {
-                if let Some(id) = call_of(edge, ringing) {
-                    edge.pickup.by_ring.remove(&ringing.id);
-                    record(edge, now, id);
+                if let Some(id) = adopt_ring(edge, ringing) {
+                    abandon(edge, now, id);
                 }
             }
         }
@@ -152,7 +151,7 @@ pub(crate) fn pick_outcome(edge: &mut Picking, now: Instant, p: Pick, outcome: O
     }
     match outcome {
         Ok(Event::PickedUp { ringing, .. }) if ringing.call.edge == edge.cfg.site => {
-            call_of(edge, &ringing);
+            adopt_ring(edge, &ringing);
             take_here(edge, now, ringing.id, &p, None)
         }
         Ok(Event::PickedUp { ringing, .. }) => fetch(edge, now, p, ringing),

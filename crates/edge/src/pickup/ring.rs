@@ -4,12 +4,21 @@
 //! pickup, and a call that stops ringing otherwise ends its ring.
 //!
 //! ```text
-//! call to 2001 ─▶ (0.5 s) ─▶ Ring ─▶ Recorded(N) ─▶ 2xx: RingEnd(N, answered) ─▶ relayed
-//!                                               │                            └▶ NotRinging: ACK+BYE
+//! call to 2001 ─▶ (0.5 s) ─▶ Ring ─▶ Recorded(N) ─▶ 2xx held: RingEnd(N, answered) ─▶ relayed
+//!                                               │     └▶ NotRinging: held until the picker
+//!                                               │        comes (then ACK+BYE), or goes through
 //!                                               └▶ call gone: RingEnd(N)
 //! ```
+//!
+//! The callee's answer is refused only when the picker the log chose is actually given the
+//! call ([`take_here`]); a pickup that never comes, a ring lost with the lease, or one that
+//! vanished for a reason this edge never learnt lets the answer through.
 
 use super::*;
+
+/// How long a callee's answer that lost to a pickup waits for the picker's pickup to show
+/// (the watch is a commit behind at most) before it goes through.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
 
 /// How far a call ringing here is in being recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,15 +29,15 @@ pub(crate) enum RingState {
     Recording,
     /// Recorded as this ring.
     Recorded(RingId),
-    /// The callee answered: the `RingEnd` of this ring is being ordered.
-    Ending(RingId),
+    /// The callee answered: that answer (the `RingEnd` of this ring) is being ordered.
+    Answering(RingId),
 }
 
 /// A call ringing here that pickup watches.
 pub(crate) struct Ring {
     pub ext: String,
     pub state: RingState,
-    /// The callee's answer, held back while the log orders it.
+    /// The callee's answer, held back while the log orders it or a picker is awaited.
     pub held: Option<HeldAnswer>,
 }
 
@@ -54,13 +63,9 @@ pub(crate) fn on_ringing(edge: &mut Picking, now: Instant, id: u64, ext: &str) {
 
 /// Call `id` has rung long enough: record it (its answers are held from now on).
 pub(crate) fn on_record_timer(edge: &mut Picking, now: Instant, id: u64) {
-    let Some(r) = edge.pickup.rings.get(&id) else {
-        return;
-    };
-    if r.state != RingState::Waiting {
-        return;
+    if edge.pickup.rings.get(&id).map(|r| r.state) == Some(RingState::Waiting) {
+        record(edge, now, id);
     }
-    record(edge, now, id);
 }
 
 /// Have call `id`'s ring recorded (again, after a pickup that never came for it).
@@ -106,23 +111,28 @@ pub(crate) fn ring_outcome(edge: &mut Picking, now: Instant, id: u64, outcome: O
         }
     };
     let Some(r) = edge.pickup.rings.get_mut(&id) else {
-        // The call stopped ringing meanwhile.
+        // The call stopped ringing before its ring was recorded: the record goes too.
         if let Some(ring) = ring {
             end_ring(edge, now, ring);
         }
         return;
     };
-    if r.state != RingState::Recording {
-        return; // a pickup of it came first, and found it by its dialog
+    match (r.state, ring) {
+        (RingState::Recording, Some(ring)) => {
+            r.state = RingState::Recorded(ring);
+            edge.pickup.by_ring.insert(ring, id);
+        }
+        // The watch brought the ring first ([`adopt_ring`]).
+        (RingState::Recorded(known), Some(ring)) if known == ring => {}
+        (RingState::Recording, None) => {
+            // Not recorded (the registry out of reach, or full): the call rings on unwatched.
+            let held = edge.pickup.rings.remove(&id).and_then(|r| r.held);
+            return release(edge, now, id, held);
+        }
+        _ => return,
     }
-    let Some(ring) = ring else {
-        // Not recorded (the registry out of reach, or full): the call rings on unwatched.
-        let held = edge.pickup.rings.remove(&id).and_then(|r| r.held);
-        return release(edge, now, id, held);
-    };
-    r.state = RingState::Recorded(ring);
-    edge.pickup.by_ring.insert(ring, id);
-    if let Some(h) = r.held.take() {
+    let r = edge.pickup.rings.get_mut(&id).expect("present");
+    if let (RingState::Recorded(ring), Some(h)) = (r.state, r.held.take()) {
         answered(edge, now, id, ring, h);
     }
 }
@@ -133,19 +143,21 @@ pub(crate) fn on_held_answer(edge: &mut Picking, now: Instant, h: HeldAnswer) {
     let Some(r) = edge.pickup.rings.get_mut(&id) else {
         return release(edge, now, id, Some(h));
     };
+    if r.held.is_some() {
+        // A retransmission, or another fork answering too: the first answer is decided
+        // first, and the other resends its 2xx meanwhile.
+        return;
+    }
     match r.state {
         RingState::Recorded(ring) => answered(edge, now, id, ring, h),
-        // The first answer waits for its ring's outcome; a retransmission is dropped.
-        RingState::Recording | RingState::Ending(_) => {
-            r.held.get_or_insert(h);
-        }
+        RingState::Recording | RingState::Answering(_) => r.held = Some(h),
         RingState::Waiting => release(edge, now, id, Some(h)),
     }
 }
 
 fn answered(edge: &mut Picking, now: Instant, id: u64, ring: RingId, h: HeldAnswer) {
     if let Some(r) = edge.pickup.rings.get_mut(&id) {
-        r.state = RingState::Ending(ring);
+        r.state = RingState::Answering(ring);
         r.held = Some(h);
     }
     let cmd = Command::RingEnd {
@@ -160,27 +172,66 @@ pub(crate) fn answer_outcome(edge: &mut Picking, now: Instant, id: u64, outcome:
     let Some(r) = edge.pickup.rings.get_mut(&id) else {
         return;
     };
-    let (RingState::Ending(ring), held) = (r.state, r.held.take()) else {
+    let RingState::Answering(ring) = r.state else {
         return;
     };
     match outcome {
         Err(OrbitError::Rejected(orbit_state::Rejection::NotRinging)) => {
-            // A picker had it first: the callee's phone is answered and hung up, and the call
-            // waits for its picker (here, or another site's over the trunk).
+            // A pickup came first: the answer waits for the picker (who refuses it when it
+            // takes the call), or goes through if none shows.
             info!(
                 call = id,
-                "callee answered after a pickup: its answer refused"
+                ring, "callee answered after a pickup: its answer waits"
             );
             r.state = RingState::Recorded(ring);
-            if let Some(h) = held {
-                call::refuse_answer(edge, now, h);
-            }
+            edge.timers
+                .schedule(now + ANSWER_WAIT, TimerKey::AnswerWait(id));
         }
         _ => {
+            let held = r.held.take();
             edge.pickup.rings.remove(&id);
             edge.pickup.by_ring.remove(&ring);
             release(edge, now, id, held);
         }
+    }
+}
+
+/// A callee's answer that lost to a pickup has waited: if no pickup of its ring has shown
+/// (the ring went some other way), it goes through.
+pub(crate) fn on_answer_wait(edge: &mut Picking, now: Instant, id: u64) {
+    let Some(r) = edge.pickup.rings.get(&id) else {
+        return;
+    };
+    let RingState::Recorded(ring) = r.state else {
+        return;
+    };
+    if r.held.is_none() || edge.pickup.claimed.contains_key(&ring) {
+        return; // taken meanwhile, or its picker is awaited (the fetch wait decides)
+    }
+    warn!(
+        call = id,
+        ring, "no pickup shown for a ring the log no longer has: the callee's answer goes through"
+    );
+    abandon(edge, now, id);
+}
+
+/// Nobody is coming for call `id`'s pickup: a held answer goes through, else the call is
+/// recorded again and rings on.
+pub(crate) fn abandon(edge: &mut Picking, now: Instant, id: u64) {
+    let Some(r) = edge.pickup.rings.get_mut(&id) else {
+        return;
+    };
+    if let RingState::Recorded(ring) | RingState::Answering(ring) = r.state {
+        edge.pickup.by_ring.remove(&ring);
+        edge.pickup.claimed.remove(&ring);
+    }
+    let r = edge.pickup.rings.get_mut(&id).expect("present");
+    match r.held.take() {
+        Some(h) => {
+            edge.pickup.rings.remove(&id);
+            release(edge, now, id, Some(h));
+        }
+        None => record(edge, now, id),
     }
 }
 
@@ -194,36 +245,41 @@ fn release(edge: &mut Picking, now: Instant, id: u64, held: Option<HeldAnswer>) 
     }
 }
 
-/// Call `id`, watched, is gone: its ring (if recorded) is over.
+/// Call `id`, watched, stopped ringing (cancelled, failed, ended): its ring is over.
 pub(crate) fn on_unrung(edge: &mut Picking, now: Instant, id: u64) {
-    let Some(r) = edge.pickup.rings.get(&id) else {
+    let Some(r) = edge.pickup.rings.remove(&id) else {
         return;
     };
     match r.state {
-        // Its outcome finds the entry gone and ends the ring.
-        RingState::Waiting | RingState::Recording => {
-            edge.pickup.rings.remove(&id);
-        }
-        RingState::Recorded(ring) => {
-            edge.pickup.rings.remove(&id);
+        // A `Ring` being ordered is ended by its outcome, which finds the entry gone.
+        RingState::Waiting | RingState::Recording => {}
+        RingState::Recorded(ring) | RingState::Answering(ring) => {
             edge.pickup.by_ring.remove(&ring);
             drop_claims(edge, now, ring);
-            end_ring(edge, now, ring);
-        }
-        // The call is gone: whatever the answer's outcome, nobody is to have it. A held answer
-        // is refused (its call gone, the relay hangs it up).
-        RingState::Ending(ring) => {
-            let r = edge.pickup.rings.remove(&id).expect("present");
-            edge.pickup.by_ring.remove(&ring);
-            drop_claims(edge, now, ring);
-            if let Some(h) = r.held {
-                call::branch_response(edge, now, h.call, h.idx, h.flow, h.msg);
+            if matches!(r.state, RingState::Recorded(_)) {
+                end_ring(edge, now, ring);
             }
+        }
+    }
+    if let Some(h) = r.held {
+        // Its call is gone: the late answer is taken and hung up.
+        call::branch_response(edge, now, h.call, h.idx, h.flow, h.msg);
+    }
+}
+
+/// The registry dropped `rings` (this edge's lease lapsed, or it restarted): those ringing
+/// here can no longer be picked up; they ring on, and a held answer goes through.
+pub(crate) fn rings_lost(edge: &mut Picking, now: Instant, rings: Vec<RingId>) {
+    for ring in rings {
+        if let Some(id) = edge.pickup.by_ring.remove(&ring) {
+            edge.pickup.claimed.remove(&ring);
+            let held = edge.pickup.rings.remove(&id).and_then(|r| r.held);
+            release(edge, now, id, held);
         }
     }
 }
 
-fn end_ring(edge: &mut Picking, now: Instant, ring: RingId) {
+pub(crate) fn end_ring(edge: &mut Picking, now: Instant, ring: RingId) {
     let cmd = Command::RingEnd {
         ring,
         answered: false,

@@ -138,8 +138,10 @@ pub(crate) enum TimerKey {
     RingRecord(u64),
     /// A trunk pickup of this ring has waited long enough for the replica to show it.
     PickupWait(orbit_state::RingId),
-    /// A call ringing here, picked up at another site, has waited long enough to be fetched.
+    /// A call ringing here, picked up, has waited long enough for its picker.
     PickupFetch(orbit_state::RingId),
+    /// A callee's answer that lost to a pickup has waited long enough for the pickup to show.
+    AnswerWait(u64),
 }
 
 pub struct Services {

@@ -70,10 +70,15 @@ fn group_pickup_answers_the_caller_cancels_the_phones_with_a_reason_and_bridges_
         ok.header_other("P-Asserted-Identity").map(str::trim),
         Some("\"Alice\" <sip:1001@orbit.test>")
     );
-    assert!(body(&ok).contains(&format!(
-        "m=audio {} RTP/AVP 0 101",
-        net.media.port(0, Leg::B)
-    )));
+    // The one codec both offered; no telephone-events, which Carol did not offer.
+    assert!(
+        body(&ok).contains(&format!(
+            "m=audio {} RTP/AVP 0\r\n",
+            net.media.port(0, Leg::B)
+        )),
+        "{}",
+        body(&ok)
+    );
     let to_alice = net.one(ALICE);
     assert_eq!(to_alice.code(), 200);
     assert_eq!(
@@ -409,17 +414,21 @@ fn the_callees_answer_waits_for_the_log_and_loses_to_a_pickup_committed_first() 
     // Bob answers: held until the log has ordered it.
     net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
     assert!(finals(&mut net, ALICE).is_empty());
-    // Site B's pickup reached the log first.
+    // Site B's pickup reached the log first: Bob's answer waits for the picker.
     let at = net.edge.now_ms(net.now);
     reg.feed(&mut net, at, pickup_by("site-b/3001", Some(ring)));
     reg.serve(&mut net);
-    let to_bob: Vec<_> = net.take(BOB1).iter().map(|m| m.method().clone()).collect();
-    assert_eq!(to_bob, [Method::Ack, Method::Bye]);
+    assert!(net.take(BOB1).is_empty());
     assert!(finals(&mut net, ALICE).is_empty());
-    // The picker still gets the call.
+    // The picker gets the call; Bob's phone is answered and hung up.
     net.send(PEER, &trunk_pick(&net, ring, "1002", "t1"));
     assert_eq!(net.one(PEER).code(), 200);
     assert_eq!(net.one(ALICE).code(), 200);
+    let to_bob: Vec<_> = net.take(BOB1).iter().map(|m| m.method().clone()).collect();
+    assert!(
+        to_bob.starts_with(&[Method::Ack, Method::Bye]),
+        "{to_bob:?}"
+    );
 
     // Without a pickup the answer goes through once its RingEnd commits.
     let (mut net, mut reg) = registry_grouped();
@@ -432,6 +441,48 @@ fn the_callees_answer_waits_for_the_log_and_loses_to_a_pickup_committed_first() 
         Some(Event::RingEnded { answered: true, .. })
     ));
     assert_eq!(net.one(ALICE).code(), 200);
+}
+
+#[test]
+fn a_callees_answer_that_lost_to_a_pickup_goes_through_when_the_picker_never_comes() {
+    let (mut net, mut reg) = registry_grouped();
+    let (inv, ring) = recorded_ring(&mut net, &mut reg);
+    let at = net.edge.now_ms(net.now);
+    reg.feed(&mut net, at, pickup_by("site-b/3001", Some(ring)));
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    reg.serve(&mut net);
+    assert!(finals(&mut net, ALICE).is_empty());
+    net.advance(Duration::from_secs(11));
+    let ok = finals(&mut net, ALICE);
+    assert!(
+        !ok.is_empty() && ok.iter().all(|m| m.code() == 200),
+        "Alice gets Bob after all (her 200 resent until she ACKs)"
+    );
+    assert!(net.take(BOB1).iter().all(|m| *m.method() != Method::Bye));
+    // The picker's INVITE, late, finds nothing.
+    net.send(PEER, &trunk_pick(&net, ring, "1002", "late"));
+    let r = finals(&mut net, PEER);
+    assert_eq!(
+        (r[0].code(), r[0].reason()),
+        (481, "Call No Longer Ringing")
+    );
+}
+
+#[test]
+fn a_callees_answer_goes_through_when_its_ring_was_lost_with_the_lease() {
+    let (mut net, mut reg) = registry_grouped();
+    let (inv, _ring) = recorded_ring(&mut net, &mut reg);
+    // The registry drops this edge's rings (its lease lapsed) before Bob answers.
+    let at = net.edge.now_ms(net.now) + 60_000;
+    let lapse = Command::LeaseLapse {
+        edge: "site-a".into(),
+    };
+    reg.feed(&mut net, at, lapse);
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    reg.serve(&mut net);
+    let ok = finals(&mut net, ALICE);
+    assert_eq!(ok.len(), 1, "Alice gets Bob: {:?}", reg.events.last());
+    assert_eq!(ok[0].code(), 200);
 }
 
 #[test]

@@ -1,0 +1,219 @@
+//! Call pickup end to end: three `orbitd run` processes (registry voter + edge each) joined by
+//! the signed trunk, SIPp phones and real RTP. A desk rings at one site and is picked up at the
+//! same site or another; two pickers at two sites race for one call; who is not in the group is
+//! refused.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+
+fn relay(s: String) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], s.parse::<u16>().expect("port")))
+}
+
+/// Every desk in one pickup group but 1010 (the lobby phone).
+fn tenant() -> String {
+    let members: Vec<String> = [1000, 2000, 3000]
+        .iter()
+        .flat_map(|b| (b + 1..=b + 10).map(|n| format!("\"{n}\"")))
+        .filter(|n| n != "\"1010\"")
+        .collect();
+    format!(
+        "[[edge.tenant.pickup_groups]]\nname = \"desks\"\nmembers = [{}]\n",
+        members.join(", ")
+    )
+}
+
+/// `ext` at `site` rings until the CANCEL that says its call was picked up elsewhere.
+fn ringing_desk(site: &Daemon, ext: &str) -> RunningSipp {
+    let media = RtpPeer::bind();
+    site.phone(ext, "uas_ring_picked.xml", &media).spawn()
+}
+
+/// 1001 calls `callee` through `site` and waits for whoever answers to hang up.
+fn caller(site: &Daemon, callee: &str, media: &RtpPeer) -> RunningSipp {
+    Sipp::new(site, "uac_call_wait_bye.xml")
+        .args(["-s", callee, "-au", "1001", "-ap", "pw1001"])
+        .key("caller", "1001")
+        .key("rtpport", &media.port().to_string())
+        .spawn()
+}
+
+/// `ext` dials `code` at `site`; if it has the call, it hangs up after 2.5 s.
+fn picker(site: &Daemon, ext: &str, code: &str, media: &RtpPeer) -> RunningSipp {
+    Sipp::new(site, "uac_pickup.xml")
+        .args([
+            "-s",
+            code,
+            "-au",
+            ext,
+            "-ap",
+            &format!("pw{ext}"),
+            "-d",
+            "2500",
+        ])
+        .key("caller", ext)
+        .key("rtpport", &media.port().to_string())
+        .spawn()
+}
+
+/// Long enough for the ring to be recorded (0.5 s) and committed.
+const RINGING: Duration = Duration::from_millis(1500);
+
+const COMPLETED_ELSEWHERE: &str = "cancel_reason=SIP;cause=200;text=\"Call completed elsewhere\"";
+
+#[test]
+fn a_desk_ringing_at_site_b_is_picked_up_at_site_c_with_media_through_both_relays() {
+    let s = Sites::start(&tenant());
+    let desk = ringing_desk(&s.site[1], "2001");
+    std::thread::sleep(Duration::from_millis(300));
+    let alice_media = RtpPeer::bind();
+    let alice = caller(&s.site[0], "2001", &alice_media);
+    std::thread::sleep(RINGING);
+
+    let carol_media = RtpPeer::bind();
+    let carol = picker(&s.site[2], "3001", "*8", &carol_media);
+    let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
+    let alice_relay = relay(alice.wait_log("relay_port", Duration::from_secs(10)));
+    assert!((s.site[0].rtp.0..=s.site[0].rtp.1).contains(&alice_relay.port()));
+    assert!(
+        (s.site[2].rtp.0..=s.site[2].rtp.1).contains(&carol_relay.port()),
+        "Carol talks to site C's relay ({carol_relay})"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    // caller ⇄ relay A ⇄ relay C ⇄ picker, both ways.
+    assert_bridged(
+        (&alice_media, alice_relay),
+        (&carol_media, carol_relay),
+        50,
+        Duration::from_millis(400),
+    );
+    let c = carol.wait();
+    assert!(c.ok(), "picker: {}", c.errors);
+    assert!(
+        c.logs.contains("caller=\"Caller\" <sip:1001@orbit.local>"),
+        "the picker is told who called: {}",
+        c.logs
+    );
+    let a = alice.wait();
+    assert!(a.ok(), "caller: {}", a.errors);
+    assert!(
+        a.logs.contains("answered_by=<sip:3001@orbit.local>"),
+        "the caller is told who answered: {}",
+        a.logs
+    );
+    let d = desk.wait();
+    assert!(d.ok(), "ringing desk: {}", d.errors);
+    assert!(d.logs.contains(COMPLETED_ELSEWHERE), "{}", d.logs);
+    assert!(
+        s.log(2).contains("picking up over the trunk"),
+        "{}",
+        s.log(2)
+    );
+    assert!(s.log(0).contains("call picked up"), "{}", s.log(0));
+}
+
+#[test]
+fn two_pickers_at_two_sites_racing_for_one_ringing_call_get_exactly_one_200() {
+    let s = Sites::start(&tenant());
+    let desk = ringing_desk(&s.site[0], "1002");
+    std::thread::sleep(Duration::from_millis(300));
+    let alice_media = RtpPeer::bind();
+    let alice = caller(&s.site[0], "1002", &alice_media);
+    std::thread::sleep(RINGING);
+
+    // Both dial at once.
+    let (b_media, c_media) = (RtpPeer::bind(), RtpPeer::bind());
+    let b = picker(&s.site[1], "2001", "*81002", &b_media);
+    let c = picker(&s.site[2], "3001", "**1002", &c_media);
+    let alice_relay = relay(alice.wait_log("relay_port", Duration::from_secs(10)));
+    // The winner's media, both ways through its relay and site A's.
+    let won = |r: &RunningSipp| r.logs().contains("outcome=won");
+    let t0 = std::time::Instant::now();
+    while !won(&b) && !won(&c) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (winner, winner_media) = if won(&b) {
+        (&b, &b_media)
+    } else {
+        (&c, &c_media)
+    };
+    let winner_relay = relay(winner.wait_log("relay_port", Duration::from_secs(1)));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_bridged(
+        (&alice_media, alice_relay),
+        (winner_media, winner_relay),
+        50,
+        Duration::from_millis(400),
+    );
+    let b = b.wait();
+    let c = c.wait();
+    assert!(b.ok(), "site B picker: {}", b.errors);
+    assert!(c.ok(), "site C picker: {}", c.errors);
+    let results = [&b, &c];
+    let won = results
+        .iter()
+        .filter(|r| r.logs.contains("outcome=won"))
+        .count();
+    let lost = results
+        .iter()
+        .filter(|r| {
+            r.logs
+                .contains("outcome=refused status=404 Nothing To Pick Up")
+        })
+        .count();
+    assert_eq!((won, lost), (1, 1), "B: {}\nC: {}", b.logs, c.logs);
+    let a = alice.wait();
+    assert!(a.ok(), "caller: {}", a.errors);
+    let d = desk.wait();
+    assert!(d.ok(), "ringing desk: {}", d.errors);
+    assert!(d.logs.contains(COMPLETED_ELSEWHERE), "{}", d.logs);
+}
+
+#[test]
+fn at_one_site_who_is_not_in_the_group_is_refused_and_directed_pickup_takes_the_named_desk() {
+    let s = Sites::start(&tenant());
+    let site = &s.site[0];
+    let desk = ringing_desk(site, "1002");
+    std::thread::sleep(Duration::from_millis(300));
+    let alice_media = RtpPeer::bind();
+    let alice = caller(site, "1002", &alice_media);
+    std::thread::sleep(RINGING);
+
+    for (ext, code, status) in [
+        ("1010", "*8", "403 Not In A Pickup Group"),
+        ("1010", "*81002", "403 Not In Your Pickup Group"),
+        ("1003", "*81005", "404 Nothing To Pick Up"),
+        ("1003", "*89999", "404 No Such Extension"),
+    ] {
+        let media = RtpPeer::bind();
+        let r = picker(site, ext, code, &media).wait();
+        assert!(r.ok(), "{ext} dialling {code}: {}", r.errors);
+        assert!(
+            r.logs.contains(&format!("outcome=refused status={status}")),
+            "{ext} dialling {code}: {}",
+            r.logs
+        );
+    }
+
+    let carol_media = RtpPeer::bind();
+    let carol = picker(site, "1003", "*81002", &carol_media);
+    let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
+    let alice_relay = relay(alice.wait_log("relay_port", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_bridged(
+        (&alice_media, alice_relay),
+        (&carol_media, carol_relay),
+        50,
+        Duration::from_millis(400),
+    );
+    let c = carol.wait();
+    assert!(c.ok(), "picker: {}", c.errors);
+    let a = alice.wait();
+    assert!(a.ok(), "caller: {}", a.errors);
+    let d = desk.wait();
+    assert!(d.logs.contains(COMPLETED_ELSEWHERE), "{}", d.logs);
+}
