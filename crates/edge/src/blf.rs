@@ -1,14 +1,17 @@
-//! Busy-lamp keys for parking slots: `SUBSCRIBE Event: dialog` (RFC 6665, RFC 4235) to a slot
-//! (`701`) or to a lot's park extension (`700`, every slot of the lot). Each new subscription
-//! and each refresh gets a NOTIFY with the full current state; every orbit event that touches
-//! the resource sends another, with the version counting up.
+//! Busy-lamp keys: `SUBSCRIBE Event: dialog` (RFC 6665, RFC 4235) to a slot (`701`), to a lot's
+//! park extension (`700`, every slot of the lot), or to an extension (`1002`: the calls ringing
+//! it at any site, early, and terminated when they stop; a lamp key picks one up with an INVITE
+//! whose Replaces names it). Each new subscription and each refresh gets a NOTIFY with the full
+//! current state; every orbit event that touches the resource sends another, with the version
+//! counting up. An extension's lamp may be watched by the extension itself and by whoever may
+//! pick up its calls.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use orbit_sip::message::{Message, Name};
 use orbit_sip::transport::Flow;
-use orbit_state::{Event, LotKey, Parked};
+use orbit_state::{Event, LotKey, Parked, Ringing};
 use tracing::{debug, info};
 
 use orbit_sip::build::Response;
@@ -30,6 +33,7 @@ const CONTENT_TYPE: &str = "application/dialog-info+xml";
 enum Resource {
     Slot(u32),
     Lot(LotKey),
+    Ext(String),
 }
 
 struct Sub {
@@ -41,15 +45,39 @@ struct Sub {
     expires_at: Instant,
 }
 
+type SubKey = (String, String);
+
 /// The lamp subscriptions, by (Call-ID, our tag).
 #[derive(Default)]
 pub(crate) struct Lamps {
-    subs: HashMap<(String, String), Sub>,
+    subs: HashMap<SubKey, Sub>,
+    /// Extension → the subscriptions to its lamp (a ring event finds them without a scan).
+    by_ext: HashMap<String, HashSet<SubKey>>,
 }
 
 impl Lamps {
     pub fn len(&self) -> usize {
         self.subs.len()
+    }
+
+    fn insert(&mut self, k: SubKey, sub: Sub) {
+        if let Resource::Ext(e) = &sub.resource {
+            self.by_ext.entry(e.clone()).or_default().insert(k.clone());
+        }
+        self.subs.insert(k, sub);
+    }
+
+    fn remove(&mut self, k: &SubKey) -> Option<Sub> {
+        let sub = self.subs.remove(k)?;
+        if let Resource::Ext(e) = &sub.resource {
+            if let Some(set) = self.by_ext.get_mut(e) {
+                set.remove(k);
+                if set.is_empty() {
+                    self.by_ext.remove(e);
+                }
+            }
+        }
+        Some(sub)
     }
 }
 
@@ -107,6 +135,8 @@ pub(crate) fn on_subscribe(
         Resource::Slot(s)
     } else if let Some(l) = edge.orbit.lot_by_ext(&tenant, &user) {
         Resource::Lot(l.key())
+    } else if edge.extension(&user).is_some() {
+        Resource::Ext(user.clone())
     } else {
         return edge.reply(now, key, Response::to(&msg, 404));
     };
@@ -126,6 +156,15 @@ pub(crate) fn on_subscribe(
         .and_then(|f| orbit_sip::Uri::parse(f.uri).ok())
         .and_then(|u| u.user().map(str::to_string))
         .unwrap_or_default();
+    if let Resource::Ext(ext) = &resource {
+        // Its lamp shows who calls it and names the call for a pickup: for the extension
+        // itself and those who may pick its calls up.
+        if *ext != subscriber && !edge.pickup_rules.may_take(&subscriber, ext) {
+            info!(%subscriber, %ext, "extension lamp outside the subscriber's pickup groups");
+            let r = Response::to(&msg, 403).reason("Not In Your Pickup Group");
+            return edge.reply(now, key, r);
+        }
+    }
     let held = edge
         .blf
         .subs
@@ -151,13 +190,13 @@ pub(crate) fn on_subscribe(
     info!(resource = %sub.user, %subscriber, expires, "lamp subscribed");
     if expires == 0 {
         // A fetch: one NOTIFY with the state, and the subscription is over.
-        edge.blf.subs.insert(k.clone(), sub);
-        notify(edge, now, &k, Some("terminated;reason=timeout"));
-        edge.blf.subs.remove(&k);
+        edge.blf.insert(k.clone(), sub);
+        notify(edge, now, &k, Some("terminated;reason=timeout"), &[]);
+        edge.blf.remove(&k);
         return;
     }
-    edge.blf.subs.insert(k.clone(), sub);
-    notify(edge, now, &k, None);
+    edge.blf.insert(k.clone(), sub);
+    notify(edge, now, &k, None, &[]);
 }
 
 /// A SUBSCRIBE inside a lamp dialog: refresh, or un-subscribe with `Expires: 0`.
@@ -200,10 +239,10 @@ pub(crate) fn on_dialog_subscribe(
     respond(edge, now, key, msg, &tag, &user, flow, expires);
     if expires == 0 {
         info!(resource = %user, "lamp unsubscribed");
-        notify(edge, now, &k, Some("terminated"));
-        edge.blf.subs.remove(&k);
+        notify(edge, now, &k, Some("terminated"), &[]);
+        edge.blf.remove(&k);
     } else {
-        notify(edge, now, &k, None);
+        notify(edge, now, &k, None, &[]);
     }
     true
 }
@@ -251,23 +290,45 @@ fn respond(
     );
 }
 
-/// Send the subscription's current state; `terminated`: the final NOTIFY's state.
-fn notify(edge: &mut Lamping<'_>, now: Instant, k: &(String, String), terminated: Option<&str>) {
+/// Send the subscription's current state; `terminated`: the final NOTIFY's state; `ended`:
+/// rings just over, shown terminated on an extension's lamp.
+fn notify(
+    edge: &mut Lamping<'_>,
+    now: Instant,
+    k: &SubKey,
+    terminated: Option<&str>,
+    ended: &[Ringing],
+) {
     let tenant = edge.cfg.tenant.domain.clone();
     let Some(sub) = edge.blf.subs.get(k) else {
         return;
     };
-    let parked: Vec<Parked> = match &sub.resource {
-        Resource::Slot(s) => edge
-            .orbit
-            .in_slot(&tenant, *s)
-            .cloned()
-            .into_iter()
-            .collect(),
-        Resource::Lot(l) => edge.orbit.occupied(l).cloned().collect(),
-    };
     let entity = format!("sip:{}@{tenant}", sub.user);
-    let body = crate::dialog_info::document(&entity, sub.version, &parked, &tenant);
+    let body = match &sub.resource {
+        Resource::Slot(s) => {
+            let parked: Vec<Parked> = edge
+                .orbit
+                .in_slot(&tenant, *s)
+                .cloned()
+                .into_iter()
+                .collect();
+            crate::dialog_info::document(&entity, sub.version, &parked, &tenant)
+        }
+        Resource::Lot(l) => {
+            let parked: Vec<Parked> = edge.orbit.occupied(l).cloned().collect();
+            crate::dialog_info::document(&entity, sub.version, &parked, &tenant)
+        }
+        Resource::Ext(e) => {
+            let ringing: Vec<Ringing> = edge
+                .orbit
+                .rings_of(&tenant)
+                .into_iter()
+                .filter(|r| r.ext == *e)
+                .cloned()
+                .collect();
+            crate::dialog_info::ext_document(&entity, sub.version, &ringing, ended)
+        }
+    };
     let state = match terminated {
         Some(t) => t.to_string(),
         None => format!(
@@ -287,13 +348,44 @@ fn notify(edge: &mut Lamping<'_>, now: Instant, k: &(String, String), terminated
     );
 }
 
-/// An orbit event changed a slot: tell everyone watching it.
+/// An orbit event changed a slot, or a call ringing an extension: tell everyone watching it.
 pub(crate) fn on_event(edge: &mut Lamping<'_>, now: Instant, ev: &Event) {
+    let (ringing, ended): (&[Ringing], &[Ringing]) = match ev {
+        Event::Ringing(r) => (std::slice::from_ref(r), &[]),
+        Event::RingEnded { ringing, .. } | Event::PickedUp { ringing, .. } => {
+            (&[], std::slice::from_ref(ringing))
+        }
+        Event::LeaseLapsed { rings, .. } | Event::EdgeRestarted { rings, .. } => (&[], rings),
+        _ => (&[], &[]),
+    };
+    let tenant = &edge.cfg.tenant.domain;
+    let mut exts: Vec<&str> = ringing
+        .iter()
+        .chain(ended)
+        .filter(|r| r.tenant == *tenant)
+        .map(|r| r.ext.as_str())
+        .collect();
+    exts.sort_unstable();
+    exts.dedup();
+    for ext in exts {
+        let Some(keys) = edge.blf.by_ext.get(ext) else {
+            continue;
+        };
+        let keys: Vec<SubKey> = keys.iter().cloned().collect();
+        let gone: Vec<Ringing> = ended
+            .iter()
+            .filter(|e| e.ext == ext && e.tenant == edge.cfg.tenant.domain)
+            .cloned()
+            .collect();
+        for k in keys {
+            notify(edge, now, &k, None, &gone);
+        }
+    }
     let touched = ev.slots();
     if touched.is_empty() {
         return;
     }
-    let keys: Vec<(String, String)> = edge
+    let keys: Vec<SubKey> = edge
         .blf
         .subs
         .iter()
@@ -301,21 +393,22 @@ pub(crate) fn on_event(edge: &mut Lamping<'_>, now: Instant, ev: &Event) {
             touched.iter().any(|(lot, slot)| match &s.resource {
                 Resource::Slot(n) => n == slot,
                 Resource::Lot(l) => l == *lot,
+                Resource::Ext(_) => false,
             })
         })
         .map(|(k, _)| k.clone())
         .collect();
     for k in keys {
-        notify(edge, now, &k, None);
+        notify(edge, now, &k, None, &[]);
     }
 }
 
 /// The subscriber refused or never answered a NOTIFY: the subscription is gone.
 /// The whole orbit state was replaced (a resync): every lamp gets its state again.
 pub(crate) fn refresh_all(edge: &mut Lamping<'_>, now: Instant) {
-    let keys: Vec<(String, String)> = edge.blf.subs.keys().cloned().collect();
+    let keys: Vec<SubKey> = edge.blf.subs.keys().cloned().collect();
     for k in keys {
-        notify(edge, now, &k, None);
+        notify(edge, now, &k, None, &[]);
     }
 }
 
@@ -327,7 +420,7 @@ pub(crate) fn on_notify_response(
     match code {
         Some(c) if c < 300 || c == 401 || c == 407 => {}
         _ => {
-            if edge.blf.subs.remove(sub).is_some() {
+            if edge.blf.remove(sub).is_some() {
                 debug!(?code, "lamp subscription dropped");
             }
         }
@@ -344,7 +437,7 @@ pub(crate) fn expire(edge: &mut Lamping<'_>, now: Instant) {
         .map(|(k, _)| k.clone())
         .collect();
     for k in due {
-        notify(edge, now, &k, Some("terminated;reason=timeout"));
-        edge.blf.subs.remove(&k);
+        notify(edge, now, &k, Some("terminated;reason=timeout"), &[]);
+        edge.blf.remove(&k);
     }
 }

@@ -1,10 +1,11 @@
 //! The `application/dialog-info+xml` document (RFC 4235) a lamp NOTIFY carries: full state,
-//! one confirmed dialog per parked call, with its call-id and tags (what a phone needs to pick
+//! one confirmed dialog per parked call (a slot's lamp) or one early dialog per call ringing
+//! an extension (its lamp), with its call-id and tags (what a phone needs to pick
 //! the call up with Replaces) and who it is. Every value comes from the network (Call-IDs,
 //! tags, display names), so each is escaped; the fuzz target `dialog_info` checks that any
 //! values make a well-formed document that reads back to the same values.
 
-use orbit_state::Parked;
+use orbit_state::{Parked, Ringing};
 
 /// RFC 4235 full state: one confirmed dialog per parked call (the parked caller's dialog, with
 /// its call-id and tags, and who it is); none when the slot is free.
@@ -30,6 +31,39 @@ pub fn document(entity: &str, version: u32, parked: &[Parked], tenant: &str) -> 
                 .unwrap_or_default(),
             esc(&p.call.caller_uri),
             esc(&p.call.caller_uri),
+        ));
+    }
+    x.push_str("</dialog-info>\n");
+    x
+}
+
+/// RFC 4235 full state of an extension's lamp: one early dialog per call ringing it (at any
+/// site), with the caller's dialog's call-id and tags (what a lamp key's INVITE with Replaces
+/// names to pick it up) and who calls; `ended`, rings just over, as terminated dialogs.
+pub fn ext_document(entity: &str, version: u32, ringing: &[Ringing], ended: &[Ringing]) -> String {
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{version}\" state=\"full\" entity=\"{}\">\n",
+        esc(entity)
+    );
+    let states = ringing
+        .iter()
+        .map(|r| (r, "early"))
+        .chain(ended.iter().map(|r| (r, "terminated")));
+    for (r, state) in states {
+        let c = &r.call;
+        x.push_str(&format!(
+            "  <dialog id=\"ring-{}\" call-id=\"{}\" local-tag=\"{}\" remote-tag=\"{}\" direction=\"recipient\">\n    <state>{state}</state>\n    <local>\n      <identity>{}</identity>\n    </local>\n    <remote>\n      <identity{}>{}</identity>\n      <target uri=\"{}\"/>\n    </remote>\n  </dialog>\n",
+            r.id,
+            esc(&c.call_id),
+            esc(&c.local_tag),
+            esc(&c.remote_tag),
+            esc(entity),
+            c.caller_display
+                .as_ref()
+                .map(|d| format!(" display=\"{}\"", esc(d)))
+                .unwrap_or_default(),
+            esc(&c.caller_uri),
+            esc(&c.caller_uri),
         ));
     }
     x.push_str("</dialog-info>\n");

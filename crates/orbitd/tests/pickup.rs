@@ -1,7 +1,7 @@
 //! Call pickup end to end: three `orbitd run` processes (registry voter + edge each) joined by
 //! the signed trunk, SIPp phones and real RTP. A desk rings at one site and is picked up at the
-//! same site or another; two pickers at two sites race for one call; who is not in the group is
-//! refused.
+//! same site or another, by code or by a lamp key whose Replaces comes from a real NOTIFY; two
+//! pickers at two sites race for one call; who is not in the group is refused.
 
 mod common;
 
@@ -44,6 +44,11 @@ fn caller(site: &Daemon, callee: &str, media: &RtpPeer) -> RunningSipp {
 
 /// `ext` dials `code` at `site`; if it has the call, it hangs up after 2.5 s.
 fn picker(site: &Daemon, ext: &str, code: &str, media: &RtpPeer) -> RunningSipp {
+    picker_with(site, ext, code, media, "Subject: call pickup")
+}
+
+/// As [`picker`], with one more header line in the INVITE.
+fn picker_with(site: &Daemon, ext: &str, code: &str, media: &RtpPeer, header: &str) -> RunningSipp {
     Sipp::new(site, "uac_pickup.xml")
         .args([
             "-s",
@@ -57,6 +62,7 @@ fn picker(site: &Daemon, ext: &str, code: &str, media: &RtpPeer) -> RunningSipp 
         ])
         .key("caller", ext)
         .key("rtpport", &media.port().to_string())
+        .key("extra_header", header)
         .spawn()
 }
 
@@ -214,6 +220,48 @@ fn at_one_site_who_is_not_in_the_group_is_refused_and_directed_pickup_takes_the_
     assert!(c.ok(), "picker: {}", c.errors);
     let a = alice.wait();
     assert!(a.ok(), "caller: {}", a.errors);
+    let d = desk.wait();
+    assert!(d.logs.contains(COMPLETED_ELSEWHERE), "{}", d.logs);
+}
+
+#[test]
+fn a_lamp_key_at_site_c_flashes_with_a_desk_ringing_at_site_a_and_picks_the_call_up_with_replaces()
+{
+    let s = Sites::start(&tenant());
+    let lamp = Sipp::new(&s.site[2], "uac_lamp_ext.xml")
+        .args(["-s", "1002", "-au", "3001", "-ap", "pw3001"])
+        .key("caller", "3001")
+        .spawn();
+    lamp.wait_log("lamp_idle", Duration::from_secs(10));
+    let desk = ringing_desk(&s.site[0], "1002");
+    std::thread::sleep(Duration::from_millis(300));
+    let alice_media = RtpPeer::bind();
+    let alice = caller(&s.site[0], "1002", &alice_media);
+    // The lamp at site C shows the call ringing at site A, with what names it.
+    let wait = Duration::from_secs(10);
+    let call_id = lamp.wait_log("early_call_id", wait);
+    let local = lamp.wait_log("early_local_tag", wait);
+    let remote = lamp.wait_log("early_remote_tag", wait);
+    let replaces = format!("Replaces: {call_id};to-tag={local};from-tag={remote};early-only");
+
+    let carol_media = RtpPeer::bind();
+    let carol = picker_with(&s.site[2], "3001", "1002", &carol_media, &replaces);
+    let carol_relay = relay(carol.wait_log("relay_port", wait));
+    let alice_relay = relay(alice.wait_log("relay_port", wait));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_bridged(
+        (&alice_media, alice_relay),
+        (&carol_media, carol_relay),
+        50,
+        Duration::from_millis(400),
+    );
+    let c = carol.wait();
+    assert!(c.ok(), "lamp key picker: {}", c.errors);
+    assert!(c.logs.contains("outcome=won"), "{}", c.logs);
+    let l = lamp.wait();
+    assert!(l.ok(), "lamp: {}", l.errors);
+    assert!(l.logs.contains("lamp_dark="), "{}", l.logs);
+    assert!(alice.wait().ok());
     let d = desk.wait();
     assert!(d.logs.contains(COMPLETED_ELSEWHERE), "{}", d.logs);
 }

@@ -31,7 +31,7 @@ use orbit_state::{Command, Event, RingCall, RingId};
 use tracing::{debug, info, info_span, warn};
 
 use crate::call::{self, HeldAnswer, NewCall, NotPickable, Picker};
-use crate::config::{PickupDial, PickupRules};
+use crate::config::PickupDial;
 use crate::park::Parking;
 use crate::services::orbit_port::{Feature, OrbitError, Outcome, Then};
 use crate::services::TimerKey;
@@ -73,7 +73,6 @@ impl std::ops::DerefMut for Picking {
 /// What pickup keeps, in tables of its own.
 #[derive(Default)]
 pub(crate) struct Pickups {
-    pub rules: PickupRules,
     /// Calls ringing here that are (or are about to be) recorded, and how far.
     pub rings: HashMap<u64, Ring>,
     /// Ring → the call ringing here.
@@ -98,14 +97,9 @@ pub(crate) enum PickThen {
 
 impl Picking {
     pub(crate) fn new(parking: Parking) -> Picking {
-        let t = &parking.cfg.tenant;
-        let rules = PickupRules::new(&t.pickup_groups, t.directed_pickup);
         Picking {
             parking,
-            pickup: Pickups {
-                rules,
-                ..Default::default()
-            },
+            pickup: Pickups::default(),
             then: HashMap::new(),
         }
     }

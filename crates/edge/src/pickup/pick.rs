@@ -34,7 +34,7 @@ pub(crate) fn on_pickup_dial(
 ) {
     let exts = match dial {
         PickupDial::Group => {
-            let exts = edge.pickup.rules.group_of(&picker);
+            let exts = edge.pickup_rules.group_of(&picker);
             if exts.is_empty() {
                 info!(%picker, "group pickup by someone in no pickup group");
                 let r = Response::to(&msg, 403).reason("Not In A Pickup Group");
@@ -47,7 +47,7 @@ pub(crate) fn on_pickup_dial(
                 let r = Response::to(&msg, 404).reason("No Such Extension");
                 return edge.reply(now, key, r);
             }
-            if !edge.pickup.rules.may_take(&picker, ext) {
+            if !edge.pickup_rules.may_take(&picker, ext) {
                 info!(%picker, %ext, "directed pickup outside the picker's groups");
                 let r = Response::to(&msg, 403).reason("Not In Your Pickup Group");
                 return edge.reply(now, key, r);
@@ -96,7 +96,7 @@ pub(crate) fn on_replaces(
         edge.reply(now, key, Response::to(msg, 403).reason("Not Your Tenant"));
         return true;
     }
-    if !edge.pickup.rules.may_take(picker, &ext) {
+    if !edge.pickup_rules.may_take(picker, &ext) {
         info!(%picker, %ext, "lamp key pickup outside the picker's groups");
         let resp = Response::to(msg, 403).reason("Not In Your Pickup Group");
         edge.reply(now, key, resp);

@@ -43,7 +43,7 @@ pub(crate) struct Ring {
 
 /// A call from a phone here to `ext` has started ringing: watch it if anybody may pick it up.
 pub(crate) fn on_ringing(edge: &mut Picking, now: Instant, id: u64, ext: &str) {
-    if !edge.pickup.rules.pickable(ext) || !edge.is_pickable(id) {
+    if !edge.pickup_rules.pickable(ext) || !edge.is_pickable(id) {
         return;
     }
     if let Some(c) = edge.calls.get_mut(&id) {

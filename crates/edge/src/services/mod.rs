@@ -179,6 +179,8 @@ pub struct Services {
     pub(crate) last_now: Instant,
     /// Proposals, outcomes and the watch position (see [`orbit_port`]).
     pub(crate) port: OrbitPort,
+    /// Who may pick up (and watch the lamp of) whom: the tenant's pickup groups.
+    pub(crate) pickup_rules: crate::config::PickupRules,
 }
 
 impl Services {
@@ -234,6 +236,10 @@ impl Services {
             deadline_at: None,
             last_now: now,
             port: OrbitPort::new(orbit_port::Backend::Local, Duration::ZERO, incarnation),
+            pickup_rules: crate::config::PickupRules::new(
+                &cfg.tenant.pickup_groups,
+                cfg.tenant.directed_pickup,
+            ),
             cfg,
         }
     }

@@ -6,7 +6,13 @@ use orbit_sip::Method;
 use super::park::{ok_to, parked, CAROL};
 use super::*;
 
-fn subscribe(user: &str, branch: &str, cseq: u32, to_tag: Option<&str>, extra: &str) -> String {
+pub(super) fn subscribe(
+    user: &str,
+    branch: &str,
+    cseq: u32,
+    to_tag: Option<&str>,
+    extra: &str,
+) -> String {
     let to = match to_tag {
         Some(t) => format!("<sip:{user}@orbit.test>;tag={t}"),
         None => format!("<sip:{user}@orbit.test>"),
@@ -17,7 +23,7 @@ fn subscribe(user: &str, branch: &str, cseq: u32, to_tag: Option<&str>, extra: &
 }
 
 /// The NOTIFYs sent to Carol, answered, as (version, body).
-fn lamp_notifies(net: &mut Net) -> Vec<(String, String)> {
+pub(super) fn lamp_notifies(net: &mut Net) -> Vec<(String, String)> {
     let msgs = net.take(CAROL);
     let mut out = vec![];
     let mut seen = std::collections::HashSet::new();

@@ -7,7 +7,7 @@ use orbit_sip::Method;
 use orbit_state::{Command, Event, RingCall};
 
 use super::park::CAROL;
-use super::registry::{registry_net, Registry, PEER, SECRET};
+use super::registry::{registry_net_with, Registry, PEER, SECRET};
 use super::*;
 
 /// 1001, 1002 and 1003 in one pickup group.
@@ -290,9 +290,7 @@ fn a_callee_answering_after_a_pickup_is_hung_up_and_the_caller_keeps_the_picker(
 
 /// The registry harness with 1001-1003 in one pickup group.
 fn registry_grouped() -> (Net, Registry) {
-    let mut net = registry_net();
-    let groups = grouped().tenant.pickup_groups;
-    net.edge.picking.pickup.rules = PickupRules::new(&groups, DirectedPickup::Group);
+    let mut net = registry_net_with(grouped());
     let mut reg = Registry::default();
     reg.serve(&mut net);
     (net, reg)
@@ -520,4 +518,73 @@ fn a_picker_here_takes_a_call_ringing_at_another_site_over_the_trunk() {
     reg.serve(&mut net);
     let r = finals(&mut net, CAROL);
     assert_eq!((r[0].code(), r[0].reason()), (404, "Nothing To Pick Up"));
+}
+
+// ---------------------------------------------------------------- extension lamps
+
+/// The value of attribute `name` in the first dialog of a dialog-info document.
+fn attr(doc: &str, name: &str) -> String {
+    let pat = format!(" {name}=\"");
+    let start = doc
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {name} in {doc}"))
+        + pat.len();
+    doc[start..].split('"').next().unwrap().to_string()
+}
+
+#[test]
+fn an_extension_lamp_flashes_with_the_ringing_call_and_its_replaces_picks_it_up() {
+    use super::lamps::{lamp_notifies, subscribe};
+    let mut net = Net::with(grouped());
+    net.send(CAROL, &subscribe("1002", "s1", 1, None, "Expires: 600\n"));
+    let first = lamp_notifies(&mut net);
+    assert_eq!(first.len(), 1);
+    assert!(!first[0].1.contains("<dialog "), "idle: {}", first[0].1);
+
+    ringing_bob(&mut net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    let lit = lamp_notifies(&mut net);
+    assert_eq!(lit.len(), 1, "{lit:?}");
+    let doc = &lit[0].1;
+    assert!(doc.contains("<state>early</state>"), "{doc}");
+    assert!(
+        doc.contains("display=\"Alice\">sip:1001@orbit.test"),
+        "{doc}"
+    );
+    assert_eq!(attr(doc, "call-id"), "call-r1");
+
+    // The lamp key: an INVITE whose Replaces is made of what the NOTIFY showed.
+    let replaces = format!(
+        "Replaces: {};to-tag={};from-tag={};early-only\n",
+        attr(doc, "call-id"),
+        attr(doc, "local-tag"),
+        attr(doc, "remote-tag")
+    );
+    net.send(CAROL, &carol_dials("1002", "key", &replaces));
+    let msgs = net.take(CAROL);
+    assert!(msgs.iter().any(|m| m.code() == 200), "picked up");
+    for n in msgs.iter().filter(|m| *m.method() == Method::Notify) {
+        net.send_msg(CAROL, super::park::ok_to(n));
+    }
+    let dark = msgs
+        .iter()
+        .filter(|m| *m.method() == Method::Notify)
+        .map(body)
+        .collect::<Vec<_>>();
+    assert_eq!(dark.len(), 1, "{dark:?}");
+    assert!(dark[0].contains("<state>terminated</state>"), "{}", dark[0]);
+}
+
+#[test]
+fn an_extension_lamp_is_refused_to_whoever_may_not_pick_its_calls_up() {
+    use super::lamps::subscribe;
+    let mut cfg = grouped();
+    cfg.tenant.pickup_groups[0].members = vec!["1001".into(), "1002".into()];
+    let mut net = Net::with(cfg);
+    net.send(CAROL, &subscribe("1002", "s1", 1, None, "Expires: 600\n"));
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.reason()), (403, "Not In Your Pickup Group"));
+    // Its own lamp, anyone may watch.
+    net.send(CAROL, &subscribe("1003", "s2", 1, None, "Expires: 600\n"));
+    assert!(net.take(CAROL).iter().any(|m| m.code() == 200));
 }

@@ -13,7 +13,11 @@ pub(super) const PEER: &str = "127.0.0.1:9100";
 pub(super) const SECRET: &str = "virtual-time-trunk-secret";
 
 pub(super) fn registry_net() -> Net {
-    let mut cfg = config();
+    registry_net_with(config())
+}
+
+/// The registry harness over `cfg`, as site A with site B as its trunk peer.
+pub(super) fn registry_net_with(mut cfg: EdgeConfig) -> Net {
     cfg.site = "site-a".into();
     cfg.trunk = Some(TrunkConfig {
         secret: SECRET.into(),
