@@ -383,12 +383,13 @@ impl Edge {
             }
         }
         match (crate::trunk::claim_of(&msg), trunk_from.clone()) {
-            (Some(Claim::Park(park)), Some(_)) => {
+            (Some(Claim::Park(park)), Some(site)) => {
                 let c = crate::park::TrunkClaim {
                     key: key.clone(),
                     flow,
                     msg,
                     caller,
+                    site,
                     park,
                 };
                 return crate::park::on_claim(self, now, c);

@@ -265,3 +265,46 @@ fn a_lamp_key_at_site_c_flashes_with_a_desk_ringing_at_site_a_and_picks_the_call
     let d = desk.wait();
     assert!(d.logs.contains(COMPLETED_ELSEWHERE), "{}", d.logs);
 }
+
+#[test]
+fn a_recall_ringing_the_parker_at_site_a_is_picked_up_at_site_c() {
+    let lot = "[[edge.tenant.lots]]\npark_ext = \"700\"\nslots = \"701-720\"\nparking_secs = 4\nrecall_ring_secs = 20\n";
+    let s = Sites::start(&format!("{}{lot}", tenant()));
+    // 1002 parks Alice (1001) at site A; its desk rings when the recall comes.
+    let alice_media = RtpPeer::bind();
+    let alice = s.site[0]
+        .phone("1001", "uas_answer.xml", &alice_media)
+        .args(["-d", "0"])
+        .spawn();
+    let bob = Sipp::new(&s.site[0], "uac_park.xml")
+        .args(["-s", "1001", "-au", "1002", "-ap", "pw1002", "-d", "300"])
+        .key("caller", "1002")
+        .key("rtpport", &RtpPeer::bind().port().to_string())
+        .key("park_to", "700")
+        .key("refer_params", "")
+        .spawn();
+    let alice_relay = relay(alice.wait_log("relay_port", Duration::from_secs(10)));
+    assert!(bob.wait().ok(), "parker");
+    // Registered after the park (whose "Parked on 701" MESSAGE it does not expect).
+    let desk = ringing_desk(&s.site[0], "1002");
+    // Parked 4 s, then the recall rings 1002's desk; 3001 at site C picks it up.
+    std::thread::sleep(Duration::from_millis(3500) + RINGING);
+    let carol_media = RtpPeer::bind();
+    let carol = picker(&s.site[2], "3001", "*8", &carol_media);
+    let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_bridged(
+        (&alice_media, alice_relay),
+        (&carol_media, carol_relay),
+        50,
+        Duration::from_millis(400),
+    );
+    let c = carol.wait();
+    assert!(c.ok(), "picker: {}", c.errors);
+    assert!(c.logs.contains("caller=\"701: "), "{}", c.logs);
+    let d = desk.wait();
+    assert!(d.ok(), "the parker's desk: {}", d.errors);
+    assert!(d.logs.contains(COMPLETED_ELSEWHERE), "{}", d.logs);
+    assert!(alice.wait().ok());
+    assert!(s.log(0).contains("recall ringing"), "{}", s.log(0));
+}

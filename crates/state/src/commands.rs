@@ -134,6 +134,9 @@ pub enum Event {
     PickedUp {
         ringing: Ringing,
         by: String,
+        /// A recall picked up: the park it took out of its slot.
+        #[serde(default)]
+        parked: Option<Parked>,
     },
 }
 
@@ -147,7 +150,10 @@ impl Event {
             | Event::Unlocated { .. }
             | Event::Ringing(_)
             | Event::RingEnded { .. }
-            | Event::PickedUp { .. } => vec![],
+            | Event::PickedUp { parked: None, .. } => vec![],
+            Event::PickedUp {
+                parked: Some(p), ..
+            } => vec![(&p.lot, p.slot)],
             Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) => vec![(&p.lot, p.slot)],
             Event::Claimed { parked, .. } | Event::Ended { parked, .. } => {
                 vec![(&parked.lot, parked.slot)]

@@ -348,9 +348,10 @@ impl Orbit {
                 by,
             } => self
                 .pickup(tenant, exts, *ring)
-                .map(|ringing| Event::PickedUp {
+                .map(|(ringing, parked)| Event::PickedUp {
                     ringing,
                     by: by.clone(),
+                    parked,
                 }),
         }
     }

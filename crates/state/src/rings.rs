@@ -36,6 +36,10 @@ pub struct RingCall {
     pub call_id: String,
     pub local_tag: String,
     pub remote_tag: String,
+    /// A recall ringing the parker: the park it rings for. Picking it up claims the park in
+    /// the same step, so that a retriever, the parker answering and a picker cannot all win.
+    #[serde(default)]
+    pub park: Option<crate::ParkId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,13 +99,13 @@ impl Orbit {
     }
 
     /// Take ring `ring` if it rings one of `exts` of `tenant`, or without one named, the
-    /// longest ringing of them.
+    /// longest ringing of them; a recall's ring takes its park too.
     pub(crate) fn pickup(
         &mut self,
         tenant: &str,
         exts: &[String],
         ring: Option<RingId>,
-    ) -> Result<Ringing, Rejection> {
+    ) -> Result<(Ringing, Option<crate::Parked>), Rejection> {
         in_range(
             "pickup extensions",
             exts.len() as u64,
@@ -109,7 +113,13 @@ impl Orbit {
         )?;
         // A set: a pickup's extensions are looked up once per ring, up to every ring recorded.
         let exts: std::collections::HashSet<&str> = exts.iter().map(String::as_str).collect();
-        let mine = |r: &Ringing| r.tenant == tenant && exts.contains(r.ext.as_str());
+        // A recall's ring counts while its park is still parked (retrieved or answered, it
+        // rings on only until its edge ends it).
+        let mine = |r: &Ringing| {
+            r.tenant == tenant
+                && exts.contains(r.ext.as_str())
+                && r.call.park.is_none_or(|p| self.parks.contains_key(&p))
+        };
         let id = match ring {
             Some(id) => self
                 .rings
@@ -126,7 +136,12 @@ impl Orbit {
                 .map(|r| r.id)
                 .ok_or(Rejection::NotRinging)?,
         };
-        self.ring_end(id)
+        let ringing = self.ring_end(id)?;
+        let parked = match ringing.call.park {
+            Some(p) => Some(self.remove(p)?),
+            None => None,
+        };
+        Ok((ringing, parked))
     }
 
     /// The rings of `edge`, removed (its lease lapsed, or it restarted).
@@ -187,6 +202,7 @@ mod tests {
             call_id: format!("call-{n}"),
             local_tag: format!("l{n}"),
             remote_tag: format!("r{n}"),
+            park: None,
         }
     }
 
@@ -216,7 +232,7 @@ mod tests {
 
     fn picked(ev: Result<Event, Rejection>) -> RingId {
         match ev {
-            Ok(Event::PickedUp { ringing, by }) => {
+            Ok(Event::PickedUp { ringing, by, .. }) => {
                 assert_eq!(by, "1003");
                 ringing.id
             }

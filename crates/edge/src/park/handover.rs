@@ -35,12 +35,13 @@ pub(crate) struct Handover {
     waiting: HashMap<ParkId, TrunkClaim>,
 }
 
-/// A trunk INVITE from another site's edge claiming park `park` for `caller`.
+/// A trunk INVITE from another site's edge (`site`) claiming park `park` for `caller`.
 pub(crate) struct TrunkClaim {
     pub key: ServerKey,
     pub flow: Flow,
     pub msg: Message,
     pub caller: String,
+    pub site: String,
     pub park: ParkId,
 }
 
@@ -224,8 +225,10 @@ pub(crate) fn on_claim(edge: &mut Parking, now: Instant, c: TrunkClaim) {
         let r = Response::to(&c.msg, 410).reason("Park Lease Lapsed");
         return edge.reply(now, &c.key, r);
     }
+    // A retrieve's claim names its retriever; a recall's pickup names its picker and site.
+    let claimant = format!("{}/{}", c.site, c.caller);
     match edge.handover.claimed.get(&park).map(|(by, _)| by) {
-        Some(by) if *by == c.caller => {}
+        Some(by) if *by == c.caller || *by == claimant => {}
         Some(by) => {
             warn!(park, %by, caller = %c.caller, "trunk claim by someone else than the registry says");
             let r = Response::to(&c.msg, 403).reason("Not The Claimant");

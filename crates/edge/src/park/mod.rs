@@ -115,6 +115,9 @@ pub(crate) struct Parks {
     pub consults: HashMap<u64, Consult>,
     /// Calls whose park is being ordered (not parkable again until its outcome).
     pub ordering: HashSet<u64>,
+    /// Recalls that began ringing the parker (true) or stopped (false), by call, in order,
+    /// since pickup last looked (it records and ends their rings). Taken by pickup.
+    pub recall_news: Vec<(u64, bool)>,
     /// Digits each party of a call pressed lately (for the park code), and when the last came.
     pub digits: HashMap<u64, [(String, Option<Instant>); 2]>,
     /// Slots spoken to attended parkers, held until their REFER comes (or their call ends).
@@ -298,8 +301,9 @@ pub(crate) fn on_call_end(edge: &mut Parking, now: Instant, cid: u64, why: Optio
     };
     unhold(edge, ps.id);
     if let Some(r) = &ps.recall {
+        edge.park.recall_news.push((cid, false));
         for b in &r.branches {
-            cancel_branch(edge, now, b);
+            cancel_branch(edge, now, b, None);
         }
     }
     // Whatever this edge's state shows (across sites it may lag): the log decides.

@@ -84,6 +84,10 @@ pub(crate) fn start_recall(edge: &mut Parking, now: Instant, cid: u64, stage: Re
         body = relay_offer(edge.now_ms(now), m.local(v.leg()), (codec, pt, te));
     }
     info!(%target, ?stage, slot, forks = targets.len(), "recall ringing");
+    if stage == RecallStage::Parker {
+        // The parker's colleagues may pick the recall up.
+        edge.park.recall_news.push((cid, true));
+    }
     let keys: Vec<ClientKey> = targets.iter().map(|_| edge.new_branch()).collect();
     let d = edge.calls[&cid].dialog_ref(v);
     let sends: Vec<_> = targets
@@ -261,19 +265,20 @@ pub(crate) fn recall_claim_outcome(
     call.confirm();
     info!(by = %r.target, stage = ?r.stage, slot = ps.slot, "recall answered");
     call::send_own_ack(edge, cid, v, 1);
+    edge.park.recall_news.push((cid, false));
     for (i, b) in r.branches.iter().enumerate() {
         if i != idx {
-            cancel_branch(edge, now, b);
+            cancel_branch(edge, now, b, Some(call::COMPLETED_ELSEWHERE));
         }
     }
 }
 
-pub(crate) fn cancel_branch(edge: &mut Parking, now: Instant, b: &Branch) {
+pub(crate) fn cancel_branch(edge: &mut Parking, now: Instant, b: &Branch, reason: Option<&str>) {
     match b.state {
         // No provisional yet: a CANCEL now could overtake the INVITE; the stale-recall path
         // cancels it when its first 1xx arrives.
         BranchState::Calling | BranchState::Done => {}
-        BranchState::Proceeding => call::send_cancel(edge, now, &b.key, None),
+        BranchState::Proceeding => call::send_cancel(edge, now, &b.key, reason),
     }
 }
 
@@ -331,6 +336,7 @@ pub(crate) fn abandon(edge: &mut Parking, now: Instant, cid: u64) {
     let span = call.span.clone();
     let _g = span.enter();
     warn!(slot = ps.slot, caller = %ps.caller_uri, parker = %ps.parker, "recall and fallback unanswered: hanging up the parked caller");
+    edge.park.recall_news.push((cid, false));
     unhold(edge, ps.id);
     let end = Command::End {
         park: ps.id,
@@ -340,15 +346,26 @@ pub(crate) fn abandon(edge: &mut Parking, now: Instant, cid: u64) {
     hangup(edge, now, cid, "recall unanswered");
 }
 
-/// Stop ringing recall phones (the call was retrieved, or is ending).
+/// Stop ringing recall phones (the recall timed out, or the call is ending).
 pub(crate) fn cancel_recall(edge: &mut Parking, now: Instant, cid: u64) {
+    cancel_recall_with(edge, now, cid, None);
+}
+
+/// Stop ringing recall phones because someone else has the call (a retriever, a picker): their
+/// CANCELs say so (RFC 3326), and the phones do not log a missed call.
+pub(crate) fn cancel_recall_taken(edge: &mut Parking, now: Instant, cid: u64) {
+    cancel_recall_with(edge, now, cid, Some(call::COMPLETED_ELSEWHERE));
+}
+
+fn cancel_recall_with(edge: &mut Parking, now: Instant, cid: u64, reason: Option<&str>) {
     let Some(r) = edge.park.held.get_mut(&cid).and_then(|p| p.recall.as_mut()) else {
         return;
     };
     // Keep the attempt number but mark it over, so late answers find no current recall.
     r.attempt = r.attempt.wrapping_add(1 << 31);
     let branches = std::mem::take(&mut r.branches);
+    edge.park.recall_news.push((cid, false));
     for b in &branches {
-        cancel_branch(edge, now, b);
+        cancel_branch(edge, now, b, reason);
     }
 }

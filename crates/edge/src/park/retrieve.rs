@@ -217,7 +217,7 @@ pub(crate) fn take_parked(edge: &mut Parking, now: Instant, a: &AfterClaim, cid:
     let span = call.span.clone();
     let _g = span.enter();
     unhold(edge, park_id);
-    cancel_recall(edge, now, cid);
+    cancel_recall_taken(edge, now, cid);
     if edge.calls[&cid].departed_live() {
         call::send_bye_departed(edge, now, cid, parked.other());
     }

@@ -38,10 +38,12 @@ use crate::services::TimerKey;
 
 mod handover;
 mod pick;
+mod recall;
 mod ring;
 
 pub(crate) use handover::*;
 pub(crate) use pick::*;
+pub(crate) use recall::*;
 pub(crate) use ring::*;
 
 /// How long a call rings before it is recorded for pickup. Nobody picks up a call in its first
@@ -83,6 +85,10 @@ pub(crate) struct Pickups {
     pub claimed: HashMap<RingId, String>,
     /// Trunk pickups waiting for the replica to show their pickup.
     pub waiting: HashMap<RingId, TrunkPick>,
+    /// Calls whose recall rings the parker, and their ring (none while it is being recorded).
+    pub recalls: HashMap<u64, Option<RingId>>,
+    /// A recall's ring → its call.
+    pub by_recall: HashMap<RingId, u64>,
 }
 
 /// How one of pickup's proposals continues once its outcome is known.
@@ -93,6 +99,8 @@ pub(crate) enum PickThen {
     Answered(u64),
     /// A picker asked for a call (boxed: its INVITE is large beside a call's number).
     Pick(Box<Pick>),
+    /// The ring of call `.0`'s recall recorded.
+    RecallRing(u64),
 }
 
 impl Picking {
@@ -116,6 +124,7 @@ impl Picking {
             Some(PickThen::Ring(id)) => ring_outcome(self, now, id, outcome),
             Some(PickThen::Answered(id)) => answer_outcome(self, now, id, outcome),
             Some(PickThen::Pick(p)) => pick_outcome(self, now, *p, outcome),
+            Some(PickThen::RecallRing(id)) => recall_ring_outcome(self, now, id, outcome),
             None => {}
         }
     }
@@ -124,8 +133,9 @@ impl Picking {
     /// rings over. Whether there was any.
     pub(crate) fn after_calls(&mut self, now: Instant) -> bool {
         let parked = self.parking.after_calls(now);
+        let recalls = on_recall_news(self, now);
         if self.unrung.is_empty() && self.held_answers.is_empty() {
-            return parked;
+            return parked || recalls;
         }
         for h in std::mem::take(&mut self.held_answers) {
             on_held_answer(self, now, h);
@@ -141,10 +151,18 @@ impl Picking {
         self.parking.on_orbit_event(now, ev);
         let site = self.cfg.site.clone();
         match ev {
-            Event::Ringing(r) if r.call.edge == site => on_ring_shown(self, now, r),
-            Event::PickedUp { ringing, by } if ringing.call.edge == site => {
-                on_picked(self, now, ringing, by)
-            }
+            Event::Ringing(r) if r.call.edge == site => match r.call.park {
+                Some(park) => on_recall_ring_shown(self, now, r, park),
+                None => on_ring_shown(self, now, r),
+            },
+            Event::PickedUp {
+                ringing,
+                by,
+                parked,
+            } if ringing.call.edge == site => match parked {
+                Some(p) => on_recall_picked(self, now, ringing, p, by),
+                None => on_picked(self, now, ringing, by),
+            },
             Event::LeaseLapsed { edge, rings, .. } | Event::EdgeRestarted { edge, rings, .. }
                 if *edge == site =>
             {

@@ -134,6 +134,26 @@ fn ask(edge: &mut Picking, now: Instant, p: Pick, exts: Vec<String>, ring: Optio
 /// The log's answer to picker `p`: the call it has (here, or at another site), or a refusal.
 pub(crate) fn pick_outcome(edge: &mut Picking, now: Instant, p: Pick, outcome: Outcome) {
     let cancelled = edge.pickup.picking.remove(&p.key) == Some(true);
+    if let Ok(Event::PickedUp {
+        parked: Some(parked),
+        by,
+        ..
+    }) = outcome
+    {
+        if cancelled {
+            // A recall picked up and let go: back in its slot, as a retrieve cancelled.
+            let a = crate::park::AfterClaim {
+                key: p.key,
+                flow: p.flow,
+                msg: p.msg,
+                retriever: p.picker,
+                slot: parked.slot,
+            };
+            let claimed = Ok(Event::Claimed { parked, by });
+            return crate::park::claim_cancelled(edge, now, &a, claimed);
+        }
+        return take_recall(edge, now, p, parked);
+    }
     if cancelled {
         edge.reply(now, &p.key, Response::to(&p.msg, 487));
         if let Ok(Event::PickedUp { ringing, .. }) = &outcome {

@@ -87,6 +87,7 @@ pub(crate) fn record(edge: &mut Picking, now: Instant, id: u64) {
         call_id: call.a.call_id.clone(),
         local_tag: call.a.local_tag.clone(),
         remote_tag: call.invite().from_tag().unwrap_or("").to_string(),
+        park: None,
     };
     edge.calls.get_mut(&id).expect("pickable").hold_answer = true;
     if let Some(r) = edge.pickup.rings.get_mut(&id) {

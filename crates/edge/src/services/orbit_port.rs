@@ -188,7 +188,7 @@ fn short(ev: &Event) -> String {
                 ringing.id, ringing.ext
             )
         }
-        Event::PickedUp { ringing, by } => {
+        Event::PickedUp { ringing, by, .. } => {
             format!("ring {} of {} picked up by {by}", ringing.id, ringing.ext)
         }
     }

@@ -494,6 +494,7 @@ fn a_picker_here_takes_a_call_ringing_at_another_site_over_the_trunk() {
         call_id: "b-call".into(),
         local_tag: "b-l".into(),
         remote_tag: "b-r".into(),
+        park: None,
     };
     let cmd = Command::Ring {
         tenant: "orbit.test".into(),
@@ -587,4 +588,71 @@ fn an_extension_lamp_is_refused_to_whoever_may_not_pick_its_calls_up() {
     // Its own lamp, anyone may watch.
     net.send(CAROL, &subscribe("1003", "s2", 1, None, "Expires: 600\n"));
     assert!(net.take(CAROL).iter().any(|m| m.code() == 200));
+}
+
+// ---------------------------------------------------------------- recalls
+
+#[test]
+fn a_recall_ringing_the_parker_is_picked_up_by_a_colleague_and_leaves_its_slot() {
+    let mut net = Net::with(grouped());
+    let _ok = super::park::parked(&mut net);
+    net.take(ALICE);
+    net.advance(Duration::from_secs(90));
+    let inv = net.one(BOB1);
+    assert_eq!(
+        *inv.method(),
+        Method::Invite,
+        "the recall rings Bob, the parker"
+    );
+    net.send_msg(BOB1, answer(&inv, 180, "bobr", None, BOB1));
+    let rings = net.edge.orbit().rings_of("orbit.test");
+    assert_eq!(rings.len(), 1);
+    assert_eq!(rings[0].ext, "1002");
+    net.edge.take_orbit_events();
+
+    net.send(CAROL, &carol_dials("*8", "p1", ""));
+    let ok = net.one(CAROL);
+    assert_eq!(ok.code(), 200);
+    assert!(
+        ok.header_other("P-Asserted-Identity")
+            .unwrap()
+            .contains("701: Alice"),
+        "{:?}",
+        ok.header_other("P-Asserted-Identity")
+    );
+    let cancel = net.one(BOB1);
+    assert_eq!(*cancel.method(), Method::Cancel);
+    assert!(cancel.header_other("Reason").unwrap().contains("cause=200"));
+    assert!(
+        super::park::parked_slots(&net).is_empty(),
+        "the slot is free"
+    );
+    assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
+    let events = net.edge.take_orbit_events();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::PickedUp { parked: Some(p), by, .. } if p.slot == 701 && by == "t/1003"
+        )),
+        "{events:?}"
+    );
+    // Bob answers the recall as it is cancelled: too late, he is hung up.
+    net.send_msg(BOB1, answer(&inv, 200, "bobr", Some(SDP_B), BOB1));
+    let to_bob: Vec<_> = net.take(BOB1).iter().map(|m| m.method().clone()).collect();
+    assert_eq!(to_bob, [Method::Ack, Method::Bye]);
+}
+
+#[test]
+fn a_recall_answered_by_the_parker_can_no_longer_be_picked_up() {
+    let mut net = Net::with(grouped());
+    let _ok = super::park::parked(&mut net);
+    net.take(ALICE);
+    net.advance(Duration::from_secs(90));
+    let inv = net.one(BOB1);
+    net.send_msg(BOB1, answer(&inv, 180, "bobr", None, BOB1));
+    net.send_msg(BOB1, answer(&inv, 200, "bobr", Some(SDP_B), BOB1));
+    assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
+    net.send(CAROL, &carol_dials("*8", "p1", ""));
+    let r = net.one(CAROL);
+    assert_eq!((r.code(), r.reason()), (404, "Nothing To Pick Up"));
 }
