@@ -134,9 +134,10 @@ pub enum Event {
     PickedUp {
         ringing: Ringing,
         by: String,
-        /// A recall picked up: the park it took out of its slot.
+        /// A recall picked up: the park it took out of its slot (boxed: events are moved
+        /// often, and this one is rare).
         #[serde(default)]
-        parked: Option<Parked>,
+        parked: Option<Box<Parked>>,
     },
 }
 

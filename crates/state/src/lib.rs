@@ -351,7 +351,7 @@ impl Orbit {
                 .map(|(ringing, parked)| Event::PickedUp {
                     ringing,
                     by: by.clone(),
-                    parked,
+                    parked: parked.map(Box::new),
                 }),
         }
     }

@@ -149,10 +149,13 @@ pub(crate) fn pick_outcome(edge: &mut Picking, now: Instant, p: Pick, outcome: O
                 retriever: p.picker,
                 slot: parked.slot,
             };
-            let claimed = Ok(Event::Claimed { parked, by });
+            let claimed = Ok(Event::Claimed {
+                parked: *parked,
+                by,
+            });
             return crate::park::claim_cancelled(edge, now, &a, claimed);
         }
-        return take_recall(edge, now, p, parked);
+        return take_recall(edge, now, p, *parked);
     }
     if cancelled {
         edge.reply(now, &p.key, Response::to(&p.msg, 487));
