@@ -9,7 +9,9 @@
 #          failover time, recall lateness across a leader stop
 #   sites  park + retrieve across sites (three orbitd run processes), against the same cycle
 #          on one site and plain calls, in the same run
-# Usage: bench/run.sh [calls|relay|music|park|registry|sites|all] [options for the .py scripts]
+#   pickup call pickup cycles/s and pickup latency at the same site and across sites, and the
+#          plain call rate with and without pickup groups, in the same run
+# Usage: bench/run.sh [calls|relay|music|park|registry|sites|pickup|all] [options for the .py scripts]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # One per checkout path: cargo keys build freshness on paths relative to the workspace, so two
@@ -44,4 +46,7 @@ if [ "$what" = park ] || [ "$what" = all ]; then
 fi
 if [ "$what" = sites ] || [ "$what" = all ]; then
   python3 bench/sites.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" "$@"
+fi
+if [ "$what" = pickup ] || [ "$what" = all ]; then
+  python3 bench/pickup.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" "$@"
 fi

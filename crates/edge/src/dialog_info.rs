@@ -37,9 +37,10 @@ pub fn document(entity: &str, version: u32, parked: &[Parked], tenant: &str) -> 
     x
 }
 
-/// RFC 4235 full state of an extension's lamp: one early dialog per call ringing it (at any
-/// site), with the caller's dialog's call-id and tags (what a lamp key's INVITE with Replaces
-/// names to pick it up) and who calls; `ended`, rings just over, as terminated dialogs.
+/// RFC 4235 full state of an extension's lamp: one dialog per call ringing it at any site
+/// (early) or answered and in progress (confirmed), with the caller's dialog's call-id and tags
+/// (what a lamp key's INVITE with Replaces names to pick it up) and who calls; `ended`, calls
+/// just over, as terminated dialogs.
 pub fn ext_document(entity: &str, version: u32, ringing: &[Ringing], ended: &[Ringing]) -> String {
     let mut x = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{version}\" state=\"full\" entity=\"{}\">\n",
@@ -47,7 +48,16 @@ pub fn ext_document(entity: &str, version: u32, ringing: &[Ringing], ended: &[Ri
     );
     let states = ringing
         .iter()
-        .map(|r| (r, "early"))
+        .map(|r| {
+            (
+                r,
+                if r.answered_at.is_some() {
+                    "confirmed"
+                } else {
+                    "early"
+                },
+            )
+        })
         .chain(ended.iter().map(|r| (r, "terminated")));
     for (r, state) in states {
         let c = &r.call;

@@ -308,3 +308,43 @@ fn a_recall_ringing_the_parker_at_site_a_is_picked_up_at_site_c() {
     assert!(alice.wait().ok());
     assert!(s.log(0).contains("recall ringing"), "{}", s.log(0));
 }
+
+#[test]
+fn a_lamp_at_a_third_site_follows_a_call_early_then_confirmed_then_terminated() {
+    let s = Sites::start(&tenant());
+    let lamp = Sipp::new(&s.site[2], "uac_lamp_ext_answered.xml")
+        .args(["-s", "2001", "-au", "3001", "-ap", "pw3001"])
+        .key("caller", "3001")
+        .spawn();
+    lamp.wait_log("lamp_idle", Duration::from_secs(10));
+    // 2001 at site B rings 1.5 s, then answers; 1001 calls it from site A and hangs up.
+    let bob_media = RtpPeer::bind();
+    let bob = s.site[1]
+        .phone("2001", "uas_ring_answer.xml", &bob_media)
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let alice_media = RtpPeer::bind();
+    let alice = Sipp::new(&s.site[0], "uac_call.xml")
+        .args(["-s", "2001", "-au", "1001", "-ap", "pw1001", "-d", "1000"])
+        .key("caller", "1001")
+        .key("rtpport", &alice_media.port().to_string())
+        .spawn();
+    let a = alice.wait();
+    assert!(a.ok(), "caller: {}", a.errors);
+    assert!(bob.wait().ok());
+    let l = lamp.wait();
+    assert!(l.ok(), "lamp: {}", l.errors);
+    let order: Vec<usize> = ["early_call_id=", "lamp_confirmed=", "lamp_dark=", "final="]
+        .iter()
+        .map(|k| {
+            l.logs
+                .find(k)
+                .unwrap_or_else(|| panic!("lamp: no {k}:\n{}", l.logs))
+        })
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "lamp out of order:\n{}",
+        l.logs
+    );
+}

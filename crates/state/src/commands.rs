@@ -68,7 +68,8 @@ pub enum Command {
         ext: String,
         call: RingCall,
     },
-    /// Ring `ring` is over: answered (`answered`), or cancelled, refused or timed out.
+    /// Ring `ring` was answered (`answered`: its record stays, as the call in progress, until
+    /// a `RingEnd` without it), or its call is over (cancelled, refused, timed out, ended).
     RingEnd { ring: RingId, answered: bool },
     /// `by` takes a ringing call: ring `ring` if it rings one of `exts`, or without one named,
     /// the longest ringing of `exts` (the picker's pickup groups, or the one extension of a

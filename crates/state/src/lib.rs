@@ -335,12 +335,22 @@ impl Orbit {
             Command::Ring { tenant, ext, call } => {
                 self.ring(now, tenant, ext, call).map(Event::Ringing)
             }
-            Command::RingEnd { ring, answered } => {
-                self.ring_end(*ring).map(|ringing| Event::RingEnded {
+            Command::RingEnd {
+                ring,
+                answered: true,
+            } => self
+                .ring_answered(now, *ring)
+                .map(|ringing| Event::RingEnded {
                     ringing,
-                    answered: *answered,
-                })
-            }
+                    answered: true,
+                }),
+            Command::RingEnd {
+                ring,
+                answered: false,
+            } => self.ring_end(*ring).map(|ringing| Event::RingEnded {
+                ringing,
+                answered: false,
+            }),
             Command::Pickup {
                 tenant,
                 exts,

@@ -1,15 +1,18 @@
 //! Calls ringing extensions that someone may pick up (issue 10, call pickup): the edge ringing
-//! an extension records the ring, and ends it when the call is answered or goes away; a pickup
-//! claims one. The log orders a pickup against the ring's end, so that of a callee answering
-//! and a colleague picking up, or of two colleagues at two sites, exactly one has the call.
+//! an extension records the ring, marks it answered when the callee answers, and ends it when
+//! the call goes away; a pickup claims one still ringing. The log orders a pickup against the
+//! callee's answer, so that of a callee answering and a colleague picking up, or of two
+//! colleagues at two sites, exactly one has the call. Extension lamps show the records: early
+//! while ringing, confirmed once answered.
 //!
 //! ```text
-//! Ring ─▶ ringing ──RingEnd (answered, cancelled, failed)──▶ gone
+//! Ring ─▶ ringing ──RingEnd(answered)──▶ in progress ──RingEnd──▶ gone
+//!            ├──RingEnd (cancelled, failed)──▶ gone
 //!            └──Pickup (the ring named, else the longest ringing of the extensions given)──▶ gone
 //! ```
 //!
-//! Rings are kept only while they ring and at most [`MAX_RINGS`] at once; an edge that loses
-//! its lease or restarts loses its rings with its parked calls.
+//! Records are kept only while their calls last and at most [`MAX_RINGS`] at once; an edge
+//! that loses its lease or restarts loses them with its parked calls.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +54,10 @@ pub struct Ringing {
     pub call: RingCall,
     /// When it began to ring (the longest ringing is picked up first).
     pub since: Millis,
+    /// When its callee answered: the record stays, as the call in progress (a lamp shows it
+    /// confirmed), until the call ends; nobody can pick it up any more.
+    #[serde(default)]
+    pub answered_at: Option<Millis>,
 }
 
 impl Orbit {
@@ -81,10 +88,27 @@ impl Orbit {
             ext: ext.to_string(),
             call: call.clone(),
             since: now,
+            answered_at: None,
         };
         self.rings.insert(r.id, r.clone());
         *self.rings_by_edge.entry(r.call.edge.clone()).or_default() += 1;
         Ok(r)
+    }
+
+    /// Ring `ring`'s callee answered: the record stays as the call in progress. A call already
+    /// answered, or gone (picked up first), is refused.
+    pub(crate) fn ring_answered(
+        &mut self,
+        now: Millis,
+        ring: RingId,
+    ) -> Result<Ringing, Rejection> {
+        let r = self
+            .rings
+            .get_mut(&ring)
+            .filter(|r| r.answered_at.is_none())
+            .ok_or(Rejection::NotRinging)?;
+        r.answered_at = Some(now);
+        Ok(r.clone())
     }
 
     pub(crate) fn ring_end(&mut self, ring: RingId) -> Result<Ringing, Rejection> {
@@ -116,7 +140,8 @@ impl Orbit {
         // A recall's ring counts while its park is still parked (retrieved or answered, it
         // rings on only until its edge ends it).
         let mine = |r: &Ringing| {
-            r.tenant == tenant
+            r.answered_at.is_none()
+                && r.tenant == tenant
                 && exts.contains(r.ext.as_str())
                 && r.call.park.is_none_or(|p| self.parks.contains_key(&p))
         };
@@ -172,13 +197,15 @@ impl Orbit {
     pub fn ringing_dialog(&self, call_id: &str, tags: [&str; 2]) -> Option<&Ringing> {
         self.rings.values().find(|r| {
             let c = &r.call;
-            c.call_id == call_id
+            r.answered_at.is_none()
+                && c.call_id == call_id
                 && ((c.local_tag == tags[0] && c.remote_tag == tags[1])
                     || (c.local_tag == tags[1] && c.remote_tag == tags[0]))
         })
     }
 
-    /// Every call ringing an extension of `tenant`, longest ringing first.
+    /// Every call ringing an extension of `tenant` (or answered, still in progress), longest
+    /// ringing first.
     pub fn rings_of(&self, tenant: &str) -> Vec<&Ringing> {
         let mut v: Vec<&Ringing> = self.rings.values().filter(|r| r.tenant == tenant).collect();
         v.sort_by_key(|r| (r.since, r.id));
@@ -283,10 +310,14 @@ mod tests {
             ring: a.id,
             answered: true,
         };
+        let in_progress = Ringing {
+            answered_at: Some(T0 + 1),
+            ..a.clone()
+        };
         assert_eq!(
             o.apply(T0 + 1, &answered),
             Ok(Event::RingEnded {
-                ringing: a.clone(),
+                ringing: in_progress.clone(),
                 answered: true
             })
         );
@@ -294,6 +325,22 @@ mod tests {
             pickup(&mut o, &["1002"], Some(a.id)),
             Err(Rejection::NotRinging)
         );
+        assert_eq!(pickup(&mut o, &["1002"], None), Err(Rejection::NotRinging));
+        // The answered call stays recorded (a lamp shows it) until it ends; answered once.
+        assert_eq!(o.rings_of("example.com"), vec![&in_progress]);
+        assert_eq!(o.apply(T0 + 2, &answered), Err(Rejection::NotRinging));
+        let over = Command::RingEnd {
+            ring: a.id,
+            answered: false,
+        };
+        assert!(matches!(
+            o.apply(T0 + 3, &over),
+            Ok(Event::RingEnded {
+                answered: false,
+                ..
+            })
+        ));
+        assert!(o.rings_of("example.com").is_empty());
         // And the other way round: picked up first, the callee's answer finds it gone.
         let b = ring(&mut o, T0, "1002", 2, "site-a");
         assert_eq!(picked(pickup(&mut o, &["1002"], None)), b.id);

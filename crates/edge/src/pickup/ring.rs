@@ -4,7 +4,8 @@
 //! pickup, and a call that stops ringing otherwise ends its ring.
 //!
 //! ```text
-//! call to 2001 ─▶ (0.5 s) ─▶ Ring ─▶ Recorded(N) ─▶ 2xx held: RingEnd(N, answered) ─▶ relayed
+//! call to 2001 ─▶ (0.5 s) ─▶ Ring ─▶ Recorded(N) ─▶ 2xx held: RingEnd(N, answered) ─▶ relayed,
+//!                                               │     │        Talking(N) ─▶ call over: RingEnd(N)
 //!                                               │     └▶ NotRinging: held until the picker
 //!                                               │        comes (then ACK+BYE), or goes through
 //!                                               └▶ call gone: RingEnd(N)
@@ -31,6 +32,8 @@ pub(crate) enum RingState {
     Recorded(RingId),
     /// The callee answered: that answer (the `RingEnd` of this ring) is being ordered.
     Answering(RingId),
+    /// Answered: the record stays, as the call in progress, until the call ends.
+    Talking(RingId),
 }
 
 /// A call ringing here that pickup watches.
@@ -152,7 +155,7 @@ pub(crate) fn on_held_answer(edge: &mut Picking, now: Instant, h: HeldAnswer) {
     match r.state {
         RingState::Recorded(ring) => answered(edge, now, id, ring, h),
         RingState::Recording | RingState::Answering(_) => r.held = Some(h),
-        RingState::Waiting => release(edge, now, id, Some(h)),
+        RingState::Waiting | RingState::Talking(_) => release(edge, now, id, Some(h)),
     }
 }
 
@@ -189,8 +192,10 @@ pub(crate) fn answer_outcome(edge: &mut Picking, now: Instant, id: u64, outcome:
                 .schedule(now + ANSWER_WAIT, TimerKey::AnswerWait(id));
         }
         _ => {
+            // Answered (or, the registry out of reach, taken to be): the record now shows the
+            // call in progress, and ends with it.
             let held = r.held.take();
-            edge.pickup.rings.remove(&id);
+            r.state = RingState::Talking(ring);
             edge.pickup.by_ring.remove(&ring);
             release(edge, now, id, held);
         }
@@ -261,6 +266,7 @@ pub(crate) fn on_unrung(edge: &mut Picking, now: Instant, id: u64) {
                 end_ring(edge, now, ring);
             }
         }
+        RingState::Talking(ring) => end_ring(edge, now, ring),
     }
     if let Some(h) = r.held {
         // Its call is gone: the late answer is taken and hung up.

@@ -212,16 +212,32 @@ fn calls_to_extensions_nobody_may_pick_up_are_not_recorded() {
 }
 
 #[test]
-fn a_ring_ends_when_the_callee_answers_or_the_caller_cancels() {
+fn a_ring_is_a_call_in_progress_once_answered_and_ends_with_it_or_when_the_caller_cancels() {
     let mut net = Net::with(grouped());
     let inv = ringing_bob(&mut net);
     net.advance(crate::pickup::RECORD_AFTER);
     net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
-    assert_eq!(net.one(ALICE).code(), 200);
-    assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
+    let ok = net.one(ALICE);
+    assert_eq!(ok.code(), 200);
+    // Answered: recorded as the call in progress (lamps show it), which nobody can pick up.
+    let rings = net.edge.orbit().rings_of("orbit.test");
+    assert!(
+        rings.len() == 1 && rings[0].answered_at.is_some(),
+        "{rings:?}"
+    );
     net.send(CAROL, &carol_dials("*8", "late", ""));
     let r = net.one(CAROL);
     assert_eq!((r.code(), r.reason()), (404, "Nothing To Pick Up"));
+    // Over when the call is.
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack", None));
+    net.send(ALICE, &alice_in_dialog(&ok, "BYE", 2, "bye", None));
+    let bye = net
+        .take(BOB1)
+        .into_iter()
+        .find(|m| *m.method() == Method::Bye)
+        .unwrap();
+    net.send_msg(BOB1, answer(&bye, 200, "bob", None, BOB1));
+    assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
 
     let mut net = Net::with(grouped());
     ringing_bob(&mut net);
