@@ -58,7 +58,7 @@ def run_pickups(t, rate, seconds, work, twin_port, picker, label):
     common = ["-i", "127.0.0.1", "-nostdin", "-m", str(total), "-timeout", f"{seconds + 40}s",
               "-3pcc", f"127.0.0.1:{twin_port}", "-trace_stat", "-fd", "1"] + calls.BUFF
     pick = subprocess.Popen(["sipp", picker, "-sf", os.path.join(HERE, "pickup_picker.xml"),
-                             "-key", "pickup_after", "700", "-stf", os.path.join(rdir, "picker.csv"),
+                             "-stf", os.path.join(rdir, "picker.csv"),
                              "-trace_rtt", "-rtt_freq", "50", "-p", str(twin_port + 1)] + common,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=rdir)
     time.sleep(0.5)

@@ -1,10 +1,10 @@
 //! Busy-lamp keys: `SUBSCRIBE Event: dialog` (RFC 6665, RFC 4235) to a slot (`701`), to a lot's
 //! park extension (`700`, every slot of the lot), or to an extension (`1002`: the calls ringing
 //! it at any site, early, then confirmed when answered, and terminated when they end; a lamp
-//! key picks a ringing one up with an INVITE whose Replaces names it). Each new subscription and each refresh gets a NOTIFY with the full
-//! current state; every orbit event that touches the resource sends another, with the version
-//! counting up. An extension's lamp may be watched by the extension itself and by whoever may
-//! pick up its calls.
+//! key picks a ringing one up with an INVITE whose Replaces names it). Each new subscription
+//! and each refresh gets a NOTIFY with the full current state; every orbit event that touches
+//! the resource sends another, with the version counting up. An extension's lamp may be
+//! watched by the extension itself and by whoever may pick up its calls.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -321,9 +321,8 @@ fn notify(
         Resource::Ext(e) => {
             let ringing: Vec<Ringing> = edge
                 .orbit
-                .rings_of(&tenant)
+                .rings_of_ext(&tenant, e)
                 .into_iter()
-                .filter(|r| r.ext == *e)
                 .cloned()
                 .collect();
             crate::dialog_info::ext_document(&entity, sub.version, &ringing, ended)
@@ -351,11 +350,7 @@ fn notify(
 /// An orbit event changed a slot, or a call ringing an extension: tell everyone watching it.
 pub(crate) fn on_event(edge: &mut Lamping<'_>, now: Instant, ev: &Event) {
     let (ringing, ended): (&[Ringing], &[Ringing]) = match ev {
-        Event::Ringing(r)
-        | Event::RingEnded {
-            ringing: r,
-            answered: true,
-        } => (std::slice::from_ref(r), &[]),
+        Event::Ringing(r) | Event::RingAnswered(r) => (std::slice::from_ref(r), &[]),
         Event::RingEnded { ringing, .. } | Event::PickedUp { ringing, .. } => {
             (&[], std::slice::from_ref(ringing))
         }

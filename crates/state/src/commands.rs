@@ -68,9 +68,11 @@ pub enum Command {
         ext: String,
         call: RingCall,
     },
-    /// Ring `ring` was answered (`answered`: its record stays, as the call in progress, until
-    /// a `RingEnd` without it), or its call is over (cancelled, refused, timed out, ended).
-    RingEnd { ring: RingId, answered: bool },
+    /// Ring `ring`'s callee answered: its record stays, as the call in progress (which nobody
+    /// can pick up), until its `RingEnd`. Refused if the ring was picked up first.
+    RingAnswered { ring: RingId },
+    /// Ring `ring`'s call is over: cancelled, refused, timed out, or ended after its answer.
+    RingEnd { ring: RingId },
     /// `by` takes a ringing call: ring `ring` if it rings one of `exts`, or without one named,
     /// the longest ringing of `exts` (the picker's pickup groups, or the one extension of a
     /// directed pickup).
@@ -128,9 +130,9 @@ pub enum Event {
         rings: Vec<Ringing>,
     },
     Ringing(Ringing),
+    RingAnswered(Ringing),
     RingEnded {
         ringing: Ringing,
-        answered: bool,
     },
     PickedUp {
         ringing: Ringing,
@@ -151,6 +153,7 @@ impl Event {
             | Event::Located { .. }
             | Event::Unlocated { .. }
             | Event::Ringing(_)
+            | Event::RingAnswered(_)
             | Event::RingEnded { .. }
             | Event::PickedUp { parked: None, .. } => vec![],
             Event::PickedUp {

@@ -17,7 +17,7 @@
 //! retriever or the recall, wins); Expire is fenced by the park id and refused before the
 //! deadline, so a timeout fires once and never early.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -156,6 +156,8 @@ pub struct Orbit {
     rings: BTreeMap<RingId, Ringing>,
     /// How many of `rings` each edge holds (derived from them: not serialised).
     rings_by_edge: BTreeMap<String, usize>,
+    /// (tenant, extension) → its rings (derived: a lamp or a pickup finds them without a scan).
+    rings_by_ext: BTreeMap<(String, String), BTreeSet<RingId>>,
     next_ring: RingId,
 }
 
@@ -335,22 +337,12 @@ impl Orbit {
             Command::Ring { tenant, ext, call } => {
                 self.ring(now, tenant, ext, call).map(Event::Ringing)
             }
-            Command::RingEnd {
-                ring,
-                answered: true,
-            } => self
-                .ring_answered(now, *ring)
-                .map(|ringing| Event::RingEnded {
-                    ringing,
-                    answered: true,
-                }),
-            Command::RingEnd {
-                ring,
-                answered: false,
-            } => self.ring_end(*ring).map(|ringing| Event::RingEnded {
-                ringing,
-                answered: false,
-            }),
+            Command::RingAnswered { ring } => {
+                self.ring_answered(now, *ring).map(Event::RingAnswered)
+            }
+            Command::RingEnd { ring } => self
+                .ring_end(*ring)
+                .map(|ringing| Event::RingEnded { ringing }),
             Command::Pickup {
                 tenant,
                 exts,

@@ -73,6 +73,12 @@ impl From<OrbitRepr> for Orbit {
                 *m.entry(x.call.edge.clone()).or_default() += 1;
                 m
             }),
+            rings_by_ext: r.rings.iter().fold(BTreeMap::new(), |mut m, x| {
+                m.entry((x.tenant.clone(), x.ext.clone()))
+                    .or_insert_with(std::collections::BTreeSet::new)
+                    .insert(x.id);
+                m
+            }),
             rings: r.rings.into_iter().map(|x| (x.id, x)).collect(),
             next_ring: r.next_ring,
         }

@@ -6,7 +6,7 @@
 //! while ringing, confirmed once answered.
 //!
 //! ```text
-//! Ring ─▶ ringing ──RingEnd(answered)──▶ in progress ──RingEnd──▶ gone
+//! Ring ─▶ ringing ──RingAnswered──▶ in progress ──RingEnd──▶ gone
 //!            ├──RingEnd (cancelled, failed)──▶ gone
 //!            └──Pickup (the ring named, else the longest ringing of the extensions given)──▶ gone
 //! ```
@@ -68,6 +68,17 @@ impl Orbit {
         ext: &str,
         call: &RingCall,
     ) -> Result<Ringing, Rejection> {
+        if let Some(p) = call.park {
+            // A recall's ring names the park a pickup of it takes: only a park this edge holds,
+            // of this tenant.
+            let own = self
+                .parks
+                .get(&p)
+                .is_some_and(|x| x.call.edge == call.edge && x.lot.tenant == tenant);
+            if !own {
+                return Err(Rejection::Gone(p));
+            }
+        }
         let of_edge = self.rings_by_edge.get(&call.edge).copied().unwrap_or(0);
         for (what, held, max) in [
             ("rings", self.rings.len(), MAX_RINGS),
@@ -92,6 +103,10 @@ impl Orbit {
         };
         self.rings.insert(r.id, r.clone());
         *self.rings_by_edge.entry(r.call.edge.clone()).or_default() += 1;
+        self.rings_by_ext
+            .entry((r.tenant.clone(), r.ext.clone()))
+            .or_default()
+            .insert(r.id);
         Ok(r)
     }
 
@@ -117,6 +132,13 @@ impl Orbit {
             *n -= 1;
             if *n == 0 {
                 self.rings_by_edge.remove(&r.call.edge);
+            }
+        }
+        let key = (r.tenant.clone(), r.ext.clone());
+        if let Some(ids) = self.rings_by_ext.get_mut(&key) {
+            ids.remove(&r.id);
+            if ids.is_empty() {
+                self.rings_by_ext.remove(&key);
             }
         }
         Ok(r)
@@ -153,9 +175,11 @@ impl Orbit {
                 .map(|r| r.id)
                 .ok_or(Rejection::NotRinging)?,
             // Ids grow with time, so among rings begun at the same instant the first recorded.
-            None => self
-                .rings
-                .values()
+            None => exts
+                .iter()
+                .filter_map(|e| self.rings_by_ext.get(&(tenant.to_string(), e.to_string())))
+                .flatten()
+                .filter_map(|id| self.rings.get(id))
                 .filter(|r| mine(r))
                 .min_by_key(|r| (r.since, r.id))
                 .map(|r| r.id)
@@ -204,8 +228,22 @@ impl Orbit {
         })
     }
 
-    /// Every call ringing an extension of `tenant` (or answered, still in progress), longest
-    /// ringing first.
+    /// The calls to extension `ext` of `tenant`, ringing or answered (still in progress),
+    /// longest first.
+    pub fn rings_of_ext(&self, tenant: &str, ext: &str) -> Vec<&Ringing> {
+        let mut v: Vec<&Ringing> = self
+            .rings_by_ext
+            .get(&(tenant.to_string(), ext.to_string()))
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.rings.get(id))
+            .collect();
+        v.sort_by_key(|r| (r.since, r.id));
+        v
+    }
+
+    /// Every call to an extension of `tenant`, ringing or answered (still in progress), longest
+    /// first.
     pub fn rings_of(&self, tenant: &str) -> Vec<&Ringing> {
         let mut v: Vec<&Ringing> = self.rings.values().filter(|r| r.tenant == tenant).collect();
         v.sort_by_key(|r| (r.since, r.id));
@@ -306,20 +344,14 @@ mod tests {
     fn of_an_answer_and_a_pickup_the_first_in_the_log_has_the_call() {
         let mut o = Orbit::new();
         let a = ring(&mut o, T0, "1002", 1, "site-a");
-        let answered = Command::RingEnd {
-            ring: a.id,
-            answered: true,
-        };
+        let answered = Command::RingAnswered { ring: a.id };
         let in_progress = Ringing {
             answered_at: Some(T0 + 1),
             ..a.clone()
         };
         assert_eq!(
             o.apply(T0 + 1, &answered),
-            Ok(Event::RingEnded {
-                ringing: in_progress.clone(),
-                answered: true
-            })
+            Ok(Event::RingAnswered(in_progress.clone()))
         );
         assert_eq!(
             pickup(&mut o, &["1002"], Some(a.id)),
@@ -329,25 +361,16 @@ mod tests {
         // The answered call stays recorded (a lamp shows it) until it ends; answered once.
         assert_eq!(o.rings_of("example.com"), vec![&in_progress]);
         assert_eq!(o.apply(T0 + 2, &answered), Err(Rejection::NotRinging));
-        let over = Command::RingEnd {
-            ring: a.id,
-            answered: false,
-        };
+        let over = Command::RingEnd { ring: a.id };
         assert!(matches!(
             o.apply(T0 + 3, &over),
-            Ok(Event::RingEnded {
-                answered: false,
-                ..
-            })
+            Ok(Event::RingEnded { .. })
         ));
         assert!(o.rings_of("example.com").is_empty());
         // And the other way round: picked up first, the callee's answer finds it gone.
         let b = ring(&mut o, T0, "1002", 2, "site-a");
         assert_eq!(picked(pickup(&mut o, &["1002"], None)), b.id);
-        let late = Command::RingEnd {
-            ring: b.id,
-            answered: true,
-        };
+        let late = Command::RingAnswered { ring: b.id };
         assert_eq!(o.apply(T0 + 2, &late), Err(Rejection::NotRinging));
     }
 
@@ -397,14 +420,7 @@ mod tests {
         ));
         // Ended rings make room again.
         let first = o.rings_of("example.com")[0].id;
-        o.apply(
-            T0,
-            &Command::RingEnd {
-                ring: first,
-                answered: false,
-            },
-        )
-        .unwrap();
+        o.apply(T0, &Command::RingEnd { ring: first }).unwrap();
         assert!(o.apply(T0, &one_more).is_ok());
     }
 

@@ -746,3 +746,35 @@ fn a_recall_whose_call_was_retrieved_cannot_be_picked_up() {
     assert_eq!(pickup_1002(&mut o, Some(ring)), Err(Rejection::NotRinging));
     assert_eq!(pickup_1002(&mut o, None), Err(Rejection::NotRinging));
 }
+
+#[test]
+fn a_recalls_ring_may_name_only_a_park_its_edge_holds_for_its_tenant() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let p = park(&mut o, T0, None, 1).unwrap();
+    let ring = |edge: &str, tenant: &str, park: ParkId| Command::Ring {
+        tenant: tenant.into(),
+        ext: "1002".into(),
+        call: RingCall {
+            caller_uri: "sip:1@example.com".into(),
+            caller_display: None,
+            edge: edge.into(),
+            call_id: "c".into(),
+            local_tag: "l".into(),
+            remote_tag: "r".into(),
+            park: Some(park),
+        },
+    };
+    // Another edge's park, another tenant's, a park that does not exist: a pickup of such a
+    // ring would take a call its edge does not hold.
+    for cmd in [
+        ring("site-b", "example.com", p.id),
+        ring("site-a", "other.com", p.id),
+        ring("site-a", "example.com", p.id + 100),
+    ] {
+        assert!(
+            matches!(o.apply(T0, &cmd), Err(Rejection::Gone(_))),
+            "{cmd:?}"
+        );
+    }
+    assert!(o.apply(T0, &ring("site-a", "example.com", p.id)).is_ok());
+}

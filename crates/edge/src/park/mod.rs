@@ -63,6 +63,15 @@ pub(crate) use recall::*;
 pub(crate) use refer::*;
 pub(crate) use retrieve::*;
 
+/// What park tells pickup of a call's recall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecallNews {
+    /// It began ringing the parker.
+    Ringing(u64),
+    /// It stopped (answered, taken, timed out, or its call ended).
+    Stopped(u64),
+}
+
 /// The built-in music, synthesised once per process (immutable, so sharing it between sites
 /// in one process shares nothing that could change).
 pub(crate) fn builtin_music() -> Arc<Clip> {
@@ -115,9 +124,9 @@ pub(crate) struct Parks {
     pub consults: HashMap<u64, Consult>,
     /// Calls whose park is being ordered (not parkable again until its outcome).
     pub ordering: HashSet<u64>,
-    /// Recalls that began ringing the parker (true) or stopped (false), by call, in order,
-    /// since pickup last looked (it records and ends their rings). Taken by pickup.
-    pub recall_news: Vec<(u64, bool)>,
+    /// Recalls that began ringing the parker or stopped, by call, in order, since pickup last
+    /// looked (it records and ends their rings). Taken by pickup.
+    pub recall_news: Vec<RecallNews>,
     /// Digits each party of a call pressed lately (for the park code), and when the last came.
     pub digits: HashMap<u64, [(String, Option<Instant>); 2]>,
     /// Slots spoken to attended parkers, held until their REFER comes (or their call ends).
@@ -301,7 +310,7 @@ pub(crate) fn on_call_end(edge: &mut Parking, now: Instant, cid: u64, why: Optio
     };
     unhold(edge, ps.id);
     if let Some(r) = &ps.recall {
-        edge.park.recall_news.push((cid, false));
+        edge.park.recall_news.push(RecallNews::Stopped(cid));
         for b in &r.branches {
             cancel_branch(edge, now, b, None);
         }

@@ -86,7 +86,7 @@ pub(crate) fn start_recall(edge: &mut Parking, now: Instant, cid: u64, stage: Re
     info!(%target, ?stage, slot, forks = targets.len(), "recall ringing");
     if stage == RecallStage::Parker {
         // The parker's colleagues may pick the recall up.
-        edge.park.recall_news.push((cid, true));
+        edge.park.recall_news.push(RecallNews::Ringing(cid));
     }
     let keys: Vec<ClientKey> = targets.iter().map(|_| edge.new_branch()).collect();
     let d = edge.calls[&cid].dialog_ref(v);
@@ -265,7 +265,7 @@ pub(crate) fn recall_claim_outcome(
     call.confirm();
     info!(by = %r.target, stage = ?r.stage, slot = ps.slot, "recall answered");
     call::send_own_ack(edge, cid, v, 1);
-    edge.park.recall_news.push((cid, false));
+    edge.park.recall_news.push(RecallNews::Stopped(cid));
     for (i, b) in r.branches.iter().enumerate() {
         if i != idx {
             cancel_branch(edge, now, b, Some(call::COMPLETED_ELSEWHERE));
@@ -336,7 +336,7 @@ pub(crate) fn abandon(edge: &mut Parking, now: Instant, cid: u64) {
     let span = call.span.clone();
     let _g = span.enter();
     warn!(slot = ps.slot, caller = %ps.caller_uri, parker = %ps.parker, "recall and fallback unanswered: hanging up the parked caller");
-    edge.park.recall_news.push((cid, false));
+    edge.park.recall_news.push(RecallNews::Stopped(cid));
     unhold(edge, ps.id);
     let end = Command::End {
         park: ps.id,
@@ -346,7 +346,8 @@ pub(crate) fn abandon(edge: &mut Parking, now: Instant, cid: u64) {
     hangup(edge, now, cid, "recall unanswered");
 }
 
-/// Stop ringing recall phones (the recall timed out, or the call is ending).
+/// Stop ringing recall phones: the recall stage is over (timed out, or a new park replaces it),
+/// the call is ending, or it was lost with the lease.
 pub(crate) fn cancel_recall(edge: &mut Parking, now: Instant, cid: u64) {
     cancel_recall_with(edge, now, cid, None);
 }
@@ -364,7 +365,7 @@ fn cancel_recall_with(edge: &mut Parking, now: Instant, cid: u64, reason: Option
     // Keep the attempt number but mark it over, so late answers find no current recall.
     r.attempt = r.attempt.wrapping_add(1 << 31);
     let branches = std::mem::take(&mut r.branches);
-    edge.park.recall_news.push((cid, false));
+    edge.park.recall_news.push(RecallNews::Stopped(cid));
     for b in &branches {
         cancel_branch(edge, now, b, reason);
     }

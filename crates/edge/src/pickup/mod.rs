@@ -5,14 +5,15 @@
 //! callee is one somebody may pick up (in a pickup group, or anyone when the tenant lets
 //! directed pickup reach anyone), once the call has rung for [`RECORD_AFTER`]. A picker's edge
 //! asks the log for a ringing call (`Pickup`): the log orders it against the callee's answer
-//! (`RingEnd`) and against other pickers, so exactly one has the call. The winner takes it here
+//! (`RingAnswered`) and against other pickers, so exactly one has the call. The winner takes it here
 //! or, held at another site, over the trunk as retrieve does.
 //!
 //! ```text
 //! caller ─INVITE 2001─▶ edge A ─▶ rings 2001 ── 0.5 s ──▶ Ring (log) ─▶ lamps, pickers
 //! picker ─INVITE *8───▶ edge C ─▶ Pickup (log) ─▶ PickedUp(ring at A) ─▶ trunk INVITE,
 //!     X-Orbit-Claim: ring-N ─▶ edge A: CANCEL 2001's phones (Reason: cause=200), 200 both ways
-//! callee answers ─▶ 2xx held ─▶ RingEnd(answered) ─▶ committed: relayed; refused: ACK+BYE
+//! callee answers ─▶ 2xx held ─▶ RingAnswered ─▶ committed: relayed; refused: waits for the
+//!     picker, then ACK+BYE (or relayed after all if no picker comes)
 //! ```
 //!
 //! Pickup is a layer ([`Picking`]) over park's: one file per job (`ring.rs` records and ends
@@ -95,8 +96,9 @@ pub(crate) struct Pickups {
 pub(crate) enum PickThen {
     /// A ring recorded for call `.0`.
     Ring(u64),
-    /// The callee of call `.0` answered: its answer goes on if the log took it first.
-    Answered(u64),
+    /// The callee of call `.0` answered (ring `.1`): its answer goes on if the log took it
+    /// first.
+    Answered(u64, RingId),
     /// A picker asked for a call (boxed: its INVITE is large beside a call's number).
     Pick(Box<Pick>),
     /// The ring of call `.0`'s recall recorded.
@@ -122,7 +124,7 @@ impl Picking {
     pub(crate) fn continue_with(&mut self, now: Instant, token: u64, outcome: Outcome) {
         match self.then.remove(&token) {
             Some(PickThen::Ring(id)) => ring_outcome(self, now, id, outcome),
-            Some(PickThen::Answered(id)) => answer_outcome(self, now, id, outcome),
+            Some(PickThen::Answered(id, ring)) => answer_outcome(self, now, id, ring, outcome),
             Some(PickThen::Pick(p)) => pick_outcome(self, now, *p, outcome),
             Some(PickThen::RecallRing(id)) => recall_ring_outcome(self, now, id, outcome),
             None => {}
@@ -146,11 +148,13 @@ impl Picking {
         true
     }
 
-    /// An orbit event applied here: rings of ours recorded, picked up, or lost with our lease.
+    /// An orbit event applied here: rings of ours recorded, picked up, or lost with our lease;
+    /// calls of ours parked.
     pub(crate) fn on_orbit_event(&mut self, now: Instant, ev: &Event) {
         self.parking.on_orbit_event(now, ev);
         let site = self.cfg.site.clone();
         match ev {
+            Event::Parked(p) if p.call.edge == site => on_parked(self, now, p),
             Event::Ringing(r) if r.call.edge == site => match r.call.park {
                 Some(park) => on_recall_ring_shown(self, now, r, park),
                 None => on_ring_shown(self, now, r),

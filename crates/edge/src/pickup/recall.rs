@@ -12,7 +12,7 @@
 //! ```
 
 use super::*;
-use crate::park::AfterClaim;
+use crate::park::{AfterClaim, RecallNews};
 
 /// Park's news of recalls, in order: record the rings of those that began ringing the parker,
 /// end those of recalls that stopped.
@@ -20,11 +20,10 @@ pub(crate) fn on_recall_news(edge: &mut Picking, now: Instant) -> bool {
     if edge.park.recall_news.is_empty() {
         return false;
     }
-    for (cid, ringing) in std::mem::take(&mut edge.park.recall_news) {
-        if ringing {
-            recall_ringing(edge, now, cid);
-        } else {
-            recall_over(edge, now, cid);
+    for news in std::mem::take(&mut edge.park.recall_news) {
+        match news {
+            RecallNews::Ringing(cid) => recall_ringing(edge, now, cid),
+            RecallNews::Stopped(cid) => recall_over(edge, now, cid),
         }
     }
     true
@@ -71,7 +70,10 @@ pub(crate) fn recall_ring_outcome(edge: &mut Picking, now: Instant, cid: u64, ou
     let ring = match outcome {
         Ok(Event::Ringing(r)) => r.id,
         _ => {
-            edge.pickup.recalls.remove(&cid);
+            // Not recorded, unless the watch brought it already (the answer lost on the way).
+            if edge.pickup.recalls.get(&cid) == Some(&None) {
+                edge.pickup.recalls.remove(&cid);
+            }
             return;
         }
     };
@@ -80,8 +82,8 @@ pub(crate) fn recall_ring_outcome(edge: &mut Picking, now: Instant, cid: u64, ou
             *slot = Some(ring);
             edge.pickup.by_recall.insert(ring, cid);
         }
-        Some(Some(_)) => {} // the watch brought it first
-        None => end_ring(edge, now, ring),
+        Some(Some(known)) if *known == ring => {} // the watch brought it first
+        _ => end_ring(edge, now, ring),
     }
 }
 
@@ -102,8 +104,8 @@ pub(crate) fn on_recall_ring_shown(
             *slot = Some(ringing.id);
             edge.pickup.by_recall.insert(ringing.id, c);
         }
-        Some(_) => {}
-        None => end_ring(edge, now, ringing.id),
+        // Another record for a recall already recorded, or for one that stopped.
+        _ => end_ring(edge, now, ringing.id),
     }
 }
 
@@ -119,10 +121,17 @@ pub(crate) fn on_recall_picked(
     if let Some(cid) = edge.pickup.by_recall.remove(&ringing.id) {
         edge.pickup.recalls.remove(&cid);
     }
+    // The recall stops at once (its timers with it): the call is the picker's now, and a
+    // stage timing out meanwhile must not ring the fallback or hang the caller up.
+    if let Some(&cid) = edge.park.by_id.get(&parked.id) {
+        crate::park::cancel_recall_taken(edge, now, cid);
+    }
     crate::park::on_claimed(edge, now, parked, by);
 }
 
-/// The picker here won a recall: take the parked call here, or from the site holding it.
+/// The picker here won a recall: take the parked call here, or from the site holding it. A
+/// picker who cannot take the parked call's codec is refused, and the call goes back to its
+/// slot (a retriever is refused before claiming; a group pickup does not know what it gets).
 pub(crate) fn take_recall(edge: &mut Picking, now: Instant, p: Pick, parked: orbit_state::Parked) {
     let a = AfterClaim {
         key: p.key,
@@ -131,6 +140,29 @@ pub(crate) fn take_recall(edge: &mut Picking, now: Instant, p: Pick, parked: orb
         retriever: p.picker,
         slot: parked.slot,
     };
+    let codec = parked
+        .call
+        .codec
+        .as_deref()
+        .and_then(orbit_media::Codec::from_name);
+    let offer = crate::call::is_sdp(&a.msg).then_some(&a.msg.body[..]);
+    if let (Some(codec), Some(offer)) = (codec, offer) {
+        if crate::park::offer_pt(offer, codec).is_none() {
+            crate::park::wrong_codec(edge, now, &a, codec);
+            info!(
+                park = parked.id,
+                slot = parked.slot,
+                "recall picked up by a phone without its codec: parked again"
+            );
+            let cmd = Command::Park {
+                lot: parked.lot.clone(),
+                slot: Some(parked.slot),
+                call: parked.call.clone(),
+            };
+            edge.propose(now, cmd, Then::Nothing);
+            return;
+        }
+    }
     if parked.call.edge != edge.cfg.site {
         info!(site = %parked.call.edge, park = parked.id, "picking up a recall over the trunk");
         return crate::park::retrieve_remote(edge, now, a, parked);

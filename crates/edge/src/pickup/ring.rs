@@ -1,10 +1,11 @@
 //! Recording the calls ringing here that someone may pick up, and ending the records: a call
 //! to a pickable extension is recorded once it has rung for [`RECORD_AFTER`]; from then on a
-//! callee's answer is held back until the log has ordered it (`RingEnd`, answered) against any
-//! pickup, and a call that stops ringing otherwise ends its ring.
+//! callee's answer is held back until the log has ordered it (`RingAnswered`) against any
+//! pickup; the record then stands for the call in progress until it ends (`RingEnd`), and a
+//! call that stops ringing otherwise ends it too.
 //!
 //! ```text
-//! call to 2001 ─▶ (0.5 s) ─▶ Ring ─▶ Recorded(N) ─▶ 2xx held: RingEnd(N, answered) ─▶ relayed,
+//! call to 2001 ─▶ (0.5 s) ─▶ Ring ─▶ Recorded(N) ─▶ 2xx held: RingAnswered(N) ─▶ relayed,
 //!                                               │     │        Talking(N) ─▶ call over: RingEnd(N)
 //!                                               │     └▶ NotRinging: held until the picker
 //!                                               │        comes (then ACK+BYE), or goes through
@@ -30,7 +31,7 @@ pub(crate) enum RingState {
     Recording,
     /// Recorded as this ring.
     Recorded(RingId),
-    /// The callee answered: that answer (the `RingEnd` of this ring) is being ordered.
+    /// The callee answered: that answer (`RingAnswered` of this ring) is being ordered.
     Answering(RingId),
     /// Answered: the record stays, as the call in progress, until the call ends.
     Talking(RingId),
@@ -164,16 +165,23 @@ fn answered(edge: &mut Picking, now: Instant, id: u64, ring: RingId, h: HeldAnsw
         r.state = RingState::Answering(ring);
         r.held = Some(h);
     }
-    let cmd = Command::RingEnd {
-        ring,
-        answered: true,
-    };
-    edge.propose_then(now, cmd, PickThen::Answered(id));
+    let cmd = Command::RingAnswered { ring };
+    edge.propose_then(now, cmd, PickThen::Answered(id, ring));
 }
 
-/// Whether the callee's answer to call `id` came before any pickup.
-pub(crate) fn answer_outcome(edge: &mut Picking, now: Instant, id: u64, outcome: Outcome) {
+/// Whether the callee's answer to call `id` (ring `ring`) came before any pickup.
+pub(crate) fn answer_outcome(
+    edge: &mut Picking,
+    now: Instant,
+    id: u64,
+    ring: RingId,
+    outcome: Outcome,
+) {
     let Some(r) = edge.pickup.rings.get_mut(&id) else {
+        // The call ended while its answer was ordered: the record of it in progress goes too.
+        if outcome.is_ok() {
+            end_ring(edge, now, ring);
+        }
         return;
     };
     let RingState::Answering(ring) = r.state else {
@@ -287,10 +295,7 @@ pub(crate) fn rings_lost(edge: &mut Picking, now: Instant, rings: Vec<RingId>) {
 }
 
 pub(crate) fn end_ring(edge: &mut Picking, now: Instant, ring: RingId) {
-    let cmd = Command::RingEnd {
-        ring,
-        answered: false,
-    };
+    let cmd = Command::RingEnd { ring };
     edge.propose(now, cmd, Then::Nothing);
 }
 
@@ -301,5 +306,18 @@ fn drop_claims(edge: &mut Picking, now: Instant, ring: RingId) {
     if let Some(w) = edge.pickup.waiting.remove(&ring) {
         let r = Response::to(&w.msg, 481).reason("Call No Longer Ringing");
         edge.reply(now, &w.key, r);
+    }
+}
+
+/// A call here was parked: whoever it was to has left it (or is on hold in a slot), so its
+/// record as a call in progress ends; a lamp of the extension goes dark.
+pub(crate) fn on_parked(edge: &mut Picking, now: Instant, p: &orbit_state::Parked) {
+    let key = (p.call.call_id.clone(), p.call.local_tag.clone());
+    let Some(&id) = edge.dialogs.get(&key) else {
+        return;
+    };
+    if let Some(RingState::Talking(ring)) = edge.pickup.rings.get(&id).map(|r| r.state) {
+        edge.pickup.rings.remove(&id);
+        end_ring(edge, now, ring);
     }
 }

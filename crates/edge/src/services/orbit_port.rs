@@ -155,6 +155,7 @@ pub(crate) fn kind(cmd: &Command) -> &'static str {
         Command::Locate { .. } => "locate",
         Command::Unlocate { .. } => "unlocate",
         Command::Ring { .. } => "ring",
+        Command::RingAnswered { .. } => "ring_answered",
         Command::RingEnd { .. } => "ring_end",
         Command::Pickup { .. } => "pickup",
     }
@@ -182,12 +183,8 @@ fn short(ev: &Event) -> String {
             format!("park {} in {} ended: {reason:?}", parked.id, parked.slot)
         }
         Event::Ringing(r) => format!("ring {} of {} at {}", r.id, r.ext, r.call.edge),
-        Event::RingEnded { ringing, answered } => {
-            format!(
-                "ring {} of {} ended, answered: {answered}",
-                ringing.id, ringing.ext
-            )
-        }
+        Event::RingAnswered(r) => format!("ring {} of {} answered", r.id, r.ext),
+        Event::RingEnded { ringing } => format!("ring {} of {} over", ringing.id, ringing.ext),
         Event::PickedUp { ringing, by, .. } => {
             format!("ring {} of {} picked up by {by}", ringing.id, ringing.ext)
         }

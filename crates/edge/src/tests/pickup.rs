@@ -444,16 +444,13 @@ fn the_callees_answer_waits_for_the_log_and_loses_to_a_pickup_committed_first() 
         "{to_bob:?}"
     );
 
-    // Without a pickup the answer goes through once its RingEnd commits.
+    // Without a pickup the answer goes through once its RingAnswered commits.
     let (mut net, mut reg) = registry_grouped();
     let (inv, _ring) = recorded_ring(&mut net, &mut reg);
     net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
     assert!(finals(&mut net, ALICE).is_empty());
     reg.serve(&mut net);
-    assert!(matches!(
-        reg.events.last(),
-        Some(Event::RingEnded { answered: true, .. })
-    ));
+    assert!(matches!(reg.events.last(), Some(Event::RingAnswered(_))));
     assert_eq!(net.one(ALICE).code(), 200);
 }
 
@@ -671,4 +668,112 @@ fn a_recall_answered_by_the_parker_can_no_longer_be_picked_up() {
     net.send(CAROL, &carol_dials("*8", "p1", ""));
     let r = net.one(CAROL);
     assert_eq!((r.code(), r.reason()), (404, "Nothing To Pick Up"));
+}
+
+#[test]
+fn a_replaces_naming_a_call_ringing_for_another_tenant_is_refused() {
+    let (mut net, mut reg) = registry_grouped();
+    let at = net.edge.now_ms(net.now);
+    let theirs = RingCall {
+        caller_uri: "sip:5550000@other.test".into(),
+        caller_display: None,
+        edge: "site-b".into(),
+        call_id: "their-call".into(),
+        local_tag: "their-l".into(),
+        remote_tag: "their-r".into(),
+        park: None,
+    };
+    let ring = Command::Ring {
+        tenant: "other.test".into(),
+        ext: "1002".into(),
+        call: theirs,
+    };
+    reg.feed(&mut net, at, ring);
+    let replaces = "Replaces: their-call;to-tag=their-l;from-tag=their-r;early-only\n";
+    net.send(CAROL, &carol_dials("1002", "x", replaces));
+    let r = finals(&mut net, CAROL);
+    assert_eq!((r[0].code(), r[0].reason()), (403, "Not Your Tenant"));
+    assert!(
+        net.edge.take_proposals().is_empty(),
+        "nothing asked of the log"
+    );
+}
+
+#[test]
+fn a_call_that_ends_while_its_answer_is_ordered_leaves_no_record_behind() {
+    let (mut net, mut reg) = registry_grouped();
+    let (inv, _ring) = recorded_ring(&mut net, &mut reg);
+    // Bob answers (held while RingAnswered is ordered) and Alice cancels meanwhile.
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    let cancel = format!(
+        "CANCEL sip:1002@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKr1;rport\nMax-Forwards: 70\nFrom: \"Alice\" <sip:1001@orbit.test>;tag=alice\nTo: <sip:1002@orbit.test>\nCall-ID: call-r1\nCSeq: 1 CANCEL\nContent-Length: 0\n\n"
+    );
+    net.send(ALICE, &cancel);
+    reg.serve(&mut net);
+    assert!(
+        reg.orbit.rings_of("orbit.test").is_empty(),
+        "{:?}",
+        reg.orbit.rings_of("orbit.test")
+    );
+    // Bob's answer, too late, is taken and hung up.
+    let to_bob: Vec<_> = net.take(BOB1).iter().map(|m| m.method().clone()).collect();
+    assert!(to_bob.contains(&Method::Bye), "{to_bob:?}");
+}
+
+#[test]
+fn an_answered_call_stops_showing_on_the_callees_lamp_once_parked() {
+    let mut net = Net::with(grouped());
+    let inv = ringing_bob(&mut net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    let ok = net.one(ALICE);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
+    assert_eq!(net.edge.orbit().rings_of("orbit.test").len(), 1);
+    let refer_to = "Refer-To: <sip:700@orbit.test>\nReferred-By: <sip:1002@orbit.test>\n";
+    net.send(
+        BOB1,
+        &super::park::bob_in_dialog(&inv, "REFER", 2, "refer1", refer_to, None),
+    );
+    assert_eq!(super::park::parked_slots(&net), vec![701]);
+    assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
+}
+
+#[test]
+fn a_recall_picked_up_at_another_site_stops_ringing_at_once_and_its_stage_never_times_out() {
+    // Its stage would time out (5 s, no fallback: the caller hung up) before the picker's site
+    // gives up fetching it (10 s).
+    let mut cfg = grouped();
+    cfg.tenant.lots[0].recall_ring_secs = 5;
+    let mut net = registry_net_with(cfg);
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    super::park::park_by_bob(&mut net, "700");
+    reg.serve(&mut net);
+    net.take(BOB1);
+    net.take(ALICE);
+    // The deadline (the leader's timer fires it): the recall rings Bob, the parker.
+    let first = reg.parked();
+    reg.feed(&mut net, first.deadline, Command::Expire { park: first.id });
+    reg.serve(&mut net);
+    let inv = net
+        .take(BOB1)
+        .into_iter()
+        .find(|m| *m.method() == Method::Invite)
+        .expect("the recall rings Bob");
+    net.send_msg(BOB1, answer(&inv, 180, "bobr", None, BOB1));
+    reg.serve(&mut net);
+    let ring = reg.orbit.rings_of("orbit.test")[0].id;
+    let at = net.edge.now_ms(net.now);
+    reg.feed(&mut net, at, pickup_by("site-b/3001", Some(ring)));
+    let cancel = net.one(BOB1);
+    assert_eq!(*cancel.method(), Method::Cancel);
+    assert!(cancel.header_other("Reason").unwrap().contains("cause=200"));
+    // The recall's ring time passes while the picker's INVITE is on its way: the parked
+    // caller is not hung up.
+    net.advance(Duration::from_secs(9));
+    reg.serve(&mut net);
+    assert!(
+        net.take(ALICE).iter().all(|m| *m.method() != Method::Bye),
+        "the parked caller was hung up"
+    );
 }
