@@ -192,3 +192,27 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dev_desk_is_in_one_pickup_group_at_every_site() {
+        let sip: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let grpc: Vec<SocketAddr> = (0..3)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 50051 + i)))
+            .collect();
+        for i in 0..3 {
+            let c = site_config(i, sip, 20000, &grpc, "a-trunk-secret-of-some-length");
+            c.validate().unwrap();
+            let groups = &c.tenant.pickup_groups;
+            assert_eq!(groups.len(), 1);
+            assert_eq!(
+                groups[0].members.len(),
+                30,
+                "1001-1010, 2001-2010, 3001-3010"
+            );
+        }
+    }
+}

@@ -113,6 +113,7 @@ fn dev_mode_starts_and_accepts_the_documented_credentials() {
         "1001-1010".into(),
         "3001-3010".into(),
         "pw1001".into(),
+        "dial *8".into(),
         format!("{}-{}", rtp + 2000, rtp + 2999),
         port.to_string(),
         (port + 20).to_string(),

@@ -35,6 +35,8 @@ pub(crate) fn check(
     let mut by_label: HashMap<String, Vec<ParkId>> = HashMap::new();
     let mut claims: HashMap<ParkId, String> = HashMap::new();
     let mut expired: HashMap<ParkId, Millis> = HashMap::new();
+    // Caller (the ring's caller display: its label) → who picked its call up (`site/ext`).
+    let mut picked: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut lapses = 0;
     for (i, _, ev) in hist {
         match ev {
@@ -78,6 +80,24 @@ pub(crate) fn check(
                     "seed {seed}, index {i}"
                 );
             }
+            Event::PickedUp {
+                ringing,
+                by,
+                parked,
+            } => {
+                let label = ringing.call.caller_display.clone().unwrap_or_default();
+                let ext = by.rsplit('/').next().unwrap_or("").to_string();
+                if let Some(p) = parked {
+                    // A recall picked up: its park claimed by the picker, as a retrieve's.
+                    assert!(
+                        claims.insert(p.id, ext.clone()).is_none(),
+                        "seed {seed}, index {i}: park {} claimed twice",
+                        p.id
+                    );
+                    assert_eq!(slots.remove(&p.slot), Some(p.id), "seed {seed}, index {i}");
+                }
+                picked.entry(label).or_default().insert(ext);
+            }
             Event::LeaseLapsed { lost, .. } | Event::EdgeRestarted { lost, .. } => {
                 lapses += 1;
                 for p in lost {
@@ -117,7 +137,35 @@ pub(crate) fn check(
         }
     }
 
-    // Every caller held by one phone at most, which won the claim; the caller hears only it.
+    // Every pickup answered was told whom it got (the caller's name and URI), by the edge
+    // holding the call.
+    for p in obs
+        .pickups
+        .iter()
+        .filter(|p| p.done.is_some_and(|d| d.0 < 300))
+    {
+        let (Some(label), Some(user)) = (&p.label, &p.user) else {
+            panic!(
+                "seed {seed}: {}'s pickup ({}) answered without naming the caller",
+                p.ext, p.dialled
+            )
+        };
+        assert!(
+            label.starts_with(&format!("c{user}n")),
+            "seed {seed}: {} was told it picked up {label}, whose URI is {user}'s",
+            p.ext
+        );
+        for other in [&p.reached, &p.heard_by].into_iter().flatten() {
+            assert_eq!(
+                label, other,
+                "seed {seed}: {} was told it picked up {label} and its greeting reached {other}",
+                p.ext
+            );
+        }
+    }
+
+    // Every caller held by one phone at most, which won the claim (or the pickup); the caller
+    // hears only it.
     let mut holders: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (label, ext, _) in &obs.holders {
         holders.entry(label).or_default().insert(ext);
@@ -132,6 +180,7 @@ pub(crate) fn check(
             .into_iter()
             .flatten()
             .filter_map(|p| claims.get(p).map(String::as_str))
+            .chain(picked.get(*label).into_iter().flatten().map(String::as_str))
             .collect();
         for ext in exts {
             assert!(
@@ -288,18 +337,37 @@ pub(crate) fn check(
             fights += 1;
         }
     }
+    let pickups_got = obs
+        .pickups
+        .iter()
+        .filter(|p| p.done.is_some_and(|d| d.0 < 300))
+        .count();
+    // Pickups of the same receptionist's calls under way at once, from different sites.
+    let mut pickup_fights = 0;
+    for (i, a) in obs.pickups.iter().enumerate() {
+        let a_end = a.done.map_or(finished, |d| d.1);
+        if obs.pickups.iter().enumerate().any(|(j, b)| {
+            i != j
+                && a.site != b.site
+                && b.sent <= a_end
+                && a.sent <= b.done.map_or(finished, |d| d.1)
+        }) {
+            pickup_fights += 1;
+        }
+    }
     let recall_kept = obs
         .holders
         .iter()
         .filter(|(_, ext, _)| ext.ends_with("100"))
         .count();
     let line = format!(
-        "seed {seed}: {} calls, {} parked ({} park failures), {} retrieves ({retrieved} got the call, {confirmed} of them named by the 200 as the caller who answered the greeting, {cross} across sites, {fights} in fights, {} cancelled), {} recalls ({recall_kept} kept), {} claims, {lapses} leases lapsed, {} entries; faults: {} ({} leader crashes, edge cuts registry/home/trunk {:?}); {} resyncs; {} trunk claims lost ({back} calls back in their slot after an unfetched claim); {} parks left; at the end {} callers connected, {} parked, {} being recalled",
+        "seed {seed}: {} calls, {} parked ({} park failures), {} retrieves ({retrieved} got the call, {confirmed} of them named by the 200 as the caller who answered the greeting, {cross} across sites, {fights} in fights, {} cancelled), {} pickups ({pickups_got} got the call, {pickup_fights} at once with another site's), {} recalls ({recall_kept} kept), {} claims, {lapses} leases lapsed, {} entries; faults: {} ({} leader crashes, edge cuts registry/home/trunk {:?}); {} resyncs; {} trunk claims lost ({back} calls back in their slot after an unfetched claim); {} parks left; at the end {} callers connected, {} parked, {} being recalled",
         obs.calls,
         parks.len(),
         obs.park_failed,
         obs.retrieves.len(),
         obs.retrieves.iter().filter(|r| r.cancelled).count(),
+        obs.pickups.len(),
         obs.recalls.len(),
         claims.len(),
         hist.last().map_or(0, |h| h.0),
@@ -319,6 +387,7 @@ pub(crate) fn check(
             && cross >= 3
             && fights >= 2
             && obs.recalls.len() >= 3
+            && pickups_got >= 2
             && sim.faults >= 10
             && sim.leader_kills >= 1,
         "seed {seed}: not a history worth checking: {line}"

@@ -13,10 +13,20 @@ pub(crate) fn unfetched_claims<'a>(
     sim: &'a Sim,
 ) -> impl Iterator<Item = Millis> + 'a {
     hist.iter().filter_map(move |(i, at, e)| {
-        let Event::Claimed { parked, by } = e else {
-            return None;
+        let (label, by, call_id) = match e {
+            Event::Claimed { parked, by } => (
+                parked.call.caller_display.as_deref().unwrap_or(""),
+                by.as_str(),
+                &parked.call.call_id,
+            ),
+            // A pickup whose picker never comes: the call rings on after the same wait.
+            Event::PickedUp { ringing, by, .. } => (
+                ringing.call.caller_display.as_deref().unwrap_or(""),
+                by.rsplit('/').next().unwrap_or(""),
+                &ringing.call.call_id,
+            ),
+            _ => return None,
         };
-        let label = parked.call.caller_display.as_deref().unwrap_or("");
         let up = sim.phones.iter().any(|p| {
             p.dialogs
                 .values()
@@ -30,8 +40,9 @@ pub(crate) fn unfetched_claims<'a>(
         let moved_on = hist.iter().any(|(j, _, e)| {
             j > i
                 && match e {
-                    Event::Parked(p) | Event::Ended { parked: p, .. } => {
-                        p.call.call_id == parked.call.call_id
+                    Event::Parked(p) | Event::Ended { parked: p, .. } => p.call.call_id == *call_id,
+                    Event::Ringing(r) | Event::RingEnded { ringing: r } => {
+                        r.call.call_id == *call_id
                     }
                     _ => false,
                 }
@@ -63,7 +74,9 @@ pub(crate) fn check_liveness(
     let mut held: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
     for p in &sim.phones {
         for d in p.dialogs.values() {
-            if matches!(d.kind, Kind::Retrieve(_) | Kind::Recall) && d.state == St::Up {
+            if matches!(d.kind, Kind::Retrieve(_) | Kind::Pickup(_) | Kind::Recall)
+                && d.state == St::Up
+            {
                 held.entry(&d.label).or_default().push((&p.ext, d.reached));
             }
         }
@@ -148,6 +161,26 @@ pub(crate) fn about(hist: &[(u64, Millis, Event)], label: &str) -> Vec<String> {
                 if lost.iter().any(of) =>
             {
                 format!("lost with {edge}")
+            }
+            Event::Ringing(r) if r.call.caller_display.as_deref() == Some(label) => {
+                format!("ring {} of {} (park {:?})", r.id, r.ext, r.call.park)
+            }
+            Event::RingAnswered(r) if r.call.caller_display.as_deref() == Some(label) => {
+                format!("ring {} answered", r.id)
+            }
+            Event::RingEnded { ringing: r } if r.call.caller_display.as_deref() == Some(label) => {
+                format!("ring {} ended", r.id)
+            }
+            Event::PickedUp {
+                ringing: r,
+                by,
+                parked,
+            } if r.call.caller_display.as_deref() == Some(label) => {
+                format!(
+                    "ring {} picked up by {by} (park {:?})",
+                    r.id,
+                    parked.as_ref().map(|p| p.id)
+                )
             }
             _ => continue,
         };

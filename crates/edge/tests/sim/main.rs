@@ -40,6 +40,13 @@
 //! hangs up), and a recall ringing when its call was parked again rang on into the new park
 //! (`park::adopt_repark` now stops it).
 //!
+//! Call pickup too: colleagues watch the receptionists' extension lamps and, when one shows a
+//! call ringing, dial `*8<receptionist>` or `*8` (a group pickup) now and then, racing each
+//! other and the receptionist (who answers some calls slowly); a picker who gets the caller
+//! greets it as a retriever does. Checked as retrieves are: a caller held by one phone at most,
+//! which won the call in the registry (a `PickedUp` by that picker), and the caller a pickup's
+//! 200 named is the one that answered its greeting.
+//!
 //! Also in the mix: a fifth of the calls go to another site's receptionist (over the trunk,
 //! parked there), a tenth of the parks ask for a slot by number (which may be taken), callers
 //! hang up while parked, and a node other than node 1 takes a snapshot before it crashes (so
@@ -188,7 +195,15 @@ fn config(site: usize) -> EdgeConfig {
                 ..Default::default()
             }],
             features: Default::default(),
-            pickup_groups: vec![],
+            // Receptionists and colleagues of every site in one group: colleagues pick up
+            // calls ringing a receptionist, from their lamps.
+            pickup_groups: vec![orbit_edge::config::PickupGroup {
+                name: "front".into(),
+                members: all_extensions()
+                    .into_iter()
+                    .filter(|e| e.ends_with("100") || e.as_bytes()[1] == b'3')
+                    .collect(),
+            }],
             directed_pickup: Default::default(),
         },
         // The site's phones (127.0.<site>.x) are trusted for INVITE and SUBSCRIBE; they

@@ -26,6 +26,22 @@ pub(crate) struct RetrieveSeen {
     pub(crate) heard_by: Option<String>,
 }
 
+pub(crate) struct PickupSeen {
+    pub(crate) ext: String,
+    pub(crate) site: usize,
+    /// What was dialled (`*81100`, `*8`).
+    pub(crate) dialled: String,
+    pub(crate) sent: Millis,
+    pub(crate) done: Option<(u16, Millis)>,
+    /// The caller named by the 200's P-Asserted-Identity (`"<label>" <uri>`), and the URI's
+    /// user.
+    pub(crate) label: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) reached: Option<String>,
+    pub(crate) heard_by: Option<String>,
+    pub(crate) cancelled: bool,
+}
+
 pub(crate) struct RecallSeen {
     pub(crate) ext: String,
     pub(crate) call_id: String,
@@ -41,6 +57,7 @@ pub(crate) struct Obs {
     pub(crate) parked: u64,
     pub(crate) park_failed: u64,
     pub(crate) retrieves: Vec<RetrieveSeen>,
+    pub(crate) pickups: Vec<PickupSeen>,
     pub(crate) recalls: Vec<RecallSeen>,
     /// (caller label, phone that held it, since): a retrieve's 200, or a recall kept.
     pub(crate) holders: Vec<(String, String, Millis)>,
@@ -75,6 +92,8 @@ pub(crate) enum Kind {
     Recall,
     /// A colleague's retrieve (index into `Obs::retrieves`).
     Retrieve(usize),
+    /// A colleague's pickup (index into `Obs::pickups`).
+    Pickup(usize),
 }
 
 pub(crate) struct Dlg {
@@ -115,6 +134,8 @@ pub(crate) enum Act {
     Cancel(String),
     Hello(String),
     Retrieve(u32),
+    /// Pick up the call ringing this receptionist.
+    Pickup(String),
 }
 
 /// What a phone's handlers act on besides the phone.
@@ -142,6 +163,8 @@ pub(crate) struct Phone {
     pub(crate) reg_cseq: u32,
     /// Lamp subscriptions: Call-ID → slot; the lamps: slot → (version, park shown).
     pub(crate) subs: HashMap<String, u32>,
+    /// Extension lamp subscriptions: Call-ID → the receptionist watched.
+    pub(crate) ext_subs: HashMap<String, String>,
     pub(crate) lamps: BTreeMap<u32, (u64, Option<ParkId>)>,
     pub(crate) seen: HashSet<ParkId>,
     pub(crate) busy: bool,
@@ -188,6 +211,7 @@ impl Phone {
             sent: HashMap::new(),
             reg_cseq: 0,
             subs: HashMap::new(),
+            ext_subs: HashMap::new(),
             lamps: BTreeMap::new(),
             seen: HashSet::new(),
             busy: false,
@@ -199,8 +223,8 @@ impl Phone {
     /// answered (a retrieve, a recall) whose caller has not answered our greeting yet.
     pub(crate) fn mid_call_setup(&self) -> bool {
         self.dialogs.values().any(|d| match (&d.kind, d.state) {
-            (Kind::Out | Kind::Retrieve(_), St::Calling | St::Early) => true,
-            (Kind::Retrieve(_) | Kind::Recall, St::Up) => !d.reached,
+            (Kind::Out | Kind::Retrieve(_) | Kind::Pickup(_), St::Calling | St::Early) => true,
+            (Kind::Retrieve(_) | Kind::Pickup(_) | Kind::Recall, St::Up) => !d.reached,
             _ => false,
         })
     }
@@ -326,6 +350,28 @@ impl Phone {
                     self.subs.insert(cid, slot);
                     self.send(cx, b);
                 }
+                // The receptionists' lamps: a call ringing one shows there.
+                for site in 0..SITES {
+                    let ext = receptionist(site);
+                    let cid = self.id("elamp");
+                    let tag = self.id("t");
+                    let from = format!("<sip:{}@{DOMAIN}>;tag={tag}", self.ext);
+                    let to = format!("<sip:{ext}@{DOMAIN}>");
+                    let branch = self.id("b");
+                    let b = self.request(
+                        "SUBSCRIBE",
+                        &format!("sip:{ext}@{DOMAIN}"),
+                        &branch,
+                        &from,
+                        &to,
+                        &cid,
+                        1,
+                        "Event: dialog\r\nAccept: application/dialog-info+xml\r\nExpires: 3600\r\n",
+                        None,
+                    );
+                    self.ext_subs.insert(cid, ext);
+                    self.send(cx, b);
+                }
             }
             Act::Call => {
                 if !cx.traffic || self.busy {
@@ -408,6 +454,54 @@ impl Phone {
                 }
                 self.at(cx, GIVE_UP.as_millis() as u64, Act::Cancel(cid));
             }
+            Act::Pickup(ext) => {
+                if !cx.traffic || self.busy {
+                    return;
+                }
+                self.busy = true;
+                // Directed mostly; now and then a group pickup (whatever rings longest).
+                let dialled = if cx.rng.gen_ratio(1, 3) {
+                    "*8".to_string()
+                } else {
+                    format!("*8{ext}")
+                };
+                cx.obs.pickups.push(PickupSeen {
+                    ext: self.ext.clone(),
+                    site: self.site,
+                    dialled: dialled.clone(),
+                    sent: cx.ms,
+                    done: None,
+                    label: None,
+                    user: None,
+                    reached: None,
+                    heard_by: None,
+                    cancelled: false,
+                });
+                let ruri = format!("sip:{dialled}@{DOMAIN}");
+                let tag = self.id("t");
+                let d = Dlg {
+                    kind: Kind::Pickup(cx.obs.pickups.len() - 1),
+                    state: St::Calling,
+                    local: format!("<sip:{}@{DOMAIN}>;tag={tag}", self.ext),
+                    remote: format!("<{ruri}>"),
+                    target: ruri.clone(),
+                    ruri,
+                    branch: self.id("b"),
+                    invite_cseq: 1,
+                    cseq: 1,
+                    invite: None,
+                    label: String::new(),
+                    cancelled: false,
+                    greeted: None,
+                    reached: false,
+                };
+                let cid = self.invite(cx, d);
+                if cx.rng.gen_ratio(1, 10) {
+                    let ms = cx.rng.gen_range(2..=40);
+                    self.at(cx, ms, Act::Cancel(cid.clone()));
+                }
+                self.at(cx, GIVE_UP.as_millis() as u64, Act::Cancel(cid));
+            }
             Act::Answer(cid) => {
                 let body = sdp(self.addr);
                 let Some(d) = self.dialogs.get_mut(&cid) else {
@@ -477,8 +571,10 @@ impl Phone {
                     d.invite_cseq,
                 );
                 let to = format!("<{ruri}>");
-                if let Kind::Retrieve(i) = d.kind {
-                    cx.obs.retrieves[i].cancelled = true;
+                match d.kind {
+                    Kind::Retrieve(i) => cx.obs.retrieves[i].cancelled = true,
+                    Kind::Pickup(i) => cx.obs.pickups[i].cancelled = true,
+                    _ => {}
                 }
                 let b = self.request("CANCEL", &ruri, &branch, &local, &to, &cid, cseq, "", None);
                 self.send(cx, b);
@@ -500,6 +596,7 @@ impl Phone {
                 // retrieve reached it.
                 let what = match d.kind {
                     Kind::Retrieve(i) => format!("r{i}"),
+                    Kind::Pickup(i) => format!("p{i}"),
                     _ => "recall".into(),
                 };
                 let hello = format!("hello {} {what}", self.ext);
@@ -579,7 +676,7 @@ impl Phone {
                 let ms = cx.rng.gen_range(1_000..=6_000);
                 self.at(cx, ms, Act::Call);
             }
-            Kind::Retrieve(_) => self.busy = false,
+            Kind::Retrieve(_) | Kind::Pickup(_) => self.busy = false,
             Kind::In | Kind::Recall => {}
         }
     }

@@ -81,7 +81,9 @@ impl Phone {
                 self.respond(cx, &m, 200, None, None);
                 let body = String::from_utf8_lossy(&m.body).to_string();
                 let event = m.header(Name::Event).unwrap_or("");
-                if event.starts_with("dialog") {
+                if event.starts_with("dialog") && self.ext_subs.contains_key(&cid) {
+                    self.on_ext_lamp(cx, &cid, &body);
+                } else if event.starts_with("dialog") {
                     self.on_lamp(cx, &cid, &body);
                 } else if event.starts_with("refer") {
                     if body.starts_with("SIP/2.0 200") {
@@ -107,12 +109,17 @@ impl Phone {
                     if let Some(i) = what.strip_prefix('r').and_then(|i| i.parse::<usize>().ok()) {
                         cx.obs.retrieves[i].heard_by = Some(d.label.clone());
                     }
+                    if let Some(i) = what.strip_prefix('p').and_then(|i| i.parse::<usize>().ok()) {
+                        cx.obs.pickups[i].heard_by = Some(d.label.clone());
+                    }
                     let me = format!("caller {}", d.label);
                     self.in_dialog(cx, &cid, "INFO", "", Some(("text/plain", &me)));
                 } else if let Some(label) = body.strip_prefix("caller ") {
                     d.reached = d.label == label;
                     if let Kind::Retrieve(i) = d.kind {
                         cx.obs.retrieves[i].reached = Some(label.to_string());
+                    } else if let Kind::Pickup(i) = d.kind {
+                        cx.obs.pickups[i].reached = Some(label.to_string());
                     } else if d.label != label {
                         panic!("{} reached {label} on a recall of {}", self.ext, d.label);
                     }
@@ -164,7 +171,12 @@ impl Phone {
         self.dialogs.insert(cid.clone(), d);
         self.respond(cx, &m, 180, Some(&tag), None);
         if kind == Kind::In {
-            let ms = cx.rng.gen_range(200..=800);
+            // Mostly at once; a quarter of the calls ring a while, for colleagues to pick up.
+            let ms = if cx.rng.gen_ratio(1, 4) {
+                cx.rng.gen_range(1_200..=3_000)
+            } else {
+                cx.rng.gen_range(200..=800)
+            };
             return self.at(cx, ms, Act::Answer(cid));
         }
         // A recall: answered (sometimes after the ring time), left ringing, or refused.
@@ -215,6 +227,22 @@ impl Phone {
         self.at(cx, ms, Act::Retrieve(slot));
     }
 
+    /// A receptionist's lamp: a call ringing it (an early dialog) may be picked up.
+    pub(crate) fn on_ext_lamp(&mut self, cx: &mut Cx, cid: &str, body: &str) {
+        let Some(ext) = self.ext_subs.get(cid).cloned() else {
+            return;
+        };
+        if !body.contains("<state>early</state>") || !cx.traffic || self.busy {
+            return;
+        }
+        debug(|| format!("{} sees {ext} ringing", self.ext));
+        if cx.rng.gen_ratio(1, 5) {
+            // At once (racing the others who saw it, and the receptionist) or a bit later.
+            let ms = cx.rng.gen_range(20..=600);
+            self.at(cx, ms, Act::Pickup(ext));
+        }
+    }
+
     pub(crate) fn on_response(&mut self, cx: &mut Cx, m: Message) {
         let cid = m.call_id().to_string();
         let code = m.code();
@@ -259,8 +287,14 @@ impl Phone {
                 d.local.clone(),
                 d.invite_cseq,
             );
-            if let Kind::Retrieve(i) = d.kind {
-                cx.obs.retrieves[i].done.get_or_insert((code, cx.ms));
+            match d.kind {
+                Kind::Retrieve(i) => {
+                    cx.obs.retrieves[i].done.get_or_insert((code, cx.ms));
+                }
+                Kind::Pickup(i) => {
+                    cx.obs.pickups[i].done.get_or_insert((code, cx.ms));
+                }
+                _ => {}
             }
             let b = self.request("ACK", &ruri, &branch, &local, &to, cid, cseq, "", None);
             self.send(cx, b);
@@ -316,6 +350,34 @@ impl Phone {
                 }
                 if cancelled {
                     // Answered before our CANCEL arrived: hang up at once.
+                    self.at(cx, 0, Act::Bye(cid.to_string()));
+                } else {
+                    self.at(cx, 50, Act::Hello(cid.to_string()));
+                }
+            }
+            Kind::Pickup(i) => {
+                // `"<label>" <sip:<caller>@...>`: who called, as the edge holding it says (a
+                // recall picked up: `"<slot>: <label>"`, as a retrieve is told).
+                let pai = m.header_other("P-Asserted-Identity").unwrap_or("");
+                let display = display_of(pai);
+                let label = match display.split_once(": ") {
+                    Some((slot, l)) if slot.parse::<u32>().is_ok() => l.to_string(),
+                    _ => display,
+                };
+                let user = orbit_sip::Uri::parse(&uri_of(pai))
+                    .ok()
+                    .and_then(|u| u.user().map(str::to_string));
+                debug(|| format!("{} picked up {pai:?}", self.ext));
+                d.label = label.clone();
+                let cancelled = d.cancelled;
+                let p = &mut cx.obs.pickups[i];
+                p.done.get_or_insert((code, cx.ms));
+                if !label.is_empty() {
+                    p.label = Some(label.clone());
+                    p.user = user;
+                    cx.obs.holders.push((label, self.ext.clone(), cx.ms));
+                }
+                if cancelled {
                     self.at(cx, 0, Act::Bye(cid.to_string()));
                 } else {
                     self.at(cx, 50, Act::Hello(cid.to_string()));
