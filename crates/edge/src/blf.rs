@@ -402,7 +402,6 @@ pub(crate) fn on_event(edge: &mut Lamping<'_>, now: Instant, ev: &Event) {
     }
 }
 
-/// The subscriber refused or never answered a NOTIFY: the subscription is gone.
 /// The whole orbit state was replaced (a resync): every lamp gets its state again.
 pub(crate) fn refresh_all(edge: &mut Lamping<'_>, now: Instant) {
     let keys: Vec<SubKey> = edge.blf.subs.keys().cloned().collect();
@@ -411,6 +410,7 @@ pub(crate) fn refresh_all(edge: &mut Lamping<'_>, now: Instant) {
     }
 }
 
+/// The subscriber refused or never answered a NOTIFY: the subscription is gone.
 pub(crate) fn on_notify_response(
     edge: &mut Lamping<'_>,
     sub: &(String, String),

@@ -1,6 +1,7 @@
 //! The `application/dialog-info+xml` document (RFC 4235) a lamp NOTIFY carries: full state,
-//! one confirmed dialog per parked call (a slot's lamp) or one early dialog per call ringing
-//! an extension (its lamp), with its call-id and tags (what a phone needs to pick
+//! one confirmed dialog per parked call (a slot's lamp), or one dialog per call to an extension
+//! (its lamp: early while ringing, confirmed once answered, terminated when over), with its
+//! call-id and tags (what a phone needs to pick
 //! the call up with Replaces) and who it is. Every value comes from the network (Call-IDs,
 //! tags, display names), so each is escaped; the fuzz target `dialog_info` checks that any
 //! values make a well-formed document that reads back to the same values.

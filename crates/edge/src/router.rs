@@ -399,7 +399,7 @@ impl Edge {
                     key: key.clone(),
                     flow,
                     msg,
-                    caller,
+                    picker: caller,
                     site,
                     ring,
                 };

@@ -21,7 +21,8 @@ use crate::{in_range, Millis, Orbit, Rejection};
 /// Unique for the life of the state (never reused), so stale commands can be fenced.
 pub type RingId = u64;
 
-/// Rings recorded at once (every site's ringing calls to extensions in pickup groups).
+/// Records at once: every site's calls to extensions someone may pick up, ringing or answered
+/// and in progress, and recalls ringing parkers.
 pub const MAX_RINGS: usize = 100_000;
 /// Rings one edge may hold at once, so that one site cannot take every other site's share.
 pub const MAX_RINGS_PER_EDGE: usize = 20_000;
@@ -52,7 +53,8 @@ pub struct Ringing {
     /// The extension rung.
     pub ext: String,
     pub call: RingCall,
-    /// When it began to ring (the longest ringing is picked up first).
+    /// When it was recorded (half a second into its ringing, or again after a pickup that
+    /// never came): the longest recorded is picked up first.
     pub since: Millis,
     /// When its callee answered: the record stays, as the call in progress (a lamp shows it
     /// confirmed), until the call ends; nobody can pick it up any more.
@@ -211,7 +213,7 @@ impl Orbit {
         id > self.next_ring
     }
 
-    /// A call ringing now, by its id.
+    /// A call recorded now (ringing, or answered and in progress), by its id.
     pub fn ringing(&self, id: RingId) -> Option<&Ringing> {
         self.rings.get(&id)
     }

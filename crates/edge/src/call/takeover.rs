@@ -82,7 +82,8 @@ fn common_codec(caller: &[u8], picker: Option<&[u8]>) -> Option<Chosen> {
 }
 
 impl Calls {
-    /// Whether call `id` rings, unanswered and not yet picked up.
+    /// Whether call `id` rings, unanswered and not yet picked up, and its caller made an SDP
+    /// offer (without one, there is nothing to answer a picker with).
     pub(crate) fn is_pickable(&self, id: u64) -> bool {
         self.calls.get(&id).is_some_and(|c| {
             c.state == CallState::Ringing

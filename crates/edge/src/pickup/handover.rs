@@ -20,13 +20,13 @@ const PICK_WAIT: Duration = Duration::from_secs(2);
 /// How long a call picked up at another site waits for that site's trunk INVITE.
 const FETCH_WAIT: Duration = Duration::from_secs(10);
 
-/// A trunk INVITE from another site's edge claiming ring `ring` for its picker `caller`.
+/// A trunk INVITE from another site's edge claiming ring `ring` for its picker.
 pub(crate) struct TrunkPick {
     pub key: ServerKey,
     pub flow: Flow,
     pub msg: Message,
     /// The picker, as the sending site's From names it (and its signature vouches for).
-    pub caller: String,
+    pub picker: String,
     /// The sending site.
     pub site: String,
     pub ring: RingId,
@@ -125,7 +125,7 @@ pub(crate) fn take_here(
                 _ => "No Codec In Common With The Caller",
             };
             edge.reply(now, &p.key, Response::to(&p.msg, 488).reason(why));
-            abandon(edge, now, id);
+            picker_gone(edge, now, id);
         }
     }
 }
@@ -180,7 +180,7 @@ pub(crate) fn on_trunk_pick(edge: &mut Picking, now: Instant, c: TrunkPick) {
         let r = Response::to(&c.msg, 481).reason("Call No Longer Ringing");
         return edge.reply(now, &c.key, r);
     }
-    let claimant = format!("{}/{}", c.site, c.caller);
+    let claimant = format!("{}/{}", c.site, c.picker);
     match edge.pickup.claimed.get(&c.ring) {
         Some(by) if *by == claimant => {}
         Some(by) => {
@@ -194,7 +194,7 @@ pub(crate) fn on_trunk_pick(edge: &mut Picking, now: Instant, c: TrunkPick) {
         key: c.key,
         flow: c.flow,
         msg: c.msg,
-        picker: c.caller,
+        picker: c.picker,
         replaces: false,
     };
     take_here(edge, now, c.ring, &p, Some(&c.site));
@@ -216,7 +216,7 @@ fn wait_for_replica(edge: &mut Picking, now: Instant, c: TrunkPick) {
 /// A trunk pickup waited in vain for the replica.
 pub(crate) fn on_pick_wait_timeout(edge: &mut Picking, now: Instant, ring: RingId) {
     if let Some(w) = edge.pickup.waiting.remove(&ring) {
-        warn!(ring, caller = %w.caller, site = %w.site, "trunk pickup not shown by the registry: refused");
+        warn!(ring, picker = %w.picker, site = %w.site, "trunk pickup not shown by the registry: refused");
         let r = Response::to(&w.msg, 404).reason("Pickup Not Committed");
         edge.reply(now, &w.key, r);
     }
@@ -233,7 +233,7 @@ pub(crate) fn on_fetch_timeout(edge: &mut Picking, now: Instant, ring: RingId) {
         return;
     };
     warn!(ring, %by, "picked-up call never fetched: it goes on without its picker");
-    abandon(edge, now, id);
+    picker_gone(edge, now, id);
 }
 
 /// The picker's site cancelled its trunk INVITE while it waited for the replica. False: not a

@@ -18,7 +18,8 @@
 //!
 //! Pickup is a layer ([`Picking`]) over park's: one file per job (`ring.rs` records and ends
 //! rings, `pick.rs` is the picker's side, `handover.rs` gives a ringing call here to its
-//! picker, local or over the trunk).
+//! picker, local or over the trunk, `recall.rs` records recalls' rings and gives a picked-up
+//! recall to its picker).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

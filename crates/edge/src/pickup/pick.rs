@@ -166,7 +166,7 @@ pub(crate) fn pick_outcome(edge: &mut Picking, now: Instant, p: Pick, outcome: O
             );
             if ringing.call.edge == edge.cfg.site {
                 if let Some(id) = adopt_ring(edge, ringing) {
-                    abandon(edge, now, id);
+                    picker_gone(edge, now, id);
                 }
             }
         }

@@ -15,6 +15,20 @@
 //! The callee's answer is refused only when the picker the log chose is actually given the
 //! call ([`take_here`]); a pickup that never comes, a ring lost with the lease, or one that
 //! vanished for a reason this edge never learnt lets the answer through.
+//!
+//! A call's entry ([`RingState`]), from the call's first ring to its end:
+//!
+//! | state | goes to | when |
+//! |---|---|---|
+//! | `Waiting` | `Recording` | [`RECORD_AFTER`] passed, the call still ringing: `Ring` proposed, answers held |
+//! | `Recording` | `Recorded(N)` | the `Ring` committed (or the watch showed it first) |
+//! | `Recording` | gone | the `Ring` refused (registry away, caps): the call rings on, unwatched |
+//! | `Recorded(N)` | `Answering(N)` | the callee answered: `RingAnswered` proposed |
+//! | `Recorded(N)` | gone | picked up here ([`take_here`]); the call stopped ringing (`RingEnd`); lost with the lease |
+//! | `Recorded(N)` | `Recording` | picked up, but the picker never came, cancelled or could not take the codec, no answer held ([`picker_gone`]) |
+//! | `Answering(N)` | `Talking(N)` | committed (or the registry away): the answer relayed |
+//! | `Answering(N)` | `Recorded(N)` | refused: a pickup won; the answer waits for the picker, or goes through ([`picker_gone`]) |
+//! | `Talking(N)` | gone | the call ended, or was parked: `RingEnd` |
 
 use super::*;
 
@@ -226,12 +240,12 @@ pub(crate) fn on_answer_wait(edge: &mut Picking, now: Instant, id: u64) {
         call = id,
         ring, "no pickup shown for a ring the log no longer has: the callee's answer goes through"
     );
-    abandon(edge, now, id);
+    picker_gone(edge, now, id);
 }
 
 /// Nobody is coming for call `id`'s pickup: a held answer goes through, else the call is
 /// recorded again and rings on.
-pub(crate) fn abandon(edge: &mut Picking, now: Instant, id: u64) {
+pub(crate) fn picker_gone(edge: &mut Picking, now: Instant, id: u64) {
     let Some(r) = edge.pickup.rings.get_mut(&id) else {
         return;
     };
