@@ -298,6 +298,7 @@ mod lamps;
 mod one_touch_park;
 mod park;
 mod pickup;
+mod pickup_sites;
 mod recall;
 mod registry;
 mod relay_log;

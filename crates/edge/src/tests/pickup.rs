@@ -1,17 +1,15 @@
-//! Call pickup in virtual time: group and directed pickup on one site, who may pick up what,
-//! a lamp key's Replaces, the callee's answer ordered against a pickup, and across sites with
-//! the registry played as in `registry.rs` (a picker here taking a call ringing at site B, and
-//! site B's picker taking one ringing here over the trunk).
+//! Call pickup on one site, in virtual time: group and directed pickup, who may pick up what,
+//! a lamp key's Replaces, the callee's answer against a pickup, extension lamps, recalls.
+//! With the registry and another site: `pickup_sites.rs`.
 
 use orbit_sip::Method;
-use orbit_state::{Command, Event, RingCall};
+use orbit_state::Event;
 
 use super::park::CAROL;
-use super::registry::{registry_net_with, Registry, PEER, SECRET};
 use super::*;
 
 /// 1001, 1002 and 1003 in one pickup group.
-fn grouped() -> EdgeConfig {
+pub(super) fn grouped() -> EdgeConfig {
     let mut cfg = config();
     cfg.tenant.pickup_groups = vec![PickupGroup {
         name: "desks".into(),
@@ -21,7 +19,7 @@ fn grouped() -> EdgeConfig {
 }
 
 /// Carol (1003) dials `dialled` with an offer of her own.
-fn carol_dials(dialled: &str, branch: &str, extra: &str) -> String {
+pub(super) fn carol_dials(dialled: &str, branch: &str, extra: &str) -> String {
     let sdp = SDP_B.replace("10.2.2.2", "10.3.3.3");
     let body = sdp.replace('\n', "\r\n");
     format!(
@@ -31,7 +29,7 @@ fn carol_dials(dialled: &str, branch: &str, extra: &str) -> String {
 }
 
 /// Alice calls 1002 (registered at BOB1), whose phone rings (180); returns the INVITE Bob got.
-fn ringing_bob(net: &mut Net) -> Message {
+pub(super) fn ringing_bob(net: &mut Net) -> Message {
     net.register("1002", BOB1);
     net.send(ALICE, &invite("1002", "r1", ""));
     let inv = net.one(BOB1);
@@ -41,7 +39,7 @@ fn ringing_bob(net: &mut Net) -> Message {
 }
 
 /// The final answers (not 100, not 180) sent to `to`.
-fn finals(net: &mut Net, to: &str) -> Vec<Message> {
+pub(super) fn finals(net: &mut Net, to: &str) -> Vec<Message> {
     net.take(to)
         .into_iter()
         .filter(|m| m.is_request() || m.code() >= 200)
@@ -302,238 +300,6 @@ fn a_callee_answering_after_a_pickup_is_hung_up_and_the_caller_keeps_the_picker(
     assert_eq!(net.edge.active_calls(), 1);
 }
 
-// ---------------------------------------------------------------- across sites
-
-/// The registry harness with 1001-1003 in one pickup group.
-fn registry_grouped() -> (Net, Registry) {
-    let mut net = registry_net_with(grouped());
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
-    (net, reg)
-}
-
-/// Site B's trunk INVITE for its picker 3001, claiming ring `ring` of `ext`.
-fn trunk_pick(net: &Net, ring: u64, ext: &str, branch: &str) -> String {
-    let ts = net.edge.now_ms(net.now) / 1000;
-    let call_id = format!("trunk-{branch}");
-    let from = "\"Carol B\" <sip:3001@orbit.test>;tag=tb";
-    let sdp = SDP_B.replace("10.2.2.2", "10.9.9.9");
-    let body = sdp.replace('\n', "\r\n");
-    let sig = crate::trunk::Signed {
-        site: "site-b",
-        to_site: "site-a",
-        ts,
-        method: "INVITE",
-        call_id: &call_id,
-        from,
-        user: ext,
-        claim: Some(crate::trunk::Claim::Ring(ring)),
-        body: body.as_bytes(),
-    }
-    .sign(SECRET);
-    format!(
-        "INVITE sip:{ext}@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: {from}\nTo: <sip:{ext}@orbit.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:3001@{PEER}>\nX-Orbit-Trunk: site-b;{ts};{sig}\nX-Orbit-Claim: ring-{ring}\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
-        body.len()
-    )
-}
-
-/// Alice's call to 1002 ringing here, its ring recorded in the registry; returns Bob's INVITE
-/// and the ring.
-fn recorded_ring(net: &mut Net, reg: &mut Registry) -> (Message, u64) {
-    let inv = ringing_bob(net);
-    net.advance(crate::pickup::RECORD_AFTER);
-    reg.serve(net);
-    let ring = match reg.events.last() {
-        Some(Event::Ringing(r)) => r.id,
-        other => panic!("expected the ring recorded, got {other:?}"),
-    };
-    (inv, ring)
-}
-
-fn pickup_by(by: &str, ring: Option<u64>) -> Command {
-    Command::Pickup {
-        tenant: "orbit.test".into(),
-        exts: vec!["1002".into()],
-        ring,
-        by: by.into(),
-    }
-}
-
-#[test]
-fn a_picker_at_another_site_fetches_the_ringing_call_over_the_trunk_once_the_watch_shows_its_pickup(
-) {
-    let (mut net, mut reg) = registry_grouped();
-    let (_inv, ring) = recorded_ring(&mut net, &mut reg);
-    // Site B's INVITE comes before this edge's watch shows the pickup: it waits.
-    net.send(PEER, &trunk_pick(&net, ring, "1002", "t1"));
-    assert!(finals(&mut net, PEER).is_empty());
-    assert!(
-        net.take(BOB1).is_empty(),
-        "Bob's phone rings on until it is decided"
-    );
-    let at = net.edge.now_ms(net.now);
-    reg.feed(&mut net, at, pickup_by("site-b/3001", None));
-    let cancel = net.one(BOB1);
-    assert_eq!(*cancel.method(), Method::Cancel);
-    assert!(cancel.header_other("Reason").unwrap().contains("cause=200"));
-    let ok = net.one(PEER);
-    assert_eq!(ok.code(), 200);
-    assert_eq!(
-        ok.header_other("P-Asserted-Identity").map(str::trim),
-        Some("\"Alice\" <sip:1001@orbit.test>")
-    );
-    let to_alice = net.one(ALICE);
-    assert_eq!(
-        to_alice.header_other("P-Asserted-Identity").map(str::trim),
-        Some("\"Carol B\" <sip:3001@orbit.test>")
-    );
-}
-
-#[test]
-fn a_trunk_pickup_by_someone_the_registry_did_not_choose_is_refused() {
-    let (mut net, mut reg) = registry_grouped();
-    let (_inv, ring) = recorded_ring(&mut net, &mut reg);
-    let at = net.edge.now_ms(net.now);
-    reg.feed(&mut net, at, pickup_by("site-b/3002", None));
-    net.send(PEER, &trunk_pick(&net, ring, "1002", "t1"));
-    let r = net.one(PEER);
-    assert_eq!((r.code(), r.reason()), (403, "Not The Picker"));
-    // A pickup nobody committed: refused once the wait is over, and the call rings on.
-    let (mut net, mut reg) = registry_grouped();
-    let (_inv, ring) = recorded_ring(&mut net, &mut reg);
-    net.send(PEER, &trunk_pick(&net, ring, "1002", "t2"));
-    net.advance(Duration::from_secs(3));
-    let r = finals(&mut net, PEER);
-    assert_eq!((r[0].code(), r[0].reason()), (404, "Pickup Not Committed"));
-    assert!(net.take(BOB1).iter().all(|m| *m.method() != Method::Cancel));
-}
-
-#[test]
-fn a_call_picked_up_elsewhere_and_never_fetched_is_recorded_again_and_rings_on() {
-    let (mut net, mut reg) = registry_grouped();
-    let (_inv, _ring) = recorded_ring(&mut net, &mut reg);
-    let at = net.edge.now_ms(net.now);
-    reg.feed(&mut net, at, pickup_by("site-b/3001", None));
-    assert!(reg.orbit.rings_of("orbit.test").is_empty());
-    net.advance(Duration::from_secs(11));
-    reg.serve(&mut net);
-    assert_eq!(reg.orbit.rings_of("orbit.test").len(), 1, "recorded again");
-    assert!(net.take(BOB1).iter().all(|m| *m.method() != Method::Cancel));
-}
-
-#[test]
-fn the_callees_answer_waits_for_the_log_and_loses_to_a_pickup_committed_first() {
-    let (mut net, mut reg) = registry_grouped();
-    let (inv, ring) = recorded_ring(&mut net, &mut reg);
-    // Bob answers: held until the log has ordered it.
-    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
-    assert!(finals(&mut net, ALICE).is_empty());
-    // Site B's pickup reached the log first: Bob's answer waits for the picker.
-    let at = net.edge.now_ms(net.now);
-    reg.feed(&mut net, at, pickup_by("site-b/3001", Some(ring)));
-    reg.serve(&mut net);
-    assert!(net.take(BOB1).is_empty());
-    assert!(finals(&mut net, ALICE).is_empty());
-    // The picker gets the call; Bob's phone is answered and hung up.
-    net.send(PEER, &trunk_pick(&net, ring, "1002", "t1"));
-    assert_eq!(net.one(PEER).code(), 200);
-    assert_eq!(net.one(ALICE).code(), 200);
-    let to_bob: Vec<_> = net.take(BOB1).iter().map(|m| m.method().clone()).collect();
-    assert!(
-        to_bob.starts_with(&[Method::Ack, Method::Bye]),
-        "{to_bob:?}"
-    );
-
-    // Without a pickup the answer goes through once its RingAnswered commits.
-    let (mut net, mut reg) = registry_grouped();
-    let (inv, _ring) = recorded_ring(&mut net, &mut reg);
-    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
-    assert!(finals(&mut net, ALICE).is_empty());
-    reg.serve(&mut net);
-    assert!(matches!(reg.events.last(), Some(Event::RingAnswered(_))));
-    assert_eq!(net.one(ALICE).code(), 200);
-}
-
-#[test]
-fn a_callees_answer_that_lost_to_a_pickup_goes_through_when_the_picker_never_comes() {
-    let (mut net, mut reg) = registry_grouped();
-    let (inv, ring) = recorded_ring(&mut net, &mut reg);
-    let at = net.edge.now_ms(net.now);
-    reg.feed(&mut net, at, pickup_by("site-b/3001", Some(ring)));
-    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
-    reg.serve(&mut net);
-    assert!(finals(&mut net, ALICE).is_empty());
-    net.advance(Duration::from_secs(11));
-    let ok = finals(&mut net, ALICE);
-    assert!(
-        !ok.is_empty() && ok.iter().all(|m| m.code() == 200),
-        "Alice gets Bob after all (her 200 resent until she ACKs)"
-    );
-    assert!(net.take(BOB1).iter().all(|m| *m.method() != Method::Bye));
-    // The picker's INVITE, late, finds nothing.
-    net.send(PEER, &trunk_pick(&net, ring, "1002", "late"));
-    let r = finals(&mut net, PEER);
-    assert_eq!(
-        (r[0].code(), r[0].reason()),
-        (481, "Call No Longer Ringing")
-    );
-}
-
-#[test]
-fn a_callees_answer_goes_through_when_its_ring_was_lost_with_the_lease() {
-    let (mut net, mut reg) = registry_grouped();
-    let (inv, _ring) = recorded_ring(&mut net, &mut reg);
-    // The registry drops this edge's rings (its lease lapsed) before Bob answers.
-    let at = net.edge.now_ms(net.now) + 60_000;
-    let lapse = Command::LeaseLapse {
-        edge: "site-a".into(),
-    };
-    reg.feed(&mut net, at, lapse);
-    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
-    reg.serve(&mut net);
-    let ok = finals(&mut net, ALICE);
-    assert_eq!(ok.len(), 1, "Alice gets Bob: {:?}", reg.events.last());
-    assert_eq!(ok[0].code(), 200);
-}
-
-#[test]
-fn a_picker_here_takes_a_call_ringing_at_another_site_over_the_trunk() {
-    let (mut net, mut reg) = registry_grouped();
-    let at = net.edge.now_ms(net.now);
-    let ring = RingCall {
-        caller_uri: "sip:2001@orbit.test".into(),
-        caller_display: None,
-        edge: "site-b".into(),
-        call_id: "b-call".into(),
-        local_tag: "b-l".into(),
-        remote_tag: "b-r".into(),
-        park: None,
-    };
-    let cmd = Command::Ring {
-        tenant: "orbit.test".into(),
-        ext: "1002".into(),
-        call: ring,
-    };
-    let Event::Ringing(r) = reg.feed(&mut net, at, cmd) else {
-        panic!("rings")
-    };
-    net.send(CAROL, &carol_dials("*8", "p1", ""));
-    reg.serve(&mut net);
-    assert!(matches!(reg.events.last(), Some(Event::PickedUp { by, .. }) if by == "site-a/1003"));
-    let trunk = net.one(PEER);
-    assert_eq!(trunk.method(), &Method::Invite);
-    assert_eq!(
-        trunk.header_other("X-Orbit-Claim").map(str::trim),
-        Some(format!("ring-{}", r.id).as_str())
-    );
-    assert!(trunk.uri().unwrap().to_string().starts_with("sip:1002@"));
-    // A second picker finds nothing.
-    net.send(CAROL, &carol_dials("*8", "p2", ""));
-    reg.serve(&mut net);
-    let r = finals(&mut net, CAROL);
-    assert_eq!((r[0].code(), r[0].reason()), (404, "Nothing To Pick Up"));
-}
-
 // ---------------------------------------------------------------- extension lamps
 
 /// The value of attribute `name` in the first dialog of a dialog-info document.
@@ -671,56 +437,6 @@ fn a_recall_answered_by_the_parker_can_no_longer_be_picked_up() {
 }
 
 #[test]
-fn a_replaces_naming_a_call_ringing_for_another_tenant_is_refused() {
-    let (mut net, mut reg) = registry_grouped();
-    let at = net.edge.now_ms(net.now);
-    let theirs = RingCall {
-        caller_uri: "sip:5550000@other.test".into(),
-        caller_display: None,
-        edge: "site-b".into(),
-        call_id: "their-call".into(),
-        local_tag: "their-l".into(),
-        remote_tag: "their-r".into(),
-        park: None,
-    };
-    let ring = Command::Ring {
-        tenant: "other.test".into(),
-        ext: "1002".into(),
-        call: theirs,
-    };
-    reg.feed(&mut net, at, ring);
-    let replaces = "Replaces: their-call;to-tag=their-l;from-tag=their-r;early-only\n";
-    net.send(CAROL, &carol_dials("1002", "x", replaces));
-    let r = finals(&mut net, CAROL);
-    assert_eq!((r[0].code(), r[0].reason()), (403, "Not Your Tenant"));
-    assert!(
-        net.edge.take_proposals().is_empty(),
-        "nothing asked of the log"
-    );
-}
-
-#[test]
-fn a_call_that_ends_while_its_answer_is_ordered_leaves_no_record_behind() {
-    let (mut net, mut reg) = registry_grouped();
-    let (inv, _ring) = recorded_ring(&mut net, &mut reg);
-    // Bob answers (held while RingAnswered is ordered) and Alice cancels meanwhile.
-    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
-    let cancel = format!(
-        "CANCEL sip:1002@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKr1;rport\nMax-Forwards: 70\nFrom: \"Alice\" <sip:1001@orbit.test>;tag=alice\nTo: <sip:1002@orbit.test>\nCall-ID: call-r1\nCSeq: 1 CANCEL\nContent-Length: 0\n\n"
-    );
-    net.send(ALICE, &cancel);
-    reg.serve(&mut net);
-    assert!(
-        reg.orbit.rings_of("orbit.test").is_empty(),
-        "{:?}",
-        reg.orbit.rings_of("orbit.test")
-    );
-    // Bob's answer, too late, is taken and hung up.
-    let to_bob: Vec<_> = net.take(BOB1).iter().map(|m| m.method().clone()).collect();
-    assert!(to_bob.contains(&Method::Bye), "{to_bob:?}");
-}
-
-#[test]
 fn an_answered_call_stops_showing_on_the_callees_lamp_once_parked() {
     let mut net = Net::with(grouped());
     let inv = ringing_bob(&mut net);
@@ -736,44 +452,4 @@ fn an_answered_call_stops_showing_on_the_callees_lamp_once_parked() {
     );
     assert_eq!(super::park::parked_slots(&net), vec![701]);
     assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
-}
-
-#[test]
-fn a_recall_picked_up_at_another_site_stops_ringing_at_once_and_its_stage_never_times_out() {
-    // Its stage would time out (5 s, no fallback: the caller hung up) before the picker's site
-    // gives up fetching it (10 s).
-    let mut cfg = grouped();
-    cfg.tenant.lots[0].recall_ring_secs = 5;
-    let mut net = registry_net_with(cfg);
-    let mut reg = Registry::default();
-    reg.serve(&mut net);
-    super::park::park_by_bob(&mut net, "700");
-    reg.serve(&mut net);
-    net.take(BOB1);
-    net.take(ALICE);
-    // The deadline (the leader's timer fires it): the recall rings Bob, the parker.
-    let first = reg.parked();
-    reg.feed(&mut net, first.deadline, Command::Expire { park: first.id });
-    reg.serve(&mut net);
-    let inv = net
-        .take(BOB1)
-        .into_iter()
-        .find(|m| *m.method() == Method::Invite)
-        .expect("the recall rings Bob");
-    net.send_msg(BOB1, answer(&inv, 180, "bobr", None, BOB1));
-    reg.serve(&mut net);
-    let ring = reg.orbit.rings_of("orbit.test")[0].id;
-    let at = net.edge.now_ms(net.now);
-    reg.feed(&mut net, at, pickup_by("site-b/3001", Some(ring)));
-    let cancel = net.one(BOB1);
-    assert_eq!(*cancel.method(), Method::Cancel);
-    assert!(cancel.header_other("Reason").unwrap().contains("cause=200"));
-    // The recall's ring time passes while the picker's INVITE is on its way: the parked
-    // caller is not hung up.
-    net.advance(Duration::from_secs(9));
-    reg.serve(&mut net);
-    assert!(
-        net.take(ALICE).iter().all(|m| *m.method() != Method::Bye),
-        "the parked caller was hung up"
-    );
 }
