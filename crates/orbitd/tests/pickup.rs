@@ -66,8 +66,24 @@ fn picker_with(site: &Daemon, ext: &str, code: &str, media: &RtpPeer, header: &s
         .spawn()
 }
 
-/// Long enough for the ring to be recorded (0.5 s) and committed.
-const RINGING: Duration = Duration::from_millis(1500);
+/// Wait until site `i`'s edge has had a ring of `ext` committed: a pickup of it can be ordered
+/// from then on (a call is recorded after ringing half a second).
+fn wait_for_ring(s: &Sites, i: usize, ext: &str) {
+    let t0 = std::time::Instant::now();
+    let want = format!(" of {ext} at ");
+    while !s
+        .log(i)
+        .lines()
+        .any(|l| l.contains("committed event=ring ") && l.contains(&want))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no ring of {ext} recorded at site {i}:\n{}",
+            s.log(i)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 const COMPLETED_ELSEWHERE: &str = "cancel_reason=SIP;cause=200;text=\"Call completed elsewhere\"";
 
@@ -78,7 +94,7 @@ fn a_desk_ringing_at_site_b_is_picked_up_at_site_c_with_media_through_both_relay
     std::thread::sleep(Duration::from_millis(300));
     let alice_media = RtpPeer::bind();
     let alice = caller(&s.site[0], "2001", &alice_media);
-    std::thread::sleep(RINGING);
+    wait_for_ring(&s, 0, "2001");
 
     let carol_media = RtpPeer::bind();
     let carol = picker(&s.site[2], "3001", "*8", &carol_media);
@@ -129,7 +145,7 @@ fn two_pickers_at_two_sites_racing_for_one_ringing_call_get_exactly_one_200() {
     std::thread::sleep(Duration::from_millis(300));
     let alice_media = RtpPeer::bind();
     let alice = caller(&s.site[0], "1002", &alice_media);
-    std::thread::sleep(RINGING);
+    wait_for_ring(&s, 0, "1002");
 
     // Both dial at once.
     let (b_media, c_media) = (RtpPeer::bind(), RtpPeer::bind());
@@ -187,7 +203,7 @@ fn at_one_site_who_is_not_in_the_group_is_refused_and_directed_pickup_takes_the_
     std::thread::sleep(Duration::from_millis(300));
     let alice_media = RtpPeer::bind();
     let alice = caller(site, "1002", &alice_media);
-    std::thread::sleep(RINGING);
+    wait_for_ring(&s, 0, "1002");
 
     for (ext, code, status) in [
         ("1010", "*8", "403 Not In A Pickup Group"),
@@ -287,8 +303,9 @@ fn a_recall_ringing_the_parker_at_site_a_is_picked_up_at_site_c() {
     assert!(bob.wait().ok(), "parker");
     // Registered after the park (whose "Parked on 701" MESSAGE it does not expect).
     let desk = ringing_desk(&s.site[0], "1002");
-    // Parked 4 s, then the recall rings 1002's desk; 3001 at site C picks it up.
-    std::thread::sleep(Duration::from_millis(3500) + RINGING);
+    // Parked 4 s, then the recall rings 1002's desk (recorded at once); 3001 at site C picks
+    // it up.
+    wait_for_ring(&s, 0, "1002");
     let carol_media = RtpPeer::bind();
     let carol = picker(&s.site[2], "3001", "*8", &carol_media);
     let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
