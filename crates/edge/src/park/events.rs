@@ -77,6 +77,8 @@ impl Parking {
     /// were lost with a lapsed lease, but those claimed and waiting for their claimant (a claim
     /// takes the park out of the state; the fetch wait puts it back if nobody comes).
     pub(crate) fn resynced(&mut self, now: Instant) {
+        // The state now shows every claim committed: none is awaited from the watch.
+        self.park.claimed_here.clear();
         let gone: Vec<_> = self
             .park
             .by_id
@@ -99,7 +101,14 @@ impl Parking {
         match ev {
             Event::Parked(p) if p.call.edge == site => adopt_repark(self, now, p),
             Event::Claimed { parked, by } if parked.call.edge == site => {
+                self.park.claimed_here.remove(&parked.id);
                 on_claimed(self, now, parked, by)
+            }
+            Event::Expired(p) if p.call.edge == site && self.park.claimed_here.contains(&p.id) => {
+                info!(
+                    park = p.id,
+                    "expiry of a park this edge already claimed: no recall"
+                );
             }
             Event::Expired(p) if p.call.edge == site => {
                 // How late the deadline fired, by the time stamped on the Expire (the

@@ -124,6 +124,10 @@ pub(crate) struct Parks {
     pub consults: HashMap<u64, Consult>,
     /// Calls whose park is being ordered (not parkable again until its outcome).
     pub ordering: HashSet<u64>,
+    /// Parks of calls held here that this edge's own proposal claimed (a retrieve here), until
+    /// its watch shows the claim: an expiry of one that a lagging watch brings after the claim's
+    /// answer rings no recall (the call has a retriever, or was parked again).
+    pub claimed_here: HashSet<ParkId>,
     /// Recalls that began ringing the parker or stopped, by call, in order, since pickup last
     /// looked (it records and ends their rings). Taken by pickup.
     pub recall_news: Vec<RecallNews>,

@@ -114,6 +114,11 @@ pub(crate) fn on_retrieve(
 
 /// The claim's outcome: take the call here, or from the site holding it over the trunk.
 pub(crate) fn claim_outcome(edge: &mut Parking, now: Instant, a: AfterClaim, outcome: Outcome) {
+    if let Ok(Event::Claimed { parked, .. }) = &outcome {
+        if parked.call.edge == edge.cfg.site {
+            edge.park.claimed_here.insert(parked.id);
+        }
+    }
     if edge.park.claiming.remove(&a.key) == Some(true) {
         return claim_cancelled(edge, now, &a, outcome);
     }

@@ -441,3 +441,55 @@ fn a_recall_ringing_for_a_park_that_was_put_back_stops() {
         "Alice is not bridged to the stale recall"
     );
 }
+
+#[test]
+fn an_expiry_a_lagging_watch_brings_after_this_edges_own_claim_and_re_park_rings_no_recall() {
+    let (mut net, mut reg) = parked_by_bob();
+    let first = reg.parked();
+    // The leader expires the park; this edge's watch lags and does not show it yet.
+    let mut lagging: Vec<(u64, orbit_state::Millis, Vec<Command>)> = vec![];
+    let expire = Command::Expire { park: first.id };
+    reg.orbit.apply(first.deadline, &expire).unwrap();
+    reg.index += 1;
+    lagging.push((reg.index, first.deadline, vec![expire]));
+    // Carol's retrieve claims it and she cancels: the call goes back to 701 as a new park. The
+    // answers to this edge's proposals come; its watch still lags.
+    net.send(CAROL, &carol_invite("701", "c1"));
+    net.send(CAROL, &carol_cancel("701", "c1"));
+    let at = first.deadline + 10;
+    loop {
+        let props = net.edge.take_proposals();
+        if props.is_empty() {
+            break;
+        }
+        for p in props {
+            let r = reg.orbit.apply(at, &p.cmd);
+            if r.is_ok() {
+                reg.index += 1;
+                lagging.push((reg.index, at, vec![p.cmd.clone()]));
+            }
+            net.edge
+                .on_orbit_outcome(net.now, p.token, r.map_err(Into::into));
+            net.collect();
+        }
+    }
+    net.take(BOB1);
+    // The watch catches up: the expiry, the claim, the new park, in order.
+    for (index, at, cmds) in lagging {
+        net.edge.on_orbit_watch(net.now, index, at, cmds);
+        net.collect();
+    }
+    let to_bob = net.take(BOB1);
+    assert!(
+        to_bob
+            .iter()
+            .all(|m| m.method() != &orbit_sip::Method::Invite),
+        "a recall rang for a park already claimed and parked again: {:?}",
+        to_bob
+            .iter()
+            .map(|m| m.head_text().lines().next().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    );
+    let again = net.edge.orbit().in_slot("orbit.test", 701).cloned();
+    assert!(again.is_some_and(|p| p.id != first.id), "parked again");
+}
