@@ -217,18 +217,25 @@ pub(crate) fn check(
         }
     }
 
-    // Recalls: for a committed expiry, never before the deadline, once per park.
+    // Recalls: for a committed expiry, never before the deadline, once per park. A recall is
+    // the latest of its caller's parks in that slot whose expiry was committed before the
+    // recall reached the phone: an edge whose watch lags rings for a park it sees expired
+    // while the log has moved on (claimed, parked again), and stops when its watch shows it.
     let mut recalled: HashMap<ParkId, BTreeSet<&str>> = HashMap::new();
     for r in &obs.recalls {
         let mine = by_label
             .get(&r.label)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let park = mine
-            .iter()
-            .map(|id| &parks[id])
-            .filter(|p| p.slot == r.slot && p.parked_at <= r.at)
+        let in_slot = || {
+            mine.iter()
+                .map(|id| &parks[id])
+                .filter(|p| p.slot == r.slot && p.parked_at <= r.at)
+        };
+        let park = in_slot()
+            .filter(|p| expired.get(&p.id).is_some_and(|at| *at <= r.at))
             .max_by_key(|p| p.parked_at)
+            .or_else(|| in_slot().max_by_key(|p| p.parked_at))
             .unwrap_or_else(|| {
                 panic!(
                     "seed {seed}: {} recalled for {} in {}, never parked there",
