@@ -362,11 +362,7 @@ pub(crate) fn check(
             pickup_fights += 1;
         }
     }
-    let recall_kept = obs
-        .holders
-        .iter()
-        .filter(|(_, ext, _)| ext.ends_with("100"))
-        .count();
+    let recall_kept = obs.recalls_kept;
     let line = format!(
         "seed {seed}: {} calls, {} parked ({} park failures), {} retrieves ({retrieved} got the call, {confirmed} of them named by the 200 as the caller who answered the greeting, {cross} across sites, {fights} in fights, {} cancelled), {} pickups ({pickups_got} got the call, {pickup_fights} at once with another site's), {} recalls ({recall_kept} kept), {} claims, {lapses} leases lapsed, {} entries; faults: {} ({} leader crashes, edge cuts registry/home/trunk {:?}); {} resyncs; {} trunk claims lost ({back} calls back in their slot after an unfetched claim); {} parks left; at the end {} callers connected, {} parked, {} being recalled",
         obs.calls,

@@ -13,17 +13,19 @@ pub(crate) fn unfetched_claims<'a>(
     sim: &'a Sim,
 ) -> impl Iterator<Item = Millis> + 'a {
     hist.iter().filter_map(move |(i, at, e)| {
-        let (label, by, call_id) = match e {
+        let (label, by, call_id, ring) = match e {
             Event::Claimed { parked, by } => (
                 parked.call.caller_display.as_deref().unwrap_or(""),
                 by.as_str(),
                 &parked.call.call_id,
+                false,
             ),
             // A pickup whose picker never comes: the call rings on after the same wait.
             Event::PickedUp { ringing, by, .. } => (
                 ringing.call.caller_display.as_deref().unwrap_or(""),
                 by.rsplit('/').next().unwrap_or(""),
                 &ringing.call.call_id,
+                true,
             ),
             _ => return None,
         };
@@ -41,7 +43,9 @@ pub(crate) fn unfetched_claims<'a>(
             j > i
                 && match e {
                     Event::Parked(p) | Event::Ended { parked: p, .. } => p.call.call_id == *call_id,
-                    Event::Ringing(r) | Event::RingEnded { ringing: r } => {
+                    // A picked-up ring recorded again, or over (the call's record of its answer
+                    // ending is no news of a claim).
+                    Event::Ringing(r) | Event::RingEnded { ringing: r } if ring => {
                         r.call.call_id == *call_id
                     }
                     _ => false,

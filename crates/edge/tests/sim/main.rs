@@ -40,10 +40,10 @@
 //! hangs up), and a recall ringing when its call was parked again rang on into the new park
 //! (`park::adopt_repark` now stops it).
 //!
-//! Call pickup too: colleagues watch the receptionists' extension lamps and, when one shows a
-//! call ringing, dial `*8<receptionist>` or `*8` (a group pickup) now and then, racing each
-//! other and the receptionist (who answers some calls slowly); a picker who gets the caller
-//! greets it as a retriever does. Checked as retrieves are: a caller held by one phone at most,
+//! Call pickup too: receptionists watch the other receptionists' extension lamps and, when one
+//! shows a call ringing (or a recall), dial `*8<receptionist>` or `*8` (a group pickup) now and
+//! then, racing each other and the receptionist rung (who answers some calls slowly); a picker
+//! who gets the caller greets it as a retriever does. Checked as retrieves are: a caller held by one phone at most,
 //! which won the call in the registry (a `PickedUp` by that picker), and the caller a pickup's
 //! 200 named is the one that answered its greeting.
 //!
@@ -369,7 +369,8 @@ async fn run(seed: u64) -> Summary {
                     let first = sim.rng.gen_range(1_000..=4_000);
                     p.timers.push((now + ms(first), Act::Call));
                 }
-                Role::Receptionist => {}
+                // Front desks cover each other: they watch the other receptionists' lamps.
+                Role::Receptionist => p.timers.push((now + ms(stagger + 50), Act::WatchDesks)),
             }
             sim.by_addr.insert(p.addr, sim.phones.len());
             sim.phones.push(p);

@@ -59,6 +59,7 @@ pub(crate) struct Obs {
     pub(crate) retrieves: Vec<RetrieveSeen>,
     pub(crate) pickups: Vec<PickupSeen>,
     pub(crate) recalls: Vec<RecallSeen>,
+    pub(crate) recalls_kept: u64,
     /// (caller label, phone that held it, since): a retrieve's 200, or a recall kept.
     pub(crate) holders: Vec<(String, String, Millis)>,
     /// (caller label, phone whose greeting it heard).
@@ -136,6 +137,8 @@ pub(crate) enum Act {
     Retrieve(u32),
     /// Pick up the call ringing this receptionist.
     Pickup(String),
+    /// Subscribe to the other receptionists' lamps.
+    WatchDesks,
 }
 
 /// What a phone's handlers act on besides the phone.
@@ -350,28 +353,6 @@ impl Phone {
                     self.subs.insert(cid, slot);
                     self.send(cx, b);
                 }
-                // The receptionists' lamps: a call ringing one shows there.
-                for site in 0..SITES {
-                    let ext = receptionist(site);
-                    let cid = self.id("elamp");
-                    let tag = self.id("t");
-                    let from = format!("<sip:{}@{DOMAIN}>;tag={tag}", self.ext);
-                    let to = format!("<sip:{ext}@{DOMAIN}>");
-                    let branch = self.id("b");
-                    let b = self.request(
-                        "SUBSCRIBE",
-                        &format!("sip:{ext}@{DOMAIN}"),
-                        &branch,
-                        &from,
-                        &to,
-                        &cid,
-                        1,
-                        "Event: dialog\r\nAccept: application/dialog-info+xml\r\nExpires: 3600\r\n",
-                        None,
-                    );
-                    self.ext_subs.insert(cid, ext);
-                    self.send(cx, b);
-                }
             }
             Act::Call => {
                 if !cx.traffic || self.busy {
@@ -453,6 +434,31 @@ impl Phone {
                     self.at(cx, ms, Act::Cancel(cid.clone()));
                 }
                 self.at(cx, GIVE_UP.as_millis() as u64, Act::Cancel(cid));
+            }
+            Act::WatchDesks => {
+                // The other receptionists' lamps: a call ringing one shows there.
+                let me = self.site;
+                for site in (0..SITES).filter(|s| *s != me) {
+                    let ext = receptionist(site);
+                    let cid = self.id("elamp");
+                    let tag = self.id("t");
+                    let from = format!("<sip:{}@{DOMAIN}>;tag={tag}", self.ext);
+                    let to = format!("<sip:{ext}@{DOMAIN}>");
+                    let branch = self.id("b");
+                    let b = self.request(
+                        "SUBSCRIBE",
+                        &format!("sip:{ext}@{DOMAIN}"),
+                        &branch,
+                        &from,
+                        &to,
+                        &cid,
+                        1,
+                        "Event: dialog\r\nAccept: application/dialog-info+xml\r\nExpires: 3600\r\n",
+                        None,
+                    );
+                    self.ext_subs.insert(cid, ext);
+                    self.send(cx, b);
+                }
             }
             Act::Pickup(ext) => {
                 if !cx.traffic || self.busy {
@@ -591,6 +597,7 @@ impl Phone {
                     cx.obs
                         .holders
                         .push((d.label.clone(), self.ext.clone(), cx.ms));
+                    cx.obs.recalls_kept += 1;
                 }
                 // Names this phone and the retrieve, so that the caller's side can tell which
                 // retrieve reached it.
