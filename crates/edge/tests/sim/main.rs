@@ -195,8 +195,8 @@ fn config(site: usize) -> EdgeConfig {
                 ..Default::default()
             }],
             features: Default::default(),
-            // Receptionists and colleagues of every site in one group: colleagues pick up
-            // calls ringing a receptionist, from their lamps.
+            // Receptionists and colleagues of every site in one group: the receptionists pick
+            // up calls ringing each other, from their lamps.
             pickup_groups: vec![orbit_edge::config::PickupGroup {
                 name: "front".into(),
                 members: all_extensions()
