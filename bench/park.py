@@ -40,6 +40,30 @@ class ParkEdge(calls.Edge):
         return '[[edge.tenant.lots]]\npark_ext = "69"\nslots = "70-799999"\n'
 
 
+def sipp_counts(path, total):
+    """(successful, failed) calls from a SIPp -trace_stat file; a missing or unreadable one
+    counts every call as failed."""
+    try:
+        rows = list(csv.reader(open(path), delimiter=";"))
+        head, last = rows[0], rows[-1]
+        return int(last[head.index("SuccessfulCall(C)")]), int(last[head.index("FailedCall(C)")])
+    except (FileNotFoundError, IndexError, ValueError):
+        return 0, total
+
+
+def response_times(rdir, name):
+    """The response times (ms) named `name` in the SIPp -trace_rtt files under `rdir`."""
+    lat = []
+    for f in glob.glob(os.path.join(rdir, "*_rtt.csv")):
+        for row in csv.reader(open(f), delimiter=";"):
+            if len(row) >= 3 and row[2].strip() == name:
+                try:
+                    lat.append(float(row[1]))
+                except ValueError:
+                    pass
+    return lat
+
+
 def percentile(xs, p):
     if not xs:
         return float("nan")
@@ -79,24 +103,9 @@ def run_cycles(t, rate, seconds, work, twin_port, retriever=None, label=None):
     subprocess.run(["pkill", "-f", f"uas_rr_ring20.xml -p {t.uas_port}"])
     time.sleep(0.5)
 
-    def stats(path):
-        try:
-            rows = list(csv.reader(open(path), delimiter=";"))
-            head, last = rows[0], rows[-1]
-            return int(last[head.index("SuccessfulCall(C)")]), int(last[head.index("FailedCall(C)")])
-        except (FileNotFoundError, IndexError, ValueError):
-            return 0, total
-
-    bob_ok, bob_failed = stats(os.path.join(rdir, "bob.csv"))
-    ok, failed = stats(os.path.join(rdir, "carol.csv"))
-    lat = []
-    for f in glob.glob(os.path.join(rdir, "*_rtt.csv")):
-        for row in csv.reader(open(f), delimiter=";"):
-            if len(row) >= 3 and row[2].strip() == "retrieve":
-                try:
-                    lat.append(float(row[1]))
-                except ValueError:
-                    pass
+    bob_ok, bob_failed = sipp_counts(os.path.join(rdir, "bob.csv"), total)
+    ok, failed = sipp_counts(os.path.join(rdir, "carol.csv"), total)
+    lat = response_times(rdir, "retrieve")
     fail_ratio = (total - ok) / total
     on_time = wall <= seconds * 1.15 + 10
     good = fail_ratio < 0.01 and on_time

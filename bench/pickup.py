@@ -15,8 +15,6 @@ deployed), all SIP over loopback UDP, SIPp on every side. In the same run:
 Usage: bench/run.sh pickup [--seconds 10] [--start 200] [--parts plain,pickups]
 """
 import argparse
-import csv
-import glob
 import os
 import shutil
 import subprocess
@@ -80,25 +78,10 @@ def run_pickups(t, rate, seconds, work, twin_port, picker, label):
     subprocess.run(["pkill", "-f", f"pickup_callee.xml -p {t.uas_port}"])
     time.sleep(0.5)
 
-    def stats(path):
-        try:
-            rows = list(csv.reader(open(path), delimiter=";"))
-            head, last = rows[0], rows[-1]
-            return int(last[head.index("SuccessfulCall(C)")])
-        except (FileNotFoundError, IndexError, ValueError):
-            return 0
-
-    callers_ok = stats(os.path.join(rdir, "caller.csv"))
-    pickers_ok = stats(os.path.join(rdir, "picker.csv"))
+    callers_ok, _ = park.sipp_counts(os.path.join(rdir, "caller.csv"), total)
+    pickers_ok, _ = park.sipp_counts(os.path.join(rdir, "picker.csv"), total)
     ok = min(callers_ok, pickers_ok)
-    lat = []
-    for f in glob.glob(os.path.join(rdir, "*_rtt.csv")):
-        for row in csv.reader(open(f), delimiter=";"):
-            if len(row) >= 3 and row[2].strip() == "pickup":
-                try:
-                    lat.append(float(row[1]))
-                except ValueError:
-                    pass
+    lat = park.response_times(rdir, "pickup")
     fail_ratio = (total - ok) / total
     on_time = wall <= seconds * 1.15 + 12
     good = fail_ratio < 0.01 and on_time

@@ -66,6 +66,20 @@ fn picker_with(site: &Daemon, ext: &str, code: &str, media: &RtpPeer, header: &s
         .spawn()
 }
 
+/// The caller and the picker, each talking to the relay port its 200 named, hear each other
+/// and nobody else (through one relay or two); those relay addresses.
+fn assert_connected(
+    caller: (&RunningSipp, &RtpPeer),
+    picker: (&RunningSipp, &RtpPeer),
+) -> (SocketAddr, SocketAddr) {
+    let wait = Duration::from_secs(10);
+    let a = relay(caller.0.wait_log("relay_port", wait));
+    let b = relay(picker.0.wait_log("relay_port", wait));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_bridged((caller.1, a), (picker.1, b), 50, Duration::from_millis(400));
+    (a, b)
+}
+
 /// Wait until site `i`'s edge has had a ring of `ext` committed: a pickup of it can be ordered
 /// from then on (a call is recorded after ringing half a second).
 fn wait_for_ring(s: &Sites, i: usize, ext: &str) {
@@ -98,20 +112,13 @@ fn a_desk_ringing_at_site_b_is_picked_up_at_site_c_with_media_through_both_relay
 
     let carol_media = RtpPeer::bind();
     let carol = picker(&s.site[2], "3001", "*8", &carol_media);
-    let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
-    let alice_relay = relay(alice.wait_log("relay_port", Duration::from_secs(10)));
+    // caller ⇄ relay A ⇄ relay C ⇄ picker, both ways.
+    let (alice_relay, carol_relay) =
+        assert_connected((&alice, &alice_media), (&carol, &carol_media));
     assert!((s.site[0].rtp.0..=s.site[0].rtp.1).contains(&alice_relay.port()));
     assert!(
         (s.site[2].rtp.0..=s.site[2].rtp.1).contains(&carol_relay.port()),
         "Carol talks to site C's relay ({carol_relay})"
-    );
-    std::thread::sleep(Duration::from_millis(100));
-    // caller ⇄ relay A ⇄ relay C ⇄ picker, both ways.
-    assert_bridged(
-        (&alice_media, alice_relay),
-        (&carol_media, carol_relay),
-        50,
-        Duration::from_millis(400),
     );
     let c = carol.wait();
     assert!(c.ok(), "picker: {}", c.errors);
@@ -151,7 +158,6 @@ fn two_pickers_at_two_sites_racing_for_one_ringing_call_get_exactly_one_200() {
     let (b_media, c_media) = (RtpPeer::bind(), RtpPeer::bind());
     let b = picker(&s.site[1], "2001", "*81002", &b_media);
     let c = picker(&s.site[2], "3001", "**1002", &c_media);
-    let alice_relay = relay(alice.wait_log("relay_port", Duration::from_secs(10)));
     // The winner's media, both ways through its relay and site A's.
     let won = |r: &RunningSipp| r.logs().contains("outcome=won");
     let t0 = std::time::Instant::now();
@@ -163,14 +169,7 @@ fn two_pickers_at_two_sites_racing_for_one_ringing_call_get_exactly_one_200() {
     } else {
         (&c, &c_media)
     };
-    let winner_relay = relay(winner.wait_log("relay_port", Duration::from_secs(1)));
-    std::thread::sleep(Duration::from_millis(100));
-    assert_bridged(
-        (&alice_media, alice_relay),
-        (winner_media, winner_relay),
-        50,
-        Duration::from_millis(400),
-    );
+    assert_connected((&alice, &alice_media), (winner, winner_media));
     let b = b.wait();
     let c = c.wait();
     assert!(b.ok(), "site B picker: {}", b.errors);
@@ -223,15 +222,7 @@ fn at_one_site_who_is_not_in_the_group_is_refused_and_directed_pickup_takes_the_
 
     let carol_media = RtpPeer::bind();
     let carol = picker(site, "1003", "*81002", &carol_media);
-    let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
-    let alice_relay = relay(alice.wait_log("relay_port", Duration::from_secs(10)));
-    std::thread::sleep(Duration::from_millis(100));
-    assert_bridged(
-        (&alice_media, alice_relay),
-        (&carol_media, carol_relay),
-        50,
-        Duration::from_millis(400),
-    );
+    assert_connected((&alice, &alice_media), (&carol, &carol_media));
     let c = carol.wait();
     assert!(c.ok(), "picker: {}", c.errors);
     let a = alice.wait();
@@ -262,15 +253,7 @@ fn a_lamp_key_at_site_c_flashes_with_a_desk_ringing_at_site_a_and_picks_the_call
 
     let carol_media = RtpPeer::bind();
     let carol = picker_with(&s.site[2], "3001", "1002", &carol_media, &replaces);
-    let carol_relay = relay(carol.wait_log("relay_port", wait));
-    let alice_relay = relay(alice.wait_log("relay_port", wait));
-    std::thread::sleep(Duration::from_millis(100));
-    assert_bridged(
-        (&alice_media, alice_relay),
-        (&carol_media, carol_relay),
-        50,
-        Duration::from_millis(400),
-    );
+    assert_connected((&alice, &alice_media), (&carol, &carol_media));
     let c = carol.wait();
     assert!(c.ok(), "lamp key picker: {}", c.errors);
     assert!(c.logs.contains("outcome=won"), "{}", c.logs);
@@ -299,7 +282,7 @@ fn a_recall_ringing_the_parker_at_site_a_is_picked_up_at_site_c() {
         .key("park_to", "700")
         .key("refer_params", "")
         .spawn();
-    let alice_relay = relay(alice.wait_log("relay_port", Duration::from_secs(10)));
+    alice.wait_log("relay_port", Duration::from_secs(10));
     assert!(bob.wait().ok(), "parker");
     // Registered after the park (whose "Parked on 701" MESSAGE it does not expect).
     let desk = ringing_desk(&s.site[0], "1002");
@@ -308,14 +291,7 @@ fn a_recall_ringing_the_parker_at_site_a_is_picked_up_at_site_c() {
     wait_for_ring(&s, 0, "1002");
     let carol_media = RtpPeer::bind();
     let carol = picker(&s.site[2], "3001", "*8", &carol_media);
-    let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
-    std::thread::sleep(Duration::from_millis(100));
-    assert_bridged(
-        (&alice_media, alice_relay),
-        (&carol_media, carol_relay),
-        50,
-        Duration::from_millis(400),
-    );
+    assert_connected((&alice, &alice_media), (&carol, &carol_media));
     let c = carol.wait();
     assert!(c.ok(), "picker: {}", c.errors);
     assert!(c.logs.contains("caller=\"701: "), "{}", c.logs);

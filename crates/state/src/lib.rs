@@ -334,27 +334,10 @@ impl Orbit {
                     edge: edge.clone(),
                 })
             }
-            Command::Ring { tenant, ext, call } => {
-                self.ring(now, tenant, ext, call).map(Event::Ringing)
-            }
-            Command::RingAnswered { ring } => {
-                self.ring_answered(now, *ring).map(Event::RingAnswered)
-            }
-            Command::RingEnd { ring } => self
-                .ring_end(*ring)
-                .map(|ringing| Event::RingEnded { ringing }),
-            Command::Pickup {
-                tenant,
-                exts,
-                ring,
-                by,
-            } => self
-                .pickup(tenant, exts, *ring)
-                .map(|(ringing, parked)| Event::PickedUp {
-                    ringing,
-                    by: by.clone(),
-                    parked: parked.map(Box::new),
-                }),
+            Command::Ring { .. }
+            | Command::RingAnswered { .. }
+            | Command::RingEnd { .. }
+            | Command::Pickup { .. } => self.apply_ring(now, cmd),
         }
     }
 

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{in_range, Millis, Orbit, Rejection};
+use crate::{in_range, Command, Event, Millis, Orbit, Rejection};
 
 /// Unique for the life of the state (never reused), so stale commands can be fenced.
 pub type RingId = u64;
@@ -63,6 +63,34 @@ pub struct Ringing {
 }
 
 impl Orbit {
+    /// A command about rings (`Ring`, `RingAnswered`, `RingEnd`, `Pickup`).
+    pub(crate) fn apply_ring(&mut self, now: Millis, cmd: &Command) -> Result<Event, Rejection> {
+        match cmd {
+            Command::Ring { tenant, ext, call } => {
+                self.ring(now, tenant, ext, call).map(Event::Ringing)
+            }
+            Command::RingAnswered { ring } => {
+                self.ring_answered(now, *ring).map(Event::RingAnswered)
+            }
+            Command::RingEnd { ring } => self
+                .ring_end(*ring)
+                .map(|ringing| Event::RingEnded { ringing }),
+            Command::Pickup {
+                tenant,
+                exts,
+                ring,
+                by,
+            } => self
+                .pickup(tenant, exts, *ring)
+                .map(|(ringing, parked)| Event::PickedUp {
+                    ringing,
+                    by: by.clone(),
+                    parked: parked.map(Box::new),
+                }),
+            _ => unreachable!("not a command about rings: {cmd:?}"),
+        }
+    }
+
     pub(crate) fn ring(
         &mut self,
         now: Millis,

@@ -250,7 +250,7 @@ pub(crate) fn branch_response(
                 }
                 return;
             }
-            if call.winner.is_some() || call.state != CallState::Ringing || call.picked {
+            if call.b_answered() || call.state != CallState::Ringing {
                 // A second fork answered, or the caller has gone (or was picked up): take it
                 // and hang it up.
                 debug!("late 2xx from another fork: ACK and BYE");
@@ -333,10 +333,7 @@ pub(crate) fn branch_failed(
     if better {
         call.best = Some((code, reason));
     }
-    if call.branches.iter().any(|b| b.state != BranchState::Done)
-        || call.winner.is_some()
-        || call.picked
-    {
+    if call.branches.iter().any(|b| b.state != BranchState::Done) || call.b_answered() {
         return;
     }
     if call.state == CallState::Ringing {

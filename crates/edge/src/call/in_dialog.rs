@@ -59,7 +59,7 @@ pub(crate) fn accept(
         return None;
     }
     d.remote_cseq = msg.cseq.seq;
-    if side == Side::B && call.winner.is_none() && !call.picked {
+    if side == Side::B && !call.b_answered() {
         // The callee's dialog is not established yet.
         edge.reply(now, &key, Response::to(msg, 481));
         return None;

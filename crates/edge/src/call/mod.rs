@@ -285,6 +285,11 @@ impl Call {
         &self.a_invite
     }
 
+    /// Side B has its party: a fork answered, or a picker took the call.
+    pub(crate) fn b_answered(&self) -> bool {
+        self.winner.is_some() || self.picked
+    }
+
     /// The side whose party left, waiting for the next one.
     pub(crate) fn vacant(&self) -> Option<Side> {
         self.vacant

@@ -86,10 +86,7 @@ impl Calls {
     /// offer (without one, there is nothing to answer a picker with).
     pub(crate) fn is_pickable(&self, id: u64) -> bool {
         self.calls.get(&id).is_some_and(|c| {
-            c.state == CallState::Ringing
-                && c.winner.is_none()
-                && !c.picked
-                && c.sdp[Side::A as usize].is_some()
+            c.state == CallState::Ringing && !c.b_answered() && c.sdp[Side::A as usize].is_some()
         })
     }
 }
@@ -105,7 +102,7 @@ pub(crate) fn take_ringing(
     let Some(call) = edge.calls.get_mut(&id) else {
         return Err(NotPickable::NotRinging);
     };
-    if call.state != CallState::Ringing || call.winner.is_some() || call.picked {
+    if call.state != CallState::Ringing || call.b_answered() {
         return Err(NotPickable::NotRinging);
     }
     let Some(caller_sdp) = call.sdp[Side::A as usize].clone() else {

@@ -18,7 +18,7 @@ pub(crate) fn send_bye_departed(edge: &mut Calls, now: Instant, id: u64, to: Sid
 
 pub(crate) fn send_bye(edge: &mut Calls, now: Instant, id: u64, to: Side) {
     let call = edge.calls.get_mut(&id).expect("present");
-    if (to == Side::B && call.winner.is_none() && !call.picked) || call.vacant == Some(to) {
+    if (to == Side::B && !call.b_answered()) || call.vacant == Some(to) {
         return;
     }
     call.pending_byes += 1;

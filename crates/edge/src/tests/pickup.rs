@@ -38,6 +38,13 @@ pub(super) fn ringing_bob(net: &mut Net) -> Message {
     inv
 }
 
+/// As [`ringing_bob`], and rung long enough to be recorded for pickup.
+pub(super) fn recorded_bob(net: &mut Net) -> Message {
+    let inv = ringing_bob(net);
+    net.advance(crate::pickup::RECORD_AFTER);
+    inv
+}
+
 /// The final answers (not 100, not 180) sent to `to`.
 pub(super) fn finals(net: &mut Net, to: &str) -> Vec<Message> {
     net.take(to)
@@ -49,8 +56,7 @@ pub(super) fn finals(net: &mut Net, to: &str) -> Vec<Message> {
 #[test]
 fn group_pickup_answers_the_caller_cancels_the_phones_with_a_reason_and_bridges_the_picker() {
     let mut net = Net::with(grouped());
-    let inv = ringing_bob(&mut net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    let inv = recorded_bob(&mut net);
     assert_eq!(net.edge.orbit().rings_of("orbit.test").len(), 1);
 
     net.send(CAROL, &carol_dials("*8", "p1", ""));
@@ -122,8 +128,7 @@ fn carol_in_dialog(ok: &Message, method: &str, cseq: u32, branch: &str) -> Strin
 #[test]
 fn our_200s_are_resent_to_caller_and_picker_until_each_acks() {
     let mut net = Net::with(grouped());
-    ringing_bob(&mut net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    recorded_bob(&mut net);
     net.send(CAROL, &carol_dials("*8", "p1", ""));
     net.take(BOB1);
     let ok = net.one(CAROL);
@@ -164,8 +169,7 @@ fn pickup_is_refused_to_whoever_is_not_in_the_group_unless_the_tenant_allows_any
     let mut cfg = grouped();
     cfg.tenant.pickup_groups[0].members = vec!["1001".into(), "1002".into()];
     let mut net = Net::with(cfg.clone());
-    ringing_bob(&mut net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    recorded_bob(&mut net);
     for (dialled, reason) in [
         ("*8", "Not In A Pickup Group"),
         ("*81002", "Not In Your Pickup Group"),
@@ -182,8 +186,7 @@ fn pickup_is_refused_to_whoever_is_not_in_the_group_unless_the_tenant_allows_any
 
     cfg.tenant.directed_pickup = DirectedPickup::Anyone;
     let mut net = Net::with(cfg);
-    ringing_bob(&mut net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    recorded_bob(&mut net);
     net.send(CAROL, &carol_dials("**1002", "d1", ""));
     assert_eq!(net.one(CAROL).code(), 200);
 }
@@ -191,8 +194,7 @@ fn pickup_is_refused_to_whoever_is_not_in_the_group_unless_the_tenant_allows_any
 #[test]
 fn directed_pickup_takes_the_call_ringing_that_extension_only() {
     let mut net = Net::with(grouped());
-    ringing_bob(&mut net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    recorded_bob(&mut net);
     net.send(CAROL, &carol_dials("*81001", "d0", ""));
     let r = net.one(CAROL);
     assert_eq!((r.code(), r.reason()), (404, "Nothing To Pick Up"));
@@ -212,8 +214,7 @@ fn calls_to_extensions_nobody_may_pick_up_are_not_recorded() {
 #[test]
 fn a_ring_is_a_call_in_progress_once_answered_and_ends_with_it_or_when_the_caller_cancels() {
     let mut net = Net::with(grouped());
-    let inv = ringing_bob(&mut net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    let inv = recorded_bob(&mut net);
     net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
     let ok = net.one(ALICE);
     assert_eq!(ok.code(), 200);
@@ -238,8 +239,7 @@ fn a_ring_is_a_call_in_progress_once_answered_and_ends_with_it_or_when_the_calle
     assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
 
     let mut net = Net::with(grouped());
-    ringing_bob(&mut net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    recorded_bob(&mut net);
     let cancel = format!(
         "CANCEL sip:1002@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKr1;rport\nMax-Forwards: 70\nFrom: \"Alice\" <sip:1001@orbit.test>;tag=alice\nTo: <sip:1002@orbit.test>\nCall-ID: call-r1\nCSeq: 1 CANCEL\nContent-Length: 0\n\n"
     );
@@ -256,8 +256,7 @@ fn a_ring_is_a_call_in_progress_once_answered_and_ends_with_it_or_when_the_calle
 #[test]
 fn a_lamp_key_replaces_names_the_ringing_dialog_and_early_only_of_nothing_is_481() {
     let mut net = Net::with(grouped());
-    ringing_bob(&mut net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    recorded_bob(&mut net);
     let ring = net.edge.orbit().rings_of("orbit.test")[0].clone();
     assert_eq!(ring.call.call_id, "call-r1");
     assert_eq!(ring.call.remote_tag, "alice");
@@ -283,8 +282,7 @@ fn a_lamp_key_replaces_names_the_ringing_dialog_and_early_only_of_nothing_is_481
 #[test]
 fn a_callee_answering_after_a_pickup_is_hung_up_and_the_caller_keeps_the_picker() {
     let mut net = Net::with(grouped());
-    let inv = ringing_bob(&mut net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    let inv = recorded_bob(&mut net);
     net.send(CAROL, &carol_dials("*8", "p1", ""));
     net.take(BOB1);
     assert_eq!(net.one(CAROL).code(), 200);
@@ -321,8 +319,7 @@ fn an_extension_lamp_flashes_with_the_ringing_call_and_its_replaces_picks_it_up(
     assert_eq!(first.len(), 1);
     assert!(!first[0].1.contains("<dialog "), "idle: {}", first[0].1);
 
-    ringing_bob(&mut net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    recorded_bob(&mut net);
     let lit = lamp_notifies(&mut net);
     assert_eq!(lit.len(), 1, "{lit:?}");
     let doc = &lit[0].1;
@@ -439,8 +436,7 @@ fn a_recall_answered_by_the_parker_can_no_longer_be_picked_up() {
 #[test]
 fn an_answered_call_stops_showing_on_the_callees_lamp_once_parked() {
     let mut net = Net::with(grouped());
-    let inv = ringing_bob(&mut net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    let inv = recorded_bob(&mut net);
     net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
     let ok = net.one(ALICE);
     net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack1", None));
@@ -452,4 +448,24 @@ fn an_answered_call_stops_showing_on_the_callees_lamp_once_parked() {
     );
     assert_eq!(super::park::parked_slots(&net), vec![701]);
     assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
+}
+
+#[test]
+fn a_stranger_who_dials_a_pickup_code_or_sends_a_replaces_is_challenged_and_takes_nothing() {
+    const STRANGER: &str = "127.0.0.2:6001";
+    let mut net = Net::with(grouped());
+    recorded_bob(&mut net);
+    let ring = net.edge.orbit().rings_of("orbit.test")[0].clone();
+    let replaces = format!(
+        "Replaces: {};to-tag={};from-tag={};early-only\n",
+        ring.call.call_id, ring.call.local_tag, ring.call.remote_tag
+    );
+    for (dialled, extra) in [("*8", ""), ("*81002", ""), ("1002", replaces.as_str())] {
+        let req = carol_dials(dialled, &format!("s{dialled}"), extra).replace(CAROL, STRANGER);
+        net.send(STRANGER, &req);
+        assert_eq!(net.one(STRANGER).code(), 407, "{dialled}");
+    }
+    assert!(net.take(BOB1).is_empty(), "Bob's phone rings on");
+    assert!(net.take(ALICE).is_empty());
+    assert_eq!(net.edge.orbit().rings_of("orbit.test").len(), 1);
 }

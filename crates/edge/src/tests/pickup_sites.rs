@@ -4,11 +4,11 @@
 //! never comes or the ring is lost; recalls picked up at another site.
 
 use orbit_sip::Method;
-use orbit_state::{Command, Event, RingCall};
+use orbit_state::{Command, Event, RingCall, Ringing};
 
 use super::park::CAROL;
-use super::pickup::{carol_dials, finals, grouped, ringing_bob};
-use super::registry::{registry_net_with, Registry, PEER, SECRET};
+use super::pickup::{carol_dials, finals, grouped, recorded_bob};
+use super::registry::{registry_net_with, trunk_invite, Registry, PEER, SECRET};
 use super::*;
 
 /// The registry harness with 1001-1003 in one pickup group.
@@ -21,34 +21,38 @@ fn registry_grouped() -> (Net, Registry) {
 
 /// Site B's trunk INVITE for its picker 3001, claiming ring `ring` of `ext`.
 fn trunk_pick(net: &Net, ring: u64, ext: &str, branch: &str) -> String {
-    let ts = net.edge.now_ms(net.now) / 1000;
-    let call_id = format!("trunk-{branch}");
-    let from = "\"Carol B\" <sip:3001@orbit.test>;tag=tb";
-    let sdp = SDP_B.replace("10.2.2.2", "10.9.9.9");
-    let body = sdp.replace('\n', "\r\n");
-    let sig = crate::trunk::Signed {
-        site: "site-b",
-        to_site: "site-a",
-        ts,
-        method: "INVITE",
-        call_id: &call_id,
-        from,
-        user: ext,
-        claim: Some(crate::trunk::Claim::Ring(ring)),
-        body: body.as_bytes(),
+    let claim = crate::trunk::Claim::Ring(ring);
+    trunk_invite(net, claim, ext, "Carol B", SECRET, branch)
+}
+
+/// A call to 1002 of `tenant` ringing at site B (call-id `<id>`, tags `<id>-l`, `<id>-r`),
+/// committed and fed to this edge's watch.
+fn ringing_at_site_b(net: &mut Net, reg: &mut Registry, tenant: &str, id: &str) -> Ringing {
+    let at = net.edge.now_ms(net.now);
+    let call = RingCall {
+        caller_uri: format!("sip:5550000@{tenant}"),
+        caller_display: None,
+        edge: "site-b".into(),
+        call_id: id.into(),
+        local_tag: format!("{id}-l"),
+        remote_tag: format!("{id}-r"),
+        park: None,
+    };
+    let cmd = Command::Ring {
+        tenant: tenant.into(),
+        ext: "1002".into(),
+        call,
+    };
+    match reg.feed(net, at, cmd) {
+        Event::Ringing(r) => r,
+        e => panic!("{e:?}"),
     }
-    .sign(SECRET);
-    format!(
-        "INVITE sip:{ext}@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: {from}\nTo: <sip:{ext}@orbit.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:3001@{PEER}>\nX-Orbit-Trunk: site-b;{ts};{sig}\nX-Orbit-Claim: ring-{ring}\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
-        body.len()
-    )
 }
 
 /// Alice's call to 1002 ringing here, its ring recorded in the registry; returns Bob's INVITE
 /// and the ring.
 fn recorded_ring(net: &mut Net, reg: &mut Registry) -> (Message, u64) {
-    let inv = ringing_bob(net);
-    net.advance(crate::pickup::RECORD_AFTER);
+    let inv = recorded_bob(net);
     reg.serve(net);
     let ring = match reg.events.last() {
         Some(Event::Ringing(r)) => r.id,
@@ -206,24 +210,7 @@ fn a_callees_answer_goes_through_when_its_ring_was_lost_with_the_lease() {
 #[test]
 fn a_picker_here_takes_a_call_ringing_at_another_site_over_the_trunk() {
     let (mut net, mut reg) = registry_grouped();
-    let at = net.edge.now_ms(net.now);
-    let ring = RingCall {
-        caller_uri: "sip:2001@orbit.test".into(),
-        caller_display: None,
-        edge: "site-b".into(),
-        call_id: "b-call".into(),
-        local_tag: "b-l".into(),
-        remote_tag: "b-r".into(),
-        park: None,
-    };
-    let cmd = Command::Ring {
-        tenant: "orbit.test".into(),
-        ext: "1002".into(),
-        call: ring,
-    };
-    let Event::Ringing(r) = reg.feed(&mut net, at, cmd) else {
-        panic!("rings")
-    };
+    let r = ringing_at_site_b(&mut net, &mut reg, "orbit.test", "b-call");
     net.send(CAROL, &carol_dials("*8", "p1", ""));
     reg.serve(&mut net);
     assert!(matches!(reg.events.last(), Some(Event::PickedUp { by, .. }) if by == "site-a/1003"));
@@ -244,23 +231,8 @@ fn a_picker_here_takes_a_call_ringing_at_another_site_over_the_trunk() {
 #[test]
 fn a_replaces_naming_a_call_ringing_for_another_tenant_is_refused() {
     let (mut net, mut reg) = registry_grouped();
-    let at = net.edge.now_ms(net.now);
-    let theirs = RingCall {
-        caller_uri: "sip:5550000@other.test".into(),
-        caller_display: None,
-        edge: "site-b".into(),
-        call_id: "their-call".into(),
-        local_tag: "their-l".into(),
-        remote_tag: "their-r".into(),
-        park: None,
-    };
-    let ring = Command::Ring {
-        tenant: "other.test".into(),
-        ext: "1002".into(),
-        call: theirs,
-    };
-    reg.feed(&mut net, at, ring);
-    let replaces = "Replaces: their-call;to-tag=their-l;from-tag=their-r;early-only\n";
+    ringing_at_site_b(&mut net, &mut reg, "other.test", "their-call");
+    let replaces = "Replaces: their-call;to-tag=their-call-l;from-tag=their-call-r;early-only\n";
     net.send(CAROL, &carol_dials("1002", "x", replaces));
     let r = finals(&mut net, CAROL);
     assert_eq!((r[0].code(), r[0].reason()), (403, "Not Your Tenant"));
@@ -329,4 +301,27 @@ fn a_recall_picked_up_at_another_site_stops_ringing_at_once_and_its_stage_never_
         net.take(ALICE).iter().all(|m| *m.method() != Method::Bye),
         "the parked caller was hung up"
     );
+}
+
+#[test]
+fn a_stranger_cannot_claim_a_ring_over_the_trunk_by_altering_or_copying_a_signed_invite() {
+    let (mut net, mut reg) = registry_grouped();
+    let (_inv, ring) = recorded_ring(&mut net, &mut reg);
+    let at = net.edge.now_ms(net.now);
+    reg.feed(&mut net, at, pickup_by("site-b/3001", Some(ring)));
+    // Site B's INVITE for another ring, its claim changed to this one: the signature fails.
+    let altered = trunk_pick(&net, ring + 1, "1002", "t1").replace(
+        &format!("X-Orbit-Claim: ring-{}", ring + 1),
+        &format!("X-Orbit-Claim: ring-{ring}"),
+    );
+    net.send(PEER, &altered);
+    let r = finals(&mut net, PEER);
+    assert_eq!((r[0].code(), r[0].reason()), (403, "Bad Trunk Signature"));
+    // The right INVITE, copied and sent from another address than site B's edge: refused too.
+    let stranger = "127.0.0.2:6001";
+    net.send(stranger, &trunk_pick(&net, ring, "1002", "t2"));
+    assert_eq!(net.one(stranger).code(), 403);
+    // Nobody got the call: Bob's phone rings on, Alice has no answer.
+    assert!(net.take(BOB1).iter().all(|m| *m.method() != Method::Cancel));
+    assert!(finals(&mut net, ALICE).is_empty());
 }

@@ -143,9 +143,23 @@ pub(super) fn call_info(edge: &str, call_id: &str, codec: &str) -> orbit_state::
 
 /// A trunk INVITE from site B claiming `park` in slot 701 for 3001, signed with `secret`.
 pub(super) fn trunk_claim(net: &Net, park: u64, secret: &str, branch: &str) -> String {
+    let claim = crate::trunk::Claim::Park(park);
+    trunk_invite(net, claim, "701", "Carol", secret, branch)
+}
+
+/// A trunk INVITE from site B to `user`, with `claim`, for 3001 (shown as `display`), signed
+/// with `secret`.
+pub(super) fn trunk_invite(
+    net: &Net,
+    claim: crate::trunk::Claim,
+    user: &str,
+    display: &str,
+    secret: &str,
+    branch: &str,
+) -> String {
     let ts = net.edge.now_ms(net.now) / 1000;
     let call_id = format!("trunk-{branch}");
-    let from = "\"Carol\" <sip:3001@orbit.test>;tag=tb";
+    let from = format!("\"{display}\" <sip:3001@orbit.test>;tag=tb");
     let sdp = SDP_B.replace("10.2.2.2", "10.9.9.9");
     let body = sdp.replace('\n', "\r\n");
     let sig = crate::trunk::Signed {
@@ -154,14 +168,15 @@ pub(super) fn trunk_claim(net: &Net, park: u64, secret: &str, branch: &str) -> S
         ts,
         method: "INVITE",
         call_id: &call_id,
-        from,
-        user: "701",
-        claim: Some(crate::trunk::Claim::Park(park)),
+        from: &from,
+        user,
+        claim: Some(claim),
         body: body.as_bytes(),
     }
     .sign(secret);
     format!(
-        "INVITE sip:701@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: {from}\nTo: <sip:701@orbit.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:3001@{PEER}>\nX-Orbit-Trunk: site-b;{ts};{sig}\nX-Orbit-Claim: {park}\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
+        "INVITE sip:{user}@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: {from}\nTo: <sip:{user}@orbit.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:3001@{PEER}>\nX-Orbit-Trunk: site-b;{ts};{sig}\nX-Orbit-Claim: {}\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
+        claim.text(),
         body.len()
     )
 }

@@ -59,7 +59,7 @@
 //!
 //! The parts: `links` plays each edge's registry link (proposals, watch stream) and the
 //! nodes' lives; `net` the in-memory network, the faults and the main loop; `phones` the SIP
-//! agents (`phones::receive`, what they do with what they get); `checks` what is checked
+//! agents (`phones::act`, what they do of their own accord; `phones::receive`, what they do with what they get); `checks` what is checked
 //! against the registry's history; `liveness` where the callers still in a call must be at
 //! the end. This file: the constants, the edges' configuration, and a seed's run.
 

@@ -1,70 +1,14 @@
-//! The phones: small SIP user agents (callers, receptionists, colleagues) and what they do of
-//! their own accord (register, subscribe to the lamps, call, park, retrieve, greet, hang up);
-//! what they get is handled in [`receive`]. And what they saw, for the checks.
+//! The phones: small SIP user agents (callers, receptionists, colleagues), their dialogs and
+//! the SIP they write. What they do of their own accord is in [`act`], what they do with what
+//! they get in [`receive`], and what they saw, for the checks, in [`seen`].
 
+mod act;
 mod receive;
+mod seen;
+
+pub(crate) use seen::*;
 
 use crate::*;
-
-// ------------------------------------------------------------------ what the phones saw
-
-pub(crate) struct RetrieveSeen {
-    pub(crate) ext: String,
-    pub(crate) site: usize,
-    pub(crate) slot: u32,
-    pub(crate) sent: Millis,
-    /// Final response and when.
-    pub(crate) done: Option<(u16, Millis)>,
-    /// The caller named by the 200's P-Asserted-Identity (`"<slot>: <label>" <uri>`), with
-    /// the slot and the URI's user it names.
-    pub(crate) label: Option<String>,
-    pub(crate) named: Option<(u32, String)>,
-    /// The caller that answered our greeting.
-    pub(crate) reached: Option<String>,
-    pub(crate) cancelled: bool,
-    /// The caller that heard our greeting.
-    pub(crate) heard_by: Option<String>,
-}
-
-pub(crate) struct PickupSeen {
-    pub(crate) ext: String,
-    pub(crate) site: usize,
-    /// What was dialled (`*81100`, `*8`).
-    pub(crate) dialled: String,
-    pub(crate) sent: Millis,
-    pub(crate) done: Option<(u16, Millis)>,
-    /// The caller named by the 200's P-Asserted-Identity (`"<label>" <uri>`), and the URI's
-    /// user.
-    pub(crate) label: Option<String>,
-    pub(crate) user: Option<String>,
-    pub(crate) reached: Option<String>,
-    pub(crate) heard_by: Option<String>,
-    pub(crate) cancelled: bool,
-}
-
-pub(crate) struct RecallSeen {
-    pub(crate) ext: String,
-    pub(crate) call_id: String,
-    pub(crate) slot: u32,
-    pub(crate) label: String,
-    pub(crate) at: Millis,
-}
-
-#[derive(Default)]
-pub(crate) struct Obs {
-    pub(crate) calls: u64,
-    pub(crate) refers: u64,
-    pub(crate) parked: u64,
-    pub(crate) park_failed: u64,
-    pub(crate) retrieves: Vec<RetrieveSeen>,
-    pub(crate) pickups: Vec<PickupSeen>,
-    pub(crate) recalls: Vec<RecallSeen>,
-    pub(crate) recalls_kept: u64,
-    /// (caller label, phone that held it, since): a retrieve's 200, or a recall kept.
-    pub(crate) holders: Vec<(String, String, Millis)>,
-    /// (caller label, phone whose greeting it heard).
-    pub(crate) heard: Vec<(String, String)>,
-}
 
 // ------------------------------------------------------------------ phones
 
@@ -327,293 +271,6 @@ impl Phone {
         self.send(cx, b);
     }
 
-    // ------------------------------------------------------------ timers
-
-    pub(crate) fn on_timer(&mut self, cx: &mut Cx, act: Act) {
-        match act {
-            Act::Register => self.register(cx, None),
-            Act::Subscribe => {
-                for slot in SLOTS {
-                    let cid = self.id("lamp");
-                    let tag = self.id("t");
-                    let from = format!("<sip:{}@{DOMAIN}>;tag={tag}", self.ext);
-                    let to = format!("<sip:{slot}@{DOMAIN}>");
-                    let branch = self.id("b");
-                    let b = self.request(
-                        "SUBSCRIBE",
-                        &format!("sip:{slot}@{DOMAIN}"),
-                        &branch,
-                        &from,
-                        &to,
-                        &cid,
-                        1,
-                        "Event: dialog\r\nAccept: application/dialog-info+xml\r\nExpires: 3600\r\n",
-                        None,
-                    );
-                    self.subs.insert(cid, slot);
-                    self.send(cx, b);
-                }
-            }
-            Act::Call => {
-                if !cx.traffic || self.busy {
-                    return;
-                }
-                self.busy = true;
-                self.calls_made += 1;
-                cx.obs.calls += 1;
-                let label = format!("c{}n{}", self.ext, self.calls_made);
-                // Mostly their own site's receptionist, now and then another site's (the call
-                // then comes over the trunk, and is parked at the receptionist's site).
-                let site = if cx.rng.gen_ratio(1, 5) {
-                    (self.site + cx.rng.gen_range(1..SITES)) % SITES
-                } else {
-                    self.site
-                };
-                let to_ext = receptionist(site);
-                let ruri = format!("sip:{to_ext}@{DOMAIN}");
-                let tag = self.id("t");
-                let d = Dlg {
-                    kind: Kind::Out,
-                    state: St::Calling,
-                    local: format!("\"{label}\" <sip:{}@{DOMAIN}>;tag={tag}", self.ext),
-                    remote: format!("<{ruri}>"),
-                    target: ruri.clone(),
-                    ruri,
-                    branch: self.id("b"),
-                    invite_cseq: 1,
-                    cseq: 1,
-                    invite: None,
-                    label,
-                    cancelled: false,
-                    greeted: None,
-                    reached: false,
-                };
-                self.invite(cx, d);
-            }
-            Act::Retrieve(slot) => {
-                let lit = self.lamps.get(&slot).is_some_and(|l| l.1.is_some());
-                if !cx.traffic || self.busy || !lit {
-                    return;
-                }
-                self.busy = true;
-                cx.obs.retrieves.push(RetrieveSeen {
-                    ext: self.ext.clone(),
-                    site: self.site,
-                    slot,
-                    sent: cx.ms,
-                    done: None,
-                    label: None,
-                    named: None,
-                    reached: None,
-                    cancelled: false,
-                    heard_by: None,
-                });
-                let ruri = format!("sip:{slot}@{DOMAIN}");
-                let tag = self.id("t");
-                let d = Dlg {
-                    kind: Kind::Retrieve(cx.obs.retrieves.len() - 1),
-                    state: St::Calling,
-                    local: format!("<sip:{}@{DOMAIN}>;tag={tag}", self.ext),
-                    remote: format!("<{ruri}>"),
-                    target: ruri.clone(),
-                    ruri,
-                    branch: self.id("b"),
-                    invite_cseq: 1,
-                    cseq: 1,
-                    invite: None,
-                    label: String::new(),
-                    cancelled: false,
-                    greeted: None,
-                    reached: false,
-                };
-                let cid = self.invite(cx, d);
-                // Now and then the retriever thinks better of it while its claim is ordered;
-                // and it gives up when nothing answers for a while.
-                if cx.rng.gen_ratio(1, 10) {
-                    let ms = cx.rng.gen_range(2..=40);
-                    self.at(cx, ms, Act::Cancel(cid.clone()));
-                }
-                self.at(cx, GIVE_UP.as_millis() as u64, Act::Cancel(cid));
-            }
-            Act::WatchDesks => {
-                // The other receptionists' lamps: a call ringing one shows there.
-                let me = self.site;
-                for site in (0..SITES).filter(|s| *s != me) {
-                    let ext = receptionist(site);
-                    let cid = self.id("elamp");
-                    let tag = self.id("t");
-                    let from = format!("<sip:{}@{DOMAIN}>;tag={tag}", self.ext);
-                    let to = format!("<sip:{ext}@{DOMAIN}>");
-                    let branch = self.id("b");
-                    let b = self.request(
-                        "SUBSCRIBE",
-                        &format!("sip:{ext}@{DOMAIN}"),
-                        &branch,
-                        &from,
-                        &to,
-                        &cid,
-                        1,
-                        "Event: dialog\r\nAccept: application/dialog-info+xml\r\nExpires: 3600\r\n",
-                        None,
-                    );
-                    self.ext_subs.insert(cid, ext);
-                    self.send(cx, b);
-                }
-            }
-            Act::Pickup(ext) => {
-                if !cx.traffic || self.busy {
-                    return;
-                }
-                self.busy = true;
-                // Directed mostly; now and then a group pickup (whatever rings longest).
-                let dialled = if cx.rng.gen_ratio(1, 3) {
-                    "*8".to_string()
-                } else {
-                    format!("*8{ext}")
-                };
-                cx.obs.pickups.push(PickupSeen {
-                    ext: self.ext.clone(),
-                    site: self.site,
-                    dialled: dialled.clone(),
-                    sent: cx.ms,
-                    done: None,
-                    label: None,
-                    user: None,
-                    reached: None,
-                    heard_by: None,
-                    cancelled: false,
-                });
-                let ruri = format!("sip:{dialled}@{DOMAIN}");
-                let tag = self.id("t");
-                let d = Dlg {
-                    kind: Kind::Pickup(cx.obs.pickups.len() - 1),
-                    state: St::Calling,
-                    local: format!("<sip:{}@{DOMAIN}>;tag={tag}", self.ext),
-                    remote: format!("<{ruri}>"),
-                    target: ruri.clone(),
-                    ruri,
-                    branch: self.id("b"),
-                    invite_cseq: 1,
-                    cseq: 1,
-                    invite: None,
-                    label: String::new(),
-                    cancelled: false,
-                    greeted: None,
-                    reached: false,
-                };
-                let cid = self.invite(cx, d);
-                if cx.rng.gen_ratio(1, 10) {
-                    let ms = cx.rng.gen_range(2..=40);
-                    self.at(cx, ms, Act::Cancel(cid.clone()));
-                }
-                self.at(cx, GIVE_UP.as_millis() as u64, Act::Cancel(cid));
-            }
-            Act::Answer(cid) => {
-                let body = sdp(self.addr);
-                let Some(d) = self.dialogs.get_mut(&cid) else {
-                    return;
-                };
-                let Some(inv) = d.invite.take() else { return };
-                if d.state != St::Early {
-                    return;
-                }
-                d.state = St::Up;
-                let tag = d.local_tag();
-                self.respond(cx, &inv, 200, Some(&tag), Some(&body));
-            }
-            Act::Reject(cid) => {
-                let Some(d) = self.dialogs.get_mut(&cid) else {
-                    return;
-                };
-                let Some(inv) = d.invite.take() else { return };
-                d.state = St::Done;
-                let tag = d.local_tag();
-                self.respond(cx, &inv, 486, Some(&tag), None);
-            }
-            Act::Refer(cid) => {
-                if self.dialogs.get(&cid).is_none_or(|d| d.state != St::Up) {
-                    return;
-                }
-                cx.obs.refers += 1;
-                // Mostly the park extension; now and then a slot of the receptionist's choice
-                // (which may be taken).
-                let target = if cx.rng.gen_ratio(1, 10) {
-                    cx.rng.gen_range(SLOTS).to_string()
-                } else {
-                    "700".to_string()
-                };
-                let extra = format!(
-                    "Refer-To: <sip:{target}@{DOMAIN}>\r\nReferred-By: <sip:{}@{DOMAIN}>\r\n",
-                    self.ext
-                );
-                self.in_dialog(cx, &cid, "REFER", &extra, None);
-            }
-            Act::HangUp(cid) => {
-                // After the traffic nobody hangs up of their own accord: whoever is still in
-                // a call stays there, for the liveness check to see where each call ended.
-                if cx.traffic {
-                    self.on_timer(cx, Act::Bye(cid));
-                }
-            }
-            Act::Bye(cid) => {
-                if self.dialogs.get(&cid).is_none_or(|d| d.state != St::Up) {
-                    return;
-                }
-                self.in_dialog(cx, &cid, "BYE", "", None);
-                self.over(cx, &cid);
-            }
-            Act::Cancel(cid) => {
-                let Some(d) = self.dialogs.get_mut(&cid) else {
-                    return;
-                };
-                if !matches!(d.state, St::Calling | St::Early) {
-                    return;
-                }
-                d.cancelled = true;
-                let (ruri, branch, local, cseq) = (
-                    d.ruri.clone(),
-                    d.branch.clone(),
-                    d.local.clone(),
-                    d.invite_cseq,
-                );
-                let to = format!("<{ruri}>");
-                match d.kind {
-                    Kind::Retrieve(i) => cx.obs.retrieves[i].cancelled = true,
-                    Kind::Pickup(i) => cx.obs.pickups[i].cancelled = true,
-                    _ => {}
-                }
-                let b = self.request("CANCEL", &ruri, &branch, &local, &to, &cid, cseq, "", None);
-                self.send(cx, b);
-            }
-            Act::Hello(cid) => {
-                let Some(d) = self.dialogs.get(&cid) else {
-                    return;
-                };
-                if d.state != St::Up {
-                    return;
-                }
-                if d.kind == Kind::Recall {
-                    // The recall was answered and kept: this phone holds the caller.
-                    cx.obs
-                        .holders
-                        .push((d.label.clone(), self.ext.clone(), cx.ms));
-                    cx.obs.recalls_kept += 1;
-                }
-                // Names this phone and the retrieve, so that the caller's side can tell which
-                // retrieve reached it.
-                let what = match d.kind {
-                    Kind::Retrieve(i) => format!("r{i}"),
-                    Kind::Pickup(i) => format!("p{i}"),
-                    _ => "recall".into(),
-                };
-                let hello = format!("hello {} {what}", self.ext);
-                self.in_dialog(cx, &cid, "INFO", "", Some(("text/plain", &hello)));
-                let ms = cx.rng.gen_range(1_000..=4_000);
-                self.at(cx, ms, Act::HangUp(cid));
-            }
-        }
-    }
-
     pub(crate) fn register(&mut self, cx: &mut Cx, challenge: Option<&str>) {
         self.reg_cseq += 1;
         let auth = match challenge {
@@ -690,6 +347,32 @@ impl Phone {
 }
 
 impl Dlg {
+    /// A dialog we start with an INVITE to `ruri`, from `local` (with our tag), on `branch`.
+    pub(crate) fn calling(
+        kind: Kind,
+        local: String,
+        ruri: String,
+        branch: String,
+        label: String,
+    ) -> Dlg {
+        Dlg {
+            kind,
+            state: St::Calling,
+            local,
+            remote: format!("<{ruri}>"),
+            target: ruri.clone(),
+            ruri,
+            branch,
+            invite_cseq: 1,
+            cseq: 1,
+            invite: None,
+            label,
+            cancelled: false,
+            greeted: None,
+            reached: false,
+        }
+    }
+
     /// Our tag (UAS dialogs: in `local`).
     fn local_tag(&self) -> String {
         self.local.split(";tag=").nth(1).unwrap_or("").to_string()
