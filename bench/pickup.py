@@ -51,7 +51,8 @@ def run_pickups(t, rate, seconds, work, twin_port, picker, label):
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
     uas.wait()
     total = int(rate * seconds)
-    rdir = os.path.join(work, f"p{label.replace(' ', '')}{rate}")
+    # One directory per run: a fixed-rate run may repeat a search step's rate.
+    rdir = os.path.join(work, f"p{label.replace(' ', '')}{rate}-{twin_port}")
     os.makedirs(rdir, exist_ok=True)
     common = ["-i", "127.0.0.1", "-nostdin", "-m", str(total), "-timeout", f"{seconds + 40}s",
               "-3pcc", f"127.0.0.1:{twin_port}", "-trace_stat", "-fd", "1"] + calls.BUFF
