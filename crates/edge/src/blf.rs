@@ -4,7 +4,9 @@
 //! key picks a ringing one up with an INVITE whose Replaces names it). Each new subscription
 //! and each refresh gets a NOTIFY with the full current state; every orbit event that touches
 //! the resource sends another, with the version counting up. An extension's lamp may be
-//! watched by the extension itself and by whoever may pick up its calls.
+//! watched by the extension itself and by whoever may pick up its calls; while one is, the
+//! edge says so in the log (`Watch`), and every edge records the calls to and from that
+//! extension from their first ring (`crate::pickup`), so the lamp shows them all.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -195,8 +197,41 @@ pub(crate) fn on_subscribe(
         edge.blf.remove(&k);
         return;
     }
+    let ext = match &sub.resource {
+        Resource::Ext(e) => Some(e.clone()),
+        _ => None,
+    };
     edge.blf.insert(k.clone(), sub);
     notify(edge, now, &k, None, &[]);
+    if let Some(ext) = ext {
+        report_watch(edge, now, &ext);
+    }
+}
+
+/// Tell every edge whether a lamp here still watches extension `ext`, and until when: they
+/// record its calls from the first ring while one does.
+fn report_watch(edge: &mut Lamping<'_>, now: Instant, ext: &str) {
+    let until = edge
+        .blf
+        .by_ext
+        .get(ext)
+        .into_iter()
+        .flatten()
+        .filter_map(|k| edge.blf.subs.get(k))
+        .map(|s| s.expires_at)
+        .max();
+    edge.sv.report_watch(now, ext, until);
+}
+
+/// Subscription `k` is over: gone from the tables, and from the watch of its extension.
+fn forget(edge: &mut Lamping<'_>, now: Instant, k: &SubKey) -> bool {
+    let Some(sub) = edge.blf.remove(k) else {
+        return false;
+    };
+    if let Resource::Ext(e) = &sub.resource {
+        report_watch(edge, now, e);
+    }
+    true
 }
 
 /// A SUBSCRIBE inside a lamp dialog: refresh, or un-subscribe with `Expires: 0`.
@@ -240,9 +275,12 @@ pub(crate) fn on_dialog_subscribe(
     if expires == 0 {
         info!(resource = %user, "lamp unsubscribed");
         notify(edge, now, &k, Some("terminated"), &[]);
-        edge.blf.remove(&k);
+        forget(edge, now, &k);
     } else {
         notify(edge, now, &k, None, &[]);
+        if let Some(Resource::Ext(e)) = edge.blf.subs.get(&k).map(|s| s.resource.clone()) {
+            report_watch(edge, now, &e);
+        }
     }
     true
 }
@@ -357,6 +395,16 @@ pub(crate) fn on_event(edge: &mut Lamping<'_>, now: Instant, ev: &Event) {
         Event::LeaseLapsed { rings, .. } | Event::EdgeRestarted { rings, .. } => (&[], rings),
         _ => (&[], &[]),
     };
+    if let Event::LeaseLapsed { edge: e, .. } | Event::EdgeRestarted { edge: e, .. } = ev {
+        if *e == edge.cfg.site {
+            // The registry dropped this edge's watches with its lease: said again.
+            edge.sv.watches_lost();
+            let exts: Vec<String> = edge.blf.by_ext.keys().cloned().collect();
+            for ext in exts {
+                report_watch(edge, now, &ext);
+            }
+        }
+    }
     let tenant = &edge.cfg.tenant.domain;
     let mut exts: Vec<&str> = ringing
         .iter()
@@ -413,13 +461,14 @@ pub(crate) fn refresh_all(edge: &mut Lamping<'_>, now: Instant) {
 /// The subscriber refused or never answered a NOTIFY: the subscription is gone.
 pub(crate) fn on_notify_response(
     edge: &mut Lamping<'_>,
+    now: Instant,
     sub: &(String, String),
     code: Option<u16>,
 ) {
     match code {
         Some(c) if c < 300 || c == 401 || c == 407 => {}
         _ => {
-            if edge.blf.remove(sub).is_some() {
+            if forget(edge, now, sub) {
                 debug!(?code, "lamp subscription dropped");
             }
         }
@@ -437,6 +486,6 @@ pub(crate) fn expire(edge: &mut Lamping<'_>, now: Instant) {
         .collect();
     for k in due {
         notify(edge, now, &k, Some("terminated;reason=timeout"), &[]);
-        edge.blf.remove(&k);
+        forget(edge, now, &k);
     }
 }

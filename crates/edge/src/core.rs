@@ -295,7 +295,7 @@ impl Edge {
             }
             (Owner::Lamp { sub }, r) if done => {
                 let code = r.map(|r| r.code());
-                crate::blf::on_notify_response(&mut self.lamping(), &sub, code)
+                crate::blf::on_notify_response(&mut self.lamping(), now, &sub, code)
             }
             _ => {}
         }

@@ -40,8 +40,9 @@ pub fn document(entity: &str, version: u32, parked: &[Parked], tenant: &str) -> 
 
 /// RFC 4235 full state of an extension's lamp: one dialog per call ringing it at any site
 /// (early) or answered and in progress (confirmed), with the caller's dialog's call-id and tags
-/// (what a lamp key's INVITE with Replaces names to pick it up) and who calls; `ended`, calls
-/// just over, as terminated dialogs.
+/// (what a lamp key's INVITE with Replaces names to pick it up) and who calls; calls it makes
+/// (recorded while watched) with direction initiator and who is called; `ended`, calls just
+/// over, as terminated dialogs.
 pub fn ext_document(entity: &str, version: u32, ringing: &[Ringing], ended: &[Ringing]) -> String {
     let mut x = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{version}\" state=\"full\" entity=\"{}\">\n",
@@ -62,19 +63,23 @@ pub fn ext_document(entity: &str, version: u32, ringing: &[Ringing], ended: &[Ri
         .chain(ended.iter().map(|r| (r, "terminated")));
     for (r, state) in states {
         let c = &r.call;
+        // The other party: who calls, or for a call the extension makes, who is called.
+        let (direction, remote, display) = match &c.called {
+            Some(called) => ("initiator", called, None),
+            None => ("recipient", &c.caller_uri, c.caller_display.as_ref()),
+        };
         x.push_str(&format!(
-            "  <dialog id=\"ring-{}\" call-id=\"{}\" local-tag=\"{}\" remote-tag=\"{}\" direction=\"recipient\">\n    <state>{state}</state>\n    <local>\n      <identity>{}</identity>\n    </local>\n    <remote>\n      <identity{}>{}</identity>\n      <target uri=\"{}\"/>\n    </remote>\n  </dialog>\n",
+            "  <dialog id=\"ring-{}\" call-id=\"{}\" local-tag=\"{}\" remote-tag=\"{}\" direction=\"{direction}\">\n    <state>{state}</state>\n    <local>\n      <identity>{}</identity>\n    </local>\n    <remote>\n      <identity{}>{}</identity>\n      <target uri=\"{}\"/>\n    </remote>\n  </dialog>\n",
             r.id,
             esc(&c.call_id),
             esc(&c.local_tag),
             esc(&c.remote_tag),
             esc(entity),
-            c.caller_display
-                .as_ref()
+            display
                 .map(|d| format!(" display=\"{}\"", esc(d)))
                 .unwrap_or_default(),
-            esc(&c.caller_uri),
-            esc(&c.caller_uri),
+            esc(remote),
+            esc(remote),
         ));
     }
     x.push_str("</dialog-info>\n");

@@ -439,7 +439,7 @@ impl Edge {
         }
         let from_phone = trunk_from.is_none();
         let call = NewCall {
-            caller,
+            caller: caller.clone(),
             callee: callee.clone(),
             display: from_display,
             max_forwards: mf,
@@ -447,7 +447,7 @@ impl Edge {
         if let Some(id) = self.start_call(now, key, flow, msg, call, targets) {
             // The caller is here: so is the ring others may pick up (never a trunk leg's).
             if from_phone {
-                crate::pickup::on_ringing(self, now, id, &callee);
+                crate::pickup::on_call_begun(self, now, id, &caller, &callee);
             }
         }
     }

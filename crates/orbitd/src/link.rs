@@ -44,10 +44,7 @@ pub fn start(
     rt.spawn(async move {
         let feed = |u| match u {
             WatchUpdate::Applied { index, at, cmds } => OrbitFeed::Applied { index, at, cmds },
-            WatchUpdate::Resync { index, orbit } => OrbitFeed::Resync {
-                index,
-                orbit: Box::new(orbit),
-            },
+            WatchUpdate::Resync { index, orbit } => OrbitFeed::Resync { index, orbit },
         };
         link.watch(after, feed_tx, feed).await
     });

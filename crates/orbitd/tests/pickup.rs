@@ -1,7 +1,8 @@
 //! Call pickup end to end: three `orbitd run` processes (registry voter + edge each) joined by
 //! the signed trunk, SIPp phones and real RTP. A desk rings at one site and is picked up at the
 //! same site or another, by code or by a lamp key whose Replaces comes from a real NOTIFY; two
-//! pickers at two sites race for one call; who is not in the group is refused.
+//! pickers at two sites race for one call; who is not in the group is refused; lamps at a third
+//! site follow calls their extensions make and calls answered at once.
 
 mod common;
 
@@ -305,10 +306,7 @@ fn a_recall_ringing_the_parker_at_site_a_is_picked_up_at_site_c() {
 #[test]
 fn a_lamp_at_a_third_site_follows_a_call_early_then_confirmed_then_terminated() {
     let s = Sites::start(&tenant());
-    let lamp = Sipp::new(&s.site[2], "uac_lamp_ext_answered.xml")
-        .args(["-s", "2001", "-au", "3001", "-ap", "pw3001"])
-        .key("caller", "3001")
-        .spawn();
+    let lamp = lamp_following(&s.site[2], "2001", "3001");
     lamp.wait_log("lamp_idle", Duration::from_secs(10));
     // 2001 at site B rings 1.5 s, then answers; 1001 calls it from site A and hangs up.
     let bob_media = RtpPeer::bind();
@@ -325,8 +323,26 @@ fn a_lamp_at_a_third_site_follows_a_call_early_then_confirmed_then_terminated() 
     let a = alice.wait();
     assert!(a.ok(), "caller: {}", a.errors);
     assert!(bob.wait().ok());
+    assert_followed(lamp, "recipient");
+}
+
+/// A lamp at `site` of `ext`, watched by `by`, following one call to its end.
+fn lamp_following(site: &Daemon, ext: &str, by: &str) -> RunningSipp {
+    Sipp::new(site, "uac_lamp_ext_answered.xml")
+        .args(["-s", ext, "-au", by, "-ap", &format!("pw{by}")])
+        .key("caller", by)
+        .spawn()
+}
+
+/// The lamp showed one call early in `direction`, then confirmed, then over, in that order.
+fn assert_followed(lamp: RunningSipp, direction: &str) {
     let l = lamp.wait();
     assert!(l.ok(), "lamp: {}", l.errors);
+    assert!(
+        l.logs.contains(&format!("early_direction={direction} ")),
+        "{}",
+        l.logs
+    );
     let order: Vec<usize> = ["early_call_id=", "lamp_confirmed=", "lamp_dark=", "final="]
         .iter()
         .map(|k| {
@@ -340,4 +356,34 @@ fn a_lamp_at_a_third_site_follows_a_call_early_then_confirmed_then_terminated() 
         "lamp out of order:\n{}",
         l.logs
     );
+}
+
+#[test]
+fn lamps_at_a_third_site_show_a_call_their_extension_makes_and_one_answered_at_once() {
+    let s = Sites::start(&tenant());
+    // At site C, 3001 watches 1001 (site A) and 3002 watches 2001 (site B).
+    let caller_lamp = lamp_following(&s.site[2], "1001", "3001");
+    let callee_lamp = lamp_following(&s.site[2], "2001", "3002");
+    caller_lamp.wait_log("lamp_idle", Duration::from_secs(10));
+    callee_lamp.wait_log("lamp_idle", Duration::from_secs(10));
+    // Site A, where the call begins, knows both are watched.
+    let wait = Duration::from_secs(10);
+    s.wait_log(0, "lamp of 1001 watched at site-c", wait);
+    s.wait_log(0, "lamp of 2001 watched at site-c", wait);
+    // 2001 at site B answers at once; 1001 calls it from site A and hangs up after a second.
+    let bob_media = RtpPeer::bind();
+    let bob = s.site[1]
+        .phone("2001", "uas_answer.xml", &bob_media)
+        .spawn();
+    let alice_media = RtpPeer::bind();
+    let alice = Sipp::new(&s.site[0], "uac_call.xml")
+        .args(["-s", "2001", "-au", "1001", "-ap", "pw1001", "-d", "1000"])
+        .key("caller", "1001")
+        .key("rtpport", &alice_media.port().to_string())
+        .spawn();
+    let a = alice.wait();
+    assert!(a.ok(), "caller: {}", a.errors);
+    assert!(bob.wait().ok());
+    assert_followed(caller_lamp, "initiator");
+    assert_followed(callee_lamp, "recipient");
 }

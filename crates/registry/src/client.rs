@@ -38,7 +38,7 @@ pub enum WatchUpdate {
         cmds: Vec<Command>,
     },
     /// The whole state as of `index` (a new watcher, or one too far behind).
-    Resync { index: u64, orbit: Orbit },
+    Resync { index: u64, orbit: Box<Orbit> },
 }
 
 /// Clients of the registry nodes, the nearest first.
@@ -184,7 +184,7 @@ fn decode(item: pb::WatchItem) -> Option<WatchUpdate> {
                 .ok()?;
             Some(WatchUpdate::Resync {
                 index: item.index,
-                orbit,
+                orbit: Box::new(orbit),
             })
         }
     }

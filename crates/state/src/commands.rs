@@ -82,6 +82,20 @@ pub enum Command {
         ring: Option<RingId>,
         by: String,
     },
+    /// `edge` has a lamp of extension `ext` of `tenant` until `until`: calls to and from `ext`
+    /// are recorded from their first ring, wherever they ring.
+    Watch {
+        tenant: String,
+        ext: String,
+        edge: String,
+        until: Millis,
+    },
+    /// `edge` has no lamp of `ext` any more.
+    Unwatch {
+        tenant: String,
+        ext: String,
+        edge: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +156,17 @@ pub enum Event {
         #[serde(default)]
         parked: Option<Box<Parked>>,
     },
+    Watched {
+        tenant: String,
+        ext: String,
+        edge: String,
+        until: Millis,
+    },
+    Unwatched {
+        tenant: String,
+        ext: String,
+        edge: String,
+    },
 }
 
 impl Event {
@@ -152,6 +177,8 @@ impl Event {
             | Event::LeaseGranted { .. }
             | Event::Located { .. }
             | Event::Unlocated { .. }
+            | Event::Watched { .. }
+            | Event::Unwatched { .. }
             | Event::Ringing(_)
             | Event::RingAnswered(_)
             | Event::RingEnded { .. }

@@ -24,11 +24,13 @@ use serde::{Deserialize, Serialize};
 mod commands;
 mod repr;
 mod rings;
+mod watches;
 use commands::in_range;
 pub use commands::{
     Command, Event, Rejection, MAX_LEASE_MS, MAX_LOCATION_MS, MAX_PARKING_MS, MAX_RING_MS,
 };
 pub use rings::{RingCall, RingId, Ringing, MAX_PICKUP_EXTS, MAX_RINGS, MAX_RINGS_PER_EDGE};
+pub use watches::{MAX_WATCHES, MAX_WATCHES_PER_EDGE, MAX_WATCH_MS};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
@@ -159,6 +161,10 @@ pub struct Orbit {
     /// (tenant, extension) → its rings (derived: a lamp or a pickup finds them without a scan).
     rings_by_ext: BTreeMap<(String, String), BTreeSet<RingId>>,
     next_ring: RingId,
+    /// Which extensions' lamps are watched, from which edges (`watches.rs`).
+    watches: watches::Watches,
+    /// How many of `watches` each edge has (derived: not serialised).
+    watches_by_edge: BTreeMap<String, usize>,
 }
 
 impl LotConfig {
@@ -338,6 +344,7 @@ impl Orbit {
             | Command::RingAnswered { .. }
             | Command::RingEnd { .. }
             | Command::Pickup { .. } => self.apply_ring(now, cmd),
+            Command::Watch { .. } | Command::Unwatch { .. } => self.apply_watch(now, cmd),
         }
     }
 
@@ -437,6 +444,7 @@ impl Orbit {
 
     /// An edge's process is gone: the calls it held are lost, its registrations gone.
     fn drop_edge(&mut self, edge: &str) -> Result<Vec<Parked>, Rejection> {
+        self.drop_watches(edge);
         for m in self.locations.values_mut() {
             m.remove(edge);
         }

@@ -23,6 +23,8 @@ pub(crate) struct OrbitRepr {
     rings: Vec<Ringing>,
     #[serde(default)]
     next_ring: RingId,
+    #[serde(default)]
+    watches: Vec<(String, String, String, Millis)>,
 }
 
 impl From<Orbit> for OrbitRepr {
@@ -33,16 +35,10 @@ impl From<Orbit> for OrbitRepr {
             next_park: o.next_park,
             leases: o.leases.into_iter().collect(),
             incarnations: o.incarnations.into_iter().collect(),
-            locations: o
-                .locations
-                .into_iter()
-                .flat_map(|((t, x), m)| {
-                    m.into_iter()
-                        .map(move |(e, u)| (t.clone(), x.clone(), e, u))
-                })
-                .collect(),
+            locations: flatten(o.locations),
             rings: o.rings.into_values().collect(),
             next_ring: o.next_ring,
+            watches: flatten(o.watches),
         }
     }
 }
@@ -55,6 +51,7 @@ impl From<OrbitRepr> for Orbit {
             .filter(|p| p.phase == Phase::Waiting)
             .map(|p| ((p.deadline, p.id), ()))
             .collect();
+        let watches = nest(r.watches);
         Orbit {
             lots: r.lots.into_iter().collect(),
             parks: r.parks.into_iter().map(|p| (p.id, p)).collect(),
@@ -62,13 +59,9 @@ impl From<OrbitRepr> for Orbit {
             next_park: r.next_park,
             leases: r.leases.into_iter().collect(),
             incarnations: r.incarnations.into_iter().collect(),
-            locations: r
-                .locations
-                .into_iter()
-                .fold(BTreeMap::new(), |mut m, (t, x, e, u)| {
-                    m.entry((t, x)).or_insert_with(BTreeMap::new).insert(e, u);
-                    m
-                }),
+            locations: nest(r.locations),
+            watches_by_edge: crate::watches::count_by_edge(&watches),
+            watches,
             rings_by_edge: r.rings.iter().fold(BTreeMap::new(), |mut m, x| {
                 *m.entry(x.call.edge.clone()).or_default() += 1;
                 m
@@ -83,4 +76,24 @@ impl From<OrbitRepr> for Orbit {
             next_ring: r.next_ring,
         }
     }
+}
+
+/// (tenant, extension) → edge → until, as rows.
+type ByExtEdge = BTreeMap<(String, String), BTreeMap<String, Millis>>;
+
+fn flatten(m: ByExtEdge) -> Vec<(String, String, String, Millis)> {
+    m.into_iter()
+        .flat_map(|((t, x), m)| {
+            m.into_iter()
+                .map(move |(e, u)| (t.clone(), x.clone(), e, u))
+        })
+        .collect()
+}
+
+fn nest(rows: Vec<(String, String, String, Millis)>) -> ByExtEdge {
+    rows.into_iter()
+        .fold(BTreeMap::new(), |mut m, (t, x, e, u)| {
+            m.entry((t, x)).or_default().insert(e, u);
+            m
+        })
 }

@@ -30,7 +30,8 @@ pub const MAX_RINGS_PER_EDGE: usize = 20_000;
 pub const MAX_PICKUP_EXTS: usize = 10_000;
 
 /// The ringing call as the edge ringing it describes it: who calls, and the caller's dialog
-/// with that edge (a lamp shows it, RFC 4235; an INVITE with Replaces names it).
+/// with that edge (a lamp shows it, RFC 4235; an INVITE with Replaces names it). A call the
+/// extension makes ([`RingCall::called`]) is recorded the same way, for its lamp only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RingCall {
     pub caller_uri: String,
@@ -44,6 +45,25 @@ pub struct RingCall {
     /// the same step, so that a retriever, the parker answering and a picker cannot all win.
     #[serde(default)]
     pub park: Option<crate::ParkId>,
+    /// A call the extension makes, to this party (recorded only while a lamp watches the
+    /// extension, `watches.rs`): a lamp shows it, nobody picks it up. None: a call to it.
+    #[serde(default)]
+    pub called: Option<String>,
+}
+
+impl RingCall {
+    /// Whether the extension makes this call (rather than receives it).
+    pub fn outgoing(&self) -> bool {
+        self.called.is_some()
+    }
+
+    /// The ringing edge's tag in the caller's dialog (the extension's own tag is local).
+    pub fn edge_tag(&self) -> &str {
+        match self.outgoing() {
+            true => &self.remote_tag,
+            false => &self.local_tag,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +213,7 @@ impl Orbit {
         // rings on only until its edge ends it).
         let mine = |r: &Ringing| {
             r.answered_at.is_none()
+                && !r.call.outgoing()
                 && r.tenant == tenant
                 && exts.contains(r.ext.as_str())
                 && r.call.park.is_none_or(|p| self.parks.contains_key(&p))
@@ -252,14 +273,15 @@ impl Orbit {
         self.rings.values().find(|r| {
             let c = &r.call;
             r.answered_at.is_none()
+                && !c.outgoing()
                 && c.call_id == call_id
                 && ((c.local_tag == tags[0] && c.remote_tag == tags[1])
                     || (c.local_tag == tags[1] && c.remote_tag == tags[0]))
         })
     }
 
-    /// The calls to extension `ext` of `tenant`, ringing or answered (still in progress),
-    /// longest first.
+    /// The calls to extension `ext` of `tenant` (and those it makes, while watched), ringing or
+    /// answered (still in progress), longest first.
     pub fn rings_of_ext(&self, tenant: &str, ext: &str) -> Vec<&Ringing> {
         let mut v: Vec<&Ringing> = self
             .rings_by_ext
@@ -298,6 +320,7 @@ mod tests {
             local_tag: format!("l{n}"),
             remote_tag: format!("r{n}"),
             park: None,
+            called: None,
         }
     }
 
@@ -348,6 +371,37 @@ mod tests {
         // The one outside the group was never a candidate, and still rings.
         assert_eq!(o.ringing(outside.id), Some(&outside));
         assert_eq!(o.rings_of("example.com"), vec![&outside]);
+    }
+
+    #[test]
+    fn a_call_an_extension_makes_shows_on_its_lamp_and_nobody_picks_it_up() {
+        let mut o = Orbit::new();
+        let mut made = call(1, "site-a");
+        made.called = Some("sip:2001@example.com".into());
+        let cmd = Command::Ring {
+            tenant: "example.com".into(),
+            ext: "1001".into(),
+            call: made,
+        };
+        let Ok(Event::Ringing(out)) = o.apply(T0, &cmd) else {
+            panic!("not recorded")
+        };
+        assert_eq!(o.rings_of_ext("example.com", "1001"), vec![&out]);
+        assert_eq!(pickup(&mut o, &["1001"], None), Err(Rejection::NotRinging));
+        assert_eq!(
+            pickup(&mut o, &["1001"], Some(out.id)),
+            Err(Rejection::NotRinging)
+        );
+        assert_eq!(o.ringing_dialog("call-1", ["l1", "r1"]), None);
+        // A call to the extension beside it is picked up as ever.
+        let to = ring(&mut o, T0 + 1_000, "1001", 2, "site-b");
+        assert_eq!(o.ringing_dialog("call-2", ["l2", "r2"]), Some(&to));
+        assert_eq!(picked(pickup(&mut o, &["1001"], None)), to.id);
+        assert_eq!(
+            o.ringing(out.id),
+            Some(&out),
+            "the call it makes stays shown"
+        );
     }
 
     #[test]

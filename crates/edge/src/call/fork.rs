@@ -298,6 +298,9 @@ pub(crate) fn branch_response(
             let key = call.a_stx.clone();
             edge.pending_invites.remove(&key);
             edge.sv.stats.calls_answered += 1;
+            if call.ring_watched {
+                edge.answered.push(id);
+            }
             info!(
                 after_ms = now.duration_since(call.started).as_millis() as u64,
                 "answered"

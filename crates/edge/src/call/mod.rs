@@ -70,6 +70,9 @@ pub struct Calls {
     /// Answers held back for pickup ([`Call::hold_answer`]), to be given back through
     /// [`branch_response`] or refused. Taken by pickup.
     pub(crate) held_answers: Vec<HeldAnswer>,
+    /// Calls pickup watches that were answered (by a callee or a picker): a lamp shows them
+    /// confirmed now. Taken by pickup.
+    pub(crate) answered: Vec<u64>,
 }
 
 /// A callee's 2xx held back until the log has ordered it against any pickup of the ring.
@@ -116,6 +119,7 @@ impl Calls {
             ended: vec![],
             unrung: vec![],
             held_answers: vec![],
+            answered: vec![],
         }
     }
 
@@ -202,7 +206,9 @@ pub(crate) struct Call {
     pub(crate) end_why: Option<&'static str>,
     /// The user this call counts against ([`Calls::admit_call`]).
     pub(crate) owner: Option<String>,
-    /// Pickup records this call's ringing: it is told when the call is gone ([`Calls::unrung`]).
+    /// Pickup records this call (its ringing, or for a lamp, the call a watched extension
+    /// makes or takes): it is told when the call is answered ([`Calls::answered`]) and gone
+    /// ([`Calls::unrung`]).
     pub(crate) ring_watched: bool,
     /// A callee's 2xx waits for pickup ([`Calls::held_answers`]) instead of answering.
     pub(crate) hold_answer: bool,
@@ -446,6 +452,9 @@ pub(crate) fn send_own_2xx(
             bytes: bytes.clone(),
         });
         call.own_answer = Some((side, cseq));
+        if call.state == CallState::Ringing && call.ring_watched {
+            edge.answered.push(id);
+        }
         call.state = CallState::Answered;
     }
     edge.reply_bytes(now, key, 200, bytes);

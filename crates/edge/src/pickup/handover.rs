@@ -136,12 +136,14 @@ pub(crate) fn on_ring_shown(edge: &mut Picking, now: Instant, ringing: &orbit_st
     if adopt_ring(edge, ringing).is_some() {
         return;
     }
-    let key = (ringing.call.call_id.clone(), ringing.call.local_tag.clone());
-    let recording = edge
-        .dialogs
-        .get(&key)
-        .and_then(|id| edge.pickup.rings.get(id))
-        .is_some();
+    let key = (
+        ringing.call.call_id.clone(),
+        ringing.call.edge_tag().to_string(),
+    );
+    let call = edge.dialogs.get(&key).copied();
+    let recording = call.is_some_and(|id| {
+        edge.pickup.rings.contains_key(&id) || adopt_shown(edge, now, id, ringing)
+    });
     if !recording {
         debug!(ring = ringing.id, "a ring no call here rings for: ended");
         end_ring(edge, now, ringing.id);

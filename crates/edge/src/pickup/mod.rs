@@ -19,9 +19,10 @@
 //! Pickup is a layer ([`Picking`]) over park's: one file per job (`ring.rs` records and ends
 //! rings, `pick.rs` is the picker's side, `handover.rs` gives a ringing call here to its
 //! picker, local or over the trunk, `recall.rs` records recalls' rings and gives a picked-up
-//! recall to its picker).
+//! recall to its picker, `shown.rs` records calls for extension lamps only: those a watched
+//! extension makes, and those to one nobody may pick up).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use orbit_sip::build::Response;
@@ -42,11 +43,13 @@ mod handover;
 mod pick;
 mod recall;
 mod ring;
+mod shown;
 
 pub(crate) use handover::*;
 pub(crate) use pick::*;
 pub(crate) use recall::*;
 pub(crate) use ring::*;
+pub(crate) use shown::*;
 
 /// How long a call rings before it is recorded for pickup. Nobody picks up a call in its first
 /// half second (a ring cadence is a second or two, and a person must hear it and dial), and
@@ -91,6 +94,9 @@ pub(crate) struct Pickups {
     pub recalls: HashMap<u64, Option<RingId>>,
     /// A recall's ring → its call.
     pub by_recall: HashMap<RingId, u64>,
+    /// Calls recorded for lamps only (`shown.rs`): for the extension calling, the one called,
+    /// or both.
+    pub shown: HashMap<u64, Vec<Shown>>,
 }
 
 /// How one of pickup's proposals continues once its outcome is known.
@@ -104,6 +110,8 @@ pub(crate) enum PickThen {
     Pick(Box<Pick>),
     /// The ring of call `.0`'s recall recorded.
     RecallRing(u64),
+    /// Call `.0` recorded for the lamp of extension `.1`.
+    Shown(u64, String),
 }
 
 impl Picking {
@@ -128,6 +136,7 @@ impl Picking {
             Some(PickThen::Answered(id, ring)) => answer_outcome(self, now, id, ring, outcome),
             Some(PickThen::Pick(p)) => pick_outcome(self, now, *p, outcome),
             Some(PickThen::RecallRing(id)) => recall_ring_outcome(self, now, id, outcome),
+            Some(PickThen::Shown(id, ext)) => shown_outcome(self, now, id, &ext, outcome),
             None => {}
         }
     }
@@ -137,14 +146,18 @@ impl Picking {
     pub(crate) fn after_calls(&mut self, now: Instant) -> bool {
         let parked = self.parking.after_calls(now);
         let recalls = on_recall_news(self, now);
-        if self.unrung.is_empty() && self.held_answers.is_empty() {
+        if self.unrung.is_empty() && self.held_answers.is_empty() && self.answered.is_empty() {
             return parked || recalls;
         }
         for h in std::mem::take(&mut self.held_answers) {
             on_held_answer(self, now, h);
         }
+        for id in std::mem::take(&mut self.answered) {
+            shown_answered(self, now, id);
+        }
         for id in std::mem::take(&mut self.unrung) {
             on_unrung(self, now, id);
+            shown_over(self, now, id);
         }
         true
     }
@@ -168,10 +181,15 @@ impl Picking {
                 Some(p) => on_recall_picked(self, now, ringing, p, by),
                 None => on_picked(self, now, ringing, by),
             },
+            Event::Watched { ext, edge, .. } if *edge != site => {
+                info!(%ext, at = %edge, "lamp of {ext} watched at {edge}: its calls recorded from the first ring");
+            }
             Event::LeaseLapsed { edge, rings, .. } | Event::EdgeRestarted { edge, rings, .. }
                 if *edge == site =>
             {
-                rings_lost(self, now, rings.iter().map(|r| r.id).collect())
+                let ids: HashSet<RingId> = rings.iter().map(|r| r.id).collect();
+                shown_lost(self, |r| ids.contains(&r));
+                rings_lost(self, now, ids.into_iter().collect())
             }
             _ => {}
         }
@@ -189,6 +207,16 @@ impl Picking {
             .copied()
             .collect();
         rings_lost(self, now, gone);
+        let orbit = &self.parking.orbit;
+        let gone: HashSet<RingId> = self
+            .pickup
+            .shown
+            .values()
+            .flatten()
+            .filter_map(Shown::ring)
+            .filter(|r| orbit.ringing(*r).is_none())
+            .collect();
+        shown_lost(self, |r| gone.contains(&r));
     }
 
     /// `who` at this site, as a pickup names its picker (and the holding edge checks it).

@@ -47,6 +47,7 @@ fn recall_ringing(edge: &mut Picking, now: Instant, cid: u64) {
         local_tag: p.call.local_tag.clone(),
         remote_tag: p.call.remote_tag.clone(),
         park: Some(p.id),
+        called: None,
     };
     let cmd = Command::Ring {
         tenant: edge.cfg.tenant.domain.clone(),

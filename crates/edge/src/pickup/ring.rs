@@ -59,11 +59,32 @@ pub(crate) struct Ring {
     pub held: Option<HeldAnswer>,
 }
 
-/// A call from a phone here to `ext` has started ringing: watch it if anybody may pick it up.
-pub(crate) fn on_ringing(edge: &mut Picking, now: Instant, id: u64, ext: &str) {
-    if !edge.pickup_rules.pickable(ext) || !edge.is_pickable(id) {
-        return;
+/// A call from phone `caller` here to extension `callee` has started ringing: watch it if
+/// anybody may pick it up, and record it for the lamps that watch either party
+/// (`shown.rs`). A call to an extension whose lamp is watched is recorded at once, so that an
+/// answer in its first half second shows too.
+pub(crate) fn on_call_begun(edge: &mut Picking, now: Instant, id: u64, caller: &str, callee: &str) {
+    let (tenant, now_ms) = (edge.cfg.tenant.domain.clone(), edge.now_ms(now));
+    let watched = |edge: &Picking, ext: &str| {
+        edge.extension(ext).is_some() && edge.orbit.watched(&tenant, ext, now_ms)
+    };
+    if watched(edge, caller) {
+        show(edge, now, id, caller, Some(callee));
     }
+    let callee_watched = watched(edge, callee);
+    if edge.pickup_rules.pickable(callee) && edge.is_pickable(id) {
+        on_ringing(edge, now, id, callee);
+        if callee_watched {
+            record(edge, now, id);
+        }
+    } else if callee_watched {
+        show(edge, now, id, callee, None);
+    }
+}
+
+/// Call `id` to `ext`, whom someone may pick up, has started ringing: it is recorded in
+/// [`RECORD_AFTER`] unless over by then.
+fn on_ringing(edge: &mut Picking, now: Instant, id: u64, ext: &str) {
     if let Some(c) = edge.calls.get_mut(&id) {
         c.ring_watched = true;
     }
@@ -106,6 +127,7 @@ pub(crate) fn record(edge: &mut Picking, now: Instant, id: u64) {
         local_tag: call.a.local_tag.clone(),
         remote_tag: call.invite().from_tag().unwrap_or("").to_string(),
         park: None,
+        called: None,
     };
     edge.calls.get_mut(&id).expect("pickable").hold_answer = true;
     if let Some(r) = edge.pickup.rings.get_mut(&id) {
@@ -334,4 +356,5 @@ pub(crate) fn on_parked(edge: &mut Picking, now: Instant, p: &orbit_state::Parke
         edge.pickup.rings.remove(&id);
         end_ring(edge, now, ring);
     }
+    shown_over(edge, now, id);
 }

@@ -115,6 +115,8 @@ pub(crate) struct OrbitPort {
     pub lease_until: Option<Instant>,
     /// Until when each extension was last reported registered here.
     located: HashMap<String, Millis>,
+    /// Until when each extension was last reported watched by a lamp here.
+    watching: HashMap<String, Millis>,
     /// This process, as its lease names it: the registry drops the calls of an earlier one.
     pub incarnation: u64,
 }
@@ -132,6 +134,7 @@ impl OrbitPort {
             lease_ttl,
             lease_until: None,
             located: HashMap::new(),
+            watching: HashMap::new(),
             incarnation,
         }
     }
@@ -154,6 +157,8 @@ pub(crate) fn kind(cmd: &Command) -> &'static str {
         Command::LeaseLapse { .. } => "lease_lapse",
         Command::Locate { .. } => "locate",
         Command::Unlocate { .. } => "unlocate",
+        Command::Watch { .. } => "watch",
+        Command::Unwatch { .. } => "unwatch",
         Command::Ring { .. } => "ring",
         Command::RingAnswered { .. } => "ring_answered",
         Command::RingEnd { .. } => "ring_end",
@@ -167,6 +172,8 @@ fn short(ev: &Event) -> String {
         Event::LeaseGranted { edge, until } => format!("lease of {edge} until {until}"),
         Event::Located { ext, edge, .. } => format!("{ext} registered at {edge}"),
         Event::Unlocated { ext, edge, .. } => format!("{ext} no longer at {edge}"),
+        Event::Watched { ext, edge, .. } => format!("{ext} watched from {edge}"),
+        Event::Unwatched { ext, edge, .. } => format!("{ext} no longer watched from {edge}"),
         Event::LeaseLapsed { edge, lost, .. } => {
             format!("lease of {edge} lapsed, {} calls lost", lost.len())
         }
@@ -370,5 +377,46 @@ impl Services {
             }
         };
         self.propose(now, cmd, Then::Nothing);
+    }
+
+    /// Tell every edge that a lamp here watches `ext` until `until` (none any more: `None`), so
+    /// that they record its calls from the first ring. Reported as registrations are (about two
+    /// reports per subscription period); on one site too, whose own state records the calls.
+    pub(crate) fn report_watch(&mut self, now: Instant, ext: &str, until: Option<Instant>) {
+        let (tenant, edge) = (self.cfg.tenant.domain.clone(), self.cfg.site.clone());
+        let now_ms = self.now_ms(now);
+        let cmd = match until {
+            Some(t) => {
+                let until = self.now_ms(t);
+                let last = self.port.watching.get(ext).copied();
+                if last.is_some_and(|l| l >= now_ms + (until.saturating_sub(now_ms)) / 2) {
+                    return;
+                }
+                self.port.watching.insert(ext.to_string(), until);
+                Command::Watch {
+                    tenant,
+                    ext: ext.to_string(),
+                    edge,
+                    until,
+                }
+            }
+            None => {
+                if self.port.watching.remove(ext).is_none() {
+                    return;
+                }
+                Command::Unwatch {
+                    tenant,
+                    ext: ext.to_string(),
+                    edge,
+                }
+            }
+        };
+        self.propose(now, cmd, Then::Nothing);
+    }
+
+    /// The registry dropped this edge's watches (its lease lapsed, or it restarted): every
+    /// lamp here is to be reported again.
+    pub(crate) fn watches_lost(&mut self) {
+        self.port.watching.clear();
     }
 }

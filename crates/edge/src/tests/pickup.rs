@@ -469,3 +469,132 @@ fn a_stranger_who_dials_a_pickup_code_or_sends_a_replaces_is_challenged_and_take
     assert!(net.take(ALICE).is_empty());
     assert_eq!(net.edge.orbit().rings_of("orbit.test").len(), 1);
 }
+
+// ------------------------------------------------ lamps of calls made, and calls answered at once
+
+/// Alice's call to Bob, answered at once (no half second rung); then hung up by Alice.
+fn alice_calls_bob_answered_at_once(net: &mut Net) -> Vec<(String, String)> {
+    use super::lamps::lamp_notifies;
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "q1", ""));
+    let inv = net.one(BOB1);
+    let mut seen = lamp_notifies(net);
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    let ok = net
+        .take(ALICE)
+        .into_iter()
+        .find(|m| m.code() == 200)
+        .expect("answered");
+    seen.extend(lamp_notifies(net));
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack", None));
+    net.send(ALICE, &alice_in_dialog(&ok, "BYE", 2, "bye", None));
+    let bye = net
+        .take(BOB1)
+        .into_iter()
+        .find(|m| *m.method() == Method::Bye)
+        .expect("BYE to Bob");
+    net.send_msg(BOB1, answer(&bye, 200, "bob", None, BOB1));
+    seen.extend(lamp_notifies(net));
+    seen
+}
+
+/// The dialog states and directions a lamp showed, in order, NOTIFYs without a dialog left out.
+fn lamp_states(seen: &[(String, String)]) -> Vec<(String, String)> {
+    seen.iter()
+        .filter(|(_, doc)| doc.contains("<dialog "))
+        .map(|(_, doc)| {
+            let state = doc
+                .split("<state>")
+                .nth(1)
+                .unwrap()
+                .split('<')
+                .next()
+                .unwrap();
+            (state.to_string(), attr(doc, "direction"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_lamp_shows_the_calls_its_extension_makes_and_calls_to_it_answered_at_once() {
+    use super::lamps::{lamp_notifies, subscribe};
+    let mut net = Net::with(grouped());
+    // Carol watches Alice (1001): Alice's call to Bob shows as one she makes.
+    net.send(CAROL, &subscribe("1001", "s1", 1, None, "Expires: 600\n"));
+    lamp_notifies(&mut net);
+    let seen = alice_calls_bob_answered_at_once(&mut net);
+    let shown = lamp_states(&seen);
+    let initiator = |s: &str| (s.to_string(), "initiator".to_string());
+    assert_eq!(
+        shown,
+        vec![
+            initiator("early"),
+            initiator("confirmed"),
+            initiator("terminated")
+        ],
+        "{seen:?}"
+    );
+    let early = &seen.iter().find(|(_, d)| d.contains("<dialog ")).unwrap().1;
+    assert!(early.contains(">sip:1002@orbit.test</identity>"), "{early}");
+    assert_eq!(attr(early, "call-id"), "call-q1");
+    assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
+
+    // Carol watches Bob (1002) instead: the call to him, answered before half a second, shows.
+    let mut net = Net::with(grouped());
+    net.send(CAROL, &subscribe("1002", "s1", 1, None, "Expires: 600\n"));
+    lamp_notifies(&mut net);
+    let seen = alice_calls_bob_answered_at_once(&mut net);
+    let recipient = |s: &str| (s.to_string(), "recipient".to_string());
+    assert_eq!(
+        lamp_states(&seen),
+        vec![
+            recipient("early"),
+            recipient("confirmed"),
+            recipient("terminated")
+        ],
+        "{seen:?}"
+    );
+    assert!(net.edge.orbit().rings_of("orbit.test").is_empty());
+}
+
+#[test]
+fn calls_of_extensions_no_lamp_watches_cost_the_log_nothing_and_a_lamp_gone_stops_the_records() {
+    use super::lamps::{lamp_notifies, subscribe};
+    let mut net = Net::with(grouped());
+    net.send(CAROL, &subscribe("1001", "s1", 1, None, "Expires: 600\n"));
+    let to_tag = net
+        .take(CAROL)
+        .into_iter()
+        .find(|m| m.code() == 200)
+        .and_then(|m| m.to_tag().map(str::to_string))
+        .expect("subscribed");
+    assert!(net
+        .edge
+        .orbit()
+        .watched("orbit.test", "1001", net.edge.now_ms(net.now)));
+    net.send(
+        CAROL,
+        &subscribe("1001", "s2", 2, Some(&to_tag), "Expires: 0\n"),
+    );
+    lamp_notifies(&mut net);
+    assert!(
+        !net.edge
+            .orbit()
+            .watched("orbit.test", "1001", net.edge.now_ms(net.now)),
+        "the watch ends with the last lamp"
+    );
+    // Neither the call Alice makes nor Bob's, answered at once, is recorded: no command at all.
+    let before = net.edge.orbit().clone();
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "q1", ""));
+    let inv = net.one(BOB1);
+    assert_eq!(net.edge.orbit().rings_of("orbit.test").len(), 0);
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    assert_eq!(net.one(ALICE).code(), 200);
+    net.advance(Duration::from_secs(2));
+    assert_eq!(
+        serde_json::to_string(net.edge.orbit()).unwrap(),
+        serde_json::to_string(&before).unwrap(),
+        "the orbit state did not change"
+    );
+}

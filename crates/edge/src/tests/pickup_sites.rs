@@ -37,6 +37,7 @@ fn ringing_at_site_b(net: &mut Net, reg: &mut Registry, tenant: &str, id: &str) 
         local_tag: format!("{id}-l"),
         remote_tag: format!("{id}-r"),
         park: None,
+        called: None,
     };
     let cmd = Command::Ring {
         tenant: tenant.into(),
@@ -324,4 +325,142 @@ fn a_stranger_cannot_claim_a_ring_over_the_trunk_by_altering_or_copying_a_signed
     // Nobody got the call: Bob's phone rings on, Alice has no answer.
     assert!(net.take(BOB1).iter().all(|m| *m.method() != Method::Cancel));
     assert!(finals(&mut net, ALICE).is_empty());
+}
+
+// ------------------------------------------------------ lamps watched from another site
+
+/// Site B says one of its lamps watches `ext` for a minute.
+fn watched_from_site_b(net: &mut Net, reg: &mut Registry, ext: &str) {
+    let at = net.edge.now_ms(net.now);
+    let watch = Command::Watch {
+        tenant: "orbit.test".into(),
+        ext: ext.into(),
+        edge: "site-b".into(),
+        until: at + 60_000,
+    };
+    reg.feed(net, at, watch);
+}
+
+/// Alice calls Bob here, who answers at once; Alice hangs up. The registry serves throughout.
+fn call_answered_at_once(net: &mut Net, reg: &mut Registry) {
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "q1", ""));
+    reg.serve(net);
+    let inv = net.one(BOB1);
+    net.send_msg(BOB1, answer(&inv, 200, "bob", Some(SDP_B), BOB1));
+    reg.serve(net);
+    let ok = finals(net, ALICE).remove(0);
+    assert_eq!(ok.code(), 200);
+    net.send(ALICE, &alice_in_dialog(&ok, "ACK", 1, "ack", None));
+    net.send(ALICE, &alice_in_dialog(&ok, "BYE", 2, "bye", None));
+    let bye = net
+        .take(BOB1)
+        .into_iter()
+        .find(|m| *m.method() == Method::Bye)
+        .expect("BYE to Bob");
+    net.send_msg(BOB1, answer(&bye, 200, "bob", None, BOB1));
+    reg.serve(net);
+}
+
+/// The ring events the registry committed, as (kind, extension, outgoing).
+fn ring_events(reg: &Registry) -> Vec<(&'static str, String, bool)> {
+    reg.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Ringing(r) => Some(("ringing", r)),
+            Event::RingAnswered(r) => Some(("answered", r)),
+            Event::RingEnded { ringing } => Some(("ended", ringing)),
+            _ => None,
+        })
+        .map(|(k, r)| (k, r.ext.clone(), r.call.outgoing()))
+        .collect()
+}
+
+#[test]
+fn calls_of_an_extension_another_site_watches_are_recorded_from_the_first_ring_both_ways() {
+    let (mut net, mut reg) = registry_grouped();
+    watched_from_site_b(&mut net, &mut reg, "1001");
+    watched_from_site_b(&mut net, &mut reg, "1002");
+    call_answered_at_once(&mut net, &mut reg);
+    let out = |k| (k, "1001".to_string(), true);
+    let to = |k| (k, "1002".to_string(), false);
+    let mut seen = ring_events(&reg);
+    // The two records' commands interleave; each goes ringing, answered, ended.
+    seen.sort_by_key(|(_, ext, _)| ext.clone());
+    assert_eq!(
+        seen,
+        vec![
+            out("ringing"),
+            out("answered"),
+            out("ended"),
+            to("ringing"),
+            to("answered"),
+            to("ended")
+        ],
+        "{:?}",
+        reg.events
+    );
+    let made = reg
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Ringing(r) if r.call.outgoing() => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(made.call.called.as_deref(), Some("sip:1002@orbit.test"));
+    assert_eq!(
+        made.call.local_tag, "alice",
+        "the extension's own tag, local"
+    );
+    assert!(reg.orbit.rings_of("orbit.test").is_empty());
+}
+
+#[test]
+fn a_watch_lost_with_the_watching_sites_lease_records_nothing_more() {
+    let (mut net, mut reg) = registry_grouped();
+    watched_from_site_b(&mut net, &mut reg, "1001");
+    let at = net.edge.now_ms(net.now);
+    reg.feed(
+        &mut net,
+        at,
+        Command::Lease {
+            edge: "site-b".into(),
+            ttl_ms: 1_000,
+            incarnation: 1,
+        },
+    );
+    reg.feed(
+        &mut net,
+        at + 2_000,
+        Command::LeaseLapse {
+            edge: "site-b".into(),
+        },
+    );
+    call_answered_at_once(&mut net, &mut reg);
+    assert_eq!(ring_events(&reg), vec![], "{:?}", reg.events);
+}
+
+#[test]
+fn this_edges_lamps_are_watched_again_after_its_lease_lapsed() {
+    use super::lamps::subscribe;
+    let (mut net, mut reg) = registry_grouped();
+    net.send(CAROL, &subscribe("1001", "s1", 1, None, "Expires: 600\n"));
+    reg.serve(&mut net);
+    let now = |net: &Net| net.edge.now_ms(net.now);
+    assert!(reg.orbit.watched("orbit.test", "1001", now(&net)));
+    let at = now(&net) + 60_000;
+    reg.feed(
+        &mut net,
+        at,
+        Command::LeaseLapse {
+            edge: "site-a".into(),
+        },
+    );
+    assert!(!reg.orbit.watched("orbit.test", "1001", now(&net)));
+    reg.serve(&mut net);
+    assert!(
+        reg.orbit.watched("orbit.test", "1001", now(&net)),
+        "the lamp's watch said again"
+    );
 }

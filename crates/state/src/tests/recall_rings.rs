@@ -13,6 +13,7 @@ fn recall_ring(o: &mut Orbit, p: &Parked) -> RingId {
         local_tag: p.call.local_tag.clone(),
         remote_tag: p.call.remote_tag.clone(),
         park: Some(p.id),
+        called: None,
     };
     let ring = Command::Ring {
         tenant: "example.com".into(),
@@ -90,6 +91,7 @@ fn a_recalls_ring_may_name_only_a_park_its_edge_holds_for_its_tenant() {
             local_tag: "l".into(),
             remote_tag: "r".into(),
             park: Some(park),
+            called: None,
         },
     };
     // Another edge's park, another tenant's, a park that does not exist: a pickup of such a
