@@ -44,6 +44,20 @@ pub struct RegistryLink {
     /// calls are given up (lost) and their slots freed. Renewed every third of it.
     #[serde(default = "default_lease_secs")]
     pub lease_secs: u64,
+    /// This edge's certificate for the registry's mutual TLS (`[edge.registry.tls]`: `ca`,
+    /// `cert`, `key`), naming it `spiffe://orbit/edge/<site>`: the registry takes proposals
+    /// for this site only from it. None: plaintext, to a registry on this host only.
+    #[serde(default)]
+    pub tls: Option<RegistryTls>,
+}
+
+/// Where an edge's control-plane certificates are (see `orbit_registry::tls`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryTls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 fn default_lease_secs() -> u64 {
@@ -569,6 +583,19 @@ impl EdgeConfig {
         if let Some(r) = &self.registry {
             if r.nodes.is_empty() {
                 return Err(ConfigError::Registry("no registry nodes".into()));
+            }
+            if r.tls.is_none() {
+                // Plaintext reaches a registry on this host only (which listens so only then).
+                let on_this_host = |n: &String| {
+                    n.parse::<std::net::SocketAddr>()
+                        .map(|a| a.ip().is_loopback())
+                        .unwrap_or_else(|_| n.starts_with("localhost:"))
+                };
+                if let Some(n) = r.nodes.iter().find(|n| !on_this_host(n)) {
+                    return Err(ConfigError::Registry(format!(
+                        "registry node {n} is not on this host: set [edge.registry.tls] (ca, cert, key)"
+                    )));
+                }
             }
             let max = orbit_state::MAX_LEASE_MS / 1000;
             if r.lease_secs < 3 || r.lease_secs > max {

@@ -9,7 +9,9 @@
 //! Every site knows the tenant's 30 extensions (1001–1010 are site A's desks, 2001–2010 site
 //! B's, 3001–3010 site C's, but a phone may register anywhere), one lot 700 / 701–720, and a
 //! trunk to the other two. The registry's disks, the TLS certificate and the trunk secret live
-//! under the data directory and survive a restart.
+//! under the data directory and survive a restart; so does the control plane's CA (`pki/`),
+//! which signs each registry node's, each edge's and an admin's certificate (mutual TLS on
+//! every gRPC connection, files 0600).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,9 +20,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use orbit_edge::config::{
     AuthConfig, EdgeConfig, Extension, LimitsConfig, MediaConfig, PickupGroup, RegistryLink,
-    SipConfig, TenantConfig, TrunkConfig, TrunkPeer,
+    RegistryTls, SipConfig, TenantConfig, TrunkConfig, TrunkPeer,
 };
-use orbit_registry::{Node, NodeConfig};
+use orbit_registry::dev_pki::DevCa;
+use orbit_registry::{Caller, Node, NodeConfig, Tls, TlsFiles};
 use tracing::info;
 
 pub const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
@@ -49,6 +52,7 @@ fn site_config(
     rtp: u16,
     grpc: &[SocketAddr],
     secret: &str,
+    tls: Option<RegistryTls>,
 ) -> EdgeConfig {
     let addr = |j: usize| SocketAddr::new(sip.ip(), sip.port() + 10 * j as u16);
     let listen = addr(i);
@@ -97,6 +101,7 @@ fn site_config(
         registry: Some(RegistryLink {
             nodes,
             lease_secs: 15,
+            tls,
         }),
         trunk: Some(TrunkConfig {
             secret: secret.into(),
@@ -125,18 +130,55 @@ fn trunk_secret(data_dir: &Path) -> Result<String> {
     Ok(s)
 }
 
+/// Where `orbitd dev` keeps its control-plane certificates, and the admin certificate that
+/// `orbitd registry ...` finds there without flags.
+pub fn pki_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("pki")
+}
+
+/// The dev cluster's certificates, made under the data dir (the CA once; the others at each
+/// start): each registry node's, each edge's, and an admin's for the command line.
+struct DevPki {
+    nodes: Vec<TlsFiles>,
+    edges: Vec<RegistryTls>,
+}
+
+fn dev_pki(data_dir: &Path, host: &str) -> Result<DevPki> {
+    let dir = pki_dir(data_dir);
+    let ca = DevCa::in_dir(&dir).context("the dev CA")?;
+    let hosts = [host, "localhost"];
+    let mut nodes = vec![];
+    for id in 1..=3u64 {
+        let name = format!("registry-{id}");
+        nodes.push(ca.write(&dir, &name, &Caller::Node(id), &hosts)?);
+    }
+    let mut edges = vec![];
+    for site in SITES {
+        let f = ca.write(&dir, site, &Caller::Edge(site.into()), &[])?;
+        edges.push(RegistryTls {
+            ca: f.ca,
+            cert: f.cert,
+            key: f.key,
+        });
+    }
+    ca.write(&dir, "admin", &Caller::Admin("dev".into()), &[])?;
+    Ok(DevPki { nodes, edges })
+}
+
 pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let tls = crate::dev_tls(&data_dir)?;
     let secret = trunk_secret(&data_dir)?;
+    let pki = dev_pki(&data_dir, &sip.ip().to_string())?;
     let grpc: Vec<SocketAddr> = (0..3)
         .map(|i| SocketAddr::new(sip.ip(), grpc + i))
         .collect();
     let mut nodes = vec![];
     for (i, addr) in grpc.iter().enumerate() {
         let id = i as u64 + 1;
-        let cfg = NodeConfig::new(id, *addr, data_dir.join(format!("registry-{id}")));
+        let mut cfg = NodeConfig::new(id, *addr, data_dir.join(format!("registry-{id}")));
+        cfg.tls = Some(Tls::load(&pki.nodes[i])?);
         nodes.push(
             Node::start(cfg)
                 .await
@@ -153,7 +195,7 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
         info!("registry initialised: three voters");
     }
     let sites: Vec<_> = (0..3)
-        .map(|i| site_config(i, sip, rtp, &grpc, &secret))
+        .map(|i| site_config(i, sip, rtp, &grpc, &secret, Some(pki.edges[i].clone())))
         .collect();
     for s in &sites {
         s.validate()?;
@@ -181,7 +223,10 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
          \x20 longest at any desk of any site, *8<ext> or **<ext> for the one ringing <ext>\n\
          \n  lamp keys: SUBSCRIBE (Event: dialog) to 700 or to a slot, at any site\n\
          \n  softphone: server {sip}, user 1001, password pw1001; call 2001 registered at site-b\n\
+         \n  registry: mutual TLS; `orbitd registry status --at {}` uses the admin certificate in {}\n\
          \n  state under {}; Ctrl-C ends calls with BYE and stops.\n",
+        grpc[0],
+        pki_dir(&data_dir).display(),
         data_dir.display()
     );
     println!("{banner}");
@@ -204,7 +249,7 @@ mod tests {
             .map(|i| SocketAddr::from(([127, 0, 0, 1], 50051 + i)))
             .collect();
         for i in 0..3 {
-            let c = site_config(i, sip, 20000, &grpc, "a-trunk-secret-of-some-length");
+            let c = site_config(i, sip, 20000, &grpc, "a-trunk-secret-of-some-length", None);
             c.validate().unwrap();
             let groups = &c.tenant.pickup_groups;
             assert_eq!(groups.len(), 1);

@@ -16,7 +16,18 @@ pub fn start(
     rt: &tokio::runtime::Handle,
     after: u64,
 ) -> anyhow::Result<OrbitIo> {
-    let link = Arc::new(Link::new(&cfg.nodes)?);
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|t| {
+            orbit_registry::Tls::load(&orbit_registry::TlsFiles {
+                ca: t.ca.clone(),
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+            })
+        })
+        .transpose()?;
+    let link = Arc::new(Link::new(&cfg.nodes, tls.as_ref())?);
     let (prop_tx, mut prop_rx) = mpsc::unbounded_channel::<Proposal>();
     let (feed_tx, feed_rx) = mpsc::channel::<OrbitFeed>(65_536);
 

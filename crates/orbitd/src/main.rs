@@ -67,7 +67,49 @@ enum Cmd {
     Registry {
         #[command(subcommand)]
         cmd: RegistryCmd,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
     },
+}
+
+/// The certificate a command-line client shows a registry that speaks mutual TLS: the three
+/// flags, or the same from the environment, or else the admin certificate `orbitd dev` made
+/// under `./orbit-data/pki` if it is there.
+#[derive(clap::Args)]
+struct ClientTlsArgs {
+    /// The cluster's CA certificate (PEM).
+    #[arg(long, env = "ORBIT_CA", global = true, requires_all = ["cert", "key"])]
+    ca: Option<PathBuf>,
+    /// This client's certificate (PEM), naming an admin (`spiffe://orbit/admin/<name>`).
+    #[arg(long, env = "ORBIT_CERT", global = true, requires_all = ["ca", "key"])]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM, readable by its owner only).
+    #[arg(long, env = "ORBIT_KEY", global = true, requires_all = ["ca", "cert"])]
+    key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    fn load(&self) -> Result<Option<orbit_registry::Tls>> {
+        let files = match (&self.ca, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => orbit_registry::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => {
+                let dir = dev::pki_dir(Path::new("./orbit-data"));
+                if !dir.join("admin.pem").exists() {
+                    return Ok(None);
+                }
+                orbit_registry::TlsFiles {
+                    ca: dir.join("ca.pem"),
+                    cert: dir.join("admin.pem"),
+                    key: dir.join("admin.key"),
+                }
+            }
+        };
+        Ok(Some(orbit_registry::Tls::load(&files)?))
+    }
 }
 
 #[derive(Subcommand)]
@@ -134,6 +176,11 @@ struct RegistrySettings {
     election_min_ms: u64,
     #[serde(default = "default_election_max")]
     election_max_ms: u64,
+    /// Mutual TLS for Raft between nodes and for every client (`[registry.tls]`: `ca`, `cert`,
+    /// `key`; the certificate names `spiffe://orbit/registry/<id>`). Without it the node
+    /// serves plaintext, which is allowed on a loopback address only.
+    #[serde(default)]
+    tls: Option<orbit_registry::TlsFiles>,
 }
 
 fn default_heartbeat() -> u64 {
@@ -180,12 +227,14 @@ fn print_membership(m: &orbit_registry::pb::MembershipReply) {
     println!("applied:  {}", m.last_applied);
 }
 
-fn node_config(r: RegistrySettings) -> orbit_registry::NodeConfig {
+fn node_config(r: RegistrySettings) -> Result<orbit_registry::NodeConfig> {
+    let tls = r.tls.as_ref().map(orbit_registry::Tls::load).transpose()?;
     let mut cfg = orbit_registry::NodeConfig::new(r.id, r.listen, r.data_dir);
     cfg.heartbeat = Duration::from_millis(r.heartbeat_ms);
     cfg.election_min = Duration::from_millis(r.election_min_ms);
     cfg.election_max = Duration::from_millis(r.election_max_ms);
-    cfg
+    cfg.tls = tls;
+    Ok(cfg)
 }
 
 /// Every role of a config file in one process: a registry node, an edge, or both (the node
@@ -195,7 +244,7 @@ async fn run_roles(f: FileConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Res
         (Some(r), None) => run_registry(r).await,
         (None, Some(edge)) => run_sites(vec![(edge, tls)]).await,
         (Some(r), Some(edge)) => {
-            let node = orbit_registry::Node::start(node_config(r)).await?;
+            let node = orbit_registry::Node::start(node_config(r)?).await?;
             let result = run_sites(vec![(edge, tls)]).await;
             node.shutdown().await;
             result
@@ -206,7 +255,7 @@ async fn run_roles(f: FileConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Res
 
 async fn run_registry(r: RegistrySettings) -> Result<()> {
     let id = r.id;
-    let node = orbit_registry::Node::start(node_config(r)).await?;
+    let node = orbit_registry::Node::start(node_config(r)?).await?;
     info!(node = id, "registry ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -217,8 +266,10 @@ async fn run_registry(r: RegistrySettings) -> Result<()> {
     Ok(())
 }
 
-async fn registry_cmd(cmd: RegistryCmd) -> Result<()> {
+async fn registry_cmd(cmd: RegistryCmd, tls: ClientTlsArgs) -> Result<()> {
     use orbit_registry::admin::{self, Change};
+    let tls = tls.load()?;
+    let tls = tls.as_ref();
     let m = match cmd {
         RegistryCmd::Run { .. } => unreachable!("handled by the caller"),
         RegistryCmd::Init { at, members } => {
@@ -226,19 +277,19 @@ async fn registry_cmd(cmd: RegistryCmd) -> Result<()> {
                 .iter()
                 .map(|m| parse_member(m))
                 .collect::<Result<Vec<_>>>()?;
-            admin::initialize(&at, members).await?
+            admin::initialize(&at, tls, members).await?
         }
         RegistryCmd::AddLearner { at, member } => {
             let (id, addr) = parse_member(&member)?;
-            admin::change(&at, Change::AddLearner, id, addr).await?
+            admin::change(&at, tls, Change::AddLearner, id, addr).await?
         }
         RegistryCmd::Promote { at, id } => {
-            admin::change(&at, Change::Promote, id, String::new()).await?
+            admin::change(&at, tls, Change::Promote, id, String::new()).await?
         }
         RegistryCmd::Remove { at, id } => {
-            admin::change(&at, Change::Remove, id, String::new()).await?
+            admin::change(&at, tls, Change::Remove, id, String::new()).await?
         }
-        RegistryCmd::Status { at } => admin::status(&at).await?,
+        RegistryCmd::Status { at } => admin::status(&at, tls).await?,
     };
     print_membership(&m);
     Ok(())
@@ -261,6 +312,16 @@ fn load(path: &Path) -> Result<FileConfig> {
     if let Some(r) = &cfg.registry {
         if r.id == 0 {
             bail!("{}: registry node ids start at 1", path.display());
+        }
+        if r.tls.is_none() && !r.listen.ip().is_loopback() {
+            bail!(
+                "{}: registry listen {} is not a loopback address: set [registry.tls] (ca, cert, key) so that only the cluster's certificates get in",
+                path.display(),
+                r.listen
+            );
+        }
+        if let Some(t) = &r.tls {
+            orbit_registry::Tls::load(t).with_context(|| format!("checking {}", path.display()))?;
         }
         if r.election_min_ms <= r.heartbeat_ms || r.election_max_ms <= r.election_min_ms {
             bail!(
@@ -294,7 +355,7 @@ pub(crate) fn dev_tls(data_dir: &Path) -> Result<tokio_rustls::TlsAcceptor> {
         ])
         .context("generating dev certificate")?;
         std::fs::write(&cert, ck.cert.pem())?;
-        std::fs::write(&key, ck.key_pair.serialize_pem())?;
+        orbit_registry::dev_pki::write_private(&key, &ck.key_pair.serialize_pem())?;
     }
     tls_from_files(&cert, &key)
 }
@@ -430,14 +491,14 @@ fn main() -> Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
-        Cmd::Registry { cmd } => match cmd {
+        Cmd::Registry { cmd, tls } => match cmd {
             RegistryCmd::Run { config } => {
                 let r = load(&config)?
                     .registry
                     .with_context(|| format!("{}: no [registry] table", config.display()))?;
                 rt.block_on(run_registry(r))
             }
-            cmd => rt.block_on(registry_cmd(cmd)),
+            cmd => rt.block_on(registry_cmd(cmd, tls)),
         },
         Cmd::Edge { config } => {
             let cfg = load(&config)?

@@ -1,5 +1,7 @@
 //! Registry nodes as real processes (`orbitd registry run`), managed with the CLI: initialise a
-//! cluster, add a learner, promote it, remove it, and kill -9 the leader.
+//! cluster, add a learner, promote it, remove it, and kill -9 the leader; over mutual TLS, the
+//! CLI changes the cluster only with an admin's certificate; config refuses a plaintext node off
+//! loopback and a key file others may read.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -28,11 +30,16 @@ impl Drop for RegistryNode {
 }
 
 fn start(dir: &std::path::Path, id: u64, addr: SocketAddr) -> RegistryNode {
+    start_with(dir, id, addr, "")
+}
+
+/// A node whose config has `extra` after its `[registry]` keys (a `[registry.tls]` table).
+fn start_with(dir: &std::path::Path, id: u64, addr: SocketAddr, extra: &str) -> RegistryNode {
     let cfg = dir.join(format!("registry-{id}.toml"));
     std::fs::write(
         &cfg,
         format!(
-            "[registry]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n",
+            "[registry]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n{extra}",
             dir.join(format!("data-{id}")).display()
         ),
     )
@@ -166,4 +173,111 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `--ca/--cert/--key` flags for `files`.
+fn tls_flags(f: &orbit_registry::TlsFiles) -> Vec<String> {
+    [("--ca", &f.ca), ("--cert", &f.cert), ("--key", &f.key)]
+        .iter()
+        .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
+        .collect()
+}
+
+#[test]
+fn over_mutual_tls_only_an_admins_certificate_changes_the_cluster() {
+    use orbit_registry::Caller;
+    let dir = std::env::temp_dir().join(format!("orbit-registry-mtls-{}", std::process::id()));
+    let _cleanup = Cleanup(dir.clone());
+    let pki = dir.join("pki");
+    let ca = orbit_registry::dev_pki::DevCa::new().unwrap();
+    let node = ca
+        .write(&pki, "registry-1", &Caller::Node(1), &["127.0.0.1"])
+        .unwrap();
+    let admin = ca
+        .write(&pki, "admin", &Caller::Admin("ops".into()), &[])
+        .unwrap();
+    let edge = ca
+        .write(&pki, "site-a", &Caller::Edge("site-a".into()), &[])
+        .unwrap();
+    let table = format!(
+        "[registry.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        node.ca.display(),
+        node.cert.display(),
+        node.key.display()
+    );
+    let n = start_with(&dir, 1, free_addr(), &table);
+    let at = n.addr.to_string();
+    let with = |f: &orbit_registry::TlsFiles, args: &[&str]| {
+        let flags = tls_flags(f);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(flags.iter().map(String::as_str));
+        cli(&all)
+    };
+    let member = format!("1={at}");
+    let (ok, out) = with(&edge, &["init", "--at", &at, &member]);
+    assert!(
+        !ok && out.contains("may not change the cluster"),
+        "an edge's certificate: {out}"
+    );
+    let (ok, out) = cli(&["status", "--at", &at]);
+    assert!(!ok, "no certificate, plaintext: {out}");
+    let (ok, out) = with(&admin, &["init", "--at", &at, &member]);
+    assert!(ok, "the admin's: {out}");
+    let t0 = Instant::now();
+    loop {
+        let (ok, out) = with(&edge, &["status", "--at", &at]);
+        if ok && field(&out, "leader") == "1" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out) = with(&edge, &["remove", "--at", &at, "1"]);
+    assert!(!ok && out.contains("may not change the cluster"), "{out}");
+}
+
+#[test]
+fn check_config_refuses_plaintext_off_loopback_and_a_key_others_may_read() {
+    use orbit_registry::Caller;
+    let dir = std::env::temp_dir().join(format!("orbit-registry-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let check = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_orbitd"))
+            .arg("check-config")
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.success(), err)
+    };
+    let data = dir.join("data").display().to_string();
+    let (ok, err) = check(
+        "open.toml",
+        &format!("[registry]\nid = 1\nlisten = \"0.0.0.0:7001\"\ndata_dir = \"{data}\"\n"),
+    );
+    assert!(!ok && err.contains("not a loopback address"), "{err}");
+    let ca = orbit_registry::dev_pki::DevCa::new().unwrap();
+    let f = ca
+        .write(
+            &dir.join("pki"),
+            "registry-1",
+            &Caller::Node(1),
+            &["10.0.0.1"],
+        )
+        .unwrap();
+    let tls = format!(
+        "[registry]\nid = 1\nlisten = \"0.0.0.0:7001\"\ndata_dir = \"{data}\"\n[registry.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        f.ca.display(),
+        f.cert.display(),
+        f.key.display()
+    );
+    let (ok, err) = check("tls.toml", &tls);
+    assert!(ok, "with TLS it may listen anywhere: {err}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, err) = check("tls.toml", &tls);
+    assert!(!ok && err.contains("chmod 600"), "{err}");
 }

@@ -156,9 +156,9 @@ fn recall_rings_the_parker_at_the_site_it_moved_to() {
 }
 
 /// The registry leader as node `at` sees it (0: none).
-fn leader(at: SocketAddr) -> u64 {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orbitd"))
-        .args(["registry", "status", "--at", &at.to_string()])
+fn leader(s: &Sites, at: SocketAddr) -> u64 {
+    let out = s
+        .registry_cli(&["status", "--at", &at.to_string()])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -185,7 +185,7 @@ fn values(log: &str, key: &str) -> Vec<u64> {
 #[test]
 fn recall_fires_once_and_on_time_when_the_leader_is_killed_just_before_the_deadline() {
     let mut s = Sites::start(&lot(3, 10));
-    let l = leader(s.grpc[0]);
+    let l = leader(&s, s.grpc[0]);
     assert!(l > 0, "a leader");
     // The call is held at a site whose process is not the leader's (each process is a voter
     // and an edge: killing the leader kills that edge too).
@@ -220,7 +220,7 @@ fn recall_fires_once_and_on_time_when_the_leader_is_killed_just_before_the_deadl
     // timeout, plus the heartbeats lost before it).
     assert!(late[0] <= 1_500, "fired {} ms late", late[0]);
     assert_eq!(log.matches("recall ringing").count(), 1, "{log}");
-    let new_leader = leader(s.grpc[h]);
+    let new_leader = leader(&s, s.grpc[h]);
     assert!(new_leader > 0 && new_leader != l, "a new leader, not {l}");
 }
 

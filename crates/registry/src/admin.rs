@@ -8,6 +8,7 @@ use tonic::transport::Channel;
 use crate::network::channel;
 use crate::pb;
 use crate::pb::registry_client::RegistryClient;
+use crate::tls::Tls;
 use crate::NodeId;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +19,8 @@ pub enum AdminError {
     NoLeader(String),
 }
 
-async fn client(addr: &str) -> Result<RegistryClient<Channel>, AdminError> {
-    let ch = channel(addr).map_err(|e| AdminError::Call {
+async fn client(addr: &str, tls: Option<&Tls>) -> Result<RegistryClient<Channel>, AdminError> {
+    let ch = channel(addr, tls).map_err(|e| AdminError::Call {
         addr: addr.into(),
         msg: e.to_string(),
     })?;
@@ -48,16 +49,17 @@ async fn bounded<T>(
     }
 }
 
-pub async fn status(addr: &str) -> Result<pb::MembershipReply, AdminError> {
-    let mut c = client(addr).await?;
+pub async fn status(addr: &str, tls: Option<&Tls>) -> Result<pb::MembershipReply, AdminError> {
+    let mut c = client(addr, tls).await?;
     bounded(addr, c.status(pb::StatusRequest {})).await
 }
 
 pub async fn initialize(
     addr: &str,
+    tls: Option<&Tls>,
     members: Vec<(NodeId, String)>,
 ) -> Result<pb::MembershipReply, AdminError> {
-    let mut c = client(addr).await?;
+    let mut c = client(addr, tls).await?;
     let members = members
         .into_iter()
         .map(|(id, addr)| pb::Member { id, addr })
@@ -66,8 +68,8 @@ pub async fn initialize(
 }
 
 /// The leader's address, as `addr` knows it.
-async fn leader_addr(addr: &str) -> Result<String, AdminError> {
-    let s = status(addr).await?;
+async fn leader_addr(addr: &str, tls: Option<&Tls>) -> Result<String, AdminError> {
+    let s = status(addr, tls).await?;
     s.voters
         .iter()
         .chain(s.learners.iter())
@@ -85,12 +87,13 @@ pub enum Change {
 
 pub async fn change(
     addr: &str,
+    tls: Option<&Tls>,
     change: Change,
     id: NodeId,
     node_addr: String,
 ) -> Result<pb::MembershipReply, AdminError> {
-    let leader = leader_addr(addr).await?;
-    let mut c = client(&leader).await?;
+    let leader = leader_addr(addr, tls).await?;
+    let mut c = client(&leader, tls).await?;
     let req = pb::NodeRequest {
         node: Some(pb::Member {
             id,

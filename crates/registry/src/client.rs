@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 use crate::network::channel;
 use crate::pb;
 use crate::pb::registry_client::RegistryClient;
+use crate::tls::Tls;
 use crate::Request;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,14 +55,15 @@ const PROPOSE_BUDGET: Duration = Duration::from_secs(5);
 const ATTEMPT: Duration = Duration::from_secs(2);
 
 impl Link {
-    pub fn new(nodes: &[String]) -> Result<Link, LinkError> {
+    /// Clients of `nodes`, over mutual TLS with this edge's certificate when `tls` is given.
+    pub fn new(nodes: &[String], tls: Option<&Tls>) -> Result<Link, LinkError> {
         if nodes.is_empty() {
             return Err(LinkError::Bad("no registry nodes".into()));
         }
         let nodes = nodes
             .iter()
             .map(|a| {
-                channel(a)
+                channel(a, tls)
                     .map(|c| (a.clone(), RegistryClient::new(c)))
                     .map_err(|e| LinkError::Bad(format!("{a}: {e}")))
             })

@@ -16,10 +16,13 @@
 pub mod admin;
 pub mod batch;
 pub mod client;
+pub mod dev_pki;
+pub mod identity;
 pub mod network;
 pub mod node;
 pub mod sim;
 pub mod store;
+pub mod tls;
 
 /// The generated gRPC code (`proto/orbit/registry/v1/registry.proto`).
 pub mod pb {
@@ -32,8 +35,10 @@ use orbit_state::{Command, Event, Millis, Rejection};
 use serde::{Deserialize, Serialize};
 
 pub use client::{Link, LinkError, WatchUpdate};
+pub use identity::Caller;
 pub use node::{Committed, Node, NodeConfig, NodeError, ProposeError};
 pub use store::{open, LogStore, StateMachineStore, StoreError};
+pub use tls::{Tls, TlsError, TlsFiles};
 
 openraft::declare_raft_types!(
     /// The registry's Raft types: orbit commands in, their outcomes out; u64 node ids.

@@ -22,22 +22,31 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::identity::Access;
 use crate::pb;
 use crate::pb::raft_client::RaftClient;
+use crate::tls::Tls;
 use crate::{NodeId, Raft, TypeConfig};
 
-/// Connect lazily to `addr` (`host:port`), with a bounded connect time.
-pub(crate) fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+/// Connect lazily to `addr` (`host:port`), with a bounded connect time; over mutual TLS with
+/// `tls`, which the node at `addr` must then serve with a certificate for that host.
+pub(crate) fn channel(addr: &str, tls: Option<&Tls>) -> Result<Channel, tonic::transport::Error> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut e = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    if let Some(t) = tls {
+        e = e.tls_config(t.client())?;
+    }
+    Ok(e.connect_lazy())
 }
 
 /// Makes a [`Peer`] for each node openraft talks to.
 #[derive(Clone)]
 pub struct Network {
     pub from: NodeId,
+    /// This node's certificate, when the cluster speaks TLS.
+    pub tls: Option<Tls>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -47,7 +56,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             from: self.from,
             target,
-            client: channel(&node.addr).ok().map(RaftClient::new),
+            client: channel(&node.addr, self.tls.as_ref())
+                .ok()
+                .map(RaftClient::new),
         }
     }
 }
@@ -167,17 +178,23 @@ impl RaftNetwork<TypeConfig> for Peer {
 pub struct RaftService {
     pub id: NodeId,
     pub raft: Raft,
+    /// Whether the node serves TLS: then only registry nodes may call, each as itself.
+    pub tls: bool,
 }
 
 impl RaftService {
-    fn check(&self, r: &pb::RaftRequest) -> Result<(), Status> {
+    /// The request's body, if it comes from the node it names and is meant for this one.
+    fn check(&self, req: Request<pb::RaftRequest>) -> Result<pb::RaftRequest, Status> {
+        let access = Access::of(&req, self.tls)?;
+        let r = req.into_inner();
+        access.raft(r.from_node)?;
         if r.to_node != self.id {
             return Err(Status::failed_precondition(format!(
                 "this is registry node {}, not node {}",
                 self.id, r.to_node
             )));
         }
-        Ok(())
+        Ok(r)
     }
 }
 
@@ -206,14 +223,12 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         req: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        let r = req.into_inner();
-        self.check(&r)?;
+        let r = self.check(req)?;
         reply(self.raft.append_entries(decode(&r.payload)?).await)
     }
 
     async fn vote(&self, req: Request<pb::RaftRequest>) -> Result<Response<pb::RaftReply>, Status> {
-        let r = req.into_inner();
-        self.check(&r)?;
+        let r = self.check(req)?;
         reply(self.raft.vote(decode(&r.payload)?).await)
     }
 
@@ -221,8 +236,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         req: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        let r = req.into_inner();
-        self.check(&r)?;
+        let r = self.check(req)?;
         reply(self.raft.install_snapshot(decode(&r.payload)?).await)
     }
 }

@@ -13,9 +13,11 @@ use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tracing::{info, info_span, Instrument};
 
 use crate::batch::{Batcher, WriteError};
+use crate::identity::Access;
 use crate::network::{channel, Network, RaftService};
 use crate::pb;
 use crate::store::{self, StateMachineStore};
+use crate::tls::Tls;
 use crate::{NodeId, Raft};
 
 #[derive(Debug, Clone)]
@@ -29,6 +31,9 @@ pub struct NodeConfig {
     /// Election timeout range; a leader's loss is noticed within its upper end.
     pub election_min: Duration,
     pub election_max: Duration,
+    /// Mutual TLS for everything this node serves and sends; none: plaintext, which belongs
+    /// on a loopback address only (config refuses it elsewhere).
+    pub tls: Option<Tls>,
 }
 
 impl NodeConfig {
@@ -40,6 +45,7 @@ impl NodeConfig {
             heartbeat: Duration::from_millis(50),
             election_min: Duration::from_millis(200),
             election_max: Duration::from_millis(400),
+            tls: None,
         }
     }
 }
@@ -52,6 +58,8 @@ pub enum NodeError {
     Raft(String),
     #[error("binding {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,18 +211,24 @@ impl Node {
             .map_err(|e| NodeError::Raft(format!("creating {}: {e}", cfg.data_dir.display())))?;
         let (log, sm) = store::open(&cfg.data_dir.join("registry.redb"))?;
         let config = raft_config(&cfg)?;
-        let raft = Raft::new(cfg.id, config, Network { from: cfg.id }, log, sm.clone())
+        let network = Network {
+            from: cfg.id,
+            tls: cfg.tls.clone(),
+        };
+        let raft = Raft::new(cfg.id, config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| NodeError::Bind(cfg.listen, e))?;
         let (closing, closed) = tokio::sync::watch::channel(false);
+        let tls = cfg.tls.is_some();
         let raft_svc = pb::raft_server::RaftServer::new(RaftService {
             id: cfg.id,
             raft: raft.clone(),
+            tls,
         });
-        let fwd = Forwarder::default();
+        let fwd = Forwarder::new(cfg.tls.clone());
         let batch = Batcher::start(raft.clone());
         let reg_svc = pb::registry_server::RegistryServer::new(RegistryService {
             raft: raft.clone(),
@@ -222,7 +236,14 @@ impl Node {
             fwd: fwd.clone(),
             batch: batch.clone(),
             closed: closed.clone(),
+            tls,
         });
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(t) = &cfg.tls {
+            builder = builder
+                .tls_config(t.server())
+                .map_err(|e| NodeError::Tls(e.to_string()))?;
+        }
         // Small Raft messages must not wait for Nagle and delayed ACKs (40 ms on Linux).
         let incoming = tokio_stream::StreamExt::map(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -234,7 +255,7 @@ impl Node {
         );
         let server = tokio::spawn(
             async move {
-                let _ = tonic::transport::Server::builder()
+                let _ = builder
                     .add_service(raft_svc)
                     .add_service(reg_svc)
                     .serve_with_incoming_shutdown(incoming, async move {
@@ -374,9 +395,9 @@ async fn propose(
 
 /// Clients of the leaders proposals were forwarded to, kept: a connection per forwarded
 /// proposal would cost a TCP and HTTP/2 handshake each.
-#[derive(Clone, Default)]
-pub(crate) struct Forwarder(
-    Arc<
+#[derive(Clone)]
+pub(crate) struct Forwarder {
+    clients: Arc<
         std::sync::Mutex<
             std::collections::HashMap<
                 String,
@@ -384,19 +405,29 @@ pub(crate) struct Forwarder(
             >,
         >,
     >,
-);
+    /// This node's certificate: the leader takes a forwarded proposal from a node only.
+    tls: Option<Tls>,
+}
 
 impl Forwarder {
+    pub(crate) fn new(tls: Option<Tls>) -> Forwarder {
+        Forwarder {
+            clients: Default::default(),
+            tls,
+        }
+    }
+
     fn client(
         &self,
         leader: NodeId,
         addr: &str,
     ) -> Result<pb::registry_client::RegistryClient<tonic::transport::Channel>, ProposeError> {
-        let mut m = self.0.lock().unwrap();
+        let mut m = self.clients.lock().unwrap();
         if let Some(c) = m.get(addr) {
             return Ok(c.clone());
         }
-        let ch = channel(addr).map_err(|e| ProposeError::Forward(leader, e.to_string()))?;
+        let ch = channel(addr, self.tls.as_ref())
+            .map_err(|e| ProposeError::Forward(leader, e.to_string()))?;
         let c = pb::registry_client::RegistryClient::new(ch);
         m.insert(addr.to_string(), c.clone());
         Ok(c)
@@ -437,6 +468,8 @@ struct RegistryService {
     fwd: Forwarder,
     batch: Batcher,
     closed: tokio::sync::watch::Receiver<bool>,
+    /// Whether this node serves TLS: then every call is checked against its certificate.
+    tls: bool,
 }
 
 /// What a watcher at `cursor` gets next, and its new cursor: a resync if the events after its
@@ -535,6 +568,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         req: GrpcRequest<pb::WatchRequest>,
     ) -> Result<GrpcResponse<Self::WatchStream>, Status> {
+        Access::of(&req, self.tls)?.read()?;
         let mut cursor = req.into_inner().after_index;
         let sm = self.sm.clone();
         let mut closed = self.closed.clone();
@@ -574,9 +608,11 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         req: GrpcRequest<pb::ProposeRequest>,
     ) -> Result<GrpcResponse<pb::ProposeReply>, Status> {
+        let access = Access::of(&req, self.tls)?;
         let req = req.into_inner();
         let cmd: Command = serde_json::from_slice(&req.command)
             .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
+        access.propose(&cmd, req.forwarded, &self.sm.data.read().unwrap().orbit)?;
         // Nothing appended: UNAVAILABLE (try again). A forward that broke midway may have
         // been committed: ABORTED (the client must not simply retry).
         let c = propose(&self.batch, &self.fwd, cmd, !req.forwarded)
@@ -598,6 +634,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         req: GrpcRequest<pb::InitializeRequest>,
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
         let members = req.into_inner().members;
         if members.is_empty() || members.iter().any(|m| m.id == 0 || m.addr.is_empty()) {
             return Err(Status::invalid_argument(
@@ -619,6 +656,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         req: GrpcRequest<pb::NodeRequest>,
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
         let m = node_of(req)?;
         info!(node = m.id, addr = %m.addr, "adding learner");
         self.raft
@@ -632,6 +670,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         req: GrpcRequest<pb::NodeRequest>,
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
         let m = node_of(req)?;
         info!(node = m.id, "promoting to voter");
         let change = openraft::ChangeMembers::AddVoterIds([m.id].into_iter().collect());
@@ -646,6 +685,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         req: GrpcRequest<pb::NodeRequest>,
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
         let m = node_of(req)?;
         info!(node = m.id, "removing node");
         let ids: std::collections::BTreeSet<NodeId> = [m.id].into_iter().collect();
@@ -665,8 +705,9 @@ impl pb::registry_server::Registry for RegistryService {
 
     async fn status(
         &self,
-        _req: GrpcRequest<pb::StatusRequest>,
+        req: GrpcRequest<pb::StatusRequest>,
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        Access::of(&req, self.tls)?.read()?;
         Ok(GrpcResponse::new(self.membership()))
     }
 }

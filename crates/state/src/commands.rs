@@ -98,6 +98,30 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name, for logs, spans and refusals (never its contents).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::SetLot(_) => "set_lot",
+            Command::Park { .. } => "park",
+            Command::Claim { .. } => "claim",
+            Command::Expire { .. } => "expire",
+            Command::RecallStage { .. } => "recall_stage",
+            Command::End { .. } => "end",
+            Command::Lease { .. } => "lease",
+            Command::LeaseLapse { .. } => "lease_lapse",
+            Command::Locate { .. } => "locate",
+            Command::Unlocate { .. } => "unlocate",
+            Command::Watch { .. } => "watch",
+            Command::Unwatch { .. } => "unwatch",
+            Command::Ring { .. } => "ring",
+            Command::RingAnswered { .. } => "ring_answered",
+            Command::RingEnd { .. } => "ring_end",
+            Command::Pickup { .. } => "pickup",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     LotSet(LotKey),

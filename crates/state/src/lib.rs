@@ -21,10 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+mod authority;
 mod commands;
 mod repr;
 mod rings;
 mod watches;
+pub use authority::Proposer;
 use commands::in_range;
 pub use commands::{
     Command, Event, Rejection, MAX_LEASE_MS, MAX_LOCATION_MS, MAX_PARKING_MS, MAX_RING_MS,

@@ -21,11 +21,11 @@ fn lot(choice: SlotChoice) -> LotConfig {
     }
 }
 
-fn key() -> LotKey {
+pub(crate) fn key() -> LotKey {
     lot(SlotChoice::FirstFree).key()
 }
 
-fn call(n: u32) -> CallInfo {
+pub(crate) fn call(n: u32) -> CallInfo {
     CallInfo {
         caller_uri: format!("sip:{n}@example.com"),
         caller_display: Some(format!("Caller {n}")),
@@ -38,7 +38,7 @@ fn call(n: u32) -> CallInfo {
     }
 }
 
-fn orbit(choice: SlotChoice) -> Orbit {
+pub(crate) fn orbit(choice: SlotChoice) -> Orbit {
     let mut o = Orbit::new();
     o.apply(T0, &Command::SetLot(lot(choice))).unwrap();
     o

@@ -146,24 +146,7 @@ impl OrbitPort {
 }
 
 pub(crate) fn kind(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::SetLot(_) => "set_lot",
-        Command::Park { .. } => "park",
-        Command::Claim { .. } => "claim",
-        Command::Expire { .. } => "expire",
-        Command::RecallStage { .. } => "recall_stage",
-        Command::End { .. } => "end",
-        Command::Lease { .. } => "lease",
-        Command::LeaseLapse { .. } => "lease_lapse",
-        Command::Locate { .. } => "locate",
-        Command::Unlocate { .. } => "unlocate",
-        Command::Watch { .. } => "watch",
-        Command::Unwatch { .. } => "unwatch",
-        Command::Ring { .. } => "ring",
-        Command::RingAnswered { .. } => "ring_answered",
-        Command::RingEnd { .. } => "ring_end",
-        Command::Pickup { .. } => "pickup",
-    }
+    cmd.kind()
 }
 
 fn short(ev: &Event) -> String {

@@ -216,6 +216,7 @@ fn config(site: usize) -> EdgeConfig {
         registry: Some(RegistryLink {
             nodes: (1..=NODES).map(|n| format!("sim-{n}")).collect(),
             lease_secs: LEASE.as_secs(),
+            tls: None,
         }),
         trunk: Some(TrunkConfig {
             secret: SECRET.into(),

@@ -699,6 +699,8 @@ pub struct Sites {
     configs: Vec<PathBuf>,
     logs: Vec<Arc<Mutex<String>>>,
     dir: PathBuf,
+    /// The admin certificate's flags for `orbitd registry ...` (the registry speaks mTLS).
+    admin_tls: Vec<String>,
 }
 
 pub const SITE_NAMES: [&str; 3] = ["site-a", "site-b", "site-c"];
@@ -740,8 +742,43 @@ impl Sites {
                 exts.push_str(&format!("\"{n}\" = {{ password = \"pw{n}\" }}\n"));
             }
         }
+        // The control plane's mutual TLS, as a deployment has it: one CA, a certificate per
+        // registry node and per edge, and an admin's for the command line.
+        let pki = dir.join("pki");
+        let ca = orbit_registry::dev_pki::DevCa::new().unwrap();
+        let tls_table = |f: orbit_registry::TlsFiles| {
+            format!(
+                "ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                f.ca.display(),
+                f.cert.display(),
+                f.key.display()
+            )
+        };
+        let admin = ca
+            .write(
+                &pki,
+                "admin",
+                &orbit_registry::Caller::Admin("test".into()),
+                &[],
+            )
+            .unwrap();
+        let admin_tls = vec![
+            "--ca".into(),
+            admin.ca.display().to_string(),
+            "--cert".into(),
+            admin.cert.display().to_string(),
+            "--key".into(),
+            admin.key.display().to_string(),
+        ];
         let mut configs = vec![];
         for i in 0..3 {
+            let node = orbit_registry::Caller::Node(i as u64 + 1);
+            let node_tls = tls_table(
+                ca.write(&pki, &format!("registry-{}", i + 1), &node, &["127.0.0.1"])
+                    .unwrap(),
+            );
+            let edge = orbit_registry::Caller::Edge(SITE_NAMES[i].into());
+            let edge_tls = tls_table(ca.write(&pki, SITE_NAMES[i], &edge, &[]).unwrap());
             let mut nodes = vec![format!("\"{}\"", grpc[i])];
             nodes.extend(
                 (0..3)
@@ -762,7 +799,8 @@ impl Sites {
 id = {id}
 listen = "{listen}"
 data_dir = "{data}"
-
+[registry.tls]
+{node_tls}
 [edge]
 site = "{site}"
 [edge.sip]
@@ -777,6 +815,8 @@ algorithms = ["MD5", "SHA-256"]
 [edge.registry]
 nodes = [{nodes}]
 lease_secs = {lease_secs}
+[edge.registry.tls]
+{edge_tls}
 [edge.trunk]
 secret = "multi-site-test-trunk-secret"
 {peers}
@@ -822,13 +862,14 @@ any_host = true
                 .map(|_| Arc::new(Mutex::new(String::new())))
                 .collect(),
             dir,
+            admin_tls,
         };
         for i in 0..3 {
             s.spawn(i);
         }
         let members: Vec<String> = (0..3).map(|i| format!("{}={}", i + 1, s.grpc[i])).collect();
-        let st = Command::new(env!("CARGO_BIN_EXE_orbitd"))
-            .args(["registry", "init", "--at", &s.grpc[0].to_string()])
+        let st = s
+            .registry_cli(&["init", "--at", &s.grpc[0].to_string()])
             .args(&members)
             .stdout(Stdio::null())
             .status()
@@ -838,6 +879,13 @@ any_host = true
             s.wait_log(i, "committed event=lease", Duration::from_secs(20));
         }
         s
+    }
+
+    /// `orbitd registry <args>` with the admin's certificate.
+    pub fn registry_cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_orbitd"));
+        c.arg("registry").args(args).args(&self.admin_tls);
+        c
     }
 
     /// Start (or restart) site `i`'s process.

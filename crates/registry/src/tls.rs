@@ -1,0 +1,125 @@
+//! The control plane's mutual TLS (issue 11): every registry node serves gRPC with its
+//! certificate and asks callers for theirs; nodes, edges and admin tools connect with their
+//! own. One CA signs them all; who a caller is comes from its certificate
+//! ([`crate::identity`]). Without TLS a node serves plaintext, which config allows only on a
+//! loopback address.
+//!
+//! ```toml
+//! [registry.tls]            # or [edge.registry_tls], for an edge's proposals and watch
+//! ca = "ca.pem"             # the cluster's CA: a peer's certificate must be signed by it
+//! cert = "node.pem"         # this process's certificate (chain), PEM
+//! key = "node.key"          # its private key, PEM; refused if group or others may read it
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// Where a process's control-plane certificates are.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Certificates loaded and checked, ready for servers and clients.
+#[derive(Clone)]
+pub struct Tls {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.write_str("Tls { .. }")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0}: the private key may be read by others (mode {1:o}); chmod 600 it")]
+    KeyReadable(PathBuf, u32),
+    #[error("{0}: {1}")]
+    Bad(PathBuf, String),
+}
+
+impl Tls {
+    /// Read and check the files: PEM that holds what it should, a key only its owner reads.
+    pub fn load(f: &TlsFiles) -> Result<Tls, TlsError> {
+        let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read(p.into(), e));
+        key_private(&f.key)?;
+        let tls = Tls {
+            ca: read(&f.ca)?,
+            cert: read(&f.cert)?,
+            key: read(&f.key)?,
+        };
+        let certs = |b: &[u8]| {
+            rustls_pemfile::certs(&mut &b[..])
+                .filter(Result::is_ok)
+                .count()
+        };
+        if certs(&tls.ca) == 0 {
+            return Err(TlsError::Bad(f.ca.clone(), "no PEM certificate".into()));
+        }
+        if certs(&tls.cert) == 0 {
+            return Err(TlsError::Bad(f.cert.clone(), "no PEM certificate".into()));
+        }
+        match rustls_pemfile::private_key(&mut &tls.key[..]) {
+            Ok(Some(_)) => {}
+            _ => return Err(TlsError::Bad(f.key.clone(), "no PEM private key".into())),
+        }
+        Ok(tls)
+    }
+
+    /// From PEM held in memory (tests, `orbitd dev`).
+    pub fn from_pem(ca: &str, cert: &str, key: &str) -> Tls {
+        Tls {
+            ca: ca.as_bytes().to_vec(),
+            cert: cert.as_bytes().to_vec(),
+            key: key.as_bytes().to_vec(),
+        }
+    }
+
+    /// A server that presents our certificate and asks every caller for one signed by the CA.
+    /// A caller without one still gets through the handshake, so that it is told why it is
+    /// refused (UNAUTHENTICATED) rather than seeing the connection drop.
+    pub(crate) fn server(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert, &self.key))
+            .client_ca_root(Certificate::from_pem(&self.ca))
+            .client_auth_optional(true)
+    }
+
+    /// A client that trusts only the CA and presents our certificate.
+    pub(crate) fn client(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca))
+            .identity(Identity::from_pem(&self.cert, &self.key))
+    }
+}
+
+/// Refuse a private key file that anyone but its owner may read.
+#[cfg(unix)]
+fn key_private(p: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p)
+        .map_err(|e| TlsError::Read(p.into(), e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(TlsError::KeyReadable(p.into(), mode & 0o777));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn key_private(_: &Path) -> Result<(), TlsError> {
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! The registry's mutual TLS and who may do what (issue 11): three nodes in one process, each
+//! serving gRPC with a certificate from one CA, Raft between them and proposals forwarded over
+//! TLS; then strangers try: no client certificate, a certificate from another CA, an edge
+//! proposing for another site or calling Raft, a node speaking as another, a reader changing
+//! the cluster.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use orbit_registry::dev_pki::DevCa;
+use orbit_registry::pb;
+use orbit_registry::pb::registry_client::RegistryClient;
+use orbit_registry::{Caller, Link, Node, NodeConfig};
+use orbit_state::{CallInfo, Command, Event, LotConfig, SlotChoice};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Code;
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn lot() -> LotConfig {
+    LotConfig {
+        tenant: "example.com".into(),
+        park_ext: "700".into(),
+        first_slot: 701,
+        last_slot: 720,
+        parking_ms: 90_000,
+        recall_ring_ms: 20_000,
+        fallback: None,
+        choice: SlotChoice::FirstFree,
+    }
+}
+
+fn park_at(edge: &str, n: u32) -> Command {
+    Command::Park {
+        lot: lot().key(),
+        slot: None,
+        call: CallInfo {
+            caller_uri: format!("sip:{n}@example.com"),
+            caller_display: None,
+            parker: "1002".into(),
+            edge: edge.into(),
+            call_id: format!("c{n}"),
+            local_tag: "l".into(),
+            remote_tag: "r".into(),
+            codec: None,
+        },
+    }
+}
+
+/// Three TLS nodes, initialised, and the CA that signed them.
+struct Cluster {
+    root: PathBuf,
+    ca: DevCa,
+    addrs: BTreeMap<u64, SocketAddr>,
+    nodes: BTreeMap<u64, Node>,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let ca = DevCa::new().unwrap();
+        let root = std::env::temp_dir().join(format!("orbit-mtls-{}", rand::random::<u64>()));
+        let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
+        let mut nodes = BTreeMap::new();
+        for i in 1..=3 {
+            let mut cfg = NodeConfig::new(i, addrs[&i], root.join(format!("n{i}")));
+            cfg.tls = Some(ca.tls(&Caller::Node(i), &["127.0.0.1"]).unwrap());
+            nodes.insert(i, Node::start(cfg).await.unwrap());
+        }
+        nodes[&1].initialize(&addrs).await.unwrap();
+        Cluster {
+            root,
+            ca,
+            addrs,
+            nodes,
+        }
+    }
+
+    async fn leader(&self) -> u64 {
+        let t0 = Instant::now();
+        loop {
+            if let Some(l) = self.nodes[&1].raft.metrics().borrow().current_leader {
+                return l;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "no leader elected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A follower's address: what it takes it forwards to the leader, over TLS.
+    async fn follower(&self) -> SocketAddr {
+        let leader = self.leader().await;
+        self.addrs[&if leader == 1 { 2 } else { 1 }]
+    }
+
+    /// A channel to `addr` trusting the cluster's CA, showing `who`'s certificate (none: no
+    /// client certificate at all).
+    fn channel(&self, addr: SocketAddr, who: Option<&Caller>) -> Channel {
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.ca.ca_pem()));
+        if let Some(w) = who {
+            let (cert, key) = self.ca.issue(w, &[]).unwrap();
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect_lazy()
+    }
+
+    fn registry(&self, addr: SocketAddr, who: Option<&Caller>) -> RegistryClient<Channel> {
+        RegistryClient::new(self.channel(addr, who))
+    }
+
+    async fn shutdown(self) {
+        for (_, n) in self.nodes {
+            n.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Propose `cmd` as `client` (retrying while no leader is known); the status, or the outcome.
+async fn propose(
+    client: &mut RegistryClient<Channel>,
+    cmd: &Command,
+) -> Result<Result<Event, orbit_state::Rejection>, tonic::Status> {
+    let t0 = Instant::now();
+    loop {
+        let req = pb::ProposeRequest {
+            command: serde_json::to_vec(cmd).unwrap(),
+            forwarded: false,
+        };
+        match client.propose(req).await {
+            Ok(r) => return Ok(serde_json::from_slice(&r.into_inner().outcome).unwrap()),
+            Err(s) if s.code() == Code::Unavailable && t0.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(s) => return Err(s),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_proposes_over_mutual_tls_through_a_follower_and_watches() {
+    let c = Cluster::start().await;
+    let follower = c.follower().await;
+    let edge = c.ca.tls(&Caller::Edge("site-a".into()), &[]).unwrap();
+    let link = Link::new(&[follower.to_string()], Some(&edge)).unwrap();
+    let (_, r) = link.propose(&Command::SetLot(lot())).await.unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let (_, r) = link.propose(&park_at("site-a", 1)).await.unwrap();
+    assert!(matches!(r, Ok(Event::Parked(_))), "{r:?}");
+    // The watch, as an edge reads it.
+    let mut s = c
+        .registry(follower, Some(&Caller::Edge("site-a".into())))
+        .watch(pb::WatchRequest { after_index: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.message().await.unwrap().is_some(), "the watch delivers");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_certificate_or_with_another_cas_gets_nothing() {
+    let c = Cluster::start().await;
+    let addr = c.follower().await;
+    let mut anon = c.registry(addr, None);
+    let s = anon.status(pb::StatusRequest {}).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    let s = propose(&mut anon, &Command::SetLot(lot()))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    let s = anon
+        .watch(pb::WatchRequest { after_index: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    let mut raft = pb::raft_client::RaftClient::new(c.channel(addr, None));
+    let vote = pb::RaftRequest {
+        to_node: 1,
+        from_node: 2,
+        payload: b"{}".to_vec(),
+    };
+    let s = raft.vote(vote).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+
+    // A certificate naming an admin, but from a CA of the stranger's own: no handshake.
+    let other = DevCa::new().unwrap();
+    let (cert, key) = other.issue(&Caller::Admin("mallory".into()), &[]).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(c.ca.ca_pem()))
+        .identity(Identity::from_pem(cert, key));
+    let ch = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_lazy();
+    let s = RegistryClient::new(ch)
+        .remove(pb::NodeRequest {
+            node: Some(pb::Member {
+                id: 3,
+                addr: String::new(),
+            }),
+        })
+        .await
+        .unwrap_err();
+    // Refused at the handshake (an alert, or the connection closed): no RPC ran, so no status
+    // of the service's own.
+    assert!(
+        format!("{s:?}").contains("tonic::transport::Error"),
+        "refused at the handshake: {s:?}"
+    );
+    // A plaintext client cannot talk to it at all.
+    let plain = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    assert!(RegistryClient::new(plain)
+        .status(pb::StatusRequest {})
+        .await
+        .is_err());
+    assert_eq!(
+        c.nodes[&1]
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count(),
+        3
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_acts_only_for_its_own_site_and_only_nodes_speak_raft() {
+    let c = Cluster::start().await;
+    let addr = c.follower().await;
+    let site_a = Caller::Edge("site-a".into());
+    let site_b = Caller::Edge("site-b".into());
+    let mut a = c.registry(addr, Some(&site_a));
+    let mut b = c.registry(addr, Some(&site_b));
+    propose(&mut a, &Command::SetLot(lot()))
+        .await
+        .unwrap()
+        .unwrap();
+    let Ok(Event::Parked(p)) = propose(&mut a, &park_at("site-a", 1)).await.unwrap() else {
+        panic!("site-a parks its own call")
+    };
+    // Site B parks in site A's name, ends site A's park, fires its deadline, lapses its lease.
+    let end = Command::End {
+        park: p.id,
+        reason: orbit_state::EndReason::HungUp,
+    };
+    for cmd in [
+        park_at("site-a", 2),
+        end.clone(),
+        Command::Expire { park: p.id },
+        Command::LeaseLapse {
+            edge: "site-a".into(),
+        },
+        Command::Lease {
+            edge: "site-a".into(),
+            ttl_ms: 10_000,
+            incarnation: 1,
+        },
+    ] {
+        let s = propose(&mut b, &cmd).await.unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "{cmd:?}: {s:?}");
+        assert!(s.message().contains("spiffe://orbit/edge/site-b"), "{s:?}");
+    }
+    assert!(c.nodes[&1].orbit().parked(p.id).is_some(), "still parked");
+    // A retrieve from site B claims site A's park: that is what a claim is for.
+    let claim = Command::Claim {
+        tenant: "example.com".into(),
+        slot: p.slot,
+        park: Some(p.id),
+        by: "3001".into(),
+    };
+    let r = propose(&mut b, &claim).await.unwrap();
+    assert!(matches!(r, Ok(Event::Claimed { .. })), "{r:?}");
+
+    // An edge is no Raft peer; a node is one only as itself.
+    let vote = |from: u64| pb::RaftRequest {
+        to_node: 1,
+        from_node: from,
+        payload: b"{}".to_vec(),
+    };
+    let mut raft = pb::raft_client::RaftClient::new(c.channel(c.addrs[&1], Some(&site_a)));
+    let s = raft.vote(vote(2)).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    let mut raft = pb::raft_client::RaftClient::new(c.channel(c.addrs[&1], Some(&Caller::Node(2))));
+    let s = raft.vote(vote(3)).await.unwrap_err();
+    assert_eq!(
+        s.code(),
+        Code::PermissionDenied,
+        "node 2 speaking as node 3: {s:?}"
+    );
+
+    // Membership is the admin's: not an edge's nor a reader's.
+    let remove = || pb::NodeRequest {
+        node: Some(pb::Member {
+            id: 3,
+            addr: String::new(),
+        }),
+    };
+    for who in [site_a, Caller::Reader("grafana".into())] {
+        let s = c
+            .registry(addr, Some(&who))
+            .remove(remove())
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "{who}: {s:?}");
+    }
+    let mut reader = c.registry(addr, Some(&Caller::Reader("grafana".into())));
+    let s = propose(&mut reader, &park_at("site-a", 3))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    let st = reader
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.voters.len(), 3, "a reader reads");
+    c.shutdown().await;
+}

@@ -1,0 +1,113 @@
+//! Who may propose a command (issue 11: nobody acts on what it does not own). The registry asks
+//! this of every proposal from an edge, with the edge's identity from its certificate: an edge
+//! acts for itself only (its parks, rings, registrations, lamps, lease), may claim any parked
+//! call of the cluster (a retrieve from any site is the point), and never fires deadlines or
+//! lapses leases, which are the registry leader's to do.
+
+use crate::{Command, Orbit};
+
+/// Who may propose a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proposer<'a> {
+    /// Only this edge: the command acts on what it holds.
+    Edge(&'a str),
+    /// Any edge (a claim of a parked call, a lot's settings from config).
+    AnyEdge,
+    /// Only the registry itself (deadlines, lapsed leases).
+    Registry,
+}
+
+impl Orbit {
+    /// Who may propose `cmd`, as of this state. A command naming a park or ring this state does
+    /// not hold is any edge's to propose: the log refuses it anyway.
+    pub fn proposer<'a>(&'a self, cmd: &'a Command) -> Proposer<'a> {
+        let of_park = |id: &crate::ParkId| {
+            self.parked(*id)
+                .map_or(Proposer::AnyEdge, |p| Proposer::Edge(&p.call.edge))
+        };
+        let of_ring = |id: &crate::RingId| {
+            self.ringing(*id)
+                .map_or(Proposer::AnyEdge, |r| Proposer::Edge(&r.call.edge))
+        };
+        match cmd {
+            Command::SetLot(_) | Command::Claim { .. } => Proposer::AnyEdge,
+            Command::Expire { .. } | Command::LeaseLapse { .. } => Proposer::Registry,
+            Command::Park { call, .. } => Proposer::Edge(&call.edge),
+            Command::RecallStage { park, .. } | Command::End { park, .. } => of_park(park),
+            Command::Lease { edge, .. }
+            | Command::Locate { edge, .. }
+            | Command::Unlocate { edge, .. }
+            | Command::Watch { edge, .. }
+            | Command::Unwatch { edge, .. } => Proposer::Edge(edge),
+            Command::Ring { call, .. } => Proposer::Edge(&call.edge),
+            Command::RingAnswered { ring } | Command::RingEnd { ring } => of_ring(ring),
+            // `by` is `site/user`: the picker's site.
+            Command::Pickup { by, .. } => Proposer::Edge(by.split('/').next().unwrap_or("")),
+        }
+    }
+
+    /// Whether `edge` may propose `cmd` as of this state.
+    pub fn may_propose(&self, edge: &str, cmd: &Command) -> bool {
+        match self.proposer(cmd) {
+            Proposer::Edge(e) => e == edge,
+            Proposer::AnyEdge => true,
+            Proposer::Registry => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SlotChoice;
+
+    #[test]
+    fn an_edge_acts_only_for_itself_claims_anywhere_and_never_fires_deadlines() {
+        let mut o = crate::tests::orbit(SlotChoice::FirstFree);
+        let park = Command::Park {
+            lot: crate::tests::key(),
+            slot: None,
+            call: crate::tests::call(1),
+        };
+        assert!(o.may_propose("site-a", &park));
+        assert!(!o.may_propose("site-b", &park), "a park held by another");
+        let crate::Event::Parked(p) = o.apply(0, &park).unwrap() else {
+            panic!()
+        };
+        let end = Command::End {
+            park: p.id,
+            reason: crate::EndReason::HungUp,
+        };
+        assert!(o.may_propose("site-a", &end));
+        assert!(!o.may_propose("site-b", &end), "ending another edge's park");
+        let claim = Command::Claim {
+            tenant: "example.com".into(),
+            slot: p.slot,
+            park: None,
+            by: "3001".into(),
+        };
+        assert!(o.may_propose("site-b", &claim), "a retrieve from anywhere");
+        assert!(!o.may_propose("site-a", &Command::Expire { park: p.id }));
+        let lapse = Command::LeaseLapse {
+            edge: "site-b".into(),
+        };
+        assert!(!o.may_propose("site-b", &lapse));
+        let lease = Command::Lease {
+            edge: "site-a".into(),
+            ttl_ms: 1_000,
+            incarnation: 1,
+        };
+        assert!(!o.may_propose("site-b", &lease), "another edge's lease");
+        let pickup = Command::Pickup {
+            tenant: "t".into(),
+            exts: vec![],
+            ring: None,
+            by: "site-b/3001".into(),
+        };
+        assert!(o.may_propose("site-b", &pickup));
+        assert!(
+            !o.may_propose("site-a", &pickup),
+            "a pickup in another's name"
+        );
+    }
+}
