@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it. Installs what it needs when missing (SIPp and iproute2
-# from Debian, cargo-nextest and cargo-fuzz from crates.io), then: format, lint, unit and
-# end-to-end tests, and a bounded fuzzing run of every fuzz target.
+# The whole test suite, as CI runs it. Installs what it needs when missing (SIPp, iproute2 and
+# Python's venv from Debian, grpcio from PyPI, cargo-nextest and cargo-fuzz from crates.io),
+# then: format, lint, unit and end-to-end tests, and a bounded fuzzing run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A target directory outside the clone lets repeated runs on one machine build incrementally.
@@ -15,11 +15,22 @@ sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v sipp >/dev/null || missing+=(sip-tester)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   sudo_ apt-get update -qq
   DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# A gRPC client that is not ours (Python grpcio with reflection) reads the admin API in the
+# tests; from PyPI, into a venv of its own (Debian's Python refuses system-wide pip installs).
+venv="$HOME/.cache/orbit-venv"
+if ! "$venv/bin/python" -c 'import grpc, grpc_reflection' 2>/dev/null; then
+  echo "== installing grpcio and grpcio-reflection (PyPI) into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-reflection
+fi
+export ORBIT_PYTHON="$venv/bin/python"
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
 

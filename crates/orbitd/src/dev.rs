@@ -223,7 +223,8 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
          \x20 longest at any desk of any site, *8<ext> or **<ext> for the one ringing <ext>\n\
          \n  lamp keys: SUBSCRIBE (Event: dialog) to 700 or to a slot, at any site\n\
          \n  softphone: server {sip}, user 1001, password pw1001; call 2001 registered at site-b\n\
-         \n  registry: mutual TLS; `orbitd registry status --at {}` uses the admin certificate in {}\n\
+         \n  admin: `orbitctl --endpoint {} cluster status`, `... parked list --watch`; run from this\n\
+         \x20 directory it uses the admin certificate in {} (the registry speaks mutual TLS)\n\
          \n  state under {}; Ctrl-C ends calls with BYE and stops.\n",
         grpc[0],
         pki_dir(&data_dir).display(),

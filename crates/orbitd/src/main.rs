@@ -90,25 +90,11 @@ struct ClientTlsArgs {
 
 impl ClientTlsArgs {
     fn load(&self) -> Result<Option<orbit_registry::Tls>> {
-        let files = match (&self.ca, &self.cert, &self.key) {
-            (Some(ca), Some(cert), Some(key)) => orbit_registry::TlsFiles {
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            _ => {
-                let dir = dev::pki_dir(Path::new("./orbit-data"));
-                if !dir.join("admin.pem").exists() {
-                    return Ok(None);
-                }
-                orbit_registry::TlsFiles {
-                    ca: dir.join("ca.pem"),
-                    cert: dir.join("admin.pem"),
-                    key: dir.join("admin.key"),
-                }
-            }
-        };
-        Ok(Some(orbit_registry::Tls::load(&files)?))
+        Ok(orbit_registry::tls::cli_tls(
+            self.ca.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )?)
     }
 }
 

@@ -3,15 +3,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
 use orbit_media::audio::{rms, Codec};
-
-fn relay(s: String) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], s.parse::<u16>().expect("port")))
-}
 
 /// Alice's phone: registered as 1001, answers with media on `media`.
 fn alice(d: &Daemon, media: &RtpPeer, scenario: &str, hold_ms: &str) -> RunningSipp {

@@ -11,10 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn relay(s: String) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], s.parse::<u16>().expect("port")))
-}
-
 /// Every desk in one pickup group but 1010 (the lobby phone).
 fn tenant() -> String {
     let members: Vec<String> = [1000, 2000, 3000]

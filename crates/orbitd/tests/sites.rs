@@ -8,47 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn relay(s: String) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], s.parse::<u16>().expect("port")))
-}
-
-fn lot(parking: u64, ring: u64) -> String {
-    format!(
-        "[[edge.tenant.lots]]\npark_ext = \"700\"\nslots = \"701-720\"\nparking_secs = {parking}\nrecall_ring_secs = {ring}\n"
-    )
-}
-
-/// Alice (1001) registered at `site`, answering with media on `media`.
-fn alice(site: &Daemon, media: &RtpPeer) -> RunningSipp {
-    site.phone("1001", "uas_answer.xml", media)
-        .args(["-d", "0"])
-        .spawn()
-}
-
-/// Bob (1002) calls Alice through `site` and transfers her to 700.
-fn bob_parks(site: &Daemon) -> RunningSipp {
-    let media = RtpPeer::bind();
-    Sipp::new(site, "uac_park.xml")
-        .args(["-s", "1001", "-au", "1002", "-ap", "pw1002", "-d", "300"])
-        .key("caller", "1002")
-        .key("rtpport", &media.port().to_string())
-        .key("park_to", "700")
-        .key("refer_params", "")
-        .spawn()
-}
-
-/// Park Alice at site A; returns her phone, her media and the relay port she talks to.
-fn park_at_a(s: &Sites) -> (RunningSipp, RtpPeer, SocketAddr) {
-    let media = RtpPeer::bind();
-    let a = alice(&s.site[0], &media);
-    let bob = bob_parks(&s.site[0]);
-    let relay_a = relay(a.wait_log("relay_port", Duration::from_secs(10)));
-    let b = bob.wait();
-    assert!(b.ok(), "parker: {}", b.errors);
-    assert!(b.logs.contains("sipfrag=200"), "{}", b.logs);
-    (a, media, relay_a)
-}
-
 #[test]
 fn parked_at_site_a_retrieved_at_site_c_with_media_through_both_relays() {
     let s = Sites::start(&lot(90, 20));

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod admin;
+pub mod admin_api;
 pub mod batch;
 pub mod client;
 pub mod dev_pki;
@@ -28,6 +29,15 @@ pub mod tls;
 pub mod pb {
     tonic::include_proto!("orbit.registry.v1");
 }
+
+/// The operator's API (`proto/orbit/admin/v1/admin.proto`).
+pub mod admin_pb {
+    tonic::include_proto!("orbit.admin.v1");
+}
+
+/// Every Orbit service's descriptors, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/orbit_descriptor.bin"));
 
 use std::io::Cursor;
 

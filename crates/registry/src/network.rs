@@ -30,7 +30,7 @@ use crate::{NodeId, Raft, TypeConfig};
 
 /// Connect lazily to `addr` (`host:port`), with a bounded connect time; over mutual TLS with
 /// `tls`, which the node at `addr` must then serve with a certificate for that host.
-pub(crate) fn channel(addr: &str, tls: Option<&Tls>) -> Result<Channel, tonic::transport::Error> {
+pub fn channel(addr: &str, tls: Option<&Tls>) -> Result<Channel, tonic::transport::Error> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut e = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(Duration::from_millis(500))

@@ -12,6 +12,7 @@ use orbit_state::{Command, Event, Millis, Rejection};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tracing::{info, info_span, Instrument};
 
+use crate::admin_api::{health_loop, AdminService};
 use crate::batch::{Batcher, WriteError};
 use crate::identity::Access;
 use crate::network::{channel, Network, RaftService};
@@ -90,6 +91,8 @@ pub struct Node {
     closing: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     deadlines: tokio::task::JoinHandle<()>,
+    /// Keeps grpc.health.v1 in step with whether a leader is known.
+    health: tokio::task::JoinHandle<()>,
     fwd: Forwarder,
     batch: Batcher,
 }
@@ -238,6 +241,24 @@ impl Node {
             closed: closed.clone(),
             tls,
         });
+        let admin_svc = crate::admin_pb::admin_server::AdminServer::new(AdminService {
+            raft: raft.clone(),
+            sm: sm.clone(),
+            closed: closed.clone(),
+            tls,
+        });
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        let health_task = tokio::spawn(health_loop(raft.clone(), health, closed.clone()));
+        // Both versions of reflection: grpcurl asks v1, many clients (Python's grpcio) v1alpha.
+        let reflect = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_err =
+            |e: tonic_reflection::server::Error| NodeError::Raft(format!("reflection: {e}"));
+        let reflection = reflect().build_v1().map_err(reflection_err)?;
+        let reflection_alpha = reflect().build_v1alpha().map_err(reflection_err)?;
         let mut builder = tonic::transport::Server::builder();
         if let Some(t) = &cfg.tls {
             builder = builder
@@ -258,6 +279,10 @@ impl Node {
                 let _ = builder
                     .add_service(raft_svc)
                     .add_service(reg_svc)
+                    .add_service(admin_svc)
+                    .add_service(health_svc)
+                    .add_service(reflection)
+                    .add_service(reflection_alpha)
                     .serve_with_incoming_shutdown(incoming, async move {
                         let mut closed = closed;
                         let _ = closed.wait_for(|c| *c).await;
@@ -280,6 +305,7 @@ impl Node {
             closing,
             server,
             deadlines,
+            health: health_task,
             fwd,
             batch,
         })
@@ -333,10 +359,13 @@ impl Node {
             closing,
             mut server,
             deadlines,
+            health,
             ..
         } = self;
         deadlines.abort();
+        health.abort();
         let _ = deadlines.await;
+        let _ = health.await;
         let _ = raft.shutdown().await;
         let _ = closing.send(true);
         // Graceful shutdown waits for open connections; watch streams end on `closing` and

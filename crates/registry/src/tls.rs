@@ -123,3 +123,35 @@ fn key_private(p: &Path) -> Result<(), TlsError> {
 fn key_private(_: &Path) -> Result<(), TlsError> {
     Ok(())
 }
+
+/// Where `orbitd dev` leaves an admin certificate that command-line clients run from the same
+/// directory use without flags.
+pub const DEV_ADMIN_DIR: &str = "./orbit-data/pki";
+
+/// The certificate a command-line client shows: the three files given, or else the admin
+/// certificate `orbitd dev` made under [`DEV_ADMIN_DIR`] if it is there; none: plaintext.
+pub fn cli_tls(
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<Tls>, TlsError> {
+    let files = match (ca, cert, key) {
+        (Some(ca), Some(cert), Some(key)) => TlsFiles {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+        },
+        _ => {
+            let dir = Path::new(DEV_ADMIN_DIR);
+            if !dir.join("admin.pem").exists() {
+                return Ok(None);
+            }
+            TlsFiles {
+                ca: dir.join("ca.pem"),
+                cert: dir.join("admin.pem"),
+                key: dir.join("admin.key"),
+            }
+        }
+    };
+    Tls::load(&files).map(Some)
+}

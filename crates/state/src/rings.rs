@@ -257,6 +257,11 @@ impl Orbit {
             .collect()
     }
 
+    /// How many records each edge holds.
+    pub fn rings_per_edge(&self) -> impl Iterator<Item = (&String, usize)> {
+        self.rings_by_edge.iter().map(|(e, n)| (e, *n))
+    }
+
     /// Whether ring `id` is newer than this state: a replica behind the log has not seen it.
     pub fn is_future_ring(&self, id: RingId) -> bool {
         id > self.next_ring

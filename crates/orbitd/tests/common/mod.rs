@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod parking;
+#[allow(unused_imports)] // not every test crate parks
+pub use parking::*;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -700,7 +704,11 @@ pub struct Sites {
     logs: Vec<Arc<Mutex<String>>>,
     dir: PathBuf,
     /// The admin certificate's flags for `orbitd registry ...` (the registry speaks mTLS).
-    admin_tls: Vec<String>,
+    pub admin_tls: Vec<String>,
+    /// The CA that signed the cluster's certificates (a test issues more: a reader's).
+    pub ca: orbit_registry::dev_pki::DevCa,
+    /// Where the certificates are.
+    pub pki: PathBuf,
 }
 
 pub const SITE_NAMES: [&str; 3] = ["site-a", "site-b", "site-c"];
@@ -863,6 +871,8 @@ any_host = true
                 .collect(),
             dir,
             admin_tls,
+            ca,
+            pki,
         };
         for i in 0..3 {
             s.spawn(i);

@@ -1,0 +1,248 @@
+//! `orbitctl`: the operator's command line for Orbit's admin API (issue 11). Every RPC of
+//! `orbit.admin.v1.Admin` is a subcommand; output is a table, or JSON with `--json` (one object
+//! per line for streams). Against `orbitd dev` run from the same directory it needs no flags: it
+//! talks to site A's registry node with the admin certificate dev made.
+//!
+//! Exit codes: 0 done; 1 failed otherwise; 2 bad usage; 3 the registry could not be reached or
+//! has no leader; 4 not allowed (no certificate, or one whose role may not do it); 5 bad input
+//! or nothing of that name.
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use orbit_registry::admin_pb::admin_client::AdminClient;
+use orbit_registry::admin_pb::{
+    GetClusterStatusRequest, ListParkedCallsRequest, WatchParkedCallsRequest,
+};
+use tonic::transport::Channel;
+use tonic::Code;
+
+#[derive(Parser)]
+#[command(
+    name = "orbitctl",
+    version,
+    about = "Manage an Orbit cluster through its admin API",
+    after_help = "Exit codes: 0 done, 1 failed, 2 bad usage, 3 registry unreachable or leaderless, 4 not allowed, 5 bad input or not found."
+)]
+struct Cli {
+    /// A registry node's gRPC address.
+    #[arg(
+        long,
+        env = "ORBIT_ENDPOINT",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
+    endpoint: String,
+    /// The cluster's CA certificate (PEM). Without the three TLS flags: the admin certificate
+    /// `orbitd dev` made under ./orbit-data/pki, if there; else plaintext.
+    #[arg(long, env = "ORBIT_CA", global = true, requires_all = ["cert", "key"])]
+    ca: Option<PathBuf>,
+    /// This client's certificate (PEM): `spiffe://orbit/admin/<name>` or `read/<name>`.
+    #[arg(long, env = "ORBIT_CERT", global = true, requires_all = ["ca", "key"])]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM, readable by its owner only).
+    #[arg(long, env = "ORBIT_KEY", global = true, requires_all = ["ca", "cert"])]
+    key: Option<PathBuf>,
+    /// JSON instead of a table (one object per line for --watch).
+    #[arg(long, global = true)]
+    json: bool,
+    /// How long one call may take.
+    #[arg(long, default_value = "10", global = true, value_name = "SECONDS")]
+    timeout: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The registry cluster.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Parked calls.
+    Parked {
+        #[command(subcommand)]
+        cmd: ParkedCmd,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Leader, term, log indexes, members and their lag, edges and their leases.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum ParkedCmd {
+    /// The calls parked now; with --watch, then every park event as it happens.
+    List {
+        /// Only this tenant's (SIP domain).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Keep watching: park, retrieve, recall and end events, until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+/// A failure, with the exit code it maps to.
+struct Failure {
+    code: u8,
+    msg: String,
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(s: tonic::Status) -> Failure {
+        use std::error::Error;
+        // Not an answer of the node's but the connection failing (refused, TLS, HTTP/2).
+        let transport = s
+            .source()
+            .is_some_and(|e| e.is::<tonic::transport::Error>());
+        if transport {
+            return fail(
+                3,
+                format!(
+                    "{} (a node that speaks TLS needs --ca/--cert/--key)",
+                    s.message()
+                ),
+            );
+        }
+        let code = match s.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => 3,
+            Code::Unauthenticated | Code::PermissionDenied => 4,
+            Code::InvalidArgument | Code::NotFound | Code::OutOfRange | Code::AlreadyExists => 5,
+            _ => 1,
+        };
+        let msg = if s.message().is_empty() {
+            format!("{:?}", s.code())
+        } else {
+            s.message().to_string()
+        };
+        Failure { code, msg }
+    }
+}
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> Failure {
+    Failure {
+        code,
+        msg: msg.to_string(),
+    }
+}
+
+fn client(cli: &Cli) -> Result<AdminClient<Channel>, Failure> {
+    let tls =
+        orbit_registry::tls::cli_tls(cli.ca.as_deref(), cli.cert.as_deref(), cli.key.as_deref())
+            .map_err(|e| fail(5, e))?;
+    let ch = orbit_registry::network::channel(&cli.endpoint, tls.as_ref())
+        .map_err(|e| fail(5, format!("{}: {e}", cli.endpoint)))?;
+    Ok(AdminClient::new(ch))
+}
+
+async fn bounded<T>(
+    cli: &Cli,
+    f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(Duration::from_secs(cli.timeout), f).await {
+        Ok(r) => r.map(|r| r.into_inner()).map_err(|s| at(cli, s)),
+        Err(_) => Err(fail(
+            3,
+            format!("{}: no answer in {} s", cli.endpoint, cli.timeout),
+        )),
+    }
+}
+
+/// `s` as a failure that names the node when it could not be reached.
+fn at(cli: &Cli, s: tonic::Status) -> Failure {
+    let mut f = Failure::from(s);
+    if f.code == 3 {
+        f.msg = format!(
+            "{}: {} (is a registry node listening there?)",
+            cli.endpoint, f.msg
+        );
+    }
+    f
+}
+
+async fn run(cli: &Cli) -> Result<(), Failure> {
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "orbitctl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Cmd::Cluster {
+            cmd: ClusterCmd::Status,
+        } => {
+            let mut c = client(cli)?;
+            let s = bounded(cli, c.get_cluster_status(GetClusterStatusRequest {})).await?;
+            output::cluster_status(&s, cli.json);
+            if s.leader_id == 0 {
+                return Err(fail(3, "no leader known"));
+            }
+            Ok(())
+        }
+        Cmd::Parked {
+            cmd: ParkedCmd::List { tenant, watch },
+        } => {
+            let mut c = client(cli)?;
+            let req = ListParkedCallsRequest {
+                tenant: tenant.clone().unwrap_or_default(),
+            };
+            let list = bounded(cli, c.list_parked_calls(req)).await?;
+            output::parked(&list.calls, cli.json);
+            if !*watch {
+                return Ok(());
+            }
+            let req = WatchParkedCallsRequest {
+                after_index: list.index,
+            };
+            let mut stream = bounded(cli, c.watch_parked_calls(req)).await?;
+            loop {
+                match stream.message().await.map_err(|s| at(cli, s))? {
+                    Some(ev) => {
+                        let mine = tenant
+                            .as_ref()
+                            .is_none_or(|t| ev.call.as_ref().is_some_and(|c| &c.tenant == t));
+                        if mine {
+                            output::park_event(&ev, cli.json);
+                        }
+                    }
+                    None => return Err(fail(3, "the registry node closed the watch")),
+                }
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("orbitctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("orbitctl: {}", f.msg);
+            ExitCode::from(f.code)
+        }
+    }
+}

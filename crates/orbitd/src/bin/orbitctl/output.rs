@@ -1,0 +1,161 @@
+//! How orbitctl prints what it got: aligned columns for people, JSON for scripts.
+
+use comfy_table::{presets, Table};
+use orbit_registry::admin_pb::{ClusterStatus, ParkEvent, ParkedCall};
+use serde_json::{json, Value};
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING).set_header(header.to_vec());
+    for r in rows {
+        t.add_row(r);
+    }
+    t.to_string()
+}
+
+/// Unix milliseconds as UTC time of day with milliseconds (a date is rarely the question).
+fn time(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
+pub fn cluster_status(s: &ClusterStatus, as_json: bool) {
+    if as_json {
+        let v = json!({
+            "node_id": s.node_id,
+            "leader_id": s.leader_id,
+            "term": s.term,
+            "last_log_index": s.last_log_index,
+            "commit_index": s.commit_index,
+            "applied_index": s.applied_index,
+            "members": s.members.iter().map(|m| json!({
+                "id": m.id, "addr": m.addr, "voter": m.voter,
+                "matched_index": m.matched_index, "lag": m.lag,
+            })).collect::<Vec<Value>>(),
+            "edges": s.edges.iter().map(|e| json!({
+                "name": e.name, "lease_until_ms": e.lease_until_ms,
+                "parked_calls": e.parked_calls, "rings": e.rings,
+            })).collect::<Vec<Value>>(),
+        });
+        println!("{v}");
+        return;
+    }
+    let leader = match s.leader_id {
+        0 => "none known".to_string(),
+        id => id.to_string(),
+    };
+    println!(
+        "node {}  leader {leader}  term {}  log {}  commit {}  applied {}\n",
+        s.node_id, s.term, s.last_log_index, s.commit_index, s.applied_index
+    );
+    let rows = s
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.addr.clone(),
+                if m.voter { "voter" } else { "learner" }.into(),
+                if m.id == s.leader_id { "leader" } else { "" }.into(),
+                m.matched_index.to_string(),
+                m.lag.to_string(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}\n",
+        table(&["ID", "ADDRESS", "ROLE", "", "MATCHED", "LAG"], rows)
+    );
+    let rows = s
+        .edges
+        .iter()
+        .map(|e| {
+            vec![
+                e.name.clone(),
+                time(e.lease_until_ms),
+                e.parked_calls.to_string(),
+                e.rings.to_string(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["EDGE", "LEASE UNTIL", "PARKED", "RINGS"], rows)
+    );
+}
+
+fn call_json(c: &ParkedCall) -> Value {
+    json!({
+        "park_id": c.park_id, "tenant": c.tenant, "lot": c.lot, "slot": c.slot,
+        "caller_uri": c.caller_uri, "caller_display": c.caller_display, "parker": c.parker,
+        "edge": c.edge, "parked_at_ms": c.parked_at_ms, "deadline_ms": c.deadline_ms,
+        "phase": c.phase,
+    })
+}
+
+fn call_row(c: &ParkedCall) -> Vec<String> {
+    let caller = if c.caller_display.is_empty() {
+        c.caller_uri.clone()
+    } else {
+        format!("\"{}\" {}", c.caller_display, c.caller_uri)
+    };
+    vec![
+        c.slot.to_string(),
+        c.lot.clone(),
+        caller,
+        c.parker.clone(),
+        c.edge.clone(),
+        time(c.parked_at_ms),
+        time(c.deadline_ms),
+        c.phase.clone(),
+    ]
+}
+
+const CALL_HEADER: [&str; 8] = [
+    "SLOT", "LOT", "CALLER", "PARKER", "EDGE", "PARKED", "DEADLINE", "PHASE",
+];
+
+pub fn parked(calls: &[ParkedCall], as_json: bool) {
+    if as_json {
+        println!("{}", Value::Array(calls.iter().map(call_json).collect()));
+        return;
+    }
+    if calls.is_empty() {
+        println!("no parked calls");
+        return;
+    }
+    println!(
+        "{}",
+        table(&CALL_HEADER, calls.iter().map(call_row).collect())
+    );
+}
+
+pub fn park_event(e: &ParkEvent, as_json: bool) {
+    if as_json {
+        let v = json!({
+            "index": e.index, "kind": e.kind, "detail": e.detail,
+            "call": e.call.as_ref().map(call_json),
+        });
+        println!("{v}");
+        return;
+    }
+    let Some(c) = &e.call else { return };
+    let detail = if e.detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", e.detail)
+    };
+    println!(
+        "{:>8}  {:<12} slot {} {} parked by {} at {}{detail}",
+        e.index, e.kind, c.slot, c.caller_uri, c.parker, c.edge
+    );
+}

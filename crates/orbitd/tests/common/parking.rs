@@ -1,0 +1,50 @@
+//! Parking across sites, as the multi-site tests start it: a lot, Alice (1001) at site A answering
+//! Bob (1002), who parks her in 700.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{Daemon, RtpPeer, RunningSipp, Sipp, Sites};
+
+/// The port of a relay address as SIPp logs it.
+pub fn relay(s: String) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], s.parse::<u16>().expect("port")))
+}
+
+/// Lot 700 (701-720) with these parking and recall ring times.
+pub fn lot(parking: u64, ring: u64) -> String {
+    format!(
+        "[[edge.tenant.lots]]\npark_ext = \"700\"\nslots = \"701-720\"\nparking_secs = {parking}\nrecall_ring_secs = {ring}\n"
+    )
+}
+
+/// Alice (1001) registered at `site`, answering with media on `media`.
+pub fn alice(site: &Daemon, media: &RtpPeer) -> RunningSipp {
+    site.phone("1001", "uas_answer.xml", media)
+        .args(["-d", "0"])
+        .spawn()
+}
+
+/// Bob (1002) calls Alice through `site` and transfers her to 700.
+pub fn bob_parks(site: &Daemon) -> RunningSipp {
+    let media = RtpPeer::bind();
+    Sipp::new(site, "uac_park.xml")
+        .args(["-s", "1001", "-au", "1002", "-ap", "pw1002", "-d", "300"])
+        .key("caller", "1002")
+        .key("rtpport", &media.port().to_string())
+        .key("park_to", "700")
+        .key("refer_params", "")
+        .spawn()
+}
+
+/// Park Alice at site A; returns her phone, her media and the relay port she talks to.
+pub fn park_at_a(s: &Sites) -> (RunningSipp, RtpPeer, SocketAddr) {
+    let media = RtpPeer::bind();
+    let a = alice(&s.site[0], &media);
+    let bob = bob_parks(&s.site[0]);
+    let relay_a = relay(a.wait_log("relay_port", Duration::from_secs(10)));
+    let b = bob.wait();
+    assert!(b.ok(), "parker: {}", b.errors);
+    assert!(b.logs.contains("sipfrag=200"), "{}", b.logs);
+    (a, media, relay_a)
+}

@@ -1,0 +1,247 @@
+//! `orbitctl` end to end against three `orbitd run` processes over mutual TLS: the cluster's
+//! status, a park at site A listed and watched from site C's node until its retrieve at site C;
+//! and what strangers get (no certificate, another CA's, half the TLS flags, nobody there).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// `orbitctl <args>` at registry node `node` with `tls` flags: (exit code, stdout, stderr).
+fn orbitctl(s: &Sites, node: usize, tls: &[String], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
+        .args(["--endpoint", &s.grpc[node].to_string(), "--timeout", "5"])
+        .args(tls)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn orbitctl_shows_the_cluster_and_follows_a_park_at_site_a_and_its_retrieve_at_site_c() {
+    let s = Sites::start(&lot(90, 20));
+    let admin = s.admin_tls.clone();
+    let (code, out, err) = orbitctl(&s, 1, &admin, &["cluster", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let st = json(&out);
+    assert_ne!(st["leader_id"], 0, "{st}");
+    let members = st["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{st}");
+    assert!(members.iter().all(|m| m["voter"] == true), "{st}");
+    let edges: Vec<&str> = st["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(edges, SITE_NAMES, "{st}");
+    let (code, table, err) = orbitctl(&s, 1, &admin, &["cluster", "status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table.contains("leader") && table.contains("site-c"),
+        "{table}"
+    );
+
+    // A watcher at site C's node, from before the park.
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
+        .args(["--endpoint", &s.grpc[2].to_string(), "--json"])
+        .args(&admin)
+        .args(["parked", "list", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("the list");
+    assert_eq!(json(&first), json("[]"), "nothing parked yet");
+
+    let (alice, _media, _relay) = park_at_a(&s);
+    let (code, out, err) = orbitctl(&s, 2, &admin, &["parked", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let list = json(&out);
+    let calls = list.as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{list}");
+    assert_eq!(calls[0]["slot"], 701);
+    assert_eq!(calls[0]["edge"], "site-a");
+    assert_eq!(calls[0]["parker"], "1002");
+    assert_eq!(calls[0]["phase"], "waiting");
+    let deadline = calls[0]["deadline_ms"].as_u64().unwrap();
+    let parked_at = calls[0]["parked_at_ms"].as_u64().unwrap();
+    assert_eq!(deadline - parked_at, 90_000, "{list}");
+    let (code, table, _) = orbitctl(&s, 0, &admin, &["parked", "list"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("701") && table.contains("site-a"), "{table}");
+
+    // Carol (3001) at site C retrieves it.
+    let carol_media = RtpPeer::bind();
+    let carol = Sipp::new(&s.site[2], "uac_call.xml")
+        .args(["-s", "701", "-au", "3001", "-ap", "pw3001", "-d", "500"])
+        .key("caller", "3001")
+        .key("rtpport", &carol_media.port().to_string())
+        .spawn();
+    assert!(carol.wait().ok());
+    let mut kinds = vec![];
+    while kinds.len() < 2 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("watch saw only {kinds:?}"));
+        let ev = json(&line);
+        assert_eq!(ev["call"]["slot"], 701, "{ev}");
+        kinds.push((
+            ev["kind"].as_str().unwrap().to_string(),
+            ev["detail"].clone(),
+        ));
+    }
+    assert_eq!(kinds[0].0, "parked", "{kinds:?}");
+    assert_eq!(
+        kinds[1],
+        ("retrieved".to_string(), Value::from("3001")),
+        "{kinds:?}"
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(alice.wait().ok());
+    let (_, out, _) = orbitctl(&s, 1, &admin, &["parked", "list", "--json"]);
+    assert_eq!(json(&out), json("[]"));
+}
+
+#[test]
+fn orbitctl_tells_strangers_no_with_an_exit_code_that_says_why() {
+    let s = Sites::start(&lot(90, 20));
+    // No certificate: plaintext against a TLS node.
+    let (code, _, err) = orbitctl(&s, 0, &[], &["cluster", "status"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&s.grpc[0].to_string()),
+        "names the node: {err}"
+    );
+    // An admin's certificate from a CA of the stranger's own.
+    let dir = s.pki.join("stranger");
+    let other = orbit_registry::dev_pki::DevCa::new().unwrap();
+    let f = other
+        .write(
+            &dir,
+            "mallory",
+            &orbit_registry::Caller::Admin("mallory".into()),
+            &[],
+        )
+        .unwrap();
+    let flags = |f: &orbit_registry::TlsFiles| -> Vec<String> {
+        [
+            ("--ca", &s.admin_tls[1]),
+            ("--cert", &f.cert.display().to_string()),
+            ("--key", &f.key.display().to_string()),
+        ]
+        .iter()
+        .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .collect()
+    };
+    let (code, out, err) = orbitctl(&s, 0, &flags(&f), &["parked", "list"]);
+    assert_eq!(code, 3, "refused at the handshake: {out} {err}");
+    // Half the TLS flags: a usage error.
+    let (code, _, err) = orbitctl(&s, 0, &s.admin_tls[..2], &["cluster", "status"]);
+    assert_eq!(code, 2, "{err}");
+    // A reader of the cluster's own reads.
+    let reader =
+        s.ca.write(
+            &s.pki,
+            "grafana",
+            &orbit_registry::Caller::Reader("grafana".into()),
+            &[],
+        )
+        .unwrap();
+    let (code, _, err) = orbitctl(&s, 0, &flags(&reader), &["parked", "list"]);
+    assert_eq!(code, 0, "{err}");
+    // Nobody listening.
+    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
+        .args(["--endpoint", "127.0.0.1:1", "--timeout", "2"])
+        .args(&s.admin_tls)
+        .args(["cluster", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("orbitctl: 127.0.0.1:1: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn a_grpc_client_that_is_not_ours_finds_the_services_by_reflection_and_reads_the_parked_calls() {
+    // The test command's venv (scripts/test.sh), else whatever python3 there is.
+    let python = std::env::var("ORBIT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", "import grpc, grpc_reflection"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        probe,
+        "Python grpcio and grpcio-reflection are needed: run ./scripts/test.sh, which installs them"
+    );
+    let s = Sites::start(&lot(90, 20));
+    let (alice, _media, _relay) = park_at_a(&s);
+    let reader =
+        s.ca.write(
+            &s.pki,
+            "python",
+            &orbit_registry::Caller::Reader("python".into()),
+            &[],
+        )
+        .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/reflection_client.py"
+    );
+    let out = Command::new(&python)
+        .arg(script)
+        .arg(s.grpc[1].to_string())
+        .args([&reader.ca, &reader.cert, &reader.key])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&stdout);
+    let services: Vec<&str> = r["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for want in [
+        "orbit.admin.v1.Admin",
+        "grpc.health.v1.Health",
+        "orbit.registry.v1.Registry",
+    ] {
+        assert!(services.contains(&want), "{want} in {services:?}");
+    }
+    assert_eq!(r["health"], "SERVING", "{r}");
+    let calls = r["parked"]["calls"].as_array().expect("one call");
+    assert_eq!(calls.len(), 1, "{r}");
+    assert_eq!(calls[0]["slot"], 701, "{r}");
+    assert_eq!(calls[0]["edge"], "site-a", "{r}");
+    drop(alice);
+}

@@ -1,0 +1,288 @@
+//! The operator's API on every registry node (`proto/orbit/admin/v1/admin.proto`, issue 11):
+//! the cluster's status and the parked calls, read from this node's replica of the state, and
+//! park events as they are applied. Beside it on the same listener: `grpc.health.v1` (serving
+//! while the node knows a leader) and server reflection, so that generic gRPC clients need no
+//! `.proto` files. Reads are any Orbit certificate's ([`Access::read`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use orbit_state::{Event, Parked, Phase, RecallStage};
+use tonic::{Request, Response, Status};
+use tracing::{info_span, Instrument};
+
+use crate::admin_pb as pb;
+use crate::identity::Access;
+use crate::store::StateMachineStore;
+use crate::{NodeId, Raft};
+
+pub(crate) struct AdminService {
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    pub closed: tokio::sync::watch::Receiver<bool>,
+    pub tls: bool,
+}
+
+fn call(p: &Parked) -> pb::ParkedCall {
+    pb::ParkedCall {
+        park_id: p.id,
+        tenant: p.lot.tenant.clone(),
+        lot: p.lot.park_ext.clone(),
+        slot: p.slot,
+        caller_uri: p.call.caller_uri.clone(),
+        caller_display: p.call.caller_display.clone().unwrap_or_default(),
+        parker: p.call.parker.clone(),
+        edge: p.call.edge.clone(),
+        parked_at_ms: p.parked_at,
+        deadline_ms: p.deadline,
+        phase: match p.phase {
+            Phase::Waiting => "waiting",
+            Phase::Recalling {
+                stage: RecallStage::Parker,
+                ..
+            } => "recalling parker",
+            Phase::Recalling {
+                stage: RecallStage::Fallback,
+                ..
+            } => "recalling fallback",
+        }
+        .into(),
+    }
+}
+
+/// The park events an applied event is, at log `index`.
+fn park_events(index: u64, ev: &Event) -> Vec<pb::ParkEvent> {
+    let one = |kind: &str, p: &Parked, detail: String| pb::ParkEvent {
+        index,
+        kind: kind.into(),
+        call: Some(call(p)),
+        detail,
+    };
+    match ev {
+        Event::Parked(p) => vec![one("parked", p, String::new())],
+        Event::Claimed { parked, by } => vec![one("retrieved", parked, by.clone())],
+        Event::PickedUp {
+            parked: Some(p),
+            by,
+            ..
+        } => vec![one("retrieved", p, by.clone())],
+        Event::Expired(p) => vec![one("recalling", p, String::new())],
+        Event::RecallStage(p) => vec![one("recall_stage", p, String::new())],
+        Event::Ended { parked, reason } => vec![one("ended", parked, format!("{reason:?}"))],
+        Event::LeaseLapsed { edge, lost, .. } | Event::EdgeRestarted { edge, lost, .. } => lost
+            .iter()
+            .map(|p| one("lost", p, format!("edge {edge} gone")))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// The highest index a majority of `voters` holds, given what each holds.
+fn majority_index(voters: &[NodeId], held: &BTreeMap<NodeId, u64>) -> u64 {
+    let mut v: Vec<u64> = voters
+        .iter()
+        .map(|id| held.get(id).copied().unwrap_or(0))
+        .collect();
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn get_cluster_status(
+        &self,
+        req: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        Access::of(&req, self.tls)?.read()?;
+        let m = self.raft.metrics().borrow().clone();
+        let cfg = m.membership_config.membership();
+        let last = m.last_log_index.unwrap_or(0);
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        // On the leader: what each member holds, its own log included.
+        let held: Option<BTreeMap<NodeId, u64>> = m.replication.as_ref().map(|r| {
+            let mut h: BTreeMap<NodeId, u64> = r
+                .iter()
+                .map(|(id, l)| (*id, l.map(|l| l.index).unwrap_or(0)))
+                .collect();
+            h.insert(m.id, last);
+            h
+        });
+        let voters: Vec<NodeId> = cfg.voter_ids().collect();
+        let members = cfg
+            .nodes()
+            .map(|(id, n)| {
+                let matched = held.as_ref().and_then(|h| h.get(id).copied()).unwrap_or(0);
+                pb::Member {
+                    id: *id,
+                    addr: n.addr.clone(),
+                    voter: voters.contains(id),
+                    matched_index: matched,
+                    lag: if held.is_some() {
+                        last.saturating_sub(matched)
+                    } else {
+                        0
+                    },
+                }
+            })
+            .collect();
+        let commit = match &held {
+            Some(h) => majority_index(&voters, h),
+            None => applied,
+        };
+        let edges = {
+            let d = self.sm.data.read().unwrap();
+            let o = &d.orbit;
+            let mut edges: BTreeMap<String, pb::Edge> = o
+                .leases()
+                .map(|(e, until)| {
+                    let edge = pb::Edge {
+                        name: e.clone(),
+                        lease_until_ms: until,
+                        ..Default::default()
+                    };
+                    (e.clone(), edge)
+                })
+                .collect();
+            for p in o.all_parked() {
+                edges.entry(p.call.edge.clone()).or_default().parked_calls += 1;
+            }
+            for (e, n) in o.rings_per_edge() {
+                edges.entry(e.clone()).or_default().rings = n as u64;
+            }
+            edges
+                .into_iter()
+                .map(|(name, e)| pb::Edge { name, ..e })
+                .collect()
+        };
+        Ok(Response::new(pb::ClusterStatus {
+            node_id: m.id,
+            leader_id: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            last_log_index: last,
+            commit_index: commit,
+            applied_index: applied,
+            members,
+            edges,
+        }))
+    }
+
+    async fn list_parked_calls(
+        &self,
+        req: Request<pb::ListParkedCallsRequest>,
+    ) -> Result<Response<pb::ListParkedCallsResponse>, Status> {
+        Access::of(&req, self.tls)?.read()?;
+        let tenant = req.into_inner().tenant;
+        let d = self.sm.data.read().unwrap();
+        let mut calls: Vec<pb::ParkedCall> = d
+            .orbit
+            .all_parked()
+            .filter(|p| tenant.is_empty() || p.lot.tenant == tenant)
+            .map(call)
+            .collect();
+        calls.sort_by(|a, b| (&a.tenant, &a.lot, a.slot).cmp(&(&b.tenant, &b.lot, b.slot)));
+        Ok(Response::new(pb::ListParkedCallsResponse {
+            calls,
+            index: d.last_applied.map(|l| l.index).unwrap_or(0),
+        }))
+    }
+
+    type WatchParkedCallsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::ParkEvent, Status>> + Send + 'static>,
+    >;
+
+    async fn watch_parked_calls(
+        &self,
+        req: Request<pb::WatchParkedCallsRequest>,
+    ) -> Result<Response<Self::WatchParkedCallsStream>, Status> {
+        Access::of(&req, self.tls)?.read()?;
+        let after = req.into_inner().after_index;
+        let floor = self
+            .sm
+            .complete_after
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if after != 0 && after < floor {
+            return Err(Status::out_of_range(format!(
+                "events after {after} are no longer all kept here (only after {floor}): list the parked calls and watch from the list's index"
+            )));
+        }
+        let mut cursor = after.max(floor);
+        let (sm, mut closed) = (self.sm.clone(), self.closed.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ParkEvent, Status>>(1024);
+        tokio::spawn(
+            async move {
+                loop {
+                    let notified = sm.applied.notified();
+                    let items: Vec<pb::ParkEvent> = {
+                        let events = sm.events.lock().unwrap();
+                        let from = events.partition_point(|a| a.index <= cursor);
+                        let items = events
+                            .range(from..)
+                            .flat_map(|a| a.done.iter().flat_map(|(_, e)| park_events(a.index, e)))
+                            .collect();
+                        cursor = events.back().map_or(cursor, |a| a.index.max(cursor));
+                        items
+                    };
+                    for it in items {
+                        if tx.send(Ok(it)).await.is_err() {
+                            return;
+                        }
+                    }
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tx.closed() => return,
+                        _ = closed.wait_for(|c| *c) => return,
+                    }
+                }
+            }
+            .instrument(info_span!("admin.watch_parked")),
+        );
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Keep `grpc.health.v1` in step with the node: serving (overall and the admin service) while
+/// it knows a leader.
+pub(crate) async fn health_loop(
+    raft: Raft,
+    reporter: tonic_health::server::HealthReporter,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut metrics = raft.metrics();
+    let mut serving = None;
+    loop {
+        let now = metrics.borrow().current_leader.is_some();
+        if serving != Some(now) {
+            serving = Some(now);
+            let status = if now {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status("orbit.admin.v1.Admin", status)
+                .await;
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            _ = closed.wait_for(|c| *c) => return,
+            // Metrics change on every entry; a slow tick is enough to notice a lost leader.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_is_what_a_majority_of_voters_holds() {
+        let held: BTreeMap<NodeId, u64> = [(1, 10), (2, 7), (3, 3), (4, 12)].into();
+        assert_eq!(majority_index(&[1, 2, 3], &held), 7);
+        assert_eq!(majority_index(&[1, 2, 3, 4, 5], &held), 7, "5 missing: 0");
+        assert_eq!(majority_index(&[1], &held), 10);
+    }
+}
