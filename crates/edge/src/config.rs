@@ -771,6 +771,22 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_off_this_host_is_reached_over_mutual_tls_only() {
+        let registry =
+            |nodes: &str, tls: &str| with_lots(&format!("[registry]\nnodes = [{nodes}]\n{tls}"));
+        assert_eq!(
+            registry("\"127.0.0.1:50051\", \"localhost:50052\"", ""),
+            Ok(())
+        );
+        let e = registry("\"127.0.0.1:50051\", \"10.0.2.5:50051\"", "").unwrap_err();
+        assert!(e.contains("10.0.2.5:50051 is not on this host"), "{e}");
+        let e = registry("\"registry.example.com:50051\"", "").unwrap_err();
+        assert!(e.contains("[edge.registry.tls]"), "{e}");
+        let tls = "[registry.tls]\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n";
+        assert_eq!(registry("\"10.0.2.5:50051\"", tls), Ok(()));
+    }
+
+    #[test]
     fn lots_default_and_errors() {
         let text = r#"
             [sip]

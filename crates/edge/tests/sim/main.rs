@@ -214,7 +214,8 @@ fn config(site: usize) -> EdgeConfig {
         },
         limits: LimitsConfig::default(),
         registry: Some(RegistryLink {
-            nodes: (1..=NODES).map(|n| format!("sim-{n}")).collect(),
+            // Only validated: the simulation links edges to its nodes itself.
+            nodes: (1..=NODES).map(|n| format!("127.0.0.1:{n}")).collect(),
             lease_secs: LEASE.as_secs(),
             tls: None,
         }),
