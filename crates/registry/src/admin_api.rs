@@ -21,7 +21,12 @@ pub(crate) struct AdminService {
     pub sm: StateMachineStore,
     pub closed: tokio::sync::watch::Receiver<bool>,
     pub tls: bool,
+    /// Watch streams open on this node, bounded ([`crate::node::MAX_WATCHERS`]).
+    pub watchers: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Applied entries a watch takes at once under the events' lock.
+const WATCH_CHUNK: usize = 1_000;
 
 fn call(p: &Parked) -> pb::ParkedCall {
     pb::ParkedCall {
@@ -111,22 +116,19 @@ impl pb::admin_server::Admin for AdminService {
         let members = cfg
             .nodes()
             .map(|(id, n)| {
-                let matched = held.as_ref().and_then(|h| h.get(id).copied()).unwrap_or(0);
+                let matched = held.as_ref().map(|h| h.get(id).copied().unwrap_or(0));
                 pb::Member {
                     id: *id,
                     addr: n.addr.clone(),
                     voter: voters.contains(id),
                     matched_index: matched,
-                    lag: if held.is_some() {
-                        last.saturating_sub(matched)
-                    } else {
-                        0
-                    },
+                    lag: matched.map(|m| last.saturating_sub(m)),
                 }
             })
             .collect();
+        // Replication metrics may trail what is applied already: never show less than that.
         let commit = match &held {
-            Some(h) => majority_index(&voters, h),
+            Some(h) => majority_index(&voters, h).max(applied),
             None => applied,
         };
         let edges = {
@@ -206,26 +208,51 @@ impl pb::admin_server::Admin for AdminService {
             )));
         }
         let mut cursor = after.max(floor);
+        let permit = crate::node::watch_permit(&self.watchers)?;
         let (sm, mut closed) = (self.sm.clone(), self.closed.clone());
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ParkEvent, Status>>(1024);
         tokio::spawn(
             async move {
+                let _permit = permit;
                 loop {
                     let notified = sm.applied.notified();
-                    let items: Vec<pb::ParkEvent> = {
+                    // A bounded piece at a time under the lock, which apply needs too.
+                    let (items, more) = {
                         let events = sm.events.lock().unwrap();
+                        let floor = sm
+                            .complete_after
+                            .load(std::sync::atomic::Ordering::Relaxed);
+                        if floor > cursor {
+                            // Fell behind what is kept (or a snapshot replaced it): say so
+                            // rather than skip events.
+                            drop(events);
+                            let e = Status::out_of_range(format!(
+                                "this watch fell behind what the node keeps (events after {floor} only): list the parked calls and watch from the list's index"
+                            ));
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
                         let from = events.partition_point(|a| a.index <= cursor);
-                        let items = events
-                            .range(from..)
+                        let chunk: Vec<&crate::store::Applied> =
+                            events.range(from..).take(WATCH_CHUNK).collect();
+                        let more = from + chunk.len() < events.len();
+                        let items: Vec<pb::ParkEvent> = chunk
+                            .iter()
                             .flat_map(|a| a.done.iter().flat_map(|(_, e)| park_events(a.index, e)))
                             .collect();
-                        cursor = events.back().map_or(cursor, |a| a.index.max(cursor));
-                        items
+                        cursor = match chunk.last() {
+                            Some(a) => a.index,
+                            None => events.back().map_or(cursor, |a| a.index.max(cursor)),
+                        };
+                        (items, more)
                     };
                     for it in items {
                         if tx.send(Ok(it)).await.is_err() {
                             return;
                         }
+                    }
+                    if more {
+                        continue;
                     }
                     tokio::select! {
                         _ = notified => {}

@@ -36,7 +36,8 @@ pub enum WriteError {
 /// The committed index and the command's own outcome.
 pub type Written = Result<(u64, Result<Event, Rejection>), WriteError>;
 
-type Queued = (Command, oneshot::Sender<Written>);
+/// A command, the edge that proposed it (if one did), and who waits for its outcome.
+type Queued = (Command, Option<String>, oneshot::Sender<Written>);
 
 /// The handle proposals go through; clones share one queue.
 #[derive(Clone)]
@@ -52,8 +53,14 @@ impl Batcher {
 
     /// Queue `cmd`; the answer comes once its entry is committed and applied (or refused).
     pub fn submit(&self, cmd: Command) -> oneshot::Receiver<Written> {
+        self.submit_as(cmd, None)
+    }
+
+    /// Queue `cmd` proposed by edge `by` (when an edge proposed it): applied only if that edge
+    /// may propose it then.
+    pub fn submit_as(&self, cmd: Command, by: Option<String>) -> oneshot::Receiver<Written> {
         let (tx, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, tx))) = self.0.send((cmd, tx)) {
+        if let Err(mpsc::error::SendError((_, _, tx))) = self.0.send((cmd, by, tx)) {
             let _ = tx.send(Err(WriteError::Raft("registry node stopped".into())));
         }
         rx
@@ -80,13 +87,24 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>) {
                 Err(_) => break,
             }
         }
-        let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
-        let n = cmds.len();
+        let n = batch.len();
+        let mut cmds = Vec::with_capacity(n);
+        let mut by = Vec::with_capacity(n);
+        let mut replies = Vec::with_capacity(n);
+        for (c, b, r) in batch {
+            cmds.push(c);
+            by.push(b);
+            replies.push(r);
+        }
+        if by.iter().all(Option::is_none) {
+            by.clear();
+        }
         let span = info_span!("registry.batch", commands = n);
         let pending = match raft
             .client_write_ff(Request {
                 at: wall_ms(),
                 cmds,
+                by,
             })
             .instrument(span.clone())
             .await

@@ -90,6 +90,7 @@ impl Link {
             let req = pb::ProposeRequest {
                 command: command.clone(),
                 forwarded: false,
+                edge: String::new(),
             };
             let last = match tokio::time::timeout(ATTEMPT, client.propose(req)).await {
                 Err(_) => return Err(LinkError::Uncertain(format!("{addr}: timed out"))),

@@ -49,7 +49,12 @@ impl Caller {
             return None;
         }
         Some(match role {
-            "registry" => Caller::Node(name.parse().ok().filter(|id| *id > 0)?),
+            // Canonical only: "03" or "+3" are not node 3.
+            "registry" => Caller::Node(
+                name.parse()
+                    .ok()
+                    .filter(|id: &NodeId| *id > 0 && id.to_string() == name)?,
+            ),
             "edge" => Caller::Edge(name.to_string()),
             "admin" => Caller::Admin(name.to_string()),
             "read" => Caller::Reader(name.to_string()),
@@ -84,24 +89,31 @@ impl Access {
         })?;
         let (_, cert) = X509Certificate::from_der(certs[0].as_ref())
             .map_err(|_| Status::unauthenticated("unreadable client certificate"))?;
-        let ids: Vec<Caller> = cert
+        // SPIFFE: exactly one URI SAN, the identity; a certificate that names more is no one's.
+        let uris: Vec<&str> = cert
             .subject_alternative_name()
             .ok()
             .flatten()
             .into_iter()
             .flat_map(|san| san.value.general_names.iter())
             .filter_map(|n| match n {
-                GeneralName::URI(u) => Caller::from_spiffe_id(u),
+                GeneralName::URI(u) => Some(*u),
                 _ => None,
             })
             .collect();
-        match ids.as_slice() {
-            [one] => Ok(Access::Caller(one.clone())),
+        match uris.as_slice() {
+            [one] => Caller::from_spiffe_id(one)
+                .map(Access::Caller)
+                .ok_or_else(|| {
+                    Status::permission_denied(
+                    "the client certificate names no Orbit identity (spiffe://orbit/<role>/<name>)",
+                )
+                }),
             [] => Err(Status::permission_denied(
                 "the client certificate names no Orbit identity (spiffe://orbit/<role>/<name>)",
             )),
             _ => Err(Status::permission_denied(
-                "the client certificate names more than one Orbit identity",
+                "the client certificate names more than one URI: a SPIFFE ID must be its only one",
             )),
         }
     }
@@ -113,10 +125,16 @@ impl Access {
         }
     }
 
-    /// Raft RPCs: registry node `from` only.
-    pub(crate) fn raft(&self, from: NodeId) -> Result<(), Status> {
+    /// Raft RPCs: registry node `from` only, and only while it is a member (`members`: the
+    /// receiver's membership, empty while it has none yet, as a node about to join).
+    pub(crate) fn raft(&self, from: NodeId, members: &[NodeId]) -> Result<(), Status> {
         match self {
             Access::Open => Ok(()),
+            Access::Caller(Caller::Node(id))
+                if *id == from && !members.is_empty() && !members.contains(id) =>
+            {
+                Err(self.denied("send Raft messages: it is no member of this cluster"))
+            }
             Access::Caller(Caller::Node(id)) if *id == from => Ok(()),
             Access::Caller(Caller::Node(_)) => {
                 Err(self.denied(&format!("send Raft messages as node {from}")))
@@ -138,18 +156,24 @@ impl Access {
         Ok(())
     }
 
-    /// Proposing `cmd` (`forwarded` by a node that checked its own caller), as of `orbit`.
+    /// Proposing `cmd` (`forwarded` by a node for `for_edge`, which checked its own caller), as
+    /// of `orbit`: the edge the command is to be checked for again as it is applied (None: not
+    /// an edge's). An early refusal here is for the caller's sake; the check at apply is the
+    /// one that holds, since a park or ring unknown here may be another edge's by then.
     pub(crate) fn propose(
         &self,
         cmd: &Command,
         forwarded: bool,
+        for_edge: &str,
         orbit: &Orbit,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<String>, Status> {
+        let edge = (!for_edge.is_empty()).then(|| for_edge.to_string());
         match self {
-            Access::Open | Access::Caller(Caller::Admin(_)) => Ok(()),
-            Access::Caller(Caller::Node(_)) if forwarded => Ok(()),
+            Access::Open if forwarded => Ok(edge),
+            Access::Open | Access::Caller(Caller::Admin(_)) => Ok(None),
+            Access::Caller(Caller::Node(_)) if forwarded => Ok(edge),
             Access::Caller(Caller::Edge(site)) if !forwarded && orbit.may_propose(site, cmd) => {
-                Ok(())
+                Ok(Some(site.clone()))
             }
             Access::Caller(Caller::Edge(_)) => Err(self.denied(&format!(
                 "propose {} (it acts for another edge, or only the registry may)",
@@ -180,6 +204,8 @@ mod tests {
             "spiffe://orbit/edge/a/b",
             "spiffe://orbit/registry/0",
             "spiffe://orbit/registry/x",
+            "spiffe://orbit/registry/03",
+            "spiffe://orbit/registry/+3",
             "spiffe://orbit/root/me",
             "https://orbit/edge/site-a",
         ] {

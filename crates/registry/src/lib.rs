@@ -66,6 +66,12 @@ openraft::declare_raft_types!(
 pub struct Request {
     pub at: Millis,
     pub cmds: Vec<Command>,
+    /// Beside `cmds`: the edge each was proposed by, when an edge proposed it. Checked again as
+    /// the entry is applied (`Orbit::apply_as`), against the state the command meets there,
+    /// not the state the receiving node had: the same on every replica, and no edge acts on a
+    /// park or ring that became another's in between. Empty: none was an edge's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by: Vec<Option<String>>,
 }
 
 impl Request {
@@ -73,11 +79,16 @@ impl Request {
         Request {
             at,
             cmds: vec![cmd],
+            by: vec![],
         }
+    }
+
+    /// The edge that proposed the `i`th command, if an edge did.
+    pub fn by(&self, i: usize) -> Option<&str> {
+        self.by.get(i).and_then(|b| b.as_deref())
     }
 }
 
-/// Entries written before batching held one `cmd`; they still read.
 #[derive(Deserialize)]
 struct RequestRepr {
     at: Millis,
@@ -85,18 +96,22 @@ struct RequestRepr {
     cmd: Option<Command>,
     #[serde(default)]
     cmds: Vec<Command>,
+    #[serde(default)]
+    by: Vec<Option<String>>,
 }
 
 impl From<RequestRepr> for Request {
     fn from(r: RequestRepr) -> Request {
         let mut cmds: Vec<Command> = r.cmd.into_iter().collect();
         cmds.extend(r.cmds);
-        Request { at: r.at, cmds }
+        Request {
+            at: r.at,
+            cmds,
+            by: r.by,
+        }
     }
 }
 
-/// What applying an entry produced: for each command, its orbit event or its refusal; nothing
-/// for Raft's own entries (blank, membership).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Internal,

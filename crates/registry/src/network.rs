@@ -187,7 +187,16 @@ impl RaftService {
     fn check(&self, req: Request<pb::RaftRequest>) -> Result<pb::RaftRequest, Status> {
         let access = Access::of(&req, self.tls)?;
         let r = req.into_inner();
-        access.raft(r.from_node)?;
+        let members: Vec<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        access.raft(r.from_node, &members)?;
         if r.to_node != self.id {
             return Err(Status::failed_precondition(format!(
                 "this is registry node {}, not node {}",

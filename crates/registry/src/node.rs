@@ -232,6 +232,7 @@ impl Node {
             tls,
         });
         let fwd = Forwarder::new(cfg.tls.clone());
+        let watchers = Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS));
         let batch = Batcher::start(raft.clone());
         let reg_svc = pb::registry_server::RegistryServer::new(RegistryService {
             raft: raft.clone(),
@@ -240,12 +241,14 @@ impl Node {
             batch: batch.clone(),
             closed: closed.clone(),
             tls,
+            watchers: watchers.clone(),
         });
         let admin_svc = crate::admin_pb::admin_server::AdminServer::new(AdminService {
             raft: raft.clone(),
             sm: sm.clone(),
             closed: closed.clone(),
             tls,
+            watchers,
         });
         let (health, health_svc) = tonic_health::server::health_reporter();
         let health_task = tokio::spawn(health_loop(raft.clone(), health, closed.clone()));
@@ -337,7 +340,7 @@ impl Node {
     /// Order `cmd` through the log (here if this node leads, else at the leader) and return
     /// what applying it did.
     pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
-        propose(&self.batch, &self.fwd, cmd, true).await
+        propose(&self.batch, &self.fwd, cmd, None, true).await
     }
 
     /// The leader's batching queue of this node (proposals straight to Raft, not forwarded).
@@ -399,11 +402,12 @@ async fn propose(
     batch: &Batcher,
     fwd: &Forwarder,
     cmd: Command,
+    by: Option<String>,
     may_forward: bool,
 ) -> Result<Committed, ProposeError> {
     let span = info_span!("registry.propose");
     async move {
-        match batch.submit(cmd.clone()).await {
+        match batch.submit_as(cmd.clone(), by.clone()).await {
             Ok(Ok((index, outcome))) => Ok(Committed { index, outcome }),
             Ok(Err(WriteError::NotLeader(f))) => {
                 let (Some(id), Some(node)) = (f.leader_id, f.leader_node) else {
@@ -412,7 +416,7 @@ async fn propose(
                 if !may_forward {
                     return Err(ProposeError::NotLeader);
                 }
-                forward(fwd, id, &node.addr, &cmd).await
+                forward(fwd, id, &node.addr, &cmd, by.as_deref()).await
             }
             Ok(Err(e)) => Err(ProposeError::Raft(e.to_string())),
             Err(_) => Err(ProposeError::Raft("registry node stopped".into())),
@@ -469,6 +473,7 @@ async fn forward(
     leader: NodeId,
     addr: &str,
     cmd: &Command,
+    by: Option<&str>,
 ) -> Result<Committed, ProposeError> {
     let mut client = fwd.client(leader, addr)?;
     let command = serde_json::to_vec(cmd).map_err(|e| ProposeError::Raft(e.to_string()))?;
@@ -477,6 +482,7 @@ async fn forward(
         client.propose(pb::ProposeRequest {
             command,
             forwarded: true,
+            edge: by.unwrap_or_default().to_string(),
         }),
     )
     .await
@@ -499,11 +505,32 @@ struct RegistryService {
     closed: tokio::sync::watch::Receiver<bool>,
     /// Whether this node serves TLS: then every call is checked against its certificate.
     tls: bool,
+    /// Watch streams open on this node (shared with the admin API's), bounded.
+    watchers: Arc<tokio::sync::Semaphore>,
+}
+
+/// Watch streams (the edges' and the admin API's) one node serves at once: each holds a task
+/// and a buffer, and anyone with a certificate may open one.
+pub const MAX_WATCHERS: usize = 1_024;
+
+/// Applied entries a watcher takes at once under the state lock (which apply needs too).
+const WATCH_CHUNK: usize = 1_000;
+
+/// A place for one more watch stream, or RESOURCE_EXHAUSTED.
+pub(crate) fn watch_permit(
+    watchers: &Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    watchers.clone().try_acquire_owned().map_err(|_| {
+        Status::resource_exhausted(format!(
+            "this node serves {MAX_WATCHERS} watch streams already"
+        ))
+    })
 }
 
 /// What a watcher at `cursor` gets next, and its new cursor: a resync if the events after its
-/// cursor are no longer all here, else those events. Read under the state lock, so that the
-/// state and the events agree.
+/// cursor are no longer all here, else those events, at most [`WATCH_CHUNK`] entries (the
+/// cursor stops at the last one taken). Read under the state lock, so that the state and the
+/// events agree.
 fn next_items(sm: &StateMachineStore, cursor: u64) -> Result<(Vec<pb::WatchItem>, u64), Status> {
     let d = sm.data.read().unwrap();
     let events = sm.events.lock().unwrap();
@@ -530,13 +557,18 @@ fn next_items(sm: &StateMachineStore, cursor: u64) -> Result<(Vec<pb::WatchItem>
         cmds: Vec<&'a Command>,
     }
     let from = events.partition_point(|a| a.index <= cursor);
-    for a in events.range(from..) {
+    for a in events.range(from..).take(WATCH_CHUNK) {
         let (cmds, evs): (Vec<&Command>, Vec<&Event>) = a.done.iter().map(|(c, e)| (c, e)).unzip();
         out.push(pb::WatchItem {
             index: a.index,
             item: Some(pb::watch_item::Item::Event(json(serde_json::to_vec(&evs))?)),
             command: json(serde_json::to_vec(&RequestRef { at: a.at, cmds }))?,
         });
+    }
+    if out.len() == WATCH_CHUNK {
+        // More to come: the cursor stops at the last entry taken.
+        let last = out.last().map_or(cursor, |i| i.index);
+        return Ok((out, last));
     }
     // Everything applied so far has been looked at (entries without events move it too).
     Ok((out, applied.max(cursor)))
@@ -599,11 +631,13 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<GrpcResponse<Self::WatchStream>, Status> {
         Access::of(&req, self.tls)?.read()?;
         let mut cursor = req.into_inner().after_index;
+        let permit = watch_permit(&self.watchers)?;
         let sm = self.sm.clone();
         let mut closed = self.closed.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::WatchItem, Status>>(1024);
         tokio::spawn(
             async move {
+                let _permit = permit;
                 loop {
                     let notified = sm.applied.notified();
                     let (items, next) = match next_items(&sm, cursor) {
@@ -613,12 +647,16 @@ impl pb::registry_server::Registry for RegistryService {
                             return;
                         }
                     };
+                    let more = items.len() == WATCH_CHUNK;
                     for it in items {
                         if tx.send(Ok(it)).await.is_err() {
                             return; // the watcher went away
                         }
                     }
                     cursor = next;
+                    if more {
+                        continue;
+                    }
                     tokio::select! {
                         _ = notified => {}
                         _ = tx.closed() => return,
@@ -641,10 +679,15 @@ impl pb::registry_server::Registry for RegistryService {
         let req = req.into_inner();
         let cmd: Command = serde_json::from_slice(&req.command)
             .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
-        access.propose(&cmd, req.forwarded, &self.sm.data.read().unwrap().orbit)?;
+        let by = access.propose(
+            &cmd,
+            req.forwarded,
+            &req.edge,
+            &self.sm.data.read().unwrap().orbit,
+        )?;
         // Nothing appended: UNAVAILABLE (try again). A forward that broke midway may have
         // been committed: ABORTED (the client must not simply retry).
-        let c = propose(&self.batch, &self.fwd, cmd, !req.forwarded)
+        let c = propose(&self.batch, &self.fwd, cmd, by, !req.forwarded)
             .await
             .map_err(|e| match e {
                 ProposeError::NoLeader | ProposeError::NotLeader => {

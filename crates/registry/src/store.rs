@@ -367,8 +367,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Normal(req) => {
                     let mut outcomes = Vec::with_capacity(req.cmds.len());
                     let mut done = vec![];
-                    for cmd in req.cmds {
-                        let r = d.orbit.apply(req.at, &cmd);
+                    let by = req.by;
+                    for (i, cmd) in req.cmds.into_iter().enumerate() {
+                        let edge = by.get(i).and_then(|b| b.as_deref());
+                        let r = d.orbit.apply_as(req.at, edge, &cmd);
                         if let Ok(ev) = &r {
                             done.push((cmd, ev.clone()));
                         }

@@ -54,11 +54,10 @@ impl Tls {
     /// Read and check the files: PEM that holds what it should, a key only its owner reads.
     pub fn load(f: &TlsFiles) -> Result<Tls, TlsError> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read(p.into(), e));
-        key_private(&f.key)?;
         let tls = Tls {
             ca: read(&f.ca)?,
             cert: read(&f.cert)?,
-            key: read(&f.key)?,
+            key: read_private(&f.key)?,
         };
         let certs = |b: &[u8]| {
             rustls_pemfile::certs(&mut &b[..])
@@ -105,23 +104,23 @@ impl Tls {
     }
 }
 
-/// Refuse a private key file that anyone but its owner may read.
-#[cfg(unix)]
-fn key_private(p: &Path) -> Result<(), TlsError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(p)
-        .map_err(|e| TlsError::Read(p.into(), e))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(TlsError::KeyReadable(p.into(), mode & 0o777));
+/// A private key file's contents, refused if anyone but its owner may read it (checked on
+/// the file opened, so that it cannot be swapped between the check and the read).
+fn read_private(p: &Path) -> Result<Vec<u8>, TlsError> {
+    use std::io::Read;
+    let err = |e| TlsError::Read(p.into(), e);
+    let mut f = std::fs::File::open(p).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = f.metadata().map_err(err)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(TlsError::KeyReadable(p.into(), mode & 0o777));
+        }
     }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn key_private(_: &Path) -> Result<(), TlsError> {
-    Ok(())
+    let mut key = vec![];
+    f.read_to_end(&mut key).map_err(err)?;
+    Ok(key)
 }
 
 /// Where `orbitd dev` leaves an admin certificate that command-line clients run from the same

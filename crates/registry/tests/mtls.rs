@@ -135,6 +135,7 @@ async fn propose(
         let req = pb::ProposeRequest {
             command: serde_json::to_vec(cmd).unwrap(),
             forwarded: false,
+            edge: String::new(),
         };
         match client.propose(req).await {
             Ok(r) => return Ok(serde_json::from_slice(&r.into_inner().outcome).unwrap()),

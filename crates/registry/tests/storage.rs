@@ -159,6 +159,7 @@ async fn a_batched_entry_applies_its_commands_in_order_and_old_entries_still_rea
                 park(2, Some(701)), // taken by the one before it in the same entry
                 park(3, None),
             ],
+            by: vec![],
         }),
     };
     let out = sm.apply(vec![batch]).await.unwrap();
@@ -183,4 +184,44 @@ async fn a_batched_entry_applies_its_commands_in_order_and_old_entries_still_rea
     let old = serde_json::json!({ "at": 7_000, "cmd": park(4, None) });
     let req: Request = serde_json::from_value(old).unwrap();
     assert_eq!(req, Request::one(7_000, park(4, None)));
+}
+
+/// Each command of an entry is checked against the edge that proposed it as it is applied:
+/// site B's end of a park, proposed before site A's park made it (when nobody held it), is
+/// refused where it meets the park; site A's own commands go through.
+#[tokio::test]
+async fn an_edges_command_is_checked_against_the_state_it_meets_at_apply() {
+    let path = temp_path();
+    let _guard = TempDb(path.clone());
+    let (_, mut sm) = open(&path).unwrap();
+    let end = Command::End {
+        park: 1,
+        reason: orbit_state::EndReason::HungUp,
+    };
+    let entry = Entry::<TypeConfig> {
+        log_id: log_id(1, 1),
+        payload: EntryPayload::Normal(Request {
+            at: 5_000,
+            cmds: vec![Command::SetLot(lot()), park(1, None), end.clone(), end],
+            by: vec![
+                None,
+                Some("site-a".into()),
+                Some("site-b".into()),
+                Some("site-a".into()),
+            ],
+        }),
+    };
+    let out = sm.apply(vec![entry]).await.unwrap();
+    let Response::Applied(o) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert!(matches!(&o[1], Ok(Event::Parked(p)) if p.id == 1), "{o:?}");
+    assert!(
+        matches!(&o[2], Err(orbit_state::Rejection::NotYours { edge, .. }) if edge == "site-b"),
+        "{o:?}"
+    );
+    assert!(matches!(&o[3], Ok(Event::Ended { .. })), "{o:?}");
+    // The watch carries what took effect only: an edge's mirror never meets the refused one.
+    let done = sm.events.lock().unwrap()[0].done.len();
+    assert_eq!(done, 3);
 }

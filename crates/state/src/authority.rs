@@ -4,7 +4,7 @@
 //! call of the cluster (a retrieve from any site is the point), and never fires deadlines or
 //! lapses leases, which are the registry leader's to do.
 
-use crate::{Command, Orbit};
+use crate::{Command, Event, Millis, Orbit, Rejection};
 
 /// Who may propose a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,25 @@ impl Orbit {
             // `by` is `site/user`: the picker's site.
             Command::Pickup { by, .. } => Proposer::Edge(by.split('/').next().unwrap_or("")),
         }
+    }
+
+    /// Apply `cmd` proposed by `edge` (None: not an edge's): refused, changing nothing, if that
+    /// edge may not propose it as of this state.
+    pub fn apply_as(
+        &mut self,
+        now: Millis,
+        edge: Option<&str>,
+        cmd: &Command,
+    ) -> Result<Event, Rejection> {
+        if let Some(e) = edge {
+            if !self.may_propose(e, cmd) {
+                return Err(Rejection::NotYours {
+                    edge: e.to_string(),
+                    kind: cmd.kind().to_string(),
+                });
+            }
+        }
+        self.apply(now, cmd)
     }
 
     /// Whether `edge` may propose `cmd` as of this state.
@@ -109,5 +128,29 @@ mod tests {
             !o.may_propose("site-a", &pickup),
             "a pickup in another's name"
         );
+    }
+
+    #[test]
+    fn an_end_sent_ahead_for_a_park_not_made_yet_is_refused_when_it_meets_the_park() {
+        let mut o = crate::tests::orbit(SlotChoice::FirstFree);
+        // Site B guesses the next park's id and proposes its end before site A parks.
+        let end = Command::End {
+            park: 1,
+            reason: crate::EndReason::HungUp,
+        };
+        assert!(o.may_propose("site-b", &end), "unknown yet: nobody's");
+        let park = Command::Park {
+            lot: crate::tests::key(),
+            slot: None,
+            call: crate::tests::call(1),
+        };
+        let Ok(Event::Parked(p)) = o.apply_as(0, Some("site-a"), &park) else {
+            panic!("site-a parks its own call")
+        };
+        assert_eq!(p.id, 1);
+        let r = o.apply_as(0, Some("site-b"), &end);
+        assert!(matches!(r, Err(Rejection::NotYours { .. })), "{r:?}");
+        assert!(o.parked(1).is_some(), "still parked");
+        assert!(o.apply_as(0, Some("site-a"), &end).is_ok());
     }
 }

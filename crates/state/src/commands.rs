@@ -247,6 +247,10 @@ pub enum Rejection {
     LeaseLive { edge: String, until: Millis },
     #[error("nothing is ringing there")]
     NotRinging,
+    /// The proposing edge may not propose this command (it acts for another edge, or only the
+    /// registry may): checked as the command is applied.
+    #[error("{edge} may not propose {kind}")]
+    NotYours { edge: String, kind: String },
     /// A number in a command outside what it may be (commands come over the network).
     #[error("{what} {value} is out of range (at most {max})")]
     OutOfRange { what: String, value: u64, max: u64 },

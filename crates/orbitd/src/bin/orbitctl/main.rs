@@ -115,7 +115,7 @@ impl From<tonic::Status> for Failure {
             );
         }
         let code = match s.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => 3,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => 3,
             Code::Unauthenticated | Code::PermissionDenied => 4,
             Code::InvalidArgument | Code::NotFound | Code::OutOfRange | Code::AlreadyExists => 5,
             _ => 1,

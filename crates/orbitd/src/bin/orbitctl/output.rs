@@ -66,8 +66,8 @@ pub fn cluster_status(s: &ClusterStatus, as_json: bool) {
                 m.addr.clone(),
                 if m.voter { "voter" } else { "learner" }.into(),
                 if m.id == s.leader_id { "leader" } else { "" }.into(),
-                m.matched_index.to_string(),
-                m.lag.to_string(),
+                m.matched_index.map_or("-".into(), |i| i.to_string()),
+                m.lag.map_or("-".into(), |l| l.to_string()),
             ]
         })
         .collect();
@@ -75,6 +75,9 @@ pub fn cluster_status(s: &ClusterStatus, as_json: bool) {
         "{}\n",
         table(&["ID", "ADDRESS", "ROLE", "", "MATCHED", "LAG"], rows)
     );
+    if s.members.iter().any(|m| m.lag.is_none()) {
+        println!("(matched and lag: only the leader knows; ask it with --endpoint)\n");
+    }
     let rows = s
         .edges
         .iter()
