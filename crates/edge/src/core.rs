@@ -111,12 +111,14 @@ impl Edge {
 
     /// Order orbit commands through the registry instead of locally: the state here becomes a
     /// mirror of the registry's (fed by [`Edge::on_orbit_watch`]), the configured lots are
-    /// proposed, and the edge holds a lease of `lease_ttl`, renewed at a third of it.
+    /// seeded, and the edge holds a lease of `lease_ttl`, renewed at a third of it.
     pub fn with_registry(mut self, now: Instant, lease_ttl: Duration) -> Edge {
         self.port.backend = Backend::Registry;
         self.port.lease_ttl = lease_ttl;
+        // Where the registry has none of these lots yet; one it has (changed through the admin
+        // API, say) stays as it is.
         for lot in self.cfg.lot_configs().unwrap_or_default() {
-            self.propose(now, orbit_state::Command::SetLot(lot), Then::Nothing);
+            self.propose(now, orbit_state::Command::SeedLot(lot), Then::Nothing);
         }
         self.renew_lease(now);
         self

@@ -245,3 +245,128 @@ fn a_grpc_client_that_is_not_ours_finds_the_services_by_reflection_and_reads_the
     assert_eq!(calls[0]["edge"], "site-a", "{r}");
     drop(alice);
 }
+
+#[test]
+fn orbitctl_manages_lots_through_the_registry_and_every_site_parks_in_them() {
+    let mut s = Sites::start(&lot(90, 20));
+    let admin = s.admin_tls.clone();
+    let tenant = ["--tenant", "orbit.local"];
+    let lots = |s: &Sites| {
+        let (code, out, err) = orbitctl(s, 1, &admin, &["lots", "list", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        json(&out)
+    };
+    let l = lots(&s);
+    assert_eq!(
+        l[0]["park_ext"], "700",
+        "seeded from the sites' config: {l}"
+    );
+    assert_eq!(
+        (l[0]["first_slot"].clone(), l[0]["parking_secs"].clone()),
+        (701.into(), 90.into())
+    );
+
+    // A reader may look, not change.
+    let reader =
+        s.ca.write(
+            &s.pki,
+            "viewer",
+            &orbit_registry::Caller::Reader("viewer".into()),
+            &[],
+        )
+        .unwrap();
+    let reader_tls: Vec<String> = [
+        ("--ca", &reader.ca),
+        ("--cert", &reader.cert),
+        ("--key", &reader.key),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
+    .collect();
+    let set = |slots: &str| {
+        let mut a = vec![
+            "lots",
+            "set",
+            "800",
+            "--slots",
+            slots,
+            "--parking-secs",
+            "60",
+        ];
+        a.extend(tenant);
+        a.into_iter().map(String::from).collect::<Vec<String>>()
+    };
+
+    let (code, _, err) = orbitctl(&s, 0, &reader_tls, &args(&set("801-805")));
+    assert_eq!(code, 4, "{err}");
+    // Bad input names the field; slots over another lot's are refused.
+    let (code, _, err) = orbitctl(&s, 0, &admin, &args(&set("810-801")));
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("lot.first_slot"), "{err}");
+    let (code, _, err) = orbitctl(&s, 0, &admin, &args(&set("715-725")));
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("overlap"), "{err}");
+    let (code, _, err) = orbitctl(&s, 0, &admin, &args(&set("801-805")));
+    assert_eq!(code, 0, "{err}");
+
+    // Site B, whose config knows nothing of lot 800, parks in it.
+    let media = RtpPeer::bind();
+    let alice = alice(&s.site[1], &media);
+    let bob = bob_parks_in(&s.site[1], "800");
+    let b = bob.wait();
+    assert!(
+        b.ok() && b.logs.contains("sipfrag=200"),
+        "{} {}",
+        b.errors,
+        b.logs
+    );
+    let (_, out, _) = orbitctl(&s, 2, &admin, &["parked", "list", "--json"]);
+    let parked = json(&out);
+    assert_eq!(parked[0]["lot"], "800", "{parked}");
+    assert_eq!(parked[0]["slot"], 801, "{parked}");
+    assert_eq!(parked[0]["edge"], "site-b", "{parked}");
+    let p = &parked[0];
+    assert_eq!(
+        p["deadline_ms"].as_u64().unwrap() - p["parked_at_ms"].as_u64().unwrap(),
+        60_000
+    );
+    // Not while a call is parked in it; nor a lot there is none of.
+    let mut del = vec!["lots", "delete", "800"];
+    del.extend(tenant);
+    let (code, _, err) = orbitctl(&s, 0, &admin, &del);
+    assert_eq!(code, 6, "{err}");
+    let mut none = vec!["lots", "delete", "900"];
+    none.extend(tenant);
+    let (code, _, err) = orbitctl(&s, 0, &admin, &none);
+    assert_eq!(code, 5, "{err}");
+    drop(alice);
+
+    // An admin's change outlives a site's restart: its config only seeds where there is none.
+    let mut longer = vec![
+        "lots",
+        "set",
+        "700",
+        "--slots",
+        "701-720",
+        "--parking-secs",
+        "30",
+    ];
+    longer.extend(tenant);
+    let (code, _, err) = orbitctl(&s, 0, &admin, &longer);
+    assert_eq!(code, 0, "{err}");
+    s.kill(0);
+    s.spawn(0);
+    s.wait_log(0, "committed event=lease", Duration::from_secs(20));
+    let l = lots(&s);
+    let seven = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["park_ext"] == "700")
+        .unwrap();
+    assert_eq!(seven["parking_secs"], 30, "{l}");
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}

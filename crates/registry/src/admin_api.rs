@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orbit_state::{Event, Parked, Phase, RecallStage};
+use orbit_state::{
+    Command, Event, LotConfig, LotKey, Parked, Phase, RecallStage, Rejection, SlotChoice,
+};
 use tonic::{Request, Response, Status};
 use tracing::{info_span, Instrument};
 
@@ -23,6 +25,9 @@ pub(crate) struct AdminService {
     pub tls: bool,
     /// Watch streams open on this node, bounded ([`crate::node::MAX_WATCHERS`]).
     pub watchers: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Changes go through the log like any proposal (forwarded to the leader from here).
+    pub batch: crate::batch::Batcher,
+    pub fwd: crate::node::Forwarder,
 }
 
 /// Applied entries a watch takes at once under the events' lock.
@@ -188,6 +193,48 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
+    async fn list_lots(
+        &self,
+        req: Request<pb::ListLotsRequest>,
+    ) -> Result<Response<pb::ListLotsResponse>, Status> {
+        Access::of(&req, self.tls)?.read()?;
+        let tenant = req.into_inner().tenant;
+        let d = self.sm.data.read().unwrap();
+        let lots = d
+            .orbit
+            .lots()
+            .filter(|l| tenant.is_empty() || l.tenant == tenant)
+            .map(|l| lot_out(l, d.orbit.occupied(&l.key()).count()))
+            .collect();
+        Ok(Response::new(pb::ListLotsResponse { lots }))
+    }
+
+    async fn set_lot(&self, req: Request<pb::SetLotRequest>) -> Result<Response<pb::Lot>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
+        let lot = req
+            .into_inner()
+            .lot
+            .ok_or_else(|| Status::invalid_argument("lot: missing"))?;
+        let cfg = lot_in(lot)?;
+        self.commit(Command::SetLot(cfg.clone())).await?;
+        let parked = self.parked_in(&cfg.key());
+        Ok(Response::new(lot_out(&cfg, parked)))
+    }
+
+    async fn delete_lot(
+        &self,
+        req: Request<pb::DeleteLotRequest>,
+    ) -> Result<Response<pb::DeleteLotResponse>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
+        let r = req.into_inner();
+        let key = LotKey {
+            tenant: r.tenant,
+            park_ext: r.park_ext,
+        };
+        self.commit(Command::DeleteLot(key)).await?;
+        Ok(Response::new(pb::DeleteLotResponse {}))
+    }
+
     type WatchParkedCallsStream = std::pin::Pin<
         Box<dyn tokio_stream::Stream<Item = Result<pb::ParkEvent, Status>> + Send + 'static>,
     >;
@@ -266,6 +313,117 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+}
+
+/// A lot as the API shows it, with the calls parked in it.
+fn lot_out(c: &LotConfig, parked: usize) -> pb::Lot {
+    pb::Lot {
+        tenant: c.tenant.clone(),
+        park_ext: c.park_ext.clone(),
+        first_slot: c.first_slot,
+        last_slot: c.last_slot,
+        parking_secs: c.parking_ms / 1000,
+        recall_ring_secs: c.recall_ring_ms / 1000,
+        fallback: c.fallback.clone().unwrap_or_default(),
+        choice: match c.choice {
+            SlotChoice::FirstFree => "first_free",
+            SlotChoice::NextAfterLast => "next_after_last",
+        }
+        .into(),
+        parked: parked as u32,
+    }
+}
+
+/// A lot from the API: each field checked, INVALID_ARGUMENT naming the one at fault.
+fn lot_in(l: pb::Lot) -> Result<LotConfig, Status> {
+    let bad = |field: &str, why: String| Status::invalid_argument(format!("lot.{field}: {why}"));
+    let digits = |v: &str| !v.is_empty() && v.len() <= 16 && v.bytes().all(|b| b.is_ascii_digit());
+    if l.tenant.is_empty() || l.tenant.len() > 253 {
+        return Err(bad("tenant", "a SIP domain is needed".into()));
+    }
+    if !digits(&l.park_ext) {
+        return Err(bad(
+            "park_ext",
+            format!("{:?} is not an extension of digits", l.park_ext),
+        ));
+    }
+    if l.first_slot == 0 {
+        return Err(bad("first_slot", "slots start at 1".into()));
+    }
+    if l.first_slot > l.last_slot {
+        return Err(bad(
+            "first_slot",
+            format!("{} is after last_slot {}", l.first_slot, l.last_slot),
+        ));
+    }
+    let secs = |field: &str, v: u64, max: u64| {
+        if v == 0 || v > max / 1000 {
+            Err(bad(field, format!("{v}: from 1 to {}", max / 1000)))
+        } else {
+            Ok(v * 1000)
+        }
+    };
+    let parking_ms = secs("parking_secs", l.parking_secs, orbit_state::MAX_PARKING_MS)?;
+    let recall_ring_ms = secs(
+        "recall_ring_secs",
+        l.recall_ring_secs,
+        orbit_state::MAX_RING_MS,
+    )?;
+    if !l.fallback.is_empty() && !digits(&l.fallback) {
+        return Err(bad(
+            "fallback",
+            format!("{:?} is not an extension of digits", l.fallback),
+        ));
+    }
+    let choice = match l.choice.as_str() {
+        "" | "first_free" => SlotChoice::FirstFree,
+        "next_after_last" => SlotChoice::NextAfterLast,
+        other => {
+            return Err(bad(
+                "choice",
+                format!("{other:?}: first_free or next_after_last"),
+            ))
+        }
+    };
+    let cfg = LotConfig {
+        tenant: l.tenant,
+        park_ext: l.park_ext,
+        first_slot: l.first_slot,
+        last_slot: l.last_slot,
+        parking_ms,
+        recall_ring_ms,
+        fallback: (!l.fallback.is_empty()).then_some(l.fallback),
+        choice,
+    };
+    cfg.validate()
+        .map_err(|e| Status::invalid_argument(format!("lot: {e}")))?;
+    Ok(cfg)
+}
+
+impl AdminService {
+    /// Have `cmd` committed (an admin's: no edge's right to check at apply); the status a
+    /// refusal or a failure maps to.
+    async fn commit(&self, cmd: Command) -> Result<Event, Status> {
+        let c = crate::node::propose(&self.batch, &self.fwd, cmd, None, true)
+            .await
+            .map_err(|e| match e {
+                crate::ProposeError::NoLeader | crate::ProposeError::NotLeader => {
+                    Status::unavailable(e.to_string())
+                }
+                crate::ProposeError::Forward(..) => Status::aborted(e.to_string()),
+                crate::ProposeError::Raft(_) => Status::internal(e.to_string()),
+            })?;
+        c.outcome.map_err(|r| match r {
+            Rejection::BadLot(m) => Status::invalid_argument(format!("lot: {m}")),
+            Rejection::NoSuchLot => Status::not_found(r.to_string()),
+            Rejection::LotInUse(_) => Status::failed_precondition(r.to_string()),
+            r => Status::failed_precondition(r.to_string()),
+        })
+    }
+
+    fn parked_in(&self, key: &LotKey) -> usize {
+        self.sm.data.read().unwrap().orbit.occupied(key).count()
     }
 }
 

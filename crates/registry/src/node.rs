@@ -249,6 +249,8 @@ impl Node {
             closed: closed.clone(),
             tls,
             watchers,
+            batch: batch.clone(),
+            fwd: fwd.clone(),
         });
         let (health, health_svc) = tonic_health::server::health_reporter();
         let health_task = tokio::spawn(health_loop(raft.clone(), health, closed.clone()));
@@ -398,7 +400,7 @@ impl Node {
 
 /// Order `cmd` here if this node leads; else send it on to the leader, unless it was forwarded
 /// already (`may_forward` false: only the leader takes a forwarded proposal, so it cannot loop).
-async fn propose(
+pub(crate) async fn propose(
     batch: &Batcher,
     fwd: &Forwarder,
     cmd: Command,

@@ -1,8 +1,9 @@
 //! Who may propose a command (issue 11: nobody acts on what it does not own). The registry asks
 //! this of every proposal from an edge, with the edge's identity from its certificate: an edge
 //! acts for itself only (its parks, rings, registrations, lamps, lease), may claim any parked
-//! call of the cluster (a retrieve from any site is the point), and never fires deadlines or
-//! lapses leases, which are the registry leader's to do.
+//! call of the cluster (a retrieve from any site is the point) and seed a lot its config names
+//! where there is none; it never changes or deletes lots (an admin's to do), fires deadlines
+//! or lapses leases (the registry leader's).
 
 use crate::{Command, Event, Millis, Orbit, Rejection};
 
@@ -11,9 +12,9 @@ use crate::{Command, Event, Millis, Orbit, Rejection};
 pub enum Proposer<'a> {
     /// Only this edge: the command acts on what it holds.
     Edge(&'a str),
-    /// Any edge (a claim of a parked call, a lot's settings from config).
+    /// Any edge (a claim of a parked call, a lot from config where there is none).
     AnyEdge,
-    /// Only the registry itself (deadlines, lapsed leases).
+    /// Not an edge: the registry itself (deadlines, lapsed leases) or an admin (lots).
     Registry,
 }
 
@@ -30,8 +31,11 @@ impl Orbit {
                 .map_or(Proposer::AnyEdge, |r| Proposer::Edge(&r.call.edge))
         };
         match cmd {
-            Command::SetLot(_) | Command::Claim { .. } => Proposer::AnyEdge,
-            Command::Expire { .. } | Command::LeaseLapse { .. } => Proposer::Registry,
+            Command::SeedLot(_) | Command::Claim { .. } => Proposer::AnyEdge,
+            Command::SetLot(_)
+            | Command::DeleteLot(_)
+            | Command::Expire { .. }
+            | Command::LeaseLapse { .. } => Proposer::Registry,
             Command::Park { call, .. } => Proposer::Edge(&call.edge),
             Command::RecallStage { park, .. } | Command::End { park, .. } => of_park(park),
             Command::Lease { edge, .. }
@@ -128,6 +132,46 @@ mod tests {
             !o.may_propose("site-a", &pickup),
             "a pickup in another's name"
         );
+        let lot = crate::tests::lot(SlotChoice::FirstFree);
+        assert!(o.may_propose("site-b", &Command::SeedLot(lot.clone())));
+        assert!(!o.may_propose("site-b", &Command::SetLot(lot.clone())));
+        assert!(!o.may_propose("site-b", &Command::DeleteLot(lot.key())));
+    }
+
+    #[test]
+    fn a_seeded_lot_leaves_one_that_exists_and_a_lot_in_use_is_not_deleted() {
+        let mut o = crate::tests::orbit(SlotChoice::FirstFree);
+        let mut changed = crate::tests::lot(SlotChoice::FirstFree);
+        changed.parking_ms = 30_000;
+        o.apply(0, &Command::SetLot(changed.clone())).unwrap();
+        let config = crate::tests::lot(SlotChoice::FirstFree);
+        o.apply(0, &Command::SeedLot(config)).unwrap();
+        assert_eq!(
+            o.lots().next().unwrap().parking_ms,
+            30_000,
+            "the admin's change stays"
+        );
+        let park = Command::Park {
+            lot: crate::tests::key(),
+            slot: None,
+            call: crate::tests::call(1),
+        };
+        let Ok(Event::Parked(p)) = o.apply(0, &park) else {
+            panic!()
+        };
+        let delete = Command::DeleteLot(crate::tests::key());
+        assert_eq!(o.apply(0, &delete), Err(Rejection::LotInUse(1)));
+        let end = Command::End {
+            park: p.id,
+            reason: crate::EndReason::HungUp,
+        };
+        o.apply(0, &end).unwrap();
+        assert!(matches!(o.apply(0, &delete), Ok(Event::LotDeleted(_))));
+        assert_eq!(o.lots().count(), 0);
+        assert_eq!(o.apply(0, &delete), Err(Rejection::NoSuchLot));
+        // Seeded again where there is none: created.
+        o.apply(0, &Command::SeedLot(changed)).unwrap();
+        assert_eq!(o.lots().count(), 1);
     }
 
     #[test]

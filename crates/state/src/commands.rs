@@ -14,6 +14,11 @@ pub enum Command {
     /// Create or change a lot. Changing the slot range keeps parked calls that stay in range;
     /// a change that would leave a parked call outside the range is refused.
     SetLot(LotConfig),
+    /// A lot from an edge's config: created if there is no lot of that park extension; one
+    /// that exists (perhaps changed since through the admin API) is left as it is.
+    SeedLot(LotConfig),
+    /// Remove a lot; refused while a call is parked in it.
+    DeleteLot(LotKey),
     /// Park a call: in `slot`, or in a slot the lot's choice picks.
     Park {
         lot: LotKey,
@@ -103,6 +108,8 @@ impl Command {
     pub fn kind(&self) -> &'static str {
         match self {
             Command::SetLot(_) => "set_lot",
+            Command::SeedLot(_) => "seed_lot",
+            Command::DeleteLot(_) => "delete_lot",
             Command::Park { .. } => "park",
             Command::Claim { .. } => "claim",
             Command::Expire { .. } => "expire",
@@ -125,6 +132,7 @@ impl Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     LotSet(LotKey),
+    LotDeleted(LotKey),
     Parked(Parked),
     Claimed {
         parked: Parked,
@@ -198,6 +206,7 @@ impl Event {
     pub fn slots(&self) -> Vec<(&LotKey, u32)> {
         match self {
             Event::LotSet(_)
+            | Event::LotDeleted(_)
             | Event::LeaseGranted { .. }
             | Event::Located { .. }
             | Event::Unlocated { .. }
@@ -225,6 +234,8 @@ impl Event {
 pub enum Rejection {
     #[error("no such parking lot")]
     NoSuchLot,
+    #[error("{0} calls are parked in the lot")]
+    LotInUse(usize),
     #[error("lot configuration invalid: {0}")]
     BadLot(String),
     #[error("parking lot full")]

@@ -238,6 +238,18 @@ impl Orbit {
     pub fn apply(&mut self, now: Millis, cmd: &Command) -> Result<Event, Rejection> {
         match cmd {
             Command::SetLot(cfg) => self.set_lot(cfg),
+            Command::SeedLot(cfg) => match self.lots.get(&cfg.key()).and_then(|l| l.cfg.as_ref()) {
+                Some(_) => Ok(Event::LotSet(cfg.key())),
+                None => self.set_lot(cfg),
+            },
+            Command::DeleteLot(key) => {
+                let lot = self.lots.get(key).ok_or(Rejection::NoSuchLot)?;
+                if !lot.slots.is_empty() {
+                    return Err(Rejection::LotInUse(lot.slots.len()));
+                }
+                self.lots.remove(key);
+                Ok(Event::LotDeleted(key.clone()))
+            }
             Command::Park { lot, slot, call } => self.park(now, lot, *slot, call),
             Command::Claim {
                 tenant,

@@ -8,7 +8,7 @@ use super::*;
 
 const T0: Millis = 1_800_000_000_000;
 
-fn lot(choice: SlotChoice) -> LotConfig {
+pub(crate) fn lot(choice: SlotChoice) -> LotConfig {
     LotConfig {
         tenant: "example.com".into(),
         park_ext: "700".into(),

@@ -152,6 +152,7 @@ pub(crate) fn kind(cmd: &Command) -> &'static str {
 fn short(ev: &Event) -> String {
     match ev {
         Event::LotSet(k) => format!("lot {} set", k.park_ext),
+        Event::LotDeleted(k) => format!("lot {} deleted", k.park_ext),
         Event::LeaseGranted { edge, until } => format!("lease of {edge} until {until}"),
         Event::Located { ext, edge, .. } => format!("{ext} registered at {edge}"),
         Event::Unlocated { ext, edge, .. } => format!("{ext} no longer at {edge}"),

@@ -27,12 +27,17 @@ pub fn alice(site: &Daemon, media: &RtpPeer) -> RunningSipp {
 
 /// Bob (1002) calls Alice through `site` and transfers her to 700.
 pub fn bob_parks(site: &Daemon) -> RunningSipp {
+    bob_parks_in(site, "700")
+}
+
+/// Bob (1002) calls Alice through `site` and transfers her to lot `lot`.
+pub fn bob_parks_in(site: &Daemon, lot: &str) -> RunningSipp {
     let media = RtpPeer::bind();
     Sipp::new(site, "uac_park.xml")
         .args(["-s", "1001", "-au", "1002", "-ap", "pw1002", "-d", "300"])
         .key("caller", "1002")
         .key("rtpport", &media.port().to_string())
-        .key("park_to", "700")
+        .key("park_to", lot)
         .key("refer_params", "")
         .spawn()
 }

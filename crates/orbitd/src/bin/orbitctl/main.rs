@@ -5,7 +5,7 @@
 //!
 //! Exit codes: 0 done; 1 failed otherwise; 2 bad usage; 3 the registry could not be reached or
 //! has no leader; 4 not allowed (no certificate, or one whose role may not do it); 5 bad input
-//! or nothing of that name.
+//! or nothing of that name; 6 refused in the present state (a lot with parked calls).
 
 mod output;
 
@@ -16,7 +16,8 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use orbit_registry::admin_pb::admin_client::AdminClient;
 use orbit_registry::admin_pb::{
-    GetClusterStatusRequest, ListParkedCallsRequest, WatchParkedCallsRequest,
+    DeleteLotRequest, GetClusterStatusRequest, ListLotsRequest, ListParkedCallsRequest, Lot,
+    SetLotRequest, WatchParkedCallsRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -26,7 +27,7 @@ use tonic::Code;
     name = "orbitctl",
     version,
     about = "Manage an Orbit cluster through its admin API",
-    after_help = "Exit codes: 0 done, 1 failed, 2 bad usage, 3 registry unreachable or leaderless, 4 not allowed, 5 bad input or not found."
+    after_help = "Exit codes: 0 done, 1 failed, 2 bad usage, 3 registry unreachable or leaderless, 4 not allowed, 5 bad input or not found, 6 refused in the present state (a lot with parked calls)."
 )]
 struct Cli {
     /// A registry node's gRPC address.
@@ -69,6 +70,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ParkedCmd,
     },
+    /// Parking lots.
+    Lots {
+        #[command(subcommand)]
+        cmd: LotsCmd,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -90,6 +96,54 @@ enum ParkedCmd {
         #[arg(long)]
         watch: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum LotsCmd {
+    /// Every lot, with the calls parked in it.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Create or change a lot (admin role).
+    Set {
+        /// The tenant (SIP domain).
+        #[arg(long)]
+        tenant: String,
+        /// The park extension, e.g. 700.
+        park_ext: String,
+        /// The slots, e.g. 701-720.
+        #[arg(long, value_parser = parse_slots)]
+        slots: (u32, u32),
+        #[arg(long, default_value_t = 90)]
+        parking_secs: u64,
+        #[arg(long, default_value_t = 20)]
+        recall_ring_secs: u64,
+        /// Where an unanswered recall goes next (none: the caller is hung up).
+        #[arg(long)]
+        fallback: Option<String>,
+        /// first_free or next_after_last.
+        #[arg(long, default_value = "first_free")]
+        choice: String,
+    },
+    /// Remove a lot (admin role); refused while a call is parked in it.
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        park_ext: String,
+    },
+}
+
+fn parse_slots(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: slots are written first-last, e.g. 701-720"))?;
+    let n = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{v:?} is not a slot number"))
+    };
+    Ok((n(a)?, n(b)?))
 }
 
 /// A failure, with the exit code it maps to.
@@ -118,6 +172,7 @@ impl From<tonic::Status> for Failure {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => 3,
             Code::Unauthenticated | Code::PermissionDenied => 4,
             Code::InvalidArgument | Code::NotFound | Code::OutOfRange | Code::AlreadyExists => 5,
+            Code::FailedPrecondition => 6,
             _ => 1,
         };
         let msg = if s.message().is_empty() {
@@ -189,6 +244,59 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             output::cluster_status(&s, cli.json);
             if s.leader_id == 0 {
                 return Err(fail(3, "no leader known"));
+            }
+            Ok(())
+        }
+        Cmd::Lots {
+            cmd: LotsCmd::List { tenant },
+        } => {
+            let mut c = client(cli)?;
+            let req = ListLotsRequest {
+                tenant: tenant.clone().unwrap_or_default(),
+            };
+            let r = bounded(cli, c.list_lots(req)).await?;
+            output::lots(&r.lots, cli.json);
+            Ok(())
+        }
+        Cmd::Lots {
+            cmd:
+                LotsCmd::Set {
+                    tenant,
+                    park_ext,
+                    slots,
+                    parking_secs,
+                    recall_ring_secs,
+                    fallback,
+                    choice,
+                },
+        } => {
+            let mut c = client(cli)?;
+            let lot = Lot {
+                tenant: tenant.clone(),
+                park_ext: park_ext.clone(),
+                first_slot: slots.0,
+                last_slot: slots.1,
+                parking_secs: *parking_secs,
+                recall_ring_secs: *recall_ring_secs,
+                fallback: fallback.clone().unwrap_or_default(),
+                choice: choice.clone(),
+                parked: 0,
+            };
+            let r = bounded(cli, c.set_lot(SetLotRequest { lot: Some(lot) })).await?;
+            output::lots(&[r], cli.json);
+            Ok(())
+        }
+        Cmd::Lots {
+            cmd: LotsCmd::Delete { tenant, park_ext },
+        } => {
+            let mut c = client(cli)?;
+            let req = DeleteLotRequest {
+                tenant: tenant.clone(),
+                park_ext: park_ext.clone(),
+            };
+            bounded(cli, c.delete_lot(req)).await?;
+            if !cli.json {
+                println!("lot {park_ext} of {tenant} deleted");
             }
             Ok(())
         }

@@ -1,7 +1,7 @@
 //! How orbitctl prints what it got: aligned columns for people, JSON for scripts.
 
 use comfy_table::{presets, Table};
-use orbit_registry::admin_pb::{ClusterStatus, ParkEvent, ParkedCall};
+use orbit_registry::admin_pb::{ClusterStatus, Lot, ParkEvent, ParkedCall};
 use serde_json::{json, Value};
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -161,4 +161,56 @@ pub fn park_event(e: &ParkEvent, as_json: bool) {
         "{:>8}  {:<12} slot {} {} parked by {} at {}{detail}",
         e.index, e.kind, c.slot, c.caller_uri, c.parker, c.edge
     );
+}
+
+pub fn lots(lots: &[Lot], as_json: bool) {
+    if as_json {
+        let v: Vec<Value> = lots
+            .iter()
+            .map(|l| {
+                json!({
+                    "tenant": l.tenant, "park_ext": l.park_ext, "first_slot": l.first_slot,
+                    "last_slot": l.last_slot, "parking_secs": l.parking_secs,
+                    "recall_ring_secs": l.recall_ring_secs, "fallback": l.fallback,
+                    "choice": l.choice, "parked": l.parked,
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(v));
+        return;
+    }
+    if lots.is_empty() {
+        println!("no lots");
+        return;
+    }
+    let rows = lots
+        .iter()
+        .map(|l| {
+            vec![
+                l.tenant.clone(),
+                l.park_ext.clone(),
+                format!("{}-{}", l.first_slot, l.last_slot),
+                format!("{} s", l.parking_secs),
+                format!("{} s", l.recall_ring_secs),
+                if l.fallback.is_empty() {
+                    "-".into()
+                } else {
+                    l.fallback.clone()
+                },
+                l.choice.clone(),
+                l.parked.to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        "TENANT",
+        "LOT",
+        "SLOTS",
+        "PARKING",
+        "RECALL RING",
+        "FALLBACK",
+        "CHOICE",
+        "PARKED",
+    ];
+    println!("{}", table(&header, rows));
 }
