@@ -132,10 +132,9 @@ pub(crate) fn on_subscribe(
         .uri()
         .and_then(|u| u.user().map(str::to_string))
         .unwrap_or_default();
-    let tenant = edge.cfg.tenant.domain.clone();
     let resource = if let Some(s) = edge.slot_number(&user) {
         Resource::Slot(s)
-    } else if let Some(l) = edge.orbit.lot_by_ext(&tenant, &user) {
+    } else if let Some(l) = edge.lot_named(&user) {
         Resource::Lot(l.key())
     } else if edge.extension(&user).is_some() {
         Resource::Ext(user.clone())

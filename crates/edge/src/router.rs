@@ -415,11 +415,7 @@ impl Edge {
         if let Some(slot) = self.slot_number(&callee) {
             return crate::park::on_retrieve(self, now, key, flow, msg, caller, slot);
         }
-        if let Some(lot) = self
-            .orbit
-            .lot_by_ext(&self.cfg.tenant.domain, &callee)
-            .map(|l| l.key())
-        {
+        if let Some(lot) = self.lot_named(&callee).map(|l| l.key()) {
             return crate::park::on_park_call(self, now, key, flow, msg, caller, lot);
         }
         if self.extension(&callee).is_none() {

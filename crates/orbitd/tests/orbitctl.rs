@@ -356,7 +356,8 @@ fn orbitctl_manages_lots_through_the_registry_and_every_site_parks_in_them() {
     assert_eq!(code, 0, "{err}");
     s.kill(0);
     s.spawn(0);
-    s.wait_log(0, "committed event=lease", Duration::from_secs(20));
+    // Its config's lot 700 seeded again (and left as the admin made it).
+    s.wait_log(0, "committed event=lot 700 set", Duration::from_secs(20));
     let l = lots(&s);
     let seven = l
         .as_array()

@@ -1,8 +1,9 @@
 //! The operator's API on every registry node (`proto/orbit/admin/v1/admin.proto`, issue 11):
-//! the cluster's status and the parked calls, read from this node's replica of the state, and
-//! park events as they are applied. Beside it on the same listener: `grpc.health.v1` (serving
-//! while the node knows a leader) and server reflection, so that generic gRPC clients need no
-//! `.proto` files. Reads are any Orbit certificate's ([`Access::read`]).
+//! the cluster's status, the parked calls and the lots, read from this node's replica of the
+//! state; park events as they are applied; lots created, changed and deleted through the log.
+//! Beside it on the same listener: `grpc.health.v1` (serving while the node knows a leader)
+//! and server reflection, so that generic gRPC clients need no `.proto` files. Reads are any
+//! Orbit certificate's ([`Access::read`]), changes an admin's ([`Access::admin`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -407,13 +408,7 @@ impl AdminService {
     async fn commit(&self, cmd: Command) -> Result<Event, Status> {
         let c = crate::node::propose(&self.batch, &self.fwd, cmd, None, true)
             .await
-            .map_err(|e| match e {
-                crate::ProposeError::NoLeader | crate::ProposeError::NotLeader => {
-                    Status::unavailable(e.to_string())
-                }
-                crate::ProposeError::Forward(..) => Status::aborted(e.to_string()),
-                crate::ProposeError::Raft(_) => Status::internal(e.to_string()),
-            })?;
+            .map_err(crate::node::propose_status)?;
         c.outcome.map_err(|r| match r {
             Rejection::BadLot(m) => Status::invalid_argument(format!("lot: {m}")),
             Rejection::NoSuchLot => Status::not_found(r.to_string()),

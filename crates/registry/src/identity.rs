@@ -5,10 +5,10 @@
 //!
 //! | role | SPIFFE ID | may |
 //! |---|---|---|
-//! | registry node | `spiffe://orbit/registry/<id>` | Raft RPCs (as that node only), forward proposals |
-//! | edge | `spiffe://orbit/edge/<site>` | propose for itself, watch, status |
-//! | admin | `spiffe://orbit/admin/<name>` | membership changes, any proposal, watch, status |
-//! | read | `spiffe://orbit/read/<name>` | watch, status |
+//! | registry node | `spiffe://orbit/registry/<id>` | Raft RPCs (as that node, while a member), forward proposals |
+//! | edge | `spiffe://orbit/edge/<site>` | propose what `Orbit::proposer` lets it (its own parks, rings, lease, registrations and lamps; claims; seeding lots), watch, status, admin reads |
+//! | admin | `spiffe://orbit/admin/<name>` | membership changes, lots (admin API), any proposal, every read |
+//! | read | `spiffe://orbit/read/<name>` | watch, status, admin reads |
 
 use orbit_state::{Command, Orbit};
 use tonic::{Request, Status};

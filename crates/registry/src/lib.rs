@@ -89,6 +89,7 @@ impl Request {
     }
 }
 
+/// Entries written before batching held one `cmd`; they still read.
 #[derive(Deserialize)]
 struct RequestRepr {
     at: Millis,
@@ -112,6 +113,8 @@ impl From<RequestRepr> for Request {
     }
 }
 
+/// What applying an entry produced: for each command, its orbit event or its refusal; nothing
+/// for Raft's own entries (blank, membership).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Internal,

@@ -428,6 +428,17 @@ pub(crate) async fn propose(
     .await
 }
 
+/// A proposal that failed, as a status: nothing appended is UNAVAILABLE (try again); a
+/// forward that broke midway may have been committed: ABORTED (the client must not simply
+/// retry).
+pub(crate) fn propose_status(e: ProposeError) -> Status {
+    match e {
+        ProposeError::NoLeader | ProposeError::NotLeader => Status::unavailable(e.to_string()),
+        ProposeError::Forward(..) => Status::aborted(e.to_string()),
+        ProposeError::Raft(_) => Status::internal(e.to_string()),
+    }
+}
+
 /// Clients of the leaders proposals were forwarded to, kept: a connection per forwarded
 /// proposal would cost a TCP and HTTP/2 handshake each.
 #[derive(Clone)]
@@ -687,17 +698,9 @@ impl pb::registry_server::Registry for RegistryService {
             &req.edge,
             &self.sm.data.read().unwrap().orbit,
         )?;
-        // Nothing appended: UNAVAILABLE (try again). A forward that broke midway may have
-        // been committed: ABORTED (the client must not simply retry).
         let c = propose(&self.batch, &self.fwd, cmd, by, !req.forwarded)
             .await
-            .map_err(|e| match e {
-                ProposeError::NoLeader | ProposeError::NotLeader => {
-                    Status::unavailable(e.to_string())
-                }
-                ProposeError::Forward(..) => Status::aborted(e.to_string()),
-                ProposeError::Raft(_) => Status::internal(e.to_string()),
-            })?;
+            .map_err(propose_status)?;
         Ok(GrpcResponse::new(pb::ProposeReply {
             index: c.index,
             outcome: serde_json::to_vec(&c.outcome).map_err(|e| Status::internal(e.to_string()))?,

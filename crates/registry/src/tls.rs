@@ -5,7 +5,7 @@
 //! loopback address.
 //!
 //! ```toml
-//! [registry.tls]            # or [edge.registry_tls], for an edge's proposals and watch
+//! [registry.tls]            # or [edge.registry.tls], for an edge's proposals and watch
 //! ca = "ca.pem"             # the cluster's CA: a peer's certificate must be signed by it
 //! cert = "node.pem"         # this process's certificate (chain), PEM
 //! key = "node.key"          # its private key, PEM; refused if group or others may read it

@@ -153,7 +153,7 @@ async fn an_edge_proposes_over_mutual_tls_through_a_follower_and_watches() {
     let follower = c.follower().await;
     let edge = c.ca.tls(&Caller::Edge("site-a".into()), &[]).unwrap();
     let link = Link::new(&[follower.to_string()], Some(&edge)).unwrap();
-    let (_, r) = link.propose(&Command::SetLot(lot())).await.unwrap();
+    let (_, r) = link.propose(&Command::SeedLot(lot())).await.unwrap();
     assert!(r.is_ok(), "{r:?}");
     let (_, r) = link.propose(&park_at("site-a", 1)).await.unwrap();
     assert!(matches!(r, Ok(Event::Parked(_))), "{r:?}");
@@ -175,7 +175,7 @@ async fn a_client_without_a_certificate_or_with_another_cas_gets_nothing() {
     let mut anon = c.registry(addr, None);
     let s = anon.status(pb::StatusRequest {}).await.unwrap_err();
     assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
-    let s = propose(&mut anon, &Command::SetLot(lot()))
+    let s = propose(&mut anon, &Command::SeedLot(lot()))
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
@@ -249,14 +249,15 @@ async fn an_edge_acts_only_for_its_own_site_and_only_nodes_speak_raft() {
     let site_b = Caller::Edge("site-b".into());
     let mut a = c.registry(addr, Some(&site_a));
     let mut b = c.registry(addr, Some(&site_b));
-    propose(&mut a, &Command::SetLot(lot()))
+    propose(&mut a, &Command::SeedLot(lot()))
         .await
         .unwrap()
         .unwrap();
     let Ok(Event::Parked(p)) = propose(&mut a, &park_at("site-a", 1)).await.unwrap() else {
         panic!("site-a parks its own call")
     };
-    // Site B parks in site A's name, ends site A's park, fires its deadline, lapses its lease.
+    // Site B parks in site A's name, ends site A's park, fires its deadline, lapses its lease,
+    // changes or deletes a lot (an admin's to do).
     let end = Command::End {
         park: p.id,
         reason: orbit_state::EndReason::HungUp,
@@ -273,6 +274,8 @@ async fn an_edge_acts_only_for_its_own_site_and_only_nodes_speak_raft() {
             ttl_ms: 10_000,
             incarnation: 1,
         },
+        Command::SetLot(lot()),
+        Command::DeleteLot(lot().key()),
     ] {
         let s = propose(&mut b, &cmd).await.unwrap_err();
         assert_eq!(s.code(), Code::PermissionDenied, "{cmd:?}: {s:?}");

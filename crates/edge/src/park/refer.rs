@@ -106,7 +106,7 @@ pub(crate) fn on_refer(
             }
             None => return refuse(edge, 403, "Transfer Only To Park"),
         }
-    } else if let Some(l) = edge.orbit.lot_by_ext(&tenant, &user) {
+    } else if let Some(l) = edge.lot_named(&user) {
         (l.key(), None)
     } else if let Some(s) = edge.slot_number(&user) {
         (

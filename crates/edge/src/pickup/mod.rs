@@ -53,7 +53,8 @@ pub(crate) use shown::*;
 
 /// How long a call rings before it is recorded for pickup. Nobody picks up a call in its first
 /// half second (a ring cadence is a second or two, and a person must hear it and dial), and
-/// calls answered sooner cost the log nothing.
+/// calls answered sooner cost the log nothing, unless a lamp watches the callee (then it is
+/// recorded at once, so the lamp shows it).
 pub(crate) const RECORD_AFTER: Duration = Duration::from_millis(500);
 
 /// The pickup layer: pickup's own tables over park's layer (to which it derefs).
@@ -182,7 +183,8 @@ impl Picking {
                 None => on_picked(self, now, ringing, by),
             },
             Event::Watched { ext, edge, .. } if *edge != site => {
-                info!(%ext, at = %edge, "lamp of {ext} watched at {edge}: its calls recorded from the first ring");
+                // At every renewal too (about twice per subscription period per lamp): debug.
+                debug!(%ext, at = %edge, "lamp of {ext} watched at {edge}: its calls recorded from the first ring");
             }
             Event::LeaseLapsed { edge, rings, .. } | Event::EdgeRestarted { edge, rings, .. }
                 if *edge == site =>

@@ -1,5 +1,6 @@
 //! Recording the calls ringing here that someone may pick up, and ending the records: a call
-//! to a pickable extension is recorded once it has rung for [`RECORD_AFTER`]; from then on a
+//! to a pickable extension is recorded once it has rung for [`RECORD_AFTER`] (at once when a
+//! lamp watches the extension, `shown.rs`); from then on a
 //! callee's answer is held back until the log has ordered it (`RingAnswered`) against any
 //! pickup; the record then stands for the call in progress until it ends (`RingEnd`), and a
 //! call that stops ringing otherwise ends it too.
@@ -20,7 +21,7 @@
 //!
 //! | state | goes to | when |
 //! |---|---|---|
-//! | `Waiting` | `Recording` | [`RECORD_AFTER`] passed, the call still ringing: `Ring` proposed, answers held |
+//! | `Waiting` | `Recording` | [`RECORD_AFTER`] passed (or at once, the callee watched), the call still ringing: `Ring` proposed, answers held |
 //! | `Recording` | `Recorded(N)` | the `Ring` committed (or the watch showed it first) |
 //! | `Recording` | gone | the `Ring` refused (registry away, caps): the call rings on, unwatched |
 //! | `Recorded(N)` | `Answering(N)` | the callee answered: `RingAnswered` proposed |

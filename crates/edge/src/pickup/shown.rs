@@ -7,7 +7,8 @@
 //! watches cost the log nothing.
 //!
 //! ```text
-//! call begun ─▶ Ring (called: Some) ─▶ Recorded(N) ─answered─▶ RingAnswered(N) ─▶ Answered(N)
+//! call begun ─▶ Ring (called: Some(callee) for the caller's lamp,
+//!                     None for the callee's) ─▶ Recorded(N) ─answered─▶ RingAnswered(N) ─▶ Answered(N)
 //!                                          └────────── call over or parked: RingEnd(N) ◀─┘
 //! ```
 

@@ -145,10 +145,6 @@ impl OrbitPort {
     }
 }
 
-pub(crate) fn kind(cmd: &Command) -> &'static str {
-    cmd.kind()
-}
-
 fn short(ev: &Event) -> String {
     match ev {
         Event::LotSet(k) => format!("lot {} set", k.park_ext),
@@ -194,7 +190,7 @@ impl Services {
     /// Have `cmd` ordered, in an `orbit.command` span inside the current one (the call's);
     /// `then` says who continues once its outcome is known. The proposal's token.
     pub(crate) fn propose(&mut self, now: Instant, cmd: Command, then: Then) -> u64 {
-        let span = info_span!("orbit.command", kind = kind(&cmd), site = %self.cfg.site);
+        let span = info_span!("orbit.command", kind = cmd.kind(), site = %self.cfg.site);
         self.port.next_token += 1;
         let token = self.port.next_token;
         match self.port.backend {
@@ -307,13 +303,27 @@ impl Services {
         self.propose(now, cmd, Then::Lease(now));
     }
 
-    /// `user` as a parking slot number of this tenant.
+    /// `user` as a parking slot number of this tenant. An extension of this edge's config is
+    /// never a slot, whatever lot the registry has (an admin's lot may overlap extensions that
+    /// the registry does not know of): its calls stay its own.
     pub(crate) fn slot_number(&self, user: &str) -> Option<u32> {
         if user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) || user.starts_with('0') {
             return None;
         }
+        if self.extension(user).is_some() {
+            return None;
+        }
         let n: u32 = user.parse().ok()?;
         self.orbit.lot_of(&self.cfg.tenant.domain, n).map(|_| n)
+    }
+
+    /// The lot whose park extension is `user`, unless `user` is one of this edge's extensions
+    /// (as for [`Services::slot_number`]).
+    pub(crate) fn lot_named(&self, user: &str) -> Option<&orbit_state::LotConfig> {
+        if self.extension(user).is_some() {
+            return None;
+        }
+        self.orbit.lot_by_ext(&self.cfg.tenant.domain, user)
     }
 
     /// Whether this edge may act on claims of the calls it holds: always on one site; across

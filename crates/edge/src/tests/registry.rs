@@ -508,3 +508,49 @@ fn an_expiry_a_lagging_watch_brings_after_this_edges_own_claim_and_re_park_rings
     let again = net.edge.orbit().in_slot("orbit.test", 701).cloned();
     assert!(again.is_some_and(|p| p.id != first.id), "parked again");
 }
+
+/// An admin's lot in the registry whose slots or park extension are extensions of this edge's
+/// config takes none of their calls: a call to 1002 rings 1002, a SUBSCRIBE to 1003 watches
+/// the extension.
+#[test]
+fn a_registry_lot_over_this_edges_extensions_takes_none_of_their_calls() {
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    reg.serve(&mut net);
+    let at = net.edge.now_ms(net.now);
+    let clash = orbit_state::LotConfig {
+        tenant: "orbit.test".into(),
+        park_ext: "1003".into(),
+        first_slot: 1001,
+        last_slot: 1002,
+        parking_ms: 60_000,
+        recall_ring_ms: 20_000,
+        fallback: None,
+        choice: Default::default(),
+    };
+    reg.feed(&mut net, at, Command::SetLot(clash));
+    assert!(net.edge.orbit().lot_of("orbit.test", 1002).is_some());
+    net.register("1002", BOB1);
+    net.send(ALICE, &invite("1002", "x1", ""));
+    let inv = net.one(BOB1);
+    assert_eq!(
+        inv.method(),
+        &orbit_sip::Method::Invite,
+        "1002 rings, no retrieve"
+    );
+    net.send(
+        CAROL,
+        &super::lamps::subscribe("1003", "s1", 1, None, "Expires: 600\n"),
+    );
+    let notify = net
+        .take(CAROL)
+        .into_iter()
+        .find(|m| *m.method() == orbit_sip::Method::Notify)
+        .expect("a NOTIFY");
+    assert!(
+        body(&notify).contains("entity=\"sip:1003@orbit.test\""),
+        "{}",
+        body(&notify)
+    );
+    assert!(!body(&notify).contains("park-"), "{}", body(&notify));
+}

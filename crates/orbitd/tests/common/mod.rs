@@ -903,7 +903,8 @@ any_host = true
         let mut child = Command::new(env!("CARGO_BIN_EXE_orbitd"))
             .args(["run", "--config"])
             .arg(&self.configs[i])
-            .env("RUST_LOG", "info,openraft=warn")
+            // Pickup's debug lines tell a test when another site's lamp watch has arrived.
+            .env("RUST_LOG", "info,openraft=warn,orbit_edge::pickup=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -105,7 +105,7 @@ enum LotsCmd {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Create or change a lot (admin role).
+    /// Create or change a lot (admin role); what is not given stays as the lot has it.
     Set {
         /// The tenant (SIP domain).
         #[arg(long)]
@@ -115,16 +115,18 @@ enum LotsCmd {
         /// The slots, e.g. 701-720.
         #[arg(long, value_parser = parse_slots)]
         slots: (u32, u32),
-        #[arg(long, default_value_t = 90)]
-        parking_secs: u64,
-        #[arg(long, default_value_t = 20)]
-        recall_ring_secs: u64,
-        /// Where an unanswered recall goes next (none: the caller is hung up).
+        /// How long a call stays parked before it rings back [new lot: 90].
+        #[arg(long)]
+        parking_secs: Option<u64>,
+        /// How long the recall rings the parker [new lot: 20].
+        #[arg(long)]
+        recall_ring_secs: Option<u64>,
+        /// Where an unanswered recall goes next; "" for none (the caller is hung up).
         #[arg(long)]
         fallback: Option<String>,
-        /// first_free or next_after_last.
-        #[arg(long, default_value = "first_free")]
-        choice: String,
+        /// first_free or next_after_last [new lot: first_free].
+        #[arg(long)]
+        choice: Option<String>,
     },
     /// Remove a lot (admin role); refused while a call is parked in it.
     Delete {
@@ -271,15 +273,34 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
                 },
         } => {
             let mut c = client(cli)?;
+            // A change keeps what it does not name: the lot as it is, else a new lot's defaults.
+            let req = ListLotsRequest {
+                tenant: tenant.clone(),
+            };
+            let was = bounded(cli, c.list_lots(req))
+                .await?
+                .lots
+                .into_iter()
+                .find(|l| &l.park_ext == park_ext);
             let lot = Lot {
                 tenant: tenant.clone(),
                 park_ext: park_ext.clone(),
                 first_slot: slots.0,
                 last_slot: slots.1,
-                parking_secs: *parking_secs,
-                recall_ring_secs: *recall_ring_secs,
-                fallback: fallback.clone().unwrap_or_default(),
-                choice: choice.clone(),
+                parking_secs: parking_secs
+                    .or(was.as_ref().map(|l| l.parking_secs))
+                    .unwrap_or(90),
+                recall_ring_secs: recall_ring_secs
+                    .or(was.as_ref().map(|l| l.recall_ring_secs))
+                    .unwrap_or(20),
+                fallback: fallback
+                    .clone()
+                    .or(was.as_ref().map(|l| l.fallback.clone()))
+                    .unwrap_or_default(),
+                choice: choice
+                    .clone()
+                    .or(was.as_ref().map(|l| l.choice.clone()))
+                    .unwrap_or_default(),
                 parked: 0,
             };
             let r = bounded(cli, c.set_lot(SetLotRequest { lot: Some(lot) })).await?;
@@ -307,26 +328,36 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             let req = ListParkedCallsRequest {
                 tenant: tenant.clone().unwrap_or_default(),
             };
-            let list = bounded(cli, c.list_parked_calls(req)).await?;
+            let list = bounded(cli, c.list_parked_calls(req.clone())).await?;
             output::parked(&list.calls, cli.json);
             if !*watch {
                 return Ok(());
             }
-            let req = WatchParkedCallsRequest {
-                after_index: list.index,
-            };
-            let mut stream = bounded(cli, c.watch_parked_calls(req)).await?;
+            let mut after = list.index;
             loop {
-                match stream.message().await.map_err(|s| at(cli, s))? {
-                    Some(ev) => {
-                        let mine = tenant
-                            .as_ref()
-                            .is_none_or(|t| ev.call.as_ref().is_some_and(|c| &c.tenant == t));
-                        if mine {
-                            output::park_event(&ev, cli.json);
+                let w = WatchParkedCallsRequest { after_index: after };
+                let mut stream = bounded(cli, c.watch_parked_calls(w)).await?;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(ev)) => {
+                            let mine = tenant
+                                .as_ref()
+                                .is_none_or(|t| ev.call.as_ref().is_some_and(|c| &c.tenant == t));
+                            if mine {
+                                output::park_event(&ev, cli.json);
+                            }
                         }
+                        // Fell behind what the node keeps: the list again, then on from it.
+                        Err(s) if s.code() == Code::OutOfRange => {
+                            eprintln!("orbitctl: {}; listing again", s.message());
+                            let list = bounded(cli, c.list_parked_calls(req.clone())).await?;
+                            output::parked(&list.calls, cli.json);
+                            after = list.index;
+                            break;
+                        }
+                        Err(s) => return Err(at(cli, s)),
+                        Ok(None) => return Err(fail(3, "the registry node closed the watch")),
                     }
-                    None => return Err(fail(3, "the registry node closed the watch")),
                 }
             }
         }
