@@ -11,7 +11,9 @@
 #          on one site and plain calls, in the same run
 #   pickup call pickup cycles/s and pickup latency at the same site and across sites, and the
 #          plain call rate with and without pickup groups, in the same run
-# Usage: bench/run.sh [calls|relay|music|park|registry|sites|pickup|all] [options for the .py scripts]
+#   admin  the plain call rate with and without an operator reading the admin API (a watch held
+#          open, two orbitctl reads a second), in the same run
+# Usage: bench/run.sh [calls|relay|music|park|registry|sites|pickup|admin|all] [options for the .py scripts]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # One per checkout path: cargo keys build freshness on paths relative to the workspace, so two
@@ -49,4 +51,8 @@ if [ "$what" = sites ] || [ "$what" = all ]; then
 fi
 if [ "$what" = pickup ] || [ "$what" = all ]; then
   python3 bench/pickup.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" "$@"
+fi
+if [ "$what" = admin ] || [ "$what" = all ]; then
+  python3 bench/admin.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" \
+    --orbitctl "$CARGO_TARGET_DIR/release/orbitctl" "$@"
 fi
