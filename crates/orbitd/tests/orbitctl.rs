@@ -371,3 +371,49 @@ fn orbitctl_manages_lots_through_the_registry_and_every_site_parks_in_them() {
 fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+#[test]
+fn an_operator_hangs_up_a_parked_call_and_its_caller_gets_bye_at_the_site_holding_it() {
+    let s = Sites::start(&lot(90, 20));
+    let admin = s.admin_tls.clone();
+    let (alice, _media, _relay) = park_at_a(&s);
+    let (_, out, _) = orbitctl(&s, 2, &admin, &["parked", "list", "--json"]);
+    let id = json(&out)[0]["park_id"]
+        .as_u64()
+        .expect("parked")
+        .to_string();
+    // A reader may not; an admin, at site C's node, may.
+    let reader =
+        s.ca.write(
+            &s.pki,
+            "viewer",
+            &orbit_registry::Caller::Reader("viewer".into()),
+            &[],
+        )
+        .unwrap();
+    let reader_tls: Vec<String> = [
+        ("--ca", &reader.ca),
+        ("--cert", &reader.cert),
+        ("--key", &reader.key),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
+    .collect();
+    let (code, _, err) = orbitctl(&s, 2, &reader_tls, &["parked", "hangup", &id]);
+    assert_eq!(code, 4, "{err}");
+    let (code, _, err) = orbitctl(&s, 2, &admin, &["parked", "hangup", &id]);
+    assert_eq!(code, 0, "{err}");
+    // Alice's phone at site A is sent BYE (her scenario ends with it).
+    let a = alice.wait();
+    assert!(a.ok(), "parked caller: {}", a.errors);
+    let (_, out, _) = orbitctl(&s, 0, &admin, &["parked", "list", "--json"]);
+    assert_eq!(json(&out), json("[]"));
+    // Again: nothing of that id is parked any more.
+    let (code, _, err) = orbitctl(&s, 2, &admin, &["parked", "hangup", &id]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        s.log(0).contains("parked call hung up by an operator"),
+        "{}",
+        s.log(0)
+    );
+}

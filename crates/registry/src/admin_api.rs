@@ -194,6 +194,20 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
+    async fn hang_up_parked_call(
+        &self,
+        req: Request<pb::HangUpParkedCallRequest>,
+    ) -> Result<Response<pb::HangUpParkedCallResponse>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
+        let park = req.into_inner().park_id;
+        let end = Command::End {
+            park,
+            reason: orbit_state::EndReason::Operator,
+        };
+        self.commit(end).await?;
+        Ok(Response::new(pb::HangUpParkedCallResponse {}))
+    }
+
     async fn list_lots(
         &self,
         req: Request<pb::ListLotsRequest>,
@@ -413,6 +427,7 @@ impl AdminService {
             Rejection::BadLot(m) => Status::invalid_argument(format!("lot: {m}")),
             Rejection::NoSuchLot => Status::not_found(r.to_string()),
             Rejection::LotInUse(_) => Status::failed_precondition(r.to_string()),
+            Rejection::Gone(_) => Status::not_found(r.to_string()),
             r => Status::failed_precondition(r.to_string()),
         })
     }

@@ -131,6 +131,8 @@ pub enum EndReason {
     /// The parked caller's phone sent no RTP or RTCP for longer than a park can last: it is
     /// gone without a BYE.
     NoMedia,
+    /// An operator hung it up (admin API): the edge holding it sends the caller BYE.
+    Operator,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -100,6 +100,14 @@ impl Parking {
         let site = self.cfg.site.clone();
         match ev {
             Event::Parked(p) if p.call.edge == site => adopt_repark(self, now, p),
+            Event::Ended {
+                parked,
+                reason: EndReason::Operator,
+            } if parked.call.edge == site => {
+                if let Some(&cid) = self.park.by_id.get(&parked.id) {
+                    super::ended_by_operator(self, now, parked.id, cid);
+                }
+            }
             Event::Claimed { parked, by } if parked.call.edge == site => {
                 self.park.claimed_here.remove(&parked.id);
                 on_claimed(self, now, parked, by)

@@ -260,17 +260,32 @@ fn relay_offer(
 /// The registry gave up on call `cid` (park `id`): this edge's lease lapsed, so the slot may
 /// hold another call by now. Nobody can retrieve it any more: hang the caller up.
 pub(crate) fn lost(edge: &mut Parking, now: Instant, id: ParkId, cid: u64) {
+    let why = "parked call lost with our lease: hanging up";
+    let _ = drop_parked(edge, now, id, cid, why);
+    hangup(edge, now, cid, "lease lapsed");
+}
+
+/// An operator ended park `id` (call `cid`) through the admin API: hang the caller up.
+pub(crate) fn ended_by_operator(edge: &mut Parking, now: Instant, id: ParkId, cid: u64) {
+    if drop_parked(edge, now, id, cid, "parked call hung up by an operator") {
+        hangup(edge, now, cid, "hung up by an operator");
+    }
+}
+
+/// Forget park `id` of call `cid` here (its recall stopped), logging `why`; whether the call
+/// is still here to hang up.
+fn drop_parked(edge: &mut Parking, now: Instant, id: ParkId, cid: u64, why: &str) -> bool {
     unhold(edge, id);
     cancel_recall(edge, now, cid);
     let Some(call) = edge.b2bua.calls.get(&cid) else {
-        return;
+        return false;
     };
     if let Some(ps) = edge.park.held.remove(&cid) {
         let span = call.span.clone();
         let _g = span.enter();
-        warn!(slot = ps.slot, caller = %ps.caller_uri, "parked call lost with our lease: hanging up");
+        warn!(slot = ps.slot, caller = %ps.caller_uri, "{why}");
     }
-    hangup(edge, now, cid, "lease lapsed");
+    true
 }
 
 /// This edge no longer holds park `id` (retrieved, recalled, ended, lost, re-parked): forget

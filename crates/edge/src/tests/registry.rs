@@ -554,3 +554,26 @@ fn a_registry_lot_over_this_edges_extensions_takes_none_of_their_calls() {
     );
     assert!(!body(&notify).contains("park-"), "{}", body(&notify));
 }
+
+/// An operator's hang-up (the admin API's `End` with reason `Operator`) reaches the edge holding
+/// the parked call as its watch shows it: the parked caller gets BYE and the call is gone.
+#[test]
+fn an_operators_hang_up_of_a_park_held_here_sends_the_parked_caller_bye() {
+    let (mut net, mut reg) = parked_by_bob();
+    let p = reg.parked();
+    net.take(ALICE);
+    let at = net.edge.now_ms(net.now);
+    let end = Command::End {
+        park: p.id,
+        reason: orbit_state::EndReason::Operator,
+    };
+    reg.feed(&mut net, at, end);
+    let bye = net
+        .take(ALICE)
+        .into_iter()
+        .find(|m| *m.method() == orbit_sip::Method::Bye)
+        .expect("BYE to the parked caller");
+    net.send_msg(ALICE, answer(&bye, 200, "alice", None, ALICE));
+    reg.serve(&mut net);
+    assert_eq!(net.edge.active_calls(), 0);
+}

@@ -16,8 +16,8 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use orbit_registry::admin_pb::admin_client::AdminClient;
 use orbit_registry::admin_pb::{
-    DeleteLotRequest, GetClusterStatusRequest, ListLotsRequest, ListParkedCallsRequest, Lot,
-    SetLotRequest, WatchParkedCallsRequest,
+    DeleteLotRequest, GetClusterStatusRequest, HangUpParkedCallRequest, ListLotsRequest,
+    ListParkedCallsRequest, Lot, SetLotRequest, WatchParkedCallsRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -95,6 +95,11 @@ enum ParkedCmd {
         /// Keep watching: park, retrieve, recall and end events, until interrupted.
         #[arg(long)]
         watch: bool,
+    },
+    /// Hang a parked call up (admin role): its caller gets BYE, its slot is free.
+    Hangup {
+        /// The park's id (`parked list` shows it).
+        park_id: u64,
     },
 }
 
@@ -318,6 +323,17 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             bounded(cli, c.delete_lot(req)).await?;
             if !cli.json {
                 println!("lot {park_ext} of {tenant} deleted");
+            }
+            Ok(())
+        }
+        Cmd::Parked {
+            cmd: ParkedCmd::Hangup { park_id },
+        } => {
+            let mut c = client(cli)?;
+            let req = HangUpParkedCallRequest { park_id: *park_id };
+            bounded(cli, c.hang_up_parked_call(req)).await?;
+            if !cli.json {
+                println!("parked call {park_id} hung up");
             }
             Ok(())
         }

@@ -112,6 +112,7 @@ fn call_row(c: &ParkedCall) -> Vec<String> {
         format!("\"{}\" {}", c.caller_display, c.caller_uri)
     };
     vec![
+        c.park_id.to_string(),
         c.slot.to_string(),
         c.lot.clone(),
         caller,
@@ -123,8 +124,8 @@ fn call_row(c: &ParkedCall) -> Vec<String> {
     ]
 }
 
-const CALL_HEADER: [&str; 8] = [
-    "SLOT", "LOT", "CALLER", "PARKER", "EDGE", "PARKED", "DEADLINE", "PHASE",
+const CALL_HEADER: [&str; 9] = [
+    "ID", "SLOT", "LOT", "CALLER", "PARKER", "EDGE", "PARKED", "DEADLINE", "PHASE",
 ];
 
 pub fn parked(calls: &[ParkedCall], as_json: bool) {
