@@ -373,7 +373,8 @@ fn args(v: &[String]) -> Vec<&str> {
 }
 
 #[test]
-fn an_operator_hangs_up_a_parked_call_and_its_caller_gets_bye_at_the_site_holding_it() {
+fn an_operator_extends_then_hangs_up_a_parked_call_and_its_caller_gets_bye_at_the_site_holding_it()
+{
     let s = Sites::start(&lot(90, 20));
     let admin = s.admin_tls.clone();
     let (alice, _media, _relay) = park_at_a(&s);
@@ -401,6 +402,35 @@ fn an_operator_hangs_up_a_parked_call_and_its_caller_gets_bye_at_the_site_holdin
     .collect();
     let (code, _, err) = orbitctl(&s, 2, &reader_tls, &["parked", "hangup", &id]);
     assert_eq!(code, 4, "{err}");
+    // Its deadline pushed 30 s later first, as every node then shows it.
+    let deadline = |s: &Sites, node| {
+        let (_, out, _) = orbitctl(s, node, &admin, &["parked", "list", "--json"]);
+        json(&out)[0]["deadline_ms"].as_u64().unwrap()
+    };
+    let before = deadline(&s, 0);
+    let (code, _, err) = orbitctl(
+        &s,
+        2,
+        &reader_tls,
+        &["parked", "extend", &id, "--secs", "30"],
+    );
+    assert_eq!(code, 4, "{err}");
+    let (code, out, err) = orbitctl(
+        &s,
+        2,
+        &admin,
+        &["parked", "extend", &id, "--secs", "30", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)[0]["deadline_ms"], before + 30_000, "{out}");
+    let t0 = std::time::Instant::now();
+    while deadline(&s, 0) != before + 30_000 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "site A's node never showed it"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (code, _, err) = orbitctl(&s, 2, &admin, &["parked", "hangup", &id]);
     assert_eq!(code, 0, "{err}");
     // Alice's phone at site A is sent BYE (her scenario ends with it).

@@ -208,6 +208,25 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::HangUpParkedCallResponse {}))
     }
 
+    async fn extend_parked_call(
+        &self,
+        req: Request<pb::ExtendParkedCallRequest>,
+    ) -> Result<Response<pb::ParkedCall>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
+        let r = req.into_inner();
+        let by_ms = r.seconds.saturating_mul(1000);
+        match self
+            .commit(Command::Extend {
+                park: r.park_id,
+                by_ms,
+            })
+            .await?
+        {
+            Event::Extended(p) => Ok(Response::new(call(&p))),
+            _ => Err(Status::internal("extended as something else")),
+        }
+    }
+
     async fn list_lots(
         &self,
         req: Request<pb::ListLotsRequest>,
@@ -428,6 +447,7 @@ impl AdminService {
             Rejection::NoSuchLot => Status::not_found(r.to_string()),
             Rejection::LotInUse(_) => Status::failed_precondition(r.to_string()),
             Rejection::Gone(_) => Status::not_found(r.to_string()),
+            Rejection::OutOfRange { .. } => Status::invalid_argument(r.to_string()),
             r => Status::failed_precondition(r.to_string()),
         })
     }

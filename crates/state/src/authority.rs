@@ -14,7 +14,8 @@ pub enum Proposer<'a> {
     Edge(&'a str),
     /// Any edge (a claim of a parked call, a lot from config where there is none).
     AnyEdge,
-    /// Not an edge: the registry itself (deadlines, lapsed leases) or an admin (lots).
+    /// Not an edge: the registry itself (deadlines, lapsed leases) or an admin (lots, a park's
+    /// deadline).
     Registry,
 }
 
@@ -34,6 +35,7 @@ impl Orbit {
             Command::SeedLot(_) | Command::Claim { .. } => Proposer::AnyEdge,
             Command::SetLot(_)
             | Command::DeleteLot(_)
+            | Command::Extend { .. }
             | Command::Expire { .. }
             | Command::LeaseLapse { .. } => Proposer::Registry,
             Command::Park { call, .. } => Proposer::Edge(&call.edge),
@@ -196,5 +198,49 @@ mod tests {
         assert!(matches!(r, Err(Rejection::NotYours { .. })), "{r:?}");
         assert!(o.parked(1).is_some(), "still parked");
         assert!(o.apply_as(0, Some("site-a"), &end).is_ok());
+    }
+
+    #[test]
+    fn an_operator_extends_a_waiting_park_and_the_recall_waits_for_the_new_deadline() {
+        let mut o = crate::tests::orbit(SlotChoice::FirstFree);
+        let park = Command::Park {
+            lot: crate::tests::key(),
+            slot: None,
+            call: crate::tests::call(1),
+        };
+        let Ok(Event::Parked(p)) = o.apply(0, &park) else {
+            panic!()
+        };
+        let extend = Command::Extend {
+            park: p.id,
+            by_ms: 60_000,
+        };
+        assert!(
+            !o.may_propose("site-a", &extend),
+            "an admin's, not even the holder's"
+        );
+        let Ok(Event::Extended(e)) = o.apply(1_000, &extend) else {
+            panic!()
+        };
+        assert_eq!(e.deadline, p.deadline + 60_000);
+        assert_eq!(o.next_deadline(), Some((e.deadline, p.id)));
+        let expire = Command::Expire { park: p.id };
+        assert!(matches!(
+            o.apply(p.deadline, &expire),
+            Err(Rejection::NotDue { .. })
+        ));
+        assert!(o.apply(e.deadline, &expire).is_ok());
+        assert_eq!(
+            o.apply(e.deadline, &extend),
+            Err(Rejection::Recalling(p.id))
+        );
+        let far = Command::Extend {
+            park: p.id,
+            by_ms: crate::MAX_PARKING_MS + 1,
+        };
+        assert!(matches!(
+            o.apply(0, &far),
+            Err(Rejection::OutOfRange { .. })
+        ));
     }
 }

@@ -39,6 +39,9 @@ pub enum Command {
     RecallStage { park: ParkId, stage: RecallStage },
     /// The call left the lot unclaimed.
     End { park: ParkId, reason: EndReason },
+    /// Push a waiting park's deadline `by_ms` later (an operator's): refused once its recall
+    /// has begun, and beyond a day from now.
+    Extend { park: ParkId, by_ms: u64 },
     /// Grant or renew an edge's lease until `now + ttl_ms`. `incarnation` names the edge's
     /// process (0: not said): a lease from a new incarnation means the edge restarted, and the
     /// calls its previous process held (their media died with it) are lost at once, without
@@ -115,6 +118,7 @@ impl Command {
             Command::Expire { .. } => "expire",
             Command::RecallStage { .. } => "recall_stage",
             Command::End { .. } => "end",
+            Command::Extend { .. } => "extend",
             Command::Lease { .. } => "lease",
             Command::LeaseLapse { .. } => "lease_lapse",
             Command::Locate { .. } => "locate",
@@ -140,6 +144,8 @@ pub enum Event {
     },
     Expired(Parked),
     RecallStage(Parked),
+    /// A waiting park's deadline moved later.
+    Extended(Parked),
     Ended {
         parked: Parked,
         reason: EndReason,
@@ -219,7 +225,9 @@ impl Event {
             Event::PickedUp {
                 parked: Some(p), ..
             } => vec![(&p.lot, p.slot)],
-            Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) => vec![(&p.lot, p.slot)],
+            Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) | Event::Extended(p) => {
+                vec![(&p.lot, p.slot)]
+            }
             Event::Claimed { parked, .. } | Event::Ended { parked, .. } => {
                 vec![(&parked.lot, parked.slot)]
             }
@@ -252,6 +260,8 @@ pub enum Rejection {
     NotDue { park: ParkId, deadline: Millis },
     #[error("park {0} is not being recalled")]
     NotRecalling(ParkId),
+    #[error("park {0} is being recalled already")]
+    Recalling(ParkId),
     #[error("edge {0} holds no lease")]
     NoLease(String),
     #[error("the lease of edge {edge} runs until {until}")]

@@ -260,6 +260,7 @@ impl Orbit {
                 by,
             } => self.claim(tenant, *slot, *park, by),
             Command::Expire { park } => self.expire(now, *park),
+            Command::Extend { park, by_ms } => self.extend(now, *park, *by_ms),
             Command::RecallStage { park, stage } => self.recall_stage(now, *park, *stage),
             Command::End { park, reason } => {
                 let p = self.remove(*park)?;
@@ -496,6 +497,27 @@ impl Orbit {
             since: now,
         };
         Ok(Event::Expired(p.clone()))
+    }
+
+    fn extend(&mut self, now: Millis, id: ParkId, by_ms: u64) -> Result<Event, Rejection> {
+        let by_ms = in_range("extend by ms", by_ms, MAX_PARKING_MS)?;
+        let p = self.parks.get_mut(&id).ok_or(Rejection::Gone(id))?;
+        if p.phase != Phase::Waiting {
+            return Err(Rejection::Recalling(id));
+        }
+        let deadline = p.deadline.saturating_add(by_ms);
+        let ahead = deadline.saturating_sub(now);
+        if ahead > MAX_PARKING_MS {
+            return Err(Rejection::OutOfRange {
+                what: "deadline ahead ms".into(),
+                value: ahead,
+                max: MAX_PARKING_MS,
+            });
+        }
+        self.deadlines.remove(&(p.deadline, id));
+        p.deadline = deadline;
+        self.deadlines.insert((deadline, id), ());
+        Ok(Event::Extended(p.clone()))
     }
 
     fn recall_stage(

@@ -165,6 +165,7 @@ fn short(ev: &Event) -> String {
             format!("park {} in {} claimed by {by}", parked.id, parked.slot)
         }
         Event::Expired(p) => format!("park {} in {} expired", p.id, p.slot),
+        Event::Extended(p) => format!("park {} in {} extended to {}", p.id, p.slot, p.deadline),
         Event::RecallStage(p) => format!("park {} in {} recall {:?}", p.id, p.slot, p.phase),
         Event::Ended { parked, reason } => {
             format!("park {} in {} ended: {reason:?}", parked.id, parked.slot)

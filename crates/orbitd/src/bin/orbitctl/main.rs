@@ -16,8 +16,8 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use orbit_registry::admin_pb::admin_client::AdminClient;
 use orbit_registry::admin_pb::{
-    DeleteLotRequest, GetClusterStatusRequest, HangUpParkedCallRequest, ListLotsRequest,
-    ListParkedCallsRequest, Lot, SetLotRequest, WatchParkedCallsRequest,
+    DeleteLotRequest, ExtendParkedCallRequest, GetClusterStatusRequest, HangUpParkedCallRequest,
+    ListLotsRequest, ListParkedCallsRequest, Lot, SetLotRequest, WatchParkedCallsRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -100,6 +100,14 @@ enum ParkedCmd {
     Hangup {
         /// The park's id (`parked list` shows it).
         park_id: u64,
+    },
+    /// Push a parked call's deadline later (admin role): its recall waits for the new one.
+    Extend {
+        /// The park's id (`parked list` shows it).
+        park_id: u64,
+        /// How many seconds later.
+        #[arg(long)]
+        secs: u64,
     },
 }
 
@@ -324,6 +332,18 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             if !cli.json {
                 println!("lot {park_ext} of {tenant} deleted");
             }
+            Ok(())
+        }
+        Cmd::Parked {
+            cmd: ParkedCmd::Extend { park_id, secs },
+        } => {
+            let mut c = client(cli)?;
+            let req = ExtendParkedCallRequest {
+                park_id: *park_id,
+                seconds: *secs,
+            };
+            let p = bounded(cli, c.extend_parked_call(req)).await?;
+            output::parked(&[p], cli.json);
             Ok(())
         }
         Cmd::Parked {
