@@ -12,7 +12,7 @@ use orbit_state::{
     Command, Event, LotConfig, LotKey, Parked, Phase, RecallStage, Rejection, SlotChoice,
 };
 use tonic::{Request, Response, Status};
-use tracing::{info_span, Instrument};
+use tracing::info_span;
 
 use crate::admin_pb as pb;
 use crate::identity::Access;
@@ -86,6 +86,34 @@ fn park_events(index: u64, ev: &Event) -> Vec<pb::ParkEvent> {
             .collect(),
         _ => vec![],
     }
+}
+
+/// The park events after `cursor`, a bounded piece at a time under the lock (which apply
+/// needs too): (events, the new cursor, whether more is waiting). OUT_OF_RANGE when the watch
+/// fell behind what is kept (or a snapshot replaced it), rather than skip events.
+fn park_events_after(
+    sm: &StateMachineStore,
+    cursor: u64,
+) -> Result<(Vec<pb::ParkEvent>, u64, bool), Status> {
+    let events = sm.events.lock().unwrap();
+    let floor = sm.complete_after.load(std::sync::atomic::Ordering::Relaxed);
+    if floor > cursor {
+        return Err(Status::out_of_range(format!(
+            "this watch fell behind what the node keeps (events after {floor} only): list the parked calls and watch from the list's index"
+        )));
+    }
+    let from = events.partition_point(|a| a.index <= cursor);
+    let chunk: Vec<&crate::store::Applied> = events.range(from..).take(WATCH_CHUNK).collect();
+    let more = from + chunk.len() < events.len();
+    let items = chunk
+        .iter()
+        .flat_map(|a| a.done.iter().flat_map(|(_, e)| park_events(a.index, e)))
+        .collect();
+    let next = match chunk.last() {
+        Some(a) => a.index,
+        None => events.back().map_or(cursor, |a| a.index.max(cursor)),
+    };
+    Ok((items, next, more))
 }
 
 /// The highest index a majority of `voters` holds, given what each holds.
@@ -288,65 +316,17 @@ impl pb::admin_server::Admin for AdminService {
                 "events after {after} are no longer all kept here (only after {floor}): list the parked calls and watch from the list's index"
             )));
         }
-        let mut cursor = after.max(floor);
+        let cursor = after.max(floor);
         let permit = crate::node::watch_permit(&self.watchers)?;
-        let (sm, mut closed) = (self.sm.clone(), self.closed.clone());
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ParkEvent, Status>>(1024);
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                loop {
-                    let notified = sm.applied.notified();
-                    // A bounded piece at a time under the lock, which apply needs too.
-                    let (items, more) = {
-                        let events = sm.events.lock().unwrap();
-                        let floor = sm
-                            .complete_after
-                            .load(std::sync::atomic::Ordering::Relaxed);
-                        if floor > cursor {
-                            // Fell behind what is kept (or a snapshot replaced it): say so
-                            // rather than skip events.
-                            drop(events);
-                            let e = Status::out_of_range(format!(
-                                "this watch fell behind what the node keeps (events after {floor} only): list the parked calls and watch from the list's index"
-                            ));
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                        let from = events.partition_point(|a| a.index <= cursor);
-                        let chunk: Vec<&crate::store::Applied> =
-                            events.range(from..).take(WATCH_CHUNK).collect();
-                        let more = from + chunk.len() < events.len();
-                        let items: Vec<pb::ParkEvent> = chunk
-                            .iter()
-                            .flat_map(|a| a.done.iter().flat_map(|(_, e)| park_events(a.index, e)))
-                            .collect();
-                        cursor = match chunk.last() {
-                            Some(a) => a.index,
-                            None => events.back().map_or(cursor, |a| a.index.max(cursor)),
-                        };
-                        (items, more)
-                    };
-                    for it in items {
-                        if tx.send(Ok(it)).await.is_err() {
-                            return;
-                        }
-                    }
-                    if more {
-                        continue;
-                    }
-                    tokio::select! {
-                        _ = notified => {}
-                        _ = tx.closed() => return,
-                        _ = closed.wait_for(|c| *c) => return,
-                    }
-                }
-            }
-            .instrument(info_span!("admin.watch_parked")),
+        let stream = crate::node::serve_watch(
+            self.sm.clone(),
+            self.closed.clone(),
+            permit,
+            cursor,
+            park_events_after,
+            info_span!("admin.watch_parked"),
         );
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(stream))
     }
 }
 

@@ -540,6 +540,52 @@ pub(crate) fn watch_permit(
     })
 }
 
+/// A watch stream, as both the registry's and the admin API's serve them: `step(sm, cursor)`
+/// takes what follows `cursor` under the state's locks (items, the new cursor, whether more is
+/// waiting already); the stream sends them and waits for the next apply, ending when the
+/// watcher goes away, the node stops, or a step fails (its status sent last).
+pub(crate) fn serve_watch<T: Send + 'static>(
+    sm: StateMachineStore,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    mut cursor: u64,
+    step: impl Fn(&StateMachineStore, u64) -> Result<(Vec<T>, u64, bool), Status> + Send + 'static,
+    span: tracing::Span,
+) -> std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<T, Status>>(1024);
+    tokio::spawn(
+        async move {
+            let _permit = permit;
+            loop {
+                let notified = sm.applied.notified();
+                let (items, next, more) = match step(&sm, cursor) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                for it in items {
+                    if tx.send(Ok(it)).await.is_err() {
+                        return; // the watcher went away
+                    }
+                }
+                cursor = next;
+                if more {
+                    continue;
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tx.closed() => return,
+                    _ = closed.wait_for(|c| *c) => return,
+                }
+            }
+        }
+        .instrument(span),
+    );
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 /// What a watcher at `cursor` gets next, and its new cursor: a resync if the events after its
 /// cursor are no longer all here, else those events, at most [`WATCH_CHUNK`] entries (the
 /// cursor stops at the last one taken). Read under the state lock, so that the state and the
@@ -643,45 +689,21 @@ impl pb::registry_server::Registry for RegistryService {
         req: GrpcRequest<pb::WatchRequest>,
     ) -> Result<GrpcResponse<Self::WatchStream>, Status> {
         Access::of(&req, self.tls)?.read()?;
-        let mut cursor = req.into_inner().after_index;
+        let cursor = req.into_inner().after_index;
         let permit = watch_permit(&self.watchers)?;
-        let sm = self.sm.clone();
-        let mut closed = self.closed.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::WatchItem, Status>>(1024);
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                loop {
-                    let notified = sm.applied.notified();
-                    let (items, next) = match next_items(&sm, cursor) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                    };
-                    let more = items.len() == WATCH_CHUNK;
-                    for it in items {
-                        if tx.send(Ok(it)).await.is_err() {
-                            return; // the watcher went away
-                        }
-                    }
-                    cursor = next;
-                    if more {
-                        continue;
-                    }
-                    tokio::select! {
-                        _ = notified => {}
-                        _ = tx.closed() => return,
-                        _ = closed.wait_for(|c| *c) => return,
-                    }
-                }
-            }
-            .instrument(info_span!("registry.watch")),
+        let stream = serve_watch(
+            self.sm.clone(),
+            self.closed.clone(),
+            permit,
+            cursor,
+            |sm, cursor| {
+                let (items, next) = next_items(sm, cursor)?;
+                let more = items.len() == WATCH_CHUNK;
+                Ok((items, next, more))
+            },
+            info_span!("registry.watch"),
         );
-        Ok(GrpcResponse::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(GrpcResponse::new(stream))
     }
 
     async fn propose(
