@@ -14,25 +14,10 @@ fn dev_mode_starts_and_accepts_the_documented_credentials() {
     require_sipp();
     // Sites B and C listen 10 and 20 ports above site A; registry nodes on three ports up
     // from --grpc; RTP 3000 ports up from --rtp.
-    let port = (0..200)
-        .map(|_| free_port())
-        .find(|p| {
-            *p < 65000
-                && [1, 10, 11, 20, 21].iter().all(|o| {
-                    std::net::UdpSocket::bind(("127.0.0.1", p + o)).is_ok()
-                        && std::net::TcpListener::bind(("127.0.0.1", p + o)).is_ok()
-                })
-        })
-        .expect("free SIP ports");
-    let grpc = (0..200)
-        .map(|_| free_port())
-        .find(|p| {
-            *p < 65000
-                && [1, 2]
-                    .iter()
-                    .all(|o| std::net::TcpListener::bind(("127.0.0.1", p + o)).is_ok())
-        })
-        .expect("free gRPC ports");
+    // One block of this process's own: SIP at its start (and 1, 10, 11, 20, 21 up), the
+    // registry's three gRPC ports 50 up.
+    let (port, _) = free_range(100);
+    let grpc = port + 50;
     let (rtp, _) = free_range(3000);
     let data = std::env::temp_dir().join(format!("orbit-dev-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_orbitd"))

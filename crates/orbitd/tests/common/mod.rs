@@ -21,11 +21,21 @@ pub fn scenario(name: &str) -> PathBuf {
 }
 
 /// A UDP port whose TCP twin is free too.
+///
+/// Taken in turn from a block of this process's own ([`free_range`]), below the ephemeral
+/// range: a port the kernel hands out (bind to port 0) is one that any process's next outgoing
+/// connection may take before the daemon binds it, which more gRPC clients made likelier.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+    static NEXT: Mutex<Option<(u16, u16)>> = Mutex::new(None);
+    let mut next = NEXT.lock().unwrap();
+    for _ in 0..1000 {
+        let (p, end) = match *next {
+            Some((p, end)) if p <= end => (p, end),
+            _ => free_range(100),
+        };
+        *next = Some((p + 1, end));
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
+        {
             return p;
         }
     }
@@ -713,11 +723,11 @@ pub struct Sites {
 
 pub const SITE_NAMES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
-/// A free port `p` with `p + 1` free too (SIP and TLS).
+/// A free port `p` with `p + 1` free too (SIP and TLS), both taken (ports come in turn).
 fn free_pair() -> u16 {
     for _ in 0..200 {
         let p = free_port();
-        if p < 65000 && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+        if free_port() == p + 1 {
             return p;
         }
     }
