@@ -275,14 +275,7 @@ fn orbitctl_manages_lots_through_the_registry_and_every_site_parks_in_them() {
             &[],
         )
         .unwrap();
-    let reader_tls: Vec<String> = [
-        ("--ca", &reader.ca),
-        ("--cert", &reader.cert),
-        ("--key", &reader.key),
-    ]
-    .iter()
-    .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
-    .collect();
+    let reader_tls = tls_flags(&reader);
     let set = |slots: &str| {
         let mut a = vec![
             "lots",
@@ -392,14 +385,7 @@ fn an_operator_extends_then_hangs_up_a_parked_call_and_its_caller_gets_bye_at_th
             &[],
         )
         .unwrap();
-    let reader_tls: Vec<String> = [
-        ("--ca", &reader.ca),
-        ("--cert", &reader.cert),
-        ("--key", &reader.key),
-    ]
-    .iter()
-    .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
-    .collect();
+    let reader_tls = tls_flags(&reader);
     let (code, _, err) = orbitctl(&s, 2, &reader_tls, &["parked", "hangup", &id]);
     assert_eq!(code, 4, "{err}");
     // Its deadline pushed 30 s later first, as every node then shows it.
@@ -446,4 +432,12 @@ fn an_operator_extends_then_hangs_up_a_parked_call_and_its_caller_gets_bye_at_th
         "{}",
         s.log(0)
     );
+}
+
+/// `--ca/--cert/--key` for `f`.
+fn tls_flags(f: &orbit_registry::TlsFiles) -> Vec<String> {
+    [("--ca", &f.ca), ("--cert", &f.cert), ("--key", &f.key)]
+        .iter()
+        .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
+        .collect()
 }

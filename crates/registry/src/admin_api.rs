@@ -12,11 +12,12 @@ use orbit_state::{
     Command, Event, LotConfig, LotKey, Parked, Phase, RecallStage, Rejection, SlotChoice,
 };
 use tonic::{Request, Response, Status};
-use tracing::info_span;
+use tracing::{info, info_span};
 
 use crate::admin_pb as pb;
 use crate::identity::Access;
 use crate::store::StateMachineStore;
+use crate::watch::WATCH_CHUNK;
 use crate::{NodeId, Raft};
 
 pub(crate) struct AdminService {
@@ -24,15 +25,12 @@ pub(crate) struct AdminService {
     pub sm: StateMachineStore,
     pub closed: tokio::sync::watch::Receiver<bool>,
     pub tls: bool,
-    /// Watch streams open on this node, bounded ([`crate::node::MAX_WATCHERS`]).
+    /// Watch streams open on this node, bounded ([`crate::watch::MAX_WATCHERS`]).
     pub watchers: std::sync::Arc<tokio::sync::Semaphore>,
     /// Changes go through the log like any proposal (forwarded to the leader from here).
     pub batch: crate::batch::Batcher,
     pub fwd: crate::node::Forwarder,
 }
-
-/// Applied entries a watch takes at once under the events' lock.
-const WATCH_CHUNK: usize = 1_000;
 
 fn call(p: &Parked) -> pb::ParkedCall {
     pb::ParkedCall {
@@ -226,13 +224,15 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::HangUpParkedCallRequest>,
     ) -> Result<Response<pb::HangUpParkedCallResponse>, Status> {
-        Access::of(&req, self.tls)?.admin()?;
+        let by = Access::of(&req, self.tls)?;
+        by.admin()?;
         let park = req.into_inner().park_id;
         let end = Command::End {
             park,
             reason: orbit_state::EndReason::Operator,
         };
         self.commit(end).await?;
+        info!(%by, park, "parked call hung up through the admin API");
         Ok(Response::new(pb::HangUpParkedCallResponse {}))
     }
 
@@ -240,7 +240,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::ExtendParkedCallRequest>,
     ) -> Result<Response<pb::ParkedCall>, Status> {
-        Access::of(&req, self.tls)?.admin()?;
+        let by = Access::of(&req, self.tls)?;
+        by.admin()?;
         let r = req.into_inner();
         let by_ms = r.seconds.saturating_mul(1000);
         match self
@@ -250,7 +251,10 @@ impl pb::admin_server::Admin for AdminService {
             })
             .await?
         {
-            Event::Extended(p) => Ok(Response::new(call(&p))),
+            Event::Extended(p) => {
+                info!(%by, park = p.id, deadline = p.deadline, "parked call extended through the admin API");
+                Ok(Response::new(call(&p)))
+            }
             _ => Err(Status::internal("extended as something else")),
         }
     }
@@ -272,13 +276,15 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn set_lot(&self, req: Request<pb::SetLotRequest>) -> Result<Response<pb::Lot>, Status> {
-        Access::of(&req, self.tls)?.admin()?;
+        let by = Access::of(&req, self.tls)?;
+        by.admin()?;
         let lot = req
             .into_inner()
             .lot
             .ok_or_else(|| Status::invalid_argument("lot: missing"))?;
         let cfg = lot_in(lot)?;
         self.commit(Command::SetLot(cfg.clone())).await?;
+        info!(%by, tenant = %cfg.tenant, lot = %cfg.park_ext, first = cfg.first_slot, last = cfg.last_slot, "lot set through the admin API");
         let parked = self.parked_in(&cfg.key());
         Ok(Response::new(lot_out(&cfg, parked)))
     }
@@ -287,13 +293,15 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::DeleteLotRequest>,
     ) -> Result<Response<pb::DeleteLotResponse>, Status> {
-        Access::of(&req, self.tls)?.admin()?;
+        let by = Access::of(&req, self.tls)?;
+        by.admin()?;
         let r = req.into_inner();
         let key = LotKey {
             tenant: r.tenant,
             park_ext: r.park_ext,
         };
-        self.commit(Command::DeleteLot(key)).await?;
+        self.commit(Command::DeleteLot(key.clone())).await?;
+        info!(%by, tenant = %key.tenant, lot = %key.park_ext, "lot deleted through the admin API");
         Ok(Response::new(pb::DeleteLotResponse {}))
     }
 
@@ -317,8 +325,8 @@ impl pb::admin_server::Admin for AdminService {
             )));
         }
         let cursor = after.max(floor);
-        let permit = crate::node::watch_permit(&self.watchers)?;
-        let stream = crate::node::serve_watch(
+        let permit = crate::watch::watch_permit(&self.watchers)?;
+        let stream = crate::watch::serve_watch(
             self.sm.clone(),
             self.closed.clone(),
             permit,

@@ -78,6 +78,15 @@ pub(crate) enum Access {
     Caller(Caller),
 }
 
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Open => f.write_str("a plaintext client on this host"),
+            Access::Caller(c) => c.fmt(f),
+        }
+    }
+}
+
 impl Access {
     /// The caller of `req`, on a node that serves TLS (`tls`) or not.
     pub(crate) fn of<T>(req: &Request<T>, tls: bool) -> Result<Access, Status> {

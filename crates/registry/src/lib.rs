@@ -21,9 +21,11 @@ pub mod dev_pki;
 pub mod identity;
 pub mod network;
 pub mod node;
+mod service;
 pub mod sim;
 pub mod store;
 pub mod tls;
+pub mod watch;
 
 /// The generated gRPC code (`proto/orbit/registry/v1/registry.proto`).
 pub mod pb {

@@ -286,6 +286,18 @@ pub const MAX_LEASE_MS: Millis = 3600 * 1000;
 /// The furthest ahead a registration may be reported to last.
 pub const MAX_LOCATION_MS: Millis = 24 * 3600 * 1000;
 
+/// `value` if it is at most `max`, else the rejection naming it.
+pub(crate) fn at_most(what: &'static str, value: u64, max: u64) -> Result<u64, Rejection> {
+    if value > max {
+        return Err(Rejection::OutOfRange {
+            what: what.into(),
+            value,
+            max,
+        });
+    }
+    Ok(value)
+}
+
 /// `value` if it is within 1..=`max`, else the rejection naming it.
 pub(crate) fn in_range(what: &'static str, value: u64, max: u64) -> Result<u64, Rejection> {
     if value == 0 || value > max {

@@ -27,7 +27,7 @@ mod repr;
 mod rings;
 mod watches;
 pub use authority::Proposer;
-use commands::in_range;
+use commands::{at_most, in_range};
 pub use commands::{
     Command, Event, Rejection, MAX_LEASE_MS, MAX_LOCATION_MS, MAX_PARKING_MS, MAX_RING_MS,
 };
@@ -321,14 +321,11 @@ impl Orbit {
                 edge,
                 until,
             } => {
-                let ahead = until.saturating_sub(now);
-                if ahead > MAX_LOCATION_MS {
-                    return Err(Rejection::OutOfRange {
-                        what: "registration ahead ms".into(),
-                        value: ahead,
-                        max: MAX_LOCATION_MS,
-                    });
-                }
+                at_most(
+                    "registration ahead ms",
+                    until.saturating_sub(now),
+                    MAX_LOCATION_MS,
+                )?;
                 // Expired entries go when anything about the extension changes.
                 let m = self
                     .locations
@@ -506,14 +503,11 @@ impl Orbit {
             return Err(Rejection::Recalling(id));
         }
         let deadline = p.deadline.saturating_add(by_ms);
-        let ahead = deadline.saturating_sub(now);
-        if ahead > MAX_PARKING_MS {
-            return Err(Rejection::OutOfRange {
-                what: "deadline ahead ms".into(),
-                value: ahead,
-                max: MAX_PARKING_MS,
-            });
-        }
+        at_most(
+            "deadline ahead ms",
+            deadline.saturating_sub(now),
+            MAX_PARKING_MS,
+        )?;
         self.deadlines.remove(&(p.deadline, id));
         p.deadline = deadline;
         self.deadlines.insert((deadline, id), ());

@@ -42,14 +42,11 @@ impl Orbit {
                 edge,
                 until,
             } => {
-                let ahead = until.saturating_sub(now);
-                if ahead > MAX_WATCH_MS {
-                    return Err(Rejection::OutOfRange {
-                        what: "watch ahead ms".into(),
-                        value: ahead,
-                        max: MAX_WATCH_MS,
-                    });
-                }
+                crate::commands::at_most(
+                    "watch ahead ms",
+                    until.saturating_sub(now),
+                    MAX_WATCH_MS,
+                )?;
                 let key = (tenant.clone(), ext.clone());
                 // Expired entries of the extension go when it is watched again.
                 let expired: Vec<String> = self
@@ -157,8 +154,12 @@ impl Orbit {
         self.watches.retain(|_, m| !m.is_empty());
     }
 
-    /// Whether some edge has a lamp of extension `ext` of `tenant` at `now`.
+    /// Whether some edge has a lamp of extension `ext` of `tenant` at `now`. Asked at every
+    /// call's start: with no lamp anywhere, it costs no lookup.
     pub fn watched(&self, tenant: &str, ext: &str, now: Millis) -> bool {
+        if self.watches.is_empty() {
+            return false;
+        }
         self.watches
             .get(&(tenant.to_string(), ext.to_string()))
             .is_some_and(|m| m.values().any(|u| *u > now))

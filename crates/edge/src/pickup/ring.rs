@@ -101,6 +101,33 @@ fn on_ringing(edge: &mut Picking, now: Instant, id: u64, ext: &str) {
         .schedule(now + RECORD_AFTER, TimerKey::RingRecord(id));
 }
 
+/// Call `call` as a record of the extension it rings, or with `called` (the extension it
+/// rings) of the extension that makes it: who calls, and the caller's dialog with this edge
+/// with the watched party's own tag local (what a lamp shows; for a call to the extension,
+/// what a Replaces names).
+pub(crate) fn ring_call(edge: &Picking, call: &call::Call, called: Option<&str>) -> RingCall {
+    let domain = &edge.cfg.tenant.domain;
+    let phone_tag = call.invite().from_tag().unwrap_or("").to_string();
+    let (local_tag, remote_tag) = match called {
+        Some(_) => (phone_tag, call.a.local_tag.clone()),
+        None => (call.a.local_tag.clone(), phone_tag),
+    };
+    RingCall {
+        caller_uri: format!("sip:{}@{domain}", call.a.user),
+        caller_display: call
+            .invite()
+            .from()
+            .and_then(|f| f.display)
+            .map(|d| d.trim_matches('"').to_string()),
+        edge: edge.cfg.site.clone(),
+        call_id: call.a.call_id.clone(),
+        local_tag,
+        remote_tag,
+        park: None,
+        called: called.map(|c| format!("sip:{c}@{domain}")),
+    }
+}
+
 /// Call `id` has rung long enough: record it (its answers are held from now on).
 pub(crate) fn on_record_timer(edge: &mut Picking, now: Instant, id: u64) {
     if edge.pickup.rings.get(&id).map(|r| r.state) == Some(RingState::Waiting) {
@@ -116,20 +143,7 @@ pub(crate) fn record(edge: &mut Picking, now: Instant, id: u64) {
     if !edge.is_pickable(id) {
         return;
     }
-    let call = &edge.calls[&id];
-    let from = call.invite().from();
-    let ring = RingCall {
-        caller_uri: format!("sip:{}@{}", call.a.user, edge.cfg.tenant.domain),
-        caller_display: from
-            .and_then(|f| f.display)
-            .map(|d| d.trim_matches('"').to_string()),
-        edge: edge.cfg.site.clone(),
-        call_id: call.a.call_id.clone(),
-        local_tag: call.a.local_tag.clone(),
-        remote_tag: call.invite().from_tag().unwrap_or("").to_string(),
-        park: None,
-        called: None,
-    };
+    let ring = ring_call(edge, &edge.calls[&id], None);
     edge.calls.get_mut(&id).expect("pickable").hold_answer = true;
     if let Some(r) = edge.pickup.rings.get_mut(&id) {
         r.state = RingState::Recording;

@@ -35,39 +35,17 @@ enum ShownState {
 /// with `called` None, is called: the caller's edge records the call as it begins, since a
 /// lamp somewhere watches `ext`.
 pub(crate) fn show(edge: &mut Picking, now: Instant, id: u64, ext: &str, called: Option<&str>) {
-    let (domain, site) = (edge.cfg.tenant.domain.clone(), edge.cfg.site.clone());
-    let Some(call) = edge.calls.get_mut(&id) else {
+    let Some(call) = edge.calls.get(&id) else {
         return;
     };
-    call.ring_watched = true;
-    let from = call.invite().from();
-    let caller_display = from
-        .and_then(|f| f.display)
-        .map(|d| d.trim_matches('"').to_string());
-    let caller_uri = format!("sip:{}@{domain}", call.a.user);
-    let phone_tag = call.invite().from_tag().unwrap_or("").to_string();
-    // The caller's dialog with this edge, as the watched party sees it: its own tag local.
-    let (local_tag, remote_tag) = match called {
-        Some(_) => (phone_tag, call.a.local_tag.clone()),
-        None => (call.a.local_tag.clone(), phone_tag),
-    };
-    let called = called.map(|c| format!("sip:{c}@{domain}"));
-    let ring = RingCall {
-        caller_uri,
-        caller_display,
-        edge: site,
-        call_id: call.a.call_id.clone(),
-        local_tag,
-        remote_tag,
-        park: None,
-        called,
-    };
+    let ring = ring_call(edge, call, called);
+    edge.calls.get_mut(&id).expect("present").ring_watched = true;
     edge.pickup.shown.entry(id).or_default().push(Shown {
         ext: ext.to_string(),
         state: ShownState::Recording { answered: false },
     });
     let cmd = Command::Ring {
-        tenant: domain,
+        tenant: edge.cfg.tenant.domain.clone(),
         ext: ext.to_string(),
         call: ring,
     };

@@ -1,0 +1,210 @@
+//! The registry's own gRPC service on a node (`orbit.registry.v1.Registry`): proposals (checked
+//! against the caller, forwarded to the leader), the edges' watch stream, membership changes
+//! and status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use orbit_state::Command;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+use tracing::{info, info_span};
+
+use crate::batch::Batcher;
+use crate::identity::Access;
+use crate::node::{propose, propose_status, Forwarder};
+use crate::pb;
+use crate::store::StateMachineStore;
+use crate::watch::{next_items, serve_watch, watch_permit, WATCH_CHUNK};
+use crate::{NodeId, Raft};
+
+pub(crate) struct RegistryService {
+    pub(crate) raft: Raft,
+    pub(crate) sm: StateMachineStore,
+    pub(crate) fwd: Forwarder,
+    pub(crate) batch: Batcher,
+    pub(crate) closed: tokio::sync::watch::Receiver<bool>,
+    /// Whether this node serves TLS: then every call is checked against its certificate.
+    pub(crate) tls: bool,
+    /// Watch streams open on this node (shared with the admin API's), bounded.
+    pub(crate) watchers: Arc<tokio::sync::Semaphore>,
+}
+
+impl RegistryService {
+    fn membership(&self) -> pb::MembershipReply {
+        let m = self.raft.metrics().borrow().clone();
+        let cfg = m.membership_config.membership();
+        let member = |id: &NodeId| pb::Member {
+            id: *id,
+            addr: cfg.get_node(id).map(|n| n.addr.clone()).unwrap_or_default(),
+        };
+        let voters: Vec<pb::Member> = cfg.voter_ids().map(|id| member(&id)).collect();
+        let learners: Vec<pb::Member> = cfg.learner_ids().map(|id| member(&id)).collect();
+        pb::MembershipReply {
+            voters,
+            learners,
+            leader: m.current_leader.unwrap_or(0),
+            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        }
+    }
+
+    fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                Status::failed_precondition(format!(
+                    "not the leader; the leader is {}",
+                    match (f.leader_id, f.leader_node) {
+                        (Some(id), Some(n)) => format!("node {id} at {}", n.addr),
+                        _ => "not known yet".into(),
+                    }
+                ))
+            }
+            e => Status::internal(e.to_string()),
+        }
+    }
+}
+
+fn node_of(req: GrpcRequest<pb::NodeRequest>) -> Result<pb::Member, Status> {
+    let m = req
+        .into_inner()
+        .node
+        .ok_or_else(|| Status::invalid_argument("node missing"))?;
+    if m.id == 0 {
+        return Err(Status::invalid_argument("node ids start at 1"));
+    }
+    Ok(m)
+}
+
+#[tonic::async_trait]
+impl pb::registry_server::Registry for RegistryService {
+    type WatchStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::WatchItem, Status>> + Send + 'static>,
+    >;
+
+    async fn watch(
+        &self,
+        req: GrpcRequest<pb::WatchRequest>,
+    ) -> Result<GrpcResponse<Self::WatchStream>, Status> {
+        Access::of(&req, self.tls)?.read()?;
+        let cursor = req.into_inner().after_index;
+        let permit = watch_permit(&self.watchers)?;
+        let stream = serve_watch(
+            self.sm.clone(),
+            self.closed.clone(),
+            permit,
+            cursor,
+            |sm, cursor| {
+                let (items, next) = next_items(sm, cursor)?;
+                let more = items.len() == WATCH_CHUNK;
+                Ok((items, next, more))
+            },
+            info_span!("registry.watch"),
+        );
+        Ok(GrpcResponse::new(stream))
+    }
+
+    async fn propose(
+        &self,
+        req: GrpcRequest<pb::ProposeRequest>,
+    ) -> Result<GrpcResponse<pb::ProposeReply>, Status> {
+        let access = Access::of(&req, self.tls)?;
+        let req = req.into_inner();
+        let cmd: Command = serde_json::from_slice(&req.command)
+            .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
+        let by = access.propose(
+            &cmd,
+            req.forwarded,
+            &req.edge,
+            &self.sm.data.read().unwrap().orbit,
+        )?;
+        let c = propose(&self.batch, &self.fwd, cmd, by, !req.forwarded)
+            .await
+            .map_err(propose_status)?;
+        Ok(GrpcResponse::new(pb::ProposeReply {
+            index: c.index,
+            outcome: serde_json::to_vec(&c.outcome).map_err(|e| Status::internal(e.to_string()))?,
+        }))
+    }
+
+    async fn initialize(
+        &self,
+        req: GrpcRequest<pb::InitializeRequest>,
+    ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
+        let members = req.into_inner().members;
+        if members.is_empty() || members.iter().any(|m| m.id == 0 || m.addr.is_empty()) {
+            return Err(Status::invalid_argument(
+                "members need ids from 1 and addresses",
+            ));
+        }
+        let m: BTreeMap<NodeId, BasicNode> = members
+            .into_iter()
+            .map(|m| (m.id, BasicNode::new(m.addr)))
+            .collect();
+        self.raft.initialize(m).await.map_err(|e| match e {
+            RaftError::APIError(e) => Status::failed_precondition(e.to_string()),
+            e => Status::internal(e.to_string()),
+        })?;
+        Ok(GrpcResponse::new(self.membership()))
+    }
+
+    async fn add_learner(
+        &self,
+        req: GrpcRequest<pb::NodeRequest>,
+    ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
+        let m = node_of(req)?;
+        info!(node = m.id, addr = %m.addr, "adding learner");
+        self.raft
+            .add_learner(m.id, BasicNode::new(m.addr), true)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok(GrpcResponse::new(self.membership()))
+    }
+
+    async fn promote(
+        &self,
+        req: GrpcRequest<pb::NodeRequest>,
+    ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
+        let m = node_of(req)?;
+        info!(node = m.id, "promoting to voter");
+        let change = openraft::ChangeMembers::AddVoterIds([m.id].into_iter().collect());
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok(GrpcResponse::new(self.membership()))
+    }
+
+    async fn remove(
+        &self,
+        req: GrpcRequest<pb::NodeRequest>,
+    ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        Access::of(&req, self.tls)?.admin()?;
+        let m = node_of(req)?;
+        info!(node = m.id, "removing node");
+        let ids: std::collections::BTreeSet<NodeId> = [m.id].into_iter().collect();
+        let is_voter = self.membership().voters.iter().any(|v| v.id == m.id);
+        if is_voter {
+            self.raft
+                .change_membership(openraft::ChangeMembers::RemoveVoters(ids.clone()), false)
+                .await
+                .map_err(|e| self.write_error(e))?;
+        }
+        self.raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok(GrpcResponse::new(self.membership()))
+    }
+
+    async fn status(
+        &self,
+        req: GrpcRequest<pb::StatusRequest>,
+    ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        Access::of(&req, self.tls)?.read()?;
+        Ok(GrpcResponse::new(self.membership()))
+    }
+}
