@@ -395,7 +395,7 @@ pub(crate) fn on_event(edge: &mut Lamping<'_>, now: Instant, ev: &Event) {
         _ => (&[], &[]),
     };
     if let Event::LeaseLapsed { edge: e, .. } | Event::EdgeRestarted { edge: e, .. } = ev {
-        if *e == edge.cfg.site {
+        if *e == edge.id {
             // The registry dropped this edge's watches with its lease: said again.
             edge.sv.watches_lost();
             let exts: Vec<String> = edge.blf.by_ext.keys().cloned().collect();

@@ -14,9 +14,21 @@ pub use pickup::{DirectedPickup, PickupDial, PickupGroup, PickupRules};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
-    /// Site name, used in logs and tags.
+    /// Site name (lowercase letters, digits and `-`): the edges of one site share its phones.
     #[serde(default = "default_site")]
     pub site: String,
+    /// This edge's name within its site, when a site has several edges (same characters as
+    /// `site`). The edge's identity is `site/name` (just `site` without a name): each running
+    /// edge process needs its own, and the registry refuses a second process with one that is
+    /// held.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A directory of this edge's own where it keeps its process's incarnation, so that after
+    /// a crash its next process takes its identity over at once (the registry lets a process
+    /// in that names the one it replaces). Without one, a restarted edge waits for its
+    /// predecessor's lease to run out.
+    #[serde(default)]
+    pub state_dir: Option<std::path::PathBuf>,
     pub sip: SipConfig,
     pub media: MediaConfig,
     pub tenant: TenantConfig,
@@ -84,13 +96,48 @@ fn default_max_skew() -> u64 {
     30
 }
 
+/// Another edge, named in config. Edges with a registry also learn each other from their
+/// leases, so only edges without one (or a fixed address to prefer) need listing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkPeer {
     /// The peer's site name (as in its `site`).
     pub site: String,
+    /// The peer's name within its site (as in its `name`), if it has one.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Its SIP address (UDP).
     pub addr: SocketAddr,
+}
+
+impl TrunkPeer {
+    /// The peer edge's identity.
+    pub fn id(&self) -> String {
+        edge_id(&self.site, self.name.as_deref())
+    }
+}
+
+/// An edge's identity: `site`, or `site/name` for one of several edges of a site.
+pub fn edge_id(site: &str, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("{site}/{n}"),
+        None => site.to_string(),
+    }
+}
+
+/// The site of edge identity `edge`.
+pub fn site_of(edge: &str) -> &str {
+    edge.split_once('/').map_or(edge, |(site, _)| site)
+}
+
+/// Whether `s` may be a site or edge name: what a DNS label may be, lowercase (so that it can
+/// be a Kubernetes name and a SPIFFE ID's path segment).
+fn is_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 fn default_site() -> String {
@@ -530,6 +577,8 @@ impl Default for LimitsConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{0} {1:?}: lowercase letters, digits and '-', at most 63")]
+    Name(&'static str, String),
     #[error("extension {0}: needs a password or an HA1 hash")]
     NoSecret(String),
     #[error("extension {0}: extensions are digits only")]
@@ -553,7 +602,20 @@ pub enum ConfigError {
 }
 
 impl EdgeConfig {
+    /// This edge's identity: `site`, or `site/name`.
+    pub fn id(&self) -> String {
+        edge_id(&self.site, self.name.as_deref())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !is_name(&self.site) {
+            return Err(ConfigError::Name("site", self.site.clone()));
+        }
+        if let Some(n) = &self.name {
+            if !is_name(n) {
+                return Err(ConfigError::Name("name", n.clone()));
+            }
+        }
         for (ext, e) in &self.tenant.extensions {
             if ext.is_empty() || !ext.bytes().all(|c| c.is_ascii_digit()) {
                 return Err(ConfigError::BadExtension(ext.clone()));
@@ -611,10 +673,15 @@ impl EdgeConfig {
             }
             let mut seen = std::collections::HashSet::new();
             for p in &t.peers {
-                if p.site == self.site || !seen.insert(&p.site) {
+                let id = p.id();
+                if !is_name(&p.site) || p.name.as_deref().is_some_and(|n| !is_name(n)) {
                     return Err(ConfigError::Trunk(format!(
-                        "peer {}: one entry per other site",
-                        p.site
+                        "peer {id}: not a site/edge name"
+                    )));
+                }
+                if id == self.id() || !seen.insert(id.clone()) {
+                    return Err(ConfigError::Trunk(format!(
+                        "peer {id}: one entry per other edge"
                     )));
                 }
             }

@@ -109,6 +109,20 @@ impl Edge {
         }
     }
 
+    /// This edge process's incarnation: what its lease names it by (kept on disk by the
+    /// daemon so that its successor can say it [replaces](Edge::replacing) it).
+    pub fn incarnation(&self) -> u64 {
+        self.port.incarnation
+    }
+
+    /// This process succeeds the one of incarnation `previous` (0: none known), which crashed:
+    /// its first lease says so, and the registry lets it take the identity over at once.
+    /// Before [`Edge::with_registry`], which asks for the first lease.
+    pub fn replacing(mut self, previous: u64) -> Edge {
+        self.port.replaces = previous;
+        self
+    }
+
     /// Order orbit commands through the registry instead of locally: the state here becomes a
     /// mirror of the registry's (fed by [`Edge::on_orbit_watch`]), the configured lots are
     /// seeded, and the edge holds a lease of `lease_ttl`, renewed at a third of it.

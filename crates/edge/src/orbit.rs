@@ -61,7 +61,7 @@ impl Edge {
     /// mirror and bring every lamp up to date.
     pub fn on_orbit_resync(&mut self, now: Instant, index: u64, orbit: Orbit) {
         self.last_now = now;
-        info!(index, site = %self.cfg.site, "orbit state resynchronised");
+        info!(index, edge = %self.id, "orbit state resynchronised");
         self.orbit = orbit;
         self.port.watch_index = index;
         crate::blf::refresh_all(&mut self.lamping(), now);

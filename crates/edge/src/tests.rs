@@ -38,6 +38,8 @@ fn config() -> EdgeConfig {
     }
     EdgeConfig {
         site: "t".into(),
+        name: None,
+        state_dir: None,
         sip: SipConfig {
             listen: EDGE.parse().unwrap(),
             tls_listen: None,

@@ -1,15 +1,17 @@
-//! The inter-site trunk: SIP between the sites' edges.
+//! The trunk: SIP between edges, of other sites or of this one.
 //!
-//! An edge reaches another site's phones, and the calls another site holds parked, by sending
-//! the INVITE to that site's edge. Each such INVITE carries `X-Orbit-Trunk: <site>;<unix
-//! seconds>;<hex HMAC-SHA256>` made with the secret all sites share, over the sending and the
-//! receiving site, the time, the method, the Call-ID, the From header, the Request-URI's user,
-//! the claimed park and a hash of the body: none of them can be changed in transit, and the
-//! signature is good for one site only. The receiving edge takes the caller as authenticated
+//! An edge reaches phones registered with another edge, and the calls another edge holds
+//! parked, by sending the INVITE to that edge. Each such INVITE carries `X-Orbit-Trunk:
+//! <edge>;<unix seconds>;<hex HMAC-SHA256>` made with the secret all edges share, over the
+//! sending and the receiving edge's identity (`site` or `site/name`), the time, the method,
+//! the Call-ID, the From header, the Request-URI's user, the claimed park and a hash of the
+//! body: none of them can be changed in transit, and the signature is good for one edge only.
+//! Where an edge is comes from config (`[[edge.trunk.peers]]`) or else from the lease it holds
+//! in the registry, so that edges can be added without changing anyone's config. The receiving edge takes the caller as authenticated
 //! by the sending site. A retrieve adds `X-Orbit-Claim: <park id>`: the sending edge has won
 //! that claim in the registry, and the holding edge gives it the call.
 //!
-//! What the receiving edge checks, in order: the sender's address is a configured peer's; the
+//! What the receiving edge checks, in order: the sender's address is that edge's; the
 //! signature is fresh (within the clock skew), for this site, right, and not seen before (a
 //! replay cache over the skew window); and for a claim, that its own replica of the registry
 //! shows that claim, made by that caller (waiting briefly for the watch to catch up: that part,
@@ -129,7 +131,7 @@ pub(crate) fn headers(
         return vec![];
     };
     let ts = edge.now_ms(edge.last_now) / 1000;
-    let site = &edge.cfg.site;
+    let site = &edge.id;
     let sig = Signed {
         site,
         to_site,
@@ -176,11 +178,11 @@ pub(crate) fn verify(
     let Ok(ts) = ts.parse::<u64>() else {
         return Err("Bad Trunk Signature");
     };
-    let Some(peer) = t.peers.iter().find(|p| p.site == site) else {
+    let Some(peer) = peer_addr(edge, site) else {
         return Err("Unknown Site");
     };
     // Only from the peer's own address: a signature copied elsewhere is worth nothing.
-    if peer.addr.ip().to_canonical() != flow.addr.ip().to_canonical() {
+    if peer.ip().to_canonical() != flow.addr.ip().to_canonical() {
         return Err("Not From That Site");
     }
     let now = edge.now_ms(edge.last_now) / 1000;
@@ -196,7 +198,7 @@ pub(crate) fn verify(
     };
     let signed = Signed {
         site,
-        to_site: &edge.cfg.site,
+        to_site: &edge.id,
         ts,
         method: msg.method().as_str(),
         call_id: msg.call_id(),
@@ -215,39 +217,47 @@ pub(crate) fn verify(
     Ok(Some(site))
 }
 
-/// Another site's edge, as a fork target for `user`.
+/// Where edge `id` takes trunk requests: its `[[edge.trunk.peers]]` entry, else the address
+/// its lease gave (never this edge's own).
+pub(crate) fn peer_addr(edge: &Services, id: &str) -> Option<std::net::SocketAddr> {
+    let t = edge.cfg.trunk.as_ref()?;
+    if id == edge.id {
+        return None;
+    }
+    t.peers
+        .iter()
+        .find(|p| p.id() == id)
+        .map(|p| p.addr)
+        .or_else(|| edge.orbit.trunk_of(id))
+}
+
+/// Another edge, as a fork target for `user`.
 pub(crate) fn peer_target(
     edge: &Services,
     site: &str,
     user: &str,
     claim: Option<Claim>,
 ) -> Option<Target> {
-    let p = edge
-        .cfg
-        .trunk
-        .as_ref()?
-        .peers
-        .iter()
-        .find(|p| p.site == site)?;
+    let addr = peer_addr(edge, site)?;
     Some(Target {
         flow: Flow {
             proto: Proto::Udp,
-            addr: p.addr,
+            addr,
             conn: 0,
         },
-        uri: format!("sip:{user}@{}", p.addr),
+        uri: format!("sip:{user}@{addr}"),
         trunk: Some((site.to_string(), claim)),
     })
 }
 
-/// The other sites where extension `ext` has phones registered now (as the registry's state
+/// The other edges where extension `ext` has phones registered now (as the registry's state
 /// here shows), as fork targets for Request-URI user `user`.
 pub(crate) fn targets_for(edge: &Services, now: Instant, ext: &str, user: &str) -> Vec<Target> {
     let now_ms = edge.now_ms(now);
     edge.orbit
         .located(&edge.cfg.tenant.domain, ext, now_ms)
         .into_iter()
-        .filter(|site| *site != edge.cfg.site)
+        .filter(|site| *site != edge.id)
         .filter_map(|site| peer_target(edge, site, user, None))
         .collect()
 }

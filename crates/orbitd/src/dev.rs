@@ -53,6 +53,7 @@ fn site_config(
     grpc: &[SocketAddr],
     secret: &str,
     tls: Option<RegistryTls>,
+    data_dir: &Path,
 ) -> EdgeConfig {
     let addr = |j: usize| SocketAddr::new(sip.ip(), sip.port() + 10 * j as u16);
     let listen = addr(i);
@@ -61,6 +62,9 @@ fn site_config(
     nodes.extend((0..3).filter(|j| *j != i).map(|j| grpc[j].to_string()));
     EdgeConfig {
         site: SITES[i].into(),
+        name: None,
+        // A restarted `orbitd dev` takes its sites' identities over at once.
+        state_dir: Some(data_dir.join(format!("edge-{}", SITES[i]))),
         sip: SipConfig {
             listen,
             tls_listen: Some(SocketAddr::new(listen.ip(), listen.port() + 1)),
@@ -109,6 +113,7 @@ fn site_config(
                 .filter(|j| *j != i)
                 .map(|j| TrunkPeer {
                     site: SITES[j].into(),
+                    name: None,
                     addr: addr(j),
                 })
                 .collect(),
@@ -195,7 +200,17 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
         info!("registry initialised: three voters");
     }
     let sites: Vec<_> = (0..3)
-        .map(|i| site_config(i, sip, rtp, &grpc, &secret, Some(pki.edges[i].clone())))
+        .map(|i| {
+            site_config(
+                i,
+                sip,
+                rtp,
+                &grpc,
+                &secret,
+                Some(pki.edges[i].clone()),
+                &data_dir,
+            )
+        })
         .collect();
     for s in &sites {
         s.validate()?;
@@ -250,7 +265,15 @@ mod tests {
             .map(|i| SocketAddr::from(([127, 0, 0, 1], 50051 + i)))
             .collect();
         for i in 0..3 {
-            let c = site_config(i, sip, 20000, &grpc, "a-trunk-secret-of-some-length", None);
+            let c = site_config(
+                i,
+                sip,
+                20000,
+                &grpc,
+                "a-trunk-secret-of-some-length",
+                None,
+                Path::new("/tmp"),
+            );
             c.validate().unwrap();
             let groups = &c.tenant.pickup_groups;
             assert_eq!(groups.len(), 1);

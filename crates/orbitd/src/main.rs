@@ -20,6 +20,7 @@ use tracing::info;
 
 mod dev;
 mod link;
+mod succession;
 
 // The SIP core allocates per message (parse spans, response buffers); mimalloc's thread-local
 // free lists cost about half of glibc malloc's time there.
@@ -376,7 +377,7 @@ pub(crate) async fn run_sites(
         stops.push(stop_tx);
         let rt = main_rt.clone();
         let core = std::thread::Builder::new()
-            .name(format!("sip-{}", cfg.site))
+            .name(format!("sip-{}", cfg.id()))
             .spawn(move || -> Result<()> {
                 let local = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -419,7 +420,7 @@ async fn run_core(
     // The core plans the relay's ports; the driver binds them, on the media runtime.
     let pool = PortPool::placed(cfg.media.ip).on_runtime(media_rt.clone());
     info!(
-        site = %cfg.site,
+        edge = %cfg.id(),
         sip = %cfg.sip.listen,
         tls = ?cfg.sip.tls_listen,
         rtp = format!("{}-{}", cfg.media.port_min, cfg.media.port_max),
@@ -435,9 +436,14 @@ async fn run_core(
     }
     if let Some(r) = &cfg.registry {
         sockets.orbit = Some(link::start(r, &media_rt, 0)?);
+        if let Some(dir) = &cfg.state_dir {
+            let previous = succession::previous(dir)?;
+            succession::keep(dir, edge.incarnation())?;
+            edge = edge.replacing(previous);
+        }
         let now = tokio::time::Instant::now().into_std();
         edge = edge.with_registry(now, Duration::from_secs(r.lease_secs));
-        info!(site = %cfg.site, nodes = ?r.nodes, "orbit state from the registry");
+        info!(edge = %cfg.id(), nodes = ?r.nodes, "orbit state from the registry");
     }
     driver::run(edge, sockets, shutdown, Duration::from_secs(5)).await;
     Ok(())

@@ -6,7 +6,7 @@
 //! | role | SPIFFE ID | may |
 //! |---|---|---|
 //! | registry node | `spiffe://orbit/registry/<id>` | Raft RPCs (as that node, while a member), forward proposals |
-//! | edge | `spiffe://orbit/edge/<site>` | propose what `Orbit::proposer` lets it (its own parks, rings, lease, registrations and lamps; claims; seeding lots), watch, status, admin reads |
+//! | edge | `spiffe://orbit/edge/<site>` or `.../edge/<site>/<name>` (one of several edges of a site) | propose what `Orbit::proposer` lets it (its own parks, rings, lease, registrations and lamps; claims; seeding lots), watch, status, admin reads |
 //! | admin | `spiffe://orbit/admin/<name>` | membership changes, lots (admin API), any proposal, every read |
 //! | read | `spiffe://orbit/read/<name>` | watch, status, admin reads |
 
@@ -45,7 +45,9 @@ impl Caller {
     pub fn from_spiffe_id(uri: &str) -> Option<Caller> {
         let path = uri.strip_prefix(&format!("spiffe://{TRUST_DOMAIN}/"))?;
         let (role, name) = path.split_once('/')?;
-        if name.is_empty() || name.contains('/') {
+        // An edge is `site` or `site/name`; every other role has one segment.
+        let segments = if role == "edge" { 1..=2 } else { 1..=1 };
+        if !segments.contains(&name.split('/').count()) || name.split('/').any(str::is_empty) {
             return None;
         }
         Some(match role {
@@ -202,6 +204,7 @@ mod tests {
         for c in [
             Caller::Node(3),
             Caller::Edge("site-a".into()),
+            Caller::Edge("site-a/edge-2".into()),
             Caller::Admin("ops".into()),
             Caller::Reader("grafana".into()),
         ] {
@@ -210,7 +213,10 @@ mod tests {
         for bad in [
             "spiffe://other/edge/site-a",
             "spiffe://orbit/edge/",
-            "spiffe://orbit/edge/a/b",
+            "spiffe://orbit/edge/a/b/c",
+            "spiffe://orbit/edge/a/",
+            "spiffe://orbit/edge//b",
+            "spiffe://orbit/admin/a/b",
             "spiffe://orbit/registry/0",
             "spiffe://orbit/registry/x",
             "spiffe://orbit/registry/03",

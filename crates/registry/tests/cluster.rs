@@ -285,6 +285,8 @@ async fn deadlines_fire_once_never_early_and_survive_the_leader() {
             edge: "site-x".into(),
             ttl_ms: 300,
             incarnation: 0,
+            replaces: 0,
+            sip: None,
         },
     )
     .await;

@@ -273,6 +273,8 @@ async fn an_edge_acts_only_for_its_own_site_and_only_nodes_speak_raft() {
             edge: "site-a".into(),
             ttl_ms: 10_000,
             incarnation: 1,
+            replaces: 0,
+            sip: None,
         },
         Command::SetLot(lot()),
         Command::DeleteLot(lot().key()),

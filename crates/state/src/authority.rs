@@ -47,8 +47,10 @@ impl Orbit {
             | Command::Unwatch { edge, .. } => Proposer::Edge(edge),
             Command::Ring { call, .. } => Proposer::Edge(&call.edge),
             Command::RingAnswered { ring } | Command::RingEnd { ring } => of_ring(ring),
-            // `by` is `site/user`: the picker's site.
-            Command::Pickup { by, .. } => Proposer::Edge(by.split('/').next().unwrap_or("")),
+            // `by` is `edge/user`: the picker's edge (whose id may hold a `/` itself).
+            Command::Pickup { by, .. } => {
+                Proposer::Edge(by.rsplit_once('/').map_or("", |(edge, _)| edge))
+            }
         }
     }
 
@@ -121,6 +123,8 @@ mod tests {
             edge: "site-a".into(),
             ttl_ms: 1_000,
             incarnation: 1,
+            replaces: 0,
+            sip: None,
         };
         assert!(!o.may_propose("site-b", &lease), "another edge's lease");
         let pickup = Command::Pickup {

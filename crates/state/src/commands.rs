@@ -43,15 +43,23 @@ pub enum Command {
     /// has begun, and beyond a day from now.
     Extend { park: ParkId, by_ms: u64 },
     /// Grant or renew an edge's lease until `now + ttl_ms`. `incarnation` names the edge's
-    /// process (0: not said): a lease from a new incarnation means the edge restarted, and the
-    /// calls its previous process held (their media died with it) are lost at once, without
-    /// waiting for the old lease to run out. An edge whose lease lapses loses its
-    /// parked calls (it may be gone, and nobody else holds their media).
+    /// process (0: not said). While one incarnation's lease lives, another is refused
+    /// ([`Rejection::IdentityInUse`]: two processes configured with one identity would take
+    /// each other's calls) unless it `replaces` that one (a restarted process that kept its
+    /// predecessor's incarnation on disk). A new incarnation that is let in means the edge
+    /// restarted: the calls its previous process held (their media died with it) are lost at
+    /// once. An edge whose lease lapses loses its parked calls (it may be gone, and nobody
+    /// else holds their media). `sip` is where the edge takes trunk requests: how the other
+    /// edges reach it, so that edges can come and go without anyone's config changing.
     Lease {
         edge: String,
         ttl_ms: u64,
         #[serde(default)]
         incarnation: u64,
+        #[serde(default)]
+        replaces: u64,
+        #[serde(default)]
+        sip: Option<std::net::SocketAddr>,
     },
     /// The lease of `edge` has run out: its parked calls are lost, their slots free. Refused
     /// before the lease's end (a renewal that came first wins).
@@ -266,6 +274,13 @@ pub enum Rejection {
     NoLease(String),
     #[error("the lease of edge {edge} runs until {until}")]
     LeaseLive { edge: String, until: Millis },
+    /// Another process (incarnation) holds this edge identity's lease.
+    #[error("edge {edge} is held by another live process (incarnation {holder}) until {until}")]
+    IdentityInUse {
+        edge: String,
+        holder: u64,
+        until: Millis,
+    },
     #[error("nothing is ringing there")]
     NotRinging,
     /// The proposing edge may not propose this command (it acts for another edge, or only the

@@ -156,6 +156,8 @@ pub struct Orbit {
     leases: BTreeMap<String, Millis>,
     /// Edge → the incarnation (process) that last renewed its lease.
     incarnations: BTreeMap<String, u64>,
+    /// Edge → where it takes trunk requests (from its lease).
+    trunks: BTreeMap<String, std::net::SocketAddr>,
     /// Where extensions are registered: (tenant, ext) → edge → registered until.
     locations: BTreeMap<(String, String), BTreeMap<String, Millis>>,
     /// Calls ringing extensions that may be picked up (`rings.rs`).
@@ -273,9 +275,26 @@ impl Orbit {
                 edge,
                 ttl_ms,
                 incarnation,
+                replaces,
+                sip,
             } => {
                 let until = now.saturating_add(in_range("lease ttl_ms", *ttl_ms, MAX_LEASE_MS)?);
+                if let (Some(&holder), Some(&held_until)) =
+                    (self.incarnations.get(edge), self.leases.get(edge))
+                {
+                    let other = *incarnation != 0 && holder != 0 && holder != *incarnation;
+                    if other && now < held_until && *replaces != holder {
+                        return Err(Rejection::IdentityInUse {
+                            edge: edge.clone(),
+                            holder,
+                            until: held_until,
+                        });
+                    }
+                }
                 self.leases.insert(edge.clone(), until);
+                if let Some(sip) = sip {
+                    self.trunks.insert(edge.clone(), *sip);
+                }
                 let restarted = *incarnation != 0
                     && self
                         .incarnations
@@ -308,6 +327,7 @@ impl Orbit {
                 }
                 self.leases.remove(edge);
                 self.incarnations.remove(edge);
+                self.trunks.remove(edge);
                 let lost = self.drop_edge(edge)?;
                 Ok(Event::LeaseLapsed {
                     edge: edge.clone(),
@@ -615,6 +635,16 @@ impl Orbit {
     /// When each edge's lease ends.
     pub fn leases(&self) -> impl Iterator<Item = (&String, Millis)> {
         self.leases.iter().map(|(e, u)| (e, *u))
+    }
+
+    /// Where `edge` takes trunk requests, as its lease says.
+    pub fn trunk_of(&self, edge: &str) -> Option<std::net::SocketAddr> {
+        self.trunks.get(edge).copied()
+    }
+
+    /// Edges with a lease and the trunk address they gave with it.
+    pub fn trunks(&self) -> impl Iterator<Item = (&String, std::net::SocketAddr)> {
+        self.trunks.iter().map(|(e, a)| (e, *a))
     }
 
     /// Edges whose lease has ended by `now`.

@@ -18,6 +18,8 @@ pub(crate) struct OrbitRepr {
     #[serde(default)]
     incarnations: Vec<(String, u64)>,
     #[serde(default)]
+    trunks: Vec<(String, std::net::SocketAddr)>,
+    #[serde(default)]
     locations: Vec<(String, String, String, Millis)>,
     #[serde(default)]
     rings: Vec<Ringing>,
@@ -35,6 +37,7 @@ impl From<Orbit> for OrbitRepr {
             next_park: o.next_park,
             leases: o.leases.into_iter().collect(),
             incarnations: o.incarnations.into_iter().collect(),
+            trunks: o.trunks.into_iter().collect(),
             locations: flatten(o.locations),
             rings: o.rings.into_values().collect(),
             next_ring: o.next_ring,
@@ -59,6 +62,7 @@ impl From<OrbitRepr> for Orbit {
             next_park: r.next_park,
             leases: r.leases.into_iter().collect(),
             incarnations: r.incarnations.into_iter().collect(),
+            trunks: r.trunks.into_iter().collect(),
             locations: nest(r.locations),
             watches_by_edge: crate::watches::count_by_edge(&watches),
             watches,

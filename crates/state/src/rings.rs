@@ -520,6 +520,8 @@ mod tests {
             edge: "site-b".into(),
             ttl_ms: 10_000,
             incarnation: 0,
+            replaces: 0,
+            sip: None,
         };
         o.apply(T0, &lease).unwrap();
         let a = ring(&mut o, T0, "1001", 1, "site-a");

@@ -448,6 +448,8 @@ fn a_lapsed_lease_loses_that_edges_parked_calls_and_frees_their_slots() {
                 edge: edge.into(),
                 ttl_ms: 10_000,
                 incarnation: 0,
+                replaces: 0,
+                sip: None,
             },
         )
     };
@@ -515,29 +517,47 @@ fn a_lapsed_lease_loses_that_edges_parked_calls_and_frees_their_slots() {
 }
 
 #[test]
-fn a_lease_from_a_new_incarnation_loses_the_previous_processs_calls_at_once() {
+fn a_new_incarnation_is_refused_while_another_holds_the_lease_unless_it_replaces_it() {
     let mut o = orbit(SlotChoice::FirstFree);
-    let lease = |o: &mut Orbit, now, incarnation| {
+    let lease = |o: &mut Orbit, now, incarnation, replaces| {
         o.apply(
             now,
             &Command::Lease {
                 edge: "site-a".into(),
                 ttl_ms: 10_000,
                 incarnation,
+                replaces,
+                sip: Some("192.0.2.1:5060".parse().unwrap()),
             },
         )
     };
-    lease(&mut o, T0, 7).unwrap();
+    lease(&mut o, T0, 7, 0).unwrap();
+    assert_eq!(
+        o.trunk_of("site-a"),
+        Some("192.0.2.1:5060".parse().unwrap())
+    );
     let p = park(&mut o, T0, None, 1).unwrap(); // held by site-a
                                                 // The same process renewing: nothing changes.
     assert!(matches!(
-        lease(&mut o, T0 + 3_000, 7),
+        lease(&mut o, T0 + 3_000, 7, 0),
         Ok(Event::LeaseGranted { .. })
     ));
     assert_eq!(o.in_slot("example.com", p.slot).unwrap().id, p.id);
-    // A new process of site-a, long before the old lease would run out: the call it cannot
-    // have is lost now, its slot and deadline free.
-    match lease(&mut o, T0 + 4_000, 8).unwrap() {
+    // A second process configured with the same identity, while the first lives: refused,
+    // and the first keeps its call and its lease.
+    let before = serde_json::to_string(&o).unwrap();
+    assert_eq!(
+        lease(&mut o, T0 + 4_000, 8, 0),
+        Err(Rejection::IdentityInUse {
+            edge: "site-a".into(),
+            holder: 7,
+            until: T0 + 13_000
+        })
+    );
+    assert_eq!(serde_json::to_string(&o).unwrap(), before);
+    // The first process restarted and kept its predecessor's incarnation: it takes over at
+    // once, and the call the old process held (its media died with it) is lost now.
+    match lease(&mut o, T0 + 4_000, 9, 7).unwrap() {
         Event::EdgeRestarted {
             edge,
             until,
@@ -552,14 +572,24 @@ fn a_lease_from_a_new_incarnation_loses_the_previous_processs_calls_at_once() {
     }
     assert!(o.in_slot("example.com", p.slot).is_none());
     assert_eq!(o.next_deadline(), None);
-    // Its renewals from then on are ordinary.
+    // Its renewals from then on are ordinary; the one it replaced is now the stranger.
     assert!(matches!(
-        lease(&mut o, T0 + 5_000, 8),
+        lease(&mut o, T0 + 5_000, 9, 0),
         Ok(Event::LeaseGranted { .. })
     ));
-    // Incarnation 0 (not said) never counts as a restart.
     assert!(matches!(
-        lease(&mut o, T0 + 6_000, 0),
+        lease(&mut o, T0 + 5_000, 7, 0),
+        Err(Rejection::IdentityInUse { holder: 9, .. })
+    ));
+    // Once the holder's lease has run out, a new process needs no proof (a crash without a
+    // kept incarnation waits for the lease to end, then starts afresh).
+    assert!(matches!(
+        lease(&mut o, T0 + 15_000, 10, 0),
+        Ok(Event::EdgeRestarted { .. })
+    ));
+    // Incarnation 0 (not said) never counts as another process.
+    assert!(matches!(
+        lease(&mut o, T0 + 16_000, 0, 0),
         Ok(Event::LeaseGranted { .. })
     ));
 }
@@ -618,6 +648,8 @@ fn registrations_are_located_by_edge_until_they_expire() {
             edge: "site-b".into(),
             ttl_ms: 1,
             incarnation: 0,
+            replaces: 0,
+            sip: None,
         },
     )
     .unwrap();
@@ -638,6 +670,8 @@ fn numbers_out_of_range_are_refused_not_wrapped() {
         edge: "e".into(),
         ttl_ms,
         incarnation: 1,
+        replaces: 0,
+        sip: None,
     };
     for ttl in [0, MAX_LEASE_MS + 1, u64::MAX] {
         assert!(matches!(

@@ -119,7 +119,7 @@ impl Calls {
         // Trying at once, so the caller stops retransmitting.
         self.reply(now, key, Response::to(&msg, 100));
 
-        let span = info_span!(parent: None, "call", id, caller = %caller, callee = %callee, site = %self.sv.cfg.site);
+        let span = info_span!(parent: None, "call", id, caller = %caller, callee = %callee, edge = %self.sv.id);
         let a_tag = self.sv.ids.tag();
         let b_tag = self.sv.ids.tag();
         let domain = self.sv.cfg.tenant.domain.clone();

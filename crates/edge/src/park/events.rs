@@ -97,7 +97,7 @@ impl Parking {
 
     /// React to an applied event, whichever site caused it.
     pub(crate) fn on_orbit_event(&mut self, now: Instant, ev: &Event) {
-        let site = self.cfg.site.clone();
+        let site = self.id.clone();
         match ev {
             Event::Parked(p) if p.call.edge == site => adopt_repark(self, now, p),
             Event::Ended {

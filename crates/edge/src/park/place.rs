@@ -102,7 +102,7 @@ pub(crate) fn propose_park(
         caller_uri: caller_uri.clone(),
         caller_display,
         parker: call.dialog_ref(parker).user.clone(),
-        edge: edge.b2bua.sv.cfg.site.clone(),
+        edge: edge.b2bua.sv.id.clone(),
         call_id: pd.call_id.clone(),
         local_tag: pd.local_tag.clone(),
         remote_tag: NameAddr::parse(&pd.remote_hdr)

@@ -106,7 +106,7 @@ pub(crate) fn on_retrieve(
         park: None,
         by: a.retriever.clone(),
     };
-    let span = info_span!(parent: None, "retrieve", slot, by = %a.retriever, site = %edge.cfg.site);
+    let span = info_span!(parent: None, "retrieve", slot, by = %a.retriever, edge = %edge.id);
     let _g = span.enter();
     edge.park.claiming.insert(a.key.clone(), false);
     edge.propose_then(now, claim, ParkThen::Retrieve(a));
@@ -115,7 +115,7 @@ pub(crate) fn on_retrieve(
 /// The claim's outcome: take the call here, or from the site holding it over the trunk.
 pub(crate) fn claim_outcome(edge: &mut Parking, now: Instant, a: AfterClaim, outcome: Outcome) {
     if let Ok(Event::Claimed { parked, .. }) = &outcome {
-        if parked.call.edge == edge.cfg.site {
+        if parked.call.edge == edge.id {
             edge.park.claimed_here.insert(parked.id);
         }
     }
@@ -123,7 +123,7 @@ pub(crate) fn claim_outcome(edge: &mut Parking, now: Instant, a: AfterClaim, out
         return claim_cancelled(edge, now, &a, outcome);
     }
     match outcome {
-        Ok(Event::Claimed { parked, .. }) if parked.call.edge == edge.cfg.site => {
+        Ok(Event::Claimed { parked, .. }) if parked.call.edge == edge.id => {
             match edge.park.by_id.get(&parked.id).copied() {
                 Some(cid) => take_parked(edge, now, &a, cid),
                 None => nobody_parked(edge, now, &a, 404),

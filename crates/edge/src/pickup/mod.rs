@@ -167,7 +167,7 @@ impl Picking {
     /// calls of ours parked.
     pub(crate) fn on_orbit_event(&mut self, now: Instant, ev: &Event) {
         self.parking.on_orbit_event(now, ev);
-        let site = self.cfg.site.clone();
+        let site = self.id.clone();
         match ev {
             Event::Parked(p) if p.call.edge == site => on_parked(self, now, p),
             Event::Ringing(r) if r.call.edge == site => match r.call.park {
@@ -223,6 +223,6 @@ impl Picking {
 
     /// `who` at this site, as a pickup names its picker (and the holding edge checks it).
     pub(crate) fn picker_name(&self, who: &str) -> String {
-        format!("{}/{who}", self.cfg.site)
+        format!("{}/{who}", self.id)
     }
 }

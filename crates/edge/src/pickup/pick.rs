@@ -125,7 +125,7 @@ fn ask(edge: &mut Picking, now: Instant, p: Pick, exts: Vec<String>, ring: Optio
         ring,
         by: edge.picker_name(&p.picker),
     };
-    let span = info_span!(parent: None, "pickup", by = %p.picker, site = %edge.cfg.site);
+    let span = info_span!(parent: None, "pickup", by = %p.picker, edge = %edge.id);
     let _g = span.enter();
     edge.pickup.picking.insert(p.key.clone(), false);
     edge.propose_then(now, cmd, PickThen::Pick(Box::new(p)));
@@ -164,7 +164,7 @@ pub(crate) fn pick_outcome(edge: &mut Picking, now: Instant, p: Pick, outcome: O
                 ring = ringing.id,
                 "picker cancelled after its pickup won: the call rings on"
             );
-            if ringing.call.edge == edge.cfg.site {
+            if ringing.call.edge == edge.id {
                 if let Some(id) = adopt_ring(edge, ringing) {
                     picker_gone(edge, now, id);
                 }
@@ -173,7 +173,7 @@ pub(crate) fn pick_outcome(edge: &mut Picking, now: Instant, p: Pick, outcome: O
         return;
     }
     match outcome {
-        Ok(Event::PickedUp { ringing, .. }) if ringing.call.edge == edge.cfg.site => {
+        Ok(Event::PickedUp { ringing, .. }) if ringing.call.edge == edge.id => {
             adopt_ring(edge, &ringing);
             take_here(edge, now, ringing.id, &p, None)
         }

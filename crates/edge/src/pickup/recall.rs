@@ -42,7 +42,7 @@ fn recall_ringing(edge: &mut Picking, now: Instant, cid: u64) {
     let ring = RingCall {
         caller_uri: p.call.caller_uri.clone(),
         caller_display: p.call.caller_display.clone(),
-        edge: edge.cfg.site.clone(),
+        edge: edge.id.clone(),
         call_id: p.call.call_id.clone(),
         local_tag: p.call.local_tag.clone(),
         remote_tag: p.call.remote_tag.clone(),
@@ -164,7 +164,7 @@ pub(crate) fn take_recall(edge: &mut Picking, now: Instant, p: Pick, parked: orb
             return;
         }
     }
-    if parked.call.edge != edge.cfg.site {
+    if parked.call.edge != edge.id {
         info!(site = %parked.call.edge, park = parked.id, "picking up a recall over the trunk");
         return crate::park::retrieve_remote(edge, now, a, parked);
     }

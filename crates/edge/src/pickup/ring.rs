@@ -119,7 +119,7 @@ pub(crate) fn ring_call(edge: &Picking, call: &call::Call, called: Option<&str>)
             .from()
             .and_then(|f| f.display)
             .map(|d| d.trim_matches('"').to_string()),
-        edge: edge.cfg.site.clone(),
+        edge: edge.id.clone(),
         call_id: call.a.call_id.clone(),
         local_tag,
         remote_tag,

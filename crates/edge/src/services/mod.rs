@@ -181,6 +181,8 @@ pub struct Services {
     pub(crate) port: OrbitPort,
     /// Who may pick up (and watch the lamp of) whom: the tenant's pickup groups.
     pub(crate) pickup_rules: crate::config::PickupRules,
+    /// This edge's identity (`site` or `site/name`): how the orbit state names it.
+    pub(crate) id: String,
 }
 
 impl Services {
@@ -240,6 +242,7 @@ impl Services {
                 &cfg.tenant.pickup_groups,
                 cfg.tenant.directed_pickup,
             ),
+            id: cfg.id(),
             cfg,
         }
     }
@@ -337,13 +340,18 @@ impl Services {
         }
     }
 
-    /// Whether `flow` comes from (or goes to) another site's edge (by its IP).
+    /// Whether `flow` comes from (or goes to) another edge (by its IP: a configured peer's,
+    /// or one an edge gave with its lease).
     pub(crate) fn is_trunk_peer(&self, flow: &Flow) -> bool {
         let ip = flow.addr.ip().to_canonical();
-        self.cfg
-            .trunk
-            .as_ref()
-            .is_some_and(|t| t.peers.iter().any(|p| p.addr.ip().to_canonical() == ip))
+        let Some(t) = &self.cfg.trunk else {
+            return false;
+        };
+        t.peers.iter().any(|p| p.addr.ip().to_canonical() == ip)
+            || self
+                .orbit
+                .trunks()
+                .any(|(e, a)| *e != self.id && a.ip().to_canonical() == ip)
     }
 
     pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {

@@ -119,6 +119,9 @@ pub(crate) struct OrbitPort {
     watching: HashMap<String, Millis>,
     /// This process, as its lease names it: the registry drops the calls of an earlier one.
     pub incarnation: u64,
+    /// The process this one took over from (its incarnation, kept on disk; 0: none), named
+    /// until the first lease is granted.
+    pub replaces: u64,
 }
 
 impl OrbitPort {
@@ -136,6 +139,7 @@ impl OrbitPort {
             located: HashMap::new(),
             watching: HashMap::new(),
             incarnation,
+            replaces: 0,
         }
     }
 
@@ -191,7 +195,7 @@ impl Services {
     /// Have `cmd` ordered, in an `orbit.command` span inside the current one (the call's);
     /// `then` says who continues once its outcome is known. The proposal's token.
     pub(crate) fn propose(&mut self, now: Instant, cmd: Command, then: Then) -> u64 {
-        let span = info_span!("orbit.command", kind = cmd.kind(), site = %self.cfg.site);
+        let span = info_span!("orbit.command", kind = cmd.kind(), edge = %self.id);
         self.port.next_token += 1;
         let token = self.port.next_token;
         match self.port.backend {
@@ -244,9 +248,20 @@ impl Services {
                     }
                 }
                 Then::Lease(sent) => match outcome {
-                    Ok(_) => self.port.lease_until = Some(sent + self.port.lease_ttl),
-                    Err(e) => span
-                        .in_scope(|| warn!(error = %e, site = %self.cfg.site, "lease not renewed")),
+                    Ok(_) => {
+                        self.port.lease_until = Some(sent + self.port.lease_ttl);
+                        self.port.replaces = 0;
+                    }
+                    Err(e) => span.in_scope(|| {
+                        if matches!(
+                            e,
+                            OrbitError::Rejected(Rejection::IdentityInUse { .. })
+                        ) {
+                            warn!(error = %e, edge = %self.id, "another process holds this edge's identity: is it configured twice? waiting for its lease to end (set state_dir to take over at once after a crash)");
+                        } else {
+                            warn!(error = %e, edge = %self.id, "lease not renewed");
+                        }
+                    }),
                 },
             }
         }
@@ -296,10 +311,14 @@ impl Services {
     pub(crate) fn renew_lease(&mut self, now: Instant) {
         let ttl = self.port.lease_ttl;
         self.timers.schedule(now + ttl / 3, TimerKey::Lease);
+        let sip = self.local.addr(orbit_sip::transport::Proto::Udp);
         let cmd = Command::Lease {
-            edge: self.cfg.site.clone(),
+            edge: self.id.clone(),
             ttl_ms: ttl.as_millis() as u64,
             incarnation: self.port.incarnation,
+            replaces: self.port.replaces,
+            // Where the other edges reach this one (not a wildcard address: nobody could).
+            sip: (!sip.ip().is_unspecified()).then_some(sip),
         };
         self.propose(now, cmd, Then::Lease(now));
     }
@@ -343,7 +362,7 @@ impl Services {
         if self.port.backend != Backend::Registry {
             return;
         }
-        let (tenant, edge) = (self.cfg.tenant.domain.clone(), self.cfg.site.clone());
+        let (tenant, edge) = (self.cfg.tenant.domain.clone(), self.id.clone());
         let now_ms = self.now_ms(now);
         let cmd = match until {
             Some(t) => {
@@ -378,7 +397,7 @@ impl Services {
     /// that they record its calls from the first ring. Reported as registrations are (about two
     /// reports per subscription period); on one site too, whose own state records the calls.
     pub(crate) fn report_watch(&mut self, now: Instant, ext: &str, until: Option<Instant>) {
-        let (tenant, edge) = (self.cfg.tenant.domain.clone(), self.cfg.site.clone());
+        let (tenant, edge) = (self.cfg.tenant.domain.clone(), self.id.clone());
         let now_ms = self.now_ms(now);
         let cmd = match until {
             Some(t) => {

@@ -428,6 +428,8 @@ fn a_watch_lost_with_the_watching_sites_lease_records_nothing_more() {
             edge: "site-b".into(),
             ttl_ms: 1_000,
             incarnation: 1,
+            replaces: 0,
+            sip: None,
         },
     );
     reg.feed(

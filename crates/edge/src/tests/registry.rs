@@ -23,6 +23,7 @@ pub(super) fn registry_net_with(mut cfg: EdgeConfig) -> Net {
         secret: SECRET.into(),
         peers: vec![TrunkPeer {
             site: "site-b".into(),
+            name: None,
             addr: PEER.parse().unwrap(),
         }],
         max_skew_secs: 30,

@@ -162,11 +162,14 @@ fn config(site: usize) -> EdgeConfig {
         .filter(|s| *s != site)
         .map(|s| TrunkPeer {
             site: SITE_NAMES[s].into(),
+            name: None,
             addr: edge_addr(s),
         })
         .collect();
     let cfg = EdgeConfig {
         site: SITE_NAMES[site].into(),
+        name: None,
+        state_dir: None,
         sip: SipConfig {
             listen: edge_addr(site),
             tls_listen: None,
