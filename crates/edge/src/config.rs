@@ -29,6 +29,11 @@ pub struct EdgeConfig {
     /// predecessor's lease to run out.
     #[serde(default)]
     pub state_dir: Option<std::path::PathBuf>,
+    /// How long a drain (SIGTERM, `orbitctl edge drain`) waits for the calls here to end
+    /// before it ends them with BYE. A Kubernetes pod's `terminationGracePeriodSeconds`
+    /// should be longer.
+    #[serde(default = "default_drain_secs")]
+    pub drain_secs: u64,
     pub sip: SipConfig,
     pub media: MediaConfig,
     pub tenant: TenantConfig,
@@ -125,19 +130,8 @@ pub fn edge_id(site: &str, name: Option<&str>) -> String {
     }
 }
 
-/// The site of edge identity `edge`.
-pub fn site_of(edge: &str) -> &str {
-    edge.split_once('/').map_or(edge, |(site, _)| site)
-}
-
-/// Whether `s` may be a site or edge name: what a DNS label may be, lowercase (so that it can
-/// be a Kubernetes name and a SPIFFE ID's path segment).
-fn is_name(s: &str) -> bool {
-    (1..=63).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+fn default_drain_secs() -> u64 {
+    60
 }
 
 fn default_site() -> String {
@@ -608,11 +602,11 @@ impl EdgeConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !is_name(&self.site) {
+        if !orbit_state::names::is_name(&self.site) {
             return Err(ConfigError::Name("site", self.site.clone()));
         }
         if let Some(n) = &self.name {
-            if !is_name(n) {
+            if !orbit_state::names::is_name(n) {
                 return Err(ConfigError::Name("name", n.clone()));
             }
         }
@@ -674,7 +668,11 @@ impl EdgeConfig {
             let mut seen = std::collections::HashSet::new();
             for p in &t.peers {
                 let id = p.id();
-                if !is_name(&p.site) || p.name.as_deref().is_some_and(|n| !is_name(n)) {
+                if !orbit_state::names::is_name(&p.site)
+                    || p.name
+                        .as_deref()
+                        .is_some_and(|n| !orbit_state::names::is_name(n))
+                {
                     return Err(ConfigError::Trunk(format!(
                         "peer {id}: not a site/edge name"
                     )));

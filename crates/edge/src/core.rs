@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orbit_sip::transport::{Flow, Proto};
-use tracing::info;
 
 use crate::blf::{Lamping, Lamps};
 use crate::call::Calls;
@@ -233,6 +232,7 @@ impl Edge {
                 TimerKey::Call(id) => crate::call::on_timer(self, now, id),
                 TimerKey::Deadline => self.on_deadline(now),
                 TimerKey::Lease => self.renew_lease(now),
+                TimerKey::DrainDeadline => crate::draining::on_deadline(&mut self.picking, now),
                 TimerKey::Recall { call, attempt } => {
                     crate::park::on_recall_timeout(self, now, call, attempt)
                 }
@@ -329,6 +329,7 @@ impl Edge {
             if let Some(ev) = self.port.events.pop_front() {
                 crate::blf::on_event(&mut self.lamping(), now, &ev);
                 self.picking.on_orbit_event(now, &ev);
+                crate::draining::on_event(&mut self.picking, now, &ev);
                 if self.orbit_events.len() == ORBIT_EVENTS_KEPT {
                     self.orbit_events.pop_front();
                 }
@@ -346,18 +347,21 @@ impl Edge {
             break;
         }
         self.schedule_deadline();
+        crate::draining::progress(&mut self.picking, now);
     }
 
-    /// End every call (BYE / 487) and refuse new ones; the driver exits once calls are gone.
-    pub fn shutdown(&mut self, now: Instant) {
-        self.shutting_down = true;
-        let ids: Vec<u64> = self.calls.keys().copied().collect();
-        info!(calls = ids.len(), "shutting down: ending calls");
-        for id in ids {
-            crate::call::hangup(self, now, id, "shutdown");
-            self.picking.after_calls(now);
-        }
+    /// Begin draining (SIGTERM): nothing new from now on, what is up may end until
+    /// `now + grace`, then what is left is ended; [`Edge::drained`] once it has all gone and
+    /// the registry knows. A second call changes nothing.
+    pub fn begin_drain(&mut self, now: Instant, grace: Duration) {
+        crate::draining::begin(&mut self.picking, now, grace);
         self.settle(now);
+    }
+
+    /// Whether a drain is over: nothing left here, and the registry told.
+    pub fn drained(&self) -> bool {
+        self.draining
+            .is_some_and(|d| d.leaving == crate::services::Leaving::Gone)
     }
 
     pub fn flow_closed(&mut self, flow: &Flow) {

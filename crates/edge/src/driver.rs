@@ -64,8 +64,9 @@ fn clock() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-/// Run the edge until `shutdown` resolves, then end all calls (BYE/CANCEL) and return once
-/// they are gone or after `drain` has passed.
+/// Run the edge until it has drained: `shutdown` resolving begins a drain of `drain` (an
+/// operator's drain through the registry does too); the edge takes nothing new, ends what is
+/// left when its time is up, and returns once it has left the registry.
 ///
 /// Fairness: any source can be ready all the time (a UDP flood, a busy registry feed), and
 /// none may hold the loop. The select is not biased (tokio polls the branches from a random
@@ -188,8 +189,10 @@ pub async fn run(
             // Woken for a deadline: the timers fire below.
             _ = &mut sleep => {}
             _ = &mut shutdown, if shutting.is_none() => {
-                edge.shutdown(clock());
-                shutting = Some(Instant::now() + drain);
+                edge.begin_drain(clock(), drain);
+                // Past the drain's own deadline the calls are ended; this bounds the wait for
+                // their BYEs and the lease's release.
+                shutting = Some(Instant::now() + drain + Duration::from_secs(5));
             }
         }
         let now = clock();
@@ -222,11 +225,9 @@ pub async fn run(
                 },
             }
         }
-        if let Some(until) = shutting {
-            if edge.active_calls() == 0 || Instant::now() >= until {
-                info!(left = edge.active_calls(), "edge stopped");
-                break;
-            }
+        if edge.drained() || shutting.is_some_and(|until| Instant::now() >= until) {
+            info!(left = edge.active_calls(), "edge stopped");
+            break;
         }
         if busy {
             // The stream connections and their writers run on this thread: let them, and

@@ -18,6 +18,7 @@ mod call;
 pub mod config;
 pub mod core;
 pub mod dialog_info;
+mod draining;
 pub mod driver;
 mod location;
 pub mod media;

@@ -251,3 +251,30 @@ mod tests {
         assert_eq!(r.lookup(t1, "1001").len(), MAX_CONTACTS);
     }
 }
+
+/// Another edge's address, and how it is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Peer {
+    /// From config: its requests may come from any port of its IP.
+    Configured(std::net::SocketAddr),
+    /// From its lease: its requests come from exactly there (its SIP socket), so that edges
+    /// sharing a host cannot pass for each other.
+    Leased(std::net::SocketAddr),
+}
+
+impl Peer {
+    pub(crate) fn addr(self) -> std::net::SocketAddr {
+        match self {
+            Peer::Configured(a) | Peer::Leased(a) => a,
+        }
+    }
+
+    /// Whether a request from `from` may come from this peer.
+    pub(crate) fn sent(self, from: std::net::SocketAddr) -> bool {
+        let canon = |a: std::net::SocketAddr| (a.ip().to_canonical(), a.port());
+        match self {
+            Peer::Configured(a) => a.ip().to_canonical() == from.ip().to_canonical(),
+            Peer::Leased(a) => canon(a) == canon(from),
+        }
+    }
+}

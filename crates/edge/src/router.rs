@@ -147,6 +147,10 @@ impl Edge {
         if msg.to_tag().is_some() {
             return self.dialog_request(now, flow, msg, Some(key));
         }
+        if self.draining.is_some() && crate::draining::refused(&msg) {
+            let r = Response::to(&msg, 503).header("Retry-After", crate::draining::RETRY_AFTER);
+            return self.reply(now, &key, r);
+        }
         match method {
             Method::Register => self.on_register(now, &key, flow, msg),
             Method::Options => self.reply(now, &key, options_ok(&msg)),
@@ -184,7 +188,9 @@ impl Edge {
             _ => None,
         };
         match (msg.method(), challenge) {
-            (Method::Options, _) => self.reply_stateless(flow, options_ok(msg)),
+            (Method::Options, _) if self.draining.is_none() => {
+                self.reply_stateless(flow, options_ok(msg))
+            }
             (_, Some(code)) => {
                 let name = if code == 401 {
                     "WWW-Authenticate"
@@ -349,6 +355,11 @@ impl Edge {
             }
         };
         let caller = if trunk_from.is_some() {
+            // Claims name their claimant `edge/user`: a user with a `/` of its own could pass
+            // for another edge's (an edge's own users are extensions, digits only).
+            if from_user.is_empty() || from_user.contains('/') {
+                return self.reply(now, key, Response::to(&msg, 403).reason("Bad Trunk Caller"));
+            }
             from_user
         } else {
             match self.authenticate(now, key, flow, &msg) {

@@ -40,6 +40,7 @@ fn config() -> EdgeConfig {
         site: "t".into(),
         name: None,
         state_dir: None,
+        drain_secs: 60,
         sip: SipConfig {
             listen: EDGE.parse().unwrap(),
             tls_listen: None,
@@ -296,6 +297,7 @@ fn options(branch: &str, extra: &str) -> String {
 
 mod attended_park;
 mod calls;
+mod drain;
 mod lamps;
 mod one_touch_park;
 mod park;

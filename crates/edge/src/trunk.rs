@@ -32,8 +32,8 @@ use orbit_sip::transport::{Flow, Proto};
 
 use sha2::{Digest, Sha256};
 
-pub(crate) use crate::location::Claim;
 use crate::location::Target;
+pub(crate) use crate::location::{Claim, Peer};
 use crate::services::Services;
 
 const TRUNK: &str = "X-Orbit-Trunk";
@@ -182,7 +182,7 @@ pub(crate) fn verify(
         return Err("Unknown Site");
     };
     // Only from the peer's own address: a signature copied elsewhere is worth nothing.
-    if peer.ip().to_canonical() != flow.addr.ip().to_canonical() {
+    if !peer.sent(flow.addr) {
         return Err("Not From That Site");
     }
     let now = edge.now_ms(edge.last_now) / 1000;
@@ -218,17 +218,19 @@ pub(crate) fn verify(
 }
 
 /// Where edge `id` takes trunk requests: its `[[edge.trunk.peers]]` entry, else the address
-/// its lease gave (never this edge's own).
-pub(crate) fn peer_addr(edge: &Services, id: &str) -> Option<std::net::SocketAddr> {
+/// its live lease gave (never this edge's own).
+pub(crate) fn peer_addr(edge: &Services, id: &str) -> Option<Peer> {
     let t = edge.cfg.trunk.as_ref()?;
     if id == edge.id {
         return None;
     }
-    t.peers
-        .iter()
-        .find(|p| p.id() == id)
-        .map(|p| p.addr)
-        .or_else(|| edge.orbit.trunk_of(id))
+    match t.peers.iter().find(|p| p.id() == id) {
+        Some(p) => Some(Peer::Configured(p.addr)),
+        None => edge
+            .orbit
+            .trunk_of(id, edge.now_ms(edge.last_now))
+            .map(Peer::Leased),
+    }
 }
 
 /// Another edge, as a fork target for `user`.
@@ -238,7 +240,7 @@ pub(crate) fn peer_target(
     user: &str,
     claim: Option<Claim>,
 ) -> Option<Target> {
-    let addr = peer_addr(edge, site)?;
+    let addr = peer_addr(edge, site)?.addr();
     Some(Target {
         flow: Flow {
             proto: Proto::Udp,

@@ -22,10 +22,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("call", 4),
     ("park", 5),
     ("pickup", 6),
-    ("core", 7),
-    ("orbit", 8),
-    ("router", 8),
-    ("driver", 9),
+    ("draining", 7),
+    ("core", 8),
+    ("orbit", 9),
+    ("router", 9),
+    ("driver", 10),
 ];
 
 /// The top-level module a file belongs to (`park/recall.rs` → `park`), if it is one of the

@@ -65,6 +65,8 @@ fn site_config(
         name: None,
         // A restarted `orbitd dev` takes its sites' identities over at once.
         state_dir: Some(data_dir.join(format!("edge-{}", SITES[i]))),
+        // A developer's Ctrl-C should not wait long for calls to end.
+        drain_secs: 5,
         sip: SipConfig {
             listen,
             tls_listen: Some(SocketAddr::new(listen.ip(), listen.port() + 1)),
@@ -240,14 +242,15 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
          \n  softphone: server {sip}, user 1001, password pw1001; call 2001 registered at site-b\n\
          \n  admin: `orbitctl --endpoint {} cluster status`, `... parked list --watch`; run from this\n\
          \x20 directory it uses the admin certificate in {} (the registry speaks mutual TLS)\n\
-         \n  state under {}; Ctrl-C ends calls with BYE and stops.\n",
+         \n  state under {}; Ctrl-C drains the sites (calls up after 5 s get BYE) and stops.\n",
         grpc[0],
         pki_dir(&data_dir).display(),
         data_dir.display()
     );
     println!("{banner}");
-    let result =
-        crate::run_sites(sites.into_iter().map(|c| (c, Some(tls.clone()))).collect()).await;
+    let result = crate::run_sites(sites.into_iter().map(|c| (c, Some(tls.clone()))).collect())
+        .await
+        .map(|_| ());
     for n in nodes {
         n.shutdown().await;
     }

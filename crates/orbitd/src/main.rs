@@ -229,12 +229,19 @@ fn node_config(r: RegistrySettings) -> Result<orbit_registry::NodeConfig> {
 async fn run_roles(f: FileConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Result<()> {
     match (f.registry, f.edge) {
         (Some(r), None) => run_registry(r).await,
-        (None, Some(edge)) => run_sites(vec![(edge, tls)]).await,
+        (None, Some(edge)) => run_sites(vec![(edge, tls)]).await.map(|_| ()),
         (Some(r), Some(edge)) => {
+            let id = r.id;
             let node = orbit_registry::Node::start(node_config(r)?).await?;
             let result = run_sites(vec![(edge, tls)]).await;
+            // An operator drained the edge: the registry node is still a voter, and stays
+            // until the process is told to stop.
+            if let Ok(false) = result {
+                info!(node = id, "edge drained; the registry node keeps running");
+                until_signal().await?;
+            }
             node.shutdown().await;
-            result
+            result.map(|_| ())
         }
         (None, None) => bail!("the config file has neither [edge] nor [registry]"),
     }
@@ -244,12 +251,18 @@ async fn run_registry(r: RegistrySettings) -> Result<()> {
     let id = r.id;
     let node = orbit_registry::Node::start(node_config(r)?).await?;
     info!(node = id, "registry ready");
+    until_signal().await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Until SIGTERM or Ctrl-C.
+async fn until_signal() -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: stopping the registry node"),
         _ = tokio::signal::ctrl_c() => info!("Ctrl-C: stopping the registry node"),
     }
-    node.shutdown().await;
     Ok(())
 }
 
@@ -365,10 +378,12 @@ fn tls_from_files(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> 
 
 /// Each site's SIP core runs alone on a single-threaded runtime of its own thread (its receive,
 /// process, send loop never waits for another thread); media forwarding and the registry link
-/// run on the main runtime. Returns on Ctrl-C or SIGTERM once every site has ended its calls.
+/// run on the main runtime. Ctrl-C or SIGTERM drains every site; an operator's drain
+/// (`orbitctl edge drain`) ends one site's core on its own. Returns once every site has
+/// drained: true if a signal asked for it; the first error of a site that failed.
 pub(crate) async fn run_sites(
     sites: Vec<(EdgeConfig, Option<tokio_rustls::TlsAcceptor>)>,
-) -> Result<()> {
+) -> Result<bool> {
     let main_rt = tokio::runtime::Handle::current();
     let mut stops = vec![];
     let mut cores = tokio::task::JoinSet::new();
@@ -389,22 +404,42 @@ pub(crate) async fn run_sites(
         cores.spawn_blocking(move || core.join());
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    // A site that stops on its own has failed (it cannot bind, say): stop the others too.
-    let failed = tokio::select! {
-        _ = tokio::signal::ctrl_c() => { info!("Ctrl-C: ending calls"); None }
-        _ = term.recv() => { info!("SIGTERM: ending calls"); None }
-        Some(r) = cores.join_next() => Some(r),
-    };
-    for s in stops {
-        let _ = s.send(());
+    let mut signalled = false;
+    let mut first_error = None;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c(), if !signalled => {
+                info!("Ctrl-C: draining");
+                signalled = true;
+            }
+            _ = term.recv(), if !signalled => {
+                info!("SIGTERM: draining");
+                signalled = true;
+            }
+            r = cores.join_next() => match r {
+                None => break,
+                Some(r) => {
+                    let r = r?
+                        .map_err(|_| anyhow::anyhow!("SIP core panicked"))
+                        .and_then(|r| r);
+                    // A site that fails (it cannot bind, say) stops the others too.
+                    if let Err(e) = r {
+                        first_error.get_or_insert(e);
+                        signalled = true;
+                    }
+                }
+            },
+        }
+        if signalled {
+            for s in stops.drain(..) {
+                let _ = s.send(());
+            }
+        }
     }
-    if let Some(r) = failed {
-        r?.map_err(|_| anyhow::anyhow!("SIP core panicked"))??;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(signalled),
     }
-    while let Some(r) = cores.join_next().await {
-        r?.map_err(|_| anyhow::anyhow!("SIP core panicked"))??;
-    }
-    Ok(())
 }
 
 async fn run_core(
@@ -434,9 +469,12 @@ async fn run_core(
         info!(lot = %lot, seconds = clip.duration().as_secs(), "music on hold loaded");
         edge.set_music(&lot, clip);
     }
+    // Held (its lock) until the edge stops.
+    let mut state_lock = None;
     if let Some(r) = &cfg.registry {
         sockets.orbit = Some(link::start(r, &media_rt, 0)?);
         if let Some(dir) = &cfg.state_dir {
+            state_lock = Some(succession::hold(dir)?);
             let previous = succession::previous(dir)?;
             succession::keep(dir, edge.incarnation())?;
             edge = edge.replacing(previous);
@@ -445,7 +483,9 @@ async fn run_core(
         edge = edge.with_registry(now, Duration::from_secs(r.lease_secs));
         info!(edge = %cfg.id(), nodes = ?r.nodes, "orbit state from the registry");
     }
-    driver::run(edge, sockets, shutdown, Duration::from_secs(5)).await;
+    let grace = Duration::from_secs(cfg.drain_secs);
+    driver::run(edge, sockets, shutdown, grace).await;
+    drop(state_lock);
     Ok(())
 }
 
@@ -497,7 +537,7 @@ fn main() -> Result<()> {
                 .edge
                 .with_context(|| format!("{}: no [edge] table", config.display()))?;
             let tls = edge_tls(&cfg)?;
-            rt.block_on(run_sites(vec![(cfg, tls)]))
+            rt.block_on(run_sites(vec![(cfg, tls)])).map(|_| ())
         }
         Cmd::Run { config } => {
             let f = load(&config)?;

@@ -139,7 +139,7 @@ fn fifty_concurrent_calls_then_every_port_free() {
 }
 
 #[test]
-fn ctrl_c_ends_calls_with_bye_and_frees_ports() {
+fn ctrl_c_drains_then_ends_the_calls_left_with_bye_and_frees_ports() {
     let mut d = Daemon::start();
     let callee_port = free_port();
     d.register("1002", callee_port);
@@ -154,8 +154,14 @@ fn ctrl_c_ends_calls_with_bye_and_frees_ports() {
         .spawn();
     uac.wait_log("relay_port", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(200));
+    // A drain of 1 s (the harness's `drain_secs`): the call is still up when it ends.
     let st = d.interrupt();
     assert!(st.success(), "orbitd exit status {st:?}");
+    assert!(
+        d.log().contains("drain deadline: ending the calls left"),
+        "{}",
+        d.log()
+    );
     let (uac, uas) = (uac.wait(), uas.wait());
     assert!(uac.ok(), "caller got BYE: {}", uac.errors);
     assert!(uas.ok(), "callee got BYE: {}", uas.errors);

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -147,4 +149,169 @@ fn a_second_process_configured_with_a_held_identity_is_refused_and_takes_nothing
         "{}",
         s.log(1)
     );
+}
+
+/// An OPTIONS probe, as a load balancer sends one: the answer's head.
+fn probe(edge: SocketAddr) -> String {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let branch = format!("z9hG4bKprobe{}", me.port());
+    let req = format!(
+        "OPTIONS sip:{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:lb@{me}>;tag=lb\r\nTo: <sip:{edge}>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(req.as_bytes(), edge).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("an answer to OPTIONS");
+    String::from_utf8_lossy(&buf[..n]).into()
+}
+
+/// `orbitctl` at site A's node with the admin's certificate: (exit code, stdout, stderr).
+fn orbitctl(s: &Sites, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
+        .args(["--endpoint", &s.grpc[0].to_string(), "--timeout", "5"])
+        .args(&s.admin_tls)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// The edges `cluster status` lists, and whether each drains.
+fn edges(s: &Sites) -> Vec<(String, bool)> {
+    let (code, out, err) = orbitctl(s, &["cluster", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["draining"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A call up through edge `i`: 1004 registered there answers 1001 calling through it for
+/// `ms`; the two phones.
+fn call_through(s: &Sites, i: usize, ms: u64) -> (RunningSipp, RunningSipp) {
+    let bob_media = RtpPeer::bind();
+    let bob = s.site[i]
+        .phone("1004", "uas_answer.xml", &bob_media)
+        .args(["-d", "0"])
+        .spawn();
+    let alice_media = RtpPeer::bind();
+    let alice = Sipp::new(&s.site[i], "uac_call.xml")
+        .args([
+            "-s",
+            "1004",
+            "-au",
+            "1001",
+            "-ap",
+            "pw1001",
+            "-d",
+            &ms.to_string(),
+        ])
+        .key("caller", "1001")
+        .key("rtpport", &alice_media.port().to_string())
+        .spawn();
+    alice.wait_log("relay_port", Duration::from_secs(10));
+    (alice, bob)
+}
+
+#[test]
+fn an_edge_drained_with_orbitctl_takes_nothing_new_lets_its_call_end_and_leaves() {
+    let mut s = Sites::start(&lot(90, 20));
+    let a2 = s.add_edge(0, "edge-2");
+    assert!(probe(s.site[a2].sip).starts_with("SIP/2.0 200"));
+    let (alice, bob) = call_through(&s, a2, 3000);
+    // Strangers first: a reader may not drain, an edge nobody runs is not found.
+    let reader =
+        s.ca.write(
+            &s.pki,
+            "viewer",
+            &orbit_registry::Caller::Reader("viewer".into()),
+            &[],
+        )
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
+        .args(["--endpoint", &s.grpc[0].to_string(), "--timeout", "5"])
+        .args(["--ca", &reader.ca.display().to_string()])
+        .args(["--cert", &reader.cert.display().to_string()])
+        .args(["--key", &reader.key.display().to_string()])
+        .args(["edge", "drain", "site-a/edge-2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let (code, _, err) = orbitctl(&s, &["edge", "drain", "site-z"]);
+    assert_eq!(code, 5, "{err}");
+    let (code, _, err) = orbitctl(&s, &["edge", "drain", "Site A"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(!edges(&s).iter().any(|(_, d)| *d));
+
+    let (code, out, err) = orbitctl(&s, &["edge", "drain", "site-a/edge-2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("site-a/edge-2 draining"), "{out}");
+    s.wait_log(a2, "draining: taking no new calls", Duration::from_secs(5));
+    // A load balancer's probe takes it out; the site's other edge still answers.
+    let head = probe(s.site[a2].sip);
+    assert!(head.starts_with("SIP/2.0 503"), "{head}");
+    assert!(head.contains("Retry-After: 10"), "{head}");
+    assert!(probe(s.site[0].sip).starts_with("SIP/2.0 200"));
+    assert!(edges(&s).contains(&("site-a/edge-2".to_string(), true)));
+    // A new call there is turned away; the one up goes on to its end.
+    let turned = Sipp::new(&s.site[a2], "uac_call.xml")
+        .args(["-s", "1005", "-au", "1002", "-ap", "pw1002", "-d", "100"])
+        .key("caller", "1002")
+        .key("rtpport", &RtpPeer::bind().port().to_string())
+        .run();
+    assert!(!turned.ok(), "a new call through a draining edge");
+    assert!(
+        turned.logs.contains("503") || turned.errors.contains("503"),
+        "{}",
+        turned.logs
+    );
+    let a = alice.wait();
+    assert!(a.ok(), "the call up: {}", a.errors);
+    assert!(bob.wait().ok());
+    // Then it leaves the registry and exits by itself.
+    let st = s.wait_exit(a2, Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+    assert!(
+        s.log(a2).contains("drained: lease released"),
+        "{}",
+        s.log(a2)
+    );
+    let names: Vec<String> = edges(&s).into_iter().map(|(e, _)| e).collect();
+    assert_eq!(names, SITE_NAMES, "the drained edge is gone at once");
+}
+
+#[test]
+fn sigterm_drains_an_edge_and_the_registry_shows_it_draining_until_it_leaves() {
+    let mut s = Sites::start(&lot(90, 20));
+    let a2 = s.add_edge(0, "edge-2");
+    let (alice, bob) = call_through(&s, a2, 3000);
+    // A rolling upgrade's SIGTERM (Kubernetes, systemd).
+    s.signal(a2, "TERM");
+    s.wait_log(a2, "draining: taking no new calls", Duration::from_secs(5));
+    let t0 = std::time::Instant::now();
+    while !edges(&s).contains(&("site-a/edge-2".to_string(), true)) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", edges(&s));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(probe(s.site[a2].sip).starts_with("SIP/2.0 503"));
+    let a = alice.wait();
+    assert!(a.ok(), "the call up: {}", a.errors);
+    assert!(bob.wait().ok());
+    let st = s.wait_exit(a2, Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+    let names: Vec<String> = edges(&s).into_iter().map(|(e, _)| e).collect();
+    assert_eq!(names, SITE_NAMES);
 }

@@ -172,6 +172,8 @@ impl pb::admin_server::Admin for AdminService {
                     let edge = pb::Edge {
                         name: e.clone(),
                         lease_until_ms: until,
+                        draining: o.is_draining(e),
+                        trunk: o.given_trunk(e).map(|a| a.to_string()).unwrap_or_default(),
                         ..Default::default()
                     };
                     (e.clone(), edge)
@@ -257,6 +259,23 @@ impl pb::admin_server::Admin for AdminService {
             }
             _ => Err(Status::internal("extended as something else")),
         }
+    }
+
+    async fn drain_edge(
+        &self,
+        req: Request<pb::DrainEdgeRequest>,
+    ) -> Result<Response<pb::DrainEdgeResponse>, Status> {
+        let by = Access::of(&req, self.tls)?;
+        by.admin()?;
+        let edge = req.into_inner().edge;
+        if !orbit_state::names::is_edge_id(&edge) {
+            return Err(Status::invalid_argument(format!(
+                "edge {edge:?}: site or site/name, lowercase letters, digits and '-'"
+            )));
+        }
+        self.commit(Command::Drain { edge: edge.clone() }).await?;
+        info!(%by, %edge, "edge drained through the admin API");
+        Ok(Response::new(pb::DrainEdgeResponse {}))
     }
 
     async fn list_lots(
@@ -434,7 +453,7 @@ impl AdminService {
             Rejection::BadLot(m) => Status::invalid_argument(format!("lot: {m}")),
             Rejection::NoSuchLot => Status::not_found(r.to_string()),
             Rejection::LotInUse(_) => Status::failed_precondition(r.to_string()),
-            Rejection::Gone(_) => Status::not_found(r.to_string()),
+            Rejection::Gone(_) | Rejection::NoLease(_) => Status::not_found(r.to_string()),
             Rejection::OutOfRange { .. } => Status::invalid_argument(r.to_string()),
             r => Status::failed_precondition(r.to_string()),
         })

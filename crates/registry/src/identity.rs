@@ -45,9 +45,12 @@ impl Caller {
     pub fn from_spiffe_id(uri: &str) -> Option<Caller> {
         let path = uri.strip_prefix(&format!("spiffe://{TRUST_DOMAIN}/"))?;
         let (role, name) = path.split_once('/')?;
-        // An edge is `site` or `site/name`; every other role has one segment.
-        let segments = if role == "edge" { 1..=2 } else { 1..=1 };
-        if !segments.contains(&name.split('/').count()) || name.split('/').any(str::is_empty) {
+        // An edge is `site` or `site/name`, as its config has to spell them; every other role
+        // has one segment.
+        if role == "edge" && !orbit_state::names::is_edge_id(name) {
+            return None;
+        }
+        if name.is_empty() || (role != "edge" && name.contains('/')) {
             return None;
         }
         Some(match role {
@@ -214,6 +217,8 @@ mod tests {
             "spiffe://other/edge/site-a",
             "spiffe://orbit/edge/",
             "spiffe://orbit/edge/a/b/c",
+            "spiffe://orbit/edge/Site-A",
+            "spiffe://orbit/edge/a;b",
             "spiffe://orbit/edge/a/",
             "spiffe://orbit/edge//b",
             "spiffe://orbit/admin/a/b",

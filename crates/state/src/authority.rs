@@ -41,6 +41,8 @@ impl Orbit {
             Command::Park { call, .. } => Proposer::Edge(&call.edge),
             Command::RecallStage { park, .. } | Command::End { park, .. } => of_park(park),
             Command::Lease { edge, .. }
+            | Command::Drain { edge }
+            | Command::Release { edge, .. }
             | Command::Locate { edge, .. }
             | Command::Unlocate { edge, .. }
             | Command::Watch { edge, .. }

@@ -64,6 +64,12 @@ pub enum Command {
     /// The lease of `edge` has run out: its parked calls are lost, their slots free. Refused
     /// before the lease's end (a renewal that came first wins).
     LeaseLapse { edge: String },
+    /// `edge` is to drain (an operator's, or its own on SIGTERM): it takes no new calls, and
+    /// no other edge hands it any. Until its lease ends.
+    Drain { edge: String },
+    /// `edge`'s process `incarnation` is leaving (a graceful stop, once drained): its lease
+    /// ends now, and whatever it still held is lost with it, as if the lease had lapsed.
+    Release { edge: String, incarnation: u64 },
     /// Extension `ext` of `tenant` has a phone registered at `edge` until `until` (so that other
     /// sites know where to ring it: recall, calls between sites).
     Locate {
@@ -129,6 +135,8 @@ impl Command {
             Command::Extend { .. } => "extend",
             Command::Lease { .. } => "lease",
             Command::LeaseLapse { .. } => "lease_lapse",
+            Command::Drain { .. } => "drain",
+            Command::Release { .. } => "release",
             Command::Locate { .. } => "locate",
             Command::Unlocate { .. } => "unlocate",
             Command::Watch { .. } => "watch",
@@ -182,12 +190,19 @@ pub enum Event {
         #[serde(default)]
         rings: Vec<Ringing>,
     },
-    /// The edge's lease lapsed; these calls (parked, and ringing) were lost with it.
+    /// The edge's lease lapsed, or it left (`released`: a graceful stop); these calls (parked,
+    /// and ringing) were lost with it.
     LeaseLapsed {
         edge: String,
         lost: Vec<Parked>,
         #[serde(default)]
         rings: Vec<Ringing>,
+        #[serde(default)]
+        released: bool,
+    },
+    /// The edge is draining.
+    Draining {
+        edge: String,
     },
     Ringing(Ringing),
     RingAnswered(Ringing),
@@ -222,6 +237,7 @@ impl Event {
             Event::LotSet(_)
             | Event::LotDeleted(_)
             | Event::LeaseGranted { .. }
+            | Event::Draining { .. }
             | Event::Located { .. }
             | Event::Unlocated { .. }
             | Event::Watched { .. }
@@ -274,6 +290,9 @@ pub enum Rejection {
     NoLease(String),
     #[error("the lease of edge {edge} runs until {until}")]
     LeaseLive { edge: String, until: Millis },
+    /// An edge gave an address nobody can reach it at (unspecified, multicast, port 0).
+    #[error("{0} is not an address an edge can be reached at")]
+    BadAddress(String),
     /// Another process (incarnation) holds this edge identity's lease.
     #[error("edge {edge} is held by another live process (incarnation {holder}) until {until}")]
     IdentityInUse {

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 mod authority;
 mod commands;
+pub mod names;
 mod repr;
 mod rings;
 mod watches;
@@ -158,6 +159,8 @@ pub struct Orbit {
     incarnations: BTreeMap<String, u64>,
     /// Edge → where it takes trunk requests (from its lease).
     trunks: BTreeMap<String, std::net::SocketAddr>,
+    /// Edges draining (until their lease ends).
+    draining: BTreeSet<String>,
     /// Where extensions are registered: (tenant, ext) → edge → registered until.
     locations: BTreeMap<(String, String), BTreeMap<String, Millis>>,
     /// Calls ringing extensions that may be picked up (`rings.rs`).
@@ -291,16 +294,22 @@ impl Orbit {
                         });
                     }
                 }
-                self.leases.insert(edge.clone(), until);
-                if let Some(sip) = sip {
-                    self.trunks.insert(edge.clone(), *sip);
+                if let Some(a) = sip.filter(|a| !names::is_trunk_addr(a)) {
+                    return Err(Rejection::BadAddress(a.to_string()));
                 }
+                self.leases.insert(edge.clone(), until);
+                match sip {
+                    Some(a) => self.trunks.insert(edge.clone(), *a),
+                    None => self.trunks.remove(edge),
+                };
                 let restarted = *incarnation != 0
                     && self
                         .incarnations
                         .insert(edge.clone(), *incarnation)
                         .is_some_and(|before| before != *incarnation);
                 if restarted {
+                    // A new process is not draining (its predecessor was).
+                    self.draining.remove(edge);
                     let lost = self.drop_edge(edge)?;
                     return Ok(Event::EdgeRestarted {
                         edge: edge.clone(),
@@ -325,15 +334,30 @@ impl Orbit {
                         until,
                     });
                 }
-                self.leases.remove(edge);
-                self.incarnations.remove(edge);
-                self.trunks.remove(edge);
-                let lost = self.drop_edge(edge)?;
-                Ok(Event::LeaseLapsed {
-                    edge: edge.clone(),
-                    lost,
-                    rings: self.drop_rings(edge),
-                })
+                self.end_lease(edge, false)
+            }
+            Command::Drain { edge } => {
+                if !self.leases.contains_key(edge) {
+                    return Err(Rejection::NoLease(edge.clone()));
+                }
+                self.draining.insert(edge.clone());
+                Ok(Event::Draining { edge: edge.clone() })
+            }
+            Command::Release { edge, incarnation } => {
+                // Only the process that holds the lease leaves with it (not a twin refused
+                // a lease of its own, nor a predecessor's late word).
+                match self.incarnations.get(edge) {
+                    Some(holder) if holder == incarnation => {}
+                    Some(&holder) => {
+                        return Err(Rejection::IdentityInUse {
+                            edge: edge.clone(),
+                            holder,
+                            until: self.leases.get(edge).copied().unwrap_or(0),
+                        })
+                    }
+                    None => return Err(Rejection::NoLease(edge.clone())),
+                }
+                self.end_lease(edge, true)
             }
             Command::Locate {
                 tenant,
@@ -477,6 +501,21 @@ impl Orbit {
     }
 
     /// An edge's process is gone: the calls it held are lost, its registrations gone.
+    /// `edge`'s lease is over (lapsed, or `released`): everything it held goes with it.
+    fn end_lease(&mut self, edge: &str, released: bool) -> Result<Event, Rejection> {
+        self.leases.remove(edge);
+        self.incarnations.remove(edge);
+        self.trunks.remove(edge);
+        self.draining.remove(edge);
+        let lost = self.drop_edge(edge)?;
+        Ok(Event::LeaseLapsed {
+            edge: edge.to_string(),
+            lost,
+            rings: self.drop_rings(edge),
+            released,
+        })
+    }
+
     fn drop_edge(&mut self, edge: &str) -> Result<Vec<Parked>, Rejection> {
         self.drop_watches(edge);
         for m in self.locations.values_mut() {
@@ -637,14 +676,28 @@ impl Orbit {
         self.leases.iter().map(|(e, u)| (e, *u))
     }
 
-    /// Where `edge` takes trunk requests, as its lease says.
-    pub fn trunk_of(&self, edge: &str) -> Option<std::net::SocketAddr> {
+    /// Where `edge` takes trunk requests, as its lease says, while that lease lives at `now`.
+    pub fn trunk_of(&self, edge: &str, now: Millis) -> Option<std::net::SocketAddr> {
+        let live = self.leases.get(edge).is_some_and(|u| *u > now);
+        self.trunks.get(edge).copied().filter(|_| live)
+    }
+
+    /// The trunk address `edge`'s lease gave, whether or not that lease still lives.
+    pub fn given_trunk(&self, edge: &str) -> Option<std::net::SocketAddr> {
         self.trunks.get(edge).copied()
     }
 
-    /// Edges with a lease and the trunk address they gave with it.
-    pub fn trunks(&self) -> impl Iterator<Item = (&String, std::net::SocketAddr)> {
-        self.trunks.iter().map(|(e, a)| (e, *a))
+    /// Edges whose lease lives at `now`, with the trunk address they gave with it.
+    pub fn trunks(&self, now: Millis) -> impl Iterator<Item = (&String, std::net::SocketAddr)> {
+        self.trunks
+            .iter()
+            .filter(move |(e, _)| self.leases.get(*e).is_some_and(|u| *u > now))
+            .map(|(e, a)| (e, *a))
+    }
+
+    /// Whether `edge` is draining.
+    pub fn is_draining(&self, edge: &str) -> bool {
+        self.draining.contains(edge)
     }
 
     /// Edges whose lease has ended by `now`.

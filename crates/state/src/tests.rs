@@ -492,7 +492,13 @@ fn a_lapsed_lease_loses_that_edges_parked_calls_and_frees_their_slots() {
     assert_eq!(o.lapsed(T0 + 10_000), vec!["site-b".to_string()]);
     // site-b's lease runs out: its call is lost, its slot free, its deadline gone.
     match lapse(&mut o, T0 + 10_000, "site-b").unwrap() {
-        Event::LeaseLapsed { edge, lost, rings } => {
+        Event::LeaseLapsed {
+            edge,
+            lost,
+            rings,
+            released,
+        } => {
+            assert!(!released);
             assert_eq!(edge, "site-b");
             assert!(rings.is_empty());
             assert_eq!(lost.iter().map(|p| p.id).collect::<Vec<_>>(), vec![b1.id]);
@@ -512,8 +518,80 @@ fn a_lapsed_lease_loses_that_edges_parked_calls_and_frees_their_slots() {
         edge: "x".into(),
         lost: vec![a1.clone(), b1.clone()],
         rings: vec![],
+        released: false,
     };
     assert_eq!(ev.slots().len(), 2);
+}
+
+#[test]
+fn a_draining_edge_is_marked_until_it_leaves_and_only_its_own_process_leaves() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let lease = |o: &mut Orbit, now, incarnation| {
+        o.apply(
+            now,
+            &Command::Lease {
+                edge: "site-a".into(),
+                ttl_ms: 10_000,
+                incarnation,
+                replaces: 0,
+                sip: None,
+            },
+        )
+    };
+    let drain = Command::Drain {
+        edge: "site-a".into(),
+    };
+    // No lease, nothing to drain.
+    assert_eq!(
+        o.apply(T0, &drain),
+        Err(Rejection::NoLease("site-a".into()))
+    );
+    lease(&mut o, T0, 7).unwrap();
+    let p = park(&mut o, T0, None, 1).unwrap(); // held by site-a
+    assert!(!o.is_draining("site-a"));
+    assert_eq!(
+        o.apply(T0 + 1, &drain),
+        Ok(Event::Draining {
+            edge: "site-a".into()
+        })
+    );
+    assert!(o.is_draining("site-a"));
+    // Renewing the lease while draining keeps it draining.
+    lease(&mut o, T0 + 2, 7).unwrap();
+    assert!(o.is_draining("site-a"));
+    // Another process's word does not end the lease.
+    let release = |incarnation| Command::Release {
+        edge: "site-a".into(),
+        incarnation,
+    };
+    assert!(matches!(
+        o.apply(T0 + 3, &release(8)),
+        Err(Rejection::IdentityInUse { holder: 7, .. })
+    ));
+    assert_eq!(o.in_slot("example.com", p.slot).unwrap().id, p.id);
+    // Its own does: lease, mark and whatever it still held, at once.
+    match o.apply(T0 + 4, &release(7)).unwrap() {
+        Event::LeaseLapsed {
+            edge,
+            lost,
+            released,
+            ..
+        } => {
+            assert_eq!(edge, "site-a");
+            assert!(released);
+            assert_eq!(lost.iter().map(|l| l.id).collect::<Vec<_>>(), vec![p.id]);
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(!o.is_draining("site-a"));
+    assert_eq!(o.leases().count(), 0);
+    assert_eq!(
+        o.apply(T0 + 5, &release(7)),
+        Err(Rejection::NoLease("site-a".into()))
+    );
+    // A new process after it starts afresh, not draining.
+    lease(&mut o, T0 + 6, 9).unwrap();
+    assert!(!o.is_draining("site-a"));
 }
 
 #[test]
@@ -533,8 +611,22 @@ fn a_new_incarnation_is_refused_while_another_holds_the_lease_unless_it_replaces
     };
     lease(&mut o, T0, 7, 0).unwrap();
     assert_eq!(
-        o.trunk_of("site-a"),
+        o.trunk_of("site-a", T0),
         Some("192.0.2.1:5060".parse().unwrap())
+    );
+    // Not once the lease has run out (before its lapse is ordered).
+    assert_eq!(o.trunk_of("site-a", T0 + 10_000), None);
+    // An address nobody can reach is refused, and changes nothing.
+    let nowhere = Command::Lease {
+        edge: "site-a".into(),
+        ttl_ms: 10_000,
+        incarnation: 7,
+        replaces: 0,
+        sip: Some("0.0.0.0:5060".parse().unwrap()),
+    };
+    assert_eq!(
+        o.apply(T0, &nowhere),
+        Err(Rejection::BadAddress("0.0.0.0:5060".into()))
     );
     let p = park(&mut o, T0, None, 1).unwrap(); // held by site-a
                                                 // The same process renewing: nothing changes.

@@ -130,6 +130,8 @@ pub(crate) enum TimerKey {
     Housekeeping,
     /// Time to renew this edge's lease with the registry.
     Lease,
+    /// A drain has run its time: end what is left.
+    DrainDeadline,
     /// A trunk claim of this park has waited long enough for the replica to show it.
     TrunkClaim(orbit_state::ParkId),
     /// A call held here, claimed by another site, has waited long enough to be fetched.
@@ -183,6 +185,27 @@ pub struct Services {
     pub(crate) pickup_rules: crate::config::PickupRules,
     /// This edge's identity (`site` or `site/name`): how the orbit state names it.
     pub(crate) id: String,
+    /// The drain under way, if any (`draining.rs` moves it on).
+    pub(crate) draining: Option<Drain>,
+}
+
+/// A drain under way (`draining.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Drain {
+    /// When whatever is left is ended.
+    pub until: Instant,
+    pub leaving: Leaving,
+}
+
+/// How far a drain has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leaving {
+    /// Calls are still up.
+    Waiting,
+    /// The lease's release is proposed.
+    Releasing,
+    /// Released (or no registry to tell): the process may exit.
+    Gone,
 }
 
 impl Services {
@@ -243,6 +266,7 @@ impl Services {
                 cfg.tenant.directed_pickup,
             ),
             id: cfg.id(),
+            draining: None,
             cfg,
         }
     }
@@ -347,11 +371,12 @@ impl Services {
         let Some(t) = &self.cfg.trunk else {
             return false;
         };
+        let now = self.now_ms(self.last_now);
         t.peers.iter().any(|p| p.addr.ip().to_canonical() == ip)
             || self
                 .orbit
-                .trunks()
-                .any(|(e, a)| *e != self.id && a.ip().to_canonical() == ip)
+                .trunks(now)
+                .any(|(e, a)| *e != self.id && crate::location::Peer::Leased(a).sent(flow.addr))
     }
 
     pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {

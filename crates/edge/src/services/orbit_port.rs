@@ -87,6 +87,8 @@ pub(crate) enum Then {
     Feature(Feature),
     /// A lease renewal sent at this instant: the lease holds until then + its ttl.
     Lease(Instant),
+    /// The lease's release at the end of a drain.
+    Release,
 }
 
 /// The features that continue after their proposals' outcomes.
@@ -158,9 +160,19 @@ fn short(ev: &Event) -> String {
         Event::Unlocated { ext, edge, .. } => format!("{ext} no longer at {edge}"),
         Event::Watched { ext, edge, .. } => format!("{ext} watched from {edge}"),
         Event::Unwatched { ext, edge, .. } => format!("{ext} no longer watched from {edge}"),
-        Event::LeaseLapsed { edge, lost, .. } => {
-            format!("lease of {edge} lapsed, {} calls lost", lost.len())
-        }
+        Event::LeaseLapsed {
+            edge,
+            lost,
+            released: false,
+            ..
+        } => format!("lease of {edge} lapsed, {} calls lost", lost.len()),
+        Event::LeaseLapsed {
+            edge,
+            lost,
+            released: true,
+            ..
+        } => format!("{edge} left, {} calls lost", lost.len()),
+        Event::Draining { edge } => format!("{edge} draining"),
         Event::EdgeRestarted { edge, lost, .. } => {
             format!("{edge} restarted, {} calls lost", lost.len())
         }
@@ -245,6 +257,17 @@ impl Services {
                 Then::Nothing => {
                     if let Err(e) = outcome {
                         span.in_scope(|| info!(error = %e, "orbit command without effect"));
+                    }
+                }
+                Then::Release => {
+                    // Refused (the lease had lapsed) or not known to be committed (the
+                    // lease then runs out by itself): the process leaves either way.
+                    span.in_scope(|| match &outcome {
+                        Ok(_) => info!(edge = %self.id, "drained: lease released"),
+                        Err(e) => info!(edge = %self.id, error = %e, "drained: lease not released, it runs out by itself"),
+                    });
+                    if let Some(d) = &mut self.draining {
+                        d.leaving = super::Leaving::Gone;
                     }
                 }
                 Then::Lease(sent) => match outcome {

@@ -170,6 +170,7 @@ fn config(site: usize) -> EdgeConfig {
         site: SITE_NAMES[site].into(),
         name: None,
         state_dir: None,
+        drain_secs: 60,
         sip: SipConfig {
             listen: edge_addr(site),
             tls_listen: None,

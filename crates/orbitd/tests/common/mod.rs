@@ -168,6 +168,7 @@ impl Daemon {
         let cfg = format!(
             r#"[edge]
 site = "test"
+drain_secs = 1
 [edge.sip]
 listen = "127.0.0.1:{port}"
 t1_ms = 500

@@ -328,6 +328,36 @@ any_host = true
         }
     }
 
+    /// Send process `i` signal `sig` ("TERM", "STOP", ...).
+    pub fn signal(&self, i: usize, sig: &str) {
+        let pid = self.procs[i].as_ref().expect("running").id();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Wait up to `timeout` for process `i` to exit by itself: its exit status.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
+        let t0 = Instant::now();
+        loop {
+            let c = self.procs[i].as_mut().expect("running");
+            if let Some(st) = c.try_wait().unwrap() {
+                self.procs[i] = None;
+                return st;
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "{} still running after {timeout:?}:\n{}",
+                self.names[i],
+                self.log(i)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL process `i` (registry node and edge together).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.procs[i].take() {

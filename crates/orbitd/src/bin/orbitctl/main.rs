@@ -16,8 +16,9 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use orbit_registry::admin_pb::admin_client::AdminClient;
 use orbit_registry::admin_pb::{
-    DeleteLotRequest, ExtendParkedCallRequest, GetClusterStatusRequest, HangUpParkedCallRequest,
-    ListLotsRequest, ListParkedCallsRequest, Lot, SetLotRequest, WatchParkedCallsRequest,
+    DeleteLotRequest, DrainEdgeRequest, ExtendParkedCallRequest, GetClusterStatusRequest,
+    HangUpParkedCallRequest, ListLotsRequest, ListParkedCallsRequest, Lot, SetLotRequest,
+    WatchParkedCallsRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -75,6 +76,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LotsCmd,
     },
+    /// Edges (`cluster status` lists them).
+    Edge {
+        #[command(subcommand)]
+        cmd: EdgeCmd,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -83,6 +89,16 @@ enum Cmd {
 enum ClusterCmd {
     /// Leader, term, log indexes, members and their lag, edges and their leases.
     Status,
+}
+
+#[derive(Subcommand)]
+enum EdgeCmd {
+    /// Drain an edge (admin role), as SIGTERM does: no new calls (503), its calls may end up
+    /// to its drain time, then the rest get BYE and it leaves.
+    Drain {
+        /// The edge: `site-a`, or `site-a/edge-2` for one of several at a site.
+        edge: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -344,6 +360,17 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             };
             let p = bounded(cli, c.extend_parked_call(req)).await?;
             output::parked(&[p], cli.json);
+            Ok(())
+        }
+        Cmd::Edge {
+            cmd: EdgeCmd::Drain { edge },
+        } => {
+            let mut c = client(cli)?;
+            let req = DrainEdgeRequest { edge: edge.clone() };
+            bounded(cli, c.drain_edge(req)).await?;
+            if !cli.json {
+                println!("edge {edge} draining");
+            }
             Ok(())
         }
         Cmd::Parked {

@@ -44,6 +44,7 @@ pub fn cluster_status(s: &ClusterStatus, as_json: bool) {
             "edges": s.edges.iter().map(|e| json!({
                 "name": e.name, "lease_until_ms": e.lease_until_ms,
                 "parked_calls": e.parked_calls, "rings": e.rings,
+                "draining": e.draining, "trunk": e.trunk,
             })).collect::<Vec<Value>>(),
         });
         println!("{v}");
@@ -84,6 +85,8 @@ pub fn cluster_status(s: &ClusterStatus, as_json: bool) {
         .map(|e| {
             vec![
                 e.name.clone(),
+                if e.draining { "draining" } else { "up" }.into(),
+                e.trunk.clone(),
                 time(e.lease_until_ms),
                 e.parked_calls.to_string(),
                 e.rings.to_string(),
@@ -92,7 +95,10 @@ pub fn cluster_status(s: &ClusterStatus, as_json: bool) {
         .collect();
     println!(
         "{}",
-        table(&["EDGE", "LEASE UNTIL", "PARKED", "RINGS"], rows)
+        table(
+            &["EDGE", "STATE", "TRUNK", "LEASE UNTIL", "PARKED", "RINGS"],
+            rows
+        )
     );
 }
 
