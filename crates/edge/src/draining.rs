@@ -5,6 +5,8 @@
 //! SIGTERM, or Drain{edge} in the log ─▶ draining: out-of-dialog INVITE, REGISTER, SUBSCRIBE
 //!     and OPTIONS answered 503 + Retry-After (a load balancer's OPTIONS probe takes the edge
 //!     out); dialogs, retrieves and pickups of what it holds (trunk INVITEs with a claim) go on
+//! each parked call ───────────────────▶ handed to another edge of the site (or another
+//!     site's) by a re-INVITE, keeping its slot and deadline (`park/moving.rs`)
 //! every call over ─────────────────────▶ Release{edge, incarnation}: the lease ends now
 //! the drain deadline ──────────────────▶ BYE to what is left, then Release
 //! ```
@@ -62,6 +64,7 @@ pub(crate) fn begin(edge: &mut Picking, now: Instant, grace: Duration) {
         let id = edge.id.clone();
         edge.propose(now, Command::Drain { edge: id }, Then::Nothing);
     }
+    crate::park::move_held(edge, now);
 }
 
 /// The drain deadline: end whatever is left (BYE, or 487 to what still rings).
@@ -91,7 +94,12 @@ pub(crate) fn progress(edge: &mut Picking, now: Instant) {
     let Some(d) = edge.draining else {
         return;
     };
-    if d.leaving != Leaving::Waiting || !edge.calls.is_empty() {
+    if d.leaving != Leaving::Waiting {
+        return;
+    }
+    // Parked calls go to another edge (one parked since the drain began too).
+    crate::park::move_held(edge, now);
+    if !edge.calls.is_empty() {
         return;
     }
     let leaving = match edge.port.backend {

@@ -160,6 +160,7 @@ impl Edge {
                     crate::blf::on_subscribe(&mut self.lamping(), now, &key, flow, msg)
                 }
             }
+            Method::Message => self.on_trunk_message(now, &key, flow, msg),
             Method::Bye | Method::Prack | Method::Update | Method::Info => {
                 self.reply(now, &key, Response::to(&msg, 481))
             }
@@ -167,6 +168,29 @@ impl Edge {
                 self.reply(now, &key, Response::to(&msg, 501).header("Allow", ALLOW))
             }
             _ => self.reply(now, &key, Response::to(&msg, 405).header("Allow", ALLOW)),
+        }
+    }
+
+    /// A MESSAGE outside a dialog: only another edge's, signed, handing a parked call over
+    /// (`park/moving.rs`); a phone's gets 405 as before.
+    fn on_trunk_message(&mut self, now: Instant, key: &ServerKey, flow: Flow, msg: Message) {
+        let verdict = crate::trunk::verify(
+            &self.picking.parking.b2bua.sv,
+            &mut self.replays,
+            &flow,
+            &msg,
+        );
+        match (verdict, crate::trunk::claim_of(&msg)) {
+            (Ok(Some(from)), Some(Claim::Park(park))) => {
+                crate::park::on_adopt(&mut self.picking.parking, now, key, msg, &from, park)
+            }
+            (Ok(Some(_)), _) => self.reply(now, key, Response::to(&msg, 400)),
+            (Ok(None), _) => self.reply(now, key, Response::to(&msg, 405).header("Allow", ALLOW)),
+            (Err(why), _) if self.is_trunk_peer(&flow) => {
+                warn!(from = %flow.addr, %why, "trunk request refused");
+                self.reply(now, key, Response::to(&msg, 403).reason(why))
+            }
+            (Err(_), _) => self.reply(now, key, Response::to(&msg, 403)),
         }
     }
 

@@ -299,6 +299,7 @@ mod attended_park;
 mod calls;
 mod drain;
 mod lamps;
+mod moving;
 mod one_touch_park;
 mod park;
 mod pickup;

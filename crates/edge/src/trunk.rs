@@ -117,9 +117,12 @@ impl Replays {
     }
 }
 
-/// The headers that sign an INVITE to site `to_site`'s edge.
+/// The headers that sign a `method` request (an INVITE; a parked call's handover) to edge
+/// `to_site`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn headers(
     edge: &Services,
+    method: &str,
     to_site: &str,
     call_id: &str,
     from: &str,
@@ -136,7 +139,7 @@ pub(crate) fn headers(
         site,
         to_site,
         ts,
-        method: "INVITE",
+        method,
         call_id,
         from,
         user,

@@ -315,3 +315,177 @@ fn sigterm_drains_an_edge_and_the_registry_shows_it_draining_until_it_leaves() {
     let names: Vec<String> = edges(&s).into_iter().map(|(e, _)| e).collect();
     assert_eq!(names, SITE_NAMES);
 }
+
+/// Extension `parked` registered at `site` answers `parker`'s call, and is parked in 700 by
+/// it: the parked party's phone (it takes a re-INVITE if its call is moved), its media, and
+/// the relay port it talks to.
+fn parked_at(site: &Daemon, parked: &str, parker: &str) -> (RunningSipp, RtpPeer, SocketAddr) {
+    let media = RtpPeer::bind();
+    let phone = site
+        .phone(parked, "uas_answer_moved.xml", &media)
+        .args(["-d", "0"])
+        .spawn();
+    let bob = Sipp::new(site, "uac_park.xml")
+        .args([
+            "-s",
+            parked,
+            "-au",
+            parker,
+            "-ap",
+            &format!("pw{parker}"),
+            "-d",
+            "300",
+        ])
+        .key("caller", parker)
+        .key("rtpport", &RtpPeer::bind().port().to_string())
+        .key("park_to", "700")
+        .key("refer_params", "")
+        .spawn();
+    let r = relay(phone.wait_log("relay_port", Duration::from_secs(10)));
+    let b = bob.wait();
+    assert!(b.ok(), "parker {parker}: {}", b.errors);
+    assert!(b.logs.contains("sipfrag=200"), "{}", b.logs);
+    (phone, media, r)
+}
+
+/// The longest silence between packets in `got`, and the ports they came from, in order of
+/// first arrival.
+fn gaps_and_sources(got: &[(std::time::Instant, SocketAddr, Vec<u8>)]) -> (Duration, Vec<u16>) {
+    let mut longest = Duration::ZERO;
+    let mut sources: Vec<u16> = vec![];
+    for w in got.windows(2) {
+        longest = longest.max(w[1].0 - w[0].0);
+    }
+    for (_, from, _) in got {
+        if sources.last() != Some(&from.port()) {
+            sources.push(from.port());
+        }
+    }
+    (longest, sources)
+}
+
+#[test]
+fn a_drained_edge_hands_its_five_parked_calls_to_the_other_edge_with_no_gap_in_their_music() {
+    let mut s = Sites::start(&lot(90, 20));
+    let a2 = s.add_edge(0, "edge-2");
+    let pairs = [
+        ("1001", "1006"),
+        ("1002", "1007"),
+        ("1003", "1008"),
+        ("1004", "1009"),
+        ("1005", "1010"),
+    ];
+    let parked: Vec<_> = pairs
+        .iter()
+        .map(|(p, by)| parked_at(&s.site[a2], p, by))
+        .collect();
+    let (lo2, hi2) = s.site[a2].rtp;
+    for (_, _, r) in &parked {
+        assert!((lo2..=hi2).contains(&r.port()), "parked at edge 2: {r}");
+    }
+    // Each parked party listens to its music from before the drain to after it.
+    let listening: Vec<_> = parked
+        .iter()
+        .map(|(_, media, _)| {
+            let m = media.clone_socket();
+            std::thread::spawn(move || m.listen(Duration::from_secs(5)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    s.signal(a2, "TERM");
+    let st = s.wait_exit(a2, Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+    let (lo1, hi1) = s.site[0].rtp;
+    for ((phone, _, _), l) in parked.iter().zip(listening) {
+        let got = l.join().unwrap();
+        let (longest, sources) = gaps_and_sources(&got);
+        assert!(got.len() > 150, "music throughout: {} packets", got.len());
+        assert!(
+            longest <= Duration::from_millis(200),
+            "a gap of {longest:?} in the parked party's music"
+        );
+        // From edge 2's relay, then from edge 1's, and not back.
+        let last = *sources.last().unwrap();
+        assert!(
+            (lo1..=hi1).contains(&last),
+            "music now from edge 1: {sources:?}"
+        );
+        assert!((lo2..=hi2).contains(&sources[0]), "{sources:?}");
+        let moved = relay(phone.wait_log("moved_port", Duration::from_secs(1)));
+        assert_eq!(
+            moved.port(),
+            last,
+            "the re-INVITE named the relay the music comes from"
+        );
+    }
+    // The slots are as they were; each is retrieved from site C, through edge 1's relay.
+    for (i, (phone, media, _)) in parked.into_iter().enumerate() {
+        let slot = (701 + i).to_string();
+        let carol_media = RtpPeer::bind();
+        let carol = Sipp::new(&s.site[2], "uac_call.xml")
+            .args(["-s", &slot, "-au", "3001", "-ap", "pw3001", "-d", "1500"])
+            .key("caller", "3001")
+            .key("rtpport", &carol_media.port().to_string())
+            .spawn();
+        let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
+        let moved = relay(phone.wait_log("moved_port", Duration::from_secs(1)));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_bridged(
+            (&media, moved),
+            (&carol_media, carol_relay),
+            30,
+            Duration::from_millis(300),
+        );
+        let c = carol.wait();
+        assert!(c.ok(), "retrieve of {slot}: {}", c.errors);
+        let p = phone.wait();
+        assert!(p.ok(), "parked party of {slot}: {}\n{}", p.errors, p.logs);
+    }
+}
+
+#[test]
+fn a_retrieve_racing_the_drain_of_the_edge_holding_the_call_has_exactly_one_winner() {
+    // The retrieve's claim and the drain's move are ordered by the log: whichever comes first,
+    // the retriever has the call and nobody else does (no music from a second relay, no call
+    // left in a slot).
+    for head_start_ms in [0u64, 40, 150] {
+        let mut s = Sites::start(&lot(90, 20));
+        let a2 = s.add_edge(0, "edge-2");
+        let (phone, media, first_relay) = parked_at(&s.site[a2], "1001", "1006");
+        let carol_media = RtpPeer::bind();
+        let carol = Sipp::new(&s.site[2], "uac_call.xml")
+            .args(["-s", "701", "-au", "3001", "-ap", "pw3001", "-d", "2000"])
+            .key("caller", "3001")
+            .key("rtpport", &carol_media.port().to_string())
+            .spawn();
+        std::thread::sleep(Duration::from_millis(head_start_ms));
+        s.signal(a2, "TERM");
+        let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(300));
+        // Where the parked party's media goes now: the relay its re-INVITE named, if the move
+        // won; else the one it had.
+        let moved = phone.logs().contains("moved_port=");
+        let party_relay = if moved {
+            relay(phone.wait_log("moved_port", Duration::from_secs(1)))
+        } else {
+            first_relay
+        };
+        assert_bridged(
+            (&media, party_relay),
+            (&carol_media, carol_relay),
+            30,
+            Duration::from_millis(300),
+        );
+        let c = carol.wait();
+        assert!(c.ok(), "retriever ({head_start_ms} ms): {}", c.errors);
+        let p = phone.wait();
+        assert!(p.ok(), "parked party: {}", p.errors);
+        let st = s.wait_exit(a2, Duration::from_secs(15));
+        assert!(st.success(), "{st:?}");
+        // Nothing left parked anywhere.
+        let (code, out, err) = orbitctl(&s, &["parked", "list", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), "[]", "{out}");
+        eprintln!("head start {head_start_ms} ms: moved first: {moved}");
+    }
+}

@@ -78,6 +78,8 @@ fn park_events(index: u64, ev: &Event) -> Vec<pb::ParkEvent> {
         Event::Expired(p) => vec![one("recalling", p, String::new())],
         Event::RecallStage(p) => vec![one("recall_stage", p, String::new())],
         Event::Ended { parked, reason } => vec![one("ended", parked, format!("{reason:?}"))],
+        Event::Moved { parked, from } => vec![one("moved", parked, format!("from {from}"))],
+        Event::Extended(p) => vec![one("extended", p, String::new())],
         Event::LeaseLapsed { edge, lost, .. } | Event::EdgeRestarted { edge, lost, .. } => lost
             .iter()
             .map(|p| one("lost", p, format!("edge {edge} gone")))

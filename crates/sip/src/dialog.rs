@@ -172,7 +172,10 @@ impl Dialog {
         for r in &self.route_set {
             w.header("Route", r);
         }
-        w.header("Contact", &local.contact(&self.contact_user, proto));
+        // Ours, unless the caller gives another (a dialog handed to another edge names it).
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("Contact")) {
+            w.header("Contact", &local.contact(&self.contact_user, proto));
+        }
         for (k, v) in extra {
             w.header(k, v);
         }

@@ -39,7 +39,9 @@ impl Orbit {
             | Command::Expire { .. }
             | Command::LeaseLapse { .. } => Proposer::Registry,
             Command::Park { call, .. } => Proposer::Edge(&call.edge),
-            Command::RecallStage { park, .. } | Command::End { park, .. } => of_park(park),
+            Command::RecallStage { park, .. }
+            | Command::End { park, .. }
+            | Command::Move { park, .. } => of_park(park),
             Command::Lease { edge, .. }
             | Command::Drain { edge }
             | Command::Release { edge, .. }

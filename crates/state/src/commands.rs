@@ -39,6 +39,11 @@ pub enum Command {
     RecallStage { park: ParkId, stage: RecallStage },
     /// The call left the lot unclaimed.
     End { park: ParkId, reason: EndReason },
+    /// Hand a waiting park over to edge `to` (its holder drains): the call keeps its slot and
+    /// its deadline, and from now on `to` holds it (claims go there, its recall starts there).
+    /// Refused once the park is claimed, ended or recalling, and unless `to` holds a lease and
+    /// is not draining itself: ordered against a retrieve, so that exactly one of them wins.
+    Move { park: ParkId, to: String },
     /// Push a waiting park's deadline `by_ms` later (an operator's): refused once its recall
     /// has begun, and beyond a day from now.
     Extend { park: ParkId, by_ms: u64 },
@@ -133,6 +138,7 @@ impl Command {
             Command::RecallStage { .. } => "recall_stage",
             Command::End { .. } => "end",
             Command::Extend { .. } => "extend",
+            Command::Move { .. } => "move",
             Command::Lease { .. } => "lease",
             Command::LeaseLapse { .. } => "lease_lapse",
             Command::Drain { .. } => "drain",
@@ -162,6 +168,11 @@ pub enum Event {
     RecallStage(Parked),
     /// A waiting park's deadline moved later.
     Extended(Parked),
+    /// A waiting park is held by another edge now (`parked.call.edge`), handed over by `from`.
+    Moved {
+        parked: Parked,
+        from: String,
+    },
     Ended {
         parked: Parked,
         reason: EndReason,
@@ -252,7 +263,9 @@ impl Event {
             Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) | Event::Extended(p) => {
                 vec![(&p.lot, p.slot)]
             }
-            Event::Claimed { parked, .. } | Event::Ended { parked, .. } => {
+            Event::Claimed { parked, .. }
+            | Event::Ended { parked, .. }
+            | Event::Moved { parked, .. } => {
                 vec![(&parked.lot, parked.slot)]
             }
             Event::LeaseLapsed { lost, .. } | Event::EdgeRestarted { lost, .. } => {
@@ -293,6 +306,9 @@ pub enum Rejection {
     /// An edge gave an address nobody can reach it at (unspecified, multicast, port 0).
     #[error("{0} is not an address an edge can be reached at")]
     BadAddress(String),
+    /// A park may not go to that edge (no lease, draining, or its holder already).
+    #[error("park cannot move to {0}")]
+    CannotMoveTo(String),
     /// Another process (incarnation) holds this edge identity's lease.
     #[error("edge {edge} is held by another live process (incarnation {holder}) until {until}")]
     IdentityInUse {

@@ -266,6 +266,7 @@ impl Orbit {
             } => self.claim(tenant, *slot, *park, by),
             Command::Expire { park } => self.expire(now, *park),
             Command::Extend { park, by_ms } => self.extend(now, *park, *by_ms),
+            Command::Move { park, to } => self.move_park(now, *park, to),
             Command::RecallStage { park, stage } => self.recall_stage(now, *park, *stage),
             Command::End { park, reason } => {
                 let p = self.remove(*park)?;
@@ -571,6 +572,22 @@ impl Orbit {
         p.deadline = deadline;
         self.deadlines.insert((deadline, id), ());
         Ok(Event::Extended(p.clone()))
+    }
+
+    fn move_park(&mut self, now: Millis, id: ParkId, to: &str) -> Result<Event, Rejection> {
+        let live = self.leases.get(to).is_some_and(|u| *u > now);
+        let p = self.parks.get_mut(&id).ok_or(Rejection::Gone(id))?;
+        if p.phase != Phase::Waiting {
+            return Err(Rejection::Recalling(id));
+        }
+        if !live || self.draining.contains(to) || p.call.edge == to {
+            return Err(Rejection::CannotMoveTo(to.to_string()));
+        }
+        let from = std::mem::replace(&mut p.call.edge, to.to_string());
+        Ok(Event::Moved {
+            parked: p.clone(),
+            from,
+        })
     }
 
     fn recall_stage(

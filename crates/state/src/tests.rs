@@ -802,3 +802,73 @@ fn numbers_out_of_range_are_refused_not_wrapped() {
 }
 
 mod recall_rings;
+
+#[test]
+fn a_park_moves_to_a_live_edge_keeping_slot_and_deadline_and_races_a_claim_with_one_winner() {
+    let mut o = orbit(SlotChoice::FirstFree);
+    let lease = |o: &mut Orbit, edge: &str| {
+        o.apply(
+            T0,
+            &Command::Lease {
+                edge: edge.into(),
+                ttl_ms: 60_000,
+                incarnation: 0,
+                replaces: 0,
+                sip: None,
+            },
+        )
+        .unwrap();
+    };
+    lease(&mut o, "site-a");
+    let p = park(&mut o, T0, None, 1).unwrap(); // held by site-a
+    let mv = |to: &str| Command::Move {
+        park: p.id,
+        to: to.into(),
+    };
+    // Nowhere without a lease, nor to its holder.
+    assert_eq!(
+        o.apply(T0 + 1, &mv("site-a/edge-2")),
+        Err(Rejection::CannotMoveTo("site-a/edge-2".into()))
+    );
+    assert_eq!(
+        o.apply(T0 + 1, &mv("site-a")),
+        Err(Rejection::CannotMoveTo("site-a".into()))
+    );
+    lease(&mut o, "site-a/edge-2");
+    lease(&mut o, "site-b");
+    o.apply(
+        T0,
+        &Command::Drain {
+            edge: "site-b".into(),
+        },
+    )
+    .unwrap();
+    // Not to a draining edge.
+    assert_eq!(
+        o.apply(T0 + 1, &mv("site-b")),
+        Err(Rejection::CannotMoveTo("site-b".into()))
+    );
+    // Only its holder hands it over.
+    assert!(matches!(
+        o.apply_as(T0 + 1, Some("site-b"), &mv("site-a/edge-2")),
+        Err(Rejection::NotYours { .. })
+    ));
+    match o
+        .apply_as(T0 + 1, Some("site-a"), &mv("site-a/edge-2"))
+        .unwrap()
+    {
+        Event::Moved { parked, from } => {
+            assert_eq!(from, "site-a");
+            assert_eq!(parked.call.edge, "site-a/edge-2");
+            assert_eq!((parked.slot, parked.deadline), (p.slot, p.deadline));
+        }
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(o.next_deadline(), Some((p.deadline, p.id)));
+    // A claim now names the new holder; a move after it finds the park gone.
+    match claim(&mut o, p.slot, None).unwrap() {
+        Event::Claimed { parked, .. } => assert_eq!(parked.call.edge, "site-a/edge-2"),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(o.apply(T0 + 2, &mv("site-a")), Err(Rejection::Gone(p.id)));
+}

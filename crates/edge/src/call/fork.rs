@@ -66,8 +66,16 @@ pub(crate) fn invite_bytes(
     w.header("Allow", ALLOW);
     if let Some((site, claim)) = &t.trunk {
         let body = sdp.unwrap_or(b"");
-        let headers =
-            crate::trunk::headers(edge, site, &d.call_id, &d.local_hdr, &d.user, *claim, body);
+        let headers = crate::trunk::headers(
+            edge,
+            "INVITE",
+            site,
+            &d.call_id,
+            &d.local_hdr,
+            &d.user,
+            *claim,
+            body,
+        );
         for (name, value) in headers {
             w.header(name, &value);
         }

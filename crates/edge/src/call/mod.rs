@@ -216,6 +216,9 @@ pub(crate) struct Call {
     pub(crate) picked: bool,
     /// The `Reason` the forks' CANCELs carry (RFC 3326): why they stop ringing.
     pub(crate) cancel_reason: Option<String>,
+    /// Side B's party came with the call from another edge (a parked call handed over): it
+    /// is in the call as an answering fork's would be.
+    adopted_b: bool,
 }
 
 impl Call {
@@ -260,6 +263,7 @@ impl Call {
             hold_answer: false,
             picked: false,
             cancel_reason: None,
+            adopted_b: false,
         }
     }
 
@@ -293,7 +297,7 @@ impl Call {
 
     /// Side B has its party: a fork answered, or a picker took the call.
     pub(crate) fn b_answered(&self) -> bool {
-        self.winner.is_some() || self.picked
+        self.winner.is_some() || self.picked || self.adopted_b
     }
 
     /// The side whose party left, waiting for the next one.
@@ -431,6 +435,50 @@ pub(crate) fn insert_app_call(
     call.vacant = Some(Side::B);
     call.invite_busy = false;
     call.owner = owner;
+    edge.insert_call(call);
+}
+
+/// A parked call another edge handed over (it drains): `party`, on side `side`, is in a
+/// dialog whose other end this edge now plays; the other side is vacant, as a parked call's
+/// is. `msg` and `key` are the handover's request (never answered as an INVITE: the call is up).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn insert_adopted_call(
+    edge: &mut Calls,
+    now: Instant,
+    id: u64,
+    span: Span,
+    side: Side,
+    party: Dialog,
+    media: Relay,
+    msg: Message,
+    key: &ServerKey,
+    sdp: Option<Bytes>,
+) {
+    let vacant = Dialog {
+        call_id: String::new(),
+        local_tag: String::new(),
+        local_hdr: String::new(),
+        remote_hdr: String::new(),
+        remote_target: String::new(),
+        route_set: vec![],
+        local_cseq: 0,
+        remote_cseq: 0,
+        flow: party.flow,
+        contact_user: String::new(),
+        user: String::new(),
+    };
+    edge.dialogs
+        .insert((party.call_id.clone(), party.local_tag.clone()), id);
+    let (a, b) = match side {
+        Side::A => (party, vacant),
+        Side::B => (vacant, party),
+    };
+    let mut call = Call::new(id, span, now, a, msg, key, b, media);
+    call.state = CallState::Confirmed;
+    call.sdp[side as usize] = sdp;
+    call.vacant = Some(side.other());
+    call.invite_busy = false;
+    call.adopted_b = side == Side::B;
     edge.insert_call(call);
 }
 

@@ -12,6 +12,8 @@ pub(crate) enum ParkThen {
     RecallClaim(AfterRecallClaim),
     /// A claimed call never fetched, parked again ([`repark_outcome`]).
     Repark(Parked),
+    /// A held park handed to another edge ([`move_outcome`]).
+    Move(ParkId),
 }
 
 impl Parking {
@@ -46,6 +48,7 @@ impl Parking {
             Some(ParkThen::Retrieve(a)) => claim_outcome(self, now, a, outcome),
             Some(ParkThen::RecallClaim(a)) => recall_claim_outcome(self, now, a, outcome),
             Some(ParkThen::Repark(p)) => repark_outcome(self, now, p, outcome),
+            Some(ParkThen::Move(park)) => move_outcome(self, now, park, outcome),
             None => {}
         }
     }
@@ -108,6 +111,11 @@ impl Parking {
                     super::ended_by_operator(self, now, parked.id, cid);
                 }
             }
+            Event::Claimed { parked, .. } | Event::Ended { parked, .. }
+                if self.park.adopting.contains_key(&parked.id) =>
+            {
+                on_taken_elsewhere(self, parked.id)
+            }
             Event::Claimed { parked, by } if parked.call.edge == site => {
                 self.park.claimed_here.remove(&parked.id);
                 on_claimed(self, now, parked, by)
@@ -152,6 +160,14 @@ impl Parking {
                     "{edge} restarted: the calls it held are lost"
                 );
             }
+            Event::Moved { parked, from } if parked.call.edge == site => {
+                on_moved(self, parked, from)
+            }
+            Event::LeaseLapsed {
+                edge,
+                released: true,
+                ..
+            } if *edge != site => info!("{edge} left"),
             Event::LeaseLapsed { edge, lost, .. } if *edge != site => {
                 warn!(
                     lost = lost.len(),

@@ -48,6 +48,7 @@ use crate::services::{TimerKey, ALLOW};
 mod attended;
 mod events;
 mod handover;
+mod moving;
 mod one_touch;
 mod place;
 mod recall;
@@ -57,6 +58,7 @@ mod retrieve;
 pub(crate) use attended::*;
 pub(crate) use events::*;
 pub(crate) use handover::*;
+pub(crate) use moving::*;
 pub(crate) use one_touch::*;
 pub(crate) use place::*;
 pub(crate) use recall::*;
@@ -142,6 +144,10 @@ pub(crate) struct Parks {
     pub music: HashMap<String, Arc<Clip>>,
     /// The lot a one-touch park goes to: the tenant's first.
     pub default_lot: Option<LotKey>,
+    /// Parked calls this edge is handing to another (it drains), by park (`moving.rs`).
+    pub moving: HashMap<ParkId, Moving>,
+    /// Parked calls another edge handed here, held until the log shows the move.
+    pub adopting: HashMap<ParkId, u64>,
 }
 
 /// What the edge keeps about a call it holds parked.

@@ -182,6 +182,10 @@ fn short(ev: &Event) -> String {
         }
         Event::Expired(p) => format!("park {} in {} expired", p.id, p.slot),
         Event::Extended(p) => format!("park {} in {} extended to {}", p.id, p.slot, p.deadline),
+        Event::Moved { parked, from } => format!(
+            "park {} in {} moved from {from} to {}",
+            parked.id, parked.slot, parked.call.edge
+        ),
         Event::RecallStage(p) => format!("park {} in {} recall {:?}", p.id, p.slot, p.phase),
         Event::Ended { parked, reason } => {
             format!("park {} in {} ended: {reason:?}", parked.id, parked.slot)

@@ -492,6 +492,13 @@ impl RtpPeer {
         self.sock.local_addr().unwrap().port()
     }
 
+    /// The same socket, for another thread to listen on.
+    pub fn clone_socket(&self) -> RtpPeer {
+        RtpPeer {
+            sock: self.sock.try_clone().unwrap(),
+        }
+    }
+
     /// Send `n` RTP packets at 20 ms intervals to `to`, while counting packets received from
     /// `expect_from`; keeps receiving `linger` after the last send.
     pub fn exchange(&self, to: SocketAddr, n: u16, ssrc: u32, linger: Duration) -> RtpCount {
