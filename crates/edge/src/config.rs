@@ -122,6 +122,10 @@ impl TrunkPeer {
     }
 }
 
+/// The secrets `config/edge.example.toml` shows: refused, so that a copied example never runs
+/// with them.
+pub const EXAMPLE_SECRETS: [&str; 2] = ["change-me-to-32-random-characters", "change-me"];
+
 /// An edge's identity: `site`, or `site/name` for one of several edges of a site.
 pub fn edge_id(site: &str, name: Option<&str>) -> String {
     match name {
@@ -571,6 +575,8 @@ impl Default for LimitsConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("extension {0}: the example config's password; give it its own")]
+    ExampleSecret(String),
     #[error("{0} {1:?}: lowercase letters, digits and '-', at most 63")]
     Name(&'static str, String),
     #[error("extension {0}: needs a password or an HA1 hash")]
@@ -616,6 +622,12 @@ impl EdgeConfig {
             }
             if e.password.is_none() && e.ha1_md5.is_none() && e.ha1_sha256.is_none() {
                 return Err(ConfigError::NoSecret(ext.clone()));
+            }
+            if e.password
+                .as_deref()
+                .is_some_and(|p| EXAMPLE_SECRETS.contains(&p))
+            {
+                return Err(ConfigError::ExampleSecret(ext.clone()));
             }
         }
         if self.media.port_max <= self.media.port_min + 1 {
@@ -664,6 +676,11 @@ impl EdgeConfig {
         if let Some(t) = &self.trunk {
             if t.secret.len() < 16 {
                 return Err(ConfigError::Trunk("secret: at least 16 characters".into()));
+            }
+            if EXAMPLE_SECRETS.contains(&t.secret.as_str()) {
+                return Err(ConfigError::Trunk(
+                    "secret: the example's; make one (e.g. `openssl rand -hex 24`)".into(),
+                ));
             }
             let mut seen = std::collections::HashSet::new();
             for p in &t.peers {

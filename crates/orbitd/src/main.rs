@@ -308,6 +308,8 @@ fn load(path: &Path) -> Result<FileConfig> {
             .with_context(|| format!("checking {}", path.display()))?;
         edge.load_music()
             .with_context(|| format!("checking {}", path.display()))?;
+        // The SIP listener's certificate and key (a key others may read is refused).
+        edge_tls(edge).with_context(|| format!("checking {}", path.display()))?;
     }
     if let Some(r) = &cfg.registry {
         if r.id == 0 {
@@ -366,10 +368,10 @@ fn tls_from_files(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> 
     ))
     .collect::<Result<Vec<_>, _>>()
     .with_context(|| format!("reading {}", cert.display()))?;
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-        std::fs::File::open(key).with_context(|| format!("opening {}", key.display()))?,
-    ))?
-    .with_context(|| format!("no private key in {}", key.display()))?;
+    // Refused if others may read it, as the control plane's keys are.
+    let pem = orbit_registry::tls::read_private(key)?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())?
+        .with_context(|| format!("no private key in {}", key.display()))?;
     if certs.is_empty() {
         bail!("no certificate in {}", cert.display());
     }

@@ -281,3 +281,53 @@ fn check_config_refuses_plaintext_off_loopback_and_a_key_others_may_read() {
     let (ok, err) = check("tls.toml", &tls);
     assert!(!ok && err.contains("chmod 600"), "{err}");
 }
+
+#[test]
+fn check_config_refuses_the_example_configs_secrets_and_a_sip_key_others_may_read() {
+    let dir = std::env::temp_dir().join(format!("orbit-example-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let check = |text: &str| {
+        let p = dir.join("edge.toml");
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_orbitd"))
+            .arg("check-config")
+            .arg(&p)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/edge.example.toml"),
+    )
+    .unwrap();
+    // As shipped: an extension's password is the example's.
+    let (ok, err) = check(&example);
+    assert!(!ok && err.contains("example config's password"), "{err}");
+    let ours = example.replace("password = \"change-me\"", "password = \"s3cret-1001\"");
+    // Then its trunk secret.
+    let (ok, err) = check(&ours);
+    assert!(!ok && err.contains("the example's"), "{err}");
+    let ours = ours.replace(
+        "change-me-to-32-random-characters",
+        "a-secret-of-this-deployment-only",
+    );
+    // Then the SIP certificate it names, which must exist, with a key only its owner reads.
+    let ck = rcgen::generate_simple_self_signed(vec!["edge.example.com".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let ours = ours
+        .replace("/etc/orbit/tls/cert.pem", &cert.display().to_string())
+        .replace("/etc/orbit/tls/key.pem", &key.display().to_string());
+    let (ok, err) = check(&ours);
+    assert!(!ok && err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, err) = check(&ours);
+    assert!(ok, "{err}");
+}

@@ -105,8 +105,9 @@ impl Tls {
 }
 
 /// A private key file's contents, refused if anyone but its owner may read it (checked on
-/// the file opened, so that it cannot be swapped between the check and the read).
-fn read_private(p: &Path) -> Result<Vec<u8>, TlsError> {
+/// the file opened, so that it cannot be swapped between the check and the read). For every
+/// key Orbit reads: the control plane's and the SIP listener's.
+pub fn read_private(p: &Path) -> Result<Vec<u8>, TlsError> {
     use std::io::Read;
     let err = |e| TlsError::Read(p.into(), e);
     let mut f = std::fs::File::open(p).map_err(err)?;

@@ -152,7 +152,11 @@ impl Daemon {
         let tls = if o.tls {
             let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
             std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
-            std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).unwrap();
+            orbit_registry::dev_pki::write_private(
+                &dir.join("key.pem"),
+                &ck.key_pair.serialize_pem(),
+            )
+            .unwrap();
             format!(
                 "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
                 dir.join("cert.pem").display(),
