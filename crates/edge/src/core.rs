@@ -233,8 +233,11 @@ impl Edge {
                 TimerKey::Deadline => self.on_deadline(now),
                 TimerKey::Lease => self.renew_lease(now),
                 TimerKey::DrainDeadline => crate::draining::on_deadline(&mut self.picking, now),
-                TimerKey::AdoptWait(park) => crate::park::on_adopt_wait(self, park),
-                TimerKey::Moved(park) => crate::park::on_moved_timer(self, park),
+                TimerKey::Probation(park) => crate::park::on_probation_timer(self, now, park),
+                TimerKey::MovedAway(park) => crate::park::on_moved_away_timer(self, park),
+                TimerKey::Reinvite { park, attempt } => {
+                    crate::park::on_reinvite_timer(self, now, park, attempt)
+                }
                 TimerKey::Recall { call, attempt } => {
                     crate::park::on_recall_timeout(self, now, call, attempt)
                 }
@@ -311,9 +314,11 @@ impl Edge {
             (Owner::ReferNotify { call, bye }, _) if done => {
                 crate::park::notify_done(self, now, call, bye)
             }
-            (Owner::Adopt { park }, r) if done => crate::park::adopt_response(self, now, park, r),
-            (Owner::Moving { park }, r) if r.as_ref().is_none_or(|r| r.code() >= 200) => {
-                crate::park::moving_response(self, now, park, r)
+            (Owner::MoveOffer { park }, r) if done => {
+                crate::park::offer_response(self, now, park, r)
+            }
+            (Owner::MovedHere { park, attempt }, r) if done => {
+                crate::park::moved_here_response(self, now, park, attempt, r)
             }
             (Owner::Lamp { sub }, r) if done => {
                 let code = r.map(|r| r.code());

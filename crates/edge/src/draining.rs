@@ -5,8 +5,8 @@
 //! SIGTERM, or Drain{edge} in the log ─▶ draining: out-of-dialog INVITE, REGISTER, SUBSCRIBE
 //!     and OPTIONS answered 503 + Retry-After (a load balancer's OPTIONS probe takes the edge
 //!     out); dialogs, retrieves and pickups of what it holds (trunk INVITEs with a claim) go on
-//! each parked call ───────────────────▶ handed to another edge of the site (or another
-//!     site's) by a re-INVITE, keeping its slot and deadline (`park/moving.rs`)
+//! each parked call ───────────────────▶ moved to another edge of the site (or another
+//!     site's), which re-INVITEs its party; slot and deadline kept (`park/moving.rs`)
 //! every call over ─────────────────────▶ Release{edge, incarnation}: the lease ends now
 //! the drain deadline ──────────────────▶ BYE to what is left, then Release
 //! ```
@@ -69,6 +69,8 @@ pub(crate) fn begin(edge: &mut Picking, now: Instant, grace: Duration) {
 
 /// The drain deadline: end whatever is left (BYE, or 487 to what still rings).
 pub(crate) fn on_deadline(edge: &mut Picking, now: Instant) {
+    // Calls offered here and not moved yet are other edges' parties: let go, not hung up.
+    crate::park::drop_probation(edge);
     let ids: Vec<u64> = edge.calls.keys().copied().collect();
     info!(edge = %edge.id, calls = ids.len(), "drain deadline: ending the calls left");
     edge.shutting_down = true;

@@ -171,8 +171,8 @@ impl Edge {
         }
     }
 
-    /// A MESSAGE outside a dialog: only another edge's, signed, handing a parked call over
-    /// (`park/moving.rs`); a phone's gets 405 as before.
+    /// A MESSAGE outside a dialog: only another edge's, signed, offering a parked call it
+    /// moves (`park/moving.rs`); a phone's gets 405 as before.
     fn on_trunk_message(&mut self, now: Instant, key: &ServerKey, flow: Flow, msg: Message) {
         let verdict = crate::trunk::verify(
             &self.picking.parking.b2bua.sv,
@@ -182,7 +182,7 @@ impl Edge {
         );
         match (verdict, crate::trunk::claim_of(&msg)) {
             (Ok(Some(from)), Some(Claim::Park(park))) => {
-                crate::park::on_adopt(&mut self.picking.parking, now, key, msg, &from, park)
+                crate::park::on_move_offer(&mut self.picking.parking, now, key, msg, &from, park)
             }
             (Ok(Some(_)), _) => self.reply(now, key, Response::to(&msg, 400)),
             (Ok(None), _) => self.reply(now, key, Response::to(&msg, 405).header("Allow", ALLOW)),

@@ -399,6 +399,7 @@ fn a_drained_edge_hands_its_five_parked_calls_to_the_other_edge_with_no_gap_in_t
     for ((phone, _, _), l) in parked.iter().zip(listening) {
         let got = l.join().unwrap();
         let (longest, sources) = gaps_and_sources(&got);
+        eprintln!("parked party: longest gap {longest:?}, music from ports {sources:?}");
         assert!(got.len() > 150, "music throughout: {} packets", got.len());
         assert!(
             longest <= Duration::from_millis(200),

@@ -90,6 +90,8 @@ impl Parking {
                 self.orbit.parked(**id).is_none()
                     && !self.orbit.is_future(**id)
                     && !self.handover.is_claimed(**id)
+                    // Offered here and not ours yet: its party is another edge's.
+                    && !on_probation(self, **id)
             })
             .map(|(&id, &cid)| (id, cid))
             .collect();
@@ -112,7 +114,7 @@ impl Parking {
                 }
             }
             Event::Claimed { parked, .. } | Event::Ended { parked, .. }
-                if self.park.adopting.contains_key(&parked.id) =>
+                if on_probation(self, parked.id) =>
             {
                 on_taken_elsewhere(self, parked.id)
             }
@@ -161,8 +163,9 @@ impl Parking {
                 );
             }
             Event::Moved { parked, from } if parked.call.edge == site => {
-                on_moved(self, parked, from)
+                on_moved_here(self, now, parked, from)
             }
+            Event::Moved { parked, from } if *from == site => on_moved_away(self, now, parked.id),
             Event::LeaseLapsed {
                 edge,
                 released: true,

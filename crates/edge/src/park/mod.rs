@@ -144,10 +144,11 @@ pub(crate) struct Parks {
     pub music: HashMap<String, Arc<Clip>>,
     /// The lot a one-touch park goes to: the tenant's first.
     pub default_lot: Option<LotKey>,
-    /// Parked calls this edge is handing to another (it drains), by park (`moving.rs`).
+    /// Parked calls this edge is moving to another (it drains), by park (`moving.rs`).
     pub moving: HashMap<ParkId, Moving>,
-    /// Parked calls another edge handed here, held until the log shows the move.
-    pub adopting: HashMap<ParkId, u64>,
+    /// Parked calls another edge offered here, held (call, until when) until the log shows
+    /// the move; bounded by `max_calls` and [`PROBATION`].
+    pub probation: HashMap<ParkId, (u64, Instant)>,
 }
 
 /// What the edge keeps about a call it holds parked.
@@ -220,6 +221,15 @@ pub(crate) fn parked_request(
     }
     // A re-INVITE (session refresh, hold): answer it with the relay's address for this party,
     // so the music keeps reaching it.
+    // Its dialog is changing hands to another edge: that edge re-INVITEs it in a moment.
+    if edge
+        .park
+        .held
+        .get(&id)
+        .is_some_and(|ps| is_moving(edge, ps.id))
+    {
+        return edge.reply(now, &key, Response::to(&msg, 491));
+    }
     let call = edge.b2bua.calls.get_mut(&id).expect("present");
     let Some(ps) = edge.park.held.get(&id) else {
         return edge.reply(now, &key, Response::to(&msg, 491));

@@ -1,23 +1,25 @@
-//! Handing a parked call to another edge, so that a draining edge can leave without dropping
+//! Moving a parked call to another edge, so that a draining edge can leave without dropping
 //! it: the parked party keeps its slot and deadline and hears music throughout.
 //!
 //! ```text
-//! draining edge D                               edge T (same site first)            registry
-//! ──MESSAGE, X-Orbit-Claim: park, signed──────▶ replica: park held by D? take the dialog,
-//!   (the party's dialog, its SDP, the park)       open a relay, play the music
-//! ◀──200, SDP of T's relay────────────────────
-//! ──Move{park, to: T}───────────────────────────────────────────────────────────────▶ ordered
-//!   (refused if a retrieve claimed it first: D hands it over as before; T lets go)    against claims
-//! ──re-INVITE to the party: Contact T, SDP T's relay──▶ party ──200──▶ D ──ACK──▶ party
-//! D forgets the call (no BYE); the party's next request goes to T, its RTP to T's relay
+//! draining edge D                            edge T (this site's first)             registry
+//! ──MESSAGE, X-Orbit-Claim: park, signed───▶ the offer matches the park D holds? take
+//!   (the party's dialog and SDP)              the dialog on probation, open a relay
+//! ◀──200─────────────────────────────────────
+//! ──Move{park, to: T}─────────────────────────────────────────────────────────────▶ ordered
+//!   (refused if a retrieve claimed it first: D hands it to the retriever as before,  against
+//!    and T lets its copy go without a word to the party)                            claims
+//! Moved: T plays the music and re-INVITEs the party (Contact T, SDP T's relay); D stops its
+//!        relay, keeps the dialog a moment ([`HANDED_GRACE`]), then forgets it without a BYE
 //! ```
 //!
-//! T holds what it took on probation until the log shows the move ([`ADOPT_WAIT`]), and plays
-//! its music from then on (D's plays until the party takes the re-INVITE: the party hears
-//! both for a round trip, never neither); if the log takes the park elsewhere first (a
-//! retrieve's claim) or never shows the move, T lets the call go without a word to the party,
-//! whose dialog is still D's. Only parties reached over UDP move (a TCP or TLS connection cannot change hands);
-//! other parked calls wait for their retrieve or recall within the drain time.
+//! The edge that will hold the call is the one that re-INVITEs the party, so that it also
+//! answers for every way that can fail (the party refuses it: the call ends there and the
+//! slot is freed with `End`). Both edges act on the same commit, T starting its music as D
+//! stops its own: the gap is the difference between their views of it (the test measures
+//! under 200 ms), and a retriever at T never hears D's music too.
+//! Only parties reached over UDP move (a TCP or TLS connection cannot change hands); the
+//! others wait for their retrieve or recall within the drain time.
 
 use bytes::Bytes;
 use orbit_sip::transport::Proto;
@@ -26,23 +28,37 @@ use serde::{Deserialize, Serialize};
 use super::*;
 use crate::trunk::Claim;
 
-/// How long an edge holds a call it was asked to take over before the log shows the move.
-pub(crate) const ADOPT_WAIT: Duration = Duration::from_secs(5);
-/// How long a moved call's ACK is kept, to answer its 2xx again (the INVITE's 64·T1).
-const ACK_KEPT: Duration = Duration::from_secs(32);
-/// The handover request's body type.
-const ADOPT_TYPE: &str = "application/x-orbit-adopt+json";
-/// The CSeq room the taking edge leaves for the re-INVITE (and anything else) the handing
-/// edge still sends in the dialog: CSeq numbers need only increase.
-const CSEQ_ROOM: u32 = 1000;
+/// How long an edge holds a call offered to it before the log shows the move.
+pub(crate) const PROBATION: Duration = Duration::from_secs(5);
+/// How long the handing edge keeps the moved call's dialog after the move, while the new
+/// edge's re-INVITE reaches the party.
+pub(crate) const HANDED_GRACE: Duration = Duration::from_secs(2);
+/// How often an offer refused (or unanswered) is made again, to another edge if there is one.
+const OFFER_TRIES: u32 = 3;
+const OFFER_RETRY: Duration = Duration::from_secs(1);
+/// How often the new edge re-INVITEs a party that answers 491 (its own re-INVITE crossed ours).
+const REINVITE_TRIES: u32 = 3;
+/// The offer's body type.
+const OFFER_TYPE: &str = "application/x-orbit-move+json";
+/// CSeq room the new edge leaves for requests the handing edge may still have in flight in
+/// the dialog: CSeq numbers need only increase.
+const CSEQ_ROOM: u32 = 100;
 
-/// What one edge tells another of a parked call it hands over (signed with the trunk's
-/// secret; the park id is the signed claim, and must match).
+/// Which side of its call the parked party is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PartySide {
+    A,
+    B,
+}
+
+/// What one edge offers another of a parked call (signed with the trunk's secret; the park
+/// id is the signed claim, and must match). The taker checks the dialog against the park's
+/// record in the registry and takes the parker, caller and codec from there.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Adoption {
+pub(crate) struct MoveOffer {
     pub park: ParkId,
-    /// Which side of the call the parked party is on ("a" or "b").
-    pub side: String,
+    pub side: PartySide,
     pub call_id: String,
     pub local_tag: String,
     pub local_hdr: String,
@@ -57,56 +73,71 @@ pub(crate) struct Adoption {
     pub user: String,
     /// The party's last SDP (where its RTP goes, what it can take).
     pub sdp: String,
-    pub codec: String,
     pub pt: u8,
     pub te: Option<u8>,
     pub label: String,
-    pub caller_uri: String,
-    pub parker: String,
 }
 
-/// A handover under way, at the handing edge.
+/// A move under way, at the handing edge.
 pub(crate) struct Moving {
     pub cid: u64,
     pub to: String,
-    pub to_addr: std::net::SocketAddr,
     pub stage: Stage,
+    /// Edges that refused it, and offers made.
+    pub tried: Vec<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
-    /// The handover request is out.
-    Asking,
-    /// The taker answered with its relay's SDP; the move is being ordered.
-    Ordering(Bytes),
-    /// The re-INVITE is out.
-    Pointing,
-    /// Done: the ACK, resent if the party repeats its 2xx.
-    Done(Flow, Bytes),
+    /// The offer is out.
+    Offered,
+    /// Taken on probation over there; the move is being ordered.
+    Ordering,
+    /// The log moved it: the new edge re-INVITEs the party; ours plays on until `until`.
+    Handed,
+    /// Refused (or the move was): offered again from `retry_at`, to another edge if any.
+    Refused { retry_at: Instant },
 }
 
-/// Another live edge to hand calls to: one of this site first, by name, none draining.
-fn target(edge: &Parking) -> Option<(String, std::net::SocketAddr)> {
+impl Moving {
+    /// Whether the party's dialog is changing hands (its own re-INVITE waits: 491).
+    pub(crate) fn busy(&self) -> bool {
+        !matches!(self.stage, Stage::Refused { .. })
+    }
+}
+
+/// Another live, non-draining edge to move a call to: one of this site first, then by name,
+/// skipping those that refused it while others are left.
+fn target(edge: &Parking, tried: &[String]) -> Option<(String, std::net::SocketAddr)> {
     let now = edge.now_ms(edge.last_now);
     let site = |id: &str| id.split('/').next().unwrap_or("").to_string();
     let ours = site(&edge.id);
     edge.orbit
         .trunks(now)
         .filter(|(e, _)| **e != edge.id && !edge.orbit.is_draining(e))
-        .map(|(e, a)| (site(e) != ours, e.clone(), a))
+        .map(|(e, a)| (tried.contains(e), site(e) != ours, e.clone(), a))
         .min()
-        .map(|(_, e, a)| (e, a))
+        .map(|(_, _, e, a)| (e, a))
 }
 
-/// Hand every call parked here (waiting, its party on UDP, not moving yet) to another edge.
+/// Offer every call parked here (waiting, its party on UDP, not being moved) to another edge;
+/// offers refused are made again a little later, a few times.
 pub(crate) fn move_held(edge: &mut Parking, now: Instant) {
     if edge.cfg.trunk.is_none() {
         return;
     }
+    let due = |m: Option<&Moving>| match m {
+        None => true,
+        Some(m) => {
+            matches!(m.stage, Stage::Refused { retry_at } if retry_at <= now)
+                && (m.tried.len() as u32) < OFFER_TRIES
+        }
+    };
     let movable: Vec<(u64, ParkId)> = edge
         .park
         .held
         .iter()
-        .filter(|(_, ps)| ps.recall.is_none() && !edge.park.moving.contains_key(&ps.id))
+        .filter(|(_, ps)| ps.recall.is_none() && due(edge.park.moving.get(&ps.id)))
         .filter(|(_, ps)| {
             edge.orbit
                 .parked(ps.id)
@@ -115,34 +146,44 @@ pub(crate) fn move_held(edge: &mut Parking, now: Instant) {
         .filter(|(cid, ps)| {
             edge.calls.get(cid).is_some_and(|c| {
                 c.state() == CallState::Confirmed
-                    && c.dialog_ref(ps.parked).flow.proto == orbit_sip::transport::Proto::Udp
+                    && c.dialog_ref(ps.parked).flow.proto == Proto::Udp
             })
         })
         .map(|(cid, ps)| (*cid, ps.id))
         .collect();
     for (cid, park) in movable {
-        let Some((to, to_addr)) = target(edge) else {
+        let tried = edge
+            .park
+            .moving
+            .remove(&park)
+            .map(|m| m.tried)
+            .unwrap_or_default();
+        let Some((to, to_addr)) = target(edge, &tried) else {
             return;
         };
-        ask(edge, now, cid, park, to, to_addr);
+        offer(edge, now, cid, park, to, to_addr, tried);
     }
 }
 
-/// Ask edge `to` to take park `park` (call `cid`) over.
-fn ask(
+/// Offer park `park` (call `cid`) to edge `to`.
+fn offer(
     edge: &mut Parking,
     now: Instant,
     cid: u64,
     park: ParkId,
     to: String,
     to_addr: std::net::SocketAddr,
+    tried: Vec<String>,
 ) {
     let call = &edge.b2bua.calls[&cid];
     let ps = &edge.park.held[&cid];
     let d = call.dialog_ref(ps.parked);
-    let a = Adoption {
+    let o = MoveOffer {
         park,
-        side: if ps.parked == Side::A { "a" } else { "b" }.into(),
+        side: match ps.parked {
+            Side::A => PartySide::A,
+            Side::B => PartySide::B,
+        },
         call_id: d.call_id.clone(),
         local_tag: d.local_tag.clone(),
         local_hdr: d.local_hdr.clone(),
@@ -155,16 +196,13 @@ fn ask(
         contact_user: d.contact_user.clone(),
         user: d.user.clone(),
         sdp: String::from_utf8_lossy(call.sdp(ps.parked).unwrap_or_default()).into(),
-        codec: ps.codec.name().into(),
         pt: ps.pt,
         te: ps.te,
         label: ps.label.clone(),
-        caller_uri: ps.caller_uri.clone(),
-        parker: ps.parker.clone(),
     };
     let span = call.span.clone();
     let _g = span.enter();
-    let body = serde_json::to_vec(&a).expect("serialisable");
+    let body = serde_json::to_vec(&o).expect("serialisable");
     let slot = ps.slot.to_string();
     let (tag, call_id) = (edge.ids.tag(), edge.ids.call_id("orbit-move"));
     let from = format!("<sip:{}@{}>;tag={tag}", edge.id, edge.cfg.tenant.domain);
@@ -189,143 +227,124 @@ fn ask(
     for (k, v) in &signed {
         w.header(k, v);
     }
-    let bytes = w.finish(Some(ADOPT_TYPE), &body);
-    info!(park, %to, "handing the parked call to another edge");
+    let bytes = w.finish(Some(OFFER_TYPE), &body);
+    info!(park, %to, "offering the parked call to another edge");
     let flow = Flow {
         proto: Proto::Udp,
         addr: to_addr,
         conn: 0,
     };
-    edge.send_request(now, flow, branch, false, bytes, Owner::Adopt { park });
+    edge.send_request(now, flow, branch, false, bytes, Owner::MoveOffer { park });
     edge.park.moving.insert(
         park,
         Moving {
             cid,
             to,
-            to_addr,
-            stage: Stage::Asking,
+            stage: Stage::Offered,
+            tried,
         },
     );
 }
 
-/// The taker's answer: its relay's SDP (order the move), or a refusal (the call stays here).
-pub(crate) fn adopt_response(edge: &mut Parking, now: Instant, park: ParkId, msg: Option<Message>) {
+/// This move failed for now: offer the call again a little later (elsewhere, if possible).
+fn refused(edge: &mut Parking, now: Instant, park: ParkId) {
+    if let Some(m) = edge.park.moving.get_mut(&park) {
+        m.tried.push(m.to.clone());
+        m.stage = Stage::Refused {
+            retry_at: now + OFFER_RETRY,
+        };
+    }
+}
+
+/// The answer to an offer: taken on probation (order the move), or refused.
+pub(crate) fn offer_response(edge: &mut Parking, now: Instant, park: ParkId, msg: Option<Message>) {
     let Some(m) = edge.park.moving.get_mut(&park) else {
         return;
     };
-    let code = msg.as_ref().map_or(408, Message::code);
-    let sdp = msg
-        .filter(|r| (200..300).contains(&r.code()) && is_sdp(r))
-        .map(|r| r.body.clone());
-    let Some(sdp) = sdp else {
-        warn!(park, to = %m.to, code, "the edge asked to take the parked call refused: it stays here");
-        edge.park.moving.remove(&park);
+    if m.stage != Stage::Offered {
         return;
-    };
-    m.stage = Stage::Ordering(sdp);
+    }
+    let code = msg.as_ref().map_or(408, Message::code);
+    if !(200..300).contains(&code) {
+        warn!(park, to = %m.to, code, "the parked call's offer was refused: it stays here for now");
+        return refused(edge, now, park);
+    }
+    m.stage = Stage::Ordering;
     let to = m.to.clone();
     edge.propose_then(now, Command::Move { park, to }, ParkThen::Move(park));
 }
 
-/// The move's outcome: point the party at its new edge, or (a retrieve claimed the call
-/// first, say) keep it here; the taker lets its copy go.
+/// The move's outcome. Moved: the new edge takes it from here. Refused (a retrieve claimed
+/// the call first, say): it stays here, offered again if still parked. Not known (the registry
+/// out of reach): the watch will tell ([`on_moved_away`]).
 pub(crate) fn move_outcome(edge: &mut Parking, now: Instant, park: ParkId, outcome: Outcome) {
+    match outcome {
+        Ok(Event::Moved { .. }) => on_moved_away(edge, now, park),
+        Err(OrbitError::Unavailable(e)) => {
+            info!(park, error = %e, "move not known to be ordered: the watch will tell");
+        }
+        other => {
+            let to = edge.park.moving.get(&park).map(|m| m.to.clone());
+            warn!(park, ?to, outcome = ?other.err(), "parked call not moved: it stays here");
+            refused(edge, now, park);
+        }
+    }
+}
+
+/// The log moved park `park` away from this edge: the new edge plays the music from now on
+/// (it saw the same commit) and re-INVITEs the party, so this edge's relay stops at once (a
+/// retriever there must not hear two); the dialog is kept a moment longer, so that a request
+/// of the party's crossing the re-INVITE is told to wait (491), then forgotten.
+pub(crate) fn on_moved_away(edge: &mut Parking, now: Instant, park: ParkId) {
     let Some(m) = edge.park.moving.get_mut(&park) else {
         return;
     };
-    let sdp = match (&outcome, std::mem::replace(&mut m.stage, Stage::Pointing)) {
-        (Ok(Event::Moved { .. }), Stage::Ordering(sdp)) => sdp,
-        _ => {
-            warn!(park, to = %m.to, outcome = ?outcome.err(), "parked call not moved: it stays here");
-            edge.park.moving.remove(&park);
-            return;
-        }
-    };
-    let (cid, to_addr) = (m.cid, m.to_addr);
-    let Some(ps) = edge.park.held.get(&cid) else {
-        return;
-    };
-    let side = ps.parked;
-    let call = edge.b2bua.calls.get_mut(&cid).expect("held");
-    let d = call.dialog(side);
-    let contact = format!("<sip:{}@{to_addr}>", d.contact_user);
-    edge.b2bua.sv.send_in_dialog(
-        now,
-        d,
-        "INVITE",
-        &[("Contact", contact.as_str())],
-        Some(("application/sdp", &sdp)),
-        Owner::Moving { park },
-    );
-}
-
-/// The party's answer to the re-INVITE. A 2xx: ACK it, and this edge forgets the call (the
-/// party talks to the new edge now). A failure: the party cannot be moved, and the new edge
-/// holds its record: hang the party up rather than leave it on a call nobody holds.
-pub(crate) fn moving_response(
-    edge: &mut Parking,
-    now: Instant,
-    park: ParkId,
-    msg: Option<Message>,
-) {
-    let Some(m) = edge.park.moving.get(&park) else {
-        return;
-    };
-    if let Stage::Done(flow, ack) = &m.stage {
-        let (flow, ack) = (*flow, ack.clone());
-        return edge.send(flow, ack); // the 2xx again
+    if m.stage == Stage::Handed {
+        return; // the outcome and the watch both tell
     }
+    m.stage = Stage::Handed;
+    info!(park, to = %m.to, "parked call moved to another edge");
     let cid = m.cid;
-    let to = m.to.clone();
-    match msg.filter(|r| (200..300).contains(&r.code())) {
-        Some(ok) => {
-            let Some(ps) = edge.park.held.get(&cid) else {
-                return;
-            };
-            let side = ps.parked;
-            let branch = edge.new_branch();
-            let call = &edge.b2bua.calls[&cid];
-            let d = call.dialog_ref(side);
-            let ack = d.request(&edge.local, "ACK", ok.cseq.seq, &branch.branch, &[], None);
-            let flow = d.flow;
-            edge.send(flow, ack.clone());
-            if let Some(m) = edge.park.moving.get_mut(&park) {
-                m.stage = Stage::Done(flow, ack);
-            }
-            edge.timers.schedule(now + ACK_KEPT, TimerKey::Moved(park));
-            info!(park, %to, "parked call moved to another edge");
-            forget(edge, cid, park);
-        }
-        None => {
-            warn!(park, %to, "the parked party did not take the re-INVITE: hanging it up");
-            edge.park.moving.remove(&park);
-            forget_record(edge, cid, park);
-            hangup(edge, now, cid, "could not be moved");
-        }
+    if let Some(r) = edge.b2bua.calls.get_mut(&cid).and_then(|c| c.media.take()) {
+        edge.b2bua.sv.media.close(now, r);
     }
+    edge.timers
+        .schedule(now + HANDED_GRACE, TimerKey::MovedAway(park));
 }
 
-/// The moved call's ACK need not be kept any longer.
-pub(crate) fn on_moved_timer(edge: &mut Parking, park: ParkId) {
-    edge.park.moving.remove(&park);
+/// The grace after a move is over: forget the call without a word to its party, whose
+/// dialog is the new edge's now.
+pub(crate) fn on_moved_away_timer(edge: &mut Parking, park: ParkId) {
+    let Some(m) = edge.park.moving.remove(&park) else {
+        return;
+    };
+    if m.stage != Stage::Handed {
+        edge.park.moving.insert(park, m); // an older timer of this park
+        return;
+    }
+    forget(edge, m.cid, park);
 }
 
-/// This edge no longer holds park `park`: forget its record here (no `End`: another edge
-/// holds it).
-fn forget_record(edge: &mut Parking, cid: u64, park: ParkId) {
-    edge.park.held.remove(&cid);
-    unhold(edge, park);
+/// A parked call's party is changing hands: its own re-INVITE waits (491).
+pub(crate) fn is_moving(edge: &Parking, park: ParkId) -> bool {
+    edge.park.moving.get(&park).is_some_and(Moving::busy)
 }
 
 /// Forget call `cid` (park `park`) without a word to its party, whose dialog is another
-/// edge's now: its record, its relay, its dialog.
+/// edge's: its record here (no `End`: the other edge holds the park), its relay, its dialog.
 fn forget(edge: &mut Parking, cid: u64, park: ParkId) {
-    forget_record(edge, cid, park);
+    edge.park.held.remove(&cid);
+    unhold(edge, park);
     call::end_call(edge, cid);
 }
 
-/// A trunk MESSAGE from edge `from` asking this edge to take park `park` over.
-pub(crate) fn on_adopt(
+/// Whether `s` can go into a header as it is (no line breaks, no other controls).
+fn header_safe(s: &str) -> bool {
+    !s.chars().any(char::is_control)
+}
+
+/// A trunk MESSAGE from edge `from` offering park `park`.
+pub(crate) fn on_move_offer(
     edge: &mut Parking,
     now: Instant,
     key: &ServerKey,
@@ -334,39 +353,69 @@ pub(crate) fn on_adopt(
     park: ParkId,
 ) {
     let refuse = |edge: &mut Parking, code: u16, why: &'static str| {
-        warn!(park, %from, code, why, "parked call not taken over");
+        warn!(park, %from, code, why, "parked call offered here not taken");
         edge.reply(now, key, Response::to(&msg, code).reason(why));
     };
     if edge.draining.is_some() {
         return refuse(edge, 503, "Draining Too");
     }
-    let a = match serde_json::from_slice::<Adoption>(&msg.body) {
-        Ok(a) if a.park == park => a,
-        _ => return refuse(edge, 400, "Bad Handover"),
+    let Ok(o) = serde_json::from_slice::<MoveOffer>(&msg.body) else {
+        return refuse(edge, 400, "Bad Offer");
     };
-    // Only the edge that holds the call may hand it over.
-    let held_by_sender = edge
-        .orbit
-        .parked(park)
-        .is_some_and(|p| p.call.edge == from && p.phase == orbit_state::Phase::Waiting);
-    if !held_by_sender {
+    if o.park != park {
+        return refuse(edge, 400, "Bad Offer");
+    }
+    // Only the edge that holds the call may offer it, and only its own dialog: the one the
+    // park's record names (so that no other dialog can be taken over this way).
+    let Some(parked) = edge.orbit.parked(park).cloned() else {
+        return refuse(edge, 403, "Not Held By Sender");
+    };
+    if parked.call.edge != from || parked.phase != orbit_state::Phase::Waiting {
         return refuse(edge, 403, "Not Held By Sender");
     }
-    if edge.park.by_id.contains_key(&park) {
-        return refuse(edge, 409, "Taken Over Already");
+    let remote_tag = NameAddr::parse(&o.remote_hdr).and_then(|n| n.tag().map(str::to_string));
+    if o.call_id != parked.call.call_id
+        || o.local_tag != parked.call.local_tag
+        || remote_tag.as_deref() != Some(parked.call.remote_tag.as_str())
+    {
+        return refuse(edge, 403, "Not That Call");
+    }
+    let texts = [
+        &o.local_hdr,
+        &o.remote_hdr,
+        &o.remote_target,
+        &o.contact_user,
+        &o.user,
+        &o.label,
+    ];
+    if !texts.iter().all(|t| header_safe(t))
+        || !o.route_set.iter().all(|r| header_safe(r))
+        || !orbit_state::names::is_trunk_addr(&o.addr)
+    {
+        return refuse(edge, 400, "Bad Offer");
+    }
+    if edge.park.by_id.contains_key(&park)
+        || edge
+            .dialogs
+            .contains_key(&(o.call_id.clone(), o.local_tag.clone()))
+    {
+        return refuse(edge, 409, "Taken Already");
     }
     if edge.calls.len() >= edge.max_calls {
         return refuse(edge, 503, "No Room");
     }
-    let (Some(codec), Ok(info)) = (
-        Codec::from_name(&a.codec),
-        sdp::media_info(a.sdp.as_bytes()),
-    ) else {
-        return refuse(edge, 400, "Bad Handover");
+    let codec = parked
+        .call
+        .codec
+        .as_deref()
+        .and_then(Codec::from_name)
+        .unwrap_or(Codec::Pcmu);
+    let Ok(info) = sdp::media_info(o.sdp.as_bytes()) else {
+        return refuse(edge, 400, "Bad Offer");
     };
-    let side = if a.side == "a" { Side::A } else { Side::B };
-    let Some(parked) = edge.orbit.parked(park).cloned() else {
-        return;
+    let side = match o.side {
+        PartySide::A => Side::A,
+        PartySide::B => Side::B,
     };
     let cid = edge.b2bua.next_call_id();
     let relay = match edge.open_relay(now, cid) {
@@ -374,38 +423,33 @@ pub(crate) fn on_adopt(
         Err(_) => return refuse(edge, 503, "No Relay Ports"),
     };
     let party = Dialog {
-        call_id: a.call_id,
-        local_tag: a.local_tag,
-        local_hdr: a.local_hdr,
-        remote_hdr: a.remote_hdr,
-        remote_target: a.remote_target,
-        route_set: a.route_set,
-        local_cseq: a.local_cseq,
-        remote_cseq: a.remote_cseq,
+        call_id: o.call_id,
+        local_tag: o.local_tag,
+        local_hdr: o.local_hdr,
+        remote_hdr: o.remote_hdr,
+        remote_target: o.remote_target,
+        route_set: o.route_set,
+        local_cseq: o.local_cseq,
+        remote_cseq: o.remote_cseq,
         flow: Flow {
             proto: Proto::Udp,
-            addr: a.addr,
+            addr: o.addr,
             conn: 0,
         },
-        contact_user: a.contact_user,
-        user: a.user,
+        contact_user: o.contact_user,
+        user: o.user,
     };
-    let span = info_span!(parent: None, "call", id = cid, caller = %a.caller_uri, slot = parked.slot, edge = %edge.id);
+    let span = info_span!(parent: None, "call", id = cid, caller = %parked.call.caller_uri, slot = parked.slot, edge = %edge.id);
     let _g = span.clone().entered();
     relay.set_remote(
         &mut edge.b2bua.sv.media,
         side.leg(),
         info.rtp,
         info.rtcp,
-        a.addr.ip(),
+        o.addr.ip(),
     );
-    // The music starts once the log shows the move (`on_moved`): until then the party is the
-    // other edge's, which may yet keep it.
-    let answer = relay_offer(
-        edge.now_ms(now),
-        relay.local(side.leg()),
-        (codec, a.pt, a.te),
-    );
+    // Nothing is played, and nothing sent to the party, until the log shows the move: until
+    // then the call is the other edge's, which may yet keep it.
     call::insert_adopted_call(
         edge,
         now,
@@ -416,7 +460,7 @@ pub(crate) fn on_adopt(
         relay,
         msg.clone(),
         key,
-        Some(Bytes::from(a.sdp.into_bytes())),
+        Some(Bytes::from(o.sdp.into_bytes())),
     );
     edge.park.held.insert(
         cid,
@@ -426,27 +470,36 @@ pub(crate) fn on_adopt(
             lot: parked.lot.clone(),
             parked: side,
             codec,
-            pt: a.pt,
-            te: a.te,
-            label: a.label,
-            caller_uri: a.caller_uri,
-            parker: a.parker,
+            pt: o.pt,
+            te: o.te,
+            label: o.label,
+            caller_uri: parked.call.caller_uri.clone(),
+            parker: parked.call.parker.clone(),
             recall: None,
         },
     );
     edge.park.by_id.insert(park, cid);
-    edge.park.adopting.insert(park, cid);
-    edge.timers
-        .schedule(now + ADOPT_WAIT, TimerKey::AdoptWait(park));
-    info!(park, %from, "taking the parked call over");
-    let r = Response::to(&msg, 200).body("application/sdp", &answer);
-    edge.reply(now, key, r);
+    let until = now + PROBATION;
+    edge.park.probation.insert(park, (cid, until));
+    edge.timers.schedule(until, TimerKey::Probation(park));
+    info!(park, %from, "parked call offered here: on probation until the log moves it");
+    edge.reply(now, key, Response::to(&msg, 200));
 }
 
-/// The log shows the move: the call taken on probation is this edge's now, and its party
-/// hears this edge's music (the other edge's stops once the party takes the re-INVITE).
-pub(crate) fn on_moved(edge: &mut Parking, parked: &Parked, from: &str) {
-    let Some(cid) = edge.park.adopting.remove(&parked.id) else {
+/// The log moved park `parked` here: the call on probation is this edge's now. Its party
+/// hears this edge's music and is re-INVITEd to this edge's Contact and relay. A move here of
+/// a call this edge does not have (let go before the move came) is ended, so that its slot
+/// does not stay taken by nobody.
+pub(crate) fn on_moved_here(edge: &mut Parking, now: Instant, parked: &Parked, from: &str) {
+    let Some((cid, _)) = edge.park.probation.remove(&parked.id) else {
+        if !edge.park.by_id.contains_key(&parked.id) {
+            warn!(park = parked.id, %from, "a parked call moved here that this edge let go: ending it");
+            let end = Command::End {
+                park: parked.id,
+                reason: EndReason::Lost,
+            };
+            edge.propose(now, end, Then::Nothing);
+        }
         return;
     };
     info!(park = parked.id, slot = parked.slot, %from, "parked call taken over");
@@ -468,12 +521,82 @@ pub(crate) fn on_moved(edge: &mut Parking, parked: &Parked, from: &str) {
             true,
         );
     }
+    reinvite(edge, now, parked.id, 1);
+}
+
+/// Point the party of moved park `park` at this edge: re-INVITE it with this edge's Contact
+/// and relay (try `attempt`).
+fn reinvite(edge: &mut Parking, now: Instant, park: ParkId, attempt: u32) {
+    let Some(&cid) = edge.park.by_id.get(&park) else {
+        return;
+    };
+    let (Some(ps), Some(call)) = (edge.park.held.get(&cid), edge.b2bua.calls.get_mut(&cid)) else {
+        return;
+    };
+    let Some(m) = call.media else {
+        return;
+    };
+    let body = relay_offer(
+        edge.b2bua.sv.now_ms(now),
+        m.local(ps.parked.leg()),
+        (ps.codec, ps.pt, ps.te),
+    );
+    let d = call.dialog(ps.parked);
+    edge.b2bua.sv.send_in_dialog(
+        now,
+        d,
+        "INVITE",
+        &[],
+        Some(("application/sdp", &body)),
+        Owner::MovedHere { park, attempt },
+    );
+}
+
+/// The party's answer to the re-INVITE that points it here. A 2xx: ACK it (again, for a
+/// repeated 2xx). A 491 (its own re-INVITE crossed ours): again shortly. Anything else: the
+/// party cannot be moved, and this edge, which holds its park now, ends the call.
+pub(crate) fn moved_here_response(
+    edge: &mut Parking,
+    now: Instant,
+    park: ParkId,
+    attempt: u32,
+    msg: Option<Message>,
+) {
+    let Some(&cid) = edge.park.by_id.get(&park) else {
+        return;
+    };
+    let Some(side) = edge.park.held.get(&cid).map(|ps| ps.parked) else {
+        return;
+    };
+    match msg.as_ref().map(Message::code) {
+        Some(200..=299) => {
+            let cseq = msg.as_ref().map_or(0, |m| m.cseq.seq);
+            call::send_own_ack(edge, cid, side, cseq);
+        }
+        Some(491) if attempt < REINVITE_TRIES => {
+            edge.timers
+                .schedule(now + OFFER_RETRY, TimerKey::Reinvite { park, attempt });
+        }
+        code => {
+            warn!(
+                park,
+                ?code,
+                "the moved parked party did not take the re-INVITE: ending it"
+            );
+            hangup(edge, now, cid, "could not be moved");
+        }
+    }
+}
+
+/// A 491'd re-INVITE's wait is over: send it again.
+pub(crate) fn on_reinvite_timer(edge: &mut Parking, now: Instant, park: ParkId, attempt: u32) {
+    reinvite(edge, now, park, attempt + 1);
 }
 
 /// The log took park `park` elsewhere (claimed, ended) while this edge held it on
-/// probation: let it go now.
+/// probation: let it go now, without a word to its party.
 pub(crate) fn on_taken_elsewhere(edge: &mut Parking, park: ParkId) {
-    if let Some(cid) = edge.park.adopting.remove(&park) {
+    if let Some((cid, _)) = edge.park.probation.remove(&park) {
         info!(
             park,
             "the parked call offered here went elsewhere: letting it go"
@@ -482,22 +605,37 @@ pub(crate) fn on_taken_elsewhere(edge: &mut Parking, park: ParkId) {
     }
 }
 
-/// The move was never shown: let the call go without a word to its party (its dialog is
-/// still the other edge's).
-pub(crate) fn on_adopt_wait(edge: &mut Parking, park: ParkId) {
-    let Some(cid) = edge.park.adopting.remove(&park) else {
+/// A probation has run its time without the move: let the call go without a word to its
+/// party (its dialog is still the other edge's).
+pub(crate) fn on_probation_timer(edge: &mut Parking, now: Instant, park: ParkId) {
+    let Some(&(cid, until)) = edge.park.probation.get(&park) else {
         return;
     };
-    let held_here = edge
-        .orbit
-        .parked(park)
-        .is_some_and(|p| p.call.edge == edge.id);
-    if held_here {
-        return; // the watch showed the move without its event reaching us: keep it
+    if now < until {
+        return; // an older timer of this park
     }
+    edge.park.probation.remove(&park);
     warn!(
         park,
-        "the handover of a parked call was not ordered: letting it go"
+        "the move of a parked call offered here was not ordered: letting it go"
     );
     forget(edge, cid, park);
+}
+
+/// Every call on probation here, let go (this edge stops): their parties are other edges'.
+pub(crate) fn drop_probation(edge: &mut Parking) {
+    let all: Vec<(ParkId, u64)> = edge
+        .park
+        .probation
+        .drain()
+        .map(|(park, (cid, _))| (park, cid))
+        .collect();
+    for (park, cid) in all {
+        forget(edge, cid, park);
+    }
+}
+
+/// Whether call `cid` is on probation here (not this edge's yet).
+pub(crate) fn on_probation(edge: &Parking, park: ParkId) -> bool {
+    edge.park.probation.contains_key(&park)
 }

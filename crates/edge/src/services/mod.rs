@@ -132,10 +132,15 @@ pub(crate) enum TimerKey {
     Lease,
     /// A drain has run its time: end what is left.
     DrainDeadline,
-    /// A parked call handed here has waited long enough for the log to show the move.
-    AdoptWait(orbit_state::ParkId),
-    /// A parked call handed away: its ACK need not be kept any longer.
-    Moved(orbit_state::ParkId),
+    /// A parked call offered here has waited long enough for the log to show its move.
+    Probation(orbit_state::ParkId),
+    /// A parked call moved away: the new edge has had time to re-INVITE its party.
+    MovedAway(orbit_state::ParkId),
+    /// A moved parked party answered our re-INVITE 491: time to send it again.
+    Reinvite {
+        park: orbit_state::ParkId,
+        attempt: u32,
+    },
     /// A trunk claim of this park has waited long enough for the replica to show it.
     TrunkClaim(orbit_state::ParkId),
     /// A call held here, claimed by another site, has waited long enough to be fetched.

@@ -70,10 +70,13 @@ pub(crate) enum Owner {
     ReferNotify { call: u64, bye: Option<Side> },
     /// A lamp NOTIFY: a refusal ends the subscription.
     Lamp { sub: (String, String) },
-    /// A draining edge asking another to take parked call `park` over (`park/moving.rs`).
-    Adopt { park: orbit_state::ParkId },
-    /// The re-INVITE that points a moved parked call's party at its new edge.
-    Moving { park: orbit_state::ParkId },
+    /// A draining edge offering parked call `park` to another (`park/moving.rs`).
+    MoveOffer { park: orbit_state::ParkId },
+    /// The re-INVITE that points a moved parked call's party here.
+    MovedHere {
+        park: orbit_state::ParkId,
+        attempt: u32,
+    },
     /// Nobody (CANCEL, stray BYE to a late fork).
     Nobody,
 }

@@ -288,7 +288,11 @@ any_host = true
             .args(["run", "--config"])
             .arg(&self.configs[i])
             // Pickup's debug lines tell a test when another site's lamp watch has arrived.
-            .env("RUST_LOG", "info,openraft=warn,orbit_edge::pickup=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("ORBIT_TEST_RUST_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn,orbit_edge::pickup=debug".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
