@@ -172,6 +172,16 @@ fn orbitctl_tells_strangers_no_with_an_exit_code_that_says_why() {
         .unwrap();
     let (code, _, err) = orbitctl(&s, 0, &flags(&reader), &["parked", "list"]);
     assert_eq!(code, 0, "{err}");
+    // ... and no more: it changes neither the membership nor anything else.
+    for args in [
+        &["cluster", "snapshot"][..],
+        &["cluster", "remove", "3"][..],
+        &["cluster", "add", "7", "127.0.0.1:1"][..],
+        &["edge", "drain", "site-a"][..],
+    ] {
+        let (code, _, err) = orbitctl(&s, 0, &flags(&reader), args);
+        assert_eq!(code, 4, "{args:?}: {err}");
+    }
     // Nobody listening.
     let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
         .args(["--endpoint", "127.0.0.1:1", "--timeout", "2"])

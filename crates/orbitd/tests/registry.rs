@@ -331,3 +331,79 @@ fn check_config_refuses_the_example_configs_secrets_and_a_sip_key_others_may_rea
     let (ok, err) = check(&ours);
     assert!(ok, "{err}");
 }
+
+/// `orbitctl --json <args>` at `at` (plaintext: the nodes listen on loopback): (exit code,
+/// stdout, stderr).
+fn orbitctl(at: &SocketAddr, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
+        .args(["--endpoint", &at.to_string(), "--timeout", "10", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn orbitctl_changes_the_membership_on_the_leader_and_takes_a_snapshot() {
+    let dir = std::env::temp_dir().join(format!("orbit-orbitctl-members-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let nodes: Vec<RegistryNode> = (1..=4).map(|id| start(&dir, id, free_addr())).collect();
+    let members: Vec<String> = (0..3)
+        .map(|i| format!("{}={}", i + 1, nodes[i].addr))
+        .collect();
+    let mut args = vec!["init", "--at", &members[0][2..]];
+    args.extend(members.iter().map(String::as_str));
+    let (ok, out) = cli(&args);
+    assert!(ok, "init: {out}");
+    wait_status(&nodes[0].addr, "a leader", |s| field(s, "leader") != "none");
+    let four = nodes[3].addr.to_string();
+    let roles = |out: &str| -> Vec<(u64, bool)> {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["id"].as_u64().unwrap(), m["voter"].as_bool().unwrap()))
+            .collect()
+    };
+    // Asked of node 3, whichever the leader is: orbitctl takes it there.
+    let at = nodes[2].addr;
+    let (code, out, err) = orbitctl(&at, &["cluster", "add", "4", &four]);
+    assert_eq!(code, 0, "{err}");
+    assert!(roles(&out).contains(&(4, false)), "a learner: {out}");
+    // Bad input, clearly: exit 5 with one line naming what is wrong.
+    for (args, says) in [
+        (
+            vec!["cluster", "add", "4", four.as_str()],
+            "a member already",
+        ),
+        (vec!["cluster", "add", "0", four.as_str()], "member.id"),
+        (vec!["cluster", "add", "5", "nowhere"], "member.addr"),
+        (vec!["cluster", "promote", "9"], "not a learner"),
+        (vec!["cluster", "remove", "9"], "not a member"),
+    ] {
+        let (code, _, err) = orbitctl(&at, &args);
+        assert_eq!(code, 5, "{args:?}: {err}");
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    let (code, out, err) = orbitctl(&at, &["cluster", "promote", "4"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(roles(&out).contains(&(4, true)), "a voter: {out}");
+    let (code, out, err) = orbitctl(&at, &["cluster", "remove", "4"]);
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<u64> = roles(&out).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    // A snapshot of node 2's state, at the index its log has applied.
+    let (code, out, err) = orbitctl(&nodes[1].addr, &["cluster", "snapshot"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["index"].as_u64().unwrap() > 0, "{out}");
+}

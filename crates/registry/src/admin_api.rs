@@ -133,75 +133,76 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         Access::of(&req, self.tls)?.read()?;
-        let m = self.raft.metrics().borrow().clone();
-        let cfg = m.membership_config.membership();
-        let last = m.last_log_index.unwrap_or(0);
-        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-        // On the leader: what each member holds, its own log included.
-        let held: Option<BTreeMap<NodeId, u64>> = m.replication.as_ref().map(|r| {
-            let mut h: BTreeMap<NodeId, u64> = r
-                .iter()
-                .map(|(id, l)| (*id, l.map(|l| l.index).unwrap_or(0)))
-                .collect();
-            h.insert(m.id, last);
-            h
-        });
-        let voters: Vec<NodeId> = cfg.voter_ids().collect();
-        let members = cfg
-            .nodes()
-            .map(|(id, n)| {
-                let matched = held.as_ref().map(|h| h.get(id).copied().unwrap_or(0));
-                pb::Member {
-                    id: *id,
-                    addr: n.addr.clone(),
-                    voter: voters.contains(id),
-                    matched_index: matched,
-                    lag: matched.map(|m| last.saturating_sub(m)),
+        Ok(Response::new(self.status()))
+    }
+
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let by = Access::of(&req, self.tls)?;
+        by.admin()?;
+        let r = req.into_inner();
+        crate::membership::add_learner(&self.raft, r.id, r.addr.clone()).await?;
+        info!(%by, node = r.id, addr = %r.addr, "learner added through the admin API");
+        Ok(Response::new(self.status()))
+    }
+
+    async fn promote_member(
+        &self,
+        req: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let by = Access::of(&req, self.tls)?;
+        by.admin()?;
+        let id = req.into_inner().id;
+        crate::membership::promote(&self.raft, id).await?;
+        info!(%by, node = id, "member promoted to voter through the admin API");
+        Ok(Response::new(self.status()))
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let by = Access::of(&req, self.tls)?;
+        by.admin()?;
+        let id = req.into_inner().id;
+        crate::membership::remove(&self.raft, id).await?;
+        info!(%by, node = id, "member removed through the admin API");
+        Ok(Response::new(self.status()))
+    }
+
+    async fn take_snapshot(
+        &self,
+        req: Request<pb::TakeSnapshotRequest>,
+    ) -> Result<Response<pb::TakeSnapshotResponse>, Status> {
+        let by = Access::of(&req, self.tls)?;
+        by.admin()?;
+        let before = self.snapshot_index();
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        // Taken in the background: answer once it is there (or say it is still being taken).
+        let mut metrics = self.raft.metrics();
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                let m = metrics.borrow_and_update().clone();
+                let at = m.snapshot.map(|l| l.index).unwrap_or(0);
+                let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+                if at > before || (at == applied && at > 0) {
+                    return at;
                 }
-            })
-            .collect();
-        // Replication metrics may trail what is applied already: never show less than that.
-        let commit = match &held {
-            Some(h) => majority_index(&voters, h).max(applied),
-            None => applied,
-        };
-        let edges = {
-            let d = self.sm.data.read().unwrap();
-            let o = &d.orbit;
-            let mut edges: BTreeMap<String, pb::Edge> = o
-                .leases()
-                .map(|(e, until)| {
-                    let edge = pb::Edge {
-                        name: e.clone(),
-                        lease_until_ms: until,
-                        draining: o.is_draining(e),
-                        trunk: o.given_trunk(e).map(|a| a.to_string()).unwrap_or_default(),
-                        ..Default::default()
-                    };
-                    (e.clone(), edge)
-                })
-                .collect();
-            for p in o.all_parked() {
-                edges.entry(p.call.edge.clone()).or_default().parked_calls += 1;
+                if metrics.changed().await.is_err() {
+                    return at;
+                }
             }
-            for (e, n) in o.rings_per_edge() {
-                edges.entry(e.clone()).or_default().rings = n as u64;
-            }
-            edges
-                .into_iter()
-                .map(|(name, e)| pb::Edge { name, ..e })
-                .collect()
-        };
-        Ok(Response::new(pb::ClusterStatus {
-            node_id: m.id,
-            leader_id: m.current_leader.unwrap_or(0),
-            term: m.current_term,
-            last_log_index: last,
-            commit_index: commit,
-            applied_index: applied,
-            members,
-            edges,
-        }))
+        })
+        .await;
+        let index = wait.map_err(|_| Status::deadline_exceeded("snapshot still being taken"))?;
+        info!(%by, index, "snapshot taken through the admin API");
+        Ok(Response::new(pb::TakeSnapshotResponse { index }))
     }
 
     async fn list_parked_calls(
@@ -445,6 +446,85 @@ fn lot_in(l: pb::Lot) -> Result<LotConfig, Status> {
 }
 
 impl AdminService {
+    /// The last snapshot's index on this node (0: none).
+    fn snapshot_index(&self) -> u64 {
+        let m = self.raft.metrics().borrow().clone();
+        m.snapshot.map(|l| l.index).unwrap_or(0)
+    }
+
+    /// The registry as this node sees it.
+    fn status(&self) -> pb::ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let cfg = m.membership_config.membership();
+        let last = m.last_log_index.unwrap_or(0);
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        // On the leader: what each member holds, its own log included.
+        let held: Option<BTreeMap<NodeId, u64>> = m.replication.as_ref().map(|r| {
+            let mut h: BTreeMap<NodeId, u64> = r
+                .iter()
+                .map(|(id, l)| (*id, l.map(|l| l.index).unwrap_or(0)))
+                .collect();
+            h.insert(m.id, last);
+            h
+        });
+        let voters: Vec<NodeId> = cfg.voter_ids().collect();
+        let members = cfg
+            .nodes()
+            .map(|(id, n)| {
+                let matched = held.as_ref().map(|h| h.get(id).copied().unwrap_or(0));
+                pb::Member {
+                    id: *id,
+                    addr: n.addr.clone(),
+                    voter: voters.contains(id),
+                    matched_index: matched,
+                    lag: matched.map(|m| last.saturating_sub(m)),
+                }
+            })
+            .collect();
+        // Replication metrics may trail what is applied already: never show less than that.
+        let commit = match &held {
+            Some(h) => majority_index(&voters, h).max(applied),
+            None => applied,
+        };
+        let edges = {
+            let d = self.sm.data.read().unwrap();
+            let o = &d.orbit;
+            let mut edges: BTreeMap<String, pb::Edge> = o
+                .leases()
+                .map(|(e, until)| {
+                    let edge = pb::Edge {
+                        name: e.clone(),
+                        lease_until_ms: until,
+                        draining: o.is_draining(e),
+                        trunk: o.given_trunk(e).map(|a| a.to_string()).unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    (e.clone(), edge)
+                })
+                .collect();
+            for p in o.all_parked() {
+                edges.entry(p.call.edge.clone()).or_default().parked_calls += 1;
+            }
+            for (e, n) in o.rings_per_edge() {
+                edges.entry(e.clone()).or_default().rings = n as u64;
+            }
+            edges
+                .into_iter()
+                .map(|(name, e)| pb::Edge { name, ..e })
+                .collect()
+        };
+        pb::ClusterStatus {
+            node_id: m.id,
+            leader_id: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            last_log_index: last,
+            commit_index: commit,
+            applied_index: applied,
+            members,
+            edges,
+        }
+    }
+
     /// Have `cmd` committed (an admin's: no edge's right to check at apply); the status a
     /// refusal or a failure maps to.
     async fn commit(&self, cmd: Command) -> Result<Event, Status> {

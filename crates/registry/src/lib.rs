@@ -19,6 +19,7 @@ pub mod batch;
 pub mod client;
 pub mod dev_pki;
 pub mod identity;
+mod membership;
 pub mod network;
 pub mod node;
 mod service;

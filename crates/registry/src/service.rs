@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use openraft::BasicNode;
 use orbit_state::Command;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
-use tracing::{info, info_span};
+use tracing::info_span;
 
 use crate::batch::Batcher;
 use crate::identity::Access;
@@ -46,21 +46,6 @@ impl RegistryService {
             learners,
             leader: m.current_leader.unwrap_or(0),
             last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
-        }
-    }
-
-    fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                Status::failed_precondition(format!(
-                    "not the leader; the leader is {}",
-                    match (f.leader_id, f.leader_node) {
-                        (Some(id), Some(n)) => format!("node {id} at {}", n.addr),
-                        _ => "not known yet".into(),
-                    }
-                ))
-            }
-            e => Status::internal(e.to_string()),
         }
     }
 }
@@ -155,11 +140,7 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
         Access::of(&req, self.tls)?.admin()?;
         let m = node_of(req)?;
-        info!(node = m.id, addr = %m.addr, "adding learner");
-        self.raft
-            .add_learner(m.id, BasicNode::new(m.addr), true)
-            .await
-            .map_err(|e| self.write_error(e))?;
+        crate::membership::add_learner(&self.raft, m.id, m.addr).await?;
         Ok(GrpcResponse::new(self.membership()))
     }
 
@@ -169,12 +150,7 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
         Access::of(&req, self.tls)?.admin()?;
         let m = node_of(req)?;
-        info!(node = m.id, "promoting to voter");
-        let change = openraft::ChangeMembers::AddVoterIds([m.id].into_iter().collect());
-        self.raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| self.write_error(e))?;
+        crate::membership::promote(&self.raft, m.id).await?;
         Ok(GrpcResponse::new(self.membership()))
     }
 
@@ -184,19 +160,7 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
         Access::of(&req, self.tls)?.admin()?;
         let m = node_of(req)?;
-        info!(node = m.id, "removing node");
-        let ids: std::collections::BTreeSet<NodeId> = [m.id].into_iter().collect();
-        let is_voter = self.membership().voters.iter().any(|v| v.id == m.id);
-        if is_voter {
-            self.raft
-                .change_membership(openraft::ChangeMembers::RemoveVoters(ids.clone()), false)
-                .await
-                .map_err(|e| self.write_error(e))?;
-        }
-        self.raft
-            .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
-            .await
-            .map_err(|e| self.write_error(e))?;
+        crate::membership::remove(&self.raft, m.id).await?;
         Ok(GrpcResponse::new(self.membership()))
     }
 

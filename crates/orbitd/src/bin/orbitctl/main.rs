@@ -16,9 +16,9 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use orbit_registry::admin_pb::admin_client::AdminClient;
 use orbit_registry::admin_pb::{
-    DeleteLotRequest, DrainEdgeRequest, ExtendParkedCallRequest, GetClusterStatusRequest,
-    HangUpParkedCallRequest, ListLotsRequest, ListParkedCallsRequest, Lot, SetLotRequest,
-    WatchParkedCallsRequest,
+    AddMemberRequest, DeleteLotRequest, DrainEdgeRequest, ExtendParkedCallRequest,
+    GetClusterStatusRequest, HangUpParkedCallRequest, ListLotsRequest, ListParkedCallsRequest, Lot,
+    MemberRequest, SetLotRequest, TakeSnapshotRequest, WatchParkedCallsRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -89,6 +89,20 @@ enum Cmd {
 enum ClusterCmd {
     /// Leader, term, log indexes, members and their lag, edges and their leases.
     Status,
+    /// Add a registry node as a learner (admin role): it copies the log and does not vote;
+    /// answered once it has caught up. Sent to the leader, wherever --endpoint points.
+    Add {
+        /// Its node id (from 1, never reused).
+        id: u64,
+        /// Its gRPC address, host:port.
+        addr: String,
+    },
+    /// Make a learner a voter (admin role).
+    Promote { id: u64 },
+    /// Remove a registry node (admin role; a voter loses its vote first).
+    Remove { id: u64 },
+    /// Have the --endpoint node write a snapshot of its state now (admin role).
+    Snapshot,
 }
 
 #[derive(Subcommand)]
@@ -223,12 +237,30 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> Failure {
 }
 
 fn client(cli: &Cli) -> Result<AdminClient<Channel>, Failure> {
+    client_at(cli, &cli.endpoint)
+}
+
+fn client_at(cli: &Cli, endpoint: &str) -> Result<AdminClient<Channel>, Failure> {
     let tls =
         orbit_registry::tls::cli_tls(cli.ca.as_deref(), cli.cert.as_deref(), cli.key.as_deref())
             .map_err(|e| fail(5, e))?;
-    let ch = orbit_registry::network::channel(&cli.endpoint, tls.as_ref())
-        .map_err(|e| fail(5, format!("{}: {e}", cli.endpoint)))?;
+    let ch = orbit_registry::network::channel(endpoint, tls.as_ref())
+        .map_err(|e| fail(5, format!("{endpoint}: {e}")))?;
     Ok(AdminClient::new(ch))
+}
+
+/// A client of the registry's leader, found through --endpoint's view of the cluster
+/// (membership changes are the leader's to make).
+async fn leader(cli: &Cli) -> Result<AdminClient<Channel>, Failure> {
+    let mut c = client(cli)?;
+    let s = bounded(cli, c.get_cluster_status(GetClusterStatusRequest {})).await?;
+    if s.leader_id == s.node_id {
+        return Ok(c);
+    }
+    let Some(l) = s.members.iter().find(|m| m.id == s.leader_id) else {
+        return Err(fail(3, format!("{}: no leader known", cli.endpoint)));
+    };
+    client_at(cli, &l.addr)
 }
 
 async fn bounded<T>(
@@ -275,6 +307,46 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             output::cluster_status(&s, cli.json);
             if s.leader_id == 0 {
                 return Err(fail(3, "no leader known"));
+            }
+            Ok(())
+        }
+        Cmd::Cluster {
+            cmd: ClusterCmd::Add { id, addr },
+        } => {
+            let mut c = leader(cli).await?;
+            let req = AddMemberRequest {
+                id: *id,
+                addr: addr.clone(),
+            };
+            let s = bounded(cli, c.add_member(req)).await?;
+            output::cluster_status(&s, cli.json);
+            Ok(())
+        }
+        Cmd::Cluster {
+            cmd: ClusterCmd::Promote { id },
+        } => {
+            let mut c = leader(cli).await?;
+            let s = bounded(cli, c.promote_member(MemberRequest { id: *id })).await?;
+            output::cluster_status(&s, cli.json);
+            Ok(())
+        }
+        Cmd::Cluster {
+            cmd: ClusterCmd::Remove { id },
+        } => {
+            let mut c = leader(cli).await?;
+            let s = bounded(cli, c.remove_member(MemberRequest { id: *id })).await?;
+            output::cluster_status(&s, cli.json);
+            Ok(())
+        }
+        Cmd::Cluster {
+            cmd: ClusterCmd::Snapshot,
+        } => {
+            let mut c = client(cli)?;
+            let r = bounded(cli, c.take_snapshot(TakeSnapshotRequest {})).await?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "index": r.index }));
+            } else {
+                println!("snapshot taken at log index {}", r.index);
             }
             Ok(())
         }

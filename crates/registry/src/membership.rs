@@ -1,0 +1,104 @@
+//! Changing who the registry's members are, on the leader: shared by the registry's own
+//! service (`orbitd registry add-learner|promote|remove`) and the admin API (`orbitctl
+//! cluster add|promote|remove`). Each checks its caller's role before it calls here.
+
+use std::collections::BTreeSet;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+use tonic::Status;
+use tracing::info;
+
+use crate::{NodeId, Raft};
+
+/// A membership change refused or failed, as a gRPC status: not the leader is UNAVAILABLE
+/// naming the leader, so that a client retries there.
+pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Status::unavailable(format!(
+            "not the leader; the leader is {}",
+            match (f.leader_id, f.leader_node) {
+                (Some(id), Some(n)) => format!("node {id} at {}", n.addr),
+                _ => "not known yet".into(),
+            }
+        )),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Status::failed_precondition(e.to_string())
+        }
+        e => Status::internal(e.to_string()),
+    }
+}
+
+/// The current membership's voters and learners.
+fn members(raft: &Raft) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+    let m = raft.metrics().borrow().clone();
+    let cfg = m.membership_config.membership();
+    (cfg.voter_ids().collect(), cfg.learner_ids().collect())
+}
+
+/// Add node `id` at `addr` as a learner (it receives the log, and does not vote), waiting
+/// until it has caught up.
+pub(crate) async fn add_learner(raft: &Raft, id: NodeId, addr: String) -> Result<(), Status> {
+    if id == 0 {
+        return Err(Status::invalid_argument("member.id: node ids start at 1"));
+    }
+    if addr.parse::<std::net::SocketAddr>().is_err() {
+        return Err(Status::invalid_argument(format!(
+            "member.addr: {addr:?} is not host:port"
+        )));
+    }
+    let (voters, learners) = members(raft);
+    if voters.contains(&id) || learners.contains(&id) {
+        return Err(Status::already_exists(format!(
+            "node {id} is a member already"
+        )));
+    }
+    info!(node = id, %addr, "adding learner");
+    raft.add_learner(id, BasicNode::new(addr), true)
+        .await
+        .map_err(write_error)?;
+    Ok(())
+}
+
+/// Make learner `id` a voter.
+pub(crate) async fn promote(raft: &Raft, id: NodeId) -> Result<(), Status> {
+    let (voters, learners) = members(raft);
+    if voters.contains(&id) {
+        return Err(Status::already_exists(format!("node {id} votes already")));
+    }
+    if !learners.contains(&id) {
+        return Err(Status::not_found(format!(
+            "node {id} is not a learner (add it first)"
+        )));
+    }
+    info!(node = id, "promoting to voter");
+    let change = ChangeMembers::AddVoterIds([id].into_iter().collect());
+    raft.change_membership(change, false)
+        .await
+        .map_err(write_error)?;
+    Ok(())
+}
+
+/// Remove node `id` (a voter first loses its vote, then leaves).
+pub(crate) async fn remove(raft: &Raft, id: NodeId) -> Result<(), Status> {
+    let (voters, learners) = members(raft);
+    if !voters.contains(&id) && !learners.contains(&id) {
+        return Err(Status::not_found(format!("node {id} is not a member")));
+    }
+    if voters.contains(&id) && voters.len() == 1 {
+        return Err(Status::failed_precondition(format!(
+            "node {id} is the last voter"
+        )));
+    }
+    info!(node = id, "removing node");
+    let ids: BTreeSet<NodeId> = [id].into_iter().collect();
+    if voters.contains(&id) {
+        raft.change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
+            .await
+            .map_err(write_error)?;
+    }
+    raft.change_membership(ChangeMembers::RemoveNodes(ids), false)
+        .await
+        .map_err(write_error)?;
+    Ok(())
+}
