@@ -32,6 +32,21 @@ pub(crate) struct AdminService {
     pub fwd: crate::node::Forwarder,
 }
 
+/// A mutation's request id as the log keeps it: the caller's own (namespaced by who it is, so
+/// that no one can answer another's retry), or none; INVALID_ARGUMENT naming `request_id` if
+/// it cannot be one.
+fn request(by: &Access, id: &str) -> Result<Option<String>, Status> {
+    if id.is_empty() {
+        return Ok(None);
+    }
+    if id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Status::invalid_argument(
+            "request_id: at most 128 printable characters",
+        ));
+    }
+    Ok(Some(format!("{by} {id}")))
+}
+
 fn call(p: &Parked) -> pb::ParkedCall {
     pb::ParkedCall {
         park_id: p.id,
@@ -231,12 +246,13 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::HangUpParkedCallResponse>, Status> {
         let by = Access::of(&req, self.tls)?;
         by.admin()?;
-        let park = req.into_inner().park_id;
+        let r = req.into_inner();
+        let park = r.park_id;
         let end = Command::End {
             park,
             reason: orbit_state::EndReason::Operator,
         };
-        self.commit(end).await?;
+        self.commit(end, request(&by, &r.request_id)?).await?;
         info!(%by, park, "parked call hung up through the admin API");
         Ok(Response::new(pb::HangUpParkedCallResponse {}))
     }
@@ -249,13 +265,11 @@ impl pb::admin_server::Admin for AdminService {
         by.admin()?;
         let r = req.into_inner();
         let by_ms = r.seconds.saturating_mul(1000);
-        match self
-            .commit(Command::Extend {
-                park: r.park_id,
-                by_ms,
-            })
-            .await?
-        {
+        let cmd = Command::Extend {
+            park: r.park_id,
+            by_ms,
+        };
+        match self.commit(cmd, request(&by, &r.request_id)?).await? {
             Event::Extended(p) => {
                 info!(%by, park = p.id, deadline = p.deadline, "parked call extended through the admin API");
                 Ok(Response::new(call(&p)))
@@ -270,13 +284,16 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::DrainEdgeResponse>, Status> {
         let by = Access::of(&req, self.tls)?;
         by.admin()?;
-        let edge = req.into_inner().edge;
+        let r = req.into_inner();
+        let edge = r.edge;
         if !orbit_state::names::is_edge_id(&edge) {
             return Err(Status::invalid_argument(format!(
                 "edge {edge:?}: site or site/name, lowercase letters, digits and '-'"
             )));
         }
-        self.commit(Command::Drain { edge: edge.clone() }).await?;
+        let id = request(&by, &r.request_id)?;
+        self.commit(Command::Drain { edge: edge.clone() }, id)
+            .await?;
         info!(%by, %edge, "edge drained through the admin API");
         Ok(Response::new(pb::DrainEdgeResponse {}))
     }
@@ -300,12 +317,13 @@ impl pb::admin_server::Admin for AdminService {
     async fn set_lot(&self, req: Request<pb::SetLotRequest>) -> Result<Response<pb::Lot>, Status> {
         let by = Access::of(&req, self.tls)?;
         by.admin()?;
-        let lot = req
-            .into_inner()
+        let r = req.into_inner();
+        let id = request(&by, &r.request_id)?;
+        let lot = r
             .lot
             .ok_or_else(|| Status::invalid_argument("lot: missing"))?;
         let cfg = lot_in(lot)?;
-        self.commit(Command::SetLot(cfg.clone())).await?;
+        self.commit(Command::SetLot(cfg.clone()), id).await?;
         info!(%by, tenant = %cfg.tenant, lot = %cfg.park_ext, first = cfg.first_slot, last = cfg.last_slot, "lot set through the admin API");
         let parked = self.parked_in(&cfg.key());
         Ok(Response::new(lot_out(&cfg, parked)))
@@ -318,11 +336,12 @@ impl pb::admin_server::Admin for AdminService {
         let by = Access::of(&req, self.tls)?;
         by.admin()?;
         let r = req.into_inner();
+        let id = request(&by, &r.request_id)?;
         let key = LotKey {
             tenant: r.tenant,
             park_ext: r.park_ext,
         };
-        self.commit(Command::DeleteLot(key.clone())).await?;
+        self.commit(Command::DeleteLot(key.clone()), id).await?;
         info!(%by, tenant = %key.tenant, lot = %key.park_ext, "lot deleted through the admin API");
         Ok(Response::new(pb::DeleteLotResponse {}))
     }
@@ -527,8 +546,8 @@ impl AdminService {
 
     /// Have `cmd` committed (an admin's: no edge's right to check at apply); the status a
     /// refusal or a failure maps to.
-    async fn commit(&self, cmd: Command) -> Result<Event, Status> {
-        let c = crate::node::propose(&self.batch, &self.fwd, cmd, None, true)
+    async fn commit(&self, cmd: Command, request: Option<String>) -> Result<Event, Status> {
+        let c = crate::node::propose(&self.batch, &self.fwd, cmd, None, request, true)
             .await
             .map_err(crate::node::propose_status)?;
         c.outcome.map_err(|r| match r {

@@ -36,8 +36,14 @@ pub enum WriteError {
 /// The committed index and the command's own outcome.
 pub type Written = Result<(u64, Result<Event, Rejection>), WriteError>;
 
-/// A command, the edge that proposed it (if one did), and who waits for its outcome.
-type Queued = (Command, Option<String>, oneshot::Sender<Written>);
+/// A command, the edge that proposed it (if one did), its request id (if it has one), and who
+/// waits for its outcome.
+type Queued = (
+    Command,
+    Option<String>,
+    Option<String>,
+    oneshot::Sender<Written>,
+);
 
 /// The handle proposals go through; clones share one queue.
 #[derive(Clone)]
@@ -53,14 +59,19 @@ impl Batcher {
 
     /// Queue `cmd`; the answer comes once its entry is committed and applied (or refused).
     pub fn submit(&self, cmd: Command) -> oneshot::Receiver<Written> {
-        self.submit_as(cmd, None)
+        self.submit_as(cmd, None, None)
     }
 
     /// Queue `cmd` proposed by edge `by` (when an edge proposed it): applied only if that edge
-    /// may propose it then.
-    pub fn submit_as(&self, cmd: Command, by: Option<String>) -> oneshot::Receiver<Written> {
+    /// may propose it then; with request id `request`, applied once however often it comes.
+    pub fn submit_as(
+        &self,
+        cmd: Command,
+        by: Option<String>,
+        request: Option<String>,
+    ) -> oneshot::Receiver<Written> {
         let (tx, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, _, tx))) = self.0.send((cmd, by, tx)) {
+        if let Err(mpsc::error::SendError((_, _, _, tx))) = self.0.send((cmd, by, request, tx)) {
             let _ = tx.send(Err(WriteError::Raft("registry node stopped".into())));
         }
         rx
@@ -90,14 +101,19 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>) {
         let n = batch.len();
         let mut cmds = Vec::with_capacity(n);
         let mut by = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
         let mut replies = Vec::with_capacity(n);
-        for (c, b, r) in batch {
+        for (c, b, id, r) in batch {
             cmds.push(c);
             by.push(b);
+            ids.push(id);
             replies.push(r);
         }
         if by.iter().all(Option::is_none) {
             by.clear();
+        }
+        if ids.iter().all(Option::is_none) {
+            ids.clear();
         }
         let span = info_span!("registry.batch", commands = n);
         let pending = match raft
@@ -105,6 +121,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>) {
                 at: wall_ms(),
                 cmds,
                 by,
+                ids,
             })
             .instrument(span.clone())
             .await

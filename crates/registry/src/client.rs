@@ -91,6 +91,7 @@ impl Link {
                 command: command.clone(),
                 forwarded: false,
                 edge: String::new(),
+                request_id: String::new(),
             };
             let last = match tokio::time::timeout(ATTEMPT, client.propose(req)).await {
                 Err(_) => return Err(LinkError::Uncertain(format!("{addr}: timed out"))),

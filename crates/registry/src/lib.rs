@@ -75,6 +75,11 @@ pub struct Request {
     /// park or ring that became another's in between. Empty: none was an edge's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub by: Vec<Option<String>>,
+    /// Beside `cmds`: each one's request id, when an admin API request gave one. A command
+    /// whose id the state machine has seen is not applied again: its first outcome is
+    /// answered (`store::Requests`). Empty: none had one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<Option<String>>,
 }
 
 impl Request {
@@ -83,6 +88,7 @@ impl Request {
             at,
             cmds: vec![cmd],
             by: vec![],
+            ids: vec![],
         }
     }
 
@@ -102,6 +108,8 @@ struct RequestRepr {
     cmds: Vec<Command>,
     #[serde(default)]
     by: Vec<Option<String>>,
+    #[serde(default)]
+    ids: Vec<Option<String>>,
 }
 
 impl From<RequestRepr> for Request {
@@ -112,6 +120,7 @@ impl From<RequestRepr> for Request {
             at: r.at,
             cmds,
             by: r.by,
+            ids: r.ids,
         }
     }
 }

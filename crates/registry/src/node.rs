@@ -344,7 +344,7 @@ impl Node {
     /// Order `cmd` through the log (here if this node leads, else at the leader) and return
     /// what applying it did.
     pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
-        propose(&self.batch, &self.fwd, cmd, None, true).await
+        propose(&self.batch, &self.fwd, cmd, None, None, true).await
     }
 
     /// The leader's batching queue of this node (proposals straight to Raft, not forwarded).
@@ -407,11 +407,15 @@ pub(crate) async fn propose(
     fwd: &Forwarder,
     cmd: Command,
     by: Option<String>,
+    request: Option<String>,
     may_forward: bool,
 ) -> Result<Committed, ProposeError> {
     let span = info_span!("registry.propose");
     async move {
-        match batch.submit_as(cmd.clone(), by.clone()).await {
+        match batch
+            .submit_as(cmd.clone(), by.clone(), request.clone())
+            .await
+        {
             Ok(Ok((index, outcome))) => Ok(Committed { index, outcome }),
             Ok(Err(WriteError::NotLeader(f))) => {
                 let (Some(id), Some(node)) = (f.leader_id, f.leader_node) else {
@@ -420,7 +424,7 @@ pub(crate) async fn propose(
                 if !may_forward {
                     return Err(ProposeError::NotLeader);
                 }
-                forward(fwd, id, &node.addr, &cmd, by.as_deref()).await
+                forward(fwd, id, &node.addr, &cmd, by.as_deref(), request.as_deref()).await
             }
             Ok(Err(e)) => Err(ProposeError::Raft(e.to_string())),
             Err(_) => Err(ProposeError::Raft("registry node stopped".into())),
@@ -489,6 +493,7 @@ async fn forward(
     addr: &str,
     cmd: &Command,
     by: Option<&str>,
+    request: Option<&str>,
 ) -> Result<Committed, ProposeError> {
     let mut client = fwd.client(leader, addr)?;
     let command = serde_json::to_vec(cmd).map_err(|e| ProposeError::Raft(e.to_string()))?;
@@ -498,6 +503,7 @@ async fn forward(
             command,
             forwarded: true,
             edge: by.unwrap_or_default().to_string(),
+            request_id: request.unwrap_or_default().to_string(),
         }),
     )
     .await

@@ -103,7 +103,10 @@ impl pb::registry_server::Registry for RegistryService {
             &req.edge,
             &self.sm.data.read().unwrap().orbit,
         )?;
-        let c = propose(&self.batch, &self.fwd, cmd, by, !req.forwarded)
+        // Request ids come from the admin API of another node only (namespaced there by the
+        // caller): nobody else may fill the table of requests seen.
+        let request = (req.forwarded && !req.request_id.is_empty()).then_some(req.request_id);
+        let c = propose(&self.batch, &self.fwd, cmd, by, request, !req.forwarded)
             .await
             .map_err(propose_status)?;
         Ok(GrpcResponse::new(pb::ProposeReply {

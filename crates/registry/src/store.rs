@@ -22,7 +22,7 @@ use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader,
     RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use orbit_state::Orbit;
+use orbit_state::{Event, Orbit, Rejection};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -257,12 +257,74 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// The applied state: the orbit state and Raft's own bookkeeping.
+/// The applied state: the orbit state, the admin requests seen, and Raft's own bookkeeping.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SmData {
     pub last_applied: Option<LogId<NodeId>>,
     pub last_membership: StoredMembership<NodeId, BasicNode>,
     pub orbit: Orbit,
+    #[serde(default)]
+    pub requests: Requests,
+}
+
+/// Admin API requests applied lately, by request id, with their outcome: a retry of one (the
+/// client did not hear the answer) is answered the same and not applied again. Part of the
+/// replicated state, so that every replica (and a new leader) answers alike; the oldest are
+/// forgotten beyond [`REQUESTS_KEPT`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "Vec<(String, Result<Event, Rejection>)>")]
+#[serde(into = "Vec<(String, Result<Event, Rejection>)>")]
+pub struct Requests {
+    order: std::collections::VecDeque<String>,
+    outcomes: std::collections::HashMap<String, Result<Event, Rejection>>,
+}
+
+/// Request ids remembered (a retry comes within seconds; this many covers hours of an
+/// operator's changes).
+pub const REQUESTS_KEPT: usize = 10_000;
+
+impl Requests {
+    /// The outcome of request `id`, if it was applied.
+    pub fn get(&self, id: &str) -> Option<&Result<Event, Rejection>> {
+        self.outcomes.get(id)
+    }
+
+    fn record(&mut self, id: String, outcome: Result<Event, Rejection>) {
+        if self.outcomes.len() >= REQUESTS_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.outcomes.remove(&old);
+            }
+        }
+        self.order.push_back(id.clone());
+        self.outcomes.insert(id, outcome);
+    }
+
+    pub fn len(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.outcomes.is_empty()
+    }
+}
+
+impl From<Vec<(String, Result<Event, Rejection>)>> for Requests {
+    fn from(v: Vec<(String, Result<Event, Rejection>)>) -> Requests {
+        let mut r = Requests::default();
+        for (id, o) in v {
+            r.record(id, o);
+        }
+        r
+    }
+}
+
+impl From<Requests> for Vec<(String, Result<Event, Rejection>)> {
+    fn from(mut r: Requests) -> Self {
+        r.order
+            .into_iter()
+            .filter_map(|id| r.outcomes.remove(&id).map(|o| (id, o)))
+            .collect()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -367,12 +429,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Normal(req) => {
                     let mut outcomes = Vec::with_capacity(req.cmds.len());
                     let mut done = vec![];
-                    let by = req.by;
+                    let (by, ids) = (req.by, req.ids);
                     for (i, cmd) in req.cmds.into_iter().enumerate() {
                         let edge = by.get(i).and_then(|b| b.as_deref());
+                        let id = ids.get(i).and_then(|b| b.clone());
+                        // A request seen already: its first outcome, nothing applied again.
+                        if let Some(first) = id.as_deref().and_then(|id| d.requests.get(id)) {
+                            outcomes.push(first.clone());
+                            continue;
+                        }
                         let r = d.orbit.apply_as(req.at, edge, &cmd);
                         if let Ok(ev) = &r {
                             done.push((cmd, ev.clone()));
+                        }
+                        if let Some(id) = id {
+                            d.requests.record(id, r.clone());
                         }
                         outcomes.push(r);
                     }

@@ -136,6 +136,7 @@ async fn propose(
             command: serde_json::to_vec(cmd).unwrap(),
             forwarded: false,
             edge: String::new(),
+            request_id: String::new(),
         };
         match client.propose(req).await {
             Ok(r) => return Ok(serde_json::from_slice(&r.into_inner().outcome).unwrap()),

@@ -160,6 +160,7 @@ async fn a_batched_entry_applies_its_commands_in_order_and_old_entries_still_rea
                 park(3, None),
             ],
             by: vec![],
+            ids: vec![],
         }),
     };
     let out = sm.apply(vec![batch]).await.unwrap();
@@ -209,6 +210,7 @@ async fn an_edges_command_is_checked_against_the_state_it_meets_at_apply() {
                 Some("site-b".into()),
                 Some("site-a".into()),
             ],
+            ids: vec![],
         }),
     };
     let out = sm.apply(vec![entry]).await.unwrap();
@@ -224,4 +226,71 @@ async fn an_edges_command_is_checked_against_the_state_it_meets_at_apply() {
     // The watch carries what took effect only: an edge's mirror never meets the refused one.
     let done = sm.events.lock().unwrap()[0].done.len();
     assert_eq!(done, 3);
+}
+
+/// An admin request applied once however often it is retried, in the same entry or a later
+/// one, and its first outcome answered each time; kept in snapshots; the oldest forgotten.
+#[tokio::test]
+async fn a_request_id_applies_its_command_once_and_answers_retries_alike() {
+    let path = temp_path();
+    let _guard = TempDb(path.clone());
+    let (_, mut sm) = open(&path).unwrap();
+    let extend = Command::Extend {
+        park: 1,
+        by_ms: 30_000,
+    };
+    let id = |s: &str| Some(format!("spiffe://orbit/admin/ops {s}"));
+    let first = Entry::<TypeConfig> {
+        log_id: log_id(1, 1),
+        payload: EntryPayload::Normal(Request {
+            at: 5_000,
+            cmds: vec![
+                Command::SetLot(lot()),
+                park(1, None),
+                extend.clone(),
+                extend.clone(),
+            ],
+            by: vec![],
+            ids: vec![None, None, id("x-1"), id("x-1")],
+        }),
+    };
+    let out = sm.apply(vec![first]).await.unwrap();
+    let Response::Applied(o) = &out[0] else {
+        panic!("{out:?}")
+    };
+    let deadline = |e: &Result<Event, orbit_state::Rejection>| match e {
+        Ok(Event::Extended(p)) => p.deadline,
+        e => panic!("{e:?}"),
+    };
+    assert_eq!(deadline(&o[2]), 125_000, "95 s + 30 s");
+    assert_eq!(
+        deadline(&o[3]),
+        125_000,
+        "the retry: the same answer, not 155 s"
+    );
+    // A later retry, and a new request with another id.
+    let later = Entry::<TypeConfig> {
+        log_id: log_id(1, 2),
+        payload: EntryPayload::Normal(Request {
+            at: 6_000,
+            cmds: vec![extend.clone(), extend.clone()],
+            by: vec![],
+            ids: vec![id("x-1"), id("x-2")],
+        }),
+    };
+    let out = sm.apply(vec![later]).await.unwrap();
+    let Response::Applied(o) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(deadline(&o[0]), 125_000);
+    assert_eq!(deadline(&o[1]), 155_000);
+    assert_eq!(
+        sm.data.read().unwrap().orbit.parked(1).unwrap().deadline,
+        155_000
+    );
+    // Snapshots keep what was seen.
+    let json = serde_json::to_string(&*sm.data.read().unwrap()).unwrap();
+    let back: orbit_registry::store::SmData = serde_json::from_str(&json).unwrap();
+    assert!(back.requests.get("spiffe://orbit/admin/ops x-1").is_some());
+    assert_eq!(back.requests.len(), 2);
 }

@@ -55,6 +55,10 @@ struct Cli {
     /// How long one call may take.
     #[arg(long, default_value = "10", global = true, value_name = "SECONDS")]
     timeout: u64,
+    /// An id for a change (hangup, extend, lots set/delete, edge drain): run again with the
+    /// same id after an answer was lost, and it is not applied twice.
+    #[arg(long, global = true, value_name = "ID")]
+    request_id: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -236,6 +240,11 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> Failure {
     }
 }
 
+/// The change's request id, if `--request-id` gave one.
+fn request_id(cli: &Cli) -> String {
+    cli.request_id.clone().unwrap_or_default()
+}
+
 fn client(cli: &Cli) -> Result<AdminClient<Channel>, Failure> {
     client_at(cli, &cli.endpoint)
 }
@@ -404,7 +413,11 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
                     .unwrap_or_default(),
                 parked: 0,
             };
-            let r = bounded(cli, c.set_lot(SetLotRequest { lot: Some(lot) })).await?;
+            let req = SetLotRequest {
+                lot: Some(lot),
+                request_id: request_id(cli),
+            };
+            let r = bounded(cli, c.set_lot(req)).await?;
             output::lots(&[r], cli.json);
             Ok(())
         }
@@ -415,6 +428,7 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             let req = DeleteLotRequest {
                 tenant: tenant.clone(),
                 park_ext: park_ext.clone(),
+                request_id: request_id(cli),
             };
             bounded(cli, c.delete_lot(req)).await?;
             if !cli.json {
@@ -429,6 +443,7 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             let req = ExtendParkedCallRequest {
                 park_id: *park_id,
                 seconds: *secs,
+                request_id: request_id(cli),
             };
             let p = bounded(cli, c.extend_parked_call(req)).await?;
             output::parked(&[p], cli.json);
@@ -438,7 +453,10 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             cmd: EdgeCmd::Drain { edge },
         } => {
             let mut c = client(cli)?;
-            let req = DrainEdgeRequest { edge: edge.clone() };
+            let req = DrainEdgeRequest {
+                edge: edge.clone(),
+                request_id: request_id(cli),
+            };
             bounded(cli, c.drain_edge(req)).await?;
             if !cli.json {
                 println!("edge {edge} draining");
@@ -449,7 +467,10 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             cmd: ParkedCmd::Hangup { park_id },
         } => {
             let mut c = client(cli)?;
-            let req = HangUpParkedCallRequest { park_id: *park_id };
+            let req = HangUpParkedCallRequest {
+                park_id: *park_id,
+                request_id: request_id(cli),
+            };
             bounded(cli, c.hang_up_parked_call(req)).await?;
             if !cli.json {
                 println!("parked call {park_id} hung up");
