@@ -48,6 +48,18 @@ pub struct EdgeConfig {
     /// The SIP trunk to the other sites' edges (retrieve and calls across sites).
     #[serde(default)]
     pub trunk: Option<TrunkConfig>,
+    /// This edge's admin listener (`[edge.admin]`): its calls and registrations, hanging a
+    /// call up, and gRPC health for readiness. Under `[edge.registry.tls]` (whose
+    /// certificate then names this host too); without it, on a loopback address only.
+    #[serde(default)]
+    pub admin: Option<EdgeAdminConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeAdminConfig {
+    /// gRPC address.
+    pub listen: SocketAddr,
 }
 
 /// How an edge reaches the orbit registry.
@@ -670,6 +682,15 @@ impl EdgeConfig {
                 return Err(ConfigError::Registry(format!(
                     "lease_secs {}: from 3 to {max}",
                     r.lease_secs
+                )));
+            }
+        }
+        if let Some(a) = &self.admin {
+            let tls = self.registry.as_ref().is_some_and(|r| r.tls.is_some());
+            if !tls && !a.listen.ip().is_loopback() {
+                return Err(ConfigError::Registry(format!(
+                    "admin listen {} is not a loopback address: set [edge.registry.tls] so that only the cluster's certificates get in",
+                    a.listen
                 )));
             }
         }

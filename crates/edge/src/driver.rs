@@ -13,7 +13,7 @@ use orbit_sip::transport::{
     spawn_stream_listener, Flow, Proto, StreamEvent, StreamLimits, StreamTx,
 };
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -28,6 +28,34 @@ pub struct Sockets {
     pub media: Option<MediaIo>,
     /// The registry link, for an edge that uses the registry.
     pub orbit: Option<OrbitIo>,
+    /// An operator's questions (the edge's admin listener), answered between inputs.
+    pub admin: Option<mpsc::Receiver<AdminAsk>>,
+}
+
+/// What the edge's admin listener asks of the edge, each with where the answer goes.
+pub enum AdminAsk {
+    Calls(oneshot::Sender<Vec<crate::admin::CallView>>),
+    Registrations(oneshot::Sender<Vec<crate::admin::RegistrationView>>),
+    HangUp(u64, oneshot::Sender<bool>),
+    Ready(oneshot::Sender<bool>),
+}
+
+fn answer(edge: &mut Edge, ask: AdminAsk) {
+    let now = clock();
+    match ask {
+        AdminAsk::Calls(tx) => {
+            let _ = tx.send(edge.calls_view(now));
+        }
+        AdminAsk::Registrations(tx) => {
+            let _ = tx.send(edge.registrations_view(now));
+        }
+        AdminAsk::HangUp(id, tx) => {
+            let _ = tx.send(edge.hang_up_call(now, id));
+        }
+        AdminAsk::Ready(tx) => {
+            let _ = tx.send(edge.ready(now));
+        }
+    }
 }
 
 /// The relay's sockets, and the digits it reports.
@@ -110,6 +138,7 @@ pub async fn run(
         Some(io) => (Some(io.proposals), Some(io.feed)),
         None => (None, None),
     };
+    let mut admin = sockets.admin;
     let mut buf = vec![0u8; 65_536];
     tokio::pin!(shutdown);
     let mut shutting: Option<Instant> = None;
@@ -185,6 +214,9 @@ pub async fn run(
                     taken += 1;
                 }
                 busy = taken == BATCH;
+            }
+            Some(ask) = async { admin.as_mut()?.recv().await }, if admin.is_some() => {
+                answer(&mut edge, ask);
             }
             // Woken for a deadline: the timers fire below.
             _ = &mut sleep => {}
@@ -356,6 +388,7 @@ pub async fn bind(
             tls,
             media: None,
             orbit: None,
+            admin: None,
         },
         local,
     ))

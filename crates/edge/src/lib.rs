@@ -12,6 +12,7 @@
 //! driver::run(edge, sockets, shutdown, drain).await;  // UDP + TCP + TLS in, timers, media, Ctrl-C
 //! ```
 
+pub mod admin;
 pub mod auth;
 mod blf;
 mod call;

@@ -125,6 +125,13 @@ impl Registrar {
         });
     }
 
+    /// Every binding, with its address of record.
+    pub fn all(&self) -> impl Iterator<Item = (&str, &Binding)> {
+        self.bindings
+            .iter()
+            .flat_map(|(aor, bs)| bs.iter().map(move |b| (aor.as_str(), b)))
+    }
+
     pub fn count(&self) -> usize {
         self.bindings.values().map(Vec::len).sum()
     }

@@ -75,6 +75,7 @@ fn config() -> EdgeConfig {
         },
         limits: LimitsConfig::default(),
         registry: None,
+        admin: None,
         trunk: None,
     }
 }

@@ -26,7 +26,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("core", 8),
     ("orbit", 9),
     ("router", 9),
-    ("driver", 10),
+    ("admin", 10),
+    ("driver", 11),
 ];
 
 /// The top-level module a file belongs to (`park/recall.rs` → `park`), if it is one of the

@@ -109,6 +109,7 @@ fn site_config(
             lease_secs: 15,
             tls,
         }),
+        admin: None,
         trunk: Some(TrunkConfig {
             secret: secret.into(),
             peers: (0..3)

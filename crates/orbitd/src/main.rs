@@ -19,6 +19,7 @@ use serde::Deserialize;
 use tracing::info;
 
 mod dev;
+mod edge_admin;
 mod link;
 mod succession;
 
@@ -470,6 +471,26 @@ async fn run_core(
     for (lot, clip) in music {
         info!(lot = %lot, seconds = clip.duration().as_secs(), "music on hold loaded");
         edge.set_music(&lot, clip);
+    }
+    if let Some(a) = &cfg.admin {
+        let tls = cfg
+            .registry
+            .as_ref()
+            .and_then(|r| r.tls.as_ref())
+            .map(|t| {
+                orbit_registry::Tls::load(&orbit_registry::TlsFiles {
+                    ca: t.ca.clone(),
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                })
+            })
+            .transpose()?;
+        sockets.admin = Some(edge_admin::start(
+            cfg.id(),
+            a.listen,
+            tls.as_ref(),
+            &media_rt,
+        )?);
     }
     // Held (its lock) until the edge stops.
     let mut state_lock = None;

@@ -490,3 +490,144 @@ fn a_retrieve_racing_the_drain_of_the_edge_holding_the_call_has_exactly_one_winn
         eprintln!("head start {head_start_ms} ms: moved first: {moved}");
     }
 }
+
+/// `orbitctl --json <args>` at `endpoint` with `tls` flags: (exit code, stdout, stderr).
+fn orbitctl_at(endpoint: SocketAddr, tls: &[String], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
+        .args([
+            "--endpoint",
+            &endpoint.to_string(),
+            "--timeout",
+            "5",
+            "--json",
+        ])
+        .args(tls)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn an_edges_admin_listener_shows_its_calls_and_phones_hangs_up_and_is_not_ready_while_draining() {
+    let mut s = Sites::start(&lot(90, 20));
+    let a2 = s.add_edge(0, "edge-2");
+    let at = s.admin[a2];
+    let admin = s.admin_tls.clone();
+    // Ready once it holds its lease (health follows within half a second).
+    let t0 = std::time::Instant::now();
+    while orbitctl_at(at, &admin, &["health"]).0 != 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 1004 at edge 2 answers 1001, who waits for the end of the call.
+    let bob_media = RtpPeer::bind();
+    let bob = s.site[a2]
+        .phone("1004", "uas_answer.xml", &bob_media)
+        .args(["-d", "0"])
+        .spawn();
+    let alice = Sipp::new(&s.site[a2], "uac_call_wait_bye.xml")
+        .args(["-s", "1004", "-au", "1001", "-ap", "pw1001"])
+        .key("caller", "1001")
+        .key("rtpport", &RtpPeer::bind().port().to_string())
+        .spawn();
+    alice.wait_log("relay_port", Duration::from_secs(10));
+    let (code, out, err) = orbitctl_at(at, &admin, &["registrations", "--ext", "1004"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["edge"], "site-a/edge-2");
+    assert_eq!(v["registrations"][0]["ext"], "1004", "{out}");
+    assert_eq!(v["registrations"][0]["transport"], "udp", "{out}");
+    let (code, out, err) = orbitctl_at(at, &admin, &["calls", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let call = &v["calls"][0];
+    assert_eq!(
+        (
+            call["caller"].as_str(),
+            call["callee"].as_str(),
+            call["state"].as_str()
+        ),
+        (Some("1001"), Some("1004"), Some("up")),
+        "{out}"
+    );
+    let id = call["id"].as_u64().unwrap().to_string();
+    // A reader sees them, and may not hang up; nobody without a certificate gets in.
+    let reader =
+        s.ca.write(
+            &s.pki,
+            "viewer",
+            &orbit_registry::Caller::Reader("viewer".into()),
+            &[],
+        )
+        .unwrap();
+    let reader_tls: Vec<String> = vec![
+        "--ca".into(),
+        reader.ca.display().to_string(),
+        "--cert".into(),
+        reader.cert.display().to_string(),
+        "--key".into(),
+        reader.key.display().to_string(),
+    ];
+    assert_eq!(orbitctl_at(at, &reader_tls, &["calls", "list"]).0, 0);
+    assert_eq!(orbitctl_at(at, &reader_tls, &["calls", "hangup", &id]).0, 4);
+    let no_cert = ["--ca".to_string(), reader.ca.display().to_string()];
+    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
+        .args([
+            "--endpoint",
+            &at.to_string(),
+            "--timeout",
+            "5",
+            "calls",
+            "list",
+        ])
+        .env("ORBIT_CA", &no_cert[1])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "no certificate: refused");
+    // An admin hangs it up: both phones get BYE (their scenarios end with it).
+    let (code, _, err) = orbitctl_at(at, &admin, &["calls", "hangup", &id]);
+    assert_eq!(code, 0, "{err}");
+    let a = alice.wait();
+    assert!(a.ok(), "caller: {}", a.errors);
+    assert!(bob.wait().ok());
+    assert_eq!(orbitctl_at(at, &admin, &["calls", "hangup", &id]).0, 5);
+
+    // Draining with a call up: not ready (a readiness probe takes it out) until it leaves.
+    let bob = s.site[a2]
+        .phone("1004", "uas_answer.xml", &bob_media)
+        .args(["-d", "0"])
+        .spawn();
+    let alice = Sipp::new(&s.site[a2], "uac_call_wait_bye.xml")
+        .args(["-s", "1004", "-au", "1001", "-ap", "pw1001"])
+        .key("caller", "1001")
+        .key("rtpport", &RtpPeer::bind().port().to_string())
+        .spawn();
+    alice.wait_log("relay_port", Duration::from_secs(10));
+    let (code, _, err) = orbitctl(&s, &["edge", "drain", "site-a/edge-2"]);
+    assert_eq!(code, 0, "{err}");
+    let t0 = std::time::Instant::now();
+    loop {
+        let (code, out, _) = orbitctl_at(at, &admin, &["health"]);
+        if code == 6 {
+            assert!(out.contains("false"), "{out}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "still serving: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, out, _) = orbitctl_at(at, &admin, &["calls", "list"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = v["calls"][0]["id"].as_u64().unwrap().to_string();
+    assert_eq!(orbitctl_at(at, &admin, &["calls", "hangup", &id]).0, 0);
+    assert!(alice.wait().ok());
+    assert!(bob.wait().ok());
+    assert!(s.wait_exit(a2, Duration::from_secs(10)).success());
+}

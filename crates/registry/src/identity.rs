@@ -77,7 +77,7 @@ impl std::fmt::Display for Caller {
 /// What a request may do: everything on a plaintext (loopback-only) node, else what its
 /// certificate's role allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Access {
+pub enum Access {
     /// No TLS: the node listens on loopback only, and whoever can reach it is this host's.
     Open,
     Caller(Caller),
@@ -94,7 +94,7 @@ impl std::fmt::Display for Access {
 
 impl Access {
     /// The caller of `req`, on a node that serves TLS (`tls`) or not.
-    pub(crate) fn of<T>(req: &Request<T>, tls: bool) -> Result<Access, Status> {
+    pub fn of<T>(req: &Request<T>, tls: bool) -> Result<Access, Status> {
         if !tls {
             return Ok(Access::Open);
         }
@@ -158,7 +158,7 @@ impl Access {
     }
 
     /// Membership changes and other administration.
-    pub(crate) fn admin(&self) -> Result<(), Status> {
+    pub fn admin(&self) -> Result<(), Status> {
         match self {
             Access::Open | Access::Caller(Caller::Admin(_)) => Ok(()),
             _ => Err(self.denied("change the cluster")),
@@ -166,7 +166,7 @@ impl Access {
     }
 
     /// Reading the state (watch, status): any role.
-    pub(crate) fn read(&self) -> Result<(), Status> {
+    pub fn read(&self) -> Result<(), Status> {
         Ok(())
     }
 

@@ -89,7 +89,7 @@ impl Tls {
     /// A server that presents our certificate and asks every caller for one signed by the CA.
     /// A caller without one still gets through the handshake, so that it is told why it is
     /// refused (UNAUTHENTICATED) rather than seeing the connection drop.
-    pub(crate) fn server(&self) -> ServerTlsConfig {
+    pub fn server(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert, &self.key))
             .client_ca_root(Certificate::from_pem(&self.ca))

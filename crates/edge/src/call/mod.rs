@@ -285,6 +285,11 @@ impl Call {
         self.state
     }
 
+    /// When the call began (its INVITE, or its handover here).
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     /// The last SDP `side`'s party sent: what it can receive.
     pub(crate) fn sdp(&self, side: Side) -> Option<&[u8]> {
         self.sdp[side as usize].as_deref()

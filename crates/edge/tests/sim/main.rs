@@ -223,6 +223,7 @@ fn config(site: usize) -> EdgeConfig {
             lease_secs: LEASE.as_secs(),
             tls: None,
         }),
+        admin: None,
         trunk: Some(TrunkConfig {
             secret: SECRET.into(),
             peers,

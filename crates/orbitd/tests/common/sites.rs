@@ -21,6 +21,8 @@ pub struct Sites {
     logs: Vec<Arc<Mutex<String>>>,
     /// Per process, its edge's identity (`site-a`, `site-a/edge-2`).
     names: Vec<String>,
+    /// Per process, its edge's admin listener (calls, registrations, health).
+    pub admin: Vec<SocketAddr>,
     dir: PathBuf,
     /// The admin certificate's flags for `orbitd registry ...` (the registry speaks mTLS).
     pub admin_tls: Vec<String>,
@@ -112,6 +114,7 @@ impl Sites {
             configs: vec![],
             logs: vec![],
             names: vec![],
+            admin: vec![],
             dir,
             admin_tls,
             ca,
@@ -185,7 +188,13 @@ impl Sites {
         };
         let file = format!("{}{suffix}", id.replace('/', "-"));
         let edge = orbit_registry::Caller::Edge(id.clone());
-        let edge_tls = tls_table(self.ca.write(&self.pki, &file, &edge, &[]).unwrap());
+        // For this host too: it serves its admin listener with it.
+        let edge_tls = tls_table(
+            self.ca
+                .write(&self.pki, &file, &edge, &["127.0.0.1"])
+                .unwrap(),
+        );
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         // This edge's own node first: the nearest.
         let mut nodes: Vec<String> = self.grpc.iter().map(|g| format!("\"{g}\"")).collect();
         if i < 3 {
@@ -212,6 +221,8 @@ nodes = [{nodes}]
 lease_secs = {lease_secs}
 [edge.registry.tls]
 {edge_tls}
+[edge.admin]
+listen = "{admin}"
 [edge.trunk]
 secret = "multi-site-test-trunk-secret"
 {peers}
@@ -246,6 +257,7 @@ any_host = true
         self.configs.push(path);
         self.logs.push(Arc::new(Mutex::new(String::new())));
         self.names.push(id);
+        self.admin.push(admin);
         self.procs.push(None);
         i
     }

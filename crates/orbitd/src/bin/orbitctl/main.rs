@@ -15,11 +15,13 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use orbit_registry::admin_pb::admin_client::AdminClient;
+use orbit_registry::admin_pb::edge_admin_client::EdgeAdminClient;
 use orbit_registry::admin_pb::{
     AddMemberRequest, DeleteLotRequest, DrainEdgeRequest, ExtendParkedCallRequest,
     GetClusterStatusRequest, HangUpParkedCallRequest, ListLotsRequest, ListParkedCallsRequest, Lot,
     MemberRequest, SetLotRequest, TakeSnapshotRequest, WatchParkedCallsRequest,
 };
+use orbit_registry::admin_pb::{HangUpCallRequest, ListCallsRequest, ListRegistrationsRequest};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -85,6 +87,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: EdgeCmd,
     },
+    /// The calls at an edge (--endpoint: the edge's admin listener).
+    Calls {
+        #[command(subcommand)]
+        cmd: CallsCmd,
+    },
+    /// The phones registered at an edge (--endpoint: the edge's admin listener).
+    Registrations {
+        /// Only this extension's.
+        #[arg(long)]
+        ext: Option<String>,
+    },
+    /// Whether --endpoint (a registry node or an edge's admin listener) is serving (gRPC
+    /// health): exit 0 if it is, 6 if not.
+    Health,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -107,6 +123,14 @@ enum ClusterCmd {
     Remove { id: u64 },
     /// Have the --endpoint node write a snapshot of its state now (admin role).
     Snapshot,
+}
+
+#[derive(Subcommand)]
+enum CallsCmd {
+    /// The calls up, ringing or parked, oldest first.
+    List,
+    /// Hang a call up (admin role): BYE to its parties; a parked call's slot is freed.
+    Hangup { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -250,12 +274,20 @@ fn client(cli: &Cli) -> Result<AdminClient<Channel>, Failure> {
 }
 
 fn client_at(cli: &Cli, endpoint: &str) -> Result<AdminClient<Channel>, Failure> {
+    Ok(AdminClient::new(channel_at(cli, endpoint)?))
+}
+
+/// A channel to --endpoint with the TLS flags (or the dev admin certificate).
+fn channel(cli: &Cli) -> Result<Channel, Failure> {
+    channel_at(cli, &cli.endpoint)
+}
+
+fn channel_at(cli: &Cli, endpoint: &str) -> Result<Channel, Failure> {
     let tls =
         orbit_registry::tls::cli_tls(cli.ca.as_deref(), cli.cert.as_deref(), cli.key.as_deref())
             .map_err(|e| fail(5, e))?;
-    let ch = orbit_registry::network::channel(endpoint, tls.as_ref())
-        .map_err(|e| fail(5, format!("{endpoint}: {e}")))?;
-    Ok(AdminClient::new(ch))
+    orbit_registry::network::channel(endpoint, tls.as_ref())
+        .map_err(|e| fail(5, format!("{endpoint}: {e}")))
 }
 
 /// A client of the registry's leader, found through --endpoint's view of the cluster
@@ -447,6 +479,52 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             };
             let p = bounded(cli, c.extend_parked_call(req)).await?;
             output::parked(&[p], cli.json);
+            Ok(())
+        }
+        Cmd::Calls {
+            cmd: CallsCmd::List,
+        } => {
+            let mut c = EdgeAdminClient::new(channel(cli)?);
+            let r = bounded(cli, c.list_calls(ListCallsRequest {})).await?;
+            output::calls(&r, cli.json);
+            Ok(())
+        }
+        Cmd::Calls {
+            cmd: CallsCmd::Hangup { id },
+        } => {
+            let mut c = EdgeAdminClient::new(channel(cli)?);
+            bounded(cli, c.hang_up_call(HangUpCallRequest { id: *id })).await?;
+            if !cli.json {
+                println!("call {id} hung up");
+            }
+            Ok(())
+        }
+        Cmd::Registrations { ext } => {
+            let mut c = EdgeAdminClient::new(channel(cli)?);
+            let req = ListRegistrationsRequest {
+                ext: ext.clone().unwrap_or_default(),
+            };
+            let r = bounded(cli, c.list_registrations(req)).await?;
+            output::registrations(&r, cli.json);
+            Ok(())
+        }
+        Cmd::Health => {
+            use tonic_health::pb::health_check_response::ServingStatus;
+            let mut c = tonic_health::pb::health_client::HealthClient::new(channel(cli)?);
+            let req = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
+            let r = bounded(cli, c.check(req)).await?;
+            let serving = r.status == ServingStatus::Serving as i32;
+            let word = if serving { "serving" } else { "not serving" };
+            if cli.json {
+                println!("{}", serde_json::json!({ "serving": serving }));
+            } else {
+                println!("{}: {word}", cli.endpoint);
+            }
+            if !serving {
+                return Err(fail(6, format!("{}: {word}", cli.endpoint)));
+            }
             Ok(())
         }
         Cmd::Edge {

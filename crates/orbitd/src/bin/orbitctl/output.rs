@@ -221,3 +221,78 @@ pub fn lots(lots: &[Lot], as_json: bool) {
     ];
     println!("{}", table(&header, rows));
 }
+
+pub fn calls(r: &orbit_registry::admin_pb::ListCallsResponse, as_json: bool) {
+    if as_json {
+        let v = json!({
+            "edge": r.edge,
+            "calls": r.calls.iter().map(|c| json!({
+                "id": c.id, "caller": c.caller, "callee": c.callee, "state": c.state,
+                "seconds": c.seconds, "slot": c.slot,
+            })).collect::<Vec<Value>>(),
+        });
+        println!("{v}");
+        return;
+    }
+    if r.calls.is_empty() {
+        println!("no calls at {}", r.edge);
+        return;
+    }
+    let rows = r
+        .calls
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.to_string(),
+                c.caller.clone(),
+                c.callee.clone(),
+                c.state.clone(),
+                format!("{} s", c.seconds),
+                if c.slot == 0 {
+                    String::new()
+                } else {
+                    c.slot.to_string()
+                },
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["ID", "CALLER", "CALLEE", "STATE", "FOR", "SLOT"], rows)
+    );
+}
+
+pub fn registrations(r: &orbit_registry::admin_pb::ListRegistrationsResponse, as_json: bool) {
+    if as_json {
+        let v = json!({
+            "edge": r.edge,
+            "registrations": r.registrations.iter().map(|g| json!({
+                "ext": g.ext, "contact": g.contact, "transport": g.transport,
+                "source": g.source, "expires_seconds": g.expires_seconds,
+            })).collect::<Vec<Value>>(),
+        });
+        println!("{v}");
+        return;
+    }
+    if r.registrations.is_empty() {
+        println!("no registrations at {}", r.edge);
+        return;
+    }
+    let rows = r
+        .registrations
+        .iter()
+        .map(|g| {
+            vec![
+                g.ext.clone(),
+                g.contact.clone(),
+                g.transport.clone(),
+                g.source.clone(),
+                format!("{} s", g.expires_seconds),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["EXT", "CONTACT", "TRANSPORT", "FROM", "EXPIRES IN"], rows)
+    );
+}
