@@ -5,8 +5,9 @@ as deployed), SIP over loopback UDP. In the same run, each on a fresh cluster:
   anchor       the highest plain call rate through site A
   with reads   the same, while an operator's tools read the admin API of site A's registry
                node: `orbitctl parked list --watch` held open the whole time, and once a second
-               `orbitctl parked list` and `orbitctl cluster status` (each a new process, as a
-               script or a dashboard would run them)
+               `orbitctl parked list` and `orbitctl cluster status`, and `orbitctl calls list`
+               from site A's edge (the calls under load: each a new process, as a script or a
+               dashboard would run them)
 
 Usage: bench/run.sh admin [--seconds 10]
 """
@@ -28,10 +29,12 @@ def reads(orbitctl, work, stop):
     watch = subprocess.Popen([orbitctl] + endpoint + ["parked", "list", "--watch"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
     made, failed = 0, 0
+    edge = ["--endpoint", f"127.0.0.1:{sites.EDGE_ADMIN[0]}"]
     while not stop.wait(1.0):
-        for args in (["parked", "list"], ["cluster", "status"]):
+        for args in (endpoint + ["parked", "list"], endpoint + ["cluster", "status"],
+                     edge + ["calls", "list"]):
             made += 1
-            r = subprocess.run([orbitctl] + endpoint + args, stdout=subprocess.DEVNULL,
+            r = subprocess.run([orbitctl] + args, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, cwd=work, timeout=10)
             failed += r.returncode != 0
     watch.kill()

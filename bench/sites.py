@@ -20,6 +20,8 @@ import park
 
 SIP = (35060, 35070, 35080)
 GRPC = (45051, 45052, 45053)
+# Each edge's admin listener (calls, registrations, health).
+EDGE_ADMIN = (45061, 45062, 45063)
 NAMES = ("site-a", "site-b", "site-c")
 
 
@@ -57,6 +59,8 @@ requests_per_sec = 1000000
 burst = 1000000
 [edge.registry]
 nodes = [{nodes}]
+[edge.admin]
+listen = "127.0.0.1:{EDGE_ADMIN[i]}"
 [edge.trunk]
 secret = "benchmark-trunk-secret-0123456789"
 {peers}

@@ -607,6 +607,8 @@ pub enum ConfigError {
     Lot(String),
     #[error("registry: {0}")]
     Registry(String),
+    #[error("admin: {0}")]
+    Admin(String),
     #[error("trunk: {0}")]
     Trunk(String),
     #[error("pickup: {0}")]
@@ -688,8 +690,8 @@ impl EdgeConfig {
         if let Some(a) = &self.admin {
             let tls = self.registry.as_ref().is_some_and(|r| r.tls.is_some());
             if !tls && !a.listen.ip().is_loopback() {
-                return Err(ConfigError::Registry(format!(
-                    "admin listen {} is not a loopback address: set [edge.registry.tls] so that only the cluster's certificates get in",
+                return Err(ConfigError::Admin(format!(
+                    "listen {} is not a loopback address: set [edge.registry.tls] so that only the cluster's certificates get in",
                     a.listen
                 )));
             }

@@ -22,12 +22,16 @@ impl EdgeAdmin {
     /// Ask the edge's core, which answers between its inputs.
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> AdminAsk) -> Result<T, Status> {
         let (tx, rx) = oneshot::channel();
-        let gone = || Status::unavailable("the edge is stopping");
-        self.core.send(make(tx)).await.map_err(|_| gone())?;
-        tokio::time::timeout(Duration::from_secs(5), rx)
-            .await
-            .map_err(|_| Status::deadline_exceeded("the edge did not answer"))?
-            .map_err(|_| gone())
+        let asked = async {
+            self.core.send(make(tx)).await.ok()?;
+            rx.await.ok()
+        };
+        // A core too busy to take the question, or to answer it, bounds the wait too.
+        match tokio::time::timeout(Duration::from_secs(5), asked).await {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Err(Status::unavailable("the edge is stopping")),
+            Err(_) => Err(Status::deadline_exceeded("the edge did not answer")),
+        }
     }
 }
 
@@ -98,8 +102,8 @@ impl pb::edge_admin_server::EdgeAdmin for EdgeAdmin {
 }
 
 /// Serve edge `id`'s admin listener on `listen` (mutual TLS with `tls`, else plaintext, which
-/// config allows on loopback only) until the edge's core stops answering; the receiver the
-/// core reads questions from.
+/// config allows on loopback only) until the edge's core stops (drops the receiver returned,
+/// which it reads questions from).
 pub fn start(
     id: String,
     listen: std::net::SocketAddr,
@@ -119,6 +123,7 @@ pub fn start(
     let std_listener = std::net::TcpListener::bind(listen)
         .map_err(|e| anyhow::anyhow!("binding the edge's admin listener {listen}: {e}"))?;
     std_listener.set_nonblocking(true)?;
+    let tx_closed = tx.clone();
     rt.spawn(async move {
         let (health, health_svc) = tonic_health::server::health_reporter();
         tokio::spawn(health_loop(health, tx));
@@ -127,10 +132,11 @@ pub fn start(
             Err(e) => return tracing::error!(error = %e, "edge admin listener"),
         };
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let stopped = tx_closed.clone();
         let r = server
             .add_service(pb::edge_admin_server::EdgeAdminServer::new(svc))
             .add_service(health_svc)
-            .serve_with_incoming(incoming)
+            .serve_with_incoming_shutdown(incoming, async move { stopped.closed().await })
             .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "edge admin listener stopped");
@@ -144,9 +150,11 @@ pub fn start(
 /// readiness probe, a load balancer's check), not while it drains or its lease is not known
 /// to hold; once the core is gone, not serving.
 async fn health_loop(reporter: tonic_health::server::HealthReporter, core: mpsc::Sender<AdminAsk>) {
+    let mut last = None;
     loop {
         let (tx, rx) = oneshot::channel();
-        let ready = core.send(AdminAsk::Ready(tx)).await.is_ok()
+        // A core with its queue full is not ready either (and is not waited on).
+        let ready = core.try_send(AdminAsk::Ready(tx)).is_ok()
             && matches!(
                 tokio::time::timeout(Duration::from_secs(2), rx).await,
                 Ok(Ok(true))
@@ -156,10 +164,14 @@ async fn health_loop(reporter: tonic_health::server::HealthReporter, core: mpsc:
         } else {
             tonic_health::ServingStatus::NotServing
         };
-        reporter.set_service_status("", status).await;
-        reporter
-            .set_service_status("orbit.admin.v1.EdgeAdmin", status)
-            .await;
+        // Only changes: every Watch client is sent each one.
+        if last != Some(status) {
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status("orbit.admin.v1.EdgeAdmin", status)
+                .await;
+            last = Some(status);
+        }
         if core.is_closed() {
             return;
         }

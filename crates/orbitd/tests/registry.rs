@@ -382,8 +382,11 @@ fn orbitctl_changes_the_membership_on_the_leader_and_takes_a_snapshot() {
             vec!["cluster", "add", "4", four.as_str()],
             "a member already",
         ),
-        (vec!["cluster", "add", "0", four.as_str()], "member.id"),
-        (vec!["cluster", "add", "5", "nowhere"], "member.addr"),
+        (
+            vec!["cluster", "add", "0", four.as_str()],
+            "id: node ids start at 1",
+        ),
+        (vec!["cluster", "add", "5", "nowhere"], "is not host:port"),
         (vec!["cluster", "promote", "9"], "not a learner"),
         (vec!["cluster", "remove", "9"], "not a member"),
     ] {

@@ -201,7 +201,8 @@ impl pb::admin_server::Admin for AdminService {
             .map_err(|e| Status::internal(e.to_string()))?;
         // Taken in the background: answer once it is there (or say it is still being taken).
         let mut metrics = self.raft.metrics();
-        let wait = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        // Within orbitctl's default timeout (10 s): a bigger state says so rather than hang.
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(8), async {
             loop {
                 let m = metrics.borrow_and_update().clone();
                 let at = m.snapshot.map(|l| l.index).unwrap_or(0);
@@ -555,7 +556,9 @@ impl AdminService {
             Rejection::NoSuchLot => Status::not_found(r.to_string()),
             Rejection::LotInUse(_) => Status::failed_precondition(r.to_string()),
             Rejection::Gone(_) | Rejection::NoLease(_) => Status::not_found(r.to_string()),
-            Rejection::OutOfRange { .. } => Status::invalid_argument(r.to_string()),
+            Rejection::OutOfRange { .. } | Rejection::RequestIdReused(_) => {
+                Status::invalid_argument(r.to_string())
+            }
             r => Status::failed_precondition(r.to_string()),
         })
     }

@@ -11,6 +11,9 @@ use tracing::info;
 
 use crate::{NodeId, Raft};
 
+/// How long adding a learner waits for it to catch up before it answers anyway.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A membership change refused or failed, as a gRPC status: not the leader is UNAVAILABLE
 /// naming the leader, so that a client retries there.
 pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
@@ -22,6 +25,10 @@ pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNod
                 _ => "not known yet".into(),
             }
         )),
+        // Another change under way: try again shortly.
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            openraft::error::ChangeMembershipError::InProgress(e),
+        )) => Status::unavailable(e.to_string()),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             Status::failed_precondition(e.to_string())
         }
@@ -40,11 +47,15 @@ fn members(raft: &Raft) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
 /// until it has caught up.
 pub(crate) async fn add_learner(raft: &Raft, id: NodeId, addr: String) -> Result<(), Status> {
     if id == 0 {
-        return Err(Status::invalid_argument("member.id: node ids start at 1"));
+        return Err(Status::invalid_argument("id: node ids start at 1"));
     }
-    if addr.parse::<std::net::SocketAddr>().is_err() {
+    // host:port, the host an address or a name (certificates may name nodes by DNS).
+    let good = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !good || addr.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Status::invalid_argument(format!(
-            "member.addr: {addr:?} is not host:port"
+            "addr: {addr:?} is not host:port"
         )));
     }
     let (voters, learners) = members(raft);
@@ -54,9 +65,19 @@ pub(crate) async fn add_learner(raft: &Raft, id: NodeId, addr: String) -> Result
         )));
     }
     info!(node = id, %addr, "adding learner");
-    raft.add_learner(id, BasicNode::new(addr), true)
-        .await
-        .map_err(write_error)?;
+    // Answered once it has caught up, or after a while anyway: it is a member then, and the
+    // cluster's status shows how far behind it still is.
+    match tokio::time::timeout(
+        CATCH_UP_WAIT,
+        raft.add_learner(id, BasicNode::new(addr), true),
+    )
+    .await
+    {
+        Ok(r) => {
+            r.map_err(write_error)?;
+        }
+        Err(_) => info!(node = id, "learner added; still catching up"),
+    }
     Ok(())
 }
 

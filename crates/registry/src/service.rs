@@ -104,8 +104,13 @@ impl pb::registry_server::Registry for RegistryService {
             &self.sm.data.read().unwrap().orbit,
         )?;
         // Request ids come from the admin API of another node only (namespaced there by the
-        // caller): nobody else may fill the table of requests seen.
-        let request = (req.forwarded && !req.request_id.is_empty()).then_some(req.request_id);
+        // caller): nobody else may fill the table of requests seen, nor answer another's.
+        let from_node = matches!(
+            access,
+            Access::Open | Access::Caller(crate::identity::Caller::Node(_))
+        );
+        let request =
+            (from_node && req.forwarded && !req.request_id.is_empty()).then_some(req.request_id);
         let c = propose(&self.batch, &self.fwd, cmd, by, request, !req.forwarded)
             .await
             .map_err(propose_status)?;

@@ -22,7 +22,7 @@ use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader,
     RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use orbit_state::{Event, Orbit, Rejection};
+use orbit_state::{Command, Event, Orbit, Rejection};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -272,24 +272,36 @@ pub struct SmData {
 /// replicated state, so that every replica (and a new leader) answers alike; the oldest are
 /// forgotten beyond [`REQUESTS_KEPT`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(from = "Vec<(String, Result<Event, Rejection>)>")]
-#[serde(into = "Vec<(String, Result<Event, Rejection>)>")]
+#[serde(from = "Vec<(String, Seen)>")]
+#[serde(into = "Vec<(String, Seen)>")]
 pub struct Requests {
     order: std::collections::VecDeque<String>,
-    outcomes: std::collections::HashMap<String, Result<Event, Rejection>>,
+    outcomes: std::collections::HashMap<String, Seen>,
 }
+
+/// A request applied: its command (a retry must be the same one) and its outcome.
+pub type Seen = (Command, Result<Event, Rejection>);
 
 /// Request ids remembered (a retry comes within seconds; this many covers hours of an
 /// operator's changes).
 pub const REQUESTS_KEPT: usize = 10_000;
 
 impl Requests {
-    /// The outcome of request `id`, if it was applied.
-    pub fn get(&self, id: &str) -> Option<&Result<Event, Rejection>> {
-        self.outcomes.get(id)
+    /// The answer to `cmd` under request `id`, if that id was seen: the first outcome for the
+    /// same command, a refusal for another one (an id reused for a different change must not
+    /// pass for it).
+    pub fn answer(&self, id: &str, cmd: &Command) -> Option<Result<Event, Rejection>> {
+        let (first, outcome) = self.outcomes.get(id)?;
+        Some(if first == cmd {
+            outcome.clone()
+        } else {
+            Err(Rejection::RequestIdReused(
+                id.rsplit(' ').next().unwrap_or(id).into(),
+            ))
+        })
     }
 
-    fn record(&mut self, id: String, outcome: Result<Event, Rejection>) {
+    fn record(&mut self, id: String, outcome: Seen) {
         if self.outcomes.len() >= REQUESTS_KEPT {
             if let Some(old) = self.order.pop_front() {
                 self.outcomes.remove(&old);
@@ -308,8 +320,8 @@ impl Requests {
     }
 }
 
-impl From<Vec<(String, Result<Event, Rejection>)>> for Requests {
-    fn from(v: Vec<(String, Result<Event, Rejection>)>) -> Requests {
+impl From<Vec<(String, Seen)>> for Requests {
+    fn from(v: Vec<(String, Seen)>) -> Requests {
         let mut r = Requests::default();
         for (id, o) in v {
             r.record(id, o);
@@ -318,7 +330,7 @@ impl From<Vec<(String, Result<Event, Rejection>)>> for Requests {
     }
 }
 
-impl From<Requests> for Vec<(String, Result<Event, Rejection>)> {
+impl From<Requests> for Vec<(String, Seen)> {
     fn from(mut r: Requests) -> Self {
         r.order
             .into_iter()
@@ -434,16 +446,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let edge = by.get(i).and_then(|b| b.as_deref());
                         let id = ids.get(i).and_then(|b| b.clone());
                         // A request seen already: its first outcome, nothing applied again.
-                        if let Some(first) = id.as_deref().and_then(|id| d.requests.get(id)) {
-                            outcomes.push(first.clone());
+                        if let Some(answer) =
+                            id.as_deref().and_then(|id| d.requests.answer(id, &cmd))
+                        {
+                            outcomes.push(answer);
                             continue;
                         }
                         let r = d.orbit.apply_as(req.at, edge, &cmd);
+                        let cmd_copy = id.is_some().then(|| cmd.clone());
                         if let Ok(ev) = &r {
                             done.push((cmd, ev.clone()));
                         }
-                        if let Some(id) = id {
-                            d.requests.record(id, r.clone());
+                        if let (Some(id), Some(cmd)) = (id, cmd_copy) {
+                            d.requests.record(id, (cmd, r.clone()));
                         }
                         outcomes.push(r);
                     }

@@ -291,6 +291,18 @@ async fn a_request_id_applies_its_command_once_and_answers_retries_alike() {
     // Snapshots keep what was seen.
     let json = serde_json::to_string(&*sm.data.read().unwrap()).unwrap();
     let back: orbit_registry::store::SmData = serde_json::from_str(&json).unwrap();
-    assert!(back.requests.get("spiffe://orbit/admin/ops x-1").is_some());
+    assert!(back
+        .requests
+        .answer("spiffe://orbit/admin/ops x-1", &extend)
+        .is_some());
     assert_eq!(back.requests.len(), 2);
+    // The same id for another change is refused, not answered as the first one was.
+    let other = Command::Extend {
+        park: 1,
+        by_ms: 60_000,
+    };
+    assert_eq!(
+        back.requests.answer("spiffe://orbit/admin/ops x-1", &other),
+        Some(Err(orbit_state::Rejection::RequestIdReused("x-1".into())))
+    );
 }

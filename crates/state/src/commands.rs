@@ -306,6 +306,9 @@ pub enum Rejection {
     /// An edge gave an address nobody can reach it at (unspecified, multicast, port 0).
     #[error("{0} is not an address an edge can be reached at")]
     BadAddress(String),
+    /// A request id seen already, with another command: a retry must be the same change.
+    #[error("request id {0} was used for another change")]
+    RequestIdReused(String),
     /// A park may not go to that edge (no lease, draining, or its holder already).
     #[error("park cannot move to {0}")]
     CannotMoveTo(String),

@@ -1,11 +1,14 @@
 //! `orbitctl`: the operator's command line for Orbit's admin API (issue 11). Every RPC of
-//! `orbit.admin.v1.Admin` is a subcommand; output is a table, or JSON with `--json` (one object
-//! per line for streams). Against `orbitd dev` run from the same directory it needs no flags: it
-//! talks to site A's registry node with the admin certificate dev made.
+//! `orbit.admin.v1.Admin` (a registry node's) and `orbit.admin.v1.EdgeAdmin` (an edge's admin
+//! listener: `calls`, `registrations`) is a subcommand, and `health` asks either; output is a
+//! table, or JSON with `--json` (one object per line for streams). Against `orbitd dev` run from
+//! the same directory it needs no flags: it talks to site A's registry node with the admin
+//! certificate dev made.
 //!
 //! Exit codes: 0 done; 1 failed otherwise; 2 bad usage; 3 the registry could not be reached or
 //! has no leader; 4 not allowed (no certificate, or one whose role may not do it); 5 bad input
-//! or nothing of that name; 6 refused in the present state (a lot with parked calls).
+//! or nothing of that name; 6 refused in the present state (a lot with parked calls), or, for
+//! `health`, not serving.
 
 mod output;
 
