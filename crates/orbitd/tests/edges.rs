@@ -168,17 +168,7 @@ fn probe(edge: SocketAddr) -> String {
 
 /// `orbitctl` at site A's node with the admin's certificate: (exit code, stdout, stderr).
 fn orbitctl(s: &Sites, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
-        .args(["--endpoint", &s.grpc[0].to_string(), "--timeout", "5"])
-        .args(&s.admin_tls)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    orbitctl_at(s.grpc[0], &s.admin_tls, args)
 }
 
 /// The edges `cluster status` lists, and whether each drains.
@@ -491,25 +481,9 @@ fn a_retrieve_racing_the_drain_of_the_edge_holding_the_call_has_exactly_one_winn
     }
 }
 
-/// `orbitctl --json <args>` at `endpoint` with `tls` flags: (exit code, stdout, stderr).
-fn orbitctl_at(endpoint: SocketAddr, tls: &[String], args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
-        .args([
-            "--endpoint",
-            &endpoint.to_string(),
-            "--timeout",
-            "5",
-            "--json",
-        ])
-        .args(tls)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+/// `orbitctl --json <args>` at `endpoint` with `tls` flags.
+fn json_ctl(endpoint: SocketAddr, tls: &[String], args: &[&str]) -> (i32, String, String) {
+    orbitctl_at(endpoint, tls, &[&["--json"], args].concat())
 }
 
 #[test]
@@ -520,7 +494,7 @@ fn an_edges_admin_listener_shows_its_calls_and_phones_hangs_up_and_is_not_ready_
     let admin = s.admin_tls.clone();
     // Ready once it holds its lease (health follows within half a second).
     let t0 = std::time::Instant::now();
-    while orbitctl_at(at, &admin, &["health"]).0 != 0 {
+    while json_ctl(at, &admin, &["health"]).0 != 0 {
         assert!(t0.elapsed() < Duration::from_secs(5), "never ready");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -536,13 +510,13 @@ fn an_edges_admin_listener_shows_its_calls_and_phones_hangs_up_and_is_not_ready_
         .key("rtpport", &RtpPeer::bind().port().to_string())
         .spawn();
     alice.wait_log("relay_port", Duration::from_secs(10));
-    let (code, out, err) = orbitctl_at(at, &admin, &["registrations", "--ext", "1004"]);
+    let (code, out, err) = json_ctl(at, &admin, &["registrations", "--ext", "1004"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["edge"], "site-a/edge-2");
     assert_eq!(v["registrations"][0]["ext"], "1004", "{out}");
     assert_eq!(v["registrations"][0]["transport"], "udp", "{out}");
-    let (code, out, err) = orbitctl_at(at, &admin, &["calls", "list"]);
+    let (code, out, err) = json_ctl(at, &admin, &["calls", "list"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let call = &v["calls"][0];
@@ -573,8 +547,8 @@ fn an_edges_admin_listener_shows_its_calls_and_phones_hangs_up_and_is_not_ready_
         "--key".into(),
         reader.key.display().to_string(),
     ];
-    assert_eq!(orbitctl_at(at, &reader_tls, &["calls", "list"]).0, 0);
-    assert_eq!(orbitctl_at(at, &reader_tls, &["calls", "hangup", &id]).0, 4);
+    assert_eq!(json_ctl(at, &reader_tls, &["calls", "list"]).0, 0);
+    assert_eq!(json_ctl(at, &reader_tls, &["calls", "hangup", &id]).0, 4);
     let no_cert = ["--ca".to_string(), reader.ca.display().to_string()];
     let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
         .args([
@@ -590,12 +564,12 @@ fn an_edges_admin_listener_shows_its_calls_and_phones_hangs_up_and_is_not_ready_
         .unwrap();
     assert_ne!(out.status.code(), Some(0), "no certificate: refused");
     // An admin hangs it up: both phones get BYE (their scenarios end with it).
-    let (code, _, err) = orbitctl_at(at, &admin, &["calls", "hangup", &id]);
+    let (code, _, err) = json_ctl(at, &admin, &["calls", "hangup", &id]);
     assert_eq!(code, 0, "{err}");
     let a = alice.wait();
     assert!(a.ok(), "caller: {}", a.errors);
     assert!(bob.wait().ok());
-    assert_eq!(orbitctl_at(at, &admin, &["calls", "hangup", &id]).0, 5);
+    assert_eq!(json_ctl(at, &admin, &["calls", "hangup", &id]).0, 5);
 
     // Draining with a call up: not ready (a readiness probe takes it out) until it leaves.
     let bob = s.site[a2]
@@ -612,7 +586,7 @@ fn an_edges_admin_listener_shows_its_calls_and_phones_hangs_up_and_is_not_ready_
     assert_eq!(code, 0, "{err}");
     let t0 = std::time::Instant::now();
     loop {
-        let (code, out, _) = orbitctl_at(at, &admin, &["health"]);
+        let (code, out, _) = json_ctl(at, &admin, &["health"]);
         if code == 6 {
             assert!(out.contains("false"), "{out}");
             break;
@@ -623,10 +597,10 @@ fn an_edges_admin_listener_shows_its_calls_and_phones_hangs_up_and_is_not_ready_
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (_, out, _) = orbitctl_at(at, &admin, &["calls", "list"]);
+    let (_, out, _) = json_ctl(at, &admin, &["calls", "list"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let id = v["calls"][0]["id"].as_u64().unwrap().to_string();
-    assert_eq!(orbitctl_at(at, &admin, &["calls", "hangup", &id]).0, 0);
+    assert_eq!(json_ctl(at, &admin, &["calls", "hangup", &id]).0, 0);
     assert!(alice.wait().ok());
     assert!(bob.wait().ok());
     assert!(s.wait_exit(a2, Duration::from_secs(10)).success());

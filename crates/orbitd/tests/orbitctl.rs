@@ -14,17 +14,7 @@ use serde_json::Value;
 
 /// `orbitctl <args>` at registry node `node` with `tls` flags: (exit code, stdout, stderr).
 fn orbitctl(s: &Sites, node: usize, tls: &[String], args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
-        .args(["--endpoint", &s.grpc[node].to_string(), "--timeout", "5"])
-        .args(tls)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    orbitctl_at(s.grpc[node], tls, args)
 }
 
 fn json(text: &str) -> Value {

@@ -16,6 +16,22 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// `orbitctl <args>` against `endpoint` (a registry node or an edge's admin listener) with
+/// `tls` flags: (exit code, stdout, stderr).
+pub fn orbitctl_at(endpoint: SocketAddr, tls: &[String], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
+        .args(["--endpoint", &endpoint.to_string(), "--timeout", "5"])
+        .args(tls)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 pub fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sipp")
