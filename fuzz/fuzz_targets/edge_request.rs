@@ -23,6 +23,9 @@ fn edge(now: Instant) -> orbit_edge::Edge {
     }
     let cfg = EdgeConfig {
         site: "fuzz".into(),
+        name: None,
+        state_dir: None,
+        drain_secs: 60,
         sip: SipConfig {
             listen: "127.0.0.1:5060".parse().unwrap(),
             tls_listen: None,
@@ -52,9 +55,14 @@ fn edge(now: Instant) -> orbit_edge::Edge {
         auth: AuthConfig { trusted: vec!["127.0.0.1/32".into()], ..AuthConfig::default() },
         limits: LimitsConfig::default(),
         registry: None,
+        admin: None,
         trunk: Some(TrunkConfig {
             secret: "fuzzing-trunk-secret-0123456789".into(),
-            peers: vec![TrunkPeer { site: "peer".into(), addr: "127.0.0.3:5060".parse().unwrap() }],
+            peers: vec![TrunkPeer {
+                site: "peer".into(),
+                name: None,
+                addr: "127.0.0.3:5060".parse().unwrap(),
+            }],
             max_skew_secs: 30,
         }),
     };

@@ -216,9 +216,9 @@ pub(crate) struct Call {
     pub(crate) picked: bool,
     /// The `Reason` the forks' CANCELs carry (RFC 3326): why they stop ringing.
     pub(crate) cancel_reason: Option<String>,
-    /// Side B's party came with the call from another edge (a parked call handed over): it
-    /// is in the call as an answering fork's would be.
-    adopted_b: bool,
+    /// Side B's party came with the call from another edge (a parked call moved here): it is
+    /// in the call as an answering fork's would be.
+    moved_in_b: bool,
 }
 
 impl Call {
@@ -263,7 +263,7 @@ impl Call {
             hold_answer: false,
             picked: false,
             cancel_reason: None,
-            adopted_b: false,
+            moved_in_b: false,
         }
     }
 
@@ -302,7 +302,7 @@ impl Call {
 
     /// Side B has its party: a fork answered, or a picker took the call.
     pub(crate) fn b_answered(&self) -> bool {
-        self.winner.is_some() || self.picked || self.adopted_b
+        self.winner.is_some() || self.picked || self.moved_in_b
     }
 
     /// The side whose party left, waiting for the next one.
@@ -443,11 +443,12 @@ pub(crate) fn insert_app_call(
     edge.insert_call(call);
 }
 
-/// A parked call another edge handed over (it drains): `party`, on side `side`, is in a
-/// dialog whose other end this edge now plays; the other side is vacant, as a parked call's
-/// is. `msg` and `key` are the handover's request (never answered as an INVITE: the call is up).
+/// A parked call moved here from another edge (it drains, `park/moving.rs`): `party`, on side
+/// `side`, is in a dialog whose other end this edge now plays; the other side is vacant, as a
+/// parked call's is. `msg` and `key` are the offer's request (never answered as an INVITE: the
+/// call is up).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn insert_adopted_call(
+pub(crate) fn insert_moved_call(
     edge: &mut Calls,
     now: Instant,
     id: u64,
@@ -483,7 +484,7 @@ pub(crate) fn insert_adopted_call(
     call.sdp[side as usize] = sdp;
     call.vacant = Some(side.other());
     call.invite_busy = false;
-    call.adopted_b = side == Side::B;
+    call.moved_in_b = side == Side::B;
     edge.insert_call(call);
 }
 

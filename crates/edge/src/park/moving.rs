@@ -450,7 +450,7 @@ pub(crate) fn on_move_offer(
     );
     // Nothing is played, and nothing sent to the party, until the log shows the move: until
     // then the call is the other edge's, which may yet keep it.
-    call::insert_adopted_call(
+    call::insert_moved_call(
         edge,
         now,
         cid,
