@@ -169,6 +169,30 @@ struct RegistrySettings {
     /// serves plaintext, which is allowed on a loopback address only.
     #[serde(default)]
     tls: Option<orbit_registry::TlsFiles>,
+    /// Bearer tokens for scripts (`[[registry.tokens]]`: `name`, `role` read or admin, and
+    /// `sha256`, the hex SHA-256 of the token: `printf %s "$TOKEN" | sha256sum`), taken by the
+    /// admin API in place of a client certificate, over TLS.
+    #[serde(default)]
+    tokens: Vec<TokenSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenSettings {
+    name: String,
+    role: String,
+    sha256: String,
+}
+
+impl RegistrySettings {
+    fn tokens(&self) -> Result<orbit_registry::identity::Tokens> {
+        let mut t = orbit_registry::identity::Tokens::default();
+        for s in &self.tokens {
+            t.add(&s.name, &s.role, &s.sha256)
+                .map_err(anyhow::Error::msg)?;
+        }
+        Ok(t)
+    }
 }
 
 fn default_heartbeat() -> u64 {
@@ -217,7 +241,9 @@ fn print_membership(m: &orbit_registry::pb::MembershipReply) {
 
 fn node_config(r: RegistrySettings) -> Result<orbit_registry::NodeConfig> {
     let tls = r.tls.as_ref().map(orbit_registry::Tls::load).transpose()?;
+    let tokens = r.tokens()?;
     let mut cfg = orbit_registry::NodeConfig::new(r.id, r.listen, r.data_dir);
+    cfg.tokens = tokens;
     cfg.heartbeat = Duration::from_millis(r.heartbeat_ms);
     cfg.election_min = Duration::from_millis(r.election_min_ms);
     cfg.election_max = Duration::from_millis(r.election_max_ms);
@@ -325,6 +351,14 @@ fn load(path: &Path) -> Result<FileConfig> {
         }
         if let Some(t) = &r.tls {
             orbit_registry::Tls::load(t).with_context(|| format!("checking {}", path.display()))?;
+        }
+        r.tokens()
+            .with_context(|| format!("checking {}", path.display()))?;
+        if !r.tokens.is_empty() && r.tls.is_none() {
+            bail!(
+                "{}: bearer tokens need [registry.tls] (a token in plaintext is anyone's who sees it)",
+                path.display()
+            );
         }
         if r.election_min_ms <= r.heartbeat_ms || r.election_max_ms <= r.election_min_ms {
             bail!(

@@ -172,6 +172,29 @@ fn orbitctl_tells_strangers_no_with_an_exit_code_that_says_why() {
         let (code, _, err) = orbitctl(&s, 0, &flags(&reader), args);
         assert_eq!(code, 4, "{args:?}: {err}");
     }
+    // Scripts with a bearer token (and the CA, no certificate): a reader's reads and may not
+    // change anything; an admin's may; a token that is nobody's is refused.
+    let ca = [
+        "--ca".to_string(),
+        s.pki.join("ca.pem").display().to_string(),
+    ];
+    let with = |token: &str| [&ca[..], &["--token".to_string(), token.to_string()]].concat();
+    let (code, _, err) = orbitctl(&s, 0, &with(READ_TOKEN), &["parked", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = orbitctl(&s, 0, &with(READ_TOKEN), &["cluster", "snapshot"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("read/reports"),
+        "the token's name is the caller's: {err}"
+    );
+    let (code, _, err) = orbitctl(&s, 0, &with(ADMIN_TOKEN), &["cluster", "snapshot"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = orbitctl(&s, 0, &with("not-a-token-of-ours"), &["parked", "list"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("unknown bearer token"), "{err}");
+    // A token is for the admin API: it does not stand for a node or an edge elsewhere.
+    let (code, _, _) = orbitctl(&s, 0, &ca, &["parked", "list"]);
+    assert_eq!(code, 2, "--ca alone is half the flags");
     // Nobody listening.
     let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
         .args(["--endpoint", "127.0.0.1:1", "--timeout", "2"])

@@ -276,6 +276,26 @@ fn check_config_refuses_plaintext_off_loopback_and_a_key_others_may_read() {
     );
     let (ok, err) = check("tls.toml", &tls);
     assert!(ok, "with TLS it may listen anywhere: {err}");
+    // Bearer tokens: over TLS only, a known role, a SHA-256.
+    let token = |role: &str, sha: &str| {
+        format!("[[registry.tokens]]\nname = \"reports\"\nrole = \"{role}\"\nsha256 = \"{sha}\"\n")
+    };
+    let good = "ab".repeat(32);
+    let (ok, err) = check("tokens.toml", &format!("{tls}{}", token("read", &good)));
+    assert!(ok, "{err}");
+    let (ok, err) = check("tokens.toml", &format!("{tls}{}", token("root", &good)));
+    assert!(!ok && err.contains("read or admin"), "{err}");
+    let (ok, err) = check("tokens.toml", &format!("{tls}{}", token("read", "abc")));
+    assert!(!ok && err.contains("64 hex digits"), "{err}");
+    let plain = format!(
+        "[registry]\nid = 1\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"{data}\"\n{}",
+        token("read", &good)
+    );
+    let (ok, err) = check("plain-tokens.toml", &plain);
+    assert!(
+        !ok && err.contains("bearer tokens need [registry.tls]"),
+        "{err}"
+    );
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&f.key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (ok, err) = check("tls.toml", &tls);

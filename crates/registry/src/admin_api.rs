@@ -25,6 +25,8 @@ pub(crate) struct AdminService {
     pub sm: StateMachineStore,
     pub closed: tokio::sync::watch::Receiver<bool>,
     pub tls: bool,
+    /// Bearer tokens that stand for certificates here (`[[registry.tokens]]`).
+    pub tokens: std::sync::Arc<crate::identity::Tokens>,
     /// Watch streams open on this node, bounded ([`crate::watch::MAX_WATCHERS`]).
     pub watchers: std::sync::Arc<tokio::sync::Semaphore>,
     /// Changes go through the log like any proposal (forwarded to the leader from here).
@@ -147,7 +149,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        Access::of(&req, self.tls)?.read()?;
+        Access::of_with(&req, self.tls, &self.tokens)?.read()?;
         Ok(Response::new(self.status()))
     }
 
@@ -155,7 +157,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        let by = Access::of(&req, self.tls)?;
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let r = req.into_inner();
         crate::membership::add_learner(&self.raft, r.id, r.addr.clone()).await?;
@@ -167,7 +169,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        let by = Access::of(&req, self.tls)?;
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let id = req.into_inner().id;
         crate::membership::promote(&self.raft, id).await?;
@@ -179,7 +181,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        let by = Access::of(&req, self.tls)?;
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let id = req.into_inner().id;
         crate::membership::remove(&self.raft, id).await?;
@@ -191,7 +193,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::TakeSnapshotRequest>,
     ) -> Result<Response<pb::TakeSnapshotResponse>, Status> {
-        let by = Access::of(&req, self.tls)?;
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let before = self.snapshot_index();
         self.raft
@@ -225,7 +227,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::ListParkedCallsRequest>,
     ) -> Result<Response<pb::ListParkedCallsResponse>, Status> {
-        Access::of(&req, self.tls)?.read()?;
+        Access::of_with(&req, self.tls, &self.tokens)?.read()?;
         let tenant = req.into_inner().tenant;
         let d = self.sm.data.read().unwrap();
         let mut calls: Vec<pb::ParkedCall> = d
@@ -245,7 +247,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::HangUpParkedCallRequest>,
     ) -> Result<Response<pb::HangUpParkedCallResponse>, Status> {
-        let by = Access::of(&req, self.tls)?;
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let r = req.into_inner();
         let park = r.park_id;
@@ -262,7 +264,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::ExtendParkedCallRequest>,
     ) -> Result<Response<pb::ParkedCall>, Status> {
-        let by = Access::of(&req, self.tls)?;
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let r = req.into_inner();
         let by_ms = r.seconds.saturating_mul(1000);
@@ -283,7 +285,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::DrainEdgeRequest>,
     ) -> Result<Response<pb::DrainEdgeResponse>, Status> {
-        let by = Access::of(&req, self.tls)?;
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let r = req.into_inner();
         let edge = r.edge;
@@ -303,7 +305,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::ListLotsRequest>,
     ) -> Result<Response<pb::ListLotsResponse>, Status> {
-        Access::of(&req, self.tls)?.read()?;
+        Access::of_with(&req, self.tls, &self.tokens)?.read()?;
         let tenant = req.into_inner().tenant;
         let d = self.sm.data.read().unwrap();
         let lots = d
@@ -316,7 +318,7 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn set_lot(&self, req: Request<pb::SetLotRequest>) -> Result<Response<pb::Lot>, Status> {
-        let by = Access::of(&req, self.tls)?;
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let r = req.into_inner();
         let id = request(&by, &r.request_id)?;
@@ -334,7 +336,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::DeleteLotRequest>,
     ) -> Result<Response<pb::DeleteLotResponse>, Status> {
-        let by = Access::of(&req, self.tls)?;
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let r = req.into_inner();
         let id = request(&by, &r.request_id)?;
@@ -355,7 +357,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::WatchParkedCallsRequest>,
     ) -> Result<Response<Self::WatchParkedCallsStream>, Status> {
-        Access::of(&req, self.tls)?.read()?;
+        Access::of_with(&req, self.tls, &self.tokens)?.read()?;
         let after = req.into_inner().after_index;
         let floor = self
             .sm

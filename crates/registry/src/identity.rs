@@ -92,15 +92,79 @@ impl std::fmt::Display for Access {
     }
 }
 
+/// Bearer tokens for scripts (`[[registry.tokens]]`), each acting as a reader or an admin
+/// named after it; kept as the SHA-256 of the token, so that the config holds no secret.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens(Vec<(Caller, [u8; 32])>);
+
+impl Tokens {
+    /// Token `name` with `role` ("read" or "admin") whose SHA-256 is `sha256` (hex).
+    pub fn add(&mut self, name: &str, role: &str, sha256: &str) -> Result<(), String> {
+        if !orbit_state::names::is_name(name) {
+            return Err(format!("token {name:?}: lowercase letters, digits and '-'"));
+        }
+        let caller = match role {
+            "read" => Caller::Reader(name.into()),
+            "admin" => Caller::Admin(name.into()),
+            _ => return Err(format!("token {name}: role {role:?} is read or admin")),
+        };
+        let hash: [u8; 32] = hex::decode(sha256)
+            .ok()
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| format!("token {name}: sha256 is 64 hex digits"))?;
+        if self.0.iter().any(|(c, h)| *h == hash || c == &caller) {
+            return Err(format!("token {name}: given twice"));
+        }
+        self.0.push((caller, hash));
+        Ok(())
+    }
+
+    /// Who `token` is, if it is one of ours: compared as hashes, each in constant time.
+    fn caller(&self, token: &str) -> Option<Caller> {
+        use sha2::{Digest, Sha256};
+        let h: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for (c, known) in &self.0 {
+            let diff = known
+                .iter()
+                .zip(h.iter())
+                .fold(0u8, |a, (x, y)| a | (x ^ y));
+            if diff == 0 {
+                found = Some(c.clone());
+            }
+        }
+        found
+    }
+}
+
 impl Access {
     /// The caller of `req`, on a node that serves TLS (`tls`) or not.
     pub fn of<T>(req: &Request<T>, tls: bool) -> Result<Access, Status> {
+        Self::of_with(req, tls, &Tokens::default())
+    }
+
+    /// As [`Access::of`], a bearer token in `authorization` standing for a certificate when the
+    /// caller shows none (scripts; the admin API only).
+    pub fn of_with<T>(req: &Request<T>, tls: bool, tokens: &Tokens) -> Result<Access, Status> {
         if !tls {
             return Ok(Access::Open);
         }
-        let certs = req.peer_certs().filter(|c| !c.is_empty()).ok_or_else(|| {
-            Status::unauthenticated("a client certificate signed by the cluster's CA is needed")
-        })?;
+        let Some(certs) = req.peer_certs().filter(|c| !c.is_empty()) else {
+            let bearer = req
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            return match bearer {
+                None => Err(Status::unauthenticated(
+                    "a client certificate signed by the cluster's CA (or a bearer token) is needed",
+                )),
+                Some(t) => tokens
+                    .caller(t.trim())
+                    .map(Access::Caller)
+                    .ok_or_else(|| Status::unauthenticated("unknown bearer token")),
+            };
+        };
         let (_, cert) = X509Certificate::from_der(certs[0].as_ref())
             .map_err(|_| Status::unauthenticated("unreadable client certificate"))?;
         // SPIFFE: exactly one URI SAN, the identity; a certificate that names more is no one's.

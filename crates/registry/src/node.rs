@@ -37,6 +37,8 @@ pub struct NodeConfig {
     /// Mutual TLS for everything this node serves and sends; none: plaintext, which belongs
     /// on a loopback address only (config refuses it elsewhere).
     pub tls: Option<Tls>,
+    /// Bearer tokens the admin API takes in place of a client certificate.
+    pub tokens: crate::identity::Tokens,
 }
 
 impl NodeConfig {
@@ -49,6 +51,7 @@ impl NodeConfig {
             election_min: Duration::from_millis(200),
             election_max: Duration::from_millis(400),
             tls: None,
+            tokens: Default::default(),
         }
     }
 }
@@ -250,6 +253,7 @@ impl Node {
             sm: sm.clone(),
             closed: closed.clone(),
             tls,
+            tokens: std::sync::Arc::new(cfg.tokens.clone()),
             watchers,
             batch: batch.clone(),
             fwd: fwd.clone(),

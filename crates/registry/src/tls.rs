@@ -77,6 +77,24 @@ impl Tls {
         Ok(tls)
     }
 
+    /// A client that trusts the CA at `ca` and shows no certificate of its own (it shows a
+    /// bearer token instead: the admin API only).
+    pub fn ca_only(ca: &Path) -> Result<Tls, TlsError> {
+        let pem = std::fs::read(ca).map_err(|e| TlsError::Read(ca.into(), e))?;
+        if rustls_pemfile::certs(&mut &pem[..])
+            .filter(Result::is_ok)
+            .count()
+            == 0
+        {
+            return Err(TlsError::Bad(ca.into(), "no PEM certificate".into()));
+        }
+        Ok(Tls {
+            ca: pem,
+            cert: vec![],
+            key: vec![],
+        })
+    }
+
     /// From PEM held in memory (tests, `orbitd dev`).
     pub fn from_pem(ca: &str, cert: &str, key: &str) -> Tls {
         Tls {
@@ -98,9 +116,11 @@ impl Tls {
 
     /// A client that trusts only the CA and presents our certificate.
     pub(crate) fn client(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca))
-            .identity(Identity::from_pem(&self.cert, &self.key))
+        let c = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca));
+        if self.cert.is_empty() {
+            return c; // [`Tls::ca_only`]
+        }
+        c.identity(Identity::from_pem(&self.cert, &self.key))
     }
 }
 

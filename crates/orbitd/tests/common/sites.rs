@@ -37,6 +37,21 @@ pub struct Sites {
 
 pub const SITE_NAMES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
+/// The registry's bearer tokens for scripts: a reader's and an admin's.
+pub const READ_TOKEN: &str = "a-reading-script-token-0123456789";
+pub const ADMIN_TOKEN: &str = "an-admin-script-token-9876543210";
+
+/// `[[registry.tokens]]` for [`READ_TOKEN`] and [`ADMIN_TOKEN`], kept as their SHA-256.
+fn tokens_toml() -> String {
+    use sha2::Digest;
+    let hash = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    format!(
+        "[[registry.tokens]]\nname = \"reports\"\nrole = \"read\"\nsha256 = \"{}\"\n[[registry.tokens]]\nname = \"deployer\"\nrole = \"admin\"\nsha256 = \"{}\"\n",
+        hash(READ_TOKEN),
+        hash(ADMIN_TOKEN)
+    )
+}
+
 /// The extensions every edge knows: 1001-1010, 2001-2010, 3001-3010.
 fn extensions() -> String {
     let mut exts = String::new();
@@ -146,10 +161,11 @@ impl Sites {
                 })
                 .collect();
             let registry = format!(
-                "[registry]\nid = {id}\nlisten = \"{listen}\"\ndata_dir = \"{data}\"\n[registry.tls]\n{node_tls}",
+                "[registry]\nid = {id}\nlisten = \"{listen}\"\ndata_dir = \"{data}\"\n[registry.tls]\n{node_tls}{tokens}",
                 id = i + 1,
                 listen = s.grpc[i],
                 data = s.dir.join(format!("registry-{}", i + 1)).display(),
+                tokens = tokens_toml(),
             );
             s.prepare(SITE_NAMES[i], None, sip[i], &registry, &peers, "");
         }

@@ -46,7 +46,7 @@ struct Cli {
     endpoint: String,
     /// The cluster's CA certificate (PEM). Without the three TLS flags: the admin certificate
     /// `orbitd dev` made under ./orbit-data/pki, if there; else plaintext.
-    #[arg(long, env = "ORBIT_CA", global = true, requires_all = ["cert", "key"])]
+    #[arg(long, env = "ORBIT_CA", global = true)]
     ca: Option<PathBuf>,
     /// This client's certificate (PEM): `spiffe://orbit/admin/<name>` or `read/<name>`.
     #[arg(long, env = "ORBIT_CERT", global = true, requires_all = ["ca", "key"])]
@@ -54,6 +54,10 @@ struct Cli {
     /// Its private key (PEM, readable by its owner only).
     #[arg(long, env = "ORBIT_KEY", global = true, requires_all = ["ca", "cert"])]
     key: Option<PathBuf>,
+    /// A bearer token from the registry's `[[registry.tokens]]` instead of a client
+    /// certificate (scripts; with --ca only; the registry's admin API only).
+    #[arg(long, env = "ORBIT_TOKEN", global = true, hide_env_values = true, conflicts_with_all = ["cert", "key"])]
+    token: Option<String>,
     /// JSON instead of a table (one object per line for --watch).
     #[arg(long, global = true)]
     json: bool,
@@ -272,30 +276,66 @@ fn request_id(cli: &Cli) -> String {
     cli.request_id.clone().unwrap_or_default()
 }
 
-fn client(cli: &Cli) -> Result<AdminClient<Channel>, Failure> {
+/// A channel that shows the bearer token, if one was given, with every request.
+type Ch = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+fn client(cli: &Cli) -> Result<AdminClient<Ch>, Failure> {
     client_at(cli, &cli.endpoint)
 }
 
-fn client_at(cli: &Cli, endpoint: &str) -> Result<AdminClient<Channel>, Failure> {
+fn client_at(cli: &Cli, endpoint: &str) -> Result<AdminClient<Ch>, Failure> {
     Ok(AdminClient::new(channel_at(cli, endpoint)?))
 }
 
-/// A channel to --endpoint with the TLS flags (or the dev admin certificate).
-fn channel(cli: &Cli) -> Result<Channel, Failure> {
+/// A channel to --endpoint with the TLS flags (or the dev admin certificate), or the CA and
+/// a bearer token.
+fn channel(cli: &Cli) -> Result<Ch, Failure> {
     channel_at(cli, &cli.endpoint)
 }
 
-fn channel_at(cli: &Cli, endpoint: &str) -> Result<Channel, Failure> {
-    let tls =
-        orbit_registry::tls::cli_tls(cli.ca.as_deref(), cli.cert.as_deref(), cli.key.as_deref())
-            .map_err(|e| fail(5, e))?;
-    orbit_registry::network::channel(endpoint, tls.as_ref())
-        .map_err(|e| fail(5, format!("{endpoint}: {e}")))
+fn channel_at(cli: &Cli, endpoint: &str) -> Result<Ch, Failure> {
+    let tls = match (&cli.token, &cli.ca, &cli.cert) {
+        (Some(_), Some(ca), _) => Some(orbit_registry::Tls::ca_only(ca).map_err(|e| fail(5, e))?),
+        (Some(_), None, _) => {
+            return Err(fail(2, "--token needs --ca, the cluster's CA certificate"))
+        }
+        (None, Some(_), None) => return Err(fail(2, "--ca needs --cert and --key (or --token)")),
+        (None, ..) => {
+            orbit_registry::tls::cli_tls(cli.ca.as_deref(), cli.cert.as_deref(), cli.key.as_deref())
+                .map_err(|e| fail(5, e))?
+        }
+    };
+    let bearer = match &cli.token {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| fail(2, "--token: printable characters only"))?,
+        ),
+        None => None,
+    };
+    let ch = orbit_registry::network::channel(endpoint, tls.as_ref())
+        .map_err(|e| fail(5, format!("{endpoint}: {e}")))?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        ch,
+        Bearer(bearer),
+    ))
 }
 
 /// A client of the registry's leader, found through --endpoint's view of the cluster
 /// (membership changes are the leader's to make).
-async fn leader(cli: &Cli) -> Result<AdminClient<Channel>, Failure> {
+async fn leader(cli: &Cli) -> Result<AdminClient<Ch>, Failure> {
     let mut c = client(cli)?;
     let s = bounded(cli, c.get_cluster_status(GetClusterStatusRequest {})).await?;
     if s.leader_id == s.node_id {
