@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use orbit_edge::config::{
-    AuthConfig, EdgeConfig, Extension, LimitsConfig, MediaConfig, PickupGroup, RegistryLink,
-    RegistryTls, SipConfig, TenantConfig, TrunkConfig, TrunkPeer,
+    AuthConfig, EdgeAdminConfig, EdgeConfig, Extension, LimitsConfig, MediaConfig, PickupGroup,
+    RegistryLink, RegistryTls, SipConfig, TenantConfig, TrunkConfig, TrunkPeer,
 };
 use orbit_registry::dev_pki::DevCa;
 use orbit_registry::{Caller, Node, NodeConfig, Tls, TlsFiles};
@@ -109,7 +109,10 @@ fn site_config(
             lease_secs: 15,
             tls,
         }),
-        admin: None,
+        // Each site's edge admin listener: 10 above the registry nodes' ports.
+        admin: Some(EdgeAdminConfig {
+            listen: SocketAddr::new(sip.ip(), grpc[0].port() + 10 + i as u16),
+        }),
         trunk: Some(TrunkConfig {
             secret: secret.into(),
             peers: (0..3)
@@ -162,7 +165,8 @@ fn dev_pki(data_dir: &Path, host: &str) -> Result<DevPki> {
     }
     let mut edges = vec![];
     for site in SITES {
-        let f = ca.write(&dir, site, &Caller::Edge(site.into()), &[])?;
+        // For this host too: the edge serves its admin listener with it.
+        let f = ca.write(&dir, site, &Caller::Edge(site.into()), &hosts)?;
         edges.push(RegistryTls {
             ca: f.ca,
             cert: f.cert,
@@ -241,10 +245,12 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
          \x20 longest at any desk of any site, *8<ext> or **<ext> for the one ringing <ext>\n\
          \n  lamp keys: SUBSCRIBE (Event: dialog) to 700 or to a slot, at any site\n\
          \n  softphone: server {sip}, user 1001, password pw1001; call 2001 registered at site-b\n\
-         \n  admin: `orbitctl --endpoint {} cluster status`, `... parked list --watch`; run from this\n\
-         \x20 directory it uses the admin certificate in {} (the registry speaks mutual TLS)\n\
+         \n  admin: `orbitctl --endpoint {} cluster status`, `... parked list --watch`; an edge's calls\n\
+         \x20 and phones: `orbitctl --endpoint {} calls list` (site A's; B and C on the next ports); run\n\
+         \x20 from this directory it uses the admin certificate in {} (the registry speaks mutual TLS)\n\
          \n  state under {}; Ctrl-C drains the sites (calls up after 5 s get BYE) and stops.\n",
         grpc[0],
+        sites[0].admin.as_ref().expect("dev has admin listeners").listen,
         pki_dir(&data_dir).display(),
         data_dir.display()
     );

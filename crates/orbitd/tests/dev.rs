@@ -84,6 +84,26 @@ fn dev_mode_starts_and_accepts_the_documented_credentials() {
         register(port + 10, "2001").success(),
         "2001/pw2001 registers at site B in dev mode"
     );
+    // Site A's edge admin listener shows 1001's phone, to the admin certificate dev made.
+    let pki = data.join("pki");
+    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
+        .args(["--endpoint", &format!("127.0.0.1:{}", grpc + 10), "--json"])
+        .arg("--ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--cert")
+        .arg(pki.join("admin.pem"))
+        .arg("--key")
+        .arg(pki.join("admin.key"))
+        .args(["registrations", "--ext", "1001"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("\"ext\":\"1001\""), "{text}");
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -103,6 +123,7 @@ fn dev_mode_starts_and_accepts_the_documented_credentials() {
         port.to_string(),
         (port + 20).to_string(),
         (grpc + 2).to_string(),
+        (grpc + 10).to_string(),
     ] {
         assert!(banner.contains(&want), "banner lacks {want}:\n{banner}");
     }
