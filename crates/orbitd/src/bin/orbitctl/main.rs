@@ -334,17 +334,24 @@ fn channel_at(cli: &Cli, endpoint: &str) -> Result<Ch, Failure> {
 }
 
 /// A client of the registry's leader, found through --endpoint's view of the cluster
-/// (membership changes are the leader's to make).
+/// (membership changes are the leader's to make); while that node knows none (an election, a
+/// node that just joined), asked again within --timeout.
 async fn leader(cli: &Cli) -> Result<AdminClient<Ch>, Failure> {
     let mut c = client(cli)?;
-    let s = bounded(cli, c.get_cluster_status(GetClusterStatusRequest {})).await?;
-    if s.leader_id == s.node_id {
-        return Ok(c);
+    let until = std::time::Instant::now() + Duration::from_secs(cli.timeout);
+    loop {
+        let s = bounded(cli, c.get_cluster_status(GetClusterStatusRequest {})).await?;
+        if s.leader_id == s.node_id {
+            return Ok(c);
+        }
+        if let Some(l) = s.members.iter().find(|m| m.id == s.leader_id) {
+            return client_at(cli, &l.addr);
+        }
+        if std::time::Instant::now() >= until {
+            return Err(fail(3, format!("{}: no leader known", cli.endpoint)));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let Some(l) = s.members.iter().find(|m| m.id == s.leader_id) else {
-        return Err(fail(3, format!("{}: no leader known", cli.endpoint)));
-    };
-    client_at(cli, &l.addr)
 }
 
 async fn bounded<T>(
