@@ -223,23 +223,9 @@ fn an_edge_drained_with_orbitctl_takes_nothing_new_lets_its_call_end_and_leaves(
     assert!(probe(s.site[a2].sip).starts_with("SIP/2.0 200"));
     let (alice, bob) = call_through(&s, a2, 3000);
     // Strangers first: a reader may not drain, an edge nobody runs is not found.
-    let reader =
-        s.ca.write(
-            &s.pki,
-            "viewer",
-            &orbit_registry::Caller::Reader("viewer".into()),
-            &[],
-        )
-        .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
-        .args(["--endpoint", &s.grpc[0].to_string(), "--timeout", "5"])
-        .args(["--ca", &reader.ca.display().to_string()])
-        .args(["--cert", &reader.cert.display().to_string()])
-        .args(["--key", &reader.key.display().to_string()])
-        .args(["edge", "drain", "site-a/edge-2"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let reader = s.reader_tls("viewer");
+    let (code, _, err) = orbitctl_at(s.grpc[0], &reader, &["edge", "drain", "site-a/edge-2"]);
+    assert_eq!(code, 4, "{err}");
     let (code, _, err) = orbitctl(&s, &["edge", "drain", "site-z"]);
     assert_eq!(code, 5, "{err}");
     let (code, _, err) = orbitctl(&s, &["edge", "drain", "Site A"]);
@@ -531,25 +517,10 @@ fn an_edges_admin_listener_shows_its_calls_and_phones_hangs_up_and_is_not_ready_
     );
     let id = call["id"].as_u64().unwrap().to_string();
     // A reader sees them, and may not hang up; nobody without a certificate gets in.
-    let reader =
-        s.ca.write(
-            &s.pki,
-            "viewer",
-            &orbit_registry::Caller::Reader("viewer".into()),
-            &[],
-        )
-        .unwrap();
-    let reader_tls: Vec<String> = vec![
-        "--ca".into(),
-        reader.ca.display().to_string(),
-        "--cert".into(),
-        reader.cert.display().to_string(),
-        "--key".into(),
-        reader.key.display().to_string(),
-    ];
+    let reader_tls = s.reader_tls("viewer");
     assert_eq!(json_ctl(at, &reader_tls, &["calls", "list"]).0, 0);
     assert_eq!(json_ctl(at, &reader_tls, &["calls", "hangup", &id]).0, 4);
-    let no_cert = ["--ca".to_string(), reader.ca.display().to_string()];
+    let no_cert = ["--ca".to_string(), reader_tls[1].clone()];
     let out = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
         .args([
             "--endpoint",

@@ -152,15 +152,8 @@ fn orbitctl_tells_strangers_no_with_an_exit_code_that_says_why() {
     let (code, _, err) = orbitctl(&s, 0, &s.admin_tls[..2], &["cluster", "status"]);
     assert_eq!(code, 2, "{err}");
     // A reader of the cluster's own reads.
-    let reader =
-        s.ca.write(
-            &s.pki,
-            "grafana",
-            &orbit_registry::Caller::Reader("grafana".into()),
-            &[],
-        )
-        .unwrap();
-    let (code, _, err) = orbitctl(&s, 0, &flags(&reader), &["parked", "list"]);
+    let reader = s.reader_tls("grafana");
+    let (code, _, err) = orbitctl(&s, 0, &reader, &["parked", "list"]);
     assert_eq!(code, 0, "{err}");
     // ... and no more: it changes neither the membership nor anything else.
     for args in [
@@ -169,7 +162,7 @@ fn orbitctl_tells_strangers_no_with_an_exit_code_that_says_why() {
         &["cluster", "add", "7", "127.0.0.1:1"][..],
         &["edge", "drain", "site-a"][..],
     ] {
-        let (code, _, err) = orbitctl(&s, 0, &flags(&reader), args);
+        let (code, _, err) = orbitctl(&s, 0, &reader, args);
         assert_eq!(code, 4, "{args:?}: {err}");
     }
     // Scripts with a bearer token (and the CA, no certificate): a reader's reads and may not
@@ -290,15 +283,7 @@ fn orbitctl_manages_lots_through_the_registry_and_every_site_parks_in_them() {
     );
 
     // A reader may look, not change.
-    let reader =
-        s.ca.write(
-            &s.pki,
-            "viewer",
-            &orbit_registry::Caller::Reader("viewer".into()),
-            &[],
-        )
-        .unwrap();
-    let reader_tls = tls_flags(&reader);
+    let reader_tls = s.reader_tls("viewer");
     let set = |slots: &str| {
         let mut a = vec![
             "lots",
@@ -400,15 +385,7 @@ fn an_operator_extends_then_hangs_up_a_parked_call_and_its_caller_gets_bye_at_th
         .expect("parked")
         .to_string();
     // A reader may not; an admin, at site C's node, may.
-    let reader =
-        s.ca.write(
-            &s.pki,
-            "viewer",
-            &orbit_registry::Caller::Reader("viewer".into()),
-            &[],
-        )
-        .unwrap();
-    let reader_tls = tls_flags(&reader);
+    let reader_tls = s.reader_tls("viewer");
     let (code, _, err) = orbitctl(&s, 2, &reader_tls, &["parked", "hangup", &id]);
     assert_eq!(code, 4, "{err}");
     // Its deadline pushed 30 s later first, as every node then shows it.
@@ -470,12 +447,4 @@ fn an_operator_extends_then_hangs_up_a_parked_call_and_its_caller_gets_bye_at_th
         "{}",
         s.log(0)
     );
-}
-
-/// `--ca/--cert/--key` for `f`.
-fn tls_flags(f: &orbit_registry::TlsFiles) -> Vec<String> {
-    [("--ca", &f.ca), ("--cert", &f.cert), ("--key", &f.key)]
-        .iter()
-        .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
-        .collect()
 }

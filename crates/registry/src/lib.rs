@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod admin_api;
+mod admin_lots;
 pub mod batch;
 pub mod client;
 pub mod dev_pki;

@@ -303,6 +303,23 @@ any_host = true
         j
     }
 
+    /// The TLS flags of a reader's certificate (`spiffe://orbit/read/<name>`), issued now.
+    pub fn reader_tls(&self, name: &str) -> Vec<String> {
+        let f = self
+            .ca
+            .write(
+                &self.pki,
+                name,
+                &orbit_registry::Caller::Reader(name.into()),
+                &[],
+            )
+            .unwrap();
+        [("--ca", &f.ca), ("--cert", &f.cert), ("--key", &f.key)]
+            .iter()
+            .flat_map(|(k, v)| [k.to_string(), v.display().to_string()])
+            .collect()
+    }
+
     /// `orbitd registry <args>` with the admin's certificate.
     pub fn registry_cli(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_orbitd"));

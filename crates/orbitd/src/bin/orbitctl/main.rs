@@ -10,14 +10,16 @@
 //! or nothing of that name; 6 refused in the present state (a lot with parked calls), or, for
 //! `health`, not serving.
 
+mod connect;
 mod output;
+
+use connect::{channel, client, leader};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use orbit_registry::admin_pb::admin_client::AdminClient;
 use orbit_registry::admin_pb::edge_admin_client::EdgeAdminClient;
 use orbit_registry::admin_pb::{
     AddMemberRequest, DeleteLotRequest, DrainEdgeRequest, ExtendParkedCallRequest,
@@ -25,7 +27,6 @@ use orbit_registry::admin_pb::{
     MemberRequest, SetLotRequest, TakeSnapshotRequest, WatchParkedCallsRequest,
 };
 use orbit_registry::admin_pb::{HangUpCallRequest, ListCallsRequest, ListRegistrationsRequest};
-use tonic::transport::Channel;
 use tonic::Code;
 
 #[derive(Parser)]
@@ -274,84 +275,6 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> Failure {
 /// The change's request id, if `--request-id` gave one.
 fn request_id(cli: &Cli) -> String {
     cli.request_id.clone().unwrap_or_default()
-}
-
-/// A channel that shows the bearer token, if one was given, with every request.
-type Ch = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
-
-#[derive(Clone)]
-struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
-fn client(cli: &Cli) -> Result<AdminClient<Ch>, Failure> {
-    client_at(cli, &cli.endpoint)
-}
-
-fn client_at(cli: &Cli, endpoint: &str) -> Result<AdminClient<Ch>, Failure> {
-    Ok(AdminClient::new(channel_at(cli, endpoint)?))
-}
-
-/// A channel to --endpoint with the TLS flags (or the dev admin certificate), or the CA and
-/// a bearer token.
-fn channel(cli: &Cli) -> Result<Ch, Failure> {
-    channel_at(cli, &cli.endpoint)
-}
-
-fn channel_at(cli: &Cli, endpoint: &str) -> Result<Ch, Failure> {
-    let tls = match (&cli.token, &cli.ca, &cli.cert) {
-        (Some(_), Some(ca), _) => Some(orbit_registry::Tls::ca_only(ca).map_err(|e| fail(5, e))?),
-        (Some(_), None, _) => {
-            return Err(fail(2, "--token needs --ca, the cluster's CA certificate"))
-        }
-        (None, Some(_), None) => return Err(fail(2, "--ca needs --cert and --key (or --token)")),
-        (None, ..) => {
-            orbit_registry::tls::cli_tls(cli.ca.as_deref(), cli.cert.as_deref(), cli.key.as_deref())
-                .map_err(|e| fail(5, e))?
-        }
-    };
-    let bearer = match &cli.token {
-        Some(t) => Some(
-            format!("Bearer {t}")
-                .parse()
-                .map_err(|_| fail(2, "--token: printable characters only"))?,
-        ),
-        None => None,
-    };
-    let ch = orbit_registry::network::channel(endpoint, tls.as_ref())
-        .map_err(|e| fail(5, format!("{endpoint}: {e}")))?;
-    Ok(tonic::service::interceptor::InterceptedService::new(
-        ch,
-        Bearer(bearer),
-    ))
-}
-
-/// A client of the registry's leader, found through --endpoint's view of the cluster
-/// (membership changes are the leader's to make); while that node knows none (an election, a
-/// node that just joined), asked again within --timeout.
-async fn leader(cli: &Cli) -> Result<AdminClient<Ch>, Failure> {
-    let mut c = client(cli)?;
-    let until = std::time::Instant::now() + Duration::from_secs(cli.timeout);
-    loop {
-        let s = bounded(cli, c.get_cluster_status(GetClusterStatusRequest {})).await?;
-        if s.leader_id == s.node_id {
-            return Ok(c);
-        }
-        if let Some(l) = s.members.iter().find(|m| m.id == s.leader_id) {
-            return client_at(cli, &l.addr);
-        }
-        if std::time::Instant::now() >= until {
-            return Err(fail(3, format!("{}: no leader known", cli.endpoint)));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn bounded<T>(
