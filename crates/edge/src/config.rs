@@ -593,7 +593,7 @@ pub enum ConfigError {
     Name(&'static str, String),
     #[error("extension {0}: needs a password or an HA1 hash")]
     NoSecret(String),
-    #[error("extension {0}: extensions are digits only")]
+    #[error("extension {0}: extensions are 1 to 16 digits")]
     BadExtension(String),
     #[error("media port range {0}-{1} holds no port pair")]
     PortRange(u16, u16),
@@ -631,7 +631,7 @@ impl EdgeConfig {
             }
         }
         for (ext, e) in &self.tenant.extensions {
-            if ext.is_empty() || !ext.bytes().all(|c| c.is_ascii_digit()) {
+            if !orbit_state::is_extension(ext) {
                 return Err(ConfigError::BadExtension(ext.clone()));
             }
             if e.password.is_none() && e.ha1_md5.is_none() && e.ha1_sha256.is_none() {
@@ -737,6 +737,15 @@ impl EdgeConfig {
         pickup::validate(
             &self.tenant.pickup_groups,
             &self.tenant.features,
+            &self.tenant.extensions,
+        )
+    }
+
+    /// The tenant's extensions and pickup groups as the orbit state takes them.
+    pub fn tenant_seed(&self) -> orbit_state::Command {
+        pickup::tenant_seed(
+            &self.tenant.domain,
+            &self.tenant.pickup_groups,
             &self.tenant.extensions,
         )
     }

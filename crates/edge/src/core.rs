@@ -90,6 +90,10 @@ impl Edge {
             music.insert(lot.park_ext.clone(), crate::park::builtin_music());
             default_lot.get_or_insert(lot.key());
         }
+        if let Err(e) = sv.orbit.apply(wall, &cfg.tenant_seed()) {
+            tracing::error!(error = %e, "pickup groups refused");
+        }
+        sv.refresh_pickup_rules();
         Edge {
             picking: Picking::new(Parking::new(Calls::new(sv), music, default_lot)),
             lamps: Lamps::default(),
@@ -133,6 +137,10 @@ impl Edge {
         for lot in self.cfg.lot_configs().unwrap_or_default() {
             self.propose(now, orbit_state::Command::SeedLot(lot), Then::Nothing);
         }
+        // The extensions, so that the registry can check an operator's groups against them,
+        // and the groups, unless an operator has changed them there.
+        let seed = self.cfg.tenant_seed();
+        self.propose(now, seed, Then::Nothing);
         self.renew_lease(now);
         self
     }
@@ -338,6 +346,10 @@ impl Edge {
                 continue;
             }
             if let Some(ev) = self.port.events.pop_front() {
+                if matches!(&ev, orbit_state::Event::PickupGroupsSet { tenant } if *tenant == self.cfg.tenant.domain)
+                {
+                    self.refresh_pickup_rules();
+                }
                 crate::blf::on_event(&mut self.lamping(), now, &ev);
                 self.picking.on_orbit_event(now, &ev);
                 crate::draining::on_event(&mut self.picking, now, &ev);

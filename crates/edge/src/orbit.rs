@@ -63,6 +63,7 @@ impl Edge {
         self.last_now = now;
         info!(index, edge = %self.id, "orbit state resynchronised");
         self.orbit = orbit;
+        self.refresh_pickup_rules();
         self.port.watch_index = index;
         crate::blf::refresh_all(&mut self.lamping(), now);
         self.picking.resynced(now);

@@ -302,6 +302,7 @@ mod drain;
 mod lamps;
 mod moving;
 mod one_touch_park;
+mod operator;
 mod park;
 mod pickup;
 mod pickup_sites;

@@ -153,14 +153,36 @@ fn orbitctl_tells_strangers_no_with_an_exit_code_that_says_why() {
     assert_eq!(code, 2, "{err}");
     // A reader of the cluster's own reads.
     let reader = s.reader_tls("grafana");
-    let (code, _, err) = orbitctl(&s, 0, &reader, &["parked", "list"]);
-    assert_eq!(code, 0, "{err}");
+    for args in [
+        &["parked", "list"][..],
+        &["pickup", "list"][..],
+        &["lots", "get", "--tenant", "orbit.local", "700"][..],
+    ] {
+        let (code, _, err) = orbitctl(&s, 0, &reader, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let get = ["lots", "get", "--tenant", "orbit.local", "999"];
+    let (code, _, err) = orbitctl(&s, 0, &reader, &get);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("no lot 999 in orbit.local"), "{err}");
     // ... and no more: it changes neither the membership nor anything else.
     for args in [
         &["cluster", "snapshot"][..],
         &["cluster", "remove", "3"][..],
         &["cluster", "add", "7", "127.0.0.1:1"][..],
         &["edge", "drain", "site-a"][..],
+        &["parked", "send", "1", "1001"][..],
+        &[
+            "pickup",
+            "set",
+            "--tenant",
+            "orbit.local",
+            "g",
+            "--members",
+            "1001",
+        ][..],
+        &["pickup", "delete", "--tenant", "orbit.local", "g"][..],
+        &["lots", "delete", "--tenant", "orbit.local", "700"][..],
     ] {
         let (code, _, err) = orbitctl(&s, 0, &reader, args);
         assert_eq!(code, 4, "{args:?}: {err}");
@@ -444,6 +466,66 @@ fn an_operator_extends_then_hangs_up_a_parked_call_and_its_caller_gets_bye_at_th
     assert_eq!(code, 5, "{err}");
     assert!(
         s.log(0).contains("parked call hung up by an operator"),
+        "{}",
+        s.log(0)
+    );
+}
+
+#[test]
+fn an_operator_sends_a_parked_call_to_a_desk_at_site_c_which_answers_with_media_both_ways() {
+    let s = Sites::start(&lot(90, 20));
+    let admin = s.admin_tls.clone();
+    let (alice, alice_media, alice_relay) = park_at_a(&s);
+    let (_, out, _) = orbitctl(&s, 1, &admin, &["parked", "list", "--json"]);
+    let id = json(&out)[0]["park_id"]
+        .as_u64()
+        .expect("parked")
+        .to_string();
+    // An extension the tenant does not have, one that cannot be one, a reader: refused.
+    for (tls, ext, want, says) in [
+        (&admin, "9999", 5, "ext: no extension 9999"),
+        (&admin, "30x1", 5, "ext: \"30x1\""),
+        (&s.reader_tls("viewer"), "3001", 4, ""),
+    ] {
+        let (code, _, err) = orbitctl(&s, 1, tls, &["parked", "send", &id, ext]);
+        assert_eq!(code, want, "{err}");
+        assert!(err.contains(says), "{err} lacks {says}");
+    }
+    let carol_media = RtpPeer::bind();
+    let carol = s.site[2]
+        .phone("3001", "uas_recall_answer.xml", &carol_media)
+        .args(["-d", "2500"])
+        .spawn();
+    let send = ["parked", "send", id.as_str(), "3001", "--json"];
+    let (code, out, err) = orbitctl(&s, 1, &admin, &send);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)[0]["phase"], "sent", "{out}");
+    assert_eq!(json(&out)[0]["sent_to"], "3001", "{out}");
+    // 3001 rings at site C, answers, and talks with Alice through both relays.
+    let carol_relay = relay(carol.wait_log("relay_port", Duration::from_secs(10)));
+    assert!(
+        (s.site[2].rtp.0..=s.site[2].rtp.1).contains(&carol_relay.port()),
+        "3001 talks to site C's relay ({carol_relay})"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_bridged(
+        (&alice_media, alice_relay),
+        (&carol_media, carol_relay),
+        50,
+        Duration::from_millis(400),
+    );
+    let c = carol.wait();
+    assert!(c.ok(), "3001: {}", c.errors);
+    assert!(c.logs.contains("recall_slot=701"), "{}", c.logs);
+    // 3001 hung up: Alice is sent BYE; the slot is free.
+    let a = alice.wait();
+    assert!(a.ok(), "parked caller: {}", a.errors);
+    let (_, out, _) = orbitctl(&s, 0, &admin, &["parked", "list", "--json"]);
+    assert_eq!(json(&out), json("[]"));
+    let (code, _, err) = orbitctl(&s, 1, &admin, &["parked", "send", &id, "3001"]);
+    assert_eq!(code, 5, "parked no more: {err}");
+    assert!(
+        s.log(0).contains("parked call sent by an operator"),
         "{}",
         s.log(0)
     );

@@ -383,3 +383,79 @@ fn lamps_at_a_third_site_show_a_call_their_extension_makes_and_one_answered_at_o
     assert_followed(caller_lamp, "initiator");
     assert_followed(callee_lamp, "recipient");
 }
+
+#[test]
+fn an_operator_puts_the_lobby_phone_in_a_group_through_orbitctl_and_site_c_picks_its_call_up() {
+    let s = Sites::start(&tenant());
+    let (admin, reader) = (s.admin_tls.clone(), s.reader_tls("viewer"));
+    let ctl = |node: usize, tls: &[String], args: &[&str]| orbitctl_at(s.grpc[node], tls, args);
+    let t = ["--tenant", "orbit.local"];
+    // The config's group, seeded by the edges, as every node shows it.
+    let (code, out, err) = ctl(
+        2,
+        &reader,
+        &["pickup", "get", t[0], t[1], "desks", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\"3001\"") && !out.contains("\"1010\""),
+        "{out}"
+    );
+    let set = |members: &str, name: &str| -> Vec<String> {
+        ["pickup", "set", t[0], t[1], name, "--members", members]
+            .map(String::from)
+            .into()
+    };
+    // Wrong input is named; a reader may not change groups; nothing of that name is not found.
+    let bad_member = set("1010,9999", "lobby");
+    let bad_name = set("1010", "lobby desk");
+    let unknown: Vec<String> = ["pickup", "delete", t[0], t[1], "nope"]
+        .map(String::from)
+        .into();
+    for (tls, args, want, says) in [
+        (&admin, &bad_member, 5, "members: no extension 9999"),
+        (&admin, &bad_name, 5, "group.name"),
+        (&reader, &set("1010,3001", "lobby"), 4, ""),
+        (&admin, &unknown, 5, "no pickup group nope"),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = ctl(1, tls, &args);
+        assert_eq!(code, want, "{args:?}: {err}");
+        assert!(err.contains(says), "{err} lacks {says}");
+    }
+    // Before: 3001 at site C may not take the lobby phone's calls.
+    let refused = picker(&s.site[2], "3001", "*81010", &RtpPeer::bind()).wait();
+    assert!(
+        refused
+            .logs
+            .contains("outcome=refused status=403 Not In Your Pickup Group"),
+        "{}",
+        refused.logs
+    );
+    let lobby = set("1010,3001", "lobby");
+    let lobby: Vec<&str> = lobby.iter().map(String::as_str).collect();
+    let (code, _, err) = ctl(1, &admin, &lobby);
+    assert_eq!(code, 0, "{err}");
+    for i in [0, 2] {
+        s.wait_log(i, "groups=desks,lobby", Duration::from_secs(5));
+    }
+    // The lobby phone rings at site A (recorded now that a group holds it); 3001 at site C
+    // picks its call up with *8.
+    let desk = ringing_desk(&s.site[0], "1010");
+    std::thread::sleep(Duration::from_millis(300));
+    let alice_media = RtpPeer::bind();
+    let alice = caller(&s.site[0], "1010", &alice_media);
+    wait_for_ring(&s, 0, "1010");
+    let carol_media = RtpPeer::bind();
+    let carol = picker(&s.site[2], "3001", "*8", &carol_media);
+    assert_connected((&alice, &alice_media), (&carol, &carol_media));
+    assert!(carol.wait().ok());
+    assert!(alice.wait().ok());
+    assert!(desk.wait().logs.contains(COMPLETED_ELSEWHERE));
+    // Deleted, it is gone everywhere.
+    let del = ["pickup", "delete", t[0], t[1], "lobby"];
+    let (code, _, err) = ctl(2, &admin, &del);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = ctl(0, &reader, &["pickup", "list", "--json"]);
+    assert!(!out.contains("lobby") && out.contains("desks"), "{out}");
+}

@@ -8,15 +8,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orbit_state::{Command, Event, LotKey, Parked, Phase, RecallStage, Rejection};
+use orbit_state::{Command, Event, LotKey, Rejection};
 use tonic::{Request, Response, Status};
 use tracing::{info, info_span};
 
+use crate::admin_groups::{group_in, group_out};
 use crate::admin_lots::{lot_in, lot_out};
+use crate::admin_parked::{call, park_events_after};
 use crate::admin_pb as pb;
 use crate::identity::Access;
 use crate::store::StateMachineStore;
-use crate::watch::WATCH_CHUNK;
 use crate::{NodeId, Raft};
 
 pub(crate) struct AdminService {
@@ -46,90 +47,6 @@ fn request(by: &Access, id: &str) -> Result<Option<String>, Status> {
         ));
     }
     Ok(Some(format!("{by} {id}")))
-}
-
-fn call(p: &Parked) -> pb::ParkedCall {
-    pb::ParkedCall {
-        park_id: p.id,
-        tenant: p.lot.tenant.clone(),
-        lot: p.lot.park_ext.clone(),
-        slot: p.slot,
-        caller_uri: p.call.caller_uri.clone(),
-        caller_display: p.call.caller_display.clone().unwrap_or_default(),
-        parker: p.call.parker.clone(),
-        edge: p.call.edge.clone(),
-        parked_at_ms: p.parked_at,
-        deadline_ms: p.deadline,
-        phase: match p.phase {
-            Phase::Waiting => "waiting",
-            Phase::Recalling {
-                stage: RecallStage::Parker,
-                ..
-            } => "recalling parker",
-            Phase::Recalling {
-                stage: RecallStage::Fallback,
-                ..
-            } => "recalling fallback",
-        }
-        .into(),
-    }
-}
-
-/// The park events an applied event is, at log `index`.
-fn park_events(index: u64, ev: &Event) -> Vec<pb::ParkEvent> {
-    let one = |kind: &str, p: &Parked, detail: String| pb::ParkEvent {
-        index,
-        kind: kind.into(),
-        call: Some(call(p)),
-        detail,
-    };
-    match ev {
-        Event::Parked(p) => vec![one("parked", p, String::new())],
-        Event::Claimed { parked, by } => vec![one("retrieved", parked, by.clone())],
-        Event::PickedUp {
-            parked: Some(p),
-            by,
-            ..
-        } => vec![one("retrieved", p, by.clone())],
-        Event::Expired(p) => vec![one("recalling", p, String::new())],
-        Event::RecallStage(p) => vec![one("recall_stage", p, String::new())],
-        Event::Ended { parked, reason } => vec![one("ended", parked, format!("{reason:?}"))],
-        Event::Moved { parked, from } => vec![one("moved", parked, format!("from {from}"))],
-        Event::Extended(p) => vec![one("extended", p, String::new())],
-        Event::LeaseLapsed { edge, lost, .. } | Event::EdgeRestarted { edge, lost, .. } => lost
-            .iter()
-            .map(|p| one("lost", p, format!("edge {edge} gone")))
-            .collect(),
-        _ => vec![],
-    }
-}
-
-/// The park events after `cursor`, a bounded piece at a time under the lock (which apply
-/// needs too): (events, the new cursor, whether more is waiting). OUT_OF_RANGE when the watch
-/// fell behind what is kept (or a snapshot replaced it), rather than skip events.
-fn park_events_after(
-    sm: &StateMachineStore,
-    cursor: u64,
-) -> Result<(Vec<pb::ParkEvent>, u64, bool), Status> {
-    let events = sm.events.lock().unwrap();
-    let floor = sm.complete_after.load(std::sync::atomic::Ordering::Relaxed);
-    if floor > cursor {
-        return Err(Status::out_of_range(format!(
-            "this watch fell behind what the node keeps (events after {floor} only): list the parked calls and watch from the list's index"
-        )));
-    }
-    let from = events.partition_point(|a| a.index <= cursor);
-    let chunk: Vec<&crate::store::Applied> = events.range(from..).take(WATCH_CHUNK).collect();
-    let more = from + chunk.len() < events.len();
-    let items = chunk
-        .iter()
-        .flat_map(|a| a.done.iter().flat_map(|(_, e)| park_events(a.index, e)))
-        .collect();
-    let next = match chunk.last() {
-        Some(a) => a.index,
-        None => events.back().map_or(cursor, |a| a.index.max(cursor)),
-    };
-    Ok((items, next, more))
 }
 
 /// The highest index a majority of `voters` holds, given what each holds.
@@ -348,6 +265,111 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::DeleteLotResponse {}))
     }
 
+    async fn get_lot(&self, req: Request<pb::GetLotRequest>) -> Result<Response<pb::Lot>, Status> {
+        Access::of_with(&req, self.tls, &self.tokens)?.read()?;
+        let r = req.into_inner();
+        let key = LotKey {
+            tenant: r.tenant,
+            park_ext: r.park_ext,
+        };
+        let d = self.sm.data.read().unwrap();
+        let lot = d.orbit.lot(&key).ok_or_else(|| {
+            Status::not_found(format!("no lot {} in {}", key.park_ext, key.tenant))
+        })?;
+        Ok(Response::new(lot_out(lot, d.orbit.occupied(&key).count())))
+    }
+
+    async fn list_pickup_groups(
+        &self,
+        req: Request<pb::ListPickupGroupsRequest>,
+    ) -> Result<Response<pb::ListPickupGroupsResponse>, Status> {
+        Access::of_with(&req, self.tls, &self.tokens)?.read()?;
+        let tenant = req.into_inner().tenant;
+        let d = self.sm.data.read().unwrap();
+        let groups = d
+            .orbit
+            .tenants()
+            .filter(|t| tenant.is_empty() || **t == tenant)
+            .flat_map(|t| d.orbit.pickup_groups(t))
+            .map(group_out)
+            .collect();
+        Ok(Response::new(pb::ListPickupGroupsResponse { groups }))
+    }
+
+    async fn get_pickup_group(
+        &self,
+        req: Request<pb::GetPickupGroupRequest>,
+    ) -> Result<Response<pb::PickupGroup>, Status> {
+        Access::of_with(&req, self.tls, &self.tokens)?.read()?;
+        let r = req.into_inner();
+        let d = self.sm.data.read().unwrap();
+        let g = d
+            .orbit
+            .pickup_groups(&r.tenant)
+            .find(|g| g.name == r.name)
+            .ok_or_else(|| {
+                Status::not_found(format!("no pickup group {} in {}", r.name, r.tenant))
+            })?;
+        Ok(Response::new(group_out(g)))
+    }
+
+    async fn set_pickup_group(
+        &self,
+        req: Request<pb::SetPickupGroupRequest>,
+    ) -> Result<Response<pb::PickupGroup>, Status> {
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
+        by.admin()?;
+        let r = req.into_inner();
+        let id = request(&by, &r.request_id)?;
+        let g = group_in(r.group)?;
+        self.commit(Command::SetPickupGroup(g.clone()), id).await?;
+        info!(%by, tenant = %g.tenant, group = %g.name, members = g.members.len(), "pickup group set through the admin API");
+        Ok(Response::new(group_out(g)))
+    }
+
+    async fn delete_pickup_group(
+        &self,
+        req: Request<pb::DeletePickupGroupRequest>,
+    ) -> Result<Response<pb::DeletePickupGroupResponse>, Status> {
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
+        by.admin()?;
+        let r = req.into_inner();
+        let id = request(&by, &r.request_id)?;
+        let cmd = Command::DeletePickupGroup {
+            tenant: r.tenant.clone(),
+            name: r.name.clone(),
+        };
+        self.commit(cmd, id).await?;
+        info!(%by, tenant = %r.tenant, group = %r.name, "pickup group deleted through the admin API");
+        Ok(Response::new(pb::DeletePickupGroupResponse {}))
+    }
+
+    async fn send_parked_call(
+        &self,
+        req: Request<pb::SendParkedCallRequest>,
+    ) -> Result<Response<pb::ParkedCall>, Status> {
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
+        by.admin()?;
+        let r = req.into_inner();
+        if !orbit_state::is_extension(&r.ext) {
+            return Err(Status::invalid_argument(format!(
+                "ext: {:?} is not an extension of digits",
+                r.ext
+            )));
+        }
+        let cmd = Command::Send {
+            park: r.park_id,
+            to: r.ext,
+        };
+        match self.commit(cmd, request(&by, &r.request_id)?).await? {
+            Event::Sent(p) => {
+                info!(%by, park = p.id, slot = p.slot, to = ?p.sent_to, "parked call sent through the admin API");
+                Ok(Response::new(call(&p)))
+            }
+            _ => Err(Status::internal("sent as something else")),
+        }
+    }
+
     type WatchParkedCallsStream = std::pin::Pin<
         Box<dyn tokio_stream::Stream<Item = Result<pb::ParkEvent, Status>> + Send + 'static>,
     >;
@@ -471,6 +493,9 @@ impl AdminService {
             Rejection::BadLot(m) => Status::invalid_argument(format!("lot: {m}")),
             Rejection::NoSuchLot => Status::not_found(r.to_string()),
             Rejection::LotInUse(_) => Status::failed_precondition(r.to_string()),
+            Rejection::BadGroup(m) => Status::invalid_argument(format!("group: {m}")),
+            Rejection::NoSuchGroup(_) => Status::not_found(r.to_string()),
+            Rejection::NoSuchExtension(_) => Status::invalid_argument(format!("ext: {r}")),
             Rejection::Gone(_) | Rejection::NoLease(_) => Status::not_found(r.to_string()),
             Rejection::OutOfRange { .. } | Rejection::RequestIdReused(_) => {
                 Status::invalid_argument(r.to_string())

@@ -15,7 +15,9 @@
 
 pub mod admin;
 pub mod admin_api;
+mod admin_groups;
 mod admin_lots;
+mod admin_parked;
 pub mod batch;
 pub mod client;
 pub mod dev_pki;

@@ -32,10 +32,15 @@ impl Orbit {
                 .map_or(Proposer::AnyEdge, |r| Proposer::Edge(&r.call.edge))
         };
         match cmd {
-            Command::SeedLot(_) | Command::Claim { .. } => Proposer::AnyEdge,
+            Command::SeedLot(_) | Command::SeedTenant { .. } | Command::Claim { .. } => {
+                Proposer::AnyEdge
+            }
             Command::SetLot(_)
             | Command::DeleteLot(_)
+            | Command::SetPickupGroup(_)
+            | Command::DeletePickupGroup { .. }
             | Command::Extend { .. }
+            | Command::Send { .. }
             | Command::Expire { .. }
             | Command::LeaseLapse { .. } => Proposer::Registry,
             Command::Park { call, .. } => Proposer::Edge(&call.edge),

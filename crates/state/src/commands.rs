@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CallInfo, EndReason, LotConfig, LotKey, Millis, ParkId, Parked, RecallStage, RingCall, RingId,
-    Ringing,
+    CallInfo, EndReason, LotConfig, LotKey, Millis, ParkId, Parked, PickupGroup, RecallStage,
+    RingCall, RingId, Ringing,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +19,18 @@ pub enum Command {
     SeedLot(LotConfig),
     /// Remove a lot; refused while a call is parked in it.
     DeleteLot(LotKey),
+    /// An edge's config: the tenant's extensions, and its pickup groups unless an operator
+    /// has changed them (`groups.rs`).
+    SeedTenant {
+        tenant: String,
+        extensions: Vec<String>,
+        groups: Vec<PickupGroup>,
+    },
+    /// Create or change a pickup group (an operator's); its members must be extensions of
+    /// the tenant.
+    SetPickupGroup(PickupGroup),
+    /// Remove a pickup group (an operator's).
+    DeletePickupGroup { tenant: String, name: String },
     /// Park a call: in `slot`, or in a slot the lot's choice picks.
     Park {
         lot: LotKey,
@@ -37,6 +49,9 @@ pub enum Command {
     Expire { park: ParkId },
     /// The recall moved on (to the fallback).
     RecallStage { park: ParkId, stage: RecallStage },
+    /// Ring extension `to` with the parked call now (an operator's): as a recall would, the
+    /// slot claimable meanwhile; unanswered, the recall goes on to the parker.
+    Send { park: ParkId, to: String },
     /// The call left the lot unclaimed.
     End { park: ParkId, reason: EndReason },
     /// Hand a waiting park over to edge `to` (its holder drains): the call keeps its slot and
@@ -132,10 +147,14 @@ impl Command {
             Command::SetLot(_) => "set_lot",
             Command::SeedLot(_) => "seed_lot",
             Command::DeleteLot(_) => "delete_lot",
+            Command::SeedTenant { .. } => "seed_tenant",
+            Command::SetPickupGroup(_) => "set_pickup_group",
+            Command::DeletePickupGroup { .. } => "delete_pickup_group",
             Command::Park { .. } => "park",
             Command::Claim { .. } => "claim",
             Command::Expire { .. } => "expire",
             Command::RecallStage { .. } => "recall_stage",
+            Command::Send { .. } => "send",
             Command::End { .. } => "end",
             Command::Extend { .. } => "extend",
             Command::Move { .. } => "move",
@@ -159,6 +178,10 @@ impl Command {
 pub enum Event {
     LotSet(LotKey),
     LotDeleted(LotKey),
+    /// The tenant's pickup groups (or its extensions) are as the state now says.
+    PickupGroupsSet {
+        tenant: String,
+    },
     Parked(Parked),
     Claimed {
         parked: Parked,
@@ -166,6 +189,8 @@ pub enum Event {
     },
     Expired(Parked),
     RecallStage(Parked),
+    /// An operator sent the parked call to `parked.sent_to`.
+    Sent(Parked),
     /// A waiting park's deadline moved later.
     Extended(Parked),
     /// A waiting park is held by another edge now (`parked.call.edge`), handed over by `from`.
@@ -247,6 +272,7 @@ impl Event {
         match self {
             Event::LotSet(_)
             | Event::LotDeleted(_)
+            | Event::PickupGroupsSet { .. }
             | Event::LeaseGranted { .. }
             | Event::Draining { .. }
             | Event::Located { .. }
@@ -260,9 +286,11 @@ impl Event {
             Event::PickedUp {
                 parked: Some(p), ..
             } => vec![(&p.lot, p.slot)],
-            Event::Parked(p) | Event::Expired(p) | Event::RecallStage(p) | Event::Extended(p) => {
-                vec![(&p.lot, p.slot)]
-            }
+            Event::Parked(p)
+            | Event::Expired(p)
+            | Event::RecallStage(p)
+            | Event::Sent(p)
+            | Event::Extended(p) => vec![(&p.lot, p.slot)],
             Event::Claimed { parked, .. }
             | Event::Ended { parked, .. }
             | Event::Moved { parked, .. } => {
@@ -283,6 +311,12 @@ pub enum Rejection {
     LotInUse(usize),
     #[error("lot configuration invalid: {0}")]
     BadLot(String),
+    #[error("pickup group invalid: {0}")]
+    BadGroup(String),
+    #[error("no pickup group {0}")]
+    NoSuchGroup(String),
+    #[error("no extension {0}")]
+    NoSuchExtension(String),
     #[error("parking lot full")]
     LotFull,
     #[error("slot {0} is taken")]

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 mod authority;
 mod commands;
+mod groups;
 pub mod names;
 mod repr;
 mod rings;
@@ -31,6 +32,9 @@ pub use authority::Proposer;
 use commands::{at_most, in_range};
 pub use commands::{
     Command, Event, Rejection, MAX_LEASE_MS, MAX_LOCATION_MS, MAX_PARKING_MS, MAX_RING_MS,
+};
+pub use groups::{
+    is_extension, is_group_name, PickupGroup, MAX_EXTENSIONS, MAX_GROUPS, MAX_TENANTS,
 };
 pub use rings::{RingCall, RingId, Ringing, MAX_PICKUP_EXTS, MAX_RINGS, MAX_RINGS_PER_EDGE};
 pub use watches::{MAX_WATCHES, MAX_WATCHES_PER_EDGE, MAX_WATCH_MS};
@@ -101,6 +105,9 @@ pub enum RecallStage {
     Parker,
     /// Ringing the lot's fallback destination.
     Fallback,
+    /// Ringing the extension an operator sent the call to (`Parked::sent_to`); unanswered, the
+    /// recall goes on to the parker.
+    Sent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +125,9 @@ pub struct Parked {
     pub parked_at: Millis,
     pub deadline: Millis,
     pub phase: Phase,
+    /// The extension an operator sent the call to (`Command::Send`), while it rings there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_to: Option<String>,
 }
 
 /// Why a parked call left its slot without being claimed.
@@ -174,6 +184,8 @@ pub struct Orbit {
     watches: watches::Watches,
     /// How many of `watches` each edge has (derived: not serialised).
     watches_by_edge: BTreeMap<String, usize>,
+    /// Each tenant's extensions and pickup groups (`groups.rs`).
+    tenants: groups::Tenants,
 }
 
 impl LotConfig {
@@ -257,6 +269,13 @@ impl Orbit {
                 self.lots.remove(key);
                 Ok(Event::LotDeleted(key.clone()))
             }
+            Command::SeedTenant {
+                tenant,
+                extensions,
+                groups,
+            } => self.seed_tenant(tenant, extensions, groups),
+            Command::SetPickupGroup(g) => self.set_group(g),
+            Command::DeletePickupGroup { tenant, name } => self.delete_group(tenant, name),
             Command::Park { lot, slot, call } => self.park(now, lot, *slot, call),
             Command::Claim {
                 tenant,
@@ -268,6 +287,7 @@ impl Orbit {
             Command::Extend { park, by_ms } => self.extend(now, *park, *by_ms),
             Command::Move { park, to } => self.move_park(now, *park, to),
             Command::RecallStage { park, stage } => self.recall_stage(now, *park, *stage),
+            Command::Send { park, to } => self.send(now, *park, to),
             Command::End { park, reason } => {
                 let p = self.remove(*park)?;
                 Ok(Event::Ended {
@@ -472,6 +492,7 @@ impl Orbit {
             parked_at: now,
             deadline,
             phase: Phase::Waiting,
+            sent_to: None,
         };
         self.parks.insert(id, p.clone());
         self.deadlines.insert((deadline, id), ());
@@ -601,7 +622,28 @@ impl Orbit {
             return Err(Rejection::NotRecalling(id));
         }
         p.phase = Phase::Recalling { stage, since: now };
+        if stage != RecallStage::Sent {
+            p.sent_to = None;
+        }
         Ok(Event::RecallStage(p.clone()))
+    }
+
+    /// An operator sends a parked call to extension `to`: its edge rings it as it would a
+    /// recall (the slot stays claimable meanwhile), whether the call waits or is recalled.
+    fn send(&mut self, now: Millis, id: ParkId, to: &str) -> Result<Event, Rejection> {
+        let p = self.parks.get(&id).ok_or(Rejection::Gone(id))?;
+        let known = self.has_extension(&p.lot.tenant, to);
+        if !groups::is_extension(to) || known == Some(false) {
+            return Err(Rejection::NoSuchExtension(to.to_string()));
+        }
+        let p = self.parks.get_mut(&id).expect("present");
+        self.deadlines.remove(&(p.deadline, id));
+        p.phase = Phase::Recalling {
+            stage: RecallStage::Sent,
+            since: now,
+        };
+        p.sent_to = Some(to.to_string());
+        Ok(Event::Sent(p.clone()))
     }
 
     fn remove(&mut self, id: ParkId) -> Result<Parked, Rejection> {

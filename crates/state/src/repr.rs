@@ -29,6 +29,8 @@ pub(crate) struct OrbitRepr {
     next_ring: RingId,
     #[serde(default)]
     watches: Vec<(String, String, String, Millis)>,
+    #[serde(default)]
+    tenants: crate::groups::Tenants,
 }
 
 impl From<Orbit> for OrbitRepr {
@@ -45,6 +47,7 @@ impl From<Orbit> for OrbitRepr {
             rings: o.rings.into_values().collect(),
             next_ring: o.next_ring,
             watches: flatten(o.watches),
+            tenants: o.tenants,
         }
     }
 }
@@ -82,6 +85,7 @@ impl From<OrbitRepr> for Orbit {
             }),
             rings: r.rings.into_iter().map(|x| (x.id, x)).collect(),
             next_ring: r.next_ring,
+            tenants: r.tenants,
         }
     }
 }

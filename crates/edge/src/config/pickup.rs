@@ -70,8 +70,11 @@ pub(super) fn validate(
     let mut names = BTreeSet::new();
     let mut all = BTreeSet::new();
     for g in groups {
-        if g.name.trim().is_empty() {
-            return bad("a group needs a name".into());
+        if !orbit_state::is_group_name(&g.name) {
+            return bad(format!(
+                "group {:?}: a name of 1 to 64 letters, digits, '-', '_' or '.'",
+                g.name
+            ));
         }
         if !names.insert(g.name.as_str()) {
             return bad(format!("group {:?} is named twice", g.name));
@@ -110,14 +113,47 @@ pub(super) fn validate(
 }
 
 /// Who may pick up what: the groups by member, from the settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PickupRules {
     /// Each extension's fellow members (itself included), over all its groups.
     reach: BTreeMap<String, BTreeSet<String>>,
     pub directed: DirectedPickup,
 }
 
+/// The tenant as the orbit state takes it from this config: its extensions and pickup groups
+/// (`SeedTenant`; the registry keeps an operator's groups over these once there are any).
+pub(super) fn tenant_seed(
+    domain: &str,
+    groups: &[PickupGroup],
+    extensions: &BTreeMap<String, Extension>,
+) -> orbit_state::Command {
+    orbit_state::Command::SeedTenant {
+        tenant: domain.to_string(),
+        extensions: extensions.keys().cloned().collect(),
+        groups: groups
+            .iter()
+            .map(|g| orbit_state::PickupGroup {
+                tenant: domain.to_string(),
+                name: g.name.clone(),
+                members: g.members.iter().cloned().collect(),
+            })
+            .collect(),
+    }
+}
+
 impl PickupRules {
+    /// The rules of `tenant` as the orbit state has its groups now.
+    pub fn of(orbit: &orbit_state::Orbit, tenant: &str, directed: DirectedPickup) -> PickupRules {
+        let groups: Vec<PickupGroup> = orbit
+            .pickup_groups(tenant)
+            .map(|g| PickupGroup {
+                name: g.name,
+                members: g.members.into_iter().collect(),
+            })
+            .collect();
+        PickupRules::new(&groups, directed)
+    }
+
     pub fn new(groups: &[PickupGroup], directed: DirectedPickup) -> PickupRules {
         let mut reach: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for g in groups {
@@ -221,7 +257,8 @@ mod tests {
                 vec![group("x", &["1001"]), group("x", &["1002"])],
                 "named twice",
             ),
-            (vec![group(" ", &["1001"])], "needs a name"),
+            (vec![group(" ", &["1001"])], "a name of 1 to 64"),
+            (vec![group("Front Desk", &["1001"])], "a name of 1 to 64"),
             (vec![group("x", &[])], "no members"),
         ] {
             let err = validate(&groups, &codes, &e).unwrap_err().to_string();

@@ -156,6 +156,13 @@ impl Parking {
                     self.propose(now, end, Then::Nothing);
                 }
             }
+            Event::Sent(p) if p.call.edge == site => {
+                if let Some(&cid) = self.park.by_id.get(&p.id) {
+                    info!(park = p.id, slot = p.slot, to = ?p.sent_to, "parked call sent by an operator");
+                    cancel_recall(self, now, cid);
+                    start_recall(self, now, cid, RecallStage::Sent);
+                }
+            }
             Event::EdgeRestarted { edge, lost, .. } if *edge != site => {
                 warn!(
                     lost = lost.len(),

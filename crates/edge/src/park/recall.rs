@@ -1,5 +1,6 @@
 //! Recall: at the deadline the edge holding the call rings the parker (wherever it is
-//! registered now), then the lot's fallback, then hangs the caller up. The slot stays claimable
+//! registered now), then the lot's fallback, then hangs the caller up. A call an operator sent
+//! to an extension (`Command::Send`) rings there first, then goes on to the parker. The slot stays claimable
 //! throughout; a recall answered claims its own park id, so a retriever who came first wins.
 //!
 //! ```text
@@ -25,6 +26,10 @@ pub(crate) fn start_recall(edge: &mut Parking, now: Instant, cid: u64, stage: Re
     };
     let target = match stage {
         RecallStage::Parker => ps.parker.clone(),
+        RecallStage::Sent => match edge.orbit.parked(ps.id).and_then(|p| p.sent_to.clone()) {
+            Some(to) => to,
+            None => return next_stage(edge, now, cid, stage),
+        },
         RecallStage::Fallback => match &lot.fallback {
             Some(f) => f.clone(),
             None => return abandon(edge, now, cid),
@@ -302,7 +307,8 @@ pub(crate) fn on_recall_timeout(edge: &mut Parking, now: Instant, cid: u64, atte
     next_stage(edge, now, cid, stage);
 }
 
-/// The recall stage `stage` is over unanswered: ring the fallback, or give up.
+/// The recall stage `stage` is over unanswered: ring the parker after a sent call, the
+/// fallback after the parker, or give up.
 pub(crate) fn next_stage(edge: &mut Parking, now: Instant, cid: u64, stage: RecallStage) {
     cancel_recall(edge, now, cid);
     let Some(ps) = edge.park.held.get(&cid) else {
@@ -313,7 +319,14 @@ pub(crate) fn next_stage(edge: &mut Parking, now: Instant, cid: u64, stage: Reca
         .lot(&ps.lot)
         .is_some_and(|l| l.fallback.is_some());
     let id = ps.id;
-    if stage == RecallStage::Parker && has_fallback {
+    if stage == RecallStage::Sent {
+        let cmd = Command::RecallStage {
+            park: id,
+            stage: RecallStage::Parker,
+        };
+        edge.propose(now, cmd, Then::Nothing);
+        start_recall(edge, now, cid, RecallStage::Parker);
+    } else if stage == RecallStage::Parker && has_fallback {
         let cmd = Command::RecallStage {
             park: id,
             stage: RecallStage::Fallback,

@@ -190,7 +190,8 @@ pub struct Services {
     pub(crate) last_now: Instant,
     /// Proposals, outcomes and the watch position (see [`orbit_port`]).
     pub(crate) port: OrbitPort,
-    /// Who may pick up (and watch the lamp of) whom: the tenant's pickup groups.
+    /// Who may pick up (and watch the lamp of) whom: the tenant's pickup groups as the orbit
+    /// state has them ([`Services::refresh_pickup_rules`] after they change).
     pub(crate) pickup_rules: crate::config::PickupRules,
     /// This edge's identity (`site` or `site/name`): how the orbit state names it.
     pub(crate) id: String,
@@ -270,13 +271,26 @@ impl Services {
             deadline_at: None,
             last_now: now,
             port: OrbitPort::new(orbit_port::Backend::Local, Duration::ZERO, incarnation),
-            pickup_rules: crate::config::PickupRules::new(
-                &cfg.tenant.pickup_groups,
-                cfg.tenant.directed_pickup,
-            ),
+            pickup_rules: crate::config::PickupRules::default(),
             id: cfg.id(),
             draining: None,
             cfg,
+        }
+    }
+
+    /// Take the tenant's pickup groups from the orbit state again (they changed, or the state
+    /// was replaced).
+    pub(crate) fn refresh_pickup_rules(&mut self) {
+        let t = &self.cfg.tenant;
+        let rules = crate::config::PickupRules::of(&self.orbit, &t.domain, t.directed_pickup);
+        if rules != self.pickup_rules {
+            let groups: Vec<String> = self
+                .orbit
+                .pickup_groups(&t.domain)
+                .map(|g| g.name)
+                .collect();
+            tracing::info!(tenant = %t.domain, groups = %groups.join(","), "pickup groups changed");
+            self.pickup_rules = rules;
         }
     }
 

@@ -155,6 +155,7 @@ fn short(ev: &Event) -> String {
     match ev {
         Event::LotSet(k) => format!("lot {} set", k.park_ext),
         Event::LotDeleted(k) => format!("lot {} deleted", k.park_ext),
+        Event::PickupGroupsSet { tenant } => format!("pickup groups of {tenant} set"),
         Event::LeaseGranted { edge, until } => format!("lease of {edge} until {until}"),
         Event::Located { ext, edge, .. } => format!("{ext} registered at {edge}"),
         Event::Unlocated { ext, edge, .. } => format!("{ext} no longer at {edge}"),
@@ -187,6 +188,7 @@ fn short(ev: &Event) -> String {
             parked.id, parked.slot, parked.call.edge
         ),
         Event::RecallStage(p) => format!("park {} in {} recall {:?}", p.id, p.slot, p.phase),
+        Event::Sent(p) => format!("park {} in {} sent to {:?}", p.id, p.slot, p.sent_to),
         Event::Ended { parked, reason } => {
             format!("park {} in {} ended: {reason:?}", parked.id, parked.slot)
         }

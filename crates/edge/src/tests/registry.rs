@@ -226,11 +226,16 @@ pub(super) fn claim_by_site_b(net: &mut Net, reg: &mut Registry, p: &orbit_state
 fn a_park_continues_when_its_commit_comes_and_claims_need_a_lease_that_holds() {
     let mut net = registry_net();
     let mut reg = Registry::default();
-    // At start the edge proposes its lots and its lease.
+    // At start the edge proposes its lots, its tenant (extensions, pickup groups) and its
+    // lease.
     reg.serve(&mut net);
     assert!(matches!(
         reg.events[..],
-        [Event::LotSet(_), Event::LeaseGranted { .. }]
+        [
+            Event::LotSet(_),
+            Event::PickupGroupsSet { .. },
+            Event::LeaseGranted { .. }
+        ]
     ));
 
     // Bob transfers Alice to 700: 202 at once, but the outcome waits for the commit.

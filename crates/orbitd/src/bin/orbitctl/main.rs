@@ -12,6 +12,7 @@
 
 mod connect;
 mod output;
+mod tenant;
 
 use connect::{channel, client, leader};
 
@@ -22,9 +23,9 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use orbit_registry::admin_pb::edge_admin_client::EdgeAdminClient;
 use orbit_registry::admin_pb::{
-    AddMemberRequest, DeleteLotRequest, DrainEdgeRequest, ExtendParkedCallRequest,
-    GetClusterStatusRequest, HangUpParkedCallRequest, ListLotsRequest, ListParkedCallsRequest, Lot,
-    MemberRequest, SetLotRequest, TakeSnapshotRequest, WatchParkedCallsRequest,
+    AddMemberRequest, DrainEdgeRequest, ExtendParkedCallRequest, GetClusterStatusRequest,
+    HangUpParkedCallRequest, ListParkedCallsRequest, MemberRequest, SendParkedCallRequest,
+    TakeSnapshotRequest, WatchParkedCallsRequest,
 };
 use orbit_registry::admin_pb::{HangUpCallRequest, ListCallsRequest, ListRegistrationsRequest};
 use tonic::Code;
@@ -65,7 +66,7 @@ struct Cli {
     /// How long one call may take.
     #[arg(long, default_value = "10", global = true, value_name = "SECONDS")]
     timeout: u64,
-    /// An id for a change (hangup, extend, lots set/delete, edge drain): run again with the
+    /// An id for a change (hangup, extend, send, lots and pickup set/delete, edge drain): run again with the
     /// same id after an answer was lost, and it is not applied twice.
     #[arg(long, global = true, value_name = "ID")]
     request_id: Option<String>,
@@ -88,7 +89,12 @@ enum Cmd {
     /// Parking lots.
     Lots {
         #[command(subcommand)]
-        cmd: LotsCmd,
+        cmd: tenant::LotsCmd,
+    },
+    /// Pickup groups.
+    Pickup {
+        #[command(subcommand)]
+        cmd: tenant::PickupCmd,
     },
     /// Edges (`cluster status` lists them).
     Edge {
@@ -167,6 +173,14 @@ enum ParkedCmd {
         /// The park's id (`parked list` shows it).
         park_id: u64,
     },
+    /// Ring an extension with a parked call now (admin role), as a recall would: unanswered,
+    /// the recall goes on to the parker.
+    Send {
+        /// The park's id (`parked list` shows it).
+        park_id: u64,
+        /// The extension to ring.
+        ext: String,
+    },
     /// Push a parked call's deadline later (admin role): its recall waits for the new one.
     Extend {
         /// The park's id (`parked list` shows it).
@@ -175,56 +189,6 @@ enum ParkedCmd {
         #[arg(long)]
         secs: u64,
     },
-}
-
-#[derive(Subcommand)]
-enum LotsCmd {
-    /// Every lot, with the calls parked in it.
-    List {
-        #[arg(long)]
-        tenant: Option<String>,
-    },
-    /// Create or change a lot (admin role); what is not given stays as the lot has it.
-    Set {
-        /// The tenant (SIP domain).
-        #[arg(long)]
-        tenant: String,
-        /// The park extension, e.g. 700.
-        park_ext: String,
-        /// The slots, e.g. 701-720.
-        #[arg(long, value_parser = parse_slots)]
-        slots: (u32, u32),
-        /// How long a call stays parked before it rings back [new lot: 90].
-        #[arg(long)]
-        parking_secs: Option<u64>,
-        /// How long the recall rings the parker [new lot: 20].
-        #[arg(long)]
-        recall_ring_secs: Option<u64>,
-        /// Where an unanswered recall goes next; "" for none (the caller is hung up).
-        #[arg(long)]
-        fallback: Option<String>,
-        /// first_free or next_after_last [new lot: first_free].
-        #[arg(long)]
-        choice: Option<String>,
-    },
-    /// Remove a lot (admin role); refused while a call is parked in it.
-    Delete {
-        #[arg(long)]
-        tenant: String,
-        park_ext: String,
-    },
-}
-
-fn parse_slots(s: &str) -> Result<(u32, u32), String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or_else(|| format!("{s:?}: slots are written first-last, e.g. 701-720"))?;
-    let n = |v: &str| {
-        v.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("{v:?} is not a slot number"))
-    };
-    Ok((n(a)?, n(b)?))
 }
 
 /// A failure, with the exit code it maps to.
@@ -364,81 +328,19 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Cmd::Lots {
-            cmd: LotsCmd::List { tenant },
+        Cmd::Lots { cmd } => tenant::lots(cli, cmd).await,
+        Cmd::Pickup { cmd } => tenant::pickup(cli, cmd).await,
+        Cmd::Parked {
+            cmd: ParkedCmd::Send { park_id, ext },
         } => {
             let mut c = client(cli)?;
-            let req = ListLotsRequest {
-                tenant: tenant.clone().unwrap_or_default(),
-            };
-            let r = bounded(cli, c.list_lots(req)).await?;
-            output::lots(&r.lots, cli.json);
-            Ok(())
-        }
-        Cmd::Lots {
-            cmd:
-                LotsCmd::Set {
-                    tenant,
-                    park_ext,
-                    slots,
-                    parking_secs,
-                    recall_ring_secs,
-                    fallback,
-                    choice,
-                },
-        } => {
-            let mut c = client(cli)?;
-            // A change keeps what it does not name: the lot as it is, else a new lot's defaults.
-            let req = ListLotsRequest {
-                tenant: tenant.clone(),
-            };
-            let was = bounded(cli, c.list_lots(req))
-                .await?
-                .lots
-                .into_iter()
-                .find(|l| &l.park_ext == park_ext);
-            let lot = Lot {
-                tenant: tenant.clone(),
-                park_ext: park_ext.clone(),
-                first_slot: slots.0,
-                last_slot: slots.1,
-                parking_secs: parking_secs
-                    .or(was.as_ref().map(|l| l.parking_secs))
-                    .unwrap_or(90),
-                recall_ring_secs: recall_ring_secs
-                    .or(was.as_ref().map(|l| l.recall_ring_secs))
-                    .unwrap_or(20),
-                fallback: fallback
-                    .clone()
-                    .or(was.as_ref().map(|l| l.fallback.clone()))
-                    .unwrap_or_default(),
-                choice: choice
-                    .clone()
-                    .or(was.as_ref().map(|l| l.choice.clone()))
-                    .unwrap_or_default(),
-                parked: 0,
-            };
-            let req = SetLotRequest {
-                lot: Some(lot),
+            let req = SendParkedCallRequest {
+                park_id: *park_id,
+                ext: ext.clone(),
                 request_id: request_id(cli),
             };
-            let r = bounded(cli, c.set_lot(req)).await?;
-            output::lots(&[r], cli.json);
-            Ok(())
-        }
-        Cmd::Lots {
-            cmd: LotsCmd::Delete { tenant, park_ext },
-        } => {
-            let mut c = client(cli)?;
-            let req = DeleteLotRequest {
-                tenant: tenant.clone(),
-                park_ext: park_ext.clone(),
-                request_id: request_id(cli),
-            };
-            bounded(cli, c.delete_lot(req)).await?;
-            if !cli.json {
-                println!("lot {park_ext} of {tenant} deleted");
-            }
+            let p = bounded(cli, c.send_parked_call(req)).await?;
+            output::parked(&[p], cli.json);
             Ok(())
         }
         Cmd::Parked {

@@ -1,7 +1,7 @@
 //! How orbitctl prints what it got: aligned columns for people, JSON for scripts.
 
 use comfy_table::{presets, Table};
-use orbit_registry::admin_pb::{ClusterStatus, Lot, ParkEvent, ParkedCall};
+use orbit_registry::admin_pb::{ClusterStatus, Lot, ParkEvent, ParkedCall, PickupGroup};
 use serde_json::{json, Value};
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -107,7 +107,7 @@ fn call_json(c: &ParkedCall) -> Value {
         "park_id": c.park_id, "tenant": c.tenant, "lot": c.lot, "slot": c.slot,
         "caller_uri": c.caller_uri, "caller_display": c.caller_display, "parker": c.parker,
         "edge": c.edge, "parked_at_ms": c.parked_at_ms, "deadline_ms": c.deadline_ms,
-        "phase": c.phase,
+        "phase": c.phase, "sent_to": c.sent_to,
     })
 }
 
@@ -126,7 +126,11 @@ fn call_row(c: &ParkedCall) -> Vec<String> {
         c.edge.clone(),
         time(c.parked_at_ms),
         time(c.deadline_ms),
-        c.phase.clone(),
+        if c.sent_to.is_empty() {
+            c.phase.clone()
+        } else {
+            format!("{} to {}", c.phase, c.sent_to)
+        },
     ]
 }
 
@@ -168,6 +172,26 @@ pub fn park_event(e: &ParkEvent, as_json: bool) {
         "{:>8}  {:<12} slot {} {} parked by {} at {}{detail}",
         e.index, e.kind, c.slot, c.caller_uri, c.parker, c.edge
     );
+}
+
+pub fn pickup_groups(groups: &[PickupGroup], as_json: bool) {
+    if as_json {
+        let v: Vec<Value> = groups
+            .iter()
+            .map(|g| json!({ "tenant": g.tenant, "name": g.name, "members": g.members }))
+            .collect();
+        println!("{}", Value::Array(v));
+        return;
+    }
+    if groups.is_empty() {
+        println!("no pickup groups");
+        return;
+    }
+    let rows = groups
+        .iter()
+        .map(|g| vec![g.tenant.clone(), g.name.clone(), g.members.join(",")])
+        .collect();
+    println!("{}", table(&["TENANT", "GROUP", "MEMBERS"], rows));
 }
 
 pub fn lots(lots: &[Lot], as_json: bool) {
