@@ -22,8 +22,17 @@ pub struct FileConfig {
 pub struct RegistrySettings {
     /// Node id, from 1; unique in the cluster, never reused.
     pub id: u64,
-    /// gRPC address (Raft between nodes, proposals, membership).
+    /// gRPC address (Raft between nodes, proposals, membership); the address peers know the
+    /// node by. It takes edge and admin traffic too, unless these have their own:
     pub listen: std::net::SocketAddr,
+    /// Where the admin API is served (operators, orbitctl), e.g. on a management network; then
+    /// `listen` refuses operators' certificates and tokens.
+    #[serde(default)]
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// Where edges propose and watch; then `listen` refuses edges' certificates (and this
+    /// listener everyone else's).
+    #[serde(default)]
+    pub edge_listen: Option<std::net::SocketAddr>,
     /// Directory of the node's redb file (vote, log, snapshots).
     pub data_dir: PathBuf,
     #[serde(default = "default_heartbeat")]
@@ -83,6 +92,8 @@ pub fn node_config(r: RegistrySettings) -> Result<orbit_registry::NodeConfig> {
     cfg.election_min = Duration::from_millis(r.election_min_ms);
     cfg.election_max = Duration::from_millis(r.election_max_ms);
     cfg.tls = tls;
+    cfg.admin_listen = r.admin_listen;
+    cfg.edge_listen = r.edge_listen;
     Ok(cfg)
 }
 
@@ -107,12 +118,25 @@ pub fn load(path: &Path) -> Result<FileConfig> {
         if r.id == 0 {
             bail!("{}: registry node ids start at 1", path.display());
         }
-        if r.tls.is_none() && !r.listen.ip().is_loopback() {
-            bail!(
-                "{}: registry listen {} is not a loopback address: set [registry.tls] (ca, cert, key) so that only the cluster's certificates get in",
-                path.display(),
-                r.listen
-            );
+        let listeners = [
+            ("listen", Some(r.listen)),
+            ("admin_listen", r.admin_listen),
+            ("edge_listen", r.edge_listen),
+        ];
+        let mut seen = std::collections::BTreeMap::new();
+        for (field, addr) in listeners.iter().filter_map(|(f, a)| Some((*f, (*a)?))) {
+            if r.tls.is_none() && !addr.ip().is_loopback() {
+                bail!(
+                    "{}: registry {field} {addr} is not a loopback address: set [registry.tls] (ca, cert, key) so that only the cluster's certificates get in",
+                    path.display()
+                );
+            }
+            if let Some(other) = seen.insert(addr, field) {
+                bail!(
+                    "{}: registry {field} and {other} are both {addr}: give each its own address",
+                    path.display()
+                );
+            }
         }
         if let Some(t) = &r.tls {
             orbit_registry::Tls::load(t).with_context(|| format!("checking {}", path.display()))?;

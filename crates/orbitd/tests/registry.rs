@@ -259,6 +259,27 @@ fn check_config_refuses_plaintext_off_loopback_and_a_key_others_may_read() {
         &format!("[registry]\nid = 1\nlisten = \"0.0.0.0:7001\"\ndata_dir = \"{data}\"\n"),
     );
     assert!(!ok && err.contains("not a loopback address"), "{err}");
+    // Each listener of its own: off loopback only with TLS, and never two on one address.
+    let (ok, err) = check(
+        "open-admin.toml",
+        &format!(
+            "[registry]\nid = 1\nlisten = \"127.0.0.1:7001\"\nadmin_listen = \"0.0.0.0:7003\"\ndata_dir = \"{data}\"\n"
+        ),
+    );
+    assert!(
+        !ok && err.contains("admin_listen 0.0.0.0:7003 is not a loopback"),
+        "{err}"
+    );
+    let (ok, err) = check(
+        "same.toml",
+        &format!(
+            "[registry]\nid = 1\nlisten = \"127.0.0.1:7001\"\nedge_listen = \"127.0.0.1:7001\"\ndata_dir = \"{data}\"\n"
+        ),
+    );
+    assert!(
+        !ok && err.contains("edge_listen and listen are both"),
+        "{err}"
+    );
     let ca = orbit_registry::dev_pki::DevCa::new().unwrap();
     let f = ca
         .write(

@@ -22,6 +22,7 @@ pub mod batch;
 pub mod client;
 pub mod dev_pki;
 pub mod identity;
+pub mod listeners;
 mod membership;
 pub mod network;
 pub mod node;

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use openraft::{BasicNode, Config};
 use orbit_state::{Command, Event, Millis, Rejection};
+use tonic::service::interceptor::InterceptedService;
 use tonic::Status;
 use tracing::{info, info_span, Instrument};
 
 use crate::admin_api::{health_loop, AdminService};
 use crate::batch::{Batcher, WriteError};
+use crate::listeners::{Gate, Traffic};
 use crate::network::{channel, Network, RaftService};
 use crate::pb;
 use crate::service::RegistryService;
@@ -39,6 +41,10 @@ pub struct NodeConfig {
     pub tls: Option<Tls>,
     /// Bearer tokens the admin API takes in place of a client certificate.
     pub tokens: crate::identity::Tokens,
+    /// Where the admin API (and membership changes) is served instead of on `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Where edges propose and watch instead of on `listen`.
+    pub edge_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -52,7 +58,43 @@ impl NodeConfig {
             election_max: Duration::from_millis(400),
             tls: None,
             tokens: Default::default(),
+            admin_listen: None,
+            edge_listen: None,
         }
+    }
+
+    /// Each address the node listens on and the traffic it takes there: `listen` takes
+    /// whatever has no listener of its own (everything, by default).
+    pub fn listeners(&self) -> Vec<(SocketAddr, Traffic)> {
+        let mut v = vec![(
+            self.listen,
+            Traffic {
+                peer: true,
+                edge: self.edge_listen.is_none(),
+                admin: self.admin_listen.is_none(),
+            },
+        )];
+        if let Some(a) = self.edge_listen {
+            v.push((
+                a,
+                Traffic {
+                    peer: false,
+                    edge: true,
+                    admin: false,
+                },
+            ));
+        }
+        if let Some(a) = self.admin_listen {
+            v.push((
+                a,
+                Traffic {
+                    peer: false,
+                    edge: false,
+                    admin: true,
+                },
+            ));
+        }
+        v
     }
 }
 
@@ -196,6 +238,11 @@ pub(crate) fn wall_ms() -> Millis {
     wall + at.elapsed().as_millis() as u64
 }
 
+/// `svc` behind the listener's gate: only its own kind of caller gets in.
+fn gated<S>(svc: S, gate: &Gate) -> InterceptedService<S, Gate> {
+    InterceptedService::new(svc, gate.clone())
+}
+
 /// openraft's settings from a node's config.
 pub(crate) fn raft_config(cfg: &NodeConfig) -> Result<Arc<Config>, NodeError> {
     let config = Config {
@@ -226,9 +273,13 @@ impl Node {
         let raft = Raft::new(cfg.id, config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|e| NodeError::Bind(cfg.listen, e))?;
+        let mut bound = vec![];
+        for (addr, traffic) in cfg.listeners() {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| NodeError::Bind(addr, e))?;
+            bound.push((l, traffic));
+        }
         let (closing, closed) = tokio::sync::watch::channel(false);
         let tls = cfg.tls.is_some();
         let raft_svc = pb::raft_server::RaftServer::new(RaftService {
@@ -270,45 +321,63 @@ impl Node {
             |e: tonic_reflection::server::Error| NodeError::Raft(format!("reflection: {e}"));
         let reflection = reflect().build_v1().map_err(reflection_err)?;
         let reflection_alpha = reflect().build_v1alpha().map_err(reflection_err)?;
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(t) = &cfg.tls {
-            builder = builder
-                .tls_config(t.server())
-                .map_err(|e| NodeError::Tls(e.to_string()))?;
-        }
-        // Small Raft messages must not wait for Nagle and delayed ACKs (40 ms on Linux).
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |s| {
-                s.inspect(|s| {
-                    let _ = s.set_nodelay(true);
-                })
-            },
-        );
-        let server = tokio::spawn(
-            async move {
-                let _ = builder
-                    .add_service(raft_svc)
-                    .add_service(reg_svc)
-                    .add_service(admin_svc)
-                    .add_service(health_svc)
-                    .add_service(reflection)
-                    .add_service(reflection_alpha)
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let mut closed = closed;
-                        let _ = closed.wait_for(|c| *c).await;
-                    })
-                    .await;
+        let tokens = std::sync::Arc::new(cfg.tokens.clone());
+        // One task per listener; aborting `server` drops the set, which aborts them all.
+        let mut servers = tokio::task::JoinSet::new();
+        for (listener, traffic) in bound {
+            let gate = Gate {
+                traffic,
+                tls,
+                tokens: tokens.clone(),
+            };
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(t) = &cfg.tls {
+                builder = builder
+                    .tls_config(t.server())
+                    .map_err(|e| NodeError::Tls(e.to_string()))?;
             }
-            .instrument(info_span!("registry.grpc", node = cfg.id)),
-        );
+            // Health on every listener, ungated: it tells whether the node serves, no more.
+            let router = builder
+                .add_service(health_svc.clone())
+                .add_service(gated(reg_svc.clone(), &gate));
+            let router = router
+                .add_optional_service(traffic.peer.then(|| gated(raft_svc.clone(), &gate)))
+                .add_optional_service(traffic.admin.then(|| gated(admin_svc.clone(), &gate)))
+                .add_optional_service(traffic.admin.then(|| gated(reflection.clone(), &gate)))
+                .add_optional_service(
+                    traffic
+                        .admin
+                        .then(|| gated(reflection_alpha.clone(), &gate)),
+                );
+            // Small Raft messages must not wait for Nagle and delayed ACKs (40 ms on Linux).
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |s| {
+                    s.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                },
+            );
+            let mut closed = closed.clone();
+            servers.spawn(
+                async move {
+                    let _ = router
+                        .serve_with_incoming_shutdown(incoming, async move {
+                            let _ = closed.wait_for(|c| *c).await;
+                        })
+                        .await;
+                }
+                .instrument(info_span!("registry.grpc", node = cfg.id)),
+            );
+        }
+        let server = tokio::spawn(async move { while servers.join_next().await.is_some() {} });
         let deadlines = tokio::spawn(deadline_loop(
             cfg.id,
             raft.clone(),
             sm.clone(),
             batch.clone(),
         ));
-        info!(node = cfg.id, listen = %cfg.listen, "registry node started");
+        info!(node = cfg.id, listen = %cfg.listen, admin_listen = ?cfg.admin_listen, edge_listen = ?cfg.edge_listen, "registry node started");
         Ok(Node {
             id: cfg.id,
             raft,

@@ -57,18 +57,33 @@ struct Cluster {
     root: PathBuf,
     ca: DevCa,
     addrs: BTreeMap<u64, SocketAddr>,
+    /// With separate listeners: each node's (edge, admin) addresses.
+    split: BTreeMap<u64, (SocketAddr, SocketAddr)>,
     nodes: BTreeMap<u64, Node>,
 }
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(false).await
+    }
+
+    /// With `split`, each node serves edges and operators on listeners of their own.
+    async fn start_with(split: bool) -> Cluster {
         let ca = DevCa::new().unwrap();
         let root = std::env::temp_dir().join(format!("orbit-mtls-{}", rand::random::<u64>()));
         let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
+        let split: BTreeMap<u64, (SocketAddr, SocketAddr)> = match split {
+            true => (1..=3).map(|i| (i, (free_addr(), free_addr()))).collect(),
+            false => BTreeMap::new(),
+        };
         let mut nodes = BTreeMap::new();
         for i in 1..=3 {
             let mut cfg = NodeConfig::new(i, addrs[&i], root.join(format!("n{i}")));
             cfg.tls = Some(ca.tls(&Caller::Node(i), &["127.0.0.1"]).unwrap());
+            if let Some((edge, admin)) = split.get(&i) {
+                cfg.edge_listen = Some(*edge);
+                cfg.admin_listen = Some(*admin);
+            }
             nodes.insert(i, Node::start(cfg).await.unwrap());
         }
         nodes[&1].initialize(&addrs).await.unwrap();
@@ -76,6 +91,7 @@ impl Cluster {
             root,
             ca,
             addrs,
+            split,
             nodes,
         }
     }
@@ -338,5 +354,84 @@ async fn an_edge_acts_only_for_its_own_site_and_only_nodes_speak_raft() {
         .unwrap()
         .into_inner();
     assert_eq!(st.voters.len(), 3, "a reader reads");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_separate_listeners_each_lets_in_only_its_own_kind_of_caller() {
+    use orbit_registry::admin_pb::{admin_client::AdminClient, GetClusterStatusRequest};
+    let c = Cluster::start_with(true).await;
+    let leader = c.leader().await;
+    let f = if leader == 1 { 2 } else { 1 };
+    let (edge_at, admin_at) = c.split[&f];
+    let peer_at = c.addrs[&f];
+    // An edge proposes at a follower's edge listener (forwarded to the leader over the peer
+    // listeners, as a node) and watches there.
+    let site_a = Caller::Edge("site-a".into());
+    let edge = c.ca.tls(&site_a, &[]).unwrap();
+    let link = Link::new(&[edge_at.to_string()], Some(&edge)).unwrap();
+    let (_, r) = link.propose(&Command::SeedLot(lot())).await.unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let mut w = c
+        .registry(edge_at, Some(&site_a))
+        .watch(pb::WatchRequest { after_index: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(w.message().await.unwrap().is_some(), "the watch delivers");
+    // The edge's certificate opens nothing elsewhere: not the peer listener, not the admin one.
+    for at in [peer_at, admin_at] {
+        let s = propose(&mut c.registry(at, Some(&site_a)), &park_at("site-a", 1))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "{at}: {s:?}");
+        assert!(s.message().contains("may not use this listener"), "{s:?}");
+    }
+    let vote = pb::RaftRequest {
+        to_node: f,
+        from_node: leader,
+        payload: b"{}".to_vec(),
+    };
+    let mut raft =
+        pb::raft_client::RaftClient::new(c.channel(edge_at, Some(&Caller::Node(leader))));
+    let s = raft.vote(vote).await.unwrap_err();
+    assert_eq!(
+        s.code(),
+        Code::Unimplemented,
+        "no Raft on the edge listener: {s:?}"
+    );
+    // Operators: the admin API on the admin listener, nowhere else; a node's certificate is
+    // no operator's.
+    let admin = Caller::Admin("ops".into());
+    let status = |at, who: &Caller| {
+        let mut a = AdminClient::new(c.channel(at, Some(who)));
+        async move { a.get_cluster_status(GetClusterStatusRequest {}).await }
+    };
+    let s = status(admin_at, &admin).await.unwrap().into_inner();
+    assert_eq!(s.leader_id, leader);
+    let s = status(admin_at, &Caller::Reader("grafana".into())).await;
+    assert!(s.is_ok(), "a reader reads: {s:?}");
+    for at in [peer_at, edge_at] {
+        let s = status(at, &admin).await.unwrap_err();
+        assert_eq!(s.code(), Code::Unimplemented, "{at}: {s:?}");
+        let s = c
+            .registry(at, Some(&admin))
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "{at}: {s:?}");
+    }
+    let s = status(admin_at, &Caller::Node(leader)).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    // Health answers on every listener, to anyone who completes the handshake.
+    for at in [peer_at, edge_at, admin_at] {
+        let mut h = tonic_health::pb::health_client::HealthClient::new(c.channel(at, None));
+        let r = h
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        assert!(r.is_ok(), "{at}: {r:?}");
+    }
     c.shutdown().await;
 }
