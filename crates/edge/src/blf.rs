@@ -457,6 +457,28 @@ pub(crate) fn refresh_all(edge: &mut Lamping<'_>, now: Instant) {
     }
 }
 
+/// The pickup groups changed: extension lamps their subscriber may no longer watch end, with
+/// a final NOTIFY saying so (RFC 6665 `rejected`: the policy changed).
+pub(crate) fn rules_changed(edge: &mut Lamping<'_>, now: Instant) {
+    let refused: Vec<SubKey> = edge
+        .blf
+        .subs
+        .iter()
+        .filter(|(_, s)| match &s.resource {
+            Resource::Ext(ext) => {
+                *ext != s.dialog.user && !edge.sv.pickup_rules.may_take(&s.dialog.user, ext)
+            }
+            _ => false,
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in refused {
+        info!(resource = %edge.blf.subs[&k].user, subscriber = %edge.blf.subs[&k].dialog.user, "extension lamp no longer allowed: ended");
+        notify(edge, now, &k, Some("terminated;reason=rejected"), &[]);
+        forget(edge, now, &k);
+    }
+}
+
 /// The subscriber refused or never answered a NOTIFY: the subscription is gone.
 pub(crate) fn on_notify_response(
     edge: &mut Lamping<'_>,

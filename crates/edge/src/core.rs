@@ -346,9 +346,11 @@ impl Edge {
                 continue;
             }
             if let Some(ev) = self.port.events.pop_front() {
-                if matches!(&ev, orbit_state::Event::PickupGroupsSet { tenant } if *tenant == self.cfg.tenant.domain)
+                let ours = |t: &String| *t == self.cfg.tenant.domain;
+                if matches!(&ev, orbit_state::Event::PickupGroupsSet { tenant } if ours(tenant))
+                    && self.refresh_pickup_rules()
                 {
-                    self.refresh_pickup_rules();
+                    crate::blf::rules_changed(&mut self.lamping(), now);
                 }
                 crate::blf::on_event(&mut self.lamping(), now, &ev);
                 self.picking.on_orbit_event(now, &ev);

@@ -63,8 +63,11 @@ impl Edge {
         self.last_now = now;
         info!(index, edge = %self.id, "orbit state resynchronised");
         self.orbit = orbit;
-        self.refresh_pickup_rules();
+        let rules_changed = self.refresh_pickup_rules();
         self.port.watch_index = index;
+        if rules_changed {
+            crate::blf::rules_changed(&mut self.lamping(), now);
+        }
         crate::blf::refresh_all(&mut self.lamping(), now);
         self.picking.resynced(now);
         self.settle(now);

@@ -458,4 +458,18 @@ fn an_operator_puts_the_lobby_phone_in_a_group_through_orbitctl_and_site_c_picks
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = ctl(0, &reader, &["pickup", "list", "--json"]);
     assert!(!out.contains("lobby") && out.contains("desks"), "{out}");
+    // Site C's edge logged its groups at start, and logs them again once it has the deletion.
+    let t0 = std::time::Instant::now();
+    while s.log(2).matches("groups=desks\n").count() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{}", s.log(2));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = picker(&s.site[2], "3001", "*81010", &RtpPeer::bind()).wait();
+    assert!(
+        refused
+            .logs
+            .contains("outcome=refused status=403 Not In Your Pickup Group"),
+        "site C follows the deletion: {}",
+        refused.logs
+    );
 }

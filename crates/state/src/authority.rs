@@ -136,6 +136,32 @@ mod tests {
             sip: None,
         };
         assert!(!o.may_propose("site-b", &lease), "another edge's lease");
+        // An operator's: no edge sends a parked call or changes pickup groups, not even the
+        // edge holding the call.
+        let group = crate::PickupGroup {
+            tenant: "t".into(),
+            name: "g".into(),
+            members: ["1001".to_string()].into(),
+        };
+        for cmd in [
+            Command::Send {
+                park: p.id,
+                to: "3001".into(),
+            },
+            Command::SetPickupGroup(group),
+            Command::DeletePickupGroup {
+                tenant: "t".into(),
+                name: "g".into(),
+            },
+        ] {
+            assert!(!o.may_propose("site-a", &cmd), "{cmd:?}");
+        }
+        let seed = Command::SeedTenant {
+            tenant: "t".into(),
+            extensions: vec![],
+            groups: vec![],
+        };
+        assert!(o.may_propose("site-b", &seed), "a config's, as SeedLot");
         let pickup = Command::Pickup {
             tenant: "t".into(),
             exts: vec![],

@@ -317,6 +317,8 @@ pub enum Rejection {
     NoSuchGroup(String),
     #[error("no extension {0}")]
     NoSuchExtension(String),
+    #[error("only an operator's Send sends a parked call to an extension")]
+    SendNotAStage,
     #[error("parking lot full")]
     LotFull,
     #[error("slot {0} is taken")]

@@ -1,12 +1,15 @@
-//! Pickup groups and the extensions of each tenant, as every site sees them (issue 11): the
-//! edges' config seeds them (`SeedTenant`, on every start, so a changed config reaches the
-//! registry), and an operator changes groups through the admin API from then on. Once an
-//! operator has changed a tenant's groups, config seeds leave that tenant's groups alone (its
-//! extensions still follow the config: the registry learns a member's validity from them).
+//! Pickup groups and the extensions of each tenant, as every site sees them (issue 11). An
+//! edge's config seeds them (`SeedTenant`, on every start), as it seeds lots: a tenant's groups
+//! are created from it when the tenant has none yet, and from then on only an operator changes
+//! them (through the admin API). The extensions an edge names are added to the tenant's, never
+//! taken away: seeds come from any edge, and one edge must not be able to undo what others
+//! said (an extension dropped from config stays known; no phone can register as it, so a group
+//! naming it harms nobody).
 //!
-//! Bounded: [`MAX_TENANTS`] tenants, [`MAX_EXTENSIONS`] extensions and [`MAX_GROUPS`] groups
-//! per tenant, and at most [`crate::MAX_PICKUP_EXTS`] distinct extensions in a tenant's groups
-//! (a pickup names them all).
+//! Bounded: [`MAX_TENANTS`] tenants, [`MAX_EXTENSIONS`] extensions in all (so the whole state
+//! stays small enough to resync an edge in one message) and [`MAX_GROUPS`] groups per tenant,
+//! and at most [`crate::MAX_PICKUP_EXTS`] distinct extensions in a tenant's groups (a pickup
+//! names them all).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,7 +19,7 @@ use crate::{Event, Orbit, Rejection};
 
 /// Tenants whose extensions the state keeps.
 pub const MAX_TENANTS: usize = 1_000;
-/// Extensions of one tenant.
+/// Extensions of all tenants together.
 pub const MAX_EXTENSIONS: usize = 100_000;
 /// Pickup groups of one tenant.
 pub const MAX_GROUPS: usize = 1_000;
@@ -34,10 +37,12 @@ pub struct PickupGroup {
 pub(crate) struct Tenants {
     /// Tenant → its extensions, as the last edge config said.
     extensions: BTreeMap<String, BTreeSet<String>>,
-    /// Tenant → group name → members.
+    /// Tenant → group name → members. A tenant present here (even with no groups left) has
+    /// had its groups seeded or set: seeds leave them alone.
     groups: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
-    /// Tenants whose groups an operator changed: seeds leave their groups alone.
-    managed: BTreeSet<String>,
+    /// How many extensions `extensions` holds in all (derived: not serialised).
+    #[serde(skip)]
+    count: usize,
 }
 
 fn bad(why: String) -> Rejection {
@@ -65,61 +70,42 @@ fn check_tenant(tenant: &str) -> Result<(), Rejection> {
 }
 
 impl Tenants {
-    /// The groups of `tenant` with `group` in place of its namesake (None: without it),
-    /// checked against its extensions and the bounds.
-    fn with_group(
+    /// After a snapshot is read: what is derived.
+    pub(crate) fn rebuilt(mut self) -> Tenants {
+        self.count = self.extensions.values().map(BTreeSet::len).sum();
+        self
+    }
+
+    /// Group `name` of `tenant` with `members`, checked: its name, its members extensions of
+    /// the tenant, and the tenant's bounds with it in place of its namesake.
+    fn check_group(
         &self,
         tenant: &str,
         name: &str,
-        members: Option<&BTreeSet<String>>,
-    ) -> Result<BTreeMap<String, BTreeSet<String>>, Rejection> {
-        let mut groups = self.groups.get(tenant).cloned().unwrap_or_default();
-        match members {
-            Some(m) => {
-                groups.insert(name.to_string(), m.clone());
-            }
-            None => {
-                groups.remove(name);
-            }
-        }
-        self.check(tenant, &groups)?;
-        Ok(groups)
-    }
-
-    fn check(
-        &self,
-        tenant: &str,
+        members: &BTreeSet<String>,
         groups: &BTreeMap<String, BTreeSet<String>>,
     ) -> Result<(), Rejection> {
-        if groups.len() > MAX_GROUPS {
+        if !is_group_name(name) {
+            return Err(bad(format!(
+                "name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if members.is_empty() {
+            return Err(bad(format!("group {name} has no members")));
+        }
+        let Some(known) = self.extensions.get(tenant) else {
+            return Err(bad(format!(
+                "no edge has said which extensions tenant {tenant} has"
+            )));
+        };
+        if let Some(m) = members.iter().find(|m| !known.contains(*m)) {
+            return Err(bad(format!("members: no extension {m} in {tenant}")));
+        }
+        let others = groups.iter().filter(|(n, _)| n.as_str() != name);
+        if others.clone().count() + 1 > MAX_GROUPS {
             return Err(bad(format!("at most {MAX_GROUPS} groups per tenant")));
         }
-        let known = self.extensions.get(tenant);
-        let mut all = BTreeSet::new();
-        for (name, members) in groups {
-            if !is_group_name(name) {
-                return Err(bad(format!(
-                    "name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
-                )));
-            }
-            if members.is_empty() {
-                return Err(bad(format!("group {name} has no members")));
-            }
-            for m in members {
-                match known {
-                    None => {
-                        return Err(bad(format!(
-                            "no edge has said which extensions tenant {tenant} has"
-                        )))
-                    }
-                    Some(k) if !k.contains(m) => {
-                        return Err(bad(format!("members: no extension {m} in {tenant}")))
-                    }
-                    Some(_) => {}
-                }
-                all.insert(m);
-            }
-        }
+        let all: BTreeSet<&String> = others.flat_map(|(_, m)| m).chain(members).collect();
         if all.len() > crate::MAX_PICKUP_EXTS {
             return Err(bad(format!(
                 "{} extensions in pickup groups: at most {}",
@@ -132,8 +118,8 @@ impl Tenants {
 }
 
 impl Orbit {
-    /// `SeedTenant`: the extensions and (unless an operator has changed them) the pickup
-    /// groups of `tenant`, from an edge's config.
+    /// `SeedTenant`: the extensions an edge's config names are added to the tenant's; its
+    /// config's groups become the tenant's if it has none yet.
     pub(crate) fn seed_tenant(
         &mut self,
         tenant: &str,
@@ -145,32 +131,46 @@ impl Orbit {
         if !t.extensions.contains_key(tenant) && t.extensions.len() >= MAX_TENANTS {
             return Err(bad(format!("at most {MAX_TENANTS} tenants")));
         }
-        if extensions.len() > MAX_EXTENSIONS {
-            return Err(bad(format!(
-                "at most {MAX_EXTENSIONS} extensions per tenant"
-            )));
-        }
         if let Some(x) = extensions.iter().find(|x| !is_extension(x)) {
             return Err(bad(format!("extension {x:?}: 1 to 16 digits")));
         }
-        let mut next = t.clone();
-        next.extensions
-            .insert(tenant.to_string(), extensions.iter().cloned().collect());
-        if !next.managed.contains(tenant) {
-            let mut seeded = BTreeMap::new();
+        let known = t.extensions.get(tenant);
+        let new: BTreeSet<&String> = extensions
+            .iter()
+            .filter(|x| !known.is_some_and(|k| k.contains(*x)))
+            .collect();
+        if t.count + new.len() > MAX_EXTENSIONS {
+            return Err(bad(format!("at most {MAX_EXTENSIONS} extensions in all")));
+        }
+        let seeding = !t.groups.contains_key(tenant);
+        let mut seeded = BTreeMap::new();
+        if seeding {
             for g in groups {
-                if g.tenant != tenant || seeded.insert(g.name.clone(), g.members.clone()).is_some()
-                {
+                if g.tenant != tenant || seeded.contains_key(&g.name) {
                     return Err(bad(format!(
                         "group {:?} named twice or of another tenant",
                         g.name
                     )));
                 }
+                seeded.insert(g.name.clone(), g.members.clone());
             }
-            next.check(tenant, &seeded)?;
-            next.groups.insert(tenant.to_string(), seeded);
         }
-        *t = next;
+        // Checked against the extensions as they will be, before anything changes.
+        let mut with_new = t.extensions.get(tenant).cloned().unwrap_or_default();
+        with_new.extend(new.iter().map(|x| x.to_string()));
+        let after = Tenants {
+            extensions: BTreeMap::from([(tenant.to_string(), with_new)]),
+            ..Default::default()
+        };
+        for (name, members) in &seeded {
+            after.check_group(tenant, name, members, &seeded)?;
+        }
+        t.count += new.len();
+        let mine = t.extensions.entry(tenant.to_string()).or_default();
+        mine.extend(new.into_iter().cloned());
+        if seeding {
+            t.groups.insert(tenant.to_string(), seeded);
+        }
         Ok(Event::PickupGroupsSet {
             tenant: tenant.to_string(),
         })
@@ -180,29 +180,29 @@ impl Orbit {
     /// tenant has.
     pub(crate) fn set_group(&mut self, g: &PickupGroup) -> Result<Event, Rejection> {
         check_tenant(&g.tenant)?;
-        let groups = self
-            .tenants
-            .with_group(&g.tenant, &g.name, Some(&g.members))?;
-        self.tenants.groups.insert(g.tenant.clone(), groups);
-        self.tenants.managed.insert(g.tenant.clone());
+        let t = &mut self.tenants;
+        let groups = t.groups.get(&g.tenant).cloned().unwrap_or_default();
+        t.check_group(&g.tenant, &g.name, &g.members, &groups)?;
+        t.groups
+            .entry(g.tenant.clone())
+            .or_default()
+            .insert(g.name.clone(), g.members.clone());
         Ok(Event::PickupGroupsSet {
             tenant: g.tenant.clone(),
         })
     }
 
-    /// `DeletePickupGroup` (an operator's).
+    /// `DeletePickupGroup` (an operator's). The tenant's groups stay the operator's: a seed
+    /// does not bring it back, even if it was the last.
     pub(crate) fn delete_group(&mut self, tenant: &str, name: &str) -> Result<Event, Rejection> {
-        if !self
+        let removed = self
             .tenants
             .groups
-            .get(tenant)
-            .is_some_and(|g| g.contains_key(name))
-        {
+            .get_mut(tenant)
+            .and_then(|g| g.remove(name));
+        if removed.is_none() {
             return Err(Rejection::NoSuchGroup(name.to_string()));
         }
-        let groups = self.tenants.with_group(tenant, name, None)?;
-        self.tenants.groups.insert(tenant.to_string(), groups);
-        self.tenants.managed.insert(tenant.to_string());
         Ok(Event::PickupGroupsSet {
             tenant: tenant.to_string(),
         })
@@ -262,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn config_seeds_groups_until_an_operator_changes_them() {
+    fn config_seeds_groups_where_the_tenant_has_none_and_adds_extensions_only() {
         let mut o = Orbit::new();
         o.apply(0, &seed(vec![group("desks", &["1001", "1002"])]))
             .unwrap();
@@ -270,27 +270,38 @@ mod tests {
             names(&o),
             [("desks".into(), vec!["1001".into(), "1002".into()])]
         );
-        // A changed config, before any operator: it replaces the groups.
+        // Another edge's config (or a changed one): the groups stay as they are.
         o.apply(0, &seed(vec![group("front", &["1003"])])).unwrap();
-        assert_eq!(names(&o), [("front".into(), vec!["1003".into()])]);
-        o.apply(0, &Command::SetPickupGroup(group("back", &["1001"])))
+        assert_eq!(names(&o)[0].0, "desks");
+        o.apply(0, &Command::SetPickupGroup(group("back", &["1003"])))
             .unwrap();
-        // From now on the operator's groups stay, whatever the config says.
-        o.apply(0, &seed(vec![group("desks", &["1001", "1002"])]))
-            .unwrap();
-        let now: Vec<String> = names(&o).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(now, ["back", "front"]);
         let del = Command::DeletePickupGroup {
             tenant: "t".into(),
-            name: "front".into(),
+            name: "desks".into(),
         };
         o.apply(0, &del).unwrap();
         assert_eq!(
             o.apply(0, &del),
-            Err(Rejection::NoSuchGroup("front".into()))
+            Err(Rejection::NoSuchGroup("desks".into()))
         );
-        o.apply(0, &seed(vec![group("front", &["1003"])])).unwrap();
-        assert_eq!(names(&o).len(), 1, "a deleted group stays deleted");
+        let del_back = Command::DeletePickupGroup {
+            tenant: "t".into(),
+            name: "back".into(),
+        };
+        o.apply(0, &del_back).unwrap();
+        o.apply(0, &seed(vec![group("desks", &["1001"])])).unwrap();
+        assert!(names(&o).is_empty(), "deleted groups stay deleted");
+        // An edge naming fewer extensions takes none away.
+        let fewer = Command::SeedTenant {
+            tenant: "t".into(),
+            extensions: vec!["1001".into(), "1004".into()],
+            groups: vec![],
+        };
+        o.apply(0, &fewer).unwrap();
+        for x in ["1002", "1003", "1004"] {
+            assert_eq!(o.has_extension("t", x), Some(true), "{x}");
+        }
+        assert_eq!(o.tenants.count, 4);
     }
 
     #[test]
@@ -318,7 +329,7 @@ mod tests {
         };
         assert!(o.apply(0, &bad_seed).is_err());
         let foreign = Command::SeedTenant {
-            tenant: "t".into(),
+            tenant: "fresh".into(),
             extensions: vec!["1".into()],
             groups: vec![PickupGroup {
                 tenant: "other".into(),
@@ -344,9 +355,13 @@ mod tests {
         }
         let err = o.apply(0, &tenant("new".into(), vec![])).unwrap_err();
         assert!(err.to_string().contains("at most 1000 tenants"), "{err}");
-        let many = (0..=MAX_EXTENSIONS).map(|n| n.to_string()).collect();
-        let err = o.apply(0, &tenant("t0".into(), many)).unwrap_err();
-        assert!(err.to_string().contains("extensions per tenant"), "{err}");
+        let half: Vec<String> = (0..MAX_EXTENSIONS / 2).map(|n| n.to_string()).collect();
+        o.apply(0, &tenant("t0".into(), half.clone())).unwrap();
+        o.apply(0, &tenant("t0".into(), half)).unwrap();
+        let other: Vec<String> = (0..=MAX_EXTENSIONS / 2).map(|n| n.to_string()).collect();
+        let err = o.apply(0, &tenant("t1".into(), other)).unwrap_err();
+        assert!(err.to_string().contains("extensions in all"), "{err}");
+        assert_eq!(o.has_extension("t1", "0"), Some(false), "refused whole");
     }
 
     #[test]
@@ -363,7 +378,11 @@ mod tests {
             o.apply(0, &Command::SetPickupGroup(g)).unwrap();
         }
         let one_more = Command::SetPickupGroup(group("last", &["1001"]));
-        assert!(o.apply(0, &one_more).is_err());
+        let err = o.apply(0, &one_more).unwrap_err();
+        assert!(err.to_string().contains("groups per tenant"), "{err}");
+        // Changing one that exists is no new group.
+        let changed = Command::SetPickupGroup(group("g0", &["1002"]));
+        o.apply(0, &changed).unwrap();
     }
 
     #[test]
@@ -375,5 +394,6 @@ mod tests {
             .unwrap();
         let back: Orbit = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
         assert_eq!(back.tenants, o.tenants);
+        assert_eq!(back.tenants.count, 3, "the count is rebuilt");
     }
 }

@@ -621,10 +621,12 @@ impl Orbit {
         if p.phase == Phase::Waiting {
             return Err(Rejection::NotRecalling(id));
         }
-        p.phase = Phase::Recalling { stage, since: now };
-        if stage != RecallStage::Sent {
-            p.sent_to = None;
+        if stage == RecallStage::Sent {
+            // Only `Send` names where: an edge's stage change cannot.
+            return Err(Rejection::SendNotAStage);
         }
+        p.phase = Phase::Recalling { stage, since: now };
+        p.sent_to = None;
         Ok(Event::RecallStage(p.clone()))
     }
 
@@ -632,8 +634,9 @@ impl Orbit {
     /// recall (the slot stays claimable meanwhile), whether the call waits or is recalled.
     fn send(&mut self, now: Millis, id: ParkId, to: &str) -> Result<Event, Rejection> {
         let p = self.parks.get(&id).ok_or(Rejection::Gone(id))?;
-        let known = self.has_extension(&p.lot.tenant, to);
-        if !groups::is_extension(to) || known == Some(false) {
+        // Unknown extensions too (no edge has said which there are): a desk that cannot ring
+        // would only delay the recall.
+        if !groups::is_extension(to) || self.has_extension(&p.lot.tenant, to) != Some(true) {
             return Err(Rejection::NoSuchExtension(to.to_string()));
         }
         let p = self.parks.get_mut(&id).expect("present");

@@ -85,7 +85,7 @@ impl From<OrbitRepr> for Orbit {
             }),
             rings: r.rings.into_iter().map(|x| (x.id, x)).collect(),
             next_ring: r.next_ring,
-            tenants: r.tenants,
+            tenants: r.tenants.rebuilt(),
         }
     }
 }

@@ -802,6 +802,7 @@ fn numbers_out_of_range_are_refused_not_wrapped() {
 }
 
 mod recall_rings;
+mod send;
 
 #[test]
 fn a_park_moves_to_a_live_edge_keeping_slot_and_deadline_and_races_a_claim_with_one_winner() {

@@ -156,13 +156,7 @@ impl Parking {
                     self.propose(now, end, Then::Nothing);
                 }
             }
-            Event::Sent(p) if p.call.edge == site => {
-                if let Some(&cid) = self.park.by_id.get(&p.id) {
-                    info!(park = p.id, slot = p.slot, to = ?p.sent_to, "parked call sent by an operator");
-                    cancel_recall(self, now, cid);
-                    start_recall(self, now, cid, RecallStage::Sent);
-                }
-            }
+            Event::Sent(p) if p.call.edge == site => on_sent(self, now, p),
             Event::EdgeRestarted { edge, lost, .. } if *edge != site => {
                 warn!(
                     lost = lost.len(),
@@ -198,4 +192,37 @@ impl Parking {
             _ => {}
         }
     }
+}
+
+/// An operator sent a park held here to an extension: ring it, as a recall would.
+fn on_sent(edge: &mut Parking, now: Instant, p: &orbit_state::Parked) {
+    let Some(&cid) = edge.park.by_id.get(&p.id) else {
+        // Held here by the record, but by no call: nobody would ever end it (a sent park has
+        // no deadline any more).
+        warn!(park = p.id, slot = p.slot, "sent park held by no call here");
+        let end = Command::End {
+            park: p.id,
+            reason: EndReason::Lost,
+        };
+        edge.propose(now, end, Then::Nothing);
+        return;
+    };
+    let claiming = edge
+        .park
+        .held
+        .get(&cid)
+        .and_then(|ps| ps.recall.as_ref())
+        .is_some_and(|r| r.claiming.is_some());
+    if claiming {
+        // A recall phone answered and claims the call now: it was first.
+        info!(
+            park = p.id,
+            slot = p.slot,
+            "sent while a recall answer is claimed: the answer goes first"
+        );
+        return;
+    }
+    info!(park = p.id, slot = p.slot, to = ?p.sent_to, "parked call sent by an operator");
+    cancel_recall(edge, now, cid);
+    start_recall(edge, now, cid, RecallStage::Sent);
 }

@@ -279,8 +279,8 @@ impl Services {
     }
 
     /// Take the tenant's pickup groups from the orbit state again (they changed, or the state
-    /// was replaced).
-    pub(crate) fn refresh_pickup_rules(&mut self) {
+    /// was replaced); whether the rules are different now.
+    pub(crate) fn refresh_pickup_rules(&mut self) -> bool {
         let t = &self.cfg.tenant;
         let rules = crate::config::PickupRules::of(&self.orbit, &t.domain, t.directed_pickup);
         if rules != self.pickup_rules {
@@ -291,7 +291,9 @@ impl Services {
                 .collect();
             tracing::info!(tenant = %t.domain, groups = %groups.join(","), "pickup groups changed");
             self.pickup_rules = rules;
+            return true;
         }
+        false
     }
 
     pub(crate) fn send(&mut self, flow: Flow, bytes: Bytes) {

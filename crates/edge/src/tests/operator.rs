@@ -5,6 +5,8 @@
 use orbit_sip::Method;
 use orbit_state::{Command, PickupGroup};
 
+use super::lamps::{lamp_notifies, subscribe};
+use super::park::CAROL;
 use super::registry::{parked_by_bob, registry_net, Registry};
 use super::*;
 
@@ -100,6 +102,16 @@ fn pickup_groups_an_operator_sets_in_the_registry_decide_who_may_pick_up_here() 
     reg.feed(&mut net, at, Command::SetPickupGroup(group));
     assert!(net.edge.pickup_rules.may_take("1003", "1002"));
     assert!(net.edge.pickup_rules.pickable("1002"));
+    // 1003 watches 1002's lamp now that the group lets it.
+    net.send(
+        CAROL,
+        &subscribe("1002", "lamp1", 1, None, "Expires: 600\n"),
+    );
+    let states: Vec<String> = lamp_notifies(&mut net).into_iter().map(|n| n.0).collect();
+    assert!(
+        !states.is_empty() && states.iter().all(|s| s.starts_with("active")),
+        "{states:?}"
+    );
     // The edge restarting seeds its config again: the operator's group stays.
     let seed = net.edge.cfg.tenant_seed();
     reg.feed(&mut net, at, seed);
@@ -111,4 +123,7 @@ fn pickup_groups_an_operator_sets_in_the_registry_decide_who_may_pick_up_here() 
     reg.feed(&mut net, at, delete);
     assert!(!net.edge.pickup_rules.may_take("1003", "1002"));
     assert!(!net.edge.pickup_rules.pickable("1002"));
+    // The lamp it may no longer watch ends, saying why.
+    let states: Vec<String> = lamp_notifies(&mut net).into_iter().map(|n| n.0).collect();
+    assert_eq!(states, ["terminated;reason=rejected"]);
 }
