@@ -530,3 +530,64 @@ fn an_operator_sends_a_parked_call_to_a_desk_at_site_c_which_answers_with_media_
         s.log(0)
     );
 }
+
+#[test]
+fn an_operator_hands_the_leadership_to_another_voter_and_a_park_made_meanwhile_commits() {
+    let s = Sites::start(&lot(90, 20));
+    let admin = s.admin_tls.clone();
+    let status = |node: usize| {
+        let (code, out, err) = orbitctl(&s, node, &admin, &["cluster", "status", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        json(&out)
+    };
+    let before = status(0);
+    let leader = before["leader_id"].as_u64().unwrap();
+    let to = if leader == 3 { 1 } else { leader + 1 };
+    let to_arg = to.to_string();
+    // A reader may not; a node that is not a member is not found.
+    let reader = s.reader_tls("viewer");
+    let (code, _, err) = orbitctl(&s, 0, &reader, &["cluster", "transfer", &to_arg]);
+    assert_eq!(code, 4, "{err}");
+    let (code, _, err) = orbitctl(&s, 0, &admin, &["cluster", "transfer", "9"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("node 9 is not a member"), "{err}");
+    // Asked at whatever node (orbitctl finds the leader), while a call is being parked.
+    let transfer = Command::new(env!("CARGO_BIN_EXE_orbitctl"))
+        .args(["--endpoint", &s.grpc[2].to_string(), "--json"])
+        .args(&admin)
+        .args(["cluster", "transfer", &to_arg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_alice, _media, _relay) = park_at_a(&s);
+    let out = transfer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every node follows the new leader, in a later term; the park committed.
+    for node in 0..3 {
+        let t0 = std::time::Instant::now();
+        while status(node)["leader_id"] != to {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "node {node}: {}",
+                status(node)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(status(0)["term"].as_u64() > before["term"].as_u64());
+    let (_, out, _) = orbitctl(&s, 0, &admin, &["parked", "list", "--json"]);
+    assert_eq!(json(&out)[0]["slot"], 701, "{out}");
+    // Again: it leads already, nothing to do.
+    let (code, _, err) = orbitctl(&s, 1, &admin, &["cluster", "transfer", &to_arg]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        s.log(to as usize - 1).contains("campaigning"),
+        "{}",
+        s.log(to as usize - 1)
+    );
+}

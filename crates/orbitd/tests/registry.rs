@@ -438,6 +438,10 @@ fn orbitctl_changes_the_membership_on_the_leader_and_takes_a_snapshot() {
             "{args:?}: {err}"
         );
     }
+    // A learner cannot lead: promote it first.
+    let (code, _, err) = orbitctl(&at, &["cluster", "transfer", "4"]);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("node 4 is a learner"), "{err}");
     let (code, out, err) = orbitctl(&at, &["cluster", "promote", "4"]);
     assert_eq!(code, 0, "{err}");
     assert!(roles(&out).contains(&(4, true)), "a voter: {out}");

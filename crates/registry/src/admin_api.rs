@@ -105,6 +105,18 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(self.status()))
     }
 
+    async fn transfer_leadership(
+        &self,
+        req: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let by = Access::of_with(&req, self.tls, &self.tokens)?;
+        by.admin()?;
+        let id = req.into_inner().id;
+        crate::transfer::transfer(&self.raft, &self.batch, self.fwd.tls(), id).await?;
+        info!(%by, node = id, "leadership transferred through the admin API");
+        Ok(Response::new(self.status()))
+    }
+
     async fn take_snapshot(
         &self,
         req: Request<pb::TakeSnapshotRequest>,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use openraft::error::{ClientWriteError, ForwardToLeader};
 use openraft::BasicNode;
 use orbit_state::{Command, Event, Rejection};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::{info_span, Instrument};
 
 use crate::node::wall_ms;
@@ -47,14 +47,35 @@ type Queued = (
 
 /// The handle proposals go through; clones share one queue.
 #[derive(Clone)]
-pub struct Batcher(mpsc::UnboundedSender<Queued>);
+pub struct Batcher {
+    tx: mpsc::UnboundedSender<Queued>,
+    /// While set, nothing new is handed to Raft (a leadership transfer lets the followers'
+    /// leader leases run out); what arrives waits in the queue.
+    held: Arc<watch::Sender<bool>>,
+}
+
+/// Writes held until this is dropped ([`Batcher::hold`]).
+pub(crate) struct Held(Arc<watch::Sender<bool>>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
+}
 
 impl Batcher {
     /// Start the batching task for `raft`; it ends when the last handle is dropped.
     pub fn start(raft: Raft) -> Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
-        Batcher(tx)
+        let held = Arc::new(watch::Sender::new(false));
+        tokio::spawn(run(raft, rx, held.subscribe()));
+        Batcher { tx, held }
+    }
+
+    /// Hand nothing new to Raft until the guard is dropped.
+    pub(crate) fn hold(&self) -> Held {
+        self.held.send_replace(true);
+        Held(self.held.clone())
     }
 
     /// Queue `cmd`; the answer comes once its entry is committed and applied (or refused).
@@ -71,7 +92,7 @@ impl Batcher {
         request: Option<String>,
     ) -> oneshot::Receiver<Written> {
         let (tx, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, _, _, tx))) = self.0.send((cmd, by, request, tx)) {
+        if let Err(mpsc::error::SendError((_, _, _, tx))) = self.tx.send((cmd, by, request, tx)) {
             let _ = tx.send(Err(WriteError::Raft("registry node stopped".into())));
         }
         rx
@@ -84,9 +105,12 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>) {
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, mut held: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
+        if held.wait_for(|h| !*h).await.is_err() {
+            return;
+        }
         // While every slot is taken, what arrives waits here and joins the next batch.
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;

@@ -30,6 +30,7 @@ mod service;
 pub mod sim;
 pub mod store;
 pub mod tls;
+mod transfer;
 pub mod watch;
 
 /// The generated gRPC code (`proto/orbit/registry/v1/registry.proto`).

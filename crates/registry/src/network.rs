@@ -248,4 +248,30 @@ impl pb::raft_server::Raft for RaftService {
         let r = self.check(req)?;
         reply(self.raft.install_snapshot(decode(&r.payload)?).await)
     }
+
+    async fn campaign(
+        &self,
+        req: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let r = self.check(req)?;
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(r.from_node) {
+            return Err(Status::failed_precondition(format!(
+                "node {} is not the leader this node knows ({leader:?})",
+                r.from_node
+            )));
+        }
+        tracing::info!(
+            from = r.from_node,
+            "the leader hands leadership over: campaigning"
+        );
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::RaftReply {
+            result: Some(pb::raft_reply::Result::Ok(Vec::new())),
+        }))
+    }
 }

@@ -542,6 +542,11 @@ impl Forwarder {
         }
     }
 
+    /// How this node reaches its peers (its certificate, as a node).
+    pub(crate) fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
     fn client(
         &self,
         leader: NodeId,

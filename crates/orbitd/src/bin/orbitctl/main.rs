@@ -133,6 +133,9 @@ enum ClusterCmd {
     },
     /// Make a learner a voter (admin role).
     Promote { id: u64 },
+    /// Hand the leadership to voter ID (admin role): writes pause for about the election
+    /// timeout while it takes over.
+    Transfer { id: u64 },
     /// Remove a registry node (admin role; a voter loses its vote first).
     Remove { id: u64 },
     /// Have the --endpoint node write a snapshot of its state now (admin role).
@@ -305,6 +308,14 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         } => {
             let mut c = leader(cli).await?;
             let s = bounded(cli, c.promote_member(MemberRequest { id: *id })).await?;
+            output::cluster_status(&s, cli.json);
+            Ok(())
+        }
+        Cmd::Cluster {
+            cmd: ClusterCmd::Transfer { id },
+        } => {
+            let mut c = leader(cli).await?;
+            let s = bounded(cli, c.transfer_leadership(MemberRequest { id: *id })).await?;
             output::cluster_status(&s, cli.json);
             Ok(())
         }
