@@ -141,7 +141,7 @@ impl Edge {
         // and the groups, unless an operator has changed them there.
         let seed = self.cfg.tenant_seed();
         self.propose(now, seed, Then::Nothing);
-        self.renew_lease(now);
+        self.renew_lease(now, 0);
         self
     }
 
@@ -239,7 +239,10 @@ impl Edge {
                 }
                 TimerKey::Call(id) => crate::call::on_timer(self, now, id),
                 TimerKey::Deadline => self.on_deadline(now),
-                TimerKey::Lease => self.renew_lease(now),
+                TimerKey::Lease => {
+                    let calls = self.calls.len();
+                    self.renew_lease(now, calls)
+                }
                 TimerKey::DrainDeadline => crate::draining::on_deadline(&mut self.picking, now),
                 TimerKey::Probation(park) => crate::park::on_probation_timer(self, now, park),
                 TimerKey::MovedAway(park) => crate::park::on_moved_away_timer(self, park),

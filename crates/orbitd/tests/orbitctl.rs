@@ -329,6 +329,12 @@ fn orbitctl_manages_lots_through_the_registry_and_every_site_parks_in_them() {
     let (code, _, err) = orbitctl(&s, 0, &admin, &args(&set("715-725")));
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("overlap"), "{err}");
+    // A fallback the tenant has no extension for (the edges told the registry which it has).
+    let mut nowhere = set("801-805");
+    nowhere.extend(["--fallback".to_string(), "9999".to_string()]);
+    let (code, _, err) = orbitctl(&s, 0, &admin, &args(&nowhere));
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("fallback: no extension 9999"), "{err}");
     let (code, _, err) = orbitctl(&s, 0, &admin, &args(&set("801-805")));
     assert_eq!(code, 0, "{err}");
 
@@ -398,9 +404,24 @@ fn args(v: &[String]) -> Vec<&str> {
 #[test]
 fn an_operator_extends_then_hangs_up_a_parked_call_and_its_caller_gets_bye_at_the_site_holding_it()
 {
-    let s = Sites::start(&lot(90, 20));
+    // Leases of 3 s, renewed every second: each renewal says what the edge holds.
+    let s = Sites::start_with(&lot(90, 20), 3);
     let admin = s.admin_tls.clone();
     let (alice, _media, _relay) = park_at_a(&s);
+    // Site A's edge holds Alice's parked call and its relay ports, as the status shows.
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, out, _) = orbitctl(&s, 1, &admin, &["cluster", "status", "--json"]);
+        let st = json(&out);
+        let a = &st["edges"][0];
+        assert_eq!(a["name"], "site-a", "{st}");
+        if a["calls"] == 1 && a["relay_ports"].as_u64() >= Some(2) {
+            assert_eq!(a["parked_calls"], 1, "{st}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "{st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (_, out, _) = orbitctl(&s, 2, &admin, &["parked", "list", "--json"]);
     let id = json(&out)[0]["park_id"]
         .as_u64()
@@ -496,6 +517,22 @@ fn an_operator_sends_a_parked_call_to_a_desk_at_site_c_which_answers_with_media_
         .phone("3001", "uas_recall_answer.xml", &carol_media)
         .args(["-d", "2500"])
         .spawn();
+    // The registry knows where 3001 is registered (and that 3002 is nowhere).
+    let locate = |ext: &str| {
+        let args = ["locate", "--tenant", "orbit.local", ext, "--json"];
+        orbitctl(&s, 0, &s.reader_tls("viewer"), &args)
+    };
+    let t0 = std::time::Instant::now();
+    while json(&locate("3001").1)
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+    {
+        assert!(t0.elapsed() < Duration::from_secs(5), "3001 never located");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(json(&locate("3001").1)[0]["edge"], "site-c");
+    assert_eq!(json(&locate("3002").1), json("[]"));
+    assert_eq!(locate("30x1").0, 5);
     let send = ["parked", "send", id.as_str(), "3001", "--json"];
     let (code, out, err) = orbitctl(&s, 1, &admin, &send);
     assert_eq!(code, 0, "{err}");

@@ -291,6 +291,31 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(lot_out(lot, d.orbit.occupied(&key).count())))
     }
 
+    async fn locate_extension(
+        &self,
+        req: Request<pb::LocateExtensionRequest>,
+    ) -> Result<Response<pb::LocateExtensionResponse>, Status> {
+        Access::of_with(&req, self.tls, &self.tokens)?.read()?;
+        let r = req.into_inner();
+        if !orbit_state::is_extension(&r.ext) {
+            return Err(Status::invalid_argument(format!(
+                "ext: {:?} is not an extension of digits",
+                r.ext
+            )));
+        }
+        let d = self.sm.data.read().unwrap();
+        let locations = d
+            .orbit
+            .locations_of(&r.tenant, &r.ext, crate::node::wall_ms())
+            .into_iter()
+            .map(|(edge, until_ms)| pb::ExtensionLocation {
+                edge: edge.to_string(),
+                until_ms,
+            })
+            .collect();
+        Ok(Response::new(pb::LocateExtensionResponse { locations }))
+    }
+
     async fn list_pickup_groups(
         &self,
         req: Request<pb::ListPickupGroupsRequest>,
@@ -467,6 +492,8 @@ impl AdminService {
                         lease_until_ms: until,
                         draining: o.is_draining(e),
                         trunk: o.given_trunk(e).map(|a| a.to_string()).unwrap_or_default(),
+                        calls: o.load_of(e).calls.into(),
+                        relay_ports: o.load_of(e).relay_ports.into(),
                         ..Default::default()
                     };
                     (e.clone(), edge)

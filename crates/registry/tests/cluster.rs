@@ -287,6 +287,7 @@ async fn deadlines_fire_once_never_early_and_survive_the_leader() {
             incarnation: 0,
             replaces: 0,
             sip: None,
+            load: Default::default(),
         },
     )
     .await;

@@ -292,6 +292,7 @@ async fn an_edge_acts_only_for_its_own_site_and_only_nodes_speak_raft() {
             incarnation: 1,
             replaces: 0,
             sip: None,
+            load: Default::default(),
         },
         Command::SetLot(lot()),
         Command::DeleteLot(lot().key()),

@@ -134,6 +134,7 @@ mod tests {
             incarnation: 1,
             replaces: 0,
             sip: None,
+            load: Default::default(),
         };
         assert!(!o.may_propose("site-b", &lease), "another edge's lease");
         // An operator's: no edge sends a parked call or changes pickup groups, not even the

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CallInfo, EndReason, LotConfig, LotKey, Millis, ParkId, Parked, PickupGroup, RecallStage,
-    RingCall, RingId, Ringing,
+    CallInfo, EdgeLoad, EndReason, LotConfig, LotKey, Millis, ParkId, Parked, PickupGroup,
+    RecallStage, RingCall, RingId, Ringing,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +80,9 @@ pub enum Command {
         replaces: u64,
         #[serde(default)]
         sip: Option<std::net::SocketAddr>,
+        /// What the edge holds now (shown to operators).
+        #[serde(default)]
+        load: EdgeLoad,
     },
     /// The lease of `edge` has run out: its parked calls are lost, their slots free. Refused
     /// before the lease's end (a renewal that came first wins).

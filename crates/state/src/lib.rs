@@ -130,6 +130,16 @@ pub struct Parked {
     pub sent_to: Option<String>,
 }
 
+/// What an edge holds, as its last lease renewal said (the admin API shows it; nothing
+/// decides by it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeLoad {
+    /// Calls up or ringing, parked ones included.
+    pub calls: u32,
+    /// Media relay ports open.
+    pub relay_ports: u32,
+}
+
 /// Why a parked call left its slot without being claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EndReason {
@@ -169,6 +179,8 @@ pub struct Orbit {
     incarnations: BTreeMap<String, u64>,
     /// Edge → where it takes trunk requests (from its lease).
     trunks: BTreeMap<String, std::net::SocketAddr>,
+    /// Edge → what it held at its last lease renewal.
+    loads: BTreeMap<String, EdgeLoad>,
     /// Edges draining (until their lease ends).
     draining: BTreeSet<String>,
     /// Where extensions are registered: (tenant, ext) → edge → registered until.
@@ -256,7 +268,19 @@ impl Orbit {
     /// Apply one command decided at `now`.
     pub fn apply(&mut self, now: Millis, cmd: &Command) -> Result<Event, Rejection> {
         match cmd {
-            Command::SetLot(cfg) => self.set_lot(cfg),
+            Command::SetLot(cfg) => {
+                // An operator's lot: its fallback must be an extension the tenant has (when an
+                // edge has said which it has; a config's lot was checked against its config).
+                if let Some(f) = &cfg.fallback {
+                    if self.has_extension(&cfg.tenant, f) == Some(false) {
+                        return Err(Rejection::BadLot(format!(
+                            "fallback: no extension {f} in {}",
+                            cfg.tenant
+                        )));
+                    }
+                }
+                self.set_lot(cfg)
+            }
             Command::SeedLot(cfg) => match self.lots.get(&cfg.key()).and_then(|l| l.cfg.as_ref()) {
                 Some(_) => Ok(Event::LotSet(cfg.key())),
                 None => self.set_lot(cfg),
@@ -301,6 +325,7 @@ impl Orbit {
                 incarnation,
                 replaces,
                 sip,
+                load,
             } => {
                 let until = now.saturating_add(in_range("lease ttl_ms", *ttl_ms, MAX_LEASE_MS)?);
                 if let (Some(&holder), Some(&held_until)) =
@@ -319,6 +344,7 @@ impl Orbit {
                     return Err(Rejection::BadAddress(a.to_string()));
                 }
                 self.leases.insert(edge.clone(), until);
+                self.loads.insert(edge.clone(), *load);
                 match sip {
                     Some(a) => self.trunks.insert(edge.clone(), *a),
                     None => self.trunks.remove(edge),
@@ -528,6 +554,7 @@ impl Orbit {
         self.leases.remove(edge);
         self.incarnations.remove(edge);
         self.trunks.remove(edge);
+        self.loads.remove(edge);
         self.draining.remove(edge);
         let lost = self.drop_edge(edge)?;
         Ok(Event::LeaseLapsed {
@@ -724,12 +751,20 @@ impl Orbit {
 
     /// The edges where `ext` has a phone registered at `now`.
     pub fn located(&self, tenant: &str, ext: &str, now: Millis) -> Vec<&str> {
+        self.locations_of(tenant, ext, now)
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect()
+    }
+
+    /// The edges where `ext` of `tenant` has a phone registered at `now`, and until when.
+    pub fn locations_of(&self, tenant: &str, ext: &str, now: Millis) -> Vec<(&str, Millis)> {
         self.locations
             .get(&(tenant.to_string(), ext.to_string()))
             .into_iter()
             .flat_map(|m| m.iter())
             .filter(|(_, u)| **u > now)
-            .map(|(e, _)| e.as_str())
+            .map(|(e, u)| (e.as_str(), *u))
             .collect()
     }
 
@@ -745,6 +780,10 @@ impl Orbit {
     }
 
     /// The trunk address `edge`'s lease gave, whether or not that lease still lives.
+    pub fn load_of(&self, edge: &str) -> EdgeLoad {
+        self.loads.get(edge).copied().unwrap_or_default()
+    }
+
     pub fn given_trunk(&self, edge: &str) -> Option<std::net::SocketAddr> {
         self.trunks.get(edge).copied()
     }

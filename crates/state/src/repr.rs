@@ -20,6 +20,8 @@ pub(crate) struct OrbitRepr {
     #[serde(default)]
     trunks: Vec<(String, std::net::SocketAddr)>,
     #[serde(default)]
+    loads: Vec<(String, crate::EdgeLoad)>,
+    #[serde(default)]
     draining: Vec<String>,
     #[serde(default)]
     locations: Vec<(String, String, String, Millis)>,
@@ -42,6 +44,7 @@ impl From<Orbit> for OrbitRepr {
             leases: o.leases.into_iter().collect(),
             incarnations: o.incarnations.into_iter().collect(),
             trunks: o.trunks.into_iter().collect(),
+            loads: o.loads.into_iter().collect(),
             draining: o.draining.into_iter().collect(),
             locations: flatten(o.locations),
             rings: o.rings.into_values().collect(),
@@ -69,6 +72,7 @@ impl From<OrbitRepr> for Orbit {
             leases: r.leases.into_iter().collect(),
             incarnations: r.incarnations.into_iter().collect(),
             trunks: r.trunks.into_iter().collect(),
+            loads: r.loads.into_iter().collect(),
             draining: r.draining.into_iter().collect(),
             locations: nest(r.locations),
             watches_by_edge: crate::watches::count_by_edge(&watches),

@@ -522,6 +522,7 @@ mod tests {
             incarnation: 0,
             replaces: 0,
             sip: None,
+            load: Default::default(),
         };
         o.apply(T0, &lease).unwrap();
         let a = ring(&mut o, T0, "1001", 1, "site-a");

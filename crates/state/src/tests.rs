@@ -450,6 +450,7 @@ fn a_lapsed_lease_loses_that_edges_parked_calls_and_frees_their_slots() {
                 incarnation: 0,
                 replaces: 0,
                 sip: None,
+                load: Default::default(),
             },
         )
     };
@@ -535,6 +536,7 @@ fn a_draining_edge_is_marked_until_it_leaves_and_only_its_own_process_leaves() {
                 incarnation,
                 replaces: 0,
                 sip: None,
+                load: Default::default(),
             },
         )
     };
@@ -606,6 +608,7 @@ fn a_new_incarnation_is_refused_while_another_holds_the_lease_unless_it_replaces
                 incarnation,
                 replaces,
                 sip: Some("192.0.2.1:5060".parse().unwrap()),
+                load: Default::default(),
             },
         )
     };
@@ -623,6 +626,7 @@ fn a_new_incarnation_is_refused_while_another_holds_the_lease_unless_it_replaces
         incarnation: 7,
         replaces: 0,
         sip: Some("0.0.0.0:5060".parse().unwrap()),
+        load: Default::default(),
     };
     assert_eq!(
         o.apply(T0, &nowhere),
@@ -742,6 +746,7 @@ fn registrations_are_located_by_edge_until_they_expire() {
             incarnation: 0,
             replaces: 0,
             sip: None,
+            load: Default::default(),
         },
     )
     .unwrap();
@@ -764,6 +769,7 @@ fn numbers_out_of_range_are_refused_not_wrapped() {
         incarnation: 1,
         replaces: 0,
         sip: None,
+        load: Default::default(),
     };
     for ttl in [0, MAX_LEASE_MS + 1, u64::MAX] {
         assert!(matches!(
@@ -816,6 +822,7 @@ fn a_park_moves_to_a_live_edge_keeping_slot_and_deadline_and_races_a_claim_with_
                 incarnation: 0,
                 replaces: 0,
                 sip: None,
+                load: Default::default(),
             },
         )
         .unwrap();

@@ -337,7 +337,8 @@ impl Services {
     }
 
     /// Renew this edge's lease (registry only); the next renewal at a third of its life.
-    pub(crate) fn renew_lease(&mut self, now: Instant) {
+    /// Ask for the lease again, saying what the edge holds (`calls` up or ringing).
+    pub(crate) fn renew_lease(&mut self, now: Instant, calls: usize) {
         let ttl = self.port.lease_ttl;
         self.timers.schedule(now + ttl / 3, TimerKey::Lease);
         let sip = self.local.addr(orbit_sip::transport::Proto::Udp);
@@ -348,6 +349,10 @@ impl Services {
             replaces: self.port.replaces,
             // Where the other edges reach this one (not a wildcard address: nobody could).
             sip: (!sip.ip().is_unspecified()).then_some(sip),
+            load: orbit_state::EdgeLoad {
+                calls: calls.try_into().unwrap_or(u32::MAX),
+                relay_ports: self.media.in_use().try_into().unwrap_or(u32::MAX),
+            },
         };
         self.propose(now, cmd, Then::Lease(now));
     }

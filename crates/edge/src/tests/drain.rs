@@ -90,6 +90,7 @@ fn an_operators_drain_in_the_log_drains_the_edge_which_leaves_the_registry_once_
             incarnation: 5,
             replaces: 0,
             sip: None,
+            load: Default::default(),
         },
     );
     reg.feed(

@@ -430,6 +430,7 @@ fn a_watch_lost_with_the_watching_sites_lease_records_nothing_more() {
             incarnation: 1,
             replaces: 0,
             sip: None,
+            load: Default::default(),
         },
     );
     reg.feed(

@@ -24,8 +24,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use orbit_registry::admin_pb::edge_admin_client::EdgeAdminClient;
 use orbit_registry::admin_pb::{
     AddMemberRequest, DrainEdgeRequest, ExtendParkedCallRequest, GetClusterStatusRequest,
-    HangUpParkedCallRequest, ListParkedCallsRequest, MemberRequest, SendParkedCallRequest,
-    TakeSnapshotRequest, WatchParkedCallsRequest,
+    HangUpParkedCallRequest, ListParkedCallsRequest, LocateExtensionRequest, MemberRequest,
+    SendParkedCallRequest, TakeSnapshotRequest, WatchParkedCallsRequest,
 };
 use orbit_registry::admin_pb::{HangUpCallRequest, ListCallsRequest, ListRegistrationsRequest};
 use tonic::Code;
@@ -105,6 +105,12 @@ enum Cmd {
     Calls {
         #[command(subcommand)]
         cmd: CallsCmd,
+    },
+    /// Where an extension has phones registered, at every site (a registry node).
+    Locate {
+        #[arg(long)]
+        tenant: String,
+        ext: String,
     },
     /// The phones registered at an edge (--endpoint: the edge's admin listener).
     Registrations {
@@ -383,6 +389,16 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             if !cli.json {
                 println!("call {id} hung up");
             }
+            Ok(())
+        }
+        Cmd::Locate { tenant, ext } => {
+            let mut c = client(cli)?;
+            let req = LocateExtensionRequest {
+                tenant: tenant.clone(),
+                ext: ext.clone(),
+            };
+            let r = bounded(cli, c.locate_extension(req)).await?;
+            output::locations(ext, &r.locations, cli.json);
             Ok(())
         }
         Cmd::Registrations { ext } => {

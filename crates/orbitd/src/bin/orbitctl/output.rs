@@ -1,7 +1,9 @@
 //! How orbitctl prints what it got: aligned columns for people, JSON for scripts.
 
 use comfy_table::{presets, Table};
-use orbit_registry::admin_pb::{ClusterStatus, Lot, ParkEvent, ParkedCall, PickupGroup};
+use orbit_registry::admin_pb::{
+    ClusterStatus, ExtensionLocation, Lot, ParkEvent, ParkedCall, PickupGroup,
+};
 use serde_json::{json, Value};
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -44,7 +46,8 @@ pub fn cluster_status(s: &ClusterStatus, as_json: bool) {
             "edges": s.edges.iter().map(|e| json!({
                 "name": e.name, "lease_until_ms": e.lease_until_ms,
                 "parked_calls": e.parked_calls, "rings": e.rings,
-                "draining": e.draining, "trunk": e.trunk,
+                "draining": e.draining, "trunk": e.trunk, "calls": e.calls,
+                "relay_ports": e.relay_ports,
             })).collect::<Vec<Value>>(),
         });
         println!("{v}");
@@ -88,15 +91,26 @@ pub fn cluster_status(s: &ClusterStatus, as_json: bool) {
                 if e.draining { "draining" } else { "up" }.into(),
                 e.trunk.clone(),
                 time(e.lease_until_ms),
+                e.calls.to_string(),
                 e.parked_calls.to_string(),
                 e.rings.to_string(),
+                e.relay_ports.to_string(),
             ]
         })
         .collect();
     println!(
         "{}",
         table(
-            &["EDGE", "STATE", "TRUNK", "LEASE UNTIL", "PARKED", "RINGS"],
+            &[
+                "EDGE",
+                "STATE",
+                "TRUNK",
+                "LEASE UNTIL",
+                "CALLS",
+                "PARKED",
+                "RINGS",
+                "RELAY PORTS",
+            ],
             rows
         )
     );
@@ -172,6 +186,26 @@ pub fn park_event(e: &ParkEvent, as_json: bool) {
         "{:>8}  {:<12} slot {} {} parked by {} at {}{detail}",
         e.index, e.kind, c.slot, c.caller_uri, c.parker, c.edge
     );
+}
+
+pub fn locations(ext: &str, locations: &[ExtensionLocation], as_json: bool) {
+    if as_json {
+        let v: Vec<Value> = locations
+            .iter()
+            .map(|l| json!({ "edge": l.edge, "until_ms": l.until_ms }))
+            .collect();
+        println!("{}", Value::Array(v));
+        return;
+    }
+    if locations.is_empty() {
+        println!("{ext} is registered nowhere");
+        return;
+    }
+    let rows = locations
+        .iter()
+        .map(|l| vec![l.edge.clone(), time(l.until_ms)])
+        .collect();
+    println!("{}", table(&["EDGE", "REGISTERED UNTIL"], rows));
 }
 
 pub fn pickup_groups(groups: &[PickupGroup], as_json: bool) {
