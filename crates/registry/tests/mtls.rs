@@ -328,6 +328,28 @@ async fn an_edge_acts_only_for_its_own_site_and_only_nodes_speak_raft() {
         Code::PermissionDenied,
         "node 2 speaking as node 3: {s:?}"
     );
+    // Only the leader may ask a node to stand for election (a leadership transfer): not an
+    // edge, not a follower.
+    let leader = c.leader().await;
+    let (target, follower) = match leader {
+        1 => (2, 3),
+        2 => (1, 3),
+        _ => (1, 2),
+    };
+    let campaign = |from: u64| pb::RaftRequest {
+        to_node: target,
+        from_node: from,
+        payload: vec![],
+    };
+    let mut raft = pb::raft_client::RaftClient::new(c.channel(c.addrs[&target], Some(&site_a)));
+    let s = raft.campaign(campaign(leader)).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "an edge: {s:?}");
+    let as_follower = Caller::Node(follower);
+    let mut raft =
+        pb::raft_client::RaftClient::new(c.channel(c.addrs[&target], Some(&as_follower)));
+    let s = raft.campaign(campaign(follower)).await.unwrap_err();
+    assert_eq!(s.code(), Code::FailedPrecondition, "a follower: {s:?}");
+    assert_eq!(c.leader().await, leader, "nobody stood");
 
     // Membership is the admin's: not an edge's nor a reader's.
     let remove = || pb::NodeRequest {
