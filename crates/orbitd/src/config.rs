@@ -97,8 +97,13 @@ pub fn node_config(r: RegistrySettings) -> Result<orbit_registry::NodeConfig> {
     Ok(cfg)
 }
 
-/// Read and check a config file: what `run` and `check-config` both do.
+/// Read and check a config file: what `run` and `check-config` both do. Whatever is wrong is
+/// a [`BadConfig`](crate::failure::BadConfig) (exit code 78).
 pub fn load(path: &Path) -> Result<FileConfig> {
+    load_checked(path).map_err(|e| anyhow::Error::new(crate::failure::BadConfig(e)))
+}
+
+fn load_checked(path: &Path) -> Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let cfg: FileConfig =

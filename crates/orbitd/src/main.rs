@@ -21,6 +21,7 @@ use tracing::info;
 mod config;
 mod dev;
 mod edge_admin;
+mod failure;
 mod link;
 mod succession;
 
@@ -32,8 +33,17 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "orbitd", version, about = "Orbit multi-site SIP call server")]
 struct Cli {
+    /// How log lines are written on stderr: text for people, json for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -436,17 +446,34 @@ fn start_now() -> orbit_edge::Start {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
+    logs(cli.log);
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => failure::report(&e),
+    }
+}
+
+/// Logs on stderr: what a person cares about at INFO (`RUST_LOG` changes it), as text or as
+/// one JSON object per line. openraft's own lines at ERROR only: its warnings are the expected
+/// races of an election (the node logs leadership changes itself).
+fn logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=error".into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => fmt.json().with_current_span(true).init(),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -39,7 +39,7 @@ fn dev_mode_starts_and_accepts_the_documented_credentials() {
     std::thread::spawn(move || {
         for l in BufReader::new(stderr).lines().map_while(Result::ok) {
             // Every site's lease granted: the registry is up and the edges use it.
-            if l.contains("committed event=lease") {
+            if l.contains("registry lease held") {
                 let _ = tx.send(());
             }
         }

@@ -549,7 +549,7 @@ impl AdminService {
 }
 
 /// Keep `grpc.health.v1` in step with the node: serving (overall and the admin service) while
-/// it knows a leader.
+/// it knows a leader; and say when the leader changes.
 pub(crate) async fn health_loop(
     raft: Raft,
     reporter: tonic_health::server::HealthReporter,
@@ -557,8 +557,21 @@ pub(crate) async fn health_loop(
 ) {
     let mut metrics = raft.metrics();
     let mut serving = None;
+    let mut leader = None;
     loop {
-        let now = metrics.borrow().current_leader.is_some();
+        let (id, known, term) = {
+            let m = metrics.borrow();
+            (m.id, m.current_leader, m.current_term)
+        };
+        // Leadership changes at INFO (openraft's own lines are for debugging elections).
+        if known != leader {
+            match known {
+                Some(l) => info!(node = id, leader = l, term, "registry leader known"),
+                None => info!(node = id, was = ?leader, term, "registry leader lost"),
+            }
+            leader = known;
+        }
+        let now = known.is_some();
         if serving != Some(now) {
             serving = Some(now);
             let status = if now {

@@ -40,6 +40,9 @@ type SResult<T> = Result<T, StorageError<NodeId>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process has the store open (redb locks the file).
+    #[error("the registry store {path} is in use by another process")]
+    InUse { path: String },
     #[error("opening the registry store {path}: {source}")]
     Open {
         path: String,
@@ -55,7 +58,12 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         path: path.display().to_string(),
         source: e,
     };
-    let db = Database::create(path).map_err(|e| err(e.into()))?;
+    let db = Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+            path: path.display().to_string(),
+        },
+        e => err(e.into()),
+    })?;
     // Create the tables, so that readers never meet a missing one.
     let tx = db.begin_write().map_err(|e| err(e.into()))?;
     tx.open_table(LOGS).map_err(|e| err(e.into()))?;

@@ -157,6 +157,9 @@ impl Parking {
                 }
             }
             Event::Sent(p) if p.call.edge == site => on_sent(self, now, p),
+            Event::EdgeRestarted { edge, lost, .. } if *edge != site && lost.is_empty() => {
+                info!("{edge} restarted")
+            }
             Event::EdgeRestarted { edge, lost, .. } if *edge != site => {
                 warn!(
                     lost = lost.len(),

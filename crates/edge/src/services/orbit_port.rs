@@ -26,7 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use orbit_state::{Command, Event, Millis, Orbit, Rejection};
-use tracing::{info, info_span, warn, Span};
+use tracing::{debug, info, info_span, warn, Span};
 
 use super::{Services, TimerKey};
 
@@ -223,10 +223,10 @@ impl Services {
                     let r = self.orbit.apply(self.now_ms(now), &cmd);
                     match &r {
                         Ok(ev) => {
-                            info!(event = %short(ev), "applied");
+                            debug!(event = %short(ev), "applied");
                             self.port.events.push_back(ev.clone());
                         }
-                        Err(e) => info!(refused = %e, "refused"),
+                        Err(e) => debug!(refused = %e, "refused"),
                     }
                     r
                 };
@@ -235,7 +235,7 @@ impl Services {
                     .push_back((token, then, span, r.map_err(Into::into)));
             }
             Backend::Registry => {
-                span.in_scope(|| info!(token, "proposed"));
+                span.in_scope(|| debug!(token, "proposed"));
                 self.port.outbox.push(Proposal { token, cmd });
                 self.port.waiting.insert(token, (then, span));
             }
@@ -247,8 +247,8 @@ impl Services {
     pub(crate) fn outcome_in(&mut self, token: u64, outcome: Outcome) {
         if let Some((then, span)) = self.port.waiting.remove(&token) {
             span.in_scope(|| match &outcome {
-                Ok(ev) => info!(event = %short(ev), "committed"),
-                Err(e) => info!(error = %e, "not committed"),
+                Ok(ev) => debug!(event = %short(ev), "committed"),
+                Err(e) => debug!(error = %e, "not committed"),
             });
             self.port.ready.push_back((token, then, span, outcome));
         }
@@ -278,6 +278,9 @@ impl Services {
                 }
                 Then::Lease(sent) => match outcome {
                     Ok(_) => {
+                        if self.port.lease_until.is_none() {
+                            info!(edge = %self.id, "registry lease held: taking calls");
+                        }
                         self.port.lease_until = Some(sent + self.port.lease_ttl);
                         self.port.replaces = 0;
                     }

@@ -332,11 +332,14 @@ any_host = true
         let mut child = Command::new(env!("CARGO_BIN_EXE_orbitd"))
             .args(["run", "--config"])
             .arg(&self.configs[i])
-            // Pickup's debug lines tell a test when another site's lamp watch has arrived.
+            // Pickup's debug lines tell a test when another site's lamp watch has arrived; the
+            // orbit port's, when a command was committed.
             .env(
                 "RUST_LOG",
-                std::env::var("ORBIT_TEST_RUST_LOG")
-                    .unwrap_or_else(|_| "info,openraft=warn,orbit_edge::pickup=debug".into()),
+                std::env::var("ORBIT_TEST_RUST_LOG").unwrap_or_else(|_| {
+                    "info,openraft=warn,orbit_edge::pickup=debug,orbit_edge::services::orbit_port=debug"
+                        .into()
+                }),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
