@@ -334,7 +334,7 @@ fn orbitctl_manages_lots_through_the_registry_and_every_site_parks_in_them() {
     nowhere.extend(["--fallback".to_string(), "9999".to_string()]);
     let (code, _, err) = orbitctl(&s, 0, &admin, &args(&nowhere));
     assert_eq!(code, 5, "{err}");
-    assert!(err.contains("fallback: no extension 9999"), "{err}");
+    assert!(err.contains("lot.fallback: no extension 9999"), "{err}");
     let (code, _, err) = orbitctl(&s, 0, &admin, &args(&set("801-805")));
     assert_eq!(code, 0, "{err}");
 

@@ -62,7 +62,11 @@ pub async fn initialize(
     let mut c = client(addr, tls).await?;
     let members = members
         .into_iter()
-        .map(|(id, addr)| pb::Member { id, addr })
+        .map(|(id, addr)| pb::Member {
+            id,
+            addr,
+            admin_addr: String::new(),
+        })
         .collect();
     bounded(addr, c.initialize(pb::InitializeRequest { members })).await
 }
@@ -74,7 +78,11 @@ async fn leader_addr(addr: &str, tls: Option<&Tls>) -> Result<String, AdminError
         .iter()
         .chain(s.learners.iter())
         .find(|m| m.id == s.leader && s.leader != 0)
-        .map(|m| m.addr.clone())
+        // Its admin listener if it has one of its own: the peer listener takes nodes only.
+        .map(|m| match m.admin_addr.is_empty() {
+            true => m.addr.clone(),
+            false => m.admin_addr.clone(),
+        })
         .ok_or_else(|| AdminError::NoLeader(addr.into()))
 }
 
@@ -98,6 +106,7 @@ pub async fn change(
         node: Some(pb::Member {
             id,
             addr: node_addr,
+            admin_addr: String::new(),
         }),
     };
     match change {

@@ -76,7 +76,7 @@ impl pb::admin_server::Admin for AdminService {
         let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let r = req.into_inner();
-        crate::membership::add_learner(&self.raft, r.id, r.addr.clone()).await?;
+        crate::membership::add_learner(&self.raft, &self.batch, r.id, r.addr.clone()).await?;
         info!(%by, node = r.id, addr = %r.addr, "learner added through the admin API");
         Ok(Response::new(self.status()))
     }
@@ -88,7 +88,7 @@ impl pb::admin_server::Admin for AdminService {
         let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let id = req.into_inner().id;
-        crate::membership::promote(&self.raft, id).await?;
+        crate::membership::promote(&self.raft, &self.batch, id).await?;
         info!(%by, node = id, "member promoted to voter through the admin API");
         Ok(Response::new(self.status()))
     }
@@ -100,7 +100,7 @@ impl pb::admin_server::Admin for AdminService {
         let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let id = req.into_inner().id;
-        crate::membership::remove(&self.raft, id).await?;
+        crate::membership::remove(&self.raft, &self.batch, id).await?;
         info!(%by, node = id, "member removed through the admin API");
         Ok(Response::new(self.status()))
     }
@@ -254,6 +254,23 @@ impl pb::admin_server::Admin for AdminService {
             .lot
             .ok_or_else(|| Status::invalid_argument("lot: missing"))?;
         let cfg = lot_in(lot)?;
+        // Its fallback must be an extension the tenant has, as this node knows them (checked
+        // here, not as the log applies it: entries already in a log must apply as they did).
+        if let Some(f) = &cfg.fallback {
+            let known = self
+                .sm
+                .data
+                .read()
+                .unwrap()
+                .orbit
+                .has_extension(&cfg.tenant, f);
+            if known == Some(false) {
+                return Err(Status::invalid_argument(format!(
+                    "lot.fallback: no extension {f} in {}",
+                    cfg.tenant
+                )));
+            }
+        }
         self.commit(Command::SetLot(cfg.clone()), id).await?;
         info!(%by, tenant = %cfg.tenant, lot = %cfg.park_ext, first = cfg.first_slot, last = cfg.last_slot, "lot set through the admin API");
         let parked = self.parked_in(&cfg.key());
@@ -463,19 +480,22 @@ impl AdminService {
             h
         });
         let voters: Vec<NodeId> = cfg.voter_ids().collect();
-        let members = cfg
-            .nodes()
-            .map(|(id, n)| {
-                let matched = held.as_ref().map(|h| h.get(id).copied().unwrap_or(0));
-                pb::Member {
-                    id: *id,
-                    addr: n.addr.clone(),
-                    voter: voters.contains(id),
-                    matched_index: matched,
-                    lag: matched.map(|m| last.saturating_sub(m)),
-                }
-            })
-            .collect();
+        let members = {
+            let d = self.sm.data.read().unwrap();
+            cfg.nodes()
+                .map(|(id, n)| {
+                    let matched = held.as_ref().map(|h| h.get(id).copied().unwrap_or(0));
+                    pb::Member {
+                        id: *id,
+                        addr: n.addr.clone(),
+                        voter: voters.contains(id),
+                        matched_index: matched,
+                        lag: matched.map(|m| last.saturating_sub(m)),
+                        admin_addr: d.orbit.node_admin(*id).unwrap_or_default().to_string(),
+                    }
+                })
+                .collect()
+        };
         // Replication metrics may trail what is applied already: never show less than that.
         let commit = match &held {
             Some(h) => majority_index(&voters, h).max(applied),

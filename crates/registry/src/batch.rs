@@ -52,6 +52,8 @@ pub struct Batcher {
     /// While set, nothing new is handed to Raft (a leadership transfer lets the followers'
     /// leader leases run out); what arrives waits in the queue.
     held: Arc<watch::Sender<bool>>,
+    /// One membership change or leadership transfer at a time on this node.
+    changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Writes held until this is dropped ([`Batcher::hold`]).
@@ -69,7 +71,26 @@ impl Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let held = Arc::new(watch::Sender::new(false));
         tokio::spawn(run(raft, rx, held.subscribe()));
-        Batcher { tx, held }
+        Batcher {
+            tx,
+            held,
+            changes: Default::default(),
+        }
+    }
+
+    /// The right to change the membership or the leader, if nobody else on this node is
+    /// changing either (UNAVAILABLE otherwise: try again shortly).
+    pub(crate) fn change(&self) -> Result<tokio::sync::OwnedMutexGuard<()>, tonic::Status> {
+        self.changes.clone().try_lock_owned().map_err(|_| {
+            tonic::Status::unavailable(
+                "another membership change or leadership transfer is under way: try again shortly",
+            )
+        })
+    }
+
+    /// Whether writes are held now (a leadership transfer under way).
+    pub fn is_held(&self) -> bool {
+        *self.held.borrow()
     }
 
     /// Hand nothing new to Raft until the guard is dropped.
@@ -115,6 +136,10 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, mut held: watc
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        // A hold may have begun while this waited for a slot.
+        if held.wait_for(|h| !*h).await.is_err() {
+            return;
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {

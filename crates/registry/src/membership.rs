@@ -1,6 +1,7 @@
 //! Changing who the registry's members are, on the leader: shared by the registry's own
 //! service (`orbitd registry add-learner|promote|remove`) and the admin API (`orbitctl
-//! cluster add|promote|remove`). Each checks its caller's role before it calls here.
+//! cluster add|promote|remove`). Each checks its caller's role before it calls here. One
+//! change (or leadership transfer) at a time per node ([`Batcher::change`]).
 
 use std::collections::BTreeSet;
 
@@ -9,6 +10,7 @@ use openraft::{BasicNode, ChangeMembers};
 use tonic::Status;
 use tracing::info;
 
+use crate::batch::Batcher;
 use crate::{NodeId, Raft};
 
 /// How long adding a learner waits for it to catch up before it answers anyway.
@@ -45,7 +47,12 @@ fn members(raft: &Raft) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
 
 /// Add node `id` at `addr` as a learner (it receives the log, and does not vote), waiting
 /// until it has caught up.
-pub(crate) async fn add_learner(raft: &Raft, id: NodeId, addr: String) -> Result<(), Status> {
+pub(crate) async fn add_learner(
+    raft: &Raft,
+    batch: &Batcher,
+    id: NodeId,
+    addr: String,
+) -> Result<(), Status> {
     if id == 0 {
         return Err(Status::invalid_argument("id: node ids start at 1"));
     }
@@ -58,6 +65,7 @@ pub(crate) async fn add_learner(raft: &Raft, id: NodeId, addr: String) -> Result
             "addr: {addr:?} is not host:port"
         )));
     }
+    let _one = batch.change()?;
     let (voters, learners) = members(raft);
     if voters.contains(&id) || learners.contains(&id) {
         return Err(Status::already_exists(format!(
@@ -82,7 +90,8 @@ pub(crate) async fn add_learner(raft: &Raft, id: NodeId, addr: String) -> Result
 }
 
 /// Make learner `id` a voter.
-pub(crate) async fn promote(raft: &Raft, id: NodeId) -> Result<(), Status> {
+pub(crate) async fn promote(raft: &Raft, batch: &Batcher, id: NodeId) -> Result<(), Status> {
+    let _one = batch.change()?;
     let (voters, learners) = members(raft);
     if voters.contains(&id) {
         return Err(Status::already_exists(format!("node {id} votes already")));
@@ -101,7 +110,8 @@ pub(crate) async fn promote(raft: &Raft, id: NodeId) -> Result<(), Status> {
 }
 
 /// Remove node `id` (a voter first loses its vote, then leaves).
-pub(crate) async fn remove(raft: &Raft, id: NodeId) -> Result<(), Status> {
+pub(crate) async fn remove(raft: &Raft, batch: &Batcher, id: NodeId) -> Result<(), Status> {
+    let _one = batch.change()?;
     let (voters, learners) = members(raft);
     if !voters.contains(&id) && !learners.contains(&id) {
         return Err(Status::not_found(format!("node {id} is not a member")));

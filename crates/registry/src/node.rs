@@ -118,6 +118,9 @@ pub enum ProposeError {
     NotLeader,
     #[error("leader {0} unreachable: {1}")]
     Forward(NodeId, String),
+    /// The node forwarded to leads no more and appended nothing: ask again.
+    #[error("node {0} leads no more")]
+    LeaderMoved(NodeId),
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -238,6 +241,65 @@ pub(crate) fn wall_ms() -> Millis {
     wall + at.elapsed().as_millis() as u64
 }
 
+/// Have the log say where this node serves operators (`admin_listen`; none: its peer
+/// address), so that a client at any node finds the leader's; asked again every second until
+/// there is a leader to order it. A wildcard address is announced with the host peers know
+/// the node by.
+async fn announce_admin(
+    id: NodeId,
+    admin: Option<SocketAddr>,
+    raft: Raft,
+    sm: StateMachineStore,
+    (batch, fwd): (Batcher, Forwarder),
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let want = admin.and_then(|a| {
+            if !a.ip().is_unspecified() {
+                return Some(a.to_string());
+            }
+            let m = raft.metrics().borrow().clone();
+            let peer = m.membership_config.membership().get_node(&id)?.addr.clone();
+            let host = peer.rsplit_once(':')?.0.to_string();
+            Some(format!("{host}:{}", a.port()))
+        });
+        let have = sm
+            .data
+            .read()
+            .unwrap()
+            .orbit
+            .node_admin(id)
+            .map(str::to_string);
+        let known = admin.is_none() || want.is_some();
+        if known && have == want {
+            return;
+        }
+        if known {
+            let cmd = Command::NodeAdmin {
+                node: id,
+                addr: want.clone(),
+            };
+            match propose(&batch, &fwd, cmd, None, None, true).await {
+                Ok(Committed { outcome: Ok(_), .. }) => {
+                    info!(node = id, admin = ?want, "admin address announced");
+                    return;
+                }
+                Ok(Committed {
+                    outcome: Err(e), ..
+                }) => {
+                    tracing::warn!(node = id, error = %e, "admin address refused");
+                    return;
+                }
+                Err(e) => tracing::debug!(node = id, error = %e, "admin address not announced yet"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = closed.wait_for(|c| *c) => return,
+        }
+    }
+}
+
 /// `svc` behind the listener's gate: only its own kind of caller gets in.
 fn gated<S>(svc: S, gate: &Gate) -> InterceptedService<S, Gate> {
     InterceptedService::new(svc, gate.clone())
@@ -265,6 +327,15 @@ impl Node {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| NodeError::Raft(format!("creating {}: {e}", cfg.data_dir.display())))?;
         let (log, sm) = store::open(&cfg.data_dir.join("registry.redb"))?;
+        // Every listener before Raft starts: a port in use fails the start with nothing left
+        // running.
+        let mut bound = vec![];
+        for (addr, traffic) in cfg.listeners() {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| NodeError::Bind(addr, e))?;
+            bound.push((l, traffic));
+        }
         let config = raft_config(&cfg)?;
         let network = Network {
             from: cfg.id,
@@ -273,13 +344,6 @@ impl Node {
         let raft = Raft::new(cfg.id, config, network, log, sm.clone())
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let mut bound = vec![];
-        for (addr, traffic) in cfg.listeners() {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| NodeError::Bind(addr, e))?;
-            bound.push((l, traffic));
-        }
         let (closing, closed) = tokio::sync::watch::channel(false);
         let tls = cfg.tls.is_some();
         let raft_svc = pb::raft_server::RaftServer::new(RaftService {
@@ -376,6 +440,14 @@ impl Node {
             raft.clone(),
             sm.clone(),
             batch.clone(),
+        ));
+        tokio::spawn(announce_admin(
+            cfg.id,
+            cfg.admin_listen,
+            raft.clone(),
+            sm.clone(),
+            (batch.clone(), fwd.clone()),
+            closed.clone(),
         ));
         info!(node = cfg.id, listen = %cfg.listen, admin_listen = ?cfg.admin_listen, edge_listen = ?cfg.edge_listen, "registry node started");
         Ok(Node {
@@ -485,22 +557,35 @@ pub(crate) async fn propose(
 ) -> Result<Committed, ProposeError> {
     let span = info_span!("registry.propose");
     async move {
-        match batch
-            .submit_as(cmd.clone(), by.clone(), request.clone())
-            .await
-        {
-            Ok(Ok((index, outcome))) => Ok(Committed { index, outcome }),
-            Ok(Err(WriteError::NotLeader(f))) => {
-                let (Some(id), Some(node)) = (f.leader_id, f.leader_node) else {
-                    return Err(ProposeError::NoLeader);
-                };
-                if !may_forward {
-                    return Err(ProposeError::NotLeader);
+        // A leader that hands over (a transfer, an election) answers what it had not appended
+        // with UNAVAILABLE: ask again, and this node's Raft names the new leader. A few times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = match batch
+                .submit_as(cmd.clone(), by.clone(), request.clone())
+                .await
+            {
+                Ok(Ok((index, outcome))) => Ok(Committed { index, outcome }),
+                Ok(Err(WriteError::NotLeader(f))) => {
+                    let (Some(id), Some(node)) = (f.leader_id, f.leader_node) else {
+                        return Err(ProposeError::NoLeader);
+                    };
+                    if !may_forward {
+                        return Err(ProposeError::NotLeader);
+                    }
+                    forward(fwd, id, &node.addr, &cmd, by.as_deref(), request.as_deref()).await
                 }
-                forward(fwd, id, &node.addr, &cmd, by.as_deref(), request.as_deref()).await
+                Ok(Err(e)) => Err(ProposeError::Raft(e.to_string())),
+                Err(_) => Err(ProposeError::Raft("registry node stopped".into())),
+            };
+            match r {
+                Err(ProposeError::LeaderMoved(_)) if attempt < 4 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(ProposeError::LeaderMoved(_)) => return Err(ProposeError::NoLeader),
+                r => return r,
             }
-            Ok(Err(e)) => Err(ProposeError::Raft(e.to_string())),
-            Err(_) => Err(ProposeError::Raft("registry node stopped".into())),
         }
     }
     .instrument(span)
@@ -512,7 +597,9 @@ pub(crate) async fn propose(
 /// retry).
 pub(crate) fn propose_status(e: ProposeError) -> Status {
     match e {
-        ProposeError::NoLeader | ProposeError::NotLeader => Status::unavailable(e.to_string()),
+        ProposeError::NoLeader | ProposeError::NotLeader | ProposeError::LeaderMoved(_) => {
+            Status::unavailable(e.to_string())
+        }
         ProposeError::Forward(..) => Status::aborted(e.to_string()),
         ProposeError::Raft(_) => Status::internal(e.to_string()),
     }
@@ -586,7 +673,18 @@ async fn forward(
     )
     .await
     .map_err(|_| ProposeError::Forward(leader, "timed out".into()))?
-    .map_err(|s| ProposeError::Forward(leader, s.message().to_string()))?
+    .map_err(|s| {
+        use std::error::Error;
+        // The node's own answer that it does not lead (not the connection failing, which
+        // may have cut an appended proposal's answer off): nothing was appended there.
+        let transport = s
+            .source()
+            .is_some_and(|e| e.is::<tonic::transport::Error>());
+        match s.code() {
+            tonic::Code::Unavailable if !transport => ProposeError::LeaderMoved(leader),
+            _ => ProposeError::Forward(leader, s.message().to_string()),
+        }
+    })?
     .into_inner();
     let outcome =
         serde_json::from_slice(&reply.outcome).map_err(|e| ProposeError::Raft(e.to_string()))?;

@@ -35,9 +35,11 @@ impl RegistryService {
     fn membership(&self) -> pb::MembershipReply {
         let m = self.raft.metrics().borrow().clone();
         let cfg = m.membership_config.membership();
+        let d = self.sm.data.read().unwrap();
         let member = |id: &NodeId| pb::Member {
             id: *id,
             addr: cfg.get_node(id).map(|n| n.addr.clone()).unwrap_or_default(),
+            admin_addr: d.orbit.node_admin(*id).unwrap_or_default().to_string(),
         };
         let voters: Vec<pb::Member> = cfg.voter_ids().map(|id| member(&id)).collect();
         let learners: Vec<pb::Member> = cfg.learner_ids().map(|id| member(&id)).collect();
@@ -148,7 +150,7 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
         Access::of(&req, self.tls)?.admin()?;
         let m = node_of(req)?;
-        crate::membership::add_learner(&self.raft, m.id, m.addr).await?;
+        crate::membership::add_learner(&self.raft, &self.batch, m.id, m.addr).await?;
         Ok(GrpcResponse::new(self.membership()))
     }
 
@@ -158,7 +160,7 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
         Access::of(&req, self.tls)?.admin()?;
         let m = node_of(req)?;
-        crate::membership::promote(&self.raft, m.id).await?;
+        crate::membership::promote(&self.raft, &self.batch, m.id).await?;
         Ok(GrpcResponse::new(self.membership()))
     }
 
@@ -168,7 +170,7 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
         Access::of(&req, self.tls)?.admin()?;
         let m = node_of(req)?;
-        crate::membership::remove(&self.raft, m.id).await?;
+        crate::membership::remove(&self.raft, &self.batch, m.id).await?;
         Ok(GrpcResponse::new(self.membership()))
     }
 

@@ -40,8 +40,30 @@ impl Drop for Resume<'_> {
     }
 }
 
+/// The longest the Campaign RPC may take: the target only starts an election.
+const CAMPAIGN_RPC: Duration = Duration::from_secs(2);
+
 /// Hand the leadership of `raft` (which must lead) to voter `to`. `tls`: how to reach it.
+/// Bounded as a whole, whoever asks and however long they would wait: writes are never held
+/// for longer than this takes.
 pub(crate) async fn transfer(
+    raft: &Raft,
+    batch: &Batcher,
+    tls: Option<&crate::Tls>,
+    to: NodeId,
+) -> Result<(), Status> {
+    let lease = Duration::from_millis(raft.config().election_timeout_max);
+    let most = CATCH_UP + CAMPAIGN_RPC + 6 * lease + Duration::from_secs(1);
+    tokio::time::timeout(most, hand_over(raft, batch, tls, to))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Status::aborted(format!(
+                "leadership transfer to node {to} took longer than {most:?}: given up"
+            )))
+        })
+}
+
+async fn hand_over(
     raft: &Raft,
     batch: &Batcher,
     tls: Option<&crate::Tls>,
@@ -58,7 +80,13 @@ pub(crate) async fn transfer(
     if to == m.id {
         return Ok(());
     }
+    let _one = batch.change()?;
     let membership = m.membership_config.membership().clone();
+    if membership.get_joint_config().len() > 1 {
+        return Err(Status::unavailable(
+            "a membership change is under way: try again shortly",
+        ));
+    }
     let Some(node) = membership.get_node(&to) else {
         return Err(Status::not_found(format!("node {to} is not a member")));
     };
@@ -81,11 +109,12 @@ pub(crate) async fn transfer(
     let mut client = crate::network::channel(&node.addr, tls)
         .map(pb::raft_client::RaftClient::new)
         .map_err(|e| Status::unavailable(format!("node {to} at {}: {e}", node.addr)))?;
-    let ask = pb::RaftRequest {
+    let mut ask = tonic::Request::new(pb::RaftRequest {
         to_node: to,
         from_node: m.id,
         payload: Vec::new(),
-    };
+    });
+    ask.set_timeout(CAMPAIGN_RPC);
     client
         .campaign(ask)
         .await

@@ -225,7 +225,7 @@ async fn a_client_without_a_certificate_or_with_another_cas_gets_nothing() {
         .remove(pb::NodeRequest {
             node: Some(pb::Member {
                 id: 3,
-                addr: String::new(),
+                ..Default::default()
             }),
         })
         .await
@@ -355,7 +355,7 @@ async fn an_edge_acts_only_for_its_own_site_and_only_nodes_speak_raft() {
     let remove = || pb::NodeRequest {
         node: Some(pb::Member {
             id: 3,
-            addr: String::new(),
+            ..Default::default()
         }),
     };
     for who in [site_a, Caller::Reader("grafana".into())] {
@@ -456,5 +456,80 @@ async fn with_separate_listeners_each_lets_in_only_its_own_kind_of_caller() {
             .await;
         assert!(r.is_ok(), "{at}: {r:?}");
     }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_asked_at_a_follower_goes_to_the_leaders_admin_listener_and_writes_wait_for_it()
+{
+    use orbit_registry::admin_pb::{admin_client::AdminClient, GetClusterStatusRequest};
+    use orbit_registry::admin_pb::{ClusterStatus, MemberRequest};
+    let c = Cluster::start_with(true).await;
+    let leader = c.leader().await;
+    let f = if leader == 1 { 2 } else { 1 };
+    let admin = Caller::Admin("ops".into());
+    let at = |addr| AdminClient::new(c.channel(addr, Some(&admin)));
+    // Every node says where it serves operators; any node's status tells them all.
+    let t0 = Instant::now();
+    let status: ClusterStatus = loop {
+        let s = at(c.split[&f].1)
+            .get_cluster_status(GetClusterStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if s.members.iter().all(|m| !m.admin_addr.is_empty()) {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for m in &status.members {
+        assert_eq!(m.admin_addr, c.split[&m.id].1.to_string(), "{status:?}");
+    }
+    // At the follower: UNAVAILABLE naming the leader; at the leader's admin listener, as the
+    // status says (what orbitctl does), the transfer runs.
+    let s = at(c.split[&f].1)
+        .transfer_leadership(MemberRequest { id: f })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    let leader_admin: SocketAddr = status
+        .members
+        .iter()
+        .find(|m| m.id == leader)
+        .unwrap()
+        .admin_addr
+        .parse()
+        .unwrap();
+    let mut first = at(leader_admin);
+    let transfer =
+        tokio::spawn(async move { first.transfer_leadership(MemberRequest { id: f }).await });
+    // While the leader holds writes: a second transfer is refused, a proposal waits and then
+    // commits (at the new leader).
+    let batch = c.nodes[&leader].batcher();
+    let t0 = Instant::now();
+    while !batch.is_held() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "writes never held");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let s = at(leader_admin)
+        .transfer_leadership(MemberRequest { id: f })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    assert!(s.message().contains("under way"), "{s:?}");
+    let edge = c.ca.tls(&Caller::Edge("site-a".into()), &[]).unwrap();
+    let link = Link::new(&[c.split[&leader].0.to_string()], Some(&edge)).unwrap();
+    let proposed = Instant::now();
+    let (_, r) = link.propose(&Command::SeedLot(lot())).await.unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let waited = proposed.elapsed();
+    let after = transfer.await.unwrap().unwrap().into_inner();
+    assert_eq!(after.leader_id, f, "{after:?}");
+    assert!(!batch.is_held(), "writes go on after the transfer");
+    assert!(
+        waited >= Duration::from_millis(100),
+        "the proposal waited for the hand-over ({waited:?})"
+    );
     c.shutdown().await;
 }

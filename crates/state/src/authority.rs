@@ -38,6 +38,7 @@ impl Orbit {
             Command::SetLot(_)
             | Command::DeleteLot(_)
             | Command::SetPickupGroup(_)
+            | Command::NodeAdmin { .. }
             | Command::DeletePickupGroup { .. }
             | Command::Extend { .. }
             | Command::Send { .. }

@@ -31,6 +31,8 @@ pub enum Command {
     SetPickupGroup(PickupGroup),
     /// Remove a pickup group (an operator's).
     DeletePickupGroup { tenant: String, name: String },
+    /// Registry node `node` serves operators at `addr` (None: on its peer address).
+    NodeAdmin { node: u64, addr: Option<String> },
     /// Park a call: in `slot`, or in a slot the lot's choice picks.
     Park {
         lot: LotKey,
@@ -153,6 +155,7 @@ impl Command {
             Command::SeedTenant { .. } => "seed_tenant",
             Command::SetPickupGroup(_) => "set_pickup_group",
             Command::DeletePickupGroup { .. } => "delete_pickup_group",
+            Command::NodeAdmin { .. } => "node_admin",
             Command::Park { .. } => "park",
             Command::Claim { .. } => "claim",
             Command::Expire { .. } => "expire",
@@ -184,6 +187,10 @@ pub enum Event {
     /// The tenant's pickup groups (or its extensions) are as the state now says.
     PickupGroupsSet {
         tenant: String,
+    },
+    /// Where registry node `node` serves operators changed.
+    NodeAdminSet {
+        node: u64,
     },
     Parked(Parked),
     Claimed {
@@ -276,6 +283,7 @@ impl Event {
             Event::LotSet(_)
             | Event::LotDeleted(_)
             | Event::PickupGroupsSet { .. }
+            | Event::NodeAdminSet { .. }
             | Event::LeaseGranted { .. }
             | Event::Draining { .. }
             | Event::Located { .. }

@@ -25,6 +25,7 @@ mod authority;
 mod commands;
 mod groups;
 pub mod names;
+mod nodes;
 mod repr;
 mod rings;
 mod watches;
@@ -36,6 +37,7 @@ pub use commands::{
 pub use groups::{
     is_extension, is_group_name, PickupGroup, MAX_EXTENSIONS, MAX_GROUPS, MAX_TENANTS,
 };
+pub use nodes::MAX_NODES;
 pub use rings::{RingCall, RingId, Ringing, MAX_PICKUP_EXTS, MAX_RINGS, MAX_RINGS_PER_EDGE};
 pub use watches::{MAX_WATCHES, MAX_WATCHES_PER_EDGE, MAX_WATCH_MS};
 
@@ -181,6 +183,8 @@ pub struct Orbit {
     trunks: BTreeMap<String, std::net::SocketAddr>,
     /// Edge → what it held at its last lease renewal.
     loads: BTreeMap<String, EdgeLoad>,
+    /// Registry node → where it serves operators (`nodes.rs`).
+    node_admins: BTreeMap<u64, String>,
     /// Edges draining (until their lease ends).
     draining: BTreeSet<String>,
     /// Where extensions are registered: (tenant, ext) → edge → registered until.
@@ -268,19 +272,7 @@ impl Orbit {
     /// Apply one command decided at `now`.
     pub fn apply(&mut self, now: Millis, cmd: &Command) -> Result<Event, Rejection> {
         match cmd {
-            Command::SetLot(cfg) => {
-                // An operator's lot: its fallback must be an extension the tenant has (when an
-                // edge has said which it has; a config's lot was checked against its config).
-                if let Some(f) = &cfg.fallback {
-                    if self.has_extension(&cfg.tenant, f) == Some(false) {
-                        return Err(Rejection::BadLot(format!(
-                            "fallback: no extension {f} in {}",
-                            cfg.tenant
-                        )));
-                    }
-                }
-                self.set_lot(cfg)
-            }
+            Command::SetLot(cfg) => self.set_lot(cfg),
             Command::SeedLot(cfg) => match self.lots.get(&cfg.key()).and_then(|l| l.cfg.as_ref()) {
                 Some(_) => Ok(Event::LotSet(cfg.key())),
                 None => self.set_lot(cfg),
@@ -299,6 +291,7 @@ impl Orbit {
                 groups,
             } => self.seed_tenant(tenant, extensions, groups),
             Command::SetPickupGroup(g) => self.set_group(g),
+            Command::NodeAdmin { node, addr } => self.set_node_admin(*node, addr.as_deref()),
             Command::DeletePickupGroup { tenant, name } => self.delete_group(tenant, name),
             Command::Park { lot, slot, call } => self.park(now, lot, *slot, call),
             Command::Claim {

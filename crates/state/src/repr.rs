@@ -22,6 +22,8 @@ pub(crate) struct OrbitRepr {
     #[serde(default)]
     loads: Vec<(String, crate::EdgeLoad)>,
     #[serde(default)]
+    node_admins: Vec<(u64, String)>,
+    #[serde(default)]
     draining: Vec<String>,
     #[serde(default)]
     locations: Vec<(String, String, String, Millis)>,
@@ -45,6 +47,7 @@ impl From<Orbit> for OrbitRepr {
             incarnations: o.incarnations.into_iter().collect(),
             trunks: o.trunks.into_iter().collect(),
             loads: o.loads.into_iter().collect(),
+            node_admins: o.node_admins.into_iter().collect(),
             draining: o.draining.into_iter().collect(),
             locations: flatten(o.locations),
             rings: o.rings.into_values().collect(),
@@ -73,6 +76,7 @@ impl From<OrbitRepr> for Orbit {
             incarnations: r.incarnations.into_iter().collect(),
             trunks: r.trunks.into_iter().collect(),
             loads: r.loads.into_iter().collect(),
+            node_admins: r.node_admins.into_iter().collect(),
             draining: r.draining.into_iter().collect(),
             locations: nest(r.locations),
             watches_by_edge: crate::watches::count_by_edge(&watches),

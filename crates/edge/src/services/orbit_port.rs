@@ -156,6 +156,7 @@ fn short(ev: &Event) -> String {
         Event::LotSet(k) => format!("lot {} set", k.park_ext),
         Event::LotDeleted(k) => format!("lot {} deleted", k.park_ext),
         Event::PickupGroupsSet { tenant } => format!("pickup groups of {tenant} set"),
+        Event::NodeAdminSet { node } => format!("admin address of registry node {node} set"),
         Event::LeaseGranted { edge, until } => format!("lease of {edge} until {until}"),
         Event::Located { ext, edge, .. } => format!("{ext} registered at {edge}"),
         Event::Unlocated { ext, edge, .. } => format!("{ext} no longer at {edge}"),

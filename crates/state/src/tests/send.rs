@@ -121,20 +121,3 @@ fn a_sent_park_survives_a_snapshot_and_stays_out_of_the_deadline_index() {
     assert_eq!(back.parked(p.id), o.parked(p.id));
     assert!(back.due(p.deadline + 1).is_empty());
 }
-
-#[test]
-fn an_operators_lot_falls_back_only_to_an_extension_the_tenant_has() {
-    let mut o = orbit(SlotChoice::FirstFree);
-    let mut l = lot(SlotChoice::FirstFree);
-    l.fallback = Some("9999".into());
-    // No edge has said which extensions there are yet: taken as given.
-    assert!(o.apply(T0, &Command::SetLot(l.clone())).is_ok());
-    directory(&mut o);
-    let err = o.apply(T0, &Command::SetLot(l.clone())).unwrap_err();
-    assert!(
-        err.to_string().contains("fallback: no extension 9999"),
-        "{err}"
-    );
-    l.fallback = Some("3001".into());
-    assert!(o.apply(T0, &Command::SetLot(l)).is_ok());
-}
