@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs when missing (SIPp, iproute2 and
-# Python's venv from Debian, grpcio from PyPI, cargo-nextest and cargo-fuzz from crates.io),
+# Python's venv from Debian, grpcio and prometheus_client from PyPI, cargo-nextest and cargo-fuzz from crates.io),
 # then: format, lint, unit and end-to-end tests, and a bounded fuzzing run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,10 +25,11 @@ fi
 # A gRPC client that is not ours (Python grpcio with reflection) reads the admin API in the
 # tests; from PyPI, into a venv of its own (Debian's Python refuses system-wide pip installs).
 venv="$HOME/.cache/orbit-venv"
-if ! "$venv/bin/python" -c 'import grpc, grpc_reflection' 2>/dev/null; then
-  echo "== installing grpcio and grpcio-reflection (PyPI) into $venv"
+# Metrics are parsed by Prometheus's own Python client (prometheus_client).
+if ! "$venv/bin/python" -c 'import grpc, grpc_reflection, prometheus_client' 2>/dev/null; then
+  echo "== installing grpcio, grpcio-reflection and prometheus_client (PyPI) into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-reflection
+  "$venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-reflection prometheus_client
 fi
 export ORBIT_PYTHON="$venv/bin/python"
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest

@@ -134,6 +134,9 @@ pub async fn run(
     };
     let mut media_check = tokio::time::interval(Duration::from_secs(1));
     media_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Metrics are published from what the core counts (a no-op without an exporter).
+    let mut publish = tokio::time::interval(Duration::from_secs(1));
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (proposals, mut feed) = match sockets.orbit {
         Some(io) => (Some(io.proposals), Some(io.feed)),
         None => (None, None),
@@ -218,6 +221,7 @@ pub async fn run(
             Some(ask) = async { admin.as_mut()?.recv().await }, if admin.is_some() => {
                 answer(&mut edge, ask);
             }
+            _ = publish.tick() => crate::metrics::publish(&edge),
             // Woken for a deadline: the timers fire below.
             _ = &mut sleep => {}
             _ = &mut shutdown, if shutting.is_none() => {

@@ -23,6 +23,7 @@ mod draining;
 pub mod driver;
 mod location;
 pub mod media;
+pub mod metrics;
 pub mod orbit;
 mod park;
 mod pickup;

@@ -97,6 +97,11 @@ impl Edge {
     fn on_request(&mut self, now: Instant, flow: Flow, msg: Message) {
         let key = ServerKey::of(&msg, flow.addr);
         let method = msg.method().clone();
+        let m = crate::services::METHODS
+            .iter()
+            .position(|m| *m == method.as_str())
+            .unwrap_or(crate::services::METHODS.len());
+        self.stats.requests[m] += 1;
         if method == Method::Ack {
             if let Some(e) = self.stx.get_mut(&key) {
                 if e.tx.kind == Kind::Invite && e.tx.state == State::Completed {

@@ -14,6 +14,9 @@ use serde::Deserialize;
 pub struct FileConfig {
     pub edge: Option<EdgeConfig>,
     pub registry: Option<RegistrySettings>,
+    /// `[telemetry]`: metrics (and, later, traces).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySettings,
 }
 
 /// A registry node's settings.
@@ -111,6 +114,9 @@ fn load_checked(path: &Path) -> Result<FileConfig> {
     if cfg.edge.is_none() && cfg.registry.is_none() {
         bail!("{}: needs an [edge] or a [registry] table", path.display());
     }
+    cfg.telemetry
+        .check()
+        .with_context(|| format!("checking {}", path.display()))?;
     if let Some(edge) = &cfg.edge {
         edge.validate()
             .with_context(|| format!("checking {}", path.display()))?;

@@ -186,6 +186,9 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
     let grpc: Vec<SocketAddr> = (0..3)
         .map(|i| SocketAddr::new(sip.ip(), grpc + i))
         .collect();
+    // Metrics 30 above the first registry port (the edges' admin listeners are 10 above).
+    let metrics = SocketAddr::new(sip.ip(), grpc[0].port() + 30);
+    crate::telemetry::serve(metrics, &[])?;
     let mut nodes = vec![];
     for (i, addr) in grpc.iter().enumerate() {
         let id = i as u64 + 1;
@@ -248,6 +251,7 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
          \n  admin: `orbitctl --endpoint {} cluster status`, `... parked list --watch`; an edge's calls\n\
          \x20 and phones: `orbitctl --endpoint {} calls list` (site A's; B and C on the next ports); run\n\
          \x20 from this directory it uses the admin certificate in {} (the registry speaks mutual TLS)\n\
+         \n  metrics: http://{metrics}/metrics (Prometheus text)\n\
          \n  state under {}; Ctrl-C drains the sites (calls up after 5 s get BYE) and stops.\n",
         grpc[0],
         sites[0].admin.as_ref().expect("dev has admin listeners").listen,

@@ -24,6 +24,7 @@ mod edge_admin;
 mod failure;
 mod link;
 mod succession;
+mod telemetry;
 
 // The SIP core allocates per message (parse spans, response buffers); mimalloc's thread-local
 // free lists cost about half of glibc malloc's time there.
@@ -473,6 +474,17 @@ fn logs(format: LogFormat) {
     }
 }
 
+/// Serve metrics if `[telemetry]` says where.
+fn metrics_of(rt: &tokio::runtime::Runtime, t: &telemetry::TelemetrySettings) -> Result<()> {
+    match t.metrics_listen {
+        Some(listen) => {
+            let _in = rt.enter();
+            telemetry::serve(listen, &t.metrics_allow)
+        }
+        None => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -485,7 +497,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Registry { cmd, tls } => match cmd {
             RegistryCmd::Run { config } => {
-                let r = load(&config)?
+                let f = load(&config)?;
+                metrics_of(&rt, &f.telemetry)?;
+                let r = f
                     .registry
                     .with_context(|| format!("{}: no [registry] table", config.display()))?;
                 rt.block_on(run_registry(r))
@@ -493,7 +507,9 @@ fn run(cli: Cli) -> Result<()> {
             cmd => rt.block_on(registry_cmd(cmd, tls)),
         },
         Cmd::Edge { config } => {
-            let cfg = load(&config)?
+            let f = load(&config)?;
+            metrics_of(&rt, &f.telemetry)?;
+            let cfg = f
                 .edge
                 .with_context(|| format!("{}: no [edge] table", config.display()))?;
             let tls = edge_tls(&cfg)?;
@@ -501,6 +517,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Run { config } => {
             let f = load(&config)?;
+            metrics_of(&rt, &f.telemetry)?;
             let tls = match &f.edge {
                 Some(e) => edge_tls(e)?,
                 None => None,

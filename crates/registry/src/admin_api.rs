@@ -578,13 +578,21 @@ pub(crate) async fn health_loop(
     let mut metrics = raft.metrics();
     let mut serving = None;
     let mut leader = None;
+    crate::node_metrics::register(metrics.borrow().id);
     loop {
-        let (id, known, term) = {
+        let (id, known, term, applied, last) = {
             let m = metrics.borrow();
-            (m.id, m.current_leader, m.current_term)
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            let last = m.last_log_index.unwrap_or(0);
+            (m.id, m.current_leader, m.current_term, applied, last)
         };
+        crate::node_metrics::publish(id, known, term, applied, last);
         // Leadership changes at INFO (openraft's own lines are for debugging elections).
         if known != leader {
+            if leader.is_some() {
+                metrics::counter!("orbit_registry_leader_changes_total", "node" => id.to_string())
+                    .increment(1);
+            }
             match known {
                 Some(l) => info!(node = id, leader = l, term, "registry leader known"),
                 None => info!(node = id, was = ?leader, term, "registry leader lost"),

@@ -165,6 +165,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, mut held: watc
             ids.clear();
         }
         let span = info_span!("registry.batch", commands = n);
+        let t0 = std::time::Instant::now();
         let pending = match raft
             .client_write_ff(Request {
                 at: wall_ms(),
@@ -187,6 +188,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, mut held: watc
                 match pending.await {
                     Ok(Ok(r)) => match r.data {
                         Response::Applied(outcomes) if outcomes.len() == n => {
+                            crate::node_metrics::entry(t0.elapsed().as_secs_f64(), &outcomes);
                             for (tx, o) in replies.into_iter().zip(outcomes) {
                                 let _ = tx.send(Ok((r.log_id.index, o)));
                             }

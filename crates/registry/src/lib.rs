@@ -26,6 +26,7 @@ pub mod listeners;
 mod membership;
 pub mod network;
 pub mod node;
+mod node_metrics;
 mod service;
 pub mod sim;
 pub mod store;

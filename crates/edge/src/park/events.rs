@@ -104,7 +104,10 @@ impl Parking {
     pub(crate) fn on_orbit_event(&mut self, now: Instant, ev: &Event) {
         let site = self.id.clone();
         match ev {
-            Event::Parked(p) if p.call.edge == site => adopt_repark(self, now, p),
+            Event::Parked(p) if p.call.edge == site => {
+                self.stats.parks += 1;
+                adopt_repark(self, now, p)
+            }
             Event::Ended {
                 parked,
                 reason: EndReason::Operator,
@@ -119,6 +122,7 @@ impl Parking {
                 on_taken_elsewhere(self, parked.id)
             }
             Event::Claimed { parked, by } if parked.call.edge == site => {
+                self.stats.retrieves += 1;
                 self.park.claimed_here.remove(&parked.id);
                 on_claimed(self, now, parked, by)
             }
@@ -140,6 +144,7 @@ impl Parking {
                     );
                 }
                 if let Some(&cid) = self.park.by_id.get(&p.id) {
+                    self.stats.recalls += 1;
                     start_recall(self, now, cid, RecallStage::Parker);
                 } else {
                     // Ours by the record, but no call here holds it (it hung up between a

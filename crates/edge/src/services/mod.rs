@@ -45,9 +45,35 @@ pub struct Transmit {
     pub bytes: Bytes,
 }
 
-/// Counters for tests, logs and (later) metrics.
+/// The methods counted on their own in [`Stats::requests`]; any other is counted last.
+pub const METHODS: [&str; 13] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "REGISTER",
+    "OPTIONS",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+];
+
+/// Counters for tests, logs and metrics (the driver publishes them, `metrics.rs`).
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
+    /// Requests received, by method ([`METHODS`], then any other).
+    pub requests: [u64; METHODS.len() + 1],
+    /// Responses sent, by class (1xx to 6xx).
+    pub responses: [u64; 6],
+    /// Calls parked at this edge, parks held here that were claimed (retrieved, or a recall
+    /// answered), recalls begun here.
+    pub parks: u64,
+    pub retrieves: u64,
+    pub recalls: u64,
     pub calls_started: u64,
     pub calls_answered: u64,
     pub calls_failed: u64,
@@ -297,6 +323,11 @@ impl Services {
     }
 
     pub(crate) fn send(&mut self, flow: Flow, bytes: Bytes) {
+        if let Some(&[b'S', b'I', b'P', b'/', b'2', b'.', b'0', b' ', c]) = bytes.get(..9) {
+            if (b'1'..=b'6').contains(&c) {
+                self.stats.responses[usize::from(c - b'1')] += 1;
+            }
+        }
         self.out.push(Transmit { flow, bytes });
     }
 

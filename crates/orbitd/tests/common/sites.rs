@@ -17,6 +17,8 @@ pub struct Sites {
     /// Per process, a handle for SIPp and RTP (no process of its own).
     pub site: Vec<Daemon>,
     pub grpc: Vec<SocketAddr>,
+    /// Each of the first three processes' metrics listener (`[telemetry] metrics_listen`).
+    pub metrics: Vec<SocketAddr>,
     configs: Vec<PathBuf>,
     logs: Vec<Arc<Mutex<String>>>,
     /// Per process, its edge's identity (`site-a`, `site-a/edge-2`).
@@ -122,10 +124,14 @@ impl Sites {
             "--key".into(),
             admin.key.display().to_string(),
         ];
+        let metrics = (0..3)
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+            .collect();
         let mut s = Sites {
             procs: vec![],
             site: vec![],
             grpc,
+            metrics,
             configs: vec![],
             logs: vec![],
             names: vec![],
@@ -161,11 +167,12 @@ impl Sites {
                 })
                 .collect();
             let registry = format!(
-                "[registry]\nid = {id}\nlisten = \"{listen}\"\ndata_dir = \"{data}\"\n[registry.tls]\n{node_tls}{tokens}",
+                "[registry]\nid = {id}\nlisten = \"{listen}\"\ndata_dir = \"{data}\"\n[registry.tls]\n{node_tls}{tokens}\n[telemetry]\nmetrics_listen = \"{metrics}\"\n",
                 id = i + 1,
                 listen = s.grpc[i],
                 data = s.dir.join(format!("registry-{}", i + 1)).display(),
                 tokens = tokens_toml(),
+                metrics = s.metrics[i],
             );
             s.prepare(SITE_NAMES[i], None, sip[i], &registry, &peers, "");
         }

@@ -1,0 +1,101 @@
+//! Metrics over HTTP (`[telemetry] metrics_listen`, issue 12): the Prometheus text format at
+//! `/metrics`, from `metrics-exporter-prometheus` (the exporter of the `metrics` facade the
+//! crates record through), served by its own listener. Plain HTTP: bound to loopback, or
+//! elsewhere only with `metrics_allow` naming the scrapers' networks (config refuses it
+//! otherwise).
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use serde::Deserialize;
+use tracing::info;
+
+/// `[telemetry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Where Prometheus scrapes `/metrics`; none: no metrics.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Networks allowed to scrape (CIDR, e.g. "10.0.0.0/8"); empty: anyone who reaches the
+    /// listener, which must then be on loopback.
+    #[serde(default)]
+    pub metrics_allow: Vec<String>,
+}
+
+impl TelemetrySettings {
+    /// The rules a config must keep; the error names the field.
+    pub fn check(&self) -> Result<()> {
+        for net in &self.metrics_allow {
+            if !is_cidr(net) {
+                anyhow::bail!("telemetry metrics_allow {net:?}: a network, e.g. \"10.0.0.0/8\"");
+            }
+        }
+        if let Some(l) = self.metrics_listen {
+            if !l.ip().is_loopback() && self.metrics_allow.is_empty() {
+                anyhow::bail!(
+                    "telemetry metrics_listen {l} is not a loopback address: set metrics_allow to the scrapers' networks"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_cidr(s: &str) -> bool {
+    let (ip, bits) = s.split_once('/').unwrap_or((s, ""));
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => bits.is_empty() || bits.parse::<u8>().is_ok_and(|b| b <= 32),
+        Ok(std::net::IpAddr::V6(_)) => {
+            bits.is_empty() || bits.parse::<u8>().is_ok_and(|b| b <= 128)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Histogram buckets (seconds): commit and feature latencies run from a millisecond to seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
+
+/// Serve metrics at `listen`, letting `allow` in (everyone if empty). Within a tokio runtime.
+pub fn serve(listen: SocketAddr, allow: &[String]) -> Result<()> {
+    let mut b = PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .set_buckets(&BUCKETS)
+        .context("metrics buckets")?;
+    for net in allow {
+        b = b
+            .add_allowed_address(net)
+            .with_context(|| format!("telemetry metrics_allow {net:?}"))?;
+    }
+    b.install()
+        .with_context(|| format!("serving metrics on {listen}"))?;
+    info!(%listen, "metrics at http://{listen}/metrics");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_off_loopback_need_the_scrapers_networks() {
+        let t = |listen: &str, allow: &[&str]| TelemetrySettings {
+            metrics_listen: Some(listen.parse().unwrap()),
+            metrics_allow: allow.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(t("127.0.0.1:9464", &[]).check().is_ok());
+        let e = t("0.0.0.0:9464", &[]).check().unwrap_err().to_string();
+        assert!(e.contains("set metrics_allow"), "{e}");
+        assert!(t("0.0.0.0:9464", &["10.0.0.0/8", "fd00::/8"])
+            .check()
+            .is_ok());
+        let e = t("0.0.0.0:9464", &["10.0.0.0/33"])
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics_allow \"10.0.0.0/33\""), "{e}");
+    }
+}

@@ -1,0 +1,168 @@
+//! Metrics (issue 12): every process of a three-site cluster serves Prometheus text at its
+//! `[telemetry] metrics_listen`; scraped during a SIPp call from site A to site B and parsed
+//! by Prometheus's own Python client, the series say what happened.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// The samples at `addr`, as Python's prometheus_client parses them.
+fn scrape(addr: SocketAddr) -> Vec<Value> {
+    let python = std::env::var("ORBIT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/scrape_metrics.py"
+    );
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(format!("http://{addr}/metrics"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scrape of {addr}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn value(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .and_then(|s| s["value"].as_f64())
+}
+
+#[test]
+fn each_process_serves_metrics_that_follow_a_call_across_sites() {
+    let s = Sites::start(&parking::lot(90, 20));
+    let bob_media = RtpPeer::bind();
+    let bob = s.site[1]
+        .phone("2001", "uas_answer.xml", &bob_media)
+        .args(["-d", "0"])
+        .spawn();
+    let alice_media = RtpPeer::bind();
+    let alice = Sipp::new(&s.site[0], "uac_call.xml")
+        .args(["-s", "2001", "-au", "1001", "-ap", "pw1001", "-d", "3000"])
+        .key("caller", "1001")
+        .key("rtpport", &alice_media.port().to_string())
+        .spawn();
+    alice.wait_log("relay_port", Duration::from_secs(10));
+    // Published once a second: during the call, site A holds it with its relay ports.
+    let t0 = Instant::now();
+    let a = loop {
+        let a = scrape(s.metrics[0]);
+        let calls = value(&a, "orbit_calls_active", &[("edge", "site-a")]);
+        let ports = value(&a, "orbit_relay_ports_in_use", &[("edge", "site-a")]);
+        if calls >= Some(1.0) && ports >= Some(2.0) {
+            break a;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "{a:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let invites = |x: &[Value], edge| {
+        value(
+            x,
+            "orbit_sip_requests_total",
+            &[("edge", edge), ("method", "INVITE")],
+        )
+    };
+    assert!(invites(&a, "site-a") >= Some(1.0), "Alice's INVITE");
+    assert_eq!(
+        value(
+            &a,
+            "orbit_parked_calls",
+            &[("edge", "site-a"), ("lot", "700")]
+        ),
+        Some(0.0)
+    );
+    let b = scrape(s.metrics[1]);
+    assert!(
+        invites(&b, "site-b") >= Some(1.0),
+        "the trunk's INVITE at B"
+    );
+    assert!(value(&b, "orbit_registrations", &[("edge", "site-b")]) >= Some(1.0));
+    assert!(
+        value(
+            &b,
+            "orbit_sip_responses_total",
+            &[("edge", "site-b"), ("class", "2xx")]
+        ) >= Some(1.0)
+    );
+    // The registry: every node has a term, exactly one leads, the leader's entries have a
+    // commit latency.
+    let mut leaders = 0.0;
+    let mut commits = 0.0;
+    for (i, m) in s.metrics.iter().enumerate() {
+        let x = if i == 0 { a.clone() } else { scrape(*m) };
+        let node = (i + 1).to_string();
+        assert!(
+            value(&x, "orbit_registry_term", &[("node", &node)]) >= Some(1.0),
+            "{x:#?}"
+        );
+        assert!(value(&x, "orbit_registry_applied_index", &[("node", &node)]) > Some(0.0));
+        leaders += value(&x, "orbit_registry_is_leader", &[("node", &node)]).unwrap_or(0.0);
+        let here = value(&x, "orbit_registry_commit_seconds_count", &[]).unwrap_or(0.0);
+        if here > 0.0 {
+            let le = |b: &str| value(&x, "orbit_registry_commit_seconds_bucket", &[("le", b)]);
+            assert!(
+                le("+Inf") == Some(here) && le("0.1").is_some(),
+                "a histogram: {x:#?}"
+            );
+        }
+        commits += here;
+    }
+    assert_eq!(leaders, 1.0, "one leader");
+    assert!(commits > 0.0, "the leader timed its entries");
+    // Every series the Grafana dashboard charts exists.
+    let all: Vec<Value> = s.metrics.iter().flat_map(|m| scrape(*m)).collect();
+    let dashboard = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/orbit.json"
+    );
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    let mut charted = 0;
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("orbit_"))
+            {
+                charted += 1;
+                assert!(
+                    all.iter().any(|s| s["name"] == name),
+                    "panel {:?} charts {name}, which no process serves",
+                    p["title"]
+                );
+            }
+        }
+    }
+    assert!(charted >= 15, "{charted}");
+    let r = alice.wait();
+    assert!(r.ok(), "caller: {}", r.errors);
+    let _ = bob.wait();
+    let t0 = Instant::now();
+    while value(
+        &scrape(s.metrics[0]),
+        "orbit_calls_total",
+        &[("edge", "site-a"), ("outcome", "answered")],
+    ) < Some(1.0)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the answered call counted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
