@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         parked_at: 0,
         deadline: 1,
         phase: orbit_state::Phase::Waiting,
+        sent_to: None,
     };
     let doc = orbit_edge::dialog_info::document("sip:701@t", 1, &[parked], "t");
     let mut r = Reader::from_str(&doc);
