@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("orbit", 9),
     ("router", 9),
     ("admin", 10),
+    ("metrics", 10),
     ("driver", 11),
 ];
 
