@@ -13,7 +13,9 @@
 #          plain call rate with and without pickup groups, in the same run
 #   admin  the plain call rate with and without an operator reading the admin API (a watch held
 #          open, two orbitctl reads a second), in the same run
-# Usage: bench/run.sh [calls|relay|music|park|registry|sites|pickup|admin|all] [options for the .py scripts]
+#   observe  the plain call rate with and without metrics served and scraped every second, in
+#          the same run
+# Usage: bench/run.sh [calls|relay|music|park|registry|sites|pickup|admin|observe|all] [options for the .py scripts]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # One per checkout path: cargo keys build freshness on paths relative to the workspace, so two
@@ -55,4 +57,7 @@ fi
 if [ "$what" = admin ] || [ "$what" = all ]; then
   python3 bench/admin.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" \
     --orbitctl "$CARGO_TARGET_DIR/release/orbitctl" "$@"
+fi
+if [ "$what" = observe ] || [ "$what" = all ]; then
+  python3 bench/observe.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" "$@"
 fi

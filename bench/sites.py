@@ -22,6 +22,8 @@ SIP = (35060, 35070, 35080)
 GRPC = (45051, 45052, 45053)
 # Each edge's admin listener (calls, registrations, health).
 EDGE_ADMIN = (45061, 45062, 45063)
+# Each process's metrics listener, when `telemetry` is set.
+METRICS = (45081, 45082, 45083)
 NAMES = ("site-a", "site-b", "site-c")
 
 
@@ -31,6 +33,8 @@ class Sites(park.ParkEdge):
     def __init__(self, orbitd):
         super().__init__(orbitd)
         self.name = "site-a"
+        # Serve metrics at METRICS ([telemetry] metrics_listen).
+        self.telemetry = False
 
     def start(self, work):
         exts = "\n".join(f'"{n}" = {{ password = "pw{n}" }}' for n in self.exts)
@@ -39,7 +43,9 @@ class Sites(park.ParkEdge):
             nodes = ", ".join(f'"127.0.0.1:{GRPC[j]}"' for j in [i] + [j for j in range(3) if j != i])
             peers = "".join(f'[[edge.trunk.peers]]\nsite = "{NAMES[j]}"\naddr = "127.0.0.1:{SIP[j]}"\n'
                             for j in range(3) if j != i)
-            cfg = f"""[registry]
+            telemetry = (f'[telemetry]\nmetrics_listen = "127.0.0.1:{METRICS[i]}"\n'
+                         if self.telemetry else "")
+            cfg = f"""{telemetry}[registry]
 id = {i + 1}
 listen = "127.0.0.1:{GRPC[i]}"
 data_dir = "{work}/registry-{i + 1}"

@@ -274,6 +274,8 @@ pub async fn run(
     for l in listeners {
         l.abort();
     }
+    crate::metrics::publish(&edge);
+    crate::metrics::gone(&edge);
     edge.stats().clone()
 }
 

@@ -32,12 +32,13 @@ pub fn publish(edge: &Edge) {
     for (class, n) in CLASSES.iter().zip(s.responses) {
         counter!("orbit_sip_responses_total", "edge" => e(), "class" => *class).absolute(n);
     }
+    counter!("orbit_sip_retransmissions_total", "edge" => e()).absolute(s.retransmissions);
     counter!("orbit_sip_parse_errors_total", "edge" => e()).absolute(s.parse_errors);
     counter!("orbit_sip_rate_limited_total", "edge" => e()).absolute(s.rate_limited);
     gauge!("orbit_registrations", "edge" => e()).set(edge.registrations() as f64);
     for (feature, n) in [
         ("park", s.parks),
-        ("retrieve", s.retrieves),
+        ("claim", s.retrieves),
         ("recall", s.recalls),
         ("pickup", s.pickups),
     ] {
@@ -59,6 +60,31 @@ pub fn publish(edge: &Edge) {
     }
     gauge!("orbit_lamp_subscriptions", "edge" => e()).set(edge.lamps.len() as f64);
     gauge!("orbit_relay_ports_in_use", "edge" => e()).set(edge.media_ports_in_use() as f64);
-    gauge!("orbit_edge_lease_held", "edge" => e())
-        .set(f64::from(u8::from(edge.port.lease_until.is_some())));
+    // Only an edge on a registry has a lease; it holds it until its end, renewed or not.
+    if edge.port.backend == crate::orbit::Backend::Registry {
+        let held = edge.lease_holds(edge.last_now);
+        gauge!("orbit_edge_lease_held", "edge" => e()).set(f64::from(u8::from(held)));
+    }
+}
+
+/// The edge has stopped (drained, or the process is leaving while a registry node of the same
+/// process runs on): its gauges say so rather than keep their last values.
+pub fn gone(edge: &Edge) {
+    let e = || edge.id.clone();
+    for name in [
+        "orbit_calls_active",
+        "orbit_registrations",
+        "orbit_lamp_subscriptions",
+        "orbit_relay_ports_in_use",
+        "orbit_edge_lease_held",
+    ] {
+        gauge!(name, "edge" => e()).set(0.0);
+    }
+    for l in edge
+        .orbit
+        .lots()
+        .filter(|l| l.tenant == edge.cfg.tenant.domain)
+    {
+        gauge!("orbit_parked_calls", "edge" => e(), "lot" => l.park_ext.clone()).set(0.0);
+    }
 }

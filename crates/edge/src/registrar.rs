@@ -9,7 +9,7 @@ use orbit_sip::header::{delta_seconds, NameAddr};
 use orbit_sip::key::ServerKey;
 use orbit_sip::message::{Message, Name};
 use orbit_sip::transport::Flow;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::location::{ContactUpdate, RegisterError};
 use crate::services::Services;
@@ -56,6 +56,8 @@ impl Services {
         let contacts: Vec<&str> = msg.values(Name::Contact).collect();
         let max = self.cfg.auth.max_expires;
         let min = self.cfg.auth.min_expires;
+        // Phones of this extension before: a refresh that changes nothing is not news.
+        let before = self.registrar.lookup(now, &aor).len();
         let result = if contacts == ["*"] {
             if default_exp != 0 {
                 return self.reply(now, key, Response::to(&msg, 400));
@@ -120,7 +122,11 @@ impl Services {
                     .collect();
                 let extra: Vec<(&str, &str)> =
                     values.iter().map(|v| ("Contact", v.as_str())).collect();
-                info!(ext = %aor, contacts = bindings.len(), "registered");
+                if bindings.len() != before {
+                    info!(ext = %aor, contacts = bindings.len(), "registered");
+                } else {
+                    debug!(ext = %aor, contacts = bindings.len(), "registration refreshed");
+                }
                 self.reply(now, key, Response::to(&msg, 200).pairs(&extra))
             }
         }

@@ -101,8 +101,8 @@ impl Edge {
             .iter()
             .position(|m| *m == method.as_str())
             .unwrap_or(crate::services::METHODS.len());
-        self.stats.requests[m] += 1;
         if method == Method::Ack {
+            self.stats.requests[m] += 1;
             if let Some(e) = self.stx.get_mut(&key) {
                 if e.tx.kind == Kind::Invite && e.tx.state == State::Completed {
                     e.tx.on_ack(now);
@@ -121,8 +121,10 @@ impl Edge {
                 let f = e.flow;
                 self.send(f, r);
             }
+            self.stats.retransmissions += 1;
             return;
         }
+        self.stats.requests[m] += 1;
         let size = msg.head_text().len() + msg.body.len();
         if !self.open_server(&key, method == Method::Invite, flow, size) {
             return self.stateless(now, flow, &msg);

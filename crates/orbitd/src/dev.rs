@@ -186,8 +186,9 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
     let grpc: Vec<SocketAddr> = (0..3)
         .map(|i| SocketAddr::new(sip.ip(), grpc + i))
         .collect();
-    // Metrics 30 above the first registry port (the edges' admin listeners are 10 above).
-    let metrics = SocketAddr::new(sip.ip(), grpc[0].port() + 30);
+    // Metrics 30 above the first registry port (the edges' admin listeners are 10 above), on
+    // loopback whatever --sip says: plain HTTP with no allow-list belongs on this host only.
+    let metrics = SocketAddr::from(([127, 0, 0, 1], grpc[0].port() + 30));
     crate::telemetry::serve(metrics, &[])?;
     let mut nodes = vec![];
     for (i, addr) in grpc.iter().enumerate() {

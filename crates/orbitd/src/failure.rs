@@ -34,6 +34,7 @@ fn advice(e: &anyhow::Error) -> Option<&'static str> {
                 c.downcast_ref::<orbit_registry::NodeError>(),
                 Some(orbit_registry::NodeError::Bind(_, io)) if io.kind() == std::io::ErrorKind::AddrInUse
             );
+        let in_use = in_use || c.to_string().contains("Address already in use");
         if in_use {
             return Some("another process listens on that address: stop it, or give this one another address (listen in the config; --sip or --grpc for orbitd dev)");
         }

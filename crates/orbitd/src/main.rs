@@ -501,7 +501,8 @@ fn run(cli: Cli) -> Result<()> {
                 metrics_of(&rt, &f.telemetry)?;
                 let r = f
                     .registry
-                    .with_context(|| format!("{}: no [registry] table", config.display()))?;
+                    .with_context(|| format!("{}: no [registry] table", config.display()))
+                    .map_err(|e| anyhow::Error::new(failure::BadConfig(e)))?;
                 rt.block_on(run_registry(r))
             }
             cmd => rt.block_on(registry_cmd(cmd, tls)),
@@ -511,7 +512,8 @@ fn run(cli: Cli) -> Result<()> {
             metrics_of(&rt, &f.telemetry)?;
             let cfg = f
                 .edge
-                .with_context(|| format!("{}: no [edge] table", config.display()))?;
+                .with_context(|| format!("{}: no [edge] table", config.display()))
+                .map_err(|e| anyhow::Error::new(failure::BadConfig(e)))?;
             let tls = edge_tls(&cfg)?;
             rt.block_on(run_sites(vec![(cfg, tls)])).map(|_| ())
         }

@@ -43,15 +43,18 @@ impl TelemetrySettings {
     }
 }
 
+/// A network with its prefix length ("10.0.0.0/8", "10.0.0.5/32"): the exporter takes
+/// nothing else.
 fn is_cidr(s: &str) -> bool {
-    let (ip, bits) = s.split_once('/').unwrap_or((s, ""));
-    match ip.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(_)) => bits.is_empty() || bits.parse::<u8>().is_ok_and(|b| b <= 32),
-        Ok(std::net::IpAddr::V6(_)) => {
-            bits.is_empty() || bits.parse::<u8>().is_ok_and(|b| b <= 128)
-        }
-        Err(_) => false,
-    }
+    let Some((ip, bits)) = s.split_once('/') else {
+        return false;
+    };
+    let max = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => return false,
+    };
+    bits.parse::<u8>().is_ok_and(|b| b <= max)
 }
 
 /// Histogram buckets (seconds): commit and feature latencies run from a millisecond to seconds.
@@ -92,10 +95,9 @@ mod tests {
         assert!(t("0.0.0.0:9464", &["10.0.0.0/8", "fd00::/8"])
             .check()
             .is_ok());
-        let e = t("0.0.0.0:9464", &["10.0.0.0/33"])
-            .check()
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("metrics_allow \"10.0.0.0/33\""), "{e}");
+        for bad in ["10.0.0.0/33", "10.0.0.5", "fd00::/129", "nowhere/8"] {
+            let e = t("0.0.0.0:9464", &[bad]).check().unwrap_err().to_string();
+            assert!(e.contains(&format!("metrics_allow {bad:?}")), "{e}");
+        }
     }
 }

@@ -76,7 +76,21 @@ fn each_process_serves_metrics_that_follow_a_call_across_sites() {
             &[("edge", edge), ("method", "INVITE")],
         )
     };
-    assert!(invites(&a, "site-a") >= Some(1.0), "Alice's INVITE");
+    // Counted once each, retransmissions apart: Alice's INVITE and its retry with credentials
+    // at site A, the trunk's one INVITE at site B.
+    assert_eq!(invites(&a, "site-a"), Some(2.0), "Alice's INVITEs");
+    assert!(
+        value(
+            &a,
+            "orbit_sip_responses_total",
+            &[("edge", "site-a"), ("class", "4xx")]
+        ) >= Some(1.0),
+        "the challenge"
+    );
+    assert_eq!(
+        value(&a, "orbit_edge_lease_held", &[("edge", "site-a")]),
+        Some(1.0)
+    );
     assert_eq!(
         value(
             &a,
@@ -86,10 +100,7 @@ fn each_process_serves_metrics_that_follow_a_call_across_sites() {
         Some(0.0)
     );
     let b = scrape(s.metrics[1]);
-    assert!(
-        invites(&b, "site-b") >= Some(1.0),
-        "the trunk's INVITE at B"
-    );
+    assert_eq!(invites(&b, "site-b"), Some(1.0), "the trunk's INVITE at B");
     assert!(value(&b, "orbit_registrations", &[("edge", "site-b")]) >= Some(1.0));
     assert!(
         value(
@@ -165,4 +176,11 @@ fn each_process_serves_metrics_that_follow_a_call_across_sites() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let a = scrape(s.metrics[0]);
+    let answered = [("edge", "site-a"), ("outcome", "answered")];
+    assert_eq!(
+        value(&a, "orbit_calls_total", &answered),
+        Some(1.0),
+        "counted once"
+    );
 }

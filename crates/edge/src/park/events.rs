@@ -104,10 +104,7 @@ impl Parking {
     pub(crate) fn on_orbit_event(&mut self, now: Instant, ev: &Event) {
         let site = self.id.clone();
         match ev {
-            Event::Parked(p) if p.call.edge == site => {
-                self.stats.parks += 1;
-                adopt_repark(self, now, p)
-            }
+            Event::Parked(p) if p.call.edge == site => adopt_repark(self, now, p),
             Event::Ended {
                 parked,
                 reason: EndReason::Operator,

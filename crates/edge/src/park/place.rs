@@ -169,6 +169,7 @@ pub(crate) fn park_outcome(edge: &mut Parking, now: Instant, a: AfterPark, outco
         return;
     }
     info!(slot = p.slot, by = %a.parker_ext, "parked");
+    edge.stats.parks += 1;
     let parked = a.parker.other();
     let music = edge
         .park

@@ -65,12 +65,14 @@ pub const METHODS: [&str; 13] = [
 /// Counters for tests, logs and metrics (the driver publishes them, `metrics.rs`).
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
+    /// Requests retransmitted to this edge (answered again, not counted in `requests`).
+    pub retransmissions: u64,
     /// Requests received, by method ([`METHODS`], then any other).
     pub requests: [u64; METHODS.len() + 1],
-    /// Responses sent, by class (1xx to 6xx).
+    /// Responses sent, by class (1xx to 6xx): each answer once (not its retransmissions).
     pub responses: [u64; 6],
-    /// Calls parked at this edge, parks held here that were claimed (retrieved, or a recall
-    /// answered), recalls begun here.
+    /// Calls parked at this edge (by a phone: not the re-parks of a retrieve given up), parks
+    /// held here that were claimed (retrieved, or a recall answered), recalls begun here.
     pub parks: u64,
     pub retrieves: u64,
     pub recalls: u64,
@@ -244,6 +246,18 @@ pub(crate) enum Leaving {
     Gone,
 }
 
+impl Stats {
+    /// A response with `code` sent for the first time.
+    pub(crate) fn answered(&mut self, code: u16) {
+        if let Some(n) = self
+            .responses
+            .get_mut(usize::from(code / 100).wrapping_sub(1))
+        {
+            *n += 1;
+        }
+    }
+}
+
 impl Services {
     pub(crate) fn new(
         cfg: Arc<EdgeConfig>,
@@ -323,11 +337,6 @@ impl Services {
     }
 
     pub(crate) fn send(&mut self, flow: Flow, bytes: Bytes) {
-        if let Some(&[b'S', b'I', b'P', b'/', b'2', b'.', b'0', b' ', c]) = bytes.get(..9) {
-            if (b'1'..=b'6').contains(&c) {
-                self.stats.responses[usize::from(c - b'1')] += 1;
-            }
-        }
         self.out.push(Transmit { flow, bytes });
     }
 

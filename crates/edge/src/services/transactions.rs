@@ -165,6 +165,7 @@ impl Services {
         };
         e.tx.respond(now, code, bytes.clone());
         let f = e.flow;
+        self.stats.answered(code);
         if let Some(t) = e.tx.poll_timeout() {
             self.timers.schedule(t, TimerKey::Server(key.clone()));
         }
@@ -182,6 +183,7 @@ impl Services {
             r
         };
         let bytes = r.encode(flow.addr);
+        self.stats.answered(r.code());
         self.send(flow, bytes);
     }
 
