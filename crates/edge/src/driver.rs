@@ -221,7 +221,7 @@ pub async fn run(
             Some(ask) = async { admin.as_mut()?.recv().await }, if admin.is_some() => {
                 answer(&mut edge, ask);
             }
-            _ = publish.tick() => crate::metrics::publish(&edge),
+            _ = publish.tick() => crate::metrics::publish(&mut edge),
             // Woken for a deadline: the timers fire below.
             _ = &mut sleep => {}
             _ = &mut shutdown, if shutting.is_none() => {
@@ -274,7 +274,7 @@ pub async fn run(
     for l in listeners {
         l.abort();
     }
-    crate::metrics::publish(&edge);
+    crate::metrics::publish(&mut edge);
     crate::metrics::gone(&edge);
     edge.stats().clone()
 }

@@ -5,15 +5,19 @@
 
 use std::collections::BTreeMap;
 
-use metrics::{counter, gauge};
+use metrics::{counter, gauge, histogram};
 
 use crate::core::Edge;
 use crate::services::METHODS;
 
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
 
-/// Publish `edge`'s metrics now.
-pub fn publish(edge: &Edge) {
+/// Publish `edge`'s metrics now (taking the latencies recorded since the last time).
+pub fn publish(edge: &mut Edge) {
+    for (what, seconds) in std::mem::take(&mut edge.stats.latencies) {
+        histogram!("orbit_feature_seconds", "edge" => edge.id.clone(), "feature" => what)
+            .record(seconds);
+    }
     let id = edge.id.clone();
     let s = edge.stats();
     let e = || id.clone();

@@ -37,7 +37,7 @@ impl Edge {
     /// The registry answered proposal `token`.
     pub fn on_orbit_outcome(&mut self, now: Instant, token: u64, outcome: Outcome) {
         self.last_now = now;
-        self.outcome_in(token, outcome);
+        self.outcome_in(now, token, outcome);
         self.settle(now);
     }
 

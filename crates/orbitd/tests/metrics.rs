@@ -134,6 +134,46 @@ fn each_process_serves_metrics_that_follow_a_call_across_sites() {
     }
     assert_eq!(leaders, 1.0, "one leader");
     assert!(commits > 0.0, "the leader timed its entries");
+    let r = alice.wait();
+    assert!(r.ok(), "caller: {}", r.errors);
+    let _ = bob.wait();
+    let t0 = Instant::now();
+    while value(
+        &scrape(s.metrics[0]),
+        "orbit_calls_total",
+        &[("edge", "site-a"), ("outcome", "answered")],
+    ) < Some(1.0)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the answered call counted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let a = scrape(s.metrics[0]);
+    let answered = [("edge", "site-a"), ("outcome", "answered")];
+    assert_eq!(
+        value(&a, "orbit_calls_total", &answered),
+        Some(1.0),
+        "counted once"
+    );
+    // A park at site A: counted once, its wait for the registry timed, the lot's gauge up.
+    let (_alice, _media, _relay) = parking::park_at_a(&s);
+    let park = [("edge", "site-a"), ("feature", "park")];
+    let t0 = Instant::now();
+    let a = loop {
+        let a = scrape(s.metrics[0]);
+        if value(&a, "orbit_feature_seconds_count", &park) == Some(1.0) {
+            break a;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "{a:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(value(&a, "orbit_features_total", &park), Some(1.0));
+    let lot = [("edge", "site-a"), ("lot", "700")];
+    assert_eq!(value(&a, "orbit_parked_calls", &lot), Some(1.0));
+    let inf = [("edge", "site-a"), ("feature", "park"), ("le", "+Inf")];
+    assert_eq!(value(&a, "orbit_feature_seconds_bucket", &inf), Some(1.0));
     // Every series the Grafana dashboard charts exists.
     let all: Vec<Value> = s.metrics.iter().flat_map(|m| scrape(*m)).collect();
     let dashboard = concat!(
@@ -160,27 +200,4 @@ fn each_process_serves_metrics_that_follow_a_call_across_sites() {
         }
     }
     assert!(charted >= 15, "{charted}");
-    let r = alice.wait();
-    assert!(r.ok(), "caller: {}", r.errors);
-    let _ = bob.wait();
-    let t0 = Instant::now();
-    while value(
-        &scrape(s.metrics[0]),
-        "orbit_calls_total",
-        &[("edge", "site-a"), ("outcome", "answered")],
-    ) < Some(1.0)
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "the answered call counted"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let a = scrape(s.metrics[0]);
-    let answered = [("edge", "site-a"), ("outcome", "answered")];
-    assert_eq!(
-        value(&a, "orbit_calls_total", &answered),
-        Some(1.0),
-        "counted once"
-    );
 }

@@ -133,6 +133,8 @@ impl Parking {
                 // How late the deadline fired, by the time stamped on the Expire (the
                 // leader's across sites): zero unless a failover or a stall delayed it.
                 if let orbit_state::Phase::Recalling { since, .. } = p.phase {
+                    let late = since.saturating_sub(p.deadline);
+                    self.stats.latency("recall_late", late as f64 / 1000.0);
                     info!(
                         park = p.id,
                         slot = p.slot,

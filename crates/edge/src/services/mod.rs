@@ -67,6 +67,9 @@ pub const METHODS: [&str; 13] = [
 pub struct Stats {
     /// Requests retransmitted to this edge (answered again, not counted in `requests`).
     pub retransmissions: u64,
+    /// Feature latencies not yet published, seconds: (what, how long). At most
+    /// [`LATENCIES_KEPT`]; the driver takes them every second.
+    pub latencies: Vec<(&'static str, f64)>,
     /// Requests received, by method ([`METHODS`], then any other).
     pub requests: [u64; METHODS.len() + 1],
     /// Responses sent, by class (1xx to 6xx): each answer once (not its retransmissions).
@@ -246,7 +249,17 @@ pub(crate) enum Leaving {
     Gone,
 }
 
+/// Latencies kept for the driver to publish (more in a second than this are dropped).
+pub const LATENCIES_KEPT: usize = 10_000;
+
 impl Stats {
+    /// One more latency of `what`, if there is room.
+    pub(crate) fn latency(&mut self, what: &'static str, seconds: f64) {
+        if self.latencies.len() < LATENCIES_KEPT {
+            self.latencies.push((what, seconds));
+        }
+    }
+
     /// A response with `code` sent for the first time.
     pub(crate) fn answered(&mut self, code: u16) {
         if let Some(n) = self

@@ -104,8 +104,9 @@ pub(crate) struct OrbitPort {
     next_token: u64,
     /// Proposals not yet taken by the driver.
     pub outbox: Vec<Proposal>,
-    /// Continuations waiting for their outcome.
-    waiting: HashMap<u64, (Then, Span)>,
+    /// Continuations waiting for their outcome, with the command's kind and when it was
+    /// proposed (for the features' latency).
+    waiting: HashMap<u64, (Then, Span, &'static str, Instant)>,
     /// Outcomes ready to continue with (one site: right after the input that proposed).
     ready: VecDeque<(u64, Then, Span, Outcome)>,
     /// Events applied but not yet reacted to.
@@ -237,16 +238,23 @@ impl Services {
             }
             Backend::Registry => {
                 span.in_scope(|| debug!(token, "proposed"));
+                let cmd_kind = cmd.kind();
                 self.port.outbox.push(Proposal { token, cmd });
-                self.port.waiting.insert(token, (then, span));
+                self.port.waiting.insert(token, (then, span, cmd_kind, now));
             }
         }
         token
     }
 
-    /// The registry answered proposal `token`: its continuation is ready.
-    pub(crate) fn outcome_in(&mut self, token: u64, outcome: Outcome) {
-        if let Some((then, span)) = self.port.waiting.remove(&token) {
+    /// The registry answered proposal `token` at `now`: its continuation is ready.
+    pub(crate) fn outcome_in(&mut self, now: Instant, token: u64, outcome: Outcome) {
+        if let Some((then, span, kind, asked)) = self.port.waiting.remove(&token) {
+            // How long the features wait for the registry (what a phone waits on top of its
+            // own signalling): parks, claims (retrieves, recall answers), pickups.
+            if matches!(kind, "park" | "claim" | "pickup") {
+                self.stats
+                    .latency(kind, now.saturating_duration_since(asked).as_secs_f64());
+            }
             span.in_scope(|| match &outcome {
                 Ok(ev) => debug!(event = %short(ev), "committed"),
                 Err(e) => debug!(error = %e, "not committed"),
