@@ -5,7 +5,6 @@
 //! and server reflection, so that generic gRPC clients need no `.proto` files. Reads are any
 //! Orbit certificate's ([`Access::read`]), changes an admin's ([`Access::admin`]).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use orbit_state::{Command, Event, LotKey, Rejection};
@@ -18,7 +17,7 @@ use crate::admin_parked::{call, park_events_after};
 use crate::admin_pb as pb;
 use crate::identity::Access;
 use crate::store::StateMachineStore;
-use crate::{NodeId, Raft};
+use crate::Raft;
 
 pub(crate) struct AdminService {
     pub raft: Raft,
@@ -31,7 +30,7 @@ pub(crate) struct AdminService {
     pub watchers: std::sync::Arc<tokio::sync::Semaphore>,
     /// Changes go through the log like any proposal (forwarded to the leader from here).
     pub batch: crate::batch::Batcher,
-    pub fwd: crate::node::Forwarder,
+    pub fwd: crate::proposing::Forwarder,
 }
 
 /// A mutation's request id as the log keeps it: the caller's own (namespaced by who it is, so
@@ -47,16 +46,6 @@ fn request(by: &Access, id: &str) -> Result<Option<String>, Status> {
         ));
     }
     Ok(Some(format!("{by} {id}")))
-}
-
-/// The highest index a majority of `voters` holds, given what each holds.
-fn majority_index(voters: &[NodeId], held: &BTreeMap<NodeId, u64>) -> u64 {
-    let mut v: Vec<u64> = voters
-        .iter()
-        .map(|id| held.get(id).copied().unwrap_or(0))
-        .collect();
-    v.sort_unstable_by(|a, b| b.cmp(a));
-    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 #[tonic::async_trait]
@@ -464,90 +453,12 @@ impl AdminService {
         m.snapshot.map(|l| l.index).unwrap_or(0)
     }
 
-    /// The registry as this node sees it.
-    fn status(&self) -> pb::ClusterStatus {
-        let m = self.raft.metrics().borrow().clone();
-        let cfg = m.membership_config.membership();
-        let last = m.last_log_index.unwrap_or(0);
-        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-        // On the leader: what each member holds, its own log included.
-        let held: Option<BTreeMap<NodeId, u64>> = m.replication.as_ref().map(|r| {
-            let mut h: BTreeMap<NodeId, u64> = r
-                .iter()
-                .map(|(id, l)| (*id, l.map(|l| l.index).unwrap_or(0)))
-                .collect();
-            h.insert(m.id, last);
-            h
-        });
-        let voters: Vec<NodeId> = cfg.voter_ids().collect();
-        let members = {
-            let d = self.sm.data.read().unwrap();
-            cfg.nodes()
-                .map(|(id, n)| {
-                    let matched = held.as_ref().map(|h| h.get(id).copied().unwrap_or(0));
-                    pb::Member {
-                        id: *id,
-                        addr: n.addr.clone(),
-                        voter: voters.contains(id),
-                        matched_index: matched,
-                        lag: matched.map(|m| last.saturating_sub(m)),
-                        admin_addr: d.orbit.node_admin(*id).unwrap_or_default().to_string(),
-                    }
-                })
-                .collect()
-        };
-        // Replication metrics may trail what is applied already: never show less than that.
-        let commit = match &held {
-            Some(h) => majority_index(&voters, h).max(applied),
-            None => applied,
-        };
-        let edges = {
-            let d = self.sm.data.read().unwrap();
-            let o = &d.orbit;
-            let mut edges: BTreeMap<String, pb::Edge> = o
-                .leases()
-                .map(|(e, until)| {
-                    let edge = pb::Edge {
-                        name: e.clone(),
-                        lease_until_ms: until,
-                        draining: o.is_draining(e),
-                        trunk: o.given_trunk(e).map(|a| a.to_string()).unwrap_or_default(),
-                        calls: o.load_of(e).calls.into(),
-                        relay_ports: o.load_of(e).relay_ports.into(),
-                        ..Default::default()
-                    };
-                    (e.clone(), edge)
-                })
-                .collect();
-            for p in o.all_parked() {
-                edges.entry(p.call.edge.clone()).or_default().parked_calls += 1;
-            }
-            for (e, n) in o.rings_per_edge() {
-                edges.entry(e.clone()).or_default().rings = n as u64;
-            }
-            edges
-                .into_iter()
-                .map(|(name, e)| pb::Edge { name, ..e })
-                .collect()
-        };
-        pb::ClusterStatus {
-            node_id: m.id,
-            leader_id: m.current_leader.unwrap_or(0),
-            term: m.current_term,
-            last_log_index: last,
-            commit_index: commit,
-            applied_index: applied,
-            members,
-            edges,
-        }
-    }
-
     /// Have `cmd` committed (an admin's: no edge's right to check at apply); the status a
     /// refusal or a failure maps to.
     async fn commit(&self, cmd: Command, request: Option<String>) -> Result<Event, Status> {
-        let c = crate::node::propose(&self.batch, &self.fwd, cmd, None, request, true)
+        let c = crate::proposing::propose(&self.batch, &self.fwd, cmd, None, request, true)
             .await
-            .map_err(crate::node::propose_status)?;
+            .map_err(crate::proposing::propose_status)?;
         c.outcome.map_err(|r| match r {
             Rejection::BadLot(m) => Status::invalid_argument(format!("lot: {m}")),
             Rejection::NoSuchLot => Status::not_found(r.to_string()),
@@ -618,18 +529,5 @@ pub(crate) async fn health_loop(
             // Metrics change on every entry; a slow tick is enough to notice a lost leader.
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commit_is_what_a_majority_of_voters_holds() {
-        let held: BTreeMap<NodeId, u64> = [(1, 10), (2, 7), (3, 3), (4, 12)].into();
-        assert_eq!(majority_index(&[1, 2, 3], &held), 7);
-        assert_eq!(majority_index(&[1, 2, 3, 4, 5], &held), 7, "5 missing: 0");
-        assert_eq!(majority_index(&[1], &held), 10);
     }
 }

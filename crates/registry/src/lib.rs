@@ -18,6 +18,7 @@ pub mod admin_api;
 mod admin_groups;
 mod admin_lots;
 mod admin_parked;
+mod admin_status;
 pub mod batch;
 pub mod client;
 pub mod dev_pki;
@@ -27,6 +28,7 @@ mod membership;
 pub mod network;
 pub mod node;
 mod node_metrics;
+mod proposing;
 mod service;
 pub mod sim;
 pub mod store;
@@ -55,7 +57,8 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{Link, LinkError, WatchUpdate};
 pub use identity::Caller;
-pub use node::{Committed, Node, NodeConfig, NodeError, ProposeError};
+pub use node::{Node, NodeConfig, NodeError};
+pub use proposing::{Committed, ProposeError};
 pub use store::{open, LogStore, StateMachineStore, StoreError};
 pub use tls::{Tls, TlsError, TlsFiles};
 

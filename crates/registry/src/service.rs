@@ -13,8 +13,8 @@ use tracing::info_span;
 
 use crate::batch::Batcher;
 use crate::identity::Access;
-use crate::node::{propose, propose_status, Forwarder};
 use crate::pb;
+use crate::proposing::{propose, propose_status, Forwarder};
 use crate::store::StateMachineStore;
 use crate::watch::{next_items, serve_watch, watch_permit, WATCH_CHUNK};
 use crate::{NodeId, Raft};
