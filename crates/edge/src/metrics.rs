@@ -15,8 +15,14 @@ const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
 /// Publish `edge`'s metrics now (taking the latencies recorded since the last time).
 pub fn publish(edge: &mut Edge) {
     for (what, seconds) in std::mem::take(&mut edge.stats.latencies) {
-        histogram!("orbit_feature_seconds", "edge" => edge.id.clone(), "feature" => what)
-            .record(seconds);
+        let e = edge.id.clone();
+        match what {
+            // Not a wait on the registry: how late a deadline fired, by the leader's stamp.
+            "recall_late" => histogram!("orbit_recall_late_seconds", "edge" => e).record(seconds),
+            _ => {
+                histogram!("orbit_feature_seconds", "edge" => e, "feature" => what).record(seconds)
+            }
+        }
     }
     let id = edge.id.clone();
     let s = edge.stats();
@@ -42,7 +48,7 @@ pub fn publish(edge: &mut Edge) {
     gauge!("orbit_registrations", "edge" => e()).set(edge.registrations() as f64);
     for (feature, n) in [
         ("park", s.parks),
-        ("claim", s.retrieves),
+        ("claim", s.claims),
         ("recall", s.recalls),
         ("pickup", s.pickups),
     ] {

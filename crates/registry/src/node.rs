@@ -1,6 +1,7 @@
-//! One registry node: its store, its Raft, the leader's deadline timer, proposals (forwarded to
-//! the leader when it is another node), and the gRPC server for Raft, the registry's service
-//! (`service.rs`) and the admin API (`admin_api.rs`).
+//! One registry node: its store, its Raft, the leader's deadline timer, its admin address
+//! announced in the log, and the gRPC listeners for Raft, the registry's service
+//! (`service.rs`) and the admin API (`admin_api.rs`), each behind its gate (`listeners.rs`).
+//! Proposals are ordered or forwarded in `proposing.rs`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

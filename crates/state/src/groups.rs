@@ -35,7 +35,7 @@ pub struct PickupGroup {
 /// What the state keeps of tenants (serialised as it is: its maps have string keys).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Tenants {
-    /// Tenant → its extensions, as the last edge config said.
+    /// Tenant → its extensions: every one any edge's config has named (seeds only add).
     extensions: BTreeMap<String, BTreeSet<String>>,
     /// Tenant → group name → members. A tenant present here (even with no groups left) has
     /// had its groups seeded or set: seeds leave them alone.

@@ -1,5 +1,8 @@
 //! The orbit state: parking lots, the calls parked in them, their claims and their deadlines;
-//! and the calls ringing extensions that someone may pick up (`rings.rs`).
+//! the calls ringing extensions that someone may pick up (`rings.rs`); edges' leases;
+//! tenants' extensions and pickup groups (`groups.rs`); where registry nodes serve operators
+//! (`nodes.rs`). An operator may also send a parked call to an extension (`Send`: a recall
+//! stage of its own, `Recalling(Sent)`, then the parker as below).
 //!
 //! A deterministic state machine: [`Orbit::apply`] takes a [`Command`] and the time the command
 //! was decided at (milliseconds since the Unix epoch, stamped by whoever orders the commands:

@@ -26,19 +26,17 @@ impl Orbit {
         node: u64,
         addr: Option<&str>,
     ) -> Result<Event, Rejection> {
-        let bad = |why: String| Rejection::OutOfRange {
-            what: why,
-            value: node,
-            max: MAX_NODES as u64,
-        };
         match addr {
-            Some(a) if !is_host_port(a) => return Err(bad(format!("admin address {a:?} of node"))),
+            Some(a) if !is_host_port(a) => return Err(Rejection::BadAddress(a.to_string())),
             Some(a) => {
-                if node == 0
-                    || (!self.node_admins.contains_key(&node)
-                        && self.node_admins.len() >= MAX_NODES)
-                {
-                    return Err(bad("registry node".into()));
+                let full =
+                    !self.node_admins.contains_key(&node) && self.node_admins.len() >= MAX_NODES;
+                if node == 0 || full {
+                    return Err(Rejection::OutOfRange {
+                        what: "registry nodes with an admin address (or node id 0)".into(),
+                        value: node,
+                        max: MAX_NODES as u64,
+                    });
                 }
                 self.node_admins.insert(node, a.to_string());
             }

@@ -89,11 +89,12 @@ impl Orbit {
         self.trunks.get(edge).copied().filter(|_| live)
     }
 
-    /// The trunk address `edge`'s lease gave, whether or not that lease still lives.
+    /// What `edge` held at its last lease renewal (nothing known: zeros).
     pub fn load_of(&self, edge: &str) -> EdgeLoad {
         self.loads.get(edge).copied().unwrap_or_default()
     }
 
+    /// The trunk address `edge`'s lease gave, whether or not that lease still lives.
     pub fn given_trunk(&self, edge: &str) -> Option<std::net::SocketAddr> {
         self.trunks.get(edge).copied()
     }

@@ -119,7 +119,7 @@ impl Parking {
                 on_taken_elsewhere(self, parked.id)
             }
             Event::Claimed { parked, by } if parked.call.edge == site => {
-                self.stats.retrieves += 1;
+                self.stats.claims += 1;
                 self.park.claimed_here.remove(&parked.id);
                 on_claimed(self, now, parked, by)
             }

@@ -1,17 +1,19 @@
 //! Recall: at the deadline the edge holding the call rings the parker (wherever it is
 //! registered now), then the lot's fallback, then hangs the caller up. A call an operator sent
-//! to an extension (`Command::Send`) rings there first, then goes on to the parker. The slot stays claimable
-//! throughout; a recall answered claims its own park id, so a retriever who came first wins.
+//! to an extension (`Command::Send`) rings there first, then goes on to the parker. The slot
+//! stays claimable throughout; a recall answered claims its own park id, so a retriever who
+//! came first wins.
 //!
 //! ```text
-//! Expired ──▶ INVITE parker ──(ring time)──▶ INVITE fallback ──(ring time)──▶ End(Abandoned), BYE caller
-//!               └─ 2xx ──▶ Claim(park) ──▶ won: bridged   lost: ACK + BYE that phone
+//! Sent ──▶ INVITE that extension ──(ring time)──┐
+//! Expired ──▶ INVITE parker ◀────────────────────┘ ──(ring time)──▶ INVITE fallback ──(ring time)──▶ End(Abandoned), BYE caller
+//!               └─ 2xx (at any stage) ──▶ Claim(park) ──▶ won: bridged   lost: ACK + BYE that phone
 //! ```
 
 use super::*;
 
-/// Ring the recall's `stage` target for call `cid` (its deadline has come, or the parker did
-/// not answer).
+/// Ring the recall's `stage` target for call `cid` (an operator sent it, its deadline has
+/// come, or the previous stage went unanswered).
 pub(crate) fn start_recall(edge: &mut Parking, now: Instant, cid: u64, stage: RecallStage) {
     let Some(call) = edge.calls.get(&cid) else {
         return;

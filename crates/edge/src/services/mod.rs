@@ -74,10 +74,11 @@ pub struct Stats {
     pub requests: [u64; METHODS.len() + 1],
     /// Responses sent, by class (1xx to 6xx): each answer once (not its retransmissions).
     pub responses: [u64; 6],
-    /// Calls parked at this edge (by a phone: not the re-parks of a retrieve given up), parks
-    /// held here that were claimed (retrieved, or a recall answered), recalls begun here.
+    /// Calls parked at this edge by a phone (not the re-parks of a retrieve given up).
     pub parks: u64,
-    pub retrieves: u64,
+    /// Parks held here that were claimed: retrieved, or a recall answered.
+    pub claims: u64,
+    /// Recalls begun here (deadlines come).
     pub recalls: u64,
     pub calls_started: u64,
     pub calls_answered: u64,

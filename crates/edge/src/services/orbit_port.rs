@@ -348,8 +348,8 @@ impl Services {
         }
     }
 
-    /// Renew this edge's lease (registry only); the next renewal at a third of its life.
-    /// Ask for the lease again, saying what the edge holds (`calls` up or ringing).
+    /// Renew this edge's lease (registry only), saying what the edge holds (`calls` up or
+    /// ringing); the next renewal at a third of its life.
     pub(crate) fn renew_lease(&mut self, now: Instant, calls: usize) {
         let ttl = self.port.lease_ttl;
         self.timers.schedule(now + ttl / 3, TimerKey::Lease);
