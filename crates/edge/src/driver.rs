@@ -221,7 +221,12 @@ pub async fn run(
             Some(ask) = async { admin.as_mut()?.recv().await }, if admin.is_some() => {
                 answer(&mut edge, ask);
             }
-            _ = publish.tick() => crate::metrics::publish(&mut edge),
+            _ = publish.tick() => {
+                crate::metrics::publish(&mut edge);
+                if let Some(r) = &relays {
+                    crate::metrics::relay(&edge, r.packets());
+                }
+            }
             // Woken for a deadline: the timers fire below.
             _ = &mut sleep => {}
             _ = &mut shutdown, if shutting.is_none() => {

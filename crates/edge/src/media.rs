@@ -229,6 +229,17 @@ pub struct Relays {
 }
 
 impl Relays {
+    /// Packets forwarded and dropped by this edge's relay so far (ended calls and live ones).
+    pub fn packets(&self) -> (u64, u64) {
+        let (mut f, mut d) = self.pool.ended_packets();
+        for s in self.sessions.values() {
+            let (sf, sd) = s.packets();
+            f += sf;
+            d += sd;
+        }
+        (f, d)
+    }
+
     /// `pool` must be one whose ports are placed by the caller ([`PortPool::placed`]).
     pub fn new(
         pool: PortPool,

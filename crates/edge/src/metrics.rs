@@ -77,6 +77,15 @@ pub fn publish(edge: &mut Edge) {
     }
 }
 
+/// The relay's packets so far: (forwarded to the other party, dropped: a stranger's or the
+/// send buffer full).
+pub fn relay(edge: &Edge, (forwarded, dropped): (u64, u64)) {
+    let e = || edge.id.clone();
+    counter!("orbit_rtp_packets_total", "edge" => e(), "outcome" => "forwarded")
+        .absolute(forwarded);
+    counter!("orbit_rtp_packets_total", "edge" => e(), "outcome" => "dropped").absolute(dropped);
+}
+
 /// The edge has stopped (drained, or the process is leaving while a registry node of the same
 /// process runs on): its gauges say so rather than keep their last values.
 pub fn gone(edge: &Edge) {

@@ -68,6 +68,9 @@ struct PoolInner {
     /// Endpoints bound and detached (released by their call), by port.
     detached: Mutex<HashMap<u16, Arc<Endpoint>>>,
     attached: AtomicUsize,
+    /// Packets forwarded and dropped by sessions that have ended (live ones count their own:
+    /// no counter shared between calls is touched per packet).
+    ended: [AtomicU64; 2],
     /// The runtime that runs the forwarding tasks (the caller's when not set).
     runtime: Option<tokio::runtime::Handle>,
     /// Plays music and prompts into legs; its thread starts with the first clip played.
@@ -75,6 +78,14 @@ struct PoolInner {
 }
 
 impl PortPool {
+    /// Packets forwarded and dropped by the sessions of this pool that have ended.
+    pub fn ended_packets(&self) -> (u64, u64) {
+        (
+            self.inner.ended[0].load(Ordering::Relaxed),
+            self.inner.ended[1].load(Ordering::Relaxed),
+        )
+    }
+
     /// `first..=last` inclusive; the pool uses every even port whose odd neighbour is in range.
     pub fn new(ip: IpAddr, first: u16, last: u16) -> PortPool {
         Self::with_timing(ip, first, last, PoolTiming::default())
@@ -98,6 +109,7 @@ impl PortPool {
                 plan: plan.map(Mutex::new),
                 detached: Mutex::new(HashMap::new()),
                 attached: AtomicUsize::new(0),
+                ended: Default::default(),
                 runtime: None,
                 player: std::sync::OnceLock::new(),
             }),
@@ -344,6 +356,10 @@ pub(crate) struct Shared {
     /// Every packet received, RTP and RTCP, either side: the idle check watches it change
     /// (a counter costs less per packet than reading the clock).
     received: AtomicU64,
+    /// Packets forwarded to the other party, and dropped (a stranger's, or the send buffer
+    /// full), RTP and RTCP.
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
     pool: PortPool,
 }
 
@@ -395,6 +411,8 @@ impl Session {
             dtmf_sink: Mutex::new(None),
             packets_in: Default::default(),
             received: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             pool: pool.clone(),
         });
         for side in 0..2 {
@@ -482,6 +500,15 @@ impl Session {
         *self.shared.dtmf_sink.lock().unwrap() = Some(sink);
     }
 
+    /// Packets this call forwarded and dropped so far (RTP and RTCP, both ways).
+    pub fn packets(&self) -> (u64, u64) {
+        let s = &self.shared;
+        (
+            s.forwarded.load(Ordering::Relaxed),
+            s.dropped.load(Ordering::Relaxed),
+        )
+    }
+
     /// RTP packets received from the party on this leg.
     pub fn packets_from(&self, leg: Leg) -> u64 {
         self.shared.packets_in[leg as usize].load(Ordering::Relaxed)
@@ -508,6 +535,9 @@ impl Drop for Session {
         }
         let pool = self.shared.pool.clone();
         pool.inner.attached.fetch_sub(2, Ordering::Relaxed);
+        let (forwarded, dropped) = self.packets();
+        pool.inner.ended[0].fetch_add(forwarded, Ordering::Relaxed);
+        pool.inner.ended[1].fetch_add(dropped, Ordering::Relaxed);
         for ep in &self.shared.ep {
             pool.release(ep.clone());
         }
@@ -549,14 +579,20 @@ fn relay_one(shared: &Shared, from: usize, rtcp: bool, pkt: &[u8], src: SocketAd
     {
         let mut p = peers[from].lock().unwrap();
         match p.latched {
-            Some(l) if l != src => return,
+            Some(l) if l != src => {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             Some(_) => {}
             None if p.expect.admits(src.ip()) => {
                 debug!(%src, leg = from, rtcp, "relay latched");
                 p.latched = Some(src);
             }
             // Not from where the signalling expects this party (or no party yet): a stranger.
-            None => return,
+            None => {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         }
     }
     if !rtcp {
@@ -571,7 +607,10 @@ fn relay_one(shared: &Shared, from: usize, rtcp: bool, pkt: &[u8], src: SocketAd
     if let Some(d) = dest {
         // A full send buffer drops the packet, as the network would; RTP tolerates loss,
         // and waiting here would delay every packet behind it.
-        let _ = shared.ep[to].socket(rtcp).try_send_to(pkt, d);
+        match shared.ep[to].socket(rtcp).try_send_to(pkt, d) {
+            Ok(_) => shared.forwarded.fetch_add(1, Ordering::Relaxed),
+            Err(_) => shared.dropped.fetch_add(1, Ordering::Relaxed),
+        };
     }
 }
 

@@ -56,7 +56,21 @@ fn each_process_serves_metrics_that_follow_a_call_across_sites() {
         .key("caller", "1001")
         .key("rtpport", &alice_media.port().to_string())
         .spawn();
-    alice.wait_log("relay_port", Duration::from_secs(10));
+    let alice_relay = parking::relay(alice.wait_log("relay_port", Duration::from_secs(10)));
+    let bob_relay = parking::relay(bob.wait_log("relay_port", Duration::from_secs(10)));
+    // RTP both ways through relays A and B, and a stranger's packets at Alice's relay port.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_bridged(
+        (&alice_media, alice_relay),
+        (&bob_media, bob_relay),
+        50,
+        Duration::from_millis(400),
+    );
+    let stranger = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    for _ in 0..5 {
+        stranger.send_to(&[0x80, 0, 0, 1], alice_relay).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
     // Published once a second: during the call, site A holds it with its relay ports.
     let t0 = Instant::now();
     let a = loop {
@@ -101,6 +115,29 @@ fn each_process_serves_metrics_that_follow_a_call_across_sites() {
     );
     let b = scrape(s.metrics[1]);
     assert_eq!(invites(&b, "site-b"), Some(1.0), "the trunk's INVITE at B");
+    // Published once a second: wait for the relay's counts at A (50 each way, and the stranger's).
+    let t0 = Instant::now();
+    let a = loop {
+        let a = scrape(s.metrics[0]);
+        let rtp = |o| {
+            value(
+                &a,
+                "orbit_rtp_packets_total",
+                &[("edge", "site-a"), ("outcome", o)],
+            )
+        };
+        if rtp("forwarded") >= Some(100.0) && rtp("dropped") >= Some(5.0) {
+            break a;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "{a:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let dropped = [("edge", "site-a"), ("outcome", "dropped")];
+    assert_eq!(
+        value(&a, "orbit_rtp_packets_total", &dropped),
+        Some(5.0),
+        "the stranger's only"
+    );
     assert!(value(&b, "orbit_registrations", &[("edge", "site-b")]) >= Some(1.0));
     assert!(
         value(
