@@ -224,7 +224,7 @@ pub async fn run(
             _ = publish.tick() => {
                 crate::metrics::publish(&mut edge);
                 if let Some(r) = &relays {
-                    crate::metrics::relay(&edge, r.packets());
+                    crate::metrics::relay(&edge, r.packets(), r.music());
                 }
             }
             // Woken for a deadline: the timers fire below.

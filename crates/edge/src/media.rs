@@ -229,6 +229,12 @@ pub struct Relays {
 }
 
 impl Relays {
+    /// Parties hearing music or a prompt now, and the packets the player has sent them so far.
+    pub fn music(&self) -> (usize, u64) {
+        let playing = self.sessions.values().map(Session::legs_playing).sum();
+        (playing, self.pool.player_usage().1)
+    }
+
     /// Packets forwarded and dropped by this edge's relay so far (ended calls and live ones).
     pub fn packets(&self) -> (u64, u64) {
         let (mut f, mut d) = self.pool.ended_packets();

@@ -78,9 +78,11 @@ pub fn publish(edge: &mut Edge) {
 }
 
 /// The relay's packets so far: (forwarded to the other party, dropped: a stranger's or the
-/// send buffer full).
-pub fn relay(edge: &Edge, (forwarded, dropped): (u64, u64)) {
+/// send buffer full); and its music: (parties hearing music or a prompt now, packets played).
+pub fn relay(edge: &Edge, (forwarded, dropped): (u64, u64), (playing, played): (usize, u64)) {
     let e = || edge.id.clone();
+    gauge!("orbit_music_streams", "edge" => e()).set(playing as f64);
+    counter!("orbit_music_packets_total", "edge" => e()).absolute(played);
     counter!("orbit_rtp_packets_total", "edge" => e(), "outcome" => "forwarded")
         .absolute(forwarded);
     counter!("orbit_rtp_packets_total", "edge" => e(), "outcome" => "dropped").absolute(dropped);
@@ -96,6 +98,7 @@ pub fn gone(edge: &Edge) {
         "orbit_lamp_subscriptions",
         "orbit_relay_ports_in_use",
         "orbit_edge_lease_held",
+        "orbit_music_streams",
     ] {
         gauge!(name, "edge" => e()).set(0.0);
     }

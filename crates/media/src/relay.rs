@@ -500,6 +500,15 @@ impl Session {
         *self.shared.dtmf_sink.lock().unwrap() = Some(sink);
     }
 
+    /// How many of this call's two parties hear music or a prompt now.
+    pub fn legs_playing(&self) -> usize {
+        self.shared
+            .playing
+            .iter()
+            .filter(|g| g.load(Ordering::Relaxed) != 0)
+            .count()
+    }
+
     /// Packets this call forwarded and dropped so far (RTP and RTCP, both ways).
     pub fn packets(&self) -> (u64, u64) {
         let s = &self.shared;

@@ -211,6 +211,18 @@ fn each_process_serves_metrics_that_follow_a_call_across_sites() {
     assert_eq!(value(&a, "orbit_parked_calls", &lot), Some(1.0));
     let inf = [("edge", "site-a"), ("feature", "park"), ("le", "+Inf")];
     assert_eq!(value(&a, "orbit_feature_seconds_bucket", &inf), Some(1.0));
+    // Alice hears the lot's music: one stream at site A, its packets counted.
+    let t0 = Instant::now();
+    loop {
+        let a = scrape(s.metrics[0]);
+        let streams = value(&a, "orbit_music_streams", &[("edge", "site-a")]);
+        let played = value(&a, "orbit_music_packets_total", &[("edge", "site-a")]);
+        if streams == Some(1.0) && played > Some(0.0) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "{a:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Every series the Grafana dashboard charts exists.
     let all: Vec<Value> = s.metrics.iter().flat_map(|m| scrape(*m)).collect();
     let dashboard = concat!(
