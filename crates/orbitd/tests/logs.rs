@@ -87,16 +87,27 @@ fn a_clean_start_warns_of_nothing_and_an_idle_system_logs_nothing() {
         "the leader is named: {start:#?}"
     );
     assert!(idle.is_empty(), "an idle system logs: {idle:#?}");
-    // A second orbitd on the same data directory (and ports) says what to do, exit 1.
+    // A second orbitd on the same data directory (ports of its own, so that the directory is
+    // what it trips on) says what to do, exit 1.
+    let (port, _) = free_range(100);
+    let (rtp, _) = free_range(3000);
     let out = Command::new(env!("CARGO_BIN_EXE_orbitd"))
-        .args(["dev", "--data-dir"])
+        .args(["dev", "--sip", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&data)
+        .args([
+            "--grpc",
+            &(port + 50).to_string(),
+            "--rtp",
+            &rtp.to_string(),
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("orbitd: ") && err.contains("stop it, or give this one"),
+        err.lines()
+            .any(|l| l.starts_with("orbitd: ") && l.contains("is in use by another process"))
+            && err.contains("orbitd: another orbitd is using that data directory"),
         "{err}"
     );
     let _ = child.kill();

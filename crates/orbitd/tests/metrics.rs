@@ -250,3 +250,50 @@ fn each_process_serves_metrics_that_follow_a_call_across_sites() {
     }
     assert!(charted >= 15, "{charted}");
 }
+
+#[test]
+fn a_scraper_outside_metrics_allow_is_refused() {
+    let dir = std::env::temp_dir().join(format!("orbit-metrics-allow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (grpc, metrics) = (free_port(), free_port());
+    let cfg = dir.join("orbit.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[registry]\nid = 1\nlisten = \"127.0.0.1:{grpc}\"\ndata_dir = \"{}\"\n[telemetry]\nmetrics_listen = \"127.0.0.1:{metrics}\"\nmetrics_allow = [\"127.0.0.1/32\"]\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_orbitd"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The status a GET of /metrics gets from `source` (the exporter's allow-list looks at it).
+    let status_from = |source: &str| {
+        let python = std::env::var("ORBIT_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = format!(
+            "import http.client\nc = http.client.HTTPConnection('127.0.0.1', {metrics}, timeout=5, source_address=('{source}', 0))\nc.request('GET', '/metrics')\nprint(c.getresponse().status)"
+        );
+        let out = std::process::Command::new(python)
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let t0 = Instant::now();
+    while status_from("127.0.0.1") != "200" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "metrics never served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Another loopback address is a stranger to the allow-list.
+    assert_eq!(status_from("127.0.0.2"), "403");
+    let _ = node.kill();
+    let _ = node.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

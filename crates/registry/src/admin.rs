@@ -71,18 +71,24 @@ pub async fn initialize(
     bounded(addr, c.initialize(pb::InitializeRequest { members })).await
 }
 
-/// The leader's address, as `addr` knows it.
+/// Where a member serves operators: its admin listener if it has one of its own (the peer
+/// listener then takes nodes only), else its peer address.
+pub fn operator_addr<'a>(addr: &'a str, admin_addr: &'a str) -> &'a str {
+    if admin_addr.is_empty() {
+        addr
+    } else {
+        admin_addr
+    }
+}
+
+/// The leader's operator address, as `addr` knows it.
 async fn leader_addr(addr: &str, tls: Option<&Tls>) -> Result<String, AdminError> {
     let s = status(addr, tls).await?;
     s.voters
         .iter()
         .chain(s.learners.iter())
         .find(|m| m.id == s.leader && s.leader != 0)
-        // Its admin listener if it has one of its own: the peer listener takes nodes only.
-        .map(|m| match m.admin_addr.is_empty() {
-            true => m.addr.clone(),
-            false => m.admin_addr.clone(),
-        })
+        .map(|m| operator_addr(&m.addr, &m.admin_addr).to_string())
         .ok_or_else(|| AdminError::NoLeader(addr.into()))
 }
 

@@ -489,6 +489,7 @@ pub(crate) async fn health_loop(
     let mut metrics = raft.metrics();
     let mut serving = None;
     let mut leader = None;
+    let mut published = std::time::Instant::now() - Duration::from_secs(1);
     crate::node_metrics::register(metrics.borrow().id);
     loop {
         let (id, known, term, applied, last) = {
@@ -497,7 +498,11 @@ pub(crate) async fn health_loop(
             let last = m.last_log_index.unwrap_or(0);
             (m.id, m.current_leader, m.current_term, applied, last)
         };
-        crate::node_metrics::publish(id, known, term, applied, last);
+        // The loop wakes on every entry; a scrape needs no more than a value a second.
+        if published.elapsed() >= Duration::from_secs(1) || known != leader {
+            crate::node_metrics::publish(id, known, term, applied, last);
+            published = std::time::Instant::now();
+        }
         // Leadership changes at INFO (openraft's own lines are for debugging elections).
         if known != leader {
             if leader.is_some() {

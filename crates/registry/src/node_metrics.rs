@@ -1,5 +1,5 @@
-//! A registry node's metrics (issue 12): what its Raft metrics say, whenever they change and
-//! at least once a second (from the health loop), each series labelled with the node's id; and what the leader's batcher sees
+//! A registry node's metrics (issue 12): what its Raft metrics say, once a second and when the
+//! leader changes (from the health loop), each series labelled with the node's id; and what the leader's batcher sees
 //! of every entry (commit latency, refusals, lease lapses).
 
 use metrics::{counter, gauge, histogram};

@@ -78,12 +78,7 @@ pub async fn leader(cli: &Cli) -> Result<AdminClient<Ch>, Failure> {
             return Ok(c);
         }
         if let Some(l) = s.members.iter().find(|m| m.id == s.leader_id) {
-            // Its admin listener if it has one of its own: the peer listener takes nodes only.
-            let at = if l.admin_addr.is_empty() {
-                &l.addr
-            } else {
-                &l.admin_addr
-            };
+            let at = orbit_registry::admin::operator_addr(&l.addr, &l.admin_addr);
             return client_at(cli, at);
         }
         if std::time::Instant::now() >= until {
