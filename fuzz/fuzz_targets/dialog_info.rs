@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
             local_tag: local_tag.clone(),
             remote_tag: remote_tag.clone(),
             codec: None,
+            trace: None,
         },
         parked_at: 0,
         deadline: 1,

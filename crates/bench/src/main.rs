@@ -371,6 +371,7 @@ fn bench_call(n: usize) -> orbit_state::CallInfo {
         local_tag: "l".into(),
         remote_tag: "r".into(),
         codec: None,
+        trace: None,
     }
 }
 

@@ -189,6 +189,7 @@ impl Edge {
         );
         match (verdict, crate::trunk::claim_of(&msg)) {
             (Ok(Some(from)), Some(Claim::Park(park))) => {
+                let _span = crate::trunk::span(&msg, &from).entered();
                 crate::park::on_move_offer(&mut self.picking.parking, now, key, msg, &from, park)
             }
             (Ok(Some(_)), _) => self.reply(now, key, Response::to(&msg, 400)),
@@ -385,6 +386,9 @@ impl Edge {
                 return self.reply(now, key, Response::to(&msg, 403));
             }
         };
+        let _span = trunk_from
+            .as_deref()
+            .map(|from| crate::trunk::span(&msg, from).entered());
         let caller = if trunk_from.is_some() {
             // Claims name their claimant `edge/user`: a user with a `/` of its own could pass
             // for another edge's (an edge's own users are extensions, digits only).

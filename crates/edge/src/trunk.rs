@@ -151,7 +151,23 @@ pub(crate) fn headers(
     if let Some(c) = claim {
         h.push((CLAIM, c.text()));
     }
+    // The trace the request is part of (a retrieve's, a pickup's), when one is recorded. Not
+    // signed: it decides nothing, and is read only once the signature is good.
+    if let Some(tp) = orbit_trace::traceparent() {
+        h.push((orbit_trace::TRACEPARENT, tp));
+    }
     h
+}
+
+/// A span for the handling of a request whose trunk signature was good: in the sending
+/// edge's trace when it carried one.
+pub(crate) fn span(msg: &Message, from: &str) -> tracing::Span {
+    let span = tracing::info_span!("trunk.request", from = %from);
+    orbit_trace::adopt(
+        &span,
+        msg.header_other(orbit_trace::TRACEPARENT).map(str::trim),
+    );
+    span
 }
 
 /// What a trunk INVITE claims.

@@ -8,6 +8,7 @@ use orbit_edge::driver::OrbitIo;
 use orbit_edge::orbit::{OrbitError, OrbitFeed, Proposal};
 use orbit_registry::{Link, WatchUpdate};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Start the link's tasks on `rt`; the edge resumes its watch after `after` (0: from the
 /// whole state).
@@ -36,7 +37,7 @@ pub fn start(
         while let Some(p) = prop_rx.recv().await {
             let (l, tx) = (l.clone(), tx.clone());
             tokio::spawn(async move {
-                let outcome = match l.propose(&p.cmd).await {
+                let outcome = match l.propose(&p.cmd).instrument(p.span).await {
                     Ok((_, r)) => r.map_err(OrbitError::Rejected),
                     // Not committed, or not known to be: the flow gives up either way (an
                     // event committed after all still arrives through the watch).

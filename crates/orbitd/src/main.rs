@@ -25,6 +25,7 @@ mod failure;
 mod link;
 mod succession;
 mod telemetry;
+mod traces;
 
 // The SIP core allocates per message (parse spans, response buffers); mimalloc's thread-local
 // free lists cost about half of glibc malloc's time there.
@@ -449,7 +450,6 @@ fn start_now() -> orbit_edge::Start {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    logs(cli.log);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => failure::report(&e),
@@ -459,78 +459,124 @@ fn main() -> std::process::ExitCode {
 /// Logs on stderr: what a person cares about at INFO (`RUST_LOG` changes it), as text or as
 /// one JSON object per line. openraft's own lines at ERROR only: its warnings are the expected
 /// races of an election (the node logs leadership changes itself).
-fn logs(format: LogFormat) {
+/// With `traces`, the spans go to its collector too.
+fn logs(format: LogFormat, traces: Option<&traces::Tracing>) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,openraft=error".into());
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(std::io::stderr);
-    match format {
+    let fmt = match format {
         LogFormat::Text => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => fmt.json().with_current_span(true).init(),
-    }
+            .boxed(),
+        LogFormat::Json => fmt.json().with_current_span(true).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(traces.map(|t| t.layer()))
+        .init();
 }
 
-/// Serve metrics if `[telemetry]` says where.
-fn metrics_of(rt: &tokio::runtime::Runtime, t: &telemetry::TelemetrySettings) -> Result<()> {
-    match t.metrics_listen {
-        Some(listen) => {
-            let _in = rt.enter();
-            telemetry::serve(listen, &t.metrics_allow)
-        }
-        None => Ok(()),
+/// What `[telemetry]` asks for: metrics served, traces sent (then the logs start here, with
+/// the spans going to the collector too). `instance` names this process in its spans.
+fn telemetry_of(
+    rt: &tokio::runtime::Runtime,
+    t: &telemetry::TelemetrySettings,
+    format: LogFormat,
+    instance: &str,
+) -> Result<Option<traces::Tracing>> {
+    let _in = rt.enter();
+    let tracing = match &t.otlp_endpoint {
+        Some(e) => Some(traces::start(e, t.trace_sampling, instance)?),
+        None => None,
+    };
+    logs(format, tracing.as_ref());
+    if let Some(listen) = t.metrics_listen {
+        telemetry::serve(listen, &t.metrics_allow)?;
     }
+    Ok(tracing)
+}
+
+/// How a process names itself in its spans: its edge's identity, its registry node, or both.
+fn instance_of(f: &config::FileConfig) -> String {
+    let edge = f.edge.as_ref().map(|e| e.id());
+    let node = f.registry.as_ref().map(|r| format!("registry-{}", r.id));
+    edge.into_iter().chain(node).collect::<Vec<_>>().join(",")
+}
+
+/// What runs from a config file.
+enum Role {
+    Registry,
+    Edge,
+    /// Every table the file has.
+    All,
 }
 
 fn run(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.cmd {
+    let format = cli.log;
+    let (config, role) = match cli.cmd {
+        Cmd::Registry {
+            cmd: RegistryCmd::Run { config },
+            ..
+        } => (config, Role::Registry),
+        Cmd::Edge { config } => (config, Role::Edge),
+        Cmd::Run { config } => (config, Role::All),
         Cmd::CheckConfig { config } => {
+            logs(format, None);
             load(&config)?;
             println!("{}: ok", config.display());
-            Ok(())
+            return Ok(());
         }
-        Cmd::Registry { cmd, tls } => match cmd {
-            RegistryCmd::Run { config } => {
-                let f = load(&config)?;
-                metrics_of(&rt, &f.telemetry)?;
-                let r = f
-                    .registry
-                    .with_context(|| format!("{}: no [registry] table", config.display()))
-                    .map_err(|e| anyhow::Error::new(failure::BadConfig(e)))?;
-                rt.block_on(run_registry(r))
-            }
-            cmd => rt.block_on(registry_cmd(cmd, tls)),
-        },
-        Cmd::Edge { config } => {
-            let f = load(&config)?;
-            metrics_of(&rt, &f.telemetry)?;
-            let cfg = f
-                .edge
-                .with_context(|| format!("{}: no [edge] table", config.display()))
-                .map_err(|e| anyhow::Error::new(failure::BadConfig(e)))?;
-            let tls = edge_tls(&cfg)?;
-            rt.block_on(run_sites(vec![(cfg, tls)])).map(|_| ())
-        }
-        Cmd::Run { config } => {
-            let f = load(&config)?;
-            metrics_of(&rt, &f.telemetry)?;
-            let tls = match &f.edge {
-                Some(e) => edge_tls(e)?,
-                None => None,
-            };
-            rt.block_on(run_roles(f, tls))
+        Cmd::Registry { cmd, tls } => {
+            logs(format, None);
+            return rt.block_on(registry_cmd(cmd, tls));
         }
         Cmd::Dev {
             data_dir,
             sip,
             grpc,
             rtp,
-        } => rt.block_on(dev::run(data_dir, sip, grpc, rtp)),
+        } => {
+            logs(format, None);
+            return rt.block_on(dev::run(data_dir, sip, grpc, rtp));
+        }
+    };
+    // A config that does not load is reported before any log line.
+    let f = load(&config)?;
+    let tracing = telemetry_of(&rt, &f.telemetry, format, &instance_of(&f))?;
+    let missing = |table: &str| {
+        anyhow::Error::new(failure::BadConfig(anyhow::anyhow!(
+            "{}: no [{table}] table",
+            config.display()
+        )))
+    };
+    let r = match role {
+        Role::Registry => match f.registry {
+            Some(r) => rt.block_on(run_registry(r)),
+            None => Err(missing("registry")),
+        },
+        Role::Edge => match f.edge {
+            Some(cfg) => {
+                edge_tls(&cfg).and_then(|tls| rt.block_on(run_sites(vec![(cfg, tls)])).map(|_| ()))
+            }
+            None => Err(missing("edge")),
+        },
+        Role::All => {
+            let tls = match &f.edge {
+                Some(e) => edge_tls(e),
+                None => Ok(None),
+            };
+            tls.and_then(|tls| rt.block_on(run_roles(f, tls)))
+        }
+    };
+    if let Some(t) = tracing {
+        t.flush();
     }
+    r
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tracing::info;
 
 /// `[telemetry]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     /// Where Prometheus scrapes `/metrics`; none: no metrics.
@@ -22,6 +22,29 @@ pub struct TelemetrySettings {
     /// listener, which must then be on loopback.
     #[serde(default)]
     pub metrics_allow: Vec<String>,
+    /// Where spans go (an OTLP/gRPC collector, `http://host:4317`); none: no traces.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces started here that are recorded, from 0 to 1 (a trace another
+    /// process started is recorded if it was there). Lower it on a busy system: 0.01 at
+    /// thousands of calls a second.
+    #[serde(default = "all")]
+    pub trace_sampling: f64,
+}
+
+fn all() -> f64 {
+    1.0
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            metrics_listen: None,
+            metrics_allow: vec![],
+            otlp_endpoint: None,
+            trace_sampling: all(),
+        }
+    }
 }
 
 impl TelemetrySettings {
@@ -31,6 +54,24 @@ impl TelemetrySettings {
             if !is_cidr(net) {
                 anyhow::bail!("telemetry metrics_allow {net:?}: a network, e.g. \"10.0.0.0/8\"");
             }
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            // The exporter speaks plaintext gRPC: a collector beside the process (the node's
+            // agent, a sidecar), not across networks.
+            let ok = e
+                .strip_prefix("http://")
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+            if !ok {
+                anyhow::bail!(
+                    "telemetry otlp_endpoint {e:?}: an OTLP/gRPC collector as http://host:port"
+                );
+            }
+        }
+        if !(0.0..=1.0).contains(&self.trace_sampling) {
+            anyhow::bail!(
+                "telemetry trace_sampling {}: from 0 to 1",
+                self.trace_sampling
+            );
         }
         if let Some(l) = self.metrics_listen {
             if !l.ip().is_loopback() && self.metrics_allow.is_empty() {
@@ -88,6 +129,7 @@ mod tests {
         let t = |listen: &str, allow: &[&str]| TelemetrySettings {
             metrics_listen: Some(listen.parse().unwrap()),
             metrics_allow: allow.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         };
         assert!(t("127.0.0.1:9464", &[]).check().is_ok());
         let e = t("0.0.0.0:9464", &[]).check().unwrap_err().to_string();
@@ -99,5 +141,32 @@ mod tests {
             let e = t("0.0.0.0:9464", &[bad]).check().unwrap_err().to_string();
             assert!(e.contains(&format!("metrics_allow {bad:?}")), "{e}");
         }
+    }
+
+    #[test]
+    fn traces_go_to_a_plain_collector_at_a_sampled_share() {
+        let t = |endpoint: &str, ratio: f64| TelemetrySettings {
+            otlp_endpoint: Some(endpoint.to_string()),
+            trace_sampling: ratio,
+            ..Default::default()
+        };
+        assert!(t("http://127.0.0.1:4317", 0.01).check().is_ok());
+        assert!(t("http://otel-collector.observability:4317", 1.0)
+            .check()
+            .is_ok());
+        for bad in [
+            "127.0.0.1:4317",
+            "https://c:4317",
+            "http://",
+            "http://a b:4317",
+        ] {
+            let e = t(bad, 1.0).check().unwrap_err().to_string();
+            assert!(e.contains("otlp_endpoint"), "{bad}: {e}");
+        }
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let e = t("http://c:4317", bad).check().unwrap_err().to_string();
+            assert!(e.contains("trace_sampling"), "{bad}: {e}");
+        }
+        assert_eq!(TelemetrySettings::default().trace_sampling, 1.0);
     }
 }

@@ -456,7 +456,7 @@ impl AdminService {
     /// Have `cmd` committed (an admin's: no edge's right to check at apply); the status a
     /// refusal or a failure maps to.
     async fn commit(&self, cmd: Command, request: Option<String>) -> Result<Event, Status> {
-        let c = crate::proposing::propose(&self.batch, &self.fwd, cmd, None, request, true)
+        let c = crate::proposing::propose(&self.batch, &self.fwd, cmd, None, request, true, None)
             .await
             .map_err(crate::proposing::propose_status)?;
         c.outcome.map_err(|r| match r {

@@ -36,14 +36,17 @@ pub enum WriteError {
 /// The committed index and the command's own outcome.
 pub type Written = Result<(u64, Result<Event, Rejection>), WriteError>;
 
-/// A command, the edge that proposed it (if one did), its request id (if it has one), and who
-/// waits for its outcome.
-type Queued = (
-    Command,
-    Option<String>,
-    Option<String>,
-    oneshot::Sender<Written>,
-);
+/// A command waiting for its entry.
+struct Queued {
+    cmd: Command,
+    /// The edge that proposed it, if one did.
+    by: Option<String>,
+    /// Its request id, if it has one.
+    request: Option<String>,
+    /// The trace it was proposed in, if it is being traced.
+    trace: Option<String>,
+    reply: oneshot::Sender<Written>,
+}
 
 /// The handle proposals go through; clones share one queue.
 #[derive(Clone)]
@@ -112,9 +115,18 @@ impl Batcher {
         by: Option<String>,
         request: Option<String>,
     ) -> oneshot::Receiver<Written> {
-        let (tx, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, _, _, tx))) = self.tx.send((cmd, by, request, tx)) {
-            let _ = tx.send(Err(WriteError::Raft("registry node stopped".into())));
+        let (reply, rx) = oneshot::channel();
+        let q = Queued {
+            cmd,
+            by,
+            request,
+            trace: orbit_trace::traceparent(),
+            reply,
+        };
+        if let Err(mpsc::error::SendError(q)) = self.tx.send(q) {
+            let _ = q
+                .reply
+                .send(Err(WriteError::Raft("registry node stopped".into())));
         }
         rx
     }
@@ -151,20 +163,26 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, mut held: watc
         let mut cmds = Vec::with_capacity(n);
         let mut by = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);
+        let mut traces = Vec::with_capacity(n);
         let mut replies = Vec::with_capacity(n);
-        for (c, b, id, r) in batch {
-            cmds.push(c);
-            by.push(b);
-            ids.push(id);
-            replies.push(r);
+        for q in batch {
+            cmds.push(q.cmd);
+            by.push(q.by);
+            ids.push(q.request);
+            traces.push(q.trace);
+            replies.push(q.reply);
         }
-        if by.iter().all(Option::is_none) {
-            by.clear();
+        for v in [&mut by, &mut ids, &mut traces] {
+            if v.iter().all(Option::is_none) {
+                v.clear();
+            }
         }
-        if ids.iter().all(Option::is_none) {
-            ids.clear();
+        // The commit of the entry (append, replicate, apply here), linked to each traced
+        // proposal it carries.
+        let span = info_span!("registry.commit", commands = n);
+        for t in traces.iter().flatten() {
+            orbit_trace::link(&span, t);
         }
-        let span = info_span!("registry.batch", commands = n);
         let t0 = std::time::Instant::now();
         let pending = match raft
             .client_write_ff(Request {
@@ -172,6 +190,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, mut held: watc
                 cmds,
                 by,
                 ids,
+                traces,
             })
             .instrument(span.clone())
             .await

@@ -87,12 +87,14 @@ impl Link {
         loop {
             let (addr, client) = &self.nodes[i % self.nodes.len()];
             let mut client = client.clone();
-            let req = pb::ProposeRequest {
+            let mut req = tonic::Request::new(pb::ProposeRequest {
                 command: command.clone(),
                 forwarded: false,
                 edge: String::new(),
                 request_id: String::new(),
-            };
+            });
+            // The edge's span (its `orbit.command`) continues on the registry.
+            orbit_trace::inject(&mut req);
             let last = match tokio::time::timeout(ATTEMPT, client.propose(req)).await {
                 Err(_) => return Err(LinkError::Uncertain(format!("{addr}: timed out"))),
                 Ok(Ok(r)) => {

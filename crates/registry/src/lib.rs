@@ -89,6 +89,11 @@ pub struct Request {
     /// answered (`store::Requests`). Empty: none had one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ids: Vec<Option<String>>,
+    /// Beside `cmds`: each one's trace context (W3C `traceparent`) where its proposal was
+    /// traced, so that every node's apply joins that trace. Empty: none was. Nothing decides
+    /// by it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traces: Vec<Option<String>>,
 }
 
 impl Request {
@@ -98,6 +103,7 @@ impl Request {
             cmds: vec![cmd],
             by: vec![],
             ids: vec![],
+            traces: vec![],
         }
     }
 
@@ -119,6 +125,8 @@ struct RequestRepr {
     by: Vec<Option<String>>,
     #[serde(default)]
     ids: Vec<Option<String>>,
+    #[serde(default)]
+    traces: Vec<Option<String>>,
 }
 
 impl From<RequestRepr> for Request {
@@ -130,6 +138,7 @@ impl From<RequestRepr> for Request {
             cmds,
             by: r.by,
             ids: r.ids,
+            traces: r.traces,
         }
     }
 }

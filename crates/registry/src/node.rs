@@ -167,11 +167,24 @@ pub(crate) async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore,
                 let due = sm.data.read().unwrap().orbit.due(now);
                 let pending: Vec<_> = due
                     .into_iter()
-                    .map(|park| (park, batch.submit(Command::Expire { park })))
+                    .map(|park| {
+                        // In the park's trace: the deadline is the park's.
+                        let span = info_span!("registry.expire", park);
+                        let trace = sm
+                            .data
+                            .read()
+                            .unwrap()
+                            .orbit
+                            .parked(park)
+                            .and_then(|p| p.call.trace.clone());
+                        orbit_trace::adopt(&span, trace.as_deref());
+                        let rx = span.in_scope(|| batch.submit(Command::Expire { park }));
+                        (park, span, rx)
+                    })
                     .collect();
                 let mut failed = false;
-                for (park, rx) in pending {
-                    match rx.instrument(info_span!("registry.expire", park)).await {
+                for (park, span, rx) in pending {
+                    match rx.instrument(span).await {
                         Ok(Ok((_, Ok(Event::Expired(p))))) => info!(
                             park,
                             slot = p.slot,
@@ -260,7 +273,7 @@ async fn announce_admin(
                 node: id,
                 addr: want.clone(),
             };
-            match propose(&batch, &fwd, cmd, None, None, true).await {
+            match propose(&batch, &fwd, cmd, None, None, true, None).await {
                 Ok(Committed { outcome: Ok(_), .. }) => {
                     info!(node = id, admin = ?want, "admin address announced");
                     return;
@@ -470,7 +483,7 @@ impl Node {
     /// Order `cmd` through the log (here if this node leads, else at the leader) and return
     /// what applying it did.
     pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
-        propose(&self.batch, &self.fwd, cmd, None, None, true).await
+        propose(&self.batch, &self.fwd, cmd, None, None, true, None).await
     }
 
     /// The leader's batching queue of this node (proposals straight to Raft, not forwarded).

@@ -39,6 +39,8 @@ pub struct Committed {
 
 /// Order `cmd` here if this node leads; else send it on to the leader, unless it was forwarded
 /// already (`may_forward` false: only the leader takes a forwarded proposal, so it cannot loop).
+/// In a `registry.propose` span, a child of the caller's trace when `remote` (the request's
+/// metadata) carries one.
 pub(crate) async fn propose(
     batch: &Batcher,
     fwd: &Forwarder,
@@ -46,8 +48,13 @@ pub(crate) async fn propose(
     by: Option<String>,
     request: Option<String>,
     may_forward: bool,
+    remote: Option<&tonic::metadata::MetadataMap>,
 ) -> Result<Committed, ProposeError> {
-    let span = info_span!("registry.propose");
+    let span = info_span!("registry.propose", kind = cmd.kind());
+    match remote {
+        Some(md) => orbit_trace::adopt_remote(&span, md),
+        None => orbit_trace::adopt(&span, None),
+    }
     async move {
         // A leader that hands over (a transfer, an election) answers what it had not appended
         // with UNAVAILABLE: ask again, and this node's Raft names the new leader. A few times.
@@ -156,11 +163,15 @@ async fn forward(
     let command = serde_json::to_vec(cmd).map_err(|e| ProposeError::Raft(e.to_string()))?;
     let reply = tokio::time::timeout(
         Duration::from_secs(3),
-        client.propose(pb::ProposeRequest {
-            command,
-            forwarded: true,
-            edge: by.unwrap_or_default().to_string(),
-            request_id: request.unwrap_or_default().to_string(),
+        client.propose({
+            let mut req = tonic::Request::new(pb::ProposeRequest {
+                command,
+                forwarded: true,
+                edge: by.unwrap_or_default().to_string(),
+                request_id: request.unwrap_or_default().to_string(),
+            });
+            orbit_trace::inject(&mut req);
+            req
         }),
     )
     .await

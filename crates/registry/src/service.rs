@@ -96,7 +96,7 @@ impl pb::registry_server::Registry for RegistryService {
         req: GrpcRequest<pb::ProposeRequest>,
     ) -> Result<GrpcResponse<pb::ProposeReply>, Status> {
         let access = Access::of(&req, self.tls)?;
-        let req = req.into_inner();
+        let (md, _, req) = req.into_parts();
         let cmd: Command = serde_json::from_slice(&req.command)
             .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
         let by = access.propose(
@@ -113,9 +113,17 @@ impl pb::registry_server::Registry for RegistryService {
         );
         let request =
             (from_node && req.forwarded && !req.request_id.is_empty()).then_some(req.request_id);
-        let c = propose(&self.batch, &self.fwd, cmd, by, request, !req.forwarded)
-            .await
-            .map_err(propose_status)?;
+        let c = propose(
+            &self.batch,
+            &self.fwd,
+            cmd,
+            by,
+            request,
+            !req.forwarded,
+            Some(&md),
+        )
+        .await
+        .map_err(propose_status)?;
         Ok(GrpcResponse::new(pb::ProposeReply {
             index: c.index,
             outcome: serde_json::to_vec(&c.outcome).map_err(|e| Status::internal(e.to_string()))?,

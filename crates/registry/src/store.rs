@@ -449,10 +449,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Normal(req) => {
                     let mut outcomes = Vec::with_capacity(req.cmds.len());
                     let mut done = vec![];
-                    let (by, ids) = (req.by, req.ids);
+                    let (by, ids, traces) = (req.by, req.ids, req.traces);
                     for (i, cmd) in req.cmds.into_iter().enumerate() {
                         let edge = by.get(i).and_then(|b| b.as_deref());
                         let id = ids.get(i).and_then(|b| b.clone());
+                        // A traced proposal's apply, on every node, joins its trace.
+                        let _span = traces.get(i).and_then(|t| t.as_deref()).map(|t| {
+                            let span = tracing::info_span!(
+                                "registry.apply",
+                                index = e.log_id.index,
+                                kind = cmd.kind()
+                            );
+                            orbit_trace::adopt(&span, Some(t));
+                            span.entered()
+                        });
                         // A request seen already: its first outcome, nothing applied again.
                         if let Some(answer) =
                             id.as_deref().and_then(|id| d.requests.answer(id, &cmd))

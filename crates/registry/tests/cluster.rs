@@ -43,6 +43,7 @@ fn park(n: u32) -> Command {
             local_tag: "l".into(),
             remote_tag: "r".into(),
             codec: None,
+            trace: None,
         },
     }
 }

@@ -48,6 +48,7 @@ fn park_at(edge: &str, n: u32) -> Command {
             local_tag: "l".into(),
             remote_tag: "r".into(),
             codec: None,
+            trace: None,
         },
     }
 }

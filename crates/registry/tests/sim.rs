@@ -47,6 +47,7 @@ fn call(n: u64) -> CallInfo {
         local_tag: "l".into(),
         remote_tag: "r".into(),
         codec: None,
+        trace: None,
     }
 }
 

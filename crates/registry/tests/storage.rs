@@ -83,6 +83,7 @@ fn park(n: u32, slot: Option<u32>) -> Command {
             local_tag: "l".into(),
             remote_tag: "r".into(),
             codec: None,
+            trace: None,
         },
     }
 }
@@ -161,6 +162,7 @@ async fn a_batched_entry_applies_its_commands_in_order_and_old_entries_still_rea
             ],
             by: vec![],
             ids: vec![],
+            traces: vec![],
         }),
     };
     let out = sm.apply(vec![batch]).await.unwrap();
@@ -211,6 +213,7 @@ async fn an_edges_command_is_checked_against_the_state_it_meets_at_apply() {
                 Some("site-a".into()),
             ],
             ids: vec![],
+            traces: vec![],
         }),
     };
     let out = sm.apply(vec![entry]).await.unwrap();
@@ -252,6 +255,7 @@ async fn a_request_id_applies_its_command_once_and_answers_retries_alike() {
             ],
             by: vec![],
             ids: vec![None, None, id("x-1"), id("x-1")],
+            traces: vec![],
         }),
     };
     let out = sm.apply(vec![first]).await.unwrap();
@@ -276,6 +280,7 @@ async fn a_request_id_applies_its_command_once_and_answers_retries_alike() {
             cmds: vec![extend.clone(), extend.clone()],
             by: vec![],
             ids: vec![id("x-1"), id("x-2")],
+            traces: vec![],
         }),
     };
     let out = sm.apply(vec![later]).await.unwrap();

@@ -103,6 +103,10 @@ pub struct CallInfo {
     /// take it, and is refused before claiming when its offer cannot.
     #[serde(default)]
     pub codec: Option<String>,
+    /// The park's trace (W3C `traceparent`), when it was recorded: a retrieve, recall or
+    /// pickup anywhere joins it. Nothing decides by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

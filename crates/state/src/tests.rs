@@ -35,6 +35,7 @@ pub(crate) fn call(n: u32) -> CallInfo {
         local_tag: format!("l{n}"),
         remote_tag: format!("r{n}"),
         codec: None,
+        trace: None,
     }
 }
 

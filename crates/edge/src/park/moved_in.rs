@@ -117,6 +117,7 @@ pub(crate) fn on_move_offer(
         user: o.user,
     };
     let span = info_span!(parent: None, "call", id = cid, caller = %parked.call.caller_uri, slot = parked.slot, edge = %edge.id);
+    orbit_trace::adopt(&span, parked.call.trace.as_deref());
     let _g = span.clone().entered();
     relay.set_remote(
         &mut edge.b2bua.sv.media,

@@ -109,6 +109,8 @@ pub(crate) fn propose_park(
             .and_then(|n| n.tag().map(str::to_string))
             .unwrap_or_default(),
         codec: Some(codec.name().to_string()),
+        // Whatever happens to the call later, at any site, joins the park's trace.
+        trace: call.span.in_scope(orbit_trace::traceparent),
     };
     let after = AfterPark {
         cid,

@@ -21,7 +21,8 @@ pub(crate) fn start_recall(edge: &mut Parking, now: Instant, cid: u64, stage: Re
     let Some(ps) = edge.park.held.get(&cid) else {
         return;
     };
-    let span = call.span.clone();
+    // Inside the call's span, and so in the park's trace.
+    let span = info_span!(parent: &call.span, "recall", stage = ?stage, park = ps.id);
     let _g = span.enter();
     let Some(lot) = edge.orbit.lot(&ps.lot).cloned() else {
         return;

@@ -100,6 +100,11 @@ pub(crate) fn on_retrieve(
     if edge.port.backend != crate::services::orbit_port::Backend::Local {
         edge.reply(now, key, Response::to(&a.msg, 100));
     }
+    // The retrieve joins the trace of the park it is after (wherever that was made).
+    let parked_trace = edge
+        .orbit
+        .in_slot(&tenant, slot)
+        .and_then(|p| p.call.trace.clone());
     let claim = Command::Claim {
         tenant,
         slot,
@@ -107,6 +112,7 @@ pub(crate) fn on_retrieve(
         by: a.retriever.clone(),
     };
     let span = info_span!(parent: None, "retrieve", slot, by = %a.retriever, edge = %edge.id);
+    orbit_trace::adopt(&span, parked_trace.as_deref());
     let _g = span.enter();
     edge.park.claiming.insert(a.key.clone(), false);
     edge.propose_then(now, claim, ParkThen::Retrieve(a));

@@ -126,6 +126,7 @@ fn ask(edge: &mut Picking, now: Instant, p: Pick, exts: Vec<String>, ring: Optio
         by: edge.picker_name(&p.picker),
     };
     let span = info_span!(parent: None, "pickup", by = %p.picker, edge = %edge.id);
+    orbit_trace::adopt(&span, None);
     let _g = span.enter();
     edge.pickup.picking.insert(p.key.clone(), false);
     edge.propose_then(now, cmd, PickThen::Pick(Box::new(p)));

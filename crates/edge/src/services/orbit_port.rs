@@ -45,6 +45,9 @@ pub enum Backend {
 pub struct Proposal {
     pub token: u64,
     pub cmd: Command,
+    /// Its `orbit.command` span: the link sends it from inside, so that the registry's
+    /// spans join the feature's trace.
+    pub span: Span,
 }
 
 /// Why a command has no event.
@@ -239,7 +242,11 @@ impl Services {
             Backend::Registry => {
                 span.in_scope(|| debug!(token, "proposed"));
                 let cmd_kind = cmd.kind();
-                self.port.outbox.push(Proposal { token, cmd });
+                self.port.outbox.push(Proposal {
+                    token,
+                    cmd,
+                    span: span.clone(),
+                });
                 self.port.waiting.insert(token, (then, span, cmd_kind, now));
             }
         }

@@ -139,6 +139,7 @@ pub(super) fn call_info(edge: &str, call_id: &str, codec: &str) -> orbit_state::
         local_tag: format!("{call_id}-l"),
         remote_tag: format!("{call_id}-r"),
         codec: Some(codec.into()),
+        trace: None,
     }
 }
 

@@ -94,6 +94,11 @@ impl Sites {
 
     /// With edge leases of `lease_secs`.
     pub fn start_with(tenant: &str, lease_secs: u64) -> Sites {
+        Self::start_opts(tenant, lease_secs, "")
+    }
+
+    /// With `telemetry` (TOML) added to each process's `[telemetry]` table.
+    pub fn start_opts(tenant: &str, lease_secs: u64, telemetry: &str) -> Sites {
         require_sipp();
         let dir = std::env::temp_dir().join(format!(
             "orbit-sites-{}-{}",
@@ -167,7 +172,7 @@ impl Sites {
                 })
                 .collect();
             let registry = format!(
-                "[registry]\nid = {id}\nlisten = \"{listen}\"\ndata_dir = \"{data}\"\n[registry.tls]\n{node_tls}{tokens}\n[telemetry]\nmetrics_listen = \"{metrics}\"\n",
+                "[registry]\nid = {id}\nlisten = \"{listen}\"\ndata_dir = \"{data}\"\n[registry.tls]\n{node_tls}{tokens}\n[telemetry]\nmetrics_listen = \"{metrics}\"\n{telemetry}\n",
                 id = i + 1,
                 listen = s.grpc[i],
                 data = s.dir.join(format!("registry-{}", i + 1)).display(),
