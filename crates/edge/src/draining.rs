@@ -90,6 +90,16 @@ pub(crate) fn on_event(edge: &mut Picking, now: Instant, ev: &Event) {
     }
 }
 
+/// The registry's whole state came in (a watcher that lagged may have missed the `Drain`):
+/// drain if it says this process is draining.
+pub(crate) fn on_resync(edge: &mut Picking, now: Instant) {
+    let ours = edge.orbit.incarnation_of(&edge.id) == Some(edge.port.incarnation);
+    if ours && edge.orbit.is_draining(&edge.id) {
+        let grace = Duration::from_secs(edge.cfg.drain_secs);
+        begin(edge, now, grace);
+    }
+}
+
 /// After every input: once nothing is left, leave the registry (one command, so that its
 /// slots and lamps free at once rather than when the lease runs out).
 pub(crate) fn progress(edge: &mut Picking, now: Instant) {

@@ -70,6 +70,7 @@ impl Edge {
         }
         crate::blf::refresh_all(&mut self.lamping(), now);
         self.picking.resynced(now);
+        crate::draining::on_resync(&mut self.picking, now);
         self.settle(now);
     }
 }

@@ -112,6 +112,11 @@ impl Orbit {
         self.draining.contains(edge)
     }
 
+    /// The process (incarnation) that holds or last held `edge`'s lease.
+    pub fn incarnation_of(&self, edge: &str) -> Option<u64> {
+        self.incarnations.get(edge).copied()
+    }
+
     /// Edges whose lease has ended by `now`.
     pub fn lapsed(&self, now: Millis) -> Vec<String> {
         self.leases

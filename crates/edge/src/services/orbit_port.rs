@@ -326,10 +326,22 @@ impl Services {
         self.port.watch_index = index;
         for cmd in cmds {
             if let Ok(ev) = self.orbit.apply(at, &cmd) {
+                if self.stale_drain(&ev) {
+                    continue;
+                }
                 self.port.events.push_back(ev);
             }
         }
         true
+    }
+
+    /// Whether `ev` drains this edge's name while another process held it: a predecessor's
+    /// drain, met again when a process restarted under the same name reads the log from its
+    /// start. Judged as the command is applied (the mirror as of that log entry), for a batch
+    /// may hold both the old drain and this process's own lease.
+    fn stale_drain(&self, ev: &Event) -> bool {
+        matches!(ev, Event::Draining { edge } if *edge == self.id
+            && self.orbit.incarnation_of(edge) != Some(self.port.incarnation))
     }
 
     /// One site: keep a timer at the earliest deadline (across sites the leader fires them).

@@ -151,3 +151,50 @@ fn sigterm_says_so_in_the_log_so_that_no_edge_hands_this_one_anything() {
     assert!(net.edge.drained());
     assert!(!reg.orbit.is_draining("site-a"));
 }
+
+#[test]
+fn a_process_restarted_under_a_drained_edges_name_is_not_drained_again_by_the_old_drain() {
+    // The log a new process of site-a reads from its start: its predecessor leased the name,
+    // was drained by an operator and left.
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    let at = net.edge.now_ms(net.now);
+    let history = [
+        Command::Lease {
+            edge: "site-a".into(),
+            ttl_ms: 15_000,
+            incarnation: 77,
+            replaces: 0,
+            sip: None,
+            load: Default::default(),
+        },
+        Command::Drain {
+            edge: "site-a".into(),
+        },
+        Command::Release {
+            edge: "site-a".into(),
+            incarnation: 77,
+        },
+    ];
+    for cmd in history {
+        reg.feed(&mut net, at, cmd);
+    }
+    reg.serve(&mut net);
+    assert!(!net.edge.drained());
+    net.send(ALICE, &options("probe0", ""));
+    assert_eq!(
+        net.one(ALICE).code(),
+        200,
+        "the old drain was taken as this process's"
+    );
+    // A drain of this process is still one.
+    reg.feed(
+        &mut net,
+        at,
+        Command::Drain {
+            edge: "site-a".into(),
+        },
+    );
+    net.send(ALICE, &options("probe1", ""));
+    assert_refused_for_now(&net.one(ALICE));
+}
