@@ -54,6 +54,17 @@ pub struct RegistrySettings {
     /// admin API in place of a client certificate, over TLS.
     #[serde(default)]
     pub tokens: Vec<TokenSettings>,
+    /// Peers to ask to make this node a voter (host:port; e.g. the other pods of the
+    /// StatefulSet): a new node joins by itself, and one removed while away joins again.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// The address peers reach this node at, as `join` gives it (host:port; default `listen`).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// On the leader: remove a member that has not kept up for this long (a pod of a
+    /// scaled-down StatefulSet), one at a time, never below three voters. Absent: never.
+    #[serde(default)]
+    pub remove_unreachable_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +76,21 @@ pub struct TokenSettings {
 }
 
 impl RegistrySettings {
+    /// `join`, `advertise` and `remove_unreachable_secs`.
+    fn check_membership(&self) -> Result<()> {
+        for a in self.join.iter().chain(&self.advertise) {
+            if !orbit_state::is_host_port(a) {
+                bail!("registry join/advertise {a:?}: host:port");
+            }
+        }
+        if self.remove_unreachable_secs.is_some_and(|s| s < 10) {
+            bail!(
+                "registry remove_unreachable_secs: at least 10 (a restart must not read as gone)"
+            );
+        }
+        Ok(())
+    }
+
     fn tokens(&self) -> Result<orbit_registry::identity::Tokens> {
         let mut t = orbit_registry::identity::Tokens::default();
         for s in &self.tokens {
@@ -89,6 +115,7 @@ fn default_election_max() -> u64 {
 pub fn node_config(r: RegistrySettings) -> Result<orbit_registry::NodeConfig> {
     let tls = r.tls.as_ref().map(orbit_registry::Tls::load).transpose()?;
     let tokens = r.tokens()?;
+    r.check_membership()?;
     let mut cfg = orbit_registry::NodeConfig::new(r.id, r.listen, r.data_dir);
     cfg.tokens = tokens;
     cfg.heartbeat = Duration::from_millis(r.heartbeat_ms);
@@ -97,11 +124,61 @@ pub fn node_config(r: RegistrySettings) -> Result<orbit_registry::NodeConfig> {
     cfg.tls = tls;
     cfg.admin_listen = r.admin_listen;
     cfg.edge_listen = r.edge_listen;
+    cfg.join = r.join;
+    cfg.advertise = r.advertise;
+    cfg.remove_unreachable = r.remove_unreachable_secs.map(Duration::from_secs);
     Ok(cfg)
 }
 
 /// Read and check a config file: what `run` and `check-config` both do. Whatever is wrong is
 /// a [`BadConfig`](crate::failure::BadConfig) (exit code 78).
+/// `${NAME}` in a config file replaced by the environment's `NAME` (letters, digits and `_`):
+/// what differs between the replicas of one config (a pod's address, a node id from its
+/// ordinal) and what belongs in a secret rather than a file (the trunk secret). A variable
+/// that is not set, or whose value would end its TOML string (a quote, a backslash, a control
+/// character), is an error naming it and its line. Comment lines are left as they are.
+pub fn expand_env(text: &str, var: impl Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        // A comment line may show a `${NAME}` (documenting a variable) without setting it.
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(end) = after.find('}') else {
+                bail!("line {}: ${{ without its closing }}", n + 1);
+            };
+            let name = &after[..end];
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                bail!(
+                    "line {}: ${{{name}}}: a variable is letters, digits and _",
+                    n + 1
+                );
+            }
+            let Some(value) = var(name) else {
+                bail!("line {}: ${{{name}}}: {name} is not set", n + 1);
+            };
+            if value
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
+            {
+                bail!(
+                    "line {}: ${{{name}}}: its value has a quote, a backslash or a control character",
+                    n + 1
+                );
+            }
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
 pub fn load(path: &Path) -> Result<FileConfig> {
     load_checked(path).map_err(|e| anyhow::Error::new(crate::failure::BadConfig(e)))
 }
@@ -109,6 +186,8 @@ pub fn load(path: &Path) -> Result<FileConfig> {
 fn load_checked(path: &Path) -> Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = expand_env(&text, |k| std::env::var(k).ok())
+        .with_context(|| format!("reading {}", path.display()))?;
     let cfg: FileConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     if cfg.edge.is_none() && cfg.registry.is_none() {
@@ -154,6 +233,8 @@ fn load_checked(path: &Path) -> Result<FileConfig> {
         }
         r.tokens()
             .with_context(|| format!("checking {}", path.display()))?;
+        r.check_membership()
+            .with_context(|| format!("checking {}", path.display()))?;
         if !r.tokens.is_empty() && r.tls.is_none() {
             bail!(
                 "{}: bearer tokens need [registry.tls] (a token in plaintext is anyone's who sees it)",
@@ -168,4 +249,76 @@ fn load_checked(path: &Path) -> Result<FileConfig> {
         }
     }
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_come_from_the_environment_and_bad_ones_name_their_line() {
+        let env = |k: &str| match k {
+            "POD_IP" => Some("10.0.3.7".to_string()),
+            "NODE_ID" => Some("2".to_string()),
+            "EVIL" => Some("x\"\nid = 9".to_string()),
+            _ => None,
+        };
+        let text = "[registry]\nid = ${NODE_ID}\nlisten = \"${POD_IP}:50051\"\n";
+        assert_eq!(
+            expand_env(text, env).unwrap(),
+            "[registry]\nid = 2\nlisten = \"10.0.3.7:50051\"\n"
+        );
+        assert_eq!(expand_env("a = \"$HOME\"", env).unwrap(), "a = \"$HOME\"");
+        let comment = "  # set ${UNSET} in the pod\nid = ${NODE_ID}\n";
+        assert_eq!(
+            expand_env(comment, env).unwrap(),
+            "  # set ${UNSET} in the pod\nid = 2\n"
+        );
+        for (bad, says) in [
+            (
+                "x\nsecret = \"${TRUNK}\"",
+                "line 2: ${TRUNK}: TRUNK is not set",
+            ),
+            ("s = \"${EVIL}\"", "line 1: ${EVIL}: its value has a quote"),
+            (
+                "s = \"${POD IP}\"",
+                "line 1: ${POD IP}: a variable is letters",
+            ),
+            ("s = \"${POD_IP\"", "line 1: ${ without its closing }"),
+        ] {
+            let e = expand_env(bad, env).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn join_advertise_and_removal_are_checked_with_the_file() {
+        let dir = std::env::temp_dir().join(format!("orbit-config-join-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("registry.toml");
+        let with = |extra: &str| {
+            std::fs::write(
+                &path,
+                format!("[registry]\nid = 4\nlisten = \"127.0.0.1:50051\"\ndata_dir = \"/tmp/x\"\n{extra}"),
+            )
+            .unwrap();
+            load_checked(&path)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        };
+        let good = "join = [\"orbit-registry-0.orbit-registry:50051\"]\nadvertise = \"orbit-registry-3.orbit-registry:50051\"\nremove_unreachable_secs = 600\n";
+        assert_eq!(with(good), Ok(()));
+        for (bad, says) in [
+            (
+                "join = [\"no port\"]\n",
+                "registry join/advertise \"no port\": host:port",
+            ),
+            ("advertise = \"x:0\"\n", "host:port"),
+            ("remove_unreachable_secs = 3\n", "at least 10"),
+        ] {
+            let e = with(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

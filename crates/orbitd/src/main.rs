@@ -23,6 +23,7 @@ mod dev;
 mod edge_admin;
 mod failure;
 mod link;
+mod pki;
 mod succession;
 mod telemetry;
 mod traces;
@@ -78,6 +79,13 @@ enum Cmd {
     },
     /// Check a config file and exit.
     CheckConfig { config: PathBuf },
+    /// Issue the cluster's certificates from a CA of its own (made on first use): for a
+    /// small deployment or a first start (compose, a Kubernetes Job); larger ones bring their
+    /// own CA (cert-manager), with the same SPIFFE IDs.
+    Pki {
+        #[command(subcommand)]
+        cmd: pki::PkiCmd,
+    },
     /// Run a registry node, or change the registry's membership.
     Registry {
         #[command(subcommand)]
@@ -162,8 +170,10 @@ fn parse_member(s: &str) -> Result<(u64, String)> {
         .ok()
         .filter(|i| *i > 0)
         .with_context(|| format!("{s:?}: node ids are numbers from 1"))?;
-    addr.parse::<std::net::SocketAddr>()
-        .with_context(|| format!("{s:?}: {addr} is not host:port"))?;
+    // An address or a DNS name (a Kubernetes Service's), as the certificates name nodes.
+    if !orbit_state::is_host_port(addr) {
+        anyhow::bail!("{s:?}: {addr} is not host:port");
+    }
     Ok((id, addr.to_string()))
 }
 
@@ -537,6 +547,7 @@ fn run(cli: Cli) -> Result<()> {
             logs(format, None);
             return rt.block_on(registry_cmd(cmd, tls));
         }
+        Cmd::Pki { cmd } => return pki::run(cmd),
         Cmd::Dev {
             data_dir,
             sip,

@@ -221,6 +221,15 @@ impl Access {
         }
     }
 
+    /// A node asking to be made a voter: registry node `id` itself only.
+    pub(crate) fn join(&self, id: NodeId) -> Result<(), Status> {
+        match self {
+            Access::Open => Ok(()),
+            Access::Caller(Caller::Node(n)) if *n == id => Ok(()),
+            _ => Err(self.denied(&format!("join the cluster as node {id}"))),
+        }
+    }
+
     /// Membership changes and other administration.
     pub fn admin(&self) -> Result<(), Status> {
         match self {

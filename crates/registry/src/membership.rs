@@ -89,6 +89,25 @@ pub(crate) async fn add_learner(
     Ok(())
 }
 
+/// Node `id` at `addr` asks to be a voter: added as a learner unless it is one, then
+/// promoted. A voter already is left as it is.
+pub(crate) async fn join(
+    raft: &Raft,
+    batch: &Batcher,
+    id: NodeId,
+    addr: String,
+) -> Result<(), Status> {
+    let (voters, learners) = members(raft);
+    if voters.contains(&id) {
+        return Ok(());
+    }
+    // Elsewhere than on the leader, either step answers UNAVAILABLE naming the leader.
+    if !learners.contains(&id) {
+        add_learner(raft, batch, id, addr).await?;
+    }
+    promote(raft, batch, id).await
+}
+
 /// Make learner `id` a voter.
 pub(crate) async fn promote(raft: &Raft, batch: &Batcher, id: NodeId) -> Result<(), Status> {
     let _one = batch.change()?;

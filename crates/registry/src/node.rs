@@ -48,6 +48,13 @@ pub struct NodeConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Where edges propose and watch instead of on `listen`.
     pub edge_listen: Option<SocketAddr>,
+    /// Peers (host:port) to ask to make this node a voter, as `advertise` (`joining.rs`);
+    /// empty: the node waits to be initialised or added by an operator.
+    pub join: Vec<String>,
+    /// The address peers reach this node at (a DNS name under Kubernetes); default `listen`.
+    pub advertise: Option<String>,
+    /// On the leader: remove members that have not kept up for this long (`pruning.rs`).
+    pub remove_unreachable: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -63,6 +70,9 @@ impl NodeConfig {
             tokens: Default::default(),
             admin_listen: None,
             edge_listen: None,
+            join: vec![],
+            advertise: None,
+            remove_unreachable: None,
         }
     }
 
@@ -443,6 +453,29 @@ impl Node {
             (batch.clone(), fwd.clone()),
             closed.clone(),
         ));
+        if !cfg.join.is_empty() {
+            let advertise = cfg
+                .advertise
+                .clone()
+                .unwrap_or_else(|| cfg.listen.to_string());
+            tokio::spawn(crate::joining::join_loop(
+                raft.clone(),
+                cfg.id,
+                advertise,
+                cfg.join.clone(),
+                cfg.tls.clone(),
+                closed.clone(),
+            ));
+        }
+        if let Some(after) = cfg.remove_unreachable {
+            tokio::spawn(crate::pruning::prune_loop(
+                raft.clone(),
+                batch.clone(),
+                cfg.tls.clone(),
+                after,
+                closed.clone(),
+            ));
+        }
         info!(node = cfg.id, listen = %cfg.listen, admin_listen = ?cfg.admin_listen, edge_listen = ?cfg.edge_listen, "registry node started");
         Ok(Node {
             id: cfg.id,

@@ -182,6 +182,17 @@ impl pb::registry_server::Registry for RegistryService {
         Ok(GrpcResponse::new(self.membership()))
     }
 
+    async fn join(
+        &self,
+        req: GrpcRequest<pb::NodeRequest>,
+    ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
+        let access = Access::of(&req, self.tls)?;
+        let m = node_of(req)?;
+        access.join(m.id)?;
+        crate::membership::join(&self.raft, &self.batch, m.id, m.addr).await?;
+        Ok(GrpcResponse::new(self.membership()))
+    }
+
     async fn status(
         &self,
         req: GrpcRequest<pb::StatusRequest>,

@@ -367,6 +367,31 @@ async fn an_edge_acts_only_for_its_own_site_and_only_nodes_speak_raft() {
             .unwrap_err();
         assert_eq!(s.code(), Code::PermissionDenied, "{who}: {s:?}");
     }
+    // A node joins as itself only: not as another id, and not an edge or an admin's
+    // certificate (an admin adds members with AddLearner).
+    let join = |id: u64| pb::NodeRequest {
+        node: Some(pb::Member {
+            id,
+            addr: "127.0.0.1:1".into(),
+            ..Default::default()
+        }),
+    };
+    for (who, id) in [
+        (Caller::Node(2), 7),
+        (Caller::Edge("site-a".into()), 7),
+        (Caller::Admin("ops".into()), 7),
+    ] {
+        let s = c
+            .registry(addr, Some(&who))
+            .join(join(id))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            s.code(),
+            Code::PermissionDenied,
+            "{who} as node {id}: {s:?}"
+        );
+    }
     let mut reader = c.registry(addr, Some(&Caller::Reader("grafana".into())));
     let s = propose(&mut reader, &park_at("site-a", 3))
         .await

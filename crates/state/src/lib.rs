@@ -41,7 +41,7 @@ pub use commands::{
 pub use groups::{
     is_extension, is_group_name, PickupGroup, MAX_EXTENSIONS, MAX_GROUPS, MAX_TENANTS,
 };
-pub use nodes::MAX_NODES;
+pub use nodes::{is_host_port, MAX_NODES};
 pub use rings::{RingCall, RingId, Ringing, MAX_PICKUP_EXTS, MAX_RINGS, MAX_RINGS_PER_EDGE};
 pub use watches::{MAX_WATCHES, MAX_WATCHES_PER_EDGE, MAX_WATCH_MS};
 

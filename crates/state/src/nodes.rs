@@ -8,7 +8,7 @@ use crate::{Event, Orbit, Rejection};
 pub const MAX_NODES: usize = 64;
 
 /// `host:port`, a host of letters, digits, `.`, `-`, `:` (IPv6 in brackets) and a port.
-fn is_host_port(addr: &str) -> bool {
+pub fn is_host_port(addr: &str) -> bool {
     addr.len() <= 255
         && addr.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty()
