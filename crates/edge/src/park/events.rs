@@ -186,9 +186,17 @@ impl Parking {
                 );
             }
             Event::LeaseLapsed {
-                edge, lost: gone, ..
+                edge,
+                lost: gone,
+                released,
+                ..
             } => {
-                warn!(site = %edge, lost = gone.len(), "our lease lapsed: parked calls are lost");
+                // Released: this edge left on purpose (a drain), with nothing held.
+                if *released && gone.is_empty() {
+                    debug!(site = %edge, "our lease released");
+                } else {
+                    warn!(site = %edge, lost = gone.len(), "our lease lapsed: parked calls are lost");
+                }
                 self.port.lease_until = None;
                 for p in gone {
                     if let Some(&cid) = self.park.by_id.get(&p.id) {

@@ -37,7 +37,7 @@ use orbit_sip::Method;
 use orbit_state::{
     CallInfo, Command, EndReason, Event, LotKey, Millis, ParkId, Parked, RecallStage, Rejection,
 };
-use tracing::{info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
 use crate::call::{self, is_sdp, Branch, BranchState, Call, CallState, Calls, NewCall, Side};
 use crate::media::Leg;
