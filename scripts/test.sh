@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs when missing (SIPp, iproute2 and
-# Python's venv from Debian, grpcio and prometheus_client from PyPI, cargo-nextest and cargo-fuzz from crates.io),
-# then: format, lint, unit and end-to-end tests, and a bounded fuzzing run of every fuzz target.
+# Python's venv from Debian, grpcio, prometheus_client, PyYAML and kubernetes-validate from PyPI,
+# cargo-nextest and cargo-fuzz from crates.io; the container tests make their own base images
+# with debootstrap and kubectl from PyPI), then: format, lint, unit and end-to-end tests, and a
+# bounded fuzzing run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A target directory outside the clone lets repeated runs on one machine build incrementally.
@@ -25,11 +27,13 @@ fi
 # A gRPC client that is not ours (Python grpcio with reflection) reads the admin API in the
 # tests; from PyPI, into a venv of its own (Debian's Python refuses system-wide pip installs).
 venv="$HOME/.cache/orbit-venv"
-# Metrics are parsed by Prometheus's own Python client (prometheus_client).
-if ! "$venv/bin/python" -c 'import grpc, grpc_reflection, prometheus_client' 2>/dev/null; then
-  echo "== installing grpcio, grpcio-reflection and prometheus_client (PyPI) into $venv"
+# Metrics are parsed by Prometheus's own Python client (prometheus_client); the Kubernetes
+# manifests are checked against the API's schemas (kubernetes-validate) and run in Docker by a
+# script that reads them (PyYAML).
+if ! "$venv/bin/python" -c 'import grpc, grpc_reflection, prometheus_client, yaml, kubernetes_validate' 2>/dev/null; then
+  echo "== installing grpcio, grpcio-reflection, prometheus_client, PyYAML, kubernetes-validate (PyPI) into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-reflection prometheus_client
+  "$venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-reflection prometheus_client pyyaml kubernetes-validate
 fi
 export ORBIT_PYTHON="$venv/bin/python"
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
@@ -39,6 +43,10 @@ echo "== format"
 cargo fmt --all -- --check
 echo "== lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The image the compose and Kubernetes tests run, built before them rather than during them:
+# a release build takes both cores for minutes, which would read as lateness in timed tests.
+echo "== container image"
+docker build -q $(bash deploy/docker/base-images.sh) -t orbit:test . >/dev/null
 echo "== tests"
 cargo nextest run --workspace --locked --no-fail-fast
 if [ -d fuzz ]; then

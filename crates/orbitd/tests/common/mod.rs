@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod parking;
 pub mod sites;
 #[allow(unused_imports)] // not every test crate parks
@@ -119,6 +120,9 @@ pub struct Daemon {
     pub rtp: (u16, u16),
     pub dir: PathBuf,
     log: Arc<Mutex<String>>,
+    /// The address phones (SIPp) run at to reach it: loopback, or this host's address on a
+    /// container network.
+    pub local: std::net::IpAddr,
 }
 
 pub struct Options {
@@ -257,6 +261,27 @@ any_host = true
             rtp,
             dir,
             log,
+            local: std::net::Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+
+    /// An edge this test did not start (in a container): SIP at `sip`, relay ports `rtp`,
+    /// reached by phones at `local`; their logs under `dir`.
+    pub fn elsewhere(
+        sip: SocketAddr,
+        rtp: (u16, u16),
+        dir: PathBuf,
+        local: std::net::IpAddr,
+    ) -> Daemon {
+        std::fs::create_dir_all(&dir).unwrap();
+        Daemon {
+            child: None,
+            sip,
+            tls: SocketAddr::new(sip.ip(), sip.port() + 1),
+            rtp,
+            dir,
+            log: Default::default(),
+            local,
         }
     }
 
@@ -365,15 +390,9 @@ impl Sipp {
         cmd.arg(d.sip.to_string())
             .arg("-sf")
             .arg(scenario(scenario_name))
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-m",
-                "1",
-                "-timeout",
-                "30s",
-                "-timeout_error",
-            ])
+            .arg("-i")
+            .arg(d.local.to_string())
+            .args(["-m", "1", "-timeout", "30s", "-timeout_error"])
             .args(["-trace_logs", "-log_file"])
             .arg(&logs)
             .args(["-trace_err", "-error_file"])
@@ -502,7 +521,12 @@ pub struct RtpPeer {
 
 impl RtpPeer {
     pub fn bind() -> RtpPeer {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::bind_on(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// At `ip` (this host's address on a container network).
+    pub fn bind_on(ip: std::net::IpAddr) -> RtpPeer {
+        let sock = UdpSocket::bind((ip, 0)).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         RtpPeer { sock }

@@ -281,6 +281,7 @@ any_host = true
             rtp,
             dir: d,
             log: Arc::new(Mutex::new(String::new())),
+            local: std::net::Ipv4Addr::LOCALHOST.into(),
         });
         self.configs.push(path);
         self.logs.push(Arc::new(Mutex::new(String::new())));
