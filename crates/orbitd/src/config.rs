@@ -83,6 +83,12 @@ impl RegistrySettings {
                 bail!("registry join/advertise {a:?}: host:port");
             }
         }
+        if !self.join.is_empty() && self.advertise.is_none() && self.listen.ip().is_unspecified() {
+            bail!(
+                "registry join: set advertise to the address peers reach this node at (listen {} is every address)",
+                self.listen
+            );
+        }
         if self.remove_unreachable_secs.is_some_and(|s| s < 10) {
             bail!(
                 "registry remove_unreachable_secs: at least 10 (a restart must not read as gone)"
@@ -319,6 +325,13 @@ mod tests {
             let e = with(bad).unwrap_err();
             assert!(e.contains(says), "{bad:?}: {e}");
         }
+        // Listening on every address, a node must say which is its own.
+        let r: RegistrySettings = toml::from_str(
+            "id = 4\nlisten = \"0.0.0.0:50051\"\ndata_dir = \"/x\"\njoin = [\"a:1\"]\n",
+        )
+        .unwrap();
+        let e = r.check_membership().unwrap_err().to_string();
+        assert!(e.contains("set advertise"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -89,7 +89,7 @@ impl pb::admin_server::Admin for AdminService {
         let by = Access::of_with(&req, self.tls, &self.tokens)?;
         by.admin()?;
         let id = req.into_inner().id;
-        crate::membership::remove(&self.raft, &self.batch, id).await?;
+        crate::membership::remove(&self.raft, &self.batch, id, 1).await?;
         info!(%by, node = id, "member removed through the admin API");
         Ok(Response::new(self.status()))
     }

@@ -25,8 +25,7 @@ const REQUEST: Duration = Duration::from_secs(15);
 
 /// Whether this node should ask: it is no voter in the membership it knows, or it knows no
 /// leader (a node removed while it was away still holds the old membership, in which it
-/// votes, but nobody answers it).
-/// Whether this node votes in the membership it knows, when it should ask.
+/// votes, but nobody answers it). Some(whether it votes in that membership) if so.
 fn needs_join(raft: &Raft, id: NodeId) -> Option<bool> {
     let m = raft.metrics().borrow().clone();
     let voter = m
@@ -63,9 +62,11 @@ async fn ask(
         }),
     });
     req.set_timeout(REQUEST);
-    match client.join(req).await {
-        Ok(_) => Ok(()),
-        Err(s) => Err((s.message().to_string(), leader_hint(s.message()))),
+    // The header's deadline is the server's; a peer that never answers is ours to give up on.
+    match tokio::time::timeout(REQUEST, client.join(req)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(s)) => Err((s.message().to_string(), leader_hint(s.message()))),
+        Err(_) => Err(("no answer".into(), None)),
     }
 }
 

@@ -105,6 +105,20 @@ pub(crate) async fn join(
     if !learners.contains(&id) {
         add_learner(raft, batch, id, addr).await?;
     }
+    // A voter that cannot be reached, or lags, weakens every quorum at once: promoted only
+    // once it has the log up to its own admission (it asks again until then).
+    let m = raft.metrics().borrow().clone();
+    let admitted = m.membership_config.log_id().map_or(0, |l| l.index);
+    let matched = m
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&id).copied().flatten())
+        .map_or(0, |l| l.index);
+    if matched < admitted {
+        return Err(Status::unavailable(format!(
+            "node {id} is a learner still catching up (at {matched} of {admitted}): ask again"
+        )));
+    }
     promote(raft, batch, id).await
 }
 
@@ -128,16 +142,29 @@ pub(crate) async fn promote(raft: &Raft, batch: &Batcher, id: NodeId) -> Result<
     Ok(())
 }
 
-/// Remove node `id` (a voter first loses its vote, then leaves).
-pub(crate) async fn remove(raft: &Raft, batch: &Batcher, id: NodeId) -> Result<(), Status> {
+/// Remove node `id` (a voter first loses its vote, then leaves), unless fewer than
+/// `min_voters` would be left (an operator: 1; the leader pruning: three). Checked under the
+/// change lock, against the membership's newest voters.
+pub(crate) async fn remove(
+    raft: &Raft,
+    batch: &Batcher,
+    id: NodeId,
+    min_voters: usize,
+) -> Result<(), Status> {
     let _one = batch.change()?;
     let (voters, learners) = members(raft);
     if !voters.contains(&id) && !learners.contains(&id) {
         return Err(Status::not_found(format!("node {id} is not a member")));
     }
-    if voters.contains(&id) && voters.len() == 1 {
+    let newest = {
+        let m = raft.metrics().borrow().clone();
+        let joint = m.membership_config.membership().get_joint_config().clone();
+        joint.last().cloned().unwrap_or_default()
+    };
+    if newest.contains(&id) && newest.len() <= min_voters.max(1) {
         return Err(Status::failed_precondition(format!(
-            "node {id} is the last voter"
+            "node {id} is one of the last {} voters",
+            newest.len()
         )));
     }
     info!(node = id, "removing node");

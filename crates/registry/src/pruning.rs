@@ -134,7 +134,7 @@ pub(crate) async fn prune_loop(
                 after_secs = after.as_secs(),
                 "removing a registry member that has not answered for that long"
             );
-            if let Err(e) = crate::membership::remove(&raft, &batch, id).await {
+            if let Err(e) = crate::membership::remove(&raft, &batch, id, MIN_VOTERS).await {
                 warn!(node = id, error = %e.message(), "could not remove it");
             }
         }

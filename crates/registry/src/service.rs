@@ -178,7 +178,7 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<GrpcResponse<pb::MembershipReply>, Status> {
         Access::of(&req, self.tls)?.admin()?;
         let m = node_of(req)?;
-        crate::membership::remove(&self.raft, &self.batch, m.id).await?;
+        crate::membership::remove(&self.raft, &self.batch, m.id, 1).await?;
         Ok(GrpcResponse::new(self.membership()))
     }
 
@@ -189,7 +189,12 @@ impl pb::registry_server::Registry for RegistryService {
         let access = Access::of(&req, self.tls)?;
         let m = node_of(req)?;
         access.join(m.id)?;
-        crate::membership::join(&self.raft, &self.batch, m.id, m.addr).await?;
+        // In a task of its own: a membership change cut off midway (the joiner gone, its
+        // deadline up) would leave the cluster in its joint configuration.
+        let (raft, batch) = (self.raft.clone(), self.batch.clone());
+        tokio::spawn(async move { crate::membership::join(&raft, &batch, m.id, m.addr).await })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
         Ok(GrpcResponse::new(self.membership()))
     }
 

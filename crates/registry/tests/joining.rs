@@ -88,7 +88,12 @@ async fn nodes_join_by_themselves_and_the_long_gone_are_removed_down_to_three_vo
     let t0 = Instant::now();
     c.stop(5).await;
     c.wait_voters(&[1, 2, 3, 4], Duration::from_secs(15)).await;
-    assert!(t0.elapsed() >= GONE, "removed before the wait was up");
+    // The wait runs from its last answer, which the leader asks for once a second.
+    assert!(
+        t0.elapsed() >= GONE - Duration::from_secs(1),
+        "removed before the wait was up: {:?}",
+        t0.elapsed()
+    );
 
     // It comes back with its old disk (which still counts it a voter): it joins again.
     c.start(5).await;

@@ -198,3 +198,52 @@ fn a_process_restarted_under_a_drained_edges_name_is_not_drained_again_by_the_ol
     net.send(ALICE, &options("probe1", ""));
     assert_refused_for_now(&net.one(ALICE));
 }
+
+#[test]
+fn an_old_drain_and_this_processs_lease_in_one_watch_entry_do_not_drain_it() {
+    // A new process's first watch batch holds its predecessor's lease, drain and release and
+    // its own lease after them (the leader batched them into one entry).
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    let at = net.edge.now_ms(net.now);
+    let mut cmds = vec![
+        Command::Lease {
+            edge: "site-a".into(),
+            ttl_ms: 15_000,
+            incarnation: 77,
+            replaces: 0,
+            sip: None,
+            load: Default::default(),
+        },
+        Command::Drain {
+            edge: "site-a".into(),
+        },
+        Command::Release {
+            edge: "site-a".into(),
+            incarnation: 77,
+        },
+    ];
+    let props = net.edge.take_proposals();
+    let lease = props
+        .iter()
+        .find(|p| matches!(p.cmd, Command::Lease { .. }))
+        .expect("the edge asks for its lease");
+    cmds.push(lease.cmd.clone());
+    for c in &cmds {
+        reg.orbit.apply(at, c).expect("applies");
+    }
+    net.edge.on_orbit_watch(net.now, 1, at, cmds);
+    for p in props {
+        let r = reg.orbit.apply(at, &p.cmd);
+        net.edge
+            .on_orbit_outcome(net.now, p.token, r.map_err(Into::into));
+    }
+    net.collect();
+    net.send(ALICE, &options("probe0", ""));
+    assert_eq!(
+        net.one(ALICE).code(),
+        200,
+        "the old drain was taken as this process's"
+    );
+    assert!(!net.edge.drained());
+}
