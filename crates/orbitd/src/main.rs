@@ -469,7 +469,8 @@ fn main() -> std::process::ExitCode {
 /// Logs on stderr: what a person cares about at INFO (`RUST_LOG` changes it), as text or as
 /// one JSON object per line. openraft's own lines at ERROR only: its warnings are the expected
 /// races of an election (the node logs leadership changes itself).
-/// With `traces`, the spans go to its collector too.
+/// With `traces`, the spans go to its collector too, whatever `RUST_LOG` keeps off the log:
+/// quiet logs must not mean no traces.
 fn logs(format: LogFormat, traces: Option<&traces::Tracing>) {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -483,10 +484,10 @@ fn logs(format: LogFormat, traces: Option<&traces::Tracing>) {
             .boxed(),
         LogFormat::Json => fmt.json().with_current_span(true).boxed(),
     };
+    let spans = || tracing_subscriber::EnvFilter::new("info,openraft=off");
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(traces.map(|t| t.layer()))
+        .with(fmt.with_filter(filter))
+        .with(traces.map(|t| t.layer().with_filter(spans())))
         .init();
 }
 
