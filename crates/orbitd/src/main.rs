@@ -484,7 +484,18 @@ fn logs(format: LogFormat, traces: Option<&traces::Tracing>) {
             .boxed(),
         LogFormat::Json => fmt.json().with_current_span(true).boxed(),
     };
-    let spans = || tracing_subscriber::EnvFilter::new("info,openraft=off");
+    // The exporter takes INFO spans, and of the log lines inside them only warnings and
+    // errors: every line would otherwise be copied into every span, sampled or not.
+    let spans = || {
+        tracing_subscriber::filter::filter_fn(|m| {
+            let wanted = if m.is_span() {
+                tracing::Level::INFO
+            } else {
+                tracing::Level::WARN
+            };
+            *m.level() <= wanted && !m.target().starts_with("openraft")
+        })
+    };
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
         .with(traces.map(|t| t.layer().with_filter(spans())))
