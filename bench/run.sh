@@ -13,8 +13,8 @@
 #          plain call rate with and without pickup groups, in the same run
 #   admin  the plain call rate with and without an operator reading the admin API (a watch held
 #          open, two orbitctl reads a second), in the same run
-#   observe  the plain call rate with and without metrics served and scraped every second, in
-#          the same run
+#   observe  the plain call rate with and without metrics scraped every second and traces at
+#          1% sent to an OTLP receiver, in the same run
 # Usage: bench/run.sh [calls|relay|music|park|registry|sites|pickup|admin|observe|all] [options for the .py scripts]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,5 +59,6 @@ if [ "$what" = admin ] || [ "$what" = all ]; then
     --orbitctl "$CARGO_TARGET_DIR/release/orbitctl" "$@"
 fi
 if [ "$what" = observe ] || [ "$what" = all ]; then
-  python3 bench/observe.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" "$@"
+  python3 bench/observe.py --orbitd "$CARGO_TARGET_DIR/release/orbitd" \
+    --bench "$CARGO_TARGET_DIR/release/orbit-bench" "$@"
 fi

@@ -35,6 +35,9 @@ class Sites(park.ParkEdge):
         self.name = "site-a"
         # Serve metrics at METRICS ([telemetry] metrics_listen).
         self.telemetry = False
+        # Send spans to this OTLP/gRPC receiver (http://host:port), sampling `sampling`.
+        self.otlp = None
+        self.sampling = 1.0
 
     def start(self, work):
         exts = "\n".join(f'"{n}" = {{ password = "pw{n}" }}' for n in self.exts)
@@ -45,6 +48,9 @@ class Sites(park.ParkEdge):
                             for j in range(3) if j != i)
             telemetry = (f'[telemetry]\nmetrics_listen = "127.0.0.1:{METRICS[i]}"\n'
                          if self.telemetry else "")
+            if self.otlp:
+                telemetry += (("" if self.telemetry else "[telemetry]\n")
+                              + f'otlp_endpoint = "{self.otlp}"\ntrace_sampling = {self.sampling}\n')
             cfg = f"""{telemetry}[registry]
 id = {i + 1}
 listen = "127.0.0.1:{GRPC[i]}"

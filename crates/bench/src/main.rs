@@ -5,6 +5,7 @@
 //! `orbit-bench registry`: commit latency of a three-voter registry (fsync on every append),
 //! against this disk's fsync latency measured in the same run; and the time from a leader's
 //! stop to the next committed park.
+//! `orbit-bench otlp-sink`: a trace receiver that counts spans, for `bench/run.sh observe`.
 //!
 //! Layout, as the anchor's `udpfwd/run.sh`: the forwarder (plain loop, or the relay on a
 //! single-threaded tokio runtime) pinned to CPU 1; generator and sink pinned to CPU 0.
@@ -17,6 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+mod otlp_sink;
 
 #[derive(Parser)]
 struct Cli {
@@ -47,6 +50,11 @@ enum Cmd {
         /// Where the nodes keep their files (the disk being measured).
         #[arg(long, default_value = "/var/tmp")]
         dir: std::path::PathBuf,
+    },
+    /// An OTLP/gRPC trace receiver that counts spans (for `bench/run.sh observe`).
+    OtlpSink {
+        #[arg(long)]
+        listen: SocketAddr,
     },
     /// Music on hold to many parked calls: the player's CPU vs a bare paced send loop.
     Music {
@@ -742,6 +750,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Music { calls, seconds } => music(calls, seconds)?,
+        Cmd::OtlpSink { listen } => otlp_sink::run(listen)?,
         Cmd::Registry {
             commits,
             failovers,
