@@ -10,7 +10,7 @@ without a cluster.
 from deploy/k8s/issue-certs.sh run in the image, as the README does; a random trunk secret),
 starts every StatefulSet's pods (name-0..N-1) and every Job on a Docker network of the
 project's own, runs the exec probes until each pod is ready (each Job: until it succeeds),
-and prints one JSON line: {"pods": {name: {"ip", "container", "ready"}}, "network", "subnet",
+and prints one JSON line: {"pods": {name: {"ip", "container", "ready", "pre_stop"}}, "network", "subnet",
 "gateway", "trunk_secret", "pki"}. Its exit status is 0 only if everything got ready.
 
 What differs from Kubernetes, on purpose or of necessity:
@@ -629,11 +629,18 @@ def up(args):
     log(f"{proj.name}: {'all ready' if ok else 'NOT all ready'} in {time.time() - t0:.1f} s")
     print(json.dumps({
         "pods": {p.name: {"ip": p.ip, "container": p.container or f"{proj.name}-{p.name}",
-                          "ready": p.ready} for p in pods},
+                          "ready": p.ready, "pre_stop": pre_stop(p)} for p in pods},
         "network": proj.name, "subnet": str(net), "gateway": gateway,
         "trunk_secret": trunk, "pki": str(proj.sdir / "pki"),
     }), flush=True)
     return 0 if ok else 1
+
+
+def pre_stop(pod):
+    """The first container's preStop exec command, which the kubelet runs in it before its
+    SIGTERM (a caller runs it with `docker exec` to stop the pod as Kubernetes would)."""
+    hook = ((pod.spec["containers"][0].get("lifecycle") or {}).get("preStop") or {}).get("exec")
+    return hook["command"] if hook else None
 
 
 def down(args, quiet=False):

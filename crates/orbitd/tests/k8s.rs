@@ -232,6 +232,48 @@ fn the_three_site_pods_make_a_cluster_that_parks_at_one_site_and_retrieves_at_an
     // The edges serve metrics to the pod and node networks the manifests name, and this host
     // is on neither.
     assert_eq!(metrics_status(phones.edges[0]), "403");
+
+    // The pod deleted, as the kubelet stops it: its preStop hook drains the edge and returns
+    // once the edge has left the registry and exited.
+    let hook: Vec<String> = pods.up["pods"]["orbit-edge-site-a-0"]["pre_stop"]
+        .as_array()
+        .expect("the edge has a preStop hook")
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let mut cmd = Command::new("docker");
+    cmd.args(["exec", &pods.container("orbit-edge-site-a-0")])
+        .args(&hook);
+    let mut hook_run = cmd.spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while hook_run.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the preStop hook never returned"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let log = pods.logs("orbit-edge-site-a-0");
+    assert!(log.contains("drained: lease released"), "{log}");
+    // The pod comes back under its name with its state volume (the StatefulSet recreates it;
+    // here Docker restarts the container): it takes calls again, not drained anew by the log's
+    // old drain.
+    let t0 = std::time::Instant::now();
+    loop {
+        let (code, _, _) = pods.exec(
+            "orbit-edge-site-a-0",
+            &["orbitctl", "--timeout", "3", "health"],
+        );
+        let log = pods.logs("orbit-edge-site-a-0");
+        if code == 0 && log.matches("registry lease held").count() >= 2 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "site A's edge never came back ready (health {code}):\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 #[test]
@@ -258,19 +300,27 @@ fn a_registry_scaled_to_four_pods_makes_its_fourth_a_voter_by_itself() {
     // outside the cluster never knows.
     let pods = Pods::up(&dir, "4", image);
     let _ = std::fs::remove_dir_all(&dir);
-    let (code, out, err) = pods.exec(
-        "orbit-registry-0",
-        &["orbitctl", "cluster", "status", "--json"],
-    );
-    assert_eq!(code, 0, "{err}");
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let members = status["members"].as_array().cloned().unwrap_or_default();
-    let fourth = members.iter().find(|m| m["id"] == 4);
-    assert!(
-        fourth.is_some_and(|m| m["voter"] == true
-            && m["addr"] == "orbit-registry-3.orbit-registry.orbit.svc.cluster.local:50051"),
-        "{out}"
-    );
+    // A learner knows the leader, and so is ready; a voter soon after (it asks again every
+    // 5 s until it has caught up).
+    let t0 = std::time::Instant::now();
+    loop {
+        let (code, out, err) = pods.exec(
+            "orbit-registry-0",
+            &["orbitctl", "cluster", "status", "--json"],
+        );
+        assert_eq!(code, 0, "{err}");
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let members = status["members"].as_array().cloned().unwrap_or_default();
+        let fourth = members.iter().find(|m| m["id"] == 4);
+        if fourth.is_some_and(|m| {
+            m["voter"] == true
+                && m["addr"] == "orbit-registry-3.orbit-registry.orbit.svc.cluster.local:50051"
+        }) {
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "{out}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     assert!(
         pods.logs("orbit-registry-3")
             .contains("joined the registry as a voter"),

@@ -106,14 +106,27 @@ pub(crate) async fn join(
         add_learner(raft, batch, id, addr).await?;
     }
     // A voter that cannot be reached, or lags, weakens every quorum at once: promoted only
-    // once it has the log up to its own admission (it asks again until then).
-    let m = raft.metrics().borrow().clone();
-    let admitted = m.membership_config.log_id().map_or(0, |l| l.index);
-    let matched = m
-        .replication
-        .as_ref()
-        .and_then(|r| r.get(&id).copied().flatten())
-        .map_or(0, |l| l.index);
+    // once it has the log up to its own admission (waited for a while; then it asks again).
+    let caught_up = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+        let admitted = m.membership_config.log_id().map_or(0, |l| l.index);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).copied().flatten())
+            .map_or(0, |l| l.index);
+        (matched, admitted)
+    };
+    let _ = raft
+        .wait(Some(CATCH_UP_WAIT))
+        .metrics(
+            |m| {
+                let (matched, admitted) = caught_up(m);
+                matched >= admitted
+            },
+            "learner caught up",
+        )
+        .await;
+    let (matched, admitted) = caught_up(&raft.metrics().borrow());
     if matched < admitted {
         return Err(Status::unavailable(format!(
             "node {id} is a learner still catching up (at {matched} of {admitted}): ask again"
