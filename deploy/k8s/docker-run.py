@@ -216,11 +216,15 @@ class Project:
         self.sdir = state_dir(self.name)
         self.timeout = args.timeout
 
-    def network(self, subnet):
-        """The project's network, on `subnet` or the first free /24 from one its name picks."""
+    def network(self, subnet, avoid):
+        """The project's network, on `subnet` or the first free /24 from one its name picks,
+        outside the networks in `avoid` (the cluster's own, as the overlay's ConfigMaps name
+        them: this network stands for the outside, where the phones and an operator are)."""
         h = int(hashlib.sha256(self.name.encode()).hexdigest(), 16)
         candidates = [subnet] if subnet else [
-            f"10.{200 + x // 256}.{x % 256}.0/24" for x in ((h + k) % 12800 for k in range(20))]
+            net for net in (f"10.{200 + x // 256}.{x % 256}.0/24"
+                            for x in ((h + k) % 12800 for k in range(200)))
+            if not any(ipaddress.ip_network(net).overlaps(a) for a in avoid)][:20]
         for net in candidates:
             p = docker("network", "create", "--driver", "bridge", "--subnet", net,
                        "--label", f"{LABEL}={self.name}", self.name, check=False)
@@ -569,7 +573,14 @@ def up(args):
     image = proj.image or pods[0].spec["containers"][0]["image"]
     log(f"{proj.name}: {len(pods)} pods of {args.overlay} in namespace {ov.ns}, image {image}")
     trunk = make_secrets(ov, pods, image, proj.sdir)
-    net = proj.network(args.subnet)
+    def cidr(v):
+        try:
+            return ipaddress.ip_network(v, strict=False) if "/" in v else None
+        except ValueError:
+            return None
+    avoid = [n for data in ov.configmaps.values() for v in data.values()
+             if isinstance(v, str) and (n := cidr(v.strip())) is not None]
+    net = proj.network(args.subnet, avoid)
     hosts = list(net.hosts())
     gateway = str(hosts[0])
     for i, p in enumerate(pods):
