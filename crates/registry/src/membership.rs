@@ -105,6 +105,15 @@ pub(crate) async fn join(
     if !learners.contains(&id) {
         add_learner(raft, batch, id, addr).await?;
     }
+    // Only the leader knows how far a learner is: elsewhere, promote answers at once with
+    // UNAVAILABLE naming the leader, which the joiner asks next.
+    let leading = {
+        let m = raft.metrics().borrow().clone();
+        m.current_leader == Some(m.id)
+    };
+    if !leading {
+        return promote(raft, batch, id).await;
+    }
     // A voter that cannot be reached, or lags, weakens every quorum at once: promoted only
     // once it has the log up to its own admission (waited for a while; then it asks again).
     let caught_up = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
