@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::docker::{image, repo, run, Phones};
+use common::docker::{image, repo, run, show_tail, Phones};
 use common::*;
 
 /// This host's address on the compose WAN network (its gateway): where the phones are.
@@ -163,12 +163,7 @@ impl Drop for Cluster {
                 "edge-b",
                 "edge-c",
             ] {
-                let log = self.logs(s);
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                eprintln!(
-                    "--- {s}\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
+                show_tail(s, &self.logs(s), 40);
             }
         }
         let _ = self.command(&["down", "-v", "--remove-orphans"]).output();

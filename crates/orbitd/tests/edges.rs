@@ -292,38 +292,6 @@ fn sigterm_drains_an_edge_and_the_registry_shows_it_draining_until_it_leaves() {
     assert_eq!(names, SITE_NAMES);
 }
 
-/// Extension `parked` registered at `site` answers `parker`'s call, and is parked in 700 by
-/// it: the parked party's phone (it takes a re-INVITE if its call is moved), its media, and
-/// the relay port it talks to.
-fn parked_at(site: &Daemon, parked: &str, parker: &str) -> (RunningSipp, RtpPeer, SocketAddr) {
-    let media = RtpPeer::bind();
-    let phone = site
-        .phone(parked, "uas_answer_moved.xml", &media)
-        .args(["-d", "0"])
-        .spawn();
-    let bob = Sipp::new(site, "uac_park.xml")
-        .args([
-            "-s",
-            parked,
-            "-au",
-            parker,
-            "-ap",
-            &format!("pw{parker}"),
-            "-d",
-            "300",
-        ])
-        .key("caller", parker)
-        .key("rtpport", &RtpPeer::bind().port().to_string())
-        .key("park_to", "700")
-        .key("refer_params", "")
-        .spawn();
-    let r = relay(phone.wait_log("relay_port", Duration::from_secs(10)));
-    let b = bob.wait();
-    assert!(b.ok(), "parker {parker}: {}", b.errors);
-    assert!(b.logs.contains("sipfrag=200"), "{}", b.logs);
-    (phone, media, r)
-}
-
 /// The longest silence between packets in `got`, and the ports they came from, in order of
 /// first arrival.
 fn gaps_and_sources(got: &[(std::time::Instant, SocketAddr, Vec<u8>)]) -> (Duration, Vec<u16>) {

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
-use common::docker::{image, repo, run, Phones};
+use common::docker::{image, repo, run, show_tail, Phones};
 use common::*;
 
 fn python() -> String {
@@ -131,12 +131,7 @@ impl Drop for Pods {
                 "orbit-edge-site-a-0",
                 "orbit-edge-site-c-0",
             ] {
-                let log = self.logs(pod);
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                eprintln!(
-                    "--- {pod}\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
+                show_tail(pod, &self.logs(pod), 30);
             }
         }
         let _ = Command::new(python())

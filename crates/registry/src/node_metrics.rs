@@ -23,6 +23,7 @@ pub(crate) fn register(id: NodeId) {
     counter!("orbit_registry_leader_changes_total", "node" => id.to_string()).increment(0);
     counter!("orbit_registry_lease_lapses_total").increment(0);
     counter!("orbit_registry_commands_total").increment(0);
+    counter!("orbit_registry_members_removed_total").increment(0);
     for kind in KINDS {
         counter!("orbit_registry_refused_total", "kind" => kind).increment(0);
     }
@@ -36,6 +37,11 @@ const KINDS: [&str; 6] = [
     "out_of_range",
     "other",
 ];
+
+/// The leader removed a member that had not answered for the wait (`pruning.rs`).
+pub(crate) fn member_removed() {
+    counter!("orbit_registry_members_removed_total").increment(1);
+}
 
 /// An entry of `commands` committed and applied after `seconds`, with these outcomes.
 pub(crate) fn entry(seconds: f64, outcomes: &[Result<Event, Rejection>]) {

@@ -134,8 +134,9 @@ pub(crate) async fn prune_loop(
                 after_secs = after.as_secs(),
                 "removing a registry member that has not answered for that long"
             );
-            if let Err(e) = crate::membership::remove(&raft, &batch, id, MIN_VOTERS).await {
-                warn!(node = id, error = %e.message(), "could not remove it");
+            match crate::membership::remove(&raft, &batch, id, MIN_VOTERS).await {
+                Ok(()) => crate::node_metrics::member_removed(),
+                Err(e) => warn!(node = id, error = %e.message(), "could not remove it"),
             }
         }
         tokio::select! {

@@ -152,14 +152,10 @@ fn sigterm_says_so_in_the_log_so_that_no_edge_hands_this_one_anything() {
     assert!(!reg.orbit.is_draining("site-a"));
 }
 
-#[test]
-fn a_process_restarted_under_a_drained_edges_name_is_not_drained_again_by_the_old_drain() {
-    // The log a new process of site-a reads from its start: its predecessor leased the name,
-    // was drained by an operator and left.
-    let mut net = registry_net();
-    let mut reg = Registry::default();
-    let at = net.edge.now_ms(net.now);
-    let history = [
+/// The log a new process of site-a finds: its predecessor (incarnation 77) leased the name,
+/// was drained by an operator and left.
+fn drained_predecessor() -> Vec<Command> {
+    vec![
         Command::Lease {
             edge: "site-a".into(),
             ttl_ms: 15_000,
@@ -175,8 +171,16 @@ fn a_process_restarted_under_a_drained_edges_name_is_not_drained_again_by_the_ol
             edge: "site-a".into(),
             incarnation: 77,
         },
-    ];
-    for cmd in history {
+    ]
+}
+
+#[test]
+fn a_process_restarted_under_a_drained_edges_name_is_not_drained_again_by_the_old_drain() {
+    // The log a new process of site-a reads from its start.
+    let mut net = registry_net();
+    let mut reg = Registry::default();
+    let at = net.edge.now_ms(net.now);
+    for cmd in drained_predecessor() {
         reg.feed(&mut net, at, cmd);
     }
     reg.serve(&mut net);
@@ -206,23 +210,7 @@ fn an_old_drain_and_this_processs_lease_in_one_watch_entry_do_not_drain_it() {
     let mut net = registry_net();
     let mut reg = Registry::default();
     let at = net.edge.now_ms(net.now);
-    let mut cmds = vec![
-        Command::Lease {
-            edge: "site-a".into(),
-            ttl_ms: 15_000,
-            incarnation: 77,
-            replaces: 0,
-            sip: None,
-            load: Default::default(),
-        },
-        Command::Drain {
-            edge: "site-a".into(),
-        },
-        Command::Release {
-            edge: "site-a".into(),
-            incarnation: 77,
-        },
-    ];
+    let mut cmds = drained_predecessor();
     let props = net.edge.take_proposals();
     let lease = props
         .iter()

@@ -31,6 +31,16 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The last `n` lines of `log`, under `name`, on stderr: what a failing test shows of a
+/// container.
+pub fn show_tail(name: &str, log: &str, n: usize) {
+    let lines: Vec<&str> = log.lines().collect();
+    eprintln!(
+        "--- {name}\n{}",
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    );
+}
+
 /// `docker <args>`.
 pub fn docker(args: &[&str]) -> String {
     run(Command::new("docker").args(args))
@@ -90,33 +100,7 @@ impl Phones {
     /// `parked` at site `i` answers `parker`'s call there and is parked in 700: its phone
     /// (it takes a re-INVITE when its call moves), its media and the relay it talks to.
     pub fn park(&self, i: usize, parked: &str, parker: &str) -> (RunningSipp, RtpPeer, SocketAddr) {
-        let s = self.site(i);
-        let media = RtpPeer::bind_on(self.host);
-        let phone = s
-            .phone(parked, "uas_answer_moved.xml", &media)
-            .args(["-d", "0"])
-            .spawn();
-        let bob = Sipp::new(s, "uac_park.xml")
-            .args([
-                "-s",
-                parked,
-                "-au",
-                parker,
-                "-ap",
-                &format!("pw{parker}"),
-                "-d",
-                "300",
-            ])
-            .key("caller", parker)
-            .key("rtpport", &RtpPeer::bind_on(self.host).port().to_string())
-            .key("park_to", "700")
-            .key("refer_params", "")
-            .spawn();
-        let r = self.relay_at(i, phone.wait_log("relay_port", Duration::from_secs(10)));
-        let b = bob.wait();
-        assert!(b.ok(), "parker {parker}: {}", b.errors);
-        assert!(b.logs.contains("sipfrag=200"), "{}", b.logs);
-        (phone, media, r)
+        parked_at(self.site(i), parked, parker)
     }
 
     /// `who` at site `i` dials `slot` and talks to the parked party (`media`, heard at

@@ -53,3 +53,36 @@ pub fn park_at_a(s: &Sites) -> (RunningSipp, RtpPeer, SocketAddr) {
     assert!(b.logs.contains("sipfrag=200"), "{}", b.logs);
     (a, media, relay_a)
 }
+
+/// Extension `parked` registered at `site` answers `parker`'s call, and is parked in 700 by
+/// it: the parked party's phone (it takes a re-INVITE if its call is moved), its media, and
+/// the relay it talks to (at the edge's address).
+pub fn parked_at(site: &Daemon, parked: &str, parker: &str) -> (RunningSipp, RtpPeer, SocketAddr) {
+    let media = RtpPeer::bind_on(site.local);
+    let phone = site
+        .phone(parked, "uas_answer_moved.xml", &media)
+        .args(["-d", "0"])
+        .spawn();
+    let bob = Sipp::new(site, "uac_park.xml")
+        .args([
+            "-s",
+            parked,
+            "-au",
+            parker,
+            "-ap",
+            &format!("pw{parker}"),
+            "-d",
+            "300",
+        ])
+        .key("caller", parker)
+        .key("rtpport", &RtpPeer::bind_on(site.local).port().to_string())
+        .key("park_to", "700")
+        .key("refer_params", "")
+        .spawn();
+    let port = phone.wait_log("relay_port", Duration::from_secs(10));
+    let r = SocketAddr::new(site.sip.ip(), port.parse().expect("port"));
+    let b = bob.wait();
+    assert!(b.ok(), "parker {parker}: {}", b.errors);
+    assert!(b.logs.contains("sipfrag=200"), "{}", b.logs);
+    (phone, media, r)
+}
