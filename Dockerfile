@@ -30,11 +30,14 @@ COPY crates/trace/Cargo.toml crates/trace/
 COPY crates/edge/Cargo.toml crates/edge/
 COPY crates/orbitd/Cargo.toml crates/orbitd/
 COPY crates/bench/Cargo.toml crates/bench/
+# A workspace member the image never builds: its manifest, for the workspace to load.
+COPY chaos-tests/Cargo.toml chaos-tests/
 RUN for c in sip media state registry trace edge; do \
       mkdir -p crates/$c/src && touch crates/$c/src/lib.rs; \
     done \
- && mkdir -p crates/orbitd/src/bin/orbitctl crates/bench/src \
- && for m in crates/orbitd/src/main.rs crates/orbitd/src/bin/orbitctl/main.rs crates/bench/src/main.rs; do \
+ && mkdir -p crates/orbitd/src/bin/orbitctl crates/bench/src chaos-tests/src/bin \
+ && touch chaos-tests/src/lib.rs \
+ && for m in crates/orbitd/src/main.rs crates/orbitd/src/bin/orbitctl/main.rs crates/bench/src/main.rs chaos-tests/src/bin/orbit-chaos.rs; do \
       echo 'fn main() {}' > $m; \
     done \
  && cargo build --release --locked -p orbitd

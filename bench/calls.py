@@ -180,12 +180,7 @@ any_host = true
 
     def before_uas(self, work, uas_port):
         # The callee registers from the port its SIPp UAS will answer on.
-        r = subprocess.run(["sipp", "127.0.0.1:35060", "-sf", os.path.join(HERE, "..", "crates/orbitd/tests/sipp/register.xml"),
-                            "-s", self.callee, "-au", self.callee, "-ap", f"pw{self.callee}", "-key", "expires", "3600",
-                            "-m", "1", "-p", str(uas_port), "-i", "127.0.0.1", "-nostdin", "-timeout", "10s", "-timeout_error"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
-        if r.returncode != 0:
-            raise RuntimeError("registering the callee failed")
+        register("127.0.0.1:35060", self.callee, uas_port, work)
 
     def stop(self):
         self.proc.send_signal(signal.SIGINT)
@@ -205,6 +200,16 @@ any_host = true
                     "-au", "1001", "-ap", "pw1001", "-key", "authuser", "1001",
                     "-auth_uri", f"{self.callee}@{self.addr()}"]
         return ["-sf", os.path.join(ANCHORS, "uac_rr.xml"), "-s", self.callee]
+
+
+def register(addr, user, port, work):
+    """`user` (password pw<user>) registers at `addr` from `port`, where its SIPp UAS will answer."""
+    r = subprocess.run(["sipp", addr, "-sf", os.path.join(HERE, "..", "crates/orbitd/tests/sipp/register.xml"),
+                        "-s", user, "-au", user, "-ap", f"pw{user}", "-key", "expires", "3600",
+                        "-m", "1", "-p", str(port), "-i", "127.0.0.1", "-nostdin", "-timeout", "10s", "-timeout_error"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+    if r.returncode != 0:
+        raise RuntimeError("registering the callee failed")
 
 
 def run_rate(t, rate, seconds, work):

@@ -38,31 +38,40 @@ class Sites(park.ParkEdge):
         # Send spans to this OTLP/gRPC receiver (http://host:port), sampling `sampling`.
         self.otlp = None
         self.sampling = 1.0
+        # Added to every port, and the relays' ports from `media_base`: two clusters at once.
+        self.offset = 0
+        self.media_base = 20000
+
+    def port(self, ports, i):
+        return ports[i] + self.offset
+
+    def metrics_ports(self):
+        return [self.port(METRICS, i) for i in range(3)]
 
     def start(self, work):
         exts = "\n".join(f'"{n}" = {{ password = "pw{n}" }}' for n in self.exts)
         self.procs = []
         for i in range(3):
-            nodes = ", ".join(f'"127.0.0.1:{GRPC[j]}"' for j in [i] + [j for j in range(3) if j != i])
-            peers = "".join(f'[[edge.trunk.peers]]\nsite = "{NAMES[j]}"\naddr = "127.0.0.1:{SIP[j]}"\n'
+            nodes = ", ".join(f'"127.0.0.1:{self.port(GRPC, j)}"' for j in [i] + [j for j in range(3) if j != i])
+            peers = "".join(f'[[edge.trunk.peers]]\nsite = "{NAMES[j]}"\naddr = "127.0.0.1:{self.port(SIP, j)}"\n'
                             for j in range(3) if j != i)
-            telemetry = (f'[telemetry]\nmetrics_listen = "127.0.0.1:{METRICS[i]}"\n'
+            telemetry = (f'[telemetry]\nmetrics_listen = "127.0.0.1:{self.port(METRICS, i)}"\n'
                          if self.telemetry else "")
             if self.otlp:
                 telemetry += (("" if self.telemetry else "[telemetry]\n")
                               + f'otlp_endpoint = "{self.otlp}"\ntrace_sampling = {self.sampling}\n')
             cfg = f"""{telemetry}[registry]
 id = {i + 1}
-listen = "127.0.0.1:{GRPC[i]}"
+listen = "127.0.0.1:{self.port(GRPC, i)}"
 data_dir = "{work}/registry-{i + 1}"
 [edge]
 site = "{NAMES[i]}"
 [edge.sip]
-listen = "127.0.0.1:{SIP[i]}"
+listen = "127.0.0.1:{self.port(SIP, i)}"
 [edge.media]
 ip = "127.0.0.1"
-port_min = {20000 + 3000 * i}
-port_max = {22999 + 3000 * i}
+port_min = {self.media_base + 3000 * i}
+port_max = {self.media_base + 2999 + 3000 * i}
 [edge.auth]
 algorithms = ["MD5"]
 trusted = ["127.0.0.1"]
@@ -72,7 +81,7 @@ burst = 1000000
 [edge.registry]
 nodes = [{nodes}]
 [edge.admin]
-listen = "127.0.0.1:{EDGE_ADMIN[i]}"
+listen = "127.0.0.1:{self.port(EDGE_ADMIN, i)}"
 [edge.trunk]
 secret = "benchmark-trunk-secret-0123456789"
 {peers}
@@ -89,16 +98,23 @@ any_host = true
                                                env={**os.environ, "RUST_LOG": "warn"},
                                                stdout=subprocess.DEVNULL,
                                                stderr=open(os.path.join(work, f"{NAMES[i]}.log"), "w")))
-        for p in SIP:
-            calls.wait_port(p)
-        members = [f"{i + 1}=127.0.0.1:{GRPC[i]}" for i in range(3)]
-        subprocess.run([self.orbitd, "registry", "init", "--at", f"127.0.0.1:{GRPC[0]}"] + members,
+        for i in range(3):
+            calls.wait_port(self.port(SIP, i))
+        members = [f"{i + 1}=127.0.0.1:{self.port(GRPC, i)}" for i in range(3)]
+        subprocess.run([self.orbitd, "registry", "init", "--at", f"127.0.0.1:{self.port(GRPC, 0)}"] + members,
                        check=True, stdout=subprocess.DEVNULL)
         time.sleep(3)  # leases and lots committed
         self.server_pid = self.procs[0].pid
 
     def pids(self):
         return [p.pid for p in self.procs]
+
+    def addr(self):
+        return f"127.0.0.1:{self.port(SIP, 0)}"
+
+    def before_uas(self, work, uas_port):
+        # The callee registers at site A from the port its SIPp UAS will answer on.
+        calls.register(self.addr(), self.callee, uas_port, work)
 
     def stop(self):
         for p in self.procs:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it. Installs what it needs when missing (SIPp, iproute2 and
+# The whole test suite, as CI runs it. Installs what it needs when missing (SIPp, iproute2, nftables and
 # Python's venv from Debian, grpcio, prometheus_client, PyYAML and kubernetes-validate from PyPI,
 # cargo-nextest and cargo-fuzz from crates.io; the container tests make their own base images
 # with debootstrap and kubectl from PyPI), then: format, lint, unit and end-to-end tests, and a
@@ -17,6 +17,10 @@ sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v sipp >/dev/null || missing+=(sip-tester)
 command -v ip >/dev/null || missing+=(iproute2)
+# The chaos tests cut hosts off with nftables rules in their network namespaces.
+command -v nft >/dev/null || missing+=(nftables)
+# ... and set a site's clocks off with libfaketime (chaos-tests/tests/skew.rs).
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

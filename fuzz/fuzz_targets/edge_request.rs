@@ -98,7 +98,7 @@ fn serve(e: &mut orbit_edge::Edge, reg: &mut orbit_state::Orbit, index: &mut u64
             e.on_orbit_watch(now, *index, at, done);
         }
         for (token, r) in answers {
-            e.on_orbit_outcome(now, token, r.map_err(Into::into));
+            e.on_orbit_outcome(now, token, *index, r.map_err(Into::into));
         }
         let _ = e.drain().count();
         let _ = e.take_media();

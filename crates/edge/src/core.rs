@@ -239,6 +239,8 @@ impl Edge {
                 }
                 TimerKey::Call(id) => crate::call::on_timer(self, now, id),
                 TimerKey::Deadline => self.on_deadline(now),
+                // A timer the retry of a failed renewal made stale is dropped.
+                TimerKey::Lease if self.port.lease_due.is_some_and(|d| now < d) => {}
                 TimerKey::Lease => {
                     let calls = self.calls.len();
                     self.renew_lease(now, calls)
@@ -251,6 +253,9 @@ impl Edge {
                 }
                 TimerKey::Recall { call, attempt } => {
                     crate::park::on_recall_timeout(self, now, call, attempt)
+                }
+                TimerKey::RecallUnsure { call, attempt } => {
+                    crate::park::on_unsure_timeout(self, now, call, attempt)
                 }
                 TimerKey::AppHangup(id) => crate::park::on_app_hangup(self, now, id),
                 TimerKey::Prompt { call, side, bye } => {

@@ -144,25 +144,36 @@ fn same_contact(a: &str, b: &str) -> bool {
 }
 
 /// What a trunk INVITE claims, won in the registry by the sending edge: a parked call held
-/// here (retrieve), or a call ringing here (pickup).
+/// here (retrieve), or a call ringing here (pickup); with the registry log index the claim was
+/// committed at (0: not said), which the holding edge's replica must reach to show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claim {
-    Park(orbit_state::ParkId),
-    Ring(orbit_state::RingId),
+    Park(orbit_state::ParkId, u64),
+    Ring(orbit_state::RingId, u64),
 }
 
 impl Claim {
+    /// `7`, `ring-3`: the claim as `X-Orbit-Claim` says it, and as signed. The index goes in
+    /// a header of its own, which edges of before it do not read.
     pub(crate) fn text(self) -> String {
         match self {
-            Claim::Park(p) => p.to_string(),
-            Claim::Ring(r) => format!("ring-{r}"),
+            Claim::Park(p, _) => p.to_string(),
+            Claim::Ring(r, _) => format!("ring-{r}"),
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<Claim> {
+    /// The claim in `s` (`X-Orbit-Claim`), committed at `at`.
+    pub(crate) fn parse(s: &str, at: u64) -> Option<Claim> {
         match s.strip_prefix("ring-") {
-            Some(r) => r.parse().ok().map(Claim::Ring),
-            None => s.parse().ok().map(Claim::Park),
+            Some(r) => r.parse().ok().map(|r| Claim::Ring(r, at)),
+            None => s.parse().ok().map(|p| Claim::Park(p, at)),
+        }
+    }
+
+    /// The log index it was committed at (0: not said).
+    pub(crate) fn at(self) -> u64 {
+        match self {
+            Claim::Park(_, at) | Claim::Ring(_, at) => at,
         }
     }
 }

@@ -28,16 +28,20 @@ impl Edge {
     /// Something from the registry.
     pub fn on_orbit_feed(&mut self, now: Instant, feed: OrbitFeed) {
         match feed {
-            OrbitFeed::Outcome { token, outcome } => self.on_orbit_outcome(now, token, outcome),
+            OrbitFeed::Outcome {
+                token,
+                index,
+                outcome,
+            } => self.on_orbit_outcome(now, token, index, outcome),
             OrbitFeed::Applied { index, at, cmds } => self.on_orbit_watch(now, index, at, cmds),
             OrbitFeed::Resync { index, orbit } => self.on_orbit_resync(now, index, *orbit),
         }
     }
 
-    /// The registry answered proposal `token`.
-    pub fn on_orbit_outcome(&mut self, now: Instant, token: u64, outcome: Outcome) {
+    /// The registry answered proposal `token`, committed at log `index` (0: not committed).
+    pub fn on_orbit_outcome(&mut self, now: Instant, token: u64, index: u64, outcome: Outcome) {
         self.last_now = now;
-        self.outcome_in(now, token, outcome);
+        self.outcome_in(now, token, index, outcome);
         self.settle(now);
     }
 

@@ -179,7 +179,8 @@ impl Edge {
     }
 
     /// A MESSAGE outside a dialog: only another edge's, signed, offering a parked call it
-    /// moves (`park/moving.rs`); a phone's gets 405 as before.
+    /// moves (`park/moving.rs`) or giving back one it claimed (`park/give_back.rs`); a
+    /// phone's gets 405 as before.
     fn on_trunk_message(&mut self, now: Instant, key: &ServerKey, flow: Flow, msg: Message) {
         let verdict = crate::trunk::verify(
             &self.picking.parking.b2bua.sv,
@@ -188,9 +189,14 @@ impl Edge {
             &msg,
         );
         match (verdict, crate::trunk::claim_of(&msg)) {
-            (Ok(Some(from)), Some(Claim::Park(park))) => {
+            (Ok(Some(from)), Some(Claim::Park(park, _))) => {
                 let _span = crate::trunk::span(&msg, &from).entered();
-                crate::park::on_move_offer(&mut self.picking.parking, now, key, msg, &from, park)
+                let parking = &mut self.picking.parking;
+                if msg.content_type() == Some(crate::park::GIVE_BACK_TYPE) {
+                    crate::park::on_give_back(parking, now, key, msg, &from, park)
+                } else {
+                    crate::park::on_move_offer(parking, now, key, msg, &from, park)
+                }
             }
             (Ok(Some(_)), _) => self.reply(now, key, Response::to(&msg, 400)),
             (Ok(None), _) => self.reply(now, key, Response::to(&msg, 405).header("Allow", ALLOW)),
@@ -429,7 +435,7 @@ impl Edge {
             }
         }
         match (crate::trunk::claim_of(&msg), trunk_from.clone()) {
-            (Some(Claim::Park(park)), Some(site)) => {
+            (Some(Claim::Park(park, at)), Some(site)) => {
                 let c = crate::park::TrunkClaim {
                     key: key.clone(),
                     flow,
@@ -437,10 +443,12 @@ impl Edge {
                     caller,
                     site,
                     park,
+                    at,
+                    since: now,
                 };
                 return crate::park::on_claim(self, now, c);
             }
-            (Some(Claim::Ring(ring)), Some(site)) => {
+            (Some(Claim::Ring(ring, at)), Some(site)) => {
                 let c = crate::pickup::TrunkPick {
                     key: key.clone(),
                     flow,
@@ -448,6 +456,8 @@ impl Edge {
                     picker: caller,
                     site,
                     ring,
+                    at,
+                    since: now,
                 };
                 return crate::pickup::on_trunk_pick(self, now, c);
             }

@@ -299,7 +299,9 @@ fn options(branch: &str, extra: &str) -> String {
 mod attended_park;
 mod calls;
 mod drain;
+mod early_answers;
 mod lamps;
+mod lease;
 mod moving;
 mod one_touch_park;
 mod operator;

@@ -8,18 +8,19 @@
 //! body: none of them can be changed in transit, and the signature is good for one edge only.
 //! Where an edge is comes from config (`[[edge.trunk.peers]]`) or else from the lease it holds
 //! in the registry, so that edges can be added without changing anyone's config. The receiving edge takes the caller as authenticated
-//! by the sending site. A retrieve adds `X-Orbit-Claim: <park id>`: the sending edge has won
-//! that claim in the registry, and the holding edge gives it the call.
+//! by the sending site. A retrieve adds `X-Orbit-Claim: <park id>` and `X-Orbit-Claim-Index:
+//! <log index>`: the sending edge has won that claim in the registry, at that entry of its
+//! log, and the holding edge gives it the call.
 //!
 //! What the receiving edge checks, in order: the sender's address is that edge's; the
 //! signature is fresh (within the clock skew), for this site, right, and not seen before (a
 //! replay cache over the skew window); and for a claim, that its own replica of the registry
-//! shows that claim, made by that caller (waiting briefly for the watch to catch up: that part,
-//! handing a held call over, is park's, in `park/handover.rs`).
+//! shows that claim, made by that caller (waiting for the watch to get to the claim's entry:
+//! that part, handing a held call over, is park's, in `park/handover.rs`).
 //!
 //! ```text
 //! phone 2001 ─INVITE 701─▶ edge B ─Claim─▶ registry: Claimed(park 7, held at site-a)
-//!                          edge B ─INVITE 701, X-Orbit-Claim: 7─▶ edge A ─▶ vacant side of the parked call
+//!                          edge B ─INVITE 701, X-Orbit-Claim: 7 (index 1204)─▶ edge A ─▶ vacant side of the parked call
 //! media: caller ⇄ relay A ⇄ relay B ⇄ phone 2001
 //! ```
 
@@ -38,6 +39,10 @@ use crate::services::Services;
 
 const TRUNK: &str = "X-Orbit-Trunk";
 const CLAIM: &str = "X-Orbit-Claim";
+/// The log index a claim was committed at. Not signed: it only says how long the holding edge
+/// waits for its replica (a lease at most), and whoever could change it in transit could as
+/// well drop the request.
+const CLAIM_INDEX: &str = "X-Orbit-Claim-Index";
 
 /// Signatures remembered at once (a peer sending more than this within the skew window is
 /// refused for a while, never let through unchecked).
@@ -150,6 +155,9 @@ pub(crate) fn headers(
     let mut h = vec![(TRUNK, format!("{site};{ts};{sig}"))];
     if let Some(c) = claim {
         h.push((CLAIM, c.text()));
+        if c.at() > 0 {
+            h.push((CLAIM_INDEX, c.at().to_string()));
+        }
     }
     // The trace the request is part of (a retrieve's, a pickup's), when one is recorded. Not
     // signed: it decides nothing, and is read only once the signature is good.
@@ -162,17 +170,19 @@ pub(crate) fn headers(
 /// A span for the handling of a request whose trunk signature was good: in the sending
 /// edge's trace when it carried one.
 pub(crate) fn span(msg: &Message, from: &str) -> tracing::Span {
-    let span = tracing::info_span!("trunk.request", from = %from);
-    orbit_trace::adopt(
-        &span,
+    orbit_trace::continuing(
         msg.header_other(orbit_trace::TRACEPARENT).map(str::trim),
-    );
-    span
+        || tracing::info_span!("trunk.request", from = %from),
+    )
 }
 
-/// What a trunk INVITE claims.
+/// What a trunk INVITE claims, and at which log index (0: not said).
 pub(crate) fn claim_of(msg: &Message) -> Option<Claim> {
-    Claim::parse(msg.header_other(CLAIM)?.trim())
+    let at = msg
+        .header_other(CLAIM_INDEX)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Claim::parse(msg.header_other(CLAIM)?.trim(), at)
 }
 
 /// Whether `msg`, which came over `flow`, comes from another site's edge: `Ok(None)` when it

@@ -37,15 +37,16 @@ pub fn start(
         while let Some(p) = prop_rx.recv().await {
             let (l, tx) = (l.clone(), tx.clone());
             tokio::spawn(async move {
-                let outcome = match l.propose(&p.cmd).instrument(p.span).await {
-                    Ok((_, r)) => r.map_err(OrbitError::Rejected),
+                let (index, outcome) = match l.propose(&p.cmd).instrument(p.span).await {
+                    Ok((index, r)) => (index, r.map_err(OrbitError::Rejected)),
                     // Not committed, or not known to be: the flow gives up either way (an
                     // event committed after all still arrives through the watch).
-                    Err(e) => Err(OrbitError::Unavailable(e.to_string())),
+                    Err(e) => (0, Err(OrbitError::Unavailable(e.to_string()))),
                 };
                 let _ = tx
                     .send(OrbitFeed::Outcome {
                         token: p.token,
+                        index,
                         outcome,
                     })
                     .await;

@@ -195,6 +195,7 @@ fn print_membership(m: &orbit_registry::pb::MembershipReply) {
     println!("voters:   {}", list(&m.voters));
     println!("learners: {}", list(&m.learners));
     println!("applied:  {}", m.last_applied);
+    println!("term:     {}", m.term);
 }
 
 /// Every role of a config file in one process: a registry node, an edge, or both (the node
@@ -468,13 +469,16 @@ fn main() -> std::process::ExitCode {
 
 /// Logs on stderr: what a person cares about at INFO (`RUST_LOG` changes it), as text or as
 /// one JSON object per line. openraft's own lines at ERROR only: its warnings are the expected
-/// races of an election (the node logs leadership changes itself).
+/// races of an election (the node logs leadership changes itself); and none from its
+/// replication, which logs every append that outlives its 50 ms (one heartbeat) at ERROR and
+/// tries again: under load or a partition, a line per heartbeat. The leader says itself when a
+/// member stops taking the log (`orbit_registry`'s followers).
 /// With `traces`, the spans go to its collector too, whatever `RUST_LOG` keeps off the log:
 /// quiet logs must not mean no traces.
 fn logs(format: LogFormat, traces: Option<&traces::Tracing>) {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,openraft=error".into());
+        .unwrap_or_else(|_| "info,openraft=error,openraft::replication=off".into());
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(std::io::stderr);
@@ -484,21 +488,9 @@ fn logs(format: LogFormat, traces: Option<&traces::Tracing>) {
             .boxed(),
         LogFormat::Json => fmt.json().with_current_span(true).boxed(),
     };
-    // The exporter takes INFO spans, and of the log lines inside them only warnings and
-    // errors: every line would otherwise be copied into every span, sampled or not.
-    let spans = || {
-        tracing_subscriber::filter::filter_fn(|m| {
-            let wanted = if m.is_span() {
-                tracing::Level::INFO
-            } else {
-                tracing::Level::WARN
-            };
-            *m.level() <= wanted && !m.target().starts_with("openraft")
-        })
-    };
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(traces.map(|t| t.layer().with_filter(spans())))
+        .with(traces.map(|t| t.layer()))
         .init();
 }
 

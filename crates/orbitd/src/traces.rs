@@ -23,10 +23,11 @@ const EVERY: Duration = Duration::from_secs(1);
 /// The process's tracer: its provider, to be flushed at exit.
 pub struct Tracing {
     pub provider: SdkTracerProvider,
+    ratio: f64,
 }
 
-/// Start exporting to `endpoint` (`http://host:4317`), sampling `ratio` of the traces that
-/// start here (a trace that arrives sampled from another process stays sampled). `instance`
+/// Start exporting to `endpoint` (`http://host:4317`), recording `ratio` of the traces that
+/// start here (a trace that arrives recorded from another process stays recorded). `instance`
 /// names this process in every span (`service.instance.id`). Within a tokio runtime: the
 /// exporter's gRPC channel lives there.
 pub fn start(endpoint: &str, ratio: f64, instance: &str) -> Result<Tracing> {
@@ -44,11 +45,11 @@ pub fn start(endpoint: &str, ratio: f64, instance: &str) -> Result<Tracing> {
                 .build(),
         )
         .build();
+    // Which traces are recorded is decided before their spans exist (`orbit_trace::Sampling`,
+    // in `layer`): the provider is handed only those.
     let provider = SdkTracerProvider::builder()
         .with_span_processor(batch)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            ratio,
-        ))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(
             Resource::builder()
                 .with_service_name("orbitd")
@@ -57,22 +58,36 @@ pub fn start(endpoint: &str, ratio: f64, instance: &str) -> Result<Tracing> {
         )
         .build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    Ok(Tracing { provider })
+    Ok(Tracing { provider, ratio })
 }
 
 impl Tracing {
-    /// The layer that turns `tracing` spans into this provider's spans.
+    /// The layer that turns the spans of recorded traces into this provider's spans, and
+    /// the warnings and errors inside them into their events. The INFO spans only, and none
+    /// of openraft's: the log lines' `RUST_LOG` does not change what is traced.
     pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
-        // Every span pays for this layer, sampled or not (the decision comes at its end):
-        // no busy/idle clocks on each enter and exit.
+        use tracing_subscriber::filter::FilterExt as _;
+        use tracing_subscriber::Layer as _;
+        let wanted = tracing_subscriber::filter::filter_fn(|m| {
+            let level = if m.is_span() {
+                tracing::Level::INFO
+            } else {
+                tracing::Level::WARN
+            };
+            *m.level() <= level && !m.target().starts_with("openraft")
+        });
+        // Parents from `tracing`'s own tree, not from a context attached on every enter; no
+        // busy/idle clocks on each enter and exit.
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer("orbitd"))
+            .with_context_activation(false)
             .with_threads(false)
             .with_location(false)
             .with_tracked_inactivity(false)
+            .with_filter(wanted.and(orbit_trace::Sampling::new(self.ratio)))
     }
 
     /// Send what is waiting, at exit.

@@ -103,9 +103,10 @@ fn orbitctl_shows_the_cluster_and_follows_a_park_at_site_a_and_its_retrieve_at_s
         ));
     }
     assert_eq!(kinds[0].0, "parked", "{kinds:?}");
+    // By whom: the retriever, at the edge whose claim it was.
     assert_eq!(
         kinds[1],
-        ("retrieved".to_string(), Value::from("3001")),
+        ("retrieved".to_string(), Value::from("site-c/3001")),
         "{kinds:?}"
     );
     let _ = watcher.kill();

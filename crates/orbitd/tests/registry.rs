@@ -168,6 +168,57 @@ fn membership_by_cli_and_leader_killed() {
     );
 }
 
+/// A follower killed and started again takes the log again without an election: it hears
+/// from the leader before its own election timer runs out, and the term stays as it was.
+/// (A member cut off for longer than an election timeout is another matter: it campaigns
+/// alone, and its higher term unseats the leader once the cut heals; see DESIGN.md.)
+#[test]
+fn a_follower_killed_and_started_again_rejoins_without_an_election() {
+    let dir = std::env::temp_dir().join(format!("orbit-registry-rejoin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let mut nodes: Vec<RegistryNode> = (1..=3).map(|id| start(&dir, id, free_addr())).collect();
+    let members: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.addr))
+        .collect();
+    let mut args = vec!["init".to_string(), "--at".into(), nodes[0].addr.to_string()];
+    args.extend(members.iter().cloned());
+    let (ok, out) = cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "init: {out}");
+    let st = wait_status(&nodes[0].addr, "a leader", |s| field(s, "leader") != "none");
+    let leader: u64 = field(&st, "leader").parse().unwrap();
+    let at_leader = nodes.iter().find(|n| n.id == leader).unwrap().addr;
+    let term = field(
+        &wait_status(&at_leader, "the leader's term", |_| true),
+        "term",
+    )
+    .to_string();
+    assert!(!term.is_empty(), "status names the term");
+
+    // Each follower in turn: kill -9, down long enough for the leader's retries to reach their
+    // longest pause, started again on its own data.
+    for round in 0..3 {
+        let i = nodes.iter().position(|n| n.id != leader).unwrap() + round % 2;
+        let i = if nodes[i].id == leader { i + 1 } else { i };
+        let (id, addr) = (nodes[i].id, nodes[i].addr);
+        nodes[i].child.kill().unwrap();
+        nodes[i].child.wait().unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        nodes[i] = start(&dir, id, addr);
+        wait_status(&addr, "the restarted follower knows the leader", |s| {
+            field(s, "leader") == leader.to_string()
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let st = wait_status(&at_leader, "the leader's status", |_| true);
+        assert_eq!(
+            (field(&st, "leader"), field(&st, "term")),
+            (leader.to_string().as_str(), term.as_str()),
+            "round {round}: node {id} came back and an election followed:\n{st}"
+        );
+    }
+}
+
 struct Cleanup(PathBuf);
 impl Drop for Cleanup {
     fn drop(&mut self) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use orbit_state::{Command, Event, LotKey, Rejection};
 use tonic::{Request, Response, Status};
-use tracing::{info, info_span};
+use tracing::{info, info_span, warn};
 
 use crate::admin_groups::{group_in, group_out};
 use crate::admin_lots::{lot_in, lot_out};
@@ -490,14 +490,47 @@ pub(crate) async fn health_loop(
     let mut serving = None;
     let mut leader = None;
     let mut published = std::time::Instant::now() - Duration::from_secs(1);
+    let mut followers = crate::followers::Followers::default();
     crate::node_metrics::register(metrics.borrow().id);
     loop {
-        let (id, known, term, applied, last) = {
+        let (id, known, term, applied, last, matched) = {
             let m = metrics.borrow();
             let applied = m.last_applied.map_or(0, |l| l.index);
             let last = m.last_log_index.unwrap_or(0);
-            (m.id, m.current_leader, m.current_term, applied, last)
+            // The leader's view of each member's log (none on a follower).
+            let matched: std::collections::BTreeMap<_, _> = m
+                .replication
+                .iter()
+                .flatten()
+                .map(|(n, l)| (*n, l.map(|l| l.index)))
+                .collect();
+            (
+                m.id,
+                m.current_leader,
+                m.current_term,
+                applied,
+                last,
+                matched,
+            )
         };
+        let leading = known == Some(id);
+        for said in followers.look(std::time::Instant::now(), leading, last, &matched) {
+            match said {
+                crate::followers::Said::Silent { node, for_ } => warn!(
+                    node = id,
+                    member = node,
+                    secs = for_.as_secs(),
+                    "a registry member is not taking the log"
+                ),
+                crate::followers::Said::Back { node } => {
+                    info!(
+                        node = id,
+                        member = node,
+                        "a registry member takes the log again"
+                    )
+                }
+            }
+        }
         // The loop wakes on every entry; a scrape needs no more than a value a second.
         if published.elapsed() >= Duration::from_secs(1) || known != leader {
             crate::node_metrics::publish(id, known, term, applied, last);

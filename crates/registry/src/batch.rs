@@ -17,6 +17,7 @@ use orbit_state::{Command, Event, Rejection};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::{info_span, Instrument};
 
+use crate::log_clock::LogClock;
 use crate::node::wall_ms;
 use crate::{NodeId, Raft, Request, Response};
 
@@ -69,11 +70,12 @@ impl Drop for Held {
 }
 
 impl Batcher {
-    /// Start the batching task for `raft`; it ends when the last handle is dropped.
-    pub fn start(raft: Raft) -> Batcher {
+    /// Start the batching task for `raft`, stamping entries by `clock`; it ends when the last
+    /// handle is dropped.
+    pub fn start(raft: Raft, clock: Arc<std::sync::Mutex<LogClock>>) -> Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let held = Arc::new(watch::Sender::new(false));
-        tokio::spawn(run(raft, rx, held.subscribe()));
+        tokio::spawn(run(raft, clock, rx, held.subscribe()));
         Batcher {
             tx,
             held,
@@ -120,7 +122,7 @@ impl Batcher {
             cmd,
             by,
             request,
-            trace: orbit_trace::traceparent(),
+            trace: orbit_trace::recorded_traceparent(),
             reply,
         };
         if let Err(mpsc::error::SendError(q)) = self.tx.send(q) {
@@ -138,7 +140,12 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, mut held: watch::Receiver<bool>) {
+async fn run(
+    raft: Raft,
+    clock: Arc<std::sync::Mutex<LogClock>>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    mut held: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         if held.wait_for(|h| !*h).await.is_err() {
@@ -179,14 +186,18 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, mut held: watc
         }
         // The commit of the entry (append, replicate, apply here), linked to each traced
         // proposal it carries.
-        let span = info_span!("registry.commit", commands = n);
-        for t in traces.iter().flatten() {
-            orbit_trace::link(&span, t);
-        }
+        let span = orbit_trace::linked(traces.iter().flatten().map(String::as_str), || {
+            info_span!("registry.commit", commands = n)
+        });
         let t0 = std::time::Instant::now();
+        // Never behind the log's time (`log_clock.rs`).
+        let at = clock
+            .lock()
+            .unwrap()
+            .stamp(wall_ms(), tokio::time::Instant::now());
         let pending = match raft
             .client_write_ff(Request {
-                at: wall_ms(),
+                at,
                 cmds,
                 by,
                 ids,

@@ -50,11 +50,11 @@ pub(crate) async fn propose(
     may_forward: bool,
     remote: Option<&tonic::metadata::MetadataMap>,
 ) -> Result<Committed, ProposeError> {
-    let span = info_span!("registry.propose", kind = cmd.kind());
-    match remote {
-        Some(md) => orbit_trace::adopt_remote(&span, md),
-        None => orbit_trace::adopt(&span, None),
-    }
+    let span = || info_span!("registry.propose", kind = cmd.kind());
+    let span = match remote {
+        Some(md) => orbit_trace::continuing_remote(md, span),
+        None => orbit_trace::within(None, span),
+    };
     async move {
         // A leader that hands over (a transfer, an election) answers what it had not appended
         // with UNAVAILABLE: ask again, and this node's Raft names the new leader. A few times.

@@ -48,6 +48,7 @@ impl RegistryService {
             learners,
             leader: m.current_leader.unwrap_or(0),
             last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+            term: m.current_term,
         }
     }
 }

@@ -203,7 +203,7 @@ impl SimNode {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         net.0.lock().unwrap().nodes.insert(id, raft.clone());
-        let batch = Batcher::start(raft.clone());
+        let batch = Batcher::start(raft.clone(), sm.clock.clone());
         let deadlines = tokio::spawn(deadline_loop(id, raft.clone(), sm.clone(), batch.clone()));
         Ok(SimNode {
             id,
@@ -213,6 +213,11 @@ impl SimNode {
             batch,
             net: net.clone(),
         })
+    }
+
+    /// The node's batcher, which stamps and orders its proposals (one per node, as in `orbitd`).
+    pub fn batch(&self) -> Batcher {
+        self.batch.clone()
     }
 
     /// Stop as a crash would (what was flushed stays on disk).

@@ -83,7 +83,18 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
             data = d;
         }
     }
+    // What the log holds now was committed (or not) before this process: replayed, not seen.
+    let in_log = {
+        let tx = db.begin_read().map_err(|e| err(e.into()))?;
+        let t = tx.open_table(LOGS).map_err(|e| err(e.into()))?;
+        let last = t.last().map_err(|e| err(e.into()))?;
+        last.map(|(k, _)| k.value()).unwrap_or(0)
+    };
     let sm = StateMachineStore {
+        clock: Arc::new(std::sync::Mutex::new(crate::log_clock::LogClock::new(
+            in_log,
+            tokio::time::Instant::now(),
+        ))),
         db,
         data: Arc::new(RwLock::new(data)),
         snapshots_built: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -368,6 +379,8 @@ pub struct StateMachineStore {
     /// Events of entries after this index are all in `events`; older ones may not be (they are
     /// in the snapshot the node started from, or were evicted).
     pub complete_after: Arc<std::sync::atomic::AtomicU64>,
+    /// The log's time here, and when what was applied may fire (`log_clock.rs`).
+    pub clock: Arc<std::sync::Mutex<crate::log_clock::LogClock>>,
 }
 
 /// Applied entries kept for watchers.
@@ -455,13 +468,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let id = ids.get(i).and_then(|b| b.clone());
                         // A traced proposal's apply, on every node, joins its trace.
                         let _span = traces.get(i).and_then(|t| t.as_deref()).map(|t| {
-                            let span = tracing::info_span!(
-                                "registry.apply",
-                                index = e.log_id.index,
-                                kind = cmd.kind()
-                            );
-                            orbit_trace::adopt(&span, Some(t));
-                            span.entered()
+                            orbit_trace::continuing(Some(t), || {
+                                tracing::info_span!(
+                                    "registry.apply",
+                                    index = e.log_id.index,
+                                    kind = cmd.kind()
+                                )
+                            })
+                            .entered()
                         });
                         // A request seen already: its first outcome, nothing applied again.
                         if let Some(answer) =
@@ -480,6 +494,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         }
                         outcomes.push(r);
                     }
+                    let evs: Vec<_> = done.iter().map(|(_, ev)| ev).collect();
+                    self.clock.lock().unwrap().applied(
+                        e.log_id.index,
+                        e.log_id.leader_id.term,
+                        req.at,
+                        tokio::time::Instant::now(),
+                        &evs,
+                    );
                     if !done.is_empty() {
                         if events.len() == EVENT_BACKLOG {
                             if let Some(old) = events.pop_front() {
@@ -530,6 +552,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         write_meta(&self.db, SNAPSHOT, &stored)?;
         let index = data.last_applied.map(|l| l.index).unwrap_or(0);
         *self.data.write().unwrap() = data;
+        self.clock.lock().unwrap().replaced();
         self.events.lock().unwrap().clear();
         self.complete_after
             .store(index, std::sync::atomic::Ordering::Relaxed);

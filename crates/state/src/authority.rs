@@ -1,7 +1,8 @@
 //! Who may propose a command (issue 11: nobody acts on what it does not own). The registry asks
 //! this of every proposal from an edge, with the edge's identity from its certificate: an edge
 //! acts for itself only (its parks, rings, registrations, lamps, lease), may claim any parked
-//! call of the cluster (a retrieve from any site is the point) and seed a lot its config names
+//! call of the cluster in its own name (a retrieve from any site is the point) and seed a lot
+//! its config names
 //! where there is none; it never changes or deletes lots (an admin's to do), fires deadlines
 //! or lapses leases (the registry leader's).
 
@@ -32,9 +33,14 @@ impl Orbit {
                 .map_or(Proposer::AnyEdge, |r| Proposer::Edge(&r.call.edge))
         };
         match cmd {
-            Command::SeedLot(_) | Command::SeedTenant { .. } | Command::Claim { .. } => {
-                Proposer::AnyEdge
-            }
+            Command::SeedLot(_) | Command::SeedTenant { .. } => Proposer::AnyEdge,
+            // `by` is `edge/user` (whose edge id may hold a `/` itself), or a bare user from
+            // an edge of before that and for a recall's answer: nobody claims in another
+            // edge's name.
+            Command::Claim { by, .. } => match by.rsplit_once('/') {
+                Some((edge, _)) => Proposer::Edge(edge),
+                None => Proposer::AnyEdge,
+            },
             Command::SetLot(_)
             | Command::DeleteLot(_)
             | Command::SetPickupGroup(_)
@@ -124,6 +130,17 @@ mod tests {
             by: "3001".into(),
         };
         assert!(o.may_propose("site-b", &claim), "a retrieve from anywhere");
+        let named = |by: &str| Command::Claim {
+            tenant: "example.com".into(),
+            slot: p.slot,
+            park: None,
+            by: by.into(),
+        };
+        assert!(o.may_propose("site-b", &named("site-b/3001")));
+        assert!(
+            !o.may_propose("site-c", &named("site-b/3001")),
+            "a claim in another edge's name"
+        );
         assert!(!o.may_propose("site-a", &Command::Expire { park: p.id }));
         let lapse = Command::LeaseLapse {
             edge: "site-b".into(),

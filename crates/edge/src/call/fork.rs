@@ -127,10 +127,12 @@ impl Calls {
         // Trying at once, so the caller stops retransmitting.
         self.reply(now, key, Response::to(&msg, 100));
 
-        let span = info_span!(parent: None, "call", id, caller = %caller, callee = %callee, edge = %self.sv.id);
         // Its own root in the log lines; in the trace, a child of the request that made it
         // (a retrieve's, a trunk request's).
-        orbit_trace::adopt(&span, None);
+        let span = orbit_trace::within(
+            None,
+            || info_span!(parent: None, "call", id, caller = %caller, callee = %callee, edge = %self.sv.id),
+        );
         let a_tag = self.sv.ids.tag();
         let b_tag = self.sv.ids.tag();
         let domain = self.sv.cfg.tenant.domain.clone();

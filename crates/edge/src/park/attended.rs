@@ -47,8 +47,10 @@ pub(crate) fn on_park_call(
     let slot = edge.orbit.free_slot(&lot, |s| announced.contains(&s));
     let tag = edge.ids.tag();
     let d = Dialog::uas(&msg, flow, &tag, &lot.park_ext, &parker);
-    let span = info_span!(parent: None, "call", id, caller = %parker, callee = %lot.park_ext, edge = %edge.id);
-    orbit_trace::adopt(&span, None);
+    let span = orbit_trace::within(
+        None,
+        || info_span!(parent: None, "call", id, caller = %parker, callee = %lot.park_ext, edge = %edge.id),
+    );
     let _g = span.enter();
     let info = offer.as_deref().and_then(|o| sdp::media_info(o).ok());
     if let Some(i) = info {

@@ -103,6 +103,9 @@ impl Parking {
     /// React to an applied event, whichever site caused it.
     pub(crate) fn on_orbit_event(&mut self, now: Instant, ev: &Event) {
         let site = self.id.clone();
+        if let Event::Claimed { parked, by } = ev {
+            super::given_up_committed(self, now, parked, by);
+        }
         match ev {
             Event::Parked(p) if p.call.edge == site => adopt_repark(self, now, p),
             Event::Ended {
@@ -121,7 +124,9 @@ impl Parking {
             Event::Claimed { parked, by } if parked.call.edge == site => {
                 self.stats.claims += 1;
                 self.park.claimed_here.remove(&parked.id);
-                on_claimed(self, now, parked, by)
+                if !super::recall_claim_shown(self, now, parked.id, by) {
+                    on_claimed(self, now, parked, by)
+                }
             }
             Event::Expired(p) if p.call.edge == site && self.park.claimed_here.contains(&p.id) => {
                 info!(

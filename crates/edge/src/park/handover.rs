@@ -1,13 +1,19 @@
 //! Handing a call held here to the site that won it: the claimant's trunk INVITE
 //! (`X-Orbit-Claim`, checked in [`crate::trunk`]) is given the call once this edge's replica
-//! shows that claim, by that caller; a claim the replica does not show yet waits briefly for
-//! the watch. A call claimed and never fetched goes back to its slot. A retrieve of a call
-//! held elsewhere is the other end: [`retrieve_remote`].
+//! shows that claim, by that caller; a claim the replica does not show yet waits for the
+//! watch: 2 s, and on while the replica is short of the log index the claim names (this site
+//! was cut off from the registry and its watch stalled), up to a lease's length. A call
+//! claimed and never fetched goes back to its slot, at once if its claimant gives it back
+//! (`give_back.rs`). A retrieve of a call held elsewhere is the other end:
+//! [`retrieve_remote`].
 //!
 //! ```text
-//! trunk INVITE 701, X-Orbit-Claim: 7 ─▶ replica shows Claimed(7) by the caller? ─▶ take_parked
-//!                                      └─ not yet: 100, wait ≤ 2 s for the watch ─▶ 404 if never
-//! Claimed(7) shown, no INVITE within 10 s ─▶ Park again (same slot if free) ─▶ adopt_repark
+//! trunk INVITE 701, X-Orbit-Claim: 7, -Index: 1204 ─▶ replica shows Claimed(7) by that site
+//!                                                    for the caller? ─▶ take_parked
+//!                         └─ not yet: 100, wait ≥ 2 s, and while the replica is short of 1204
+//!                            (≤ a lease) ─▶ 404 if never
+//! Claimed(7) shown, no INVITE within 10 s, or given back ─▶ Park again (same slot if free)
+//!                                                         ─▶ adopt_repark
 //! ```
 
 use super::*;
@@ -15,7 +21,11 @@ use crate::trunk::Claim;
 
 /// Trunk claims waiting for the replica to show their claim, at once.
 const CLAIMS_WAITING: usize = 1024;
-/// How long a trunk claim waits for the replica (the watch is a commit behind at most).
+/// ... of them from one site: a site (authenticated, but perhaps naming log indexes far
+/// ahead to hold its places for a lease each) cannot take the other sites' places.
+pub(crate) const CLAIMS_WAITING_PER_SITE: usize = CLAIMS_WAITING / 4;
+/// How long a trunk claim waits for the replica at least (a watch that is not cut off is a
+/// commit behind at most), and how often it looks again while the replica is short of it.
 const CLAIM_WAIT: Duration = Duration::from_secs(2);
 /// How long a call held here, claimed by another site, waits for that site's trunk INVITE
 /// before it goes back to its slot (the claimant's edge is gone, cut off, or its retriever
@@ -25,14 +35,17 @@ pub(crate) const FETCH_WAIT: Duration = Duration::from_secs(10);
 /// How soon parking an unfetched call again is retried when the registry was out of reach.
 const REPARK_RETRY: Duration = Duration::from_secs(2);
 
-/// What the hand-over keeps: claims the replica has shown for calls held here, and trunk
-/// claims waiting for the replica.
+/// What the hand-over keeps: claims the replica has shown for calls held here, trunk claims
+/// waiting for the replica, and give-backs that came before their claim showed.
 #[derive(Default)]
 pub(crate) struct Handover {
     /// Park → who claimed it and what was parked, for calls held here whose claim the watch
     /// has shown and that have not been fetched yet.
     claimed: HashMap<ParkId, (String, Parked)>,
     waiting: HashMap<ParkId, TrunkClaim>,
+    /// Give-backs that came before the watch showed their claim: from which site, for which
+    /// user, and when, for the claim to be put back as soon as it is shown, if it is theirs.
+    pub(crate) given_back: HashMap<ParkId, (String, String, Instant)>,
 }
 
 /// A trunk INVITE from another site's edge (`site`) claiming park `park` for `caller`.
@@ -43,9 +56,19 @@ pub(crate) struct TrunkClaim {
     pub caller: String,
     pub site: String,
     pub park: ParkId,
+    /// The log index the claim was committed at, as the claimant says (0: not said).
+    pub at: u64,
+    /// When the INVITE came.
+    pub since: Instant,
 }
 
 impl Handover {
+    /// Who claimed park `park` of a call held here, if the watch has shown it and the call
+    /// waits for its claimant.
+    pub(crate) fn claimed_by(&self, park: ParkId) -> Option<&str> {
+        self.claimed.get(&park).map(|(by, _)| by.as_str())
+    }
+
     /// Whether park `park` of a call held here was claimed and waits for its claimant.
     pub(crate) fn is_claimed(&self, park: ParkId) -> bool {
         self.claimed.contains_key(&park)
@@ -55,17 +78,19 @@ impl Handover {
     /// A trunk claim of it still waiting for the replica, if any, for its caller to answer.
     pub(crate) fn forget(&mut self, park: ParkId) -> Option<TrunkClaim> {
         self.claimed.remove(&park);
+        self.given_back.remove(&park);
         self.waiting.remove(&park)
     }
 }
 
-/// This edge won the claim of a call another site holds: call that site's edge for it, and
-/// bridge the retriever to that leg (media through both relays).
+/// This edge won the claim of a call another site holds: call that site's edge for it (its
+/// INVITE names the claim and the log index it was committed at), and bridge the retriever to
+/// that leg (media through both relays).
 pub(crate) fn retrieve_remote(edge: &mut Parking, now: Instant, a: AfterClaim, parked: Parked) {
     let site = parked.call.edge.clone();
     let slot = parked.slot.to_string();
-    let Some(t) = crate::trunk::peer_target(edge, &site, &slot, Some(Claim::Park(parked.id)))
-    else {
+    let claim = Claim::Park(parked.id, edge.port.committed_at);
+    let Some(t) = crate::trunk::peer_target(edge, &site, &slot, Some(claim)) else {
         warn!(%site, slot = parked.slot, "claimed a call held at a site with no trunk to it");
         let r = Response::to(&a.msg, 502).reason("No Trunk To Site");
         return edge.reply(now, &a.key, r);
@@ -85,7 +110,7 @@ pub(crate) fn retrieve_remote(edge: &mut Parking, now: Instant, a: AfterClaim, p
 /// [`FETCH_WAIT`], the call goes back to its slot ([`on_fetch_timeout`]).
 pub(crate) fn on_claimed(edge: &mut Parking, now: Instant, parked: &Parked, by: &str) {
     let park = parked.id;
-    if !edge.park.by_id.contains_key(&park) {
+    if !edge.park.by_id.contains_key(&park) && being_parked(edge, parked).is_none() {
         return;
     }
     edge.handover
@@ -93,23 +118,59 @@ pub(crate) fn on_claimed(edge: &mut Parking, now: Instant, parked: &Parked, by: 
         .insert(park, (by.to_string(), parked.clone()));
     edge.timers
         .schedule(now + FETCH_WAIT, TimerKey::TrunkFetch(park));
+    if let Some((site, user, since)) = edge.handover.given_back.remove(&park) {
+        if claimed_by(by, &site, &user) && now < since + edge.port.lease_ttl {
+            info!(park, %by, "claimed call given back before the claim was shown: parking it again");
+            return put_back(edge, now, park);
+        }
+    }
+    let recall_given_up = edge.park.by_id.get(&park).and_then(|cid| {
+        let ps = edge.park.held.get(cid)?;
+        ps.claim_given_up.as_deref()
+    });
+    if recall_given_up == Some(by) {
+        info!(park, %by, "a recall answer's claim hung up as unknown was committed: parking the call again");
+        return put_back(edge, now, park);
+    }
     if let Some(c) = edge.handover.waiting.remove(&park) {
         on_claim(edge, now, c);
     }
+}
+
+/// The call this edge is parking as `parked`, whose answer has not come: the watch, or a
+/// claim's own answer, may bring a park and a claim of it in the same entry before the answer
+/// to the park's proposal does (the simulation found the call then left on music in no slot).
+pub(crate) fn being_parked(edge: &Parking, parked: &Parked) -> Option<u64> {
+    let key = (parked.call.call_id.clone(), parked.call.local_tag.clone());
+    edge.dialogs
+        .get(&key)
+        .copied()
+        .filter(|cid| edge.park.ordering.contains(cid))
 }
 
 /// A call held here was claimed by another site, and that site never came for it: park it
 /// again, in its slot if that is still free (a new park with a fresh timer, which this edge
 /// takes as its own: [`crate::park::adopt_repark`]), so that it is not left on music forever.
 pub(crate) fn on_fetch_timeout(edge: &mut Parking, now: Instant, park: ParkId) {
-    let Some((by, parked)) = edge.handover.claimed.remove(&park) else {
+    if let Some((by, parked)) = edge.handover.claimed.get(&park) {
+        warn!(park, slot = parked.slot, %by, "claimed call never fetched over the trunk: parking it again");
+        put_back(edge, now, park);
+    }
+}
+
+/// Put the call of park `park`, claimed and not fetched, back: parked again, in its own slot
+/// if that is still free.
+pub(crate) fn put_back(edge: &mut Parking, now: Instant, park: ParkId) {
+    let Some((_, parked)) = edge.handover.claimed.remove(&park) else {
         return; // fetched, ended or lost meanwhile
     };
     if !edge.park.by_id.contains_key(&park) {
         return;
     }
-    edge.handover.waiting.remove(&park);
-    warn!(park, slot = parked.slot, %by, "claimed call never fetched over the trunk: parking it again");
+    if let Some(w) = edge.handover.waiting.remove(&park) {
+        let r = Response::to(&w.msg, 404).reason("Park Not Held Here");
+        edge.reply(now, &w.key, r);
+    }
     repark(edge, now, parked, true);
 }
 
@@ -155,6 +216,14 @@ pub(crate) fn repark_outcome(edge: &mut Parking, now: Instant, parked: Parked, o
     }
 }
 
+/// This edge's park `park` is held here now (its answer came after the watch had shown it): a
+/// trunk claim of it that came meanwhile goes on.
+pub(crate) fn now_held(edge: &mut Parking, now: Instant, park: ParkId) {
+    if let Some(c) = edge.handover.waiting.remove(&park) {
+        on_claim(edge, now, c);
+    }
+}
+
 /// The claimant cancelled its trunk INVITE while it waited for the replica: 487 to it; the
 /// call stays here and goes back to its slot when the fetch wait ends.
 pub(crate) fn cancel_waiting(edge: &mut Parking, now: Instant, invite: &ServerKey) -> bool {
@@ -172,20 +241,28 @@ pub(crate) fn cancel_waiting(edge: &mut Parking, now: Instant, invite: &ServerKe
     true
 }
 
-/// A trunk claim waited in vain for the replica to show its claim.
+/// A trunk claim's wait ended: on, if the replica is still short of the claim's entry (for
+/// a lease's length at most), else refused.
 pub(crate) fn on_claim_timeout(edge: &mut Parking, now: Instant, park: ParkId) {
-    if let Some(w) = edge.handover.waiting.remove(&park) {
-        warn!(park, caller = %w.caller, "trunk claim not shown by the registry: refused");
-        let r = Response::to(&w.msg, 404).reason("Claim Not Committed");
-        edge.reply(now, &w.key, r);
+    let Some(w) = edge.handover.waiting.get(&park) else {
+        return;
+    };
+    if let Some(again) = edge.replica_wait(w.at, w.since, now, CLAIM_WAIT) {
+        return edge.timers.schedule(again, TimerKey::TrunkClaim(park));
     }
+    let w = edge.handover.waiting.remove(&park).expect("found");
+    warn!(park, caller = %w.caller, at = w.at, replica = edge.port.watch_index, "trunk claim not shown by the registry: refused");
+    let r = Response::to(&w.msg, 404).reason("Claim Not Committed");
+    edge.reply(now, &w.key, r);
 }
 
-/// Hold a trunk claim until this edge's watch shows it ([`on_claimed`]), for [`CLAIM_WAIT`]
-/// at most ([`on_claim_timeout`]).
+/// Hold a trunk claim until this edge's watch shows it ([`on_claimed`]), for [`CLAIM_WAIT`],
+/// and on while the replica is short of the claim's entry ([`on_claim_timeout`]).
 fn wait_for_replica(edge: &mut Parking, now: Instant, c: TrunkClaim) {
     let w = &edge.handover.waiting;
-    if w.len() >= CLAIMS_WAITING || w.contains_key(&c.park) {
+    let from_site = w.values().filter(|x| x.site == c.site).count();
+    if w.len() >= CLAIMS_WAITING || from_site >= CLAIMS_WAITING_PER_SITE || w.contains_key(&c.park)
+    {
         return edge.reply(
             now,
             &c.key,
@@ -198,9 +275,20 @@ fn wait_for_replica(edge: &mut Parking, now: Instant, c: TrunkClaim) {
     edge.handover.waiting.insert(c.park, c);
 }
 
+/// Whether a claim the log shows made by `by` is the one site `site` asserts for `user`: a
+/// claim names `<site>/<user>` (a retrieve's, a recall pickup's), or, from an edge of before
+/// that, the bare user (any site may then fetch it in that user's name, as before).
+pub(crate) fn claimed_by(by: &str, site: &str, user: &str) -> bool {
+    match by.rsplit_once('/') {
+        Some((s, u)) => s == site && u == user,
+        None => by == user,
+    }
+}
+
 /// A trunk INVITE claiming park `park` of a call this edge holds: the claim was won in the
 /// registry by the sending edge. Give it the call once this edge's replica shows that claim
-/// by `caller` (waiting up to [`CLAIM_WAIT`] for the watch), unless this edge's lease lapsed
+/// by that site for `caller` (waiting for the watch: [`wait_for_replica`]), unless this
+/// edge's lease lapsed
 /// (the registry gave the call up, and the slot may be someone else's by now).
 pub(crate) fn on_claim(edge: &mut Parking, now: Instant, c: TrunkClaim) {
     let park = c.park;
@@ -211,10 +299,10 @@ pub(crate) fn on_claim(edge: &mut Parking, now: Instant, c: TrunkClaim) {
         .copied()
         .filter(|cid| edge.park.held.contains_key(cid));
     let Some(cid) = held else {
-        if edge.orbit.is_future(park) {
-            // Not in this edge's replica yet (a park it made itself, put back after an
-            // unfetched claim, whose entry the watch has not brought): wait for it as for a
-            // claim not shown yet.
+        // Not in this edge's replica yet (a park it made itself, put back after an unfetched
+        // claim, whose entry the watch has not brought), or shown claimed before the answer
+        // to this edge's park came: wait for it as for a claim not shown yet.
+        if edge.orbit.is_future(park) || edge.handover.is_claimed(park) {
             return wait_for_replica(edge, now, c);
         }
         let r = Response::to(&c.msg, 404).reason("Park Not Held Here");
@@ -225,10 +313,8 @@ pub(crate) fn on_claim(edge: &mut Parking, now: Instant, c: TrunkClaim) {
         let r = Response::to(&c.msg, 410).reason("Park Lease Lapsed");
         return edge.reply(now, &c.key, r);
     }
-    // A retrieve's claim names its retriever; a recall's pickup names its picker and site.
-    let claimant = format!("{}/{}", c.site, c.caller);
     match edge.handover.claimed.get(&park).map(|(by, _)| by) {
-        Some(by) if *by == c.caller || *by == claimant => {}
+        Some(by) if claimed_by(by, &c.site, &c.caller) => {}
         Some(by) => {
             warn!(park, %by, caller = %c.caller, "trunk claim by someone else than the registry says");
             let r = Response::to(&c.msg, 403).reason("Not The Claimant");

@@ -47,6 +47,7 @@ use crate::services::{TimerKey, ALLOW};
 
 mod attended;
 mod events;
+mod give_back;
 mod handover;
 mod moved_in;
 mod moving;
@@ -58,6 +59,7 @@ mod retrieve;
 
 pub(crate) use attended::*;
 pub(crate) use events::*;
+pub(crate) use give_back::*;
 pub(crate) use handover::*;
 pub(crate) use moved_in::*;
 pub(crate) use moving::*;
@@ -139,9 +141,16 @@ pub(crate) struct Parks {
     pub digits: HashMap<u64, [(String, Option<Instant>); 2]>,
     /// Slots spoken to attended parkers, held until their REFER comes (or their call ends).
     pub announced: HashSet<u32>,
+    /// Retrieves here that won the claim of a call whose park's answer has not come yet, by
+    /// call (one per call: a park is claimed once).
+    pub claimed_early: HashMap<u64, AfterClaim>,
     /// Retrieving INVITEs whose claim is in flight, and whether the retriever has cancelled
     /// meanwhile.
     pub claiming: HashMap<ServerKey, bool>,
+    /// Claims whose outcome never came (the registry out of reach), by slot and claimant
+    /// (`<this edge>/<retriever>`), and when they were given up: one the watch shows
+    /// committed after all is given back.
+    pub given_up: HashMap<(u32, String), Instant>,
     /// Music on hold per lot (park extension), encoded once.
     pub music: HashMap<String, Arc<Clip>>,
     /// The lot a one-touch park goes to: the tenant's first.
@@ -169,11 +178,18 @@ pub(crate) struct ParkState {
     pub caller_uri: String,
     pub parker: String,
     pub recall: Option<Recall>,
+    /// A recall answer's claim whose commit was never shown: its phone was hung up, and the
+    /// claim, by this target, is nobody's to fetch if the watch shows it after all.
+    pub claim_given_up: Option<String>,
 }
 
 pub(crate) struct Recall {
     /// The phone (branch index) whose answer is being claimed for.
     pub claiming: Option<usize>,
+    /// That answer, held unACKed while the watch is awaited: its claim's outcome never came.
+    pub unsure: Option<AfterRecallClaim>,
+    /// The watch showed that answer's claim committed before its outcome came.
+    pub claim_shown: bool,
     pub attempt: u32,
     pub stage: RecallStage,
     pub target: String,
@@ -342,15 +358,20 @@ pub(crate) fn on_call_end(edge: &mut Parking, now: Instant, cid: u64, why: Optio
     }
     p.ordering.remove(&cid);
     p.digits.remove(&cid);
-    let Some(ps) = p.held.remove(&cid) else {
+    if let Some(a) = p.claimed_early.remove(&cid) {
+        nobody_parked(edge, now, &a, 404);
+    }
+    let p = &mut edge.park;
+    let Some(mut ps) = p.held.remove(&cid) else {
         return;
     };
     unhold(edge, ps.id);
-    if let Some(r) = &ps.recall {
+    if let Some(r) = &mut ps.recall {
         edge.park.recall_news.push(RecallNews::Stopped(cid));
         for b in &r.branches {
             cancel_branch(edge, now, b, None);
         }
+        hang_up_unsure(edge, now, r);
     }
     // Whatever this edge's state shows (across sites it may lag): the log decides.
     let reason = match why {

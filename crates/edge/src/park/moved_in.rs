@@ -116,8 +116,10 @@ pub(crate) fn on_move_offer(
         contact_user: o.contact_user,
         user: o.user,
     };
-    let span = info_span!(parent: None, "call", id = cid, caller = %parked.call.caller_uri, slot = parked.slot, edge = %edge.id);
-    orbit_trace::adopt(&span, parked.call.trace.as_deref());
+    let span = orbit_trace::within(
+        parked.call.trace.as_deref(),
+        || info_span!(parent: None, "call", id = cid, caller = %parked.call.caller_uri, slot = parked.slot, edge = %edge.id),
+    );
     let _g = span.clone().entered();
     relay.set_remote(
         &mut edge.b2bua.sv.media,
@@ -154,6 +156,7 @@ pub(crate) fn on_move_offer(
             caller_uri: parked.call.caller_uri.clone(),
             parker: parked.call.parker.clone(),
             recall: None,
+            claim_given_up: None,
         },
     );
     edge.park.by_id.insert(park, cid);

@@ -219,7 +219,7 @@ fn offer(
         &call_id,
         &from,
         &slot,
-        Some(Claim::Park(park)),
+        Some(Claim::Park(park, 0)),
         &body,
     );
     for (k, v) in &signed {

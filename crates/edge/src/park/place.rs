@@ -142,6 +142,22 @@ pub(crate) fn propose_park(
 /// finishes (NOTIFY, BYE, prompt). Refused: the call stays with the parker.
 pub(crate) fn park_outcome(edge: &mut Parking, now: Instant, a: AfterPark, outcome: Outcome) {
     edge.park.ordering.remove(&a.cid);
+    // A retrieve here that won this park's claim before this answer came: it takes the call
+    // once it is held, or hears that nobody is parked.
+    let claimed = edge.park.claimed_early.remove(&a.cid);
+    let cid = a.cid;
+    let held = parked_or_refused(edge, now, a, outcome);
+    if let Some(c) = claimed {
+        if held {
+            crate::park::take_parked(edge, now, &c, cid);
+        } else {
+            nobody_parked(edge, now, &c, 404);
+        }
+    }
+}
+
+/// The park's outcome, for the call and its parker; whether the call is held here now.
+fn parked_or_refused(edge: &mut Parking, now: Instant, a: AfterPark, outcome: Outcome) -> bool {
     let live = edge
         .calls
         .get(&a.cid)
@@ -150,11 +166,13 @@ pub(crate) fn park_outcome(edge: &mut Parking, now: Instant, a: AfterPark, outco
         Ok(Event::Parked(p)) => p,
         Ok(ev) => {
             warn!(?ev, "park answered with another event");
-            return park_refused(edge, now, a, &OrbitError::Unavailable("bad answer".into()));
+            park_refused(edge, now, a, &OrbitError::Unavailable("bad answer".into()));
+            return false;
         }
         Err(e) => {
             warn!(error = %e, "park refused; the call stays with the parker");
-            return park_refused(edge, now, a, &e);
+            park_refused(edge, now, a, &e);
+            return false;
         }
     };
     if !live {
@@ -168,7 +186,7 @@ pub(crate) fn park_outcome(edge: &mut Parking, now: Instant, a: AfterPark, outco
             reason: EndReason::HungUp,
         };
         edge.propose(now, end, Then::Nothing);
-        return;
+        return false;
     }
     info!(slot = p.slot, by = %a.parker_ext, "parked");
     edge.stats.parks += 1;
@@ -204,6 +222,7 @@ pub(crate) fn park_outcome(edge: &mut Parking, now: Instant, a: AfterPark, outco
             caller_uri: a.caller_uri,
             parker: a.parker_ext.clone(),
             recall: None,
+            claim_given_up: None,
         },
     );
     edge.park.by_id.insert(p.id, a.cid);
@@ -249,6 +268,8 @@ pub(crate) fn park_outcome(edge: &mut Parking, now: Instant, a: AfterPark, outco
             speak(edge, now, cid, from, clip, codec, pt, after, true);
         }
     }
+    crate::park::now_held(edge, now, p.id);
+    true
 }
 
 fn park_refused(edge: &mut Parking, now: Instant, a: AfterPark, e: &OrbitError) {

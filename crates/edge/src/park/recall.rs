@@ -8,9 +8,19 @@
 //! Sent ──▶ INVITE that extension ──(ring time)──┐
 //! Expired ──▶ INVITE parker ◀────────────────────┘ ──(ring time)──▶ INVITE fallback ──(ring time)──▶ End(Abandoned), BYE caller
 //!               └─ 2xx (at any stage) ──▶ Claim(park) ──▶ won: bridged   lost: ACK + BYE that phone
+//!                                                      └─ outcome never came: the 2xx held
+//!                                                         unACKed until the watch shows who
+//!                                                         claimed it (≤ 3 s), else ACK + BYE
 //! ```
 
 use super::*;
+
+/// How long a recall answer whose claim's outcome never came (the registry out of reach, a
+/// leader lost) waits, unACKed, for the watch to show whether that claim was committed. The
+/// phone resends its 200 meanwhile; a new leader commits in about a second.
+const UNSURE_WAIT: Duration = Duration::from_secs(3);
+/// How soon a recall stage that ran its time while an answer was being claimed looks again.
+const CLAIMING_RECHECK: Duration = Duration::from_millis(500);
 
 /// Ring the recall's `stage` target for call `cid` (an operator sent it, its deadline has
 /// come, or the previous stage went unanswered).
@@ -22,7 +32,10 @@ pub(crate) fn start_recall(edge: &mut Parking, now: Instant, cid: u64, stage: Re
         return;
     };
     // Inside the call's span, and so in the park's trace.
-    let span = info_span!(parent: &call.span, "recall", stage = ?stage, park = ps.id);
+    let span = orbit_trace::child_of(
+        &call.span,
+        || info_span!(parent: &call.span, "recall", stage = ?stage, park = ps.id),
+    );
     let _g = span.enter();
     let Some(lot) = edge.orbit.lot(&ps.lot).cloned() else {
         return;
@@ -112,6 +125,8 @@ pub(crate) fn start_recall(edge: &mut Parking, now: Instant, cid: u64, stage: Re
         .collect();
     edge.park.held.get_mut(&cid).expect("parked").recall = Some(Recall {
         claiming: None,
+        unsure: None,
+        claim_shown: false,
         attempt,
         stage,
         target,
@@ -234,18 +249,94 @@ pub(crate) fn recall_claim_outcome(
         flow,
         msg,
     } = a;
-    let ours = edge
-        .park
-        .held
-        .get(&cid)
-        .and_then(|p| p.recall.as_ref())
-        .is_some_and(|r| r.claiming == Some(idx));
-    if !ours || !matches!(outcome, Ok(Event::Claimed { .. })) {
-        if let Some(r) = edge.park.held.get_mut(&cid).and_then(|p| p.recall.as_mut()) {
-            r.claiming = None;
-        }
+    let recall = edge.park.held.get_mut(&cid).and_then(|p| p.recall.as_mut());
+    let Some(r) = recall.filter(|r| r.claiming == Some(idx)) else {
         return call::ack_and_bye(edge, now, flow, &msg);
+    };
+    match outcome {
+        Ok(Event::Claimed { .. }) => answer_taken(edge, now, cid, idx, flow, msg),
+        // The watch showed the claim committed before its outcome was lost.
+        Err(OrbitError::Unavailable(_)) if r.claim_shown => {
+            info!(target = %r.target, "recall answer's claim shown committed before its outcome was lost: answered");
+            answer_taken(edge, now, cid, idx, flow, msg)
+        }
+        Err(OrbitError::Unavailable(e)) => {
+            // Committed or not, the watch will say ([`recall_claim_shown`]).
+            info!(error = %e, target = %r.target, "recall answered, its claim's outcome unknown: waiting for the log");
+            let attempt = r.attempt;
+            r.unsure = Some(AfterRecallClaim {
+                cid,
+                idx,
+                flow,
+                msg,
+            });
+            let key = TimerKey::RecallUnsure { call: cid, attempt };
+            edge.timers.schedule(now + UNSURE_WAIT, key);
+        }
+        _ => {
+            r.claiming = None;
+            call::ack_and_bye(edge, now, flow, &msg)
+        }
     }
+}
+
+/// The watch shows a claim of park `park`, held here by call `cid`, while a recall answer is
+/// being claimed: its own claim (true) is the answer's, taken now if its outcome was lost, or
+/// when that outcome comes (the watch may be first: the second long run's 17 s late recalls);
+/// another's (a retriever won) hangs up an answer held unsure.
+pub(crate) fn recall_claim_shown(edge: &mut Parking, now: Instant, park: ParkId, by: &str) -> bool {
+    let Some(&cid) = edge.park.by_id.get(&park) else {
+        return false;
+    };
+    let Some(r) = edge.park.held.get_mut(&cid).and_then(|p| p.recall.as_mut()) else {
+        return false;
+    };
+    if r.claiming.is_some() && r.unsure.is_none() && r.target == by {
+        r.claim_shown = true;
+        return true;
+    }
+    let Some(a) = r.unsure.take() else {
+        return false;
+    };
+    if r.target == by {
+        info!(park, %by, "recall answer's claim committed after all: answered");
+        answer_taken(edge, now, a.cid, a.idx, a.flow, a.msg);
+        return true;
+    }
+    r.claiming = None;
+    call::ack_and_bye(edge, now, a.flow, &a.msg);
+    false
+}
+
+/// The recall is over with its call: an answer held while its claim was unsure is hung up.
+pub(crate) fn hang_up_unsure(edge: &mut Parking, now: Instant, r: &mut Recall) {
+    if let Some(a) = r.unsure.take() {
+        call::ack_and_bye(edge, now, a.flow, &a.msg);
+    }
+}
+
+/// A recall answer's claim was not shown in time: its phone is hung up, the recall rings on,
+/// and a claim the watch shows later puts the call back into its slot at once
+/// ([`crate::park::on_claimed`]), as nobody will come for it.
+pub(crate) fn on_unsure_timeout(edge: &mut Parking, now: Instant, cid: u64, attempt: u32) {
+    let Some(r) = current_recall(edge, cid, attempt) else {
+        return;
+    };
+    let Some(a) = r.unsure.take() else {
+        return;
+    };
+    r.claiming = None;
+    let target = r.target.clone();
+    warn!(%target, "recall answer's claim not shown by the log: that phone is hung up");
+    if let Some(ps) = edge.park.held.get_mut(&cid) {
+        ps.claim_given_up = Some(target);
+    }
+    call::ack_and_bye(edge, now, a.flow, &a.msg);
+}
+
+/// Recall phone `idx` of call `cid` won the claim: it takes the vacant side, bridged to the
+/// parked party.
+fn answer_taken(edge: &mut Parking, now: Instant, cid: u64, idx: usize, flow: Flow, msg: Message) {
     let ps = edge.park.held.get(&cid).expect("parked");
     let (park_id, parked) = (ps.id, ps.parked);
     unhold(edge, park_id);
@@ -305,6 +396,11 @@ pub(crate) fn on_recall_timeout(edge: &mut Parking, now: Instant, cid: u64, atte
     let Some(r) = current_recall(edge, cid, attempt) else {
         return;
     };
+    if r.claiming.is_some() {
+        // An answer is being claimed: the stage is not over until its outcome is known.
+        let key = TimerKey::Recall { call: cid, attempt };
+        return edge.timers.schedule(now + CLAIMING_RECHECK, key);
+    }
     let stage = r.stage;
     info!(call = cid, ?stage, "recall unanswered");
     next_stage(edge, now, cid, stage);
@@ -381,6 +477,9 @@ fn cancel_recall_with(edge: &mut Parking, now: Instant, cid: u64, reason: Option
     // Keep the attempt number but mark it over, so late answers find no current recall.
     r.attempt = r.attempt.wrapping_add(1 << 31);
     let branches = std::mem::take(&mut r.branches);
+    if let Some(a) = r.unsure.take() {
+        call::ack_and_bye(edge, now, a.flow, &a.msg);
+    }
     edge.park.recall_news.push(RecallNews::Stopped(cid));
     for b in &branches {
         cancel_branch(edge, now, b, reason);

@@ -1,13 +1,25 @@
 //! Retrieve: an INVITE to a slot claims whatever is parked there (the log decides), and the
 //! retriever takes the vacant side of the parked call, here or, held at another site, over the
-//! trunk. A retriever who cancels while its claim is ordered puts the call back in its slot.
+//! trunk. A retriever who cancels while its claim is ordered puts the call back in its slot,
+//! and so does a claim the retriever was told failed (503: the registry out of reach) and the
+//! watch then shows committed after all.
 //!
 //! ```text
 //! INVITE 701 ──▶ codec check (replica) ──▶ Claim ──▶ here: 200 with the vacant relay leg
-//!                                                └─▶ elsewhere: trunk INVITE to the holding site
+//!                                                ├─▶ elsewhere: trunk INVITE to the holding site
+//!                                                └─▶ outcome unknown: 503; if the watch shows it
+//!                                                    committed later: Park it again, at once
 //! ```
 
 use super::*;
+
+/// How long a claim given up as unavailable is looked out for on the watch: the link gives
+/// up on a proposal after seconds, and one that reached the leader commits soon after or not
+/// at all.
+const GIVEN_UP_WATCHED: Duration = Duration::from_secs(15);
+/// Claims given up that are looked out for at once (the oldest forgotten first): one per
+/// retriever and slot, grown only by this edge's own retrieves.
+const GIVEN_UP_KEPT: usize = 1024;
 
 /// A retrieve whose claim is being ordered: the retriever's INVITE.
 pub(crate) struct AfterClaim {
@@ -105,16 +117,22 @@ pub(crate) fn on_retrieve(
         .orbit
         .in_slot(&tenant, slot)
         .and_then(|p| p.call.trace.clone());
+    let by = claimant(edge, &a.retriever);
     let claim = Command::Claim {
         tenant,
         slot,
         park: None,
-        by: a.retriever.clone(),
+        by: by.clone(),
     };
-    let span = info_span!(parent: None, "retrieve", slot, by = %a.retriever, edge = %edge.id);
-    orbit_trace::adopt(&span, parked_trace.as_deref());
+    let span = orbit_trace::within(
+        parked_trace.as_deref(),
+        || info_span!(parent: None, "retrieve", slot, by = %a.retriever, edge = %edge.id),
+    );
     let _g = span.enter();
     edge.park.claiming.insert(a.key.clone(), false);
+    // A new claim of its own by the same retriever: an old one given up is no longer told
+    // apart from it.
+    edge.park.given_up.remove(&(slot, by));
     edge.propose_then(now, claim, ParkThen::Retrieve(a));
 }
 
@@ -132,35 +150,87 @@ pub(crate) fn claim_outcome(edge: &mut Parking, now: Instant, a: AfterClaim, out
         Ok(Event::Claimed { parked, .. }) if parked.call.edge == edge.id => {
             match edge.park.by_id.get(&parked.id).copied() {
                 Some(cid) => take_parked(edge, now, &a, cid),
-                None => nobody_parked(edge, now, &a, 404),
+                // Claimed in the entry that parked it, whose answer has not come yet: taken
+                // when it does ([`crate::park::park_outcome`]).
+                None => match being_parked(edge, &parked) {
+                    Some(cid) => {
+                        edge.park.claimed_early.insert(cid, a);
+                    }
+                    None => nobody_parked(edge, now, &a, 404),
+                },
             }
         }
         Ok(Event::Claimed { parked, .. }) => retrieve_remote(edge, now, a, parked),
-        Err(OrbitError::Unavailable(_)) => nobody_parked(edge, now, &a, 503),
+        Err(OrbitError::Unavailable(_)) => {
+            given_up(edge, now, &a);
+            nobody_parked(edge, now, &a, 503)
+        }
         _ => nobody_parked(edge, now, &a, 404),
     }
 }
 
+/// Who a retrieve here claims for: `<this edge>/<retriever>`, so that the holding edge gives
+/// the call to this edge's trunk INVITE only, a give-back is this edge's to send, and a claim
+/// on the watch is known for this edge's own.
+pub(crate) fn claimant(edge: &Parking, retriever: &str) -> String {
+    format!("{}/{retriever}", edge.id)
+}
+
+/// The claim for `a` may or may not have been committed, and its retriever was told it
+/// failed: look out for it on the watch ([`given_up_committed`]).
+fn given_up(edge: &mut Parking, now: Instant, a: &AfterClaim) {
+    let by = claimant(edge, &a.retriever);
+    let g = &mut edge.park.given_up;
+    if g.len() >= GIVEN_UP_KEPT {
+        if let Some(oldest) = g.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+            g.remove(&oldest);
+        }
+    }
+    g.insert((a.slot, by), now);
+}
+
+/// The watch shows a claim of the call in `parked`'s slot by `by`: if it is one this edge gave
+/// up as unavailable (its retriever was answered 503), nobody will come for the call, so it
+/// goes back into its slot now rather than when the holding edge tires of waiting for a
+/// trunk INVITE (its fetch wait, 10 s, would make the recall that late).
+pub(crate) fn given_up_committed(edge: &mut Parking, now: Instant, parked: &Parked, by: &str) {
+    if parked.lot.tenant != edge.cfg.tenant.domain {
+        return;
+    }
+    let Some(since) = edge.park.given_up.remove(&(parked.slot, by.to_string())) else {
+        return;
+    };
+    if now > since + GIVEN_UP_WATCHED {
+        return;
+    }
+    info!(
+        park = parked.id,
+        slot = parked.slot,
+        %by,
+        "a claim given up as unavailable was committed after all: giving the call back"
+    );
+    give_back(edge, now, parked, by);
+}
+
 /// The retriever cancelled while its claim was being ordered: its INVITE gets its 487 now, and
 /// a call it won goes back into the same slot (a new park with a fresh timer), wherever it is
-/// held; the holding edge takes the new park as its own ([`adopt_repark`]).
+/// held ([`give_back`]).
 pub(crate) fn claim_cancelled(edge: &mut Parking, now: Instant, a: &AfterClaim, outcome: Outcome) {
     let bytes = Response::to(&a.msg, 487)
         .reason("Request Terminated")
         .encode(a.flow.addr);
     edge.reply_bytes(now, &a.key, 487, bytes);
+    if let Err(OrbitError::Unavailable(_)) = outcome {
+        return given_up(edge, now, a);
+    }
     if let Ok(Event::Claimed { parked, .. }) = outcome {
         info!(
             park = parked.id,
             slot = parked.slot,
-            "retriever cancelled after its claim won: parking the call again"
+            "retriever cancelled after its claim won: giving the call back"
         );
-        let cmd = Command::Park {
-            lot: parked.lot,
-            slot: Some(parked.slot),
-            call: parked.call,
-        };
-        edge.propose(now, cmd, Then::Nothing);
+        let by = claimant(edge, &a.retriever);
+        give_back(edge, now, &parked, &by);
     }
 }
 

@@ -8,14 +8,18 @@
 //! PickedUp(N, by site-c/3001) ─▶ claimed ─(trunk INVITE from site-c, From 3001)─▶ take_here
 //!                                        └─ none within 10 s ─▶ Ring again (or the callee's
 //!                                                               held answer goes through)
-//! trunk INVITE before the watch shows it ─▶ 100, wait ≤ 2 s ─▶ 404 if never
+//! trunk INVITE before the watch shows it ─▶ 100, wait ≥ 2 s, and while the replica is short
+//!                                          of the pickup's log index (≤ a lease) ─▶ 404 if never
 //! ```
 
 use super::*;
 
 /// Trunk pickups waiting for the replica, at once.
 const PICKS_WAITING: usize = 1024;
-/// How long a trunk pickup waits for the replica (the watch is a commit behind at most).
+/// ... of them from one site (as the park claims' waits, `park/handover.rs`).
+const PICKS_WAITING_PER_SITE: usize = PICKS_WAITING / 4;
+/// How long a trunk pickup waits for the replica at least (a watch that is not cut off is a
+/// commit behind at most), and how often it looks again while the replica is short of it.
 const PICK_WAIT: Duration = Duration::from_secs(2);
 /// How long a call picked up at another site waits for that site's trunk INVITE.
 const FETCH_WAIT: Duration = Duration::from_secs(10);
@@ -30,6 +34,10 @@ pub(crate) struct TrunkPick {
     /// The sending site.
     pub site: String,
     pub ring: RingId,
+    /// The log index the pickup was committed at, as the picker's site says (0: not said).
+    pub at: u64,
+    /// When the INVITE came.
+    pub since: Instant,
 }
 
 /// The call ringing here as `ringing`, if it still does; found by its dialog too, and then
@@ -202,10 +210,12 @@ pub(crate) fn on_trunk_pick(edge: &mut Picking, now: Instant, c: TrunkPick) {
     take_here(edge, now, c.ring, &p, Some(&c.site));
 }
 
-/// Hold a trunk pickup until the watch shows it, for [`PICK_WAIT`] at most.
+/// Hold a trunk pickup until the watch shows it, for [`PICK_WAIT`], and on while the replica
+/// is short of the pickup's entry ([`on_pick_wait_timeout`]).
 fn wait_for_replica(edge: &mut Picking, now: Instant, c: TrunkPick) {
     let w = &edge.pickup.waiting;
-    if w.len() >= PICKS_WAITING || w.contains_key(&c.ring) {
+    let from_site = w.values().filter(|x| x.site == c.site).count();
+    if w.len() >= PICKS_WAITING || from_site >= PICKS_WAITING_PER_SITE || w.contains_key(&c.ring) {
         let r = Response::to(&c.msg, 503).header("Retry-After", "1");
         return edge.reply(now, &c.key, r);
     }
@@ -215,13 +225,19 @@ fn wait_for_replica(edge: &mut Picking, now: Instant, c: TrunkPick) {
     edge.pickup.waiting.insert(c.ring, c);
 }
 
-/// A trunk pickup waited in vain for the replica.
+/// A trunk pickup's wait ended: on, if the replica is still short of the pickup's entry (for
+/// a lease's length at most), else refused.
 pub(crate) fn on_pick_wait_timeout(edge: &mut Picking, now: Instant, ring: RingId) {
-    if let Some(w) = edge.pickup.waiting.remove(&ring) {
-        warn!(ring, picker = %w.picker, site = %w.site, "trunk pickup not shown by the registry: refused");
-        let r = Response::to(&w.msg, 404).reason("Pickup Not Committed");
-        edge.reply(now, &w.key, r);
+    let Some(w) = edge.pickup.waiting.get(&ring) else {
+        return;
+    };
+    if let Some(again) = edge.replica_wait(w.at, w.since, now, PICK_WAIT) {
+        return edge.timers.schedule(again, TimerKey::PickupWait(ring));
     }
+    let w = edge.pickup.waiting.remove(&ring).expect("found");
+    warn!(ring, picker = %w.picker, site = %w.site, at = w.at, replica = edge.port.watch_index, "trunk pickup not shown by the registry: refused");
+    let r = Response::to(&w.msg, 404).reason("Pickup Not Committed");
+    edge.reply(now, &w.key, r);
 }
 
 /// A call ringing here was picked up and its picker never came: it rings on (recorded again),

@@ -125,8 +125,10 @@ fn ask(edge: &mut Picking, now: Instant, p: Pick, exts: Vec<String>, ring: Optio
         ring,
         by: edge.picker_name(&p.picker),
     };
-    let span = info_span!(parent: None, "pickup", by = %p.picker, edge = %edge.id);
-    orbit_trace::adopt(&span, None);
+    let span = orbit_trace::within(
+        None,
+        || info_span!(parent: None, "pickup", by = %p.picker, edge = %edge.id),
+    );
     let _g = span.enter();
     edge.pickup.picking.insert(p.key.clone(), false);
     edge.propose_then(now, cmd, PickThen::Pick(Box::new(p)));
@@ -200,10 +202,11 @@ pub(crate) fn pick_outcome(edge: &mut Picking, now: Instant, p: Pick, outcome: O
 }
 
 /// The picker here won a call ringing at another site: call that site's edge for it (its
-/// INVITE claims the ring), and bridge the picker to that leg.
+/// INVITE claims the ring, at the log index the pickup was committed at), and bridge the
+/// picker to that leg.
 fn fetch(edge: &mut Picking, now: Instant, p: Pick, ringing: orbit_state::Ringing) {
     let site = ringing.call.edge.clone();
-    let claim = crate::trunk::Claim::Ring(ringing.id);
+    let claim = crate::trunk::Claim::Ring(ringing.id, edge.port.committed_at);
     let Some(t) = crate::trunk::peer_target(edge, &site, &ringing.ext, Some(claim)) else {
         warn!(%site, ring = ringing.id, "picked up a call ringing at a site with no trunk to it");
         let r = Response::to(&p.msg, 502).reason("No Trunk To Site");

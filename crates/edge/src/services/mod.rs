@@ -151,6 +151,11 @@ pub(crate) enum TimerKey {
         call: u64,
         attempt: u32,
     },
+    /// A recall answer whose claim's outcome never came has waited long enough for the watch.
+    RecallUnsure {
+        call: u64,
+        attempt: u32,
+    },
     /// A call to the park extension is over (its prompt played, or no REFER came).
     AppHangup(u64),
     /// A prompt to one side has played: BYE that side (parked) or bridge it again.

@@ -30,6 +30,9 @@ use tracing::{debug, info, info_span, warn, Span};
 
 use super::{Services, TimerKey};
 
+/// How soon a lease renewal that failed (the registry out of reach) is tried again.
+pub(crate) const LEASE_RETRY: Duration = Duration::from_secs(1);
+
 /// Who orders this edge's orbit commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -68,8 +71,13 @@ pub type Outcome = Result<Event, OrbitError>;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum OrbitFeed {
-    /// The answer to proposal `token`.
-    Outcome { token: u64, outcome: Outcome },
+    /// The answer to proposal `token`, committed at log `index` (0: not committed, or not
+    /// known to be).
+    Outcome {
+        token: u64,
+        index: u64,
+        outcome: Outcome,
+    },
     /// Log entry `index` applied `cmds`, in order, at the leader's time `at` (the watch
     /// stream).
     Applied {
@@ -110,8 +118,12 @@ pub(crate) struct OrbitPort {
     /// Continuations waiting for their outcome, with the command's kind and when it was
     /// proposed (for the features' latency).
     waiting: HashMap<u64, (Then, Span, &'static str, Instant)>,
-    /// Outcomes ready to continue with (one site: right after the input that proposed).
-    ready: VecDeque<(u64, Then, Span, Outcome)>,
+    /// Outcomes ready to continue with (one site: right after the input that proposed), with
+    /// the log index each was committed at.
+    ready: VecDeque<(u64, u64, Then, Span, Outcome)>,
+    /// The log index of the outcome the features are continuing with now (0: one site, or
+    /// not committed): what a claim's trunk INVITE tells the holding edge to wait for.
+    pub committed_at: u64,
     /// Events applied but not yet reacted to.
     pub events: VecDeque<Event>,
     /// The last registry log index seen on the watch stream (resume point).
@@ -119,6 +131,9 @@ pub(crate) struct OrbitPort {
     /// The lease (registry only): how long, and until when it is known to hold.
     pub lease_ttl: Duration,
     pub lease_until: Option<Instant>,
+    /// When the lease is renewed next: a third of its time after the last try, sooner after a
+    /// try that failed ([`LEASE_RETRY`]); a lease timer that fires before it is stale.
+    pub lease_due: Option<Instant>,
     /// Until when each extension was last reported registered here.
     located: HashMap<String, Millis>,
     /// Until when each extension was last reported watched by a lamp here.
@@ -138,10 +153,12 @@ impl OrbitPort {
             outbox: vec![],
             waiting: HashMap::new(),
             ready: VecDeque::new(),
+            committed_at: 0,
             events: VecDeque::new(),
             watch_index: 0,
             lease_ttl,
             lease_until: None,
+            lease_due: None,
             located: HashMap::new(),
             watching: HashMap::new(),
             incarnation,
@@ -237,7 +254,7 @@ impl Services {
                 };
                 self.port
                     .ready
-                    .push_back((token, then, span, r.map_err(Into::into)));
+                    .push_back((token, 0, then, span, r.map_err(Into::into)));
             }
             Backend::Registry => {
                 span.in_scope(|| debug!(token, "proposed"));
@@ -253,8 +270,9 @@ impl Services {
         token
     }
 
-    /// The registry answered proposal `token` at `now`: its continuation is ready.
-    pub(crate) fn outcome_in(&mut self, now: Instant, token: u64, outcome: Outcome) {
+    /// The registry answered proposal `token` at `now`, committed at log `index`: its
+    /// continuation is ready.
+    pub(crate) fn outcome_in(&mut self, now: Instant, token: u64, index: u64, outcome: Outcome) {
         if let Some((then, span, kind, asked)) = self.port.waiting.remove(&token) {
             // How long the features wait for the registry (what a phone waits on top of its
             // own signalling): parks, claims (retrieves, recall answers), pickups.
@@ -266,14 +284,18 @@ impl Services {
                 Ok(ev) => debug!(event = %short(ev), "committed"),
                 Err(e) => debug!(error = %e, "not committed"),
             });
-            self.port.ready.push_back((token, then, span, outcome));
+            self.port
+                .ready
+                .push_back((token, index, then, span, outcome));
         }
     }
 
-    /// The next outcome a feature continues with: `(feature, token, span, outcome)`. The
-    /// outcomes of commands nobody waits for, and of lease renewals, are taken care of here.
+    /// The next outcome a feature continues with: `(feature, token, span, outcome)`, its log
+    /// index in [`OrbitPort::committed_at`]. The outcomes of commands nobody waits for, and
+    /// of lease renewals, are taken care of here.
     pub(crate) fn next_outcome(&mut self) -> Option<(Feature, u64, Span, Outcome)> {
-        while let Some((token, then, span, outcome)) = self.port.ready.pop_front() {
+        while let Some((token, index, then, span, outcome)) = self.port.ready.pop_front() {
+            self.port.committed_at = index;
             match then {
                 Then::Feature(f) => return Some((f, token, span, outcome)),
                 Then::Nothing => {
@@ -307,7 +329,15 @@ impl Services {
                         ) {
                             warn!(error = %e, edge = %self.id, "another process holds this edge's identity: is it configured twice? waiting for its lease to end (set state_dir to take over at once after a crash)");
                         } else {
-                            warn!(error = %e, edge = %self.id, "lease not renewed");
+                            // Tried again soon: two tries a third of a lease apart both lost
+                            // to a registry outage (a quorum lost, then the leader paused)
+                            // let the lease lapse and the calls parked here go with it.
+                            warn!(error = %e, edge = %self.id, retry_ms = LEASE_RETRY.as_millis() as u64, "lease not renewed");
+                            let at = self.last_now + LEASE_RETRY;
+                            if self.port.lease_due.is_none_or(|d| at < d) {
+                                self.port.lease_due = Some(at);
+                                self.timers.schedule(at, TimerKey::Lease);
+                            }
                         }
                     }),
                 },
@@ -344,6 +374,25 @@ impl Services {
             && self.orbit.incarnation_of(edge) != Some(self.port.incarnation))
     }
 
+    /// When a trunk claim committed at log `at` (0: not said), waiting since `since` for this
+    /// edge's replica to show it, is looked at again; `None`: its wait is over, refuse it. It
+    /// waits `first` at least (a timer an earlier claim of the same call left may come
+    /// sooner), and on, `first` at a time, while the replica is short of that entry (its
+    /// watch stalled or lags, as when this site was cut off from the registry), for less than
+    /// a lease, past which the registry has given up this edge's calls anyway.
+    pub(crate) fn replica_wait(
+        &self,
+        at: u64,
+        since: Instant,
+        now: Instant,
+        first: Duration,
+    ) -> Option<Instant> {
+        if now < since + first {
+            return Some(since + first);
+        }
+        (at > self.port.watch_index && now < since + self.port.lease_ttl).then(|| now + first)
+    }
+
     /// One site: keep a timer at the earliest deadline (across sites the leader fires them).
     pub(crate) fn schedule_deadline(&mut self) {
         if self.port.backend != Backend::Local {
@@ -371,6 +420,7 @@ impl Services {
     /// ringing); the next renewal at a third of its life.
     pub(crate) fn renew_lease(&mut self, now: Instant, calls: usize) {
         let ttl = self.port.lease_ttl;
+        self.port.lease_due = Some(now + ttl / 3);
         self.timers.schedule(now + ttl / 3, TimerKey::Lease);
         let sip = self.local.addr(orbit_sip::transport::Proto::Udp);
         let cmd = Command::Lease {

@@ -224,7 +224,7 @@ fn an_old_drain_and_this_processs_lease_in_one_watch_entry_do_not_drain_it() {
     for p in props {
         let r = reg.orbit.apply(at, &p.cmd);
         net.edge
-            .on_orbit_outcome(net.now, p.token, r.map_err(Into::into));
+            .on_orbit_outcome(net.now, p.token, 1, r.map_err(Into::into));
     }
     net.collect();
     net.send(ALICE, &options("probe0", ""));

@@ -49,7 +49,7 @@ fn offer_message(net: &Net, claim_park: u64, o: &MoveOffer, secret: &str, branch
         call_id: &call_id,
         from: &from,
         user: "701",
-        claim: Some(crate::trunk::Claim::Park(claim_park)),
+        claim: Some(crate::trunk::Claim::Park(claim_park, 0)),
         body: body.as_bytes(),
     }
     .sign(secret);

@@ -21,7 +21,12 @@ fn registry_grouped() -> (Net, Registry) {
 
 /// Site B's trunk INVITE for its picker 3001, claiming ring `ring` of `ext`.
 fn trunk_pick(net: &Net, ring: u64, ext: &str, branch: &str) -> String {
-    let claim = crate::trunk::Claim::Ring(ring);
+    trunk_pick_at(net, ring, 0, ext, branch)
+}
+
+/// The same, naming the log index `at` the pickup was committed at.
+fn trunk_pick_at(net: &Net, ring: u64, at: u64, ext: &str, branch: &str) -> String {
+    let claim = crate::trunk::Claim::Ring(ring, at);
     trunk_invite(net, claim, ext, "Carol B", SECRET, branch)
 }
 
@@ -76,9 +81,16 @@ fn a_picker_at_another_site_fetches_the_ringing_call_over_the_trunk_once_the_wat
 ) {
     let (mut net, mut reg) = registry_grouped();
     let (_inv, ring) = recorded_ring(&mut net, &mut reg);
-    // Site B's INVITE comes before this edge's watch shows the pickup: it waits.
-    net.send(PEER, &trunk_pick(&net, ring, "1002", "t1"));
-    assert!(finals(&mut net, PEER).is_empty());
+    // Site B's INVITE comes before this edge's watch shows the pickup, committed entries
+    // ahead of what the watch has brought (this site cut off from the registry): it waits
+    // for as long as the replica is short of it.
+    let at = reg.index + 10;
+    net.send(PEER, &trunk_pick_at(&net, ring, at, "1002", "t1"));
+    for _ in 0..5 {
+        net.advance(Duration::from_secs(1));
+        reg.serve(&mut net);
+        assert!(finals(&mut net, PEER).is_empty());
+    }
     assert!(
         net.take(BOB1).is_empty(),
         "Bob's phone rings on until it is decided"
@@ -220,6 +232,11 @@ fn a_picker_here_takes_a_call_ringing_at_another_site_over_the_trunk() {
     assert_eq!(
         trunk.header_other("X-Orbit-Claim").map(str::trim),
         Some(format!("ring-{}", r.id).as_str())
+    );
+    assert_eq!(
+        trunk.header_other("X-Orbit-Claim-Index").map(str::trim),
+        Some(reg.index.to_string().as_str()),
+        "the log index the pickup was committed at"
     );
     assert!(trunk.uri().unwrap().to_string().starts_with("sip:1002@"));
     // A second picker finds nothing.

@@ -10,6 +10,8 @@ use super::park::{carol_invite, park_by_bob, CAROL};
 use super::*;
 
 pub(super) const PEER: &str = "127.0.0.1:9100";
+/// Site C's edge, a second trunk peer.
+pub(super) const PEER_C: &str = "127.0.0.1:9200";
 pub(super) const SECRET: &str = "virtual-time-trunk-secret";
 
 pub(super) fn registry_net() -> Net {
@@ -21,11 +23,18 @@ pub(super) fn registry_net_with(mut cfg: EdgeConfig) -> Net {
     cfg.site = "site-a".into();
     cfg.trunk = Some(TrunkConfig {
         secret: SECRET.into(),
-        peers: vec![TrunkPeer {
-            site: "site-b".into(),
-            name: None,
-            addr: PEER.parse().unwrap(),
-        }],
+        peers: vec![
+            TrunkPeer {
+                site: "site-b".into(),
+                name: None,
+                addr: PEER.parse().unwrap(),
+            },
+            TrunkPeer {
+                site: "site-c".into(),
+                name: None,
+                addr: PEER_C.parse().unwrap(),
+            },
+        ],
         max_skew_secs: 30,
     });
     let now = Instant::now();
@@ -81,7 +90,7 @@ impl Registry {
             }
             for (token, r) in answers {
                 net.edge
-                    .on_orbit_outcome(net.now, token, r.map_err(Into::into));
+                    .on_orbit_outcome(net.now, token, self.index, r.map_err(Into::into));
             }
             net.collect();
         }
@@ -143,15 +152,35 @@ pub(super) fn call_info(edge: &str, call_id: &str, codec: &str) -> orbit_state::
     }
 }
 
-/// A trunk INVITE from site B claiming `park` in slot 701 for 3001, signed with `secret`.
+/// A trunk INVITE from site B claiming `park` in slot 701 for 3001, signed with `secret`,
+/// naming no log index (as an edge from before claims named theirs).
 pub(super) fn trunk_claim(net: &Net, park: u64, secret: &str, branch: &str) -> String {
-    let claim = crate::trunk::Claim::Park(park);
+    let claim = crate::trunk::Claim::Park(park, 0);
     trunk_invite(net, claim, "701", "Carol", secret, branch)
+}
+
+/// A trunk INVITE from site B claiming `park` in slot 701 for 3001, committed at log `at`.
+pub(super) fn trunk_claim_at(net: &Net, park: u64, at: u64, branch: &str) -> String {
+    let claim = crate::trunk::Claim::Park(park, at);
+    trunk_invite(net, claim, "701", "Carol", SECRET, branch)
 }
 
 /// A trunk INVITE from site B to `user`, with `claim`, for 3001 (shown as `display`), signed
 /// with `secret`.
 pub(super) fn trunk_invite(
+    net: &Net,
+    claim: crate::trunk::Claim,
+    user: &str,
+    display: &str,
+    secret: &str,
+    branch: &str,
+) -> String {
+    trunk_invite_from(("site-b", PEER), net, claim, user, display, secret, branch)
+}
+
+/// A trunk INVITE as [`trunk_invite`], from `site` at `peer`.
+pub(super) fn trunk_invite_from(
+    (site, peer): (&str, &str),
     net: &Net,
     claim: crate::trunk::Claim,
     user: &str,
@@ -165,7 +194,7 @@ pub(super) fn trunk_invite(
     let sdp = SDP_B.replace("10.2.2.2", "10.9.9.9");
     let body = sdp.replace('\n', "\r\n");
     let sig = crate::trunk::Signed {
-        site: "site-b",
+        site,
         to_site: "site-a",
         ts,
         method: "INVITE",
@@ -177,8 +206,12 @@ pub(super) fn trunk_invite(
     }
     .sign(secret);
     format!(
-        "INVITE sip:{user}@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: {from}\nTo: <sip:{user}@orbit.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:3001@{PEER}>\nX-Orbit-Trunk: site-b;{ts};{sig}\nX-Orbit-Claim: {}\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
+        "INVITE sip:{user}@orbit.test SIP/2.0\nVia: SIP/2.0/UDP {peer};branch=z9hG4bK{branch};rport\nMax-Forwards: 70\nFrom: {from}\nTo: <sip:{user}@orbit.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:3001@{peer}>\nX-Orbit-Trunk: {site};{ts};{sig}\nX-Orbit-Claim: {}{}\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
         claim.text(),
+        match claim.at() {
+            0 => String::new(),
+            at => format!("\nX-Orbit-Claim-Index: {at}"),
+        },
         body.len()
     )
 }
@@ -491,7 +524,7 @@ fn an_expiry_a_lagging_watch_brings_after_this_edges_own_claim_and_re_park_rings
                 lagging.push((reg.index, at, vec![p.cmd.clone()]));
             }
             net.edge
-                .on_orbit_outcome(net.now, p.token, r.map_err(Into::into));
+                .on_orbit_outcome(net.now, p.token, reg.index, r.map_err(Into::into));
             net.collect();
         }
     }

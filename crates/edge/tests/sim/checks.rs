@@ -179,7 +179,8 @@ pub(crate) fn check(
             .get(*label)
             .into_iter()
             .flatten()
-            .filter_map(|p| claims.get(p).map(String::as_str))
+            // A retrieve's claim names `edge/retriever`.
+            .filter_map(|p| claims.get(p).map(|by| by.rsplit('/').next().unwrap_or(by)))
             .chain(picked.get(*label).into_iter().flatten().map(String::as_str))
             .collect();
         for ext in exts {

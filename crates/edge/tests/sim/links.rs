@@ -56,11 +56,11 @@ pub(crate) async fn propose(
     site: usize,
     p: Proposal,
     latency: Duration,
-    tx: mpsc::UnboundedSender<(usize, u64, Outcome)>,
+    tx: mpsc::UnboundedSender<(usize, u64, u64, Outcome)>,
 ) {
     let started = Instant::now();
     let mut pause = Duration::from_millis(20);
-    let unavailable = |s: &str| Err(OrbitError::Unavailable(s.into()));
+    let unavailable = |s: &str| (0, Err(OrbitError::Unavailable(s.into())));
     let outcome = loop {
         let leader = links.lock().unwrap().leader_for(site);
         if let Some(n) = leader {
@@ -75,7 +75,7 @@ pub(crate) async fn propose(
             let lost = links.lock().unwrap().cut[site].len() == NODES as usize;
             match r {
                 _ if lost => break unavailable("reply lost"),
-                Ok(Ok((_, o))) => break o.map_err(OrbitError::Rejected),
+                Ok(Ok((index, o))) => break (index, o.map_err(OrbitError::Rejected)),
                 // Nothing appended: try again.
                 Ok(Err(WriteError::NotLeader(_))) => {}
                 Ok(Err(e)) => break unavailable(&e.to_string()),
@@ -88,7 +88,8 @@ pub(crate) async fn propose(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
     };
-    let _ = tx.send((site, p.token, outcome));
+    let (index, outcome) = outcome;
+    let _ = tx.send((site, p.token, index, outcome));
 }
 
 /// What a node's watch stream sends a watcher at `cursor` next, and the new cursor: as
@@ -150,7 +151,7 @@ impl Sim {
                 Ok(n) => {
                     let link = NodeLink {
                         raft: n.raft.clone(),
-                        batch: Batcher::start(n.raft.clone()),
+                        batch: n.batch(),
                         state: n.state.clone(),
                     };
                     self.links.lock().unwrap().nodes.insert(id, link);
@@ -238,7 +239,14 @@ impl Sim {
     }
 
     /// A proposal's outcome, to the edge that made it (a park's outcome noted on the way).
-    pub(crate) fn outcome(&mut self, site: usize, token: u64, outcome: Outcome, now: Instant) {
+    pub(crate) fn outcome(
+        &mut self,
+        site: usize,
+        token: u64,
+        index: u64,
+        outcome: Outcome,
+        now: Instant,
+    ) {
         if let Some(call) = self.parks_proposed.remove(&(site, token)) {
             match &outcome {
                 Ok(_) => self.parks_failed.remove(&call),
@@ -247,7 +255,11 @@ impl Sim {
                     .insert(call, (site, now_ms(), e.to_string())),
             };
         }
-        let feed = OrbitFeed::Outcome { token, outcome };
+        let feed = OrbitFeed::Outcome {
+            token,
+            index,
+            outcome,
+        };
         self.edges[site].on_orbit_feed(now.into_std(), feed);
         self.pump(site, now);
     }

@@ -14,9 +14,10 @@ pub(crate) fn unfetched_claims<'a>(
 ) -> impl Iterator<Item = Millis> + 'a {
     hist.iter().filter_map(move |(i, at, e)| {
         let (label, by, call_id, ring) = match e {
+            // A retrieve's claim names `edge/retriever`.
             Event::Claimed { parked, by } => (
                 parked.call.caller_display.as_deref().unwrap_or(""),
-                by.as_str(),
+                by.rsplit('/').next().unwrap_or(""),
                 &parked.call.call_id,
                 false,
             ),

@@ -259,8 +259,8 @@ struct Sim {
     watches: Vec<Watch>,
     /// Per edge, registry feed items with their delivery time, in order.
     feeds: Vec<std::collections::VecDeque<(Instant, OrbitFeed)>>,
-    outcomes: mpsc::UnboundedReceiver<(usize, u64, Outcome)>,
-    outcome_tx: mpsc::UnboundedSender<(usize, u64, Outcome)>,
+    outcomes: mpsc::UnboundedReceiver<(usize, u64, u64, Outcome)>,
+    outcome_tx: mpsc::UnboundedSender<(usize, u64, u64, Outcome)>,
     wire: Wire,
     phones: Vec<Phone>,
     by_addr: HashMap<SocketAddr, usize>,

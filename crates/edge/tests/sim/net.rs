@@ -215,8 +215,8 @@ impl Sim {
             }
             self.pump(site, now);
         }
-        while let Ok((site, token, outcome)) = self.outcomes.try_recv() {
-            self.outcome(site, token, outcome, now);
+        while let Ok((site, token, index, outcome)) = self.outcomes.try_recv() {
+            self.outcome(site, token, index, outcome, now);
         }
         while let Some(e) = self.wire.queue.first_entry() {
             if e.key().0 > now {
@@ -279,8 +279,8 @@ impl Sim {
         }
         tokio::select! {
             _ = tokio::time::sleep_until(next.max(now)) => {}
-            Some((site, token, outcome)) = self.outcomes.recv() => {
-                self.outcome(site, token, outcome, Instant::now());
+            Some((site, token, index, outcome)) = self.outcomes.recv() => {
+                self.outcome(site, token, index, outcome, Instant::now());
             }
         }
     }
