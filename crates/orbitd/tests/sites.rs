@@ -329,3 +329,56 @@ fn a_site_that_restarts_frees_the_slots_of_the_calls_it_lost_without_waiting_for
     );
     assert!(s.log(1).contains("site-c restarted"), "{}", s.log(1));
 }
+
+/// openraft's own lines about failed appends are off by default (one per heartbeat); the
+/// leader says itself, once, that a member stopped taking the log, and once that it is back.
+/// (Killed and started again: a paused member campaigns the moment it wakes, and a new term's
+/// leader starts its count afresh.) The member that comes back does not unseat the leader:
+/// the leader tries it again within 100 ms, before it would campaign (with a 2 s back-off,
+/// its higher term often did, and the new leader had nothing to say of it).
+#[test]
+fn the_leader_says_once_when_a_member_stops_taking_the_log_and_when_it_is_back() {
+    let mut s = Sites::start(&lot(90, 20));
+    let l = leader(&s, s.grpc[0]);
+    assert!(l > 0, "a leader");
+    let leader_proc = l as usize - 1;
+    let follower = l as usize % 3;
+    let leadership = |s: &Sites| {
+        s.log(leader_proc)
+            .lines()
+            .filter(|l| l.contains("registry leader"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = leadership(&s);
+    s.kill(follower);
+    s.wait_log(
+        leader_proc,
+        "a registry member is not taking the log",
+        Duration::from_secs(20),
+    );
+    s.spawn(follower);
+    s.wait_log(
+        leader_proc,
+        "a registry member takes the log again",
+        Duration::from_secs(20),
+    );
+    assert_eq!(leadership(&s), before, "the leader kept its office");
+    let log = s.log(leader_proc);
+    let member = format!("member={}", follower + 1);
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("taking the log") || l.contains("takes the log"))
+        .collect();
+    assert_eq!(said.len(), 2, "said once each: {said:#?}");
+    assert!(
+        said[0].contains(" WARN ") && said[0].contains(&member),
+        "{}",
+        said[0]
+    );
+    assert!(
+        said[1].contains(" INFO ") && said[1].contains(&member),
+        "{}",
+        said[1]
+    );
+}

@@ -3,10 +3,10 @@
 //!
 //! Every request names the node it is meant for and the server refuses one meant for another
 //! node. Every call is bounded by openraft's hard TTL. A peer that cannot be reached is reported
-//! `Unreachable`, which makes openraft back off along [`Peer::backoff`] (50 ms doubling to 2 s)
-//! instead of retrying at the heartbeat rate.
+//! `Unreachable`, which makes openraft back off along [`Peer::backoff`] (50 ms doubling up to
+//! [`Network::backoff_cap`]) instead of retrying at the heartbeat rate.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -47,27 +47,56 @@ pub struct Network {
     pub from: NodeId,
     /// This node's certificate, when the cluster speaks TLS.
     pub tls: Option<Tls>,
+    /// The longest wait between tries at a peer that cannot be reached: below the shortest
+    /// election timeout ([`Network::backoff_cap_for`]).
+    pub backoff_cap: Duration,
+}
+
+impl Network {
+    /// Half the shortest election timeout (at least one heartbeat). A member that restarts
+    /// campaigns once a lease and an election timeout pass without word from a leader, and
+    /// its higher term unseats the leader the moment the leader's append reaches it (openraft
+    /// 0.9 has no pre-vote): the leader must be back at it well before then, not in a 2 s
+    /// back-off.
+    pub fn backoff_cap_for(heartbeat: Duration, election_min: Duration) -> Duration {
+        (election_min / 2).max(heartbeat)
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        Peer {
+        let mut p = Peer {
             from: self.from,
             target,
-            client: channel(&node.addr, self.tls.as_ref())
-                .ok()
-                .map(RaftClient::new),
-        }
+            addr: node.addr.clone(),
+            tls: self.tls.clone(),
+            backoff_cap: self.backoff_cap,
+            client: None,
+            answered: Instant::now(),
+            connected: Instant::now(),
+        };
+        p.connect();
+        p
     }
 }
 
 pub struct Peer {
     from: NodeId,
     target: NodeId,
+    addr: String,
+    tls: Option<Tls>,
+    backoff_cap: Duration,
     client: Option<RaftClient<Channel>>,
+    /// The last call answered, and the last new connection: see [`Peer::call`].
+    answered: Instant,
+    connected: Instant,
 }
+
+/// How long a peer may go unanswered before its connection is replaced, and how often at
+/// most it is.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -77,7 +106,22 @@ enum Kind {
 }
 
 impl Peer {
+    /// A new channel to the peer: its first call opens a connection of its own.
+    fn connect(&mut self) {
+        self.client = channel(&self.addr, self.tls.as_ref())
+            .ok()
+            .map(RaftClient::new);
+        self.connected = Instant::now();
+    }
+
     /// One RPC: the JSON request in, openraft's reply (or its remote error) out.
+    ///
+    /// A peer unanswered for [`RECONNECT_AFTER`] gets a new connection (once per that time):
+    /// after a cut that dropped its packets, a TCP connection recovers only at its next
+    /// retransmission, seconds after the network is back, and every request on it waits for
+    /// that; a fresh one is through as soon as the network is. Not at every timeout: an
+    /// append's limit is one heartbeat (50 ms), which a new TLS connection across a WAN
+    /// cannot meet, and a slow answer now and then is no dead connection.
     async fn call<Req, Resp, E>(
         &mut self,
         kind: Kind,
@@ -89,6 +133,9 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        if self.answered.elapsed() > RECONNECT_AFTER && self.connected.elapsed() > RECONNECT_AFTER {
+            self.connect();
+        }
         let Some(client) = self.client.as_mut() else {
             let e = std::io::Error::other(format!("node {} has no usable address", self.target));
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
@@ -119,6 +166,7 @@ impl Peer {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
+        self.answered = Instant::now();
         match reply.result {
             Some(pb::raft_reply::Result::Ok(b)) => {
                 serde_json::from_slice(&b).map_err(|e| RPCError::Network(NetworkError::new(&e)))
@@ -165,10 +213,11 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 
     fn backoff(&self) -> Backoff {
-        let mut d = Duration::from_millis(50);
+        let cap = self.backoff_cap;
+        let mut d = Duration::from_millis(50).min(cap);
         Backoff::new(std::iter::from_fn(move || {
             let now = d;
-            d = (d * 2).min(Duration::from_secs(2));
+            d = (d * 2).min(cap);
             Some(now)
         }))
     }

@@ -142,28 +142,70 @@ pub struct Node {
 /// bound on how late an Expire is proposed (plus one commit).
 const DEADLINE_POLL: Duration = Duration::from_millis(20);
 
+/// How long a new leader waits before it lapses an edge's lease: an edge whose renewals found
+/// no leader tries again within seconds of one (each try retries for up to 5 s, then once a
+/// second), and registry faults back to back (a quorum lost, then a leader paused) should not
+/// cost every site its parked calls. An edge really gone keeps its slots that much longer.
+pub(crate) const LEASE_GRACE: Duration = Duration::from_secs(5);
+
 /// On the leader: propose `Expire` for every park whose deadline has come. A new leader does the
 /// same from the state it has, so overdue deadlines fire at once after a failover. Never early
-/// (the state machine refuses an Expire stamped before the deadline) and never twice (it
-/// refuses a second Expire for the same park), whoever proposes.
+/// (the state machine refuses an Expire stamped before the deadline, and this node waits for
+/// the park's gate: its parking time after this node applied it, `log_clock.rs`) and never
+/// twice (the state refuses a second Expire for the same park), whoever proposes.
 pub(crate) async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore, batch: Batcher) {
+    // The term this node leads and since when (its monotonic clock).
+    let mut office: Option<(u64, tokio::time::Instant)> = None;
     loop {
         let notified = sm.applied.notified();
-        let leading = {
+        let (leading, term) = {
             let m = raft.metrics();
             let m = m.borrow();
-            m.current_leader == Some(id) && m.state.is_leader()
+            (
+                m.current_leader == Some(id) && m.state.is_leader(),
+                m.current_term,
+            )
         };
         let next = if leading {
             sm.data.read().unwrap().orbit.next_deadline()
         } else {
             None
         };
-        let now = wall_ms();
-        if leading {
+        let mono = tokio::time::Instant::now();
+        let now = sm.clock.lock().unwrap().stamp(wall_ms(), mono);
+        // The soonest a gate opens on what the stamps say is due.
+        let mut gated: Option<tokio::time::Instant> = None;
+        let mut gate = |g: Option<tokio::time::Instant>| {
+            if let Some(g) = g {
+                gated = Some(gated.map_or(g, |x| x.min(g)));
+            }
+            g.is_none()
+        };
+        if !leading {
+            office = None;
+        } else if office.is_none_or(|(t, _)| t != term) {
+            office = Some((term, mono));
+        }
+        if let Some((_, since)) = office {
             // Edges whose lease ran out: their parked calls are lost (once, never early; the
-            // state refuses a lapse before the lease's end or after a renewal).
+            // state refuses a lapse before the lease's end or after a renewal). Not in a new
+            // leader's first moments: leases that ran out while there was no leader had no
+            // one to renew them with.
             let lapsed = sm.data.read().unwrap().orbit.lapsed(now);
+            let in_office = since + LEASE_GRACE;
+            let lapsed: Vec<_> = {
+                let clock = sm.clock.lock().unwrap();
+                lapsed
+                    .into_iter()
+                    .filter(|e| {
+                        let g = clock.lease_gate(e, mono);
+                        gate(match mono < in_office {
+                            true => Some(g.map_or(in_office, |g| g.max(in_office))),
+                            false => g,
+                        })
+                    })
+                    .collect()
+            };
             for edge in lapsed {
                 let cmd = Command::LeaseLapse { edge: edge.clone() };
                 if let Ok((_, Ok(Event::LeaseLapsed { lost, .. }))) = batch.write(cmd).await {
@@ -171,15 +213,23 @@ pub(crate) async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore,
                 }
             }
         }
-        match next {
+        // All that are due at once, their gates open: they go into one entry.
+        let due: Vec<_> = match next {
             Some((at, _)) if at <= now => {
-                // All that are due at once: they go into one entry.
                 let due = sm.data.read().unwrap().orbit.due(now);
+                let clock = sm.clock.lock().unwrap();
+                due.into_iter()
+                    .filter(|p| gate(clock.park_gate(*p, mono)))
+                    .collect()
+            }
+            _ => vec![],
+        };
+        match next {
+            Some(_) if !due.is_empty() => {
                 let pending: Vec<_> = due
                     .into_iter()
                     .map(|park| {
                         // In the park's trace: the deadline is the park's.
-                        let span = info_span!("registry.expire", park);
                         let trace = sm
                             .data
                             .read()
@@ -187,7 +237,9 @@ pub(crate) async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore,
                             .orbit
                             .parked(park)
                             .and_then(|p| p.call.trace.clone());
-                        orbit_trace::adopt(&span, trace.as_deref());
+                        let span = orbit_trace::continuing(trace.as_deref(), || {
+                            info_span!("registry.expire", park)
+                        });
                         let rx = span.in_scope(|| batch.submit(Command::Expire { park }));
                         (park, span, rx)
                     })
@@ -214,15 +266,23 @@ pub(crate) async fn deadline_loop(id: NodeId, raft: Raft, sm: StateMachineStore,
                 }
             }
             Some((at, _)) => {
-                let wait = Duration::from_millis(at - now).min(DEADLINE_POLL);
+                // Not due by the stamps yet, or due and waiting for a gate.
+                let wait = match at.checked_sub(now) {
+                    Some(ms) if ms > 0 => Duration::from_millis(ms).min(DEADLINE_POLL),
+                    _ => DEADLINE_POLL,
+                };
+                let wait = gated.map_or(wait, |g| wait.min(g.saturating_duration_since(mono)));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = notified => {}
                 }
             }
             None => {
+                let wait = gated.map_or(DEADLINE_POLL, |g| {
+                    DEADLINE_POLL.min(g.saturating_duration_since(mono))
+                });
                 tokio::select! {
-                    _ = tokio::time::sleep(DEADLINE_POLL) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = notified => {}
                 }
             }
@@ -344,6 +404,7 @@ impl Node {
         let network = Network {
             from: cfg.id,
             tls: cfg.tls.clone(),
+            backoff_cap: Network::backoff_cap_for(cfg.heartbeat, cfg.election_min),
         };
         let raft = Raft::new(cfg.id, config, network, log, sm.clone())
             .await
@@ -357,7 +418,7 @@ impl Node {
         });
         let fwd = Forwarder::new(cfg.tls.clone());
         let watchers = Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS));
-        let batch = Batcher::start(raft.clone());
+        let batch = Batcher::start(raft.clone(), sm.clock.clone());
         let reg_svc = pb::registry_server::RegistryServer::new(RegistryService {
             raft: raft.clone(),
             sm: sm.clone(),

@@ -218,6 +218,83 @@ fn expirations(n: &Node, park: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Leases that ran out while there was no leader are not lapsed in a new leader's first
+/// seconds: an edge whose renewals found no leader renews within them and keeps its parked
+/// calls (without the grace, the new leader lapsed both at once). An edge that does not renew
+/// lapses once they are over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_gives_edges_time_to_renew_leases_that_ran_out_while_there_was_none() {
+    let c = Cluster::new("grace");
+    let mut nodes = c.start().await;
+    let leader = leader_of(&nodes).await;
+    propose(&nodes[&leader], Command::SeedLot(lot())).await;
+    let lease = |edge: &str| Command::Lease {
+        edge: edge.into(),
+        ttl_ms: 1500,
+        incarnation: 1,
+        replaces: 0,
+        sip: None,
+        load: Default::default(),
+    };
+    let mut parks = vec![];
+    for (n, edge) in [(1, "site-a"), (2, "site-b")] {
+        let mut cmd = park(n);
+        if let Command::Park { call, .. } = &mut cmd {
+            call.edge = edge.into();
+        }
+        match propose(&nodes[&leader], cmd).await.outcome {
+            Ok(Event::Parked(p)) => parks.push(p.id),
+            o => panic!("{o:?}"),
+        }
+    }
+    for edge in ["site-a", "site-b"] {
+        propose(&nodes[&leader], lease(edge)).await;
+    }
+    // The quorum lost for longer than the leases (a follower first, so that the leader can
+    // commit nothing more): both run out with no leader.
+    let kept = [1, 2, 3].into_iter().find(|&i| i != leader).unwrap();
+    let stopped: Vec<u64> = [1, 2, 3]
+        .into_iter()
+        .filter(|&i| i != kept && i != leader)
+        .chain([leader])
+        .collect();
+    for i in &stopped {
+        nodes.remove(i).unwrap().shutdown().await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for &i in &stopped {
+        nodes.insert(i, Node::start(c.cfg(i)).await.unwrap());
+    }
+    let elected = Instant::now();
+    let leader = leader_of(&nodes).await;
+    // Site A renews as soon as there is a leader again (its retries would), and then every
+    // third of its lease; site B never does.
+    let t0 = Instant::now();
+    while nodes[&leader].orbit().parked(parks[1]).is_some() {
+        match propose(&nodes[&leader], lease("site-a")).await.outcome {
+            Ok(Event::LeaseGranted { .. }) => {}
+            o => panic!("site A's renewal: {o:?}"),
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "site B's lease never lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        elected.elapsed() >= Duration::from_secs(4),
+        "site B's lease lapsed {:?} after the quorum came back",
+        elected.elapsed()
+    );
+    assert!(
+        nodes[&leader].orbit().parked(parks[0]).is_some(),
+        "site A renewed in time and keeps its parked call"
+    );
+    for (_, n) in nodes {
+        n.shutdown().await;
+    }
+}
+
 async fn wait_expired(n: &Node, park: u64) -> (u64, u64) {
     let t0 = Instant::now();
     loop {
