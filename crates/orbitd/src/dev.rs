@@ -260,9 +260,12 @@ pub async fn run(data_dir: PathBuf, sip: SocketAddr, grpc: u16, rtp: u16) -> Res
         data_dir.display()
     );
     println!("{banner}");
-    let result = crate::run_sites(sites.into_iter().map(|c| (c, Some(tls.clone()))).collect())
-        .await
-        .map(|_| ());
+    let result = crate::run_sites(
+        sites.into_iter().map(|c| (c, Some(tls.clone()))).collect(),
+        std::future::pending(),
+    )
+    .await
+    .map(|_| ());
     for n in nodes {
         n.shutdown().await;
     }

@@ -45,6 +45,13 @@ fn advice(e: &anyhow::Error) -> Option<&'static str> {
         if store_in_use || c.to_string().contains("is in use by another process") {
             return Some("another orbitd is using that data directory: stop it, or give this one its own (data_dir or state_dir in the config; --data-dir for orbitd dev)");
         }
+        if let Some(orbit_registry::NodeError::Stopped { cause, .. }) = c.downcast_ref() {
+            return Some(if cause.contains("No space left on device") {
+                "the disk holding that data directory is full: free space there (or give the node a larger volume) and start it again; the other voters go on without it meanwhile"
+            } else {
+                "the registry's store failed: check the disk holding that data directory, then start the node again; the other voters go on without it meanwhile"
+            });
+        }
         None
     })
 }
@@ -70,5 +77,16 @@ mod tests {
         let e = anyhow::anyhow!("state_dir /x is in use by another process");
         assert!(advice(&e).unwrap().contains("another orbitd is using"));
         assert!(advice(&anyhow::anyhow!("no such file")).is_none());
+        let full = orbit_registry::NodeError::Stopped {
+            node: 3,
+            cause: "storage IO error: write Logs: No space left on device (os error 28)".into(),
+            data_dir: "/var/lib/orbit".into(),
+        };
+        let e = anyhow::Error::new(full);
+        assert!(advice(&e)
+            .unwrap()
+            .contains("the disk holding that data directory is full"));
+        assert!(format!("{e:#}").contains("registry node 3 stopped"));
+        assert_eq!(report(&e), ExitCode::from(1));
     }
 }

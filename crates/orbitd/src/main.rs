@@ -16,7 +16,7 @@ use config::{load, node_config, FileConfig, RegistrySettings};
 use orbit_edge::config::EdgeConfig;
 use orbit_edge::{driver, Edge};
 use orbit_media::PortPool;
-use tracing::info;
+use tracing::{error, info};
 
 mod config;
 mod dev;
@@ -203,16 +203,36 @@ fn print_membership(m: &orbit_registry::pb::MembershipReply) {
 async fn run_roles(f: FileConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Result<()> {
     match (f.registry, f.edge) {
         (Some(r), None) => run_registry(r).await,
-        (None, Some(edge)) => run_sites(vec![(edge, tls)]).await.map(|_| ()),
+        (None, Some(edge)) => run_sites(vec![(edge, tls)], std::future::pending())
+            .await
+            .map(|_| ()),
         (Some(r), Some(edge)) => {
             let id = r.id;
             let node = orbit_registry::Node::start(node_config(r)?).await?;
-            let result = run_sites(vec![(edge, tls)]).await;
+            // A registry node that stops on its own (its disk full) ends the process, after
+            // draining the edge as a SIGTERM would: a supervisor starts it again.
+            let mut failed = None;
+            let result = run_sites(vec![(edge, tls)], async {
+                let e = node.failed().await;
+                error!(node = id, error = %e, "the registry node stopped; draining the edge");
+                failed = Some(e);
+            })
+            .await;
+            if let Some(e) = failed {
+                node.shutdown().await;
+                return Err(e.into());
+            }
             // An operator drained the edge: the registry node is still a voter, and stays
             // until the process is told to stop.
             if let Ok(false) = result {
                 info!(node = id, "edge drained; the registry node keeps running");
-                until_signal().await?;
+                tokio::select! {
+                    r = until_signal() => r?,
+                    e = node.failed() => {
+                        node.shutdown().await;
+                        return Err(e.into());
+                    }
+                }
             }
             node.shutdown().await;
             result.map(|_| ())
@@ -225,7 +245,15 @@ async fn run_registry(r: RegistrySettings) -> Result<()> {
     let id = r.id;
     let node = orbit_registry::Node::start(node_config(r)?).await?;
     info!(node = id, "registry ready");
-    until_signal().await?;
+    tokio::select! {
+        r = until_signal() => r?,
+        // Stopped on its own (its disk full): the process ends, with the cause, so that a
+        // supervisor notices and starts it again once the disk is mended.
+        e = node.failed() => {
+            node.shutdown().await;
+            return Err(e.into());
+        }
+    }
     node.shutdown().await;
     Ok(())
 }
@@ -319,7 +347,10 @@ fn tls_from_files(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> 
 /// drained: true if a signal asked for it; the first error of a site that failed.
 pub(crate) async fn run_sites(
     sites: Vec<(EdgeConfig, Option<tokio_rustls::TlsAcceptor>)>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Result<bool> {
+    // Polled only until it or a signal asks for the drain (a finished future is not polled).
+    let mut stop = std::pin::pin!(stop);
     let main_rt = tokio::runtime::Handle::current();
     let mut stops = vec![];
     let mut cores = tokio::task::JoinSet::new();
@@ -352,6 +383,7 @@ pub(crate) async fn run_sites(
                 info!("SIGTERM: draining");
                 signalled = true;
             }
+            _ = &mut stop, if !signalled => signalled = true,
             r = cores.join_next() => match r {
                 None => break,
                 Some(r) => {
@@ -577,9 +609,10 @@ fn run(cli: Cli) -> Result<()> {
             None => Err(missing("registry")),
         },
         Role::Edge => match f.edge {
-            Some(cfg) => {
-                edge_tls(&cfg).and_then(|tls| rt.block_on(run_sites(vec![(cfg, tls)])).map(|_| ()))
-            }
+            Some(cfg) => edge_tls(&cfg).and_then(|tls| {
+                rt.block_on(run_sites(vec![(cfg, tls)], std::future::pending()))
+                    .map(|_| ())
+            }),
             None => Err(missing("edge")),
         },
         Role::All => {

@@ -20,6 +20,8 @@ struct RegistryNode {
     id: u64,
     addr: SocketAddr,
     child: Child,
+    /// What it has logged (stderr), whole.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Drop for RegistryNode {
@@ -54,11 +56,14 @@ fn start_with(dir: &std::path::Path, id: u64, addr: SocketAddr, extra: &str) -> 
         .expect("start orbitd registry");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("registry ready") {
                 let _ = tx.send(());
             }
+            kept.lock().unwrap().push_str(&format!("{line}\n"));
             if std::env::var_os("ORBIT_TEST_LOG").is_some() {
                 eprintln!("registry {id}: {line}");
             }
@@ -66,7 +71,12 @@ fn start_with(dir: &std::path::Path, id: u64, addr: SocketAddr, extra: &str) -> 
     });
     rx.recv_timeout(Duration::from_secs(20))
         .expect("registry node did not start");
-    RegistryNode { id, addr, child }
+    RegistryNode {
+        id,
+        addr,
+        child,
+        log,
+    }
 }
 
 /// `orbitd registry <args>`: (success, stdout + stderr).
@@ -505,4 +515,113 @@ fn orbitctl_changes_the_membership_on_the_leader_and_takes_a_snapshot() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["index"].as_u64().unwrap() > 0, "{out}");
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount (the disk-full test runs as root, as the chaos tests do)");
+        assert!(st.success(), "mounting a tmpfs at {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A voter whose disk fills up (its data directory on a small tmpfs, then filled) stops: the
+/// process ends non-zero, naming the node, the cause and what to do, instead of living on with
+/// Raft stopped inside it (it answered health checks as serving and took no part in the
+/// cluster). The other two go on committing.
+#[test]
+fn a_voter_whose_disk_fills_ends_saying_why_and_the_others_go_on() {
+    let dir = std::env::temp_dir().join(format!("orbit-registry-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let _disk = Tmpfs::mount(&dir.join("data-3"), "8m");
+    let mut nodes: Vec<RegistryNode> = (1..=3).map(|id| start(&dir, id, free_addr())).collect();
+    let members: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}={}", n.id, n.addr))
+        .collect();
+    let mut args = vec!["init".to_string(), "--at".into(), nodes[0].addr.to_string()];
+    args.extend(members.iter().cloned());
+    let (ok, out) = cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "init: {out}");
+    wait_status(&nodes[2].addr, "node 3 follows a leader", |s| {
+        field(s, "leader") != "none"
+    });
+    // Fill node 3's disk to the last byte.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(dir.join("data-3/filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&[0]).is_ok() {}
+    }
+    // Writes, many at once, through node 1, until node 3 has gone (bounded).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _in_rt = rt.enter();
+    let link =
+        std::sync::Arc::new(orbit_registry::Link::new(&[nodes[0].addr.to_string()], None).unwrap());
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    let status = loop {
+        if let Some(st) = nodes[2].child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "node 3 still running after {n} writes with its disk full:\n{}",
+            nodes[2].log.lock().unwrap()
+        );
+        rt.block_on(async {
+            let mut writes = tokio::task::JoinSet::new();
+            for _ in 0..32 {
+                n += 1;
+                let link = link.clone();
+                let cmd = orbit_state::Command::Lease {
+                    edge: format!("site-{}", n % 100),
+                    ttl_ms: 60_000,
+                    incarnation: n,
+                    replaces: 0,
+                    sip: None,
+                    load: Default::default(),
+                };
+                writes.spawn(async move { link.propose(&cmd).await });
+            }
+            writes.join_all().await;
+        });
+    };
+    let log = nodes[2].log.lock().unwrap().clone();
+    assert!(!status.success(), "{status:?}\n{log}");
+    assert!(
+        log.contains("registry node 3 stopped")
+            && log.contains("No space left on device")
+            && log.contains("the disk holding that data directory is full"),
+        "says which node, why, and what to do:\n{log}"
+    );
+    // The other two still make a quorum.
+    let cmd = orbit_state::Command::SeedLot(orbit_state::LotConfig {
+        tenant: "example.com".into(),
+        park_ext: "700".into(),
+        first_slot: 701,
+        last_slot: 720,
+        parking_ms: 90_000,
+        recall_ring_ms: 20_000,
+        fallback: None,
+        choice: Default::default(),
+    });
+    let committed = rt.block_on(link.propose(&cmd));
+    assert!(committed.is_ok(), "{committed:?}");
 }

@@ -513,6 +513,9 @@ pub(crate) async fn health_loop(
                 matched,
             )
         };
+        // Raft stopped on its own (a storage error): no longer serving, whatever it knew.
+        let stopped = metrics.borrow().running_state.is_err();
+        let known = known.filter(|_| !stopped);
         let leading = known == Some(id);
         for said in followers.look(std::time::Instant::now(), leading, last, &matched) {
             match said {
@@ -561,11 +564,24 @@ pub(crate) async fn health_loop(
                 .set_service_status("orbit.admin.v1.Admin", status)
                 .await;
         }
+        if stopped {
+            return;
+        }
+        let mut gone = false;
         tokio::select! {
-            r = metrics.changed() => if r.is_err() { return },
+            r = metrics.changed() => gone = r.is_err(),
             _ = closed.wait_for(|c| *c) => return,
             // Metrics change on every entry; a slow tick is enough to notice a lost leader.
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if gone {
+            // Raft is gone: say so to health checks before this loop ends.
+            for service in ["", "orbit.admin.v1.Admin"] {
+                reporter
+                    .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+            return;
         }
     }
 }

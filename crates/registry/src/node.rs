@@ -121,6 +121,14 @@ pub enum NodeError {
     Bind(SocketAddr, std::io::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    /// Raft stopped on its own: a storage error (the disk full or failing). The node takes
+    /// no part in the cluster until the process starts again.
+    #[error("registry node {node} stopped: {cause} (data in {data_dir})")]
+    Stopped {
+        node: NodeId,
+        cause: String,
+        data_dir: PathBuf,
+    },
 }
 
 pub struct Node {
@@ -136,6 +144,7 @@ pub struct Node {
     health: tokio::task::JoinHandle<()>,
     fwd: Forwarder,
     batch: Batcher,
+    data_dir: PathBuf,
 }
 
 /// How often the leader looks at the earliest deadline when nothing has been applied: the
@@ -548,6 +557,7 @@ impl Node {
             health: health_task,
             fwd,
             batch,
+            data_dir: cfg.data_dir.clone(),
         })
     }
 
@@ -583,6 +593,26 @@ impl Node {
     /// The leader's batching queue of this node (proposals straight to Raft, not forwarded).
     pub fn batcher(&self) -> Batcher {
         self.batch.clone()
+    }
+
+    /// Resolves if Raft stops on its own (openraft stops at a storage error: a write to a
+    /// full disk, say), with the cause. A node left like that still answered health checks
+    /// as serving while it took no part in the cluster.
+    pub async fn failed(&self) -> NodeError {
+        let mut m = self.raft.metrics();
+        let cause = loop {
+            if let Err(fatal) = &m.borrow_and_update().running_state {
+                break fatal.to_string();
+            }
+            if m.changed().await.is_err() {
+                break "Raft stopped".to_string();
+            }
+        };
+        NodeError::Stopped {
+            node: self.id,
+            cause,
+            data_dir: self.data_dir.clone(),
+        }
     }
 
     /// The orbit state as applied on this node.
