@@ -62,7 +62,12 @@ pub struct Cluster<'n> {
     /// How far each host's wall clock is off, in ms, whole seconds (libfaketime; the
     /// monotonic clock is left alone).
     skew_ms: Vec<i64>,
+    /// Each registry's data directory, a tmpfs of its own (a disk that can be filled).
+    disks: Vec<PathBuf>,
 }
+
+/// The size of each registry's disk: far more than a run writes.
+const DISK: &str = "256m";
 
 /// libfaketime, from Debian's `faketime`, the thread-safe build.
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
@@ -185,6 +190,23 @@ any_host = true
             edge_configs.push(file);
         }
         configs.extend(edge_configs);
+        let mut disks = vec![];
+        for i in 0..n {
+            let d = dir.join(format!("registry-{}", i + 1));
+            std::fs::create_dir_all(&d).map_err(io(&d))?;
+            let st = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={DISK}"), "tmpfs"])
+                .arg(&d)
+                .status()
+                .map_err(io(&d))?;
+            if !st.success() {
+                return Err(ClusterError::Io(
+                    d.display().to_string(),
+                    std::io::Error::other("mounting a tmpfs failed"),
+                ));
+            }
+            disks.push(d);
+        }
         let mut c = Cluster {
             net,
             orbitd: orbitd.to_path_buf(),
@@ -195,6 +217,7 @@ any_host = true
             skew_ms: (0..n)
                 .map(|i| skew_ms.get(i).copied().unwrap_or(0))
                 .collect(),
+            disks,
         };
         for i in 0..n {
             c.spawn(Proc::Registry(i))?;
@@ -363,6 +386,37 @@ any_host = true
         }
     }
 
+    /// Fill site `i`'s registry disk to the last byte: its next writes fail.
+    pub fn fill_disk(&self, i: usize) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = File::create(self.disks[i].join("filler"))?;
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&[0]).is_ok() {}
+        Ok(())
+    }
+
+    /// Make room on site `i`'s registry disk again.
+    pub fn free_disk(&self, i: usize) -> std::io::Result<()> {
+        std::fs::remove_file(self.disks[i].join("filler"))
+    }
+
+    /// Wait up to `within` for process `p` to end by itself, as it is meant to (a registry
+    /// whose disk filled): its exit status, and it is no crash.
+    pub fn wait_exit(&mut self, p: Proc, within: Duration) -> Option<String> {
+        let i = self.index(p);
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            let c = self.procs[i].as_mut()?;
+            if let Ok(Some(st)) = c.try_wait() {
+                self.procs[i] = None;
+                return Some(st.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
     /// SIGSTOP: alive, holding its sockets, answering nothing.
     pub fn pause(&self, p: Proc) {
         self.signal(p, libc::SIGSTOP);
@@ -448,6 +502,9 @@ impl Drop for Cluster<'_> {
         for p in self.all() {
             self.resume(p);
             self.kill(p);
+        }
+        for d in &self.disks {
+            let _ = Command::new("umount").arg("-l").arg(d).status();
         }
     }
 }

@@ -57,6 +57,10 @@ pub enum Fault {
     /// The leadership handed to another voter, as an operator does (to site C's node when
     /// its clock is off: the deadlines other leaders stamped are then its to fire).
     Transfer,
+    /// A follower's disk filled (its data directory is a tmpfs): its next write fails and
+    /// the process ends, saying why; the disk is freed after the fault's time and the node
+    /// started again, as a supervisor would.
+    DiskFull,
 }
 
 impl Fault {
@@ -71,6 +75,7 @@ impl Fault {
             Fault::QuorumLost => "quorum lost",
             Fault::KillEdge(_) => "kill edge",
             Fault::Transfer => "transfer",
+            Fault::DiskFull => "disk full",
         }
     }
 }
@@ -322,7 +327,7 @@ pub fn run(orbitd: &Path, scenarios: &Path, dir: &Path, plan: &Plan) -> Result<O
                 let fault = match if transfers_only {
                     7
                 } else {
-                    rng.gen_range(0..8)
+                    rng.gen_range(0..9)
                 } {
                     0 => Fault::KillLeader,
                     1 => Fault::PauseLeader,
@@ -331,7 +336,8 @@ pub fn run(orbitd: &Path, scenarios: &Path, dir: &Path, plan: &Plan) -> Result<O
                     4 => Fault::KillFollower,
                     5 => Fault::QuorumLost,
                     6 => Fault::KillEdge(rng.gen_range(0..3)),
-                    _ => Fault::Transfer,
+                    7 => Fault::Transfer,
+                    _ => Fault::DiskFull,
                 };
                 let hold = Duration::from_millis(rng.gen_range(1_500..4_000));
                 let began = now_us();
@@ -342,7 +348,7 @@ pub fn run(orbitd: &Path, scenarios: &Path, dir: &Path, plan: &Plan) -> Result<O
                 let follower = (leader + rng.gen_range(1..3)) % 3;
                 let host = match fault {
                     Fault::CutSite(s) | Fault::KillEdge(s) => s,
-                    Fault::KillFollower => follower,
+                    Fault::KillFollower | Fault::DiskFull => follower,
                     // To the skewed node if there is one (and it does not lead already).
                     Fault::Transfer if skewed && leader != 2 => 2,
                     Fault::Transfer => follower,
@@ -382,6 +388,23 @@ pub fn run(orbitd: &Path, scenarios: &Path, dir: &Path, plan: &Plan) -> Result<O
                         std::thread::sleep(hold);
                         c.spawn(Proc::Registry(leader)).expect("restart");
                         c.spawn(Proc::Registry(follower)).expect("restart");
+                    }
+                    Fault::DiskFull => {
+                        c.fill_disk(follower).expect("filling a disk");
+                        // It ends at its next write (leases are renewed every 5 s).
+                        let p = Proc::Registry(follower);
+                        let ended = c.wait_exit(p, hold + Duration::from_secs(10));
+                        c.free_disk(follower).expect("freeing a disk");
+                        eprintln!(
+                            "disk full at registry {}: {}",
+                            follower + 1,
+                            ended
+                                .as_deref()
+                                .unwrap_or("still running (nothing written)")
+                        );
+                        if ended.is_some() {
+                            c.spawn(p).expect("restart");
+                        }
                     }
                     Fault::Transfer => {
                         if !c.transfer(leader, host) {
